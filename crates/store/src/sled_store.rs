@@ -1,0 +1,322 @@
+//! The embedded backend: sled 0.34, with a group-commit flusher.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::{Batch, Durable, SCHEMA_VERSION, Store, StoreError, Tree};
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// A sled database with one sled tree per [`Tree`].
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    flusher: Option<Flusher>,
+    flushes: Arc<AtomicU64>,
+}
+
+struct Flusher {
+    requests: mpsc::Sender<Waiter>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // The flusher holds a handle on the database: stop it, so the files are released when
+        // the store is dropped (a restart in the same process reopens them).
+        if let Some(Flusher { requests, thread }) = self.flusher.take() {
+            drop(requests);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        Self::from_db(db)
+    }
+
+    /// A database that lives in a temporary directory and vanishes on drop (tests, benchmarks).
+    pub fn temporary() -> Result<Self, StoreError> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+        let trees = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let meta = &trees[Tree::Meta.index()];
+        match meta.get(SCHEMA_KEY)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt)?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaTooNew {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let (flush_db, counter) = (db.clone(), flushes.clone());
+        let thread = std::thread::Builder::new()
+            .name("writ-store-flush".into())
+            .spawn(move || group_commit(flush_db, rx, counter))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+
+        Ok(SledStore {
+            db,
+            trees,
+            flusher: Some(Flusher {
+                requests: tx,
+                thread,
+            }),
+            flushes,
+        })
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.trees[tree.index()]
+    }
+
+    /// How many flushes have run: with group commit, fewer than durable writes under load.
+    pub fn flush_count(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// The size of the database on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Serves flush requests: every request queued while a flush runs is answered by the next one.
+/// A request is only enqueued after its writes were applied, so the flush that starts after it is
+/// received covers them.
+fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
+    while let Ok(first) = requests.recv() {
+        let mut waiters = vec![first];
+        waiters.extend(requests.try_iter());
+        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        flushes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "storage flush failed");
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.tree(tree).insert(key, value)?;
+        Ok(())
+    }
+
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.tree(tree).remove(key)?;
+        Ok(())
+    }
+
+    fn commit(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let result = self.tree(tree).transaction(|tx| {
+            for (key, expected) in &batch.expect {
+                let current = tx.get(key)?;
+                if current.as_deref() != expected.as_deref() {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+            }
+            for (key, value) in &batch.write {
+                match value {
+                    Some(v) => {
+                        tx.insert(key.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        tx.remove(key.as_slice())?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let tree = self.tree(tree);
+        let lower = match start_after {
+            Some(k) if k >= prefix => Bound::Excluded(k.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let mut out = Vec::new();
+        for item in tree.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
+        Ok(self.tree(tree).len())
+    }
+
+    fn durable(&self) -> Durable<'_> {
+        let (tx, rx) = oneshot::channel();
+        let sent = match &self.flusher {
+            Some(f) => f.requests.send(tx).map_err(|_| ()),
+            None => Err(()),
+        };
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::FlusherStopped)?;
+            rx.await
+                .map_err(|_| StoreError::FlusherStopped)?
+                .map_err(StoreError::Io)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_survive_reopen_after_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.insert(Tree::Clients, b"a", b"1".to_vec()).unwrap();
+            s.durable().await.unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.get(Tree::Clients, b"a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.insert(
+                Tree::Meta,
+                SCHEMA_KEY,
+                (SCHEMA_VERSION + 1).to_be_bytes().to_vec(),
+            )
+            .unwrap();
+            s.durable().await.unwrap();
+        }
+        assert!(matches!(
+            SledStore::open(dir.path()),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn commit_applies_only_when_expectations_hold() {
+        let s = SledStore::temporary().unwrap();
+        let ok = s
+            .commit(
+                Tree::Grants,
+                Batch::new().expect("k", None).put("k", b"v1".to_vec()),
+            )
+            .unwrap();
+        assert!(ok);
+        let again = s
+            .commit(
+                Tree::Grants,
+                Batch::new()
+                    .expect("k", None)
+                    .put("k", b"v2".to_vec())
+                    .put("other", b"x".to_vec()),
+            )
+            .unwrap();
+        assert!(!again);
+        assert_eq!(
+            s.get(Tree::Grants, b"k").unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(s.get(Tree::Grants, b"other").unwrap(), None);
+    }
+
+    #[test]
+    fn scan_pages_through_a_prefix() {
+        let s = SledStore::temporary().unwrap();
+        for k in ["a1", "a2", "a3", "b1"] {
+            s.insert(Tree::Users, k.as_bytes(), vec![]).unwrap();
+        }
+        let first = s.scan(Tree::Users, b"a", None, 2).unwrap();
+        assert_eq!(first.len(), 2);
+        let rest = s.scan(Tree::Users, b"a", Some(&first[1].0), 10).unwrap();
+        let keys: Vec<_> = rest.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![b"a3".to_vec()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_concurrently_acknowledged_write_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+            let mut tasks = Vec::new();
+            for i in 0..64u32 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.insert(Tree::Grants, &i.to_be_bytes(), vec![1]).unwrap();
+                    s.durable().await.unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert!(s.flush_count() >= 1);
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.len(Tree::Grants).unwrap(), 64);
+    }
+}

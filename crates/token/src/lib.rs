@@ -1,0 +1,83 @@
+//! Writ's access tokens: RFC 9068 JWTs and Biscuit capability tokens. No I/O, no global clock.
+//!
+//! A walkthrough: mint a JWT and a Biscuit with the same claims, verify both, and narrow the
+//! Biscuit offline.
+//!
+//! ```
+//! use writ_token::*;
+//!
+//! let clock = ManualClock::new(1_800_000_000);
+//! let jwt_key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+//! let root = BiscuitRootKey::generate(1);
+//!
+//! let claims = AccessClaims {
+//!     iss: "https://as.example".into(),
+//!     sub: "alice".into(),
+//!     aud: vec!["inventory".into()],
+//!     iat: clock.now(),
+//!     nbf: Some(clock.now()),
+//!     exp: clock.now() + 300,
+//!     jti: random_id(),
+//!     client_id: "orders".into(),
+//!     scope: "inventory.read inventory.write".into(),
+//!     gid: Some(random_id()),
+//!     act: None,
+//!     may_act: None,
+//! };
+//! let jwt = encode_access_token(&jwt_key, &claims).unwrap();
+//! let biscuit = mint_biscuit(&root, &claims).unwrap();
+//!
+//! let mut keys = KeySet::new();
+//! keys.insert_jwt(jwt_key.verification_key());
+//! keys.insert_biscuit(root.public());
+//! let verifier = TokenVerifier::new(
+//!     VerifierConfig::new(vec!["https://as.example".into()], Some("inventory".into())),
+//!     keys,
+//!     std::sync::Arc::new(clock.clone()),
+//! );
+//! assert_eq!(verifier.verify(&jwt).unwrap().claims, claims);
+//! assert_eq!(verifier.verify(&biscuit).unwrap().claims.scope, "inventory.read inventory.write");
+//!
+//! // Any holder narrows a Biscuit without a key; the verifier sees the narrower rights.
+//! let narrowed = attenuate(&biscuit, &Attenuation {
+//!     scopes: Some(vec!["inventory.read".into()]),
+//!     ..Attenuation::default()
+//! }).unwrap();
+//! assert_eq!(verifier.verify(&narrowed).unwrap().claims.scope, "inventory.read");
+//!
+//! // Time is injected: five minutes and a leeway later, both are expired.
+//! clock.advance(300 + 30);
+//! assert_eq!(verifier.verify(&jwt).unwrap_err(), TokenError::Expired);
+//! assert!(verifier.verify(&biscuit).is_err());
+//! ```
+
+mod biscuit;
+mod claims;
+mod clock;
+mod error;
+mod ids;
+mod inspect;
+mod jwt;
+mod keys;
+mod scope;
+mod verify;
+
+pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
+pub use claims::{AccessClaims, Actor, MAX_NUMERIC_DATE};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};
+pub use error::TokenError;
+pub use ids::{random_bytes, random_id, random_secret};
+pub use inspect::{UnverifiedView, decode_unverified};
+pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
+pub use keys::{
+    Algorithm, BiscuitPublicKey, BiscuitRootKey, Jwk, JwkSet, KeySet, MAX_KID_LEN, SigningKey,
+    VerificationKey, parse_jwk_set,
+};
+pub use scope::{MAX_SCOPE_LEN, ScopeError, Scopes};
+pub use verify::{
+    BiscuitLimits, BiscuitRequest, TokenFormat, TokenVerifier, VerifiedJws, VerifiedToken,
+    VerifierConfig,
+};
+
+/// Re-exported so services can write Biscuit policies without a direct dependency.
+pub use biscuit_auth;
