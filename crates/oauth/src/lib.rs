@@ -1,1 +1,286 @@
+//! Writ's OAuth 2.0 engine: clients, users, signing keys, grants, introspection (RFC 7662) and
+//! revocation (RFC 7009). It knows nothing of gRPC or HTTP: both transports call the same
+//! [`AuthorizationServer`], so there is one copy of the grant logic.
+//!
+//! Every write a caller is told succeeded has been made durable first (`Store::durable`).
+//! Every security decision emits a `tracing` event with target `writ::audit`.
 
+mod admin;
+mod clients;
+mod error;
+mod grants;
+mod introspection;
+mod keyring;
+pub mod records;
+mod secrets;
+mod types;
+mod users;
+
+use std::sync::Arc;
+
+use writ_store::{Batch, Store, StoreExt, Tree, encode};
+use writ_token::{
+    Algorithm, KeySet, SharedClock, TokenVerifier, UnixTime, VerifierConfig, random_bytes,
+    random_secret,
+};
+
+pub use error::{Error, Result};
+pub use keyring::KeyState;
+pub use secrets::{SecretHasher, hash_password, verify_password};
+pub use types::*;
+
+use keyring::Keyring;
+use records::ServerSecretsRecord;
+
+/// Longest identifier (client id, username, audience) accepted.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest secret, password or refresh token accepted.
+pub const MAX_SECRET_LEN: usize = 1024;
+/// Longest access token accepted by introspection and revocation.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Most audiences (and resources) in one request.
+pub const MAX_AUDIENCES: usize = 16;
+
+/// How the engine behaves. Defaults are the secure ones.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `iss` of every token, and the base of the HTTP endpoints in the metadata.
+    pub issuer: String,
+    /// Algorithm of generated JWT keys.
+    pub jwt_algorithm: Algorithm,
+    /// Access token lifetime when the client sets none, in seconds.
+    pub default_access_token_lifetime: i64,
+    /// Upper bound on any client's access token lifetime.
+    pub max_access_token_lifetime: i64,
+    /// Refresh token lifetime when the client sets none (sliding: each rotation renews it).
+    pub default_refresh_token_lifetime: i64,
+    /// Absolute lifetime of a refresh family, whatever the rotations.
+    pub max_grant_lifetime: i64,
+    /// Clock skew tolerated by verification.
+    pub leeway: i64,
+}
+
+impl Config {
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Config {
+            issuer: issuer.into(),
+            jwt_algorithm: Algorithm::EdDSA,
+            default_access_token_lifetime: 300,
+            max_access_token_lifetime: 3600,
+            default_refresh_token_lifetime: 14 * 24 * 3600,
+            max_grant_lifetime: 90 * 24 * 3600,
+            leeway: 30,
+        }
+    }
+}
+
+/// What `open` created on a first start.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The admin credential, shown this once: it is stored only as a keyed hash.
+    pub admin_credential: Option<String>,
+}
+
+const SERVER_SECRETS_KEY: &[u8] = b"server_secrets";
+
+/// The authorization server engine.
+#[derive(Debug)]
+pub struct AuthorizationServer {
+    store: Arc<dyn Store>,
+    config: Config,
+    clock: SharedClock,
+    hasher: SecretHasher,
+    admin_credential_hash: Vec<u8>,
+    keys: Keyring,
+    verifier: TokenVerifier,
+    /// An argon2id hash of a random password: unknown users are checked against it, so they
+    /// cost the same time as known ones.
+    dummy_password_hash: String,
+}
+
+impl AuthorizationServer {
+    /// Opens the engine on `store`, creating the server secrets, the admin credential and the
+    /// first signing keys on a first start.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        config: Config,
+        clock: SharedClock,
+    ) -> Result<(Self, Bootstrap)> {
+        let now = clock.now();
+        let mut bootstrap = Bootstrap::default();
+        let secrets = match store.get_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY)? {
+            Some(s) => s,
+            None => {
+                let key = random_bytes::<32>().to_vec();
+                let credential = format!("writ-admin-{}", random_secret());
+                let rec = ServerSecretsRecord {
+                    admin_credential_hash: SecretHasher::new(&key)
+                        .hash(credential.as_bytes())
+                        .to_vec(),
+                    secret_hash_key: key,
+                    created_at: now,
+                };
+                // Two processes bootstrapping one store at once: exactly one wins.
+                let created = store.commit(
+                    Tree::Meta,
+                    Batch::new()
+                        .expect(SERVER_SECRETS_KEY, None)
+                        .put(SERVER_SECRETS_KEY, encode(&rec)),
+                )?;
+                if !created {
+                    return Err(Error::Conflict("another process bootstrapped this store"));
+                }
+                store.durable().await?;
+                tracing::info!(target: "writ::audit", event = "admin_credential_created");
+                bootstrap.admin_credential = Some(credential);
+                rec
+            }
+        };
+        let keys = Keyring::load(store.clone(), now, config.jwt_algorithm).await?;
+        let verifier = TokenVerifier::new(
+            VerifierConfig {
+                leeway: config.leeway,
+                max_token_bytes: MAX_TOKEN_LEN,
+                max_lifetime: config.max_access_token_lifetime,
+                ..VerifierConfig::new(vec![config.issuer.clone()], None)
+            },
+            keys.state().public.clone(),
+            clock.clone(),
+        );
+        let dummy_password_hash = tokio::task::spawn_blocking(|| hash_password(&random_secret()))
+            .await
+            .map_err(|_| Error::Internal("password hashing task"))??;
+        Ok((
+            AuthorizationServer {
+                hasher: SecretHasher::new(&secrets.secret_hash_key),
+                admin_credential_hash: secrets.admin_credential_hash,
+                store,
+                config,
+                clock,
+                keys,
+                verifier,
+                dummy_password_hash,
+            },
+            bootstrap,
+        ))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// The signing keys in use.
+    pub fn key_state(&self) -> Arc<KeyState> {
+        self.keys.state()
+    }
+
+    /// The public keys that verify this server's tokens now.
+    pub fn public_keys(&self) -> KeySet {
+        self.keys.state().public.clone()
+    }
+
+    /// A verifier for this server's own tokens (any audience).
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    /// Checks the admin credential, in constant time.
+    pub fn authenticate_admin(&self, credential: &str) -> Result<()> {
+        if credential.len() <= MAX_SECRET_LEN
+            && self
+                .hasher
+                .verify(credential.as_bytes(), Some(&self.admin_credential_hash))
+        {
+            Ok(())
+        } else {
+            tracing::warn!(target: "writ::audit", event = "admin_authentication_failed");
+            Err(Error::AdminUnauthenticated)
+        }
+    }
+
+    /// RFC 8414 metadata. HTTP endpoints hang off the issuer URL.
+    pub fn metadata(&self) -> ServerMetadata {
+        let base = self.config.issuer.trim_end_matches('/');
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        ServerMetadata {
+            issuer: self.config.issuer.clone(),
+            token_endpoint: format!("{base}/oauth2/token"),
+            jwks_uri: format!("{base}/.well-known/jwks.json"),
+            introspection_endpoint: format!("{base}/oauth2/introspect"),
+            revocation_endpoint: format!("{base}/oauth2/revoke"),
+            grant_types_supported: strings(&["client_credentials", "refresh_token", "password"]),
+            token_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ]),
+            scopes_supported: Vec::new(),
+            response_types_supported: Vec::new(),
+            access_token_signing_alg_values_supported: strings(&["EdDSA", "ES256"]),
+            token_types_supported: strings(&[token_type::JWT, token_type::BISCUIT]),
+        }
+    }
+
+    /// Removes records whose purpose has passed: used or expired refresh tokens, revoked access
+    /// tokens that have expired anyway, ended grants. Returns how many were removed.
+    pub async fn prune_expired(&self) -> Result<usize> {
+        let now = self.now();
+        let margin = self.config.leeway;
+        let mut removed = 0;
+        removed += self.prune::<records::RefreshTokenRecord>(|r| r.expires_at + margin < now)?;
+        removed += self.prune::<records::RevokedTokenRecord>(|r| r.expires_at + margin < now)?;
+        removed += self.prune::<records::GrantRecord>(|g| {
+            g.expires_at + margin < now
+                && (!g.revoked
+                    || g.revoked_at + self.config.max_access_token_lifetime + margin < now)
+        })?;
+        if removed > 0 {
+            self.store.durable().await?;
+        }
+        let state = self.keys.refresh(now)?;
+        self.verifier.set_keys(state.public.clone());
+        Ok(removed)
+    }
+
+    fn prune<R: writ_store::Record>(&self, expired: impl Fn(&R) -> bool) -> Result<usize> {
+        let mut removed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan_records::<R>(b"", after.as_deref(), 1000)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, rec) in &page {
+                if expired(rec) {
+                    self.store.remove(R::TREE, key)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Token type URIs (RFC 8693 section 3) the engine reports.
+pub mod token_type {
+    pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+    pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+    pub const REFRESH_TOKEN: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+    pub const BISCUIT: &str = "urn:writ:params:oauth:token-type:biscuit";
+}
+
+/// Checks an identifier: 1..=MAX_ID_LEN printable ASCII without spaces.
+pub(crate) fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Grant type identifiers (RFC 6749, RFC 8693).
+pub mod grant_type {
+    pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+    pub const REFRESH_TOKEN: &str = "refresh_token";
+    pub const PASSWORD: &str = "password";
+    pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+}

@@ -42,19 +42,3 @@ pub use writ::sts::v1 as sts;
 /// The encoded `FileDescriptorSet` of every Writ proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/writ_descriptor.bin"));
-
-/// Token type URIs (RFC 8693 section 3, plus Writ's Biscuit type).
-pub mod token_type {
-    pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-    pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-    pub const REFRESH_TOKEN: &str = "urn:ietf:params:oauth:token-type:refresh_token";
-    pub const BISCUIT: &str = "urn:writ:params:oauth:token-type:biscuit";
-}
-
-/// Grant type identifiers (RFC 6749, RFC 8693).
-pub mod grant_type {
-    pub const CLIENT_CREDENTIALS: &str = "client_credentials";
-    pub const REFRESH_TOKEN: &str = "refresh_token";
-    pub const PASSWORD: &str = "password";
-    pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-}

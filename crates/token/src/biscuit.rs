@@ -150,6 +150,37 @@ pub fn attenuate(token: &str, attenuation: &Attenuation) -> Result<String, Token
         .map_err(|_| TokenError::InvalidAttenuation("could not append the block"))
 }
 
+/// Refuses a Biscuit whose blocks after the authority block hold anything but checks, or a check
+/// query that joins more than one predicate.
+///
+/// Anyone holding a token can append a block, and biscuit-auth enforces its run limits only
+/// between two rule iterations and between two check queries: a single rule or query joining
+/// several predicates runs for as long as its cross product takes (a second for four predicates
+/// over thirty facts, hours for seven), whatever the time limit says. Writ's attenuation needs
+/// no more than one predicate per query (see the vocabulary above), which keeps each query
+/// linear in the facts; and facts or rules in a later block grant nothing, because Writ reads
+/// claims from the authority block alone. Checked before any Datalog runs.
+pub(crate) fn check_attenuation_blocks(biscuit: &Biscuit) -> Result<(), TokenError> {
+    const REFUSED: TokenError =
+        TokenError::InvalidAttenuation("a block may only add checks on one predicate each");
+    for index in 1..biscuit.block_count() {
+        // The printed source is the block's own Datalog; reading it back gives its structure.
+        let source = biscuit
+            .print_block_source(index)
+            .map_err(|_| TokenError::Malformed("not a Biscuit"))?;
+        let block = biscuit_auth::parser::parse_block_source(&source).map_err(|_| REFUSED)?;
+        let wide = block
+            .checks
+            .iter()
+            .flat_map(|(_, check)| &check.queries)
+            .any(|query| query.body.len() > 1);
+        if wide || !block.facts.is_empty() || !block.rules.is_empty() {
+            return Err(REFUSED);
+        }
+    }
+    Ok(())
+}
+
 /// Rebuilds the delegation chain from `actor(depth, sub, client)` facts.
 pub(crate) fn actor_chain(mut facts: Vec<(i64, String, String)>) -> Option<Actor> {
     facts.sort_by_key(|f| std::cmp::Reverse(f.0));

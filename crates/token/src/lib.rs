@@ -76,7 +76,7 @@ pub use keys::{
 pub use scope::{MAX_SCOPE_LEN, ScopeError, Scopes};
 pub use verify::{
     BiscuitLimits, BiscuitRequest, TokenFormat, TokenVerifier, VerifiedJws, VerifiedToken,
-    VerifierConfig,
+    VerifierConfig, authorize_biscuit,
 };
 
 /// Re-exported so services can write Biscuit policies without a direct dependency.

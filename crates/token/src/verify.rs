@@ -17,9 +17,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use biscuit_auth::builder::{CheckKind, Policy, Rule, check, fact, pred, string};
-use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit};
+use biscuit_auth::{Authorizer, AuthorizerBuilder, AuthorizerLimits, Biscuit, RootKeyProvider};
 
-use crate::biscuit::{MAX_BISCUIT_LEN, actor_chain, date};
+use crate::biscuit::{MAX_BISCUIT_LEN, actor_chain, check_attenuation_blocks, date};
 use crate::claims::{AccessClaims, MAX_NUMERIC_DATE};
 use crate::clock::SharedClock;
 use crate::error::TokenError;
@@ -94,6 +94,16 @@ impl Default for BiscuitLimits {
             max_facts: 1000,
             max_iterations: 100,
             max_time: Duration::from_millis(5),
+        }
+    }
+}
+
+impl From<BiscuitLimits> for AuthorizerLimits {
+    fn from(l: BiscuitLimits) -> Self {
+        AuthorizerLimits {
+            max_facts: l.max_facts,
+            max_iterations: l.max_iterations,
+            max_time: l.max_time,
         }
     }
 }
@@ -387,7 +397,11 @@ impl TokenVerifier {
             ..BiscuitRequest::default()
         };
         self.authorizer(&request_facts(Some(&request)), self.clock.now())
-            .and_then(|b| b.build(biscuit).map_err(|_| TokenError::Denied))
+            .and_then(|b| {
+                b.set_limits(self.config.biscuit_limits.into())
+                    .build(biscuit)
+                    .map_err(|_| TokenError::Denied)
+            })
             .and_then(|mut a| a.authorize().map(|_| ()).map_err(map_authorize_error))
             .is_ok()
     }
@@ -397,13 +411,7 @@ impl TokenVerifier {
         request: &RequestFacts,
         now: i64,
     ) -> Result<AuthorizerBuilder, TokenError> {
-        let limits = self.config.biscuit_limits;
         let mut builder = AuthorizerBuilder::new()
-            .set_limits(AuthorizerLimits {
-                max_facts: limits.max_facts,
-                max_iterations: limits.max_iterations,
-                max_time: limits.max_time,
-            })
             .fact(fact("time", &[date(now)]))
             .map_err(|_| TokenError::Build("authorizer"))?;
         for f in &request.facts {
@@ -440,23 +448,34 @@ impl TokenVerifier {
             return Err(TokenError::Malformed("a Biscuit is base64url"));
         }
         let keys = self.keys();
-        let biscuit = Biscuit::from_base64(token, |id: Option<u32>| {
+        let root = |id: Option<u32>| {
             id.and_then(|id| keys.biscuit_key(id))
                 .map(|k| k.key())
                 .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
-        })
-        .map_err(map_parse_error)?;
+        };
+        let policies = self.authorizer(&request_facts(request), self.clock.now())?;
+        authorize_biscuit(
+            token,
+            root,
+            policies,
+            self.config.biscuit_limits,
+            |biscuit, authorizer| self.biscuit_claims(biscuit, authorizer),
+        )
+    }
+
+    /// Writ's reading of a Biscuit whose signatures hold: its shape, then its identity facts
+    /// (the world runs here, within the run limits), checked like a JWT's claims.
+    fn biscuit_claims(
+        &self,
+        biscuit: &Biscuit,
+        authorizer: &mut Authorizer,
+    ) -> Result<VerifiedToken, TokenError> {
         if biscuit.block_count() > self.config.max_biscuit_blocks {
             return Err(TokenError::TooLarge);
         }
         let root_id = biscuit.root_key_id().ok_or(TokenError::UnknownKey)?;
-
-        let now = self.clock.now();
-        let facts = request_facts(request);
-        let mut authorizer = self
-            .authorizer(&facts, now)?
-            .build(&biscuit)
-            .map_err(map_authorize_error)?;
+        // Before any Datalog runs: a block anyone may append must not be able to stall us.
+        check_attenuation_blocks(biscuit)?;
 
         let mut rows: Vec<ClaimsRow> = authorizer
             .query(CLAIMS_RULE.clone())
@@ -501,9 +520,7 @@ impl TokenVerifier {
             may_act: None,
         };
         self.check_claims(&claims)?;
-        authorizer.authorize().map_err(map_authorize_error)?;
-
-        let verified = VerifiedToken {
+        Ok(VerifiedToken {
             format: TokenFormat::Biscuit,
             claims,
             key_id: root_id.to_string(),
@@ -512,9 +529,34 @@ impl TokenVerifier {
                 .iter()
                 .map(hex::encode)
                 .collect(),
-        };
-        Ok((biscuit, verified))
+        })
     }
+}
+
+/// Writ's Biscuit core, the one path [`TokenVerifier`] and the specification samples share:
+/// decodes `token` (base64url, as it travels), checks every block's signature back to the root
+/// key `root` chooses, loads the token into `policies` (the verifier's facts, checks and
+/// policies) under `limits`, and finally applies every check and policy.
+///
+/// `inspect` runs in between: after the token is loaded and before checks and policies apply.
+/// The verifier reads the identity claims there (the Datalog world runs on the first query,
+/// within `limits`), so that an expired token says [`TokenError::Expired`], not just
+/// [`TokenError::Denied`]. Pass `|_, _| Ok(())` to only authorize.
+pub fn authorize_biscuit<T>(
+    token: &str,
+    root: impl RootKeyProvider,
+    policies: AuthorizerBuilder,
+    limits: BiscuitLimits,
+    inspect: impl FnOnce(&Biscuit, &mut Authorizer) -> Result<T, TokenError>,
+) -> Result<(Biscuit, T), TokenError> {
+    let biscuit = Biscuit::from_base64(token, root).map_err(map_parse_error)?;
+    let mut authorizer = policies
+        .set_limits(limits.into())
+        .build(&biscuit)
+        .map_err(map_authorize_error)?;
+    let inspected = inspect(&biscuit, &mut authorizer)?;
+    authorizer.authorize().map_err(map_authorize_error)?;
+    Ok((biscuit, inspected))
 }
 
 /// The request, as authorizer facts and checks.

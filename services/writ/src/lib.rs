@@ -1,1 +1,76 @@
+//! The `writ` command. `main` only calls [`run`]; everything else lives here so tests can drive
+//! the same code.
 
+pub mod cli;
+pub mod commands;
+pub mod platform;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ServiceName};
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Parses the command line, runs the command, and returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args)
+            | Command::Serve {
+                service: ServiceName::Authz,
+                args,
+            } => match platform::start(&args).await {
+                Ok(p) => {
+                    platform::print_banner(&p);
+                    platform::until_signalled().await;
+                    tracing::info!("shutting down");
+                    p.stop().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Token(args) => finish(commands::token(args).await),
+            Command::Inspect(args) => finish(commands::inspect(args).await),
+            Command::Attenuate(args) => finish(commands::attenuate(args)),
+            Command::Admin { command, conn } => finish(commands::admin(command, conn).await),
+        }
+    })
+}
+
+fn finish(result: Result<(), commands::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

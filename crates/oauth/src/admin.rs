@@ -1,0 +1,116 @@
+//! Administration that is neither clients nor users: signing keys and exchange policies.
+
+use writ_store::{Batch, StoreExt, Tree, encode};
+use writ_token::{Algorithm, Scopes, random_id};
+
+use crate::error::{Error, Result};
+use crate::records::{ExchangePolicyRecord, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+use crate::types::Page;
+use crate::{AuthorizationServer, MAX_AUDIENCES, valid_id};
+
+/// Longest delegation chain an exchange policy may allow.
+pub const MAX_CHAIN_DEPTH: i32 = 8;
+
+impl AuthorizationServer {
+    /// Every stored key, without secrets.
+    pub fn list_signing_keys(&self) -> Vec<SigningKeyRecord> {
+        self.keys.state().records.clone()
+    }
+
+    /// Makes a new key active. The old one stays published (and trusted) until the longest-lived
+    /// token it may have signed has expired.
+    pub async fn rotate_signing_key(
+        &self,
+        purpose: i32,
+        alg: Option<Algorithm>,
+    ) -> Result<SigningKeyRecord> {
+        if purpose != PURPOSE_JWT && purpose != PURPOSE_BISCUIT {
+            return Err(Error::InvalidRequest("purpose must be JWT or BISCUIT"));
+        }
+        if purpose == PURPOSE_BISCUIT && alg.is_some() {
+            return Err(Error::InvalidRequest(
+                "Biscuit root keys are always ed25519",
+            ));
+        }
+        let alg = alg.unwrap_or(self.config.jwt_algorithm);
+        let retire_for = self.config.max_access_token_lifetime + self.config.leeway;
+        let record = self
+            .keys
+            .rotate(purpose, alg, self.now(), retire_for)
+            .await?;
+        self.verifier.set_keys(self.keys.state().public.clone());
+        tracing::warn!(target: "writ::audit", event = "signing_key_rotated", kid = %record.kid, purpose = purpose, alg = %record.alg);
+        Ok(record)
+    }
+
+    pub async fn create_exchange_policy(
+        &self,
+        mut policy: ExchangePolicyRecord,
+    ) -> Result<ExchangePolicyRecord> {
+        if policy.policy_id.is_empty() {
+            policy.policy_id = random_id();
+        }
+        validate_policy(&policy)?;
+        let key = policy.policy_id.clone().into_bytes();
+        if !self.store.commit(
+            Tree::ExchangePolicies,
+            Batch::new()
+                .expect(key.clone(), None)
+                .put(key, encode(&policy)),
+        )? {
+            return Err(Error::AlreadyExists("a policy with this policy_id exists"));
+        }
+        self.store.durable().await?;
+        tracing::info!(target: "writ::audit", event = "exchange_policy_created", policy_id = %policy.policy_id, client_id = %policy.client_id);
+        Ok(policy)
+    }
+
+    pub fn get_exchange_policy(&self, policy_id: &str) -> Result<ExchangePolicyRecord> {
+        if !valid_id(policy_id) {
+            return Err(Error::InvalidRequest("policy_id is malformed"));
+        }
+        self.store
+            .get_record::<ExchangePolicyRecord>(policy_id.as_bytes())?
+            .ok_or(Error::NotFound("no such exchange policy"))
+    }
+
+    pub fn list_exchange_policies(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page<ExchangePolicyRecord>> {
+        crate::clients::list_page::<ExchangePolicyRecord>(self, page_size, page_token, |p| {
+            p.policy_id.clone()
+        })
+    }
+
+    pub async fn delete_exchange_policy(&self, policy_id: &str) -> Result<()> {
+        self.get_exchange_policy(policy_id)?;
+        self.store
+            .remove(Tree::ExchangePolicies, policy_id.as_bytes())?;
+        self.store.durable().await?;
+        tracing::info!(target: "writ::audit", event = "exchange_policy_deleted", policy_id = %policy_id);
+        Ok(())
+    }
+}
+
+fn validate_policy(p: &ExchangePolicyRecord) -> Result<()> {
+    if !valid_id(&p.policy_id) || !valid_id(&p.client_id) {
+        return Err(Error::InvalidRequest(
+            "policy_id and client_id must be 1-128 printable characters",
+        ));
+    }
+    if p.audience.is_empty()
+        || p.audience.len() > MAX_AUDIENCES
+        || p.audience.iter().any(|a| !valid_id(a))
+    {
+        return Err(Error::InvalidRequest("a policy names 1 to 16 audiences"));
+    }
+    Scopes::parse(&p.scope).map_err(|_| Error::InvalidRequest("scope is malformed"))?;
+    if p.max_lifetime < 0 || !(0..=MAX_CHAIN_DEPTH).contains(&p.max_chain_depth) {
+        return Err(Error::InvalidRequest(
+            "max_lifetime or max_chain_depth is out of range",
+        ));
+    }
+    Ok(())
+}

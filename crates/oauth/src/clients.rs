@@ -1,0 +1,314 @@
+//! Clients: registration (admin) and authentication (every grant, introspection, revocation).
+
+use writ_store::{Batch, StoreExt, Tree, decode, encode};
+use writ_token::{Scopes, random_id, random_secret};
+
+use crate::error::{Error, Result};
+use crate::records::{
+    CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT,
+    FORMAT_JWT_AND_BISCUIT,
+};
+use crate::types::Page;
+use crate::{AuthorizationServer, MAX_AUDIENCES, MAX_SECRET_LEN, grant_type, valid_id};
+
+/// Fields of a client an update may change (`client_id` and `client_type` may not).
+pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
+    "client_name",
+    "grant_types",
+    "scope",
+    "audience",
+    "access_token_lifetime",
+    "refresh_token_lifetime",
+    "token_formats",
+    "default_token_format",
+    "may_introspect",
+    "disabled",
+];
+
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+impl AuthorizationServer {
+    /// Authenticates a client. An unknown client, a wrong secret, and a secret sent for a public
+    /// client all take the same path (one keyed hash, one constant-time comparison) and end in
+    /// the same `invalid_client`. A disabled client authenticates; grants refuse it.
+    pub(crate) fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<ClientRecord> {
+        let record = if valid_id(client_id) && secret.len() <= MAX_SECRET_LEN {
+            self.store
+                .get_record::<ClientRecord>(client_id.as_bytes())?
+        } else {
+            None
+        };
+        let ok = match &record {
+            Some(c) if c.is_confidential() => {
+                self.hasher.verify(secret.as_bytes(), Some(&c.secret_hash))
+            }
+            // Public clients do not authenticate; they must not send a secret either. The hash
+            // is still computed so the timing matches.
+            Some(_) => {
+                std::hint::black_box(self.hasher.hash(secret.as_bytes()));
+                secret.is_empty()
+            }
+            None => self.hasher.verify(secret.as_bytes(), None),
+        };
+        match record {
+            Some(c) if ok => Ok(c),
+            _ => {
+                tracing::warn!(target: "writ::audit", event = "client_authentication_failed", client_id = %truncate(client_id));
+                Err(Error::InvalidClient)
+            }
+        }
+    }
+
+    /// Registers a client; returns it and, for a confidential client, its secret (shown once).
+    pub async fn create_client(
+        &self,
+        mut spec: ClientRecord,
+    ) -> Result<(ClientRecord, Option<String>)> {
+        if spec.client_id.is_empty() {
+            spec.client_id = random_id();
+        }
+        if spec.client_type == 0 {
+            spec.client_type = CLIENT_CONFIDENTIAL;
+        }
+        self.validate_client(&spec)?;
+        let secret = (spec.client_type == CLIENT_CONFIDENTIAL).then(random_secret);
+        spec.secret_hash = secret
+            .as_ref()
+            .map(|s| self.hasher.hash(s.as_bytes()).to_vec())
+            .unwrap_or_default();
+        spec.created_at = self.now();
+        let key = spec.client_id.clone().into_bytes();
+        if !self.store.commit(
+            Tree::Clients,
+            Batch::new()
+                .expect(key.clone(), None)
+                .put(key, encode(&spec)),
+        )? {
+            return Err(Error::AlreadyExists("a client with this client_id exists"));
+        }
+        self.store.durable().await?;
+        tracing::info!(target: "writ::audit", event = "client_created", client_id = %spec.client_id);
+        Ok((spec, secret))
+    }
+
+    pub fn get_client(&self, client_id: &str) -> Result<ClientRecord> {
+        if !valid_id(client_id) {
+            return Err(Error::InvalidRequest("client_id is malformed"));
+        }
+        self.store
+            .get_record::<ClientRecord>(client_id.as_bytes())?
+            .ok_or(Error::NotFound("no such client"))
+    }
+
+    pub fn list_clients(&self, page_size: usize, page_token: &str) -> Result<Page<ClientRecord>> {
+        list_page::<ClientRecord>(self, page_size, page_token, |c| c.client_id.clone())
+    }
+
+    /// Changes the fields named in `mask` (every updatable field if empty), atomically.
+    pub async fn update_client(&self, spec: ClientRecord, mask: &[String]) -> Result<ClientRecord> {
+        if mask
+            .iter()
+            .any(|m| !UPDATABLE_CLIENT_FIELDS.contains(&m.as_str()))
+        {
+            return Err(Error::InvalidRequest(
+                "update_mask names a field that cannot be updated",
+            ));
+        }
+        let all: Vec<String> = UPDATABLE_CLIENT_FIELDS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let mask = if mask.is_empty() { &all[..] } else { mask };
+        let updated = self
+            .modify_client(&spec.client_id, |c| {
+                for field in mask {
+                    match field.as_str() {
+                        "client_name" => c.client_name = spec.client_name.clone(),
+                        "grant_types" => c.grant_types = spec.grant_types.clone(),
+                        "scope" => c.scope = spec.scope.clone(),
+                        "audience" => c.audience = spec.audience.clone(),
+                        "access_token_lifetime" => {
+                            c.access_token_lifetime = spec.access_token_lifetime
+                        }
+                        "refresh_token_lifetime" => {
+                            c.refresh_token_lifetime = spec.refresh_token_lifetime
+                        }
+                        "token_formats" => c.token_formats = spec.token_formats.clone(),
+                        "default_token_format" => {
+                            c.default_token_format = spec.default_token_format
+                        }
+                        "may_introspect" => c.may_introspect = spec.may_introspect,
+                        "disabled" => c.disabled = spec.disabled,
+                        _ => {}
+                    }
+                }
+                self.validate_client(c)
+            })
+            .await?;
+        tracing::info!(target: "writ::audit", event = "client_updated", client_id = %updated.client_id, fields = ?mask);
+        Ok(updated)
+    }
+
+    pub async fn delete_client(&self, client_id: &str) -> Result<()> {
+        self.get_client(client_id)?;
+        self.store.remove(Tree::Clients, client_id.as_bytes())?;
+        self.store.durable().await?;
+        tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
+        Ok(())
+    }
+
+    /// Replaces a confidential client's secret; the old one stops working at once.
+    pub async fn rotate_client_secret(&self, client_id: &str) -> Result<String> {
+        let secret = random_secret();
+        let hash = self.hasher.hash(secret.as_bytes()).to_vec();
+        self.modify_client(client_id, |c| {
+            if !c.is_confidential() {
+                return Err(Error::InvalidRequest("a public client has no secret"));
+            }
+            c.secret_hash = hash.clone();
+            Ok(())
+        })
+        .await?;
+        tracing::info!(target: "writ::audit", event = "client_secret_rotated", client_id = %client_id);
+        Ok(secret)
+    }
+
+    /// Read-modify-write with a compare-and-swap, retried a few times on contention.
+    async fn modify_client(
+        &self,
+        client_id: &str,
+        change: impl Fn(&mut ClientRecord) -> Result<()>,
+    ) -> Result<ClientRecord> {
+        if !valid_id(client_id) {
+            return Err(Error::InvalidRequest("client_id is malformed"));
+        }
+        let key = client_id.as_bytes();
+        for _ in 0..8 {
+            let old = self
+                .store
+                .get(Tree::Clients, key)?
+                .ok_or(Error::NotFound("no such client"))?;
+            let mut client: ClientRecord = decode(&old)?;
+            change(&mut client)?;
+            let batch = Batch::new()
+                .expect(key, Some(old))
+                .put(key, encode(&client));
+            if self.store.commit(Tree::Clients, batch)? {
+                self.store.durable().await?;
+                return Ok(client);
+            }
+        }
+        Err(Error::Conflict("the client changed concurrently; retry"))
+    }
+
+    fn validate_client(&self, c: &ClientRecord) -> Result<()> {
+        if !valid_id(&c.client_id) {
+            return Err(Error::InvalidRequest(
+                "client_id must be 1-128 printable characters without spaces",
+            ));
+        }
+        if c.client_name.len() > 256 || c.client_name.chars().any(char::is_control) {
+            return Err(Error::InvalidRequest(
+                "client_name is too long or has control characters",
+            ));
+        }
+        if c.client_type != CLIENT_CONFIDENTIAL && c.client_type != CLIENT_PUBLIC {
+            return Err(Error::InvalidRequest(
+                "client_type must be confidential or public",
+            ));
+        }
+        for g in &c.grant_types {
+            if ![
+                grant_type::CLIENT_CREDENTIALS,
+                grant_type::REFRESH_TOKEN,
+                grant_type::PASSWORD,
+            ]
+            .contains(&g.as_str())
+            {
+                return Err(Error::InvalidRequest(
+                    "grant_types may be client_credentials, refresh_token, password",
+                ));
+            }
+        }
+        if c.client_type == CLIENT_PUBLIC && c.allows_grant(grant_type::CLIENT_CREDENTIALS) {
+            return Err(Error::InvalidRequest(
+                "a public client cannot use client_credentials",
+            ));
+        }
+        Scopes::parse(&c.scope).map_err(|_| Error::InvalidRequest("scope is malformed"))?;
+        if c.audience.len() > MAX_AUDIENCES || c.audience.iter().any(|a| !valid_id(a)) {
+            return Err(Error::InvalidRequest(
+                "audience entries must be 1-128 printable characters, at most 16",
+            ));
+        }
+        let max = self.config.max_access_token_lifetime;
+        if c.access_token_lifetime < 0 || c.access_token_lifetime > max {
+            return Err(Error::InvalidRequest(
+                "access_token_lifetime is out of range",
+            ));
+        }
+        if c.refresh_token_lifetime < 0 || c.refresh_token_lifetime > self.config.max_grant_lifetime
+        {
+            return Err(Error::InvalidRequest(
+                "refresh_token_lifetime is out of range",
+            ));
+        }
+        let known = [FORMAT_JWT, FORMAT_BISCUIT, FORMAT_JWT_AND_BISCUIT];
+        if c.token_formats.iter().any(|f| !known.contains(f))
+            || (c.default_token_format != 0 && !known.contains(&c.default_token_format))
+        {
+            return Err(Error::InvalidRequest("unknown token format"));
+        }
+        Ok(())
+    }
+}
+
+/// Shows at most 64 characters of an untrusted identifier in logs.
+pub(crate) fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// One page of a tree listing, keyed by `id`. Page tokens are the last key, base64url encoded.
+pub(crate) fn list_page<R: writ_store::Record>(
+    server: &AuthorizationServer,
+    page_size: usize,
+    page_token: &str,
+    id: impl Fn(&R) -> String,
+) -> Result<Page<R>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let size = match page_size {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        Some(
+            URL_SAFE_NO_PAD
+                .decode(page_token)
+                .map_err(|_| Error::InvalidRequest("page_token is malformed"))?,
+        )
+    };
+    let mut rows = server
+        .store
+        .scan_records::<R>(b"", after.as_deref(), size + 1)?;
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let next_page_token = match (more, rows.last()) {
+        (true, Some((_, last))) => URL_SAFE_NO_PAD.encode(id(last)),
+        _ => String::new(),
+    };
+    Ok(Page {
+        items: rows.into_iter().map(|(_, r)| r).collect(),
+        next_page_token,
+    })
+}

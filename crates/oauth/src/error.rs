@@ -1,0 +1,78 @@
+//! The engine's one error enum. Each variant is an RFC 6749 / RFC 8693 error code or an
+//! administrative outcome; transports map them to gRPC statuses and HTTP responses in one place
+//! each. Descriptions are fixed strings: never a secret, never token contents.
+
+use writ_store::StoreError;
+use writ_token::TokenError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// Client authentication failed. One message for every cause (unknown client, wrong secret,
+    /// disabled client), so the response does not tell which.
+    #[error("invalid_client: client authentication failed")]
+    InvalidClient,
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(&'static str),
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(&'static str),
+    #[error("unsupported_grant_type: the grant type is not supported")]
+    UnsupportedGrantType,
+    #[error("invalid_scope: {0}")]
+    InvalidScope(&'static str),
+    #[error("invalid_target: {0}")]
+    InvalidTarget(&'static str),
+    #[error("access_denied: {0}")]
+    AccessDenied(&'static str),
+    /// The admin credential is missing or wrong.
+    #[error("unauthenticated: a valid admin credential is required")]
+    AdminUnauthenticated,
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("already exists: {0}")]
+    AlreadyExists(&'static str),
+    /// A concurrent change won; the caller may retry.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("storage failure")]
+    Storage(#[from] StoreError),
+    #[error("token failure: {0}")]
+    Token(#[from] TokenError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl Error {
+    /// The OAuth error code (RFC 6749 section 5.2 and extensions) for responses.
+    pub fn oauth_code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidClient => "invalid_client",
+            Error::InvalidGrant(_) => "invalid_grant",
+            Error::UnauthorizedClient(_) => "unauthorized_client",
+            Error::UnsupportedGrantType => "unsupported_grant_type",
+            Error::InvalidScope(_) => "invalid_scope",
+            Error::InvalidTarget(_) => "invalid_target",
+            Error::AccessDenied(_) | Error::AdminUnauthenticated => "access_denied",
+            Error::NotFound(_) | Error::AlreadyExists(_) | Error::Conflict(_) => "invalid_request",
+            Error::Storage(_) | Error::Token(_) | Error::Internal(_) => "server_error",
+        }
+    }
+
+    /// A human-readable description without secrets or token contents.
+    pub fn description(&self) -> String {
+        match self {
+            // Storage and token-building details stay in the server log.
+            Error::Storage(_) | Error::Token(_) | Error::Internal(_) => {
+                "the server could not complete the request".to_owned()
+            }
+            other => {
+                let s = other.to_string();
+                s.split_once(": ").map(|(_, d)| d.to_owned()).unwrap_or(s)
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,417 @@
+//! The token endpoint: `client_credentials`, `refresh_token` (rotation with reuse detection) and
+//! `password` (only for clients explicitly allowed it).
+
+use writ_store::{Batch, StoreExt, Tree, encode};
+use writ_token::{
+    AccessClaims, Scopes, encode_access_token, mint_biscuit, random_id, random_secret,
+};
+
+use crate::error::{Error, Result};
+use crate::records::{
+    ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, GrantRecord, REFRESH_ACTIVE,
+    REFRESH_USED, RefreshTokenRecord,
+};
+use crate::types::{FormatChoice, TokenRequest, TokenResponse};
+use crate::{
+    AuthorizationServer, MAX_AUDIENCES, MAX_ID_LEN, MAX_SECRET_LEN, grant_type, token_type,
+    valid_id,
+};
+
+/// Everything needed to mint an access token.
+struct Minting<'a> {
+    client: &'a ClientRecord,
+    subject: String,
+    scope: Scopes,
+    audience: Vec<String>,
+    gid: String,
+    format: FormatChoice,
+}
+
+impl AuthorizationServer {
+    /// RFC 6749 section 3.2.
+    pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
+        check_request_sizes(&req)?;
+        match req.grant_type.as_str() {
+            grant_type::CLIENT_CREDENTIALS => self.client_credentials(&req),
+            grant_type::REFRESH_TOKEN => self.refresh(&req).await,
+            grant_type::PASSWORD => self.password(&req).await,
+            "" => Err(Error::InvalidRequest("grant_type is required")),
+            other => {
+                tracing::warn!(target: "writ::audit", event = "token_refused", reason = "unsupported_grant_type", grant_type = %crate::clients::truncate(other));
+                Err(Error::UnsupportedGrantType)
+            }
+        }
+    }
+
+    /// RFC 6749 section 4.4. Writes nothing: the token is the only record.
+    fn client_credentials(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        let client = self.authenticate_client(&req.client_id, &req.client_secret)?;
+        if client.disabled {
+            return Err(Error::InvalidClient);
+        }
+        if !client.is_confidential() || !client.allows_grant(grant_type::CLIENT_CREDENTIALS) {
+            return Err(refuse(
+                &client,
+                Error::UnauthorizedClient("the client may not use client_credentials"),
+            ));
+        }
+        let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
+        let m = Minting {
+            scope: narrow_scope(&req.scope, &allowed).map_err(|e| refuse(&client, e))?,
+            audience: resolve_audience(&client, req).map_err(|e| refuse(&client, e))?,
+            format: resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?,
+            subject: client.client_id.clone(),
+            gid: random_id(),
+            client: &client,
+        };
+        self.issue(&m, grant_type::CLIENT_CREDENTIALS, None)
+    }
+
+    /// RFC 6749 section 4.3, for clients explicitly allowed it (the legacy API-gateway pattern).
+    async fn password(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        let client = self.authenticate_client(&req.client_id, &req.client_secret)?;
+        if client.disabled {
+            return Err(Error::InvalidClient);
+        }
+        if !client.allows_grant(grant_type::PASSWORD) {
+            return Err(refuse(
+                &client,
+                Error::UnauthorizedClient("the client may not use the password grant"),
+            ));
+        }
+        if req.username.is_empty() || req.password.is_empty() {
+            return Err(Error::InvalidRequest("username and password are required"));
+        }
+        // Cheap checks first: a request that will be refused anyway costs no argon2 work.
+        let client_scopes =
+            Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
+        Scopes::parse(&req.scope).map_err(|_| Error::InvalidScope("scope is malformed"))?;
+        let audience = resolve_audience(&client, req).map_err(|e| refuse(&client, e))?;
+        let format = resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?;
+
+        let user = self.authenticate_user(&req.username, &req.password).await?;
+        let user_scopes =
+            Scopes::parse(&user.scope).map_err(|_| Error::Internal("stored scope"))?;
+        let scope = narrow_scope(&req.scope, &client_scopes.intersection(&user_scopes))
+            .map_err(|e| refuse(&client, e))?;
+
+        let now = self.now();
+        let gid = random_id();
+        let refresh = if client.allows_grant(grant_type::REFRESH_TOKEN) {
+            let grant = GrantRecord {
+                gid: gid.clone(),
+                client_id: client.client_id.clone(),
+                subject: user.subject.clone(),
+                scope: scope.to_string(),
+                created_at: now,
+                expires_at: now + self.config.max_grant_lifetime,
+                username: user.username.clone(),
+                ..GrantRecord::default()
+            };
+            self.store.put_record(grant.gid.as_bytes(), &grant)?;
+            let (token, record) = self.new_refresh_token(&client, &grant, now);
+            self.store
+                .put_record(&self.hasher.hash(token.as_bytes()), &record)?;
+            self.store.durable().await?;
+            Some(token)
+        } else {
+            None
+        };
+        let m = Minting {
+            client: &client,
+            subject: user.subject,
+            scope,
+            audience,
+            gid,
+            format,
+        };
+        self.issue(&m, grant_type::PASSWORD, refresh)
+    }
+
+    /// RFC 6749 section 6, with rotation: every use returns a new refresh token and marks the
+    /// old one used. Presenting a used one is reuse: the whole family (every refresh and access
+    /// token of the grant) is revoked, also after a restart since the used record is durable.
+    /// Of N concurrent uses exactly one wins; the others are reuse too (RFC 9700 section 4.14.2:
+    /// two parties held the same token, so the family is compromised).
+    async fn refresh(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        let client = self.authenticate_client(&req.client_id, &req.client_secret)?;
+        if req.refresh_token.is_empty() {
+            return Err(Error::InvalidRequest("refresh_token is required"));
+        }
+        if !client.allows_grant(grant_type::REFRESH_TOKEN) {
+            return Err(refuse(
+                &client,
+                Error::UnauthorizedClient("the client may not use refresh tokens"),
+            ));
+        }
+        let key = self.hasher.hash(req.refresh_token.as_bytes());
+        let Some(old_bytes) = self.store.get(Tree::RefreshTokens, &key)? else {
+            return Err(refuse(
+                &client,
+                Error::InvalidGrant("the refresh token is invalid"),
+            ));
+        };
+        let old: RefreshTokenRecord = writ_store::decode(&old_bytes)?;
+        // Checks that change nothing come first: a refresh token presented by another client
+        // or after the client was disabled is refused without touching the family.
+        if old.client_id != client.client_id {
+            return Err(refuse(
+                &client,
+                Error::InvalidGrant("the refresh token was issued to another client"),
+            ));
+        }
+        if client.disabled {
+            return Err(refuse(
+                &client,
+                Error::InvalidGrant("the client is disabled"),
+            ));
+        }
+        let grant = self
+            .store
+            .get_record::<GrantRecord>(old.gid.as_bytes())?
+            .ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
+        if grant.revoked {
+            return Err(refuse(
+                &client,
+                Error::InvalidGrant("the grant has been revoked"),
+            ));
+        }
+        if old.state != REFRESH_ACTIVE {
+            return self.reuse_detected(&client, &grant.gid).await;
+        }
+        let now = self.now();
+        if now >= old.expires_at || now >= grant.expires_at {
+            return Err(refuse(
+                &client,
+                Error::InvalidGrant("the refresh token has expired"),
+            ));
+        }
+        let granted = Scopes::parse(&old.scope).map_err(|_| Error::Internal("stored scope"))?;
+        let scope = narrow_scope(&req.scope, &granted).map_err(|e| refuse(&client, e))?;
+        let audience = resolve_audience(&client, req).map_err(|e| refuse(&client, e))?;
+        let format = resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?;
+
+        let (token, new_record) = self.new_refresh_token(&client, &grant, now);
+        let new_key = self.hasher.hash(token.as_bytes());
+        let used = RefreshTokenRecord {
+            state: REFRESH_USED,
+            used_at: now,
+            ..old.clone()
+        };
+        let batch = Batch::new()
+            .expect(key.to_vec(), Some(old_bytes))
+            .put(key.to_vec(), encode(&used))
+            .expect(new_key.to_vec(), None)
+            .put(new_key.to_vec(), encode(&new_record));
+        if !self.store.commit(Tree::RefreshTokens, batch)? {
+            return self.reuse_detected(&client, &grant.gid).await;
+        }
+        self.store.durable().await?;
+        let m = Minting {
+            client: &client,
+            subject: old.subject,
+            scope,
+            audience,
+            gid: grant.gid,
+            format,
+        };
+        self.issue(&m, grant_type::REFRESH_TOKEN, Some(token))
+    }
+
+    async fn reuse_detected(&self, client: &ClientRecord, gid: &str) -> Result<TokenResponse> {
+        tracing::warn!(target: "writ::audit", event = "refresh_token_reuse", client_id = %client.client_id, gid = %gid);
+        self.revoke_grant(gid, "refresh token reuse").await?;
+        Err(Error::InvalidGrant(
+            "the refresh token was already used; its grant has been revoked",
+        ))
+    }
+
+    fn new_refresh_token(
+        &self,
+        client: &ClientRecord,
+        grant: &GrantRecord,
+        now: i64,
+    ) -> (String, RefreshTokenRecord) {
+        let lifetime = match client.refresh_token_lifetime {
+            0 => self.config.default_refresh_token_lifetime,
+            n => n,
+        };
+        let record = RefreshTokenRecord {
+            gid: grant.gid.clone(),
+            client_id: client.client_id.clone(),
+            subject: grant.subject.clone(),
+            scope: grant.scope.clone(),
+            issued_at: now,
+            expires_at: (now + lifetime).min(grant.expires_at),
+            state: REFRESH_ACTIVE,
+            used_at: 0,
+            username: grant.username.clone(),
+        };
+        (random_secret(), record)
+    }
+
+    /// Mints the access token(s) for a grant decision.
+    fn issue(
+        &self,
+        m: &Minting<'_>,
+        grant: &str,
+        refresh_token: Option<String>,
+    ) -> Result<TokenResponse> {
+        let now = self.now();
+        let lifetime = match m.client.access_token_lifetime {
+            0 => self.config.default_access_token_lifetime,
+            n => n,
+        }
+        .min(self.config.max_access_token_lifetime);
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: m.subject.clone(),
+            aud: m.audience.clone(),
+            exp: now + lifetime,
+            iat: now,
+            nbf: Some(now),
+            jti: random_id(),
+            client_id: m.client.client_id.clone(),
+            scope: m.scope.to_string(),
+            gid: Some(m.gid.clone()),
+            act: None,
+            may_act: None,
+        };
+        let keys = self.keys.state();
+        let (access_token, issued_token_type, biscuit) = match m.format {
+            FormatChoice::Jwt | FormatChoice::Default => (
+                encode_access_token(&keys.jwt, &claims)?,
+                token_type::JWT,
+                None,
+            ),
+            FormatChoice::Biscuit => (
+                mint_biscuit(&keys.biscuit, &claims)?,
+                token_type::BISCUIT,
+                None,
+            ),
+            FormatChoice::JwtAndBiscuit => (
+                encode_access_token(&keys.jwt, &claims)?,
+                token_type::JWT,
+                Some(mint_biscuit(&keys.biscuit, &claims)?),
+            ),
+        };
+        tracing::info!(
+            target: "writ::audit",
+            event = "token_issued",
+            grant_type = grant,
+            client_id = %claims.client_id,
+            sub = %claims.sub,
+            jti = %claims.jti,
+            gid = %m.gid,
+            scope = %claims.scope,
+            aud = ?claims.aud,
+            format = ?m.format,
+        );
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: lifetime,
+            refresh_token,
+            scope: claims.scope,
+            issued_token_type,
+            biscuit,
+        })
+    }
+}
+
+fn refuse(client: &ClientRecord, e: Error) -> Error {
+    tracing::warn!(target: "writ::audit", event = "token_refused", client_id = %client.client_id, reason = e.oauth_code(), detail = %e.description());
+    e
+}
+
+fn check_request_sizes(req: &TokenRequest) -> Result<()> {
+    let too_long = req.client_id.len() > MAX_ID_LEN
+        || req.client_secret.len() > MAX_SECRET_LEN
+        || req.refresh_token.len() > MAX_SECRET_LEN
+        || req.username.len() > MAX_ID_LEN
+        || req.password.len() > MAX_SECRET_LEN
+        || req.scope.len() > writ_token::MAX_SCOPE_LEN
+        || req.grant_type.len() > 256;
+    if too_long {
+        return Err(Error::InvalidRequest("a parameter is too long"));
+    }
+    if req.client_id.is_empty() {
+        return Err(Error::InvalidRequest("client_id is required"));
+    }
+    if req.audience.len() + req.resource.len() > MAX_AUDIENCES {
+        return Err(Error::InvalidRequest("too many audiences"));
+    }
+    Ok(())
+}
+
+/// The requested scope, which must lie within `allowed`; none requested means all of `allowed`.
+fn narrow_scope(requested: &str, allowed: &Scopes) -> Result<Scopes> {
+    let requested =
+        Scopes::parse(requested).map_err(|_| Error::InvalidScope("scope is malformed"))?;
+    if requested.is_empty() {
+        return Ok(allowed.clone());
+    }
+    if !requested.is_subset(allowed) {
+        return Err(Error::InvalidScope(
+            "the requested scope exceeds what the client may be granted",
+        ));
+    }
+    Ok(requested)
+}
+
+/// `audience` and `resource` together, each allowed for the client; none means its default.
+fn resolve_audience(client: &ClientRecord, req: &TokenRequest) -> Result<Vec<String>> {
+    let mut wanted: Vec<String> = req.audience.iter().chain(&req.resource).cloned().collect();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return client
+            .audience
+            .first()
+            .map(|a| vec![a.clone()])
+            .ok_or(Error::InvalidTarget(
+                "the client has no audience configured",
+            ));
+    }
+    if wanted
+        .iter()
+        .any(|a| !valid_id(a) || !client.audience.contains(a))
+    {
+        return Err(Error::InvalidTarget(
+            "the requested audience is not allowed for the client",
+        ));
+    }
+    Ok(wanted)
+}
+
+fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Result<FormatChoice> {
+    let allows = |f: i32| {
+        if client.token_formats.is_empty() {
+            return f == FORMAT_JWT;
+        }
+        client.token_formats.contains(&f)
+            || client.token_formats.contains(&FORMAT_JWT_AND_BISCUIT) && f != FORMAT_JWT_AND_BISCUIT
+            || f == FORMAT_JWT_AND_BISCUIT
+                && client.token_formats.contains(&FORMAT_JWT)
+                && client.token_formats.contains(&FORMAT_BISCUIT)
+    };
+    let wanted = match wanted {
+        FormatChoice::Default => match client.default_token_format {
+            FORMAT_BISCUIT => FormatChoice::Biscuit,
+            FORMAT_JWT_AND_BISCUIT => FormatChoice::JwtAndBiscuit,
+            _ => FormatChoice::Jwt,
+        },
+        other => other,
+    };
+    let code = match wanted {
+        FormatChoice::Jwt | FormatChoice::Default => FORMAT_JWT,
+        FormatChoice::Biscuit => FORMAT_BISCUIT,
+        FormatChoice::JwtAndBiscuit => FORMAT_JWT_AND_BISCUIT,
+    };
+    if !allows(code) {
+        return Err(Error::InvalidRequest(
+            "the token format is not allowed for the client",
+        ));
+    }
+    Ok(wanted)
+}

@@ -1,0 +1,223 @@
+//! Introspection (RFC 7662) and revocation (RFC 7009).
+
+use writ_store::{Batch, StoreExt, Tree, decode, encode};
+use writ_token::{TokenFormat, VerifiedToken};
+
+use crate::error::{Error, Result};
+use crate::records::{
+    ClientRecord, GrantRecord, REFRESH_ACTIVE, RefreshTokenRecord, RevokedTokenRecord,
+};
+use crate::types::{Introspection, TokenOperation};
+use crate::{AuthorizationServer, MAX_SECRET_LEN, MAX_TOKEN_LEN};
+
+/// What a presented token turned out to be.
+enum Found {
+    Access(Box<VerifiedToken>),
+    Refresh(RefreshTokenRecord),
+    Nothing,
+}
+
+impl AuthorizationServer {
+    /// RFC 7662. The caller is a confidential client. It sees a token's details only if the
+    /// token was issued to it, names it as an audience, or it may introspect any token; every
+    /// other case, like every invalid, expired, revoked or unknown token, is `active: false`
+    /// and nothing else.
+    pub async fn introspect(&self, op: TokenOperation) -> Result<Introspection> {
+        let caller = self.authenticate_client(&op.client.client_id, &op.client.client_secret)?;
+        if !caller.is_confidential() || caller.disabled {
+            return Err(Error::InvalidClient);
+        }
+        check_token_param(&op.token)?;
+        let result = match self.find(&op.token, &op.token_type_hint)? {
+            Found::Access(t)
+                if self.is_live(&t)? && may_see(&caller, &t.claims.client_id, &t.claims.aud) =>
+            {
+                let c = t.claims;
+                let username = match &c.gid {
+                    Some(gid) => self
+                        .store
+                        .get_record::<GrantRecord>(gid.as_bytes())?
+                        .map(|g| g.username)
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
+                Introspection {
+                    active: true,
+                    scope: c.scope,
+                    client_id: c.client_id,
+                    username,
+                    token_type: "Bearer".to_owned(),
+                    exp: c.exp,
+                    iat: c.iat,
+                    nbf: c.nbf.unwrap_or(c.iat),
+                    sub: c.sub,
+                    aud: c.aud,
+                    iss: c.iss,
+                    jti: c.jti,
+                    gid: c.gid.unwrap_or_default(),
+                    act: c.act,
+                    format: Some(t.format),
+                }
+            }
+            Found::Refresh(r) if r.client_id == caller.client_id && self.refresh_is_live(&r)? => {
+                Introspection {
+                    active: true,
+                    scope: r.scope,
+                    client_id: r.client_id,
+                    username: r.username,
+                    token_type: "refresh_token".to_owned(),
+                    exp: r.expires_at,
+                    iat: r.issued_at,
+                    nbf: r.issued_at,
+                    sub: r.subject,
+                    iss: self.config.issuer.clone(),
+                    gid: r.gid,
+                    ..Introspection::default()
+                }
+            }
+            _ => Introspection::inactive(),
+        };
+        tracing::info!(target: "writ::audit", event = "token_introspected", caller = %caller.client_id, active = result.active, jti = %result.jti);
+        Ok(result)
+    }
+
+    /// RFC 7009. The caller must be the client the token was issued to; anything else, like an
+    /// unknown or garbage token, succeeds and changes nothing. Revoking a refresh token revokes
+    /// its whole grant (every refresh and access token of the family). Success means durable.
+    pub async fn revoke(&self, op: TokenOperation) -> Result<()> {
+        let caller = self.authenticate_client(&op.client.client_id, &op.client.client_secret)?;
+        if caller.disabled {
+            return Err(Error::InvalidClient);
+        }
+        check_token_param(&op.token)?;
+        match self.find(&op.token, &op.token_type_hint)? {
+            Found::Refresh(r) if r.client_id == caller.client_id => {
+                self.revoke_grant(&r.gid, "refresh token revoked by its client")
+                    .await?;
+            }
+            Found::Access(t) if t.claims.client_id == caller.client_id => {
+                let record = RevokedTokenRecord {
+                    expires_at: t.claims.exp,
+                    revoked_at: self.now(),
+                    reason: "revoked by its client".to_owned(),
+                };
+                self.store.put_record(t.claims.jti.as_bytes(), &record)?;
+                self.store.durable().await?;
+                tracing::info!(target: "writ::audit", event = "token_revoked", client_id = %caller.client_id, jti = %t.claims.jti);
+            }
+            _ => {
+                tracing::info!(target: "writ::audit", event = "revocation_ignored", client_id = %caller.client_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes every token of a grant. Idempotent; durable on return.
+    pub async fn revoke_grant(&self, gid: &str, reason: &str) -> Result<()> {
+        let key = gid.as_bytes();
+        for _ in 0..8 {
+            let old = self.store.get(Tree::Grants, key)?;
+            let mut grant = match &old {
+                Some(bytes) => decode::<GrantRecord>(bytes)?,
+                // Client-credentials grants have no record until they are revoked.
+                None => GrantRecord {
+                    gid: gid.to_owned(),
+                    created_at: self.now(),
+                    expires_at: self.now() + self.config.max_access_token_lifetime,
+                    ..GrantRecord::default()
+                },
+            };
+            if grant.revoked {
+                return Ok(());
+            }
+            grant.revoked = true;
+            grant.revoked_at = self.now();
+            grant.revoked_reason = reason.to_owned();
+            if self.store.commit(
+                Tree::Grants,
+                Batch::new().expect(key, old).put(key, encode(&grant)),
+            )? {
+                self.store.durable().await?;
+                tracing::warn!(target: "writ::audit", event = "grant_revoked", gid = %gid, reason = %reason);
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict("the grant changed concurrently; retry"))
+    }
+
+    fn find(&self, token: &str, hint: &str) -> Result<Found> {
+        let looks_like_refresh = token.len() <= 64 && !token.contains('.');
+        let as_refresh = |s: &Self| -> Result<Found> {
+            let key = s.hasher.hash(token.as_bytes());
+            Ok(match s.store.get(Tree::RefreshTokens, &key)? {
+                Some(bytes) => Found::Refresh(decode(&bytes)?),
+                None => Found::Nothing,
+            })
+        };
+        if hint == "refresh_token" || looks_like_refresh {
+            if let found @ Found::Refresh(..) = as_refresh(self)? {
+                return Ok(found);
+            }
+        }
+        Ok(match self.verifier.verify(token) {
+            Ok(t) => Found::Access(Box::new(t)),
+            Err(_) => Found::Nothing,
+        })
+    }
+
+    /// Whether a verified access token is neither revoked nor of a revoked grant.
+    pub fn is_live(&self, t: &VerifiedToken) -> Result<bool> {
+        if self
+            .store
+            .get(Tree::RevokedTokens, t.claims.jti.as_bytes())?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        if t.format == TokenFormat::Biscuit {
+            for id in &t.revocation_ids {
+                if self
+                    .store
+                    .get(Tree::RevokedTokens, id.as_bytes())?
+                    .is_some()
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        if let Some(gid) = &t.claims.gid
+            && let Some(g) = self.store.get_record::<GrantRecord>(gid.as_bytes())?
+            && g.revoked
+        {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn refresh_is_live(&self, r: &RefreshTokenRecord) -> Result<bool> {
+        let now = self.now();
+        if r.state != REFRESH_ACTIVE || now >= r.expires_at {
+            return Ok(false);
+        }
+        Ok(!self
+            .store
+            .get_record::<GrantRecord>(r.gid.as_bytes())?
+            .is_some_and(|g| g.revoked || now >= g.expires_at))
+    }
+}
+
+fn may_see(caller: &ClientRecord, token_client: &str, aud: &[String]) -> bool {
+    caller.may_introspect
+        || caller.client_id == token_client
+        || aud.iter().any(|a| a == &caller.client_id)
+}
+
+fn check_token_param(token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::InvalidRequest("token is required"));
+    }
+    if token.len() > MAX_TOKEN_LEN.max(MAX_SECRET_LEN) {
+        return Err(Error::InvalidRequest("token is too long"));
+    }
+    Ok(())
+}

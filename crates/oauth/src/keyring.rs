@@ -1,0 +1,282 @@
+//! The server's signing keys: generated on first start, persisted, rotated through the admin API.
+//!
+//! Rotation makes a new key active and retires the old one; a retired key stays published and
+//! trusted until every token it signed has expired, so no token in flight breaks.
+
+use std::sync::{Arc, RwLock};
+
+use writ_store::{Batch, Store, StoreExt, Tree, encode};
+use writ_token::{
+    Algorithm, BiscuitPublicKey, BiscuitRootKey, KeySet, SigningKey, UnixTime, VerificationKey,
+    random_id,
+};
+
+use crate::error::{Error, Result};
+use crate::records::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+
+/// The keys in use now.
+#[derive(Debug)]
+pub struct KeyState {
+    pub jwt: Arc<SigningKey>,
+    pub biscuit: Arc<BiscuitRootKey>,
+    /// Every stored key, without its secret.
+    pub records: Vec<SigningKeyRecord>,
+    /// Public keys of the active and retired-but-unexpired keys.
+    pub public: KeySet,
+}
+
+impl KeyState {
+    /// JWT keys to publish at `now`: active, and retired ones that may still verify live tokens.
+    pub fn published_jwt_keys(&self, now: UnixTime) -> Vec<VerificationKey> {
+        let mut keys: Vec<_> = self
+            .records
+            .iter()
+            .filter(|r| r.purpose == PURPOSE_JWT && is_live(r, now))
+            .filter_map(|r| self.public.jwt_key(&r.kid).cloned())
+            .collect();
+        keys.sort_by(|a, b| a.kid().cmp(b.kid()));
+        keys
+    }
+
+    /// Biscuit root keys to publish at `now`, with the time after which each is useless (0 for
+    /// the active key).
+    pub fn published_biscuit_keys(&self, now: UnixTime) -> Vec<(BiscuitPublicKey, UnixTime)> {
+        self.records
+            .iter()
+            .filter(|r| r.purpose == PURPOSE_BISCUIT && is_live(r, now))
+            .filter_map(|r| {
+                let id = r.kid.parse::<u32>().ok()?;
+                let exp = if r.status == KEY_ACTIVE {
+                    0
+                } else {
+                    r.expires_at
+                };
+                self.public.biscuit_key(id).map(|k| (*k, exp))
+            })
+            .collect()
+    }
+}
+
+fn is_live(r: &SigningKeyRecord, now: UnixTime) -> bool {
+    r.status == KEY_ACTIVE || (r.status == KEY_RETIRED && r.expires_at > now)
+}
+
+fn storage_key(purpose: i32, kid: &str) -> Vec<u8> {
+    match purpose {
+        PURPOSE_JWT => format!("jwt/{kid}").into_bytes(),
+        // Zero-padded so keys sort by id.
+        _ => format!("biscuit/{:0>10}", kid).into_bytes(),
+    }
+}
+
+/// The signing keys, loaded from and persisted to the store.
+#[derive(Debug)]
+pub struct Keyring {
+    store: Arc<dyn Store>,
+    state: RwLock<Arc<KeyState>>,
+    rotation: tokio::sync::Mutex<()>,
+}
+
+impl Keyring {
+    /// Loads the stored keys, generating (and durably storing) the first ones if there are none.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        now: UnixTime,
+        default_alg: Algorithm,
+    ) -> Result<Self> {
+        let mut records: Vec<SigningKeyRecord> = store
+            .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let mut created = false;
+        if !records
+            .iter()
+            .any(|r| r.purpose == PURPOSE_JWT && r.status == KEY_ACTIVE)
+        {
+            let rec = new_jwt_record(default_alg, now)?;
+            create_record(&*store, &rec)?;
+            tracing::info!(target: "writ::audit", event = "signing_key_created", kid = %rec.kid, alg = %rec.alg);
+            records.push(rec);
+            created = true;
+        }
+        if !records
+            .iter()
+            .any(|r| r.purpose == PURPOSE_BISCUIT && r.status == KEY_ACTIVE)
+        {
+            let rec = new_biscuit_record(&records, now);
+            create_record(&*store, &rec)?;
+            tracing::info!(target: "writ::audit", event = "signing_key_created", biscuit_root_key_id = %rec.kid);
+            records.push(rec);
+            created = true;
+        }
+        if created {
+            store.durable().await?;
+        }
+        let state = build_state(records, now)?;
+        Ok(Keyring {
+            store,
+            state: RwLock::new(Arc::new(state)),
+            rotation: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn state(&self) -> Arc<KeyState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes a new key active for `purpose`; the old one is retired and stays published for
+    /// `retire_for` seconds (the longest a token it signed can live, plus leeway).
+    pub async fn rotate(
+        &self,
+        purpose: i32,
+        alg: Algorithm,
+        now: UnixTime,
+        retire_for: i64,
+    ) -> Result<SigningKeyRecord> {
+        let _serialized = self.rotation.lock().await;
+        let mut records: Vec<SigningKeyRecord> = self
+            .store
+            .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let new = match purpose {
+            PURPOSE_JWT => new_jwt_record(alg, now)?,
+            PURPOSE_BISCUIT => new_biscuit_record(&records, now),
+            _ => return Err(Error::InvalidRequest("unknown key purpose")),
+        };
+        // Retire the active key(s) and add the new one atomically: a concurrent rotation by
+        // another process makes the expectation fail instead of leaving two active keys.
+        let mut batch = Batch::new();
+        for old in records
+            .iter_mut()
+            .filter(|r| r.purpose == purpose && r.status == KEY_ACTIVE)
+        {
+            let key = storage_key(purpose, &old.kid);
+            batch = batch.expect(key.clone(), Some(encode(old)));
+            old.status = KEY_RETIRED;
+            old.retired_at = now;
+            old.expires_at = now + retire_for;
+            batch = batch.put(key, encode(old));
+        }
+        let new_key = storage_key(purpose, &new.kid);
+        batch = batch
+            .expect(new_key.clone(), None)
+            .put(new_key, encode(&new));
+        if !self.store.commit(Tree::SigningKeys, batch)? {
+            return Err(Error::Conflict("signing keys changed concurrently; retry"));
+        }
+        self.store.durable().await?;
+        records.push(new.clone());
+        let state = build_state(records, now)?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        Ok(strip(new))
+    }
+
+    /// Reloads the keys from the store, dropping retired keys that have expired at `now`.
+    pub fn refresh(&self, now: UnixTime) -> Result<Arc<KeyState>> {
+        let records = self
+            .store
+            .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let state = Arc::new(build_state(records, now)?);
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
+        Ok(state)
+    }
+}
+
+fn create_record(store: &dyn Store, rec: &SigningKeyRecord) -> Result<()> {
+    let key = storage_key(rec.purpose, &rec.kid);
+    if !store.commit(
+        Tree::SigningKeys,
+        Batch::new().expect(key.clone(), None).put(key, encode(rec)),
+    )? {
+        return Err(Error::Conflict("signing key already exists"));
+    }
+    Ok(())
+}
+
+fn new_jwt_record(alg: Algorithm, now: UnixTime) -> Result<SigningKeyRecord> {
+    let kid = format!("{}-{}", alg.name().to_ascii_lowercase(), &random_id()[..12]);
+    let key = SigningKey::generate(alg, kid.clone())?;
+    Ok(SigningKeyRecord {
+        kid,
+        purpose: PURPOSE_JWT,
+        alg: alg.name().to_owned(),
+        secret: key.secret_bytes().to_vec(),
+        status: KEY_ACTIVE,
+        created_at: now,
+        retired_at: 0,
+        expires_at: 0,
+    })
+}
+
+fn new_biscuit_record(existing: &[SigningKeyRecord], now: UnixTime) -> SigningKeyRecord {
+    let next = existing
+        .iter()
+        .filter(|r| r.purpose == PURPOSE_BISCUIT)
+        .filter_map(|r| r.kid.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let key = BiscuitRootKey::generate(next);
+    SigningKeyRecord {
+        kid: next.to_string(),
+        purpose: PURPOSE_BISCUIT,
+        alg: "ed25519".to_owned(),
+        secret: key.secret_bytes().to_vec(),
+        status: KEY_ACTIVE,
+        created_at: now,
+        retired_at: 0,
+        expires_at: 0,
+    }
+}
+
+fn strip(mut r: SigningKeyRecord) -> SigningKeyRecord {
+    r.secret.clear();
+    r
+}
+
+fn build_state(records: Vec<SigningKeyRecord>, now: UnixTime) -> Result<KeyState> {
+    let mut public = KeySet::new();
+    let mut jwt = None;
+    let mut biscuit = None;
+    for r in &records {
+        match r.purpose {
+            PURPOSE_JWT => {
+                let alg =
+                    Algorithm::from_name(&r.alg).ok_or(Error::Internal("stored key algorithm"))?;
+                let key = SigningKey::from_secret(alg, r.kid.clone(), &r.secret)?;
+                if is_live(r, now) {
+                    public.insert_jwt(key.verification_key());
+                }
+                if r.status == KEY_ACTIVE {
+                    jwt = Some(Arc::new(key));
+                }
+            }
+            PURPOSE_BISCUIT => {
+                let id = r
+                    .kid
+                    .parse::<u32>()
+                    .map_err(|_| Error::Internal("stored root key id"))?;
+                let key = BiscuitRootKey::from_secret(id, &r.secret)?;
+                if is_live(r, now) {
+                    public.insert_biscuit(key.public());
+                }
+                if r.status == KEY_ACTIVE {
+                    biscuit = Some(Arc::new(key));
+                }
+            }
+            _ => return Err(Error::Internal("stored key purpose")),
+        }
+    }
+    Ok(KeyState {
+        jwt: jwt.ok_or(Error::Internal("no active JWT key"))?,
+        biscuit: biscuit.ok_or(Error::Internal("no active Biscuit root key"))?,
+        records: records.into_iter().map(strip).collect(),
+        public,
+    })
+}

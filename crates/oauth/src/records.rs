@@ -1,0 +1,226 @@
+//! What the engine stores, as versioned protobuf records (see `writ_store::Record`).
+
+use writ_store::{Record, Tree};
+
+pub const CLIENT_CONFIDENTIAL: i32 = 1;
+pub const CLIENT_PUBLIC: i32 = 2;
+
+pub const FORMAT_JWT: i32 = 1;
+pub const FORMAT_BISCUIT: i32 = 2;
+pub const FORMAT_JWT_AND_BISCUIT: i32 = 3;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClientRecord {
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    #[prost(string, tag = "2")]
+    pub client_name: String,
+    /// CLIENT_CONFIDENTIAL or CLIENT_PUBLIC.
+    #[prost(int32, tag = "3")]
+    pub client_type: i32,
+    /// Keyed hash of the secret; empty for public clients.
+    #[prost(bytes = "vec", tag = "4")]
+    pub secret_hash: Vec<u8>,
+    #[prost(string, repeated, tag = "5")]
+    pub grant_types: Vec<String>,
+    #[prost(string, tag = "6")]
+    pub scope: String,
+    #[prost(string, repeated, tag = "7")]
+    pub audience: Vec<String>,
+    #[prost(int64, tag = "8")]
+    pub access_token_lifetime: i64,
+    #[prost(int64, tag = "9")]
+    pub refresh_token_lifetime: i64,
+    /// FORMAT_* values.
+    #[prost(int32, repeated, tag = "10")]
+    pub token_formats: Vec<i32>,
+    #[prost(int32, tag = "11")]
+    pub default_token_format: i32,
+    #[prost(bool, tag = "12")]
+    pub may_introspect: bool,
+    #[prost(bool, tag = "13")]
+    pub disabled: bool,
+    #[prost(int64, tag = "14")]
+    pub created_at: i64,
+}
+
+impl Record for ClientRecord {
+    const TREE: Tree = Tree::Clients;
+}
+
+impl ClientRecord {
+    pub fn is_confidential(&self) -> bool {
+        self.client_type == CLIENT_CONFIDENTIAL
+    }
+
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserRecord {
+    #[prost(string, tag = "1")]
+    pub username: String,
+    #[prost(string, tag = "2")]
+    pub subject: String,
+    /// argon2id, PHC string format.
+    #[prost(string, tag = "3")]
+    pub password_hash: String,
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(bool, tag = "5")]
+    pub disabled: bool,
+    #[prost(int64, tag = "6")]
+    pub created_at: i64,
+}
+
+impl Record for UserRecord {
+    const TREE: Tree = Tree::Users;
+}
+
+pub const PURPOSE_JWT: i32 = 1;
+pub const PURPOSE_BISCUIT: i32 = 2;
+pub const KEY_ACTIVE: i32 = 1;
+pub const KEY_RETIRED: i32 = 2;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SigningKeyRecord {
+    /// The JWT kid, or the Biscuit root key id in decimal.
+    #[prost(string, tag = "1")]
+    pub kid: String,
+    #[prost(int32, tag = "2")]
+    pub purpose: i32,
+    #[prost(string, tag = "3")]
+    pub alg: String,
+    #[prost(bytes = "vec", tag = "4")]
+    pub secret: Vec<u8>,
+    #[prost(int32, tag = "5")]
+    pub status: i32,
+    #[prost(int64, tag = "6")]
+    pub created_at: i64,
+    #[prost(int64, tag = "7")]
+    pub retired_at: i64,
+    /// When a retired key can no longer verify a live token.
+    #[prost(int64, tag = "8")]
+    pub expires_at: i64,
+}
+
+impl Record for SigningKeyRecord {
+    const TREE: Tree = Tree::SigningKeys;
+}
+
+/// A grant: the root of a refresh family or an exchange lineage.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GrantRecord {
+    #[prost(string, tag = "1")]
+    pub gid: String,
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    #[prost(string, tag = "3")]
+    pub subject: String,
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(int64, tag = "5")]
+    pub created_at: i64,
+    /// Absolute end of the family, whatever the rotations.
+    #[prost(int64, tag = "6")]
+    pub expires_at: i64,
+    #[prost(bool, tag = "7")]
+    pub revoked: bool,
+    #[prost(int64, tag = "8")]
+    pub revoked_at: i64,
+    #[prost(string, tag = "9")]
+    pub revoked_reason: String,
+    #[prost(string, tag = "10")]
+    pub username: String,
+}
+
+impl Record for GrantRecord {
+    const TREE: Tree = Tree::Grants;
+}
+
+pub const REFRESH_ACTIVE: i32 = 1;
+pub const REFRESH_USED: i32 = 2;
+
+/// A refresh token, stored under the keyed hash of its value.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefreshTokenRecord {
+    #[prost(string, tag = "1")]
+    pub gid: String,
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    #[prost(string, tag = "3")]
+    pub subject: String,
+    /// The grant's scope: unchanged by rotation (RFC 6749 section 6).
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(int64, tag = "5")]
+    pub issued_at: i64,
+    #[prost(int64, tag = "6")]
+    pub expires_at: i64,
+    #[prost(int32, tag = "7")]
+    pub state: i32,
+    #[prost(int64, tag = "8")]
+    pub used_at: i64,
+    #[prost(string, tag = "9")]
+    pub username: String,
+}
+
+impl Record for RefreshTokenRecord {
+    const TREE: Tree = Tree::RefreshTokens;
+}
+
+/// A revoked access token, kept until it would have expired anyway.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RevokedTokenRecord {
+    #[prost(int64, tag = "1")]
+    pub expires_at: i64,
+    #[prost(int64, tag = "2")]
+    pub revoked_at: i64,
+    #[prost(string, tag = "3")]
+    pub reason: String,
+}
+
+impl Record for RevokedTokenRecord {
+    const TREE: Tree = Tree::RevokedTokens;
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExchangePolicyRecord {
+    #[prost(string, tag = "1")]
+    pub policy_id: String,
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    #[prost(string, repeated, tag = "3")]
+    pub audience: Vec<String>,
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(int64, tag = "5")]
+    pub max_lifetime: i64,
+    #[prost(bool, tag = "6")]
+    pub allow_impersonation: bool,
+    #[prost(int32, tag = "7")]
+    pub max_chain_depth: i32,
+}
+
+impl Record for ExchangePolicyRecord {
+    const TREE: Tree = Tree::ExchangePolicies;
+}
+
+/// Secrets the server keeps about itself, in the `meta` tree.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerSecretsRecord {
+    /// Key of the keyed hash for client secrets, refresh tokens and the admin credential.
+    #[prost(bytes = "vec", tag = "1")]
+    pub secret_hash_key: Vec<u8>,
+    /// Keyed hash of the admin credential.
+    #[prost(bytes = "vec", tag = "2")]
+    pub admin_credential_hash: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub created_at: i64,
+}
+
+impl Record for ServerSecretsRecord {
+    const TREE: Tree = Tree::Meta;
+}

@@ -1,0 +1,108 @@
+//! The engine's requests and responses, with the RFC parameter names, independent of transport.
+
+use writ_token::Actor;
+
+/// The token formats a client may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatChoice {
+    /// The client's default.
+    #[default]
+    Default,
+    Jwt,
+    Biscuit,
+    /// A JWT with a Biscuit alongside, sharing token and grant ids.
+    JwtAndBiscuit,
+}
+
+/// RFC 6749 section 3.2 (and 4.3, 4.4, 6).
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: String,
+    pub refresh_token: String,
+    pub username: String,
+    pub password: String,
+    pub audience: Vec<String>,
+    pub resource: Vec<String>,
+    pub token_format: FormatChoice,
+}
+
+/// RFC 6749 section 5.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: Option<String>,
+    pub scope: String,
+    pub issued_token_type: &'static str,
+    pub biscuit: Option<String>,
+}
+
+/// A client authenticating to introspect or revoke.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// RFC 7662 section 2.1 and RFC 7009 section 2.1.
+#[derive(Debug, Clone, Default)]
+pub struct TokenOperation {
+    pub token: String,
+    pub token_type_hint: String,
+    pub client: ClientCredentials,
+}
+
+/// RFC 7662 section 2.2. `Introspection::inactive()` carries nothing but `active: false`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Introspection {
+    pub active: bool,
+    pub scope: String,
+    pub client_id: String,
+    pub username: String,
+    pub token_type: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub sub: String,
+    pub aud: Vec<String>,
+    pub iss: String,
+    pub jti: String,
+    pub gid: String,
+    pub act: Option<Actor>,
+    /// Set for access tokens.
+    pub format: Option<writ_token::TokenFormat>,
+}
+
+impl Introspection {
+    pub fn inactive() -> Self {
+        Introspection::default()
+    }
+}
+
+/// RFC 8414 section 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub introspection_endpoint: String,
+    pub revocation_endpoint: String,
+    pub grant_types_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub access_token_signing_alg_values_supported: Vec<String>,
+    pub token_types_supported: Vec<String>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Empty when this is the last page.
+    pub next_page_token: String,
+}

@@ -1,0 +1,140 @@
+//! Resource owners, for clients allowed the password grant. Passwords are argon2id hashes,
+//! computed off the async runtime.
+
+use writ_store::{Batch, StoreExt, Tree, decode, encode};
+use writ_token::{Scopes, random_id};
+
+use crate::error::{Error, Result};
+use crate::records::UserRecord;
+use crate::secrets::{hash_password, verify_password};
+use crate::{AuthorizationServer, MAX_ID_LEN};
+
+/// Shortest password accepted (NIST SP 800-63B).
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest password accepted: argon2 work must stay bounded.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+fn valid_username(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= MAX_ID_LEN
+        && !u.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+fn check_password(p: &str) -> Result<()> {
+    if p.chars().count() < MIN_PASSWORD_LEN || p.len() > MAX_PASSWORD_LEN {
+        return Err(Error::InvalidRequest("a password has 8 to 1024 characters"));
+    }
+    Ok(())
+}
+
+async fn hash_off_runtime(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| Error::Internal("password hashing task"))?
+}
+
+impl AuthorizationServer {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        scope: &str,
+    ) -> Result<UserRecord> {
+        if !valid_username(username) {
+            return Err(Error::InvalidRequest(
+                "username must be 1-128 characters without spaces",
+            ));
+        }
+        check_password(password)?;
+        let scope =
+            Scopes::parse(scope).map_err(|_| Error::InvalidRequest("scope is malformed"))?;
+        let user = UserRecord {
+            username: username.to_owned(),
+            subject: random_id(),
+            password_hash: hash_off_runtime(password.to_owned()).await?,
+            scope: scope.to_string(),
+            disabled: false,
+            created_at: self.now(),
+        };
+        let key = username.as_bytes();
+        if !self.store.commit(
+            Tree::Users,
+            Batch::new().expect(key, None).put(key, encode(&user)),
+        )? {
+            return Err(Error::AlreadyExists("a user with this username exists"));
+        }
+        self.store.durable().await?;
+        tracing::info!(target: "writ::audit", event = "user_created", username = %username, sub = %user.subject);
+        Ok(user)
+    }
+
+    pub async fn delete_user(&self, username: &str) -> Result<()> {
+        if !valid_username(username) {
+            return Err(Error::InvalidRequest("username is malformed"));
+        }
+        if self.store.get(Tree::Users, username.as_bytes())?.is_none() {
+            return Err(Error::NotFound("no such user"));
+        }
+        self.store.remove(Tree::Users, username.as_bytes())?;
+        self.store.durable().await?;
+        tracing::info!(target: "writ::audit", event = "user_deleted", username = %username);
+        Ok(())
+    }
+
+    pub async fn set_user_password(&self, username: &str, password: &str) -> Result<()> {
+        if !valid_username(username) {
+            return Err(Error::InvalidRequest("username is malformed"));
+        }
+        check_password(password)?;
+        let hash = hash_off_runtime(password.to_owned()).await?;
+        let key = username.as_bytes();
+        for _ in 0..8 {
+            let old = self
+                .store
+                .get(Tree::Users, key)?
+                .ok_or(Error::NotFound("no such user"))?;
+            let mut user: UserRecord = decode(&old)?;
+            user.password_hash = hash.clone();
+            if self.store.commit(
+                Tree::Users,
+                Batch::new().expect(key, Some(old)).put(key, encode(&user)),
+            )? {
+                self.store.durable().await?;
+                tracing::info!(target: "writ::audit", event = "user_password_set", username = %username);
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict("the user changed concurrently; retry"))
+    }
+
+    /// Checks a resource owner's password. Unknown users are checked against a dummy hash, so
+    /// they take as long as known ones; every failure is the same `invalid_grant`.
+    pub(crate) async fn authenticate_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UserRecord> {
+        let user = if valid_username(username) && password.len() <= MAX_PASSWORD_LEN {
+            self.store.get_record::<UserRecord>(username.as_bytes())?
+        } else {
+            None
+        };
+        let phc = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_password_hash.clone());
+        let password = password.to_owned();
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+            .await
+            .map_err(|_| Error::Internal("password check task"))?;
+        match user {
+            Some(u) if matches && !u.disabled => Ok(u),
+            _ => {
+                tracing::warn!(target: "writ::audit", event = "user_authentication_failed", username = %crate::clients::truncate(username));
+                Err(Error::InvalidGrant(
+                    "the resource owner credentials are invalid",
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Server plumbing shared by every Writ service: a tonic server builder with TLS and sane
+//! limits, gRPC health checking and server reflection, HTTP/1.1 and HTTP/2 serving over rustls
+//! for the HTTP facades, and a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use writ_tls::TlsMaterial;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] writ_tls::TlsError),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Tells servers to stop. Dropping it stops them too.
+#[derive(Debug)]
+pub struct Shutdown(watch::Sender<bool>);
+
+/// Resolves when shutdown is asked for.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (Shutdown, ShutdownSignal) {
+        let (tx, rx) = watch::channel(false);
+        (Shutdown(tx), ShutdownSignal(rx))
+    }
+
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+
+    pub fn signal(&self) -> ShutdownSignal {
+        ShutdownSignal(self.0.subscribe())
+    }
+}
+
+impl ShutdownSignal {
+    pub async fn wait(mut self) {
+        // Either a `true` was sent or the sender is gone: both mean stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Largest gRPC message a Writ service decodes. Token requests are small; this bounds memory.
+pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
+
+/// A tonic server with TLS (when `tls` is given), keepalives and per-connection limits.
+pub fn grpc_server(tls: Option<&TlsMaterial>) -> Result<Server, ServerError> {
+    let mut builder = Server::builder()
+        .concurrency_limit_per_connection(1024)
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true);
+    if let Some(m) = tls {
+        let identity = Identity::from_pem(&m.cert_pem, &m.key_pem);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    Ok(builder)
+}
+
+/// Health (`grpc.health.v1`) marking `services` as serving, and reflection over Writ's protos.
+pub async fn health_and_reflection(
+    services: &[&str],
+) -> Result<
+    (
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    ),
+    ServerError,
+> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in services {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    // The overall server status ("") too, for clients that ask without a service name.
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(writ_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok((health, reflection))
+}
+
+/// Binds a TCP listener, mapping the error to one that names the address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves `router` on `listener` over HTTP/1.1 and HTTP/2, inside TLS when `tls` is given, until
+/// `shutdown`; open connections then finish their requests.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: ShutdownSignal,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            match acceptor {
+                Some(acceptor) => {
+                    // A client that never finishes its handshake must not hold a task forever.
+                    let tls =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                    match tls {
+                        Ok(Ok(tls)) => {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(tls), service)
+                                .into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                            }
+                        }
+                        _ => tracing::debug!(%peer, "TLS handshake failed"),
+                    }
+                }
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                }
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}

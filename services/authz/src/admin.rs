@@ -1,0 +1,283 @@
+//! `writ.admin.v1.AdminService`. Every call passes [`AdminAuth`] first.
+
+use std::sync::Arc;
+
+use tonic::service::Interceptor;
+use tonic::{Request, Response, Status};
+use writ_oauth::records::{PURPOSE_BISCUIT, PURPOSE_JWT};
+use writ_oauth::{AuthorizationServer, Error};
+use writ_proto::admin::admin_service_server::AdminService;
+use writ_proto::admin::*;
+use writ_token::Algorithm;
+
+use crate::convert;
+use crate::status::to_status;
+
+/// Checks `authorization: Bearer <admin credential>` before any admin call reaches the service.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    engine: Arc<AuthorizationServer>,
+}
+
+impl AdminAuth {
+    pub fn new(engine: Arc<AuthorizationServer>) -> Self {
+        AdminAuth { engine }
+    }
+}
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let credential = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        self.engine
+            .authenticate_admin(credential)
+            .map_err(to_status)?;
+        Ok(request)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminGrpc {
+    engine: Arc<AuthorizationServer>,
+}
+
+impl AdminGrpc {
+    pub fn new(engine: Arc<AuthorizationServer>) -> Self {
+        AdminGrpc { engine }
+    }
+}
+
+fn required<T>(v: Option<T>, what: &'static str) -> Result<T, Status> {
+    v.ok_or_else(|| to_status(Error::InvalidRequest(what)))
+}
+
+fn page_size(n: i32) -> Result<usize, Status> {
+    usize::try_from(n)
+        .map_err(|_| to_status(Error::InvalidRequest("page_size must not be negative")))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    async fn create_client(
+        &self,
+        request: Request<CreateClientRequest>,
+    ) -> Result<Response<CreateClientResponse>, Status> {
+        let spec = required(request.into_inner().client, "client is required")?;
+        let (client, secret) = self
+            .engine
+            .create_client(convert::client_record(spec))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(CreateClientResponse {
+            client: Some(convert::client(client)),
+            client_secret: secret.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_client(
+        &self,
+        request: Request<GetClientRequest>,
+    ) -> Result<Response<GetClientResponse>, Status> {
+        let client = self
+            .engine
+            .get_client(&request.into_inner().client_id)
+            .map_err(to_status)?;
+        Ok(Response::new(GetClientResponse {
+            client: Some(convert::client(client)),
+        }))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        let r = request.into_inner();
+        let page = self
+            .engine
+            .list_clients(page_size(r.page_size)?, &r.page_token)
+            .map_err(to_status)?;
+        Ok(Response::new(ListClientsResponse {
+            clients: page.items.into_iter().map(convert::client).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_client(
+        &self,
+        request: Request<UpdateClientRequest>,
+    ) -> Result<Response<UpdateClientResponse>, Status> {
+        let r = request.into_inner();
+        let spec = required(r.client, "client is required")?;
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let client = self
+            .engine
+            .update_client(convert::client_record(spec), &mask)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(UpdateClientResponse {
+            client: Some(convert::client(client)),
+        }))
+    }
+
+    async fn delete_client(
+        &self,
+        request: Request<DeleteClientRequest>,
+    ) -> Result<Response<DeleteClientResponse>, Status> {
+        self.engine
+            .delete_client(&request.into_inner().client_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DeleteClientResponse {}))
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        request: Request<RotateClientSecretRequest>,
+    ) -> Result<Response<RotateClientSecretResponse>, Status> {
+        let secret = self
+            .engine
+            .rotate_client_secret(&request.into_inner().client_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RotateClientSecretResponse {
+            client_secret: secret,
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let r = request.into_inner();
+        let user = self
+            .engine
+            .create_user(&r.username, &r.password, &r.scope)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(CreateUserResponse {
+            user: Some(convert::user(user)),
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        self.engine
+            .delete_user(&request.into_inner().username)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn set_user_password(
+        &self,
+        request: Request<SetUserPasswordRequest>,
+    ) -> Result<Response<SetUserPasswordResponse>, Status> {
+        let r = request.into_inner();
+        self.engine
+            .set_user_password(&r.username, &r.password)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(SetUserPasswordResponse {}))
+    }
+
+    async fn list_signing_keys(
+        &self,
+        _: Request<ListSigningKeysRequest>,
+    ) -> Result<Response<ListSigningKeysResponse>, Status> {
+        Ok(Response::new(ListSigningKeysResponse {
+            keys: self
+                .engine
+                .list_signing_keys()
+                .into_iter()
+                .map(convert::signing_key)
+                .collect(),
+        }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<RotateSigningKeyRequest>,
+    ) -> Result<Response<RotateSigningKeyResponse>, Status> {
+        let r = request.into_inner();
+        let purpose = match KeyPurpose::try_from(r.purpose) {
+            Ok(KeyPurpose::Unspecified) | Ok(KeyPurpose::Jwt) => PURPOSE_JWT,
+            Ok(KeyPurpose::Biscuit) => PURPOSE_BISCUIT,
+            Err(_) => return Err(to_status(Error::InvalidRequest("unknown key purpose"))),
+        };
+        let alg =
+            match r.alg.as_str() {
+                "" => None,
+                name => Some(Algorithm::from_name(name).ok_or_else(|| {
+                    to_status(Error::InvalidRequest("alg must be EdDSA or ES256"))
+                })?),
+            };
+        let key = self
+            .engine
+            .rotate_signing_key(purpose, alg)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RotateSigningKeyResponse {
+            key: Some(convert::signing_key(key)),
+        }))
+    }
+
+    async fn create_exchange_policy(
+        &self,
+        request: Request<CreateExchangePolicyRequest>,
+    ) -> Result<Response<CreateExchangePolicyResponse>, Status> {
+        let spec = required(request.into_inner().policy, "policy is required")?;
+        let policy = self
+            .engine
+            .create_exchange_policy(convert::policy_record(spec))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(CreateExchangePolicyResponse {
+            policy: Some(convert::policy(policy)),
+        }))
+    }
+
+    async fn get_exchange_policy(
+        &self,
+        request: Request<GetExchangePolicyRequest>,
+    ) -> Result<Response<GetExchangePolicyResponse>, Status> {
+        let policy = self
+            .engine
+            .get_exchange_policy(&request.into_inner().policy_id)
+            .map_err(to_status)?;
+        Ok(Response::new(GetExchangePolicyResponse {
+            policy: Some(convert::policy(policy)),
+        }))
+    }
+
+    async fn list_exchange_policies(
+        &self,
+        request: Request<ListExchangePoliciesRequest>,
+    ) -> Result<Response<ListExchangePoliciesResponse>, Status> {
+        let r = request.into_inner();
+        let page = self
+            .engine
+            .list_exchange_policies(page_size(r.page_size)?, &r.page_token)
+            .map_err(to_status)?;
+        Ok(Response::new(ListExchangePoliciesResponse {
+            policies: page.items.into_iter().map(convert::policy).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_exchange_policy(
+        &self,
+        request: Request<DeleteExchangePolicyRequest>,
+    ) -> Result<Response<DeleteExchangePolicyResponse>, Status> {
+        self.engine
+            .delete_exchange_policy(&request.into_inner().policy_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DeleteExchangePolicyResponse {}))
+    }
+}

@@ -1,0 +1,110 @@
+//! `writ.authz.v1.AuthorizationService`: a thin transport over the engine.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use writ_oauth::{AuthorizationServer, ClientCredentials, TokenOperation};
+use writ_proto::authz::authorization_service_server::AuthorizationService;
+use writ_proto::authz::{
+    GetJwksRequest, GetJwksResponse, GetServerMetadataRequest, GetServerMetadataResponse,
+    IntrospectRequest, IntrospectResponse, RevokeRequest, RevokeResponse, TokenRequest,
+    TokenResponse,
+};
+use writ_proto::common;
+
+use crate::convert;
+use crate::status::to_status;
+
+#[derive(Debug, Clone)]
+pub struct AuthorizationGrpc {
+    engine: Arc<AuthorizationServer>,
+}
+
+impl AuthorizationGrpc {
+    pub fn new(engine: Arc<AuthorizationServer>) -> Self {
+        AuthorizationGrpc { engine }
+    }
+}
+
+/// The JWKS and Biscuit root keys the engine publishes now.
+pub fn jwks(engine: &AuthorizationServer) -> GetJwksResponse {
+    let now = engine.now();
+    let state = engine.key_state();
+    GetJwksResponse {
+        keys: state
+            .published_jwt_keys(now)
+            .iter()
+            .map(|k| convert::jwk(k.to_jwk()))
+            .collect(),
+        biscuit_root_keys: state
+            .published_biscuit_keys(now)
+            .into_iter()
+            .map(|(k, exp)| common::BiscuitRootKey {
+                root_key_id: k.id(),
+                algorithm: "ed25519".to_owned(),
+                public_key: k.to_hex(),
+                expires_at: exp,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl AuthorizationService for AuthorizationGrpc {
+    async fn token(
+        &self,
+        request: Request<TokenRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let req = convert::token_request(request.into_inner()).map_err(to_status)?;
+        let resp = self.engine.token(req).await.map_err(to_status)?;
+        Ok(Response::new(convert::token_response(resp)))
+    }
+
+    async fn introspect(
+        &self,
+        request: Request<IntrospectRequest>,
+    ) -> Result<Response<IntrospectResponse>, Status> {
+        let r = request.into_inner();
+        let op = TokenOperation {
+            token: r.token,
+            token_type_hint: r.token_type_hint,
+            client: ClientCredentials {
+                client_id: r.client_id,
+                client_secret: r.client_secret,
+            },
+        };
+        let result = self.engine.introspect(op).await.map_err(to_status)?;
+        Ok(Response::new(convert::introspection(result)))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let r = request.into_inner();
+        let op = TokenOperation {
+            token: r.token,
+            token_type_hint: r.token_type_hint,
+            client: ClientCredentials {
+                client_id: r.client_id,
+                client_secret: r.client_secret,
+            },
+        };
+        self.engine.revoke(op).await.map_err(to_status)?;
+        Ok(Response::new(RevokeResponse {}))
+    }
+
+    async fn get_jwks(
+        &self,
+        _: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(jwks(&self.engine)))
+    }
+
+    async fn get_server_metadata(
+        &self,
+        _: Request<GetServerMetadataRequest>,
+    ) -> Result<Response<GetServerMetadataResponse>, Status> {
+        Ok(Response::new(convert::metadata(self.engine.metadata())))
+    }
+}

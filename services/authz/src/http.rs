@@ -1,0 +1,319 @@
+//! The OAuth HTTP facade: the endpoints off-the-shelf OAuth clients and JWT libraries expect,
+//! over the same engine as the gRPC service (no second copy of grant logic).
+//!
+//! `POST /oauth2/token`, `POST /oauth2/introspect`, `POST /oauth2/revoke` take
+//! `application/x-www-form-urlencoded` bodies and authenticate clients with
+//! `client_secret_basic` or `client_secret_post` (never both). Errors are RFC 6749 section 5.2
+//! JSON bodies.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use writ_oauth::{AuthorizationServer, ClientCredentials, Error, FormatChoice, TokenOperation};
+
+use crate::status::http_status;
+
+/// Largest form body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+type Shared = Arc<AuthorizationServer>;
+
+pub fn router(engine: Shared) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/oauth2/introspect", post(introspect))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/.well-known/jwks.json", get(jwks))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(engine)
+}
+
+/// An RFC 6749 section 5.2 error response.
+struct OAuthError(Error);
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if matches!(e, Error::Storage(_) | Error::Token(_) | Error::Internal(_)) {
+            tracing::error!(error = %e, "request failed");
+        }
+        let status = http_status(&e);
+        let body = json!({ "error": e.oauth_code(), "error_description": e.description() });
+        let mut resp = (status, no_store(), axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"writ\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<Error> for OAuthError {
+    fn from(e: Error) -> Self {
+        OAuthError(e)
+    }
+}
+
+fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// A parsed form body. Parameters other than `audience` and `resource` must not repeat.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
+        let form_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form_type {
+            return Err(Error::InvalidRequest(
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        if std::str::from_utf8(body).is_err() {
+            return Err(Error::InvalidRequest("the body is not UTF-8"));
+        }
+        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        Ok(Form(params))
+    }
+
+    fn one(&self, name: &str) -> Result<String, Error> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next().cloned().unwrap_or_default();
+        if values.next().is_some() {
+            return Err(Error::InvalidRequest("a parameter is repeated"));
+        }
+        Ok(first)
+    }
+
+    fn many(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// `client_secret_basic` (RFC 6749 section 2.3.1: each part form-urlencoded, then base64) or
+/// `client_secret_post`; using both is an error.
+fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, Error> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then(|| rest.trim().to_owned())
+        });
+    let post_id = form.one("client_id")?;
+    let post_secret = form.one("client_secret")?;
+    let Some(encoded) = basic else {
+        return Ok(ClientCredentials {
+            client_id: post_id,
+            client_secret: post_secret,
+        });
+    };
+    if !post_secret.is_empty() {
+        return Err(Error::InvalidRequest(
+            "use one client authentication method",
+        ));
+    }
+    let decoded = STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(Error::InvalidClient)?;
+    let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| Error::InvalidClient)
+    };
+    let (id, secret) = (unescape(id)?, unescape(secret)?);
+    if !post_id.is_empty() && post_id != id {
+        return Err(Error::InvalidRequest(
+            "client_id differs from the authenticated client",
+        ));
+    }
+    Ok(ClientCredentials {
+        client_id: id,
+        client_secret: secret,
+    })
+}
+
+/// `token_format`: space-delimited like `scope`, so `jwt biscuit` (or `jwt+biscuit` before form
+/// decoding) asks for both.
+fn format_param(v: &str) -> Result<FormatChoice, Error> {
+    let mut jwt = false;
+    let mut biscuit = false;
+    for f in v.split(' ').filter(|f| !f.is_empty()) {
+        match f {
+            "jwt" => jwt = true,
+            "biscuit" => biscuit = true,
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "token_format lists jwt and/or biscuit",
+                ));
+            }
+        }
+    }
+    Ok(match (jwt, biscuit) {
+        (false, false) => FormatChoice::Default,
+        (true, false) => FormatChoice::Jwt,
+        (false, true) => FormatChoice::Biscuit,
+        (true, true) => FormatChoice::JwtAndBiscuit,
+    })
+}
+
+async fn token(
+    State(engine): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(&headers, &body)?;
+    let client = client_credentials(&headers, &form)?;
+    let req = writ_oauth::TokenRequest {
+        grant_type: form.one("grant_type")?,
+        client_id: client.client_id,
+        client_secret: client.client_secret,
+        scope: form.one("scope")?,
+        refresh_token: form.one("refresh_token")?,
+        username: form.one("username")?,
+        password: form.one("password")?,
+        audience: form.many("audience"),
+        resource: form.many("resource"),
+        token_format: format_param(&form.one("token_format")?)?,
+    };
+    let r = engine.token(req).await?;
+    let mut body = json!({
+        "access_token": r.access_token,
+        "token_type": r.token_type,
+        "expires_in": r.expires_in,
+        "scope": r.scope,
+        "issued_token_type": r.issued_token_type,
+    });
+    if let Some(rt) = r.refresh_token {
+        body["refresh_token"] = Value::String(rt);
+    }
+    if let Some(b) = r.biscuit {
+        body["biscuit"] = Value::String(b);
+    }
+    Ok((no_store(), axum::Json(body)).into_response())
+}
+
+fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, Error> {
+    let form = Form::parse(headers, body)?;
+    Ok(TokenOperation {
+        client: client_credentials(headers, &form)?,
+        token: form.one("token")?,
+        token_type_hint: form.one("token_type_hint")?,
+    })
+}
+
+async fn introspect(
+    State(engine): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let i = engine.introspect(operation(&headers, &body)?).await?;
+    if !i.active {
+        return Ok((no_store(), axum::Json(json!({ "active": false }))).into_response());
+    }
+    let mut body = json!({
+        "active": true,
+        "scope": i.scope,
+        "client_id": i.client_id,
+        "token_type": i.token_type,
+        "exp": i.exp,
+        "iat": i.iat,
+        "nbf": i.nbf,
+        "sub": i.sub,
+        "iss": i.iss,
+    });
+    if !i.aud.is_empty() {
+        body["aud"] = json!(i.aud);
+    }
+    for (k, v) in [("username", i.username), ("jti", i.jti), ("gid", i.gid)] {
+        if !v.is_empty() {
+            body[k] = Value::String(v);
+        }
+    }
+    if let Some(act) = i.act {
+        body["act"] = serde_json::to_value(act).unwrap_or(Value::Null);
+    }
+    Ok((no_store(), axum::Json(body)).into_response())
+}
+
+async fn revoke(
+    State(engine): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    engine.revoke(operation(&headers, &body)?).await?;
+    Ok((StatusCode::OK, no_store()).into_response())
+}
+
+async fn metadata(State(engine): State<Shared>) -> Response {
+    let m = engine.metadata();
+    let body = json!({
+        "issuer": m.issuer,
+        "token_endpoint": m.token_endpoint,
+        "jwks_uri": m.jwks_uri,
+        "introspection_endpoint": m.introspection_endpoint,
+        "revocation_endpoint": m.revocation_endpoint,
+        "grant_types_supported": m.grant_types_supported,
+        "token_endpoint_auth_methods_supported": m.token_endpoint_auth_methods_supported,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "response_types_supported": m.response_types_supported,
+        "scopes_supported": m.scopes_supported,
+        "access_token_signing_alg_values_supported": m.access_token_signing_alg_values_supported,
+    });
+    cached(body)
+}
+
+async fn jwks(State(engine): State<Shared>) -> Response {
+    let keys: Vec<_> = engine
+        .key_state()
+        .published_jwt_keys(engine.now())
+        .iter()
+        .map(|k| k.to_jwk())
+        .collect();
+    cached(json!({ "keys": keys }))
+}
+
+/// Public documents may be cached briefly; an unknown `kid` makes clients fetch again anyway.
+fn cached(body: Value) -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        axum::Json(body),
+    )
+        .into_response()
+}

@@ -1,0 +1,308 @@
+//! The command line: every flag also reads from the environment where that helps scripting.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "writ",
+    version,
+    about = "Writ: OAuth 2.0 the gRPC way. Run the platform, get and inspect tokens, administer it.",
+    after_help = "Exit codes: 0 success; 1 the request was refused or the token is invalid; \
+                  2 usage error; 3 the server could not be reached; 4 authentication failed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (RUST_LOG syntax), e.g. "info" or "writ::audit=info,warn".
+    #[arg(long, global = true, env = "WRIT_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines (for log shipping) instead of text.
+    #[arg(long, global = true, env = "WRIT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every service in one process on loopback, TLS on, data in --data-dir.
+    Up(ServeArgs),
+    /// Run one service as its own process.
+    Serve {
+        #[arg(value_enum)]
+        service: ServiceName,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
+    /// Get a token from the authorization server (client_credentials, refresh_token, password).
+    Token(TokenArgs),
+    /// Decode a JWT or Biscuit and verify it against the server's published keys.
+    Inspect(InspectArgs),
+    /// Narrow a Biscuit offline: fewer scopes, methods or services, or an earlier expiry.
+    Attenuate(AttenuateArgs),
+    /// Administer clients, users and signing keys (needs the admin credential).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[command(flatten)]
+        conn: AdminConn,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ServiceName {
+    /// The authorization server (AuthorizationService, AdminService, HTTP facade).
+    Authz,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the store, the development CA and the admin credential live.
+    #[arg(long, env = "WRIT_DATA_DIR", default_value = "writ-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on. Only loopback by default.
+    #[arg(long, env = "WRIT_LISTEN", default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// Authorization server gRPC port (0 picks a free one).
+    #[arg(long, env = "WRIT_AUTHZ_PORT", default_value_t = 7400)]
+    pub authz_port: u16,
+    /// Authorization server HTTP facade port (0 picks a free one).
+    #[arg(long, env = "WRIT_AUTHZ_HTTP_PORT", default_value_t = 7401)]
+    pub authz_http_port: u16,
+    /// The issuer URL in tokens and metadata (default: the HTTP facade's URL).
+    #[arg(long, env = "WRIT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Extra host names for the development server certificate.
+    #[arg(long = "tls-host", env = "WRIT_TLS_HOSTS", value_delimiter = ',')]
+    pub tls_hosts: Vec<String>,
+    /// Serve this certificate chain (PEM) instead of the development one.
+    #[arg(long, env = "WRIT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WRIT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve without TLS. For benchmarks and debugging only.
+    #[arg(long, env = "WRIT_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+    /// Access token lifetime when a client sets none, in seconds.
+    #[arg(long, env = "WRIT_ACCESS_TOKEN_LIFETIME", default_value_t = 300)]
+    pub access_token_lifetime: i64,
+}
+
+/// Where the CLI finds the server.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// The authorization server's gRPC URL.
+    #[arg(long, env = "WRIT_SERVER", default_value = "https://127.0.0.1:7400")]
+    pub server: String,
+    /// CA certificate to trust (default: <data-dir>/ca.pem, written by `writ up`).
+    #[arg(long, env = "WRIT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Data directory of a local `writ up`, for its CA and admin credential.
+    #[arg(long, env = "WRIT_DATA_DIR", default_value = "writ-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AdminConn {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The admin credential (default: read from <data-dir>/admin.token).
+    #[arg(long, env = "WRIT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Grant {
+    #[value(name = "client_credentials")]
+    ClientCredentials,
+    #[value(name = "refresh_token")]
+    RefreshToken,
+    #[value(name = "password")]
+    Password,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Jwt,
+    Biscuit,
+    #[value(name = "jwt+biscuit")]
+    JwtAndBiscuit,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[arg(long, value_enum, default_value = "client_credentials")]
+    pub grant: Grant,
+    #[arg(long, env = "WRIT_CLIENT_ID")]
+    pub client_id: String,
+    #[arg(
+        long,
+        env = "WRIT_CLIENT_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub client_secret: String,
+    /// Space-delimited scopes (default: all the client may get).
+    #[arg(long, default_value = "")]
+    pub scope: String,
+    #[arg(long)]
+    pub audience: Vec<String>,
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// For --grant refresh_token.
+    #[arg(long, env = "WRIT_REFRESH_TOKEN", hide_env_values = true)]
+    pub refresh_token: Option<String>,
+    /// For --grant password.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// For --grant password: read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The token (or "-" to read it from standard input).
+    pub token: String,
+    /// Also require this audience.
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Only decode; do not contact the server or verify.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttenuateArgs {
+    /// The Biscuit (or "-" to read it from standard input).
+    pub token: String,
+    /// Scopes the narrowed token keeps (repeatable).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// gRPC methods it may still call, as /package.Service/Method (repeatable).
+    #[arg(long = "method")]
+    pub methods: Vec<String>,
+    /// Services (audiences) it may still be presented to (repeatable).
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+    /// Expire this many seconds from now (never later than the token already expires).
+    #[arg(long)]
+    pub ttl: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Clients: create, get, list, delete, rotate-secret.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Users (resource owners) for the password grant.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Signing keys: list, rotate.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. Prints it with its secret, shown this once.
+    Create(ClientCreate),
+    Get {
+        client_id: String,
+    },
+    List,
+    Delete {
+        client_id: String,
+    },
+    /// Replace a confidential client's secret.
+    RotateSecret {
+        client_id: String,
+    },
+    /// Enable or disable a client.
+    SetDisabled {
+        client_id: String,
+        #[arg(action = clap::ArgAction::Set)]
+        disabled: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientCreate {
+    /// The client_id (default: generated).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// A public client (no secret; never client_credentials).
+    #[arg(long)]
+    pub public: bool,
+    /// Grant types (repeatable; default: client_credentials).
+    #[arg(long = "grant", value_enum)]
+    pub grants: Vec<Grant>,
+    /// Scopes the client may get (repeatable, or space-delimited).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Audiences the client may ask for (repeatable; the first is the default).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Token formats allowed (repeatable; default: jwt).
+    #[arg(long = "format", value_enum)]
+    pub formats: Vec<Format>,
+    #[arg(long)]
+    pub access_token_lifetime: Option<i64>,
+    #[arg(long)]
+    pub refresh_token_lifetime: Option<i64>,
+    /// May introspect tokens of other clients (a resource server).
+    #[arg(long)]
+    pub may_introspect: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input unless --password is given.
+    Create {
+        username: String,
+        #[arg(long, hide = true, env = "WRIT_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, default_value = "")]
+        scope: String,
+    },
+    Delete {
+        username: String,
+    },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    List,
+    /// Make a new signing key active; the old one stays published until its tokens expire.
+    Rotate {
+        #[arg(long, value_enum, default_value = "jwt")]
+        purpose: KeyPurposeArg,
+        /// EdDSA or ES256 (JWT keys only).
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyPurposeArg {
+    Jwt,
+    Biscuit,
+}

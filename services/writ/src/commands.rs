@@ -1,0 +1,532 @@
+//! The client-side commands: token, inspect, attenuate, admin.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+use writ_proto::admin::admin_service_client::AdminServiceClient;
+use writ_proto::admin::{self as pb_admin};
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::{authz, common};
+use writ_token::{
+    Attenuation, BiscuitPublicKey, Jwk, KeySet, TokenFormat, TokenVerifier, VerificationKey,
+    VerifierConfig,
+};
+
+use crate::cli::*;
+use crate::platform::ADMIN_TOKEN_FILE;
+
+/// Why a command failed; each maps to a documented exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The server refused the request (exit 1) or the caller's credentials (exit 4).
+    Refused(Status),
+    /// The server could not be reached (exit 3).
+    Unreachable(String),
+    /// Bad input or an invalid token (exit 1).
+    Invalid(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Refused(s) => {
+                let reason = tonic_types::StatusExt::get_error_details(s)
+                    .error_info()
+                    .map(|i| i.reason.clone())
+                    .unwrap_or_default();
+                if reason.is_empty() {
+                    write!(f, "{:?}: {}", s.code(), s.message())
+                } else {
+                    write!(f, "{reason}: {} ({:?})", s.message(), s.code())
+                }
+            }
+            CliError::Unreachable(m) => write!(f, "cannot reach the server: {m}"),
+            CliError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Refused(s)
+                if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) =>
+            {
+                4
+            }
+            CliError::Refused(s) if s.code() == Code::Unavailable => 3,
+            CliError::Refused(_) | CliError::Invalid(_) => 1,
+            CliError::Unreachable(_) => 3,
+        }
+    }
+}
+
+impl From<Status> for CliError {
+    fn from(s: Status) -> Self {
+        CliError::Refused(s)
+    }
+}
+
+type Result<T> = std::result::Result<T, CliError>;
+
+fn print(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// A channel to the server, trusting `--ca` or the data directory's development CA for https.
+pub async fn channel(conn: &Conn) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(conn.server.clone())
+        .map_err(|_| CliError::Invalid(format!("not a URL: {}", conn.server)))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    if conn.server.starts_with("https://") {
+        let ca_path = conn
+            .ca
+            .clone()
+            .unwrap_or_else(|| conn.data_dir.join(writ_tls::CA_CERT_FILE));
+        let ca = std::fs::read_to_string(&ca_path).map_err(|e| {
+            CliError::Invalid(format!(
+                "cannot read the CA certificate {} ({e}); pass --ca or --data-dir",
+                ca_path.display()
+            ))
+        })?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .map_err(|e| CliError::Invalid(format!("TLS configuration: {e}")))?;
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Unreachable(format!("{}: {e}", conn.server)))
+}
+
+fn read_arg_or_stdin(value: &str) -> Result<String> {
+    if value != "-" {
+        return Ok(value.trim().to_owned());
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| CliError::Invalid(format!("reading standard input: {e}")))?;
+    Ok(s.trim().to_owned())
+}
+
+fn read_stdin_line(what: &str) -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_line(&mut s)
+        .map_err(|e| CliError::Invalid(format!("reading {what} from standard input: {e}")))?;
+    let s = s.trim_end_matches(['\r', '\n']).to_owned();
+    if s.is_empty() {
+        return Err(CliError::Invalid(format!("no {what} on standard input")));
+    }
+    Ok(s)
+}
+
+fn format_value(f: Format) -> i32 {
+    match f {
+        Format::Jwt => common::TokenFormat::Jwt as i32,
+        Format::Biscuit => common::TokenFormat::Biscuit as i32,
+        Format::JwtAndBiscuit => common::TokenFormat::JwtAndBiscuit as i32,
+    }
+}
+
+fn grant_name(g: Grant) -> &'static str {
+    match g {
+        Grant::ClientCredentials => "client_credentials",
+        Grant::RefreshToken => "refresh_token",
+        Grant::Password => "password",
+    }
+}
+
+pub async fn token(args: TokenArgs) -> Result<()> {
+    let password = if args.grant == Grant::Password {
+        if !args.password_stdin {
+            return Err(CliError::Invalid(
+                "--grant password needs --password-stdin".into(),
+            ));
+        }
+        read_stdin_line("the password")?
+    } else {
+        String::new()
+    };
+    let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
+    let r = client
+        .token(authz::TokenRequest {
+            grant_type: grant_name(args.grant).to_owned(),
+            client_id: args.client_id,
+            client_secret: args.client_secret,
+            scope: args.scope,
+            refresh_token: args.refresh_token.unwrap_or_default(),
+            username: args.username.unwrap_or_default(),
+            password,
+            audience: args.audience,
+            resource: Vec::new(),
+            token_format: args.format.map(format_value).unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    let mut out = json!({
+        "access_token": r.access_token,
+        "token_type": r.token_type,
+        "expires_in": r.expires_in,
+        "scope": r.scope,
+        "issued_token_type": r.issued_token_type,
+    });
+    if !r.refresh_token.is_empty() {
+        out["refresh_token"] = Value::String(r.refresh_token);
+    }
+    if !r.biscuit.is_empty() {
+        out["biscuit"] = Value::String(r.biscuit);
+    }
+    print(&out);
+    Ok(())
+}
+
+/// The keys the server publishes, as a verifier's key set.
+pub fn key_set(jwks: &authz::GetJwksResponse) -> Result<KeySet> {
+    let mut keys = KeySet::new();
+    for k in &jwks.keys {
+        let jwk = Jwk {
+            kty: k.kty.clone(),
+            crv: k.crv.clone(),
+            x: k.x.clone(),
+            y: (!k.y.is_empty()).then(|| k.y.clone()),
+            kid: k.kid.clone(),
+            alg: k.alg.clone(),
+            key_use: k.r#use.clone(),
+        };
+        keys.insert_jwt(
+            VerificationKey::from_jwk(&jwk)
+                .map_err(|e| CliError::Invalid(format!("server key {}: {e}", k.kid)))?,
+        );
+    }
+    for k in &jwks.biscuit_root_keys {
+        keys.insert_biscuit(
+            BiscuitPublicKey::from_hex(k.root_key_id, &k.public_key).map_err(|e| {
+                CliError::Invalid(format!("server root key {}: {e}", k.root_key_id))
+            })?,
+        );
+    }
+    Ok(keys)
+}
+
+pub async fn inspect(args: InspectArgs) -> Result<()> {
+    let token = read_arg_or_stdin(&args.token)?;
+    let view = writ_token::decode_unverified(&token)
+        .map_err(|e| CliError::Invalid(format!("cannot decode the token: {e}")))?;
+    let mut out = match view.format {
+        TokenFormat::Jwt => {
+            json!({ "format": "jwt", "header": view.header, "claims": view.claims })
+        }
+        TokenFormat::Biscuit => json!({
+            "format": "biscuit",
+            "root_key_id": view.root_key_id,
+            "blocks": view.blocks,
+        }),
+    };
+    if args.offline {
+        out["verified"] = Value::Bool(false);
+        print(&out);
+        return Ok(());
+    }
+    let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
+    let issuer = client
+        .get_server_metadata(authz::GetServerMetadataRequest {})
+        .await?
+        .into_inner()
+        .issuer;
+    let jwks = client
+        .get_jwks(authz::GetJwksRequest {})
+        .await?
+        .into_inner();
+    let verifier = TokenVerifier::new(
+        VerifierConfig::new(vec![issuer], args.audience),
+        key_set(&jwks)?,
+        writ_token::system_clock(),
+    );
+    match verifier.verify(&token) {
+        Ok(v) => {
+            out["verified"] = Value::Bool(true);
+            out["effective_scope"] = Value::String(v.claims.scope);
+            if !v.revocation_ids.is_empty() {
+                out["revocation_ids"] = json!(v.revocation_ids);
+            }
+            print(&out);
+            Ok(())
+        }
+        Err(e) => {
+            out["verified"] = Value::Bool(false);
+            out["reason"] = Value::String(e.reason().to_owned());
+            print(&out);
+            Err(CliError::Invalid(format!("the token does not verify: {e}")))
+        }
+    }
+}
+
+pub fn attenuate(args: AttenuateArgs) -> Result<()> {
+    let token = read_arg_or_stdin(&args.token)?;
+    let split = |v: Vec<String>| -> Option<Vec<String>> {
+        let items: Vec<String> = v
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!items.is_empty()).then_some(items)
+    };
+    let attenuation = Attenuation {
+        scopes: split(args.scopes),
+        methods: split(args.methods),
+        services: split(args.services),
+        expires_at: args
+            .ttl
+            .map(|t| writ_token::system_clock().now() + t.max(0)),
+    };
+    let narrowed = writ_token::attenuate(&token, &attenuation)
+        .map_err(|e| CliError::Invalid(format!("cannot attenuate: {e}")))?;
+    println!("{narrowed}");
+    Ok(())
+}
+
+fn admin_credential(conn: &AdminConn) -> Result<String> {
+    if let Some(t) = &conn.admin_token {
+        return Ok(t.trim().to_owned());
+    }
+    let path = conn.conn.data_dir.join(ADMIN_TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| {
+            CliError::Invalid(format!(
+                "no admin credential: pass --admin-token or --data-dir ({}: {e})",
+                path.display()
+            ))
+        })
+}
+
+fn client_json(c: &pb_admin::Client) -> Value {
+    let formats: Vec<&str> = c
+        .token_formats
+        .iter()
+        .map(|f| match common::TokenFormat::try_from(*f) {
+            Ok(common::TokenFormat::Jwt) => "jwt",
+            Ok(common::TokenFormat::Biscuit) => "biscuit",
+            Ok(common::TokenFormat::JwtAndBiscuit) => "jwt+biscuit",
+            _ => "unknown",
+        })
+        .collect();
+    json!({
+        "client_id": c.client_id,
+        "client_name": c.client_name,
+        "client_type": if c.client_type == pb_admin::ClientType::Public as i32 { "public" } else { "confidential" },
+        "grant_types": c.grant_types,
+        "scope": c.scope,
+        "audience": c.audience,
+        "access_token_lifetime": c.access_token_lifetime,
+        "refresh_token_lifetime": c.refresh_token_lifetime,
+        "token_formats": formats,
+        "may_introspect": c.may_introspect,
+        "disabled": c.disabled,
+    })
+}
+
+pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
+    let credential = admin_credential(&conn)?;
+    let bearer: MetadataValue<_> = format!("Bearer {credential}")
+        .parse()
+        .map_err(|_| CliError::Invalid("the admin credential has invalid characters".into()))?;
+    let channel = channel(&conn.conn).await?;
+    let mut admin = AdminServiceClient::with_interceptor(channel, move |mut req: Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    });
+    match command {
+        AdminCommand::Client { command } => match command {
+            ClientCommand::Create(c) => {
+                let grants = if c.grants.is_empty() {
+                    vec!["client_credentials".to_owned()]
+                } else {
+                    c.grants
+                        .into_iter()
+                        .map(|g| grant_name(g).to_owned())
+                        .collect()
+                };
+                let spec = pb_admin::Client {
+                    client_id: c.id.unwrap_or_default(),
+                    client_name: c.name,
+                    client_type: if c.public {
+                        pb_admin::ClientType::Public as i32
+                    } else {
+                        pb_admin::ClientType::Confidential as i32
+                    },
+                    grant_types: grants,
+                    scope: c.scopes.join(" "),
+                    audience: c.audiences,
+                    access_token_lifetime: c.access_token_lifetime.unwrap_or(0),
+                    refresh_token_lifetime: c.refresh_token_lifetime.unwrap_or(0),
+                    token_formats: c.formats.into_iter().map(format_value).collect(),
+                    default_token_format: 0,
+                    may_introspect: c.may_introspect,
+                    disabled: false,
+                    create_time: None,
+                };
+                let r = admin
+                    .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
+                    .await?
+                    .into_inner();
+                let mut out = r.client.as_ref().map(client_json).unwrap_or(Value::Null);
+                if !r.client_secret.is_empty() {
+                    out["client_secret"] = Value::String(r.client_secret);
+                }
+                print(&out);
+            }
+            ClientCommand::Get { client_id } => {
+                let r = admin
+                    .get_client(pb_admin::GetClientRequest { client_id })
+                    .await?
+                    .into_inner();
+                print(&r.client.as_ref().map(client_json).unwrap_or(Value::Null));
+            }
+            ClientCommand::List => {
+                let mut all = Vec::new();
+                let mut page_token = String::new();
+                // Bounded: at most 1000 pages of 1000.
+                for _ in 0..1000 {
+                    let r = admin
+                        .list_clients(pb_admin::ListClientsRequest {
+                            page_size: 1000,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    all.extend(r.clients.iter().map(client_json));
+                    if r.next_page_token.is_empty() {
+                        break;
+                    }
+                    page_token = r.next_page_token;
+                }
+                print(&Value::Array(all));
+            }
+            ClientCommand::Delete { client_id } => {
+                admin
+                    .delete_client(pb_admin::DeleteClientRequest {
+                        client_id: client_id.clone(),
+                    })
+                    .await?;
+                print(&json!({ "deleted": client_id }));
+            }
+            ClientCommand::RotateSecret { client_id } => {
+                let r = admin
+                    .rotate_client_secret(pb_admin::RotateClientSecretRequest {
+                        client_id: client_id.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                print(&json!({ "client_id": client_id, "client_secret": r.client_secret }));
+            }
+            ClientCommand::SetDisabled {
+                client_id,
+                disabled,
+            } => {
+                let r = admin
+                    .update_client(pb_admin::UpdateClientRequest {
+                        client: Some(pb_admin::Client {
+                            client_id,
+                            disabled,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["disabled".into()],
+                        }),
+                    })
+                    .await?
+                    .into_inner();
+                print(&r.client.as_ref().map(client_json).unwrap_or(Value::Null));
+            }
+        },
+        AdminCommand::User { command } => match command {
+            UserCommand::Create {
+                username,
+                password,
+                scope,
+            } => {
+                let password = match password {
+                    Some(p) => p,
+                    None => read_stdin_line("the password")?,
+                };
+                let r = admin
+                    .create_user(pb_admin::CreateUserRequest {
+                        username,
+                        password,
+                        scope,
+                    })
+                    .await?
+                    .into_inner();
+                let u = r.user.unwrap_or_default();
+                print(&json!({ "username": u.username, "subject": u.subject, "scope": u.scope }));
+            }
+            UserCommand::Delete { username } => {
+                admin
+                    .delete_user(pb_admin::DeleteUserRequest {
+                        username: username.clone(),
+                    })
+                    .await?;
+                print(&json!({ "deleted": username }));
+            }
+            UserCommand::SetPassword { username } => {
+                let password = read_stdin_line("the password")?;
+                admin
+                    .set_user_password(pb_admin::SetUserPasswordRequest {
+                        username: username.clone(),
+                        password,
+                    })
+                    .await?;
+                print(&json!({ "username": username, "password": "set" }));
+            }
+        },
+        AdminCommand::Key { command } => match command {
+            KeyCommand::List => {
+                let r = admin
+                    .list_signing_keys(pb_admin::ListSigningKeysRequest {})
+                    .await?
+                    .into_inner();
+                print(&Value::Array(r.keys.iter().map(key_json).collect()));
+            }
+            KeyCommand::Rotate { purpose, alg } => {
+                let purpose = match purpose {
+                    KeyPurposeArg::Jwt => pb_admin::KeyPurpose::Jwt,
+                    KeyPurposeArg::Biscuit => pb_admin::KeyPurpose::Biscuit,
+                } as i32;
+                let r = admin
+                    .rotate_signing_key(pb_admin::RotateSigningKeyRequest {
+                        purpose,
+                        alg: alg.unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
+                print(&r.key.as_ref().map(key_json).unwrap_or(Value::Null));
+            }
+        },
+    }
+    Ok(())
+}
+
+fn key_json(k: &pb_admin::SigningKey) -> Value {
+    json!({
+        "kid": k.kid,
+        "purpose": if k.purpose == pb_admin::KeyPurpose::Biscuit as i32 { "biscuit" } else { "jwt" },
+        "alg": k.alg,
+        "status": if k.status == pb_admin::KeyStatus::Active as i32 { "active" } else { "retired" },
+        "create_time": k.create_time.as_ref().map(|t| t.seconds),
+        "expire_time": k.expire_time.as_ref().map(|t| t.seconds),
+    })
+}
