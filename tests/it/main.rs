@@ -1,1 +1,13 @@
+//! Writ's integration tests: one binary, real services on loopback ports, driven over gRPC and
+//! HTTP. Each test says in its name what it proves.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod grants;
+mod http_facade;
+mod introspection;
+mod keys;
+mod plumbing;
+mod refresh;
+mod verification;

@@ -1,1 +1,307 @@
+//! Test support: start the real Writ services on loopback ports, and talk to them over gRPC and
+//! HTTP exactly as clients do.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
+
+pub mod http_client;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+use writ_oauth::{AuthorizationServer, Config};
+use writ_proto::admin::admin_service_client::AdminServiceClient;
+use writ_proto::admin::{self as pb_admin};
+use writ_proto::authz;
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_server::Shutdown;
+use writ_store::{SledStore, Store, Tree};
+use writ_token::{ManualClock, SharedClock};
+
+/// The issuer's HTTP base URL is only known once bound, so tests bind first.
+pub struct Options {
+    pub tls: bool,
+    /// Controls time for the engine; `None` uses the system clock.
+    pub clock: Option<ManualClock>,
+    /// Reuse a data directory (restart); `None` creates a fresh one.
+    pub data_dir: Option<tempfile::TempDir>,
+    pub config: Box<dyn Fn(&mut Config) + Send>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: true,
+            clock: None,
+            data_dir: None,
+            config: Box::new(|_| {}),
+        }
+    }
+}
+
+/// A running authorization server, in this process, on ephemeral loopback ports.
+pub struct TestServer {
+    pub engine: Arc<AuthorizationServer>,
+    pub store: Arc<SledStore>,
+    pub grpc_url: String,
+    pub http_url: String,
+    pub issuer: String,
+    pub ca_pem: Option<String>,
+    pub admin_credential: String,
+    pub clock: Option<ManualClock>,
+    data_dir: tempfile::TempDir,
+    shutdown: Shutdown,
+    running: writ_authz::Running,
+}
+
+const ADMIN_FILE: &str = "admin.credential";
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestServer {
+        let data_dir = opts
+            .data_dir
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let tls = opts
+            .tls
+            .then(|| writ_tls::ensure_dev_pki(data_dir.path(), &[]).unwrap());
+        let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http_url = format!("{scheme}://{}", http.local_addr().unwrap());
+        let grpc_url = format!("{scheme}://{}", grpc.local_addr().unwrap());
+
+        let store = Arc::new(SledStore::open(&data_dir.path().join("store")).unwrap());
+        let mut config = Config::new(http_url.clone());
+        (opts.config)(&mut config);
+        let clock: SharedClock = match &opts.clock {
+            Some(c) => Arc::new(c.clone()),
+            None => writ_token::system_clock(),
+        };
+        let (engine, bootstrap) = AuthorizationServer::open(store.clone(), config, clock)
+            .await
+            .unwrap();
+        // The credential is only shown on first start; keep it for restarts.
+        let admin_path = data_dir.path().join(ADMIN_FILE);
+        if let Some(c) = bootstrap.admin_credential {
+            std::fs::write(&admin_path, &c).unwrap();
+        }
+        let admin_credential = std::fs::read_to_string(&admin_path).unwrap();
+        let engine = Arc::new(engine);
+        let (shutdown, signal) = Shutdown::new();
+        let running = writ_authz::start(engine.clone(), grpc, http, tls.as_ref(), signal)
+            .await
+            .unwrap();
+        TestServer {
+            issuer: http_url.clone(),
+            engine,
+            store,
+            grpc_url,
+            http_url,
+            ca_pem: tls.and_then(|t| t.ca_pem),
+            admin_credential,
+            clock: opts.clock,
+            data_dir,
+            shutdown,
+            running,
+        }
+    }
+
+    /// Stops the server and returns its data directory, for a restart.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.running.wait())
+            .await
+            .expect("the server stops within 10 s");
+        let TestServer {
+            data_dir,
+            engine,
+            store,
+            ..
+        } = self;
+        drop(engine);
+        // The store must be released before it can be reopened.
+        let mut store = store;
+        for _ in 0..100 {
+            match Arc::try_unwrap(store) {
+                Ok(s) => {
+                    drop(s);
+                    break;
+                }
+                Err(s) => {
+                    store = s;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        data_dir
+    }
+
+    /// Stops and starts again on the same data directory (new ports).
+    pub async fn restart(self) -> TestServer {
+        let tls = self.ca_pem.is_some();
+        let clock = self.clock.clone();
+        let dir = self.stop().await;
+        TestServer::start_with(Options {
+            tls,
+            clock,
+            data_dir: Some(dir),
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(&self.grpc_url, self.ca_pem.as_deref()).await
+    }
+
+    pub async fn authz(&self) -> AuthorizationServiceClient<Channel> {
+        AuthorizationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, AdminBearer>> {
+        AdminServiceClient::with_interceptor(
+            self.channel().await,
+            AdminBearer(format!("Bearer {}", self.admin_credential)),
+        )
+    }
+
+    /// Registers a client through the admin API; returns its id and secret.
+    pub async fn create_client(&self, spec: pb_admin::Client) -> (String, String) {
+        let r = self
+            .admin()
+            .await
+            .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
+            .await
+            .unwrap()
+            .into_inner();
+        (r.client.unwrap().client_id, r.client_secret)
+    }
+
+    /// A confidential client_credentials client with the given scope and audiences.
+    pub async fn service_client(
+        &self,
+        id: &str,
+        scope: &str,
+        audience: &[&str],
+    ) -> (String, String) {
+        self.create_client(pb_admin::Client {
+            client_id: id.into(),
+            client_type: pb_admin::ClientType::Confidential as i32,
+            grant_types: vec!["client_credentials".into()],
+            scope: scope.into(),
+            audience: audience.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Every record in every tree: compare before and after to prove nothing was written.
+    pub fn state(&self) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
+        let mut all = BTreeMap::new();
+        for tree in Tree::ALL {
+            for (k, v) in self.store.scan(tree, b"", None, usize::MAX).unwrap() {
+                all.insert((tree.name(), k), v);
+            }
+        }
+        all
+    }
+
+    pub fn http(&self) -> http_client::HttpClient {
+        http_client::HttpClient::new(&self.http_url, self.ca_pem.as_deref())
+    }
+}
+
+/// Adds the admin credential to every call.
+#[derive(Clone)]
+pub struct AdminBearer(String);
+
+impl tonic::service::Interceptor for AdminBearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut()
+            .insert("authorization", self.0.parse().unwrap());
+        Ok(req)
+    }
+}
+
+pub async fn connect(url: &str, ca_pem: Option<&str>) -> Channel {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    if let Some(ca) = ca_pem {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .unwrap();
+    }
+    endpoint.connect().await.unwrap()
+}
+
+/// A client_credentials token request.
+pub fn cc(client_id: &str, secret: &str) -> authz::TokenRequest {
+    authz::TokenRequest {
+        grant_type: "client_credentials".into(),
+        client_id: client_id.into(),
+        client_secret: secret.into(),
+        ..Default::default()
+    }
+}
+
+/// The OAuth error code of a status (`google.rpc.ErrorInfo.reason`).
+pub fn reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| {
+            assert_eq!(i.domain, "oauth2.writ.dev");
+            i.reason
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts a call failed with this gRPC code and OAuth error code.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, oauth: &str) -> Status {
+    let status = r.expect_err("the call should have been refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(&status), oauth, "{status:?}");
+    status
+}
+
+/// The workspace root (for `../shared` and scripts).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Installs a test log subscriber once (RUST_LOG controls it; quiet by default).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}

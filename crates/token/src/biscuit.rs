@@ -157,28 +157,79 @@ pub fn attenuate(token: &str, attenuation: &Attenuation) -> Result<String, Token
 /// between two rule iterations and between two check queries: a single rule or query joining
 /// several predicates runs for as long as its cross product takes (a second for four predicates
 /// over thirty facts, hours for seven), whatever the time limit says. Writ's attenuation needs
-/// no more than one predicate per query (see the vocabulary above), which keeps each query
-/// linear in the facts; and facts or rules in a later block grant nothing, because Writ reads
-/// claims from the authority block alone. Checked before any Datalog runs.
+/// no more than one predicate per query (see the vocabulary above), which keeps every query
+/// linear in the authority's and the request's facts; facts or rules in a later block would
+/// grant nothing anyway, because Writ reads claims from the authority block alone. Checked
+/// before any Datalog runs.
 pub(crate) fn check_attenuation_blocks(biscuit: &Biscuit) -> Result<(), TokenError> {
     const REFUSED: TokenError =
         TokenError::InvalidAttenuation("a block may only add checks on one predicate each");
-    for index in 1..biscuit.block_count() {
-        // The printed source is the block's own Datalog; reading it back gives its structure.
-        let source = biscuit
-            .print_block_source(index)
-            .map_err(|_| TokenError::Malformed("not a Biscuit"))?;
-        let block = biscuit_auth::parser::parse_block_source(&source).map_err(|_| REFUSED)?;
-        let wide = block
-            .checks
-            .iter()
-            .flat_map(|(_, check)| &check.queries)
-            .any(|query| query.body.len() > 1);
-        if wide || !block.facts.is_empty() || !block.rules.is_empty() {
-            return Err(REFUSED);
+    if biscuit.block_count() < 2 {
+        return Ok(());
+    }
+    // biscuit-auth exposes a block's Datalog only as text, which does not escape its strings
+    // (so it cannot be read back faithfully), or as the protobuf it verified. This walks the
+    // latter, re-encoded by biscuit-auth itself (schema.proto): Biscuit.blocks = 3,
+    // SignedBlock.block = 1, Block.facts = 4, .rules = 5, .checks = 6, Check.queries = 1,
+    // Rule.body = 2. Repeated fields are all counted, as prost appends them when decoding.
+    let token = biscuit
+        .to_vec()
+        .map_err(|_| TokenError::Malformed("not a Biscuit"))?;
+    for signed in proto_fields(&token, 3)? {
+        for block in proto_fields(signed, 1)? {
+            if !proto_fields(block, 4)?.is_empty() || !proto_fields(block, 5)?.is_empty() {
+                return Err(REFUSED);
+            }
+            for check in proto_fields(block, 6)? {
+                for query in proto_fields(check, 1)? {
+                    if proto_fields(query, 2)?.len() > 1 {
+                        return Err(REFUSED);
+                    }
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The payloads of the length-delimited fields numbered `number` in the protobuf `message`.
+fn proto_fields(mut message: &[u8], number: u64) -> Result<Vec<&[u8]>, TokenError> {
+    const MALFORMED: TokenError = TokenError::Malformed("not a Biscuit");
+    fn varint(buf: &mut &[u8]) -> Result<u64, TokenError> {
+        let mut value = 0;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = buf.split_first().ok_or(MALFORMED)?;
+            *buf = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(MALFORMED)
+    }
+    let mut found = Vec::new();
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let len = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                continue;
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut message)?).map_err(|_| MALFORMED)?,
+            5 => 4,
+            _ => return Err(MALFORMED),
+        };
+        if len > message.len() {
+            return Err(MALFORMED);
+        }
+        let (value, rest) = message.split_at(len);
+        if key >> 3 == number && key & 7 == 2 {
+            found.push(value);
+        }
+        message = rest;
+    }
+    Ok(found)
 }
 
 /// Rebuilds the delegation chain from `actor(depth, sub, client)` facts.

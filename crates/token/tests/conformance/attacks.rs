@@ -49,6 +49,24 @@ fn scratch_hostile() {
                 .collect::<String>(),
         ),
         (
+            "regexA",
+            (0..10)
+                .map(|_| r#"check if scope($s), $s.matches("[a-z]{3000}");"#)
+                .collect::<String>(),
+        ),
+        (
+            "regexB",
+            (0..10)
+                .map(|_| r#"check if scope($s), $s.matches("(?:a?){1500}a{1500}");"#)
+                .collect::<String>(),
+        ),
+        (
+            "regexC",
+            (0..10)
+                .map(|_| r#"check if scope($s), $s.matches("(?:[a-z0-9]|x|y){2500}");"#)
+                .collect::<String>(),
+        ),
+        (
             "ok",
             "check if scope($s), $s == \"inventory.read\";".to_string(),
         ),

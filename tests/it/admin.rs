@@ -1,0 +1,338 @@
+//! The admin API: closed without the credential, and its operations.
+
+use tonic::{Code, Request};
+use writ_proto::admin::admin_service_client::AdminServiceClient;
+use writ_proto::admin::*;
+use writ_tests::*;
+
+#[tokio::test]
+async fn the_admin_api_is_closed_without_the_admin_credential() {
+    let server = TestServer::start().await;
+    let before = server.state();
+    for credential in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer "),
+        Some(&*format!("Basic {}", server.admin_credential)),
+    ] {
+        let mut client = AdminServiceClient::new(server.channel().await);
+        let mut req = Request::new(CreateClientRequest {
+            client: Some(Client::default()),
+        });
+        if let Some(c) = credential {
+            req.metadata_mut()
+                .insert("authorization", c.parse().unwrap());
+        }
+        assert_refused(
+            client.create_client(req).await,
+            Code::Unauthenticated,
+            "access_denied",
+        );
+        let r = client.list_clients(ListClientsRequest::default()).await;
+        assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
+    }
+    assert_eq!(server.state(), before);
+}
+
+#[tokio::test]
+async fn the_admin_credential_is_never_stored_in_clear() {
+    // Only its keyed hash is stored; `writ up` writes the credential itself to a 0600 file.
+    let server = TestServer::start().await;
+    let haystack: Vec<u8> = server.state().into_values().flatten().collect();
+    let c = server.admin_credential.as_bytes();
+    assert!(!haystack.windows(c.len()).any(|w| w == c));
+}
+
+#[tokio::test]
+async fn clients_can_be_created_read_listed_updated_rotated_and_deleted() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
+    assert_eq!(secret.len(), 43);
+    let got = admin
+        .get_client(GetClientRequest {
+            client_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    assert_eq!(got.scope, "read");
+    assert!(got.create_time.is_some());
+
+    for i in 0..5 {
+        server.service_client(&format!("c{i}"), "", &["x"]).await;
+    }
+    let page = admin
+        .list_clients(ListClientsRequest {
+            page_size: 4,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.clients.len(), 4);
+    let rest = admin
+        .list_clients(ListClientsRequest {
+            page_size: 4,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.clients.len(), 2);
+    assert!(rest.next_page_token.is_empty());
+
+    let updated = admin
+        .update_client(UpdateClientRequest {
+            client: Some(Client {
+                client_id: id.clone(),
+                scope: "read write".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["scope".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    assert_eq!(updated.scope, "read write");
+    assert_eq!(updated.audience, ["x"], "fields outside the mask are kept");
+
+    let new_secret = admin
+        .rotate_client_secret(RotateClientSecretRequest {
+            client_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+    assert_refused(
+        server.authz().await.token(cc(&id, &secret)).await,
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+    server
+        .authz()
+        .await
+        .token(cc(&id, &new_secret))
+        .await
+        .unwrap();
+
+    admin
+        .delete_client(DeleteClientRequest {
+            client_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .get_client(GetClientRequest {
+                client_id: id.clone()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_refused(
+        server.authz().await.token(cc(&id, &new_secret)).await,
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+}
+
+#[tokio::test]
+async fn invalid_client_registrations_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    server.service_client("taken", "", &["x"]).await;
+    let before = server.state();
+    let mut admin = server.admin().await;
+    let bad = [
+        Client {
+            client_id: "has space".into(),
+            ..Default::default()
+        },
+        Client {
+            grant_types: vec!["implicit".into()],
+            ..Default::default()
+        },
+        Client {
+            scope: "bad\"scope".into(),
+            ..Default::default()
+        },
+        Client {
+            access_token_lifetime: 10 * 24 * 3600,
+            ..Default::default()
+        },
+        Client {
+            access_token_lifetime: -1,
+            ..Default::default()
+        },
+        Client {
+            token_formats: vec![9],
+            ..Default::default()
+        },
+        Client {
+            client_type: 7,
+            ..Default::default()
+        },
+    ];
+    for c in bad {
+        let r = admin
+            .create_client(CreateClientRequest {
+                client: Some(c.clone()),
+            })
+            .await;
+        assert_refused(r, Code::InvalidArgument, "invalid_request");
+    }
+    let dup = admin
+        .create_client(CreateClientRequest {
+            client: Some(Client {
+                client_id: "taken".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    assert_eq!(dup.unwrap_err().code(), Code::AlreadyExists);
+    let r = admin
+        .update_client(UpdateClientRequest {
+            client: Some(Client {
+                client_id: "taken".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["client_type".into()],
+            }),
+        })
+        .await;
+    assert_refused(r, Code::InvalidArgument, "invalid_request");
+    assert_eq!(server.state(), before);
+}
+
+#[tokio::test]
+async fn users_are_created_with_argon2id_hashes_and_can_change_password() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (id, secret) = crate::grants::gateway_and_user(&server).await;
+    let haystack: Vec<u8> = server.state().into_values().flatten().collect();
+    assert!(!haystack.windows(21).any(|w| w == b"correct horse battery"));
+    assert!(haystack.windows(10).any(|w| w == b"$argon2id$"));
+
+    admin
+        .set_user_password(SetUserPasswordRequest {
+            username: "alice".into(),
+            password: "another long one".into(),
+        })
+        .await
+        .unwrap();
+    assert_refused(
+        server
+            .authz()
+            .await
+            .token(crate::grants::password_request(
+                &id,
+                &secret,
+                "correct horse battery",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "invalid_grant",
+    );
+    server
+        .authz()
+        .await
+        .token(crate::grants::password_request(
+            &id,
+            &secret,
+            "another long one",
+        ))
+        .await
+        .unwrap();
+
+    let short = admin
+        .create_user(CreateUserRequest {
+            username: "bob".into(),
+            password: "short".into(),
+            scope: String::new(),
+        })
+        .await;
+    assert_refused(short, Code::InvalidArgument, "invalid_request");
+    admin
+        .delete_user(DeleteUserRequest {
+            username: "alice".into(),
+        })
+        .await
+        .unwrap();
+    assert_refused(
+        server
+            .authz()
+            .await
+            .token(crate::grants::password_request(
+                &id,
+                &secret,
+                "another long one",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "invalid_grant",
+    );
+}
+
+#[tokio::test]
+async fn exchange_policies_are_stored_listed_and_deleted() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let p = admin
+        .create_exchange_policy(CreateExchangePolicyRequest {
+            policy: Some(ExchangePolicy {
+                client_id: "orders".into(),
+                audience: vec!["inventory".into()],
+                scope: "inventory.read".into(),
+                max_lifetime: 120,
+                max_chain_depth: 2,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert!(!p.policy_id.is_empty());
+    let listed = admin
+        .list_exchange_policies(ListExchangePoliciesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.policies, vec![p.clone()]);
+    let bad = admin
+        .create_exchange_policy(CreateExchangePolicyRequest {
+            policy: Some(ExchangePolicy {
+                client_id: "x".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    assert_refused(bad, Code::InvalidArgument, "invalid_request");
+    admin
+        .delete_exchange_policy(DeleteExchangePolicyRequest {
+            policy_id: p.policy_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .get_exchange_policy(GetExchangePolicyRequest {
+                policy_id: p.policy_id
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+}

@@ -1,0 +1,281 @@
+//! The OAuth HTTP facade: the same engine, spoken as RFC 6749 / 7662 / 7009 / 8414 over HTTPS.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::StatusCode;
+use serde_json::json;
+use writ_tests::*;
+
+fn basic(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_encode(s);
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn client_secret_basic_and_client_secret_post_both_get_tokens() {
+    let server = TestServer::start().await;
+    let (id, secret) = server.service_client("svc:1", "read write", &["x"]).await;
+    let http = server.http();
+
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &basic(&id, &secret))],
+            "grant_type=client_credentials&scope=read",
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let body = r.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "read");
+    assert_eq!(body["expires_in"], 300);
+    crate::grants::verifier_for(&server, "x")
+        .await
+        .verify(body["access_token"].as_str().unwrap())
+        .unwrap();
+
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        form_encode(&id),
+        form_encode(&secret)
+    );
+    let r = http.post_form("/oauth2/token", &[], &form).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn errors_are_rfc6749_json_with_the_right_status() {
+    let server = TestServer::start().await;
+    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
+    let http = server.http();
+    let before = server.state();
+
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &basic(&id, "wrong"))],
+            "grant_type=client_credentials",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["www-authenticate"], "Basic realm=\"writ\"");
+    assert_eq!(r.json()["error"], "invalid_client");
+
+    let cases = [
+        ("grant_type=implicit", "unsupported_grant_type"),
+        ("grant_type=client_credentials&scope=admin", "invalid_scope"),
+        (
+            "grant_type=client_credentials&audience=elsewhere",
+            "invalid_target",
+        ),
+        (
+            "grant_type=client_credentials&scope=read&scope=read",
+            "invalid_request",
+        ),
+        (
+            "grant_type=client_credentials&token_format=xml",
+            "invalid_request",
+        ),
+    ];
+    for (form, error) in cases {
+        let r = http
+            .post_form(
+                "/oauth2/token",
+                &[("authorization", &basic(&id, &secret))],
+                form,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{form}");
+        assert_eq!(r.json()["error"], error, "{form}");
+        assert!(r.json()["error_description"].is_string());
+    }
+
+    // Two authentication methods at once.
+    let form = format!("grant_type=client_credentials&client_secret={secret}");
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &basic(&id, &secret))],
+            &form,
+        )
+        .await;
+    assert_eq!(r.json()["error"], "invalid_request");
+
+    // Not a form.
+    let r = http
+        .send(
+            http::Method::POST,
+            "/oauth2/token",
+            &[("content-type", "application/json")],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "invalid_request");
+
+    // Too large.
+    let huge = format!(
+        "grant_type=client_credentials&scope={}",
+        "a".repeat(200_000)
+    );
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &basic(&id, &secret))],
+            &huge,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(server.state(), before);
+}
+
+#[tokio::test]
+async fn introspection_and_revocation_over_http() {
+    let server = TestServer::start().await;
+    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
+    let http = server.http();
+    let auth = basic(&id, &secret);
+    let token = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &auth)],
+            "grant_type=client_credentials",
+        )
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let r = http
+        .post_form(
+            "/oauth2/introspect",
+            &[("authorization", &auth)],
+            &format!("token={token}"),
+        )
+        .await;
+    let body = r.json();
+    assert_eq!(body["active"], true);
+    assert_eq!(body["client_id"], "svc");
+    assert_eq!(body["aud"], json!(["x"]));
+
+    let r = http
+        .post_form(
+            "/oauth2/introspect",
+            &[("authorization", &auth)],
+            "token=garbage",
+        )
+        .await;
+    assert_eq!(r.json(), json!({ "active": false }));
+    let r = http
+        .post_form("/oauth2/introspect", &[], &format!("token={token}"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let r = http
+        .post_form(
+            "/oauth2/revoke",
+            &[("authorization", &auth)],
+            &format!("token={token}&token_type_hint=access_token"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = http
+        .post_form(
+            "/oauth2/introspect",
+            &[("authorization", &auth)],
+            &format!("token={token}"),
+        )
+        .await;
+    assert_eq!(r.json(), json!({ "active": false }));
+}
+
+#[tokio::test]
+async fn discovery_documents_and_the_jwks_match_the_grpc_answers() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let m = http.get(path).await.json();
+        assert_eq!(m["issuer"], server.issuer.as_str());
+        assert_eq!(
+            m["token_endpoint"],
+            format!("{}/oauth2/token", server.issuer)
+        );
+        assert_eq!(
+            m["jwks_uri"],
+            format!("{}/.well-known/jwks.json", server.issuer)
+        );
+    }
+    let jwks = http.get("/.well-known/jwks.json").await.json();
+    let grpc = server
+        .authz()
+        .await
+        .get_jwks(writ_proto::authz::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), grpc.keys.len());
+    assert_eq!(jwks["keys"][0]["kid"], grpc.keys[0].kid.as_str());
+    assert_eq!(jwks["keys"][0]["x"], grpc.keys[0].x.as_str());
+    // And the published set parses with the jsonwebtoken crate's JWK parser.
+    let keys = writ_token::parse_jwk_set(&jwks.to_string()).unwrap();
+    assert_eq!(keys.len(), 1);
+}
+
+#[tokio::test]
+async fn the_password_and_refresh_grants_work_over_http() {
+    let server = TestServer::start().await;
+    let (id, secret) = crate::grants::gateway_and_user(&server).await;
+    let http = server.http();
+    let auth = basic(&id, &secret);
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &auth)],
+            "grant_type=password&username=alice&password=correct+horse+battery",
+        )
+        .await
+        .json();
+    let refresh = r["refresh_token"].as_str().unwrap();
+    let r2 = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &auth)],
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await
+        .json();
+    assert!(r2["refresh_token"].as_str().unwrap() != refresh);
+    let replay = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &auth)],
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    assert_eq!(replay.json()["error"], "invalid_grant");
+}

@@ -1,0 +1,324 @@
+//! Introspection (RFC 7662) and revocation (RFC 7009) over gRPC.
+
+use tonic::Code;
+use writ_proto::authz::{IntrospectRequest, IntrospectResponse, RevokeRequest};
+use writ_tests::*;
+
+use crate::grants::{gateway_and_user, password_request};
+
+async fn introspect(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+    secret: &str,
+) -> IntrospectResponse {
+    server
+        .authz()
+        .await
+        .introspect(IntrospectRequest {
+            token: token.into(),
+            client_id: id.into(),
+            client_secret: secret.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn revoke(server: &TestServer, token: &str, id: &str, secret: &str) {
+    server
+        .authz()
+        .await
+        .revoke(RevokeRequest {
+            token: token.into(),
+            client_id: id.into(),
+            client_secret: secret.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn introspection_reports_an_active_token_to_its_client() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("orders", "read", &["inventory"])
+        .await;
+    let token = server
+        .authz()
+        .await
+        .token(cc(&id, &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let r = introspect(&server, &token, &id, &secret).await;
+    assert!(r.active);
+    assert_eq!(r.client_id, "orders");
+    assert_eq!(r.sub, "orders");
+    assert_eq!(r.scope, "read");
+    assert_eq!(r.aud, ["inventory"]);
+    assert_eq!(r.iss, server.issuer);
+    assert_eq!(r.token_type, "Bearer");
+    assert!(r.exp > r.iat && !r.jti.is_empty() && !r.gid.is_empty());
+}
+
+#[tokio::test]
+async fn introspection_needs_an_authenticated_confidential_caller() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("orders", "read", &["inventory"])
+        .await;
+    let token = server
+        .authz()
+        .await
+        .token(cc(&id, &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    for (cid, csecret) in [
+        ("", ""),
+        (id.as_str(), ""),
+        (id.as_str(), "wrong"),
+        ("nobody", secret.as_str()),
+    ] {
+        let r = server
+            .authz()
+            .await
+            .introspect(IntrospectRequest {
+                token: token.clone(),
+                client_id: cid.into(),
+                client_secret: csecret.into(),
+                ..Default::default()
+            })
+            .await;
+        // Missing, wrong or unknown: one answer, invalid_client.
+        assert_refused(r, Code::Unauthenticated, "invalid_client");
+    }
+}
+
+#[tokio::test]
+async fn an_inactive_token_yields_only_active_false() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("orders", "read", &["inventory"])
+        .await;
+    for token in [
+        "garbage",
+        "a.b.c",
+        "eyJhbGciOiJub25lIn0.e30.",
+        &"x".repeat(5000),
+    ] {
+        let r = introspect(&server, token, &id, &secret).await;
+        assert_eq!(
+            r,
+            IntrospectResponse::default(),
+            "nothing but active=false for {token:.20}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_resource_server_sees_tokens_for_its_audience_but_not_others() {
+    let server = TestServer::start().await;
+    let (orders, orders_secret) = server
+        .service_client("orders", "read", &["inventory", "billing"])
+        .await;
+    let (inventory, inventory_secret) = server.service_client("inventory", "", &["x"]).await;
+    let (billing_peer, billing_secret) = server.service_client("stranger", "", &["x"]).await;
+    let mut req = cc(&orders, &orders_secret);
+    req.audience = vec!["inventory".into()];
+    let token = server
+        .authz()
+        .await
+        .token(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    assert!(
+        introspect(&server, &token, &inventory, &inventory_secret)
+            .await
+            .active
+    );
+    // A client that is neither the token's client nor its audience learns nothing.
+    assert_eq!(
+        introspect(&server, &token, &billing_peer, &billing_secret).await,
+        IntrospectResponse::default()
+    );
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_makes_it_inactive() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("orders", "read", &["inventory"])
+        .await;
+    let token = server
+        .authz()
+        .await
+        .token(cc(&id, &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let other = server
+        .authz()
+        .await
+        .token(cc(&id, &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    revoke(&server, &token, &id, &secret).await;
+    assert!(!introspect(&server, &token, &id, &secret).await.active);
+    assert!(
+        introspect(&server, &other, &id, &secret).await.active,
+        "only that token"
+    );
+    // Revocation is durable: it survives a restart.
+    let server = server.restart().await;
+    assert!(!introspect(&server, &token, &id, &secret).await.active);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_the_access_tokens_of_its_grant() {
+    let server = TestServer::start().await;
+    let (id, secret) = gateway_and_user(&server).await;
+    let r = server
+        .authz()
+        .await
+        .token(password_request(&id, &secret, "correct horse battery"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        introspect(&server, &r.access_token, &id, &secret)
+            .await
+            .active
+    );
+    assert!(
+        introspect(&server, &r.refresh_token, &id, &secret)
+            .await
+            .active
+    );
+    revoke(&server, &r.refresh_token, &id, &secret).await;
+    assert!(
+        !introspect(&server, &r.access_token, &id, &secret)
+            .await
+            .active
+    );
+    assert!(
+        !introspect(&server, &r.refresh_token, &id, &secret)
+            .await
+            .active
+    );
+}
+
+#[tokio::test]
+async fn revoking_garbage_or_unknown_tokens_succeeds_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("orders", "read", &["inventory"])
+        .await;
+    let before = server.state();
+    for token in [
+        "garbage",
+        "a.b.c",
+        "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+    ] {
+        revoke(&server, token, &id, &secret).await;
+    }
+    assert_eq!(server.state(), before);
+}
+
+#[tokio::test]
+async fn a_client_cannot_revoke_another_clients_token() {
+    let server = TestServer::start().await;
+    let (a, a_secret) = server.service_client("a", "read", &["x"]).await;
+    let (b, b_secret) = server.service_client("b", "read", &["x"]).await;
+    let token = server
+        .authz()
+        .await
+        .token(cc(&a, &a_secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let before = server.state();
+    revoke(&server, &token, &b, &b_secret).await;
+    assert_eq!(server.state(), before);
+    assert!(introspect(&server, &token, &a, &a_secret).await.active);
+}
+
+#[tokio::test]
+async fn revocation_needs_client_authentication() {
+    let server = TestServer::start().await;
+    let (a, a_secret) = server.service_client("a", "read", &["x"]).await;
+    let token = server
+        .authz()
+        .await
+        .token(cc(&a, &a_secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let before = server.state();
+    let r = server
+        .authz()
+        .await
+        .revoke(RevokeRequest {
+            token: token.clone(),
+            client_id: a.clone(),
+            client_secret: "wrong".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_refused(r, Code::Unauthenticated, "invalid_client");
+    assert_eq!(server.state(), before);
+}
+
+#[tokio::test]
+async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .create_client(writ_proto::admin::Client {
+            client_id: "svc".into(),
+            grant_types: vec!["client_credentials".into()],
+            scope: "a b".into(),
+            audience: vec!["x".into()],
+            token_formats: vec![writ_proto::common::TokenFormat::Biscuit as i32],
+            default_token_format: writ_proto::common::TokenFormat::Biscuit as i32,
+            ..Default::default()
+        })
+        .await;
+    let token = server
+        .authz()
+        .await
+        .token(cc(&id, &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let narrowed = writ_token::attenuate(
+        &token,
+        &writ_token::Attenuation {
+            scopes: Some(vec!["a".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = introspect(&server, &narrowed, &id, &secret).await;
+    assert!(r.active);
+    assert_eq!(r.scope, "a", "introspection reports what attenuation left");
+    assert_eq!(
+        r.token_format,
+        writ_proto::common::TokenFormat::Biscuit as i32
+    );
+    revoke(&server, &token, &id, &secret).await;
+    // Revoking the token id kills every attenuated copy too.
+    assert!(!introspect(&server, &narrowed, &id, &secret).await.active);
+}

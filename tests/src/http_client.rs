@@ -1,0 +1,102 @@
+//! A minimal HTTP/1.1 client over rustls for the OAuth facade tests. One connection per request
+//! keeps it obviously correct.
+
+use http::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+pub struct HttpClient {
+    base: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl HttpClient {
+    pub fn new(base: &str, ca_pem: Option<&str>) -> Self {
+        HttpClient {
+            base: base.trim_end_matches('/').to_owned(),
+            tls: ca_pem.map(|ca| writ_tls::client_config(ca, &[b"http/1.1"]).unwrap()),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        self.send(Method::GET, path, &[], Vec::new()).await
+    }
+
+    /// POSTs `form` (already encoded) as application/x-www-form-urlencoded.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: &str,
+    ) -> HttpResponse {
+        let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        self.send(Method::POST, path, &all, form.as_bytes().to_vec())
+            .await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> HttpResponse {
+        let authority = self.base.split("://").nth(1).unwrap().to_owned();
+        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &authority);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(http_body_full(body)).unwrap();
+        match &self.tls {
+            Some(cfg) => {
+                let host = authority.rsplit_once(':').unwrap().0.to_owned();
+                let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .unwrap();
+                roundtrip(TokioIo::new(tls), req).await
+            }
+            None => roundtrip(TokioIo::new(tcp), req).await,
+        }
+    }
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+fn http_body_full(body: Vec<u8>) -> Body {
+    Body::new(body.into())
+}
+
+async fn roundtrip<IO>(io: IO, req: Request<Body>) -> HttpResponse
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes().to_vec(),
+    }
+}
