@@ -82,9 +82,8 @@ pub async fn start(
         .add_service(admin);
     let grpc_shutdown = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, grpc_shutdown.wait())
+            .serve_with_incoming_shutdown(writ_server::incoming(grpc), grpc_shutdown.wait())
             .await
         {
             tracing::error!(error = %e, "gRPC server stopped");

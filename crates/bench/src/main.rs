@@ -1,0 +1,362 @@
+//! `writ-bench`: load against the real authorization server on loopback.
+//!
+//! The server runs in this process on its own Tokio runtime (2 worker threads); the load
+//! generator runs on another. Both share the machine's cores, as a load generator on the same
+//! box does. Connections are reused (HTTP/2 multiplexing over a few channels).
+//!
+//! ```text
+//! cargo run --release -p writ-bench -- all
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use writ_oauth::records::ClientRecord;
+use writ_oauth::{AuthorizationServer, Config};
+use writ_proto::authz::TokenRequest;
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_server::Shutdown;
+use writ_store::SledStore;
+
+#[derive(Parser)]
+#[command(about = "Load generator for Writ (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Seconds of measurement per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Concurrent requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// gRPC connections the requests share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// client_credentials tokens, plaintext then TLS, side by side.
+    ClientCredentials,
+    /// Durable refresh-token rotation (each refresh is flushed before it is answered).
+    Refresh,
+    /// Everything above, one after the other in one run.
+    All,
+}
+
+/// One scenario's outcome.
+struct Outcome {
+    name: String,
+    ok: u64,
+    errors: u64,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Outcome {
+    fn row(&self) -> String {
+        format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} |",
+            self.name,
+            self.ok as f64 / self.seconds,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.errors
+        )
+    }
+}
+
+/// A server on its own runtime, with a fresh on-disk store.
+struct Server {
+    runtime: tokio::runtime::Runtime,
+    engine: Arc<AuthorizationServer>,
+    url: String,
+    ca_pem: Option<String>,
+    shutdown: Shutdown,
+    store: Arc<SledStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(tls: bool) -> anyhow::Result<Server> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("server")
+            .enable_all()
+            .build()?;
+        let dir = tempfile::tempdir()?;
+        let material = if tls {
+            Some(writ_tls::ensure_dev_pki(dir.path(), &[])?)
+        } else {
+            None
+        };
+        let store = Arc::new(SledStore::open(&dir.path().join("store"))?);
+        let (shutdown, signal) = Shutdown::new();
+        let (engine, url) = runtime.block_on(async {
+            let grpc = writ_server::bind("127.0.0.1:0".parse()?).await?;
+            let http = writ_server::bind("127.0.0.1:0".parse()?).await?;
+            let scheme = if tls { "https" } else { "http" };
+            let url = format!("{scheme}://{}", grpc.local_addr()?);
+            let issuer = format!("{scheme}://{}", http.local_addr()?);
+            let (engine, _) = AuthorizationServer::open(
+                store.clone(),
+                Config::new(issuer),
+                writ_token::system_clock(),
+            )
+            .await?;
+            let engine = Arc::new(engine);
+            writ_authz::start(engine.clone(), grpc, http, material.as_ref(), signal).await?;
+            anyhow::Ok((engine, url))
+        })?;
+        Ok(Server {
+            runtime,
+            engine,
+            url,
+            ca_pem: material.and_then(|m| m.ca_pem),
+            shutdown,
+            store,
+            _dir: dir,
+        })
+    }
+
+    fn client(&self, spec: ClientRecord) -> anyhow::Result<(String, String)> {
+        let engine = self.engine.clone();
+        let (c, secret) = self.runtime.block_on(engine.create_client(spec))?;
+        Ok((c.client_id, secret.unwrap_or_default()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+async fn channels(server_url: &str, ca: Option<&str>, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut e = Endpoint::from_shared(server_url.to_owned())?.tcp_nodelay(true);
+        if let Some(ca) = ca {
+            e = e.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
+        }
+        out.push(e.connect().await?);
+    }
+    Ok(out)
+}
+
+/// Runs `concurrency` loops of `call` for warm-up then `duration`, recording latencies.
+async fn drive<F, Fut>(cli: &Cli, name: &str, call: F) -> Outcome
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..cli.concurrency {
+        let (call, measuring, stop, errors) = (
+            call.clone(),
+            measuring.clone(),
+            stop.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let ok = call(worker).await;
+                let elapsed = start.elapsed();
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(elapsed);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(cli.warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(cli.duration)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Outcome {
+        name: name.to_owned(),
+        ok: all.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn client_credentials(
+    cli: &Cli,
+    load: &tokio::runtime::Runtime,
+    tls: bool,
+) -> anyhow::Result<Outcome> {
+    let server = Server::start(tls)?;
+    let (id, secret) = server.client(ClientRecord {
+        client_id: "bench".into(),
+        grant_types: vec!["client_credentials".into()],
+        scope: "inventory.read inventory.write".into(),
+        audience: vec!["inventory".into()],
+        ..ClientRecord::default()
+    })?;
+    let outcome = load.block_on(async {
+        let chans =
+            Arc::new(channels(&server.url, server.ca_pem.as_deref(), cli.connections).await?);
+        let request = TokenRequest {
+            grant_type: "client_credentials".into(),
+            client_id: id,
+            client_secret: secret,
+            scope: "inventory.read".into(),
+            ..TokenRequest::default()
+        };
+        let name = format!(
+            "client_credentials over gRPC, {}",
+            if tls { "TLS" } else { "plaintext" }
+        );
+        anyhow::Ok(
+            drive(cli, &name, move |worker| {
+                let mut client =
+                    AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
+                let request = request.clone();
+                async move { client.token(request).await.is_ok() }
+            })
+            .await,
+        )
+    })?;
+    Ok(outcome)
+}
+
+fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome, u64)> {
+    let server = Server::start(false)?;
+    let (id, secret) = server.client(ClientRecord {
+        client_id: "gateway".into(),
+        grant_types: vec!["password".into(), "refresh_token".into()],
+        scope: "orders.read".into(),
+        audience: vec!["orders".into()],
+        ..ClientRecord::default()
+    })?;
+    let engine = server.engine.clone();
+    server
+        .runtime
+        .block_on(engine.create_user("alice", "correct horse battery", "orders.read"))?;
+    let flushes_before = server.store.flush_count();
+    let outcome = load.block_on(async {
+        let chans = channels(&server.url, None, cli.connections).await?;
+        // One refresh family per worker; each loop rotates that family's token.
+        let mut tokens = Vec::new();
+        let mut client = AuthorizationServiceClient::new(chans[0].clone());
+        for _ in 0..cli.concurrency {
+            let r = client
+                .token(TokenRequest {
+                    grant_type: "password".into(),
+                    client_id: id.clone(),
+                    client_secret: secret.clone(),
+                    username: "alice".into(),
+                    password: "correct horse battery".into(),
+                    ..TokenRequest::default()
+                })
+                .await
+                .context("password grant")?
+                .into_inner();
+            tokens.push(tokio::sync::Mutex::new(r.refresh_token));
+        }
+        let tokens = Arc::new(tokens);
+        let chans = Arc::new(chans);
+        anyhow::Ok(
+            drive(
+                cli,
+                "refresh_token rotation over gRPC, durable",
+                move |worker| {
+                    let mut client =
+                        AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
+                    let (tokens, id, secret) = (tokens.clone(), id.clone(), secret.clone());
+                    async move {
+                        let mut slot = tokens[worker].lock().await;
+                        let r = client
+                            .token(TokenRequest {
+                                grant_type: "refresh_token".into(),
+                                client_id: id,
+                                client_secret: secret,
+                                refresh_token: slot.clone(),
+                                ..TokenRequest::default()
+                            })
+                            .await;
+                        match r {
+                            Ok(r) => {
+                                *slot = r.into_inner().refresh_token;
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                },
+            )
+            .await,
+        )
+    })?;
+    let flushes = server.store.flush_count() - flushes_before;
+    Ok((outcome, flushes))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "writ-bench: {cores} cores, {} s per scenario after {} s warm-up, {} in flight over {} connections\n",
+        cli.duration, cli.warmup, cli.concurrency, cli.connections
+    );
+    println!("| scenario | per second | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|");
+    let run_cc = matches!(cli.command, Command::ClientCredentials | Command::All);
+    let run_refresh = matches!(cli.command, Command::Refresh | Command::All);
+    if run_cc {
+        println!("{}", client_credentials(&cli, &load, false)?.row());
+        println!("{}", client_credentials(&cli, &load, true)?.row());
+    }
+    if run_refresh {
+        let (outcome, flushes) = refresh(&cli, &load)?;
+        println!("{}", outcome.row());
+        println!(
+            "\nrefresh: {} rotations in {} flushes ({:.1} per fsync, group commit)",
+            outcome.ok,
+            flushes,
+            outcome.ok as f64 / flushes.max(1) as f64
+        );
+    }
+    Ok(())
+}
