@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod cli;
 mod grants;
 mod http_facade;
+mod interop;
 mod introspection;
 mod keys;
 mod plumbing;

@@ -86,7 +86,7 @@ impl TestServer {
         let http_url = format!("{scheme}://{}", http.local_addr().unwrap());
         let grpc_url = format!("{scheme}://{}", grpc.local_addr().unwrap());
 
-        let store = Arc::new(SledStore::open(&data_dir.path().join("store")).unwrap());
+        let store = Arc::new(open_store(&data_dir.path().join("store")));
         let mut config = Config::new(http_url.clone());
         (opts.config)(&mut config);
         let clock: SharedClock = match &opts.clock {
@@ -231,6 +231,23 @@ impl TestServer {
     }
 }
 
+/// Opens the store, waiting (at most 5 s) for its file lock. sled's lock is a `flock`, shared by
+/// every copy of the file descriptor: a process spawned by another test in this process (the CLI
+/// tests do) holds a copy from fork until exec, so a restart can briefly find it still locked.
+fn open_store(dir: &Path) -> SledStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening the store in {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// Adds the admin credential to every call.
 #[derive(Clone)]
 pub struct AdminBearer(String);
@@ -304,4 +321,120 @@ pub fn init_logs() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// A child process that ran to completion, and everything it printed.
+pub struct Finished {
+    pub command: String,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The exit code (`None` if a signal ended the process).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Asserts the process exited 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(self.status.success(), "{self}");
+        self
+    }
+
+    /// Standard output parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("standard output is not JSON ({e}):\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Waits for a child to exit, polling, for at most `timeout`. `None`: still running.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to completion, writing `stdin` (if any) to it and capturing both outputs. A process
+/// still running after `timeout` is killed and the test fails with what it printed so far.
+/// Blocking: from an async test whose server runs in-process, call it via `spawn_blocking`.
+pub fn run_bounded(
+    cmd: &mut std::process::Command,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Finished {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+
+    let command = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+    // Drain both pipes on their own threads, so a chatty child never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        });
+        rx
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        // A child that exits without reading its input is not an error here.
+        let _ = pipe.write_all(input.as_bytes());
+    }
+    let status = wait_bounded(&mut child, timeout);
+    let timed_out = status.is_none();
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().unwrap()
+    });
+    // A grandchild may still hold a pipe open: never wait for the readers without bound.
+    let collect = |rx: std::sync::mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| "<output not closed>".to_owned())
+    };
+    let finished = Finished {
+        command,
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
+    };
+    assert!(!timed_out, "killed after {timeout:?}: {finished}");
+    finished
 }

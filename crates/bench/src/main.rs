@@ -39,6 +39,10 @@ struct Cli {
     /// gRPC connections the requests share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Write audit events (JSON lines, as `writ up --log-json` does) to this file while
+    /// measuring; without it no log subscriber is installed.
+    #[arg(long)]
+    audit_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +332,15 @@ fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(path) = &cli.audit_log {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("load")
@@ -337,8 +350,14 @@ fn main() -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(0);
     println!(
-        "writ-bench: {cores} cores, {} s per scenario after {} s warm-up, {} in flight over {} connections\n",
-        cli.duration, cli.warmup, cli.concurrency, cli.connections
+        "writ-bench: {cores} cores, {} s per scenario after {} s warm-up, {} in flight over {} connections, audit log {}\n",
+        cli.duration,
+        cli.warmup,
+        cli.concurrency,
+        cli.connections,
+        cli.audit_log
+            .as_ref()
+            .map_or("off".to_owned(), |p| format!("to {}", p.display()))
     );
     println!("| scenario | per second | p50 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|");

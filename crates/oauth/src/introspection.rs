@@ -154,10 +154,10 @@ impl AuthorizationServer {
                 None => Found::Nothing,
             })
         };
-        if hint == "refresh_token" || looks_like_refresh {
-            if let found @ Found::Refresh(..) = as_refresh(self)? {
-                return Ok(found);
-            }
+        if (hint == "refresh_token" || looks_like_refresh)
+            && let found @ Found::Refresh(..) = as_refresh(self)?
+        {
+            return Ok(found);
         }
         Ok(match self.verifier.verify(token) {
             Ok(t) => Found::Access(Box::new(t)),

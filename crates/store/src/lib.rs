@@ -104,6 +104,9 @@ impl Batch {
     }
 }
 
+/// Key-value pairs, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A future that resolves when earlier writes are durable.
 pub type Durable<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
@@ -121,7 +124,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Entries, StoreError>;
     /// Number of entries in a tree.
     fn len(&self, tree: Tree) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on stable storage.

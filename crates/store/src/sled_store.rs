@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::{Batch, Durable, SCHEMA_VERSION, Store, StoreError, Tree};
+use crate::{Batch, Durable, Entries, SCHEMA_VERSION, Store, StoreError, Tree};
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
@@ -184,7 +184,7 @@ impl Store for SledStore {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         let tree = self.tree(tree);
         let lower = match start_after {
             Some(k) if k >= prefix => Bound::Excluded(k.to_vec()),

@@ -109,7 +109,12 @@ pub struct AdminConn {
     #[command(flatten)]
     pub conn: Conn,
     /// The admin credential (default: read from <data-dir>/admin.token).
-    #[arg(long, env = "WRIT_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WRIT_ADMIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub admin_token: Option<String>,
 }
 
@@ -139,10 +144,13 @@ pub struct TokenArgs {
     pub grant: Grant,
     #[arg(long, env = "WRIT_CLIENT_ID")]
     pub client_id: String,
+    // Generated secrets and refresh tokens are base64url: one in 64 starts with '-', which clap
+    // would otherwise take for a flag (a usage error on the documented walkthrough).
     #[arg(
         long,
         env = "WRIT_CLIENT_SECRET",
         hide_env_values = true,
+        allow_hyphen_values = true,
         default_value = ""
     )]
     pub client_secret: String,
@@ -154,7 +162,12 @@ pub struct TokenArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// For --grant refresh_token.
-    #[arg(long, env = "WRIT_REFRESH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WRIT_REFRESH_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub refresh_token: Option<String>,
     /// For --grant password.
     #[arg(long)]

@@ -55,11 +55,11 @@ impl std::error::Error for CliError {}
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Refused(s)
-                if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) =>
-            {
-                4
-            }
+            // Only a rejected caller credential (invalid_client, a bad admin credential) is
+            // Unauthenticated. PermissionDenied carries OAuth refusals of an authenticated caller
+            // (invalid_grant, invalid_scope, unauthorized_client, invalid_target): those are
+            // "refused" (1), as the documented exit codes say, not "authentication failed" (4).
+            CliError::Refused(s) if s.code() == Code::Unauthenticated => 4,
             CliError::Refused(s) if s.code() == Code::Unavailable => 3,
             CliError::Refused(_) | CliError::Invalid(_) => 1,
             CliError::Unreachable(_) => 3,

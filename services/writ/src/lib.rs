@@ -44,19 +44,23 @@ pub fn run() -> ExitCode {
             | Command::Serve {
                 service: ServiceName::Authz,
                 args,
-            } => match platform::start(&args).await {
-                Ok(p) => {
-                    platform::print_banner(&p);
-                    platform::until_signalled().await;
-                    tracing::info!("shutting down");
-                    p.stop().await;
-                    ExitCode::SUCCESS
+            } => {
+                // Before start() writes endpoints.json: see until_signalled.
+                let signalled = platform::until_signalled();
+                match platform::start(&args).await {
+                    Ok(p) => {
+                        platform::print_banner(&p);
+                        signalled.await;
+                        tracing::info!("shutting down");
+                        p.stop().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(1)
+                    }
                 }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            },
+            }
             Command::Token(args) => finish(commands::token(args).await),
             Command::Inspect(args) => finish(commands::inspect(args).await),
             Command::Attenuate(args) => finish(commands::attenuate(args)),

@@ -123,26 +123,36 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Platform> {
     Ok(platform)
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn until_signalled() {
+/// Waits for Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: call it before announcing readiness (endpoints.json, the banner), or a
+/// SIGTERM sent as soon as endpoints.json appears still has its default action and kills the
+/// process instead of stopping it gracefully.
+pub fn until_signalled() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = term.recv() => {},
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn recv(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        }
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                _ = recv(term) => {},
+                _ = recv(interrupt) => {},
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

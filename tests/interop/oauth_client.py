@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Off-the-shelf OAuth 2.0 and JWT clients against Writ's HTTP facade.
+
+Driven by tests/it/interop.rs, which starts the server and installs requirements.txt into a venv.
+Reads its configuration as JSON on standard input:
+
+    {"mode": "issue" | "after-rotation", "issuer": ..., "ca": <path to the dev CA PEM>,
+     "client_id": ..., "client_secret": ..., "scope": ..., "audience": ...,
+     "earlier_token": <after-rotation: a token signed before the rotation>}
+
+Nothing here is Writ code: discovery with requests, tokens with authlib's OAuth2Session
+(client_secret_basic and client_secret_post), verification with PyJWT's PyJWKClient + jwt.decode.
+Prints a JSON summary on standard output; any failed check raises (non-zero exit, traceback).
+"""
+
+import json
+import ssl
+import sys
+
+import jwt
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+
+ALGORITHMS = ["EdDSA", "ES256"]
+REQUIRED = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
+TIMEOUT = 10
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def discover(cfg):
+    """RFC 8414 discovery with plain requests, trusting only the dev CA."""
+    http = requests.Session()
+    http.trust_env = False  # never a proxy for loopback
+    http.verify = cfg["ca"]
+    r = http.get(cfg["issuer"] + "/.well-known/oauth-authorization-server", timeout=TIMEOUT)
+    r.raise_for_status()
+    meta = r.json()
+    check(meta["issuer"] == cfg["issuer"], f"issuer {meta['issuer']!r}")
+    for method in ("client_secret_basic", "client_secret_post"):
+        check(method in meta["token_endpoint_auth_methods_supported"], method)
+    for alg in ALGORITHMS:
+        check(alg in meta["access_token_signing_alg_values_supported"], alg)
+    return meta
+
+
+def session(cfg, method):
+    s = OAuth2Session(
+        cfg["client_id"],
+        cfg["client_secret"],
+        token_endpoint_auth_method=method,
+        scope=cfg["scope"],
+    )
+    s.trust_env = False
+    s.verify = cfg["ca"]
+    return s
+
+
+def fetch(cfg, meta, method):
+    token = session(cfg, method).fetch_token(
+        meta["token_endpoint"], grant_type="client_credentials", timeout=TIMEOUT
+    )
+    check(token["token_type"] == "Bearer", token)
+    check(token["scope"] == cfg["scope"], token)
+    return token
+
+
+def verify(cfg, jwks, token):
+    """Verifies an access token the way a resource server using PyJWT would."""
+    header = jwt.get_unverified_header(token)
+    check(header.get("typ") == "at+jwt", f"typ {header.get('typ')!r}")
+    key = jwks.get_signing_key_from_jwt(token)
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=ALGORITHMS,
+        audience=cfg["audience"],
+        issuer=cfg["issuer"],
+        options={"require": REQUIRED},
+        leeway=0,
+    )
+    return {"header": header, "claims": claims}
+
+
+def refusals(cfg, jwks, token):
+    """PyJWT really checks: another audience, another issuer and a bad signature all fail."""
+    key = jwks.get_signing_key_from_jwt(token)
+    head, body, sig = token.split(".")
+    tampered = ".".join([head, body, ("A" if sig[0] != "A" else "B") + sig[1:]])
+    good = {"token": token, "algorithms": ALGORITHMS, "audience": cfg["audience"], "issuer": cfg["issuer"]}
+    cases = {
+        "audience": {**good, "audience": "another"},
+        "issuer": {**good, "issuer": "https://evil.example"},
+        "signature": {**good, "token": tampered},
+        "algorithm": {**good, "algorithms": ["RS256"]},
+    }
+    out = {}
+    for name, case in cases.items():
+        try:
+            jwt.decode(case.pop("token"), key, **case)
+            out[name] = "accepted"
+        except jwt.PyJWTError as e:
+            out[name] = type(e).__name__
+    return out
+
+
+def jwks_client(cfg, meta):
+    context = ssl.create_default_context(cafile=cfg["ca"])
+    return jwt.PyJWKClient(meta["jwks_uri"], ssl_context=context, timeout=TIMEOUT)
+
+
+def issue(cfg):
+    meta = discover(cfg)
+    jwks = jwks_client(cfg, meta)
+    out = {"metadata": meta, "tokens": {}}
+    for method in ("client_secret_basic", "client_secret_post"):
+        token = fetch(cfg, meta, method)
+        out["tokens"][method] = {
+            "access_token": token["access_token"],
+            "expires_in": token["expires_in"],
+            **verify(cfg, jwks, token["access_token"]),
+        }
+    basic = out["tokens"]["client_secret_basic"]["access_token"]
+    out["refusals"] = refusals(cfg, jwks, basic)
+
+    # RFC 7662 and RFC 7009 through authlib: revoke the client_secret_post token.
+    s = session(cfg, "client_secret_basic")
+    post = out["tokens"]["client_secret_post"]["access_token"]
+    before = s.introspect_token(meta["introspection_endpoint"], token=post, timeout=TIMEOUT)
+    before.raise_for_status()
+    revoked = s.revoke_token(meta["revocation_endpoint"], token=post, timeout=TIMEOUT)
+    revoked.raise_for_status()
+    after = s.introspect_token(meta["introspection_endpoint"], token=post, timeout=TIMEOUT)
+    after.raise_for_status()
+    out["introspection"] = {"before_revoke": before.json(), "after_revoke": after.json()}
+    return out
+
+
+def after_rotation(cfg):
+    meta = discover(cfg)
+    jwks = jwks_client(cfg, meta)
+    token = fetch(cfg, meta, "client_secret_basic")
+    return {
+        # Every published key, as PyJWT parsed it (it skips keys it cannot use).
+        "jwks_algs": sorted(k.algorithm_name for k in jwks.get_jwk_set().keys),
+        "new": {"access_token": token["access_token"], **verify(cfg, jwks, token["access_token"])},
+        "earlier": verify(cfg, jwks, cfg["earlier_token"]),
+    }
+
+
+def main():
+    cfg = json.load(sys.stdin)
+    modes = {"issue": issue, "after-rotation": after_rotation}
+    print(json.dumps(modes[cfg["mode"]](cfg), sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

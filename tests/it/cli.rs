@@ -1,0 +1,582 @@
+//! The real `writ` binary as a separate process: `writ up`, the client commands, exit codes,
+//! signals, and durability across `kill -9`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::authz::{IntrospectRequest, RevokeRequest};
+use writ_tests::{Finished, run_bounded, wait_bounded};
+
+const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
+/// Bound on `writ up` becoming ready, and on any single CLI command.
+const READY: Duration = Duration::from_secs(30);
+const COMMAND: Duration = Duration::from_secs(30);
+
+/// A `writ` command with no WRIT_* settings inherited from the environment.
+fn writ_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(WRIT);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WRIT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("WRIT_LOG", "warn").args(args);
+    cmd
+}
+
+/// Runs `writ <args>` with no server settings.
+fn writ(args: &[&str]) -> Finished {
+    run_bounded(&mut writ_command(args), None, COMMAND)
+}
+
+/// `writ up` as a child process on ephemeral loopback ports. Killed on drop; its output goes to
+/// log files that are printed if the test fails.
+struct WritUp {
+    child: Child,
+    data_dir: PathBuf,
+    logs: tempfile::TempDir,
+    grpc: String,
+    http: String,
+    issuer: String,
+}
+
+impl WritUp {
+    /// Starts `writ up` on `data_dir` and waits (bounded) for its endpoints.json.
+    fn start(data_dir: &Path) -> WritUp {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `writ up` with extra flags.
+    fn start_with(data_dir: &Path, flags: &[&str]) -> WritUp {
+        let logs = tempfile::tempdir().unwrap();
+        let child = writ_command(&["up", "--authz-port", "0", "--authz-http-port", "0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(flags)
+            .env("WRIT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(logs.path().join("stdout")).unwrap())
+            .stderr(File::create(logs.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut up = WritUp {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            logs,
+            grpc: String::new(),
+            http: String::new(),
+            issuer: String::new(),
+        };
+        // A previous process on this directory left its own endpoints.json: wait for ours.
+        let pid = u64::from(up.child.id());
+        let path = data_dir.join(writ::platform::ENDPOINTS_FILE);
+        let deadline = Instant::now() + READY;
+        loop {
+            if let Some(status) = up.child.try_wait().unwrap() {
+                panic!("writ up exited early with {status}\n{}", up.logs());
+            }
+            let endpoints = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                .filter(|e| e["pid"].as_u64() == Some(pid));
+            if let Some(e) = endpoints {
+                assert_eq!(e["tls"], true, "TLS is on by default");
+                up.grpc = e["authz_grpc"].as_str().unwrap().to_owned();
+                up.http = e["authz_http"].as_str().unwrap().to_owned();
+                up.issuer = e["issuer"].as_str().unwrap().to_owned();
+                assert!(up.grpc.starts_with("https://127.0.0.1:"), "{e}");
+                assert!(up.http.starts_with("https://127.0.0.1:"), "{e}");
+                return up;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "writ up not ready within {READY:?}\n{}",
+                up.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.logs.path().join(name)).unwrap();
+        format!(
+            "--- writ up stdout ---\n{}\n--- writ up stderr ---\n{}",
+            read("stdout"),
+            read("stderr")
+        )
+    }
+
+    /// `writ <args>` against this server (WRIT_SERVER and WRIT_DATA_DIR set).
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Finished {
+        let mut cmd = writ_command(args);
+        cmd.env("WRIT_SERVER", &self.grpc)
+            .env("WRIT_DATA_DIR", &self.data_dir);
+        run_bounded(&mut cmd, stdin, COMMAND)
+    }
+
+    /// `writ <args>` that must succeed and print JSON.
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        self.run(args, None).ok().json()
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join(writ_tls::CA_CERT_FILE)).unwrap()
+    }
+
+    async fn authz(&self) -> AuthorizationServiceClient<tonic::transport::Channel> {
+        AuthorizationServiceClient::new(writ_tests::connect(&self.grpc, Some(&self.ca_pem())).await)
+    }
+
+    /// SIGKILL, and wait until the process is gone (its store lock released).
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM (with the system `kill`), then waits at most 10 s for the exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let kill = run_bounded(Command::new("kill").args(["-TERM", &pid]), None, COMMAND);
+        assert!(kill.status.success(), "{kill}");
+        wait_bounded(&mut self.child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no exit within 10 s of SIGTERM\n{}", self.logs()))
+    }
+}
+
+impl Drop for WritUp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The secret printed by `writ admin client create`.
+fn secret(created: &Value) -> String {
+    created["client_secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no client_secret in {created}"))
+        .to_owned()
+}
+
+#[test]
+fn writ_up_then_the_readme_walkthrough_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("writ-data");
+    let up = WritUp::start(&data);
+    let banner = std::fs::read_to_string(up.logs.path().join("stdout")).unwrap();
+    assert!(banner.contains("Writ is up"), "{}", up.logs());
+    assert_eq!(up.issuer, up.http, "the default issuer is the HTTP facade");
+
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&data), 0o700, "the data directory is private");
+        assert_eq!(mode(&data.join("admin.token")), 0o600);
+        assert_eq!(mode(&data.join("ca-key.pem")), 0o600);
+        assert_eq!(mode(&data.join("server-key.pem")), 0o600);
+    }
+
+    let created = up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "demo",
+        "--scope",
+        "demo.read demo.write",
+        "--audience",
+        "demo",
+        "--format",
+        "jwt",
+        "--format",
+        "biscuit",
+    ]);
+    assert_eq!(created["client_id"], "demo");
+    assert_eq!(created["client_type"], "confidential");
+    let secret = secret(&created);
+    let listed = up.json(&["admin", "client", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(
+        listed[0].get("client_secret").is_none(),
+        "a secret is shown once"
+    );
+
+    let token = up.json(&["token", "--client-id", "demo", "--client-secret", &secret]);
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["scope"], "demo.read demo.write");
+    let jwt = token["access_token"].as_str().unwrap();
+
+    let inspected = up.json(&["inspect", jwt, "--audience", "demo"]);
+    assert_eq!(inspected["verified"], true, "{inspected}");
+    assert_eq!(inspected["format"], "jwt");
+    assert_eq!(inspected["header"]["typ"], "at+jwt");
+    assert_eq!(inspected["claims"]["client_id"], "demo");
+    assert_eq!(inspected["claims"]["iss"], up.issuer.as_str());
+    assert_eq!(inspected["effective_scope"], "demo.read demo.write");
+
+    let token = up.json(&[
+        "token",
+        "--client-id",
+        "demo",
+        "--client-secret",
+        &secret,
+        "--format",
+        "biscuit",
+    ]);
+    let biscuit = token["access_token"].as_str().unwrap();
+    let inspected = up.json(&["inspect", biscuit]);
+    assert_eq!(inspected["verified"], true, "{inspected}");
+    assert_eq!(inspected["format"], "biscuit");
+    assert_eq!(inspected["effective_scope"], "demo.read demo.write");
+
+    // Attenuation is offline: no server settings at all.
+    let narrowed = writ(&["attenuate", biscuit, "--scope", "demo.read"]).ok();
+    let narrowed = narrowed.stdout.trim();
+    assert_ne!(narrowed, biscuit);
+    let inspected = up.json(&["inspect", narrowed]);
+    assert_eq!(inspected["verified"], true, "{inspected}");
+    assert_eq!(inspected["effective_scope"], "demo.read");
+
+    let offline = writ(&["inspect", "--offline", jwt]).ok().json();
+    assert_eq!(offline["verified"], false, "--offline only decodes");
+    assert_eq!(offline["claims"]["client_id"], "demo");
+}
+
+#[test]
+fn writ_up_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = WritUp::start(dir.path());
+    // Serving, then asked to stop.
+    up.json(&["admin", "key", "list"]);
+    let status = up.terminate();
+    assert!(status.success(), "{status}\n{}", up.logs());
+    assert!(up.logs().contains("shutting down"), "{}", up.logs());
+    // Also when the signal comes as soon as endpoints.json appears (the handler is installed
+    // before it is written), and each time the store is released for the next process.
+    for _ in 0..3 {
+        let mut again = WritUp::start(dir.path());
+        let status = again.terminate();
+        assert!(status.success(), "{status}\n{}", again.logs());
+    }
+    WritUp::start(dir.path()).json(&["admin", "key", "list"]);
+}
+
+#[test]
+fn exit_codes_follow_the_documentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(dir.path());
+    let secret = secret(&up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "svc",
+        "--scope",
+        "read",
+        "--audience",
+        "api",
+    ]));
+    let token = up.json(&["token", "--client-id", "svc", "--client-secret", &secret]);
+    let jwt = token["access_token"].as_str().unwrap();
+
+    // 0: success, and --help on every command.
+    let help: &[&[&str]] = &[
+        &[],
+        &["up"],
+        &["serve"],
+        &["token"],
+        &["inspect"],
+        &["attenuate"],
+        &["admin"],
+        &["admin", "client"],
+        &["admin", "client", "create"],
+        &["admin", "client", "get"],
+        &["admin", "client", "list"],
+        &["admin", "client", "delete"],
+        &["admin", "client", "rotate-secret"],
+        &["admin", "client", "set-disabled"],
+        &["admin", "user"],
+        &["admin", "user", "create"],
+        &["admin", "user", "delete"],
+        &["admin", "user", "set-password"],
+        &["admin", "key"],
+        &["admin", "key", "list"],
+        &["admin", "key", "rotate"],
+    ];
+    for args in help {
+        let mut args = args.to_vec();
+        args.push("--help");
+        let r = writ(&args).ok();
+        assert!(r.stdout.contains("Usage:"), "{r}");
+    }
+    assert!(writ(&["--help"]).ok().stdout.contains("Exit codes:"));
+    writ(&["--version"]).ok();
+
+    // 1: refused, or the token is invalid.
+    let r = up.run(
+        &[
+            "token",
+            "--client-id",
+            "svc",
+            "--client-secret",
+            &secret,
+            "--scope",
+            "write",
+        ],
+        None,
+    );
+    assert_eq!(r.code(), Some(1), "a scope the client may not get: {r}");
+    assert!(r.stderr.contains("invalid_scope"), "{r}");
+    let r = up.run(&["inspect", "not-a-token"], None);
+    assert_eq!(r.code(), Some(1), "{r}");
+    let mut tampered = jwt.to_owned();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let r = up.run(&["inspect", &tampered], None);
+    assert_eq!(r.code(), Some(1), "a bad signature: {r}");
+    assert_eq!(r.json()["verified"], false, "{r}");
+    let r = up.run(&["inspect", jwt, "--audience", "another-service"], None);
+    assert_eq!(r.code(), Some(1), "another audience: {r}");
+    let r = writ(&["attenuate", "not-a-biscuit", "--scope", "read"]);
+    assert_eq!(r.code(), Some(1), "{r}");
+
+    // 2: usage.
+    for args in [
+        &["token"][..],
+        &["frobnicate"],
+        &["token", "--client-id", "svc", "--grant", "implicit"],
+        &["admin", "client", "set-disabled", "svc", "maybe"],
+    ] {
+        let r = writ(args);
+        assert_eq!(r.code(), Some(2), "{r}");
+    }
+
+    // 3: nothing listens on the port (bound, then closed).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://{}", l.local_addr().unwrap())
+    };
+    for args in [
+        &["token", "--client-id", "svc", "--client-secret", &secret][..],
+        &["inspect", jwt],
+        &["admin", "client", "list"],
+    ] {
+        let mut cmd = writ_command(args);
+        cmd.env("WRIT_SERVER", &closed)
+            .env("WRIT_DATA_DIR", dir.path());
+        let r = run_bounded(&mut cmd, None, COMMAND);
+        assert_eq!(r.code(), Some(3), "{r}");
+    }
+
+    // 4: authentication failed.
+    let r = up.run(
+        &["token", "--client-id", "svc", "--client-secret", "wrong"],
+        None,
+    );
+    assert_eq!(r.code(), Some(4), "wrong client secret: {r}");
+    assert!(r.stderr.contains("invalid_client"), "{r}");
+    let r = up.run(
+        &["token", "--client-id", "nobody", "--client-secret", &secret],
+        None,
+    );
+    assert_eq!(r.code(), Some(4), "unknown client: {r}");
+    let r = up.run(
+        &[
+            "admin",
+            "--admin-token",
+            "not-the-credential",
+            "client",
+            "list",
+        ],
+        None,
+    );
+    assert_eq!(r.code(), Some(4), "wrong admin credential: {r}");
+
+    // Generated secrets and refresh tokens are base64url, so one in 64 starts with '-': such a
+    // value is still a value, never taken for a flag (that would be a usage error, 2).
+    let r = up.run(
+        &[
+            "token",
+            "--client-id",
+            "svc",
+            "--client-secret",
+            "-nwfJuZ-kg",
+        ],
+        None,
+    );
+    assert_eq!(r.code(), Some(4), "{r}");
+    let r = up.run(&["admin", "--admin-token", "-x", "client", "list"], None);
+    assert_eq!(r.code(), Some(4), "{r}");
+    let r = up.run(
+        &[
+            "token",
+            "--grant",
+            "refresh_token",
+            "--client-id",
+            "svc",
+            "--client-secret",
+            &secret,
+            "--refresh-token",
+            "-Tq3b",
+        ],
+        None,
+    );
+    assert_eq!(r.code(), Some(1), "svc may not refresh: {r}");
+    assert!(r.stderr.contains("unauthorized_client"), "{r}");
+}
+
+/// A client allowed the password and refresh grants, and a user, through the CLI.
+fn gateway_and_alice(up: &WritUp) -> String {
+    let secret = secret(&up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "gateway",
+        "--grant",
+        "password",
+        "--grant",
+        "refresh_token",
+        "--scope",
+        "orders.read orders.write",
+        "--audience",
+        "orders",
+    ]));
+    let user = up
+        .run(
+            &["admin", "user", "create", "alice", "--scope", "orders.read"],
+            Some("correct horse battery\n"),
+        )
+        .ok()
+        .json();
+    assert_eq!(user["username"], "alice");
+    secret
+}
+
+#[test]
+fn an_acknowledged_refresh_rotation_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(dir.path());
+    let secret = gateway_and_alice(&up);
+    let login = up
+        .run(
+            &[
+                "token",
+                "--grant",
+                "password",
+                "--client-id",
+                "gateway",
+                "--client-secret",
+                &secret,
+                "--username",
+                "alice",
+                "--password-stdin",
+            ],
+            Some("correct horse battery\n"),
+        )
+        .ok()
+        .json();
+    assert_eq!(login["scope"], "orders.read");
+    let old = login["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |up: &WritUp, token: &str| {
+        up.run(
+            &[
+                "token",
+                "--grant",
+                "refresh_token",
+                "--client-id",
+                "gateway",
+                "--client-secret",
+                &secret,
+                "--refresh-token",
+                token,
+            ],
+            None,
+        )
+    };
+    // The CLI exiting 0 means the server acknowledged the rotation.
+    let rotated = refresh(&up, &old).ok().json();
+    let new = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    up.kill_9();
+
+    let up = WritUp::start(dir.path());
+    // Had the rotation been lost, the old token would still be active and this would succeed.
+    let r = refresh(&up, &old);
+    assert_eq!(
+        r.code(),
+        Some(1),
+        "replaying the used token is refused: {r}"
+    );
+    assert!(r.stderr.contains("invalid_grant"), "{r}");
+    let r = refresh(&up, &new);
+    assert_eq!(r.code(), Some(1), "the reuse revoked the family: {r}");
+    assert!(r.stderr.contains("invalid_grant"), "{r}");
+}
+
+/// The default issuer is the HTTP facade's URL, which changes with every ephemeral port: tokens
+/// that must still verify after a restart need a fixed one.
+const FIXED_ISSUER: [&str; 2] = ["--issuer", "https://writ.test"];
+
+#[tokio::test]
+async fn an_acknowledged_revocation_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start_with(dir.path(), &FIXED_ISSUER);
+    let secret = secret(&up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "svc",
+        "--scope",
+        "read",
+        "--audience",
+        "api",
+    ]));
+    let get = |up: &WritUp| {
+        up.json(&["token", "--client-id", "svc", "--client-secret", &secret])["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (revoked, kept) = (get(&up), get(&up));
+    up.authz()
+        .await
+        .revoke(RevokeRequest {
+            token: revoked.clone(),
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    up.kill_9();
+
+    let up = WritUp::start_with(dir.path(), &FIXED_ISSUER);
+    let mut authz = up.authz().await;
+    let mut active = async |token: &str| -> bool {
+        let request = IntrospectRequest {
+            token: token.into(),
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+            ..Default::default()
+        };
+        authz.introspect(request).await.unwrap().into_inner().active
+    };
+    assert!(!active(&revoked).await, "the revocation was durable");
+    assert!(active(&kept).await, "only that token was revoked");
+}

@@ -1,0 +1,205 @@
+//! Interoperability: an OAuth client (authlib + requests) and a JWT library (PyJWT) that Writ did
+//! not write get, introspect, revoke and verify tokens through the HTTPS facade, trusting only the
+//! development CA. The Python side is tests/interop/oauth_client.py, installed from pinned
+//! requirements into a venv under the cargo target directory. No Python, no venv or a failed pip
+//! install is a test failure, never a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use writ_proto::admin::{KeyPurpose, RotateSigningKeyRequest};
+use writ_proto::authz::IntrospectRequest;
+use writ_tests::*;
+
+use crate::grants::verifier_for;
+
+const VENV_TIMEOUT: Duration = Duration::from_secs(120);
+const PIP_TIMEOUT: Duration = Duration::from_secs(300);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn interop_dir() -> PathBuf {
+    workspace_root().join("tests/interop")
+}
+
+/// Runs a blocking command off the async runtime, so the in-process server keeps serving.
+async fn run(mut cmd: Command, stdin: Option<String>, timeout: Duration) -> Finished {
+    tokio::task::spawn_blocking(move || run_bounded(&mut cmd, stdin.as_deref(), timeout))
+        .await
+        .unwrap()
+}
+
+/// The venv's python, with requirements.txt installed. Reused while its stamp (a copy of the
+/// requirements it was built from) matches; rebuilt otherwise.
+async fn python() -> PathBuf {
+    let requirements = interop_dir().join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("writ-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return python;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    if let Err(e) = Command::new("python3").arg("--version").output() {
+        panic!("the interop test needs python3 (3.9 or later, with venv) on PATH: {e}");
+    }
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "venv"]).arg(&venv);
+    let created = run(cmd, None, VENV_TIMEOUT).await;
+    assert!(
+        created.status.success(),
+        "`python3 -m venv` failed (on Debian/Ubuntu: apt-get install python3-venv): {created}"
+    );
+    let mut cmd = Command::new(&python);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--only-binary=:all:",
+        "-r",
+    ])
+    .arg(&requirements);
+    let pip = run(cmd, None, PIP_TIMEOUT).await;
+    assert!(
+        pip.status.success(),
+        "pip could not install {} (it needs access to PyPI): {pip}",
+        requirements.display()
+    );
+    std::fs::write(&stamp, wanted).unwrap();
+    python
+}
+
+/// Runs oauth_client.py with `config` on its standard input; returns its JSON summary.
+async fn script(python: &Path, config: Value) -> Value {
+    let mut cmd = Command::new(python);
+    cmd.arg(interop_dir().join("oauth_client.py"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    for proxy in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ] {
+        cmd.env_remove(proxy);
+    }
+    run(cmd, Some(config.to_string()), SCRIPT_TIMEOUT)
+        .await
+        .ok()
+        .json()
+}
+
+/// What Writ's own verifier sees in `token`, as JSON claims.
+async fn writ_claims(server: &TestServer, token: &str) -> Value {
+    let verified = verifier_for(server, "orders").await.verify(token).unwrap();
+    serde_json::to_value(verified.claims).unwrap()
+}
+
+#[tokio::test]
+async fn authlib_and_pyjwt_get_introspect_revoke_and_verify_tokens_before_and_after_es256_rotation()
+{
+    let python = python().await;
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("python-app", "orders.read orders.write", &["orders"])
+        .await;
+    let ca = server.data_dir().join(writ_tls::CA_CERT_FILE);
+    assert!(ca.exists());
+    let config = |mode: &str| {
+        json!({
+            "mode": mode,
+            "issuer": server.issuer,
+            "ca": ca,
+            "client_id": id,
+            "client_secret": secret,
+            "scope": "orders.read",
+            "audience": "orders",
+        })
+    };
+
+    let out = script(&python, config("issue")).await;
+    assert_eq!(out["metadata"]["issuer"], server.issuer.as_str());
+    assert_eq!(
+        out["metadata"]["jwks_uri"],
+        format!("{}/.well-known/jwks.json", server.issuer)
+    );
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let t = &out["tokens"][method];
+        assert_eq!(t["header"]["typ"], "at+jwt", "{method}");
+        assert_eq!(t["header"]["alg"], "EdDSA", "{method}");
+        let token = t["access_token"].as_str().unwrap();
+        assert_eq!(
+            t["claims"],
+            writ_claims(&server, token).await,
+            "{method}: PyJWT and Writ's verifier see the same claims"
+        );
+        assert_eq!(t["claims"]["client_id"], "python-app");
+        assert_eq!(t["claims"]["scope"], "orders.read");
+    }
+    for (case, error) in [
+        ("audience", "InvalidAudienceError"),
+        ("issuer", "InvalidIssuerError"),
+        ("signature", "InvalidSignatureError"),
+    ] {
+        assert_eq!(out["refusals"][case], error, "{case}: {}", out["refusals"]);
+    }
+    assert_ne!(out["refusals"]["algorithm"], "accepted");
+
+    // authlib introspected and revoked the client_secret_post token over HTTP; the gRPC
+    // service agrees it is gone, and the other token is untouched.
+    let i = &out["introspection"];
+    assert_eq!(i["before_revoke"]["active"], true, "{i}");
+    assert_eq!(i["before_revoke"]["client_id"], "python-app", "{i}");
+    assert_eq!(i["after_revoke"], json!({ "active": false }), "{i}");
+    let active = async |token: &Value| {
+        server
+            .authz()
+            .await
+            .introspect(IntrospectRequest {
+                token: token.as_str().unwrap().into(),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .active
+    };
+    assert!(!active(&out["tokens"]["client_secret_post"]["access_token"]).await);
+    let earlier = &out["tokens"]["client_secret_basic"]["access_token"];
+    assert!(active(earlier).await);
+
+    let rotated = server
+        .admin()
+        .await
+        .rotate_signing_key(RotateSigningKeyRequest {
+            purpose: KeyPurpose::Jwt as i32,
+            alg: "ES256".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    let mut config = config("after-rotation");
+    config["earlier_token"] = earlier.clone();
+    let out = script(&python, config).await;
+    assert_eq!(out["jwks_algs"], json!(["ES256", "EdDSA"]), "both keys");
+    let new = &out["new"];
+    assert_eq!(new["header"]["alg"], "ES256");
+    assert_eq!(new["header"]["kid"], rotated.kid.as_str());
+    assert_eq!(
+        new["claims"],
+        writ_claims(&server, new["access_token"].as_str().unwrap()).await
+    );
+    assert_eq!(
+        out["earlier"]["header"]["alg"], "EdDSA",
+        "a token signed before the rotation still verifies"
+    );
+}
