@@ -21,6 +21,9 @@
 //! reject if service($x), !{allowed_services}.contains($x);
 //! check if time($t), $t <= {expires_at};
 //! ```
+//!
+//! A verifier accepts nothing more in a block after the authority block: checks only, each
+//! query on at most one predicate ([`check_attenuation_blocks`]).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -159,9 +162,10 @@ pub fn attenuate(token: &str, attenuation: &Attenuation) -> Result<String, Token
 /// over thirty facts, hours for seven), whatever the time limit says. Writ's attenuation needs
 /// no more than one predicate per query (see the vocabulary above), which keeps every query
 /// linear in the authority's and the request's facts; facts or rules in a later block would
-/// grant nothing anyway, because Writ reads claims from the authority block alone. Checked
-/// before any Datalog runs.
-pub(crate) fn check_attenuation_blocks(biscuit: &Biscuit) -> Result<(), TokenError> {
+/// grant nothing anyway, because Writ reads claims from the authority block alone.
+/// [`crate::TokenVerifier`] applies this to every Biscuit once its signatures hold, before any
+/// Datalog runs.
+pub fn check_attenuation_blocks(biscuit: &Biscuit) -> Result<(), TokenError> {
     const REFUSED: TokenError =
         TokenError::InvalidAttenuation("a block may only add checks on one predicate each");
     if biscuit.block_count() < 2 {

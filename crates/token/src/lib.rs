@@ -62,7 +62,9 @@ mod keys;
 mod scope;
 mod verify;
 
-pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
+pub use biscuit::{
+    Attenuation, MAX_BISCUIT_LEN, attenuate, check_attenuation_blocks, mint_biscuit,
+};
 pub use claims::{AccessClaims, Actor, MAX_NUMERIC_DATE};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};
 pub use error::TokenError;

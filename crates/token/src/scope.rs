@@ -38,10 +38,6 @@ impl Scopes {
         Ok(Scopes(set))
     }
 
-    pub fn from_iter<I: IntoIterator<Item = S>, S: Into<String>>(iter: I) -> Self {
-        Scopes(iter.into_iter().map(Into::into).collect())
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -71,6 +67,13 @@ impl Scopes {
     }
 }
 
+/// `Scopes::from_iter(["a", "b"])`, or `.collect()` into `Scopes`.
+impl<S: Into<String>> FromIterator<S> for Scopes {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        Scopes(iter.into_iter().map(Into::into).collect())
+    }
+}
+
 impl std::fmt::Display for Scopes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut first = true;
@@ -86,6 +89,7 @@ impl std::fmt::Display for Scopes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

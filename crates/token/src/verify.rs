@@ -3,13 +3,16 @@
 //! A JWT passes, in this order: a size bound; exactly three base64url segments; a header parsed
 //! by `jsonwebtoken` with `typ` = `at+jwt`, no key-bearing or critical parameters (`jku`, `jwk`,
 //! `x5u`, `x5c`, `crit`, ...), an allowed `alg`; a `kid` found among the trusted keys whose
-//! algorithm equals `alg`; the signature, checked by `jsonwebtoken`; then the claims, parsed
+//! algorithm equals `alg`; the signature, checked with the calls of `jsonwebtoken`'s rust_crypto
+//! backend on a key decoded once ([`VerificationKey::verify_signature`]); then the claims, parsed
 //! strictly (integers for times), against the trusted issuers, the expected audience and the
 //! injected clock with a small leeway.
 //!
 //! A Biscuit passes when its root key id names a trusted root key, every block signature holds,
-//! and a Datalog authorizer (with run limits) fed with the time, and for a request its service,
-//! method and required scopes, finds every check satisfied.
+//! its attenuation blocks hold nothing but single-predicate checks, and a Datalog authorizer
+//! (with run limits) fed with the time, and for a request its service, method and required
+//! scopes, finds every check satisfied. [`authorize_biscuit`] is the part shared with any other
+//! Biscuit: signatures, limits, checks and policies.
 
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
@@ -93,7 +96,9 @@ impl Default for BiscuitLimits {
         BiscuitLimits {
             max_facts: 1000,
             max_iterations: 100,
-            max_time: Duration::from_millis(5),
+            // Wall-clock, so it must leave room for a busy machine's scheduling; the fact and
+            // iteration limits and the attenuation block rule bound the work itself.
+            max_time: Duration::from_millis(25),
         }
     }
 }
@@ -411,8 +416,11 @@ impl TokenVerifier {
         request: &RequestFacts,
         now: i64,
     ) -> Result<AuthorizerBuilder, TokenError> {
+        // The Datalog clock lags by the leeway, so a Biscuit's expiry checks (the authority's and
+        // any an attenuation added) tolerate the same clock skew as a JWT's `exp`; the claim
+        // check still reports Expired at `exp + leeway`, as for a JWT.
         let mut builder = AuthorizerBuilder::new()
-            .fact(fact("time", &[date(now)]))
+            .fact(fact("time", &[date(now - self.config.leeway)]))
             .map_err(|_| TokenError::Build("authorizer"))?;
         for f in &request.facts {
             builder = builder

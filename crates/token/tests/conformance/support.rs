@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -176,6 +177,10 @@ impl Fixture {
         keys.insert_jwt(es.verification_key());
         keys.insert_biscuit(root.public());
         let mut config = VerifierConfig::new(vec![ISSUER.into()], Some(AUDIENCE.into()));
+        // Biscuit run time is wall-clock: on a loaded CI machine a debug build can be
+        // pre-empted for longer than the default 5 ms and fail a valid token with RunLimit.
+        // Tests about the time limit set it themselves.
+        config.biscuit_limits.max_time = Duration::from_secs(1);
         adjust(&mut config);
         let verifier = TokenVerifier::new(config, keys, Arc::new(clock.clone()));
         Fixture {
