@@ -113,6 +113,39 @@ fn biscuit(c: &mut Criterion) {
     c.bench_function("biscuit_verify_authority_only", |b| {
         b.iter(|| s.verifier.verify_biscuit(black_box(&authority)).unwrap())
     });
+
+    // The floor biscuit-auth itself sets, without any Writ code: decoding and checking every
+    // block signature, then the smallest useful authorization (time, one scope check, allow).
+    let root = writ_token::biscuit_auth::PublicKey::from_bytes_hex(
+        &s.root.public().to_hex(),
+        writ_token::biscuit_auth::Algorithm::Ed25519,
+    )
+    .unwrap();
+    use writ_token::biscuit_auth::builder::{CheckKind, Term, check, fact, pred, string};
+    use writ_token::biscuit_auth::{AuthorizerBuilder, Biscuit};
+    c.bench_function("biscuit_auth_alone_parse_one_block", |b| {
+        b.iter(|| Biscuit::from_base64(black_box(&attenuated), root).unwrap())
+    });
+    c.bench_function("biscuit_auth_alone_parse_and_authorize_one_block", |b| {
+        b.iter(|| {
+            let token = Biscuit::from_base64(black_box(&attenuated), root).unwrap();
+            let mut authorizer = AuthorizerBuilder::new()
+                .fact(fact("time", &[Term::Date(NOW as u64)]))
+                .unwrap()
+                .fact(fact("required_scope", &[string("inventory.read")]))
+                .unwrap()
+                .check(check(
+                    &[pred("scope", &[string("inventory.read")])],
+                    CheckKind::One,
+                ))
+                .unwrap()
+                .policy("allow if true")
+                .unwrap()
+                .build(&token)
+                .unwrap();
+            authorizer.authorize().unwrap()
+        })
+    });
 }
 
 criterion_group!(benches, jwt, biscuit);
