@@ -350,21 +350,7 @@ async fn a_disabled_client_cannot_get_tokens() {
     let server = TestServer::start().await;
     let (id, secret) = server.service_client("svc", "read", &["x"]).await;
     server.authz().await.token(cc(&id, &secret)).await.unwrap();
-    server
-        .admin()
-        .await
-        .update_client(pb_admin::UpdateClientRequest {
-            client: Some(pb_admin::Client {
-                client_id: id.clone(),
-                disabled: true,
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["disabled".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    server.set_disabled(&id, true).await;
     assert_refused(
         server.authz().await.token(cc(&id, &secret)).await,
         Code::Unauthenticated,

@@ -6,26 +6,6 @@ use writ_tests::*;
 
 use crate::grants::{gateway_and_user, password_request};
 
-async fn introspect(
-    server: &TestServer,
-    token: &str,
-    id: &str,
-    secret: &str,
-) -> IntrospectResponse {
-    server
-        .authz()
-        .await
-        .introspect(IntrospectRequest {
-            token: token.into(),
-            client_id: id.into(),
-            client_secret: secret.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 async fn revoke(server: &TestServer, token: &str, id: &str, secret: &str) {
     server
         .authz()
@@ -46,15 +26,8 @@ async fn introspection_reports_an_active_token_to_its_client() {
     let (id, secret) = server
         .service_client("orders", "read", &["inventory"])
         .await;
-    let token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
-    let r = introspect(&server, &token, &id, &secret).await;
+    let token = server.cc_token(&id, &secret).await;
+    let r = server.introspect(&token, &id, &secret).await;
     assert!(r.active);
     assert_eq!(r.client_id, "orders");
     assert_eq!(r.sub, "orders");
@@ -71,14 +44,7 @@ async fn introspection_needs_an_authenticated_confidential_caller() {
     let (id, secret) = server
         .service_client("orders", "read", &["inventory"])
         .await;
-    let token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = server.cc_token(&id, &secret).await;
     for (cid, csecret) in [
         ("", ""),
         (id.as_str(), ""),
@@ -112,7 +78,7 @@ async fn an_inactive_token_yields_only_active_false() {
         "eyJhbGciOiJub25lIn0.e30.",
         &"x".repeat(5000),
     ] {
-        let r = introspect(&server, token, &id, &secret).await;
+        let r = server.introspect(token, &id, &secret).await;
         assert_eq!(
             r,
             IntrospectResponse::default(),
@@ -140,13 +106,16 @@ async fn a_resource_server_sees_tokens_for_its_audience_but_not_others() {
         .into_inner()
         .access_token;
     assert!(
-        introspect(&server, &token, &inventory, &inventory_secret)
+        server
+            .introspect(&token, &inventory, &inventory_secret)
             .await
             .active
     );
     // A client that is neither the token's client nor its audience learns nothing.
     assert_eq!(
-        introspect(&server, &token, &billing_peer, &billing_secret).await,
+        server
+            .introspect(&token, &billing_peer, &billing_secret)
+            .await,
         IntrospectResponse::default()
     );
 }
@@ -157,31 +126,17 @@ async fn revoking_an_access_token_makes_it_inactive() {
     let (id, secret) = server
         .service_client("orders", "read", &["inventory"])
         .await;
-    let token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
-    let other = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = server.cc_token(&id, &secret).await;
+    let other = server.cc_token(&id, &secret).await;
     revoke(&server, &token, &id, &secret).await;
-    assert!(!introspect(&server, &token, &id, &secret).await.active);
+    assert!(!server.introspect(&token, &id, &secret).await.active);
     assert!(
-        introspect(&server, &other, &id, &secret).await.active,
+        server.introspect(&other, &id, &secret).await.active,
         "only that token"
     );
     // Revocation is durable: it survives a restart.
     let server = server.restart().await;
-    assert!(!introspect(&server, &token, &id, &secret).await.active);
+    assert!(!server.introspect(&token, &id, &secret).await.active);
 }
 
 #[tokio::test]
@@ -196,23 +151,27 @@ async fn revoking_a_refresh_token_revokes_the_access_tokens_of_its_grant() {
         .unwrap()
         .into_inner();
     assert!(
-        introspect(&server, &r.access_token, &id, &secret)
+        server
+            .introspect(&r.access_token, &id, &secret)
             .await
             .active
     );
     assert!(
-        introspect(&server, &r.refresh_token, &id, &secret)
+        server
+            .introspect(&r.refresh_token, &id, &secret)
             .await
             .active
     );
     revoke(&server, &r.refresh_token, &id, &secret).await;
     assert!(
-        !introspect(&server, &r.access_token, &id, &secret)
+        !server
+            .introspect(&r.access_token, &id, &secret)
             .await
             .active
     );
     assert!(
-        !introspect(&server, &r.refresh_token, &id, &secret)
+        !server
+            .introspect(&r.refresh_token, &id, &secret)
             .await
             .active
     );
@@ -240,32 +199,18 @@ async fn a_client_cannot_revoke_another_clients_token() {
     let server = TestServer::start().await;
     let (a, a_secret) = server.service_client("a", "read", &["x"]).await;
     let (b, b_secret) = server.service_client("b", "read", &["x"]).await;
-    let token = server
-        .authz()
-        .await
-        .token(cc(&a, &a_secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = server.cc_token(&a, &a_secret).await;
     let before = server.state();
     revoke(&server, &token, &b, &b_secret).await;
     assert_eq!(server.state(), before);
-    assert!(introspect(&server, &token, &a, &a_secret).await.active);
+    assert!(server.introspect(&token, &a, &a_secret).await.active);
 }
 
 #[tokio::test]
 async fn revocation_needs_client_authentication() {
     let server = TestServer::start().await;
     let (a, a_secret) = server.service_client("a", "read", &["x"]).await;
-    let token = server
-        .authz()
-        .await
-        .token(cc(&a, &a_secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = server.cc_token(&a, &a_secret).await;
     let before = server.state();
     let r = server
         .authz()
@@ -295,14 +240,7 @@ async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
             ..Default::default()
         })
         .await;
-    let token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = server.cc_token(&id, &secret).await;
     let narrowed = writ_token::attenuate(
         &token,
         &writ_token::Attenuation {
@@ -311,7 +249,7 @@ async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
         },
     )
     .unwrap();
-    let r = introspect(&server, &narrowed, &id, &secret).await;
+    let r = server.introspect(&narrowed, &id, &secret).await;
     assert!(r.active);
     assert_eq!(r.scope, "a", "introspection reports what attenuation left");
     assert_eq!(
@@ -320,5 +258,5 @@ async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
     );
     revoke(&server, &token, &id, &secret).await;
     // Revoking the token id kills every attenuated copy too.
-    assert!(!introspect(&server, &narrowed, &id, &secret).await.active);
+    assert!(!server.introspect(&narrowed, &id, &secret).await.active);
 }

@@ -56,14 +56,7 @@ async fn keys_are_generated_once_and_survive_a_restart() {
 async fn rotation_keeps_tokens_in_flight_valid_and_signs_new_ones_with_the_new_key() {
     let server = TestServer::start().await;
     let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    let old_token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let old_token = server.cc_token(&id, &secret).await;
     let rotated = server
         .admin()
         .await
@@ -77,14 +70,7 @@ async fn rotation_keeps_tokens_in_flight_valid_and_signs_new_ones_with_the_new_k
         .key
         .unwrap();
     assert_eq!(rotated.alg, "ES256");
-    let new_token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let new_token = server.cc_token(&id, &secret).await;
     let header = writ_token::decode_unverified(&new_token)
         .unwrap()
         .header
@@ -132,14 +118,7 @@ async fn a_retired_key_leaves_the_jwks_once_its_tokens_have_expired() {
     })
     .await;
     let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    let old_token = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let old_token = server.cc_token(&id, &secret).await;
     server
         .admin()
         .await

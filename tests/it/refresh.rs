@@ -1,7 +1,7 @@
 //! Refresh tokens: rotation, narrowing, reuse detection (also after a restart), concurrency.
 
 use tonic::Code;
-use writ_proto::authz::{IntrospectRequest, TokenRequest};
+use writ_proto::authz::TokenRequest;
 use writ_tests::*;
 
 use crate::grants::{gateway_and_user, password_request};
@@ -17,19 +17,7 @@ fn refresh(id: &str, secret: &str, token: &str) -> TokenRequest {
 }
 
 async fn active(server: &TestServer, token: &str, id: &str, secret: &str) -> bool {
-    server
-        .authz()
-        .await
-        .introspect(IntrospectRequest {
-            token: token.into(),
-            client_id: id.into(),
-            client_secret: secret.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .active
+    server.introspect(token, id, secret).await.active
 }
 
 #[tokio::test]
@@ -283,21 +271,7 @@ async fn a_refresh_token_of_a_disabled_client_is_invalid_grant() {
         .await
         .unwrap()
         .into_inner();
-    server
-        .admin()
-        .await
-        .update_client(writ_proto::admin::UpdateClientRequest {
-            client: Some(writ_proto::admin::Client {
-                client_id: id.clone(),
-                disabled: true,
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["disabled".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    server.set_disabled(&id, true).await;
     let before = server.state();
     assert_refused(
         server

@@ -215,6 +215,55 @@ impl TestServer {
         .await
     }
 
+    /// A client_credentials access token.
+    pub async fn cc_token(&self, id: &str, secret: &str) -> String {
+        self.authz()
+            .await
+            .token(cc(id, secret))
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token
+    }
+
+    /// RFC 7662 introspection as the client `id` (its secret `secret`).
+    pub async fn introspect(
+        &self,
+        token: &str,
+        id: &str,
+        secret: &str,
+    ) -> authz::IntrospectResponse {
+        self.authz()
+            .await
+            .introspect(authz::IntrospectRequest {
+                token: token.into(),
+                client_id: id.into(),
+                client_secret: secret.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Disables (or enables) a client through the admin API.
+    pub async fn set_disabled(&self, client_id: &str, disabled: bool) {
+        self.admin()
+            .await
+            .update_client(pb_admin::UpdateClientRequest {
+                client: Some(pb_admin::Client {
+                    client_id: client_id.into(),
+                    disabled,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["disabled".into()],
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
     /// Every record in every tree: compare before and after to prove nothing was written.
     pub fn state(&self) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
         let mut all = BTreeMap::new();

@@ -1,6 +1,6 @@
 //! Administration that is neither clients nor users: signing keys and exchange policies.
 
-use writ_store::{Batch, StoreExt, Tree, encode};
+use writ_store::{StoreExt, Tree};
 use writ_token::{Algorithm, Scopes, random_id};
 
 use crate::error::{Error, Result};
@@ -51,13 +51,10 @@ impl AuthorizationServer {
             policy.policy_id = random_id();
         }
         validate_policy(&policy)?;
-        let key = policy.policy_id.clone().into_bytes();
-        if !self.store.commit(
-            Tree::ExchangePolicies,
-            Batch::new()
-                .expect(key.clone(), None)
-                .put(key, encode(&policy)),
-        )? {
+        if !self
+            .store
+            .insert_new(policy.policy_id.as_bytes(), &policy)?
+        {
             return Err(Error::AlreadyExists("a policy with this policy_id exists"));
         }
         self.store.durable().await?;

@@ -1,6 +1,6 @@
 //! Clients: registration (admin) and authentication (every grant, introspection, revocation).
 
-use writ_store::{Batch, StoreExt, Tree, decode, encode};
+use writ_store::{StoreExt, Tree};
 use writ_token::{Scopes, random_id, random_secret};
 
 use crate::error::{Error, Result};
@@ -82,13 +82,7 @@ impl AuthorizationServer {
             .map(|s| self.hasher.hash(s.as_bytes()).to_vec())
             .unwrap_or_default();
         spec.created_at = self.now();
-        let key = spec.client_id.clone().into_bytes();
-        if !self.store.commit(
-            Tree::Clients,
-            Batch::new()
-                .expect(key.clone(), None)
-                .put(key, encode(&spec)),
-        )? {
+        if !self.store.insert_new(spec.client_id.as_bytes(), &spec)? {
             return Err(Error::AlreadyExists("a client with this client_id exists"));
         }
         self.store.durable().await?;
@@ -178,7 +172,6 @@ impl AuthorizationServer {
         Ok(secret)
     }
 
-    /// Read-modify-write with a compare-and-swap, retried a few times on contention.
     async fn modify_client(
         &self,
         client_id: &str,
@@ -187,23 +180,14 @@ impl AuthorizationServer {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
-        let key = client_id.as_bytes();
-        for _ in 0..8 {
-            let old = self
-                .store
-                .get(Tree::Clients, key)?
-                .ok_or(Error::NotFound("no such client"))?;
-            let mut client: ClientRecord = decode(&old)?;
-            change(&mut client)?;
-            let batch = Batch::new()
-                .expect(key, Some(old))
-                .put(key, encode(&client));
-            if self.store.commit(Tree::Clients, batch)? {
-                self.store.durable().await?;
-                return Ok(client);
-            }
-        }
-        Err(Error::Conflict("the client changed concurrently; retry"))
+        let updated = self
+            .update_record::<ClientRecord>(client_id.as_bytes(), |current| {
+                let mut client = current.ok_or(Error::NotFound("no such client"))?;
+                change(&mut client)?;
+                Ok(Some(client))
+            })
+            .await?;
+        updated.ok_or(Error::Internal("client update wrote nothing"))
     }
 
     fn validate_client(&self, c: &ClientRecord) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009).
 
-use writ_store::{Batch, StoreExt, Tree, decode, encode};
+use writ_store::{StoreExt, Tree, decode};
 use writ_token::{TokenFormat, VerifiedToken};
 
 use crate::error::{Error, Result};
@@ -114,35 +114,29 @@ impl AuthorizationServer {
 
     /// Revokes every token of a grant. Idempotent; durable on return.
     pub async fn revoke_grant(&self, gid: &str, reason: &str) -> Result<()> {
-        let key = gid.as_bytes();
-        for _ in 0..8 {
-            let old = self.store.get(Tree::Grants, key)?;
-            let mut grant = match &old {
-                Some(bytes) => decode::<GrantRecord>(bytes)?,
+        let now = self.now();
+        let revoked = self
+            .update_record::<GrantRecord>(gid.as_bytes(), |current| {
                 // Client-credentials grants have no record until they are revoked.
-                None => GrantRecord {
+                let mut grant = current.unwrap_or_else(|| GrantRecord {
                     gid: gid.to_owned(),
-                    created_at: self.now(),
-                    expires_at: self.now() + self.config.max_access_token_lifetime,
+                    created_at: now,
+                    expires_at: now + self.config.max_access_token_lifetime,
                     ..GrantRecord::default()
-                },
-            };
-            if grant.revoked {
-                return Ok(());
-            }
-            grant.revoked = true;
-            grant.revoked_at = self.now();
-            grant.revoked_reason = reason.to_owned();
-            if self.store.commit(
-                Tree::Grants,
-                Batch::new().expect(key, old).put(key, encode(&grant)),
-            )? {
-                self.store.durable().await?;
-                tracing::warn!(target: "writ::audit", event = "grant_revoked", gid = %gid, reason = %reason);
-                return Ok(());
-            }
+                });
+                if grant.revoked {
+                    return Ok(None);
+                }
+                grant.revoked = true;
+                grant.revoked_at = now;
+                grant.revoked_reason = reason.to_owned();
+                Ok(Some(grant))
+            })
+            .await?;
+        if revoked.is_some() {
+            tracing::warn!(target: "writ::audit", event = "grant_revoked", gid = %gid, reason = %reason);
         }
-        Err(Error::Conflict("the grant changed concurrently; retry"))
+        Ok(())
     }
 
     fn find(&self, token: &str, hint: &str) -> Result<Found> {

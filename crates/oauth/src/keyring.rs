@@ -189,11 +189,7 @@ impl Keyring {
 }
 
 fn create_record(store: &dyn Store, rec: &SigningKeyRecord) -> Result<()> {
-    let key = storage_key(rec.purpose, &rec.kid);
-    if !store.commit(
-        Tree::SigningKeys,
-        Batch::new().expect(key.clone(), None).put(key, encode(rec)),
-    )? {
+    if !store.insert_new(&storage_key(rec.purpose, &rec.kid), rec)? {
         return Err(Error::Conflict("signing key already exists"));
     }
     Ok(())

@@ -18,7 +18,7 @@ mod users;
 
 use std::sync::Arc;
 
-use writ_store::{Batch, Store, StoreExt, Tree, encode};
+use writ_store::{Batch, Store, StoreExt, encode};
 use writ_token::{
     Algorithm, KeySet, SharedClock, TokenVerifier, UnixTime, VerifierConfig, random_bytes,
     random_secret,
@@ -121,13 +121,7 @@ impl AuthorizationServer {
                     created_at: now,
                 };
                 // Two processes bootstrapping one store at once: exactly one wins.
-                let created = store.commit(
-                    Tree::Meta,
-                    Batch::new()
-                        .expect(SERVER_SECRETS_KEY, None)
-                        .put(SERVER_SECRETS_KEY, encode(&rec)),
-                )?;
-                if !created {
+                if !store.insert_new(SERVER_SECRETS_KEY, &rec)? {
                     return Err(Error::Conflict("another process bootstrapped this store"));
                 }
                 store.durable().await?;
@@ -244,6 +238,29 @@ impl AuthorizationServer {
         let state = self.keys.refresh(now)?;
         self.verifier.set_keys(state.public.clone());
         Ok(removed)
+    }
+
+    /// Read-modify-write of one record, with a compare-and-swap retried on contention, durable
+    /// on success. `change` sees the current record (`None` if absent) and returns the new one,
+    /// or `None` to write nothing.
+    pub(crate) async fn update_record<R: writ_store::Record>(
+        &self,
+        key: &[u8],
+        mut change: impl FnMut(Option<R>) -> Result<Option<R>>,
+    ) -> Result<Option<R>> {
+        for _ in 0..8 {
+            let old = self.store.get(R::TREE, key)?;
+            let current = old.as_deref().map(writ_store::decode::<R>).transpose()?;
+            let Some(new) = change(current)? else {
+                return Ok(None);
+            };
+            let batch = Batch::new().expect(key, old).put(key, encode(&new));
+            if self.store.commit(R::TREE, batch)? {
+                self.store.durable().await?;
+                return Ok(Some(new));
+            }
+        }
+        Err(Error::Conflict("the record changed concurrently; retry"))
     }
 
     fn prune<R: writ_store::Record>(&self, expired: impl Fn(&R) -> bool) -> Result<usize> {

@@ -1,7 +1,7 @@
 //! Resource owners, for clients allowed the password grant. Passwords are argon2id hashes,
 //! computed off the async runtime.
 
-use writ_store::{Batch, StoreExt, Tree, decode, encode};
+use writ_store::{StoreExt, Tree};
 use writ_token::{Scopes, random_id};
 
 use crate::error::{Error, Result};
@@ -56,11 +56,7 @@ impl AuthorizationServer {
             disabled: false,
             created_at: self.now(),
         };
-        let key = username.as_bytes();
-        if !self.store.commit(
-            Tree::Users,
-            Batch::new().expect(key, None).put(key, encode(&user)),
-        )? {
+        if !self.store.insert_new(username.as_bytes(), &user)? {
             return Err(Error::AlreadyExists("a user with this username exists"));
         }
         self.store.durable().await?;
@@ -87,24 +83,14 @@ impl AuthorizationServer {
         }
         check_password(password)?;
         let hash = hash_off_runtime(password.to_owned()).await?;
-        let key = username.as_bytes();
-        for _ in 0..8 {
-            let old = self
-                .store
-                .get(Tree::Users, key)?
-                .ok_or(Error::NotFound("no such user"))?;
-            let mut user: UserRecord = decode(&old)?;
+        self.update_record::<UserRecord>(username.as_bytes(), |current| {
+            let mut user = current.ok_or(Error::NotFound("no such user"))?;
             user.password_hash = hash.clone();
-            if self.store.commit(
-                Tree::Users,
-                Batch::new().expect(key, Some(old)).put(key, encode(&user)),
-            )? {
-                self.store.durable().await?;
-                tracing::info!(target: "writ::audit", event = "user_password_set", username = %username);
-                return Ok(());
-            }
-        }
-        Err(Error::Conflict("the user changed concurrently; retry"))
+            Ok(Some(user))
+        })
+        .await?;
+        tracing::info!(target: "writ::audit", event = "user_password_set", username = %username);
+        Ok(())
     }
 
     /// Checks a resource owner's password. Unknown users are checked against a dummy hash, so

@@ -141,6 +141,14 @@ pub trait StoreExt: Store {
         self.insert(R::TREE, key, encode(record))
     }
 
+    /// Stores `record` only if `key` is free; `Ok(false)` if it was taken (nothing written).
+    fn insert_new<R: Record>(&self, key: &[u8], record: &R) -> Result<bool, StoreError> {
+        self.commit(
+            R::TREE,
+            Batch::new().expect(key, None).put(key, encode(record)),
+        )
+    }
+
     fn scan_records<R: Record>(
         &self,
         prefix: &[u8],

@@ -49,6 +49,23 @@ pub fn jwks(engine: &AuthorizationServer) -> GetJwksResponse {
     }
 }
 
+/// RFC 7662 and RFC 7009 requests carry the same parameters.
+fn operation(
+    token: String,
+    token_type_hint: String,
+    client_id: String,
+    client_secret: String,
+) -> TokenOperation {
+    TokenOperation {
+        token,
+        token_type_hint,
+        client: ClientCredentials {
+            client_id,
+            client_secret,
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl AuthorizationService for AuthorizationGrpc {
     async fn token(
@@ -65,14 +82,7 @@ impl AuthorizationService for AuthorizationGrpc {
         request: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
         let r = request.into_inner();
-        let op = TokenOperation {
-            token: r.token,
-            token_type_hint: r.token_type_hint,
-            client: ClientCredentials {
-                client_id: r.client_id,
-                client_secret: r.client_secret,
-            },
-        };
+        let op = operation(r.token, r.token_type_hint, r.client_id, r.client_secret);
         let result = self.engine.introspect(op).await.map_err(to_status)?;
         Ok(Response::new(convert::introspection(result)))
     }
@@ -82,14 +92,7 @@ impl AuthorizationService for AuthorizationGrpc {
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
         let r = request.into_inner();
-        let op = TokenOperation {
-            token: r.token,
-            token_type_hint: r.token_type_hint,
-            client: ClientCredentials {
-                client_id: r.client_id,
-                client_secret: r.client_secret,
-            },
-        };
+        let op = operation(r.token, r.token_type_hint, r.client_id, r.client_secret);
         self.engine.revoke(op).await.map_err(to_status)?;
         Ok(Response::new(RevokeResponse {}))
     }
