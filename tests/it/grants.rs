@@ -36,7 +36,7 @@ async fn client_credentials_issues_an_rfc9068_jwt_that_verifies_offline() {
         .await;
     let mut req = cc(&id, &secret);
     req.scope = "inventory.read".into();
-    let r = server.authz().await.token(req).await.unwrap().into_inner();
+    let r = server.issue(req).await;
     assert_eq!(r.token_type, "Bearer");
     assert_eq!(r.scope, "inventory.read");
     assert_eq!(r.expires_in, 300);
@@ -69,13 +69,7 @@ async fn client_credentials_issues_an_rfc9068_jwt_that_verifies_offline() {
 async fn empty_scope_grants_everything_the_client_may_have() {
     let server = TestServer::start().await;
     let (id, secret) = server.service_client("svc", "b a", &["x"]).await;
-    let r = server
-        .authz()
-        .await
-        .token(cc(&id, &secret))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = server.issue(cc(&id, &secret)).await;
     assert_eq!(r.scope, "a b");
 }
 
@@ -98,7 +92,7 @@ async fn a_biscuit_is_issued_on_request_and_verifies_with_the_published_root_key
     let (id, secret) = biscuit_client(&server).await;
     let mut req = cc(&id, &secret);
     req.token_format = TokenFormat::Biscuit as i32;
-    let r = server.authz().await.token(req).await.unwrap().into_inner();
+    let r = server.issue(req).await;
     assert_eq!(
         r.issued_token_type,
         "urn:writ:params:oauth:token-type:biscuit"
@@ -119,7 +113,7 @@ async fn jwt_and_biscuit_alongside_share_token_and_grant_ids() {
     let (id, secret) = biscuit_client(&server).await;
     let mut req = cc(&id, &secret);
     req.token_format = TokenFormat::JwtAndBiscuit as i32;
-    let r = server.authz().await.token(req).await.unwrap().into_inner();
+    let r = server.issue(req).await;
     let verifier = verifier_for(&server, "inventory").await;
     let jwt = verifier.verify(&r.access_token).unwrap();
     let biscuit = verifier.verify(&r.biscuit).unwrap();
@@ -138,7 +132,7 @@ async fn a_format_the_client_is_not_allowed_is_refused() {
     let mut req = cc(&id, &secret);
     req.token_format = TokenFormat::Biscuit as i32;
     assert_refused(
-        server.authz().await.token(req).await,
+        server.token(req).await,
         Code::InvalidArgument,
         "invalid_request",
     );
@@ -159,7 +153,7 @@ async fn unknown_grant_types_and_implicit_are_unsupported() {
         let mut req = cc(&id, &secret);
         req.grant_type = grant.into();
         assert_refused(
-            server.authz().await.token(req).await,
+            server.token(req).await,
             Code::InvalidArgument,
             "unsupported_grant_type",
         );
@@ -167,7 +161,7 @@ async fn unknown_grant_types_and_implicit_are_unsupported() {
     let mut req = cc(&id, &secret);
     req.grant_type = String::new();
     assert_refused(
-        server.authz().await.token(req).await,
+        server.token(req).await,
         Code::InvalidArgument,
         "invalid_request",
     );
@@ -188,7 +182,7 @@ async fn wrong_missing_empty_or_padded_secrets_are_invalid_client() {
         secret[..secret.len() - 1].to_owned(),
         secret.to_uppercase(),
     ] {
-        let r = server.authz().await.token(cc(&id, &bad)).await;
+        let r = server.token(cc(&id, &bad)).await;
         assert_refused(r, Code::Unauthenticated, "invalid_client");
     }
     assert_eq!(server.state(), before);
@@ -201,12 +195,12 @@ async fn another_clients_secret_and_unknown_clients_get_the_same_invalid_client(
     let (_, b_secret) = server.service_client("b", "s", &["x"]).await;
     let before = server.state();
     let other = assert_refused(
-        server.authz().await.token(cc(&a, &b_secret)).await,
+        server.token(cc(&a, &b_secret)).await,
         Code::Unauthenticated,
         "invalid_client",
     );
     let unknown = assert_refused(
-        server.authz().await.token(cc("nobody", &b_secret)).await,
+        server.token(cc("nobody", &b_secret)).await,
         Code::Unauthenticated,
         "invalid_client",
     );
@@ -230,7 +224,7 @@ async fn a_public_client_cannot_use_client_credentials() {
     assert!(secret.is_empty(), "public clients have no secret");
     let before = server.state();
     assert_refused(
-        server.authz().await.token(cc(&id, "")).await,
+        server.token(cc(&id, "")).await,
         Code::PermissionDenied,
         "unauthorized_client",
     );
@@ -259,7 +253,7 @@ async fn a_scope_the_client_may_not_have_is_invalid_scope() {
         let mut req = cc(&id, &secret);
         req.scope = scope.into();
         assert_refused(
-            server.authz().await.token(req).await,
+            server.token(req).await,
             Code::PermissionDenied,
             "invalid_scope",
         );
@@ -275,7 +269,7 @@ async fn an_audience_the_client_may_not_target_is_invalid_target() {
         .await;
     let mut req = cc(&id, &secret);
     req.audience = vec!["billing".into()];
-    let r = server.authz().await.token(req).await.unwrap().into_inner();
+    let r = server.issue(req).await;
     let v = verifier_for(&server, "billing")
         .await
         .verify(&r.access_token)
@@ -286,7 +280,7 @@ async fn an_audience_the_client_may_not_target_is_invalid_target() {
     let mut req = cc(&id, &secret);
     req.resource = vec!["payroll".into()];
     assert_refused(
-        server.authz().await.token(req).await,
+        server.token(req).await,
         Code::PermissionDenied,
         "invalid_target",
     );
@@ -322,7 +316,7 @@ async fn malformed_requests_are_invalid_request_and_change_nothing() {
     ];
     for req in cases {
         assert_refused(
-            server.authz().await.token(req).await,
+            server.token(req).await,
             Code::InvalidArgument,
             "invalid_request",
         );
@@ -337,7 +331,7 @@ async fn an_oversized_message_is_refused_by_the_transport() {
     let before = server.state();
     let mut req = cc(&id, "x");
     req.scope = "a ".repeat(300_000);
-    let status = server.authz().await.token(req).await.unwrap_err();
+    let status = server.token(req).await.unwrap_err();
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
@@ -349,10 +343,10 @@ async fn an_oversized_message_is_refused_by_the_transport() {
 async fn a_disabled_client_cannot_get_tokens() {
     let server = TestServer::start().await;
     let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    server.authz().await.token(cc(&id, &secret)).await.unwrap();
+    server.token(cc(&id, &secret)).await.unwrap();
     server.set_disabled(&id, true).await;
     assert_refused(
-        server.authz().await.token(cc(&id, &secret)).await,
+        server.token(cc(&id, &secret)).await,
         Code::Unauthenticated,
         "invalid_client",
     );
@@ -398,12 +392,8 @@ async fn password_grant_issues_user_tokens_with_the_intersection_of_scopes() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let r = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     // The client may have "admin", the user may not: the token gets neither more nor less.
     assert_eq!(r.scope, "orders.read orders.write");
     assert!(!r.refresh_token.is_empty());
@@ -420,7 +410,7 @@ async fn password_grant_issues_user_tokens_with_the_intersection_of_scopes() {
     let mut req = password_request(&id, &secret, "correct horse battery");
     req.scope = "admin".into();
     assert_refused(
-        server.authz().await.token(req).await,
+        server.token(req).await,
         Code::PermissionDenied,
         "invalid_scope",
     );
@@ -433,8 +423,6 @@ async fn password_grant_with_wrong_password_or_unknown_user_is_invalid_grant() {
     let before = server.state();
     let wrong = assert_refused(
         server
-            .authz()
-            .await
             .token(password_request(&id, &secret, "wrong password"))
             .await,
         Code::PermissionDenied,
@@ -443,7 +431,7 @@ async fn password_grant_with_wrong_password_or_unknown_user_is_invalid_grant() {
     let mut req = password_request(&id, &secret, "correct horse battery");
     req.username = "mallory".into();
     let unknown = assert_refused(
-        server.authz().await.token(req).await,
+        server.token(req).await,
         Code::PermissionDenied,
         "invalid_grant",
     );
@@ -461,8 +449,6 @@ async fn password_grant_is_off_unless_the_client_is_allowed_it() {
     let before = server.state();
     assert_refused(
         server
-            .authz()
-            .await
             .token(password_request(&id, &secret, "correct horse battery"))
             .await,
         Code::PermissionDenied,

@@ -97,14 +97,7 @@ async fn a_resource_server_sees_tokens_for_its_audience_but_not_others() {
     let (billing_peer, billing_secret) = server.service_client("stranger", "", &["x"]).await;
     let mut req = cc(&orders, &orders_secret);
     req.audience = vec!["inventory".into()];
-    let token = server
-        .authz()
-        .await
-        .token(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let token = server.issue(req).await.access_token;
     assert!(
         server
             .introspect(&token, &inventory, &inventory_secret)
@@ -144,12 +137,8 @@ async fn revoking_a_refresh_token_revokes_the_access_tokens_of_its_grant() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let r = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     assert!(
         server
             .introspect(&r.access_token, &id, &secret)

@@ -25,19 +25,11 @@ async fn refresh_rotates_the_refresh_token_and_keeps_the_grant_id() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     let second = server
-        .authz()
-        .await
-        .token(refresh(&id, &secret, &first.refresh_token))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(refresh(&id, &secret, &first.refresh_token))
+        .await;
     assert_ne!(second.refresh_token, first.refresh_token);
     assert_ne!(second.access_token, first.access_token);
     let v = crate::grants::verifier_for(&server, "orders").await;
@@ -47,8 +39,6 @@ async fn refresh_rotates_the_refresh_token_and_keeps_the_grant_id() {
     assert_eq!(a.claims.sub, b.claims.sub);
     // The new refresh token works in turn.
     server
-        .authz()
-        .await
         .token(refresh(&id, &secret, &second.refresh_token))
         .await
         .unwrap();
@@ -59,28 +49,18 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     let mut narrow = refresh(&id, &secret, &first.refresh_token);
     narrow.scope = "orders.read".into();
-    let second = server
-        .authz()
-        .await
-        .token(narrow)
-        .await
-        .unwrap()
-        .into_inner();
+    let second = server.issue(narrow).await;
     assert_eq!(second.scope, "orders.read");
 
     let before = server.state();
     let mut wide = refresh(&id, &secret, &second.refresh_token);
     wide.scope = "orders.read admin".into();
     assert_refused(
-        server.authz().await.token(wide).await,
+        server.token(wide).await,
         Code::PermissionDenied,
         "invalid_scope",
     );
@@ -93,12 +73,8 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
     // The refresh token keeps the grant's scope (RFC 6749 section 6): a later refresh may ask
     // for all of it again.
     let third = server
-        .authz()
-        .await
-        .token(refresh(&id, &secret, &second.refresh_token))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(refresh(&id, &secret, &second.refresh_token))
+        .await;
     assert_eq!(third.scope, "orders.read orders.write");
 }
 
@@ -107,25 +83,15 @@ async fn replaying_a_used_refresh_token_revokes_the_whole_family() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     let second = server
-        .authz()
-        .await
-        .token(refresh(&id, &secret, &first.refresh_token))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(refresh(&id, &secret, &first.refresh_token))
+        .await;
     assert!(active(&server, &second.access_token, &id, &secret).await);
 
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
@@ -137,8 +103,6 @@ async fn replaying_a_used_refresh_token_revokes_the_whole_family() {
     assert!(!active(&server, &second.refresh_token, &id, &secret).await);
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&id, &secret, &second.refresh_token))
             .await,
         Code::PermissionDenied,
@@ -151,25 +115,15 @@ async fn reuse_is_still_detected_after_a_restart() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     let second = server
-        .authz()
-        .await
-        .token(refresh(&id, &secret, &first.refresh_token))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(refresh(&id, &secret, &first.refresh_token))
+        .await;
 
     let server = server.restart().await;
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
@@ -184,12 +138,8 @@ async fn of_concurrent_uses_of_one_refresh_token_exactly_one_wins() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     let channel = server.channel().await;
     let mut calls = Vec::new();
     for _ in 0..16 {
@@ -212,8 +162,6 @@ async fn of_concurrent_uses_of_one_refresh_token_exactly_one_wins() {
     // section 4.14.2), so even the winner's new refresh token is refused afterwards.
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&id, &secret, &wins[0].refresh_token))
             .await,
         Code::PermissionDenied,
@@ -234,17 +182,11 @@ async fn a_refresh_token_presented_by_another_client_is_invalid_grant_and_change
         })
         .await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     let before = server.state();
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&other, &other_secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
@@ -253,8 +195,6 @@ async fn a_refresh_token_presented_by_another_client_is_invalid_grant_and_change
     assert_eq!(server.state(), before);
     // The rightful client can still use it.
     server
-        .authz()
-        .await
         .token(refresh(&id, &secret, &first.refresh_token))
         .await
         .unwrap();
@@ -265,18 +205,12 @@ async fn a_refresh_token_of_a_disabled_client_is_invalid_grant() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     server.set_disabled(&id, true).await;
     let before = server.state();
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
@@ -296,17 +230,13 @@ async fn unknown_or_garbage_refresh_tokens_are_invalid_grant() {
         "\u{0}",
     ] {
         assert_refused(
-            server
-                .authz()
-                .await
-                .token(refresh(&id, &secret, token))
-                .await,
+            server.token(refresh(&id, &secret, token)).await,
             Code::PermissionDenied,
             "invalid_grant",
         );
     }
     assert_refused(
-        server.authz().await.token(refresh(&id, &secret, "")).await,
+        server.token(refresh(&id, &secret, "")).await,
         Code::InvalidArgument,
         "invalid_request",
     );
@@ -323,17 +253,11 @@ async fn an_expired_refresh_token_is_invalid_grant() {
     .await;
     let (id, secret) = gateway_and_user(&server).await;
     let first = server
-        .authz()
-        .await
-        .token(password_request(&id, &secret, "correct horse battery"))
-        .await
-        .unwrap()
-        .into_inner();
+        .issue(password_request(&id, &secret, "correct horse battery"))
+        .await;
     clock.advance(15 * 24 * 3600);
     assert_refused(
         server
-            .authz()
-            .await
             .token(refresh(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,

@@ -215,6 +215,16 @@ impl TestServer {
         .await
     }
 
+    /// A token request over gRPC.
+    pub async fn token(&self, req: authz::TokenRequest) -> Result<authz::TokenResponse, Status> {
+        self.authz().await.token(req).await.map(|r| r.into_inner())
+    }
+
+    /// A token request that must succeed.
+    pub async fn issue(&self, req: authz::TokenRequest) -> authz::TokenResponse {
+        self.token(req).await.unwrap()
+    }
+
     /// A client_credentials access token.
     pub async fn cc_token(&self, id: &str, secret: &str) -> String {
         self.authz()
