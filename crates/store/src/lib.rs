@@ -31,27 +31,27 @@ pub enum Tree {
     Grants,
     /// Refresh tokens, by hash.
     RefreshTokens,
-    /// Revoked access tokens, by token id.
-    RevokedTokens,
+    /// The authorization server's revocations: its local index (`r/`) and the outbox of
+    /// revocations not yet acknowledged by the revocation service (`o/`), so that recording and
+    /// queueing one is a single atomic batch.
+    Revocations,
     ExchangePolicies,
-    /// The revocation log, by big-endian sequence number.
+    /// The revocation service's log (`l/` + big-endian sequence) and live index (`i/` + kind +
+    /// value), so that an append is a single atomic batch.
     RevocationLog,
-    /// Live revocation entries, by kind and value.
-    RevocationIndex,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Meta,
         Tree::Clients,
         Tree::Users,
         Tree::SigningKeys,
         Tree::Grants,
         Tree::RefreshTokens,
-        Tree::RevokedTokens,
+        Tree::Revocations,
         Tree::ExchangePolicies,
         Tree::RevocationLog,
-        Tree::RevocationIndex,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,10 +62,9 @@ impl Tree {
             Tree::SigningKeys => "signing_keys",
             Tree::Grants => "grants",
             Tree::RefreshTokens => "refresh_tokens",
-            Tree::RevokedTokens => "revoked_tokens",
+            Tree::Revocations => "revocations",
             Tree::ExchangePolicies => "exchange_policies",
             Tree::RevocationLog => "revocation_log",
-            Tree::RevocationIndex => "revocation_index",
         }
     }
 

@@ -59,6 +59,7 @@ mod ids;
 mod inspect;
 mod jwt;
 mod keys;
+mod revocation;
 mod scope;
 mod verify;
 
@@ -74,6 +75,10 @@ pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
 pub use keys::{
     Algorithm, BiscuitPublicKey, BiscuitRootKey, Jwk, JwkSet, KeySet, MAX_KID_LEN, SigningKey,
     VerificationKey, parse_jwk_set,
+};
+pub use revocation::{
+    MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationEntry, RevocationError,
+    RevocationKind,
 };
 pub use scope::{MAX_SCOPE_LEN, ScopeError, Scopes};
 pub use verify::{

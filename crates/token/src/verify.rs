@@ -221,6 +221,11 @@ impl TokenVerifier {
         *guard = Arc::new(keys);
     }
 
+    /// Replaces the trusted keys with a shared set (no copy).
+    pub fn set_shared_keys(&self, keys: Arc<KeySet>) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
     /// The trusted keys now.
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -1,0 +1,303 @@
+use super::*;
+use writ_store::SledStore;
+
+fn entry(kind: RevocationKind, value: &str, expires_at: i64) -> RevocationEntry {
+    RevocationEntry {
+        kind,
+        value: value.into(),
+        expires_at,
+        not_before: 0,
+        reason: "test".into(),
+    }
+}
+
+fn open(dir: &std::path::Path, config: LogConfig) -> RevocationLog {
+    RevocationLog::open(Arc::new(SledStore::open(dir).unwrap()), config).unwrap()
+}
+
+const NOW: i64 = 1_800_000_000;
+
+#[tokio::test]
+async fn appends_get_gap_free_sequences_and_are_readable_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    let a = log
+        .append(&[entry(RevocationKind::TokenId, "j1", NOW + 60)], NOW)
+        .await
+        .unwrap();
+    let b = log
+        .append(
+            &[
+                entry(RevocationKind::TokenId, "j2", NOW + 60),
+                entry(RevocationKind::GrantId, "g1", NOW + 60),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!((a, b), (1, 3));
+    assert_eq!(log.head(), 3);
+    let events = log.read(0, 10).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(log.read(1, 1).unwrap()[0].entry.value, "j2");
+    assert!(log.read(3, 10).unwrap().is_empty());
+    assert!(matches!(log.read(4, 10), Err(LogError::CursorAhead)));
+    assert_eq!(log.live_count(), 3);
+}
+
+#[tokio::test]
+async fn an_entry_already_covered_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    let first = log
+        .append(&[entry(RevocationKind::TokenId, "j1", NOW + 60)], NOW)
+        .await
+        .unwrap();
+    let again = log
+        .append(&[entry(RevocationKind::TokenId, "j1", NOW + 30)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(log.head(), 1);
+    // A later cut-off is news: it is appended, merged with what was there.
+    let mut s1 = entry(RevocationKind::Subject, "alice", NOW + 600);
+    s1.not_before = NOW;
+    let mut s2 = entry(RevocationKind::Subject, "alice", NOW + 60);
+    s2.not_before = NOW + 10;
+    log.append(&[s1], NOW).await.unwrap();
+    let seq = log.append(&[s2], NOW).await.unwrap();
+    let ev = log.read(seq - 1, 1).unwrap();
+    assert_eq!(ev[0].entry.not_before, NOW + 10);
+    assert_eq!(
+        ev[0].entry.expires_at,
+        NOW + 600,
+        "the longer expiry is kept"
+    );
+    assert_eq!(log.live_count(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_entry_refuses_the_whole_batch_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    let bad = [
+        entry(RevocationKind::TokenId, "ok", NOW + 60),
+        entry(RevocationKind::TokenId, "", NOW + 60),
+    ];
+    assert!(matches!(
+        log.append(&bad, NOW).await,
+        Err(LogError::Invalid(_))
+    ));
+    assert!(matches!(
+        log.append(&[], NOW).await,
+        Err(LogError::InvalidRequest(_))
+    ));
+    let many: Vec<_> = (0..=MAX_BATCH)
+        .map(|i| entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 60))
+        .collect();
+    assert!(matches!(
+        log.append(&many, NOW).await,
+        Err(LogError::InvalidRequest(_))
+    ));
+    assert_eq!(log.head(), 0);
+    assert_eq!(log.live_count(), 0);
+}
+
+#[tokio::test]
+async fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), LogConfig::default());
+        for i in 0..10 {
+            log.append(
+                &[entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 60)],
+                NOW,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(log.head(), 10);
+    assert_eq!(log.live_count(), 10);
+    assert_eq!(
+        log.read(5, 100).unwrap().len(),
+        5,
+        "served from the store after a restart"
+    );
+    assert_eq!(
+        log.append(&[entry(RevocationKind::TokenId, "next", NOW + 60)], NOW)
+            .await
+            .unwrap(),
+        11
+    );
+}
+
+#[tokio::test]
+async fn reads_beyond_the_ring_come_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        LogConfig {
+            ring: 4,
+            ..LogConfig::default()
+        },
+    );
+    for i in 0..20 {
+        log.append(
+            &[entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 60)],
+            NOW,
+        )
+        .await
+        .unwrap();
+    }
+    let all: Vec<u64> = log
+        .read(0, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(all, (1..=20).collect::<Vec<_>>());
+    let tail: Vec<u64> = log
+        .read(17, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(tail, [18, 19, 20]);
+}
+
+#[tokio::test]
+async fn snapshots_list_the_live_entries_as_of_a_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    for i in 0..5 {
+        log.append(
+            &[entry(RevocationKind::Client, &format!("c{i}"), NOW + 60)],
+            NOW,
+        )
+        .await
+        .unwrap();
+    }
+    let (page, next) = log.snapshot_page(3, None, 2).unwrap();
+    assert_eq!(page.len(), 2);
+    let (rest, end) = log.snapshot_page(3, next.as_deref(), 10).unwrap();
+    assert!(end.is_none());
+    let mut seqs: Vec<u64> = page.iter().chain(&rest).map(|e| e.sequence).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        [1, 2, 3],
+        "entries written after the snapshot's sequence come as deltas"
+    );
+}
+
+#[tokio::test]
+async fn pruning_forgets_expired_entries_and_truncates_the_front_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        LogConfig {
+            prune_margin: 0,
+            ..LogConfig::default()
+        },
+    );
+    log.append(&[entry(RevocationKind::TokenId, "short1", NOW + 10)], NOW)
+        .await
+        .unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "short2", NOW + 10)], NOW)
+        .await
+        .unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "long", NOW + 1000)], NOW)
+        .await
+        .unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "short3", NOW + 10)], NOW)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        log.prune(NOW + 5).await.unwrap(),
+        (0, 0),
+        "nothing has expired yet"
+    );
+    let (index, events) = log.prune(NOW + 20).await.unwrap();
+    assert_eq!(index, 3);
+    assert_eq!(
+        events, 2,
+        "only the expired prefix goes: the live 'long' keeps event 3 and after"
+    );
+    assert_eq!(log.low(), 3);
+    assert_eq!(log.live_count(), 1);
+    assert!(matches!(log.read(1, 10), Err(LogError::Truncated)));
+    assert_eq!(log.read(2, 10).unwrap().len(), 2);
+
+    drop(log);
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(log.low(), 3, "the retained range survives a restart");
+    assert_eq!(log.live_count(), 1);
+}
+
+#[tokio::test]
+async fn the_log_is_truncated_to_its_retention_bound_even_if_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        LogConfig {
+            max_retained: 3,
+            ..LogConfig::default()
+        },
+    );
+    for i in 0..10 {
+        log.append(
+            &[entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 1000)],
+            NOW,
+        )
+        .await
+        .unwrap();
+    }
+    log.prune(NOW).await.unwrap();
+    assert_eq!(log.low(), 8);
+    assert_eq!(
+        log.live_count(),
+        10,
+        "live entries stay in the index for snapshots"
+    );
+    assert!(matches!(log.read(6, 10), Err(LogError::Truncated)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_commit_a_gap_free_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), LogConfig::default()));
+    let mut head = log.subscribe();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                log.append(
+                    &[entry(
+                        RevocationKind::TokenId,
+                        &format!("t{t}-{i}"),
+                        NOW + 60,
+                    )],
+                    NOW,
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    head.wait_for(|h| *h == 320).await.unwrap();
+    let seqs: Vec<u64> = log
+        .read(0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(seqs, (1..=320).collect::<Vec<_>>());
+}

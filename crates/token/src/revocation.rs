@@ -1,0 +1,178 @@
+//! What a revocation names, shared by every producer and consumer of the revocation log.
+
+use crate::claims::MAX_NUMERIC_DATE;
+
+/// What an entry revokes (the numbering is `writ.revocation.v1.RevocationKind`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RevocationKind {
+    /// One token, by `jti`.
+    TokenId = 1,
+    /// Every token of a grant (refresh family, exchange lineage), by `gid`.
+    GrantId = 2,
+    /// Every token of a subject issued at or before `not_before`.
+    Subject = 3,
+    /// Every token of a client issued at or before `not_before`.
+    Client = 4,
+    /// A Biscuit block, by its revocation id (hex).
+    BiscuitRevocationId = 5,
+    /// Every token signed by a key, by key id.
+    KeyId = 6,
+}
+
+impl RevocationKind {
+    pub const ALL: [RevocationKind; 6] = [
+        RevocationKind::TokenId,
+        RevocationKind::GrantId,
+        RevocationKind::Subject,
+        RevocationKind::Client,
+        RevocationKind::BiscuitRevocationId,
+        RevocationKind::KeyId,
+    ];
+
+    pub fn from_i32(v: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as i32 == v)
+    }
+
+    /// Whether entries of this kind cut tokens by issue time (`not_before`).
+    pub fn uses_not_before(self) -> bool {
+        matches!(self, RevocationKind::Subject | RevocationKind::Client)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RevocationKind::TokenId => "token_id",
+            RevocationKind::GrantId => "grant_id",
+            RevocationKind::Subject => "subject",
+            RevocationKind::Client => "client",
+            RevocationKind::BiscuitRevocationId => "biscuit_revocation_id",
+            RevocationKind::KeyId => "key_id",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Longest value accepted (Biscuit revocation ids are 128 hex characters).
+pub const MAX_REVOCATION_VALUE_LEN: usize = 256;
+/// Longest reason accepted.
+pub const MAX_REVOCATION_REASON_LEN: usize = 256;
+
+/// One revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEntry {
+    pub kind: RevocationKind,
+    pub value: String,
+    /// After this NumericDate everything the entry revokes has expired: it may be forgotten.
+    pub expires_at: i64,
+    /// For subject and client entries: tokens with `iat <= not_before` are revoked.
+    pub not_before: i64,
+    pub reason: String,
+}
+
+/// Why an entry was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RevocationError {
+    #[error("the value is empty, too long or has control characters")]
+    Value,
+    #[error("a Biscuit revocation id is lowercase hex")]
+    NotHex,
+    #[error("expires_at must be after now and within a year")]
+    ExpiresAt,
+    #[error("not_before is out of range")]
+    NotBefore,
+    #[error("the reason is too long or has control characters")]
+    Reason,
+}
+
+impl RevocationEntry {
+    /// Checks the entry against `now`. Entries that fail change nothing anywhere.
+    pub fn validate(&self, now: i64) -> Result<(), RevocationError> {
+        let plain = |s: &str| !s.chars().any(char::is_control);
+        if self.value.is_empty()
+            || self.value.len() > MAX_REVOCATION_VALUE_LEN
+            || !plain(&self.value)
+        {
+            return Err(RevocationError::Value);
+        }
+        if self.kind == RevocationKind::BiscuitRevocationId
+            && !self
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(RevocationError::NotHex);
+        }
+        if self.expires_at <= now || self.expires_at > now + 366 * 24 * 3600 {
+            return Err(RevocationError::ExpiresAt);
+        }
+        if !(0..=MAX_NUMERIC_DATE).contains(&self.not_before) {
+            return Err(RevocationError::NotBefore);
+        }
+        if self.reason.len() > MAX_REVOCATION_REASON_LEN || !plain(&self.reason) {
+            return Err(RevocationError::Reason);
+        }
+        Ok(())
+    }
+
+    /// Whether `self` revokes at least everything `other` does (so `other` adds nothing).
+    pub fn covers(&self, other: &RevocationEntry) -> bool {
+        self.kind == other.kind
+            && self.value == other.value
+            && self.expires_at >= other.expires_at
+            && (!self.kind.uses_not_before() || self.not_before >= other.not_before)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: RevocationKind, value: &str) -> RevocationEntry {
+        RevocationEntry {
+            kind,
+            value: value.into(),
+            expires_at: 200,
+            not_before: 0,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn validation_refuses_bad_values_and_times() {
+        assert!(entry(RevocationKind::TokenId, "j1").validate(100).is_ok());
+        assert_eq!(
+            entry(RevocationKind::TokenId, "").validate(100),
+            Err(RevocationError::Value)
+        );
+        assert_eq!(
+            entry(RevocationKind::TokenId, &"x".repeat(300)).validate(100),
+            Err(RevocationError::Value)
+        );
+        assert_eq!(
+            entry(RevocationKind::TokenId, "a\nb").validate(100),
+            Err(RevocationError::Value)
+        );
+        assert_eq!(
+            entry(RevocationKind::BiscuitRevocationId, "XYZ").validate(100),
+            Err(RevocationError::NotHex)
+        );
+        assert_eq!(
+            entry(RevocationKind::TokenId, "j").validate(200),
+            Err(RevocationError::ExpiresAt)
+        );
+    }
+
+    #[test]
+    fn a_later_not_before_covers_an_earlier_one() {
+        let mut a = entry(RevocationKind::Subject, "alice");
+        let mut b = a.clone();
+        a.not_before = 50;
+        b.not_before = 40;
+        assert!(a.covers(&b));
+        assert!(!b.covers(&a));
+        assert!(!a.covers(&entry(RevocationKind::Subject, "bob")));
+    }
+}

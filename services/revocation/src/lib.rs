@@ -1,0 +1,227 @@
+//! The Writ revocation service: `writ.revocation.v1.RevocationService` over the durable
+//! revocation log. `Revoke` answers once entries are durable; `Watch` streams every committed
+//! event after a cursor, with checkpoints on idle streams and snapshots for cursors the log no
+//! longer retains; `GetStatus` reports the log's state.
+//!
+//! Callers present a bearer JWT from the authorization server with audience [`AUDIENCE`]:
+//! producers need the scope [`SCOPE_PUBLISH`], subscribers [`SCOPE_WATCH`].
+
+mod convert;
+mod subscriber;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::{Code, Request, Response, Status};
+use writ_proto::revocation::revocation_service_server::{
+    RevocationService, RevocationServiceServer,
+};
+use writ_proto::revocation::{
+    GetStatusRequest, GetStatusResponse, RevokeRequest, RevokeResponse, WatchRequest,
+};
+use writ_revocation_log::{LogError, RevocationLog};
+use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
+use writ_tls::TlsMaterial;
+use writ_token::SharedClock;
+use writ_trust::Authenticator;
+
+pub use convert::ERROR_DOMAIN;
+pub use subscriber::SubscriberConfig;
+
+/// The audience of tokens presented to the revocation service.
+pub const AUDIENCE: &str = "writ-revocation";
+/// Scope needed to revoke.
+pub const SCOPE_PUBLISH: &str = "writ.revocation.publish";
+/// Scope needed to watch.
+pub const SCOPE_WATCH: &str = "writ.revocation.watch";
+/// The gRPC service name reported as serving.
+pub const SERVICE_NAME: &str = "writ.revocation.v1.RevocationService";
+
+/// How the service behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub subscriber: SubscriberConfig,
+    /// How often expired entries are pruned (and stray pending events committed).
+    pub prune_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            subscriber: SubscriberConfig {
+                checkpoint_interval: Duration::from_secs(1),
+                buffer: 1024,
+                slow_timeout: Duration::from_secs(5),
+            },
+            prune_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RevocationGrpc {
+    log: Arc<RevocationLog>,
+    auth: Arc<Authenticator>,
+    clock: SharedClock,
+    config: Config,
+    subscribers: Arc<AtomicU32>,
+}
+
+#[tonic::async_trait]
+impl RevocationService for RevocationGrpc {
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let caller = self.auth.authorize(request.metadata(), &[SCOPE_PUBLISH])?;
+        let now = self.clock.now();
+        let entries = request
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| convert::entry(e, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sequence = self
+            .log
+            .append(&entries, now)
+            .await
+            .map_err(convert::log_status)?;
+        for e in &entries {
+            tracing::info!(
+                target: "writ::audit",
+                event = "revocation_recorded",
+                by = %caller.claims.client_id,
+                kind = e.kind.name(),
+                value = %e.value,
+                reason = %e.reason,
+                sequence,
+            );
+        }
+        Ok(Response::new(RevokeResponse { sequence }))
+    }
+
+    type WatchStream = subscriber::SubscriberStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.auth.authorize(request.metadata(), &[SCOPE_WATCH])?;
+        let cursor = request.into_inner().from_sequence;
+        if cursor > self.log.head() {
+            return Err(convert::log_status(LogError::CursorAhead));
+        }
+        tracing::info!(target: "writ::audit", event = "watch_started", by = %caller.claims.client_id, cursor);
+        let clock = self.clock.clone();
+        Ok(Response::new(subscriber::spawn(
+            self.log.clone(),
+            cursor,
+            self.config.subscriber,
+            self.subscribers.clone(),
+            move || clock.now(),
+        )))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        self.auth
+            .authorize(request.metadata(), &[SCOPE_WATCH, SCOPE_PUBLISH])?;
+        Ok(Response::new(GetStatusResponse {
+            head_sequence: self.log.head(),
+            live_entries: self.log.live_count(),
+            subscribers: self.subscribers.load(Ordering::Relaxed),
+            oldest_sequence: self.log.low(),
+        }))
+    }
+}
+
+/// A running revocation service.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Serves the revocation service on `listener` until `shutdown`.
+pub async fn start(
+    log: Arc<RevocationLog>,
+    auth: Arc<Authenticator>,
+    clock: SharedClock,
+    config: Config,
+    listener: TcpListener,
+    tls: Option<&TlsMaterial>,
+    shutdown: ShutdownSignal,
+) -> Result<Running, ServerError> {
+    let grpc_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let (health, reflection) = writ_server::health_and_reflection(&[SERVICE_NAME]).await?;
+    let service = RevocationServiceServer::new(RevocationGrpc {
+        log: log.clone(),
+        auth,
+        clock: clock.clone(),
+        config,
+        subscribers: Arc::new(AtomicU32::new(0)),
+    })
+    .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let router = writ_server::grpc_server(tls)?
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(service);
+    let grpc_shutdown = shutdown.clone();
+    let grpc_task = tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(writ_server::incoming(listener), grpc_shutdown.wait())
+            .await
+        {
+            tracing::error!(error = %e, "revocation gRPC server stopped");
+        }
+    });
+    let prune_task = tokio::spawn(async move {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(config.prune_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {
+                    if let Err(e) = log.sync().await {
+                        tracing::warn!(error = %e, "revocation log sync failed");
+                    }
+                    if let Err(e) = log.prune(clock.now()).await {
+                        tracing::warn!(error = %e, "revocation log pruning failed");
+                    }
+                }
+            }
+        }
+    });
+    tracing::info!(%grpc_addr, tls = tls.is_some(), "revocation service listening");
+    Ok(Running {
+        grpc_addr,
+        tasks: vec![grpc_task, prune_task],
+    })
+}
+
+/// Maps a refused Watch stream's status to whether the subscriber should resume right away.
+pub fn resumable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::ResourceExhausted | Code::Unavailable | Code::Cancelled
+    )
+}

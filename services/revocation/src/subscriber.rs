@@ -1,0 +1,199 @@
+//! One Watch subscriber: its own task reading the shared log, so a slow subscriber never stalls
+//! the others. It sends into a bounded buffer; if the buffer stays full for longer than the
+//! configured time the subscriber is cut off with RESOURCE_EXHAUSTED and resumes by cursor.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Code, Status};
+use writ_proto::revocation::{
+    Checkpoint, SnapshotBegin, SnapshotEnd, WatchResponse, watch_response,
+};
+use writ_revocation_log::{LogError, RevocationLog};
+
+use crate::convert;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriberConfig {
+    pub checkpoint_interval: Duration,
+    pub buffer: usize,
+    pub slow_timeout: Duration,
+}
+
+/// The response stream: the buffered messages, unless the subscriber was cut off, in which case
+/// the cut-off status comes first and ends it.
+#[derive(Debug)]
+pub struct SubscriberStream {
+    messages: mpsc::Receiver<WatchResponse>,
+    cut: Option<oneshot::Receiver<Status>>,
+}
+
+impl futures::Stream for SubscriberStream {
+    type Item = Result<WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(cut) = self.cut.as_mut()
+            && let Poll::Ready(r) = Pin::new(cut).poll(cx)
+        {
+            self.cut = None;
+            if let Ok(status) = r {
+                self.messages.close();
+                return Poll::Ready(Some(Err(status)));
+            }
+        }
+        self.messages.poll_recv(cx).map(|m| m.map(Ok))
+    }
+}
+
+/// Counts live subscribers for GetStatus.
+struct Registered(Arc<AtomicU32>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts a subscriber after `cursor` (the last sequence it applied).
+pub fn spawn(
+    log: Arc<RevocationLog>,
+    cursor: u64,
+    config: SubscriberConfig,
+    subscribers: Arc<AtomicU32>,
+    now: impl Fn() -> i64 + Send + Sync + 'static,
+) -> SubscriberStream {
+    let (tx, rx) = mpsc::channel(config.buffer.max(1));
+    let (cut_tx, cut_rx) = oneshot::channel();
+    subscribers.fetch_add(1, Ordering::Relaxed);
+    let registered = Registered(subscribers);
+    tokio::spawn(async move {
+        let _registered = registered;
+        let mut sub = Subscriber {
+            log,
+            tx,
+            config,
+            cursor,
+            now,
+        };
+        if let Err(status) = sub.run().await {
+            let _ = cut_tx.send(status);
+        }
+    });
+    SubscriberStream {
+        messages: rx,
+        cut: Some(cut_rx),
+    }
+}
+
+struct Subscriber<F> {
+    log: Arc<RevocationLog>,
+    tx: mpsc::Sender<WatchResponse>,
+    config: SubscriberConfig,
+    cursor: u64,
+    now: F,
+}
+
+impl<F: Fn() -> i64> Subscriber<F> {
+    async fn run(&mut self) -> Result<(), Status> {
+        let mut head = self.log.subscribe();
+        loop {
+            if self.cursor + 1 < self.log.low() {
+                self.snapshot().await?;
+            }
+            let events = match self.log.read(self.cursor, 512) {
+                Ok(events) => events,
+                Err(LogError::Truncated) => continue,
+                Err(e) => return Err(convert::log_status(e)),
+            };
+            if !events.is_empty() {
+                for ev in events {
+                    self.send(convert::event(&ev)).await?;
+                    self.cursor = ev.sequence;
+                }
+                continue;
+            }
+            let cursor = self.cursor;
+            tokio::select! {
+                // The guard `wait_for` returns is dropped at once: it must not live across awaits.
+                changed = async { head.wait_for(|h| *h > cursor).await.map(|_| ()) } => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = tokio::time::sleep(self.config.checkpoint_interval) => {
+                    // Caught up: everything up to the cursor has been delivered on this stream.
+                    let secs = (self.now)();
+                    self.send(WatchResponse {
+                        event: Some(watch_response::Event::Checkpoint(Checkpoint {
+                            sequence: self.cursor,
+                            server_time: Some(prost_types::Timestamp { seconds: secs, nanos: 0 }),
+                        })),
+                    })
+                    .await?;
+                }
+                _ = self.tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Every live entry as of the head, bracketed, then the cursor moves to that head.
+    async fn snapshot(&mut self) -> Result<(), Status> {
+        let as_of = self.log.head();
+        self.send(WatchResponse {
+            event: Some(watch_response::Event::SnapshotBegin(SnapshotBegin {
+                sequence: as_of,
+                entry_count: self.log.live_count(),
+            })),
+        })
+        .await?;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (page, next) = self
+                .log
+                .snapshot_page(as_of, after.as_deref(), 512)
+                .map_err(convert::log_status)?;
+            for ev in &page {
+                self.send(convert::event(ev)).await?;
+            }
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        self.send(WatchResponse {
+            event: Some(watch_response::Event::SnapshotEnd(SnapshotEnd {
+                sequence: as_of,
+            })),
+        })
+        .await?;
+        self.cursor = as_of;
+        tracing::debug!(as_of, "sent a snapshot");
+        Ok(())
+    }
+
+    async fn send(&self, msg: WatchResponse) -> Result<(), Status> {
+        match self.tx.send_timeout(msg, self.config.slow_timeout).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(cursor = self.cursor, "cut off a slow revocation subscriber");
+                Err(convert::status(
+                    Code::ResourceExhausted,
+                    "subscriber_too_slow",
+                    format!(
+                        "the subscriber fell behind; resume from sequence {}",
+                        self.cursor
+                    ),
+                ))
+            }
+            // The client went away.
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Status::cancelled(GONE)),
+        }
+    }
+}
+
+const GONE: &str = "the subscriber went away";
