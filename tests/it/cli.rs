@@ -53,17 +53,25 @@ impl WritUp {
     /// Starts `writ up` with extra flags.
     fn start_with(data_dir: &Path, flags: &[&str]) -> WritUp {
         let logs = tempfile::tempdir().unwrap();
-        let child = writ_command(&["up", "--authz-port", "0", "--authz-http-port", "0"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(flags)
-            .env("WRIT_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(File::create(logs.path().join("stdout")).unwrap())
-            .stderr(File::create(logs.path().join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = writ_command(&[
+            "up",
+            "--authz-port",
+            "0",
+            "--authz-http-port",
+            "0",
+            "--revocation-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(flags)
+        .env("WRIT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(File::create(logs.path().join("stdout")).unwrap())
+        .stderr(File::create(logs.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
         let mut up = WritUp {
             child,
             data_dir: data_dir.to_path_buf(),

@@ -23,7 +23,7 @@ pub async fn verifier_for(server: &TestServer, audience: &str) -> TokenVerifier 
         .issuer;
     TokenVerifier::new(
         VerifierConfig::new(vec![issuer], Some(audience.into())),
-        writ::commands::key_set(&jwks).unwrap(),
+        writ_trust::key_set(&jwks).unwrap(),
         writ_token::system_clock(),
     )
 }

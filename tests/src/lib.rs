@@ -34,6 +34,7 @@ pub struct Options {
     /// Reuse a data directory (restart); `None` creates a fresh one.
     pub data_dir: Option<tempfile::TempDir>,
     pub config: Box<dyn Fn(&mut Config) + Send>,
+    pub revocation: writ_revocation::Config,
 }
 
 impl Default for Options {
@@ -43,6 +44,7 @@ impl Default for Options {
             clock: None,
             data_dir: None,
             config: Box::new(|_| {}),
+            revocation: writ_revocation::Config::default(),
         }
     }
 }
@@ -51,6 +53,9 @@ impl Default for Options {
 pub struct TestServer {
     pub engine: Arc<AuthorizationServer>,
     pub store: Arc<SledStore>,
+    /// The revocation service, wired to the authorization server as `writ up` wires it.
+    pub revocation_url: String,
+    pub revocation_log: Arc<writ_revocation_log::RevocationLog>,
     pub grpc_url: String,
     pub http_url: String,
     pub issuer: String,
@@ -60,6 +65,7 @@ pub struct TestServer {
     data_dir: tempfile::TempDir,
     shutdown: Shutdown,
     running: writ_authz::Running,
+    revocation_running: writ_revocation::Running,
 }
 
 const ADMIN_FILE: &str = "admin.credential";
@@ -93,7 +99,7 @@ impl TestServer {
             Some(c) => Arc::new(c.clone()),
             None => writ_token::system_clock(),
         };
-        let (engine, bootstrap) = AuthorizationServer::open(store.clone(), config, clock)
+        let (engine, bootstrap) = AuthorizationServer::open(store.clone(), config, clock.clone())
             .await
             .unwrap();
         // The credential is only shown on first start; keep it for restarts.
@@ -104,9 +110,49 @@ impl TestServer {
         let admin_credential = std::fs::read_to_string(&admin_path).unwrap();
         let engine = Arc::new(engine);
         let (shutdown, signal) = Shutdown::new();
-        let running = writ_authz::start(engine.clone(), grpc, http, tls.as_ref(), signal)
+
+        let revocation = writ_server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
+        let revocation_url = format!("{scheme}://{}", revocation.local_addr().unwrap());
+        let keys_of = engine.clone();
+        let auth = Arc::new(writ_trust::Authenticator::new(
+            http_url.clone(),
+            writ_revocation::AUDIENCE.to_owned(),
+            Arc::new(writ_trust::LocalKeys(move || keys_of.public_keys())),
+            clock.clone(),
+        ));
+        let revocation_store = Arc::new(open_store(&data_dir.path().join("revocation")));
+        let revocation_log = Arc::new(
+            writ_revocation_log::RevocationLog::open(revocation_store, Default::default()).unwrap(),
+        );
+        let revocation_running = writ_revocation::start(
+            revocation_log.clone(),
+            auth,
+            clock.clone(),
+            opts.revocation,
+            revocation,
+            tls.as_ref(),
+            signal.clone(),
+        )
+        .await
+        .unwrap();
+        let ca = tls.as_ref().and_then(|t| t.ca_pem.clone());
+        let publisher = writ_server::endpoint(&revocation_url, ca.as_deref())
+            .unwrap()
+            .connect_lazy();
+        let running = writ_authz::start(
+            engine.clone(),
+            grpc,
+            http,
+            tls.as_ref(),
+            writ_authz::Options {
+                revocation: Some(publisher),
+            },
+            signal,
+        )
+        .await
+        .unwrap();
         TestServer {
             issuer: http_url.clone(),
             engine,
@@ -119,36 +165,32 @@ impl TestServer {
             data_dir,
             shutdown,
             running,
+            revocation_running,
+            revocation_url,
+            revocation_log,
         }
     }
 
     /// Stops the server and returns its data directory, for a restart.
     pub async fn stop(self) -> tempfile::TempDir {
         self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(10), self.running.wait())
-            .await
-            .expect("the server stops within 10 s");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            self.running.wait().await;
+            self.revocation_running.wait().await;
+        })
+        .await
+        .expect("the servers stop within 10 s");
         let TestServer {
             data_dir,
             engine,
             store,
+            revocation_log,
             ..
         } = self;
         drop(engine);
-        // The store must be released before it can be reopened.
-        let mut store = store;
-        for _ in 0..100 {
-            match Arc::try_unwrap(store) {
-                Ok(s) => {
-                    drop(s);
-                    break;
-                }
-                Err(s) => {
-                    store = s;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        // The stores must be released before they can be reopened.
+        release(store).await;
+        release(revocation_log).await;
         data_dir
     }
 
@@ -274,11 +316,16 @@ impl TestServer {
             .unwrap();
     }
 
-    /// Every record in every tree: compare before and after to prove nothing was written.
+    /// Every record in every tree of the authorization server: compare before and after to
+    /// prove nothing was written. The revocation outbox (`o/`) is left out: the publisher drains
+    /// it in the background, whatever the request under test did.
     pub fn state(&self) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
         let mut all = BTreeMap::new();
         for tree in Tree::ALL {
             for (k, v) in self.store.scan(tree, b"", None, usize::MAX).unwrap() {
+                if tree == Tree::Revocations && k.starts_with(b"o/") {
+                    continue;
+                }
                 all.insert((tree.name(), k), v);
             }
         }
@@ -288,6 +335,24 @@ impl TestServer {
     pub fn http(&self) -> http_client::HttpClient {
         http_client::HttpClient::new(&self.http_url, self.ca_pem.as_deref())
     }
+}
+
+/// Waits (at most 5 s) until `arc` is the last handle, then drops it: tasks that held it (a
+/// stream ending, a publisher) let go shortly after shutdown.
+async fn release<T>(mut arc: Arc<T>) {
+    for _ in 0..250 {
+        match Arc::try_unwrap(arc) {
+            Ok(v) => {
+                drop(v);
+                return;
+            }
+            Err(a) => {
+                arc = a;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    panic!("a store is still in use 5 s after shutdown");
 }
 
 /// Opens the store, waiting (at most 5 s) for its file lock. sled's lock is a `flock`, shared by

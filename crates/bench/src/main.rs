@@ -117,7 +117,15 @@ impl Server {
             )
             .await?;
             let engine = Arc::new(engine);
-            writ_authz::start(engine.clone(), grpc, http, material.as_ref(), signal).await?;
+            writ_authz::start(
+                engine.clone(),
+                grpc,
+                http,
+                material.as_ref(),
+                Default::default(),
+                signal,
+            )
+            .await?;
             anyhow::Ok((engine, url))
         })?;
         Ok(Server {

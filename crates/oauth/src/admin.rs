@@ -1,12 +1,16 @@
 //! Administration that is neither clients nor users: signing keys and exchange policies.
 
 use writ_store::{StoreExt, Tree};
-use writ_token::{Algorithm, Scopes, random_id};
+use writ_token::{Algorithm, RevocationEntry, RevocationKind, Scopes, random_id};
 
 use crate::error::{Error, Result};
 use crate::records::{ExchangePolicyRecord, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+use crate::revocations::Revocation;
 use crate::types::Page;
 use crate::{AuthorizationServer, MAX_AUDIENCES, valid_id};
+
+/// Most entries in one admin revocation.
+pub const MAX_REVOCATIONS: usize = 1000;
 
 /// Longest delegation chain an exchange policy may allow.
 pub const MAX_CHAIN_DEPTH: i32 = 8;
@@ -38,9 +42,48 @@ impl AuthorizationServer {
             .keys
             .rotate(purpose, alg, self.now(), retire_for)
             .await?;
-        self.verifier.set_keys(self.keys.state().public.clone());
+        self.verifier
+            .set_shared_keys(self.keys.state().public.clone());
         tracing::warn!(target: "writ::audit", event = "signing_key_rotated", kid = %record.kid, purpose = purpose, alg = %record.alg);
         Ok(record)
+    }
+
+    /// Revocations an administrator asks for (tokens, grants, subjects, clients, Biscuit blocks,
+    /// keys): recorded here and published. Revoking the active signing key rotates it first, so
+    /// the server never signs with a revoked key.
+    pub async fn admin_revoke(&self, entries: Vec<RevocationEntry>) -> Result<()> {
+        if entries.is_empty() || entries.len() > MAX_REVOCATIONS {
+            return Err(Error::InvalidRequest("give 1 to 1000 revocation entries"));
+        }
+        let now = self.now();
+        for e in &entries {
+            e.validate(now)
+                .map_err(|_| Error::InvalidRequest("a revocation entry is invalid"))?;
+        }
+        for e in entries.iter().filter(|e| e.kind == RevocationKind::KeyId) {
+            let state = self.keys.state();
+            if state.jwt.kid() == e.value {
+                self.rotate_signing_key(PURPOSE_JWT, None).await?;
+            } else if state.biscuit.id().to_string() == e.value {
+                self.rotate_signing_key(PURPOSE_BISCUIT, None).await?;
+            }
+        }
+        let revocations: Vec<Revocation> = entries.into_iter().map(Revocation::new).collect();
+        self.record_revocations(&revocations, "admin").await
+    }
+
+    /// Cuts every token a client holds now (deleted or disabled clients).
+    pub(crate) async fn revoke_client_tokens(&self, client_id: &str, reason: &str) -> Result<()> {
+        let now = self.now();
+        let entry = RevocationEntry {
+            kind: RevocationKind::Client,
+            value: client_id.to_owned(),
+            expires_at: now + self.access_horizon(),
+            not_before: now,
+            reason: reason.to_owned(),
+        };
+        self.record_revocations(&[Revocation::new(entry)], "authorization server")
+            .await
     }
 
     pub async fn create_exchange_policy(

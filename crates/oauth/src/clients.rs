@@ -113,6 +113,7 @@ impl AuthorizationServer {
                 "update_mask names a field that cannot be updated",
             ));
         }
+        let was_enabled = !self.get_client(&spec.client_id)?.disabled;
         let all: Vec<String> = UPDATABLE_CLIENT_FIELDS
             .iter()
             .map(|s| (*s).to_owned())
@@ -145,6 +146,10 @@ impl AuthorizationServer {
             })
             .await?;
         tracing::info!(target: "writ::audit", event = "client_updated", client_id = %updated.client_id, fields = ?mask);
+        if was_enabled && updated.disabled {
+            self.revoke_client_tokens(&updated.client_id, "client disabled")
+                .await?;
+        }
         Ok(updated)
     }
 
@@ -153,7 +158,8 @@ impl AuthorizationServer {
         self.store.remove(Tree::Clients, client_id.as_bytes())?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
-        Ok(())
+        // Its live access tokens die now, not at their expiry.
+        self.revoke_client_tokens(client_id, "client deleted").await
     }
 
     /// Replaces a confidential client's secret; the old one stops working at once.

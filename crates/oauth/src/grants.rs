@@ -106,7 +106,6 @@ impl AuthorizationServer {
                 created_at: now,
                 expires_at: now + self.config.max_grant_lifetime,
                 username: user.username.clone(),
-                ..GrantRecord::default()
             };
             self.store.put_record(grant.gid.as_bytes(), &grant)?;
             let (token, record) = self.new_refresh_token(&client, &grant, now);
@@ -170,7 +169,7 @@ impl AuthorizationServer {
             .store
             .get_record::<GrantRecord>(old.gid.as_bytes())?
             .ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
-        if grant.revoked {
+        if self.is_revoked(writ_token::RevocationKind::GrantId, &grant.gid, 0)? {
             return Err(refuse(
                 &client,
                 Error::InvalidGrant("the grant has been revoked"),

@@ -1,12 +1,11 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009).
 
 use writ_store::{StoreExt, Tree, decode};
-use writ_token::{TokenFormat, VerifiedToken};
+use writ_token::{RevocationEntry, RevocationKind, VerifiedToken};
 
 use crate::error::{Error, Result};
-use crate::records::{
-    ClientRecord, GrantRecord, REFRESH_ACTIVE, RefreshTokenRecord, RevokedTokenRecord,
-};
+use crate::records::{ClientRecord, GrantRecord, REFRESH_ACTIVE, RefreshTokenRecord};
+use crate::revocations::Revocation;
 use crate::types::{Introspection, TokenOperation};
 use crate::{AuthorizationServer, MAX_SECRET_LEN, MAX_TOKEN_LEN};
 
@@ -96,14 +95,16 @@ impl AuthorizationServer {
                     .await?;
             }
             Found::Access(t) if t.claims.client_id == caller.client_id => {
-                let record = RevokedTokenRecord {
-                    expires_at: t.claims.exp,
-                    revoked_at: self.now(),
-                    reason: "revoked by its client".to_owned(),
+                let entry = RevocationEntry {
+                    kind: RevocationKind::TokenId,
+                    value: t.claims.jti.clone(),
+                    // Past the token's own expiry plus leeway, nothing is left to revoke.
+                    expires_at: t.claims.exp + self.config.leeway,
+                    not_before: 0,
+                    reason: "revoked by its client (RFC 7009)".to_owned(),
                 };
-                self.store.put_record(t.claims.jti.as_bytes(), &record)?;
-                self.store.durable().await?;
-                tracing::info!(target: "writ::audit", event = "token_revoked", client_id = %caller.client_id, jti = %t.claims.jti);
+                self.record_revocations(&[Revocation::new(entry)], &caller.client_id)
+                    .await?;
             }
             _ => {
                 tracing::info!(target: "writ::audit", event = "revocation_ignored", client_id = %caller.client_id);
@@ -112,31 +113,29 @@ impl AuthorizationServer {
         Ok(())
     }
 
-    /// Revokes every token of a grant. Idempotent; durable on return.
+    /// Revokes every token of a grant: its access tokens through the revocation feed, its
+    /// refresh tokens here for as long as the grant could live. Idempotent; durable on return.
     pub async fn revoke_grant(&self, gid: &str, reason: &str) -> Result<()> {
         let now = self.now();
-        let revoked = self
-            .update_record::<GrantRecord>(gid.as_bytes(), |current| {
-                // Client-credentials grants have no record until they are revoked.
-                let mut grant = current.unwrap_or_else(|| GrantRecord {
-                    gid: gid.to_owned(),
-                    created_at: now,
-                    expires_at: now + self.config.max_access_token_lifetime,
-                    ..GrantRecord::default()
-                });
-                if grant.revoked {
-                    return Ok(None);
-                }
-                grant.revoked = true;
-                grant.revoked_at = now;
-                grant.revoked_reason = reason.to_owned();
-                Ok(Some(grant))
-            })
-            .await?;
-        if revoked.is_some() {
-            tracing::warn!(target: "writ::audit", event = "grant_revoked", gid = %gid, reason = %reason);
-        }
-        Ok(())
+        let keep_until = self
+            .store
+            .get_record::<GrantRecord>(gid.as_bytes())?
+            .map(|g| g.expires_at)
+            .unwrap_or(now + self.config.max_grant_lifetime);
+        let entry = RevocationEntry {
+            kind: RevocationKind::GrantId,
+            value: gid.to_owned(),
+            expires_at: now + self.access_horizon(),
+            not_before: 0,
+            reason: reason.to_owned(),
+        };
+        self.record_revocations(&[Revocation { entry, keep_until }], "authorization server")
+            .await
+    }
+
+    /// How long after now a token issued now can still be live.
+    pub(crate) fn access_horizon(&self) -> i64 {
+        self.config.max_access_token_lifetime + self.config.leeway
     }
 
     fn find(&self, token: &str, hint: &str) -> Result<Found> {
@@ -159,31 +158,26 @@ impl AuthorizationServer {
         })
     }
 
-    /// Whether a verified access token is neither revoked nor of a revoked grant.
+    /// Whether a verified access token escaped every revocation: its id, its grant, its
+    /// subject's and client's cut-offs, its signing key, and each of its Biscuit blocks.
     pub fn is_live(&self, t: &VerifiedToken) -> Result<bool> {
-        if self
-            .store
-            .get(Tree::RevokedTokens, t.claims.jti.as_bytes())?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        if t.format == TokenFormat::Biscuit {
-            for id in &t.revocation_ids {
-                if self
-                    .store
-                    .get(Tree::RevokedTokens, id.as_bytes())?
-                    .is_some()
-                {
-                    return Ok(false);
-                }
+        let c = &t.claims;
+        let mut named = vec![
+            (RevocationKind::TokenId, c.jti.as_str()),
+            (RevocationKind::Subject, c.sub.as_str()),
+            (RevocationKind::Client, c.client_id.as_str()),
+            (RevocationKind::KeyId, t.key_id.as_str()),
+        ];
+        named.extend(c.gid.as_deref().map(|g| (RevocationKind::GrantId, g)));
+        named.extend(
+            t.revocation_ids
+                .iter()
+                .map(|id| (RevocationKind::BiscuitRevocationId, id.as_str())),
+        );
+        for (kind, value) in named {
+            if self.is_revoked(kind, value, c.iat)? {
+                return Ok(false);
             }
-        }
-        if let Some(gid) = &t.claims.gid
-            && let Some(g) = self.store.get_record::<GrantRecord>(gid.as_bytes())?
-            && g.revoked
-        {
-            return Ok(false);
         }
         Ok(true)
     }
@@ -193,10 +187,13 @@ impl AuthorizationServer {
         if r.state != REFRESH_ACTIVE || now >= r.expires_at {
             return Ok(false);
         }
-        Ok(!self
+        if self.is_revoked(RevocationKind::GrantId, &r.gid, 0)? {
+            return Ok(false);
+        }
+        Ok(self
             .store
             .get_record::<GrantRecord>(r.gid.as_bytes())?
-            .is_some_and(|g| g.revoked || now >= g.expires_at))
+            .is_none_or(|g| now < g.expires_at))
     }
 }
 

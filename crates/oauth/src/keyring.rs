@@ -22,7 +22,7 @@ pub struct KeyState {
     /// Every stored key, without its secret.
     pub records: Vec<SigningKeyRecord>,
     /// Public keys of the active and retired-but-unexpired keys.
-    pub public: KeySet,
+    pub public: Arc<KeySet>,
 }
 
 impl KeyState {
@@ -273,6 +273,6 @@ fn build_state(records: Vec<SigningKeyRecord>, now: UnixTime) -> Result<KeyState
         jwt: jwt.ok_or(Error::Internal("no active JWT key"))?,
         biscuit: biscuit.ok_or(Error::Internal("no active Biscuit root key"))?,
         records: records.into_iter().map(strip).collect(),
-        public,
+        public: Arc::new(public),
     })
 }

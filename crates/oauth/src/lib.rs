@@ -12,6 +12,7 @@ mod grants;
 mod introspection;
 mod keyring;
 pub mod records;
+mod revocations;
 mod secrets;
 mod types;
 mod users;
@@ -26,6 +27,7 @@ use writ_token::{
 
 pub use error::{Error, Result};
 pub use keyring::KeyState;
+pub use revocations::{Revocation, SELF_CLIENT_ID};
 pub use secrets::{SecretHasher, hash_password, verify_password};
 pub use types::*;
 
@@ -96,6 +98,10 @@ pub struct AuthorizationServer {
     /// An argon2id hash of a random password: unknown users are checked against it, so they
     /// cost the same time as known ones.
     dummy_password_hash: String,
+    /// Serializes writes to the revocation index.
+    revocation_lock: parking_lot::Mutex<()>,
+    outbox_next: std::sync::atomic::AtomicU64,
+    outbox_ready: tokio::sync::Notify,
 }
 
 impl AuthorizationServer {
@@ -138,14 +144,19 @@ impl AuthorizationServer {
                 max_lifetime: config.max_access_token_lifetime,
                 ..VerifierConfig::new(vec![config.issuer.clone()], None)
             },
-            keys.state().public.clone(),
+            KeySet::new(),
             clock.clone(),
         );
+        verifier.set_shared_keys(keys.state().public.clone());
         let dummy_password_hash = tokio::task::spawn_blocking(|| hash_password(&random_secret()))
             .await
             .map_err(|_| Error::Internal("password hashing task"))??;
+        let outbox_next = revocations::outbox_counter(&*store)?;
         Ok((
             AuthorizationServer {
+                revocation_lock: parking_lot::Mutex::new(()),
+                outbox_next,
+                outbox_ready: tokio::sync::Notify::new(),
                 hasher: SecretHasher::new(&secrets.secret_hash_key),
                 admin_credential_hash: secrets.admin_credential_hash,
                 store,
@@ -172,9 +183,28 @@ impl AuthorizationServer {
         self.keys.state()
     }
 
-    /// The public keys that verify this server's tokens now.
-    pub fn public_keys(&self) -> KeySet {
+    /// The public keys that verify this server's tokens now. The same `Arc` until they change.
+    pub fn public_keys(&self) -> Arc<KeySet> {
         self.keys.state().public.clone()
+    }
+
+    /// The JWT keys and Biscuit root keys to publish now: live keys, minus any revoked by id.
+    #[allow(clippy::type_complexity)]
+    pub fn published_keys(
+        &self,
+    ) -> Result<(
+        Vec<writ_token::VerificationKey>,
+        Vec<(writ_token::BiscuitPublicKey, i64)>,
+    )> {
+        let now = self.now();
+        let state = self.keys.state();
+        let mut jwt = Vec::new();
+        for k in state.published_jwt_keys(now) {
+            if !self.is_revoked(writ_token::RevocationKind::KeyId, k.kid(), 0)? {
+                jwt.push(k);
+            }
+        }
+        Ok((jwt, state.published_biscuit_keys(now)))
     }
 
     /// A verifier for this server's own tokens (any audience).
@@ -226,17 +256,13 @@ impl AuthorizationServer {
         let margin = self.config.leeway;
         let mut removed = 0;
         removed += self.prune::<records::RefreshTokenRecord>(|r| r.expires_at + margin < now)?;
-        removed += self.prune::<records::RevokedTokenRecord>(|r| r.expires_at + margin < now)?;
-        removed += self.prune::<records::GrantRecord>(|g| {
-            g.expires_at + margin < now
-                && (!g.revoked
-                    || g.revoked_at + self.config.max_access_token_lifetime + margin < now)
-        })?;
+        removed += self.prune::<records::GrantRecord>(|g| g.expires_at + margin < now)?;
+        removed += self.prune_revocations(now, margin)?;
         if removed > 0 {
             self.store.durable().await?;
         }
         let state = self.keys.refresh(now)?;
-        self.verifier.set_keys(state.public.clone());
+        self.verifier.set_shared_keys(state.public.clone());
         Ok(removed)
     }
 

@@ -126,12 +126,7 @@ pub struct GrantRecord {
     /// Absolute end of the family, whatever the rotations.
     #[prost(int64, tag = "6")]
     pub expires_at: i64,
-    #[prost(bool, tag = "7")]
-    pub revoked: bool,
-    #[prost(int64, tag = "8")]
-    pub revoked_at: i64,
-    #[prost(string, tag = "9")]
-    pub revoked_reason: String,
+    /// Tags 7-9 held a revoked flag before revocations had their own index; not reused.
     #[prost(string, tag = "10")]
     pub username: String,
 }
@@ -171,19 +166,26 @@ impl Record for RefreshTokenRecord {
     const TREE: Tree = Tree::RefreshTokens;
 }
 
-/// A revoked access token, kept until it would have expired anyway.
+/// A revocation: in the local index (`r/` + kind + value) until `expires_at`, and in the outbox
+/// (`o/` + sequence) until the revocation service has acknowledged it.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RevokedTokenRecord {
-    #[prost(int64, tag = "1")]
+pub struct RevocationRecord {
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(int64, tag = "3")]
     pub expires_at: i64,
-    #[prost(int64, tag = "2")]
-    pub revoked_at: i64,
-    #[prost(string, tag = "3")]
+    #[prost(int64, tag = "4")]
+    pub not_before: i64,
+    #[prost(string, tag = "5")]
     pub reason: String,
+    #[prost(int64, tag = "6")]
+    pub revoked_at: i64,
 }
 
-impl Record for RevokedTokenRecord {
-    const TREE: Tree = Tree::RevokedTokens;
+impl Record for RevocationRecord {
+    const TREE: Tree = Tree::Revocations;
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -346,8 +346,7 @@ impl RevocationLog {
             .store
             .scan(Tree::RevocationLog, LOG, Some(&log_key(after)), limit)?;
         let mut out = Vec::with_capacity(rows.len());
-        let mut expected = after + 1;
-        for (k, v) in rows {
+        for (expected, (k, v)) in (after + 1..).zip(rows) {
             let seq = seq_of(&k)?;
             if seq > head {
                 break;
@@ -357,7 +356,6 @@ impl RevocationLog {
                 return Err(LogError::Truncated);
             }
             out.push(Arc::new(decode::<EntryRecord>(&v)?.event()?));
-            expected += 1;
         }
         Ok(out)
     }

@@ -19,6 +19,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("an https:// peer needs a CA certificate to trust")]
+    MissingCa,
     #[error("could not bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -110,6 +112,25 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
     tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)))
+}
+
+/// A client endpoint for another Writ service: `https://` URLs trust exactly `ca_pem` (the
+/// development CA, or the deployment's), with connect and request timeouts.
+pub fn endpoint(
+    url: &str,
+    ca_pem: Option<&str>,
+) -> Result<tonic::transport::Endpoint, ServerError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or(ServerError::MissingCa)?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
+    }
+    Ok(endpoint)
 }
 
 /// Binds a TCP listener, mapping the error to one that names the address.

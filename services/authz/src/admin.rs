@@ -227,6 +227,24 @@ impl AdminService for AdminGrpc {
         }))
     }
 
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let now = self.engine.now();
+        let entries = request
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| {
+                writ_revocation_client::convert::entry_from_pb(e, now)
+                    .ok_or_else(|| to_status(Error::InvalidRequest("unknown revocation kind")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.engine.admin_revoke(entries).await.map_err(to_status)?;
+        Ok(Response::new(RevokeResponse {}))
+    }
+
     async fn create_exchange_policy(
         &self,
         request: Request<CreateExchangePolicyRequest>,

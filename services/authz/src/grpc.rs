@@ -27,17 +27,11 @@ impl AuthorizationGrpc {
 }
 
 /// The JWKS and Biscuit root keys the engine publishes now.
-pub fn jwks(engine: &AuthorizationServer) -> GetJwksResponse {
-    let now = engine.now();
-    let state = engine.key_state();
-    GetJwksResponse {
-        keys: state
-            .published_jwt_keys(now)
-            .iter()
-            .map(|k| convert::jwk(k.to_jwk()))
-            .collect(),
-        biscuit_root_keys: state
-            .published_biscuit_keys(now)
+pub fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Status> {
+    let (jwt, biscuit) = engine.published_keys().map_err(to_status)?;
+    Ok(GetJwksResponse {
+        keys: jwt.iter().map(|k| convert::jwk(k.to_jwk())).collect(),
+        biscuit_root_keys: biscuit
             .into_iter()
             .map(|(k, exp)| common::BiscuitRootKey {
                 root_key_id: k.id(),
@@ -46,7 +40,7 @@ pub fn jwks(engine: &AuthorizationServer) -> GetJwksResponse {
                 expires_at: exp,
             })
             .collect(),
-    }
+    })
 }
 
 /// RFC 7662 and RFC 7009 requests carry the same parameters.
@@ -101,7 +95,7 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         _: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
-        Ok(Response::new(jwks(&self.engine)))
+        Ok(Response::new(jwks(&self.engine)?))
     }
 
     async fn get_server_metadata(

@@ -296,14 +296,10 @@ async fn metadata(State(engine): State<Shared>) -> Response {
     cached(body)
 }
 
-async fn jwks(State(engine): State<Shared>) -> Response {
-    let keys: Vec<_> = engine
-        .key_state()
-        .published_jwt_keys(engine.now())
-        .iter()
-        .map(|k| k.to_jwk())
-        .collect();
-    cached(json!({ "keys": keys }))
+async fn jwks(State(engine): State<Shared>) -> Result<Response, OAuthError> {
+    let (jwt, _) = engine.published_keys()?;
+    let keys: Vec<_> = jwt.iter().map(|k| k.to_jwk()).collect();
+    Ok(cached(json!({ "keys": keys })))
 }
 
 /// Public documents may be cached briefly; an unknown `kid` makes clients fetch again anyway.

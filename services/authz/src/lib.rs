@@ -6,6 +6,7 @@ pub mod admin;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod publisher;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -50,12 +51,20 @@ impl Running {
     }
 }
 
+/// Where the authorization server publishes its revocations.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A channel to the revocation service; without one, revocations wait in the outbox.
+    pub revocation: Option<tonic::transport::Channel>,
+}
+
 /// Starts the gRPC and HTTP servers on the given listeners, with TLS when `tls` is given.
 pub async fn start(
     engine: Arc<AuthorizationServer>,
     grpc: TcpListener,
     http: TcpListener,
     tls: Option<&TlsMaterial>,
+    options: Options,
     shutdown: ShutdownSignal,
 ) -> Result<Running, ServerError> {
     let grpc_addr = grpc.local_addr().map_err(|source| ServerError::Bind {
@@ -101,15 +110,17 @@ pub async fn start(
         shutdown.clone(),
     ));
 
+    let pruner = engine.clone();
+    let prune_shutdown = shutdown.clone();
     let prune_task = tokio::spawn(async move {
-        let stop = shutdown.wait();
+        let stop = prune_shutdown.wait();
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(PRUNE_INTERVAL);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tick.tick() => match engine.prune_expired().await {
+                _ = tick.tick() => match pruner.prune_expired().await {
                     Ok(n) => tracing::debug!(removed = n, "pruned expired records"),
                     Err(e) => tracing::warn!(error = %e, "pruning failed"),
                 },
@@ -117,10 +128,23 @@ pub async fn start(
         }
     });
 
+    let mut tasks = vec![grpc_task, http_task];
+    match options.revocation {
+        Some(channel) => tasks.push(tokio::spawn(publisher::run(
+            engine.clone(),
+            channel,
+            shutdown.clone(),
+        ))),
+        None => tracing::warn!(
+            "no revocation service configured: revocations are recorded here and queued, not fanned out"
+        ),
+    }
+    tasks.push(prune_task);
+
     tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), "authorization server listening");
     Ok(Running {
         grpc_addr,
         http_addr,
-        tasks: vec![grpc_task, http_task, prune_task],
+        tasks,
     })
 }

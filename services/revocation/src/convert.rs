@@ -3,8 +3,9 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use writ_proto::revocation as pb;
+use writ_revocation_client::convert::{entry_from_pb, entry_to_pb};
 use writ_revocation_log::{Event, LogError};
-use writ_token::{RevocationEntry, RevocationKind};
+use writ_token::RevocationEntry;
 
 /// `google.rpc.ErrorInfo.domain` of revocation service errors.
 pub const ERROR_DOMAIN: &str = "revocation.writ.dev";
@@ -45,42 +46,20 @@ pub fn log_status(e: LogError) -> Status {
 
 /// An entry from a request. `not_before` defaults to `now` for subject and client entries.
 pub fn entry(e: pb::RevocationEntry, now: i64) -> Result<RevocationEntry, Status> {
-    let kind = RevocationKind::from_i32(e.kind).ok_or_else(|| {
+    entry_from_pb(e, now).ok_or_else(|| {
         status(
             Code::InvalidArgument,
             "invalid_entry",
             "unknown revocation kind",
         )
-    })?;
-    let not_before = match (kind.uses_not_before(), e.not_before) {
-        (true, 0) => now,
-        (true, n) => n,
-        (false, _) => 0,
-    };
-    Ok(RevocationEntry {
-        kind,
-        value: e.value,
-        expires_at: e.expires_at,
-        not_before,
-        reason: e.reason,
     })
-}
-
-pub fn to_pb(e: &RevocationEntry) -> pb::RevocationEntry {
-    pb::RevocationEntry {
-        kind: e.kind as i32,
-        value: e.value.clone(),
-        expires_at: e.expires_at,
-        reason: e.reason.clone(),
-        not_before: e.not_before,
-    }
 }
 
 pub fn event(ev: &Event) -> pb::WatchResponse {
     pb::WatchResponse {
         event: Some(pb::watch_response::Event::Revocation(pb::RevocationEvent {
             sequence: ev.sequence,
-            entry: Some(to_pb(&ev.entry)),
+            entry: Some(entry_to_pb(&ev.entry)),
         })),
     }
 }

@@ -41,6 +41,11 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Narrow a Biscuit offline: fewer scopes, methods or services, or an earlier expiry.
     Attenuate(AttenuateArgs),
+    /// Revoke tokens by id, grant, subject, client, Biscuit block or signing key (needs the
+    /// admin credential). Resource services learn it through the revocation feed.
+    Revoke(RevokeArgs),
+    /// Print the revocation feed as JSON lines.
+    Watch(WatchArgs),
     /// Administer clients, users and signing keys (needs the admin credential).
     Admin {
         #[command(subcommand)]
@@ -50,10 +55,12 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ServiceName {
     /// The authorization server (AuthorizationService, AdminService, HTTP facade).
     Authz,
+    /// The revocation service (RevocationService: the durable log and its watch streams).
+    Revocation,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,6 +77,18 @@ pub struct ServeArgs {
     /// Authorization server HTTP facade port (0 picks a free one).
     #[arg(long, env = "WRIT_AUTHZ_HTTP_PORT", default_value_t = 7401)]
     pub authz_http_port: u16,
+    /// Revocation service gRPC port (0 picks a free one).
+    #[arg(long, env = "WRIT_REVOCATION_PORT", default_value_t = 7420)]
+    pub revocation_port: u16,
+    /// `serve authz`: the revocation service to publish revocations to (`up` uses its own).
+    #[arg(long, env = "WRIT_REVOCATION_URL")]
+    pub revocation_url: Option<String>,
+    /// `serve revocation`: the authorization server whose tokens callers present.
+    #[arg(long, env = "WRIT_AUTHZ_URL")]
+    pub authz_url: Option<String>,
+    /// CA certificate for connecting to the other services (default: <data-dir>/ca.pem).
+    #[arg(long, env = "WRIT_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
     /// The issuer URL in tokens and metadata (default: the HTTP facade's URL).
     #[arg(long, env = "WRIT_ISSUER")]
     pub issuer: Option<String>,
@@ -207,6 +226,64 @@ pub struct AttenuateArgs {
     /// Expire this many seconds from now (never later than the token already expires).
     #[arg(long)]
     pub ttl: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub conn: AdminConn,
+    /// What the value names.
+    #[arg(long, value_parser = ["token_id", "grant_id", "subject", "client", "biscuit_revocation_id", "key_id"])]
+    pub kind: String,
+    /// The token id, grant id, subject, client id, Biscuit revocation id or key id.
+    #[arg(long, allow_hyphen_values = true)]
+    pub value: String,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Seconds until everything this revokes has expired (default: a day, the longest a token
+    /// can live).
+    #[arg(long, default_value_t = 86_400)]
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The revocation service's gRPC URL.
+    #[arg(
+        long,
+        env = "WRIT_REVOCATION_SERVER",
+        default_value = "https://127.0.0.1:7420"
+    )]
+    pub revocation_server: String,
+    /// The authorization server to get a watch token from, and where to find the CA.
+    #[command(flatten)]
+    pub conn: Conn,
+    /// A client allowed the scope writ.revocation.watch for the audience writ-revocation.
+    #[arg(long, env = "WRIT_CLIENT_ID")]
+    pub client_id: Option<String>,
+    #[arg(
+        long,
+        env = "WRIT_CLIENT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
+    pub client_secret: String,
+    /// A bearer token to present instead of getting one with the client's credentials.
+    #[arg(
+        long,
+        env = "WRIT_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub token: Option<String>,
+    /// Resume after this sequence (0: from the beginning).
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Exit once caught up (at the first checkpoint) instead of following the feed.
+    #[arg(long)]
+    pub until_caught_up: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,20 +1,16 @@
 //! The client-side commands: token, inspect, attenuate, admin.
 
 use std::io::Read;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{self as pb_admin};
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::{authz, common};
-use writ_token::{
-    Attenuation, BiscuitPublicKey, Jwk, KeySet, TokenFormat, TokenVerifier, VerificationKey,
-    VerifierConfig,
-};
+use writ_token::{Attenuation, TokenFormat, TokenVerifier, VerifierConfig};
 
 use crate::cli::*;
 use crate::platform::ADMIN_TOKEN_FILE;
@@ -82,31 +78,37 @@ fn print(v: &Value) {
     );
 }
 
-/// A channel to the server, trusting `--ca` or the data directory's development CA for https.
-pub async fn channel(conn: &Conn) -> Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(conn.server.clone())
-        .map_err(|_| CliError::Invalid(format!("not a URL: {}", conn.server)))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
-    if conn.server.starts_with("https://") {
-        let ca_path = conn
-            .ca
-            .clone()
-            .unwrap_or_else(|| conn.data_dir.join(writ_tls::CA_CERT_FILE));
-        let ca = std::fs::read_to_string(&ca_path).map_err(|e| {
-            CliError::Invalid(format!(
-                "cannot read the CA certificate {} ({e}); pass --ca or --data-dir",
-                ca_path.display()
-            ))
-        })?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-            .map_err(|e| CliError::Invalid(format!("TLS configuration: {e}")))?;
-    }
-    endpoint
+/// The CA to trust for `https://` servers: `--ca`, or the data directory's development CA.
+pub fn ca_pem(conn: &Conn) -> Result<String> {
+    let path = conn
+        .ca
+        .clone()
+        .unwrap_or_else(|| conn.data_dir.join(writ_tls::CA_CERT_FILE));
+    std::fs::read_to_string(&path).map_err(|e| {
+        CliError::Invalid(format!(
+            "cannot read the CA certificate {} ({e}); pass --ca or --data-dir",
+            path.display()
+        ))
+    })
+}
+
+/// A channel to `url`, trusting the CA `conn` names.
+pub async fn channel_to(url: &str, conn: &Conn) -> Result<Channel> {
+    let ca = if url.starts_with("https://") {
+        Some(ca_pem(conn)?)
+    } else {
+        None
+    };
+    writ_server::endpoint(url, ca.as_deref())
+        .map_err(|e| CliError::Invalid(format!("{url}: {e}")))?
         .connect()
         .await
-        .map_err(|e| CliError::Unreachable(format!("{}: {e}", conn.server)))
+        .map_err(|e| CliError::Unreachable(format!("{url}: {e}")))
+}
+
+/// A channel to the authorization server.
+pub async fn channel(conn: &Conn) -> Result<Channel> {
+    channel_to(&conn.server, conn).await
 }
 
 fn read_arg_or_stdin(value: &str) -> Result<String> {
@@ -192,34 +194,6 @@ pub async fn token(args: TokenArgs) -> Result<()> {
     Ok(())
 }
 
-/// The keys the server publishes, as a verifier's key set.
-pub fn key_set(jwks: &authz::GetJwksResponse) -> Result<KeySet> {
-    let mut keys = KeySet::new();
-    for k in &jwks.keys {
-        let jwk = Jwk {
-            kty: k.kty.clone(),
-            crv: k.crv.clone(),
-            x: k.x.clone(),
-            y: (!k.y.is_empty()).then(|| k.y.clone()),
-            kid: k.kid.clone(),
-            alg: k.alg.clone(),
-            key_use: k.r#use.clone(),
-        };
-        keys.insert_jwt(
-            VerificationKey::from_jwk(&jwk)
-                .map_err(|e| CliError::Invalid(format!("server key {}: {e}", k.kid)))?,
-        );
-    }
-    for k in &jwks.biscuit_root_keys {
-        keys.insert_biscuit(
-            BiscuitPublicKey::from_hex(k.root_key_id, &k.public_key).map_err(|e| {
-                CliError::Invalid(format!("server root key {}: {e}", k.root_key_id))
-            })?,
-        );
-    }
-    Ok(keys)
-}
-
 pub async fn inspect(args: InspectArgs) -> Result<()> {
     let token = read_arg_or_stdin(&args.token)?;
     let view = writ_token::decode_unverified(&token)
@@ -251,7 +225,8 @@ pub async fn inspect(args: InspectArgs) -> Result<()> {
         .into_inner();
     let verifier = TokenVerifier::new(
         VerifierConfig::new(vec![issuer], args.audience),
-        key_set(&jwks)?,
+        writ_trust::key_set(&jwks)
+            .map_err(|e| CliError::Invalid(format!("the server published an unusable key: {e}")))?,
         writ_token::system_clock(),
     );
     match verifier.verify(&token) {
@@ -339,16 +314,34 @@ fn client_json(c: &pb_admin::Client) -> Value {
     })
 }
 
-pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
-    let credential = admin_credential(&conn)?;
-    let bearer: MetadataValue<_> = format!("Bearer {credential}")
+/// Adds the admin credential to every admin call.
+#[derive(Clone)]
+struct AdminBearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for AdminBearer {
+    fn call(&mut self, mut req: Request<()>) -> std::result::Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type AdminClient =
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, AdminBearer>>;
+
+async fn admin_client(conn: &AdminConn) -> Result<AdminClient> {
+    let credential = admin_credential(conn)?;
+    let bearer = format!("Bearer {credential}")
         .parse()
         .map_err(|_| CliError::Invalid("the admin credential has invalid characters".into()))?;
     let channel = channel(&conn.conn).await?;
-    let mut admin = AdminServiceClient::with_interceptor(channel, move |mut req: Request<()>| {
-        req.metadata_mut().insert("authorization", bearer.clone());
-        Ok(req)
-    });
+    Ok(AdminServiceClient::with_interceptor(
+        channel,
+        AdminBearer(bearer),
+    ))
+}
+
+pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
+    let mut admin = admin_client(&conn).await?;
     match command {
         AdminCommand::Client { command } => match command {
             ClientCommand::Create(c) => {
@@ -529,4 +522,91 @@ fn key_json(k: &pb_admin::SigningKey) -> Value {
         "create_time": k.create_time.as_ref().map(|t| t.seconds),
         "expire_time": k.expire_time.as_ref().map(|t| t.seconds),
     })
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<()> {
+    let kind = writ_token::RevocationKind::from_name(&args.kind)
+        .ok_or_else(|| CliError::Invalid(format!("unknown kind {}", args.kind)))?;
+    let now = writ_token::system_clock().now();
+    let entry = writ_proto::revocation::RevocationEntry {
+        kind: kind as i32,
+        value: args.value.clone(),
+        expires_at: now + args.expires_in,
+        reason: args.reason,
+        not_before: 0,
+    };
+    let mut admin = admin_client(&args.conn).await?;
+    admin
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![entry],
+        })
+        .await?;
+    print(&json!({ "revoked": { "kind": kind.name(), "value": args.value } }));
+    Ok(())
+}
+
+pub async fn watch(args: WatchArgs) -> Result<()> {
+    use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
+    use writ_proto::revocation::{WatchRequest, watch_response::Event};
+    let token = match (args.token, args.client_id) {
+        (Some(t), _) => t,
+        (None, Some(client_id)) => {
+            let mut authz = AuthorizationServiceClient::new(channel(&args.conn).await?);
+            authz
+                .token(authz::TokenRequest {
+                    grant_type: "client_credentials".into(),
+                    client_id,
+                    client_secret: args.client_secret,
+                    scope: "writ.revocation.watch".into(),
+                    audience: vec!["writ-revocation".into()],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .access_token
+        }
+        (None, None) => {
+            return Err(CliError::Invalid(
+                "pass --token, or --client-id and --client-secret".into(),
+            ));
+        }
+    };
+    let mut client =
+        RevocationServiceClient::new(channel_to(&args.revocation_server, &args.conn).await?);
+    let mut request = Request::new(WatchRequest {
+        from_sequence: args.from,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Invalid("the token has invalid characters".into()))?,
+    );
+    let mut stream = client.watch(request).await?.into_inner();
+    while let Some(message) = stream.message().await? {
+        let line = match message.event {
+            Some(Event::Revocation(ev)) => {
+                let e = ev.entry.unwrap_or_default();
+                json!({
+                    "sequence": ev.sequence,
+                    "kind": writ_token::RevocationKind::from_i32(e.kind).map(|k| k.name()).unwrap_or("unknown"),
+                    "value": e.value,
+                    "expires_at": e.expires_at,
+                    "not_before": e.not_before,
+                    "reason": e.reason,
+                })
+            }
+            Some(Event::SnapshotBegin(b)) => {
+                json!({ "snapshot_begin": b.sequence, "entries": b.entry_count })
+            }
+            Some(Event::SnapshotEnd(e)) => json!({ "snapshot_end": e.sequence }),
+            Some(Event::Checkpoint(c)) => json!({ "checkpoint": c.sequence }),
+            None => continue,
+        };
+        println!("{line}");
+        if args.until_caught_up && line.get("checkpoint").is_some() {
+            break;
+        }
+    }
+    Ok(())
 }

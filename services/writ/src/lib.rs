@@ -40,33 +40,35 @@ pub fn run() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Up(args)
-            | Command::Serve {
-                service: ServiceName::Authz,
-                args,
-            } => {
-                // Before start() writes endpoints.json: see until_signalled.
-                let signalled = platform::until_signalled();
-                match platform::start(&args).await {
-                    Ok(p) => {
-                        platform::print_banner(&p);
-                        signalled.await;
-                        tracing::info!("shutting down");
-                        p.stop().await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        ExitCode::from(1)
-                    }
-                }
-            }
+            Command::Up(args) => serve(&args, &[ServiceName::Authz, ServiceName::Revocation]).await,
+            Command::Serve { service, args } => serve(&args, &[service]).await,
             Command::Token(args) => finish(commands::token(args).await),
             Command::Inspect(args) => finish(commands::inspect(args).await),
             Command::Attenuate(args) => finish(commands::attenuate(args)),
+            Command::Revoke(args) => finish(commands::revoke(args).await),
+            Command::Watch(args) => finish(commands::watch(args).await),
             Command::Admin { command, conn } => finish(commands::admin(command, conn).await),
         }
     })
+}
+
+/// Runs services until a signal, then stops them.
+async fn serve(args: &cli::ServeArgs, services: &[ServiceName]) -> ExitCode {
+    // Before start() writes endpoints.json: see until_signalled.
+    let signalled = platform::until_signalled();
+    match platform::start(args, services).await {
+        Ok(p) => {
+            platform::print_banner(&p);
+            signalled.await;
+            tracing::info!("shutting down");
+            p.stop().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn finish(result: Result<(), commands::CliError>) -> ExitCode {

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use writ_oauth::{AuthorizationServer, Config};
@@ -11,33 +12,39 @@ use writ_server::Shutdown;
 use writ_store::SledStore;
 use writ_tls::TlsMaterial;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, ServiceName};
 
 /// File in the data directory holding the admin credential (mode 0600).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File in the data directory listing the bound endpoints, for scripts and tests.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
 
-/// A running platform.
+/// A running platform: every service `writ up` runs, or the one `writ serve` runs.
 #[derive(Debug)]
 pub struct Platform {
     pub data_dir: PathBuf,
     pub tls: bool,
-    pub issuer: String,
-    pub authz: writ_authz::Running,
-    pub engine: Arc<AuthorizationServer>,
+    pub issuer: Option<String>,
+    pub authz: Option<writ_authz::Running>,
+    pub engine: Option<Arc<AuthorizationServer>>,
+    pub revocation: Option<writ_revocation::Running>,
     shutdown: Shutdown,
 }
 
 impl Platform {
-    pub fn grpc_url(&self, addr: SocketAddr) -> String {
+    pub fn url(&self, addr: SocketAddr) -> String {
         format!("{}://{}", if self.tls { "https" } else { "http" }, addr)
     }
 
     /// Stops every service and waits for them.
     pub async fn stop(self) {
         self.shutdown.trigger();
-        self.authz.wait().await;
+        if let Some(a) = self.authz {
+            a.wait().await;
+        }
+        if let Some(r) = self.revocation {
+            r.wait().await;
+        }
     }
 }
 
@@ -72,52 +79,150 @@ fn tls_material(args: &ServeArgs) -> anyhow::Result<Option<TlsMaterial>> {
     }))
 }
 
-/// Starts the authorization server (and, as they land, the other services) in this process.
-pub async fn start(args: &ServeArgs) -> anyhow::Result<Platform> {
+/// Starts `services` in this process: `up` runs them all, wired to each other over loopback.
+pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result<Platform> {
     create_private_dir(&args.data_dir)?;
     let tls = tls_material(args)?;
-    let grpc = writ_server::bind(SocketAddr::new(args.listen, args.authz_port)).await?;
-    let http = writ_server::bind(SocketAddr::new(args.listen, args.authz_http_port)).await?;
-    let http_addr = http.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let issuer = args
-        .issuer
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{}:{}", url_host(args.listen), http_addr.port()));
-
-    let store = SledStore::open(&args.data_dir.join("store"))
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    let mut config = Config::new(issuer.clone());
-    config.default_access_token_lifetime = args.access_token_lifetime;
-    let (engine, bootstrap) =
-        AuthorizationServer::open(Arc::new(store), config, writ_token::system_clock()).await?;
-    if let Some(credential) = bootstrap.admin_credential {
-        writ_tls::write(&args.data_dir, ADMIN_TOKEN_FILE, &credential, true)?;
-        tracing::info!(path = %args.data_dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
-    }
-    let engine = Arc::new(engine);
-
+    let peer_ca = match &args.peer_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None => tls.as_ref().and_then(|t| t.ca_pem.clone()),
+    };
+    let clock = writ_token::system_clock();
     let (shutdown, signal) = Shutdown::new();
-    let authz = writ_authz::start(engine.clone(), grpc, http, tls.as_ref(), signal).await?;
-    let platform = Platform {
+    let mut platform = Platform {
         data_dir: args.data_dir.clone(),
         tls: tls.is_some(),
-        issuer,
-        authz,
-        engine,
+        issuer: None,
+        authz: None,
+        engine: None,
+        revocation: None,
         shutdown,
     };
-    let endpoints = serde_json::json!({
-        "authz_grpc": platform.grpc_url(platform.authz.grpc_addr),
-        "authz_http": platform.grpc_url(platform.authz.http_addr),
-        "issuer": platform.issuer,
-        "tls": platform.tls,
-        "pid": std::process::id(),
-    });
+    let mut endpoints = serde_json::Map::new();
+
+    // Bound first, so each service knows where the others are (ports may be ephemeral).
+    let revocation_listener = if services.contains(&ServiceName::Revocation) {
+        Some(writ_server::bind(SocketAddr::new(args.listen, args.revocation_port)).await?)
+    } else {
+        None
+    };
+    let revocation_url = match &revocation_listener {
+        Some(l) => Some(format!(
+            "{scheme}://{}:{}",
+            url_host(args.listen),
+            l.local_addr()?.port()
+        )),
+        None => args.revocation_url.clone(),
+    };
+
+    if services.contains(&ServiceName::Authz) {
+        let grpc = writ_server::bind(SocketAddr::new(args.listen, args.authz_port)).await?;
+        let http = writ_server::bind(SocketAddr::new(args.listen, args.authz_http_port)).await?;
+        let http_addr = http.local_addr()?;
+        let issuer = args.issuer.clone().unwrap_or_else(|| {
+            format!("{scheme}://{}:{}", url_host(args.listen), http_addr.port())
+        });
+        let store = SledStore::open(&args.data_dir.join("store"))
+            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        let mut config = Config::new(issuer.clone());
+        config.default_access_token_lifetime = args.access_token_lifetime;
+        let (engine, bootstrap) =
+            AuthorizationServer::open(Arc::new(store), config, clock.clone()).await?;
+        if let Some(credential) = bootstrap.admin_credential {
+            writ_tls::write(&args.data_dir, ADMIN_TOKEN_FILE, &credential, true)?;
+            tracing::info!(path = %args.data_dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
+        }
+        let engine = Arc::new(engine);
+        let revocation = match &revocation_url {
+            Some(url) => Some(writ_server::endpoint(url, peer_ca.as_deref())?.connect_lazy()),
+            None => None,
+        };
+        let running = writ_authz::start(
+            engine.clone(),
+            grpc,
+            http,
+            tls.as_ref(),
+            writ_authz::Options { revocation },
+            signal.clone(),
+        )
+        .await?;
+        endpoints.insert("authz_grpc".into(), platform.url(running.grpc_addr).into());
+        endpoints.insert("authz_http".into(), platform.url(running.http_addr).into());
+        endpoints.insert("issuer".into(), issuer.clone().into());
+        platform.issuer = Some(issuer);
+        platform.authz = Some(running);
+        platform.engine = Some(engine);
+    }
+
+    if let Some(listener) = revocation_listener {
+        // Callers present tokens from the authorization server: in this process, its keys
+        // directly; otherwise fetched from it.
+        let (issuer, keys): (String, Arc<dyn writ_trust::KeySource>) = match &platform.engine {
+            Some(engine) => {
+                let engine = engine.clone();
+                (
+                    engine.config().issuer.clone(),
+                    Arc::new(writ_trust::LocalKeys(move || engine.public_keys())),
+                )
+            }
+            None => {
+                let url = args
+                    .authz_url
+                    .as_deref()
+                    .context("`serve revocation` needs --authz-url: the authorization server whose tokens to trust")?;
+                let channel = writ_server::endpoint(url, peer_ca.as_deref())?
+                    .connect()
+                    .await
+                    .with_context(|| format!("connecting to the authorization server at {url}"))?;
+                let remote = writ_trust::RemoteKeys::connect(
+                    channel,
+                    Duration::from_secs(300),
+                    Duration::from_secs(5),
+                )
+                .await
+                .with_context(|| format!("fetching the authorization server's keys from {url}"))?;
+                (remote.issuer().to_owned(), Arc::new(remote))
+            }
+        };
+        let auth = Arc::new(writ_trust::Authenticator::new(
+            issuer,
+            writ_revocation::AUDIENCE.to_owned(),
+            keys,
+            clock.clone(),
+        ));
+        let store = SledStore::open(&args.data_dir.join("revocation")).with_context(|| {
+            format!("opening the revocation log in {}", args.data_dir.display())
+        })?;
+        let log = Arc::new(writ_revocation_log::RevocationLog::open(
+            Arc::new(store),
+            Default::default(),
+        )?);
+        let running = writ_revocation::start(
+            log,
+            auth,
+            clock.clone(),
+            writ_revocation::Config::default(),
+            listener,
+            tls.as_ref(),
+            signal.clone(),
+        )
+        .await?;
+        endpoints.insert(
+            "revocation_grpc".into(),
+            platform.url(running.grpc_addr).into(),
+        );
+        platform.revocation = Some(running);
+    }
+
+    endpoints.insert("tls".into(), platform.tls.into());
+    endpoints.insert("pid".into(), std::process::id().into());
     writ_tls::write(
         &args.data_dir,
         ENDPOINTS_FILE,
-        &endpoints.to_string(),
+        &serde_json::Value::Object(endpoints).to_string(),
         false,
     )?;
     Ok(platform)
@@ -158,25 +263,28 @@ pub fn until_signalled() -> impl std::future::Future<Output = ()> + Send + 'stat
 
 pub fn print_banner(p: &Platform) {
     let dir = p.data_dir.display();
-    let ca = if p.tls {
-        format!("\n  CA certificate         {dir}/ca.pem (the CLI trusts it via --data-dir)")
-    } else {
-        String::new()
-    };
-    println!(
-        "Writ is up (data in {dir}, TLS {tls}).
-
-  authorization server   gRPC {grpc}
-                         HTTP {http}  (issuer {issuer})
-  admin credential       {dir}/{ADMIN_TOKEN_FILE}{ca}
-
-Get a first token, from another terminal:
+    let tls = if p.tls { "on" } else { "OFF" };
+    println!("Writ is up (data in {dir}, TLS {tls}).\n");
+    if let Some(a) = &p.authz {
+        println!("  authorization server   gRPC {}", p.url(a.grpc_addr));
+        println!(
+            "                         HTTP {}  (issuer {})",
+            p.url(a.http_addr),
+            p.issuer.as_deref().unwrap_or("")
+        );
+        println!("  admin credential       {dir}/{ADMIN_TOKEN_FILE}");
+    }
+    if let Some(r) = &p.revocation {
+        println!("  revocation service     gRPC {}", p.url(r.grpc_addr));
+    }
+    if p.tls {
+        println!("  CA certificate         {dir}/ca.pem (the CLI trusts it via --data-dir)");
+    }
+    if p.authz.is_some() {
+        println!(
+            "\nGet a first token, from another terminal:
   writ admin client create --id demo --scope demo.read --audience demo
-  writ token --client-id demo --client-secret <the client_secret printed above>
-",
-        tls = if p.tls { "on" } else { "OFF" },
-        grpc = p.grpc_url(p.authz.grpc_addr),
-        http = p.grpc_url(p.authz.http_addr),
-        issuer = p.issuer,
-    );
+  writ token --client-id demo --client-secret <the client_secret printed above>\n"
+        );
+    }
 }

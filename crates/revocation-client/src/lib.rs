@@ -1,11 +1,12 @@
-//! Writ's revocation watch client: a [`RevocationSet`] kept current from the revocation
-//! service's `Watch` stream.
+//! Writ's revocation client: a [`RevocationSet`] kept current from the revocation service's
+//! `Watch` stream, and the entry conversions producers use.
 //!
 //! The watcher runs in the background: it resumes from the set's cursor, applies events
 //! idempotently, reconnects with jittered exponential backoff, and forgets entries once what
 //! they revoke has expired. Lookups ([`RevocationSet::check`]) never wait on the network; a
 //! consumer reads [`RevocationSet::staleness`] to fail closed when the feed is too old.
 
+pub mod convert;
 mod set;
 
 use std::future::Future;

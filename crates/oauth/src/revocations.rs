@@ -1,0 +1,214 @@
+//! Revocations the authorization server makes: recorded in its local index (introspection and
+//! refresh consult it) and queued in an outbox for the revocation service, in one atomic,
+//! durable batch. A publisher drains the outbox (at least once; the service is idempotent), so
+//! an acknowledged revocation reaches resource services even if the service was down.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use writ_store::{Batch, Store, StoreExt, Tree, decode, encode};
+use writ_token::{AccessClaims, RevocationEntry, RevocationKind, encode_access_token, random_id};
+
+use crate::AuthorizationServer;
+use crate::error::{Error, Result};
+use crate::records::RevocationRecord;
+
+const LOCAL: &[u8] = b"r/";
+const OUTBOX: &[u8] = b"o/";
+
+/// A revocation to record: `entry` is what is published; locally it is kept until
+/// `keep_until` (later for a refresh family, whose refresh tokens outlive its access tokens).
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub entry: RevocationEntry,
+    pub keep_until: i64,
+}
+
+impl Revocation {
+    pub fn new(entry: RevocationEntry) -> Self {
+        Revocation {
+            keep_until: entry.expires_at,
+            entry,
+        }
+    }
+}
+
+fn local_key(kind: RevocationKind, value: &str) -> Vec<u8> {
+    let mut k = LOCAL.to_vec();
+    k.push(kind as u8);
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+fn outbox_key(n: u64) -> Vec<u8> {
+    let mut k = OUTBOX.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn record(e: &RevocationEntry, expires_at: i64, now: i64) -> RevocationRecord {
+    RevocationRecord {
+        kind: e.kind as i32,
+        value: e.value.clone(),
+        expires_at,
+        not_before: e.not_before,
+        reason: e.reason.clone(),
+        revoked_at: now,
+    }
+}
+
+fn entry(r: &RevocationRecord) -> Result<RevocationEntry> {
+    Ok(RevocationEntry {
+        kind: RevocationKind::from_i32(r.kind).ok_or(Error::Internal("stored revocation kind"))?,
+        value: r.value.clone(),
+        expires_at: r.expires_at,
+        not_before: r.not_before,
+        reason: r.reason.clone(),
+    })
+}
+
+/// The next outbox sequence, recovered from the store at open.
+pub(crate) fn outbox_counter(store: &dyn Store) -> Result<AtomicU64> {
+    let mut last = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(Tree::Revocations, OUTBOX, after.as_deref(), 10_000)?;
+        let Some((k, _)) = page.last() else { break };
+        last = k
+            .get(OUTBOX.len()..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(last);
+        after = Some(k.clone());
+    }
+    Ok(AtomicU64::new(last + 1))
+}
+
+impl AuthorizationServer {
+    /// Records revocations locally and queues them for the revocation service, atomically; durable
+    /// on return. Wakes the publisher.
+    pub async fn record_revocations(&self, revocations: &[Revocation], by: &str) -> Result<()> {
+        let now = self.now();
+        for r in revocations {
+            r.entry
+                .validate(now)
+                .map_err(|_| Error::InvalidRequest("a revocation entry is invalid"))?;
+        }
+        {
+            // One writer at a time, so merging with the existing local record cannot race.
+            let _serialized = self.revocation_lock.lock();
+            let mut batch = Batch::new();
+            for r in revocations {
+                let key = local_key(r.entry.kind, &r.entry.value);
+                let keep = r.keep_until.max(r.entry.expires_at);
+                let merged = match self.store.get_record::<RevocationRecord>(&key)? {
+                    Some(old) => RevocationRecord {
+                        expires_at: old.expires_at.max(keep),
+                        not_before: old.not_before.max(r.entry.not_before),
+                        ..record(&r.entry, keep, now)
+                    },
+                    None => record(&r.entry, keep, now),
+                };
+                let seq = self.outbox_next.fetch_add(1, Ordering::Relaxed);
+                batch = batch.put(key, encode(&merged)).put(
+                    outbox_key(seq),
+                    encode(&record(&r.entry, r.entry.expires_at, now)),
+                );
+            }
+            self.store.commit(Tree::Revocations, batch)?;
+        }
+        self.store.durable().await?;
+        for r in revocations {
+            tracing::warn!(
+                target: "writ::audit",
+                event = "revoked",
+                by = %by,
+                kind = r.entry.kind.name(),
+                value = %r.entry.value,
+                reason = %r.entry.reason,
+            );
+        }
+        self.outbox_ready.notify_one();
+        Ok(())
+    }
+
+    /// Whether the local index revokes `value` of `kind` (for subject and client: a token issued
+    /// at `iat`).
+    pub fn is_revoked(&self, kind: RevocationKind, value: &str, iat: i64) -> Result<bool> {
+        Ok(self
+            .store
+            .get_record::<RevocationRecord>(&local_key(kind, value))?
+            .is_some_and(|r| {
+                r.expires_at >= self.now() && (!kind.uses_not_before() || iat <= r.not_before)
+            }))
+    }
+
+    /// Up to `limit` queued revocations, oldest first, with their outbox keys.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<(Vec<u8>, RevocationEntry)>> {
+        self.store
+            .scan_records::<RevocationRecord>(OUTBOX, None, limit)?
+            .into_iter()
+            .map(|(k, r)| Ok((k, entry(&r)?)))
+            .collect()
+    }
+
+    /// Removes acknowledged (or no longer useful) revocations from the outbox.
+    pub async fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let batch = keys.iter().fold(Batch::new(), |b, k| b.remove(k.clone()));
+        self.store.commit(Tree::Revocations, batch)?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
+    /// Resolves when something was queued since the last call.
+    pub async fn outbox_ready(&self) {
+        self.outbox_ready.notified().await;
+    }
+
+    /// A short-lived token the server mints for itself, to call another Writ service.
+    pub fn service_token(&self, audience: &str, scope: &str) -> Result<(String, i64)> {
+        let now = self.now();
+        let exp = now + 300;
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: SELF_CLIENT_ID.to_owned(),
+            aud: vec![audience.to_owned()],
+            exp,
+            iat: now,
+            nbf: Some(now),
+            jti: random_id(),
+            client_id: SELF_CLIENT_ID.to_owned(),
+            scope: scope.to_owned(),
+            gid: Some(random_id()),
+            act: None,
+            may_act: None,
+        };
+        Ok((encode_access_token(&self.keys.state().jwt, &claims)?, exp))
+    }
+
+    /// Drops expired revocations from the local index and from the outbox (an entry whose tokens
+    /// have all expired is no longer worth publishing).
+    pub(crate) fn prune_revocations(&self, now: i64, margin: i64) -> Result<usize> {
+        let mut removed = 0;
+        for prefix in [LOCAL, OUTBOX] {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = self
+                    .store
+                    .scan(Tree::Revocations, prefix, after.as_deref(), 1000)?;
+                let Some((k, _)) = page.last() else { break };
+                after = Some(k.clone());
+                let _serialized = self.revocation_lock.lock();
+                for (k, v) in &page {
+                    if decode::<RevocationRecord>(v).is_ok_and(|r| r.expires_at + margin < now) {
+                        self.store.remove(Tree::Revocations, k)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The `client_id` (and `sub`) of tokens the server mints for itself.
+pub const SELF_CLIENT_ID: &str = "writ-authz";
