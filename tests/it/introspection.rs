@@ -6,20 +6,6 @@ use writ_tests::*;
 
 use crate::grants::{gateway_and_user, password_request};
 
-async fn revoke(server: &TestServer, token: &str, id: &str, secret: &str) {
-    server
-        .authz()
-        .await
-        .revoke(RevokeRequest {
-            token: token.into(),
-            client_id: id.into(),
-            client_secret: secret.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn introspection_reports_an_active_token_to_its_client() {
     let server = TestServer::start().await;
@@ -121,7 +107,7 @@ async fn revoking_an_access_token_makes_it_inactive() {
         .await;
     let token = server.cc_token(&id, &secret).await;
     let other = server.cc_token(&id, &secret).await;
-    revoke(&server, &token, &id, &secret).await;
+    server.revoke_token(&token, &id, &secret).await;
     assert!(!server.introspect(&token, &id, &secret).await.active);
     assert!(
         server.introspect(&other, &id, &secret).await.active,
@@ -151,7 +137,7 @@ async fn revoking_a_refresh_token_revokes_the_access_tokens_of_its_grant() {
             .await
             .active
     );
-    revoke(&server, &r.refresh_token, &id, &secret).await;
+    server.revoke_token(&r.refresh_token, &id, &secret).await;
     assert!(
         !server
             .introspect(&r.access_token, &id, &secret)
@@ -178,7 +164,7 @@ async fn revoking_garbage_or_unknown_tokens_succeeds_and_changes_nothing() {
         "a.b.c",
         "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
     ] {
-        revoke(&server, token, &id, &secret).await;
+        server.revoke_token(token, &id, &secret).await;
     }
     assert_eq!(server.state(), before);
 }
@@ -190,7 +176,7 @@ async fn a_client_cannot_revoke_another_clients_token() {
     let (b, b_secret) = server.service_client("b", "read", &["x"]).await;
     let token = server.cc_token(&a, &a_secret).await;
     let before = server.state();
-    revoke(&server, &token, &b, &b_secret).await;
+    server.revoke_token(&token, &b, &b_secret).await;
     assert_eq!(server.state(), before);
     assert!(server.introspect(&token, &a, &a_secret).await.active);
 }
@@ -245,7 +231,7 @@ async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
         r.token_format,
         writ_proto::common::TokenFormat::Biscuit as i32
     );
-    revoke(&server, &token, &id, &secret).await;
+    server.revoke_token(&token, &id, &secret).await;
     // Revoking the token id kills every attenuated copy too.
     assert!(!server.introspect(&narrowed, &id, &secret).await.active);
 }

@@ -12,4 +12,6 @@ mod introspection;
 mod keys;
 mod plumbing;
 mod refresh;
+mod revocation;
+mod revocation_robustness;
 mod verification;

@@ -1,20 +1,9 @@
 //! Refresh tokens: rotation, narrowing, reuse detection (also after a restart), concurrency.
 
 use tonic::Code;
-use writ_proto::authz::TokenRequest;
 use writ_tests::*;
 
 use crate::grants::{gateway_and_user, password_request};
-
-fn refresh(id: &str, secret: &str, token: &str) -> TokenRequest {
-    TokenRequest {
-        grant_type: "refresh_token".into(),
-        client_id: id.into(),
-        client_secret: secret.into(),
-        refresh_token: token.into(),
-        ..Default::default()
-    }
-}
 
 async fn active(server: &TestServer, token: &str, id: &str, secret: &str) -> bool {
     server.introspect(token, id, secret).await.active
@@ -28,7 +17,7 @@ async fn refresh_rotates_the_refresh_token_and_keeps_the_grant_id() {
         .issue(password_request(&id, &secret, "correct horse battery"))
         .await;
     let second = server
-        .issue(refresh(&id, &secret, &first.refresh_token))
+        .issue(refresh_request(&id, &secret, &first.refresh_token))
         .await;
     assert_ne!(second.refresh_token, first.refresh_token);
     assert_ne!(second.access_token, first.access_token);
@@ -39,7 +28,7 @@ async fn refresh_rotates_the_refresh_token_and_keeps_the_grant_id() {
     assert_eq!(a.claims.sub, b.claims.sub);
     // The new refresh token works in turn.
     server
-        .token(refresh(&id, &secret, &second.refresh_token))
+        .token(refresh_request(&id, &secret, &second.refresh_token))
         .await
         .unwrap();
 }
@@ -51,13 +40,13 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
     let first = server
         .issue(password_request(&id, &secret, "correct horse battery"))
         .await;
-    let mut narrow = refresh(&id, &secret, &first.refresh_token);
+    let mut narrow = refresh_request(&id, &secret, &first.refresh_token);
     narrow.scope = "orders.read".into();
     let second = server.issue(narrow).await;
     assert_eq!(second.scope, "orders.read");
 
     let before = server.state();
-    let mut wide = refresh(&id, &secret, &second.refresh_token);
+    let mut wide = refresh_request(&id, &secret, &second.refresh_token);
     wide.scope = "orders.read admin".into();
     assert_refused(
         server.token(wide).await,
@@ -73,7 +62,7 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
     // The refresh token keeps the grant's scope (RFC 6749 section 6): a later refresh may ask
     // for all of it again.
     let third = server
-        .issue(refresh(&id, &secret, &second.refresh_token))
+        .issue(refresh_request(&id, &secret, &second.refresh_token))
         .await;
     assert_eq!(third.scope, "orders.read orders.write");
 }
@@ -86,13 +75,13 @@ async fn replaying_a_used_refresh_token_revokes_the_whole_family() {
         .issue(password_request(&id, &secret, "correct horse battery"))
         .await;
     let second = server
-        .issue(refresh(&id, &secret, &first.refresh_token))
+        .issue(refresh_request(&id, &secret, &first.refresh_token))
         .await;
     assert!(active(&server, &second.access_token, &id, &secret).await);
 
     assert_refused(
         server
-            .token(refresh(&id, &secret, &first.refresh_token))
+            .token(refresh_request(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",
@@ -103,7 +92,7 @@ async fn replaying_a_used_refresh_token_revokes_the_whole_family() {
     assert!(!active(&server, &second.refresh_token, &id, &secret).await);
     assert_refused(
         server
-            .token(refresh(&id, &secret, &second.refresh_token))
+            .token(refresh_request(&id, &secret, &second.refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",
@@ -118,13 +107,13 @@ async fn reuse_is_still_detected_after_a_restart() {
         .issue(password_request(&id, &secret, "correct horse battery"))
         .await;
     let second = server
-        .issue(refresh(&id, &secret, &first.refresh_token))
+        .issue(refresh_request(&id, &secret, &first.refresh_token))
         .await;
 
     let server = server.restart().await;
     assert_refused(
         server
-            .token(refresh(&id, &secret, &first.refresh_token))
+            .token(refresh_request(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",
@@ -147,7 +136,7 @@ async fn of_concurrent_uses_of_one_refresh_token_exactly_one_wins() {
             writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
                 channel.clone(),
             );
-        let req = refresh(&id, &secret, &first.refresh_token);
+        let req = refresh_request(&id, &secret, &first.refresh_token);
         calls.push(tokio::spawn(async move { client.token(req).await }));
     }
     let mut wins = Vec::new();
@@ -162,7 +151,7 @@ async fn of_concurrent_uses_of_one_refresh_token_exactly_one_wins() {
     // section 4.14.2), so even the winner's new refresh token is refused afterwards.
     assert_refused(
         server
-            .token(refresh(&id, &secret, &wins[0].refresh_token))
+            .token(refresh_request(&id, &secret, &wins[0].refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",
@@ -187,7 +176,7 @@ async fn a_refresh_token_presented_by_another_client_is_invalid_grant_and_change
     let before = server.state();
     assert_refused(
         server
-            .token(refresh(&other, &other_secret, &first.refresh_token))
+            .token(refresh_request(&other, &other_secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",
@@ -195,7 +184,7 @@ async fn a_refresh_token_presented_by_another_client_is_invalid_grant_and_change
     assert_eq!(server.state(), before);
     // The rightful client can still use it.
     server
-        .token(refresh(&id, &secret, &first.refresh_token))
+        .token(refresh_request(&id, &secret, &first.refresh_token))
         .await
         .unwrap();
 }
@@ -211,7 +200,7 @@ async fn a_refresh_token_of_a_disabled_client_is_invalid_grant() {
     let before = server.state();
     assert_refused(
         server
-            .token(refresh(&id, &secret, &first.refresh_token))
+            .token(refresh_request(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",
@@ -230,13 +219,13 @@ async fn unknown_or_garbage_refresh_tokens_are_invalid_grant() {
         "\u{0}",
     ] {
         assert_refused(
-            server.token(refresh(&id, &secret, token)).await,
+            server.token(refresh_request(&id, &secret, token)).await,
             Code::PermissionDenied,
             "invalid_grant",
         );
     }
     assert_refused(
-        server.token(refresh(&id, &secret, "")).await,
+        server.token(refresh_request(&id, &secret, "")).await,
         Code::InvalidArgument,
         "invalid_request",
     );
@@ -258,7 +247,7 @@ async fn an_expired_refresh_token_is_invalid_grant() {
     clock.advance(15 * 24 * 3600);
     assert_refused(
         server
-            .token(refresh(&id, &secret, &first.refresh_token))
+            .token(refresh_request(&id, &secret, &first.refresh_token))
             .await,
         Code::PermissionDenied,
         "invalid_grant",

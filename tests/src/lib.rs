@@ -12,6 +12,7 @@ pub mod http_client;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
@@ -22,9 +23,11 @@ use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{self as pb_admin};
 use writ_proto::authz;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
+use writ_revocation_client::{RevocationSet, StaticToken, TokenFacts, WatchConfig, Watcher};
 use writ_server::Shutdown;
 use writ_store::{SledStore, Store, Tree};
-use writ_token::{ManualClock, SharedClock};
+use writ_token::{ManualClock, RevocationKind, SharedClock};
 
 /// The issuer's HTTP base URL is only known once bound, so tests bind first.
 pub struct Options {
@@ -35,6 +38,8 @@ pub struct Options {
     pub data_dir: Option<tempfile::TempDir>,
     pub config: Box<dyn Fn(&mut Config) + Send>,
     pub revocation: writ_revocation::Config,
+    /// Sizes and bounds of the revocation log (e.g. a small retention, to force snapshots).
+    pub log: writ_revocation_log::LogConfig,
 }
 
 impl Default for Options {
@@ -45,6 +50,7 @@ impl Default for Options {
             data_dir: None,
             config: Box::new(|_| {}),
             revocation: writ_revocation::Config::default(),
+            log: writ_revocation_log::LogConfig::default(),
         }
     }
 }
@@ -62,6 +68,9 @@ pub struct TestServer {
     pub ca_pem: Option<String>,
     pub admin_credential: String,
     pub clock: Option<ManualClock>,
+    /// Kept for restarts.
+    revocation_config: writ_revocation::Config,
+    log_config: writ_revocation_log::LogConfig,
     data_dir: tempfile::TempDir,
     shutdown: Shutdown,
     running: writ_authz::Running,
@@ -119,13 +128,12 @@ impl TestServer {
         let auth = Arc::new(writ_trust::Authenticator::new(
             http_url.clone(),
             writ_revocation::AUDIENCE.to_owned(),
-            Arc::new(writ_trust::LocalKeys(move || keys_of.public_keys())),
+            Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
             clock.clone(),
         ));
         let revocation_store = Arc::new(open_store(&data_dir.path().join("revocation")));
-        let revocation_log = Arc::new(
-            writ_revocation_log::RevocationLog::open(revocation_store, Default::default()).unwrap(),
-        );
+        let revocation_log =
+            Arc::new(writ_revocation_log::RevocationLog::open(revocation_store, opts.log).unwrap());
         let revocation_running = writ_revocation::start(
             revocation_log.clone(),
             auth,
@@ -162,6 +170,8 @@ impl TestServer {
             ca_pem: tls.and_then(|t| t.ca_pem),
             admin_credential,
             clock: opts.clock,
+            revocation_config: opts.revocation,
+            log_config: opts.log,
             data_dir,
             shutdown,
             running,
@@ -194,15 +204,19 @@ impl TestServer {
         data_dir
     }
 
-    /// Stops and starts again on the same data directory (new ports).
+    /// Stops and starts again on the same data directory (new ports), with the same clock and
+    /// revocation settings.
     pub async fn restart(self) -> TestServer {
         let tls = self.ca_pem.is_some();
         let clock = self.clock.clone();
+        let (revocation, log) = (self.revocation_config, self.log_config);
         let dir = self.stop().await;
         TestServer::start_with(Options {
             tls,
             clock,
             data_dir: Some(dir),
+            revocation,
+            log,
             ..Options::default()
         })
         .await
@@ -279,6 +293,30 @@ impl TestServer {
     }
 
     /// RFC 7662 introspection as the client `id` (its secret `secret`).
+    /// RFC 7009 revocation of `token` by its client; must succeed.
+    pub async fn revoke_token(&self, token: &str, id: &str, secret: &str) {
+        self.authz()
+            .await
+            .revoke(authz::RevokeRequest {
+                token: token.into(),
+                client_id: id.into(),
+                client_secret: secret.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Asserts that introspection reports every one of `tokens` inactive.
+    pub async fn assert_inactive(&self, tokens: &[&str], id: &str, secret: &str) {
+        for t in tokens {
+            assert!(
+                !self.introspect(t, id, secret).await.active,
+                "{t} is inactive"
+            );
+        }
+    }
+
     pub async fn introspect(
         &self,
         token: &str,
@@ -335,6 +373,160 @@ impl TestServer {
     pub fn http(&self) -> http_client::HttpClient {
         http_client::HttpClient::new(&self.http_url, self.ca_pem.as_deref())
     }
+
+    /// A channel to the revocation service.
+    pub async fn revocation_channel(&self) -> Channel {
+        connect(&self.revocation_url, self.ca_pem.as_deref()).await
+    }
+
+    /// A RevocationService client presenting `token` as its bearer token on every call.
+    pub async fn revocation(&self, token: &str) -> RevocationClient {
+        RevocationServiceClient::with_interceptor(
+            self.revocation_channel().await,
+            Bearer::new(token),
+        )
+    }
+
+    /// Registers a new client allowed `scope` at the revocation service and returns a
+    /// client_credentials token for it (audience `writ-revocation`).
+    pub async fn revocation_token(&self, scope: &str) -> String {
+        static CLIENTS: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "revocation-client-{}",
+            CLIENTS.fetch_add(1, Ordering::Relaxed)
+        );
+        let (id, secret) = self
+            .service_client(&id, scope, &[writ_revocation::AUDIENCE])
+            .await;
+        let mut req = cc(&id, &secret);
+        req.scope = scope.into();
+        req.audience = vec![writ_revocation::AUDIENCE.into()];
+        self.issue(req).await.access_token
+    }
+
+    /// A token that may watch the feed and read its status.
+    pub async fn watch_token(&self) -> String {
+        self.revocation_token(writ_revocation::SCOPE_WATCH).await
+    }
+
+    /// A token that may publish revocations.
+    pub async fn publish_token(&self) -> String {
+        self.revocation_token(writ_revocation::SCOPE_PUBLISH).await
+    }
+
+    /// A background watcher keeping `set` current from this server's feed.
+    pub async fn watcher(&self, set: Arc<RevocationSet>) -> Watcher {
+        let token = self.watch_token().await;
+        let channel = writ_server::endpoint(&self.revocation_url, self.ca_pem.as_deref())
+            .unwrap()
+            .connect_lazy();
+        Watcher::spawn(
+            channel,
+            Arc::new(StaticToken(token)),
+            set,
+            WatchConfig {
+                backoff_min: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(200),
+                ..WatchConfig::default()
+            },
+        )
+    }
+}
+
+/// A RevocationService client that presents a bearer token.
+pub type RevocationClient = RevocationServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(String);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut()
+            .insert("authorization", self.0.parse().unwrap());
+        Ok(req)
+    }
+}
+
+/// Whether `set` revokes exactly what an entry of `kind` for `value` does: the token, grant,
+/// key or Biscuit block it names, and for subject and client entries, tokens issued at or
+/// before `not_before` but not a second later.
+pub fn revokes_exactly(
+    set: &RevocationSet,
+    kind: RevocationKind,
+    value: &str,
+    not_before: i64,
+) -> bool {
+    let ids = [value.to_owned()];
+    let facts = |iat: i64| {
+        let mut f = TokenFacts {
+            jti: "",
+            gid: None,
+            sub: "",
+            client_id: "",
+            iat,
+            key_id: "",
+            biscuit_revocation_ids: &[],
+        };
+        match kind {
+            RevocationKind::TokenId => f.jti = value,
+            RevocationKind::GrantId => f.gid = Some(value),
+            RevocationKind::Subject => f.sub = value,
+            RevocationKind::Client => f.client_id = value,
+            RevocationKind::KeyId => f.key_id = value,
+            RevocationKind::BiscuitRevocationId => f.biscuit_revocation_ids = &ids,
+        }
+        f
+    };
+    if kind.uses_not_before() {
+        set.check(&facts(not_before)) == Some(kind) && set.check(&facts(not_before + 1)).is_none()
+    } else {
+        set.check(&facts(0)) == Some(kind)
+    }
+}
+
+/// Polls `done` every 10 ms until it holds; fails the test with `what` after `timeout`.
+pub async fn eventually(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The revocation service's error reason (`google.rpc.ErrorInfo.reason`, domain
+/// `revocation.writ.dev`); empty if the status carries none.
+pub fn revocation_reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| {
+            assert_eq!(i.domain, writ_revocation::ERROR_DOMAIN, "{status:?}");
+            i.reason
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts a revocation service call failed with this gRPC code and reason.
+#[track_caller]
+pub fn assert_revocation_refused<T: std::fmt::Debug>(
+    r: Result<T, Status>,
+    code: Code,
+    why: &str,
+) -> Status {
+    let status = r.expect_err("the call should have been refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(revocation_reason(&status), why, "{status:?}");
+    status
 }
 
 /// Waits (at most 5 s) until `arc` is the last handle, then drops it: tasks that held it (a
@@ -403,6 +595,17 @@ pub fn cc(client_id: &str, secret: &str) -> authz::TokenRequest {
         grant_type: "client_credentials".into(),
         client_id: client_id.into(),
         client_secret: secret.into(),
+        ..Default::default()
+    }
+}
+
+/// A `refresh_token` grant request.
+pub fn refresh_request(client_id: &str, secret: &str, refresh_token: &str) -> authz::TokenRequest {
+    authz::TokenRequest {
+        grant_type: "refresh_token".into(),
+        client_id: client_id.into(),
+        client_secret: secret.into(),
+        refresh_token: refresh_token.into(),
         ..Default::default()
     }
 }

@@ -1,4 +1,5 @@
-//! `writ-bench`: load against the real authorization server on loopback.
+//! `writ-bench`: load against the real authorization server and revocation service on
+//! loopback.
 //!
 //! The server runs in this process on its own Tokio runtime (2 worker threads); the load
 //! generator runs on another. Both share the machine's cores, as a load generator on the same
@@ -7,6 +8,8 @@
 //! ```text
 //! cargo run --release -p writ-bench -- all
 //! ```
+
+mod revocation;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +46,8 @@ struct Cli {
     /// measuring; without it no log subscriber is installed.
     #[arg(long)]
     audit_log: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    revocation: revocation::Args,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +56,15 @@ enum Command {
     ClientCredentials,
     /// Durable refresh-token rotation (each refresh is flushed before it is answered).
     Refresh,
+    /// The revocation service: client-side set memory, durable Revoke throughput, and
+    /// propagation from a Revoke's reply to the event applied by 1 and by many subscribers.
+    Revocation,
+    /// Durable Revoke throughput alone (part of `revocation`).
+    Revoke,
+    /// Revocation propagation to subscribers alone (part of `revocation`).
+    Propagation,
+    /// Memory of the client-side revocation set alone (part of `revocation`).
+    SetMemory,
     /// Everything above, one after the other in one run.
     All,
 }
@@ -63,14 +77,23 @@ struct Outcome {
     seconds: f64,
     p50: Duration,
     p99: Duration,
+    /// Items each successful call carries (the rate column counts items, not calls).
+    per_call: u64,
+    /// How much the scenario's probe advanced over the measured window (e.g. store flushes).
+    probed: u64,
 }
 
 impl Outcome {
+    /// Items per second over the measured window.
+    fn rate(&self) -> f64 {
+        (self.ok * self.per_call) as f64 / self.seconds
+    }
+
     fn row(&self) -> String {
         format!(
             "| {} | {:.0} | {:.2} | {:.2} | {} |",
             self.name,
-            self.ok as f64 / self.seconds,
+            self.rate(),
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
             self.errors
@@ -91,11 +114,7 @@ struct Server {
 
 impl Server {
     fn start(tls: bool) -> anyhow::Result<Server> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("server")
-            .enable_all()
-            .build()?;
+        let runtime = server_runtime()?;
         let dir = tempfile::tempdir()?;
         let material = if tls {
             Some(writ_tls::ensure_dev_pki(dir.path(), &[])?)
@@ -170,6 +189,16 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    drive_probed(cli, name, || 0, call).await
+}
+
+/// [`drive`], also reading `probe` (a counter such as the store's flush count) when the measured
+/// window opens and when it closes, so per-call ratios exclude the warm-up.
+async fn drive_probed<F, Fut>(cli: &Cli, name: &str, probe: impl Fn() -> u64, call: F) -> Outcome
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let call = Arc::new(call);
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -201,29 +230,45 @@ where
     }
     tokio::time::sleep(Duration::from_secs(cli.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let probe_start = probe();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(cli.duration)).await;
     measuring.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
+    let probed = probe().saturating_sub(probe_start);
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap_or_default());
     }
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
     Outcome {
         name: name.to_owned(),
         ok: all.len() as u64,
         errors: errors.load(Ordering::Relaxed),
         seconds,
-        p50: pct(0.50),
-        p99: pct(0.99),
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        per_call: 1,
+        probed,
     }
+}
+
+/// The runtime a server under test runs on: 2 workers, as on the 2-core machines.
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("server")
+        .enable_all()
+        .build()
+}
+
+/// The `p` quantile of sorted durations (zero when empty).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
 }
 
 fn client_credentials(
@@ -279,7 +324,7 @@ fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome
     server
         .runtime
         .block_on(engine.create_user("alice", "correct horse battery", "orders.read"))?;
-    let flushes_before = server.store.flush_count();
+    let store = server.store.clone();
     let outcome = load.block_on(async {
         let chans = channels(&server.url, None, cli.connections).await?;
         // One refresh family per worker; each loop rotates that family's token.
@@ -303,9 +348,10 @@ fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome
         let tokens = Arc::new(tokens);
         let chans = Arc::new(chans);
         anyhow::Ok(
-            drive(
+            drive_probed(
                 cli,
                 "refresh_token rotation over gRPC, durable",
+                move || store.flush_count(),
                 move |worker| {
                     let mut client =
                         AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
@@ -334,7 +380,7 @@ fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome
             .await,
         )
     })?;
-    let flushes = server.store.flush_count() - flushes_before;
+    let flushes = outcome.probed;
     Ok((outcome, flushes))
 }
 
@@ -367,10 +413,30 @@ fn main() -> anyhow::Result<()> {
             .as_ref()
             .map_or("off".to_owned(), |p| format!("to {}", p.display()))
     );
-    println!("| scenario | per second | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|");
     let run_cc = matches!(cli.command, Command::ClientCredentials | Command::All);
     let run_refresh = matches!(cli.command, Command::Refresh | Command::All);
+    let run_revocation = matches!(cli.command, Command::Revocation | Command::All);
+    let run_revoke = run_revocation || matches!(cli.command, Command::Revoke);
+    let run_propagation = run_revocation || matches!(cli.command, Command::Propagation);
+    let run_memory = run_revocation || matches!(cli.command, Command::SetMemory);
+    if run_propagation {
+        let r = &cli.revocation;
+        println!(
+            "propagation: {} revocations {} ms apart (after 20 unmeasured), to 1 subscriber, then to {} subscribers over {} connections\n",
+            r.revocations, r.gap_ms, r.subscribers, r.watch_connections
+        );
+    }
+    // First, while the process is still small: the RSS delta is then the set's own.
+    let memory = if run_memory {
+        revocation::memory(&cli.revocation)?
+    } else {
+        Vec::new()
+    };
+    if run_cc || run_refresh || run_revoke {
+        println!("| scenario | per second | p50 ms | p99 ms | errors |");
+        println!("|---|---:|---:|---:|---:|");
+    }
+    let mut notes = Vec::new();
     if run_cc {
         println!("{}", client_credentials(&cli, &load, false)?.row());
         println!("{}", client_credentials(&cli, &load, true)?.row());
@@ -378,12 +444,47 @@ fn main() -> anyhow::Result<()> {
     if run_refresh {
         let (outcome, flushes) = refresh(&cli, &load)?;
         println!("{}", outcome.row());
-        println!(
-            "\nrefresh: {} rotations in {} flushes ({:.1} per fsync, group commit)",
+        notes.push(format!(
+            "refresh: {} rotations in {} flushes ({:.1} per fsync, group commit)",
             outcome.ok,
             flushes,
             outcome.ok as f64 / flushes.max(1) as f64
-        );
+        ));
+    }
+    let mut propagation = Vec::new();
+    if run_revoke {
+        for outcome in revocation::throughput(&cli, &load)? {
+            println!("{}", outcome.row());
+            notes.push(format!(
+                "revoke: {} calls, {} entries in {} flushes ({:.1} calls and {:.1} entries per fsync, group commit)",
+                outcome.ok,
+                outcome.ok * outcome.per_call,
+                outcome.probed,
+                outcome.ok as f64 / outcome.probed.max(1) as f64,
+                (outcome.ok * outcome.per_call) as f64 / outcome.probed.max(1) as f64,
+            ));
+        }
+    }
+    if run_propagation {
+        propagation = revocation::propagation(&cli.revocation, &load)?;
+    }
+    for note in &notes {
+        println!("\n{note}");
+    }
+    if !propagation.is_empty() {
+        println!("\n{}", revocation::Propagation::header());
+        for p in &propagation {
+            println!("{}", p.row());
+        }
+        for p in &propagation {
+            println!("\n{}", p.note());
+        }
+    }
+    if !memory.is_empty() {
+        println!("\n{}", revocation::Memory::header());
+        for m in &memory {
+            println!("{}", m.row());
+        }
     }
     Ok(())
 }

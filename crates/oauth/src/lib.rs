@@ -102,7 +102,14 @@ pub struct AuthorizationServer {
     revocation_lock: parking_lot::Mutex<()>,
     outbox_next: std::sync::atomic::AtomicU64,
     outbox_ready: tokio::sync::Notify,
+    /// Bumped whenever a key id is revoked: invalidates `trusted`.
+    key_revocations: std::sync::atomic::AtomicU64,
+    trusted: parking_lot::Mutex<Option<TrustedKeys>>,
 }
+
+/// [`AuthorizationServer::trusted_keys`], with the public key set and the `key_revocations`
+/// generation it was computed from.
+type TrustedKeys = (Arc<KeySet>, u64, Arc<KeySet>);
 
 impl AuthorizationServer {
     /// Opens the engine on `store`, creating the server secrets, the admin credential and the
@@ -157,6 +164,8 @@ impl AuthorizationServer {
                 revocation_lock: parking_lot::Mutex::new(()),
                 outbox_next,
                 outbox_ready: tokio::sync::Notify::new(),
+                key_revocations: std::sync::atomic::AtomicU64::new(0),
+                trusted: parking_lot::Mutex::new(None),
                 hasher: SecretHasher::new(&secrets.secret_hash_key),
                 admin_credential_hash: secrets.admin_credential_hash,
                 store,
@@ -186,6 +195,50 @@ impl AuthorizationServer {
     /// The public keys that verify this server's tokens now. The same `Arc` until they change.
     pub fn public_keys(&self) -> Arc<KeySet> {
         self.keys.state().public.clone()
+    }
+
+    /// The public keys another service in this process (the revocation service under `writ up`)
+    /// trusts for this server's tokens: [`AuthorizationServer::public_keys`] minus any key revoked
+    /// by id, as the JWKS publishes them. The same `Arc` until they change.
+    ///
+    /// (Fix: services in the same process used `public_keys`, which keeps a revoked key until it
+    /// would have expired anyway, so a token signed by a revoked key was still accepted there.)
+    pub fn trusted_keys(&self) -> Arc<KeySet> {
+        use std::sync::atomic::Ordering;
+        let public = self.public_keys();
+        // Read before the revocation index: a key revoked meanwhile bumps it and is seen next time.
+        let generation = self.key_revocations.load(Ordering::Acquire);
+        if let Some((source, g, trusted)) = &*self.trusted.lock()
+            && Arc::ptr_eq(source, &public)
+            && *g == generation
+        {
+            return trusted.clone();
+        }
+        let mut complete = true;
+        // A lookup that fails distrusts the key (fail closed) and is not cached.
+        let mut revoked = |kid: &str| {
+            self.is_revoked(writ_token::RevocationKind::KeyId, kid, 0)
+                .unwrap_or_else(|_| {
+                    complete = false;
+                    true
+                })
+        };
+        let mut trusted = KeySet::new();
+        for k in public.jwt_keys() {
+            if !revoked(k.kid()) {
+                trusted.insert_jwt(k.clone());
+            }
+        }
+        for k in public.biscuit_keys() {
+            if !revoked(&k.id().to_string()) {
+                trusted.insert_biscuit(*k);
+            }
+        }
+        let trusted = Arc::new(trusted);
+        if complete {
+            *self.trusted.lock() = Some((public, generation, trusted.clone()));
+        }
+        trusted
     }
 
     /// The JWT keys and Biscuit root keys to publish now: live keys, minus any revoked by id.

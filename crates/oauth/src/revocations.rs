@@ -116,6 +116,13 @@ impl AuthorizationServer {
             }
             self.store.commit(Tree::Revocations, batch)?;
         }
+        if revocations
+            .iter()
+            .any(|r| r.entry.kind == RevocationKind::KeyId)
+        {
+            // `trusted_keys` must look again.
+            self.key_revocations.fetch_add(1, Ordering::AcqRel);
+        }
         self.store.durable().await?;
         for r in revocations {
             tracing::warn!(

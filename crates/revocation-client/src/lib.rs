@@ -112,15 +112,22 @@ async fn run(
     let mut prune = tokio::time::interval(config.prune_every);
     prune.tick().await;
     loop {
-        let outcome = tokio::select! {
-            r = watch_once(&mut client, &*tokens, &set) => r,
-            _ = prune.tick() => {
-                let now = writ_token::system_clock().now();
-                let n = set.prune(now, config.prune_margin);
-                if n > 0 {
-                    tracing::debug!(pruned = n, "forgot expired revocations");
+        // Fix: the stream is polled across prune ticks. Selecting on a fresh `watch_once` each
+        // time dropped the stream at every tick: a feed pruned more often than checkpoints came
+        // never synced, a snapshot longer than the interval never completed, and the dropped
+        // snapshot was not abandoned.
+        let once = watch_once(&mut client, &*tokens, &set);
+        tokio::pin!(once);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut once => break r,
+                _ = prune.tick() => {
+                    let now = writ_token::system_clock().now();
+                    let n = set.prune(now, config.prune_margin);
+                    if n > 0 {
+                        tracing::debug!(pruned = n, "forgot expired revocations");
+                    }
                 }
-                continue;
             }
         };
         set.abandon_snapshot();

@@ -7,33 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use writ_proto::revocation::{WatchResponse, watch_response};
-use writ_token::{RevocationKind, VerifiedToken};
-
-/// The facts of a token that revocations can name.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenFacts<'a> {
-    pub jti: &'a str,
-    pub gid: Option<&'a str>,
-    pub sub: &'a str,
-    pub client_id: &'a str,
-    pub iat: i64,
-    pub key_id: &'a str,
-    pub biscuit_revocation_ids: &'a [String],
-}
-
-impl<'a> TokenFacts<'a> {
-    pub fn of(t: &'a VerifiedToken) -> Self {
-        TokenFacts {
-            jti: &t.claims.jti,
-            gid: t.claims.gid.as_deref(),
-            sub: &t.claims.sub,
-            client_id: &t.claims.client_id,
-            iat: t.claims.iat,
-            key_id: &t.key_id,
-            biscuit_revocation_ids: &t.revocation_ids,
-        }
-    }
-}
+use writ_token::RevocationKind;
+pub use writ_token::TokenFacts;
 
 /// The keys are already keyed hashes: use them as they are.
 #[derive(Default)]
@@ -163,27 +138,13 @@ impl RevocationSet {
     /// Which revocation, if any, applies to a token. Never waits on the network.
     pub fn check(&self, t: &TokenFacts<'_>) -> Option<RevocationKind> {
         let state = self.state.read();
-        let hit = |kind: RevocationKind, value: &str| {
-            state
-                .entries
-                .get(&self.key(kind, value))
-                .is_some_and(|p| !kind.uses_not_before() || t.iat <= p.not_before())
-        };
-        let named = [
-            (RevocationKind::TokenId, t.jti),
-            (RevocationKind::Subject, t.sub),
-            (RevocationKind::Client, t.client_id),
-            (RevocationKind::KeyId, t.key_id),
-        ];
-        named
-            .into_iter()
-            .chain(t.gid.map(|g| (RevocationKind::GrantId, g)))
-            .chain(
-                t.biscuit_revocation_ids
-                    .iter()
-                    .map(|id| (RevocationKind::BiscuitRevocationId, id.as_str())),
-            )
-            .find(|(kind, value)| hit(*kind, value))
+        t.targets()
+            .find(|(kind, value)| {
+                state
+                    .entries
+                    .get(&self.key(*kind, value))
+                    .is_some_and(|p| t.cut_off_by(*kind, p.not_before()))
+            })
             .map(|(kind, _)| kind)
     }
 
@@ -201,8 +162,10 @@ impl RevocationSet {
                 let kind =
                     RevocationKind::from_i32(entry.kind).ok_or(OutOfOrder("unknown kind"))?;
                 match state.snapshot {
-                    Some(as_of) if ev.sequence <= as_of => {}
-                    Some(_) => return Err(OutOfOrder("snapshot entry past its sequence")),
+                    // A snapshot carries every live entry in its newest version, which may be
+                    // newer than the snapshot's sequence (updated while it was read): the
+                    // cursor stays, and the delta delivering that version again changes nothing.
+                    Some(_) => {}
                     None if ev.sequence <= state.cursor => return Ok(()),
                     None if ev.sequence != state.cursor + 1 => {
                         return Err(OutOfOrder("gap in the event stream"));
@@ -434,6 +397,9 @@ mod tests {
             .unwrap();
         set.apply(&ev(7, RevocationKind::TokenId, "new", 0))
             .unwrap();
+        // Updated while the snapshot was read: newer than its sequence, accepted.
+        set.apply(&ev(12, RevocationKind::TokenId, "newer", 0))
+            .unwrap();
         // Mid-snapshot, everything known still protects.
         assert!(set.check(&facts("gone", "s", 0)).is_some());
         set.apply(&msg(watch_response::Event::SnapshotEnd(SnapshotEnd {
@@ -446,10 +412,14 @@ mod tests {
         );
         assert!(set.check(&facts("kept", "s", 0)).is_some());
         assert!(set.check(&facts("new", "s", 0)).is_some());
+        assert!(set.check(&facts("newer", "s", 0)).is_some());
         assert_eq!(set.cursor(), 10);
         set.apply(&ev(11, RevocationKind::TokenId, "after", 0))
             .unwrap();
-        assert_eq!(set.len(), 3);
+        // Its delta comes again in order and changes nothing.
+        set.apply(&ev(12, RevocationKind::TokenId, "newer", 0))
+            .unwrap();
+        assert_eq!(set.len(), 4);
     }
 
     #[test]

@@ -169,7 +169,7 @@ async fn reads_beyond_the_ring_come_from_the_store() {
 }
 
 #[tokio::test]
-async fn snapshots_list_the_live_entries_as_of_a_sequence() {
+async fn snapshots_list_every_live_entry_in_its_newest_version_and_only_committed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default());
     for i in 0..5 {
@@ -180,16 +180,29 @@ async fn snapshots_list_the_live_entries_as_of_a_sequence() {
         .await
         .unwrap();
     }
-    let (page, next) = log.snapshot_page(3, None, 2).unwrap();
+    // An update of c0 written but not yet committed (its appender is between write and flush).
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    log.write(vec![Queued {
+        entries: vec![entry(RevocationKind::Client, "c0", NOW + 120)],
+        reply,
+    }]);
+    assert_eq!(answer.await.unwrap().unwrap(), 6);
+    assert_eq!(log.head(), 5, "written, not committed");
+    let (page, next) = log.snapshot_page(None, 2).await.unwrap();
     assert_eq!(page.len(), 2);
-    let (rest, end) = log.snapshot_page(3, next.as_deref(), 10).unwrap();
+    let (rest, end) = log.snapshot_page(next.as_deref(), 10).await.unwrap();
     assert!(end.is_none());
     let mut seqs: Vec<u64> = page.iter().chain(&rest).map(|e| e.sequence).collect();
     seqs.sort();
     assert_eq!(
         seqs,
-        [1, 2, 3],
-        "entries written after the snapshot's sequence come as deltas"
+        [2, 3, 4, 5, 6],
+        "c0 in its newest version, sequence 6"
+    );
+    assert_eq!(
+        log.head(),
+        6,
+        "the snapshot made the entry it sends durable and committed first"
     );
 }
 
@@ -300,4 +313,116 @@ async fn concurrent_appenders_commit_a_gap_free_sequence() {
         .map(|e| e.sequence)
         .collect();
     assert_eq!(seqs, (1..=320).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_queued_together_share_one_batch_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    // An unreadable index record: the append that names it fails, the others with it do not.
+    store
+        .insert(
+            Tree::RevocationLog,
+            &index_key(RevocationKind::TokenId, "corrupt"),
+            vec![0xff, 0xff],
+        )
+        .unwrap();
+    let log = Arc::new(RevocationLog::open(store, LogConfig::default()).unwrap());
+    // Hold the writer lock so the four appends queue up and are written together.
+    let held = log.writer.lock().await;
+    let mut tasks = Vec::new();
+    for value in ["a", "corrupt", "a", "b"] {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append(&[entry(RevocationKind::TokenId, value, NOW + 60)], NOW)
+                .await
+        }));
+    }
+    while log.queue.lock().len() < 4 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    drop(held);
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert!(
+        matches!(results[1], Err(LogError::Store(StoreError::Corrupt))),
+        "{:?}",
+        results[1]
+    );
+    let (a1, a2, b) = (
+        *results[0].as_ref().unwrap(),
+        *results[2].as_ref().unwrap(),
+        *results[3].as_ref().unwrap(),
+    );
+    assert_eq!(
+        a1, a2,
+        "the second `a` is covered by the first, in the same batch"
+    );
+    let mut seqs = [a1, b];
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2], "no sequence is lost to the failed append");
+    assert_eq!(log.head(), 2);
+    let values: Vec<String> = log
+        .read(0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.entry.value.clone())
+        .collect();
+    assert_eq!(values.len(), 2);
+    assert!(values.contains(&"a".to_owned()) && values.contains(&"b".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_of_one_target_append_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), LogConfig::default()));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append(&[entry(RevocationKind::GrantId, "g", NOW + 60)], NOW)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1);
+    }
+    assert_eq!(log.head(), 1);
+    assert_eq!(log.live_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_carries_more_than_max_batch_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), LogConfig::default()));
+    let held = log.writer.lock().await;
+    let mut tasks = Vec::new();
+    for t in 0..3 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let entries: Vec<_> = (0..MAX_BATCH)
+                .map(|i| entry(RevocationKind::TokenId, &format!("t{t}-{i}"), NOW + 60))
+                .collect();
+            log.append(&entries, NOW).await.unwrap()
+        }));
+    }
+    while log.queue.lock().len() < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Three full appends queued: a batch takes one of them (put back as it was).
+    let taken = log.take_queued();
+    assert_eq!(taken.len(), 1);
+    log.queue.lock().splice(0..0, taken);
+    drop(held);
+    let mut lasts = Vec::new();
+    for t in tasks {
+        lasts.push(t.await.unwrap());
+    }
+    lasts.sort_unstable();
+    let m = MAX_BATCH as u64;
+    assert_eq!(lasts, [m, 2 * m, 3 * m]);
+    assert_eq!(log.head(), 3 * m);
 }

@@ -78,7 +78,7 @@ pub use keys::{
 };
 pub use revocation::{
     MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationEntry, RevocationError,
-    RevocationKind,
+    RevocationKind, TokenFacts,
 };
 pub use scope::{MAX_SCOPE_LEN, ScopeError, Scopes};
 pub use verify::{

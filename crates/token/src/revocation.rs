@@ -1,6 +1,56 @@
 //! What a revocation names, shared by every producer and consumer of the revocation log.
 
 use crate::claims::MAX_NUMERIC_DATE;
+use crate::verify::VerifiedToken;
+
+/// The facts of a token that revocations can name.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFacts<'a> {
+    pub jti: &'a str,
+    pub gid: Option<&'a str>,
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub iat: i64,
+    pub key_id: &'a str,
+    pub biscuit_revocation_ids: &'a [String],
+}
+
+impl<'a> TokenFacts<'a> {
+    pub fn of(t: &'a VerifiedToken) -> Self {
+        TokenFacts {
+            jti: &t.claims.jti,
+            gid: t.claims.gid.as_deref(),
+            sub: &t.claims.sub,
+            client_id: &t.claims.client_id,
+            iat: t.claims.iat,
+            key_id: &t.key_id,
+            biscuit_revocation_ids: &t.revocation_ids,
+        }
+    }
+
+    /// Every (kind, value) an entry could name to revoke this token. For subject and client
+    /// entries the token is revoked only if its `iat` is at or before the entry's `not_before`.
+    pub fn targets(&self) -> impl Iterator<Item = (RevocationKind, &'a str)> + '_ {
+        [
+            (RevocationKind::TokenId, self.jti),
+            (RevocationKind::Subject, self.sub),
+            (RevocationKind::Client, self.client_id),
+            (RevocationKind::KeyId, self.key_id),
+        ]
+        .into_iter()
+        .chain(self.gid.map(|g| (RevocationKind::GrantId, g)))
+        .chain(
+            self.biscuit_revocation_ids
+                .iter()
+                .map(|id| (RevocationKind::BiscuitRevocationId, id.as_str())),
+        )
+    }
+
+    /// Whether an entry of `kind` with cut-off `not_before` revokes this token.
+    pub fn cut_off_by(&self, kind: RevocationKind, not_before: i64) -> bool {
+        !kind.uses_not_before() || self.iat <= not_before
+    }
+}
 
 /// What an entry revokes (the numbering is `writ.revocation.v1.RevocationKind`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

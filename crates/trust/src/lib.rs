@@ -198,10 +198,10 @@ impl Authenticator {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthenticated("a bearer token is required"))?;
+            .ok_or_else(|| invalid_token("a bearer token is required"))?;
         let verified = self.verify(token.trim()).map_err(|e| {
             tracing::warn!(target: "writ::audit", event = "caller_rejected", reason = e.reason());
-            unauthenticated("the bearer token is not valid here")
+            invalid_token("the bearer token is not valid here")
         })?;
         let granted = verified
             .claims
@@ -224,7 +224,9 @@ impl Authenticator {
     }
 }
 
-fn unauthenticated(message: &str) -> Status {
+/// UNAUTHENTICATED with the RFC 6750 `invalid_token` reason: how every refused bearer token is
+/// answered, whatever the cause (the cause goes to the audit log, not to the caller).
+pub fn invalid_token(message: &str) -> Status {
     Status::with_error_details(
         Code::Unauthenticated,
         message,

@@ -117,5 +117,16 @@ async fn send(
             .parse()
             .map_err(|_| Status::internal("token not a header value"))?,
     );
-    Ok(client.revoke(request).await?.into_inner().sequence)
+    match client.revoke(request).await {
+        Ok(r) => Ok(r.into_inner().sequence),
+        Err(s) => {
+            // Fix: a refused token (its signing key was revoked or rotated out, or the service
+            // trusts other keys now) is minted afresh on the retry; keeping it until it expires
+            // stalled every revocation for minutes.
+            if s.code() == Code::Unauthenticated {
+                *token = None;
+            }
+            Err(s)
+        }
+    }
 }

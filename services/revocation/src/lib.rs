@@ -26,7 +26,7 @@ use writ_proto::revocation::{
 use writ_revocation_log::{LogError, RevocationLog};
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
 use writ_tls::TlsMaterial;
-use writ_token::SharedClock;
+use writ_token::{SharedClock, TokenFacts, VerifiedToken};
 use writ_trust::Authenticator;
 
 pub use convert::ERROR_DOMAIN;
@@ -69,6 +69,36 @@ pub struct RevocationGrpc {
     clock: SharedClock,
     config: Config,
     subscribers: Arc<AtomicU32>,
+    shutdown: ShutdownSignal,
+}
+
+impl RevocationGrpc {
+    /// Authenticates a caller, requires one of `scopes`, and refuses a token this very log
+    /// revokes (the service does not wait for a watch feed of its own entries).
+    fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        scopes: &[&str],
+    ) -> Result<VerifiedToken, Status> {
+        let caller = self.auth.authorize(metadata, scopes)?;
+        match self.log.revokes(&TokenFacts::of(&caller)) {
+            Ok(None) => Ok(caller),
+            Ok(Some(kind)) => {
+                tracing::warn!(
+                    target: "writ::audit",
+                    event = "caller_rejected",
+                    reason = "revoked",
+                    kind = kind.name(),
+                    client_id = %caller.claims.client_id,
+                );
+                Err(writ_trust::invalid_token(
+                    "the bearer token is not valid here",
+                ))
+            }
+            // Fail closed: a caller we cannot check is not let in.
+            Err(e) => Err(convert::log_status(e)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -77,7 +107,7 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let caller = self.auth.authorize(request.metadata(), &[SCOPE_PUBLISH])?;
+        let caller = self.caller(request.metadata(), &[SCOPE_PUBLISH])?;
         let now = self.clock.now();
         let entries = request
             .into_inner()
@@ -85,10 +115,16 @@ impl RevocationService for RevocationGrpc {
             .into_iter()
             .map(|e| convert::entry(e, now))
             .collect::<Result<Vec<_>, _>>()?;
-        let sequence = self
-            .log
-            .append(&entries, now)
+        // Appended on a task of its own: a caller that goes away mid-append (cancelled, timed
+        // out) must not leave entries written but never flushed and committed.
+        let log = self.log.clone();
+        let appended = {
+            let entries = entries.clone();
+            tokio::spawn(async move { log.append(&entries, now).await })
+        };
+        let sequence = appended
             .await
+            .map_err(|_| Status::internal("the append did not finish"))?
             .map_err(convert::log_status)?;
         for e in &entries {
             tracing::info!(
@@ -110,7 +146,7 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.auth.authorize(request.metadata(), &[SCOPE_WATCH])?;
+        let caller = self.caller(request.metadata(), &[SCOPE_WATCH])?;
         let cursor = request.into_inner().from_sequence;
         if cursor > self.log.head() {
             return Err(convert::log_status(LogError::CursorAhead));
@@ -123,6 +159,7 @@ impl RevocationService for RevocationGrpc {
             self.config.subscriber,
             self.subscribers.clone(),
             move || clock.now(),
+            self.shutdown.clone(),
         )))
     }
 
@@ -130,8 +167,7 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
-        self.auth
-            .authorize(request.metadata(), &[SCOPE_WATCH, SCOPE_PUBLISH])?;
+        self.caller(request.metadata(), &[SCOPE_WATCH, SCOPE_PUBLISH])?;
         Ok(Response::new(GetStatusResponse {
             head_sequence: self.log.head(),
             live_entries: self.log.live_count(),
@@ -177,6 +213,7 @@ pub async fn start(
         clock: clock.clone(),
         config,
         subscribers: Arc::new(AtomicU32::new(0)),
+        shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let router = writ_server::grpc_server(tls)?

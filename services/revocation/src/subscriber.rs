@@ -15,6 +15,7 @@ use writ_proto::revocation::{
     Checkpoint, SnapshotBegin, SnapshotEnd, WatchResponse, watch_response,
 };
 use writ_revocation_log::{LogError, RevocationLog};
+use writ_server::ShutdownSignal;
 
 use crate::convert;
 
@@ -66,6 +67,7 @@ pub fn spawn(
     config: SubscriberConfig,
     subscribers: Arc<AtomicU32>,
     now: impl Fn() -> i64 + Send + Sync + 'static,
+    shutdown: ShutdownSignal,
 ) -> SubscriberStream {
     let (tx, rx) = mpsc::channel(config.buffer.max(1));
     let (cut_tx, cut_rx) = oneshot::channel();
@@ -80,7 +82,18 @@ pub fn spawn(
             cursor,
             now,
         };
-        if let Err(status) = sub.run().await {
+        // Fix: a Watch stream never ends by itself, and the server's graceful shutdown waits
+        // for every open stream, so stopping the service hung while anyone was subscribed. On
+        // shutdown the stream now ends with UNAVAILABLE; the subscriber resumes by cursor.
+        let outcome = tokio::select! {
+            r = sub.run() => r,
+            _ = shutdown.wait() => Err(convert::status(
+                Code::Unavailable,
+                "shutting_down",
+                "the revocation service is stopping; resume from your cursor",
+            )),
+        };
+        if let Err(status) = outcome {
             let _ = cut_tx.send(status);
         }
     });
@@ -155,7 +168,8 @@ impl<F: Fn() -> i64> Subscriber<F> {
         loop {
             let (page, next) = self
                 .log
-                .snapshot_page(as_of, after.as_deref(), 512)
+                .snapshot_page(after.as_deref(), 512)
+                .await
                 .map_err(convert::log_status)?;
             for ev in &page {
                 self.send(convert::event(ev)).await?;

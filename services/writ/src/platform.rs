@@ -165,7 +165,7 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
                 let engine = engine.clone();
                 (
                     engine.config().issuer.clone(),
-                    Arc::new(writ_trust::LocalKeys(move || engine.public_keys())),
+                    Arc::new(writ_trust::LocalKeys(move || engine.trusted_keys())),
                 )
             }
             None => {
