@@ -275,7 +275,15 @@ impl RevocationLog {
                         if queued.is_empty() {
                             break Err(lost());
                         }
-                        self.write(queued);
+                        // The write can wait for a flush in progress (see above): on a
+                        // multi-threaded runtime, let the worker's other tasks move on.
+                        if tokio::runtime::Handle::current().runtime_flavor()
+                            == tokio::runtime::RuntimeFlavor::MultiThread
+                        {
+                            tokio::task::block_in_place(|| self.write(queued));
+                        } else {
+                            self.write(queued);
+                        }
                     }
                     Err(oneshot::error::TryRecvError::Closed) => break Err(lost()),
                 }
