@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod grants;
+mod guard;
 mod http_facade;
 mod interop;
 mod introspection;

@@ -16,13 +16,18 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::authz::{GetJwksRequest, GetJwksResponse, GetServerMetadataRequest};
+use writ_proto::sts::GetJwksRequest as StsJwksRequest;
+use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_token::{
-    BiscuitPublicKey, Jwk, KeySet, SharedClock, TokenError, TokenVerifier, VerificationKey,
-    VerifiedToken, VerifierConfig,
+    BiscuitPublicKey, BiscuitRequest, Jwk, KeySet, SharedClock, TokenError, TokenFormat,
+    TokenVerifier, VerificationKey, VerifiedToken, VerifierConfig,
 };
 
 /// `google.rpc.ErrorInfo.domain` of authentication failures; reasons are RFC 6750 codes.
 pub const ERROR_DOMAIN: &str = "oauth2.writ.dev";
+
+/// A boxed future, as the object-safe [`KeySource`] returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// The keys of one trusted issuer.
 pub trait KeySource: Send + Sync + std::fmt::Debug {
@@ -30,6 +35,15 @@ pub trait KeySource: Send + Sync + std::fmt::Debug {
     fn keys(&self) -> Arc<KeySet>;
     /// A token named a key not in [`KeySource::keys`]: fetch again if allowed. Never blocks.
     fn request_refresh(&self) {}
+    /// A token named a key not in `seen` (what the caller verified against): fetch again and
+    /// return the keys after. One fetch at a time, and at most one per rate-limit window: a
+    /// caller arriving inside the window waits for it rather than being refused, so a key
+    /// rotation costs the first request a fetch, not a failure. Keys already newer than `seen`
+    /// are returned at once.
+    fn refresh_now<'a>(&'a self, seen: &'a Arc<KeySet>) -> BoxFuture<'a, Arc<KeySet>> {
+        let _ = seen;
+        Box::pin(async move { self.keys() })
+    }
 }
 
 /// Keys of an issuer running in this process.
@@ -67,19 +81,46 @@ pub fn key_set(jwks: &GetJwksResponse) -> Result<KeySet, TokenError> {
     Ok(keys)
 }
 
+/// Where an issuer publishes its keys: the authorization server's or the STS's `GetJwks`.
+#[derive(Debug, Clone)]
+enum JwksEndpoint {
+    Authz(AuthorizationServiceClient<Channel>),
+    Sts(SecurityTokenServiceClient<Channel>),
+}
+
+impl JwksEndpoint {
+    async fn fetch(&self) -> Result<KeySet, Status> {
+        let jwks = match self.clone() {
+            JwksEndpoint::Authz(mut c) => c.get_jwks(GetJwksRequest {}).await?.into_inner(),
+            JwksEndpoint::Sts(mut c) => {
+                let r = c.get_jwks(StsJwksRequest {}).await?.into_inner();
+                GetJwksResponse {
+                    keys: r.keys,
+                    biscuit_root_keys: r.biscuit_root_keys,
+                }
+            }
+        };
+        key_set(&jwks)
+            .map_err(|e| Status::unavailable(format!("the issuer published an unusable key: {e}")))
+    }
+}
+
 /// Keys fetched from an issuer's `GetJwks` over gRPC.
 #[derive(Debug)]
 pub struct RemoteKeys {
     issuer: String,
     keys: Mutex<Arc<KeySet>>,
-    client: AuthorizationServiceClient<Channel>,
+    endpoint: JwksEndpoint,
     last_fetch: Mutex<Instant>,
     min_refresh: Duration,
+    /// Held while fetching: one fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl RemoteKeys {
-    /// Fetches the issuer name and keys now (failing if it cannot), then refreshes them every
-    /// `every` in the background; an unknown key id fetches again at most every `min_refresh`.
+    /// The authorization server at `channel`: fetches its issuer name and keys now (failing if
+    /// it cannot), then refreshes the keys every `every` in the background; an unknown key id
+    /// fetches again at most every `min_refresh`.
     pub async fn connect(
         channel: Channel,
         every: Duration,
@@ -91,13 +132,35 @@ impl RemoteKeys {
             .await?
             .into_inner()
             .issuer;
-        let keys = fetch(&mut client).await?;
+        Self::start(issuer, JwksEndpoint::Authz(client), every, min_refresh).await
+    }
+
+    /// The STS at `channel`, whose tokens carry `iss = issuer` (configured: the STS's gRPC
+    /// contract has no metadata call). Otherwise as [`RemoteKeys::connect`].
+    pub async fn connect_sts(
+        channel: Channel,
+        issuer: String,
+        every: Duration,
+        min_refresh: Duration,
+    ) -> Result<Arc<Self>, Status> {
+        let client = SecurityTokenServiceClient::new(channel);
+        Self::start(issuer, JwksEndpoint::Sts(client), every, min_refresh).await
+    }
+
+    async fn start(
+        issuer: String,
+        endpoint: JwksEndpoint,
+        every: Duration,
+        min_refresh: Duration,
+    ) -> Result<Arc<Self>, Status> {
+        let keys = endpoint.fetch().await?;
         let remote = Arc::new(RemoteKeys {
             issuer,
             keys: Mutex::new(Arc::new(keys)),
-            client,
+            endpoint,
             last_fetch: Mutex::new(Instant::now()),
             min_refresh,
+            fetching: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&remote);
         tokio::spawn(async move {
@@ -106,21 +169,22 @@ impl RemoteKeys {
             loop {
                 tick.tick().await;
                 let Some(remote) = weak.upgrade() else { break };
+                let _one = remote.fetching.lock().await;
                 remote.refresh().await;
             }
         });
         Ok(remote)
     }
 
-    /// The issuer's `iss`, from its metadata.
+    /// The issuer's `iss`.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
+    /// Fetches now (the caller holds `fetching`).
     async fn refresh(&self) {
         *self.last_fetch.lock() = Instant::now();
-        let mut client = self.client.clone();
-        match fetch(&mut client).await {
+        match self.endpoint.fetch().await {
             Ok(keys) => *self.keys.lock() = Arc::new(keys),
             // Keep the keys we have: failing to refresh must not distrust everything.
             Err(e) => {
@@ -128,12 +192,6 @@ impl RemoteKeys {
             }
         }
     }
-}
-
-async fn fetch(client: &mut AuthorizationServiceClient<Channel>) -> Result<KeySet, Status> {
-    let jwks = client.get_jwks(GetJwksRequest {}).await?.into_inner();
-    key_set(&jwks)
-        .map_err(|e| Status::unavailable(format!("the issuer published an unusable key: {e}")))
 }
 
 impl KeySource for Arc<RemoteKeys> {
@@ -148,7 +206,26 @@ impl KeySource for Arc<RemoteKeys> {
         }
         *last = Instant::now();
         let me = self.clone();
-        tokio::spawn(async move { me.refresh().await });
+        tokio::spawn(async move {
+            let _one = me.fetching.lock().await;
+            me.refresh().await
+        });
+    }
+
+    fn refresh_now<'a>(&'a self, seen: &'a Arc<KeySet>) -> BoxFuture<'a, Arc<KeySet>> {
+        Box::pin(async move {
+            let _one = self.fetching.lock().await;
+            let current = self.keys();
+            if !Arc::ptr_eq(&current, seen) {
+                return current;
+            }
+            let since = self.last_fetch.lock().elapsed();
+            if since < self.min_refresh {
+                tokio::time::sleep(self.min_refresh - since).await;
+            }
+            self.refresh().await;
+            self.keys()
+        })
     }
 }
 
@@ -236,4 +313,100 @@ pub fn invalid_token(message: &str) -> Status {
             std::collections::HashMap::new(),
         ),
     )
+}
+
+/// One issuer a service trusts: its `iss` and where its keys come from.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub keys: Arc<dyn KeySource>,
+}
+
+/// Verifies tokens from several issuers (the authorization server and the STS) for one
+/// audience. Each issuer has its own verifier over its own keys, so a key is only ever trusted
+/// for the issuer that published it: a token claiming one issuer but signed with another's key
+/// is refused.
+#[derive(Debug)]
+pub struct Issuers {
+    verifiers: Vec<(TokenVerifier, Arc<dyn KeySource>)>,
+}
+
+impl Issuers {
+    /// `config` is applied to every issuer's verifier (its `issuers` replaced by that issuer).
+    pub fn new(trusted: Vec<TrustedIssuer>, config: VerifierConfig, clock: SharedClock) -> Self {
+        let verifiers = trusted
+            .into_iter()
+            .map(|t| {
+                let mut c = config.clone();
+                c.issuers = vec![t.issuer];
+                let v = TokenVerifier::new(c, KeySet::new(), clock.clone());
+                v.set_shared_keys(t.keys.keys());
+                (v, t.keys)
+            })
+            .collect();
+        Issuers { verifiers }
+    }
+
+    /// Verifies a JWT, or a Biscuit without a request (`request` `None`) or for one.
+    /// [`TokenError::UnknownKey`] when no issuer knows the key (see [`Issuers::verify_refreshing`]).
+    pub fn verify(
+        &self,
+        token: &str,
+        request: Option<&BiscuitRequest>,
+    ) -> Result<VerifiedToken, TokenError> {
+        let biscuit = TokenFormat::detect(token) == TokenFormat::Biscuit;
+        for (verifier, source) in &self.verifiers {
+            let keys = source.keys();
+            if !Arc::ptr_eq(&keys, &verifier.keys()) {
+                verifier.set_shared_keys(keys);
+            }
+            let result = match (biscuit, request) {
+                (true, Some(r)) => verifier.verify_biscuit_for(token, r),
+                (true, None) => verifier.verify_biscuit(token),
+                (false, _) => verifier.verify_jwt(token),
+            };
+            // Not this issuer's key: ask the next one. Anything else is the answer.
+            if !matches!(result, Err(TokenError::UnknownKey)) {
+                return result;
+            }
+        }
+        Err(TokenError::UnknownKey)
+    }
+
+    /// [`Issuers::verify`]; a key no issuer knows makes every issuer fetch its keys again (one
+    /// fetch at a time, rate-limited, see [`KeySource::refresh_now`]) and the token is verified
+    /// once more. A rotated-in key thus costs one fetch, not a refused request.
+    pub async fn verify_refreshing(
+        &self,
+        token: &str,
+        request: Option<&BiscuitRequest>,
+    ) -> Result<VerifiedToken, TokenError> {
+        match self.verify(token, request) {
+            Err(TokenError::UnknownKey) => {
+                for (verifier, source) in &self.verifiers {
+                    let seen = verifier.keys();
+                    let keys = source.refresh_now(&seen).await;
+                    verifier.set_shared_keys(keys);
+                }
+                self.verify(token, request)
+            }
+            other => other,
+        }
+    }
+
+    /// The issuers, in the order tried.
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.verifiers
+            .iter()
+            .flat_map(|(v, _)| v.config().issuers.first().map(String::as_str))
+    }
+}
+
+impl Issuers {
+    /// Asks every issuer to fetch its keys in the background (rate-limited), without waiting.
+    pub fn request_refresh(&self) {
+        for (_, source) in &self.verifiers {
+            source.request_refresh();
+        }
+    }
 }

@@ -1,0 +1,265 @@
+//! The client side: a [`TokenSource`] keeps a client-credentials token fresh for outgoing calls,
+//! attached by [`AttachTokenLayer`] (waits for a token when it must) or [`AttachToken`] (a
+//! tonic interceptor: uses the token the background refresher keeps ready).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use parking_lot::RwLock;
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tonic::transport::Channel;
+use writ_proto::authz::TokenRequest;
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+
+/// A client's credentials and what it asks for.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Space-delimited scopes (empty: the client's default).
+    pub scope: String,
+    /// Audiences the tokens are for.
+    pub audience: Vec<String>,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token and when to stop using it as it is.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) token: Arc<str>,
+    pub(crate) header: HeaderValue,
+    /// Fetch a new one from here on (well before expiry).
+    pub(crate) refresh_at: Instant,
+    /// Never use it from here on.
+    pub(crate) expires_at: Instant,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
+}
+
+impl Held {
+    pub(crate) fn new(token: String, expires_in: i64) -> Result<Held, Status> {
+        let lifetime = Duration::from_secs(expires_in.max(0) as u64);
+        let now = Instant::now();
+        // Renew with a fifth of the lifetime left (at least 5 s, at most 60 s), so clock skew
+        // and a slow issuer never leave a caller holding an expired token.
+        let margin = (lifetime / 5).clamp(Duration::from_secs(5), Duration::from_secs(60));
+        let header = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("the issued token is not a header value"))?;
+        Ok(Held {
+            token: Arc::from(token),
+            header,
+            refresh_at: now + lifetime.saturating_sub(margin),
+            expires_at: now + lifetime.saturating_sub(Duration::from_secs(1)),
+        })
+    }
+
+    pub(crate) fn fresh(&self, now: Instant) -> bool {
+        now < self.refresh_at
+    }
+
+    pub(crate) fn usable(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+}
+
+#[derive(Debug)]
+struct SourceInner {
+    client: AuthorizationServiceClient<Channel>,
+    credentials: ClientCredentials,
+    held: RwLock<Option<Held>>,
+    /// One fetch at a time: concurrent callers wait for it and share its token.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Client-credentials tokens for outgoing calls: cached, renewed before expiry, one fetch at a
+/// time however many callers ask. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TokenSource(Arc<SourceInner>);
+
+impl TokenSource {
+    /// `channel` reaches the authorization server.
+    pub fn new(channel: Channel, credentials: ClientCredentials) -> TokenSource {
+        TokenSource(Arc::new(SourceInner {
+            client: AuthorizationServiceClient::new(channel),
+            credentials,
+            held: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// A token good for a call now. Waits only when none is fresh.
+    pub async fn token(&self) -> Result<Arc<str>, Status> {
+        Ok(self.held().await?.token)
+    }
+
+    async fn held(&self) -> Result<Held, Status> {
+        if let Some(h) = self.current(true) {
+            return Ok(h);
+        }
+        let _one = self.0.fetching.lock().await;
+        // Fetched while we waited?
+        if let Some(h) = self.current(true) {
+            return Ok(h);
+        }
+        match self.fetch().await {
+            Ok(h) => Ok(h),
+            // The issuer is down but the token we hold is still valid: keep using it.
+            Err(e) => self.current(false).ok_or(e),
+        }
+    }
+
+    /// The token held, if fresh (or, with `fresh` false, merely unexpired).
+    fn current(&self, fresh: bool) -> Option<Held> {
+        let now = Instant::now();
+        self.0
+            .held
+            .read()
+            .as_ref()
+            .filter(|h| if fresh { h.fresh(now) } else { h.usable(now) })
+            .cloned()
+    }
+
+    async fn fetch(&self) -> Result<Held, Status> {
+        let c = &self.0.credentials;
+        let response = self
+            .0
+            .client
+            .clone()
+            .token(TokenRequest {
+                grant_type: "client_credentials".into(),
+                client_id: c.client_id.clone(),
+                client_secret: c.client_secret.clone(),
+                scope: c.scope.clone(),
+                audience: c.audience.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let held = Held::new(response.access_token, response.expires_in)?;
+        *self.0.held.write() = Some(held.clone());
+        tracing::debug!(client_id = %c.client_id, expires_in = response.expires_in, "fetched a token for outgoing calls");
+        Ok(held)
+    }
+
+    /// Keeps a fresh token ready in the background (what [`AttachToken`] relies on): fetches
+    /// now, then again whenever the token is due, retrying after `retry` on failure.
+    pub fn spawn_refresher(&self, retry: Duration) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let wait = match me.held().await {
+                    Ok(h) => h.refresh_at.saturating_duration_since(Instant::now()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fetch a token for outgoing calls");
+                        retry
+                    }
+                };
+                tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+            }
+        })
+    }
+
+    /// A tower layer for a client channel: every request gets `authorization: Bearer <token>`.
+    pub fn layer(&self) -> AttachTokenLayer {
+        AttachTokenLayer(self.clone())
+    }
+
+    /// A tonic interceptor attaching the token held (see [`TokenSource::spawn_refresher`]).
+    pub fn interceptor(&self) -> AttachToken {
+        AttachToken(self.clone())
+    }
+}
+
+impl writ_revocation_client::TokenProvider for TokenSource {
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, Status>> + Send + '_>> {
+        Box::pin(async move { Ok(TokenSource::token(self).await?.to_string()) })
+    }
+}
+
+/// Tonic interceptor: see [`TokenSource::interceptor`]. Fails with UNAUTHENTICATED, without a
+/// network call, when no unexpired token is held.
+#[derive(Debug, Clone)]
+pub struct AttachToken(TokenSource);
+
+impl tonic::service::Interceptor for AttachToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let held = self
+            .0
+            .current(false)
+            .ok_or_else(|| Status::unauthenticated("no token for outgoing calls yet"))?;
+        let value = tonic::metadata::MetadataValue::try_from(held.header.as_bytes())
+            .map_err(|_| Status::internal("the token is not a header value"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+/// Tower layer: see [`TokenSource::layer`].
+#[derive(Debug, Clone)]
+pub struct AttachTokenLayer(TokenSource);
+
+impl<S> tower::Layer<S> for AttachTokenLayer {
+    type Service = AttachTokenService<S>;
+    fn layer(&self, inner: S) -> AttachTokenService<S> {
+        AttachTokenService {
+            source: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachTokenService<S> {
+    source: TokenSource,
+    inner: S,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> tower::Service<http::Request<B>> for AttachTokenService<S>
+where
+    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let source = self.source.clone();
+        Box::pin(async move {
+            // A Status error reaches the caller as that status (tonic downcasts it).
+            let held = source.held().await.map_err(|s| Box::new(s) as BoxError)?;
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, held.header);
+            inner.call(request).await.map_err(Into::into)
+        })
+    }
+}

@@ -1,0 +1,39 @@
+//! The Writ guard, installed by every service Writ protects.
+//!
+//! **Server side.** [`Guard`] verifies the caller's token locally: no network call per request.
+//! It trusts the authorization server and the STS (each token only under the keys its own
+//! issuer publishes, fetched at start and refreshed in the background; a key not yet known
+//! triggers one rate-limited fetch that the request waits for), checks `typ`, `iss`, this
+//! service's `aud`, `exp`/`nbf` and the algorithm allow-list, then the method's rule
+//! ([`MethodPolicy`]): required scopes for a JWT; for a Biscuit, an authorizer fed with the
+//! service, the method, the time and the required scopes, plus the service's Datalog, under run
+//! limits. Every call is checked against the revocation feed (token id, grant id, subject and
+//! client cut-offs, every Biscuit block's revocation id, key id); a feed staler than the bound
+//! fails closed with UNAVAILABLE. Verified JWTs are cached (see [`cache`]).
+//!
+//! The token travels as `authorization: Bearer <token>`, a JWT or a Biscuit (base64url); the
+//! guard tells them apart. Missing, malformed, expired, untrusted or revoked tokens get
+//! UNAUTHENTICATED; a valid token without the rights PERMISSION_DENIED; the reason is in
+//! `google.rpc.ErrorInfo` (domain [`ERROR_DOMAIN`]), never the token's contents. Handlers read
+//! the caller with [`Principal::of`].
+//!
+//! **Client side.** [`TokenSource`] keeps a client-credentials token fresh for outgoing calls;
+//! [`Exchanger`] trades the caller's token at the STS for one naming the next service.
+
+pub mod cache;
+mod client;
+mod error;
+mod exchange;
+mod policy;
+mod principal;
+mod server;
+
+pub use client::{
+    AttachToken, AttachTokenLayer, AttachTokenService, ClientCredentials, TokenSource,
+};
+pub use error::{ERROR_DOMAIN, GuardError};
+pub use exchange::{ACCESS_TOKEN_TYPE, BISCUIT_TOKEN_TYPE, Exchanger, TOKEN_EXCHANGE};
+pub use policy::{MethodPolicy, Rule};
+pub use principal::{BearerToken, Principal};
+pub use server::{Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService, Revocations};
+pub use writ_trust::TrustedIssuer;

@@ -1,0 +1,263 @@
+//! Two example services guarded by Writ, on both sides.
+//!
+//! `inventory` (audience `inventory`) reserves stock; `orders` (audience `orders`) places an
+//! order and reserves its stock at inventory on behalf of its caller: it exchanges the caller's
+//! token at the STS for one naming inventory, so inventory sees the original subject with
+//! orders recorded as the actor (`act`). Both install [`writ_guard::Guard`] as a tower layer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use writ_guard::{Exchanger, Guard, MethodPolicy, Principal, Rule};
+use writ_proto::demo::inventory_service_client::InventoryServiceClient;
+use writ_proto::demo::inventory_service_server::{InventoryService, InventoryServiceServer};
+use writ_proto::demo::orders_service_server::{OrdersService, OrdersServiceServer};
+use writ_proto::demo::{
+    GetStockRequest, GetStockResponse, PlaceOrderRequest, PlaceOrderResponse, ReserveRequest,
+    ReserveResponse,
+};
+use writ_server::{ServerError, ShutdownSignal};
+use writ_tls::TlsMaterial;
+
+pub const INVENTORY: &str = "inventory";
+pub const ORDERS: &str = "orders";
+pub const SCOPE_RESERVE: &str = "inventory.reserve";
+pub const SCOPE_READ: &str = "inventory.read";
+pub const SCOPE_ORDER: &str = "orders.write";
+
+/// Inventory's rules: reserving and reading need their scopes; nothing else is open.
+pub fn inventory_policy() -> MethodPolicy {
+    MethodPolicy::new()
+        .method(
+            "/writ.demo.v1.InventoryService/Reserve",
+            Rule::scopes(&[SCOPE_RESERVE]),
+        )
+        .method(
+            "/writ.demo.v1.InventoryService/GetStock",
+            Rule::scopes(&[SCOPE_READ]),
+        )
+}
+
+/// Orders' rules.
+pub fn orders_policy() -> MethodPolicy {
+    MethodPolicy::new().method(
+        "/writ.demo.v1.OrdersService/PlaceOrder",
+        Rule::scopes(&[SCOPE_ORDER]),
+    )
+}
+
+#[derive(Debug, Default)]
+pub struct Inventory {
+    stock: Mutex<HashMap<String, i64>>,
+    next: Mutex<u64>,
+}
+
+#[tonic::async_trait]
+impl InventoryService for Inventory {
+    async fn reserve(
+        &self,
+        request: Request<ReserveRequest>,
+    ) -> Result<Response<ReserveResponse>, Status> {
+        let principal = Principal::of(&request)
+            .cloned()
+            .ok_or_else(|| Status::internal("the guard attached no principal"))?;
+        let r = request.into_inner();
+        if r.sku.is_empty() || r.quantity <= 0 {
+            return Err(Status::invalid_argument("a sku and a positive quantity"));
+        }
+        {
+            let mut stock = self.stock.lock();
+            let left = stock.entry(r.sku.clone()).or_insert(1_000);
+            if *left < i64::from(r.quantity) {
+                return Err(Status::failed_precondition("not enough stock"));
+            }
+            *left -= i64::from(r.quantity);
+        }
+        let id = {
+            let mut next = self.next.lock();
+            *next += 1;
+            *next
+        };
+        Ok(Response::new(ReserveResponse {
+            reservation_id: format!("r-{id}"),
+            actors: principal
+                .actors()
+                .iter()
+                .map(|a| a.client_id.clone().unwrap_or_else(|| a.sub.clone()))
+                .collect(),
+            subject: principal.subject,
+        }))
+    }
+
+    async fn get_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<GetStockResponse>, Status> {
+        let sku = request.into_inner().sku;
+        let available = self.stock.lock().get(&sku).copied().unwrap_or(1_000);
+        Ok(Response::new(GetStockResponse { sku, available }))
+    }
+}
+
+#[derive(Debug)]
+pub struct Orders {
+    exchanger: Exchanger,
+    inventory: Channel,
+    next: Mutex<u64>,
+}
+
+impl Orders {
+    /// `inventory` reaches the inventory service; `exchanger` trades callers' tokens at the STS.
+    pub fn new(exchanger: Exchanger, inventory: Channel) -> Self {
+        Orders {
+            exchanger,
+            inventory,
+            next: Mutex::new(0),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl OrdersService for Orders {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<PlaceOrderResponse>, Status> {
+        // The caller's token, narrowed to inventory's audience and the one scope needed there.
+        let token = self
+            .exchanger
+            .for_request(&request, INVENTORY, SCOPE_RESERVE)
+            .await?;
+        let order = request.into_inner();
+        let mut call = Request::new(ReserveRequest {
+            sku: order.sku,
+            quantity: order.quantity,
+        });
+        call.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::internal("the exchanged token is not a header value"))?,
+        );
+        let reservation = InventoryServiceClient::new(self.inventory.clone())
+            .reserve(call)
+            .await?
+            .into_inner();
+        let id = {
+            let mut next = self.next.lock();
+            *next += 1;
+            *next
+        };
+        Ok(Response::new(PlaceOrderResponse {
+            order_id: format!("o-{id}"),
+            reservation: Some(reservation),
+        }))
+    }
+}
+
+/// A running example service.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub task: JoinHandle<()>,
+}
+
+/// Serves `inventory` behind `guard` on `listener`.
+pub async fn serve_inventory(
+    inventory: Inventory,
+    guard: Guard,
+    listener: TcpListener,
+    tls: Option<&TlsMaterial>,
+    shutdown: ShutdownSignal,
+) -> Result<Running, ServerError> {
+    serve(
+        InventoryServiceServer::new(inventory),
+        "writ.demo.v1.InventoryService",
+        guard,
+        listener,
+        tls,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `orders` behind `guard` on `listener`.
+pub async fn serve_orders(
+    orders: Orders,
+    guard: Guard,
+    listener: TcpListener,
+    tls: Option<&TlsMaterial>,
+    shutdown: ShutdownSignal,
+) -> Result<Running, ServerError> {
+    serve(
+        OrdersServiceServer::new(orders),
+        "writ.demo.v1.OrdersService",
+        guard,
+        listener,
+        tls,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve<S>(
+    service: S,
+    name: &'static str,
+    guard: Guard,
+    listener: TcpListener,
+    tls: Option<&TlsMaterial>,
+    shutdown: ShutdownSignal,
+) -> Result<Running, ServerError>
+where
+    S: tonic::server::NamedService
+        + tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })?;
+    let (health, _) = writ_server::health_and_reflection(&[name]).await?;
+    let router = writ_server::grpc_server(tls)?
+        .layer(guard.layer())
+        .add_service(health)
+        .add_service(service);
+    let task = tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(writ_server::incoming(listener), shutdown.wait())
+            .await
+        {
+            tracing::error!(error = %e, service = name, "example service stopped");
+        }
+    });
+    tracing::info!(%addr, service = name, "example service listening");
+    Ok(Running { addr, task })
+}
+
+/// Whom inventory saw, for printing.
+pub fn describe(reservation: &ReserveResponse) -> String {
+    format!(
+        "reservation {} for subject {} via {}",
+        reservation.reservation_id,
+        reservation.subject,
+        if reservation.actors.is_empty() {
+            "no actor".to_owned()
+        } else {
+            reservation.actors.join(" <- ")
+        }
+    )
+}
+
+pub use writ_guard;

@@ -1,0 +1,548 @@
+//! The guard in a real service: the example inventory service behind `writ_guard::Guard`,
+//! verifying tokens from the real authorization server and following the real revocation feed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use writ_demo::{Inventory, SCOPE_READ, SCOPE_RESERVE};
+use writ_guard::{
+    ClientCredentials, Guard, GuardConfig, Revocations, Rule, TokenSource, TrustedIssuer,
+};
+use writ_proto::admin::{KeyPurpose, RotateSigningKeyRequest};
+use writ_proto::common::TokenFormat;
+use writ_proto::demo::inventory_service_client::InventoryServiceClient;
+use writ_proto::demo::{GetStockRequest, ReserveRequest, ReserveResponse};
+use writ_revocation_client::{RevocationSet, Watcher};
+use writ_server::Shutdown;
+use writ_tests::*;
+use writ_token::{Clock, ManualClock};
+use writ_trust::RemoteKeys;
+
+/// Bound on a revocation reaching the guard (the feed's figure is milliseconds).
+const PROPAGATION: Duration = Duration::from_secs(2);
+
+/// The inventory service behind a guard, with the authorization server and revocation feed.
+struct Guarded {
+    server: TestServer,
+    set: Arc<RevocationSet>,
+    watcher: Option<Watcher>,
+    guard: Guard,
+    channel: Channel,
+    _stop: Shutdown,
+}
+
+struct Setup {
+    clock: Option<ManualClock>,
+    max_staleness: Duration,
+    fail_open: bool,
+    interceptor: Option<Rule>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            clock: None,
+            max_staleness: Duration::from_secs(30),
+            fail_open: false,
+            interceptor: None,
+        }
+    }
+}
+
+impl Guarded {
+    async fn start() -> Guarded {
+        Self::start_with(Setup::default()).await
+    }
+
+    async fn start_with(setup: Setup) -> Guarded {
+        let server = TestServer::start_with(Options {
+            clock: setup.clock.clone(),
+            ..Options::default()
+        })
+        .await;
+        let set = Arc::new(RevocationSet::new());
+        let watcher = server.watcher(set.clone()).await;
+        eventually(Duration::from_secs(10), "the feed syncs", || {
+            set.staleness().is_some()
+        })
+        .await;
+        let keys = RemoteKeys::connect(
+            server.channel().await,
+            Duration::from_secs(300),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap();
+        let mut config = GuardConfig::new(
+            "inventory",
+            vec![TrustedIssuer {
+                issuer: keys.issuer().to_owned(),
+                keys: Arc::new(keys),
+            }],
+            writ_demo::inventory_policy(),
+            set.clone(),
+        );
+        config.revocations = Revocations::Feed {
+            set: set.clone(),
+            max_staleness: setup.max_staleness,
+            fail_open: setup.fail_open,
+        };
+        if let Some(clock) = &setup.clock {
+            config.clock = Arc::new(clock.clone());
+        }
+        let guard = Guard::new(config);
+        let (stop, signal) = Shutdown::new();
+        let listener = writ_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        match setup.interceptor {
+            None => {
+                writ_demo::serve_inventory(
+                    Inventory::default(),
+                    guard.clone(),
+                    listener,
+                    None,
+                    signal,
+                )
+                .await
+                .unwrap();
+            }
+            Some(rule) => {
+                let service = writ_proto::demo::inventory_service_server::InventoryServiceServer::with_interceptor(
+                    Inventory::default(),
+                    guard.interceptor(rule),
+                );
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(
+                            writ_server::incoming(listener),
+                            signal.wait(),
+                        ),
+                );
+            }
+        }
+        let channel = connect(&format!("http://{addr}"), None).await;
+        Guarded {
+            server,
+            set,
+            watcher: Some(watcher),
+            guard,
+            channel,
+            _stop: stop,
+        }
+    }
+
+    /// A client allowed `scope` at `audience`, and a token for it.
+    async fn token(&self, id: &str, scope: &str, audience: &str) -> String {
+        let (id, secret) = self.server.service_client(id, scope, &[audience]).await;
+        self.server.cc_token(&id, &secret).await
+    }
+
+    async fn reserve(&self, authorization: Option<&str>) -> Result<ReserveResponse, Status> {
+        let mut request = tonic::Request::new(ReserveRequest {
+            sku: "apple".into(),
+            quantity: 1,
+        });
+        if let Some(a) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", a.parse().unwrap());
+        }
+        InventoryServiceClient::new(self.channel.clone())
+            .reserve(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn reserve_with(&self, token: &str) -> Result<ReserveResponse, Status> {
+        self.reserve(Some(&format!("Bearer {token}"))).await
+    }
+
+    async fn get_stock_with(&self, token: &str) -> Result<(), Status> {
+        let mut request = tonic::Request::new(GetStockRequest {
+            sku: "apple".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        InventoryServiceClient::new(self.channel.clone())
+            .get_stock(request)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The guard's refusal: code, `ErrorInfo.reason` and `metadata["cause"]`.
+fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, reason_: &str, cause: &str) {
+    use tonic_types::StatusExt;
+    let status = r.expect_err("refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(info.domain, writ_guard::ERROR_DOMAIN);
+    assert_eq!(info.reason, reason_, "{status:?}");
+    assert_eq!(
+        info.metadata.get("cause").map(String::as_str),
+        Some(cause),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_call_reaches_the_handler_with_the_verified_principal() {
+    let g = Guarded::start().await;
+    let token = g.token("shop", SCOPE_RESERVE, "inventory").await;
+    let r = g.reserve_with(&token).await.unwrap();
+    assert_eq!(r.subject, "shop");
+    assert!(r.actors.is_empty());
+    // Again: served from the cache.
+    g.reserve_with(&token).await.unwrap();
+    assert_eq!(g.guard.cached(), 1);
+}
+
+#[tokio::test]
+async fn missing_malformed_and_garbage_tokens_are_unauthenticated() {
+    let g = Guarded::start().await;
+    refused(
+        g.reserve(None).await,
+        Code::Unauthenticated,
+        "invalid_request",
+        "missing",
+    );
+    refused(
+        g.reserve(Some("Basic c2hvcDpzZWNyZXQ=")).await,
+        Code::Unauthenticated,
+        "invalid_request",
+        "malformed_header",
+    );
+    refused(
+        g.reserve(Some("Bearer ")).await,
+        Code::Unauthenticated,
+        "invalid_request",
+        "missing",
+    );
+    refused(
+        g.reserve_with("garbage.garbage.garbage").await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "malformed",
+    );
+    refused(
+        g.reserve_with("EnQKCggAEgZzdWJqZWN0").await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "malformed",
+    );
+    // An unsigned JWT (alg none): refused before anything else is read.
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.eyJzdWIiOiJ4In0.";
+    refused(
+        g.reserve_with(none).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "malformed",
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_unauthenticated_even_once_cached() {
+    let clock = ManualClock::starting_now();
+    let g = Guarded::start_with(Setup {
+        clock: Some(clock.clone()),
+        ..Setup::default()
+    })
+    .await;
+    let token = g.token("shop", SCOPE_RESERVE, "inventory").await;
+    g.reserve_with(&token).await.unwrap();
+    let exp = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap()["exp"]
+        .as_i64()
+        .unwrap();
+    // Past exp and the leeway.
+    clock.advance((exp - clock.now()) + 31);
+    refused(
+        g.reserve_with(&token).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "expired",
+    );
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_unauthenticated() {
+    let g = Guarded::start().await;
+    let token = g.token("shop", SCOPE_RESERVE, "orders").await;
+    refused(
+        g.reserve_with(&token).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "wrong_audience",
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_the_methods_scope_is_permission_denied() {
+    let g = Guarded::start().await;
+    let token = g.token("reader", SCOPE_READ, "inventory").await;
+    g.get_stock_with(&token).await.unwrap();
+    let status = g.reserve_with(&token).await.unwrap_err();
+    refused::<()>(
+        Err(status.clone()),
+        Code::PermissionDenied,
+        "insufficient_scope",
+        "scope",
+    );
+    use tonic_types::StatusExt;
+    assert_eq!(
+        status.get_details_error_info().unwrap().metadata["scope"],
+        SCOPE_RESERVE,
+        "the scope needed is named, the token's contents are not"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_grant_is_refused_within_the_propagation_bound_also_when_cached() {
+    let g = Guarded::start().await;
+    let (id, secret) = g
+        .server
+        .service_client("shop", SCOPE_RESERVE, &["inventory"])
+        .await;
+    let token = g.server.cc_token(&id, &secret).await;
+    let other = g.server.cc_token(&id, &secret).await;
+    g.reserve_with(&token).await.unwrap();
+    g.reserve_with(&other).await.unwrap();
+    assert_eq!(g.guard.cached(), 2);
+    let revoked_at = Instant::now();
+    g.server.revoke_token(&token, &id, &secret).await;
+    let deadline = revoked_at + PROPAGATION;
+    loop {
+        match g.reserve_with(&token).await {
+            Err(s) => {
+                refused::<()>(Err(s), Code::Unauthenticated, "invalid_token", "revoked");
+                break;
+            }
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still accepted after {PROPAGATION:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    // Only that token: the client's other token still works.
+    g.reserve_with(&other).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_revocation_feed_fails_closed_unless_configured_open() {
+    for fail_open in [false, true] {
+        let mut g = Guarded::start_with(Setup {
+            max_staleness: Duration::from_secs(1),
+            fail_open,
+            ..Setup::default()
+        })
+        .await;
+        let token = g.token("shop", SCOPE_RESERVE, "inventory").await;
+        g.reserve_with(&token).await.unwrap();
+        // The feed goes quiet: no events, no checkpoints.
+        g.watcher.take().unwrap().stop();
+        let set = g.set.clone();
+        eventually(Duration::from_secs(10), "the feed goes stale", || {
+            set.staleness()
+                .is_some_and(|s| s > Duration::from_millis(1200))
+        })
+        .await;
+        let r = g.reserve_with(&token).await;
+        if fail_open {
+            r.unwrap();
+        } else {
+            refused(r, Code::Unavailable, "revocation_feed_stale", "stale");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_signing_key_rotation_passes_with_no_failed_request() {
+    let g = Guarded::start().await;
+    let (id, secret) = g
+        .server
+        .service_client("shop", SCOPE_RESERVE, &["inventory"])
+        .await;
+    let mut kids = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        if i == 20 {
+            g.server
+                .admin()
+                .await
+                .rotate_signing_key(RotateSigningKeyRequest {
+                    purpose: KeyPurpose::Jwt as i32,
+                    alg: "EdDSA".into(),
+                })
+                .await
+                .unwrap();
+        }
+        // A fresh token each time: after the rotation, signed by a key the guard never saw.
+        let token = g.server.cc_token(&id, &secret).await;
+        let kid = writ_token::decode_unverified(&token)
+            .unwrap()
+            .header
+            .unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        kids.insert(kid);
+        g.reserve_with(&token)
+            .await
+            .unwrap_or_else(|s| panic!("request {i} failed: {s:?}"));
+    }
+    assert_eq!(kids.len(), 2, "both keys were used");
+}
+
+#[tokio::test]
+async fn biscuits_are_authorized_per_method_and_attenuation_holds() {
+    let g = Guarded::start().await;
+    let (id, secret) = g
+        .server
+        .create_client(writ_proto::admin::Client {
+            client_id: "shop".into(),
+            client_type: writ_proto::admin::ClientType::Confidential as i32,
+            grant_types: vec!["client_credentials".into()],
+            scope: format!("{SCOPE_RESERVE} {SCOPE_READ}"),
+            audience: vec!["inventory".into()],
+            token_formats: vec![TokenFormat::Jwt as i32, TokenFormat::Biscuit as i32],
+            ..Default::default()
+        })
+        .await;
+    let mut req = cc(&id, &secret);
+    req.token_format = TokenFormat::Biscuit as i32;
+    let biscuit = g.server.issue(req).await.access_token;
+    assert_eq!(
+        writ_token::TokenFormat::detect(&biscuit),
+        writ_token::TokenFormat::Biscuit
+    );
+    let r = g.reserve_with(&biscuit).await.unwrap();
+    assert_eq!(r.subject, "shop");
+    // Narrowed offline by its holder to reading stock only.
+    let narrowed = writ_token::attenuate(
+        &biscuit,
+        &writ_token::Attenuation {
+            methods: Some(vec!["/writ.demo.v1.InventoryService/GetStock".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    g.get_stock_with(&narrowed).await.unwrap();
+    refused(
+        g.reserve_with(&narrowed).await,
+        Code::PermissionDenied,
+        "insufficient_scope",
+        "denied",
+    );
+    // Narrowed to a scope: reserving needs the one taken away.
+    let read_only = writ_token::attenuate(
+        &biscuit,
+        &writ_token::Attenuation {
+            scopes: Some(vec![SCOPE_READ.into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    refused(
+        g.reserve_with(&read_only).await,
+        Code::PermissionDenied,
+        "insufficient_scope",
+        "denied",
+    );
+    refused(
+        g.reserve_with(&format!("{biscuit}AA")).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "malformed",
+    );
+}
+
+#[tokio::test]
+async fn the_interceptor_applies_one_rule_to_every_method() {
+    let g = Guarded::start_with(Setup {
+        interceptor: Some(Rule::scopes(&[SCOPE_READ])),
+        ..Setup::default()
+    })
+    .await;
+    let reader = g.token("reader", SCOPE_READ, "inventory").await;
+    g.get_stock_with(&reader).await.unwrap();
+    // The interceptor does not see the method: reading suffices for reserving here.
+    g.reserve_with(&reader).await.unwrap();
+    let writer = g.token("writer", SCOPE_RESERVE, "inventory").await;
+    refused(
+        g.get_stock_with(&writer).await,
+        Code::PermissionDenied,
+        "insufficient_scope",
+        "scope",
+    );
+    refused(
+        g.reserve(None).await,
+        Code::Unauthenticated,
+        "invalid_request",
+        "missing",
+    );
+}
+
+#[tokio::test]
+async fn a_token_source_fetches_once_under_concurrency_and_attaches_tokens() {
+    let g = Guarded::start().await;
+    let (id, secret) = g
+        .server
+        .service_client(
+            "shop",
+            &format!("{SCOPE_RESERVE} {SCOPE_READ}"),
+            &["inventory"],
+        )
+        .await;
+    let source = TokenSource::new(
+        g.server.channel().await,
+        ClientCredentials {
+            client_id: id,
+            client_secret: secret,
+            scope: SCOPE_RESERVE.into(),
+            audience: vec!["inventory".into()],
+        },
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let source = source.clone();
+        tasks.push(tokio::spawn(async move { source.token().await.unwrap() }));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), 1, "one fetch served every caller");
+    // Attached by the tower layer on the client channel.
+    let svc = tower::ServiceBuilder::new()
+        .layer(source.layer())
+        .service(g.channel.clone());
+    let r = InventoryServiceClient::new(svc)
+        .reserve(ReserveRequest {
+            sku: "apple".into(),
+            quantity: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.subject, "shop");
+    // And by the interceptor, from the token held.
+    let mut client =
+        InventoryServiceClient::with_interceptor(g.channel.clone(), source.interceptor());
+    client
+        .reserve(ReserveRequest {
+            sku: "apple".into(),
+            quantity: 1,
+        })
+        .await
+        .unwrap();
+}
