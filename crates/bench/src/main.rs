@@ -9,6 +9,7 @@
 //! cargo run --release -p writ-bench -- all
 //! ```
 
+mod guard;
 mod revocation;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_server::Shutdown;
 use writ_store::SledStore;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(about = "Load generator for Writ (loopback only)")]
 struct Cli {
     #[command(subcommand)]
@@ -50,7 +51,7 @@ struct Cli {
     revocation: revocation::Args,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// client_credentials tokens, plaintext then TLS, side by side.
     ClientCredentials,
@@ -65,6 +66,9 @@ enum Command {
     Propagation,
     /// Memory of the client-side revocation set alone (part of `revocation`).
     SetMemory,
+    /// A trivial unary RPC with no guard, the guard (repeated and fresh tokens) and a
+    /// per-request introspection call, side by side.
+    Guard,
     /// Everything above, one after the other in one run.
     All,
 }
@@ -169,6 +173,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }
+}
+
+/// One connection to `url` (plaintext).
+async fn connect_one(url: &str) -> anyhow::Result<Channel> {
+    Ok(channels(url, None, 1).await?.remove(0))
 }
 
 async fn channels(server_url: &str, ca: Option<&str>, n: usize) -> anyhow::Result<Vec<Channel>> {
@@ -432,7 +441,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    if run_cc || run_refresh || run_revoke {
+    if run_cc || run_refresh || run_revoke || matches!(cli.command, Command::Guard) {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
         println!("|---|---:|---:|---:|---:|");
     }
@@ -450,6 +459,11 @@ fn main() -> anyhow::Result<()> {
             flushes,
             outcome.ok as f64 / flushes.max(1) as f64
         ));
+    }
+    if matches!(cli.command, Command::Guard | Command::All) {
+        for outcome in guard::run(&cli, &load)? {
+            println!("{}", outcome.row());
+        }
     }
     let mut propagation = Vec::new();
     if run_revoke {

@@ -35,7 +35,7 @@ use writ_store::SledStore;
 use crate::{Cli, Outcome, channels, drive_probed, server_runtime};
 
 /// Options of the `revocation` scenarios.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// Entries per call in the batched Revoke variant (0 skips it).
     #[arg(long, default_value_t = 16)]

@@ -261,3 +261,131 @@ pub fn describe(reservation: &ReserveResponse) -> String {
 }
 
 pub use writ_guard;
+
+/// Where the Writ platform is, as the example services see it.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub authz: Channel,
+    pub sts: Channel,
+    /// The `iss` of the STS's tokens.
+    pub sts_issuer: String,
+    pub revocation: Channel,
+}
+
+/// Each example service's own client (it watches the revocation feed with it; orders also
+/// authenticates at the STS with it).
+#[derive(Debug, Clone)]
+pub struct ServiceCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// Both example services, running.
+#[derive(Debug)]
+pub struct Demo {
+    pub inventory: Running,
+    pub orders: Running,
+    pub inventory_guard: Guard,
+    pub orders_guard: Guard,
+    /// The revocation watchers (one per service, as separate processes would have).
+    pub watchers: Vec<writ_revocation_client::Watcher>,
+}
+
+/// A guard for `audience` trusting the authorization server and the STS, following the
+/// revocation feed with `credentials`.
+pub async fn guard_for(
+    platform: &Platform,
+    audience: &str,
+    policy: MethodPolicy,
+    credentials: &ServiceCredentials,
+) -> anyhow::Result<(Guard, writ_revocation_client::Watcher)> {
+    use std::time::Duration;
+    let authz = writ_trust::RemoteKeys::connect(
+        platform.authz.clone(),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    )
+    .await?;
+    let sts = writ_trust::RemoteKeys::connect_sts(
+        platform.sts.clone(),
+        platform.sts_issuer.clone(),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    )
+    .await?;
+    let source = writ_guard::TokenSource::new(
+        platform.authz.clone(),
+        writ_guard::ClientCredentials {
+            client_id: credentials.client_id.clone(),
+            client_secret: credentials.client_secret.clone(),
+            scope: "writ.revocation.watch".into(),
+            audience: vec!["writ-revocation".into()],
+        },
+    );
+    let set = std::sync::Arc::new(writ_revocation_client::RevocationSet::new());
+    let watcher = writ_revocation_client::Watcher::spawn(
+        platform.revocation.clone(),
+        std::sync::Arc::new(source),
+        set.clone(),
+        writ_revocation_client::WatchConfig::default(),
+    );
+    let issuers = vec![
+        writ_guard::TrustedIssuer {
+            issuer: authz.issuer().to_owned(),
+            keys: std::sync::Arc::new(authz),
+        },
+        writ_guard::TrustedIssuer {
+            issuer: platform.sts_issuer.clone(),
+            keys: std::sync::Arc::new(sts),
+        },
+    ];
+    let config = writ_guard::GuardConfig::new(audience, issuers, policy, set);
+    Ok((Guard::new(config), watcher))
+}
+
+/// Starts inventory and orders on the given listeners (plaintext: they are examples on
+/// loopback), each with its own guard, orders exchanging its callers' tokens at the STS.
+pub async fn start(
+    platform: &Platform,
+    inventory: (&ServiceCredentials, TcpListener),
+    orders: (&ServiceCredentials, TcpListener),
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<Demo> {
+    let (inventory_guard, w1) =
+        guard_for(platform, INVENTORY, inventory_policy(), inventory.0).await?;
+    let (orders_guard, w2) = guard_for(platform, ORDERS, orders_policy(), orders.0).await?;
+    let inventory_running = serve_inventory(
+        Inventory::default(),
+        inventory_guard.clone(),
+        inventory.1,
+        None,
+        shutdown.clone(),
+    )
+    .await?;
+    let exchanger = Exchanger::new(
+        platform.sts.clone(),
+        writ_guard::ClientCredentials {
+            client_id: orders.0.client_id.clone(),
+            client_secret: orders.0.client_secret.clone(),
+            scope: String::new(),
+            audience: Vec::new(),
+        },
+    );
+    let to_inventory =
+        writ_server::endpoint(&format!("http://{}", inventory_running.addr), None)?.connect_lazy();
+    let orders_running = serve_orders(
+        Orders::new(exchanger, to_inventory),
+        orders_guard.clone(),
+        orders.1,
+        None,
+        shutdown,
+    )
+    .await?;
+    Ok(Demo {
+        inventory: inventory_running,
+        orders: orders_running,
+        inventory_guard,
+        orders_guard,
+        watchers: vec![w1, w2],
+    })
+}

@@ -1,0 +1,285 @@
+//! `writ-demo`: the example services against a running `writ up`.
+//!
+//! ```sh
+//! cargo run --release -p writ -- up                # in one terminal
+//! cargo run --release -p writ-demo                 # in another
+//! ```
+//!
+//! Registers the example clients and an exchange policy through the admin API (with the admin
+//! credential `writ up` wrote into its data directory), starts inventory and orders on
+//! loopback, places an order as a caller, shows whom inventory saw (the caller, with orders as
+//! the actor), revokes the caller's token and shows both services refuse it. With `--serve` the
+//! services keep running afterwards.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use writ_demo::{ORDERS, Platform, SCOPE_ORDER, SCOPE_RESERVE, ServiceCredentials};
+use writ_proto::admin::admin_service_client::AdminServiceClient;
+use writ_proto::admin::{self as pb_admin, ClientType};
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::authz::{RevokeRequest, TokenRequest};
+use writ_proto::demo::PlaceOrderRequest;
+use writ_proto::demo::orders_service_client::OrdersServiceClient;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Writ's example services (orders calls inventory) against `writ up`"
+)]
+struct Cli {
+    /// `writ up`'s data directory (endpoints.json, ca.pem, the admin credential).
+    #[arg(long, env = "WRIT_DATA_DIR", default_value = "writ-data")]
+    data_dir: PathBuf,
+    /// Port of the inventory service (loopback).
+    #[arg(long, default_value_t = 7450)]
+    inventory_port: u16,
+    /// Port of the orders service (loopback).
+    #[arg(long, default_value_t = 7451)]
+    orders_port: u16,
+    /// Keep serving after the walkthrough, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+}
+
+type Admin = AdminServiceClient<InterceptedService<Channel, AdminBearer>>;
+
+#[derive(Clone)]
+struct AdminBearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for AdminBearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+fn read(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(dir.join(name)).with_context(|| {
+        format!(
+            "reading {} (is `writ up` running?)",
+            dir.join(name).display()
+        )
+    })
+}
+
+/// A client with a usable secret: created, or its secret rotated if it exists already.
+async fn client(admin: &mut Admin, spec: pb_admin::Client) -> anyhow::Result<ServiceCredentials> {
+    let id = spec.client_id.clone();
+    let secret = match admin
+        .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
+        .await
+    {
+        Ok(r) => r.into_inner().client_secret,
+        Err(s) if s.code() == Code::AlreadyExists => {
+            admin
+                .rotate_client_secret(pb_admin::RotateClientSecretRequest {
+                    client_id: id.clone(),
+                })
+                .await?
+                .into_inner()
+                .client_secret
+        }
+        Err(s) => return Err(s).context(format!("creating client {id}")),
+    };
+    Ok(ServiceCredentials {
+        client_id: id,
+        client_secret: secret,
+    })
+}
+
+fn service(id: &str, grants: &[&str], scope: &str, audience: &[&str]) -> pb_admin::Client {
+    pb_admin::Client {
+        client_id: id.into(),
+        client_type: ClientType::Confidential as i32,
+        grant_types: grants.iter().map(|g| (*g).to_owned()).collect(),
+        scope: scope.into(),
+        audience: audience.iter().map(|a| (*a).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("WRIT_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .init();
+    let endpoints: serde_json::Value =
+        serde_json::from_str(&read(&cli.data_dir, "endpoints.json")?)?;
+    let ca = read(&cli.data_dir, "ca.pem").ok();
+    let url = |key: &str| -> anyhow::Result<String> {
+        endpoints[key]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("endpoints.json has no {key}"))
+    };
+    let channel = |u: String| -> anyhow::Result<Channel> {
+        Ok(writ_server::endpoint(&u, ca.as_deref())?.connect_lazy())
+    };
+    let platform = Platform {
+        authz: channel(url("authz_grpc")?)?,
+        sts: channel(url("sts_grpc")?)?,
+        sts_issuer: url("sts_issuer")?,
+        revocation: channel(url("revocation_grpc")?)?,
+    };
+    let credential = read(&cli.data_dir, "admin.token")?;
+    let mut admin = AdminServiceClient::with_interceptor(
+        platform.authz.clone(),
+        AdminBearer(format!("Bearer {}", credential.trim()).parse()?),
+    );
+
+    // The example's clients: each service watches the revocation feed; orders also exchanges
+    // tokens at the STS; "shop" is the caller.
+    let watch = "writ.revocation.watch";
+    let inventory = client(
+        &mut admin,
+        service(
+            "demo-inventory",
+            &["client_credentials"],
+            watch,
+            &["writ-revocation"],
+        ),
+    )
+    .await?;
+    let orders = client(
+        &mut admin,
+        service(
+            "demo-orders",
+            &["client_credentials"],
+            watch,
+            &["writ-revocation"],
+        ),
+    )
+    .await?;
+    let shop = client(
+        &mut admin,
+        service(
+            "demo-shop",
+            &["client_credentials"],
+            &format!("{SCOPE_ORDER} {SCOPE_RESERVE}"),
+            &[ORDERS],
+        ),
+    )
+    .await?;
+    admin
+        .create_exchange_policy(pb_admin::CreateExchangePolicyRequest {
+            policy: Some(pb_admin::ExchangePolicy {
+                policy_id: "demo-orders-to-inventory".into(),
+                client_id: orders.client_id.clone(),
+                audience: vec![writ_demo::INVENTORY.into()],
+                scope: SCOPE_RESERVE.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .or_else(|s| {
+            if s.code() == Code::AlreadyExists {
+                Ok(tonic::Response::new(Default::default()))
+            } else {
+                Err(s)
+            }
+        })
+        .context("creating the exchange policy")?;
+
+    let (stop, signal) = writ_server::Shutdown::new();
+    let bind = |port: u16| writ_server::bind(([127, 0, 0, 1], port).into());
+    let demo = writ_demo::start(
+        &platform,
+        (&inventory, bind(cli.inventory_port).await?),
+        (&orders, bind(cli.orders_port).await?),
+        signal,
+    )
+    .await?;
+    println!("inventory listening on http://{}", demo.inventory.addr);
+    println!("orders    listening on http://{}", demo.orders.addr);
+    // The guards need the revocation feed before they let anything through.
+    for _ in 0..100 {
+        if demo.watchers.iter().all(|w| w.set().staleness().is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut authz = AuthorizationServiceClient::new(platform.authz.clone());
+    let token = authz
+        .token(TokenRequest {
+            grant_type: "client_credentials".into(),
+            client_id: shop.client_id.clone(),
+            client_secret: shop.client_secret.clone(),
+            audience: vec![ORDERS.into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .access_token;
+    let orders_channel =
+        writ_server::endpoint(&format!("http://{}", demo.orders.addr), None)?.connect_lazy();
+    let place = |token: String| {
+        let channel = orders_channel.clone();
+        async move {
+            let mut request = tonic::Request::new(PlaceOrderRequest {
+                sku: "apple".into(),
+                quantity: 2,
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| tonic::Status::internal("header"))?,
+            );
+            OrdersServiceClient::new(channel).place_order(request).await
+        }
+    };
+    let placed = place(token.clone())
+        .await
+        .context("placing an order")?
+        .into_inner();
+    let reservation = placed.reservation.unwrap_or_default();
+    println!(
+        "order {} placed as {}: inventory made {}",
+        placed.order_id,
+        shop.client_id,
+        writ_demo::describe(&reservation)
+    );
+
+    authz
+        .revoke(RevokeRequest {
+            token: token.clone(),
+            client_id: shop.client_id.clone(),
+            client_secret: shop.client_secret.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let mut refused = None;
+    for _ in 0..50 {
+        match place(token.clone()).await {
+            Err(s) => {
+                refused = Some(s);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    match refused {
+        Some(s) if s.code() == Code::Unauthenticated => {
+            println!("token revoked: orders now refuses it ({})", s.message())
+        }
+        Some(s) => bail!("unexpected refusal after revocation: {s:?}"),
+        None => bail!("the revoked token was still accepted after 1 s"),
+    }
+
+    if cli.serve {
+        println!("serving; Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+    }
+    stop.trigger();
+    Ok(())
+}
