@@ -99,3 +99,79 @@ impl TokenCache {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use writ_token::{AccessClaims, TokenFormat};
+
+    fn verified(exp: i64) -> Arc<Verified> {
+        let token = VerifiedToken {
+            format: TokenFormat::Jwt,
+            claims: AccessClaims {
+                iss: "i".into(),
+                sub: "s".into(),
+                aud: vec!["a".into()],
+                exp,
+                iat: 0,
+                nbf: None,
+                jti: "j".into(),
+                client_id: "c".into(),
+                scope: String::new(),
+                gid: None,
+                act: None,
+                may_act: None,
+            },
+            key_id: "k".into(),
+            revocation_ids: Vec::new(),
+        };
+        Arc::new(Verified {
+            principal: Arc::new(Principal::from_verified(&token)),
+            token,
+            bearer: BearerToken(Arc::from("t")),
+        })
+    }
+
+    #[test]
+    fn an_entry_never_outlives_its_token() {
+        let cache = TokenCache::new(100);
+        let k = cache.key("token");
+        cache.insert(k, verified(100), 50);
+        assert!(cache.get(k, 99).is_some());
+        assert!(cache.get(k, 100).is_none(), "gone at exp");
+        assert!(cache.is_empty(), "and removed");
+        cache.insert(k, verified(100), 100);
+        assert!(cache.is_empty(), "an expired token is not cached");
+    }
+
+    #[test]
+    fn keys_are_keyed_per_cache_and_distinct_per_token() {
+        let a = TokenCache::new(10);
+        let b = TokenCache::new(10);
+        assert_ne!(a.key("t"), a.key("u"));
+        assert_ne!(a.key("t"), b.key("t"), "another process, another key");
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_then_others_and_stays_bounded() {
+        let cache = TokenCache::new(SHARDS); // one per shard
+        for i in 0..(SHARDS * 20) {
+            let k = cache.key(&format!("t{i}"));
+            cache.insert(k, verified(if i % 2 == 0 { 10 } else { 1000 }), 5);
+        }
+        assert!(cache.len() <= SHARDS);
+        let fresh = cache.key("fresh");
+        cache.insert(fresh, verified(1000), 20);
+        assert!(cache.get(fresh, 20).is_some());
+        assert!(cache.len() <= SHARDS);
+    }
+
+    #[test]
+    fn capacity_zero_caches_nothing() {
+        let cache = TokenCache::new(0);
+        let k = cache.key("t");
+        cache.insert(k, verified(100), 0);
+        assert!(cache.get(k, 0).is_none());
+    }
+}

@@ -396,3 +396,52 @@ impl tonic::service::Interceptor for GuardInterceptor {
         Ok(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_nothing_else_passes() {
+        assert_eq!(bearer(Some(b"Bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some(b"bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some(b"BEARER  abc ")), Ok("abc"));
+        assert_eq!(bearer(None), Err(GuardError::MissingToken));
+        assert_eq!(bearer(Some(b"Bearer ")), Err(GuardError::MissingToken));
+        assert_eq!(bearer(Some(b"Bearer")), Err(GuardError::MalformedHeader));
+        assert_eq!(bearer(Some(b"Basic abc")), Err(GuardError::MalformedHeader));
+        assert_eq!(
+            bearer(Some(b"Bearer \xff")),
+            Err(GuardError::MalformedHeader)
+        );
+    }
+
+    #[test]
+    fn refusals_map_to_their_grpc_codes() {
+        use tonic::Code;
+        let cases = [
+            (GuardError::MissingToken, Code::Unauthenticated),
+            (
+                GuardError::InvalidToken(TokenError::Expired),
+                Code::Unauthenticated,
+            ),
+            (
+                GuardError::Revoked(writ_token::RevocationKind::GrantId),
+                Code::Unauthenticated,
+            ),
+            (
+                GuardError::InsufficientScope(vec!["x".into()]),
+                Code::PermissionDenied,
+            ),
+            (
+                GuardError::Denied(TokenError::Denied),
+                Code::PermissionDenied,
+            ),
+            (GuardError::MethodNotAllowed, Code::PermissionDenied),
+            (GuardError::RevocationFeedStale, Code::Unavailable),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.to_status().code(), code, "{e:?}");
+        }
+    }
+}
