@@ -115,6 +115,7 @@ pub struct RemoteKeys {
     min_refresh: Duration,
     /// Held while fetching: one fetch at a time.
     fetching: tokio::sync::Mutex<()>,
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteKeys {
@@ -161,6 +162,7 @@ impl RemoteKeys {
             last_fetch: Mutex::new(Instant::now()),
             min_refresh,
             fetching: tokio::sync::Mutex::new(()),
+            fetches: std::sync::atomic::AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&remote);
         tokio::spawn(async move {
@@ -181,9 +183,17 @@ impl RemoteKeys {
         &self.issuer
     }
 
+    /// How many times the keys were fetched, the first included (a metric, and how tests see
+    /// that unknown key ids do not cause a fetch per request).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Fetches now (the caller holds `fetching`).
     async fn refresh(&self) {
         *self.last_fetch.lock() = Instant::now();
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.endpoint.fetch().await {
             Ok(keys) => *self.keys.lock() = Arc::new(keys),
             // Keep the keys we have: failing to refresh must not distrust everything.

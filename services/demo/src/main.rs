@@ -137,7 +137,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The example's clients: each service watches the revocation feed; orders also exchanges
-    // tokens at the STS; "shop" is the caller.
+    // tokens at the STS, which only lets a token's audience exchange it, so each service's
+    // client id is its audience. "demo-shop" is the caller.
     let watch = "writ.revocation.watch";
     let inventory = client(
         &mut admin,
