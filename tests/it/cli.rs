@@ -61,6 +61,10 @@ impl WritUp {
             "0",
             "--revocation-port",
             "0",
+            "--sts-port",
+            "0",
+            "--sts-http-port",
+            "0",
         ])
         .arg("--data-dir")
         .arg(data_dir)

@@ -30,6 +30,7 @@ struct Guarded {
     watcher: Option<Watcher>,
     guard: Guard,
     channel: Channel,
+    keys: Arc<RemoteKeys>,
     _stop: Shutdown,
 }
 
@@ -79,7 +80,7 @@ impl Guarded {
             "inventory",
             vec![TrustedIssuer {
                 issuer: keys.issuer().to_owned(),
-                keys: Arc::new(keys),
+                keys: Arc::new(keys.clone()),
             }],
             writ_demo::inventory_policy(),
             set.clone(),
@@ -132,6 +133,7 @@ impl Guarded {
             watcher: Some(watcher),
             guard,
             channel,
+            keys,
             _stop: stop,
         }
     }
@@ -545,4 +547,348 @@ async fn a_token_source_fetches_once_under_concurrency_and_attaches_tokens() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_key_ids_are_refused_without_a_fetch_per_request() {
+    let g = Guarded::start().await;
+    let issuer = g.server.issuer.clone();
+    let forger =
+        writ_token::SigningKey::generate(writ_token::Algorithm::EdDSA, "k-forged").unwrap();
+    let now = writ_token::system_clock().now();
+    let forged: Vec<String> = (0..20)
+        .map(|i| {
+            writ_token::encode_access_token(
+                &forger,
+                &writ_token::AccessClaims {
+                    iss: issuer.clone(),
+                    sub: "mallory".into(),
+                    aud: vec!["inventory".into()],
+                    exp: now + 60,
+                    iat: now,
+                    nbf: None,
+                    jti: format!("forged-{i}"),
+                    client_id: "mallory".into(),
+                    scope: SCOPE_RESERVE.into(),
+                    gid: None,
+                    act: None,
+                    may_act: None,
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let before = g.keys.fetches();
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for t in &forged {
+        calls.push(g.reserve_with(t));
+    }
+    for r in futures::future::join_all(calls).await {
+        refused(r, Code::Unauthenticated, "invalid_token", "unknown_key");
+    }
+    // 20 concurrent requests with an unknown kid: one fetch (a second at most if a window
+    // passed), not twenty.
+    let fetched = g.keys.fetches() - before;
+    assert!(
+        (1..=2).contains(&fetched),
+        "{fetched} fetches in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_signing_key_is_refused_even_for_cached_tokens() {
+    use writ_proto::admin as pb_admin;
+    let g = Guarded::start().await;
+    let token = g.token("shop", SCOPE_RESERVE, "inventory").await;
+    g.reserve_with(&token).await.unwrap();
+    let kid = writ_token::decode_unverified(&token)
+        .unwrap()
+        .header
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    g.server
+        .admin()
+        .await
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: writ_token::RevocationKind::KeyId as i32,
+                value: kid,
+                expires_at: writ_token::system_clock().now() + 3600,
+                reason: "compromised".into(),
+                not_before: 0,
+            }],
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PROPAGATION;
+    while g.reserve_with(&token).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    refused(
+        g.reserve_with(&token).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "revoked",
+    );
+}
+
+#[tokio::test]
+async fn revoking_any_biscuit_block_refuses_the_tokens_that_carry_it() {
+    use writ_proto::admin as pb_admin;
+    let g = Guarded::start().await;
+    let (id, secret) = g
+        .server
+        .create_client(pb_admin::Client {
+            client_id: "shop".into(),
+            client_type: pb_admin::ClientType::Confidential as i32,
+            grant_types: vec!["client_credentials".into()],
+            scope: SCOPE_RESERVE.into(),
+            audience: vec!["inventory".into()],
+            token_formats: vec![TokenFormat::Biscuit as i32],
+            ..Default::default()
+        })
+        .await;
+    let mut req = cc(&id, &secret);
+    req.token_format = TokenFormat::Biscuit as i32;
+    let biscuit = g.server.issue(req).await.access_token;
+    let narrowed = writ_token::attenuate(
+        &biscuit,
+        &writ_token::Attenuation {
+            expires_at: Some(writ_token::system_clock().now() + 120),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    g.reserve_with(&narrowed).await.unwrap();
+    let ids = crate::grants::verifier_for(&g.server, "inventory")
+        .await
+        .verify_biscuit(&narrowed)
+        .unwrap()
+        .revocation_ids;
+    assert_eq!(ids.len(), 2);
+    // The attenuation block's id, not the authority's.
+    g.server
+        .admin()
+        .await
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: writ_token::RevocationKind::BiscuitRevocationId as i32,
+                value: ids[1].clone(),
+                expires_at: writ_token::system_clock().now() + 3600,
+                reason: "leaked".into(),
+                not_before: 0,
+            }],
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + PROPAGATION;
+    while g.reserve_with(&narrowed).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    refused(
+        g.reserve_with(&narrowed).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "revoked",
+    );
+    // The unattenuated token does not carry that block.
+    g.reserve_with(&biscuit).await.unwrap();
+}
+
+// --- Both sides, with the STS ---------------------------------------------------------------
+
+#[tokio::test]
+async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_stops_both() {
+    use writ_demo::{Platform, ServiceCredentials};
+    use writ_proto::admin as pb_admin;
+    use writ_proto::demo::PlaceOrderRequest;
+    use writ_proto::demo::orders_service_client::OrdersServiceClient;
+
+    let server = TestServer::start().await;
+    let sts = server.start_sts().await;
+    let watch = "writ.revocation.watch";
+    let credentials = |(client_id, client_secret)| ServiceCredentials {
+        client_id,
+        client_secret,
+    };
+    let inventory = credentials(
+        server
+            .service_client("inventory", watch, &["writ-revocation"])
+            .await,
+    );
+    let orders = credentials(
+        server
+            .service_client("orders", watch, &["writ-revocation"])
+            .await,
+    );
+    server
+        .admin()
+        .await
+        .create_exchange_policy(pb_admin::CreateExchangePolicyRequest {
+            policy: Some(pb_admin::ExchangePolicy {
+                client_id: orders.client_id.clone(),
+                audience: vec!["inventory".into()],
+                scope: SCOPE_RESERVE.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // The caller: a user signed in through a gateway, so the grant is a refresh family.
+    let (gateway, gateway_secret) = server
+        .create_client(pb_admin::Client {
+            client_id: "gateway".into(),
+            grant_types: vec!["password".into(), "refresh_token".into()],
+            scope: format!("orders.write {SCOPE_RESERVE}"),
+            audience: vec!["orders".into()],
+            ..Default::default()
+        })
+        .await;
+    server
+        .admin()
+        .await
+        .create_user(pb_admin::CreateUserRequest {
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+            scope: format!("orders.write {SCOPE_RESERVE}"),
+        })
+        .await
+        .unwrap();
+    let signed_in = server
+        .issue(writ_proto::authz::TokenRequest {
+            grant_type: "password".into(),
+            client_id: gateway.clone(),
+            client_secret: gateway_secret.clone(),
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+            ..Default::default()
+        })
+        .await;
+
+    // Each service's client id is its audience: the STS only lets the audience of a token
+    // exchange it (a service passes on what was sent to it, nothing else).
+    let platform = Platform {
+        authz: server.channel().await,
+        sts: connect(&sts.grpc_url, sts.ca_pem.as_deref()).await,
+        sts_issuer: sts.issuer.clone(),
+        revocation: server.revocation_channel().await,
+    };
+    let (_stop, signal) = Shutdown::new();
+    let bind = || writ_server::bind("127.0.0.1:0".parse().unwrap());
+    let demo = writ_demo::start(
+        &platform,
+        (&inventory, bind().await.unwrap()),
+        (&orders, bind().await.unwrap()),
+        signal,
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "both feeds sync", || {
+        demo.watchers.iter().all(|w| w.set().staleness().is_some())
+    })
+    .await;
+    let orders_channel = connect(&format!("http://{}", demo.orders.addr), None).await;
+    let place = |token: String| {
+        let channel = orders_channel.clone();
+        async move {
+            let mut request = tonic::Request::new(PlaceOrderRequest {
+                sku: "apple".into(),
+                quantity: 1,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            OrdersServiceClient::new(channel).place_order(request).await
+        }
+    };
+    let placed = place(signed_in.access_token.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = placed.reservation.unwrap();
+    let user = writ_token::decode_unverified(&signed_in.access_token)
+        .unwrap()
+        .claims
+        .unwrap()["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(seen.subject, user, "inventory sees the user");
+    assert_eq!(seen.actors, ["orders"], "with orders as the actor");
+
+    // The token inventory receives: exchanged as orders does, straight to inventory.
+    let exchanger = writ_guard::Exchanger::new(
+        platform.sts.clone(),
+        ClientCredentials {
+            client_id: orders.client_id.clone(),
+            client_secret: orders.client_secret.clone(),
+            scope: String::new(),
+            audience: Vec::new(),
+        },
+    );
+    let exchanged = exchanger
+        .exchange(&signed_in.access_token, "inventory", SCOPE_RESERVE)
+        .await
+        .unwrap();
+    let inventory_channel = connect(&format!("http://{}", demo.inventory.addr), None).await;
+    let reserve = |token: Arc<str>| {
+        let channel = inventory_channel.clone();
+        async move {
+            let mut request = tonic::Request::new(ReserveRequest {
+                sku: "apple".into(),
+                quantity: 1,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            InventoryServiceClient::new(channel).reserve(request).await
+        }
+    };
+    reserve(exchanged.clone()).await.unwrap();
+    // Without the exchange, the user's token is refused at inventory: wrong audience.
+    refused(
+        reserve(Arc::from(signed_in.access_token.as_str())).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "wrong_audience",
+    );
+
+    // Revoke the grant (the refresh token's family): both services refuse within the bound.
+    let revoked_at = Instant::now();
+    server
+        .revoke_token(&signed_in.refresh_token, &gateway, &gateway_secret)
+        .await;
+    let deadline = revoked_at + PROPAGATION;
+    loop {
+        let at_orders = place(signed_in.access_token.clone()).await;
+        let at_inventory = reserve(exchanged.clone()).await;
+        if let (Err(a), Err(b)) = (&at_orders, &at_inventory) {
+            refused::<()>(
+                Err(a.clone()),
+                Code::Unauthenticated,
+                "invalid_token",
+                "revoked",
+            );
+            refused::<()>(
+                Err(b.clone()),
+                Code::Unauthenticated,
+                "invalid_token",
+                "revoked",
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still accepted {PROPAGATION:?} after the revocation: orders {:?}, inventory {:?}",
+            at_orders.map(|_| ()),
+            at_inventory.map(|_| ())
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -15,4 +15,5 @@ mod plumbing;
 mod refresh;
 mod revocation;
 mod revocation_robustness;
+mod sts;
 mod verification;

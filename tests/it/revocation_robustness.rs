@@ -171,6 +171,8 @@ impl Service {
                 .args(["--authz-port", &self.ports.authz.to_string()])
                 .args(["--authz-http-port", &self.ports.http.to_string()])
                 .args(["--revocation-port", &self.ports.revocation.to_string()])
+                // The STS is not under test here: any free ports.
+                .args(["--sts-port", "0", "--sts-http-port", "0"])
                 .env("WRIT_LOG", "warn")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())

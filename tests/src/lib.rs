@@ -8,6 +8,7 @@
 )]
 
 pub mod http_client;
+pub mod sts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

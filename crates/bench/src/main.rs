@@ -9,6 +9,7 @@
 //! cargo run --release -p writ-bench -- all
 //! ```
 
+mod exchange;
 mod guard;
 mod revocation;
 
@@ -69,6 +70,8 @@ enum Command {
     /// A trivial unary RPC with no guard, the guard (repeated and fresh tokens) and a
     /// per-request introspection call, side by side.
     Guard,
+    /// RFC 8693 token exchange at the STS: JWT to JWT, then JWT to Biscuit.
+    Exchange,
     /// Everything above, one after the other in one run.
     All,
 }
@@ -441,7 +444,9 @@ fn main() -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    if run_cc || run_refresh || run_revoke || matches!(cli.command, Command::Guard) {
+    let run_exchange = matches!(cli.command, Command::Exchange | Command::All);
+    if run_cc || run_refresh || run_revoke || run_exchange || matches!(cli.command, Command::Guard)
+    {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
         println!("|---|---:|---:|---:|---:|");
     }
@@ -459,6 +464,11 @@ fn main() -> anyhow::Result<()> {
             flushes,
             outcome.ok as f64 / flushes.max(1) as f64
         ));
+    }
+    if run_exchange {
+        for outcome in exchange::run(&cli, &load)? {
+            println!("{}", outcome.row());
+        }
     }
     if matches!(cli.command, Command::Guard | Command::All) {
         for outcome in guard::run(&cli, &load)? {

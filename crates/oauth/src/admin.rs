@@ -124,6 +124,21 @@ impl AuthorizationServer {
         })
     }
 
+    /// Every exchange policy of one client (what the STS consults on each exchange).
+    pub fn exchange_policies_of(&self, client_id: &str) -> Result<Vec<ExchangePolicyRecord>> {
+        if !valid_id(client_id) {
+            return Err(Error::InvalidRequest("client_id is malformed"));
+        }
+        // Policies are few and small: a scan is cheaper than keeping an index by client in step.
+        Ok(self
+            .store
+            .scan_records::<ExchangePolicyRecord>(b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.client_id == client_id)
+            .collect())
+    }
+
     pub async fn delete_exchange_policy(&self, policy_id: &str) -> Result<()> {
         self.get_exchange_policy(policy_id)?;
         self.store

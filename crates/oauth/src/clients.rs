@@ -64,6 +64,18 @@ impl AuthorizationServer {
         }
     }
 
+    /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,
+    /// enabled client with its secret. Every failure is the same `invalid_client`, along the same
+    /// path as [`Self::authenticate_client`].
+    pub fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
+        let client = self.authenticate_client(client_id, secret)?;
+        if !client.is_confidential() || client.disabled {
+            tracing::warn!(target: "writ::audit", event = "client_authentication_failed", client_id = %truncate(client_id), why = "public or disabled client");
+            return Err(Error::InvalidClient);
+        }
+        Ok(())
+    }
+
     /// Registers a client; returns it and, for a confidential client, its secret (shown once).
     pub async fn create_client(
         &self,

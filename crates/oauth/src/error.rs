@@ -75,4 +75,17 @@ impl Error {
     }
 }
 
+impl From<writ_keyring::KeyringError> for Error {
+    fn from(e: writ_keyring::KeyringError) -> Self {
+        use writ_keyring::KeyringError as K;
+        match e {
+            K::InvalidRequest(m) => Error::InvalidRequest(m),
+            K::Conflict(m) => Error::Conflict(m),
+            K::Storage(e) => Error::Storage(e),
+            K::Token(e) => Error::Token(e),
+            K::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

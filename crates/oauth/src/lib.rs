@@ -10,7 +10,6 @@ mod clients;
 mod error;
 mod grants;
 mod introspection;
-mod keyring;
 pub mod records;
 mod revocations;
 mod secrets;
@@ -26,13 +25,13 @@ use writ_token::{
 };
 
 pub use error::{Error, Result};
-pub use keyring::KeyState;
 pub use revocations::{Revocation, SELF_CLIENT_ID};
 pub use secrets::{SecretHasher, hash_password, verify_password};
 pub use types::*;
+pub use writ_keyring::KeyState;
 
-use keyring::Keyring;
 use records::ServerSecretsRecord;
+use writ_keyring::{Keyring, KeyringConfig};
 
 /// Longest identifier (client id, username, audience) accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -143,7 +142,15 @@ impl AuthorizationServer {
                 rec
             }
         };
-        let keys = Keyring::load(store.clone(), now, config.jwt_algorithm).await?;
+        let keys = Keyring::load(
+            store.clone(),
+            now,
+            KeyringConfig {
+                jwt_algorithm: config.jwt_algorithm,
+                ..KeyringConfig::AUTHORIZATION_SERVER
+            },
+        )
+        .await?;
         let verifier = TokenVerifier::new(
             VerifierConfig {
                 leeway: config.leeway,

@@ -1,6 +1,8 @@
 //! Server plumbing shared by every Writ service: a tonic server builder with TLS and sane
 //! limits, gRPC health checking and server reflection, HTTP/1.1 and HTTP/2 serving over rustls
-//! for the HTTP facades, and a shutdown signal.
+//! for the HTTP facades and the OAuth form parsing they share ([`form`]), and a shutdown signal.
+
+pub mod form;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -278,6 +278,16 @@ impl AdminService for AdminGrpc {
         request: Request<ListExchangePoliciesRequest>,
     ) -> Result<Response<ListExchangePoliciesResponse>, Status> {
         let r = request.into_inner();
+        if !r.client_id.is_empty() {
+            let policies = self
+                .engine
+                .exchange_policies_of(&r.client_id)
+                .map_err(to_status)?;
+            return Ok(Response::new(ListExchangePoliciesResponse {
+                policies: policies.into_iter().map(convert::policy).collect(),
+                next_page_token: String::new(),
+            }));
+        }
         let page = self
             .engine
             .list_exchange_policies(page_size(r.page_size)?, &r.page_token)
@@ -297,5 +307,16 @@ impl AdminService for AdminGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(DeleteExchangePolicyResponse {}))
+    }
+
+    async fn authenticate_client(
+        &self,
+        request: Request<AuthenticateClientRequest>,
+    ) -> Result<Response<AuthenticateClientResponse>, Status> {
+        let r = request.into_inner();
+        self.engine
+            .authenticate_exchange_client(&r.client_id, &r.client_secret)
+            .map_err(to_status)?;
+        Ok(Response::new(AuthenticateClientResponse {}))
     }
 }

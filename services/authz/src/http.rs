@@ -13,11 +13,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use writ_oauth::{AuthorizationServer, ClientCredentials, Error, FormatChoice, TokenOperation};
+use writ_server::form::{self, Form, FormError, cached_json as cached, no_store};
 
 use crate::status::http_status;
 
@@ -66,102 +65,20 @@ impl From<Error> for OAuthError {
     }
 }
 
-fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
-    [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ]
-}
-
-/// A parsed form body. Parameters other than `audience` and `resource` must not repeat.
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, Error> {
-        let form_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form_type {
-            return Err(Error::InvalidRequest(
-                "the body must be application/x-www-form-urlencoded",
-            ));
-        }
-        if std::str::from_utf8(body).is_err() {
-            return Err(Error::InvalidRequest("the body is not UTF-8"));
-        }
-        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        Ok(Form(params))
-    }
-
-    fn one(&self, name: &str) -> Result<String, Error> {
-        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
-        let first = values.next().cloned().unwrap_or_default();
-        if values.next().is_some() {
-            return Err(Error::InvalidRequest("a parameter is repeated"));
-        }
-        Ok(first)
-    }
-
-    fn many(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
+impl From<FormError> for OAuthError {
+    fn from(e: FormError) -> Self {
+        OAuthError(match e {
+            FormError::InvalidRequest(m) => Error::InvalidRequest(m),
+            FormError::InvalidClient => Error::InvalidClient,
+        })
     }
 }
 
-/// `client_secret_basic` (RFC 6749 section 2.3.1: each part form-urlencoded, then base64) or
-/// `client_secret_post`; using both is an error.
-fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, Error> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| rest.trim().to_owned())
-        });
-    let post_id = form.one("client_id")?;
-    let post_secret = form.one("client_secret")?;
-    let Some(encoded) = basic else {
-        return Ok(ClientCredentials {
-            client_id: post_id,
-            client_secret: post_secret,
-        });
-    };
-    if !post_secret.is_empty() {
-        return Err(Error::InvalidRequest(
-            "use one client authentication method",
-        ));
-    }
-    let decoded = STANDARD
-        .decode(encoded)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(Error::InvalidClient)?;
-    let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
-    let unescape = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| Error::InvalidClient)
-    };
-    let (id, secret) = (unescape(id)?, unescape(secret)?);
-    if !post_id.is_empty() && post_id != id {
-        return Err(Error::InvalidRequest(
-            "client_id differs from the authenticated client",
-        ));
-    }
+fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, FormError> {
+    let c = form::client_auth(headers, form)?;
     Ok(ClientCredentials {
-        client_id: id,
-        client_secret: secret,
+        client_id: c.client_id,
+        client_secret: c.client_secret,
     })
 }
 
@@ -225,7 +142,7 @@ async fn token(
     Ok((no_store(), axum::Json(body)).into_response())
 }
 
-fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, Error> {
+fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, OAuthError> {
     let form = Form::parse(headers, body)?;
     Ok(TokenOperation {
         client: client_credentials(headers, &form)?,
@@ -300,16 +217,4 @@ async fn jwks(State(engine): State<Shared>) -> Result<Response, OAuthError> {
     let (jwt, _) = engine.published_keys()?;
     let keys: Vec<_> = jwt.iter().map(|k| k.to_jwk()).collect();
     Ok(cached(json!({ "keys": keys })))
-}
-
-/// Public documents may be cached briefly; an unknown `kid` makes clients fetch again anyway.
-fn cached(body: Value) -> Response {
-    (
-        [(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
-        )],
-        axum::Json(body),
-    )
-        .into_response()
 }

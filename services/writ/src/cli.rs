@@ -46,7 +46,10 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Print the revocation feed as JSON lines.
     Watch(WatchArgs),
-    /// Administer clients, users and signing keys (needs the admin credential).
+    /// Trade a token at the STS for a narrower one for the next hop (RFC 8693 token exchange).
+    Exchange(ExchangeArgs),
+    /// Administer clients, users, signing keys and exchange policies (needs the admin
+    /// credential).
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
@@ -61,6 +64,8 @@ pub enum ServiceName {
     Authz,
     /// The revocation service (RevocationService: the durable log and its watch streams).
     Revocation,
+    /// The Security Token Service (RFC 8693 token exchange, gRPC and HTTP facade).
+    Sts,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -80,12 +85,54 @@ pub struct ServeArgs {
     /// Revocation service gRPC port (0 picks a free one).
     #[arg(long, env = "WRIT_REVOCATION_PORT", default_value_t = 7420)]
     pub revocation_port: u16,
-    /// `serve authz`: the revocation service to publish revocations to (`up` uses its own).
+    /// STS gRPC port (0 picks a free one).
+    #[arg(long, env = "WRIT_STS_PORT", default_value_t = 7410)]
+    pub sts_port: u16,
+    /// STS HTTP facade port (0 picks a free one).
+    #[arg(long, env = "WRIT_STS_HTTP_PORT", default_value_t = 7411)]
+    pub sts_http_port: u16,
+    /// `serve authz` and `serve sts`: the revocation service to publish revocations to, or to
+    /// follow (`up` uses its own).
     #[arg(long, env = "WRIT_REVOCATION_URL")]
     pub revocation_url: Option<String>,
-    /// `serve revocation`: the authorization server whose tokens callers present.
+    /// `serve revocation` and `serve sts`: the authorization server whose tokens callers present
+    /// (and, for the STS, whose clients and exchange policies apply).
     #[arg(long, env = "WRIT_AUTHZ_URL")]
     pub authz_url: Option<String>,
+    /// The STS's issuer URL in its tokens and metadata (default: its HTTP facade's URL).
+    #[arg(long, env = "WRIT_STS_ISSUER")]
+    pub sts_issuer: Option<String>,
+    /// An external issuer whose JWT access tokens the STS accepts as subject tokens, as
+    /// ISSUER=JWKS_FILE (its `iss` and a file holding its JWK Set; repeatable).
+    #[arg(
+        long = "trust-issuer",
+        env = "WRIT_TRUST_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub trust_issuers: Vec<String>,
+    /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
+    #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
+    pub sts_max_feed_staleness: u64,
+    /// `serve sts`: the authorization server's admin credential, to authenticate clients and
+    /// read exchange policies (default: read from <data-dir>/admin.token).
+    #[arg(
+        long,
+        env = "WRIT_ADMIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// `serve sts`: a client allowed `writ.revocation.watch` for the audience `writ-revocation`,
+    /// to follow the revocation feed with.
+    #[arg(long, env = "WRIT_STS_WATCH_CLIENT_ID")]
+    pub watch_client_id: Option<String>,
+    #[arg(
+        long,
+        env = "WRIT_STS_WATCH_CLIENT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub watch_client_secret: Option<String>,
     /// CA certificate for connecting to the other services (default: <data-dir>/ca.pem).
     #[arg(long, env = "WRIT_PEER_CA")]
     pub peer_ca: Option<PathBuf>,
@@ -303,6 +350,111 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Token exchange policies: which client may exchange tokens for which audiences.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Allow a client to exchange tokens for some audiences.
+    Create(PolicyCreate),
+    Get {
+        policy_id: String,
+    },
+    List,
+    Delete {
+        policy_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCreate {
+    /// The policy_id (default: generated).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The client allowed to exchange under this policy.
+    #[arg(long)]
+    pub client_id: String,
+    /// Audiences the exchanged tokens may name (repeatable; at least one).
+    #[arg(long = "audience", required = true)]
+    pub audiences: Vec<String>,
+    /// Scopes the exchanged tokens may carry at most (repeatable, or space-delimited; default: no
+    /// limit beyond the subject token's).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Longest lifetime of exchanged tokens, in seconds (default: the STS's, 300).
+    #[arg(long)]
+    pub max_lifetime: Option<i64>,
+    /// Exchanges without an actor token impersonate the subject (no `act`) instead of recording
+    /// the client as the actor.
+    #[arg(long)]
+    pub allow_impersonation: bool,
+    /// Longest delegation chain (`act` nesting) an exchanged token may carry (default: 4).
+    #[arg(long)]
+    pub max_chain_depth: Option<i32>,
+}
+
+/// The RFC 8693 token types, by short name.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TokenTypeArg {
+    /// urn:ietf:params:oauth:token-type:jwt
+    Jwt,
+    /// urn:ietf:params:oauth:token-type:access_token
+    #[value(name = "access_token")]
+    AccessToken,
+    /// urn:writ:params:oauth:token-type:biscuit
+    Biscuit,
+}
+
+#[derive(Debug, Args)]
+pub struct ExchangeArgs {
+    /// The STS's gRPC URL.
+    #[arg(long, env = "WRIT_STS", default_value = "https://127.0.0.1:7410")]
+    pub sts: String,
+    /// CA certificate to trust (default: <data-dir>/ca.pem, written by `writ up`).
+    #[arg(long, env = "WRIT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Data directory of a local `writ up`, for its CA.
+    #[arg(long, env = "WRIT_DATA_DIR", default_value = "writ-data")]
+    pub data_dir: PathBuf,
+    /// The calling client (the service exchanging a token it received).
+    #[arg(long, env = "WRIT_CLIENT_ID")]
+    pub client_id: String,
+    #[arg(
+        long,
+        env = "WRIT_CLIENT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
+    pub client_secret: String,
+    /// The token to exchange (or "-" to read it from standard input).
+    #[arg(long, allow_hyphen_values = true)]
+    pub subject_token: String,
+    /// Its type (default: jwt or biscuit, by its shape).
+    #[arg(long, value_enum)]
+    pub subject_token_type: Option<TokenTypeArg>,
+    /// Audiences of the new token (repeatable).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Resource indicators (RFC 8707) of the new token (repeatable).
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    /// Space-delimited scopes (default: all the subject token has that the policy allows).
+    #[arg(long, default_value = "")]
+    pub scope: String,
+    /// The new token's type.
+    #[arg(long, value_enum, default_value = "jwt")]
+    pub requested_token_type: TokenTypeArg,
+    /// A token naming the actor to record in `act` (issued to the calling client).
+    #[arg(long, allow_hyphen_values = true)]
+    pub actor_token: Option<String>,
+    /// Its type (default: by its shape).
+    #[arg(long, value_enum)]
+    pub actor_token_type: Option<TokenTypeArg>,
 }
 
 #[derive(Debug, Subcommand)]

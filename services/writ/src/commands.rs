@@ -1,4 +1,4 @@
-//! The client-side commands: token, inspect, attenuate, admin.
+//! The client-side commands: token, inspect, attenuate, exchange, admin.
 
 use std::io::Read;
 
@@ -9,6 +9,7 @@ use tonic::{Code, Request, Status};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{self as pb_admin};
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_proto::{authz, common};
 use writ_token::{Attenuation, TokenFormat, TokenVerifier, VerifierConfig};
 
@@ -486,6 +487,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                 print(&json!({ "username": username, "password": "set" }));
             }
         },
+        AdminCommand::Policy { command } => policy(&mut admin, command).await?,
         AdminCommand::Key { command } => match command {
             KeyCommand::List => {
                 let r = admin
@@ -510,6 +512,145 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
             }
         },
     }
+    Ok(())
+}
+
+fn policy_json(p: &pb_admin::ExchangePolicy) -> Value {
+    json!({
+        "policy_id": p.policy_id,
+        "client_id": p.client_id,
+        "audience": p.audience,
+        "scope": p.scope,
+        "max_lifetime": p.max_lifetime,
+        "allow_impersonation": p.allow_impersonation,
+        "max_chain_depth": p.max_chain_depth,
+    })
+}
+
+async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Create(p) => {
+            let spec = pb_admin::ExchangePolicy {
+                policy_id: p.id.unwrap_or_default(),
+                client_id: p.client_id,
+                audience: p.audiences,
+                scope: p.scopes.join(" "),
+                max_lifetime: p.max_lifetime.unwrap_or(0),
+                allow_impersonation: p.allow_impersonation,
+                max_chain_depth: p.max_chain_depth.unwrap_or(0),
+            };
+            let r = admin
+                .create_exchange_policy(pb_admin::CreateExchangePolicyRequest {
+                    policy: Some(spec),
+                })
+                .await?
+                .into_inner();
+            print(&r.policy.as_ref().map(policy_json).unwrap_or(Value::Null));
+        }
+        PolicyCommand::Get { policy_id } => {
+            let r = admin
+                .get_exchange_policy(pb_admin::GetExchangePolicyRequest { policy_id })
+                .await?
+                .into_inner();
+            print(&r.policy.as_ref().map(policy_json).unwrap_or(Value::Null));
+        }
+        PolicyCommand::List => {
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            // Bounded: at most 1000 pages of 1000.
+            for _ in 0..1000 {
+                let r = admin
+                    .list_exchange_policies(pb_admin::ListExchangePoliciesRequest {
+                        page_size: 1000,
+                        page_token,
+                        client_id: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(r.policies.iter().map(policy_json));
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            print(&Value::Array(all));
+        }
+        PolicyCommand::Delete { policy_id } => {
+            admin
+                .delete_exchange_policy(pb_admin::DeleteExchangePolicyRequest {
+                    policy_id: policy_id.clone(),
+                })
+                .await?;
+            print(&json!({ "deleted": policy_id }));
+        }
+    }
+    Ok(())
+}
+
+fn token_type_uri(t: TokenTypeArg) -> &'static str {
+    match t {
+        TokenTypeArg::Jwt => "urn:ietf:params:oauth:token-type:jwt",
+        TokenTypeArg::AccessToken => "urn:ietf:params:oauth:token-type:access_token",
+        TokenTypeArg::Biscuit => "urn:writ:params:oauth:token-type:biscuit",
+    }
+}
+
+/// The type a token's shape says it is: a JWT has dots, a Biscuit none.
+fn type_by_shape(token: &str) -> TokenTypeArg {
+    match TokenFormat::detect(token) {
+        TokenFormat::Jwt => TokenTypeArg::Jwt,
+        TokenFormat::Biscuit => TokenTypeArg::Biscuit,
+    }
+}
+
+pub async fn exchange(args: ExchangeArgs) -> Result<()> {
+    let subject = read_arg_or_stdin(&args.subject_token)?;
+    let subject_type = args
+        .subject_token_type
+        .unwrap_or_else(|| type_by_shape(&subject));
+    // The server refuses a type without a token (or the reverse): passed on as given.
+    let (actor_token, actor_type) = match args.actor_token {
+        Some(t) => {
+            let t = t.trim().to_owned();
+            let ty = args.actor_token_type.unwrap_or_else(|| type_by_shape(&t));
+            (t, token_type_uri(ty).to_owned())
+        }
+        None => (
+            String::new(),
+            args.actor_token_type
+                .map(|t| token_type_uri(t).to_owned())
+                .unwrap_or_default(),
+        ),
+    };
+    let conn = Conn {
+        server: args.sts.clone(),
+        ca: args.ca,
+        data_dir: args.data_dir,
+    };
+    let mut sts = SecurityTokenServiceClient::new(channel_to(&args.sts, &conn).await?);
+    let r = sts
+        .exchange(writ_proto::sts::ExchangeRequest {
+            grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+            client_id: args.client_id,
+            client_secret: args.client_secret,
+            audience: args.audiences,
+            resource: args.resources,
+            scope: args.scope,
+            requested_token_type: token_type_uri(args.requested_token_type).into(),
+            subject_token: subject,
+            subject_token_type: token_type_uri(subject_type).into(),
+            actor_token,
+            actor_token_type: actor_type,
+        })
+        .await?
+        .into_inner();
+    print(&json!({
+        "access_token": r.access_token,
+        "issued_token_type": r.issued_token_type,
+        "token_type": r.token_type,
+        "expires_in": r.expires_in,
+        "scope": r.scope,
+    }));
     Ok(())
 }
 

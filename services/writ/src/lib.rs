@@ -40,13 +40,21 @@ pub fn run() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Up(args) => serve(&args, &[ServiceName::Authz, ServiceName::Revocation]).await,
+            Command::Up(args) => {
+                let all = [
+                    ServiceName::Authz,
+                    ServiceName::Revocation,
+                    ServiceName::Sts,
+                ];
+                serve(&args, &all).await
+            }
             Command::Serve { service, args } => serve(&args, &[service]).await,
             Command::Token(args) => finish(commands::token(args).await),
             Command::Inspect(args) => finish(commands::inspect(args).await),
             Command::Attenuate(args) => finish(commands::attenuate(args)),
             Command::Revoke(args) => finish(commands::revoke(args).await),
             Command::Watch(args) => finish(commands::watch(args).await),
+            Command::Exchange(args) => finish(commands::exchange(args).await),
             Command::Admin { command, conn } => finish(commands::admin(command, conn).await),
         }
     })

@@ -28,6 +28,7 @@ pub struct Platform {
     pub authz: Option<writ_authz::Running>,
     pub engine: Option<Arc<AuthorizationServer>>,
     pub revocation: Option<writ_revocation::Running>,
+    pub sts: Option<writ_sts::Running>,
     shutdown: Shutdown,
 }
 
@@ -44,6 +45,9 @@ impl Platform {
         }
         if let Some(r) = self.revocation {
             r.wait().await;
+        }
+        if let Some(s) = self.sts {
+            s.wait().await;
         }
     }
 }
@@ -99,6 +103,7 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
         authz: None,
         engine: None,
         revocation: None,
+        sts: None,
         shutdown,
     };
     let mut endpoints = serde_json::Map::new();
@@ -217,6 +222,26 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
         platform.revocation = Some(running);
     }
 
+    if services.contains(&ServiceName::Sts) {
+        let running = start_sts(
+            args,
+            &platform,
+            revocation_url.as_deref(),
+            peer_ca.as_deref(),
+            tls.as_ref(),
+            clock.clone(),
+            signal.clone(),
+        )
+        .await?;
+        endpoints.insert("sts_grpc".into(), platform.url(running.grpc_addr).into());
+        endpoints.insert("sts_http".into(), platform.url(running.http_addr).into());
+        endpoints.insert(
+            "sts_issuer".into(),
+            running.engine.config().issuer.clone().into(),
+        );
+        platform.sts = Some(running);
+    }
+
     endpoints.insert("tls".into(), platform.tls.into());
     endpoints.insert("pid".into(), std::process::id().into());
     writ_tls::write(
@@ -226,6 +251,142 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
         false,
     )?;
     Ok(platform)
+}
+
+/// Starts the STS: wired to the authorization server in this process (`up`), or to one at
+/// `--authz-url` (`serve sts`), and to the revocation service at `revocation_url`.
+async fn start_sts(
+    args: &ServeArgs,
+    platform: &Platform,
+    revocation_url: Option<&str>,
+    peer_ca: Option<&str>,
+    tls: Option<&TlsMaterial>,
+    clock: writ_token::SharedClock,
+    signal: writ_server::ShutdownSignal,
+) -> anyhow::Result<writ_sts::Running> {
+    use writ_exchange::TrustedIssuer;
+    use writ_sts::keys::{JwksFile, TrustedKeys};
+
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let grpc = writ_server::bind(SocketAddr::new(args.listen, args.sts_port)).await?;
+    let http = writ_server::bind(SocketAddr::new(args.listen, args.sts_http_port)).await?;
+    let issuer = args.sts_issuer.clone().unwrap_or_else(|| {
+        let port = http
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(args.sts_http_port);
+        format!("{scheme}://{}:{port}", url_host(args.listen))
+    });
+    let revocation_url = revocation_url.context(
+        "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
+    )?;
+    let revocation = writ_server::endpoint(revocation_url, peer_ca)?.connect_lazy();
+
+    // Who the callers are, whose tokens to trust, and how to follow the feed: the
+    // authorization server in this process, or the one at --authz-url.
+    let (directory, authority, watch_tokens, local_index): (
+        Arc<dyn writ_exchange::Directory>,
+        TrustedIssuer,
+        Arc<dyn writ_revocation_client::TokenProvider>,
+        _,
+    ) = match &platform.engine {
+        Some(engine) => {
+            let keys_of = engine.clone();
+            (
+                Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
+                TrustedIssuer {
+                    issuer: engine.config().issuer.clone(),
+                    keys: Arc::new(TrustedKeys(Arc::new(writ_trust::LocalKeys(move || {
+                        keys_of.trusted_keys()
+                    })))),
+                    biscuits: true,
+                },
+                Arc::new(writ_sts::revocation::EngineTokens(engine.clone())),
+                Some(engine.clone()),
+            )
+        }
+        None => {
+            let url = args.authz_url.as_deref().context(
+                "`serve sts` needs --authz-url: the authorization server whose clients, policies and tokens apply",
+            )?;
+            let channel = writ_server::endpoint(url, peer_ca)?
+                .connect()
+                .await
+                .with_context(|| format!("connecting to the authorization server at {url}"))?;
+            let remote = writ_trust::RemoteKeys::connect(
+                channel.clone(),
+                Duration::from_secs(300),
+                Duration::from_secs(5),
+            )
+            .await
+            .with_context(|| format!("fetching the authorization server's keys from {url}"))?;
+            let admin = match &args.admin_token {
+                Some(t) => t.trim().to_owned(),
+                None => std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE))
+                    .map(|s| s.trim().to_owned())
+                    .context("`serve sts` needs the authorization server's admin credential: --admin-token, or <data-dir>/admin.token")?,
+            };
+            let (Some(watch_id), Some(watch_secret)) =
+                (&args.watch_client_id, &args.watch_client_secret)
+            else {
+                anyhow::bail!(
+                    "`serve sts` needs --watch-client-id and --watch-client-secret: a client allowed writ.revocation.watch for the audience writ-revocation"
+                );
+            };
+            (
+                Arc::new(writ_sts::directory::RemoteDirectory::new(
+                    channel.clone(),
+                    &admin,
+                    Duration::from_secs(5),
+                )?),
+                TrustedIssuer {
+                    issuer: remote.issuer().to_owned(),
+                    keys: Arc::new(TrustedKeys(Arc::new(remote))),
+                    biscuits: true,
+                },
+                Arc::new(writ_sts::revocation::ClientCredentialsTokens::new(
+                    channel,
+                    watch_id.clone(),
+                    watch_secret.clone(),
+                )),
+                None,
+            )
+        }
+    };
+    let mut issuers = vec![authority];
+    for spec in &args.trust_issuers {
+        let (iss, path) = spec
+            .split_once('=')
+            .context("--trust-issuer takes ISSUER=JWKS_FILE")?;
+        let keys = JwksFile::load(Path::new(path), Duration::from_secs(5))?;
+        issuers.push(TrustedIssuer {
+            issuer: iss.to_owned(),
+            keys: Arc::new(keys),
+            biscuits: false,
+        });
+    }
+    let store = SledStore::open(&args.data_dir.join("sts"))
+        .with_context(|| format!("opening the STS store in {}", args.data_dir.display()))?;
+    let running = writ_sts::start(
+        writ_sts::Options {
+            store: Arc::new(store),
+            config: writ_exchange::Config::new(issuer),
+            clock,
+            directory,
+            issuers,
+            revocation,
+            watch_tokens,
+            watch: Default::default(),
+            max_staleness: Duration::from_secs(args.sts_max_feed_staleness),
+            local_index,
+        },
+        grpc,
+        http,
+        tls,
+        signal,
+    )
+    .await?;
+    Ok(running)
 }
 
 /// Waits for Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
@@ -276,6 +437,14 @@ pub fn print_banner(p: &Platform) {
     }
     if let Some(r) = &p.revocation {
         println!("  revocation service     gRPC {}", p.url(r.grpc_addr));
+    }
+    if let Some(s) = &p.sts {
+        println!("  security token service gRPC {}", p.url(s.grpc_addr));
+        println!(
+            "                         HTTP {}  (issuer {})",
+            p.url(s.http_addr),
+            s.engine.config().issuer
+        );
     }
     if p.tls {
         println!("  CA certificate         {dir}/ca.pem (the CLI trusts it via --data-dir)");

@@ -1,7 +1,15 @@
-//! The server's signing keys: generated on first start, persisted, rotated through the admin API.
+//! An issuer's signing keys: generated on first start, persisted in the `signing_keys` tree of
+//! the issuer's store, rotated through an admin API.
 //!
 //! Rotation makes a new key active and retires the old one; a retired key stays published and
 //! trusted until every token it signed has expired, so no token in flight breaks.
+//!
+//! Every issuer (the authorization server, the STS) keeps its own store, so the trees never mix;
+//! Biscuit root key ids start where [`KeyringConfig::first_biscuit_id`] says, so that a verifier
+//! trusting several issuers can tell their Biscuits apart by root key id alone.
+
+mod error;
+mod record;
 
 use std::sync::{Arc, RwLock};
 
@@ -11,8 +19,32 @@ use writ_token::{
     random_id,
 };
 
-use crate::error::{Error, Result};
-use crate::records::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+pub use error::{KeyringError, Result};
+pub use record::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+
+type Error = KeyringError;
+
+/// How an issuer's keys are made.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyringConfig {
+    /// Algorithm of generated JWT keys.
+    pub jwt_algorithm: Algorithm,
+    /// The id of the issuer's first Biscuit root key; later ones count up from it.
+    pub first_biscuit_id: u32,
+}
+
+impl KeyringConfig {
+    /// The authorization server's: EdDSA, Biscuit root keys from 1.
+    pub const AUTHORIZATION_SERVER: KeyringConfig = KeyringConfig {
+        jwt_algorithm: Algorithm::EdDSA,
+        first_biscuit_id: 1,
+    };
+    /// The STS's: EdDSA, Biscuit root keys from 1,000,000 (far above the authorization server's).
+    pub const STS: KeyringConfig = KeyringConfig {
+        jwt_algorithm: Algorithm::EdDSA,
+        first_biscuit_id: 1_000_000,
+    };
+}
 
 /// The keys in use now.
 #[derive(Debug)]
@@ -73,17 +105,14 @@ fn storage_key(purpose: i32, kid: &str) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Keyring {
     store: Arc<dyn Store>,
+    config: KeyringConfig,
     state: RwLock<Arc<KeyState>>,
     rotation: tokio::sync::Mutex<()>,
 }
 
 impl Keyring {
     /// Loads the stored keys, generating (and durably storing) the first ones if there are none.
-    pub async fn load(
-        store: Arc<dyn Store>,
-        now: UnixTime,
-        default_alg: Algorithm,
-    ) -> Result<Self> {
+    pub async fn load(store: Arc<dyn Store>, now: UnixTime, config: KeyringConfig) -> Result<Self> {
         let mut records: Vec<SigningKeyRecord> = store
             .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
             .into_iter()
@@ -94,7 +123,7 @@ impl Keyring {
             .iter()
             .any(|r| r.purpose == PURPOSE_JWT && r.status == KEY_ACTIVE)
         {
-            let rec = new_jwt_record(default_alg, now)?;
+            let rec = new_jwt_record(config.jwt_algorithm, now)?;
             create_record(&*store, &rec)?;
             tracing::info!(target: "writ::audit", event = "signing_key_created", kid = %rec.kid, alg = %rec.alg);
             records.push(rec);
@@ -104,7 +133,7 @@ impl Keyring {
             .iter()
             .any(|r| r.purpose == PURPOSE_BISCUIT && r.status == KEY_ACTIVE)
         {
-            let rec = new_biscuit_record(&records, now);
+            let rec = new_biscuit_record(&records, config.first_biscuit_id, now);
             create_record(&*store, &rec)?;
             tracing::info!(target: "writ::audit", event = "signing_key_created", biscuit_root_key_id = %rec.kid);
             records.push(rec);
@@ -116,6 +145,7 @@ impl Keyring {
         let state = build_state(records, now)?;
         Ok(Keyring {
             store,
+            config,
             state: RwLock::new(Arc::new(state)),
             rotation: tokio::sync::Mutex::new(()),
         })
@@ -143,7 +173,7 @@ impl Keyring {
             .collect();
         let new = match purpose {
             PURPOSE_JWT => new_jwt_record(alg, now)?,
-            PURPOSE_BISCUIT => new_biscuit_record(&records, now),
+            PURPOSE_BISCUIT => new_biscuit_record(&records, self.config.first_biscuit_id, now),
             _ => return Err(Error::InvalidRequest("unknown key purpose")),
         };
         // Retire the active key(s) and add the new one atomically: a concurrent rotation by
@@ -210,14 +240,17 @@ fn new_jwt_record(alg: Algorithm, now: UnixTime) -> Result<SigningKeyRecord> {
     })
 }
 
-fn new_biscuit_record(existing: &[SigningKeyRecord], now: UnixTime) -> SigningKeyRecord {
+fn new_biscuit_record(
+    existing: &[SigningKeyRecord],
+    first: u32,
+    now: UnixTime,
+) -> SigningKeyRecord {
     let next = existing
         .iter()
         .filter(|r| r.purpose == PURPOSE_BISCUIT)
         .filter_map(|r| r.kid.parse::<u32>().ok())
         .max()
-        .unwrap_or(0)
-        + 1;
+        .map_or(first, |last| last.saturating_add(1).max(first));
     let key = BiscuitRootKey::generate(next);
     SigningKeyRecord {
         kid: next.to_string(),
@@ -275,4 +308,48 @@ fn build_state(records: Vec<SigningKeyRecord>, now: UnixTime) -> Result<KeyState
         records: records.into_iter().map(strip).collect(),
         public: Arc::new(public),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use writ_store::SledStore;
+
+    #[tokio::test]
+    async fn biscuit_root_key_ids_start_at_the_configured_base_and_count_up() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS)
+            .await
+            .unwrap();
+        assert_eq!(ring.state().biscuit.id(), 1_000_000);
+        let rotated = ring
+            .rotate(PURPOSE_BISCUIT, Algorithm::EdDSA, 200, 60)
+            .await
+            .unwrap();
+        assert_eq!(rotated.kid, "1000001");
+        // Both stay published until the retired one expires.
+        assert_eq!(ring.state().published_biscuit_keys(250).len(), 2);
+        assert_eq!(ring.state().published_biscuit_keys(261).len(), 1);
+
+        let other: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let authz = Keyring::load(other, 100, KeyringConfig::AUTHORIZATION_SERVER)
+            .await
+            .unwrap();
+        assert_eq!(authz.state().biscuit.id(), 1);
+    }
+
+    #[tokio::test]
+    async fn keys_are_generated_once_and_reloaded_from_the_store() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let first = Keyring::load(store.clone(), 100, KeyringConfig::STS)
+            .await
+            .unwrap();
+        let again = Keyring::load(store, 100, KeyringConfig::STS).await.unwrap();
+        assert_eq!(first.state().jwt.kid(), again.state().jwt.kid());
+        assert_eq!(
+            first.state().jwt.verification_key().to_jwk(),
+            again.state().jwt.verification_key().to_jwk()
+        );
+    }
 }

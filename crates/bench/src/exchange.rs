@@ -1,0 +1,185 @@
+//! The STS under load: `SecurityTokenService.Exchange` over gRPC on loopback, wired as `writ up`
+//! wires it. The authorization server, the revocation service and the STS (`writ_sts::start`,
+//! with its own on-disk store) share the server runtime; the STS authenticates callers and reads
+//! their policies from the in-process engine, follows the real revocation feed and consults the
+//! engine's revocation index. Each call is a full exchange: client authentication, policy
+//! lookup, verification of the subject JWT, revocation checks, and a new token signed with the
+//! STS's keys (an EdDSA JWT, or a Biscuit). Every response is checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use writ_exchange::{GRANT_TYPE, TrustedIssuer, token_type};
+use writ_oauth::records::{ClientRecord, ExchangePolicyRecord, FORMAT_JWT};
+use writ_proto::authz::TokenRequest;
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::sts::ExchangeRequest;
+use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
+use writ_store::SledStore;
+
+use crate::{Cli, Outcome, Server, channels, drive};
+
+/// JWT → JWT, then JWT → Biscuit.
+pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outcome>> {
+    let server = Server::start(false)?;
+    let (frontend, frontend_secret) = server.client(ClientRecord {
+        client_id: "frontend".into(),
+        grant_types: vec!["client_credentials".into()],
+        scope: "inventory.read inventory.write".into(),
+        audience: vec!["orders".into()],
+        token_formats: vec![FORMAT_JWT],
+        ..ClientRecord::default()
+    })?;
+    let (orders, orders_secret) = server.client(ClientRecord {
+        client_id: "orders".into(),
+        grant_types: vec!["client_credentials".into()],
+        audience: vec![writ_exchange::STS_AUDIENCE.into()],
+        ..ClientRecord::default()
+    })?;
+    let engine = server.engine.clone();
+    let dir = tempfile::tempdir()?;
+    let signal = server.shutdown.signal();
+    let (sts_url, _sts) = server.runtime.block_on(async {
+        engine
+            .create_exchange_policy(ExchangePolicyRecord {
+                policy_id: "orders-to-inventory".into(),
+                client_id: orders.clone(),
+                audience: vec!["inventory".into()],
+                ..ExchangePolicyRecord::default()
+            })
+            .await?;
+        let clock = writ_token::system_clock();
+
+        // The revocation service the STS follows, as `writ up` runs it.
+        let revocation = writ_server::bind("127.0.0.1:0".parse()?).await?;
+        let revocation_url = format!("http://{}", revocation.local_addr()?);
+        let keys_of = engine.clone();
+        let auth = Arc::new(writ_trust::Authenticator::new(
+            engine.config().issuer.clone(),
+            writ_revocation::AUDIENCE.to_owned(),
+            Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
+            clock.clone(),
+        ));
+        let log = Arc::new(writ_revocation_log::RevocationLog::open(
+            Arc::new(SledStore::open(&dir.path().join("revocation"))?),
+            Default::default(),
+        )?);
+        writ_revocation::start(
+            log,
+            auth,
+            clock.clone(),
+            writ_revocation::Config::default(),
+            revocation,
+            None,
+            signal.clone(),
+        )
+        .await?;
+
+        let grpc = writ_server::bind("127.0.0.1:0".parse()?).await?;
+        let http = writ_server::bind("127.0.0.1:0".parse()?).await?;
+        let url = format!("http://{}", grpc.local_addr()?);
+        let keys_of = engine.clone();
+        let running = writ_sts::start(
+            writ_sts::Options {
+                store: Arc::new(SledStore::open(&dir.path().join("sts"))?),
+                config: writ_exchange::Config::new(format!("http://{}", http.local_addr()?)),
+                clock,
+                directory: Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
+                issuers: vec![TrustedIssuer {
+                    issuer: engine.config().issuer.clone(),
+                    keys: Arc::new(writ_sts::keys::TrustedKeys(Arc::new(
+                        writ_trust::LocalKeys(move || keys_of.trusted_keys()),
+                    ))),
+                    biscuits: true,
+                }],
+                revocation: writ_server::endpoint(&revocation_url, None)?.connect_lazy(),
+                watch_tokens: Arc::new(writ_sts::revocation::EngineTokens(engine.clone())),
+                watch: Default::default(),
+                max_staleness: writ_sts::DEFAULT_MAX_STALENESS,
+                local_index: Some(engine.clone()),
+            },
+            grpc,
+            http,
+            None,
+            signal,
+        )
+        .await?;
+        // Exchanges are refused until the feed has synced once.
+        for _ in 0..500 {
+            if running.revocations.staleness().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::ensure!(
+            running.revocations.staleness().is_some(),
+            "the STS's revocation feed did not sync within 5 s"
+        );
+        anyhow::Ok((url, running))
+    })?;
+
+    let mut outcomes = Vec::new();
+    for (name, requested) in [
+        ("token exchange over gRPC, JWT → JWT", token_type::JWT),
+        (
+            "token exchange over gRPC, JWT → Biscuit",
+            token_type::BISCUIT,
+        ),
+    ] {
+        let outcome = load.block_on(async {
+            // One subject token per worker, as from distinct callers.
+            let mut authz = AuthorizationServiceClient::new(
+                channels(&server.url, None, 1)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("no channel"))?,
+            );
+            let mut requests = Vec::new();
+            for _ in 0..cli.concurrency {
+                let subject = authz
+                    .token(TokenRequest {
+                        grant_type: "client_credentials".into(),
+                        client_id: frontend.clone(),
+                        client_secret: frontend_secret.clone(),
+                        scope: "inventory.read inventory.write".into(),
+                        ..TokenRequest::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .access_token;
+                requests.push(ExchangeRequest {
+                    grant_type: GRANT_TYPE.into(),
+                    client_id: orders.clone(),
+                    client_secret: orders_secret.clone(),
+                    audience: vec!["inventory".into()],
+                    scope: "inventory.read".into(),
+                    requested_token_type: requested.into(),
+                    subject_token: subject,
+                    subject_token_type: token_type::ACCESS_TOKEN.into(),
+                    ..ExchangeRequest::default()
+                });
+            }
+            let requests = Arc::new(requests);
+            let chans = Arc::new(channels(&sts_url, None, cli.connections).await?);
+            anyhow::Ok(
+                drive(cli, name, move |worker| {
+                    let mut sts =
+                        SecurityTokenServiceClient::new(chans[worker % chans.len()].clone());
+                    let request = requests[worker % requests.len()].clone();
+                    async move {
+                        sts.exchange(request).await.is_ok_and(|r| {
+                            let r = r.into_inner();
+                            r.issued_token_type == requested && !r.access_token.is_empty()
+                        })
+                    }
+                })
+                .await,
+            )
+        })?;
+        outcomes.push(outcome);
+    }
+    drop(server);
+    // The server runtime is gone with `server`; the stores go with the directory.
+    drop(dir);
+    Ok(outcomes)
+}

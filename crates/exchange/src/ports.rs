@@ -1,0 +1,84 @@
+//! What the exchange needs from outside, as traits: who the clients and their policies are
+//! ([`Directory`]), which tokens are revoked ([`RevocationCheck`]), and the keys of the issuers
+//! it trusts ([`IssuerKeys`]). The STS wires them to the authorization server (in-process or over
+//! gRPC), the revocation feed and published key sets; tests wire them to fakes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use writ_token::{KeySet, RevocationKind, TokenFacts};
+
+use crate::error::Result;
+
+/// A boxed future, as the object-safe [`Directory`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which client may exchange which tokens for which audiences (the admin API's
+/// `ExchangePolicy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExchangePolicy {
+    pub policy_id: String,
+    /// The client allowed to exchange under this policy.
+    pub client_id: String,
+    /// Audiences (and resource indicators) the exchanged tokens may name.
+    pub audience: Vec<String>,
+    /// Space-delimited scopes the exchanged tokens may carry at most; empty: no limit beyond the
+    /// subject token's.
+    pub scope: String,
+    /// Upper bound on the exchanged tokens' lifetime, in seconds; 0: the server default.
+    pub max_lifetime: i64,
+    /// Exchanges without an actor token issue impersonation tokens (no new `act`) rather than
+    /// record the calling client as the actor.
+    pub allow_impersonation: bool,
+    /// Longest `act` chain an exchanged token may carry; 0: the server default.
+    pub max_chain_depth: u32,
+}
+
+/// The clients that may call the STS, and their exchange policies.
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// Authenticates a confidential client by id and secret. Any failure (unknown client, wrong
+    /// secret, public or disabled client, no credentials) is [`crate::ExchangeError::InvalidClient`],
+    /// reached along the same path (constant-time comparison).
+    fn authenticate<'a>(&'a self, client_id: &'a str, secret: &'a str)
+    -> BoxFuture<'a, Result<()>>;
+
+    /// The exchange policies of `client_id` (any order; may be empty).
+    fn policies<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Vec<ExchangePolicy>>>;
+}
+
+/// Whether a token is revoked.
+pub trait RevocationCheck: Send + Sync + std::fmt::Debug {
+    /// The kind of revocation that applies to `token`, if any; an error (typically
+    /// [`crate::ExchangeError::Unavailable`]) when the answer cannot be trusted, e.g. a
+    /// revocation feed staler than its bound. Must not wait on the network.
+    fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>>;
+}
+
+/// The keys of one trusted issuer.
+pub trait IssuerKeys: Send + Sync + std::fmt::Debug {
+    /// The keys now. The same `Arc` until they change, so callers can tell cheaply.
+    fn keys(&self) -> Arc<KeySet>;
+    /// A token named a key not in [`IssuerKeys::keys`]: fetch again if allowed. Never blocks.
+    fn request_refresh(&self) {}
+}
+
+/// Fixed keys (tests, a JWKS read once).
+#[derive(Debug, Clone)]
+pub struct StaticKeys(pub Arc<KeySet>);
+
+impl IssuerKeys for StaticKeys {
+    fn keys(&self) -> Arc<KeySet> {
+        self.0.clone()
+    }
+}
+
+/// An issuer whose tokens the STS accepts as subject and actor tokens.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// Its `iss`, compared exactly.
+    pub issuer: String,
+    pub keys: Arc<dyn IssuerKeys>,
+    /// Whether its Biscuits are accepted too (Writ issuers), or only its JWTs (external ones).
+    pub biscuits: bool,
+}

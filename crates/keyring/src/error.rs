@@ -1,0 +1,22 @@
+//! Why a key operation failed. Never carries key material.
+
+use writ_store::StoreError;
+use writ_token::TokenError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// Another process or task changed the keys at the same time; the caller may retry.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("storage failure")]
+    Storage(#[from] StoreError),
+    #[error("key failure: {0}")]
+    Token(#[from] TokenError),
+    /// The stored keys make no sense (corruption, or a record written by something else).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+pub type Result<T, E = KeyringError> = std::result::Result<T, E>;

@@ -1,0 +1,144 @@
+//! The request side of an OAuth HTTP facade (RFC 6749): form bodies and client authentication,
+//! shared by the authorization server's and the STS's facades so both parse alike.
+//!
+//! Bodies must be `application/x-www-form-urlencoded` UTF-8; a parameter may not repeat unless
+//! the caller reads it with [`Form::many`] (`audience`, `resource`). Clients authenticate with
+//! `client_secret_basic` (RFC 6749 section 2.3.1: each part form-urlencoded, then base64) or
+//! `client_secret_post`, never both.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue, header};
+
+/// Why a request was refused before it reached an engine; each facade maps it to its own error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// The `Authorization: Basic` header could not be decoded.
+    #[error("invalid_client: client authentication failed")]
+    InvalidClient,
+}
+
+/// A parsed form body.
+#[derive(Debug)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, FormError> {
+        let form_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form_type {
+            return Err(FormError::InvalidRequest(
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        if std::str::from_utf8(body).is_err() {
+            return Err(FormError::InvalidRequest("the body is not UTF-8"));
+        }
+        Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
+    }
+
+    /// A parameter that may appear at most once (empty if absent).
+    pub fn one(&self, name: &str) -> Result<String, FormError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next().cloned().unwrap_or_default();
+        if values.next().is_some() {
+            return Err(FormError::InvalidRequest("a parameter is repeated"));
+        }
+        Ok(first)
+    }
+
+    /// Every value of a repeatable parameter.
+    pub fn many(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// The client's credentials, as presented.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// `client_secret_basic` or `client_secret_post`; using both is an error.
+pub fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, FormError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then(|| rest.trim().to_owned())
+        });
+    let post_id = form.one("client_id")?;
+    let post_secret = form.one("client_secret")?;
+    let Some(encoded) = basic else {
+        return Ok(ClientAuth {
+            client_id: post_id,
+            client_secret: post_secret,
+        });
+    };
+    if !post_secret.is_empty() {
+        return Err(FormError::InvalidRequest(
+            "use one client authentication method",
+        ));
+    }
+    let decoded = STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(FormError::InvalidClient)?;
+    let (id, secret) = decoded.split_once(':').ok_or(FormError::InvalidClient)?;
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| FormError::InvalidClient)
+    };
+    let (id, secret) = (unescape(id)?, unescape(secret)?);
+    if !post_id.is_empty() && post_id != id {
+        return Err(FormError::InvalidRequest(
+            "client_id differs from the authenticated client",
+        ));
+    }
+    Ok(ClientAuth {
+        client_id: id,
+        client_secret: secret,
+    })
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`, for every response carrying a token or an
+/// error (RFC 6749 section 5.1).
+pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// Public documents (metadata, JWKS) may be cached briefly; an unknown `kid` makes clients
+/// fetch again anyway.
+pub fn cached_json(body: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        axum::Json(body),
+    )
+        .into_response()
+}

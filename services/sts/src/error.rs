@@ -1,0 +1,22 @@
+//! Why the STS could not start. Refusals of requests are `writ_exchange::ExchangeError`s, mapped
+//! to statuses in `status.rs`.
+
+use std::path::PathBuf;
+
+use writ_exchange::ExchangeError;
+use writ_server::ServerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StsError {
+    #[error("serving: {0}")]
+    Server(#[from] ServerError),
+    #[error("opening the token exchange: {0}")]
+    Exchange(#[from] ExchangeError),
+    #[error("reading {path}: {source}")]
+    JwksRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a JWK Set with usable keys: {reason}")]
+    JwksUnusable { path: PathBuf, reason: String },
+}

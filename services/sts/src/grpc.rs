@@ -1,0 +1,95 @@
+//! `writ.sts.v1.SecurityTokenService`: a thin transport over the exchange engine.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use writ_exchange::TokenExchange;
+use writ_proto::common;
+use writ_proto::sts::security_token_service_server::SecurityTokenService;
+use writ_proto::sts::{ExchangeRequest, ExchangeResponse, GetJwksRequest, GetJwksResponse};
+
+use crate::status::to_status;
+
+#[derive(Debug, Clone)]
+pub struct StsGrpc {
+    engine: Arc<TokenExchange>,
+}
+
+impl StsGrpc {
+    pub fn new(engine: Arc<TokenExchange>) -> Self {
+        StsGrpc { engine }
+    }
+}
+
+/// The JWKS and Biscuit root keys the STS publishes now.
+pub fn jwks(engine: &TokenExchange) -> GetJwksResponse {
+    let (jwt, biscuit) = engine.published_keys();
+    GetJwksResponse {
+        keys: jwt
+            .iter()
+            .map(|k| {
+                let k = k.to_jwk();
+                common::Jwk {
+                    kty: k.kty,
+                    crv: k.crv,
+                    x: k.x,
+                    y: k.y.unwrap_or_default(),
+                    kid: k.kid,
+                    alg: k.alg,
+                    r#use: k.key_use,
+                }
+            })
+            .collect(),
+        biscuit_root_keys: biscuit
+            .into_iter()
+            .map(|(k, exp)| common::BiscuitRootKey {
+                root_key_id: k.id(),
+                algorithm: "ed25519".to_owned(),
+                public_key: k.to_hex(),
+                expires_at: exp,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl SecurityTokenService for StsGrpc {
+    async fn exchange(
+        &self,
+        request: Request<ExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let r = request.into_inner();
+        let resp = self
+            .engine
+            .exchange(writ_exchange::ExchangeRequest {
+                grant_type: r.grant_type,
+                client_id: r.client_id,
+                client_secret: r.client_secret,
+                audience: r.audience,
+                resource: r.resource,
+                scope: r.scope,
+                requested_token_type: r.requested_token_type,
+                subject_token: r.subject_token,
+                subject_token_type: r.subject_token_type,
+                actor_token: r.actor_token,
+                actor_token_type: r.actor_token_type,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ExchangeResponse {
+            access_token: resp.access_token,
+            issued_token_type: resp.issued_token_type.to_owned(),
+            token_type: resp.token_type.to_owned(),
+            expires_in: resp.expires_in,
+            scope: resp.scope,
+            refresh_token: String::new(),
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(jwks(&self.engine)))
+    }
+}

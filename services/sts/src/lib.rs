@@ -1,0 +1,178 @@
+//! The Writ Security Token Service: `writ.sts.v1.SecurityTokenService` over gRPC and the RFC 8693
+//! HTTP facade, both thin transports over the `writ-exchange` engine, with health checking and
+//! reflection.
+//!
+//! The STS is an issuer of its own: its keys live in its own store (Biscuit root key ids from
+//! 1,000,000, so a guard trusting it and the authorization server tells their Biscuits apart),
+//! its tokens carry its own `iss`, and its JWKS is served by `GetJwks` and
+//! `/.well-known/jwks.json`. It learns its callers and their exchange policies from the
+//! authorization server ([`directory`]), and refuses revoked tokens from the revocation feed,
+//! failing closed when the feed is staler than its bound ([`revocation`]).
+
+pub mod directory;
+mod error;
+pub mod grpc;
+pub mod http;
+pub mod keys;
+pub mod revocation;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use writ_exchange::{Config, Directory, TokenExchange, TrustedIssuer};
+use writ_oauth::AuthorizationServer;
+use writ_proto::sts::security_token_service_server::SecurityTokenServiceServer;
+use writ_revocation_client::{RevocationSet, TokenProvider, WatchConfig, Watcher};
+use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
+use writ_store::Store;
+use writ_tls::TlsMaterial;
+use writ_token::SharedClock;
+
+pub use error::StsError;
+pub use grpc::StsGrpc;
+
+/// The gRPC service name this server reports as serving.
+pub const SERVICE_NAME: &str = "writ.sts.v1.SecurityTokenService";
+
+/// Default bound on the revocation feed's staleness: past it, exchanges are refused.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
+
+/// What the STS is wired to.
+pub struct Options {
+    /// Where its signing keys live (its own store; generated on a first start).
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    pub clock: SharedClock,
+    /// Who the callers are and what they may exchange.
+    pub directory: Arc<dyn Directory>,
+    /// The issuers whose tokens are accepted, besides the STS itself.
+    pub issuers: Vec<TrustedIssuer>,
+    /// A channel to the revocation service, and what to watch it with.
+    pub revocation: Channel,
+    pub watch_tokens: Arc<dyn TokenProvider>,
+    pub watch: WatchConfig,
+    /// Past this staleness of the feed, every exchange is refused.
+    pub max_staleness: Duration,
+    /// The authorization server in this process, if any: its revocation index is consulted too.
+    pub local_index: Option<Arc<AuthorizationServer>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("config", &self.config)
+            .field("directory", &self.directory)
+            .field("issuers", &self.issuers)
+            .field("max_staleness", &self.max_staleness)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running STS.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub engine: Arc<TokenExchange>,
+    /// The revocation set the STS checks tokens against.
+    pub revocations: Arc<RevocationSet>,
+    tasks: Vec<JoinHandle<()>>,
+    watcher: Watcher,
+}
+
+impl Running {
+    /// Waits until every task has stopped (after shutdown), then stops the feed.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.watcher.stop();
+    }
+}
+
+fn addr_of(l: &TcpListener) -> Result<SocketAddr, ServerError> {
+    l.local_addr().map_err(|source| ServerError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+/// Opens the exchange engine on its store (its keys), starts following the revocation feed, and
+/// serves gRPC and HTTP on the given listeners, with TLS when `tls` is given, until `shutdown`.
+pub async fn start(
+    options: Options,
+    grpc: TcpListener,
+    http: TcpListener,
+    tls: Option<&TlsMaterial>,
+    shutdown: ShutdownSignal,
+) -> Result<Running, StsError> {
+    let grpc_addr = addr_of(&grpc)?;
+    let http_addr = addr_of(&http)?;
+
+    let revocations = Arc::new(RevocationSet::new());
+    let watcher = Watcher::spawn(
+        options.revocation,
+        options.watch_tokens,
+        revocations.clone(),
+        options.watch,
+    );
+    let check = Arc::new(revocation::FeedCheck::new(
+        revocations.clone(),
+        options.max_staleness,
+        options.local_index,
+    ));
+    let engine = Arc::new(
+        TokenExchange::open(
+            options.store,
+            options.config,
+            options.clock,
+            options.directory,
+            check,
+            options.issuers,
+        )
+        .await?,
+    );
+
+    let (health, reflection) = writ_server::health_and_reflection(&[SERVICE_NAME]).await?;
+    let sts = SecurityTokenServiceServer::new(StsGrpc::new(engine.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let router = writ_server::grpc_server(tls)?
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(sts);
+    let grpc_shutdown = shutdown.clone();
+    let grpc_task = tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(writ_server::incoming(grpc), grpc_shutdown.wait())
+            .await
+        {
+            tracing::error!(error = %e, "STS gRPC server stopped");
+        }
+    });
+    let http_tls = match tls {
+        Some(m) => {
+            Some(writ_tls::server_config(m, &[b"h2", b"http/1.1"]).map_err(ServerError::from)?)
+        }
+        None => None,
+    };
+    let http_task = tokio::spawn(writ_server::serve_http(
+        http,
+        http::router(engine.clone()),
+        http_tls,
+        shutdown,
+    ));
+    tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), issuer = %engine.config().issuer, "security token service listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        engine,
+        revocations,
+        tasks: vec![grpc_task, http_task],
+        watcher,
+    })
+}

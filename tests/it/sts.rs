@@ -1,0 +1,1221 @@
+//! The Security Token Service end to end (RFC 8693, SECURITY.md 19-22): real authorization
+//! server, revocation service and STS on loopback. Exchanges in all four format combinations,
+//! delegation chains, impersonation, lineage through the revocation feed, external issuers, the
+//! HTTP facade, and every bad input refused with its RFC error and nothing issued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use tonic::{Code, Status};
+use writ_exchange::token_type;
+use writ_proto::admin as pb_admin;
+use writ_proto::common::TokenFormat as PbFormat;
+use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
+use writ_revocation_client::{RevocationSet, TokenFacts};
+use writ_tests::sts::{StsOptions, TestSts, exchange_request};
+use writ_tests::*;
+use writ_token::{
+    AccessClaims, Actor, Algorithm, ManualClock, RevocationKind, SigningKey, TokenError,
+    TokenFormat, TokenVerifier, VerifiedToken, VerifierConfig,
+};
+
+use crate::grants::verifier_for;
+
+/// Bound on anything reaching the revocation feed.
+const FEED: Duration = Duration::from_secs(10);
+const SCOPE: &str = "inventory.read inventory.write billing.read";
+const USER_PASSWORD: &str = "correct horse battery";
+
+type Creds = (String, String);
+
+/// The cast: `frontend` gets tokens for `orders`; `orders` exchanges them for `inventory` or
+/// `billing`; `inventory` exchanges what it receives for `billing`; `billing` may exchange
+/// nothing.
+struct Fixture {
+    server: TestServer,
+    sts: TestSts,
+    frontend: Creds,
+    orders: Creds,
+    inventory: Creds,
+    billing: Creds,
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(Options::default(), StsOptions::default()).await
+}
+
+async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
+    init_logs();
+    let server = TestServer::start_with(opts).await;
+    let frontend = server
+        .create_client(pb_admin::Client {
+            client_id: "frontend".into(),
+            grant_types: vec![
+                "client_credentials".into(),
+                "password".into(),
+                "refresh_token".into(),
+            ],
+            scope: SCOPE.into(),
+            audience: vec!["orders".into(), writ_exchange::STS_AUDIENCE.into()],
+            token_formats: vec![PbFormat::Jwt as i32, PbFormat::Biscuit as i32],
+            ..Default::default()
+        })
+        .await;
+    server
+        .admin()
+        .await
+        .create_user(pb_admin::CreateUserRequest {
+            username: "alice".into(),
+            password: USER_PASSWORD.into(),
+            scope: SCOPE.into(),
+        })
+        .await
+        .unwrap();
+    let orders = server
+        .service_client("orders", "orders.self", &[writ_exchange::STS_AUDIENCE])
+        .await;
+    let inventory = server
+        .service_client(
+            "inventory",
+            "inventory.self",
+            &[writ_exchange::STS_AUDIENCE],
+        )
+        .await;
+    let billing = server
+        .service_client("billing", "billing.self", &[writ_exchange::STS_AUDIENCE])
+        .await;
+    set_policy(
+        &server,
+        "p-orders",
+        "orders",
+        &["inventory", "billing"],
+        false,
+        0,
+    )
+    .await;
+    set_policy(&server, "p-inventory", "inventory", &["billing"], false, 0).await;
+    let sts = server.start_sts_with(sts_opts).await;
+    Fixture {
+        server,
+        sts,
+        frontend,
+        orders,
+        inventory,
+        billing,
+    }
+}
+
+/// Creates (or replaces) an exchange policy through the admin API.
+async fn set_policy(
+    server: &TestServer,
+    id: &str,
+    client: &str,
+    audience: &[&str],
+    allow_impersonation: bool,
+    max_chain_depth: i32,
+) {
+    let mut admin = server.admin().await;
+    let _ = admin
+        .delete_exchange_policy(pb_admin::DeleteExchangePolicyRequest {
+            policy_id: id.into(),
+        })
+        .await;
+    admin
+        .create_exchange_policy(pb_admin::CreateExchangePolicyRequest {
+            policy: Some(pb_admin::ExchangePolicy {
+                policy_id: id.into(),
+                client_id: client.into(),
+                audience: audience.iter().map(|s| (*s).to_owned()).collect(),
+                allow_impersonation,
+                max_chain_depth,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+}
+
+impl Fixture {
+    /// A token `frontend` got for `orders` (client_credentials), as a JWT or a Biscuit.
+    async fn subject(&self, format: TokenFormat) -> String {
+        let mut req = cc(&self.frontend.0, &self.frontend.1);
+        req.audience = vec!["orders".into()];
+        req.token_format = match format {
+            TokenFormat::Jwt => PbFormat::Jwt,
+            TokenFormat::Biscuit => PbFormat::Biscuit,
+        } as i32;
+        self.server.issue(req).await.access_token
+    }
+
+    /// Alice's token through `frontend` for `orders` (password grant), with its refresh token.
+    async fn user_subject(&self) -> (String, String) {
+        let mut req =
+            crate::grants::password_request(&self.frontend.0, &self.frontend.1, USER_PASSWORD);
+        req.audience = vec!["orders".into()];
+        let r = self.server.issue(req).await;
+        (r.access_token, r.refresh_token)
+    }
+
+    fn request(&self, caller: &Creds, subject: &str, audience: &[&str]) -> ExchangeRequest {
+        exchange_request(&caller.0, &caller.1, subject, audience)
+    }
+
+    async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeResponse, Status> {
+        self.sts.exchange(req).await
+    }
+
+    /// An exchange that must succeed.
+    async fn exchanged(&self, req: ExchangeRequest) -> ExchangeResponse {
+        self.exchange(req).await.unwrap()
+    }
+
+    /// Verifies `token` as the service `audience` trusting the STS alone.
+    async fn verify(&self, token: &str, audience: &str) -> VerifiedToken {
+        self.sts.verifier(audience).await.verify(token).unwrap()
+    }
+}
+
+/// `google.rpc.ErrorInfo.metadata["cause"]`: which rule refused a token.
+fn cause(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .and_then(|i| i.metadata.get("cause").cloned())
+        .unwrap_or_default()
+}
+
+/// Asserts a subject or actor token was refused (RFC 8693 section 2.2.2: `invalid_request`)
+/// by the rule `why`.
+#[track_caller]
+fn assert_token_refused(r: Result<ExchangeResponse, Status>, why: &str) {
+    let status = assert_refused(r, Code::InvalidArgument, "invalid_request");
+    assert_eq!(cause(&status), why, "{status:?}");
+}
+
+fn actor(sub: &str, client: &str, act: Option<Actor>) -> Actor {
+    Actor {
+        sub: sub.into(),
+        client_id: Some(client.into()),
+        act: act.map(Box::new),
+    }
+}
+
+fn now() -> i64 {
+    writ_token::system_clock().now()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Happy paths: the four format combinations.
+
+#[tokio::test]
+async fn jwt_to_jwt_delegates_to_the_caller_and_verifies_only_with_the_sts_keys() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.scope = "inventory.read".into();
+    let r = f.exchanged(req).await;
+    assert_eq!(r.issued_token_type, token_type::JWT);
+    assert_eq!(r.token_type, "Bearer");
+    assert_eq!(r.scope, "inventory.read");
+    assert!(r.expires_in > 0 && r.expires_in <= 300, "{}", r.expires_in);
+    assert!(r.refresh_token.is_empty());
+
+    let original = verifier_for(&f.server, "orders")
+        .await
+        .verify(&subject)
+        .unwrap();
+    let v = f.verify(&r.access_token, "inventory").await;
+    assert_eq!(v.claims.iss, f.sts.issuer);
+    assert_ne!(v.claims.iss, f.server.issuer);
+    assert_eq!(v.claims.sub, "frontend");
+    assert_eq!(v.claims.client_id, "orders");
+    assert_eq!(v.claims.aud, ["inventory"]);
+    assert_eq!(v.claims.scope, "inventory.read");
+    assert_eq!(v.claims.gid, original.claims.gid, "the lineage is kept");
+    assert_ne!(v.claims.jti, original.claims.jti);
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+    assert!(v.claims.exp <= original.claims.exp);
+
+    // The authorization server's keys do not verify it, under either issuer name.
+    let as_keys = writ_trust::key_set(
+        &f.server
+            .authz()
+            .await
+            .get_jwks(writ_proto::authz::GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .unwrap();
+    for issuer in [&f.server.issuer, &f.sts.issuer] {
+        let as_only = TokenVerifier::new(
+            VerifierConfig::new(vec![issuer.clone()], Some("inventory".into())),
+            as_keys.clone(),
+            writ_token::system_clock(),
+        );
+        assert_eq!(
+            as_only.verify(&r.access_token).unwrap_err(),
+            TokenError::UnknownKey
+        );
+    }
+    assert_eq!(
+        verifier_for(&f.server, "inventory")
+            .await
+            .verify(&r.access_token)
+            .unwrap_err(),
+        TokenError::UnknownKey
+    );
+}
+
+#[tokio::test]
+async fn jwt_to_biscuit_mints_the_same_facts_under_the_sts_root_key() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.requested_token_type = token_type::BISCUIT.into();
+    req.scope = "inventory.read inventory.write".into();
+    let r = f.exchanged(req).await;
+    assert_eq!(r.issued_token_type, token_type::BISCUIT);
+    assert_eq!(TokenFormat::detect(&r.access_token), TokenFormat::Biscuit);
+
+    let original = verifier_for(&f.server, "orders")
+        .await
+        .verify(&subject)
+        .unwrap();
+    let v = f.verify(&r.access_token, "inventory").await;
+    assert_eq!(v.format, TokenFormat::Biscuit);
+    let root: u32 = v.key_id.parse().unwrap();
+    assert!(root >= 1_000_000, "STS root key ids are apart: {root}");
+    assert_eq!(v.claims.iss, f.sts.issuer);
+    assert_eq!(v.claims.sub, "frontend");
+    assert_eq!(v.claims.scope, "inventory.read inventory.write");
+    assert_eq!(v.claims.gid, original.claims.gid);
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+}
+
+#[tokio::test]
+async fn biscuit_to_biscuit_is_reminted_to_delegate_and_attenuated_to_impersonate() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Biscuit).await;
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.requested_token_type = token_type::BISCUIT.into();
+    req.scope = "inventory.read".into();
+
+    // Delegation needs a new fact (the actor): a new Biscuit under the STS's root key.
+    let r = f.exchanged(req.clone()).await;
+    let v = f.verify(&r.access_token, "inventory").await;
+    assert!(v.key_id.parse::<u32>().unwrap() >= 1_000_000);
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+    assert_eq!(v.claims.scope, "inventory.read");
+
+    // Impersonation for an audience the Biscuit already names: one more block, the
+    // authorization server's signature kept, narrowed to the scope, service and lifetime.
+    set_policy(
+        &f.server,
+        "p-orders",
+        "orders",
+        &["inventory", "orders"],
+        true,
+        0,
+    )
+    .await;
+    let mut narrow = f.request(&f.orders, &subject, &["orders"]);
+    narrow.requested_token_type = token_type::BISCUIT.into();
+    narrow.scope = "inventory.read".into();
+    let r = f.exchanged(narrow).await;
+    assert_eq!(r.issued_token_type, token_type::BISCUIT);
+    assert!(r.access_token.len() > subject.len());
+    let view = writ_token::decode_unverified(&r.access_token).unwrap();
+    assert_eq!(view.blocks.len(), 2, "the subject's block and one more");
+    let v = verifier_for(&f.server, "orders")
+        .await
+        .verify(&r.access_token)
+        .unwrap();
+    assert_eq!(v.claims.iss, f.server.issuer, "still the original token");
+    assert_eq!(v.claims.scope, "inventory.read", "narrowed");
+    assert_eq!(v.claims.act, None);
+    assert_eq!(v.revocation_ids.len(), 2);
+}
+
+#[tokio::test]
+async fn biscuit_to_jwt_carries_the_biscuits_facts() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Biscuit).await;
+    let mut req = f.request(&f.orders, &subject, &["billing"]);
+    req.scope = "billing.read".into();
+    let r = f.exchanged(req).await;
+    assert_eq!(r.issued_token_type, token_type::JWT);
+    let original = verifier_for(&f.server, "orders")
+        .await
+        .verify(&subject)
+        .unwrap();
+    let v = f.verify(&r.access_token, "billing").await;
+    assert_eq!(v.format, TokenFormat::Jwt);
+    assert_eq!(v.claims.sub, "frontend");
+    assert_eq!(v.claims.scope, "billing.read");
+    assert_eq!(v.claims.gid, original.claims.gid);
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delegation, impersonation, may_act.
+
+#[tokio::test]
+async fn an_act_chain_nests_across_two_hops_and_stops_at_the_policys_depth() {
+    let f = fixture().await;
+    let (subject, _) = f.user_subject().await;
+    let first = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    let second = f
+        .exchanged(f.request(&f.inventory, &first.access_token, &["billing"]))
+        .await;
+    let v = f.verify(&second.access_token, "billing").await;
+    assert_eq!(
+        v.claims.act,
+        Some(actor(
+            "inventory",
+            "inventory",
+            Some(actor("orders", "orders", None))
+        ))
+    );
+    assert_eq!(v.claims.client_id, "inventory");
+    let original = verifier_for(&f.server, "orders")
+        .await
+        .verify(&subject)
+        .unwrap();
+    assert_eq!(v.claims.sub, original.claims.sub, "still alice");
+    assert_eq!(v.claims.gid, original.claims.gid);
+    assert!(v.claims.exp <= original.claims.exp);
+}
+
+#[tokio::test]
+async fn a_chain_past_the_maximum_depth_is_refused() {
+    let f = fixture().await;
+    set_policy(
+        &f.server,
+        "p-inventory",
+        "inventory",
+        &["billing"],
+        false,
+        1,
+    )
+    .await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let first = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    assert_token_refused(
+        f.exchange(f.request(&f.inventory, &first.access_token, &["billing"]))
+            .await,
+        "chain_too_deep",
+    );
+}
+
+#[tokio::test]
+async fn impersonation_happens_only_where_the_policy_allows_it() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    // Not allowed: the caller is recorded as the actor.
+    let r = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    assert_eq!(
+        f.verify(&r.access_token, "inventory").await.claims.act,
+        Some(actor("orders", "orders", None))
+    );
+    // Allowed: no act; the token speaks for the subject alone.
+    set_policy(&f.server, "p-orders", "orders", &["inventory"], true, 0).await;
+    let r = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    let v = f.verify(&r.access_token, "inventory").await;
+    assert_eq!(v.claims.act, None);
+    assert_eq!(v.claims.sub, "frontend");
+    // Allowed, but an actor token names an actor: delegation to it.
+    let mut own = cc(&f.orders.0, &f.orders.1);
+    own.audience = vec![writ_exchange::STS_AUDIENCE.into()];
+    let actor_token = f.server.issue(own).await.access_token;
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.actor_token = actor_token;
+    req.actor_token_type = token_type::JWT.into();
+    let r = f.exchanged(req).await;
+    assert_eq!(
+        f.verify(&r.access_token, "inventory").await.claims.act,
+        Some(actor("orders", "orders", None))
+    );
+}
+
+#[tokio::test]
+async fn an_actor_token_of_another_client_is_refused() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let mut theirs = cc(&f.billing.0, &f.billing.1);
+    theirs.audience = vec![writ_exchange::STS_AUDIENCE.into()];
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.actor_token = f.server.issue(theirs).await.access_token;
+    req.actor_token_type = token_type::JWT.into();
+    assert_token_refused(f.exchange(req).await, "actor_not_caller");
+}
+
+/// An external issuer whose JWKS the STS reads from a file: `(issuer, key, options)`.
+fn external_issuer(dir: &std::path::Path) -> (String, SigningKey, StsOptions) {
+    let issuer = "https://idp.example".to_owned();
+    let key = SigningKey::generate(Algorithm::ES256, "idp-key-1").unwrap();
+    let path = dir.join("idp-jwks.json");
+    let jwks = writ_token::JwkSet {
+        keys: vec![key.verification_key().to_jwk()],
+    };
+    std::fs::write(&path, serde_json::to_string(&jwks).unwrap()).unwrap();
+    let keys = writ_sts::keys::JwksFile::load(&path, Duration::from_secs(5)).unwrap();
+    let opts = StsOptions {
+        issuers: vec![writ_exchange::TrustedIssuer {
+            issuer: issuer.clone(),
+            keys: Arc::new(keys),
+            biscuits: false,
+        }],
+        ..StsOptions::default()
+    };
+    (issuer, key, opts)
+}
+
+fn external_claims(issuer: &str, aud: &str) -> AccessClaims {
+    let now = now();
+    AccessClaims {
+        iss: issuer.into(),
+        sub: "carol".into(),
+        aud: vec![aud.into()],
+        exp: now + 300,
+        iat: now,
+        nbf: Some(now),
+        jti: writ_token::random_id(),
+        client_id: "idp-web".into(),
+        scope: "inventory.read".into(),
+        gid: None,
+        act: None,
+        may_act: None,
+    }
+}
+
+#[tokio::test]
+async fn an_external_issuers_jwt_is_accepted_through_its_jwks_and_an_unconfigured_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, key, opts) = external_issuer(dir.path());
+    let f = fixture_with(Options::default(), opts).await;
+    let claims = external_claims(&issuer, "orders");
+    let token = writ_token::encode_access_token(&key, &claims).unwrap();
+    let r = f
+        .exchanged(f.request(&f.orders, &token, &["inventory"]))
+        .await;
+    let v = f.verify(&r.access_token, "inventory").await;
+    assert_eq!(v.claims.sub, "carol");
+    assert_eq!(v.claims.scope, "inventory.read");
+    let gid = v.claims.gid.unwrap();
+    assert!(
+        gid.starts_with("x-"),
+        "a lineage derived for the external token: {gid}"
+    );
+
+    // The same key, another issuer name: not configured, refused.
+    let other = writ_token::encode_access_token(
+        &key,
+        &AccessClaims {
+            iss: "https://unconfigured.example".into(),
+            ..claims.clone()
+        },
+    )
+    .unwrap();
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &other, &["inventory"]))
+            .await,
+        "untrusted_issuer",
+    );
+    // Nor can the external key sign for the authorization server.
+    let forged = writ_token::encode_access_token(
+        &key,
+        &AccessClaims {
+            iss: f.server.issuer.clone(),
+            ..claims
+        },
+    )
+    .unwrap();
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &forged, &["inventory"]))
+            .await,
+        "untrusted_issuer",
+    );
+}
+
+#[tokio::test]
+async fn may_act_in_the_subject_token_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, key, opts) = external_issuer(dir.path());
+    let f = fixture_with(Options::default(), opts).await;
+    let mut claims = external_claims(&issuer, "orders");
+    claims.may_act = Some(Actor {
+        sub: "orders".into(),
+        client_id: None,
+        act: None,
+    });
+    let allowed = writ_token::encode_access_token(&key, &claims).unwrap();
+    f.exchanged(f.request(&f.orders, &allowed, &["inventory"]))
+        .await;
+    claims.may_act = Some(Actor {
+        sub: "payments".into(),
+        client_id: None,
+        act: None,
+    });
+    let someone_else = writ_token::encode_access_token(&key, &claims).unwrap();
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &someone_else, &["inventory"]))
+            .await,
+        "may_act",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lineage through the revocation feed.
+
+/// `t`'s facts, checked against `set`.
+fn revoked_in(set: &RevocationSet, t: &VerifiedToken) -> Option<RevocationKind> {
+    set.check(&TokenFacts::of(t))
+}
+
+#[tokio::test]
+async fn revoking_the_original_grant_revokes_every_derived_token_through_the_feed() {
+    // The feed alone (not the authorization server's index) must carry the decision.
+    let f = fixture_with(
+        Options::default(),
+        StsOptions {
+            local_index: false,
+            ..StsOptions::default()
+        },
+    )
+    .await;
+    let (subject, refresh_token) = f.user_subject().await;
+    let first = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    let mut biscuit = f.request(&f.inventory, &first.access_token, &["billing"]);
+    biscuit.requested_token_type = token_type::BISCUIT.into();
+    let second = f.exchanged(biscuit).await;
+    let second_v = f.verify(&second.access_token, "billing").await;
+    let first_v = f.verify(&first.access_token, "inventory").await;
+
+    // RFC 7009: the client revokes its refresh token, which revokes the whole grant.
+    f.server
+        .revoke_token(&refresh_token, &f.frontend.0, &f.frontend.1)
+        .await;
+
+    // A resource service following the feed refuses the second hop's token...
+    let set = Arc::new(RevocationSet::new());
+    let _watcher = f.server.watcher(set.clone()).await;
+    eventually(FEED, "the grant reaches a watcher", || {
+        revoked_in(&set, &second_v) == Some(RevocationKind::GrantId)
+    })
+    .await;
+    // ...and so does the STS: neither hop can be exchanged again.
+    eventually(FEED, "the grant reaches the STS", || {
+        revoked_in(&f.sts.revocations, &first_v) == Some(RevocationKind::GrantId)
+    })
+    .await;
+    assert_token_refused(
+        f.exchange(f.request(&f.inventory, &first.access_token, &["billing"]))
+            .await,
+        "revoked",
+    );
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
+            .await,
+        "revoked",
+    );
+}
+
+#[tokio::test]
+async fn an_sts_in_its_own_process_uses_the_authorization_servers_admin_api() {
+    let f = fixture_with(
+        Options::default(),
+        StsOptions {
+            remote: true,
+            ..StsOptions::default()
+        },
+    )
+    .await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let r = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    let v = f.verify(&r.access_token, "inventory").await;
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+    // Client authentication goes to the authorization server every time.
+    let mut wrong = f.request(&f.orders, &subject, &["inventory"]);
+    wrong.client_secret = "wrong".into();
+    assert_refused(
+        f.exchange(wrong).await,
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+    f.server.set_disabled("orders", true).await;
+    assert_refused(
+        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
+            .await,
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+    // Policies come from it too (a client without any cannot exchange).
+    assert_refused(
+        f.exchange(f.request(&f.billing, &subject, &["inventory"]))
+            .await,
+        Code::PermissionDenied,
+        "unauthorized_client",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs: each its own test, each its RFC error, nothing issued.
+
+#[tokio::test]
+async fn no_client_authentication_is_invalid_client() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    for (id, secret) in [
+        ("", ""),
+        ("orders", ""),
+        ("orders", "wrong"),
+        ("nobody", "x"),
+    ] {
+        let req = exchange_request(id, secret, &subject, &["inventory"]);
+        assert_refused(
+            f.exchange(req).await,
+            Code::Unauthenticated,
+            "invalid_client",
+        );
+    }
+    // A public client cannot authenticate either.
+    let (public, _) = f
+        .server
+        .create_client(pb_admin::Client {
+            client_id: "spa".into(),
+            client_type: pb_admin::ClientType::Public as i32,
+            grant_types: vec!["refresh_token".into()],
+            ..Default::default()
+        })
+        .await;
+    set_policy(&f.server, "p-spa", &public, &["inventory"], false, 0).await;
+    let req = exchange_request(&public, "", &subject, &["inventory"]);
+    assert_refused(
+        f.exchange(req).await,
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+}
+
+#[tokio::test]
+async fn an_expired_subject_token_is_refused() {
+    let clock = ManualClock::starting_now();
+    let f = fixture_with(
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+        StsOptions::default(),
+    )
+    .await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    // Past its expiry but inside the verifier's leeway: nothing is left to hand on.
+    clock.advance(300);
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
+            .await,
+        "expired",
+    );
+    // Past the leeway too.
+    clock.advance(31);
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
+            .await,
+        "expired",
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_subject_token_is_refused() {
+    let f = fixture_with(
+        Options::default(),
+        StsOptions {
+            local_index: false,
+            ..StsOptions::default()
+        },
+    )
+    .await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let v = verifier_for(&f.server, "orders")
+        .await
+        .verify(&subject)
+        .unwrap();
+    f.exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    f.server
+        .admin()
+        .await
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: RevocationKind::TokenId as i32,
+                value: v.claims.jti.clone(),
+                expires_at: now() + 600,
+                reason: "test".into(),
+                not_before: 0,
+            }],
+        })
+        .await
+        .unwrap();
+    eventually(FEED, "the revocation reaches the STS", || {
+        revoked_in(&f.sts.revocations, &v) == Some(RevocationKind::TokenId)
+    })
+    .await;
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
+            .await,
+        "revoked",
+    );
+}
+
+#[tokio::test]
+async fn a_subject_token_for_another_audience_is_refused() {
+    let f = fixture().await;
+    // Addressed to orders: inventory may not exchange it.
+    let subject = f.subject(TokenFormat::Jwt).await;
+    assert_token_refused(
+        f.exchange(f.request(&f.inventory, &subject, &["billing"]))
+            .await,
+        "not_for_caller",
+    );
+}
+
+#[tokio::test]
+async fn a_subject_token_from_an_untrusted_issuer_is_refused() {
+    let f = fixture().await;
+    let key = SigningKey::generate(Algorithm::EdDSA, "rogue").unwrap();
+    let token =
+        writ_token::encode_access_token(&key, &external_claims("https://rogue.example", "orders"))
+            .unwrap();
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &token, &["inventory"]))
+            .await,
+        "untrusted_issuer",
+    );
+    // Claiming the authorization server's name does not help.
+    let token = writ_token::encode_access_token(&key, &external_claims(&f.server.issuer, "orders"))
+        .unwrap();
+    assert_token_refused(
+        f.exchange(f.request(&f.orders, &token, &["inventory"]))
+            .await,
+        "untrusted_issuer",
+    );
+}
+
+#[tokio::test]
+async fn a_subject_token_type_that_does_not_match_the_token_is_refused() {
+    let f = fixture().await;
+    let jwt = f.subject(TokenFormat::Jwt).await;
+    let biscuit = f.subject(TokenFormat::Biscuit).await;
+    for (token, wrong) in [(&jwt, token_type::BISCUIT), (&biscuit, token_type::JWT)] {
+        let mut req = f.request(&f.orders, token, &["inventory"]);
+        req.subject_token_type = wrong.into();
+        assert_token_refused(f.exchange(req).await, "type_mismatch");
+    }
+    for unsupported in [
+        token_type::ID_TOKEN,
+        "urn:example:whatever",
+        token_type::REFRESH_TOKEN,
+    ] {
+        let mut req = f.request(&f.orders, &jwt, &["inventory"]);
+        req.subject_token_type = unsupported.into();
+        assert_token_refused(f.exchange(req).await, "unsupported_token_type");
+    }
+    let mut req = f.request(&f.orders, &jwt, &["inventory"]);
+    req.subject_token_type.clear();
+    assert_refused(
+        f.exchange(req).await,
+        Code::InvalidArgument,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn an_actor_token_without_its_type_or_a_type_without_the_token_is_invalid_request() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let mut own = cc(&f.orders.0, &f.orders.1);
+    own.audience = vec![writ_exchange::STS_AUDIENCE.into()];
+    let actor_token = f.server.issue(own).await.access_token;
+
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.actor_token = actor_token;
+    let s = assert_refused(
+        f.exchange(req).await,
+        Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(s.message().contains("actor_token_type"), "{s:?}");
+
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.actor_token_type = token_type::JWT.into();
+    let s = assert_refused(
+        f.exchange(req).await,
+        Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(s.message().contains("actor_token"), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_missing_subject_token_never_falls_back_to_the_callers_identity() {
+    let f = fixture().await;
+    let mut req = f.request(&f.orders, "", &["inventory"]);
+    req.subject_token_type = token_type::JWT.into();
+    let s = assert_refused(
+        f.exchange(req).await,
+        Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(s.message().contains("subject_token"), "{s:?}");
+    // Not even with an actor token, which names the caller itself.
+    let mut own = cc(&f.orders.0, &f.orders.1);
+    own.audience = vec![writ_exchange::STS_AUDIENCE.into()];
+    let mut req = f.request(&f.orders, "", &["inventory"]);
+    req.subject_token_type = token_type::JWT.into();
+    req.actor_token = f.server.issue(own).await.access_token;
+    req.actor_token_type = token_type::JWT.into();
+    assert_refused(
+        f.exchange(req).await,
+        Code::InvalidArgument,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn a_scope_wider_than_the_subjects_is_invalid_scope() {
+    let f = fixture().await;
+    let mut req = cc(&f.frontend.0, &f.frontend.1);
+    req.audience = vec!["orders".into()];
+    req.scope = "inventory.read".into();
+    let subject = f.server.issue(req).await.access_token;
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.scope = "inventory.read inventory.write".into();
+    assert_refused(
+        f.exchange(req).await,
+        Code::PermissionDenied,
+        "invalid_scope",
+    );
+}
+
+#[tokio::test]
+async fn an_audience_no_policy_allows_is_invalid_target() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    assert_refused(
+        f.exchange(f.request(&f.orders, &subject, &["payroll"]))
+            .await,
+        Code::PermissionDenied,
+        "invalid_target",
+    );
+    // One allowed and one not: refused as a whole.
+    assert_refused(
+        f.exchange(f.request(&f.orders, &subject, &["inventory", "payroll"]))
+            .await,
+        Code::PermissionDenied,
+        "invalid_target",
+    );
+    // A client without any policy may not exchange at all.
+    assert_refused(
+        f.exchange(f.request(&f.billing, &subject, &["inventory"]))
+            .await,
+        Code::PermissionDenied,
+        "unauthorized_client",
+    );
+}
+
+#[tokio::test]
+async fn re_exchanging_an_exchanged_token_cannot_widen_its_audience() {
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let narrow = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    // Orders' policy allows billing too, but this token is for inventory only.
+    assert_refused(
+        f.exchange(f.request(&f.orders, &narrow.access_token, &["inventory", "billing"]))
+            .await,
+        Code::PermissionDenied,
+        "invalid_target",
+    );
+    assert_refused(
+        f.exchange(f.request(&f.orders, &narrow.access_token, &["billing"]))
+            .await,
+        Code::PermissionDenied,
+        "invalid_target",
+    );
+    // Narrowing (here: keeping) it is fine.
+    f.exchanged(f.request(&f.orders, &narrow.access_token, &["inventory"]))
+        .await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_presented_as_a_subject_token_is_refused() {
+    let f = fixture().await;
+    let (_, refresh_token) = f.user_subject().await;
+    for (declared, why) in [
+        (token_type::REFRESH_TOKEN, "unsupported_token_type"),
+        (token_type::JWT, "type_mismatch"),
+        // An opaque string is no Biscuit either.
+        (token_type::ACCESS_TOKEN, "malformed"),
+        (token_type::BISCUIT, "malformed"),
+    ] {
+        let mut req = f.request(&f.orders, &refresh_token, &["inventory"]);
+        req.subject_token_type = declared.into();
+        assert_token_refused(f.exchange(req).await, why);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP facade.
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_http_facade_exchanges_a_form_post_and_publishes_metadata_and_jwks() {
+    use base64::Engine;
+    let f = fixture().await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let http = f.sts.http();
+    let form = format!(
+        "grant_type={}&subject_token={}&subject_token_type={}&audience=inventory&scope=inventory.read",
+        form_encode(writ_exchange::GRANT_TYPE),
+        form_encode(&subject),
+        form_encode(token_type::ACCESS_TOKEN),
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", f.orders.0, f.orders.1))
+    );
+    let r = http
+        .post_form("/oauth2/token", &[("authorization", &basic)], &form)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let body = r.json();
+    assert_eq!(body["issued_token_type"], token_type::JWT);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "inventory.read");
+    let v = f
+        .verify(body["access_token"].as_str().unwrap(), "inventory")
+        .await;
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+
+    // client_secret_post works too; a wrong secret is a 401 invalid_client.
+    let post = format!(
+        "{form}&client_id={}&client_secret={}",
+        f.orders.0,
+        form_encode(&f.orders.1)
+    );
+    assert_eq!(
+        http.post_form("/oauth2/token", &[], &post).await.status,
+        StatusCode::OK
+    );
+    let wrong = format!("{form}&client_id={}&client_secret=wrong", f.orders.0);
+    let r = http.post_form("/oauth2/token", &[], &wrong).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"], "invalid_client");
+    // A refusal of the subject token is a 400 invalid_request; nothing is issued.
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[("authorization", &basic)],
+            &form.replace("audience=inventory", "audience=payroll"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "invalid_target");
+    assert!(r.json().get("access_token").is_none());
+
+    let meta = http
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert_eq!(meta["issuer"], f.sts.issuer.as_str());
+    assert_eq!(
+        meta["token_endpoint"],
+        format!("{}/oauth2/token", f.sts.issuer)
+    );
+    assert_eq!(meta["grant_types_supported"][0], writ_exchange::GRANT_TYPE);
+    let jwks = http.get("/.well-known/jwks.json").await.json();
+    let kid = writ_token::decode_unverified(body["access_token"].as_str().unwrap())
+        .unwrap()
+        .header
+        .unwrap()["kid"]
+        .clone();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid),
+        "{jwks}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI: `writ admin policy` and `writ exchange`, as a separate process.
+
+/// Runs the `writ` binary with `args` against `f`'s servers; blocking, so on its own thread.
+async fn writ_cli(f: &Fixture, args: &[&str]) -> Finished {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_writ-under-test"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WRIT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("WRIT_LOG", "warn")
+        .env("WRIT_SERVER", &f.server.grpc_url)
+        .env("WRIT_STS", &f.sts.grpc_url)
+        .env("WRIT_DATA_DIR", f.server.data_dir())
+        .env("WRIT_ADMIN_TOKEN", &f.server.admin_credential)
+        .args(args);
+    tokio::task::spawn_blocking(move || run_bounded(&mut cmd, None, Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_manages_policies_and_exchanges_tokens() {
+    let f = fixture().await;
+    let created = writ_cli(
+        &f,
+        &[
+            "admin",
+            "policy",
+            "create",
+            "--id",
+            "p-cli",
+            "--client-id",
+            "orders",
+            "--audience",
+            "payroll",
+            "--scope",
+            "inventory.read",
+            "--max-lifetime",
+            "60",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(created["policy_id"], "p-cli");
+    assert_eq!(created["audience"][0], "payroll");
+    let listed = writ_cli(&f, &["admin", "policy", "list"]).await.ok().json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["policy_id"] == "p-cli"),
+        "{listed}"
+    );
+    let got = writ_cli(&f, &["admin", "policy", "get", "p-cli"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(got["max_lifetime"], 60);
+
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let exchanged = writ_cli(
+        &f,
+        &[
+            "exchange",
+            "--client-id",
+            &f.orders.0,
+            "--client-secret",
+            &f.orders.1,
+            "--subject-token",
+            &subject,
+            "--audience",
+            "payroll",
+            "--requested-token-type",
+            "biscuit",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(exchanged["issued_token_type"], token_type::BISCUIT);
+    assert_eq!(exchanged["scope"], "inventory.read", "the policy's scope");
+    assert!(exchanged["expires_in"].as_i64().unwrap() <= 60);
+    let v = f
+        .verify(exchanged["access_token"].as_str().unwrap(), "payroll")
+        .await;
+    assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+
+    // Refused (exit 1) and unauthenticated (exit 4), with the RFC code on standard error.
+    let refused = writ_cli(
+        &f,
+        &[
+            "exchange",
+            "--client-id",
+            &f.orders.0,
+            "--client-secret",
+            &f.orders.1,
+            "--subject-token",
+            &subject,
+            "--audience",
+            "nowhere",
+        ],
+    )
+    .await;
+    assert_eq!(refused.code(), Some(1), "{refused}");
+    assert!(refused.stderr.contains("invalid_target"), "{refused}");
+    let unauthenticated = writ_cli(
+        &f,
+        &[
+            "exchange",
+            "--client-id",
+            &f.orders.0,
+            "--client-secret",
+            "wrong",
+            "--subject-token",
+            &subject,
+            "--audience",
+            "payroll",
+        ],
+    )
+    .await;
+    assert_eq!(unauthenticated.code(), Some(4), "{unauthenticated}");
+
+    writ_cli(&f, &["admin", "policy", "delete", "p-cli"])
+        .await
+        .ok();
+    let listed = writ_cli(&f, &["admin", "policy", "list"]).await.ok().json();
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["policy_id"] == "p-cli"),
+        "{listed}"
+    );
+}

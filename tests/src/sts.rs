@@ -1,0 +1,243 @@
+//! The STS beside a [`TestServer`], wired as `writ up` wires it: the authorization server's
+//! directory and keys in-process, its revocation feed followed over loopback gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+use tonic::transport::Channel;
+use writ_exchange::{Config, TokenExchange, TrustedIssuer, token_type};
+use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
+use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
+use writ_revocation_client::{RevocationSet, WatchConfig};
+use writ_server::Shutdown;
+use writ_store::SledStore;
+use writ_token::{SharedClock, TokenVerifier, VerifierConfig};
+
+use crate::{TestServer, connect, eventually, http_client};
+
+/// How the test STS is set up.
+pub struct StsOptions {
+    /// External issuers trusted besides the authorization server and the STS itself.
+    pub issuers: Vec<TrustedIssuer>,
+    pub config: Box<dyn Fn(&mut Config) + Send>,
+    pub max_staleness: Duration,
+    /// Whether the authorization server's own revocation index is consulted too (as under
+    /// `writ up`); without it only the feed is.
+    pub local_index: bool,
+    /// Wire the STS as `writ serve sts` does, as if in its own process: clients and policies
+    /// over the authorization server's AdminService (with the admin credential), the feed
+    /// watched with a client_credentials token, no in-process index.
+    pub remote: bool,
+}
+
+impl Default for StsOptions {
+    fn default() -> Self {
+        StsOptions {
+            issuers: Vec::new(),
+            config: Box::new(|_| {}),
+            max_staleness: writ_sts::DEFAULT_MAX_STALENESS,
+            local_index: true,
+            remote: false,
+        }
+    }
+}
+
+/// A running STS on ephemeral loopback ports.
+pub struct TestSts {
+    pub grpc_url: String,
+    pub http_url: String,
+    /// Its `iss`.
+    pub issuer: String,
+    pub ca_pem: Option<String>,
+    pub engine: Arc<TokenExchange>,
+    /// The revocation set it checks tokens against.
+    pub revocations: Arc<RevocationSet>,
+    clock: SharedClock,
+    _shutdown: Shutdown,
+    _running: writ_sts::Running,
+}
+
+impl TestServer {
+    pub async fn start_sts(&self) -> TestSts {
+        self.start_sts_with(StsOptions::default()).await
+    }
+
+    pub async fn start_sts_with(&self, opts: StsOptions) -> TestSts {
+        let tls = self
+            .ca_pem
+            .is_some()
+            .then(|| writ_tls::ensure_dev_pki(self.data_dir(), &[]).unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let grpc_url = format!("{scheme}://{}", grpc.local_addr().unwrap());
+        let http_url = format!("{scheme}://{}", http.local_addr().unwrap());
+        let clock: SharedClock = match &self.clock {
+            Some(c) => Arc::new(c.clone()),
+            None => writ_token::system_clock(),
+        };
+        let mut config = Config::new(http_url.clone());
+        (opts.config)(&mut config);
+        let engine = self.engine.clone();
+        let mut issuers = vec![TrustedIssuer {
+            issuer: self.issuer.clone(),
+            keys: Arc::new(writ_sts::keys::TrustedKeys(Arc::new(
+                writ_trust::LocalKeys(move || engine.trusted_keys()),
+            ))),
+            biscuits: true,
+        }];
+        issuers.extend(opts.issuers);
+        let (directory, watch_tokens, local_index): (
+            Arc<dyn writ_exchange::Directory>,
+            Arc<dyn writ_revocation_client::TokenProvider>,
+            _,
+        ) = if opts.remote {
+            let (id, secret) = self
+                .service_client(
+                    "sts-watcher",
+                    writ_revocation::SCOPE_WATCH,
+                    &[writ_revocation::AUDIENCE],
+                )
+                .await;
+            let authz = self.channel().await;
+            (
+                Arc::new(
+                    writ_sts::directory::RemoteDirectory::new(
+                        authz.clone(),
+                        &self.admin_credential,
+                        Duration::from_secs(5),
+                    )
+                    .unwrap(),
+                ),
+                Arc::new(writ_sts::revocation::ClientCredentialsTokens::new(
+                    authz, id, secret,
+                )),
+                None,
+            )
+        } else {
+            (
+                Arc::new(writ_sts::directory::LocalDirectory(self.engine.clone())),
+                Arc::new(writ_sts::revocation::EngineTokens(self.engine.clone())),
+                opts.local_index.then(|| self.engine.clone()),
+            )
+        };
+        let store = Arc::new(SledStore::open(&self.data_dir().join("sts")).unwrap());
+        let (shutdown, signal) = Shutdown::new();
+        let running = writ_sts::start(
+            writ_sts::Options {
+                store,
+                config,
+                clock: clock.clone(),
+                directory,
+                issuers,
+                revocation: writ_server::endpoint(&self.revocation_url, self.ca_pem.as_deref())
+                    .unwrap()
+                    .connect_lazy(),
+                watch_tokens,
+                watch: WatchConfig {
+                    backoff_min: Duration::from_millis(20),
+                    backoff_max: Duration::from_millis(200),
+                    ..WatchConfig::default()
+                },
+                max_staleness: opts.max_staleness,
+                local_index,
+            },
+            grpc,
+            http,
+            tls.as_ref(),
+            signal,
+        )
+        .await
+        .unwrap();
+        let revocations = running.revocations.clone();
+        // Exchanges fail closed until the feed has synced once.
+        eventually(Duration::from_secs(10), "the STS's feed syncs", || {
+            revocations.staleness().is_some()
+        })
+        .await;
+        TestSts {
+            issuer: running.engine.config().issuer.clone(),
+            engine: running.engine.clone(),
+            revocations,
+            grpc_url,
+            http_url,
+            ca_pem: self.ca_pem.clone(),
+            clock,
+            _shutdown: shutdown,
+            _running: running,
+        }
+    }
+}
+
+impl TestSts {
+    pub async fn channel(&self) -> Channel {
+        connect(&self.grpc_url, self.ca_pem.as_deref()).await
+    }
+
+    pub async fn client(&self) -> SecurityTokenServiceClient<Channel> {
+        SecurityTokenServiceClient::new(self.channel().await)
+    }
+
+    /// An Exchange call over gRPC.
+    pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeResponse, Status> {
+        self.client()
+            .await
+            .exchange(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A verifier for `audience` trusting the STS's published keys (fetched over gRPC) and
+    /// nothing else.
+    pub async fn verifier(&self, audience: &str) -> TokenVerifier {
+        let jwks = self
+            .client()
+            .await
+            .get_jwks(writ_proto::sts::GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let keys = writ_trust::key_set(&writ_proto::authz::GetJwksResponse {
+            keys: jwks.keys,
+            biscuit_root_keys: jwks.biscuit_root_keys,
+        })
+        .unwrap();
+        TokenVerifier::new(
+            VerifierConfig::new(vec![self.issuer.clone()], Some(audience.into())),
+            keys,
+            self.clock.clone(),
+        )
+    }
+
+    pub fn http(&self) -> http_client::HttpClient {
+        http_client::HttpClient::new(&self.http_url, self.ca_pem.as_deref())
+    }
+}
+
+/// An exchange request from client `id` (secret `secret`) of `subject` (its type told by its
+/// shape: a JWT or a Biscuit), for `audience`.
+pub fn exchange_request(
+    id: &str,
+    secret: &str,
+    subject: &str,
+    audience: &[&str],
+) -> ExchangeRequest {
+    let subject_token_type = match writ_token::TokenFormat::detect(subject) {
+        writ_token::TokenFormat::Jwt => token_type::JWT,
+        writ_token::TokenFormat::Biscuit => token_type::BISCUIT,
+    };
+    ExchangeRequest {
+        grant_type: writ_exchange::GRANT_TYPE.into(),
+        client_id: id.into(),
+        client_secret: secret.into(),
+        audience: audience.iter().map(|s| (*s).to_owned()).collect(),
+        subject_token: subject.into(),
+        subject_token_type: subject_token_type.into(),
+        ..Default::default()
+    }
+}
