@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let inventory = client(
         &mut admin,
         service(
-            "demo-inventory",
+            writ_demo::INVENTORY,
             &["client_credentials"],
             watch,
             &["writ-revocation"],
@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let orders = client(
         &mut admin,
         service(
-            "demo-orders",
+            ORDERS,
             &["client_credentials"],
             watch,
             &["writ-revocation"],
