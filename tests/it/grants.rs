@@ -2,19 +2,15 @@
 
 use tonic::Code;
 use writ_proto::admin as pb_admin;
-use writ_proto::authz::{GetJwksRequest, GetServerMetadataRequest, TokenRequest};
+use writ_proto::authz::{GetServerMetadataRequest, TokenRequest};
 use writ_proto::common::TokenFormat;
 use writ_tests::*;
 use writ_token::{TokenVerifier, VerifierConfig};
 
 /// The server's published keys, fetched over gRPC, as a verifier for `audience`.
 pub async fn verifier_for(server: &TestServer, audience: &str) -> TokenVerifier {
+    let jwks = server.jwks().await;
     let mut authz = server.authz().await;
-    let jwks = authz
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
     let issuer = authz
         .get_server_metadata(GetServerMetadataRequest {})
         .await
@@ -364,15 +360,8 @@ pub async fn gateway_and_user(server: &TestServer) -> (String, String) {
         })
         .await;
     server
-        .admin()
-        .await
-        .create_user(pb_admin::CreateUserRequest {
-            username: "alice".into(),
-            password: "correct horse battery".into(),
-            scope: "orders.read orders.write".into(),
-        })
-        .await
-        .unwrap();
+        .create_user("alice", "correct horse battery", "orders.read orders.write")
+        .await;
     (id, secret)
 }
 

@@ -10,7 +10,7 @@ use writ_demo::{Inventory, SCOPE_READ, SCOPE_RESERVE};
 use writ_guard::{
     ClientCredentials, Guard, GuardConfig, Revocations, Rule, TokenSource, TrustedIssuer,
 };
-use writ_proto::admin::{KeyPurpose, RotateSigningKeyRequest};
+use writ_proto::admin::KeyPurpose;
 use writ_proto::common::TokenFormat;
 use writ_proto::demo::inventory_service_client::InventoryServiceClient;
 use writ_proto::demo::{GetStockRequest, ReserveRequest, ReserveResponse};
@@ -101,8 +101,10 @@ impl Guarded {
         let addr = listener.local_addr().unwrap();
         match setup.interceptor {
             None => {
-                writ_demo::serve_inventory(
-                    Inventory::default(),
+                writ_demo::serve(
+                    writ_proto::demo::inventory_service_server::InventoryServiceServer::new(
+                        Inventory::default(),
+                    ),
                     guard.clone(),
                     listener,
                     None,
@@ -158,6 +160,61 @@ impl Guarded {
             .reserve(request)
             .await
             .map(|r| r.into_inner())
+    }
+
+    /// Revokes an entry through the admin API.
+    async fn admin_revoke(&self, kind: writ_token::RevocationKind, value: &str) {
+        self.server
+            .admin()
+            .await
+            .revoke(writ_proto::admin::RevokeRequest {
+                entries: vec![writ_proto::revocation::RevocationEntry {
+                    kind: kind as i32,
+                    value: value.into(),
+                    expires_at: writ_token::system_clock().now() + 3600,
+                    reason: "test".into(),
+                    not_before: 0,
+                }],
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Waits (within the propagation bound) until `token` is refused as revoked.
+    async fn until_revoked(&self, token: &str) {
+        let deadline = Instant::now() + PROPAGATION;
+        while self.reserve_with(token).await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "still accepted after {PROPAGATION:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        refused(
+            self.reserve_with(token).await,
+            Code::Unauthenticated,
+            "invalid_token",
+            "revoked",
+        );
+    }
+
+    /// A client allowed Biscuits for inventory with `scope`, and a Biscuit for it.
+    async fn biscuit(&self, scope: &str) -> String {
+        let (id, secret) = self
+            .server
+            .create_client(writ_proto::admin::Client {
+                client_id: "shop".into(),
+                client_type: writ_proto::admin::ClientType::Confidential as i32,
+                grant_types: vec!["client_credentials".into()],
+                scope: scope.into(),
+                audience: vec!["inventory".into()],
+                token_formats: vec![TokenFormat::Jwt as i32, TokenFormat::Biscuit as i32],
+                ..Default::default()
+            })
+            .await;
+        let mut req = cc(&id, &secret);
+        req.token_format = TokenFormat::Biscuit as i32;
+        self.server.issue(req).await.access_token
     }
 
     async fn reserve_with(&self, token: &str) -> Result<ReserveResponse, Status> {
@@ -318,24 +375,8 @@ async fn a_revoked_grant_is_refused_within_the_propagation_bound_also_when_cache
     g.reserve_with(&token).await.unwrap();
     g.reserve_with(&other).await.unwrap();
     assert_eq!(g.guard.cached(), 2);
-    let revoked_at = Instant::now();
     g.server.revoke_token(&token, &id, &secret).await;
-    let deadline = revoked_at + PROPAGATION;
-    loop {
-        match g.reserve_with(&token).await {
-            Err(s) => {
-                refused::<()>(Err(s), Code::Unauthenticated, "invalid_token", "revoked");
-                break;
-            }
-            Ok(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "still accepted after {PROPAGATION:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
+    g.until_revoked(&token).await;
     // Only that token: the client's other token still works.
     g.reserve_with(&other).await.unwrap();
 }
@@ -378,25 +419,11 @@ async fn a_signing_key_rotation_passes_with_no_failed_request() {
     let mut kids = std::collections::BTreeSet::new();
     for i in 0..40 {
         if i == 20 {
-            g.server
-                .admin()
-                .await
-                .rotate_signing_key(RotateSigningKeyRequest {
-                    purpose: KeyPurpose::Jwt as i32,
-                    alg: "EdDSA".into(),
-                })
-                .await
-                .unwrap();
+            g.server.rotate_key(KeyPurpose::Jwt, "EdDSA").await;
         }
         // A fresh token each time: after the rotation, signed by a key the guard never saw.
         let token = g.server.cc_token(&id, &secret).await;
-        let kid = writ_token::decode_unverified(&token)
-            .unwrap()
-            .header
-            .unwrap()["kid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let kid = kid_of(&token);
         kids.insert(kid);
         g.reserve_with(&token)
             .await
@@ -408,21 +435,7 @@ async fn a_signing_key_rotation_passes_with_no_failed_request() {
 #[tokio::test]
 async fn biscuits_are_authorized_per_method_and_attenuation_holds() {
     let g = Guarded::start().await;
-    let (id, secret) = g
-        .server
-        .create_client(writ_proto::admin::Client {
-            client_id: "shop".into(),
-            client_type: writ_proto::admin::ClientType::Confidential as i32,
-            grant_types: vec!["client_credentials".into()],
-            scope: format!("{SCOPE_RESERVE} {SCOPE_READ}"),
-            audience: vec!["inventory".into()],
-            token_formats: vec![TokenFormat::Jwt as i32, TokenFormat::Biscuit as i32],
-            ..Default::default()
-        })
-        .await;
-    let mut req = cc(&id, &secret);
-    req.token_format = TokenFormat::Biscuit as i32;
-    let biscuit = g.server.issue(req).await.access_token;
+    let biscuit = g.biscuit(&format!("{SCOPE_RESERVE} {SCOPE_READ}")).await;
     assert_eq!(
         writ_token::TokenFormat::detect(&biscuit),
         writ_token::TokenFormat::Biscuit
@@ -599,63 +612,19 @@ async fn unknown_key_ids_are_refused_without_a_fetch_per_request() {
 
 #[tokio::test]
 async fn a_revoked_signing_key_is_refused_even_for_cached_tokens() {
-    use writ_proto::admin as pb_admin;
     let g = Guarded::start().await;
     let token = g.token("shop", SCOPE_RESERVE, "inventory").await;
     g.reserve_with(&token).await.unwrap();
-    let kid = writ_token::decode_unverified(&token)
-        .unwrap()
-        .header
-        .unwrap()["kid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    g.server
-        .admin()
-        .await
-        .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_proto::revocation::RevocationEntry {
-                kind: writ_token::RevocationKind::KeyId as i32,
-                value: kid,
-                expires_at: writ_token::system_clock().now() + 3600,
-                reason: "compromised".into(),
-                not_before: 0,
-            }],
-        })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + PROPAGATION;
-    while g.reserve_with(&token).await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepted");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    refused(
-        g.reserve_with(&token).await,
-        Code::Unauthenticated,
-        "invalid_token",
-        "revoked",
-    );
+    let kid = kid_of(&token);
+    g.admin_revoke(writ_token::RevocationKind::KeyId, &kid)
+        .await;
+    g.until_revoked(&token).await;
 }
 
 #[tokio::test]
 async fn revoking_any_biscuit_block_refuses_the_tokens_that_carry_it() {
-    use writ_proto::admin as pb_admin;
     let g = Guarded::start().await;
-    let (id, secret) = g
-        .server
-        .create_client(pb_admin::Client {
-            client_id: "shop".into(),
-            client_type: pb_admin::ClientType::Confidential as i32,
-            grant_types: vec!["client_credentials".into()],
-            scope: SCOPE_RESERVE.into(),
-            audience: vec!["inventory".into()],
-            token_formats: vec![TokenFormat::Biscuit as i32],
-            ..Default::default()
-        })
-        .await;
-    let mut req = cc(&id, &secret);
-    req.token_format = TokenFormat::Biscuit as i32;
-    let biscuit = g.server.issue(req).await.access_token;
+    let biscuit = g.biscuit(SCOPE_RESERVE).await;
     let narrowed = writ_token::attenuate(
         &biscuit,
         &writ_token::Attenuation {
@@ -672,31 +641,9 @@ async fn revoking_any_biscuit_block_refuses_the_tokens_that_carry_it() {
         .revocation_ids;
     assert_eq!(ids.len(), 2);
     // The attenuation block's id, not the authority's.
-    g.server
-        .admin()
-        .await
-        .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_proto::revocation::RevocationEntry {
-                kind: writ_token::RevocationKind::BiscuitRevocationId as i32,
-                value: ids[1].clone(),
-                expires_at: writ_token::system_clock().now() + 3600,
-                reason: "leaked".into(),
-                not_before: 0,
-            }],
-        })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + PROPAGATION;
-    while g.reserve_with(&narrowed).await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepted");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    refused(
-        g.reserve_with(&narrowed).await,
-        Code::Unauthenticated,
-        "invalid_token",
-        "revoked",
-    );
+    g.admin_revoke(writ_token::RevocationKind::BiscuitRevocationId, &ids[1])
+        .await;
+    g.until_revoked(&narrowed).await;
     // The unattenuated token does not carry that block.
     g.reserve_with(&biscuit).await.unwrap();
 }
@@ -751,15 +698,12 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
         })
         .await;
     server
-        .admin()
-        .await
-        .create_user(pb_admin::CreateUserRequest {
-            username: "alice".into(),
-            password: "correct horse battery".into(),
-            scope: format!("orders.write {SCOPE_RESERVE}"),
-        })
-        .await
-        .unwrap();
+        .create_user(
+            "alice",
+            "correct horse battery",
+            &format!("orders.write {SCOPE_RESERVE}"),
+        )
+        .await;
     let signed_in = server
         .issue(writ_proto::authz::TokenRequest {
             grant_type: "password".into(),

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use writ_proto::admin::{KeyPurpose, RotateSigningKeyRequest};
+use writ_proto::admin::KeyPurpose;
 use writ_proto::authz::IntrospectRequest;
 use writ_tests::*;
 
@@ -175,18 +175,7 @@ async fn authlib_and_pyjwt_get_introspect_revoke_and_verify_tokens_before_and_af
     let earlier = &out["tokens"]["client_secret_basic"]["access_token"];
     assert!(active(earlier).await);
 
-    let rotated = server
-        .admin()
-        .await
-        .rotate_signing_key(RotateSigningKeyRequest {
-            purpose: KeyPurpose::Jwt as i32,
-            alg: "ES256".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap();
+    let rotated = server.rotate_key(KeyPurpose::Jwt, "ES256").await;
     let mut config = config("after-rotation");
     config["earlier_token"] = earlier.clone();
     let out = script(&python, config).await;

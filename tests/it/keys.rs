@@ -1,7 +1,6 @@
 //! Signing keys: published in the JWKS, persisted, rotated without breaking tokens in flight.
 
-use writ_proto::admin::{KeyPurpose, ListSigningKeysRequest, RotateSigningKeyRequest};
-use writ_proto::authz::GetJwksRequest;
+use writ_proto::admin::{KeyPurpose, ListSigningKeysRequest};
 use writ_tests::*;
 
 use crate::grants::verifier_for;
@@ -9,13 +8,7 @@ use crate::grants::verifier_for;
 #[tokio::test]
 async fn the_jwks_publishes_the_active_key_and_a_biscuit_root_key() {
     let server = TestServer::start().await;
-    let jwks = server
-        .authz()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let jwks = server.jwks().await;
     assert_eq!(jwks.keys.len(), 1);
     let k = &jwks.keys[0];
     assert_eq!(
@@ -34,21 +27,9 @@ async fn the_jwks_publishes_the_active_key_and_a_biscuit_root_key() {
 #[tokio::test]
 async fn keys_are_generated_once_and_survive_a_restart() {
     let server = TestServer::start().await;
-    let before = server
-        .authz()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let before = server.jwks().await;
     let server = server.restart().await;
-    let after = server
-        .authz()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let after = server.jwks().await;
     assert_eq!(before, after);
 }
 
@@ -57,18 +38,7 @@ async fn rotation_keeps_tokens_in_flight_valid_and_signs_new_ones_with_the_new_k
     let server = TestServer::start().await;
     let (id, secret) = server.service_client("svc", "read", &["x"]).await;
     let old_token = server.cc_token(&id, &secret).await;
-    let rotated = server
-        .admin()
-        .await
-        .rotate_signing_key(RotateSigningKeyRequest {
-            purpose: KeyPurpose::Jwt as i32,
-            alg: "ES256".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap();
+    let rotated = server.rotate_key(KeyPurpose::Jwt, "ES256").await;
     assert_eq!(rotated.alg, "ES256");
     let new_token = server.cc_token(&id, &secret).await;
     let header = writ_token::decode_unverified(&new_token)
@@ -119,76 +89,23 @@ async fn a_retired_key_leaves_the_jwks_once_its_tokens_have_expired() {
     .await;
     let (id, secret) = server.service_client("svc", "read", &["x"]).await;
     let old_token = server.cc_token(&id, &secret).await;
-    server
-        .admin()
-        .await
-        .rotate_signing_key(RotateSigningKeyRequest {
-            purpose: KeyPurpose::Jwt as i32,
-            alg: String::new(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        server
-            .authz()
-            .await
-            .get_jwks(GetJwksRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .keys
-            .len(),
-        2
-    );
+    server.rotate_key(KeyPurpose::Jwt, "").await;
+    assert_eq!(server.jwks().await.keys.len(), 2);
     // Past the longest access token lifetime plus leeway, the old key is gone and so is trust in it.
     clock.advance(3600 + 31);
-    assert_eq!(
-        server
-            .authz()
-            .await
-            .get_jwks(GetJwksRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .keys
-            .len(),
-        1
-    );
+    assert_eq!(server.jwks().await.keys.len(), 1);
     server.engine.prune_expired().await.unwrap();
     let keys = server.engine.public_keys();
-    let kid = writ_token::decode_unverified(&old_token)
-        .unwrap()
-        .header
-        .unwrap()["kid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let kid = kid_of(&old_token);
     assert!(keys.jwt_key(&kid).is_none());
 }
 
 #[tokio::test]
 async fn biscuit_root_keys_rotate_too() {
     let server = TestServer::start().await;
-    let k = server
-        .admin()
-        .await
-        .rotate_signing_key(RotateSigningKeyRequest {
-            purpose: KeyPurpose::Biscuit as i32,
-            alg: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap();
+    let k = server.rotate_key(KeyPurpose::Biscuit, "").await;
     assert_eq!(k.kid, "2");
-    let jwks = server
-        .authz()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let jwks = server.jwks().await;
     let ids: Vec<u32> = jwks
         .biscuit_root_keys
         .iter()

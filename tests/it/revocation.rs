@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use writ_proto::admin as pb_admin;
-use writ_proto::authz::GetJwksRequest;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 use writ_proto::revocation::watch_response::Event;
 use writ_proto::revocation::{
@@ -206,18 +205,31 @@ async fn an_access_token_revoked_by_its_client_reaches_the_feed_as_its_token_id(
     assert!(!w.server.introspect(&token, &id, &secret).await.active);
 }
 
-#[tokio::test]
-async fn a_refresh_token_revoked_by_its_client_reaches_the_feed_as_its_grant() {
-    let mut w = Watched::start().await;
-    let (id, secret) = gateway_and_user(&w.server).await;
-    let r = w
-        .server
+/// A user signed in through the gateway (password grant): the gateway's credentials, the
+/// response, and its access token verified.
+async fn signed_in(
+    server: &TestServer,
+) -> (
+    String,
+    String,
+    writ_proto::authz::TokenResponse,
+    VerifiedToken,
+) {
+    let (id, secret) = gateway_and_user(server).await;
+    let r = server
         .issue(password_request(&id, &secret, "correct horse battery"))
         .await;
-    let t = verifier_for(&w.server, "orders")
+    let t = verifier_for(server, "orders")
         .await
         .verify(&r.access_token)
         .unwrap();
+    (id, secret, r, t)
+}
+
+#[tokio::test]
+async fn a_refresh_token_revoked_by_its_client_reaches_the_feed_as_its_grant() {
+    let mut w = Watched::start().await;
+    let (id, secret, r, t) = signed_in(&w.server).await;
     let gid = t.claims.gid.clone().unwrap();
 
     w.server.revoke_token(&r.refresh_token, &id, &secret).await;
@@ -299,15 +311,7 @@ async fn an_admin_revocation_of_a_client_reaches_the_feed_and_cuts_its_earlier_t
 #[tokio::test]
 async fn an_admin_revocation_of_a_subject_reaches_the_feed_and_cuts_its_tokens() {
     let mut w = Watched::start().await;
-    let (id, secret) = gateway_and_user(&w.server).await;
-    let r = w
-        .server
-        .issue(password_request(&id, &secret, "correct horse battery"))
-        .await;
-    let t = verifier_for(&w.server, "orders")
-        .await
-        .verify(&r.access_token)
-        .unwrap();
+    let (id, secret, r, t) = signed_in(&w.server).await;
     let sub = t.claims.sub.clone();
     admin_revoke(
         &w.server,
@@ -360,14 +364,7 @@ async fn an_admin_revocation_of_the_active_key_rotates_it_and_reaches_the_feed()
     assert!(!w.server.introspect(&token, &id, &secret).await.active);
 
     // The key is gone from the JWKS (gRPC and HTTP) and a new one signs.
-    let jwks = w
-        .server
-        .authz()
-        .await
-        .get_jwks(GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let jwks = w.server.jwks().await;
     assert!(jwks.keys.iter().all(|k| k.kid != kid), "{jwks:?}");
     assert_eq!(jwks.keys.len(), 1);
     let http = w.server.http().get("/.well-known/jwks.json").await.json();

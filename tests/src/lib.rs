@@ -294,6 +294,48 @@ impl TestServer {
     }
 
     /// RFC 7662 introspection as the client `id` (its secret `secret`).
+    /// The authorization server's JWKS over gRPC.
+    pub async fn jwks(&self) -> authz::GetJwksResponse {
+        self.authz()
+            .await
+            .get_jwks(authz::GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// A resource owner for the password grant.
+    pub async fn create_user(&self, username: &str, password: &str, scope: &str) {
+        self.admin()
+            .await
+            .create_user(pb_admin::CreateUserRequest {
+                username: username.into(),
+                password: password.into(),
+                scope: scope.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Rotates the signing key of `purpose` to a new `alg` key; returns it.
+    pub async fn rotate_key(
+        &self,
+        purpose: pb_admin::KeyPurpose,
+        alg: &str,
+    ) -> pb_admin::SigningKey {
+        self.admin()
+            .await
+            .rotate_signing_key(pb_admin::RotateSigningKeyRequest {
+                purpose: purpose as i32,
+                alg: alg.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap()
+    }
+
     /// RFC 7009 revocation of `token` by its client; must succeed.
     pub async fn revoke_token(&self, token: &str, id: &str, secret: &str) {
         self.authz()
@@ -598,6 +640,14 @@ pub fn cc(client_id: &str, secret: &str) -> authz::TokenRequest {
         client_secret: secret.into(),
         ..Default::default()
     }
+}
+
+/// The `kid` in a JWT's header (unverified).
+pub fn kid_of(jwt: &str) -> String {
+    writ_token::decode_unverified(jwt).unwrap().header.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A `refresh_token` grant request.

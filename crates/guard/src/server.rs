@@ -137,21 +137,15 @@ impl Guard {
         authorization: Option<&[u8]>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
         let rule = self.0.policy.rule(method);
-        self.decide(rule, Some(method), authorization, true).await
+        let outcome = self.decide(rule, Some(method), authorization, true).await;
+        self.audit(Some(method), &outcome);
+        outcome
     }
 
-    async fn decide(
-        &self,
-        rule: &Rule,
-        method: Option<&str>,
-        authorization: Option<&[u8]>,
-        may_wait: bool,
-    ) -> Result<Option<Arc<Verified>>, GuardError> {
-        let outcome = self
-            .decide_inner(rule, method, authorization, may_wait)
-            .await;
+    /// The audit event for a decision: refusals at WARN, grants at DEBUG (one per call).
+    fn audit(&self, method: Option<&str>, outcome: &Result<Option<Arc<Verified>>, GuardError>) {
         let method = method.unwrap_or("*");
-        match &outcome {
+        match outcome {
             Ok(Some(v)) => tracing::debug!(
                 target: "writ::audit",
                 event = "call_allowed",
@@ -171,10 +165,9 @@ impl Guard {
                 cause = e.cause(),
             ),
         }
-        outcome
     }
 
-    async fn decide_inner(
+    async fn decide(
         &self,
         rule: &Rule,
         method: Option<&str>,
@@ -385,7 +378,10 @@ impl tonic::service::Interceptor for GuardInterceptor {
             let mut decision = std::pin::pin!(decision);
             let mut cx = Context::from_waker(std::task::Waker::noop());
             match decision.as_mut().poll(&mut cx) {
-                Poll::Ready(d) => d,
+                Poll::Ready(d) => {
+                    self.guard.audit(None, &d);
+                    d
+                }
                 Poll::Pending => return Err(tonic::Status::internal("the guard could not decide")),
             }
         };

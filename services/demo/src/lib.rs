@@ -167,47 +167,9 @@ pub struct Running {
     pub task: JoinHandle<()>,
 }
 
-/// Serves `inventory` behind `guard` on `listener`.
-pub async fn serve_inventory(
-    inventory: Inventory,
-    guard: Guard,
-    listener: TcpListener,
-    tls: Option<&TlsMaterial>,
-    shutdown: ShutdownSignal,
-) -> Result<Running, ServerError> {
-    serve(
-        InventoryServiceServer::new(inventory),
-        "writ.demo.v1.InventoryService",
-        guard,
-        listener,
-        tls,
-        shutdown,
-    )
-    .await
-}
-
-/// Serves `orders` behind `guard` on `listener`.
-pub async fn serve_orders(
-    orders: Orders,
-    guard: Guard,
-    listener: TcpListener,
-    tls: Option<&TlsMaterial>,
-    shutdown: ShutdownSignal,
-) -> Result<Running, ServerError> {
-    serve(
-        OrdersServiceServer::new(orders),
-        "writ.demo.v1.OrdersService",
-        guard,
-        listener,
-        tls,
-        shutdown,
-    )
-    .await
-}
-
-async fn serve<S>(
+/// Serves one example service behind `guard` on `listener`, with gRPC health checking.
+pub async fn serve<S>(
     service: S,
-    name: &'static str,
     guard: Guard,
     listener: TcpListener,
     tls: Option<&TlsMaterial>,
@@ -225,6 +187,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let name = S::NAME;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         source,
@@ -354,8 +317,8 @@ pub async fn start(
     let (inventory_guard, w1) =
         guard_for(platform, INVENTORY, inventory_policy(), inventory.0).await?;
     let (orders_guard, w2) = guard_for(platform, ORDERS, orders_policy(), orders.0).await?;
-    let inventory_running = serve_inventory(
-        Inventory::default(),
+    let inventory_running = serve(
+        InventoryServiceServer::new(Inventory::default()),
         inventory_guard.clone(),
         inventory.1,
         None,
@@ -373,8 +336,8 @@ pub async fn start(
     );
     let to_inventory =
         writ_server::endpoint(&format!("http://{}", inventory_running.addr), None)?.connect_lazy();
-    let orders_running = serve_orders(
-        Orders::new(exchanger, to_inventory),
+    let orders_running = serve(
+        OrdersServiceServer::new(Orders::new(exchanger, to_inventory)),
         orders_guard.clone(),
         orders.1,
         None,

@@ -152,12 +152,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let orders = client(
         &mut admin,
-        service(
-            ORDERS,
-            &["client_credentials"],
-            watch,
-            &["writ-revocation"],
-        ),
+        service(ORDERS, &["client_credentials"], watch, &["writ-revocation"]),
     )
     .await?;
     let shop = client(
