@@ -13,6 +13,7 @@ use writ_proto::admin as pb_admin;
 use writ_proto::common::TokenFormat as PbFormat;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
 use writ_revocation_client::{RevocationSet, TokenFacts};
+use writ_tests::http_client::{basic, form_encode};
 use writ_tests::sts::{StsOptions, TestSts, exchange_request};
 use writ_tests::*;
 use writ_token::{
@@ -62,16 +63,7 @@ async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
             ..Default::default()
         })
         .await;
-    server
-        .admin()
-        .await
-        .create_user(pb_admin::CreateUserRequest {
-            username: "alice".into(),
-            password: USER_PASSWORD.into(),
-            scope: SCOPE.into(),
-        })
-        .await
-        .unwrap();
+    server.create_user("alice", USER_PASSWORD, SCOPE).await;
     let orders = server
         .service_client("orders", "orders.self", &[writ_exchange::STS_AUDIENCE])
         .await;
@@ -104,6 +96,16 @@ async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
         inventory,
         billing,
     }
+}
+
+/// An STS that consults the revocation feed alone, not the authorization server's index, so the
+/// feed must carry the decision.
+async fn feed_only_fixture() -> Fixture {
+    let sts_opts = StsOptions {
+        local_index: false,
+        ..StsOptions::default()
+    };
+    fixture_with(Options::default(), sts_opts).await
 }
 
 /// Creates (or replaces) an exchange policy through the admin API.
@@ -170,6 +172,35 @@ impl Fixture {
         self.exchange(req).await.unwrap()
     }
 
+    /// An exchange that must be refused with `code` and the OAuth error `oauth`.
+    async fn refused(&self, req: ExchangeRequest, code: Code, oauth: &str) -> Status {
+        assert_refused(self.exchange(req).await, code, oauth)
+    }
+
+    /// An exchange whose subject or actor token must be refused (RFC 8693 section 2.2.2:
+    /// `invalid_request`) by the rule `why`.
+    async fn token_refused(&self, req: ExchangeRequest, why: &str) {
+        let status = self
+            .refused(req, Code::InvalidArgument, "invalid_request")
+            .await;
+        assert_eq!(cause(&status), why, "{status:?}");
+    }
+
+    /// A client_credentials token `client` got for the STS, to present as its actor token.
+    async fn own_token(&self, client: &Creds) -> String {
+        let mut req = cc(&client.0, &client.1);
+        req.audience = vec![writ_exchange::STS_AUDIENCE.into()];
+        self.server.issue(req).await.access_token
+    }
+
+    /// `subject` verified as `orders`, to whom the authorization server issued it.
+    async fn original(&self, subject: &str) -> VerifiedToken {
+        verifier_for(&self.server, "orders")
+            .await
+            .verify(subject)
+            .unwrap()
+    }
+
     /// Verifies `token` as the service `audience` trusting the STS alone.
     async fn verify(&self, token: &str, audience: &str) -> VerifiedToken {
         self.sts.verifier(audience).await.verify(token).unwrap()
@@ -183,14 +214,6 @@ fn cause(status: &Status) -> String {
         .get_details_error_info()
         .and_then(|i| i.metadata.get("cause").cloned())
         .unwrap_or_default()
-}
-
-/// Asserts a subject or actor token was refused (RFC 8693 section 2.2.2: `invalid_request`)
-/// by the rule `why`.
-#[track_caller]
-fn assert_token_refused(r: Result<ExchangeResponse, Status>, why: &str) {
-    let status = assert_refused(r, Code::InvalidArgument, "invalid_request");
-    assert_eq!(cause(&status), why, "{status:?}");
 }
 
 fn actor(sub: &str, client: &str, act: Option<Actor>) -> Actor {
@@ -221,10 +244,7 @@ async fn jwt_to_jwt_delegates_to_the_caller_and_verifies_only_with_the_sts_keys(
     assert!(r.expires_in > 0 && r.expires_in <= 300, "{}", r.expires_in);
     assert!(r.refresh_token.is_empty());
 
-    let original = verifier_for(&f.server, "orders")
-        .await
-        .verify(&subject)
-        .unwrap();
+    let original = f.original(&subject).await;
     let v = f.verify(&r.access_token, "inventory").await;
     assert_eq!(v.claims.iss, f.sts.issuer);
     assert_ne!(v.claims.iss, f.server.issuer);
@@ -238,16 +258,7 @@ async fn jwt_to_jwt_delegates_to_the_caller_and_verifies_only_with_the_sts_keys(
     assert!(v.claims.exp <= original.claims.exp);
 
     // The authorization server's keys do not verify it, under either issuer name.
-    let as_keys = writ_trust::key_set(
-        &f.server
-            .authz()
-            .await
-            .get_jwks(writ_proto::authz::GetJwksRequest {})
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .unwrap();
+    let as_keys = writ_trust::key_set(&f.server.jwks().await).unwrap();
     for issuer in [&f.server.issuer, &f.sts.issuer] {
         let as_only = TokenVerifier::new(
             VerifierConfig::new(vec![issuer.clone()], Some("inventory".into())),
@@ -279,10 +290,7 @@ async fn jwt_to_biscuit_mints_the_same_facts_under_the_sts_root_key() {
     assert_eq!(r.issued_token_type, token_type::BISCUIT);
     assert_eq!(TokenFormat::detect(&r.access_token), TokenFormat::Biscuit);
 
-    let original = verifier_for(&f.server, "orders")
-        .await
-        .verify(&subject)
-        .unwrap();
+    let original = f.original(&subject).await;
     let v = f.verify(&r.access_token, "inventory").await;
     assert_eq!(v.format, TokenFormat::Biscuit);
     let root: u32 = v.key_id.parse().unwrap();
@@ -346,10 +354,7 @@ async fn biscuit_to_jwt_carries_the_biscuits_facts() {
     req.scope = "billing.read".into();
     let r = f.exchanged(req).await;
     assert_eq!(r.issued_token_type, token_type::JWT);
-    let original = verifier_for(&f.server, "orders")
-        .await
-        .verify(&subject)
-        .unwrap();
+    let original = f.original(&subject).await;
     let v = f.verify(&r.access_token, "billing").await;
     assert_eq!(v.format, TokenFormat::Jwt);
     assert_eq!(v.claims.sub, "frontend");
@@ -381,10 +386,7 @@ async fn an_act_chain_nests_across_two_hops_and_stops_at_the_policys_depth() {
         ))
     );
     assert_eq!(v.claims.client_id, "inventory");
-    let original = verifier_for(&f.server, "orders")
-        .await
-        .verify(&subject)
-        .unwrap();
+    let original = f.original(&subject).await;
     assert_eq!(v.claims.sub, original.claims.sub, "still alice");
     assert_eq!(v.claims.gid, original.claims.gid);
     assert!(v.claims.exp <= original.claims.exp);
@@ -406,11 +408,11 @@ async fn a_chain_past_the_maximum_depth_is_refused() {
     let first = f
         .exchanged(f.request(&f.orders, &subject, &["inventory"]))
         .await;
-    assert_token_refused(
-        f.exchange(f.request(&f.inventory, &first.access_token, &["billing"]))
-            .await,
+    f.token_refused(
+        f.request(&f.inventory, &first.access_token, &["billing"]),
         "chain_too_deep",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -434,9 +436,7 @@ async fn impersonation_happens_only_where_the_policy_allows_it() {
     assert_eq!(v.claims.act, None);
     assert_eq!(v.claims.sub, "frontend");
     // Allowed, but an actor token names an actor: delegation to it.
-    let mut own = cc(&f.orders.0, &f.orders.1);
-    own.audience = vec![writ_exchange::STS_AUDIENCE.into()];
-    let actor_token = f.server.issue(own).await.access_token;
+    let actor_token = f.own_token(&f.orders).await;
     let mut req = f.request(&f.orders, &subject, &["inventory"]);
     req.actor_token = actor_token;
     req.actor_token_type = token_type::JWT.into();
@@ -451,12 +451,10 @@ async fn impersonation_happens_only_where_the_policy_allows_it() {
 async fn an_actor_token_of_another_client_is_refused() {
     let f = fixture().await;
     let subject = f.subject(TokenFormat::Jwt).await;
-    let mut theirs = cc(&f.billing.0, &f.billing.1);
-    theirs.audience = vec![writ_exchange::STS_AUDIENCE.into()];
     let mut req = f.request(&f.orders, &subject, &["inventory"]);
-    req.actor_token = f.server.issue(theirs).await.access_token;
+    req.actor_token = f.own_token(&f.billing).await;
     req.actor_token_type = token_type::JWT.into();
-    assert_token_refused(f.exchange(req).await, "actor_not_caller");
+    f.token_refused(req, "actor_not_caller").await;
 }
 
 /// An external issuer whose JWKS the STS reads from a file: `(issuer, key, options)`.
@@ -517,34 +515,23 @@ async fn an_external_issuers_jwt_is_accepted_through_its_jwks_and_an_unconfigure
         "a lineage derived for the external token: {gid}"
     );
 
-    // The same key, another issuer name: not configured, refused.
-    let other = writ_token::encode_access_token(
-        &key,
-        &AccessClaims {
-            iss: "https://unconfigured.example".into(),
-            ..claims.clone()
-        },
-    )
-    .unwrap();
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &other, &["inventory"]))
-            .await,
-        "untrusted_issuer",
-    );
-    // Nor can the external key sign for the authorization server.
-    let forged = writ_token::encode_access_token(
-        &key,
-        &AccessClaims {
-            iss: f.server.issuer.clone(),
-            ..claims
-        },
-    )
-    .unwrap();
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &forged, &["inventory"]))
-            .await,
-        "untrusted_issuer",
-    );
+    // The same key, another issuer name: not configured, refused. Nor can the external key
+    // sign for the authorization server.
+    for iss in ["https://unconfigured.example", &f.server.issuer] {
+        let forged = writ_token::encode_access_token(
+            &key,
+            &AccessClaims {
+                iss: iss.into(),
+                ..claims.clone()
+            },
+        )
+        .unwrap();
+        f.token_refused(
+            f.request(&f.orders, &forged, &["inventory"]),
+            "untrusted_issuer",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -567,11 +554,11 @@ async fn may_act_in_the_subject_token_is_honoured() {
         act: None,
     });
     let someone_else = writ_token::encode_access_token(&key, &claims).unwrap();
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &someone_else, &["inventory"]))
-            .await,
+    f.token_refused(
+        f.request(&f.orders, &someone_else, &["inventory"]),
         "may_act",
-    );
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,15 +571,7 @@ fn revoked_in(set: &RevocationSet, t: &VerifiedToken) -> Option<RevocationKind> 
 
 #[tokio::test]
 async fn revoking_the_original_grant_revokes_every_derived_token_through_the_feed() {
-    // The feed alone (not the authorization server's index) must carry the decision.
-    let f = fixture_with(
-        Options::default(),
-        StsOptions {
-            local_index: false,
-            ..StsOptions::default()
-        },
-    )
-    .await;
+    let f = feed_only_fixture().await;
     let (subject, refresh_token) = f.user_subject().await;
     let first = f
         .exchanged(f.request(&f.orders, &subject, &["inventory"]))
@@ -620,16 +599,13 @@ async fn revoking_the_original_grant_revokes_every_derived_token_through_the_fee
         revoked_in(&f.sts.revocations, &first_v) == Some(RevocationKind::GrantId)
     })
     .await;
-    assert_token_refused(
-        f.exchange(f.request(&f.inventory, &first.access_token, &["billing"]))
-            .await,
+    f.token_refused(
+        f.request(&f.inventory, &first.access_token, &["billing"]),
         "revoked",
-    );
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
-            .await,
-        "revoked",
-    );
+    )
+    .await;
+    f.token_refused(f.request(&f.orders, &subject, &["inventory"]), "revoked")
+        .await;
 }
 
 #[tokio::test]
@@ -651,25 +627,22 @@ async fn an_sts_in_its_own_process_uses_the_authorization_servers_admin_api() {
     // Client authentication goes to the authorization server every time.
     let mut wrong = f.request(&f.orders, &subject, &["inventory"]);
     wrong.client_secret = "wrong".into();
-    assert_refused(
-        f.exchange(wrong).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
+    f.refused(wrong, Code::Unauthenticated, "invalid_client")
+        .await;
     f.server.set_disabled("orders", true).await;
-    assert_refused(
-        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
-            .await,
+    f.refused(
+        f.request(&f.orders, &subject, &["inventory"]),
         Code::Unauthenticated,
         "invalid_client",
-    );
+    )
+    .await;
     // Policies come from it too (a client without any cannot exchange).
-    assert_refused(
-        f.exchange(f.request(&f.billing, &subject, &["inventory"]))
-            .await,
+    f.refused(
+        f.request(&f.billing, &subject, &["inventory"]),
         Code::PermissionDenied,
         "unauthorized_client",
-    );
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -686,11 +659,8 @@ async fn no_client_authentication_is_invalid_client() {
         ("nobody", "x"),
     ] {
         let req = exchange_request(id, secret, &subject, &["inventory"]);
-        assert_refused(
-            f.exchange(req).await,
-            Code::Unauthenticated,
-            "invalid_client",
-        );
+        f.refused(req, Code::Unauthenticated, "invalid_client")
+            .await;
     }
     // A public client cannot authenticate either.
     let (public, _) = f
@@ -704,11 +674,8 @@ async fn no_client_authentication_is_invalid_client() {
         .await;
     set_policy(&f.server, "p-spa", &public, &["inventory"], false, 0).await;
     let req = exchange_request(&public, "", &subject, &["inventory"]);
-    assert_refused(
-        f.exchange(req).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
+    f.refused(req, Code::Unauthenticated, "invalid_client")
+        .await;
 }
 
 #[tokio::test]
@@ -723,37 +690,20 @@ async fn an_expired_subject_token_is_refused() {
     )
     .await;
     let subject = f.subject(TokenFormat::Jwt).await;
-    // Past its expiry but inside the verifier's leeway: nothing is left to hand on.
-    clock.advance(300);
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
-            .await,
-        "expired",
-    );
-    // Past the leeway too.
-    clock.advance(31);
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
-            .await,
-        "expired",
-    );
+    // Past its expiry but inside the verifier's leeway (nothing is left to hand on), then past
+    // the leeway too.
+    for seconds in [300, 31] {
+        clock.advance(seconds);
+        f.token_refused(f.request(&f.orders, &subject, &["inventory"]), "expired")
+            .await;
+    }
 }
 
 #[tokio::test]
 async fn a_revoked_subject_token_is_refused() {
-    let f = fixture_with(
-        Options::default(),
-        StsOptions {
-            local_index: false,
-            ..StsOptions::default()
-        },
-    )
-    .await;
+    let f = feed_only_fixture().await;
     let subject = f.subject(TokenFormat::Jwt).await;
-    let v = verifier_for(&f.server, "orders")
-        .await
-        .verify(&subject)
-        .unwrap();
+    let v = f.original(&subject).await;
     f.exchanged(f.request(&f.orders, &subject, &["inventory"]))
         .await;
     f.server
@@ -774,11 +724,8 @@ async fn a_revoked_subject_token_is_refused() {
         revoked_in(&f.sts.revocations, &v) == Some(RevocationKind::TokenId)
     })
     .await;
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &subject, &["inventory"]))
-            .await,
-        "revoked",
-    );
+    f.token_refused(f.request(&f.orders, &subject, &["inventory"]), "revoked")
+        .await;
 }
 
 #[tokio::test]
@@ -786,33 +733,26 @@ async fn a_subject_token_for_another_audience_is_refused() {
     let f = fixture().await;
     // Addressed to orders: inventory may not exchange it.
     let subject = f.subject(TokenFormat::Jwt).await;
-    assert_token_refused(
-        f.exchange(f.request(&f.inventory, &subject, &["billing"]))
-            .await,
+    f.token_refused(
+        f.request(&f.inventory, &subject, &["billing"]),
         "not_for_caller",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_subject_token_from_an_untrusted_issuer_is_refused() {
     let f = fixture().await;
     let key = SigningKey::generate(Algorithm::EdDSA, "rogue").unwrap();
-    let token =
-        writ_token::encode_access_token(&key, &external_claims("https://rogue.example", "orders"))
-            .unwrap();
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &token, &["inventory"]))
-            .await,
-        "untrusted_issuer",
-    );
-    // Claiming the authorization server's name does not help.
-    let token = writ_token::encode_access_token(&key, &external_claims(&f.server.issuer, "orders"))
-        .unwrap();
-    assert_token_refused(
-        f.exchange(f.request(&f.orders, &token, &["inventory"]))
-            .await,
-        "untrusted_issuer",
-    );
+    // Under its own name, or claiming the authorization server's: neither helps.
+    for iss in ["https://rogue.example", &f.server.issuer] {
+        let token = writ_token::encode_access_token(&key, &external_claims(iss, "orders")).unwrap();
+        f.token_refused(
+            f.request(&f.orders, &token, &["inventory"]),
+            "untrusted_issuer",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -823,7 +763,7 @@ async fn a_subject_token_type_that_does_not_match_the_token_is_refused() {
     for (token, wrong) in [(&jwt, token_type::BISCUIT), (&biscuit, token_type::JWT)] {
         let mut req = f.request(&f.orders, token, &["inventory"]);
         req.subject_token_type = wrong.into();
-        assert_token_refused(f.exchange(req).await, "type_mismatch");
+        f.token_refused(req, "type_mismatch").await;
     }
     for unsupported in [
         token_type::ID_TOKEN,
@@ -832,42 +772,31 @@ async fn a_subject_token_type_that_does_not_match_the_token_is_refused() {
     ] {
         let mut req = f.request(&f.orders, &jwt, &["inventory"]);
         req.subject_token_type = unsupported.into();
-        assert_token_refused(f.exchange(req).await, "unsupported_token_type");
+        f.token_refused(req, "unsupported_token_type").await;
     }
     let mut req = f.request(&f.orders, &jwt, &["inventory"]);
     req.subject_token_type.clear();
-    assert_refused(
-        f.exchange(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
+    f.refused(req, Code::InvalidArgument, "invalid_request")
+        .await;
 }
 
 #[tokio::test]
 async fn an_actor_token_without_its_type_or_a_type_without_the_token_is_invalid_request() {
     let f = fixture().await;
     let subject = f.subject(TokenFormat::Jwt).await;
-    let mut own = cc(&f.orders.0, &f.orders.1);
-    own.audience = vec![writ_exchange::STS_AUDIENCE.into()];
-    let actor_token = f.server.issue(own).await.access_token;
-
-    let mut req = f.request(&f.orders, &subject, &["inventory"]);
-    req.actor_token = actor_token;
-    let s = assert_refused(
-        f.exchange(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
-    assert!(s.message().contains("actor_token_type"), "{s:?}");
-
-    let mut req = f.request(&f.orders, &subject, &["inventory"]);
-    req.actor_token_type = token_type::JWT.into();
-    let s = assert_refused(
-        f.exchange(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
-    assert!(s.message().contains("actor_token"), "{s:?}");
+    let actor_token = f.own_token(&f.orders).await;
+    for (token, ty, missing) in [
+        (actor_token.as_str(), "", "actor_token_type"),
+        ("", token_type::JWT, "actor_token"),
+    ] {
+        let mut req = f.request(&f.orders, &subject, &["inventory"]);
+        req.actor_token = token.into();
+        req.actor_token_type = ty.into();
+        let s = f
+            .refused(req, Code::InvalidArgument, "invalid_request")
+            .await;
+        assert!(s.message().contains(missing), "{s:?}");
+    }
 }
 
 #[tokio::test]
@@ -875,24 +804,17 @@ async fn a_missing_subject_token_never_falls_back_to_the_callers_identity() {
     let f = fixture().await;
     let mut req = f.request(&f.orders, "", &["inventory"]);
     req.subject_token_type = token_type::JWT.into();
-    let s = assert_refused(
-        f.exchange(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
+    let s = f
+        .refused(req, Code::InvalidArgument, "invalid_request")
+        .await;
     assert!(s.message().contains("subject_token"), "{s:?}");
     // Not even with an actor token, which names the caller itself.
-    let mut own = cc(&f.orders.0, &f.orders.1);
-    own.audience = vec![writ_exchange::STS_AUDIENCE.into()];
     let mut req = f.request(&f.orders, "", &["inventory"]);
     req.subject_token_type = token_type::JWT.into();
-    req.actor_token = f.server.issue(own).await.access_token;
+    req.actor_token = f.own_token(&f.orders).await;
     req.actor_token_type = token_type::JWT.into();
-    assert_refused(
-        f.exchange(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
+    f.refused(req, Code::InvalidArgument, "invalid_request")
+        .await;
 }
 
 #[tokio::test]
@@ -904,37 +826,24 @@ async fn a_scope_wider_than_the_subjects_is_invalid_scope() {
     let subject = f.server.issue(req).await.access_token;
     let mut req = f.request(&f.orders, &subject, &["inventory"]);
     req.scope = "inventory.read inventory.write".into();
-    assert_refused(
-        f.exchange(req).await,
-        Code::PermissionDenied,
-        "invalid_scope",
-    );
+    f.refused(req, Code::PermissionDenied, "invalid_scope")
+        .await;
 }
 
 #[tokio::test]
 async fn an_audience_no_policy_allows_is_invalid_target() {
     let f = fixture().await;
     let subject = f.subject(TokenFormat::Jwt).await;
-    assert_refused(
-        f.exchange(f.request(&f.orders, &subject, &["payroll"]))
-            .await,
-        Code::PermissionDenied,
-        "invalid_target",
-    );
-    // One allowed and one not: refused as a whole.
-    assert_refused(
-        f.exchange(f.request(&f.orders, &subject, &["inventory", "payroll"]))
-            .await,
-        Code::PermissionDenied,
-        "invalid_target",
-    );
-    // A client without any policy may not exchange at all.
-    assert_refused(
-        f.exchange(f.request(&f.billing, &subject, &["inventory"]))
-            .await,
-        Code::PermissionDenied,
-        "unauthorized_client",
-    );
+    for (caller, audience, error) in [
+        (&f.orders, &["payroll"][..], "invalid_target"),
+        // One allowed and one not: refused as a whole.
+        (&f.orders, &["inventory", "payroll"], "invalid_target"),
+        // A client without any policy may not exchange at all.
+        (&f.billing, &["inventory"], "unauthorized_client"),
+    ] {
+        let req = f.request(caller, &subject, audience);
+        f.refused(req, Code::PermissionDenied, error).await;
+    }
 }
 
 #[tokio::test]
@@ -945,18 +854,11 @@ async fn re_exchanging_an_exchanged_token_cannot_widen_its_audience() {
         .exchanged(f.request(&f.orders, &subject, &["inventory"]))
         .await;
     // Orders' policy allows billing too, but this token is for inventory only.
-    assert_refused(
-        f.exchange(f.request(&f.orders, &narrow.access_token, &["inventory", "billing"]))
-            .await,
-        Code::PermissionDenied,
-        "invalid_target",
-    );
-    assert_refused(
-        f.exchange(f.request(&f.orders, &narrow.access_token, &["billing"]))
-            .await,
-        Code::PermissionDenied,
-        "invalid_target",
-    );
+    for audience in [&["inventory", "billing"][..], &["billing"]] {
+        let req = f.request(&f.orders, &narrow.access_token, audience);
+        f.refused(req, Code::PermissionDenied, "invalid_target")
+            .await;
+    }
     // Narrowing (here: keeping) it is fine.
     f.exchanged(f.request(&f.orders, &narrow.access_token, &["inventory"]))
         .await;
@@ -975,27 +877,15 @@ async fn a_refresh_token_presented_as_a_subject_token_is_refused() {
     ] {
         let mut req = f.request(&f.orders, &refresh_token, &["inventory"]);
         req.subject_token_type = declared.into();
-        assert_token_refused(f.exchange(req).await, why);
+        f.token_refused(req, why).await;
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The HTTP facade.
 
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_http_facade_exchanges_a_form_post_and_publishes_metadata_and_jwks() {
-    use base64::Engine;
     let f = fixture().await;
     let subject = f.subject(TokenFormat::Jwt).await;
     let http = f.sts.http();
@@ -1005,21 +895,11 @@ async fn the_http_facade_exchanges_a_form_post_and_publishes_metadata_and_jwks()
         form_encode(&subject),
         form_encode(token_type::ACCESS_TOKEN),
     );
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", f.orders.0, f.orders.1))
-    );
+    let basic = basic(&f.orders.0, &f.orders.1);
     let r = http
         .post_form("/oauth2/token", &[("authorization", &basic)], &form)
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert_eq!(r.headers["cache-control"], "no-store");
-    let body = r.json();
+    let body = r.token_json();
     assert_eq!(body["issued_token_type"], token_type::JWT);
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["scope"], "inventory.read");
@@ -1102,6 +982,39 @@ async fn writ_cli(f: &Fixture, args: &[&str]) -> Finished {
         .unwrap()
 }
 
+/// `writ exchange` as `orders` (with `secret`) of `subject` for `audience`, with `more` flags.
+async fn writ_exchange(
+    f: &Fixture,
+    secret: &str,
+    subject: &str,
+    audience: &str,
+    more: &[&str],
+) -> Finished {
+    let mut args = vec![
+        "exchange",
+        "--client-id",
+        &f.orders.0,
+        "--client-secret",
+        secret,
+        "--subject-token",
+        subject,
+        "--audience",
+        audience,
+    ];
+    args.extend_from_slice(more);
+    writ_cli(f, &args).await
+}
+
+/// Whether `writ admin policy list` lists the policy `id`.
+async fn policy_listed(f: &Fixture, id: &str) -> bool {
+    let listed = writ_cli(f, &["admin", "policy", "list"]).await.ok().json();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["policy_id"] == id)
+}
+
 #[tokio::test]
 async fn the_cli_manages_policies_and_exchanges_tokens() {
     let f = fixture().await;
@@ -1128,15 +1041,7 @@ async fn the_cli_manages_policies_and_exchanges_tokens() {
     .json();
     assert_eq!(created["policy_id"], "p-cli");
     assert_eq!(created["audience"][0], "payroll");
-    let listed = writ_cli(&f, &["admin", "policy", "list"]).await.ok().json();
-    assert!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["policy_id"] == "p-cli"),
-        "{listed}"
-    );
+    assert!(policy_listed(&f, "p-cli").await);
     let got = writ_cli(&f, &["admin", "policy", "get", "p-cli"])
         .await
         .ok()
@@ -1144,21 +1049,12 @@ async fn the_cli_manages_policies_and_exchanges_tokens() {
     assert_eq!(got["max_lifetime"], 60);
 
     let subject = f.subject(TokenFormat::Jwt).await;
-    let exchanged = writ_cli(
+    let exchanged = writ_exchange(
         &f,
-        &[
-            "exchange",
-            "--client-id",
-            &f.orders.0,
-            "--client-secret",
-            &f.orders.1,
-            "--subject-token",
-            &subject,
-            "--audience",
-            "payroll",
-            "--requested-token-type",
-            "biscuit",
-        ],
+        &f.orders.1,
+        &subject,
+        "payroll",
+        &["--requested-token-type", "biscuit"],
     )
     .await
     .ok()
@@ -1172,50 +1068,14 @@ async fn the_cli_manages_policies_and_exchanges_tokens() {
     assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
 
     // Refused (exit 1) and unauthenticated (exit 4), with the RFC code on standard error.
-    let refused = writ_cli(
-        &f,
-        &[
-            "exchange",
-            "--client-id",
-            &f.orders.0,
-            "--client-secret",
-            &f.orders.1,
-            "--subject-token",
-            &subject,
-            "--audience",
-            "nowhere",
-        ],
-    )
-    .await;
+    let refused = writ_exchange(&f, &f.orders.1, &subject, "nowhere", &[]).await;
     assert_eq!(refused.code(), Some(1), "{refused}");
     assert!(refused.stderr.contains("invalid_target"), "{refused}");
-    let unauthenticated = writ_cli(
-        &f,
-        &[
-            "exchange",
-            "--client-id",
-            &f.orders.0,
-            "--client-secret",
-            "wrong",
-            "--subject-token",
-            &subject,
-            "--audience",
-            "payroll",
-        ],
-    )
-    .await;
+    let unauthenticated = writ_exchange(&f, "wrong", &subject, "payroll", &[]).await;
     assert_eq!(unauthenticated.code(), Some(4), "{unauthenticated}");
 
     writ_cli(&f, &["admin", "policy", "delete", "p-cli"])
         .await
         .ok();
-    let listed = writ_cli(&f, &["admin", "policy", "list"]).await.ok().json();
-    assert!(
-        !listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["policy_id"] == "p-cli"),
-        "{listed}"
-    );
+    assert!(!policy_listed(&f, "p-cli").await);
 }

@@ -4,6 +4,30 @@
 use http::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// `application/x-www-form-urlencoded` encoding of one value (every byte but the unreserved
+/// ones escaped).
+pub fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An `Authorization` value for `client_secret_basic`: each part form-encoded, then base64
+/// (RFC 6749 section 2.3.1).
+pub fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let pair = format!("{}:{}", form_encode(id), form_encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
 pub struct HttpClient {
     base: String,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -16,6 +40,20 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The body of a successful token response: a 200, marked not to be cached (RFC 6749
+    /// section 5.1).
+    #[track_caller]
+    pub fn token_json(&self) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.headers["cache-control"], "no-store");
+        self.json()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))

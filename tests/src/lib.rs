@@ -92,15 +92,9 @@ impl TestServer {
         let tls = opts
             .tls
             .then(|| writ_tls::ensure_dev_pki(data_dir.path(), &[]).unwrap());
-        let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let http_url = format!("{scheme}://{}", http.local_addr().unwrap());
-        let grpc_url = format!("{scheme}://{}", grpc.local_addr().unwrap());
+        let (grpc, grpc_url) = bind_loopback(scheme).await;
+        let (http, http_url) = bind_loopback(scheme).await;
 
         let store = Arc::new(open_store(&data_dir.path().join("store")));
         let mut config = Config::new(http_url.clone());
@@ -121,10 +115,7 @@ impl TestServer {
         let engine = Arc::new(engine);
         let (shutdown, signal) = Shutdown::new();
 
-        let revocation = writ_server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let revocation_url = format!("{scheme}://{}", revocation.local_addr().unwrap());
+        let (revocation, revocation_url) = bind_loopback(scheme).await;
         let keys_of = engine.clone();
         let auth = Arc::new(writ_trust::Authenticator::new(
             http_url.clone(),
@@ -680,6 +671,15 @@ pub fn assert_refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, oaut
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(reason(&status), oauth, "{status:?}");
     status
+}
+
+/// A listener on an ephemeral loopback port, and its URL under `scheme`.
+pub async fn bind_loopback(scheme: &str) -> (tokio::net::TcpListener, String) {
+    let listener = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    (listener, url)
 }
 
 /// The workspace root (for `../shared` and scripts).

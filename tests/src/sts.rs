@@ -14,7 +14,7 @@ use writ_server::Shutdown;
 use writ_store::SledStore;
 use writ_token::{SharedClock, TokenVerifier, VerifierConfig};
 
-use crate::{TestServer, connect, eventually, http_client};
+use crate::{TestServer, bind_loopback, connect, eventually, http_client};
 
 /// How the test STS is set up.
 pub struct StsOptions {
@@ -69,14 +69,8 @@ impl TestServer {
             .is_some()
             .then(|| writ_tls::ensure_dev_pki(self.data_dir(), &[]).unwrap());
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let grpc_url = format!("{scheme}://{}", grpc.local_addr().unwrap());
-        let http_url = format!("{scheme}://{}", http.local_addr().unwrap());
+        let (grpc, grpc_url) = bind_loopback(scheme).await;
+        let (http, http_url) = bind_loopback(scheme).await;
         let clock: SharedClock = match &self.clock {
             Some(c) => Arc::new(c.clone()),
             None => writ_token::system_clock(),

@@ -10,32 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use writ_exchange::{GRANT_TYPE, TrustedIssuer, token_type};
-use writ_oauth::records::{ClientRecord, ExchangePolicyRecord, FORMAT_JWT};
-use writ_proto::authz::TokenRequest;
+use writ_oauth::records::ExchangePolicyRecord;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::sts::ExchangeRequest;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_store::SledStore;
 
-use crate::{Cli, Outcome, Server, channels, drive};
+use crate::{Cli, Outcome, Server, cc_request, channels, connect_one, drive};
 
 /// JWT → JWT, then JWT → Biscuit.
 pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outcome>> {
     let server = Server::start(false)?;
-    let (frontend, frontend_secret) = server.client(ClientRecord {
-        client_id: "frontend".into(),
-        grant_types: vec!["client_credentials".into()],
-        scope: "inventory.read inventory.write".into(),
-        audience: vec!["orders".into()],
-        token_formats: vec![FORMAT_JWT],
-        ..ClientRecord::default()
-    })?;
-    let (orders, orders_secret) = server.client(ClientRecord {
-        client_id: "orders".into(),
-        grant_types: vec!["client_credentials".into()],
-        audience: vec![writ_exchange::STS_AUDIENCE.into()],
-        ..ClientRecord::default()
-    })?;
+    let (frontend, frontend_secret) =
+        server.cc_client("frontend", "inventory.read inventory.write", "orders")?;
+    let (orders, orders_secret) = server.cc_client("orders", "", writ_exchange::STS_AUDIENCE)?;
     let engine = server.engine.clone();
     let dir = tempfile::tempdir()?;
     let signal = server.shutdown.signal();
@@ -128,22 +116,15 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
     ] {
         let outcome = load.block_on(async {
             // One subject token per worker, as from distinct callers.
-            let mut authz = AuthorizationServiceClient::new(
-                channels(&server.url, None, 1)
-                    .await?
-                    .pop()
-                    .ok_or_else(|| anyhow::anyhow!("no channel"))?,
-            );
+            let mut authz = AuthorizationServiceClient::new(connect_one(&server.url).await?);
             let mut requests = Vec::new();
             for _ in 0..cli.concurrency {
                 let subject = authz
-                    .token(TokenRequest {
-                        grant_type: "client_credentials".into(),
-                        client_id: frontend.clone(),
-                        client_secret: frontend_secret.clone(),
-                        scope: "inventory.read inventory.write".into(),
-                        ..TokenRequest::default()
-                    })
+                    .token(cc_request(
+                        &frontend,
+                        &frontend_secret,
+                        "inventory.read inventory.write",
+                    ))
                     .await?
                     .into_inner()
                     .access_token;

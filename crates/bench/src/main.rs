@@ -170,6 +170,17 @@ impl Server {
         let (c, secret) = self.runtime.block_on(engine.create_client(spec))?;
         Ok((c.client_id, secret.unwrap_or_default()))
     }
+
+    /// A confidential client_credentials client for one audience (JWTs only, the default).
+    fn cc_client(&self, id: &str, scope: &str, audience: &str) -> anyhow::Result<(String, String)> {
+        self.client(ClientRecord {
+            client_id: id.into(),
+            grant_types: vec!["client_credentials".into()],
+            scope: scope.into(),
+            audience: vec![audience.into()],
+            ..ClientRecord::default()
+        })
+    }
 }
 
 impl Drop for Server {
@@ -275,6 +286,17 @@ fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A client_credentials token request.
+fn cc_request(id: &str, secret: &str, scope: &str) -> TokenRequest {
+    TokenRequest {
+        grant_type: "client_credentials".into(),
+        client_id: id.into(),
+        client_secret: secret.into(),
+        scope: scope.into(),
+        ..TokenRequest::default()
+    }
+}
+
 /// The `p` quantile of sorted durations (zero when empty).
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted
@@ -289,23 +311,11 @@ fn client_credentials(
     tls: bool,
 ) -> anyhow::Result<Outcome> {
     let server = Server::start(tls)?;
-    let (id, secret) = server.client(ClientRecord {
-        client_id: "bench".into(),
-        grant_types: vec!["client_credentials".into()],
-        scope: "inventory.read inventory.write".into(),
-        audience: vec!["inventory".into()],
-        ..ClientRecord::default()
-    })?;
+    let (id, secret) = server.cc_client("bench", "inventory.read inventory.write", "inventory")?;
     let outcome = load.block_on(async {
         let chans =
             Arc::new(channels(&server.url, server.ca_pem.as_deref(), cli.connections).await?);
-        let request = TokenRequest {
-            grant_type: "client_credentials".into(),
-            client_id: id,
-            client_secret: secret,
-            scope: "inventory.read".into(),
-            ..TokenRequest::default()
-        };
+        let request = cc_request(&id, &secret, "inventory.read");
         let name = format!(
             "client_credentials over gRPC, {}",
             if tls { "TLS" } else { "plaintext" }

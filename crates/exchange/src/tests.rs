@@ -176,6 +176,16 @@ impl World {
         }
     }
 
+    /// `client` exchanges `subject` for `aud`.
+    async fn exchange(
+        &self,
+        client: &str,
+        subject: &str,
+        aud: &[&str],
+    ) -> Result<ExchangeResponse> {
+        self.sts.exchange(self.request(client, subject, aud)).await
+    }
+
     /// Verifies an issued token as a service named `aud` trusting the STS alone.
     fn verify_issued(&self, token: &str, aud: &str) -> VerifiedToken {
         TokenVerifier::new(
@@ -227,9 +237,9 @@ async fn delegation_records_the_caller_and_keeps_subject_scope_and_lineage() {
 
     // The next hop nests the chain; the depth limit then stops a third.
     let second = w
-        .sts
-        .exchange(w.request("inventory", &r.access_token, &["billing"]));
-    let second = second.await.unwrap();
+        .exchange("inventory", &r.access_token, &["billing"])
+        .await
+        .unwrap();
     let v = w.verify_issued(&second.access_token, "billing");
     assert_eq!(v.claims.act.as_ref().unwrap().depth(), 2);
     assert_eq!(v.claims.act.as_ref().unwrap().sub, "inventory");
@@ -239,9 +249,7 @@ async fn delegation_records_the_caller_and_keeps_subject_scope_and_lineage() {
         ..policy("p-inventory", "inventory", &["billing"])
     });
     refused(
-        w.sts
-            .exchange(w.request("inventory", &r.access_token, &["billing"]))
-            .await,
+        w.exchange("inventory", &r.access_token, &["billing"]).await,
         "invalid_request",
         Some("chain_too_deep"),
     );
@@ -256,8 +264,7 @@ async fn impersonation_only_where_the_policy_allows_it_and_no_actor_is_named() {
         ..policy("p-orders", "orders", &["inventory"])
     });
     let r = w
-        .sts
-        .exchange(w.request("orders", &subject, &["inventory"]))
+        .exchange("orders", &subject, &["inventory"])
         .await
         .unwrap();
     assert_eq!(
@@ -295,15 +302,12 @@ async fn may_act_must_name_the_actor() {
         act: None,
     });
     let subject = w.jwt(&claims);
-    w.sts
-        .exchange(w.request("orders", &subject, &["inventory"]))
+    w.exchange("orders", &subject, &["inventory"])
         .await
         .unwrap();
     claims.may_act.as_mut().unwrap().sub = "someone-else".into();
     refused(
-        w.sts
-            .exchange(w.request("orders", &w.jwt(&claims), &["inventory"]))
-            .await,
+        w.exchange("orders", &w.jwt(&claims), &["inventory"]).await,
         "invalid_request",
         Some("may_act"),
     );
@@ -315,9 +319,7 @@ async fn audience_moves_only_for_the_service_the_token_is_addressed_to() {
     // A token addressed to inventory cannot be exchanged by orders.
     let for_inventory = w.jwt(&w.claims("frontend", &["inventory"], "read"));
     refused(
-        w.sts
-            .exchange(w.request("orders", &for_inventory, &["billing"]))
-            .await,
+        w.exchange("orders", &for_inventory, &["billing"]).await,
         "invalid_request",
         Some("not_for_caller"),
     );
@@ -325,26 +327,21 @@ async fn audience_moves_only_for_the_service_the_token_is_addressed_to() {
     // within orders' policy.
     let subject = w.jwt(&w.claims("frontend", &["orders"], "read"));
     let first = w
-        .sts
-        .exchange(w.request("orders", &subject, &["inventory"]))
+        .exchange("orders", &subject, &["inventory"])
         .await
         .unwrap();
     refused(
-        w.sts
-            .exchange(w.request("orders", &first.access_token, &["billing", "inventory"]))
+        w.exchange("orders", &first.access_token, &["billing", "inventory"])
             .await,
         "invalid_target",
         None,
     );
-    w.sts
-        .exchange(w.request("orders", &first.access_token, &["inventory"]))
+    w.exchange("orders", &first.access_token, &["inventory"])
         .await
         .unwrap();
     // Outside every policy.
     refused(
-        w.sts
-            .exchange(w.request("orders", &subject, &["payroll"]))
-            .await,
+        w.exchange("orders", &subject, &["payroll"]).await,
         "invalid_target",
         None,
     );
@@ -373,28 +370,20 @@ async fn lifetime_never_outlasts_the_subject() {
     let subject = w.jwt(&w.claims("frontend", &["orders"], "read"));
     w.clock.advance(200);
     let r = w
-        .sts
-        .exchange(w.request("orders", &subject, &["inventory"]))
+        .exchange("orders", &subject, &["inventory"])
         .await
         .unwrap();
     assert_eq!(r.expires_in, 100);
-    // Within the verifier's leeway but past its expiry: nothing left to hand on.
-    w.clock.advance(110);
-    refused(
-        w.sts
-            .exchange(w.request("orders", &subject, &["inventory"]))
-            .await,
-        "invalid_request",
-        Some("expired"),
-    );
-    w.clock.advance(30);
-    refused(
-        w.sts
-            .exchange(w.request("orders", &subject, &["inventory"]))
-            .await,
-        "invalid_request",
-        Some("expired"),
-    );
+    // Within the verifier's leeway but past its expiry (nothing left to hand on), then past
+    // the leeway too.
+    for seconds in [110, 30] {
+        w.clock.advance(seconds);
+        refused(
+            w.exchange("orders", &subject, &["inventory"]).await,
+            "invalid_request",
+            Some("expired"),
+        );
+    }
 }
 
 #[tokio::test]
@@ -403,9 +392,7 @@ async fn revoked_subjects_are_refused_and_a_stale_feed_fails_closed() {
     let subject = w.jwt(&w.claims("frontend", &["orders"], "read"));
     w.fakes.stale.store(true, Ordering::Relaxed);
     refused(
-        w.sts
-            .exchange(w.request("orders", &subject, &["inventory"]))
-            .await,
+        w.exchange("orders", &subject, &["inventory"]).await,
         "temporarily_unavailable",
         None,
     );
@@ -415,9 +402,7 @@ async fn revoked_subjects_are_refused_and_a_stale_feed_fails_closed() {
         .lock()
         .insert((RevocationKind::GrantId, "grant-1".into()));
     refused(
-        w.sts
-            .exchange(w.request("orders", &subject, &["inventory"]))
-            .await,
+        w.exchange("orders", &subject, &["inventory"]).await,
         "invalid_request",
         Some("revoked"),
     );
@@ -482,11 +467,7 @@ async fn external_issuers_sign_only_for_themselves_and_get_a_derived_lineage() {
     };
     claims.iat = now;
     let token = encode_access_token(&w.external, &claims).unwrap();
-    let r = w
-        .sts
-        .exchange(w.request("orders", &token, &["inventory"]))
-        .await
-        .unwrap();
+    let r = w.exchange("orders", &token, &["inventory"]).await.unwrap();
     let gid = w
         .verify_issued(&r.access_token, "inventory")
         .claims
@@ -494,11 +475,7 @@ async fn external_issuers_sign_only_for_themselves_and_get_a_derived_lineage() {
         .unwrap();
     assert!(gid.starts_with("x-"));
     // Twice the same token: the same lineage.
-    let again = w
-        .sts
-        .exchange(w.request("orders", &token, &["inventory"]))
-        .await
-        .unwrap();
+    let again = w.exchange("orders", &token, &["inventory"]).await.unwrap();
     let gid2 = w.verify_issued(&again.access_token, "inventory").claims.gid;
     assert_eq!(gid2.as_deref(), Some(gid.as_str()));
 
@@ -513,9 +490,7 @@ async fn external_issuers_sign_only_for_themselves_and_get_a_derived_lineage() {
         )
         .unwrap();
         refused(
-            w.sts
-                .exchange(w.request("orders", &forged, &["inventory"]))
-                .await,
+            w.exchange("orders", &forged, &["inventory"]).await,
             "invalid_request",
             Some("untrusted_issuer"),
         );
@@ -527,43 +502,50 @@ async fn malformed_requests_are_refused_before_any_token_is_looked_at() {
     let w = world().await;
     let subject = w.jwt(&w.claims("frontend", &["orders"], "read"));
     let base = w.request("orders", &subject, &["inventory"]);
-
-    let mut r = base.clone();
-    r.client_secret = "wrong".into();
-    refused(w.sts.exchange(r).await, "invalid_client", None);
-    let mut r = base.clone();
-    r.client_id.clear();
-    r.client_secret.clear();
-    refused(w.sts.exchange(r).await, "invalid_client", None);
-    let mut r = base.clone();
-    r.grant_type = "client_credentials".into();
-    refused(w.sts.exchange(r).await, "unsupported_grant_type", None);
-    let mut r = base.clone();
-    r.subject_token.clear();
-    refused(w.sts.exchange(r).await, "invalid_request", None);
-    let mut r = base.clone();
-    r.actor_token = subject.clone();
-    refused(w.sts.exchange(r).await, "invalid_request", None);
-    let mut r = base.clone();
-    r.actor_token_type = token_type::JWT.into();
-    refused(w.sts.exchange(r).await, "invalid_request", None);
-    let mut r = base.clone();
-    r.subject_token_type = token_type::BISCUIT.into();
-    refused(
-        w.sts.exchange(r).await,
-        "invalid_request",
-        Some("type_mismatch"),
-    );
-    let mut r = base.clone();
-    r.subject_token_type = token_type::REFRESH_TOKEN.into();
-    refused(
-        w.sts.exchange(r).await,
-        "invalid_request",
-        Some("unsupported_token_type"),
-    );
-    let mut r = base.clone();
-    r.audience.clear();
-    refused(w.sts.exchange(r).await, "invalid_request", None);
+    type Change = fn(&mut ExchangeRequest);
+    let cases: &[(Change, &str, Option<&str>)] = &[
+        (|r| r.client_secret = "wrong".into(), "invalid_client", None),
+        (
+            |r| {
+                r.client_id.clear();
+                r.client_secret.clear();
+            },
+            "invalid_client",
+            None,
+        ),
+        (
+            |r| r.grant_type = "client_credentials".into(),
+            "unsupported_grant_type",
+            None,
+        ),
+        (|r| r.subject_token.clear(), "invalid_request", None),
+        (
+            |r| r.actor_token = r.subject_token.clone(),
+            "invalid_request",
+            None,
+        ),
+        (
+            |r| r.actor_token_type = token_type::JWT.into(),
+            "invalid_request",
+            None,
+        ),
+        (
+            |r| r.subject_token_type = token_type::BISCUIT.into(),
+            "invalid_request",
+            Some("type_mismatch"),
+        ),
+        (
+            |r| r.subject_token_type = token_type::REFRESH_TOKEN.into(),
+            "invalid_request",
+            Some("unsupported_token_type"),
+        ),
+        (|r| r.audience.clear(), "invalid_request", None),
+    ];
+    for &(change, code, cause) in cases {
+        let mut r = base.clone();
+        change(&mut r);
+        refused(w.sts.exchange(r).await, code, cause);
+    }
     // A client without any policy.
     let r = w.request("billing", &subject, &["inventory"]);
     refused(w.sts.exchange(r).await, "unauthorized_client", None);

@@ -6,9 +6,10 @@
 //! `client_secret_basic` (RFC 6749 section 2.3.1: each part form-urlencoded, then base64) or
 //! `client_secret_post`, never both.
 
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 /// Why a request was refused before it reached an engine; each facade maps it to its own error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +44,16 @@ impl Form {
             return Err(FormError::InvalidRequest("the body is not UTF-8"));
         }
         Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
+    }
+
+    /// [`Form::parse`], then the client authentication the request carries ([`client_auth`]).
+    pub fn parse_with_client(
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Form, ClientAuth), FormError> {
+        let form = Form::parse(headers, body)?;
+        let client = client_auth(headers, &form)?;
+        Ok((form, client))
     }
 
     /// A parameter that may appear at most once (empty if absent).
@@ -129,10 +140,28 @@ pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
     ]
 }
 
+/// An RFC 6749 section 5.2 error response: `error` and `error_description` as JSON, never
+/// cached, and on a 401 a `WWW-Authenticate` challenge (`challenge`, e.g. `Basic realm="writ"`).
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    description: String,
+    challenge: &'static str,
+) -> Response {
+    let body = serde_json::json!({ "error": code, "error_description": description });
+    let mut resp = (status, no_store(), axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    resp
+}
+
 /// Public documents (metadata, JWKS) may be cached briefly; an unknown `kid` makes clients
 /// fetch again anyway.
-pub fn cached_json(body: serde_json::Value) -> axum::response::Response {
-    use axum::response::IntoResponse;
+pub fn cached_json(body: serde_json::Value) -> Response {
     (
         [(
             header::CACHE_CONTROL,

@@ -89,6 +89,25 @@ pub fn jwk(k: writ_token::Jwk) -> common::Jwk {
     }
 }
 
+/// The keys an issuer publishes through `GetJwks`; the STS publishes its own alike.
+pub fn jwks(
+    jwt: &[writ_token::VerificationKey],
+    biscuit: Vec<(writ_token::BiscuitPublicKey, i64)>,
+) -> authz::GetJwksResponse {
+    authz::GetJwksResponse {
+        keys: jwt.iter().map(|k| jwk(k.to_jwk())).collect(),
+        biscuit_root_keys: biscuit
+            .into_iter()
+            .map(|(k, exp)| common::BiscuitRootKey {
+                root_key_id: k.id(),
+                algorithm: "ed25519".to_owned(),
+                public_key: k.to_hex(),
+                expires_at: exp,
+            })
+            .collect(),
+    }
+}
+
 pub fn metadata(m: ServerMetadata) -> authz::GetServerMetadataResponse {
     authz::GetServerMetadataResponse {
         issuer: m.issuer,

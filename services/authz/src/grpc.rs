@@ -10,7 +10,6 @@ use writ_proto::authz::{
     IntrospectRequest, IntrospectResponse, RevokeRequest, RevokeResponse, TokenRequest,
     TokenResponse,
 };
-use writ_proto::common;
 
 use crate::convert;
 use crate::status::to_status;
@@ -29,18 +28,7 @@ impl AuthorizationGrpc {
 /// The JWKS and Biscuit root keys the engine publishes now.
 pub fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Status> {
     let (jwt, biscuit) = engine.published_keys().map_err(to_status)?;
-    Ok(GetJwksResponse {
-        keys: jwt.iter().map(|k| convert::jwk(k.to_jwk())).collect(),
-        biscuit_root_keys: biscuit
-            .into_iter()
-            .map(|(k, exp)| common::BiscuitRootKey {
-                root_key_id: k.id(),
-                algorithm: "ed25519".to_owned(),
-                public_key: k.to_hex(),
-                expires_at: exp,
-            })
-            .collect(),
-    })
+    Ok(convert::jwks(&jwt, biscuit))
 }
 
 /// RFC 7662 and RFC 7009 requests carry the same parameters.

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use writ_oauth::{AuthorizationServer, ClientCredentials, Error, FormatChoice, TokenOperation};
 use writ_server::form::{self, Form, FormError, cached_json as cached, no_store};
@@ -46,16 +46,12 @@ impl IntoResponse for OAuthError {
         if matches!(e, Error::Storage(_) | Error::Token(_) | Error::Internal(_)) {
             tracing::error!(error = %e, "request failed");
         }
-        let status = http_status(&e);
-        let body = json!({ "error": e.oauth_code(), "error_description": e.description() });
-        let mut resp = (status, no_store(), axum::Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"writ\""),
-            );
-        }
-        resp
+        form::error_response(
+            http_status(&e),
+            e.oauth_code(),
+            e.description(),
+            "Basic realm=\"writ\"",
+        )
     }
 }
 
@@ -74,12 +70,14 @@ impl From<FormError> for OAuthError {
     }
 }
 
-fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, FormError> {
-    let c = form::client_auth(headers, form)?;
-    Ok(ClientCredentials {
+/// The form and its client's credentials, as the engine takes them.
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Form, ClientCredentials), FormError> {
+    let (form, c) = Form::parse_with_client(headers, body)?;
+    let client = ClientCredentials {
         client_id: c.client_id,
         client_secret: c.client_secret,
-    })
+    };
+    Ok((form, client))
 }
 
 /// `token_format`: space-delimited like `scope`, so `jwt biscuit` (or `jwt+biscuit` before form
@@ -111,8 +109,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let client = client_credentials(&headers, &form)?;
+    let (form, client) = parse(&headers, &body)?;
     let req = writ_oauth::TokenRequest {
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
@@ -143,9 +140,9 @@ async fn token(
 }
 
 fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, OAuthError> {
-    let form = Form::parse(headers, body)?;
+    let (form, client) = parse(headers, body)?;
     Ok(TokenOperation {
-        client: client_credentials(headers, &form)?,
+        client,
         token: form.one("token")?,
         token_type_hint: form.one("token_type_hint")?,
     })

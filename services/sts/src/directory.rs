@@ -29,16 +29,9 @@ fn policy(p: ExchangePolicyRecord) -> ExchangePolicy {
     }
 }
 
+/// A policy as `AdminService` lists it, read back as the authorization server stores it.
 fn from_pb(p: pb::ExchangePolicy) -> ExchangePolicy {
-    policy(ExchangePolicyRecord {
-        policy_id: p.policy_id,
-        client_id: p.client_id,
-        audience: p.audience,
-        scope: p.scope,
-        max_lifetime: p.max_lifetime,
-        allow_impersonation: p.allow_impersonation,
-        max_chain_depth: p.max_chain_depth,
-    })
+    policy(writ_authz::convert::policy_record(p))
 }
 
 /// The authorization server engine in this process: its clients and policies, read directly.

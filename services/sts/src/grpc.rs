@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use writ_exchange::TokenExchange;
-use writ_proto::common;
 use writ_proto::sts::security_token_service_server::SecurityTokenService;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse, GetJwksRequest, GetJwksResponse};
 
@@ -24,31 +23,11 @@ impl StsGrpc {
 /// The JWKS and Biscuit root keys the STS publishes now.
 pub fn jwks(engine: &TokenExchange) -> GetJwksResponse {
     let (jwt, biscuit) = engine.published_keys();
+    // The same messages as the authorization server's `GetJwks`.
+    let r = writ_authz::convert::jwks(&jwt, biscuit);
     GetJwksResponse {
-        keys: jwt
-            .iter()
-            .map(|k| {
-                let k = k.to_jwk();
-                common::Jwk {
-                    kty: k.kty,
-                    crv: k.crv,
-                    x: k.x,
-                    y: k.y.unwrap_or_default(),
-                    kid: k.kid,
-                    alg: k.alg,
-                    r#use: k.key_use,
-                }
-            })
-            .collect(),
-        biscuit_root_keys: biscuit
-            .into_iter()
-            .map(|(k, exp)| common::BiscuitRootKey {
-                root_key_id: k.id(),
-                algorithm: "ed25519".to_owned(),
-                public_key: k.to_hex(),
-                expires_at: exp,
-            })
-            .collect(),
+        keys: r.keys,
+        biscuit_root_keys: r.biscuit_root_keys,
     }
 }
 

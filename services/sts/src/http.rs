@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::HeaderMap;
 use serde_json::json;
 use writ_exchange::{ExchangeError, ExchangeRequest, TokenExchange};
 use writ_server::form::{self, Form, FormError, cached_json, no_store};
@@ -39,16 +39,12 @@ struct OAuthError(ExchangeError);
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let status = http_status(&e);
-        let body = json!({ "error": e.oauth_code(), "error_description": e.description() });
-        let mut resp = (status, no_store(), axum::Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"writ-sts\""),
-            );
-        }
-        resp
+        form::error_response(
+            http_status(&e),
+            e.oauth_code(),
+            e.description(),
+            "Basic realm=\"writ-sts\"",
+        )
     }
 }
 
@@ -72,8 +68,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let client = form::client_auth(&headers, &form)?;
+    let (form, client) = Form::parse_with_client(&headers, &body)?;
     let req = ExchangeRequest {
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,

@@ -113,15 +113,10 @@ pub struct ServeArgs {
     /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
     #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
     pub sts_max_feed_staleness: u64,
-    /// `serve sts`: the authorization server's admin credential, to authenticate clients and
-    /// read exchange policies (default: read from <data-dir>/admin.token).
-    #[arg(
-        long,
-        env = "WRIT_ADMIN_TOKEN",
-        hide_env_values = true,
-        allow_hyphen_values = true
-    )]
-    pub admin_token: Option<String>,
+    // `serve sts`: the authorization server's admin credential, to authenticate clients and
+    // read exchange policies.
+    #[command(flatten)]
+    pub admin: AdminToken,
     /// `serve sts`: a client allowed `writ.revocation.watch` for the audience `writ-revocation`,
     /// to follow the revocation feed with.
     #[arg(long, env = "WRIT_STS_WATCH_CLIENT_ID")]
@@ -162,6 +157,14 @@ pub struct Conn {
     /// The authorization server's gRPC URL.
     #[arg(long, env = "WRIT_SERVER", default_value = "https://127.0.0.1:7400")]
     pub server: String,
+    #[command(flatten)]
+    pub files: LocalFiles,
+}
+
+/// Where the CLI finds the CA to trust (and the admin credential): given, or left by a local
+/// `writ up` in its data directory.
+#[derive(Debug, Clone, Args)]
+pub struct LocalFiles {
     /// CA certificate to trust (default: <data-dir>/ca.pem, written by `writ up`).
     #[arg(long, env = "WRIT_CA")]
     pub ca: Option<PathBuf>,
@@ -170,10 +173,9 @@ pub struct Conn {
     pub data_dir: PathBuf,
 }
 
+/// The admin credential, as `admin`, `revoke` and `serve sts` take it.
 #[derive(Debug, Clone, Args)]
-pub struct AdminConn {
-    #[command(flatten)]
-    pub conn: Conn,
+pub struct AdminToken {
     /// The admin credential (default: read from <data-dir>/admin.token).
     #[arg(
         long,
@@ -182,6 +184,29 @@ pub struct AdminConn {
         allow_hyphen_values = true
     )]
     pub admin_token: Option<String>,
+}
+
+/// The secret of a client authenticating with `--client-id`.
+#[derive(Debug, Clone, Args)]
+pub struct ClientSecret {
+    // Generated secrets and refresh tokens are base64url: one in 64 starts with '-', which clap
+    // would otherwise take for a flag (a usage error on the documented walkthrough).
+    #[arg(
+        long,
+        env = "WRIT_CLIENT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
+    pub client_secret: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AdminConn {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub admin: AdminToken,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -210,16 +235,8 @@ pub struct TokenArgs {
     pub grant: Grant,
     #[arg(long, env = "WRIT_CLIENT_ID")]
     pub client_id: String,
-    // Generated secrets and refresh tokens are base64url: one in 64 starts with '-', which clap
-    // would otherwise take for a flag (a usage error on the documented walkthrough).
-    #[arg(
-        long,
-        env = "WRIT_CLIENT_SECRET",
-        hide_env_values = true,
-        allow_hyphen_values = true,
-        default_value = ""
-    )]
-    pub client_secret: String,
+    #[command(flatten)]
+    pub secret: ClientSecret,
     /// Space-delimited scopes (default: all the client may get).
     #[arg(long, default_value = "")]
     pub scope: String,
@@ -309,14 +326,8 @@ pub struct WatchArgs {
     /// A client allowed the scope writ.revocation.watch for the audience writ-revocation.
     #[arg(long, env = "WRIT_CLIENT_ID")]
     pub client_id: Option<String>,
-    #[arg(
-        long,
-        env = "WRIT_CLIENT_SECRET",
-        hide_env_values = true,
-        allow_hyphen_values = true,
-        default_value = ""
-    )]
-    pub client_secret: String,
+    #[command(flatten)]
+    pub secret: ClientSecret,
     /// A bearer token to present instead of getting one with the client's credentials.
     #[arg(
         long,
@@ -414,23 +425,13 @@ pub struct ExchangeArgs {
     /// The STS's gRPC URL.
     #[arg(long, env = "WRIT_STS", default_value = "https://127.0.0.1:7410")]
     pub sts: String,
-    /// CA certificate to trust (default: <data-dir>/ca.pem, written by `writ up`).
-    #[arg(long, env = "WRIT_CA")]
-    pub ca: Option<PathBuf>,
-    /// Data directory of a local `writ up`, for its CA.
-    #[arg(long, env = "WRIT_DATA_DIR", default_value = "writ-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub files: LocalFiles,
     /// The calling client (the service exchanging a token it received).
     #[arg(long, env = "WRIT_CLIENT_ID")]
     pub client_id: String,
-    #[arg(
-        long,
-        env = "WRIT_CLIENT_SECRET",
-        hide_env_values = true,
-        allow_hyphen_values = true,
-        default_value = ""
-    )]
-    pub client_secret: String,
+    #[command(flatten)]
+    pub secret: ClientSecret,
     /// The token to exchange (or "-" to read it from standard input).
     #[arg(long, allow_hyphen_values = true)]
     pub subject_token: String,

@@ -82,9 +82,10 @@ fn print(v: &Value) {
 /// The CA to trust for `https://` servers: `--ca`, or the data directory's development CA.
 pub fn ca_pem(conn: &Conn) -> Result<String> {
     let path = conn
+        .files
         .ca
         .clone()
-        .unwrap_or_else(|| conn.data_dir.join(writ_tls::CA_CERT_FILE));
+        .unwrap_or_else(|| conn.files.data_dir.join(writ_tls::CA_CERT_FILE));
     std::fs::read_to_string(&path).map_err(|e| {
         CliError::Invalid(format!(
             "cannot read the CA certificate {} ({e}); pass --ca or --data-dir",
@@ -167,7 +168,7 @@ pub async fn token(args: TokenArgs) -> Result<()> {
         .token(authz::TokenRequest {
             grant_type: grant_name(args.grant).to_owned(),
             client_id: args.client_id,
-            client_secret: args.client_secret,
+            client_secret: args.secret.client_secret,
             scope: args.scope,
             refresh_token: args.refresh_token.unwrap_or_default(),
             username: args.username.unwrap_or_default(),
@@ -275,10 +276,10 @@ pub fn attenuate(args: AttenuateArgs) -> Result<()> {
 }
 
 fn admin_credential(conn: &AdminConn) -> Result<String> {
-    if let Some(t) = &conn.admin_token {
+    if let Some(t) = &conn.admin.admin_token {
         return Ok(t.trim().to_owned());
     }
-    let path = conn.conn.data_dir.join(ADMIN_TOKEN_FILE);
+    let path = conn.conn.files.data_dir.join(ADMIN_TOKEN_FILE);
     std::fs::read_to_string(&path)
         .map(|s| s.trim().to_owned())
         .map_err(|e| {
@@ -624,15 +625,14 @@ pub async fn exchange(args: ExchangeArgs) -> Result<()> {
     };
     let conn = Conn {
         server: args.sts.clone(),
-        ca: args.ca,
-        data_dir: args.data_dir,
+        files: args.files,
     };
     let mut sts = SecurityTokenServiceClient::new(channel_to(&args.sts, &conn).await?);
     let r = sts
         .exchange(writ_proto::sts::ExchangeRequest {
             grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
             client_id: args.client_id,
-            client_secret: args.client_secret,
+            client_secret: args.secret.client_secret,
             audience: args.audiences,
             resource: args.resources,
             scope: args.scope,
@@ -697,7 +697,7 @@ pub async fn watch(args: WatchArgs) -> Result<()> {
                 .token(authz::TokenRequest {
                     grant_type: "client_credentials".into(),
                     client_id,
-                    client_secret: args.client_secret,
+                    client_secret: args.secret.client_secret,
                     scope: "writ.revocation.watch".into(),
                     audience: vec!["writ-revocation".into()],
                     ..Default::default()

@@ -320,7 +320,7 @@ async fn start_sts(
             )
             .await
             .with_context(|| format!("fetching the authorization server's keys from {url}"))?;
-            let admin = match &args.admin_token {
+            let admin = match &args.admin.admin_token {
                 Some(t) => t.trim().to_owned(),
                 None => std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE))
                     .map(|s| s.trim().to_owned())
