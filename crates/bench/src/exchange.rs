@@ -41,13 +41,7 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
         // The revocation service the STS follows, as `writ up` runs it.
         let revocation = writ_server::bind("127.0.0.1:0".parse()?).await?;
         let revocation_url = format!("http://{}", revocation.local_addr()?);
-        let keys_of = engine.clone();
-        let auth = Arc::new(writ_trust::Authenticator::new(
-            engine.config().issuer.clone(),
-            writ_revocation::AUDIENCE.to_owned(),
-            Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-            clock.clone(),
-        ));
+        let auth = crate::revocation_auth(&engine, clock.clone());
         let log = Arc::new(writ_revocation_log::RevocationLog::open(
             Arc::new(SledStore::open(&dir.path().join("revocation"))?),
             Default::default(),

@@ -189,6 +189,21 @@ impl Drop for Server {
     }
 }
 
+/// How the revocation service authenticates callers when the authorization server runs in the
+/// same process (as under `writ up`): its keys in-process, minus revoked ones.
+fn revocation_auth(
+    engine: &Arc<AuthorizationServer>,
+    clock: writ_token::SharedClock,
+) -> Arc<writ_trust::Authenticator> {
+    let keys_of = engine.clone();
+    Arc::new(writ_trust::Authenticator::new(
+        engine.config().issuer.clone(),
+        writ_revocation::AUDIENCE.to_owned(),
+        Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
+        clock,
+    ))
+}
+
 /// One connection to `url` (plaintext).
 async fn connect_one(url: &str) -> anyhow::Result<Channel> {
     Ok(channels(url, None, 1).await?.remove(0))

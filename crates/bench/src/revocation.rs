@@ -85,13 +85,7 @@ impl RevocationServer {
             )
             .await?;
             let engine = Arc::new(engine);
-            let keys_of = engine.clone();
-            let auth = Arc::new(writ_trust::Authenticator::new(
-                engine.config().issuer.clone(),
-                writ_revocation::AUDIENCE.to_owned(),
-                Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-                clock.clone(),
-            ));
+            let auth = crate::revocation_auth(&engine, clock.clone());
             let log = Arc::new(RevocationLog::open(store.clone(), Default::default())?);
             let listener = writ_server::bind("127.0.0.1:0".parse()?).await?;
             let running = writ_revocation::start(
