@@ -5,10 +5,11 @@ use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::*;
 use writ_tests::*;
 
+use crate::grants::{ALICE_PASSWORD, password_request};
+
 #[tokio::test]
 async fn the_admin_api_is_closed_without_the_admin_credential() {
     let server = TestServer::start().await;
-    let before = server.state();
     for credential in [
         None,
         Some("Bearer wrong"),
@@ -23,15 +24,11 @@ async fn the_admin_api_is_closed_without_the_admin_credential() {
             req.metadata_mut()
                 .insert("authorization", c.parse().unwrap());
         }
-        assert_refused(
-            client.create_client(req).await,
-            Code::Unauthenticated,
-            "access_denied",
-        );
+        let r = server.assert_unchanged(client.create_client(req)).await;
+        assert_refused(r, Code::Unauthenticated, "access_denied");
         let r = client.list_clients(ListClientsRequest::default()).await;
         assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
     }
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -111,12 +108,10 @@ async fn clients_can_be_created_read_listed_updated_rotated_and_deleted() {
         .unwrap()
         .into_inner()
         .client_secret;
-    assert_refused(
-        server.token(cc(&id, &secret)).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
-    server.token(cc(&id, &new_secret)).await.unwrap();
+    server
+        .assert_token_refused(cc(&id, &secret), Code::Unauthenticated, "invalid_client")
+        .await;
+    server.issue(cc(&id, &new_secret)).await;
 
     admin
         .delete_client(DeleteClientRequest {
@@ -134,18 +129,19 @@ async fn clients_can_be_created_read_listed_updated_rotated_and_deleted() {
             .code(),
         Code::NotFound
     );
-    assert_refused(
-        server.token(cc(&id, &new_secret)).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
+    server
+        .assert_token_refused(
+            cc(&id, &new_secret),
+            Code::Unauthenticated,
+            "invalid_client",
+        )
+        .await;
 }
 
 #[tokio::test]
 async fn invalid_client_registrations_are_refused_and_change_nothing() {
     let server = TestServer::start().await;
     server.service_client("taken", "", &["x"]).await;
-    let before = server.state();
     let mut admin = server.admin().await;
     let bad = [
         Client {
@@ -177,36 +173,31 @@ async fn invalid_client_registrations_are_refused_and_change_nothing() {
             ..Default::default()
         },
     ];
+    let taken = Client {
+        client_id: "taken".into(),
+        ..Default::default()
+    };
     for c in bad {
-        let r = admin
-            .create_client(CreateClientRequest {
-                client: Some(c.clone()),
-            })
+        let r = server
+            .assert_unchanged(admin.create_client(CreateClientRequest { client: Some(c) }))
             .await;
         assert_refused(r, Code::InvalidArgument, "invalid_request");
     }
-    let dup = admin
-        .create_client(CreateClientRequest {
-            client: Some(Client {
-                client_id: "taken".into(),
-                ..Default::default()
-            }),
-        })
+    let dup = server
+        .assert_unchanged(admin.create_client(CreateClientRequest {
+            client: Some(taken.clone()),
+        }))
         .await;
     assert_eq!(dup.unwrap_err().code(), Code::AlreadyExists);
-    let r = admin
-        .update_client(UpdateClientRequest {
-            client: Some(Client {
-                client_id: "taken".into(),
-                ..Default::default()
-            }),
+    let r = server
+        .assert_unchanged(admin.update_client(UpdateClientRequest {
+            client: Some(taken),
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["client_type".into()],
             }),
-        })
+        }))
         .await;
     assert_refused(r, Code::InvalidArgument, "invalid_request");
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -215,7 +206,8 @@ async fn users_are_created_with_argon2id_hashes_and_can_change_password() {
     let mut admin = server.admin().await;
     let (id, secret) = crate::grants::gateway_and_user(&server).await;
     let haystack: Vec<u8> = server.state().into_values().flatten().collect();
-    assert!(!haystack.windows(21).any(|w| w == b"correct horse battery"));
+    let password = ALICE_PASSWORD.as_bytes();
+    assert!(!haystack.windows(password.len()).any(|w| w == password));
     assert!(haystack.windows(10).any(|w| w == b"$argon2id$"));
 
     admin
@@ -225,25 +217,19 @@ async fn users_are_created_with_argon2id_hashes_and_can_change_password() {
         })
         .await
         .unwrap();
-    assert_refused(
+    let refused = async |password| {
         server
-            .token(crate::grants::password_request(
-                &id,
-                &secret,
-                "correct horse battery",
-            ))
-            .await,
-        Code::PermissionDenied,
-        "invalid_grant",
-    );
+            .assert_token_refused(
+                password_request(&id, &secret, password),
+                Code::PermissionDenied,
+                "invalid_grant",
+            )
+            .await
+    };
+    refused(ALICE_PASSWORD).await;
     server
-        .token(crate::grants::password_request(
-            &id,
-            &secret,
-            "another long one",
-        ))
-        .await
-        .unwrap();
+        .issue(password_request(&id, &secret, "another long one"))
+        .await;
 
     let short = admin
         .create_user(CreateUserRequest {
@@ -259,17 +245,7 @@ async fn users_are_created_with_argon2id_hashes_and_can_change_password() {
         })
         .await
         .unwrap();
-    assert_refused(
-        server
-            .token(crate::grants::password_request(
-                &id,
-                &secret,
-                "another long one",
-            ))
-            .await,
-        Code::PermissionDenied,
-        "invalid_grant",
-    );
+    refused("another long one").await;
 }
 
 #[tokio::test]

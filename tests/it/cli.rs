@@ -185,6 +185,21 @@ fn secret(created: &Value) -> String {
         .to_owned()
 }
 
+/// Registers the client "svc" (scope "read", audience "api") through the CLI; returns its secret.
+fn create_svc(up: &WritUp) -> String {
+    secret(&up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "svc",
+        "--scope",
+        "read",
+        "--audience",
+        "api",
+    ]))
+}
+
 #[test]
 fn writ_up_then_the_readme_walkthrough_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -291,17 +306,7 @@ fn writ_up_stops_cleanly_on_sigterm() {
 fn exit_codes_follow_the_documentation() {
     let dir = tempfile::tempdir().unwrap();
     let up = WritUp::start(dir.path());
-    let secret = secret(&up.json(&[
-        "admin",
-        "client",
-        "create",
-        "--id",
-        "svc",
-        "--scope",
-        "read",
-        "--audience",
-        "api",
-    ]));
+    let secret = create_svc(&up);
     let token = up.json(&["token", "--client-id", "svc", "--client-secret", &secret]);
     let jwt = token["access_token"].as_str().unwrap();
 
@@ -548,17 +553,7 @@ const FIXED_ISSUER: [&str; 2] = ["--issuer", "https://writ.test"];
 async fn an_acknowledged_revocation_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let up = WritUp::start_with(dir.path(), &FIXED_ISSUER);
-    let secret = secret(&up.json(&[
-        "admin",
-        "client",
-        "create",
-        "--id",
-        "svc",
-        "--scope",
-        "read",
-        "--audience",
-        "api",
-    ]));
+    let secret = create_svc(&up);
     let get = |up: &WritUp| {
         up.json(&["token", "--client-id", "svc", "--client-secret", &secret])["access_token"]
             .as_str()

@@ -2,7 +2,7 @@
 
 use tonic::Code;
 use writ_proto::admin as pb_admin;
-use writ_proto::authz::{GetServerMetadataRequest, TokenRequest};
+use writ_proto::authz::{TokenRequest, TokenResponse};
 use writ_proto::common::TokenFormat;
 use writ_tests::*;
 use writ_token::{TokenVerifier, VerifierConfig};
@@ -10,18 +10,19 @@ use writ_token::{TokenVerifier, VerifierConfig};
 /// The server's published keys, fetched over gRPC, as a verifier for `audience`.
 pub async fn verifier_for(server: &TestServer, audience: &str) -> TokenVerifier {
     let jwks = server.jwks().await;
-    let mut authz = server.authz().await;
-    let issuer = authz
-        .get_server_metadata(GetServerMetadataRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .issuer;
+    let issuer = server.metadata().await.issuer;
     TokenVerifier::new(
         VerifierConfig::new(vec![issuer], Some(audience.into())),
         writ_trust::key_set(&jwks).unwrap(),
         writ_token::system_clock(),
     )
+}
+
+/// A server with one client_credentials client, "svc", allowed `scope` for audience "x".
+async fn svc(scope: &str) -> (TestServer, String, String) {
+    let server = TestServer::start().await;
+    let (id, secret) = server.service_client("svc", scope, &["x"]).await;
+    (server, id, secret)
 }
 
 #[tokio::test]
@@ -63,8 +64,7 @@ async fn client_credentials_issues_an_rfc9068_jwt_that_verifies_offline() {
 
 #[tokio::test]
 async fn empty_scope_grants_everything_the_client_may_have() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "b a", &["x"]).await;
+    let (server, id, secret) = svc("b a").await;
     let r = server.issue(cc(&id, &secret)).await;
     assert_eq!(r.scope, "a b");
 }
@@ -122,53 +122,42 @@ async fn jwt_and_biscuit_alongside_share_token_and_grant_ids() {
 
 #[tokio::test]
 async fn a_format_the_client_is_not_allowed_is_refused() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "a", &["x"]).await;
-    let before = server.state();
-    let mut req = cc(&id, &secret);
-    req.token_format = TokenFormat::Biscuit as i32;
-    assert_refused(
-        server.token(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
-    assert_eq!(server.state(), before);
+    let (server, id, secret) = svc("a").await;
+    let req = TokenRequest {
+        token_format: TokenFormat::Biscuit as i32,
+        ..cc(&id, &secret)
+    };
+    server
+        .assert_token_refused_unchanged(req, Code::InvalidArgument, "invalid_request")
+        .await;
 }
 
 #[tokio::test]
 async fn unknown_grant_types_and_implicit_are_unsupported() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "a", &["x"]).await;
-    let before = server.state();
-    for grant in [
-        "implicit",
-        "authorization_code",
-        "urn:ietf:params:oauth:grant-type:jwt-bearer",
-        "CLIENT_CREDENTIALS",
-    ] {
-        let mut req = cc(&id, &secret);
-        req.grant_type = grant.into();
-        assert_refused(
-            server.token(req).await,
-            Code::InvalidArgument,
+    let (server, id, secret) = svc("a").await;
+    for (grant, error) in [
+        ("implicit", "unsupported_grant_type"),
+        ("authorization_code", "unsupported_grant_type"),
+        (
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
             "unsupported_grant_type",
-        );
+        ),
+        ("CLIENT_CREDENTIALS", "unsupported_grant_type"),
+        ("", "invalid_request"),
+    ] {
+        let req = TokenRequest {
+            grant_type: grant.into(),
+            ..cc(&id, &secret)
+        };
+        server
+            .assert_token_refused_unchanged(req, Code::InvalidArgument, error)
+            .await;
     }
-    let mut req = cc(&id, &secret);
-    req.grant_type = String::new();
-    assert_refused(
-        server.token(req).await,
-        Code::InvalidArgument,
-        "invalid_request",
-    );
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
 async fn wrong_missing_empty_or_padded_secrets_are_invalid_client() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "a", &["x"]).await;
-    let before = server.state();
+    let (server, id, secret) = svc("a").await;
     for bad in [
         String::new(),
         "wrong".to_owned(),
@@ -178,10 +167,10 @@ async fn wrong_missing_empty_or_padded_secrets_are_invalid_client() {
         secret[..secret.len() - 1].to_owned(),
         secret.to_uppercase(),
     ] {
-        let r = server.token(cc(&id, &bad)).await;
-        assert_refused(r, Code::Unauthenticated, "invalid_client");
+        server
+            .assert_token_refused_unchanged(cc(&id, &bad), Code::Unauthenticated, "invalid_client")
+            .await;
     }
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -189,20 +178,19 @@ async fn another_clients_secret_and_unknown_clients_get_the_same_invalid_client(
     let server = TestServer::start().await;
     let (a, _) = server.service_client("a", "s", &["x"]).await;
     let (_, b_secret) = server.service_client("b", "s", &["x"]).await;
-    let before = server.state();
-    let other = assert_refused(
-        server.token(cc(&a, &b_secret)).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
-    let unknown = assert_refused(
-        server.token(cc("nobody", &b_secret)).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
+    let refused = async |id: &str| {
+        server
+            .assert_token_refused_unchanged(
+                cc(id, &b_secret),
+                Code::Unauthenticated,
+                "invalid_client",
+            )
+            .await
+    };
+    let other = refused(&a).await;
+    let unknown = refused("nobody").await;
     // Same path, same answer: the response does not reveal which clients exist.
     assert_eq!(other.message(), unknown.message());
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -218,43 +206,40 @@ async fn a_public_client_cannot_use_client_credentials() {
         })
         .await;
     assert!(secret.is_empty(), "public clients have no secret");
-    let before = server.state();
-    assert_refused(
-        server.token(cc(&id, "")).await,
-        Code::PermissionDenied,
-        "unauthorized_client",
-    );
+    server
+        .assert_token_refused_unchanged(cc(&id, ""), Code::PermissionDenied, "unauthorized_client")
+        .await;
     // And a public client cannot be registered for client_credentials at all.
     let r = server
-        .admin()
-        .await
-        .create_client(pb_admin::CreateClientRequest {
-            client: Some(pb_admin::Client {
-                client_type: pb_admin::ClientType::Public as i32,
-                grant_types: vec!["client_credentials".into()],
-                ..Default::default()
-            }),
+        .assert_unchanged(async {
+            server
+                .admin()
+                .await
+                .create_client(pb_admin::CreateClientRequest {
+                    client: Some(pb_admin::Client {
+                        client_type: pb_admin::ClientType::Public as i32,
+                        grant_types: vec!["client_credentials".into()],
+                        ..Default::default()
+                    }),
+                })
+                .await
         })
         .await;
     assert_refused(r, Code::InvalidArgument, "invalid_request");
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
 async fn a_scope_the_client_may_not_have_is_invalid_scope() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    let before = server.state();
+    let (server, id, secret) = svc("read").await;
     for scope in ["write", "read write", "read\"", "rëad"] {
-        let mut req = cc(&id, &secret);
-        req.scope = scope.into();
-        assert_refused(
-            server.token(req).await,
-            Code::PermissionDenied,
-            "invalid_scope",
-        );
+        let req = TokenRequest {
+            scope: scope.into(),
+            ..cc(&id, &secret)
+        };
+        server
+            .assert_token_refused_unchanged(req, Code::PermissionDenied, "invalid_scope")
+            .await;
     }
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -263,8 +248,10 @@ async fn an_audience_the_client_may_not_target_is_invalid_target() {
     let (id, secret) = server
         .service_client("svc", "read", &["inventory", "billing"])
         .await;
-    let mut req = cc(&id, &secret);
-    req.audience = vec!["billing".into()];
+    let req = TokenRequest {
+        audience: vec!["billing".into()],
+        ..cc(&id, &secret)
+    };
     let r = server.issue(req).await;
     let v = verifier_for(&server, "billing")
         .await
@@ -272,22 +259,18 @@ async fn an_audience_the_client_may_not_target_is_invalid_target() {
         .unwrap();
     assert_eq!(v.claims.aud, ["billing"]);
 
-    let before = server.state();
-    let mut req = cc(&id, &secret);
-    req.resource = vec!["payroll".into()];
-    assert_refused(
-        server.token(req).await,
-        Code::PermissionDenied,
-        "invalid_target",
-    );
-    assert_eq!(server.state(), before);
+    let req = TokenRequest {
+        resource: vec!["payroll".into()],
+        ..cc(&id, &secret)
+    };
+    server
+        .assert_token_refused_unchanged(req, Code::PermissionDenied, "invalid_target")
+        .await;
 }
 
 #[tokio::test]
 async fn malformed_requests_are_invalid_request_and_change_nothing() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    let before = server.state();
+    let (server, id, secret) = svc("read").await;
     let cases: Vec<TokenRequest> = vec![
         TokenRequest {
             client_id: String::new(),
@@ -311,41 +294,37 @@ async fn malformed_requests_are_invalid_request_and_change_nothing() {
         },
     ];
     for req in cases {
-        assert_refused(
-            server.token(req).await,
-            Code::InvalidArgument,
-            "invalid_request",
-        );
+        server
+            .assert_token_refused_unchanged(req, Code::InvalidArgument, "invalid_request")
+            .await;
     }
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
 async fn an_oversized_message_is_refused_by_the_transport() {
-    let server = TestServer::start().await;
-    let (id, _) = server.service_client("svc", "read", &["x"]).await;
-    let before = server.state();
-    let mut req = cc(&id, "x");
-    req.scope = "a ".repeat(300_000);
-    let status = server.token(req).await.unwrap_err();
+    let (server, id, _) = svc("read").await;
+    let req = TokenRequest {
+        scope: "a ".repeat(300_000),
+        ..cc(&id, "x")
+    };
+    let status = server
+        .assert_unchanged(server.token(req))
+        .await
+        .unwrap_err();
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
     );
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
 async fn a_disabled_client_cannot_get_tokens() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    server.token(cc(&id, &secret)).await.unwrap();
+    let (server, id, secret) = svc("read").await;
+    server.issue(cc(&id, &secret)).await;
     server.set_disabled(&id, true).await;
-    assert_refused(
-        server.token(cc(&id, &secret)).await,
-        Code::Unauthenticated,
-        "invalid_client",
-    );
+    server
+        .assert_token_refused(cc(&id, &secret), Code::Unauthenticated, "invalid_client")
+        .await;
 }
 
 /// A password-grant client and a user, the legacy API-gateway pattern.
@@ -360,9 +339,22 @@ pub async fn gateway_and_user(server: &TestServer) -> (String, String) {
         })
         .await;
     server
-        .create_user("alice", "correct horse battery", "orders.read orders.write")
+        .create_user("alice", ALICE_PASSWORD, "orders.read orders.write")
         .await;
     (id, secret)
+}
+
+/// Alice's password.
+pub const ALICE_PASSWORD: &str = "correct horse battery";
+
+/// `gateway_and_user`, and the tokens alice gets through the gateway with her password: the
+/// gateway's id and secret, and the token response.
+pub async fn alice_signed_in(server: &TestServer) -> (String, String, TokenResponse) {
+    let (id, secret) = gateway_and_user(server).await;
+    let r = server
+        .issue(password_request(&id, &secret, ALICE_PASSWORD))
+        .await;
+    (id, secret, r)
 }
 
 pub fn password_request(id: &str, secret: &str, password: &str) -> TokenRequest {
@@ -379,10 +371,7 @@ pub fn password_request(id: &str, secret: &str, password: &str) -> TokenRequest 
 #[tokio::test]
 async fn password_grant_issues_user_tokens_with_the_intersection_of_scopes() {
     let server = TestServer::start().await;
-    let (id, secret) = gateway_and_user(&server).await;
-    let r = server
-        .issue(password_request(&id, &secret, "correct horse battery"))
-        .await;
+    let (id, secret, r) = alice_signed_in(&server).await;
     // The client may have "admin", the user may not: the token gets neither more nor less.
     assert_eq!(r.scope, "orders.read orders.write");
     assert!(!r.refresh_token.is_empty());
@@ -396,36 +385,31 @@ async fn password_grant_issues_user_tokens_with_the_intersection_of_scopes() {
     );
     assert_eq!(v.claims.client_id, "gateway");
 
-    let mut req = password_request(&id, &secret, "correct horse battery");
-    req.scope = "admin".into();
-    assert_refused(
-        server.token(req).await,
-        Code::PermissionDenied,
-        "invalid_scope",
-    );
+    let req = TokenRequest {
+        scope: "admin".into(),
+        ..password_request(&id, &secret, ALICE_PASSWORD)
+    };
+    server
+        .assert_token_refused(req, Code::PermissionDenied, "invalid_scope")
+        .await;
 }
 
 #[tokio::test]
 async fn password_grant_with_wrong_password_or_unknown_user_is_invalid_grant() {
     let server = TestServer::start().await;
     let (id, secret) = gateway_and_user(&server).await;
-    let before = server.state();
-    let wrong = assert_refused(
+    let refused = async |req: TokenRequest| {
         server
-            .token(password_request(&id, &secret, "wrong password"))
-            .await,
-        Code::PermissionDenied,
-        "invalid_grant",
-    );
-    let mut req = password_request(&id, &secret, "correct horse battery");
-    req.username = "mallory".into();
-    let unknown = assert_refused(
-        server.token(req).await,
-        Code::PermissionDenied,
-        "invalid_grant",
-    );
+            .assert_token_refused_unchanged(req, Code::PermissionDenied, "invalid_grant")
+            .await
+    };
+    let wrong = refused(password_request(&id, &secret, "wrong password")).await;
+    let unknown = refused(TokenRequest {
+        username: "mallory".into(),
+        ..password_request(&id, &secret, ALICE_PASSWORD)
+    })
+    .await;
     assert_eq!(wrong.message(), unknown.message());
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -435,21 +419,18 @@ async fn password_grant_is_off_unless_the_client_is_allowed_it() {
     let (id, secret) = server
         .service_client("svc", "orders.read", &["orders"])
         .await;
-    let before = server.state();
-    assert_refused(
-        server
-            .token(password_request(&id, &secret, "correct horse battery"))
-            .await,
-        Code::PermissionDenied,
-        "unauthorized_client",
-    );
-    assert_eq!(server.state(), before);
+    server
+        .assert_token_refused_unchanged(
+            password_request(&id, &secret, ALICE_PASSWORD),
+            Code::PermissionDenied,
+            "unauthorized_client",
+        )
+        .await;
 }
 
 #[tokio::test]
 async fn client_secrets_are_stored_only_as_hashes() {
-    let server = TestServer::start().await;
-    let (_, secret) = server.service_client("svc", "read", &["x"]).await;
+    let (server, _, secret) = svc("read").await;
     let haystack: Vec<u8> = server.state().into_values().flatten().collect();
     assert!(
         !haystack

@@ -2,8 +2,28 @@
 
 use http::StatusCode;
 use serde_json::json;
-use writ_tests::http_client::{basic, form_encode};
+use writ_tests::http_client::{HttpClient, HttpResponse, basic, form_encode};
 use writ_tests::*;
+
+/// POSTs `form` to `path` with `authorization` (a `basic` value) as client authentication.
+async fn post(http: &HttpClient, path: &str, authorization: &str, form: &str) -> HttpResponse {
+    http.post_form(path, &[("authorization", authorization)], form)
+        .await
+}
+
+/// POSTs `form` to the token endpoint, as [`post`].
+async fn token(http: &HttpClient, authorization: &str, form: &str) -> HttpResponse {
+    post(http, "/oauth2/token", authorization, form).await
+}
+
+/// A server with the client "svc" (scope "read", audience "x"), an HTTP client for it, and the
+/// client's id and secret.
+async fn svc() -> (TestServer, HttpClient, String, String) {
+    let server = TestServer::start().await;
+    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
+    let http = server.http();
+    (server, http, id, secret)
+}
 
 #[tokio::test]
 async fn client_secret_basic_and_client_secret_post_both_get_tokens() {
@@ -11,13 +31,12 @@ async fn client_secret_basic_and_client_secret_post_both_get_tokens() {
     let (id, secret) = server.service_client("svc:1", "read write", &["x"]).await;
     let http = server.http();
 
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &basic(&id, &secret))],
-            "grant_type=client_credentials&scope=read",
-        )
-        .await;
+    let r = token(
+        &http,
+        &basic(&id, &secret),
+        "grant_type=client_credentials&scope=read",
+    )
+    .await;
     let body = r.token_json();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["scope"], "read");
@@ -38,18 +57,11 @@ async fn client_secret_basic_and_client_secret_post_both_get_tokens() {
 
 #[tokio::test]
 async fn errors_are_rfc6749_json_with_the_right_status() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    let http = server.http();
+    let (server, http, id, secret) = svc().await;
+    let auth = basic(&id, &secret);
     let before = server.state();
 
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &basic(&id, "wrong"))],
-            "grant_type=client_credentials",
-        )
-        .await;
+    let r = token(&http, &basic(&id, "wrong"), "grant_type=client_credentials").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers["www-authenticate"], "Basic realm=\"writ\"");
     assert_eq!(r.json()["error"], "invalid_client");
@@ -71,13 +83,7 @@ async fn errors_are_rfc6749_json_with_the_right_status() {
         ),
     ];
     for (form, error) in cases {
-        let r = http
-            .post_form(
-                "/oauth2/token",
-                &[("authorization", &basic(&id, &secret))],
-                form,
-            )
-            .await;
+        let r = token(&http, &auth, form).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{form}");
         assert_eq!(r.json()["error"], error, "{form}");
         assert!(r.json()["error_description"].is_string());
@@ -85,13 +91,7 @@ async fn errors_are_rfc6749_json_with_the_right_status() {
 
     // Two authentication methods at once.
     let form = format!("grant_type=client_credentials&client_secret={secret}");
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &basic(&id, &secret))],
-            &form,
-        )
-        .await;
+    let r = token(&http, &auth, &form).await;
     assert_eq!(r.json()["error"], "invalid_request");
 
     // Not a form.
@@ -111,76 +111,54 @@ async fn errors_are_rfc6749_json_with_the_right_status() {
         "grant_type=client_credentials&scope={}",
         "a".repeat(200_000)
     );
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &basic(&id, &secret))],
-            &huge,
-        )
-        .await;
+    let r = token(&http, &auth, &huge).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
 async fn introspection_and_revocation_over_http() {
-    let server = TestServer::start().await;
-    let (id, secret) = server.service_client("svc", "read", &["x"]).await;
-    let http = server.http();
+    let (_server, http, id, secret) = svc().await;
     let auth = basic(&id, &secret);
-    let token = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &auth)],
-            "grant_type=client_credentials",
-        )
+    let token = token(&http, &auth, "grant_type=client_credentials")
         .await
         .json()["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
-
-    let r = http
-        .post_form(
+    let introspect = async |token: &str| {
+        post(
+            &http,
             "/oauth2/introspect",
-            &[("authorization", &auth)],
+            &auth,
             &format!("token={token}"),
         )
-        .await;
-    let body = r.json();
+        .await
+    };
+
+    let body = introspect(&token).await.json();
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], "svc");
     assert_eq!(body["aud"], json!(["x"]));
 
-    let r = http
-        .post_form(
-            "/oauth2/introspect",
-            &[("authorization", &auth)],
-            "token=garbage",
-        )
-        .await;
-    assert_eq!(r.json(), json!({ "active": false }));
+    assert_eq!(
+        introspect("garbage").await.json(),
+        json!({ "active": false })
+    );
     let r = http
         .post_form("/oauth2/introspect", &[], &format!("token={token}"))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
-    let r = http
-        .post_form(
-            "/oauth2/revoke",
-            &[("authorization", &auth)],
-            &format!("token={token}&token_type_hint=access_token"),
-        )
-        .await;
+    let r = post(
+        &http,
+        "/oauth2/revoke",
+        &auth,
+        &format!("token={token}&token_type_hint=access_token"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = http
-        .post_form(
-            "/oauth2/introspect",
-            &[("authorization", &auth)],
-            &format!("token={token}"),
-        )
-        .await;
-    assert_eq!(r.json(), json!({ "active": false }));
+    assert_eq!(introspect(&token).await.json(), json!({ "active": false }));
 }
 
 #[tokio::test]
@@ -203,13 +181,7 @@ async fn discovery_documents_and_the_jwks_match_the_grpc_answers() {
         );
     }
     let jwks = http.get("/.well-known/jwks.json").await.json();
-    let grpc = server
-        .authz()
-        .await
-        .get_jwks(writ_proto::authz::GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let grpc = server.jwks().await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), grpc.keys.len());
     assert_eq!(jwks["keys"][0]["kid"], grpc.keys[0].kid.as_str());
     assert_eq!(jwks["keys"][0]["x"], grpc.keys[0].x.as_str());
@@ -224,31 +196,18 @@ async fn the_password_and_refresh_grants_work_over_http() {
     let (id, secret) = crate::grants::gateway_and_user(&server).await;
     let http = server.http();
     let auth = basic(&id, &secret);
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &auth)],
-            "grant_type=password&username=alice&password=correct+horse+battery",
-        )
-        .await
-        .json();
+    let r = token(
+        &http,
+        &auth,
+        "grant_type=password&username=alice&password=correct+horse+battery",
+    )
+    .await
+    .json();
     let refresh = r["refresh_token"].as_str().unwrap();
-    let r2 = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &auth)],
-            &format!("grant_type=refresh_token&refresh_token={refresh}"),
-        )
-        .await
-        .json();
+    let form = format!("grant_type=refresh_token&refresh_token={refresh}");
+    let r2 = token(&http, &auth, &form).await.json();
     assert!(r2["refresh_token"].as_str().unwrap() != refresh);
-    let replay = http
-        .post_form(
-            "/oauth2/token",
-            &[("authorization", &auth)],
-            &format!("grant_type=refresh_token&refresh_token={refresh}"),
-        )
-        .await;
+    let replay = token(&http, &auth, &form).await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert_eq!(replay.json()["error"], "invalid_grant");
 }

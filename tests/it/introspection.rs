@@ -4,14 +4,20 @@ use tonic::Code;
 use writ_proto::authz::{IntrospectRequest, IntrospectResponse, RevokeRequest};
 use writ_tests::*;
 
-use crate::grants::{gateway_and_user, password_request};
+use crate::grants::alice_signed_in;
 
-#[tokio::test]
-async fn introspection_reports_an_active_token_to_its_client() {
+/// A server with one client, "orders", allowed scope "read" for audience "inventory".
+async fn orders() -> (TestServer, String, String) {
     let server = TestServer::start().await;
     let (id, secret) = server
         .service_client("orders", "read", &["inventory"])
         .await;
+    (server, id, secret)
+}
+
+#[tokio::test]
+async fn introspection_reports_an_active_token_to_its_client() {
+    let (server, id, secret) = orders().await;
     let token = server.cc_token(&id, &secret).await;
     let r = server.introspect(&token, &id, &secret).await;
     assert!(r.active);
@@ -26,10 +32,7 @@ async fn introspection_reports_an_active_token_to_its_client() {
 
 #[tokio::test]
 async fn introspection_needs_an_authenticated_confidential_caller() {
-    let server = TestServer::start().await;
-    let (id, secret) = server
-        .service_client("orders", "read", &["inventory"])
-        .await;
+    let (server, id, secret) = orders().await;
     let token = server.cc_token(&id, &secret).await;
     for (cid, csecret) in [
         ("", ""),
@@ -54,10 +57,7 @@ async fn introspection_needs_an_authenticated_confidential_caller() {
 
 #[tokio::test]
 async fn an_inactive_token_yields_only_active_false() {
-    let server = TestServer::start().await;
-    let (id, secret) = server
-        .service_client("orders", "read", &["inventory"])
-        .await;
+    let (server, id, secret) = orders().await;
     for token in [
         "garbage",
         "a.b.c",
@@ -101,10 +101,7 @@ async fn a_resource_server_sees_tokens_for_its_audience_but_not_others() {
 
 #[tokio::test]
 async fn revoking_an_access_token_makes_it_inactive() {
-    let server = TestServer::start().await;
-    let (id, secret) = server
-        .service_client("orders", "read", &["inventory"])
-        .await;
+    let (server, id, secret) = orders().await;
     let token = server.cc_token(&id, &secret).await;
     let other = server.cc_token(&id, &secret).await;
     server.revoke_token(&token, &id, &secret).await;
@@ -121,52 +118,27 @@ async fn revoking_an_access_token_makes_it_inactive() {
 #[tokio::test]
 async fn revoking_a_refresh_token_revokes_the_access_tokens_of_its_grant() {
     let server = TestServer::start().await;
-    let (id, secret) = gateway_and_user(&server).await;
-    let r = server
-        .issue(password_request(&id, &secret, "correct horse battery"))
-        .await;
-    assert!(
-        server
-            .introspect(&r.access_token, &id, &secret)
-            .await
-            .active
-    );
-    assert!(
-        server
-            .introspect(&r.refresh_token, &id, &secret)
-            .await
-            .active
-    );
+    let (id, secret, r) = alice_signed_in(&server).await;
+    let tokens = [r.access_token.as_str(), r.refresh_token.as_str()];
+    for token in tokens {
+        assert!(server.introspect(token, &id, &secret).await.active);
+    }
     server.revoke_token(&r.refresh_token, &id, &secret).await;
-    assert!(
-        !server
-            .introspect(&r.access_token, &id, &secret)
-            .await
-            .active
-    );
-    assert!(
-        !server
-            .introspect(&r.refresh_token, &id, &secret)
-            .await
-            .active
-    );
+    server.assert_inactive(&tokens, &id, &secret).await;
 }
 
 #[tokio::test]
 async fn revoking_garbage_or_unknown_tokens_succeeds_and_changes_nothing() {
-    let server = TestServer::start().await;
-    let (id, secret) = server
-        .service_client("orders", "read", &["inventory"])
-        .await;
-    let before = server.state();
+    let (server, id, secret) = orders().await;
     for token in [
         "garbage",
         "a.b.c",
         "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
     ] {
-        server.revoke_token(token, &id, &secret).await;
+        server
+            .assert_unchanged(server.revoke_token(token, &id, &secret))
+            .await;
     }
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]
@@ -175,9 +147,9 @@ async fn a_client_cannot_revoke_another_clients_token() {
     let (a, a_secret) = server.service_client("a", "read", &["x"]).await;
     let (b, b_secret) = server.service_client("b", "read", &["x"]).await;
     let token = server.cc_token(&a, &a_secret).await;
-    let before = server.state();
-    server.revoke_token(&token, &b, &b_secret).await;
-    assert_eq!(server.state(), before);
+    server
+        .assert_unchanged(server.revoke_token(&token, &b, &b_secret))
+        .await;
     assert!(server.introspect(&token, &a, &a_secret).await.active);
 }
 
@@ -186,19 +158,21 @@ async fn revocation_needs_client_authentication() {
     let server = TestServer::start().await;
     let (a, a_secret) = server.service_client("a", "read", &["x"]).await;
     let token = server.cc_token(&a, &a_secret).await;
-    let before = server.state();
     let r = server
-        .authz()
-        .await
-        .revoke(RevokeRequest {
-            token: token.clone(),
-            client_id: a.clone(),
-            client_secret: "wrong".into(),
-            ..Default::default()
+        .assert_unchanged(async {
+            server
+                .authz()
+                .await
+                .revoke(RevokeRequest {
+                    token: token.clone(),
+                    client_id: a.clone(),
+                    client_secret: "wrong".into(),
+                    ..Default::default()
+                })
+                .await
         })
         .await;
     assert_refused(r, Code::Unauthenticated, "invalid_client");
-    assert_eq!(server.state(), before);
 }
 
 #[tokio::test]

@@ -85,13 +85,7 @@ async fn a_client_that_does_not_trust_the_ca_cannot_connect() {
 #[tokio::test]
 async fn the_server_metadata_names_the_issuer_and_endpoints() {
     let server = TestServer::start().await;
-    let m = server
-        .authz()
-        .await
-        .get_server_metadata(writ_proto::authz::GetServerMetadataRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let m = server.metadata().await;
     assert_eq!(m.issuer, server.issuer);
     assert_eq!(m.token_endpoint, format!("{}/oauth2/token", server.issuer));
     assert_eq!(

@@ -8,7 +8,6 @@ use ed25519_dalek::Signer;
 use hmac::Mac;
 use serde_json::{Value, json};
 use writ_oauth::records::{KEY_ACTIVE, PURPOSE_JWT, SigningKeyRecord};
-use writ_proto::authz::IntrospectRequest;
 use writ_store::StoreExt;
 use writ_tests::*;
 
@@ -58,21 +57,24 @@ impl Forge {
         let sig = self.key.sign(input.as_bytes());
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
+
+    /// The control token, signed, but with header field `name` set to `value`.
+    fn with_header(&self, name: &str, value: Value) -> String {
+        let mut h = self.header();
+        h[name] = value;
+        self.sign(&h, &self.claims())
+    }
+
+    /// The control token, signed, but with claim `name` set to `value`.
+    fn with_claim(&self, name: &str, value: Value) -> String {
+        let mut c = self.claims();
+        c[name] = value;
+        self.sign(&self.header(), &c)
+    }
 }
 
 async fn active(server: &TestServer, secret: &str, token: &str) -> bool {
-    let r = server
-        .authz()
-        .await
-        .introspect(IntrospectRequest {
-            token: token.into(),
-            client_id: "svc".into(),
-            client_secret: secret.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = server.introspect(token, "svc", secret).await;
     if !r.active {
         assert_eq!(
             r,
@@ -100,9 +102,7 @@ async fn a_well_formed_token_signed_by_the_server_key_is_active() {
 async fn alg_none_in_any_spelling_is_inactive() {
     let (server, secret, f) = setup().await;
     for alg in ["none", "None", "NONE", "nOnE"] {
-        let mut h = f.header();
-        h["alg"] = json!(alg);
-        let signed = f.sign(&h, &f.claims());
+        let signed = f.with_header("alg", json!(alg));
         let unsigned = format!("{}.", signed.rsplit_once('.').unwrap().0);
         assert!(!active(&server, &secret, &unsigned).await, "{alg} unsigned");
         assert!(
@@ -144,17 +144,18 @@ async fn a_wrong_or_missing_typ_is_inactive() {
         json!(null),
         json!("id_token"),
     ] {
-        let mut h = f.header();
-        h["typ"] = typ.clone();
         assert!(
-            !active(&server, &secret, &f.sign(&h, &f.claims())).await,
+            !active(&server, &secret, &f.with_header("typ", typ.clone())).await,
             "typ {typ}"
         );
     }
-    let mut h = f.header();
-    h["typ"] = json!("application/at+jwt");
     assert!(
-        active(&server, &secret, &f.sign(&h, &f.claims())).await,
+        active(
+            &server,
+            &secret,
+            &f.with_header("typ", json!("application/at+jwt"))
+        )
+        .await,
         "the long form is RFC 9068's too"
     );
 }
@@ -162,14 +163,11 @@ async fn a_wrong_or_missing_typ_is_inactive() {
 #[tokio::test]
 async fn a_wrong_issuer_or_missing_audience_is_inactive() {
     let (server, secret, f) = setup().await;
-    let mut c = f.claims();
-    c["iss"] = json!("https://evil.example");
-    assert!(!active(&server, &secret, &f.sign(&f.header(), &c)).await);
+    let evil = f.with_claim("iss", json!("https://evil.example"));
+    assert!(!active(&server, &secret, &evil).await);
     for aud in [json!(null), json!([]), json!(""), json!(42)] {
-        let mut c = f.claims();
-        c["aud"] = aud.clone();
         assert!(
-            !active(&server, &secret, &f.sign(&f.header(), &c)).await,
+            !active(&server, &secret, &f.with_claim("aud", aud.clone())).await,
             "aud {aud}"
         );
     }
@@ -196,9 +194,8 @@ async fn an_expired_token_is_inactive_on_both_sides_of_the_leeway() {
 #[tokio::test]
 async fn a_token_not_yet_valid_is_inactive() {
     let (server, secret, f) = setup().await;
-    let mut c = f.claims();
-    c["nbf"] = json!(f.now + 120);
-    assert!(!active(&server, &secret, &f.sign(&f.header(), &c)).await);
+    let early = f.with_claim("nbf", json!(f.now + 120));
+    assert!(!active(&server, &secret, &early).await);
     let mut c = f.claims();
     c["iat"] = json!(f.now + 120);
     c["exp"] = json!(f.now + 400);
@@ -216,10 +213,8 @@ async fn exp_given_as_a_string_float_or_negative_is_inactive() {
         json!(1e300),
         json!(null),
     ] {
-        let mut c = f.claims();
-        c["exp"] = bad.clone();
         assert!(
-            !active(&server, &secret, &f.sign(&f.header(), &c)).await,
+            !active(&server, &secret, &f.with_claim("exp", bad.clone())).await,
             "exp {bad}"
         );
     }
@@ -235,19 +230,10 @@ async fn keys_named_by_the_token_are_never_trusted() {
         ("x5u", json!("https://127.0.0.1:1/c.pem")),
         ("crit", json!(["exp"])),
     ] {
-        let mut h = f.header();
-        h[k] = v;
-        assert!(
-            !active(&server, &secret, &f.sign(&h, &f.claims())).await,
-            "{k}"
-        );
+        assert!(!active(&server, &secret, &f.with_header(k, v)).await, "{k}");
     }
-    let mut h = f.header();
-    h["kid"] = json!("../../etc/passwd");
-    assert!(
-        !active(&server, &secret, &f.sign(&h, &f.claims())).await,
-        "unknown kid"
-    );
+    let unknown_kid = f.with_header("kid", json!("../../etc/passwd"));
+    assert!(!active(&server, &secret, &unknown_kid).await, "unknown kid");
 }
 
 #[tokio::test]

@@ -273,6 +273,36 @@ impl TestServer {
         self.token(req).await.unwrap()
     }
 
+    /// A token request that must be refused with this gRPC code and OAuth error code.
+    pub async fn assert_token_refused(
+        &self,
+        req: authz::TokenRequest,
+        code: Code,
+        oauth: &str,
+    ) -> Status {
+        assert_refused(self.token(req).await, code, oauth)
+    }
+
+    /// Runs `call` and asserts it wrote nothing (compared by [`TestServer::state`]).
+    pub async fn assert_unchanged<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let before = self.state();
+        let out = call.await;
+        assert_eq!(self.state(), before, "the call changed nothing");
+        out
+    }
+
+    /// A token request that must be refused (as [`TestServer::assert_token_refused`]) and
+    /// change nothing.
+    pub async fn assert_token_refused_unchanged(
+        &self,
+        req: authz::TokenRequest,
+        code: Code,
+        oauth: &str,
+    ) -> Status {
+        self.assert_unchanged(self.assert_token_refused(req, code, oauth))
+            .await
+    }
+
     /// A client_credentials access token.
     pub async fn cc_token(&self, id: &str, secret: &str) -> String {
         self.authz()
@@ -282,6 +312,16 @@ impl TestServer {
             .unwrap()
             .into_inner()
             .access_token
+    }
+
+    /// The authorization server's metadata (RFC 8414) over gRPC.
+    pub async fn metadata(&self) -> authz::GetServerMetadataResponse {
+        self.authz()
+            .await
+            .get_server_metadata(authz::GetServerMetadataRequest {})
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// RFC 7662 introspection as the client `id` (its secret `secret`).
