@@ -134,36 +134,42 @@ pub fn timestamp(secs: i64) -> Option<Timestamp> {
     })
 }
 
-/// A `$to` literal with the given fields, and every field `ClientRecord` and `admin::Client` share
-/// moved from `$from`. The literal has no `..`: a field added to either type does not compile
-/// until it is mapped here or given.
-macro_rules! client_fields {
-    ($from:ident => $($to:ident)::+ { $($given:tt)* }) => {
-        $($to)::+ {
-            $($given)*
-            client_id: $from.client_id,
-            client_name: $from.client_name,
-            client_type: $from.client_type,
-            grant_types: $from.grant_types,
-            scope: $from.scope,
-            audience: $from.audience,
-            access_token_lifetime: $from.access_token_lifetime,
-            refresh_token_lifetime: $from.refresh_token_lifetime,
-            token_formats: $from.token_formats,
-            default_token_format: $from.default_token_format,
-            may_introspect: $from.may_introspect,
-            disabled: $from.disabled,
-        }
-    };
-}
-
 pub fn client(c: ClientRecord) -> admin::Client {
-    // The secret hash never leaves the server.
-    client_fields!(c => admin::Client { create_time: timestamp(c.created_at), })
+    admin::Client {
+        create_time: timestamp(c.created_at),
+        client_id: c.client_id,
+        client_name: c.client_name,
+        client_type: c.client_type,
+        grant_types: c.grant_types,
+        scope: c.scope,
+        audience: c.audience,
+        access_token_lifetime: c.access_token_lifetime,
+        refresh_token_lifetime: c.refresh_token_lifetime,
+        token_formats: c.token_formats,
+        default_token_format: c.default_token_format,
+        may_introspect: c.may_introspect,
+        disabled: c.disabled,
+        // The secret hash never leaves the server.
+    }
 }
 
 pub fn client_record(c: admin::Client) -> ClientRecord {
-    client_fields!(c => ClientRecord { secret_hash: Vec::new(), created_at: 0, })
+    ClientRecord {
+        client_id: c.client_id,
+        client_name: c.client_name,
+        client_type: c.client_type,
+        secret_hash: Vec::new(),
+        grant_types: c.grant_types,
+        scope: c.scope,
+        audience: c.audience,
+        access_token_lifetime: c.access_token_lifetime,
+        refresh_token_lifetime: c.refresh_token_lifetime,
+        token_formats: c.token_formats,
+        default_token_format: c.default_token_format,
+        may_introspect: c.may_introspect,
+        disabled: c.disabled,
+        created_at: 0,
+    }
 }
 
 pub fn user(u: UserRecord) -> admin::User {
@@ -188,26 +194,26 @@ pub fn signing_key(k: SigningKeyRecord) -> admin::SigningKey {
     }
 }
 
-/// A `$to` with every field of `ExchangePolicyRecord` and `admin::ExchangePolicy` (they are the
-/// same) moved from `$from`; as with `client_fields!`, a new field must be mapped here.
-macro_rules! policy_fields {
-    ($from:ident => $($to:ident)::+) => {
-        $($to)::+ {
-            policy_id: $from.policy_id,
-            client_id: $from.client_id,
-            audience: $from.audience,
-            scope: $from.scope,
-            max_lifetime: $from.max_lifetime,
-            allow_impersonation: $from.allow_impersonation,
-            max_chain_depth: $from.max_chain_depth,
-        }
-    };
-}
-
 pub fn policy(p: ExchangePolicyRecord) -> admin::ExchangePolicy {
-    policy_fields!(p => admin::ExchangePolicy)
+    admin::ExchangePolicy {
+        policy_id: p.policy_id,
+        client_id: p.client_id,
+        audience: p.audience,
+        scope: p.scope,
+        max_lifetime: p.max_lifetime,
+        allow_impersonation: p.allow_impersonation,
+        max_chain_depth: p.max_chain_depth,
+    }
 }
 
 pub fn policy_record(p: admin::ExchangePolicy) -> ExchangePolicyRecord {
-    policy_fields!(p => ExchangePolicyRecord)
+    ExchangePolicyRecord {
+        policy_id: p.policy_id,
+        client_id: p.client_id,
+        audience: p.audience,
+        scope: p.scope,
+        max_lifetime: p.max_lifetime,
+        allow_impersonation: p.allow_impersonation,
+        max_chain_depth: p.max_chain_depth,
+    }
 }
