@@ -14,7 +14,7 @@ use writ_proto::common::TokenFormat as PbFormat;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
 use writ_revocation_client::{RevocationSet, TokenFacts};
 use writ_tests::http_client::{basic, form_encode};
-use writ_tests::sts::{StsOptions, TestSts, exchange_request};
+use writ_tests::sts::{JwksServer, StsOptions, TestSts, exchange_request, jwks_of};
 use writ_tests::*;
 use writ_token::{
     AccessClaims, Actor, Algorithm, ManualClock, RevocationKind, SigningKey, TokenError,
@@ -559,6 +559,200 @@ async fn may_act_in_the_subject_token_is_honoured() {
         "may_act",
     )
     .await;
+}
+
+/// An external issuer whose JWKS the STS fetches from an https URL: `(source, options)`, the
+/// source kept to await its refresh and count its fetches. Wired as `writ_sts::keys::
+/// external_issuer` wires a URL.
+async fn external_url_issuer(
+    issuer: &str,
+    server: &JwksServer,
+    min_refresh: Duration,
+) -> (Arc<writ_trust::RemoteKeys>, StsOptions) {
+    let source = writ_trust::HttpsJwks::new(&server.url, &server.ca_pem()).unwrap();
+    let remote = writ_trust::RemoteKeys::fetch_jwks_url(
+        issuer.into(),
+        source,
+        Duration::from_secs(300),
+        min_refresh,
+    )
+    .await
+    .unwrap();
+    let opts = StsOptions {
+        issuers: vec![writ_exchange::TrustedIssuer {
+            issuer: issuer.into(),
+            keys: Arc::new(writ_sts::keys::TrustedKeys(Arc::new(remote.clone()))),
+            biscuits: false,
+        }],
+        ..StsOptions::default()
+    };
+    (remote, opts)
+}
+
+#[tokio::test]
+async fn an_external_issuers_jwks_url_is_fetched_refreshed_on_rotation_and_not_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = "https://idp.example";
+    let old = SigningKey::generate(Algorithm::ES256, "idp-url-1").unwrap();
+    let server = JwksServer::start(dir.path(), &jwks_of(&[&old])).await;
+    let min_refresh = Duration::from_secs(1);
+    let (remote, opts) = external_url_issuer(issuer, &server, min_refresh).await;
+    assert_eq!(server.fetches(), 1, "fetched once at start");
+    let f = fixture_with(Options::default(), opts).await;
+    let claims = external_claims(issuer, "orders");
+    let token = writ_token::encode_access_token(&old, &claims).unwrap();
+    let r = f
+        .exchanged(f.request(&f.orders, &token, &["inventory"]))
+        .await;
+    assert_eq!(
+        f.verify(&r.access_token, "inventory").await.claims.sub,
+        "carol"
+    );
+
+    // The issuer rotates: the new key replaces the old one. One awaited refresh later the new
+    // kid is trusted and the retired one is not.
+    let new = SigningKey::generate(Algorithm::EdDSA, "idp-url-2").unwrap();
+    server.serve(&jwks_of(&[&new]));
+    let seen = writ_trust::KeySource::keys(&remote);
+    writ_trust::KeySource::refresh_now(&remote, &seen).await;
+    let rotated = writ_token::encode_access_token(&new, &claims).unwrap();
+    let r = f
+        .exchanged(f.request(&f.orders, &rotated, &["inventory"]))
+        .await;
+    assert_eq!(
+        f.verify(&r.access_token, "inventory").await.claims.sub,
+        "carol"
+    );
+    f.token_refused(
+        f.request(&f.orders, &token, &["inventory"]),
+        "untrusted_issuer",
+    )
+    .await;
+
+    // Tokens naming a kid the issuer does not publish are refused, and do not cost a fetch
+    // each: at most one per rate-limit window.
+    let before = server.fetches();
+    let rogue = SigningKey::generate(Algorithm::ES256, "idp-url-unknown").unwrap();
+    let unknown = writ_token::encode_access_token(&rogue, &claims).unwrap();
+    let started = std::time::Instant::now();
+    const TRIES: u32 = 20;
+    for _ in 0..TRIES {
+        f.token_refused(
+            f.request(&f.orders, &unknown, &["inventory"]),
+            "untrusted_issuer",
+        )
+        .await;
+    }
+    // Fetches start at least a window apart; one may have started in the window before.
+    let windows = (started.elapsed().as_millis() / min_refresh.as_millis()) as usize + 2;
+    eventually(
+        Duration::from_secs(5),
+        "the fetches asked for are served",
+        || server.fetches() as u64 == remote.fetches(),
+    )
+    .await;
+    let during = server.fetches() - before;
+    assert!(
+        during <= windows && during < TRIES as usize,
+        "{during} fetches for {TRIES} unknown kids within {windows} rate-limit windows"
+    );
+}
+
+#[tokio::test]
+async fn an_external_issuers_jwks_url_is_refused_at_start_unless_https_trusted_and_a_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = "https://idp.example";
+    let key = SigningKey::generate(Algorithm::ES256, "idp-url-1").unwrap();
+    let server = JwksServer::start(&dir.path().join("idp"), &jwks_of(&[&key])).await;
+    let ca = server.ca_path.clone();
+    let configure = |jwks: String, ca: Option<std::path::PathBuf>| async move {
+        writ_sts::keys::external_issuer(
+            issuer,
+            &jwks,
+            ca.as_deref(),
+            Duration::from_secs(300),
+            Duration::from_secs(5),
+        )
+        .await
+    };
+
+    // As configured: fetched, one key.
+    let trusted = configure(server.url.clone(), Some(ca.clone()))
+        .await
+        .unwrap();
+    assert!(trusted.keys.keys().jwt_key("idp-url-1").is_some());
+    assert!(!trusted.biscuits);
+    assert_eq!(server.fetches(), 1);
+
+    // Not https: refused before any fetch.
+    let plain = server.url.replacen("https://", "http://", 1);
+    let e = configure(plain, Some(ca.clone())).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            writ_sts::StsError::JwksUrl {
+                source: writ_trust::JwksUrlError::NotHttps(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // No CA, or a CA that did not issue the server's certificate.
+    assert!(configure(server.url.clone(), None).await.is_err());
+    let other = writ_tls::ensure_dev_pki(&dir.path().join("other"), &[]).unwrap();
+    let other_ca = dir.path().join("other").join(writ_tls::CA_CERT_FILE);
+    assert!(other.ca_pem.is_some());
+    let e = configure(server.url.clone(), Some(other_ca))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            writ_sts::StsError::JwksUrl {
+                source: writ_trust::JwksUrlError::Fetch { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        server.fetches(),
+        1,
+        "no request over an untrusted connection"
+    );
+
+    // Too large, or not a JWK Set (or one without a usable key).
+    let padding = "x".repeat(writ_trust::MAX_JWKS_BYTES);
+    server.serve(&format!(r#"{{"keys":[],"pad":"{padding}"}}"#));
+    let e = configure(server.url.clone(), Some(ca.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            writ_sts::StsError::JwksUrl {
+                source: writ_trust::JwksUrlError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    for body in ["<html>not a JWKS</html>", r#"{"keys":[]}"#] {
+        server.serve(body);
+        let e = configure(server.url.clone(), Some(ca.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                writ_sts::StsError::JwksUrl {
+                    source: writ_trust::JwksUrlError::Unusable { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -235,3 +235,96 @@ pub fn exchange_request(
         ..Default::default()
     }
 }
+
+/// An external issuer's JWK Set served over HTTPS on a loopback port, under a development CA
+/// generated in a directory of the test's; counts the fetches it answers. What it serves can be
+/// replaced (a key rotation). Stops when dropped.
+pub struct JwksServer {
+    /// `https://127.0.0.1:<port>/jwks.json`.
+    pub url: String,
+    /// The CA file to trust for it.
+    pub ca_path: std::path::PathBuf,
+    body: Arc<std::sync::Mutex<String>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl JwksServer {
+    /// Serves `body` (with the CA and certificate in `dir`).
+    pub async fn start(dir: &std::path::Path, body: &str) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let tls = writ_tls::ensure_dev_pki(dir, &[]).unwrap();
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(writ_tls::server_config(&tls, &[b"http/1.1"]).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}/jwks.json",
+            listener.local_addr().unwrap().port()
+        );
+        let body = Arc::new(std::sync::Mutex::new(body.to_owned()));
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (body.clone(), fetches.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, served, counted) =
+                    (acceptor.clone(), served.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |_req| {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = served.lock().unwrap().clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(hyper::body::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        JwksServer {
+            url,
+            ca_path: dir.join(writ_tls::CA_CERT_FILE),
+            body,
+            fetches,
+            task,
+        }
+    }
+
+    /// Serves `body` from now on.
+    pub fn serve(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_owned();
+    }
+
+    /// How many requests it answered.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The CA to trust for it, PEM.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(&self.ca_path).unwrap()
+    }
+}
+
+/// A JWK Set document publishing `keys`.
+pub fn jwks_of(keys: &[&writ_token::SigningKey]) -> String {
+    serde_json::to_string(&writ_token::JwkSet {
+        keys: keys.iter().map(|k| k.verification_key().to_jwk()).collect(),
+    })
+    .unwrap()
+}

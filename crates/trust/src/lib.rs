@@ -1,10 +1,13 @@
 //! Whom a Writ service trusts, and how it checks callers.
 //!
 //! A [`KeySource`] yields the keys of a trusted issuer: in-process ([`LocalKeys`], when the
-//! issuer runs in the same process) or fetched over gRPC ([`RemoteKeys`]: at start, then in the
+//! issuer runs in the same process) or fetched ([`RemoteKeys`]: over gRPC from a Writ issuer, or
+//! over HTTPS from an external issuer's JWKS URL ([`HttpsJwks`]); at start, then in the
 //! background, and again — at most every few seconds — when a token names a key not yet known).
 //! Keys are never fetched from anything a token names. [`Authenticator`] verifies the bearer
 //! token of a gRPC call against those keys and checks its scope.
+
+mod jwks_url;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +28,8 @@ use writ_token::{
 
 /// `google.rpc.ErrorInfo.domain` of authentication failures; reasons are RFC 6750 codes.
 pub const ERROR_DOMAIN: &str = "oauth2.writ.dev";
+
+pub use jwks_url::{FETCH_TIMEOUT, HttpsJwks, JwksUrlError, MAX_JWKS_BYTES};
 
 /// A boxed future, as the object-safe [`KeySource`] returns.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -81,16 +86,36 @@ pub fn key_set(jwks: &GetJwksResponse) -> Result<KeySet, TokenError> {
     Ok(keys)
 }
 
-/// Where an issuer publishes its keys: the authorization server's or the STS's `GetJwks`.
+/// Where an issuer publishes its keys: the authorization server's or the STS's `GetJwks`, or an
+/// external issuer's JWKS URL.
 #[derive(Debug, Clone)]
 enum JwksEndpoint {
     Authz(AuthorizationServiceClient<Channel>),
     Sts(SecurityTokenServiceClient<Channel>),
+    Https(HttpsJwks),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Grpc(#[from] Status),
+    #[error(transparent)]
+    Https(#[from] JwksUrlError),
+}
+
+impl From<FetchError> for Status {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Grpc(s) => s,
+            FetchError::Https(e) => Status::unavailable(e.to_string()),
+        }
+    }
 }
 
 impl JwksEndpoint {
-    async fn fetch(&self) -> Result<KeySet, Status> {
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
         let jwks = match self.clone() {
+            JwksEndpoint::Https(source) => return Ok(source.fetch().await?),
             JwksEndpoint::Authz(mut c) => c.get_jwks(GetJwksRequest {}).await?.into_inner(),
             JwksEndpoint::Sts(mut c) => {
                 let r = c.get_jwks(StsJwksRequest {}).await?.into_inner();
@@ -100,12 +125,13 @@ impl JwksEndpoint {
                 }
             }
         };
-        key_set(&jwks)
-            .map_err(|e| Status::unavailable(format!("the issuer published an unusable key: {e}")))
+        key_set(&jwks).map_err(|e| {
+            Status::unavailable(format!("the issuer published an unusable key: {e}")).into()
+        })
     }
 }
 
-/// Keys fetched from an issuer's `GetJwks` over gRPC.
+/// Keys fetched from an issuer's `GetJwks` over gRPC, or from an external issuer's JWKS URL.
 #[derive(Debug)]
 pub struct RemoteKeys {
     issuer: String,
@@ -148,6 +174,25 @@ impl RemoteKeys {
         Self::start(issuer, JwksEndpoint::Sts(client), every, min_refresh).await
     }
 
+    /// An external issuer (`iss = issuer`, configured) publishing its JWK Set at `source`'s URL:
+    /// fetched now (failing if it cannot be, or is not a usable JWK Set), then as
+    /// [`RemoteKeys::connect`]. Only JWT keys: an external issuer's Biscuits are not trusted.
+    pub async fn fetch_jwks_url(
+        issuer: String,
+        source: HttpsJwks,
+        every: Duration,
+        min_refresh: Duration,
+    ) -> Result<Arc<Self>, JwksUrlError> {
+        let keys = source.fetch().await?;
+        Ok(Self::spawn(
+            issuer,
+            JwksEndpoint::Https(source),
+            keys,
+            every,
+            min_refresh,
+        ))
+    }
+
     async fn start(
         issuer: String,
         endpoint: JwksEndpoint,
@@ -155,6 +200,17 @@ impl RemoteKeys {
         min_refresh: Duration,
     ) -> Result<Arc<Self>, Status> {
         let keys = endpoint.fetch().await?;
+        Ok(Self::spawn(issuer, endpoint, keys, every, min_refresh))
+    }
+
+    /// Starts the background refresh of keys just fetched from `endpoint`.
+    fn spawn(
+        issuer: String,
+        endpoint: JwksEndpoint,
+        keys: KeySet,
+        every: Duration,
+        min_refresh: Duration,
+    ) -> Arc<Self> {
         let remote = Arc::new(RemoteKeys {
             issuer,
             keys: Mutex::new(Arc::new(keys)),
@@ -175,7 +231,7 @@ impl RemoteKeys {
                 remote.refresh().await;
             }
         });
-        Ok(remote)
+        remote
     }
 
     /// The issuer's `iss`.

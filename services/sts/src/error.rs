@@ -19,4 +19,11 @@ pub enum StsError {
     },
     #[error("{path} is not a JWK Set with usable keys: {reason}")]
     JwksUnusable { path: PathBuf, reason: String },
+    #[error("external issuer {issuer}: {reason}")]
+    ExternalIssuer { issuer: String, reason: String },
+    #[error("external issuer {issuer}: {source}")]
+    JwksUrl {
+        issuer: String,
+        source: writ_trust::JwksUrlError,
+    },
 }

@@ -103,13 +103,22 @@ pub struct ServeArgs {
     #[arg(long, env = "WRIT_STS_ISSUER")]
     pub sts_issuer: Option<String>,
     /// An external issuer whose JWT access tokens the STS accepts as subject tokens, as
-    /// ISSUER=JWKS_FILE (its `iss` and a file holding its JWK Set; repeatable).
+    /// ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL (its `iss`, and a file holding its JWK Set or
+    /// the https URL serving it, fetched at start and refreshed; repeatable).
     #[arg(
         long = "trust-issuer",
         env = "WRIT_TRUST_ISSUERS",
         value_delimiter = ','
     )]
     pub trust_issuers: Vec<String>,
+    /// The CA certificate (PEM file) to trust for an external issuer's JWKS URL, as
+    /// ISSUER=CA_FILE; required for every --trust-issuer given a URL (repeatable).
+    #[arg(
+        long = "trust-issuer-ca",
+        env = "WRIT_TRUST_ISSUER_CAS",
+        value_delimiter = ','
+    )]
+    pub trust_issuer_cas: Vec<String>,
     /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
     #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
     pub sts_max_feed_staleness: u64,

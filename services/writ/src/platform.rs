@@ -265,7 +265,7 @@ async fn start_sts(
     signal: writ_server::ShutdownSignal,
 ) -> anyhow::Result<writ_sts::Running> {
     use writ_exchange::TrustedIssuer;
-    use writ_sts::keys::{JwksFile, TrustedKeys};
+    use writ_sts::keys::TrustedKeys;
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let grpc = writ_server::bind(SocketAddr::new(args.listen, args.sts_port)).await?;
@@ -354,16 +354,36 @@ async fn start_sts(
         }
     };
     let mut issuers = vec![authority];
-    for spec in &args.trust_issuers {
+    let mut cas = Vec::new();
+    for spec in &args.trust_issuer_cas {
         let (iss, path) = spec
             .split_once('=')
-            .context("--trust-issuer takes ISSUER=JWKS_FILE")?;
-        let keys = JwksFile::load(Path::new(path), Duration::from_secs(5))?;
-        issuers.push(TrustedIssuer {
-            issuer: iss.to_owned(),
-            keys: Arc::new(keys),
-            biscuits: false,
-        });
+            .context("--trust-issuer-ca takes ISSUER=CA_FILE")?;
+        if !args
+            .trust_issuers
+            .iter()
+            .any(|t| t.split_once('=').is_some_and(|(i, _)| i == iss))
+        {
+            anyhow::bail!("--trust-issuer-ca names {iss}, which no --trust-issuer configures");
+        }
+        cas.push((iss, Path::new(path)));
+    }
+    for spec in &args.trust_issuers {
+        let (iss, jwks) = spec
+            .split_once('=')
+            .context("--trust-issuer takes ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL")?;
+        let ca = cas.iter().find(|(i, _)| *i == iss).map(|(_, p)| *p);
+        // Fails closed: a non-https URL, a missing CA or a failed first fetch refuse to start.
+        issuers.push(
+            writ_sts::keys::external_issuer(
+                iss,
+                jwks,
+                ca,
+                writ_sts::keys::EXTERNAL_REFRESH_EVERY,
+                writ_sts::keys::EXTERNAL_MIN_REFRESH,
+            )
+            .await?,
+        );
     }
     let store = SledStore::open(&args.data_dir.join("sts"))
         .with_context(|| format!("opening the STS store in {}", args.data_dir.display()))?;
