@@ -80,9 +80,7 @@ impl TestServer {
         let engine = self.engine.clone();
         let mut issuers = vec![TrustedIssuer {
             issuer: self.issuer.clone(),
-            keys: Arc::new(writ_sts::keys::TrustedKeys(Arc::new(
-                writ_trust::LocalKeys(move || engine.trusted_keys()),
-            ))),
+            keys: Arc::new(writ_trust::LocalKeys(move || engine.trusted_keys())),
             biscuits: true,
         }];
         issuers.extend(opts.issuers);

@@ -69,9 +69,7 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
                 directory: Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
                 issuers: vec![TrustedIssuer {
                     issuer: engine.config().issuer.clone(),
-                    keys: Arc::new(writ_sts::keys::TrustedKeys(Arc::new(
-                        writ_trust::LocalKeys(move || keys_of.trusted_keys()),
-                    ))),
+                    keys: Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
                     biscuits: true,
                 }],
                 revocation: writ_server::endpoint(&revocation_url, None)?.connect_lazy(),

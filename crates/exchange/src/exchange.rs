@@ -334,10 +334,12 @@ impl TokenExchange {
         policies.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
 
         // The tokens: trusted issuer, signature, type, times, not revoked.
-        let subject = self.verify(TokenRole::Subject, &req.subject_token, subject_type)?;
+        let subject = self
+            .verify(TokenRole::Subject, &req.subject_token, subject_type)
+            .await?;
         let actor = match actor_type {
             Some(t) => {
-                let actor = self.verify(TokenRole::Actor, &req.actor_token, t)?;
+                let actor = self.verify(TokenRole::Actor, &req.actor_token, t).await?;
                 // The actor token proves who acts: it must be the caller's own.
                 if actor.claims.client_id != caller {
                     return Err(ExchangeError::actor(Cause::ActorNotCaller));
@@ -499,7 +501,7 @@ impl TokenExchange {
     }
 
     /// A subject or actor token, verified by its issuer and checked against revocations.
-    fn verify(
+    async fn verify(
         &self,
         role: TokenRole,
         token: &str,
@@ -511,7 +513,8 @@ impl TokenExchange {
         }
         let verified = self
             .issuers
-            .verify(token)
+            .verify_refreshing(token)
+            .await
             .map_err(|e| refuse(Cause::from(e)))?;
         // An error here (a stale feed) passes through: fail closed, nothing is issued.
         match self.revocations.revoked(&TokenFacts::of(&verified))? {

@@ -54,11 +54,15 @@ impl Issuer {
 
     fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         self.current_keys();
-        let result = self.verifier.verify(token);
-        if matches!(result, Err(TokenError::UnknownKey)) {
-            self.spec.keys.request_refresh();
-        }
-        result
+        self.verifier.verify(token)
+    }
+
+    /// Fetches this issuer's keys again (rate-limited, single flight; see
+    /// `KeySource::refresh_now`) and adopts them.
+    async fn refresh(&self) {
+        let seen = self.verifier.keys();
+        let keys = self.spec.keys.refresh_now(&seen).await;
+        self.verifier.set_shared_keys(keys);
     }
 }
 
@@ -102,12 +106,36 @@ impl Issuers {
                 let biscuit_issuers = || self.0.iter().filter(|i| i.spec.biscuits);
                 match biscuit_issuers().find(|i| i.current_keys().biscuit_key(id).is_some()) {
                     Some(issuer) => issuer.verify(token),
-                    None => {
-                        biscuit_issuers().for_each(|i| i.spec.keys.request_refresh());
-                        Err(TokenError::UnknownKey)
-                    }
+                    None => Err(TokenError::UnknownKey),
                 }
             }
+        }
+    }
+}
+
+impl Issuers {
+    /// [`Issuers::verify`]; a key its issuer does not know (yet) makes that issuer (for a
+    /// Biscuit: every Writ issuer) fetch its keys again, and the token is verified once more. A
+    /// key rotated in at an issuer thus costs one fetch, not a refused exchange.
+    pub(crate) async fn verify_refreshing(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        match self.verify(token) {
+            Err(TokenError::UnknownKey) => {
+                let claimed = match TokenFormat::detect(token) {
+                    TokenFormat::Jwt => unverified_issuer(token).ok(),
+                    TokenFormat::Biscuit => None,
+                };
+                for issuer in &self.0 {
+                    let relevant = match &claimed {
+                        Some(iss) => &issuer.spec.issuer == iss,
+                        None => issuer.spec.biscuits,
+                    };
+                    if relevant {
+                        issuer.refresh().await;
+                    }
+                }
+                self.verify(token)
+            }
+            other => other,
         }
     }
 }

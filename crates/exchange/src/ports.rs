@@ -55,13 +55,8 @@ pub trait RevocationCheck: Send + Sync + std::fmt::Debug {
     fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>>;
 }
 
-/// The keys of one trusted issuer.
-pub trait IssuerKeys: Send + Sync + std::fmt::Debug {
-    /// The keys now. The same `Arc` until they change, so callers can tell cheaply.
-    fn keys(&self) -> Arc<KeySet>;
-    /// A token named a key not in [`IssuerKeys::keys`]: fetch again if allowed. Never blocks.
-    fn request_refresh(&self) {}
-}
+/// The keys of one trusted issuer (the platform-wide key-source trait).
+pub use writ_token::KeySource as IssuerKeys;
 
 /// Fixed keys (tests, a JWKS read once).
 #[derive(Debug, Clone)]

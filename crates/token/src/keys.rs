@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -552,6 +553,42 @@ impl KeySet {
 
     pub fn is_empty(&self) -> bool {
         self.jwt.is_empty() && self.biscuit.is_empty()
+    }
+}
+
+/// A boxed future, as the object-safe [`KeySource`] returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The keys of one trusted issuer, wherever they come from (in-process, fetched, a file). The
+/// one abstraction every verifier uses (the guard, the revocation service, the STS); fetching
+/// lives with the implementations (`writ-trust`, the STS), not here.
+pub trait KeySource: Send + Sync + std::fmt::Debug {
+    /// The keys now. The same `Arc` until they change, so callers can tell cheaply.
+    fn keys(&self) -> Arc<KeySet>;
+    /// A token named a key not in [`KeySource::keys`]: fetch again if allowed. Never blocks.
+    fn request_refresh(&self) {}
+    /// A token named a key not in `seen` (what the caller verified against): fetch again and
+    /// return the keys after. One fetch at a time, and at most one per rate-limit window: a
+    /// caller arriving inside the window waits for it rather than being refused, so a key
+    /// rotation costs the first request a fetch, not a failure. Keys already newer than `seen`
+    /// are returned at once. By default: [`KeySource::request_refresh`], then the keys now.
+    fn refresh_now<'a>(&'a self, seen: &'a Arc<KeySet>) -> BoxFuture<'a, Arc<KeySet>> {
+        let _ = seen;
+        self.request_refresh();
+        Box::pin(async move { self.keys() })
+    }
+}
+
+/// A shared key source is one too (`Arc<RemoteKeys>`, `Arc<dyn KeySource>`).
+impl<T: KeySource + ?Sized> KeySource for Arc<T> {
+    fn keys(&self) -> Arc<KeySet> {
+        (**self).keys()
+    }
+    fn request_refresh(&self) {
+        (**self).request_refresh()
+    }
+    fn refresh_now<'a>(&'a self, seen: &'a Arc<KeySet>) -> BoxFuture<'a, Arc<KeySet>> {
+        (**self).refresh_now(seen)
     }
 }
 

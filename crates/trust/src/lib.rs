@@ -31,25 +31,7 @@ pub const ERROR_DOMAIN: &str = "oauth2.writ.dev";
 
 pub use jwks_url::{FETCH_TIMEOUT, HttpsJwks, JwksUrlError, MAX_JWKS_BYTES};
 
-/// A boxed future, as the object-safe [`KeySource`] returns.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-/// The keys of one trusted issuer.
-pub trait KeySource: Send + Sync + std::fmt::Debug {
-    /// The keys now. The same `Arc` until they change, so callers can tell cheaply.
-    fn keys(&self) -> Arc<KeySet>;
-    /// A token named a key not in [`KeySource::keys`]: fetch again if allowed. Never blocks.
-    fn request_refresh(&self) {}
-    /// A token named a key not in `seen` (what the caller verified against): fetch again and
-    /// return the keys after. One fetch at a time, and at most one per rate-limit window: a
-    /// caller arriving inside the window waits for it rather than being refused, so a key
-    /// rotation costs the first request a fetch, not a failure. Keys already newer than `seen`
-    /// are returned at once.
-    fn refresh_now<'a>(&'a self, seen: &'a Arc<KeySet>) -> BoxFuture<'a, Arc<KeySet>> {
-        let _ = seen;
-        Box::pin(async move { self.keys() })
-    }
-}
+pub use writ_token::{BoxFuture, KeySource};
 
 /// Keys of an issuer running in this process.
 pub struct LocalKeys<F>(pub F);
@@ -142,6 +124,8 @@ pub struct RemoteKeys {
     /// Held while fetching: one fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     fetches: std::sync::atomic::AtomicU64,
+    /// Itself, for the background fetches `request_refresh` starts.
+    me: std::sync::Weak<RemoteKeys>,
 }
 
 impl RemoteKeys {
@@ -211,7 +195,8 @@ impl RemoteKeys {
         every: Duration,
         min_refresh: Duration,
     ) -> Arc<Self> {
-        let remote = Arc::new(RemoteKeys {
+        let remote = Arc::new_cyclic(|me| RemoteKeys {
+            me: me.clone(),
             issuer,
             keys: Mutex::new(Arc::new(keys)),
             endpoint,
@@ -260,7 +245,7 @@ impl RemoteKeys {
     }
 }
 
-impl KeySource for Arc<RemoteKeys> {
+impl KeySource for RemoteKeys {
     fn keys(&self) -> Arc<KeySet> {
         self.keys.lock().clone()
     }
@@ -271,7 +256,7 @@ impl KeySource for Arc<RemoteKeys> {
             return;
         }
         *last = Instant::now();
-        let me = self.clone();
+        let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
             let _one = me.fetching.lock().await;
             me.refresh().await

@@ -12,20 +12,6 @@ use writ_token::KeySet;
 
 use crate::error::StsError;
 
-/// A `writ-trust` key source (the authorization server's keys) as the exchange sees it.
-#[derive(Debug, Clone)]
-pub struct TrustedKeys(pub Arc<dyn writ_trust::KeySource>);
-
-impl IssuerKeys for TrustedKeys {
-    fn keys(&self) -> Arc<KeySet> {
-        self.0.keys()
-    }
-
-    fn request_refresh(&self) {
-        self.0.request_refresh()
-    }
-}
-
 /// How often an external issuer's JWKS URL is fetched in the background.
 pub const EXTERNAL_REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// At most one fetch (or file read) per this window when tokens name unknown keys.
@@ -68,7 +54,7 @@ pub async fn external_issuer(
             writ_trust::RemoteKeys::fetch_jwks_url(issuer.to_owned(), source, every, min_refresh)
                 .await
                 .map_err(url_error)?;
-        Arc::new(TrustedKeys(Arc::new(remote)))
+        Arc::new(remote)
     } else {
         if ca.is_some() {
             return Err(refuse(

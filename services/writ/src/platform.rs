@@ -265,7 +265,6 @@ async fn start_sts(
     signal: writ_server::ShutdownSignal,
 ) -> anyhow::Result<writ_sts::Running> {
     use writ_exchange::TrustedIssuer;
-    use writ_sts::keys::TrustedKeys;
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let grpc = writ_server::bind(SocketAddr::new(args.listen, args.sts_port)).await?;
@@ -296,9 +295,7 @@ async fn start_sts(
                 Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
                 TrustedIssuer {
                     issuer: engine.config().issuer.clone(),
-                    keys: Arc::new(TrustedKeys(Arc::new(writ_trust::LocalKeys(move || {
-                        keys_of.trusted_keys()
-                    })))),
+                    keys: Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
                     biscuits: true,
                 },
                 Arc::new(writ_sts::revocation::EngineTokens(engine.clone())),
@@ -341,7 +338,7 @@ async fn start_sts(
                 )?),
                 TrustedIssuer {
                     issuer: remote.issuer().to_owned(),
-                    keys: Arc::new(TrustedKeys(Arc::new(remote))),
+                    keys: Arc::new(remote),
                     biscuits: true,
                 },
                 Arc::new(writ_sts::revocation::ClientCredentialsTokens::new(
