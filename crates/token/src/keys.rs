@@ -368,6 +368,22 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// An external issuer's JWK Set as trusted JWT keys: [`parse_jwk_set`], refusing a set with no
+/// usable key (an issuer whose keys cannot verify anything is a configuration error).
+pub fn jwt_key_set(json: &str) -> Result<KeySet, TokenError> {
+    let keys = parse_jwk_set(json)?;
+    if keys.is_empty() {
+        return Err(TokenError::InvalidKey(
+            "no EdDSA or ES256 signature key with a kid",
+        ));
+    }
+    let mut set = KeySet::new();
+    for k in keys {
+        set.insert_jwt(k);
+    }
+    Ok(set)
+}
+
 /// Parses a JWK Set from another issuer with the `jsonwebtoken` crate's JWK parser, keeping only
 /// keys Writ can trust: an allowed algorithm, a key id, `use` absent or "sig", and `key_ops`
 /// absent or including "verify". Keys of other kinds are skipped, not errors, as other verifiers

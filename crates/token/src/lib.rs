@@ -74,7 +74,7 @@ pub use inspect::{UnverifiedView, decode_unverified};
 pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
 pub use keys::{
     Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, Jwk, JwkSet, KeySet, KeySource,
-    MAX_KID_LEN, SigningKey, VerificationKey, parse_jwk_set,
+    MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
 };
 pub use revocation::{
     MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationEntry, RevocationError,

@@ -125,17 +125,7 @@ impl HttpsJwks {
             reason,
         };
         let json = std::str::from_utf8(&body).map_err(|_| unusable("not UTF-8".into()))?;
-        let keys = writ_token::parse_jwk_set(json).map_err(|e| unusable(e.to_string()))?;
-        if keys.is_empty() {
-            return Err(unusable(
-                "no EdDSA or ES256 signature key with a kid".into(),
-            ));
-        }
-        let mut set = KeySet::new();
-        for k in keys {
-            set.insert_jwt(k);
-        }
-        Ok(set)
+        writ_token::jwt_key_set(json).map_err(|e| unusable(e.to_string()))
     }
 
     /// One GET on a fresh connection; the body, bounded.

@@ -102,17 +102,7 @@ fn read(path: &Path) -> Result<KeySet, StsError> {
         path: path.to_owned(),
         reason,
     };
-    let keys = writ_token::parse_jwk_set(&json).map_err(|e| unusable(e.to_string()))?;
-    if keys.is_empty() {
-        return Err(unusable(
-            "no EdDSA or ES256 signature key with a kid".into(),
-        ));
-    }
-    let mut set = KeySet::new();
-    for k in keys {
-        set.insert_jwt(k);
-    }
-    Ok(set)
+    writ_token::jwt_key_set(&json).map_err(|e| unusable(e.to_string()))
 }
 
 impl IssuerKeys for JwksFile {
