@@ -674,6 +674,12 @@ async fn an_external_issuers_jwks_url_is_refused_at_start_unless_https_trusted_a
         )
         .await
     };
+    // Why a configuration was refused: the JWKS URL's error.
+    let refusal = |r: Result<_, writ_sts::StsError>| match r {
+        Err(writ_sts::StsError::JwksUrl { source, .. }) => source,
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("accepted"),
+    };
 
     // As configured: fetched, one key.
     let trusted = configure(server.url.clone(), Some(ca.clone()))
@@ -685,35 +691,15 @@ async fn an_external_issuers_jwks_url_is_refused_at_start_unless_https_trusted_a
 
     // Not https: refused before any fetch.
     let plain = server.url.replacen("https://", "http://", 1);
-    let e = configure(plain, Some(ca.clone())).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            writ_sts::StsError::JwksUrl {
-                source: writ_trust::JwksUrlError::NotHttps(_),
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = refusal(configure(plain, Some(ca.clone())).await);
+    assert!(matches!(e, writ_trust::JwksUrlError::NotHttps(_)), "{e}");
     // No CA, or a CA that did not issue the server's certificate.
     assert!(configure(server.url.clone(), None).await.is_err());
     let other = writ_tls::ensure_dev_pki(&dir.path().join("other"), &[]).unwrap();
     let other_ca = dir.path().join("other").join(writ_tls::CA_CERT_FILE);
     assert!(other.ca_pem.is_some());
-    let e = configure(server.url.clone(), Some(other_ca))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            writ_sts::StsError::JwksUrl {
-                source: writ_trust::JwksUrlError::Fetch { .. },
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = refusal(configure(server.url.clone(), Some(other_ca)).await);
+    assert!(matches!(e, writ_trust::JwksUrlError::Fetch { .. }), "{e}");
     assert_eq!(
         server.fetches(),
         1,
@@ -723,32 +709,16 @@ async fn an_external_issuers_jwks_url_is_refused_at_start_unless_https_trusted_a
     // Too large, or not a JWK Set (or one without a usable key).
     let padding = "x".repeat(writ_trust::MAX_JWKS_BYTES);
     server.serve(&format!(r#"{{"keys":[],"pad":"{padding}"}}"#));
-    let e = configure(server.url.clone(), Some(ca.clone()))
-        .await
-        .unwrap_err();
+    let e = refusal(configure(server.url.clone(), Some(ca.clone())).await);
     assert!(
-        matches!(
-            e,
-            writ_sts::StsError::JwksUrl {
-                source: writ_trust::JwksUrlError::TooLarge { .. },
-                ..
-            }
-        ),
+        matches!(e, writ_trust::JwksUrlError::TooLarge { .. }),
         "{e}"
     );
     for body in ["<html>not a JWKS</html>", r#"{"keys":[]}"#] {
         server.serve(body);
-        let e = configure(server.url.clone(), Some(ca.clone()))
-            .await
-            .unwrap_err();
+        let e = refusal(configure(server.url.clone(), Some(ca.clone())).await);
         assert!(
-            matches!(
-                e,
-                writ_sts::StsError::JwksUrl {
-                    source: writ_trust::JwksUrlError::Unusable { .. },
-                    ..
-                }
-            ),
+            matches!(e, writ_trust::JwksUrlError::Unusable { .. }),
             "{e}"
         );
     }
