@@ -722,7 +722,7 @@ pub async fn bind_loopback(scheme: &str) -> (tokio::net::TcpListener, String) {
     (listener, url)
 }
 
-/// The workspace root (for `../shared` and scripts).
+/// The workspace root (for the interop scripts).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

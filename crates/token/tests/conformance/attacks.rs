@@ -1,4 +1,4 @@
-//! `../shared/SECURITY.md` items 1-11 (token verification) and 23-24 (Biscuit), each as tests
+//! The security checklist's (SECURITY.md) items 1-11 (token verification) and 23-24 (Biscuit), each as tests
 //! that say what they prove. Bad tokens are made by hand (base64 + JSON + a signing key), so
 //! each one differs from a token Writ accepts in exactly the way under test; every test also
 //! shows the unchanged token passing, so a rejection cannot come from a broken helper.

@@ -1,4 +1,4 @@
-//! The Biscuit specification samples (`../shared/vectors/biscuit-samples`: `samples.json` and the
+//! The Biscuit specification samples (`tests/vectors/biscuit-samples`: `samples.json` and the
 //! `test*.bc` tokens, as shipped with biscuit-auth 6.0.0), run through [`authorize_biscuit`], the
 //! Biscuit core [`writ_token::TokenVerifier`] itself uses, with Writ's default run limits (but
 //! for time, see below).
@@ -20,9 +20,9 @@ use writ_token::biscuit_auth::datalog::ExternFunc;
 use writ_token::biscuit_auth::{AuthorizerBuilder, PublicKey};
 use writ_token::{BiscuitLimits, TokenError, authorize_biscuit, check_attenuation_blocks};
 
-use super::support::{read_shared, read_shared_json};
+use super::support::{read_vector, read_vector_json};
 
-const DIR: &str = "vectors/biscuit-samples";
+const DIR: &str = "biscuit-samples";
 
 /// Samples a Writ verifier refuses although their signatures hold: Writ's attenuation blocks
 /// carry only checks on one predicate each ([`check_attenuation_blocks`]), because facts, rules
@@ -94,7 +94,7 @@ fn expected_outcome(result: &Value) -> Result<(), fn(&TokenError) -> bool> {
 
 #[test]
 fn biscuit_samples_agree_with_the_specification() {
-    let samples = read_shared_json(&format!("{DIR}/samples.json"));
+    let samples = read_vector_json(&format!("{DIR}/samples.json"));
     let root = PublicKey::from_bytes_hex(
         samples["root_public_key"].as_str().unwrap(),
         writ_token::biscuit_auth::Algorithm::Ed25519,
@@ -111,7 +111,7 @@ fn biscuit_samples_agree_with_the_specification() {
     let mut refused_by_writ = BTreeSet::new();
     for case in cases {
         let file = case["filename"].as_str().unwrap();
-        let token = URL_SAFE.encode(read_shared(&format!("{DIR}/{file}")));
+        let token = URL_SAFE.encode(read_vector(&format!("{DIR}/{file}")));
         for (name, validation) in case["validations"].as_object().unwrap() {
             let what = format!("{file} validation {name:?}");
             let code = validation["authorizer_code"].as_str().unwrap();

@@ -1,4 +1,4 @@
-//! What the conformance tests share: the path of the shared material, fixed keys, a verifier on a
+//! What the conformance tests share: the vendored test vectors, fixed keys, a verifier on a
 //! manual clock, and JWTs made by hand.
 
 use std::path::PathBuf;
@@ -26,32 +26,26 @@ const ED_SECRET: [u8; 32] = [7; 32];
 const ES_SECRET: [u8; 32] = [0x11; 32];
 const ROOT_SECRET: [u8; 32] = [0x42; 32];
 
-/// A file of the shared material (`../shared` beside the workspace). Fails, naming the path it
-/// looked at, when the material is not there: a missing folder must never pass silently.
-pub fn shared_path(relative: &str) -> PathBuf {
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
-    assert!(
-        root.is_dir(),
-        "the shared test material is missing: expected the directory {} (`../shared` beside the \
-         workspace, as in CI)",
-        root.display()
-    );
-    let path = root.join(relative);
+/// A vendored test vector file (`crates/token/tests/vectors/`, with its upstream license). Fails,
+/// naming the path it looked at, when the file is not there: a missing vector must never pass
+/// silently.
+pub fn vector_path(relative: &str) -> PathBuf {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")).join(relative);
     assert!(
         path.exists(),
-        "the shared test material is incomplete: {} does not exist",
+        "a vendored test vector is missing: {} does not exist",
         path.display()
     );
     path
 }
 
-pub fn read_shared(relative: &str) -> Vec<u8> {
-    let path = shared_path(relative);
+pub fn read_vector(relative: &str) -> Vec<u8> {
+    let path = vector_path(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-pub fn read_shared_json(relative: &str) -> Value {
-    serde_json::from_slice(&read_shared(relative))
+pub fn read_vector_json(relative: &str) -> Value {
+    serde_json::from_slice(&read_vector(relative))
         .unwrap_or_else(|e| panic!("{relative} is not JSON: {e}"))
 }
 

@@ -1,4 +1,4 @@
-//! Project Wycheproof (`../shared/vectors/wycheproof`, commit dac1dd4) against Writ's verifier,
+//! Project Wycheproof (`tests/vectors/wycheproof`, commit dac1dd4) against Writ's verifier,
 //! for the two algorithms it accepts, EdDSA and ES256.
 //!
 //! - `json_web_signature_test.json`: every compact JWS through [`TokenVerifier::verify_jws`]
@@ -22,9 +22,9 @@ use writ_token::{
     VerifierConfig, parse_jwk_set,
 };
 
-use super::support::{NOW, b64, read_shared_json};
+use super::support::{NOW, b64, read_vector_json};
 
-const DIR: &str = "vectors/wycheproof";
+const DIR: &str = "wycheproof";
 
 /// Outcomes of one file, by Wycheproof's expected result.
 #[derive(Debug, Default)]
@@ -219,7 +219,7 @@ fn jws_text(case: &Value) -> String {
 #[test]
 fn json_web_signature_vectors() {
     let file = "json_web_signature_test.json";
-    let doc = read_shared_json(&format!("{DIR}/{file}"));
+    let doc = read_vector_json(&format!("{DIR}/{file}"));
     let mut tally = Tally::default();
     for group in array(&doc, "testGroups") {
         let public = group.get("public").filter(|p| !p.is_null());
@@ -242,7 +242,7 @@ fn json_web_key_vectors() {
     // off the curve, the wrong `kty`): for those the key must not become trusted, and nothing
     // may verify.
     let file = "json_web_key_test.json";
-    let doc = read_shared_json(&format!("{DIR}/{file}"));
+    let doc = read_vector_json(&format!("{DIR}/{file}"));
     let mut tally = Tally::default();
     for group in array(&doc, "testGroups") {
         let set = [group.get("public"), group.get("private")]
@@ -258,7 +258,7 @@ fn json_web_key_vectors() {
 /// Runs a signature-verification file (`msg`, `sig` in hex) through `verify_signature` with the
 /// key `key_of` builds from each group.
 fn signature_file(file: &str, key_of: impl Fn(&Value) -> Result<VerificationKey, TokenError>) {
-    let doc = read_shared_json(&format!("{DIR}/{file}"));
+    let doc = read_vector_json(&format!("{DIR}/{file}"));
     let mut tally = Tally::default();
     for group in array(&doc, "testGroups") {
         let key = key_of(group).unwrap_or_else(|e| {
