@@ -112,8 +112,27 @@ async fn errors_are_rfc6749_json_with_the_right_status() {
         "a".repeat(200_000)
     );
     let r = token(&http, &auth, &huge).await;
-    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_oversized_refusal(&r);
+    // Declared far too large and withheld (`Expect: 100-continue`): refused before it is sent,
+    // as RFC JSON, not a reset connection.
+    let r = http
+        .raw_head(&format!(
+            "POST /oauth2/token HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\
+             content-type: application/x-www-form-urlencoded\r\n\
+             content-length: 50000000\r\nexpect: 100-continue"
+        ))
+        .await;
+    assert_oversized_refusal(&r);
     assert_eq!(server.state(), before);
+}
+
+/// An oversized body's refusal: 413, RFC 6749 JSON `invalid_request`, never cached.
+#[track_caller]
+pub fn assert_oversized_refusal(r: &HttpResponse) {
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.json()["error"], "invalid_request");
 }
 
 #[tokio::test]

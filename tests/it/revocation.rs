@@ -496,7 +496,11 @@ async fn bad_revoke_requests_are_refused_clearly_and_write_nothing() {
 
     // Callers: no token, garbage, another audience, the watch scope only.
     let (other_id, other_secret) = server
-        .service_client("other", writ_revocation::SCOPE_PUBLISH, &["orders"])
+        .service_client(
+            "other",
+            writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE,
+            &["orders"],
+        )
         .await;
     let other_audience = server.cc_token(&other_id, &other_secret).await;
     let watch_only = server.watch_token().await;
@@ -585,7 +589,11 @@ async fn watch_refuses_a_cursor_from_the_future_and_needs_a_token() {
     );
     // A token for the authorization server's other audiences is not one for this service.
     let (id, secret) = server
-        .service_client("elsewhere", writ_revocation::SCOPE_WATCH, &["orders"])
+        .service_client(
+            "elsewhere",
+            writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+            &["orders"],
+        )
         .await;
     let mut elsewhere = server
         .revocation(&server.cc_token(&id, &secret).await)

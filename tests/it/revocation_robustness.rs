@@ -282,7 +282,7 @@ impl Tokens {
                 client_id: self.id.clone(),
                 client_secret: self.secret.clone(),
                 scope: self.scope.into(),
-                audience: vec![writ_revocation::AUDIENCE.into()],
+                audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
                 ..Default::default()
             })
             .await
@@ -613,8 +613,8 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
         AdminServiceClient::with_interceptor(authz.clone(), Bearer::new(admin_token.trim()));
     let mut tokens = Vec::new();
     for (id, scope) in [
-        ("producer", writ_revocation::SCOPE_PUBLISH),
-        ("subscriber", writ_revocation::SCOPE_WATCH),
+        ("producer", writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE),
+        ("subscriber", writ_vocabulary::names::REVOCATION_WATCH_SCOPE),
     ] {
         let created = admin
             .create_client(pb_admin::CreateClientRequest {
@@ -623,7 +623,7 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
                     client_type: pb_admin::ClientType::Confidential as i32,
                     grant_types: vec!["client_credentials".into()],
                     scope: scope.into(),
-                    audience: vec![writ_revocation::AUDIENCE.into()],
+                    audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
                     ..Default::default()
                 }),
             })

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tonic::{Code, Status};
-use writ_exchange::token_type;
 use writ_proto::admin as pb_admin;
 use writ_proto::common::TokenFormat as PbFormat;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
@@ -20,6 +19,7 @@ use writ_token::{
     AccessClaims, Actor, Algorithm, ManualClock, RevocationKind, SigningKey, TokenError,
     TokenFormat, TokenVerifier, VerifiedToken, VerifierConfig,
 };
+use writ_vocabulary::token_type;
 
 use crate::grants::verifier_for;
 
@@ -58,24 +58,32 @@ async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
                 "refresh_token".into(),
             ],
             scope: SCOPE.into(),
-            audience: vec!["orders".into(), writ_exchange::STS_AUDIENCE.into()],
+            audience: vec!["orders".into(), writ_vocabulary::names::STS_AUDIENCE.into()],
             token_formats: vec![PbFormat::Jwt as i32, PbFormat::Biscuit as i32],
             ..Default::default()
         })
         .await;
     server.create_user("alice", USER_PASSWORD, SCOPE).await;
     let orders = server
-        .service_client("orders", "orders.self", &[writ_exchange::STS_AUDIENCE])
+        .service_client(
+            "orders",
+            "orders.self",
+            &[writ_vocabulary::names::STS_AUDIENCE],
+        )
         .await;
     let inventory = server
         .service_client(
             "inventory",
             "inventory.self",
-            &[writ_exchange::STS_AUDIENCE],
+            &[writ_vocabulary::names::STS_AUDIENCE],
         )
         .await;
     let billing = server
-        .service_client("billing", "billing.self", &[writ_exchange::STS_AUDIENCE])
+        .service_client(
+            "billing",
+            "billing.self",
+            &[writ_vocabulary::names::STS_AUDIENCE],
+        )
         .await;
     set_policy(
         &server,
@@ -189,7 +197,7 @@ impl Fixture {
     /// A client_credentials token `client` got for the STS, to present as its actor token.
     async fn own_token(&self, client: &Creds) -> String {
         let mut req = cc(&client.0, &client.1);
-        req.audience = vec![writ_exchange::STS_AUDIENCE.into()];
+        req.audience = vec![writ_vocabulary::names::STS_AUDIENCE.into()];
         self.server.issue(req).await.access_token
     }
 
@@ -1054,7 +1062,7 @@ async fn the_http_facade_exchanges_a_form_post_and_publishes_metadata_and_jwks()
     let http = f.sts.http();
     let form = format!(
         "grant_type={}&subject_token={}&subject_token_type={}&audience=inventory&scope=inventory.read",
-        form_encode(writ_exchange::GRANT_TYPE),
+        form_encode(writ_vocabulary::grant_type::TOKEN_EXCHANGE),
         form_encode(&subject),
         form_encode(token_type::ACCESS_TOKEN),
     );
@@ -1096,6 +1104,21 @@ async fn the_http_facade_exchanges_a_form_post_and_publishes_metadata_and_jwks()
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_target");
     assert!(r.json().get("access_token").is_none());
+    assert_eq!(r.headers["cache-control"], "no-store");
+    // An oversized body, sent or only declared, is an RFC JSON refusal too.
+    let huge = format!("{form}&scope={}", "a".repeat(100_000));
+    let r = http
+        .post_form("/oauth2/token", &[("authorization", &basic)], &huge)
+        .await;
+    crate::http_facade::assert_oversized_refusal(&r);
+    let r = http
+        .raw_head(
+            "POST /oauth2/token HTTP/1.1\r\nhost: x\r\n\
+             content-type: application/x-www-form-urlencoded\r\n\
+             content-length: 9000000\r\nexpect: 100-continue",
+        )
+        .await;
+    crate::http_facade::assert_oversized_refusal(&r);
 
     let meta = http
         .get("/.well-known/oauth-authorization-server")
@@ -1106,7 +1129,10 @@ async fn the_http_facade_exchanges_a_form_post_and_publishes_metadata_and_jwks()
         meta["token_endpoint"],
         format!("{}/oauth2/token", f.sts.issuer)
     );
-    assert_eq!(meta["grant_types_supported"][0], writ_exchange::GRANT_TYPE);
+    assert_eq!(
+        meta["grant_types_supported"][0],
+        writ_vocabulary::grant_type::TOKEN_EXCHANGE
+    );
     let jwks = http.get("/.well-known/jwks.json").await.json();
     let kid = writ_token::decode_unverified(body["access_token"].as_str().unwrap())
         .unwrap()

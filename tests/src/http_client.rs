@@ -117,6 +117,80 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// Writes `head` (a request line and headers, without the blank line) and no body, then
+    /// reads one response: status, headers, and a body of its `content-length`. For requests a
+    /// well-behaved client library will not send (a declared body it withholds). Bounded: 10 s.
+    pub async fn raw_head(&self, head: &str) -> HttpResponse {
+        use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+        async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, head: &str) -> Vec<u8> {
+            s.write_all(format!("{head}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return buf;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some((headers, body)) = text.split_once("\r\n\r\n") {
+                    let length = headers
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        return buf;
+                    }
+                }
+            }
+        }
+        let authority = self.base.split("://").nth(1).unwrap().to_owned();
+        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let raw = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            match &self.tls {
+                Some(cfg) => {
+                    let host = authority.rsplit_once(':').unwrap().0.to_owned();
+                    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+                    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                        .connect(name, tcp)
+                        .await
+                        .unwrap();
+                    exchange(tls, head).await
+                }
+                None => exchange(tcp, head).await,
+            }
+        })
+        .await
+        .expect("an answer within 10 s");
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .expect("a complete response head");
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let mut headers = HeaderMap::new();
+        for l in lines {
+            let (k, v) = l.split_once(':').unwrap();
+            headers.append(
+                http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
+                v.trim().parse().unwrap(),
+            );
+        }
+        HttpResponse {
+            status: StatusCode::from_bytes(status.as_bytes()).unwrap(),
+            headers,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
 type Body = http_body_util::Full<hyper::body::Bytes>;
 
 fn http_body_full(body: Vec<u8>) -> Body {

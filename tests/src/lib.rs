@@ -119,7 +119,7 @@ impl TestServer {
         let keys_of = engine.clone();
         let auth = Arc::new(writ_trust::Authenticator::new(
             http_url.clone(),
-            writ_revocation::AUDIENCE.to_owned(),
+            writ_vocabulary::names::REVOCATION_AUDIENCE.to_owned(),
             Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
             clock.clone(),
         ));
@@ -470,22 +470,24 @@ impl TestServer {
             CLIENTS.fetch_add(1, Ordering::Relaxed)
         );
         let (id, secret) = self
-            .service_client(&id, scope, &[writ_revocation::AUDIENCE])
+            .service_client(&id, scope, &[writ_vocabulary::names::REVOCATION_AUDIENCE])
             .await;
         let mut req = cc(&id, &secret);
         req.scope = scope.into();
-        req.audience = vec![writ_revocation::AUDIENCE.into()];
+        req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
         self.issue(req).await.access_token
     }
 
     /// A token that may watch the feed and read its status.
     pub async fn watch_token(&self) -> String {
-        self.revocation_token(writ_revocation::SCOPE_WATCH).await
+        self.revocation_token(writ_vocabulary::names::REVOCATION_WATCH_SCOPE)
+            .await
     }
 
     /// A token that may publish revocations.
     pub async fn publish_token(&self) -> String {
-        self.revocation_token(writ_revocation::SCOPE_PUBLISH).await
+        self.revocation_token(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)
+            .await
     }
 
     /// A background watcher keeping `set` current from this server's feed.

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use tonic::Status;
 use tonic::transport::Channel;
-use writ_exchange::{Config, TokenExchange, TrustedIssuer, token_type};
+use writ_exchange::{Config, TokenExchange, TrustedIssuer};
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
 use writ_revocation_client::{RevocationSet, WatchConfig};
 use writ_server::Shutdown;
 use writ_store::SledStore;
 use writ_token::{SharedClock, TokenVerifier, VerifierConfig};
+use writ_vocabulary::token_type;
 
 use crate::{TestServer, bind_loopback, connect, eventually, http_client};
 
@@ -92,8 +93,8 @@ impl TestServer {
             let (id, secret) = self
                 .service_client(
                     "sts-watcher",
-                    writ_revocation::SCOPE_WATCH,
-                    &[writ_revocation::AUDIENCE],
+                    writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+                    &[writ_vocabulary::names::REVOCATION_AUDIENCE],
                 )
                 .await;
             let authz = self.channel().await;
@@ -224,7 +225,7 @@ pub fn exchange_request(
         writ_token::TokenFormat::Biscuit => token_type::BISCUIT,
     };
     ExchangeRequest {
-        grant_type: writ_exchange::GRANT_TYPE.into(),
+        grant_type: writ_vocabulary::grant_type::TOKEN_EXCHANGE.into(),
         client_id: id.into(),
         client_secret: secret.into(),
         audience: audience.iter().map(|s| (*s).to_owned()).collect(),

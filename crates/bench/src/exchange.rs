@@ -9,12 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use writ_exchange::{GRANT_TYPE, TrustedIssuer, token_type};
+use writ_exchange::TrustedIssuer;
 use writ_oauth::records::ExchangePolicyRecord;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::sts::ExchangeRequest;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_store::SledStore;
+use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
+use writ_vocabulary::token_type;
 
 use crate::{Cli, Outcome, Server, cc_request, channels, connect_one, drive};
 
@@ -23,7 +25,8 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
     let server = Server::start(false)?;
     let (frontend, frontend_secret) =
         server.cc_client("frontend", "inventory.read inventory.write", "orders")?;
-    let (orders, orders_secret) = server.cc_client("orders", "", writ_exchange::STS_AUDIENCE)?;
+    let (orders, orders_secret) =
+        server.cc_client("orders", "", writ_vocabulary::names::STS_AUDIENCE)?;
     let engine = server.engine.clone();
     let dir = tempfile::tempdir()?;
     let signal = server.shutdown.signal();

@@ -198,7 +198,7 @@ fn revocation_auth(
     let keys_of = engine.clone();
     Arc::new(writ_trust::Authenticator::new(
         engine.config().issuer.clone(),
-        writ_revocation::AUDIENCE.to_owned(),
+        writ_vocabulary::names::REVOCATION_AUDIENCE.to_owned(),
         Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
         clock,
     ))

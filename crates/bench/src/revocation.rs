@@ -115,7 +115,7 @@ impl RevocationServer {
     fn bearer(&self, scope: &str) -> anyhow::Result<MetadataValue<tonic::metadata::Ascii>> {
         let (jwt, _) = self
             .engine
-            .service_token(writ_revocation::AUDIENCE, scope)?;
+            .service_token(writ_vocabulary::names::REVOCATION_AUDIENCE, scope)?;
         Ok(format!("Bearer {jwt}").parse()?)
     }
 }
@@ -217,10 +217,10 @@ fn log_append(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Outco
             let now = unix_now();
             let n = next.fetch_add(1, Ordering::Relaxed);
             async move {
-                let e = writ_revocation_client::convert::entry_from_pb(entry(n, now), now);
+                let e = writ_proto::convert::revocation_entry(entry(n, now), now);
                 match e {
-                    Some(e) => log.append(&[e], now).await.is_ok(),
-                    None => false,
+                    Ok(e) => log.append(&[e], now).await.is_ok(),
+                    Err(_) => false,
                 }
             }
         },
@@ -231,7 +231,7 @@ fn log_append(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Outco
 
 fn revoke(cli: &Cli, load: &tokio::runtime::Runtime, per_call: usize) -> anyhow::Result<Outcome> {
     let server = RevocationServer::start()?;
-    let bearer = server.bearer(writ_revocation::SCOPE_PUBLISH)?;
+    let bearer = server.bearer(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)?;
     let store = server.store.clone();
     let mut outcome = load.block_on(async {
         let chans = Arc::new(channels(&server.url, None, cli.connections).await?);
@@ -430,8 +430,8 @@ fn propagate(
     connections: usize,
 ) -> anyhow::Result<Propagation> {
     let server = RevocationServer::start()?;
-    let publish = server.bearer(writ_revocation::SCOPE_PUBLISH)?;
-    let watch = server.bearer(writ_revocation::SCOPE_WATCH)?;
+    let publish = server.bearer(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)?;
+    let watch = server.bearer(writ_vocabulary::names::REVOCATION_WATCH_SCOPE)?;
     let total = WARMUP_REVOCATIONS + args.revocations;
     let gap = Duration::from_millis(args.gap_ms);
     load.block_on(async {

@@ -4,6 +4,7 @@
 
 use writ_keyring::KeyringError;
 use writ_token::{RevocationKind, TokenError};
+use writ_vocabulary::{ErrorCode, Kind, Refusal, Refuse};
 
 /// Which token of the request a refusal is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,20 +154,32 @@ impl ExchangeError {
         }
     }
 
-    /// The OAuth error code (RFC 6749 section 5.2, RFC 8693 section 2.2.2).
-    pub fn oauth_code(&self) -> &'static str {
+    /// The OAuth error code (RFC 6749 section 5.2, RFC 8693 section 2.2.2) and the kind of
+    /// refusal.
+    fn classify(&self) -> (Kind, ErrorCode) {
         match self {
-            ExchangeError::InvalidRequest(_) | ExchangeError::Rejected { .. } => "invalid_request",
-            ExchangeError::InvalidClient => "invalid_client",
-            ExchangeError::UnauthorizedClient(_) => "unauthorized_client",
-            ExchangeError::UnsupportedGrantType => "unsupported_grant_type",
-            ExchangeError::InvalidScope(_) => "invalid_scope",
-            ExchangeError::InvalidTarget(_) => "invalid_target",
-            ExchangeError::Unavailable(_) => "temporarily_unavailable",
+            ExchangeError::InvalidRequest(_) | ExchangeError::Rejected { .. } => {
+                (Kind::InvalidArgument, ErrorCode::InvalidRequest)
+            }
+            ExchangeError::UnsupportedGrantType => {
+                (Kind::InvalidArgument, ErrorCode::UnsupportedGrantType)
+            }
+            ExchangeError::InvalidClient => (Kind::Unauthenticated, ErrorCode::InvalidClient),
+            ExchangeError::UnauthorizedClient(_) => {
+                (Kind::PermissionDenied, ErrorCode::UnauthorizedClient)
+            }
+            ExchangeError::InvalidScope(_) => (Kind::PermissionDenied, ErrorCode::InvalidScope),
+            ExchangeError::InvalidTarget(_) => (Kind::PermissionDenied, ErrorCode::InvalidTarget),
+            ExchangeError::Unavailable(_) => (Kind::Unavailable, ErrorCode::TemporarilyUnavailable),
             ExchangeError::Keys(_) | ExchangeError::Token(_) | ExchangeError::Internal(_) => {
-                "server_error"
+                (Kind::Internal, ErrorCode::ServerError)
             }
         }
+    }
+
+    /// The OAuth error code.
+    pub fn oauth_code(&self) -> &'static str {
+        self.classify().1.as_str()
     }
 
     /// For a refused token: which rule refused it (see [`Cause::name`]).
@@ -177,19 +190,13 @@ impl ExchangeError {
         }
     }
 
-    /// Whether this is a failure of the server rather than a refusal of the request.
-    pub fn is_server_error(&self) -> bool {
-        matches!(
-            self,
-            ExchangeError::Keys(_) | ExchangeError::Token(_) | ExchangeError::Internal(_)
-        )
-    }
-
     /// A human-readable description without secrets or token contents.
     pub fn description(&self) -> String {
         match self {
             // Key and token-building details stay in the server log.
-            e if e.is_server_error() => "the server could not complete the request".to_owned(),
+            ExchangeError::Keys(_) | ExchangeError::Token(_) | ExchangeError::Internal(_) => {
+                "the server could not complete the request".to_owned()
+            }
             ExchangeError::Rejected { role, cause } => {
                 format!("{}: {}", role.name(), cause.description())
             }
@@ -197,6 +204,19 @@ impl ExchangeError {
                 let s = other.to_string();
                 s.split_once(": ").map(|(_, d)| d.to_owned()).unwrap_or(s)
             }
+        }
+    }
+}
+
+impl Refuse for ExchangeError {
+    /// The RFC code as the reason and, for a refused subject or actor token, the rule that
+    /// refused it as `metadata["cause"]`.
+    fn refusal(&self) -> Refusal {
+        let (kind, code) = self.classify();
+        let refusal = Refusal::oauth(kind, code, self.description());
+        match self.cause() {
+            Some(cause) => refusal.with("cause", cause),
+            None => refusal,
         }
     }
 }

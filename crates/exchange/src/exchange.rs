@@ -16,7 +16,10 @@ use writ_token::{
 use crate::error::{Cause, ExchangeError, Result, TokenRole};
 use crate::issuers::Issuers;
 use crate::ports::{Directory, ExchangePolicy, IssuerKeys, RevocationCheck, TrustedIssuer};
-use crate::{Config, GRANT_TYPE, Metadata, token_type};
+use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
+use writ_vocabulary::token_type;
+
+use crate::{Config, Metadata};
 
 /// Longest identifier (client id, audience, resource) accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -250,9 +253,7 @@ impl TokenExchange {
                 Ok(response)
             }
             Err(e) => {
-                if e.is_server_error() {
-                    tracing::error!(error = %e, "token exchange failed");
-                }
+                // A server failure's detail is logged where it is answered (writ_proto::refusal).
                 tracing::warn!(
                     target: "writ::audit",
                     event = "token_exchanged",

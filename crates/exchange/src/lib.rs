@@ -63,22 +63,6 @@ pub use ports::{
     BoxFuture, Directory, ExchangePolicy, IssuerKeys, RevocationCheck, StaticKeys, TrustedIssuer,
 };
 
-/// The grant type of RFC 8693.
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
-/// The audience of tokens addressed to the STS itself (a client asking the authorization server
-/// for a token it means to exchange).
-pub const STS_AUDIENCE: &str = "writ-sts";
-
-/// Token type URIs (RFC 8693 section 3, and Writ's for Biscuits).
-pub mod token_type {
-    pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-    pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-    pub const REFRESH_TOKEN: &str = "urn:ietf:params:oauth:token-type:refresh_token";
-    pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-    pub const BISCUIT: &str = "urn:writ:params:oauth:token-type:biscuit";
-}
-
 /// How the exchange behaves. Defaults are the secure ones.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,7 +84,7 @@ impl Config {
     pub fn new(issuer: impl Into<String>) -> Self {
         Config {
             issuer: issuer.into(),
-            audience: STS_AUDIENCE.to_owned(),
+            audience: writ_vocabulary::names::STS_AUDIENCE.to_owned(),
             default_lifetime: 300,
             max_lifetime: 3600,
             default_max_chain_depth: 4,

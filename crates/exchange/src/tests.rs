@@ -15,6 +15,9 @@ use writ_token::{
     VerifierConfig, attenuate, encode_access_token, mint_biscuit,
 };
 
+use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
+use writ_vocabulary::token_type;
+
 use crate::*;
 
 const AS: &str = "https://as.test";

@@ -144,7 +144,7 @@ impl TokenSource {
             .client
             .clone()
             .token(TokenRequest {
-                grant_type: "client_credentials".into(),
+                grant_type: writ_vocabulary::grant_type::CLIENT_CREDENTIALS.into(),
                 client_id: c.client_id.clone(),
                 client_secret: c.client_secret.clone(),
                 scope: c.scope.clone(),

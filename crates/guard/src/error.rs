@@ -1,10 +1,8 @@
 //! Why the guard refused a call, and the one place that becomes a `tonic::Status`.
 
-use std::collections::HashMap;
-
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use writ_token::{RevocationKind, TokenError};
+use writ_vocabulary::{ErrorCode, Kind, Refusal, Refuse};
 
 /// `google.rpc.ErrorInfo.domain` of the guard's refusals.
 pub const ERROR_DOMAIN: &str = "guard.writ.dev";
@@ -31,12 +29,19 @@ pub enum GuardError {
 }
 
 impl GuardError {
-    /// The RFC 6750 error code, as `ErrorInfo.reason`.
+    /// The reason, as `ErrorInfo.reason`: the RFC 6750 error code, or the guard's own for a
+    /// method no rule opens and a stale feed.
     pub fn reason(&self) -> &'static str {
         match self {
-            GuardError::MissingToken | GuardError::MalformedHeader => "invalid_request",
-            GuardError::InvalidToken(_) | GuardError::Revoked(_) => "invalid_token",
-            GuardError::InsufficientScope(_) | GuardError::Denied(_) => "insufficient_scope",
+            GuardError::MissingToken | GuardError::MalformedHeader => {
+                ErrorCode::InvalidRequest.as_str()
+            }
+            GuardError::InvalidToken(_) | GuardError::Revoked(_) => {
+                ErrorCode::InvalidToken.as_str()
+            }
+            GuardError::InsufficientScope(_) | GuardError::Denied(_) => {
+                ErrorCode::InsufficientScope.as_str()
+            }
             GuardError::MethodNotAllowed => "method_not_allowed",
             GuardError::RevocationFeedStale => "revocation_feed_stale",
         }
@@ -56,30 +61,37 @@ impl GuardError {
         }
     }
 
-    pub fn code(&self) -> Code {
+    fn kind(&self) -> Kind {
         match self {
             GuardError::MissingToken
             | GuardError::MalformedHeader
             | GuardError::InvalidToken(_)
-            | GuardError::Revoked(_) => Code::Unauthenticated,
+            | GuardError::Revoked(_) => Kind::Unauthenticated,
             GuardError::InsufficientScope(_)
             | GuardError::Denied(_)
-            | GuardError::MethodNotAllowed => Code::PermissionDenied,
-            GuardError::RevocationFeedStale => Code::Unavailable,
+            | GuardError::MethodNotAllowed => Kind::PermissionDenied,
+            GuardError::RevocationFeedStale => Kind::Unavailable,
         }
     }
 
+    pub fn code(&self) -> Code {
+        writ_proto::refusal::grpc_code(self.kind())
+    }
+
     pub fn to_status(&self) -> Status {
-        let mut metadata = HashMap::from([("cause".to_owned(), self.cause().to_owned())]);
-        if let GuardError::InsufficientScope(scopes) = self {
+        writ_proto::refusal::status(self)
+    }
+}
+
+impl Refuse for GuardError {
+    fn refusal(&self) -> Refusal {
+        let refusal = Refusal::new(self.kind(), ERROR_DOMAIN, self.reason(), self.to_string())
+            .with("cause", self.cause());
+        match self {
             // What the method needs is the service's policy, not the caller's secret.
-            metadata.insert("scope".to_owned(), scopes.join(" "));
+            GuardError::InsufficientScope(scopes) => refusal.with("scope", scopes.join(" ")),
+            _ => refusal,
         }
-        Status::with_error_details(
-            self.code(),
-            self.to_string(),
-            ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata),
-        )
     }
 }
 

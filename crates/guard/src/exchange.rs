@@ -13,14 +13,10 @@ use tonic::transport::Channel;
 use writ_proto::sts::ExchangeRequest;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_token::TokenFormat;
+use writ_vocabulary::{grant_type, token_type};
 
 use crate::client::{ClientCredentials, Held};
 use crate::principal::BearerToken;
-
-/// RFC 8693 token types.
-pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-pub const BISCUIT_TOKEN_TYPE: &str = "urn:writ:params:oauth:token-type:biscuit";
 
 /// Most exchanged tokens kept.
 const CAPACITY: usize = 10_000;
@@ -100,14 +96,14 @@ impl Exchanger {
             return Ok(h.token.clone());
         }
         let subject_token_type = match TokenFormat::detect(subject_token) {
-            TokenFormat::Biscuit => BISCUIT_TOKEN_TYPE,
-            TokenFormat::Jwt => ACCESS_TOKEN_TYPE,
+            TokenFormat::Biscuit => token_type::BISCUIT,
+            TokenFormat::Jwt => token_type::ACCESS_TOKEN,
         };
         let response = self
             .client
             .clone()
             .exchange(ExchangeRequest {
-                grant_type: TOKEN_EXCHANGE.into(),
+                grant_type: grant_type::TOKEN_EXCHANGE.into(),
                 client_id: self.credentials.client_id.clone(),
                 client_secret: self.credentials.client_secret.clone(),
                 audience: vec![audience.to_owned()],

@@ -32,7 +32,7 @@ pub use client::{
     AttachToken, AttachTokenLayer, AttachTokenService, ClientCredentials, TokenSource,
 };
 pub use error::{ERROR_DOMAIN, GuardError};
-pub use exchange::{ACCESS_TOKEN_TYPE, BISCUIT_TOKEN_TYPE, Exchanger, TOKEN_EXCHANGE};
+pub use exchange::Exchanger;
 pub use policy::{MethodPolicy, Rule};
 pub use principal::{BearerToken, Principal};
 pub use server::{Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService, Revocations};

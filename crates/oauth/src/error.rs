@@ -4,6 +4,7 @@
 
 use writ_store::StoreError;
 use writ_token::TokenError;
+use writ_vocabulary::{ErrorCode, Kind, Refusal, Refuse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,20 +45,29 @@ pub enum Error {
 }
 
 impl Error {
-    /// The OAuth error code (RFC 6749 section 5.2 and extensions) for responses.
-    pub fn oauth_code(&self) -> &'static str {
+    /// The OAuth error code (RFC 6749 section 5.2 and extensions) and the kind of refusal.
+    fn classify(&self) -> (Kind, ErrorCode) {
         match self {
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::InvalidClient => "invalid_client",
-            Error::InvalidGrant(_) => "invalid_grant",
-            Error::UnauthorizedClient(_) => "unauthorized_client",
-            Error::UnsupportedGrantType => "unsupported_grant_type",
-            Error::InvalidScope(_) => "invalid_scope",
-            Error::InvalidTarget(_) => "invalid_target",
-            Error::AccessDenied(_) | Error::AdminUnauthenticated => "access_denied",
-            Error::NotFound(_) | Error::AlreadyExists(_) | Error::Conflict(_) => "invalid_request",
-            Error::Storage(_) | Error::Token(_) | Error::Internal(_) => "server_error",
+            Error::InvalidRequest(_) => (Kind::InvalidArgument, ErrorCode::InvalidRequest),
+            Error::UnsupportedGrantType => (Kind::InvalidArgument, ErrorCode::UnsupportedGrantType),
+            Error::InvalidClient => (Kind::Unauthenticated, ErrorCode::InvalidClient),
+            Error::AdminUnauthenticated => (Kind::Unauthenticated, ErrorCode::AccessDenied),
+            Error::InvalidGrant(_) => (Kind::PermissionDenied, ErrorCode::InvalidGrant),
+            Error::UnauthorizedClient(_) => (Kind::PermissionDenied, ErrorCode::UnauthorizedClient),
+            Error::InvalidScope(_) => (Kind::PermissionDenied, ErrorCode::InvalidScope),
+            Error::InvalidTarget(_) => (Kind::PermissionDenied, ErrorCode::InvalidTarget),
+            Error::AccessDenied(_) => (Kind::PermissionDenied, ErrorCode::AccessDenied),
+            Error::NotFound(_) => (Kind::NotFound, ErrorCode::InvalidRequest),
+            Error::AlreadyExists(_) => (Kind::AlreadyExists, ErrorCode::InvalidRequest),
+            Error::Conflict(_) => (Kind::Conflict, ErrorCode::InvalidRequest),
+            Error::Storage(_) => (Kind::Unavailable, ErrorCode::ServerError),
+            Error::Token(_) | Error::Internal(_) => (Kind::Internal, ErrorCode::ServerError),
         }
+    }
+
+    /// The OAuth error code for responses.
+    pub fn oauth_code(&self) -> &'static str {
+        self.classify().1.as_str()
     }
 
     /// A human-readable description without secrets or token contents.
@@ -71,6 +81,18 @@ impl Error {
                 let s = other.to_string();
                 s.split_once(": ").map(|(_, d)| d.to_owned()).unwrap_or(s)
             }
+        }
+    }
+}
+
+impl Refuse for Error {
+    fn refusal(&self) -> Refusal {
+        let (kind, code) = self.classify();
+        let refusal = Refusal::oauth(kind, code, self.description());
+        if matches!(self, Error::Storage(_)) {
+            refusal.logged()
+        } else {
+            refusal
         }
     }
 }

@@ -25,10 +25,11 @@ use writ_token::{
 };
 
 pub use error::{Error, Result};
-pub use revocations::{Revocation, SELF_CLIENT_ID};
+pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
 pub use types::*;
 pub use writ_keyring::KeyState;
+use writ_vocabulary::{grant_type, token_type};
 
 use records::ServerSecretsRecord;
 use writ_keyring::{Keyring, KeyringConfig};
@@ -296,7 +297,11 @@ impl AuthorizationServer {
             jwks_uri: format!("{base}/.well-known/jwks.json"),
             introspection_endpoint: format!("{base}/oauth2/introspect"),
             revocation_endpoint: format!("{base}/oauth2/revoke"),
-            grant_types_supported: strings(&["client_credentials", "refresh_token", "password"]),
+            grant_types_supported: strings(&[
+                grant_type::CLIENT_CREDENTIALS,
+                grant_type::REFRESH_TOKEN,
+                grant_type::PASSWORD,
+            ]),
             token_endpoint_auth_methods_supported: strings(&[
                 "client_secret_basic",
                 "client_secret_post",
@@ -367,23 +372,7 @@ impl AuthorizationServer {
     }
 }
 
-/// Token type URIs (RFC 8693 section 3) the engine reports.
-pub mod token_type {
-    pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-    pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-    pub const REFRESH_TOKEN: &str = "urn:ietf:params:oauth:token-type:refresh_token";
-    pub const BISCUIT: &str = "urn:writ:params:oauth:token-type:biscuit";
-}
-
 /// Checks an identifier: 1..=MAX_ID_LEN printable ASCII without spaces.
 pub(crate) fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Grant type identifiers (RFC 6749, RFC 8693).
-pub mod grant_type {
-    pub const CLIENT_CREDENTIALS: &str = "client_credentials";
-    pub const REFRESH_TOKEN: &str = "refresh_token";
-    pub const PASSWORD: &str = "password";
-    pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use writ_store::{Batch, Store, StoreExt, Tree, decode, encode};
 use writ_token::{AccessClaims, RevocationEntry, RevocationKind, encode_access_token, random_id};
 
+use writ_vocabulary::names::SELF_CLIENT_ID;
+
 use crate::AuthorizationServer;
 use crate::error::{Error, Result};
 use crate::records::RevocationRecord;
@@ -216,6 +218,3 @@ impl AuthorizationServer {
         Ok(removed)
     }
 }
-
-/// The `client_id` (and `sub`) of tokens the server mints for itself.
-pub const SELF_CLIENT_ID: &str = "writ-authz";

@@ -1,10 +1,14 @@
-//! Writ's gRPC contract, generated from `proto/writ/<area>/v1/*.proto`.
+//! Writ's wire: the gRPC contract generated from `proto/writ/<area>/v1/*.proto`, the
+//! conversions between its messages and the domain types ([`convert`]), and how a refusal looks
+//! as a gRPC status and as RFC 6749 JSON ([`refusal`]).
 //!
 //! Each package is re-exported under a short name (`authz`, `sts`, `revocation`, `admin`,
 //! `common`), as `tonic-health` does with its `pb` module.
 
-#![allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod convert;
+pub mod refusal;
 
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod writ {
     pub mod common {
         pub mod v1 {

@@ -6,7 +6,6 @@
 //! they revoke has expired. Lookups ([`RevocationSet::check`]) never wait on the network; a
 //! consumer reads [`RevocationSet::staleness`] to fail closed when the feed is too old.
 
-pub mod convert;
 mod set;
 
 use std::future::Future;

@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch};
 use writ_store::{Batch, Store, StoreError, Tree, decode, encode};
 use writ_token::{RevocationEntry, RevocationError, RevocationKind, TokenFacts};
+use writ_vocabulary::{Kind, Refusal, Refuse};
 
 const LOG: &[u8] = b"l/";
 const INDEX: &[u8] = b"i/";
@@ -44,6 +45,38 @@ pub enum LogError {
     CursorAhead,
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
+}
+
+/// `google.rpc.ErrorInfo.domain` of the revocation service's refusals.
+pub const ERROR_DOMAIN: &str = "revocation.writ.dev";
+
+impl Refuse for LogError {
+    fn refusal(&self) -> Refusal {
+        let (kind, reason, description) = match self {
+            LogError::Invalid(e) => (Kind::InvalidArgument, "invalid_entry", e.to_string()),
+            LogError::InvalidRequest(m) => (Kind::InvalidArgument, "invalid_request", (*m).into()),
+            LogError::CursorAhead => (
+                Kind::OutOfRange,
+                "cursor_ahead",
+                "the cursor is ahead of the log".into(),
+            ),
+            LogError::Truncated => (
+                Kind::OutOfRange,
+                "cursor_truncated",
+                "the cursor is older than the log".into(),
+            ),
+            LogError::Store(_) => {
+                return Refusal::new(
+                    Kind::Unavailable,
+                    ERROR_DOMAIN,
+                    "storage",
+                    "the revocation log is unavailable",
+                )
+                .logged();
+            }
+        };
+        Refusal::new(kind, ERROR_DOMAIN, reason, description)
+    }
 }
 
 /// Sizes and bounds.

@@ -9,9 +9,10 @@
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
+use writ_vocabulary::{ErrorCode, Kind, Refusal, Refuse};
 
-/// Why a request was refused before it reached an engine; each facade maps it to its own error.
+/// Why a request was refused before it reached an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FormError {
     #[error("invalid_request: {0}")]
@@ -19,6 +20,91 @@ pub enum FormError {
     /// The `Authorization: Basic` header could not be decoded.
     #[error("invalid_client: client authentication failed")]
     InvalidClient,
+    /// The body is larger than the facade accepts.
+    #[error("invalid_request: the request body is too large")]
+    TooLarge,
+}
+
+impl Refuse for FormError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            FormError::InvalidRequest(m) => {
+                Refusal::oauth(Kind::InvalidArgument, ErrorCode::InvalidRequest, *m)
+            }
+            FormError::InvalidClient => Refusal::oauth(
+                Kind::Unauthenticated,
+                ErrorCode::InvalidClient,
+                "client authentication failed",
+            ),
+            FormError::TooLarge => Refusal::oauth(
+                Kind::TooLarge,
+                ErrorCode::InvalidRequest,
+                "the request body is too large",
+            ),
+        }
+    }
+}
+
+/// Largest form body a facade accepts: two tokens of up to 16 KiB fit with room to spare.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Past the limit, at most this much more is read and discarded so that the client, still
+/// sending, reads the refusal instead of a reset connection; a larger body is cut off.
+const DRAIN: usize = 1024 * 1024;
+
+/// The body of a form request, at most [`MAX_BODY`] bytes. A larger one is refused with an
+/// RFC 6749 JSON 413 (`invalid_request`), never a plain-text error or a dropped connection.
+#[derive(Debug)]
+pub struct FormBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for FormBody {
+    type Rejection = Refused;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, Refused> {
+        use http_body_util::BodyExt;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = req.into_body();
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            drain(body, declared.unwrap_or(0)).await;
+            return Err(FormError::TooLarge.into());
+        }
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| FormError::InvalidRequest("the body could not be read"))?;
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > MAX_BODY {
+                    drain(body, u64::MAX).await;
+                    return Err(FormError::TooLarge.into());
+                }
+            }
+        }
+        Ok(FormBody(buf.into()))
+    }
+}
+
+/// Reads and discards what is left of an oversized body, if it is small enough to be worth it
+/// (bounded in size and time).
+async fn drain(mut body: axum::body::Body, declared: u64) {
+    use http_body_util::BodyExt;
+    if declared > (MAX_BODY + DRAIN) as u64 && declared != u64::MAX {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut read = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > DRAIN {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A parsed form body.
@@ -140,23 +226,22 @@ pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
     ]
 }
 
-/// An RFC 6749 section 5.2 error response: `error` and `error_description` as JSON, never
-/// cached, and on a 401 a `WWW-Authenticate` challenge (`challenge`, e.g. `Basic realm="writ"`).
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    description: String,
-    challenge: &'static str,
-) -> Response {
-    let body = serde_json::json!({ "error": code, "error_description": description });
-    let mut resp = (status, no_store(), axum::Json(body)).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
+/// A refusal on its way out of an HTTP facade, as RFC 6749 section 5.2 JSON
+/// (`writ_proto::refusal::to_http`). Handlers return `Result<Response, Refused>` and `?` any
+/// domain error.
+#[derive(Debug)]
+pub struct Refused(pub Refusal);
+
+impl<E: Refuse> From<E> for Refused {
+    fn from(e: E) -> Self {
+        Refused(writ_proto::refusal::refusal_of(&e))
     }
-    resp
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        writ_proto::refusal::to_http(&self.0).into_response()
+    }
 }
 
 /// Public documents (metadata, JWKS) may be cached briefly; an unknown `kid` makes clients

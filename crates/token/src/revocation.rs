@@ -124,6 +124,8 @@ pub struct RevocationEntry {
 /// Why an entry was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RevocationError {
+    #[error("unknown revocation kind")]
+    UnknownKind,
     #[error("the value is empty, too long or has control characters")]
     Value,
     #[error("a Biscuit revocation id is lowercase hex")]

@@ -11,7 +11,7 @@ use writ_proto::admin::*;
 use writ_token::Algorithm;
 
 use crate::convert;
-use crate::status::to_status;
+use writ_proto::refusal::status;
 
 /// Checks `authorization: Bearer <admin credential>` before any admin call reaches the service.
 #[derive(Debug, Clone)]
@@ -33,9 +33,7 @@ impl Interceptor for AdminAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        self.engine
-            .authenticate_admin(credential)
-            .map_err(to_status)?;
+        self.engine.authenticate_admin(credential).map_err(status)?;
         Ok(request)
     }
 }
@@ -52,12 +50,11 @@ impl AdminGrpc {
 }
 
 fn required<T>(v: Option<T>, what: &'static str) -> Result<T, Status> {
-    v.ok_or_else(|| to_status(Error::InvalidRequest(what)))
+    v.ok_or_else(|| status(Error::InvalidRequest(what)))
 }
 
 fn page_size(n: i32) -> Result<usize, Status> {
-    usize::try_from(n)
-        .map_err(|_| to_status(Error::InvalidRequest("page_size must not be negative")))
+    usize::try_from(n).map_err(|_| status(Error::InvalidRequest("page_size must not be negative")))
 }
 
 #[tonic::async_trait]
@@ -71,7 +68,7 @@ impl AdminService for AdminGrpc {
             .engine
             .create_client(convert::client_record(spec))
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(CreateClientResponse {
             client: Some(convert::client(client)),
             client_secret: secret.unwrap_or_default(),
@@ -85,7 +82,7 @@ impl AdminService for AdminGrpc {
         let client = self
             .engine
             .get_client(&request.into_inner().client_id)
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(GetClientResponse {
             client: Some(convert::client(client)),
         }))
@@ -99,7 +96,7 @@ impl AdminService for AdminGrpc {
         let page = self
             .engine
             .list_clients(page_size(r.page_size)?, &r.page_token)
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(ListClientsResponse {
             clients: page.items.into_iter().map(convert::client).collect(),
             next_page_token: page.next_page_token,
@@ -117,7 +114,7 @@ impl AdminService for AdminGrpc {
             .engine
             .update_client(convert::client_record(spec), &mask)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(UpdateClientResponse {
             client: Some(convert::client(client)),
         }))
@@ -130,7 +127,7 @@ impl AdminService for AdminGrpc {
         self.engine
             .delete_client(&request.into_inner().client_id)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(DeleteClientResponse {}))
     }
 
@@ -142,7 +139,7 @@ impl AdminService for AdminGrpc {
             .engine
             .rotate_client_secret(&request.into_inner().client_id)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(RotateClientSecretResponse {
             client_secret: secret,
         }))
@@ -157,7 +154,7 @@ impl AdminService for AdminGrpc {
             .engine
             .create_user(&r.username, &r.password, &r.scope)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(CreateUserResponse {
             user: Some(convert::user(user)),
         }))
@@ -170,7 +167,7 @@ impl AdminService for AdminGrpc {
         self.engine
             .delete_user(&request.into_inner().username)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(DeleteUserResponse {}))
     }
 
@@ -182,7 +179,7 @@ impl AdminService for AdminGrpc {
         self.engine
             .set_user_password(&r.username, &r.password)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(SetUserPasswordResponse {}))
     }
 
@@ -208,20 +205,20 @@ impl AdminService for AdminGrpc {
         let purpose = match KeyPurpose::try_from(r.purpose) {
             Ok(KeyPurpose::Unspecified) | Ok(KeyPurpose::Jwt) => PURPOSE_JWT,
             Ok(KeyPurpose::Biscuit) => PURPOSE_BISCUIT,
-            Err(_) => return Err(to_status(Error::InvalidRequest("unknown key purpose"))),
+            Err(_) => return Err(status(Error::InvalidRequest("unknown key purpose"))),
         };
-        let alg =
-            match r.alg.as_str() {
-                "" => None,
-                name => Some(Algorithm::from_name(name).ok_or_else(|| {
-                    to_status(Error::InvalidRequest("alg must be EdDSA or ES256"))
-                })?),
-            };
+        let alg = match r.alg.as_str() {
+            "" => None,
+            name => Some(
+                Algorithm::from_name(name)
+                    .ok_or_else(|| status(Error::InvalidRequest("alg must be EdDSA or ES256")))?,
+            ),
+        };
         let key = self
             .engine
             .rotate_signing_key(purpose, alg)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(RotateSigningKeyResponse {
             key: Some(convert::signing_key(key)),
         }))
@@ -237,11 +234,11 @@ impl AdminService for AdminGrpc {
             .entries
             .into_iter()
             .map(|e| {
-                writ_revocation_client::convert::entry_from_pb(e, now)
-                    .ok_or_else(|| to_status(Error::InvalidRequest("unknown revocation kind")))
+                writ_proto::convert::revocation_entry(e, now)
+                    .map_err(|_| status(Error::InvalidRequest("unknown revocation kind")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.engine.admin_revoke(entries).await.map_err(to_status)?;
+        self.engine.admin_revoke(entries).await.map_err(status)?;
         Ok(Response::new(RevokeResponse {}))
     }
 
@@ -254,7 +251,7 @@ impl AdminService for AdminGrpc {
             .engine
             .create_exchange_policy(convert::policy_record(spec))
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(CreateExchangePolicyResponse {
             policy: Some(convert::policy(policy)),
         }))
@@ -267,7 +264,7 @@ impl AdminService for AdminGrpc {
         let policy = self
             .engine
             .get_exchange_policy(&request.into_inner().policy_id)
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(GetExchangePolicyResponse {
             policy: Some(convert::policy(policy)),
         }))
@@ -282,7 +279,7 @@ impl AdminService for AdminGrpc {
             let policies = self
                 .engine
                 .exchange_policies_of(&r.client_id)
-                .map_err(to_status)?;
+                .map_err(status)?;
             return Ok(Response::new(ListExchangePoliciesResponse {
                 policies: policies.into_iter().map(convert::policy).collect(),
                 next_page_token: String::new(),
@@ -291,7 +288,7 @@ impl AdminService for AdminGrpc {
         let page = self
             .engine
             .list_exchange_policies(page_size(r.page_size)?, &r.page_token)
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(ListExchangePoliciesResponse {
             policies: page.items.into_iter().map(convert::policy).collect(),
             next_page_token: page.next_page_token,
@@ -305,7 +302,7 @@ impl AdminService for AdminGrpc {
         self.engine
             .delete_exchange_policy(&request.into_inner().policy_id)
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(DeleteExchangePolicyResponse {}))
     }
 
@@ -316,7 +313,7 @@ impl AdminService for AdminGrpc {
         let r = request.into_inner();
         self.engine
             .authenticate_exchange_client(&r.client_id, &r.client_secret)
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(AuthenticateClientResponse {}))
     }
 }

@@ -12,7 +12,7 @@ use writ_proto::authz::{
 };
 
 use crate::convert;
-use crate::status::to_status;
+use writ_proto::refusal::status;
 
 #[derive(Debug, Clone)]
 pub struct AuthorizationGrpc {
@@ -27,7 +27,7 @@ impl AuthorizationGrpc {
 
 /// The JWKS and Biscuit root keys the engine publishes now.
 pub fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Status> {
-    let (jwt, biscuit) = engine.published_keys().map_err(to_status)?;
+    let (jwt, biscuit) = engine.published_keys().map_err(status)?;
     Ok(convert::jwks(&jwt, biscuit))
 }
 
@@ -54,8 +54,8 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
-        let req = convert::token_request(request.into_inner()).map_err(to_status)?;
-        let resp = self.engine.token(req).await.map_err(to_status)?;
+        let req = convert::token_request(request.into_inner()).map_err(status)?;
+        let resp = self.engine.token(req).await.map_err(status)?;
         Ok(Response::new(convert::token_response(resp)))
     }
 
@@ -65,7 +65,7 @@ impl AuthorizationService for AuthorizationGrpc {
     ) -> Result<Response<IntrospectResponse>, Status> {
         let r = request.into_inner();
         let op = operation(r.token, r.token_type_hint, r.client_id, r.client_secret);
-        let result = self.engine.introspect(op).await.map_err(to_status)?;
+        let result = self.engine.introspect(op).await.map_err(status)?;
         Ok(Response::new(convert::introspection(result)))
     }
 
@@ -75,7 +75,7 @@ impl AuthorizationService for AuthorizationGrpc {
     ) -> Result<Response<RevokeResponse>, Status> {
         let r = request.into_inner();
         let op = operation(r.token, r.token_type_hint, r.client_id, r.client_secret);
-        self.engine.revoke(op).await.map_err(to_status)?;
+        self.engine.revoke(op).await.map_err(status)?;
         Ok(Response::new(RevokeResponse {}))
     }
 

@@ -9,19 +9,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use writ_oauth::{AuthorizationServer, ClientCredentials, Error, FormatChoice, TokenOperation};
-use writ_server::form::{self, Form, FormError, cached_json as cached, no_store};
-
-use crate::status::http_status;
-
-/// Largest form body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+use writ_server::form::{Form, FormBody, FormError, Refused, cached_json as cached, no_store};
 
 type Shared = Arc<AuthorizationServer>;
 
@@ -33,41 +27,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
-}
-
-/// An RFC 6749 section 5.2 error response.
-struct OAuthError(Error);
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let e = self.0;
-        if matches!(e, Error::Storage(_) | Error::Token(_) | Error::Internal(_)) {
-            tracing::error!(error = %e, "request failed");
-        }
-        form::error_response(
-            http_status(&e),
-            e.oauth_code(),
-            e.description(),
-            "Basic realm=\"writ\"",
-        )
-    }
-}
-
-impl From<Error> for OAuthError {
-    fn from(e: Error) -> Self {
-        OAuthError(e)
-    }
-}
-
-impl From<FormError> for OAuthError {
-    fn from(e: FormError) -> Self {
-        OAuthError(match e {
-            FormError::InvalidRequest(m) => Error::InvalidRequest(m),
-            FormError::InvalidClient => Error::InvalidClient,
-        })
-    }
 }
 
 /// The form and its client's credentials, as the engine takes them.
@@ -107,8 +67,8 @@ fn format_param(v: &str) -> Result<FormatChoice, Error> {
 async fn token(
     State(engine): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
+    FormBody(body): FormBody,
+) -> Result<Response, Refused> {
     let (form, client) = parse(&headers, &body)?;
     let req = writ_oauth::TokenRequest {
         grant_type: form.one("grant_type")?,
@@ -139,7 +99,7 @@ async fn token(
     Ok((no_store(), axum::Json(body)).into_response())
 }
 
-fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, OAuthError> {
+fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, Refused> {
     let (form, client) = parse(headers, body)?;
     Ok(TokenOperation {
         client,
@@ -151,8 +111,8 @@ fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, OAuthEr
 async fn introspect(
     State(engine): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
+    FormBody(body): FormBody,
+) -> Result<Response, Refused> {
     let i = engine.introspect(operation(&headers, &body)?).await?;
     if !i.active {
         return Ok((no_store(), axum::Json(json!({ "active": false }))).into_response());
@@ -185,8 +145,8 @@ async fn introspect(
 async fn revoke(
     State(engine): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
+    FormBody(body): FormBody,
+) -> Result<Response, Refused> {
     engine.revoke(operation(&headers, &body)?).await?;
     Ok((StatusCode::OK, no_store()).into_response())
 }
@@ -210,7 +170,7 @@ async fn metadata(State(engine): State<Shared>) -> Response {
     cached(body)
 }
 
-async fn jwks(State(engine): State<Shared>) -> Result<Response, OAuthError> {
+async fn jwks(State(engine): State<Shared>) -> Result<Response, Refused> {
     let (jwt, _) = engine.published_keys()?;
     let keys: Vec<_> = jwt.iter().map(|k| k.to_jwk()).collect();
     Ok(cached(json!({ "keys": keys })))

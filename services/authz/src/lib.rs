@@ -7,7 +7,6 @@ pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod publisher;
-pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,14 +7,12 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use writ_oauth::AuthorizationServer;
+use writ_proto::convert::revocation_message as entry_to_pb;
 use writ_proto::revocation::RevokeRequest;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
-use writ_revocation_client::convert::entry_to_pb;
 use writ_server::ShutdownSignal;
 
-/// The audience and scope of the tokens the publisher presents.
-pub const REVOCATION_AUDIENCE: &str = "writ-revocation";
-pub const PUBLISH_SCOPE: &str = "writ.revocation.publish";
+use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_PUBLISH_SCOPE as PUBLISH_SCOPE};
 
 const BATCH: usize = 500;
 

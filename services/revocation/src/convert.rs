@@ -1,65 +1,21 @@
-//! Protobuf messages to and from the log's types.
+//! Log events as messages, and the service's own refusals. (Entries are converted by
+//! `writ_proto::convert`; log errors become statuses through `writ_proto::refusal`.)
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 use writ_proto::revocation as pb;
-use writ_revocation_client::convert::{entry_from_pb, entry_to_pb};
-use writ_revocation_log::{Event, LogError};
-use writ_token::RevocationEntry;
+use writ_revocation_log::{ERROR_DOMAIN, Event};
+use writ_vocabulary::{Kind, Refusal};
 
-/// `google.rpc.ErrorInfo.domain` of revocation service errors.
-pub const ERROR_DOMAIN: &str = "revocation.writ.dev";
-
-pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new()),
-    )
-}
-
-/// The one place log errors become statuses.
-pub fn log_status(e: LogError) -> Status {
-    match e {
-        LogError::Invalid(e) => status(Code::InvalidArgument, "invalid_entry", e.to_string()),
-        LogError::InvalidRequest(m) => status(Code::InvalidArgument, "invalid_request", m),
-        LogError::CursorAhead => status(
-            Code::OutOfRange,
-            "cursor_ahead",
-            "the cursor is ahead of the log",
-        ),
-        LogError::Truncated => status(
-            Code::OutOfRange,
-            "cursor_truncated",
-            "the cursor is older than the log",
-        ),
-        LogError::Store(e) => {
-            tracing::error!(error = %e, "revocation log storage failure");
-            status(
-                Code::Unavailable,
-                "storage",
-                "the revocation log is unavailable",
-            )
-        }
-    }
-}
-
-/// An entry from a request. `not_before` defaults to `now` for subject and client entries.
-pub fn entry(e: pb::RevocationEntry, now: i64) -> Result<RevocationEntry, Status> {
-    entry_from_pb(e, now).ok_or_else(|| {
-        status(
-            Code::InvalidArgument,
-            "invalid_entry",
-            "unknown revocation kind",
-        )
-    })
+/// A refusal of the service itself (not of the log), as a status.
+pub fn refused(kind: Kind, reason: &'static str, message: impl Into<String>) -> Status {
+    writ_proto::refusal::to_status(Refusal::new(kind, ERROR_DOMAIN, reason, message))
 }
 
 pub fn event(ev: &Event) -> pb::WatchResponse {
     pb::WatchResponse {
         event: Some(pb::watch_response::Event::Revocation(pb::RevocationEvent {
             sequence: ev.sequence,
-            entry: Some(entry_to_pb(&ev.entry)),
+            entry: Some(writ_proto::convert::revocation_message(&ev.entry)),
         })),
     }
 }

@@ -3,8 +3,9 @@
 //! event after a cursor, with checkpoints on idle streams and snapshots for cursors the log no
 //! longer retains; `GetStatus` reports the log's state.
 //!
-//! Callers present a bearer JWT from the authorization server with audience [`AUDIENCE`]:
-//! producers need the scope [`SCOPE_PUBLISH`], subscribers [`SCOPE_WATCH`].
+//! Callers present a bearer JWT from the authorization server with the audience
+//! `writ-revocation`: producers need the scope `writ.revocation.publish`, subscribers
+//! `writ.revocation.watch` (`writ_vocabulary::names`).
 
 mod convert;
 mod subscriber;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::{Code, Request, Response, Status};
+use writ_proto::refusal::status;
 use writ_proto::revocation::revocation_service_server::{
     RevocationService, RevocationServiceServer,
 };
@@ -28,16 +30,13 @@ use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
 use writ_tls::TlsMaterial;
 use writ_token::{SharedClock, TokenFacts, VerifiedToken};
 use writ_trust::Authenticator;
+use writ_vocabulary::names::{
+    REVOCATION_PUBLISH_SCOPE as SCOPE_PUBLISH, REVOCATION_WATCH_SCOPE as SCOPE_WATCH,
+};
 
-pub use convert::ERROR_DOMAIN;
 pub use subscriber::SubscriberConfig;
+pub use writ_revocation_log::ERROR_DOMAIN;
 
-/// The audience of tokens presented to the revocation service.
-pub const AUDIENCE: &str = "writ-revocation";
-/// Scope needed to revoke.
-pub const SCOPE_PUBLISH: &str = "writ.revocation.publish";
-/// Scope needed to watch.
-pub const SCOPE_WATCH: &str = "writ.revocation.watch";
 /// The gRPC service name reported as serving.
 pub const SERVICE_NAME: &str = "writ.revocation.v1.RevocationService";
 
@@ -96,7 +95,7 @@ impl RevocationGrpc {
                 ))
             }
             // Fail closed: a caller we cannot check is not let in.
-            Err(e) => Err(convert::log_status(e)),
+            Err(e) => Err(status(e)),
         }
     }
 }
@@ -113,8 +112,9 @@ impl RevocationService for RevocationGrpc {
             .into_inner()
             .entries
             .into_iter()
-            .map(|e| convert::entry(e, now))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|e| writ_proto::convert::revocation_entry(e, now).map_err(LogError::Invalid))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
         // Appended on a task of its own: a caller that goes away mid-append (cancelled, timed
         // out) must not leave entries written but never flushed and committed.
         let log = self.log.clone();
@@ -125,7 +125,7 @@ impl RevocationService for RevocationGrpc {
         let sequence = appended
             .await
             .map_err(|_| Status::internal("the append did not finish"))?
-            .map_err(convert::log_status)?;
+            .map_err(status)?;
         for e in &entries {
             tracing::info!(
                 target: "writ::audit",
@@ -149,7 +149,7 @@ impl RevocationService for RevocationGrpc {
         let caller = self.caller(request.metadata(), &[SCOPE_WATCH])?;
         let cursor = request.into_inner().from_sequence;
         if cursor > self.log.head() {
-            return Err(convert::log_status(LogError::CursorAhead));
+            return Err(status(LogError::CursorAhead));
         }
         tracing::info!(target: "writ::audit", event = "watch_started", by = %caller.claims.client_id, cursor);
         let clock = self.clock.clone();

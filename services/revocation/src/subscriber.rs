@@ -10,12 +10,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Code, Status};
+use tonic::Status;
 use writ_proto::revocation::{
     Checkpoint, SnapshotBegin, SnapshotEnd, WatchResponse, watch_response,
 };
 use writ_revocation_log::{LogError, RevocationLog};
 use writ_server::ShutdownSignal;
+use writ_vocabulary::Kind;
 
 use crate::convert;
 
@@ -87,8 +88,8 @@ pub fn spawn(
         // shutdown the stream now ends with UNAVAILABLE; the subscriber resumes by cursor.
         let outcome = tokio::select! {
             r = sub.run() => r,
-            _ = shutdown.wait() => Err(convert::status(
-                Code::Unavailable,
+            _ = shutdown.wait() => Err(convert::refused(
+                Kind::Unavailable,
                 "shutting_down",
                 "the revocation service is stopping; resume from your cursor",
             )),
@@ -121,7 +122,7 @@ impl<F: Fn() -> i64> Subscriber<F> {
             let events = match self.log.read(self.cursor, 512) {
                 Ok(events) => events,
                 Err(LogError::Truncated) => continue,
-                Err(e) => return Err(convert::log_status(e)),
+                Err(e) => return Err(writ_proto::refusal::status(e)),
             };
             if !events.is_empty() {
                 for ev in events {
@@ -170,7 +171,7 @@ impl<F: Fn() -> i64> Subscriber<F> {
                 .log
                 .snapshot_page(after.as_deref(), 512)
                 .await
-                .map_err(convert::log_status)?;
+                .map_err(writ_proto::refusal::status)?;
             for ev in &page {
                 self.send(convert::event(ev)).await?;
             }
@@ -195,8 +196,8 @@ impl<F: Fn() -> i64> Subscriber<F> {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 tracing::warn!(cursor = self.cursor, "cut off a slow revocation subscriber");
-                Err(convert::status(
-                    Code::ResourceExhausted,
+                Err(convert::refused(
+                    Kind::Exhausted,
                     "subscriber_too_slow",
                     format!(
                         "the subscriber fell behind; resume from sequence {}",

@@ -7,7 +7,7 @@ use writ_exchange::TokenExchange;
 use writ_proto::sts::security_token_service_server::SecurityTokenService;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse, GetJwksRequest, GetJwksResponse};
 
-use crate::status::to_status;
+use writ_proto::refusal::status;
 
 #[derive(Debug, Clone)]
 pub struct StsGrpc {
@@ -54,7 +54,7 @@ impl SecurityTokenService for StsGrpc {
                 actor_token_type: r.actor_token_type,
             })
             .await
-            .map_err(to_status)?;
+            .map_err(status)?;
         Ok(Response::new(ExchangeResponse {
             access_token: resp.access_token,
             issued_token_type: resp.issued_token_type.to_owned(),

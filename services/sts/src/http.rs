@@ -8,19 +8,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::HeaderMap;
 use serde_json::json;
-use writ_exchange::{ExchangeError, ExchangeRequest, TokenExchange};
-use writ_server::form::{self, Form, FormError, cached_json, no_store};
-
-use crate::status::http_status;
-
-/// Largest form body accepted (two tokens of up to 16 KiB fit with room to spare).
-pub const MAX_BODY: usize = 64 * 1024;
+use writ_exchange::{ExchangeRequest, TokenExchange};
+use writ_server::form::{Form, FormBody, Refused, cached_json, no_store};
 
 type Shared = Arc<TokenExchange>;
 
@@ -29,45 +23,14 @@ pub fn router(engine: Shared) -> Router {
         .route("/oauth2/token", post(token))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
-}
-
-/// An RFC 6749 section 5.2 error response.
-struct OAuthError(ExchangeError);
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let e = self.0;
-        form::error_response(
-            http_status(&e),
-            e.oauth_code(),
-            e.description(),
-            "Basic realm=\"writ-sts\"",
-        )
-    }
-}
-
-impl From<ExchangeError> for OAuthError {
-    fn from(e: ExchangeError) -> Self {
-        OAuthError(e)
-    }
-}
-
-impl From<FormError> for OAuthError {
-    fn from(e: FormError) -> Self {
-        OAuthError(match e {
-            FormError::InvalidRequest(m) => ExchangeError::InvalidRequest(m),
-            FormError::InvalidClient => ExchangeError::InvalidClient,
-        })
-    }
 }
 
 async fn token(
     State(engine): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
+    FormBody(body): FormBody,
+) -> Result<Response, Refused> {
     let (form, client) = Form::parse_with_client(&headers, &body)?;
     let req = ExchangeRequest {
         grant_type: form.one("grant_type")?,

@@ -15,7 +15,6 @@ pub mod grpc;
 pub mod http;
 pub mod keys;
 pub mod revocation;
-pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,9 +15,8 @@ use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_revocation_client::{RevocationSet, TokenProvider};
 use writ_token::{RevocationKind, TokenFacts};
 
-/// The audience and scope of the token the STS watches the feed with.
-pub const REVOCATION_AUDIENCE: &str = "writ-revocation";
-pub const WATCH_SCOPE: &str = "writ.revocation.watch";
+use writ_vocabulary::grant_type;
+use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE as WATCH_SCOPE};
 
 /// The revocation feed, with a staleness bound, plus optionally the in-process authorization
 /// server's index.
@@ -140,7 +139,7 @@ impl TokenProvider for ClientCredentialsTokens {
             let mut authz = self.authz.clone();
             let r = authz
                 .token(TokenRequest {
-                    grant_type: "client_credentials".into(),
+                    grant_type: grant_type::CLIENT_CREDENTIALS.into(),
                     client_id: self.client_id.clone(),
                     client_secret: self.client_secret.clone(),
                     scope: WATCH_SCOPE.into(),

@@ -194,7 +194,7 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
         };
         let auth = Arc::new(writ_trust::Authenticator::new(
             issuer,
-            writ_revocation::AUDIENCE.to_owned(),
+            writ_vocabulary::names::REVOCATION_AUDIENCE.to_owned(),
             keys,
             clock.clone(),
         ));
