@@ -13,7 +13,9 @@ pub async fn verifier_for(server: &TestServer, audience: &str) -> TokenVerifier 
     let issuer = server.metadata().await.issuer;
     TokenVerifier::new(
         VerifierConfig::new(vec![issuer], Some(audience.into())),
-        writ_trust::key_set(&jwks).unwrap(),
+        writ_proto::convert::PublishedKeys::from(jwks)
+            .key_set()
+            .unwrap(),
         writ_token::system_clock(),
     )
 }

@@ -78,16 +78,18 @@ impl Guarded {
         .unwrap();
         let mut config = GuardConfig::new(
             "inventory",
-            vec![TrustedIssuer {
-                issuer: keys.issuer().to_owned(),
-                keys: Arc::new(keys.clone()),
-            }],
+            vec![TrustedIssuer::new(
+                keys.issuer().to_owned(),
+                Arc::new(keys.clone()),
+            )],
             writ_demo::inventory_policy(),
             set.clone(),
         );
-        config.revocations = Revocations::Feed {
-            set: set.clone(),
-            max_staleness: setup.max_staleness,
+        config.revocations = Revocations::Checked {
+            check: Arc::new(writ_revocation_client::RevocationFeed::new(
+                set.clone(),
+                setup.max_staleness,
+            )),
             fail_open: setup.fail_open,
         };
         if let Some(clock) = &setup.clock {
@@ -238,11 +240,8 @@ impl Guarded {
 /// The guard's refusal: code, `ErrorInfo.reason` and `metadata["cause"]`.
 fn refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, reason_: &str, cause: &str) {
     use tonic_types::StatusExt;
-    let status = r.expect_err("refused");
-    assert_eq!(status.code(), code, "{status:?}");
+    let status = assert_guard_refused(r, code, reason_);
     let info = status.get_details_error_info().expect("ErrorInfo details");
-    assert_eq!(info.domain, writ_guard::ERROR_DOMAIN);
-    assert_eq!(info.reason, reason_, "{status:?}");
     assert_eq!(
         info.metadata.get("cause").map(String::as_str),
         Some(cause),

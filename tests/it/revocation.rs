@@ -387,7 +387,7 @@ async fn an_admin_revocation_of_the_active_key_rotates_it_and_reaches_the_feed()
 
     // The revocation service, in the same process, no longer trusts the revoked key either.
     let mut client = w.server.revocation(&publish_before).await;
-    assert_refused(
+    assert_guard_refused(
         client.get_status(GetStatusRequest {}).await,
         Code::Unauthenticated,
         "invalid_token",
@@ -511,10 +511,10 @@ async fn bad_revoke_requests_are_refused_clearly_and_write_nothing() {
         writ_proto::revocation::revocation_service_client::RevocationServiceClient::new(
             server.revocation_channel().await,
         );
-    assert_refused(
+    assert_guard_refused(
         anonymous.revoke(request()).await,
         Code::Unauthenticated,
-        "invalid_token",
+        "invalid_request",
     );
     for (what, token, code, why) in [
         (
@@ -537,7 +537,7 @@ async fn bad_revoke_requests_are_refused_clearly_and_write_nothing() {
         ),
     ] {
         let mut c = server.revocation(token).await;
-        let s = assert_refused(c.revoke(request()).await, code, why);
+        let s = assert_guard_refused(c.revoke(request()).await, code, why);
         assert!(!s.message().is_empty(), "{what}");
         assert_eq!(status(&mut client).await, before, "{what}: nothing written");
     }
@@ -571,18 +571,18 @@ async fn watch_refuses_a_cursor_from_the_future_and_needs_a_token() {
         writ_proto::revocation::revocation_service_client::RevocationServiceClient::new(
             server.revocation_channel().await,
         );
-    assert_refused(
+    assert_guard_refused(
         anonymous.watch(WatchRequest { from_sequence: 0 }).await,
         Code::Unauthenticated,
-        "invalid_token",
+        "invalid_request",
     );
-    assert_refused(
+    assert_guard_refused(
         anonymous.get_status(GetStatusRequest {}).await,
         Code::Unauthenticated,
-        "invalid_token",
+        "invalid_request",
     );
     let mut garbage = server.revocation("garbage").await;
-    assert_refused(
+    assert_guard_refused(
         garbage.watch(WatchRequest { from_sequence: 0 }).await,
         Code::Unauthenticated,
         "invalid_token",
@@ -598,7 +598,7 @@ async fn watch_refuses_a_cursor_from_the_future_and_needs_a_token() {
     let mut elsewhere = server
         .revocation(&server.cc_token(&id, &secret).await)
         .await;
-    assert_refused(
+    assert_guard_refused(
         elsewhere.get_status(GetStatusRequest {}).await,
         Code::Unauthenticated,
         "invalid_token",
@@ -624,12 +624,12 @@ async fn the_service_refuses_callers_whose_tokens_its_own_log_revokes() {
     )
     .await;
     // At once: the service checks its own index, it does not wait for a feed.
-    assert_refused(
+    assert_guard_refused(
         watcher.get_status(GetStatusRequest {}).await,
         Code::Unauthenticated,
         "invalid_token",
     );
-    assert_refused(
+    assert_guard_refused(
         watcher.watch(WatchRequest { from_sequence: 0 }).await,
         Code::Unauthenticated,
         "invalid_token",
@@ -646,7 +646,7 @@ async fn the_service_refuses_callers_whose_tokens_its_own_log_revokes() {
     );
     cut.not_before = claims["iat"].as_i64().unwrap();
     let head = revoke(&mut publisher, vec![cut]).await;
-    assert_refused(
+    assert_guard_refused(
         publisher
             .revoke(RevokeRequest {
                 entries: vec![entry(RevocationKind::TokenId, "late", now() + 600)],

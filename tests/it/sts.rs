@@ -266,7 +266,9 @@ async fn jwt_to_jwt_delegates_to_the_caller_and_verifies_only_with_the_sts_keys(
     assert!(v.claims.exp <= original.claims.exp);
 
     // The authorization server's keys do not verify it, under either issuer name.
-    let as_keys = writ_trust::key_set(&f.server.jwks().await).unwrap();
+    let as_keys = writ_proto::convert::PublishedKeys::from(f.server.jwks().await)
+        .key_set()
+        .unwrap();
     for issuer in [&f.server.issuer, &f.sts.issuer] {
         let as_only = TokenVerifier::new(
             VerifierConfig::new(vec![issuer.clone()], Some("inventory".into())),
@@ -1255,6 +1257,26 @@ async fn the_cli_manages_policies_and_exchanges_tokens() {
         .verify(exchanged["access_token"].as_str().unwrap(), "payroll")
         .await;
     assert_eq!(v.claims.act, Some(actor("orders", "orders", None)));
+
+    // `writ inspect` verifies the STS's tokens against the STS's own published keys, and the
+    // authorization server's against its own.
+    let inspected = writ_cli(
+        &f,
+        &[
+            "inspect",
+            exchanged["access_token"].as_str().unwrap(),
+            "--audience",
+            "payroll",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(inspected["verified"], true, "{inspected}");
+    assert_eq!(inspected["issuer"], f.sts.issuer.as_str());
+    let inspected = writ_cli(&f, &["inspect", &subject]).await.ok().json();
+    assert_eq!(inspected["verified"], true, "{inspected}");
+    assert_eq!(inspected["issuer"], f.server.issuer.as_str());
 
     // Refused (exit 1) and unauthenticated (exit 4), with the RFC code on standard error.
     let refused = writ_exchange(&f, &f.orders.1, &subject, "nowhere", &[]).await;

@@ -117,18 +117,16 @@ impl TestServer {
 
         let (revocation, revocation_url) = bind_loopback(scheme).await;
         let keys_of = engine.clone();
-        let auth = Arc::new(writ_trust::Authenticator::new(
+        let issuers = vec![writ_token::TrustedIssuer::new(
             http_url.clone(),
-            writ_vocabulary::names::REVOCATION_AUDIENCE.to_owned(),
             Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-            clock.clone(),
-        ));
+        )];
         let revocation_store = Arc::new(open_store(&data_dir.path().join("revocation")));
         let revocation_log =
             Arc::new(writ_revocation_log::RevocationLog::open(revocation_store, opts.log).unwrap());
         let revocation_running = writ_revocation::start(
             revocation_log.clone(),
-            auth,
+            issuers,
             clock.clone(),
             opts.revocation,
             revocation,
@@ -712,6 +710,23 @@ pub fn assert_refused<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, oaut
     let status = r.expect_err("the call should have been refused");
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(reason(&status), oauth, "{status:?}");
+    status
+}
+
+/// Asserts a call was refused by a guard (a protected service's, or the revocation service's
+/// own) with this gRPC code and `ErrorInfo.reason`; returns the status.
+#[track_caller]
+pub fn assert_guard_refused<T: std::fmt::Debug>(
+    r: Result<T, Status>,
+    code: Code,
+    reason: &str,
+) -> Status {
+    use tonic_types::StatusExt;
+    let status = r.expect_err("the call should have been refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(info.domain, writ_guard::ERROR_DOMAIN, "{status:?}");
+    assert_eq!(info.reason, reason, "{status:?}");
     status
 }
 

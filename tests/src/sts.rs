@@ -116,7 +116,8 @@ impl TestServer {
             (
                 Arc::new(writ_sts::directory::LocalDirectory(self.engine.clone())),
                 Arc::new(writ_sts::revocation::EngineTokens(self.engine.clone())),
-                opts.local_index.then(|| self.engine.clone()),
+                opts.local_index
+                    .then(|| self.engine.clone() as Arc<dyn writ_token::RevocationCheck>),
             )
         };
         let store = Arc::new(SledStore::open(&self.data_dir().join("sts")).unwrap());
@@ -195,11 +196,9 @@ impl TestSts {
             .await
             .unwrap()
             .into_inner();
-        let keys = writ_trust::key_set(&writ_proto::authz::GetJwksResponse {
-            keys: jwks.keys,
-            biscuit_root_keys: jwks.biscuit_root_keys,
-        })
-        .unwrap();
+        let keys = writ_proto::convert::PublishedKeys::from(jwks)
+            .key_set()
+            .unwrap();
         TokenVerifier::new(
             VerifierConfig::new(vec![self.issuer.clone()], Some(audience.into())),
             keys,

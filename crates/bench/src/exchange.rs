@@ -44,7 +44,7 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
         // The revocation service the STS follows, as `writ up` runs it.
         let revocation = writ_server::bind("127.0.0.1:0".parse()?).await?;
         let revocation_url = format!("http://{}", revocation.local_addr()?);
-        let auth = crate::revocation_auth(&engine, clock.clone());
+        let auth = crate::revocation_issuers(&engine);
         let log = Arc::new(writ_revocation_log::RevocationLog::open(
             Arc::new(SledStore::open(&dir.path().join("revocation"))?),
             Default::default(),

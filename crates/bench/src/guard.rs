@@ -118,9 +118,11 @@ fn feed() -> Revocations {
             server_time: None,
         })),
     });
-    Revocations::Feed {
-        set,
-        max_staleness: Duration::from_secs(3600),
+    Revocations::Checked {
+        check: Arc::new(writ_revocation_client::RevocationFeed::new(
+            set,
+            Duration::from_secs(3600),
+        )),
         fail_open: false,
     }
 }
@@ -150,10 +152,7 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
             Duration::from_secs(1),
         )
         .await?;
-        let issuer = TrustedIssuer {
-            issuer: keys.issuer().to_owned(),
-            keys: Arc::new(keys),
-        };
+        let issuer = TrustedIssuer::new(keys.issuer().to_owned(), Arc::new(keys));
         let guard = |cache: usize| {
             let mut c = GuardConfig::new(
                 "inventory",

@@ -189,19 +189,14 @@ impl Drop for Server {
     }
 }
 
-/// How the revocation service authenticates callers when the authorization server runs in the
-/// same process (as under `writ up`): its keys in-process, minus revoked ones.
-fn revocation_auth(
-    engine: &Arc<AuthorizationServer>,
-    clock: writ_token::SharedClock,
-) -> Arc<writ_trust::Authenticator> {
+/// Whom the revocation service trusts when the authorization server runs in the same process
+/// (as under `writ up`): its keys in-process, minus revoked ones.
+fn revocation_issuers(engine: &Arc<AuthorizationServer>) -> Vec<writ_token::TrustedIssuer> {
     let keys_of = engine.clone();
-    Arc::new(writ_trust::Authenticator::new(
+    vec![writ_token::TrustedIssuer::new(
         engine.config().issuer.clone(),
-        writ_vocabulary::names::REVOCATION_AUDIENCE.to_owned(),
         Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-        clock,
-    ))
+    )]
 }
 
 /// One connection to `url` (plaintext).

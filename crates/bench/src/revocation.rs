@@ -85,7 +85,7 @@ impl RevocationServer {
             )
             .await?;
             let engine = Arc::new(engine);
-            let auth = crate::revocation_auth(&engine, clock.clone());
+            let auth = crate::revocation_issuers(&engine);
             let log = Arc::new(RevocationLog::open(store.clone(), Default::default())?);
             let listener = writ_server::bind("127.0.0.1:0".parse()?).await?;
             let running = writ_revocation::start(

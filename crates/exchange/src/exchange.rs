@@ -9,13 +9,13 @@ use writ_keyring::{KeyState, Keyring, KeyringConfig};
 use writ_store::Store;
 use writ_token::{
     AccessClaims, Actor, Attenuation, BiscuitPublicKey, KeySet, MAX_BISCUIT_LEN, MAX_SCOPE_LEN,
-    Scopes, SharedClock, TokenFacts, TokenFormat, VerificationKey, VerifiedToken, attenuate,
-    encode_access_token, mint_biscuit, random_id,
+    RevocationCheck, Scopes, SharedClock, TokenFacts, TokenFormat, TrustedIssuer, TrustedIssuers,
+    VerificationKey, VerifiedToken, VerifierConfig, attenuate, encode_access_token, mint_biscuit,
+    random_id,
 };
 
 use crate::error::{Cause, ExchangeError, Result, TokenRole};
-use crate::issuers::Issuers;
-use crate::ports::{Directory, ExchangePolicy, IssuerKeys, RevocationCheck, TrustedIssuer};
+use crate::ports::{Directory, ExchangePolicy};
 use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
 use writ_vocabulary::token_type;
 
@@ -25,6 +25,8 @@ use crate::{Config, Metadata};
 pub const MAX_ID_LEN: usize = 128;
 /// Most audiences and resources in one request.
 pub const MAX_TARGETS: usize = 16;
+/// Longest JWT accepted as a subject or actor token, in bytes.
+pub const MAX_JWT_LEN: usize = 8 * 1024;
 
 /// RFC 8693 section 2.1, with the RFC's parameter names.
 #[derive(Debug, Clone, Default)]
@@ -130,20 +132,9 @@ pub struct TokenExchange {
     config: Config,
     clock: SharedClock,
     keys: Arc<Keyring>,
-    issuers: Issuers,
+    issuers: TrustedIssuers,
     directory: Arc<dyn Directory>,
     revocations: Arc<dyn RevocationCheck>,
-}
-
-/// The STS's own keys, as a trusted issuer: tokens it issued can be exchanged again (the next
-/// hop of a chain).
-#[derive(Debug)]
-struct OwnKeys(Arc<Keyring>);
-
-impl IssuerKeys for OwnKeys {
-    fn keys(&self) -> Arc<KeySet> {
-        self.0.state().public.clone()
-    }
 }
 
 impl TokenExchange {
@@ -158,18 +149,25 @@ impl TokenExchange {
         issuers: Vec<TrustedIssuer>,
     ) -> Result<Self> {
         let keys = Arc::new(Keyring::load(store, clock.now(), KeyringConfig::STS).await?);
-        let mut all = vec![TrustedIssuer {
-            issuer: config.issuer.clone(),
-            keys: Arc::new(OwnKeys(keys.clone())),
-            biscuits: true,
-        }];
+        // Its own tokens can be exchanged again (the next hop of a chain).
+        let mut all = vec![TrustedIssuer::new(config.issuer.clone(), keys.clone())];
         for i in issuers {
             if all.iter().any(|t| t.issuer == i.issuer) {
                 return Err(ExchangeError::InvalidRequest("an issuer is trusted twice"));
             }
             all.push(i);
         }
-        let issuers = Issuers::new(all, config.leeway, clock.clone());
+        let issuers = TrustedIssuers::new(
+            all,
+            VerifierConfig {
+                leeway: config.leeway,
+                max_token_bytes: MAX_JWT_LEN,
+                // The audience is checked by the exchange rules (who may present the token), not
+                // here: a subject token is addressed to the service presenting it.
+                ..VerifierConfig::new(Vec::new(), None)
+            },
+            clock.clone(),
+        );
         tracing::info!(issuers = ?issuers.names().collect::<Vec<_>>(), "token exchange trusts");
         Ok(TokenExchange {
             config,
@@ -514,11 +512,15 @@ impl TokenExchange {
         }
         let verified = self
             .issuers
-            .verify_refreshing(token)
+            .verify_refreshing(token, None)
             .await
             .map_err(|e| refuse(Cause::from(e)))?;
         // An error here (a stale feed) passes through: fail closed, nothing is issued.
-        match self.revocations.revoked(&TokenFacts::of(&verified))? {
+        let revoked = self
+            .revocations
+            .revoked(&TokenFacts::of(&verified))
+            .map_err(|why| ExchangeError::Unavailable(why.0))?;
+        match revoked {
             None => Ok(verified),
             Some(kind) => Err(refuse(Cause::Revoked(kind))),
         }

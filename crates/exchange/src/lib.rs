@@ -51,17 +51,15 @@
 
 mod error;
 mod exchange;
-mod issuers;
 mod ports;
 
 pub use error::{Cause, ExchangeError, Result, TokenRole};
 pub use exchange::{
-    ExchangeRequest, ExchangeResponse, MAX_ID_LEN, MAX_TARGETS, Minted, Mode, TokenExchange,
+    ExchangeRequest, ExchangeResponse, MAX_ID_LEN, MAX_JWT_LEN, MAX_TARGETS, Minted, Mode,
+    TokenExchange,
 };
-pub use issuers::MAX_JWT_LEN;
-pub use ports::{
-    BoxFuture, Directory, ExchangePolicy, IssuerKeys, RevocationCheck, StaticKeys, TrustedIssuer,
-};
+pub use ports::{BoxFuture, Directory, ExchangePolicy};
+pub use writ_token::TrustedIssuer;
 
 /// How the exchange behaves. Defaults are the secure ones.
 #[derive(Debug, Clone)]

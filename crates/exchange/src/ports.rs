@@ -1,13 +1,11 @@
 //! What the exchange needs from outside, as traits: who the clients and their policies are
-//! ([`Directory`]), which tokens are revoked ([`RevocationCheck`]), and the keys of the issuers
-//! it trusts ([`IssuerKeys`]). The STS wires them to the authorization server (in-process or over
-//! gRPC), the revocation feed and published key sets; tests wire them to fakes.
+//! ([`Directory`]); which tokens are revoked (`writ_token::RevocationCheck`) and the keys of the
+//! issuers it trusts (`writ_token::KeySource`) are the platform-wide traits. The STS wires them
+//! to the authorization server (in-process or over gRPC), the revocation feed and published key
+//! sets; tests wire them to fakes.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-
-use writ_token::{KeySet, RevocationKind, TokenFacts};
 
 use crate::error::Result;
 
@@ -45,35 +43,4 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
 
     /// The exchange policies of `client_id` (any order; may be empty).
     fn policies<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Vec<ExchangePolicy>>>;
-}
-
-/// Whether a token is revoked.
-pub trait RevocationCheck: Send + Sync + std::fmt::Debug {
-    /// The kind of revocation that applies to `token`, if any; an error (typically
-    /// [`crate::ExchangeError::Unavailable`]) when the answer cannot be trusted, e.g. a
-    /// revocation feed staler than its bound. Must not wait on the network.
-    fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>>;
-}
-
-/// The keys of one trusted issuer (the platform-wide key-source trait).
-pub use writ_token::KeySource as IssuerKeys;
-
-/// Fixed keys (tests, a JWKS read once).
-#[derive(Debug, Clone)]
-pub struct StaticKeys(pub Arc<KeySet>);
-
-impl IssuerKeys for StaticKeys {
-    fn keys(&self) -> Arc<KeySet> {
-        self.0.clone()
-    }
-}
-
-/// An issuer whose tokens the STS accepts as subject and actor tokens.
-#[derive(Debug, Clone)]
-pub struct TrustedIssuer {
-    /// Its `iss`, compared exactly.
-    pub issuer: String,
-    pub keys: Arc<dyn IssuerKeys>,
-    /// Whether its Biscuits are accepted too (Writ issuers), or only its JWTs (external ones).
-    pub biscuits: bool,
 }

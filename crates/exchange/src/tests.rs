@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use writ_store::SledStore;
 use writ_token::{
-    AccessClaims, Actor, Algorithm, Attenuation, BiscuitRootKey, Clock, KeySet, ManualClock,
-    RevocationKind, SigningKey, TokenFacts, TokenFormat, TokenVerifier, VerifiedToken,
-    VerifierConfig, attenuate, encode_access_token, mint_biscuit,
+    AccessClaims, Actor, Algorithm, Attenuation, BiscuitRootKey, Clock, FixedKeys, KeySet,
+    ManualClock, RevocationCheck, RevocationKind, SigningKey, TokenFacts, TokenFormat,
+    TokenVerifier, Unvouched, VerifiedToken, VerifierConfig, attenuate, encode_access_token,
+    mint_biscuit,
 };
 
 use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
@@ -64,9 +65,9 @@ impl Directory for Dir {
 struct Revoked(Arc<Fakes>);
 
 impl RevocationCheck for Revoked {
-    fn revoked(&self, t: &TokenFacts<'_>) -> Result<Option<RevocationKind>> {
+    fn revoked(&self, t: &TokenFacts<'_>) -> Result<Option<RevocationKind>, Unvouched> {
         if self.0.stale.load(Ordering::Relaxed) {
-            return Err(ExchangeError::Unavailable("the revocation feed is stale"));
+            return Err(Unvouched("the revocation feed is stale"));
         }
         let set = self.0.revoked.lock();
         Ok(t.targets()
@@ -121,12 +122,12 @@ async fn world() -> World {
         vec![
             TrustedIssuer {
                 issuer: AS.into(),
-                keys: Arc::new(StaticKeys(Arc::new(as_keys))),
+                keys: Arc::new(FixedKeys::new(as_keys)),
                 biscuits: true,
             },
             TrustedIssuer {
                 issuer: "https://idp.test".into(),
-                keys: Arc::new(StaticKeys(Arc::new(ext_keys))),
+                keys: Arc::new(FixedKeys::new(ext_keys)),
                 biscuits: false,
             },
         ],

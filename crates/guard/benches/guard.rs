@@ -49,16 +49,18 @@ fn guard(cache_capacity: usize, keys: Arc<KeySet>) -> Guard {
     .unwrap();
     let mut config = GuardConfig::new(
         "inventory",
-        vec![TrustedIssuer {
-            issuer: ISSUER.into(),
-            keys: Arc::new(LocalKeys(move || keys.clone())),
-        }],
+        vec![TrustedIssuer::new(
+            ISSUER,
+            Arc::new(LocalKeys(move || keys.clone())),
+        )],
         MethodPolicy::new().method(METHOD, Rule::scopes(&["inventory.read"])),
         set.clone(),
     );
-    config.revocations = Revocations::Feed {
-        set,
-        max_staleness: Duration::from_secs(3600),
+    config.revocations = Revocations::Checked {
+        check: Arc::new(writ_revocation_client::RevocationFeed::new(
+            set,
+            Duration::from_secs(3600),
+        )),
         fail_open: false,
     };
     config.cache_capacity = cache_capacity;

@@ -36,4 +36,4 @@ pub use exchange::Exchanger;
 pub use policy::{MethodPolicy, Rule};
 pub use principal::{BearerToken, Principal};
 pub use server::{Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService, Revocations};
-pub use writ_trust::TrustedIssuer;
+pub use writ_token::TrustedIssuer;

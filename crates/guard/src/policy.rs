@@ -11,13 +11,30 @@ pub enum Rule {
     /// each scope must also survive every attenuation block, and the service's Datalog policies
     /// must allow the request.
     Scopes(Vec<String>),
+    /// A valid token carrying at least one of these scopes. For a Biscuit, one of them must
+    /// survive every attenuation block and be allowed by the service's policies.
+    AnyScope(Vec<String>),
     /// Refused whatever the token.
     Deny,
 }
 
 impl Rule {
+    /// Every one of `scopes`.
     pub fn scopes(scopes: &[&str]) -> Rule {
         Rule::Scopes(scopes.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    /// Any one of `scopes`.
+    pub fn any_scope(scopes: &[&str]) -> Rule {
+        Rule::AnyScope(scopes.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    /// The scopes the rule names (what an insufficient-scope refusal reports).
+    pub fn required_scopes(&self) -> &[String] {
+        match self {
+            Rule::Scopes(s) | Rule::AnyScope(s) => s,
+            Rule::Public | Rule::Deny => &[],
+        }
     }
 }
 
@@ -56,6 +73,19 @@ impl MethodPolicy {
     pub fn service(mut self, service: &str, rule: Rule) -> Self {
         self.services.insert(service.to_owned(), rule);
         self
+    }
+
+    /// Every method of the generated service `S` (its `NamedService::NAME`) without a rule of
+    /// its own: `.service_of::<InventoryServiceServer<Inventory>>(rule)`.
+    pub fn service_of<S: tonic::server::NamedService>(self, rule: Rule) -> Self {
+        self.service(S::NAME, rule)
+    }
+
+    /// The method `method` (as in the proto, `Reserve`) of the generated service `S`:
+    /// `.method_of::<InventoryServiceServer<Inventory>>("Reserve", rule)`.
+    pub fn method_of<S: tonic::server::NamedService>(self, method: &str, rule: Rule) -> Self {
+        let path = format!("/{}/{method}", S::NAME);
+        self.method(&path, rule)
     }
 
     /// The rule for anything unlisted.
@@ -102,5 +132,22 @@ mod tests {
         assert_eq!(p.rule("/demo.Orders/Place"), &Rule::Deny);
         assert_eq!(p.rule("garbage"), &Rule::Deny);
         assert_eq!(p.rule("/grpc.health.v1.Health/Check"), &Rule::Public);
+    }
+
+    #[test]
+    fn generated_services_name_their_methods() {
+        #[derive(Clone)]
+        struct Inventory;
+        impl tonic::server::NamedService for Inventory {
+            const NAME: &'static str = "demo.Inventory";
+        }
+        let p = MethodPolicy::new()
+            .service_of::<Inventory>(Rule::scopes(&["read"]))
+            .method_of::<Inventory>("Reserve", Rule::any_scope(&["write", "admin"]));
+        assert_eq!(
+            p.rule("/demo.Inventory/Reserve"),
+            &Rule::any_scope(&["write", "admin"])
+        );
+        assert_eq!(p.rule("/demo.Inventory/Get"), &Rule::scopes(&["read"]));
     }
 }

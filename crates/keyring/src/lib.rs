@@ -110,6 +110,13 @@ pub struct Keyring {
     rotation: tokio::sync::Mutex<()>,
 }
 
+/// The keyring's public keys are its issuer's key source: what verifies the tokens it signs.
+impl writ_token::KeySource for Keyring {
+    fn keys(&self) -> Arc<KeySet> {
+        self.state().public.clone()
+    }
+}
+
 impl Keyring {
     /// Loads the stored keys, generating (and durably storing) the first ones if there are none.
     pub async fn load(store: Arc<dyn Store>, now: UnixTime, config: KeyringConfig) -> Result<Self> {

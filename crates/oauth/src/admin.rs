@@ -42,8 +42,6 @@ impl AuthorizationServer {
             .keys
             .rotate(purpose, alg, self.now(), retire_for)
             .await?;
-        self.verifier
-            .set_shared_keys(self.keys.state().public.clone());
         tracing::warn!(target: "writ::audit", event = "signing_key_rotated", kid = %record.kid, purpose = purpose, alg = %record.alg);
         Ok(record)
     }

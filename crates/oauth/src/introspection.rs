@@ -152,7 +152,7 @@ impl AuthorizationServer {
         {
             return Ok(found);
         }
-        Ok(match self.verifier.verify(token) {
+        Ok(match self.verifier.verify(token, None) {
             Ok(t) => Found::Access(Box::new(t)),
             Err(_) => Found::Nothing,
         })

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use writ_store::{Batch, Store, StoreExt, encode};
 use writ_token::{
-    Algorithm, KeySet, SharedClock, TokenVerifier, UnixTime, VerifierConfig, random_bytes,
-    random_secret,
+    Algorithm, KeySet, SharedClock, TrustedIssuer, TrustedIssuers, UnixTime, VerifierConfig,
+    random_bytes, random_secret,
 };
 
 pub use error::{Error, Result};
@@ -93,8 +93,9 @@ pub struct AuthorizationServer {
     clock: SharedClock,
     hasher: SecretHasher,
     admin_credential_hash: Vec<u8>,
-    keys: Keyring,
-    verifier: TokenVerifier,
+    keys: Arc<Keyring>,
+    /// This server's own tokens, under its own keys (introspection, revocation).
+    verifier: TrustedIssuers,
     /// An argon2id hash of a random password: unknown users are checked against it, so they
     /// cost the same time as known ones.
     dummy_password_hash: String,
@@ -143,26 +144,27 @@ impl AuthorizationServer {
                 rec
             }
         };
-        let keys = Keyring::load(
-            store.clone(),
-            now,
-            KeyringConfig {
-                jwt_algorithm: config.jwt_algorithm,
-                ..KeyringConfig::AUTHORIZATION_SERVER
-            },
-        )
-        .await?;
-        let verifier = TokenVerifier::new(
+        let keys = Arc::new(
+            Keyring::load(
+                store.clone(),
+                now,
+                KeyringConfig {
+                    jwt_algorithm: config.jwt_algorithm,
+                    ..KeyringConfig::AUTHORIZATION_SERVER
+                },
+            )
+            .await?,
+        );
+        let verifier = TrustedIssuers::new(
+            vec![TrustedIssuer::new(config.issuer.clone(), keys.clone())],
             VerifierConfig {
                 leeway: config.leeway,
                 max_token_bytes: MAX_TOKEN_LEN,
                 max_lifetime: config.max_access_token_lifetime,
-                ..VerifierConfig::new(vec![config.issuer.clone()], None)
+                ..VerifierConfig::new(Vec::new(), None)
             },
-            KeySet::new(),
             clock.clone(),
         );
-        verifier.set_shared_keys(keys.state().public.clone());
         let dummy_password_hash = tokio::task::spawn_blocking(|| hash_password(&random_secret()))
             .await
             .map_err(|_| Error::Internal("password hashing task"))??;
@@ -268,8 +270,8 @@ impl AuthorizationServer {
         Ok((jwt, state.published_biscuit_keys(now)))
     }
 
-    /// A verifier for this server's own tokens (any audience).
-    pub fn verifier(&self) -> &TokenVerifier {
+    /// The verifier of this server's own tokens (any audience).
+    pub fn verifier(&self) -> &TrustedIssuers {
         &self.verifier
     }
 
@@ -326,8 +328,7 @@ impl AuthorizationServer {
         if removed > 0 {
             self.store.durable().await?;
         }
-        let state = self.keys.refresh(now)?;
-        self.verifier.set_shared_keys(state.public.clone());
+        self.keys.refresh(now)?;
         Ok(removed)
     }
 

@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use writ_store::{Batch, Store, StoreExt, Tree, decode, encode};
-use writ_token::{AccessClaims, RevocationEntry, RevocationKind, encode_access_token, random_id};
+use writ_token::{
+    AccessClaims, RevocationEntry, RevocationKind, TokenFacts, encode_access_token, random_id,
+};
 
 use writ_vocabulary::names::SELF_CLIENT_ID;
 
@@ -151,6 +153,16 @@ impl AuthorizationServer {
             }))
     }
 
+    /// The first revocation in the local index that applies to `token`, if any.
+    pub fn revokes(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>> {
+        for (kind, value) in token.targets() {
+            if self.is_revoked(kind, value, token.iat)? {
+                return Ok(Some(kind));
+            }
+        }
+        Ok(None)
+    }
+
     /// Up to `limit` queued revocations, oldest first, with their outbox keys.
     pub fn outbox(&self, limit: usize) -> Result<Vec<(Vec<u8>, RevocationEntry)>> {
         self.store
@@ -216,5 +228,19 @@ impl AuthorizationServer {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The local index knows a revocation the moment it is acknowledged: another service in the
+/// same process (the STS under `writ up`) consults it besides the feed.
+impl writ_token::RevocationCheck for AuthorizationServer {
+    fn revoked(
+        &self,
+        token: &TokenFacts<'_>,
+    ) -> std::result::Result<Option<RevocationKind>, writ_token::Unvouched> {
+        self.revokes(token).map_err(|e| {
+            tracing::error!(error = %e, "the authorization server's revocation index failed");
+            writ_token::Unvouched("the revocation index is unavailable")
+        })
     }
 }

@@ -1,11 +1,12 @@
 //! Writ's revocation client: a [`RevocationSet`] kept current from the revocation service's
-//! `Watch` stream, and the entry conversions producers use.
+//! `Watch` stream, and [`RevocationFeed`], the set as a revocation check that fails closed when
+//! the feed is too old.
 //!
 //! The watcher runs in the background: it resumes from the set's cursor, applies events
 //! idempotently, reconnects with jittered exponential backoff, and forgets entries once what
-//! they revoke has expired. Lookups ([`RevocationSet::check`]) never wait on the network; a
-//! consumer reads [`RevocationSet::staleness`] to fail closed when the feed is too old.
+//! they revoke has expired. Lookups ([`RevocationSet::check`]) never wait on the network.
 
+mod feed;
 mod set;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use tonic::{Request, Status};
 use writ_proto::revocation::WatchRequest;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 
+pub use feed::{DEFAULT_MAX_STALENESS, RevocationFeed};
 pub use set::{OutOfOrder, RevocationSet, TokenFacts};
 
 /// Supplies the bearer token the watcher presents (scope `writ.revocation.watch`).

@@ -47,6 +47,20 @@ pub enum LogError {
     Store(#[from] StoreError),
 }
 
+/// The log vouches for its own entries at once (the revocation service checks its callers
+/// against it, without waiting for a feed of its own entries); a store that fails cannot vouch.
+impl writ_token::RevocationCheck for RevocationLog {
+    fn revoked(
+        &self,
+        token: &TokenFacts<'_>,
+    ) -> Result<Option<RevocationKind>, writ_token::Unvouched> {
+        self.revokes(token).map_err(|e| {
+            tracing::error!(error = %e, "the revocation log could not be read");
+            writ_token::Unvouched("the revocation log is unavailable")
+        })
+    }
+}
+
 /// `google.rpc.ErrorInfo.domain` of the revocation service's refusals.
 pub const ERROR_DOMAIN: &str = "revocation.writ.dev";
 

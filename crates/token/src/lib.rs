@@ -57,6 +57,7 @@ mod clock;
 mod error;
 mod ids;
 mod inspect;
+mod issuers;
 mod jwt;
 mod keys;
 mod revocation;
@@ -71,14 +72,15 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_c
 pub use error::TokenError;
 pub use ids::{random_bytes, random_id, random_secret};
 pub use inspect::{UnverifiedView, decode_unverified};
+pub use issuers::{TrustedIssuer, TrustedIssuers};
 pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
 pub use keys::{
-    Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, Jwk, JwkSet, KeySet, KeySource,
-    MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
+    Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, Jwk, JwkSet, KeySet,
+    KeySource, MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
 };
 pub use revocation::{
-    MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationEntry, RevocationError,
-    RevocationKind, TokenFacts,
+    MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationCheck, RevocationEntry,
+    RevocationError, RevocationKind, TokenFacts, Unvouched,
 };
 pub use scope::{MAX_SCOPE_LEN, ScopeError, Scopes};
 pub use verify::{

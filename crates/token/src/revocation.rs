@@ -52,6 +52,21 @@ impl<'a> TokenFacts<'a> {
     }
 }
 
+/// Whether a token is revoked, as every verifier asks it (the guard, the STS, the revocation
+/// service about its own callers): at once, without waiting on the network.
+pub trait RevocationCheck: Send + Sync + std::fmt::Debug {
+    /// The kind of revocation that applies to `token`, if any. An error when the answer cannot
+    /// be trusted now (a revocation feed staler than its bound, a store that failed): the caller
+    /// fails closed.
+    fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>, Unvouched>;
+}
+
+/// A revocation check that cannot vouch for its answer now, and why (a fixed description, for
+/// the caller and the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unvouched(pub &'static str);
+
 /// What an entry revokes (the numbering is `writ.revocation.v1.RevocationKind`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RevocationKind {

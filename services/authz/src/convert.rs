@@ -42,26 +42,16 @@ pub fn token_response(r: writ_oauth::TokenResponse) -> authz::TokenResponse {
     }
 }
 
-pub fn actor(a: &writ_token::Actor) -> common::Actor {
-    common::Actor {
-        sub: a.sub.clone(),
-        client_id: a.client_id.clone().unwrap_or_default(),
-        act: a.act.as_deref().map(|n| Box::new(actor(n))),
-    }
-}
-
 pub fn introspection(i: Introspection) -> authz::IntrospectResponse {
     if !i.active {
         return authz::IntrospectResponse::default();
     }
     authz::IntrospectResponse {
         active: true,
-        act: i.act.as_ref().map(actor),
-        token_format: match i.format {
-            Some(writ_token::TokenFormat::Jwt) => common::TokenFormat::Jwt as i32,
-            Some(writ_token::TokenFormat::Biscuit) => common::TokenFormat::Biscuit as i32,
-            None => 0,
-        },
+        act: i.act.as_ref().map(writ_proto::convert::actor),
+        token_format: i
+            .format
+            .map_or(0, |f| writ_proto::convert::token_format(f) as i32),
         scope: i.scope,
         client_id: i.client_id,
         username: i.username,
@@ -74,37 +64,6 @@ pub fn introspection(i: Introspection) -> authz::IntrospectResponse {
         iss: i.iss,
         jti: i.jti,
         gid: i.gid,
-    }
-}
-
-pub fn jwk(k: writ_token::Jwk) -> common::Jwk {
-    common::Jwk {
-        kty: k.kty,
-        crv: k.crv,
-        x: k.x,
-        y: k.y.unwrap_or_default(),
-        kid: k.kid,
-        alg: k.alg,
-        r#use: k.key_use,
-    }
-}
-
-/// The keys an issuer publishes through `GetJwks`; the STS publishes its own alike.
-pub fn jwks(
-    jwt: &[writ_token::VerificationKey],
-    biscuit: Vec<(writ_token::BiscuitPublicKey, i64)>,
-) -> authz::GetJwksResponse {
-    authz::GetJwksResponse {
-        keys: jwt.iter().map(|k| jwk(k.to_jwk())).collect(),
-        biscuit_root_keys: biscuit
-            .into_iter()
-            .map(|(k, exp)| common::BiscuitRootKey {
-                root_key_id: k.id(),
-                algorithm: "ed25519".to_owned(),
-                public_key: k.to_hex(),
-                expires_at: exp,
-            })
-            .collect(),
     }
 }
 

@@ -28,7 +28,7 @@ impl AuthorizationGrpc {
 /// The JWKS and Biscuit root keys the engine publishes now.
 pub fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Status> {
     let (jwt, biscuit) = engine.published_keys().map_err(status)?;
-    Ok(convert::jwks(&jwt, biscuit))
+    Ok(writ_proto::convert::PublishedKeys::new(&jwt, &biscuit).into())
 }
 
 /// RFC 7662 and RFC 7009 requests carry the same parameters.

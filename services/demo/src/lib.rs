@@ -271,7 +271,6 @@ pub async fn guard_for(
     .await?;
     let sts = writ_trust::RemoteKeys::connect_sts(
         platform.sts.clone(),
-        platform.sts_issuer.clone(),
         Duration::from_secs(60),
         Duration::from_millis(500),
     )
@@ -293,14 +292,8 @@ pub async fn guard_for(
         writ_revocation_client::WatchConfig::default(),
     );
     let issuers = vec![
-        writ_guard::TrustedIssuer {
-            issuer: authz.issuer().to_owned(),
-            keys: std::sync::Arc::new(authz),
-        },
-        writ_guard::TrustedIssuer {
-            issuer: platform.sts_issuer.clone(),
-            keys: std::sync::Arc::new(sts),
-        },
+        writ_guard::TrustedIssuer::new(authz.issuer().to_owned(), authz),
+        writ_guard::TrustedIssuer::new(sts.issuer().to_owned(), sts),
     ];
     let config = writ_guard::GuardConfig::new(audience, issuers, policy, set);
     Ok((Guard::new(config), watcher))

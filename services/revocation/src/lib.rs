@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::{Code, Request, Response, Status};
+use tower::Layer;
+use writ_guard::{Guard, GuardConfig, MethodPolicy, Principal, Revocations, Rule};
 use writ_proto::refusal::status;
 use writ_proto::revocation::revocation_service_server::{
     RevocationService, RevocationServiceServer,
@@ -28,10 +30,10 @@ use writ_proto::revocation::{
 use writ_revocation_log::{LogError, RevocationLog};
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
 use writ_tls::TlsMaterial;
-use writ_token::{SharedClock, TokenFacts, VerifiedToken};
-use writ_trust::Authenticator;
+use writ_token::{SharedClock, TrustedIssuer};
 use writ_vocabulary::names::{
-    REVOCATION_PUBLISH_SCOPE as SCOPE_PUBLISH, REVOCATION_WATCH_SCOPE as SCOPE_WATCH,
+    REVOCATION_AUDIENCE, REVOCATION_PUBLISH_SCOPE as SCOPE_PUBLISH,
+    REVOCATION_WATCH_SCOPE as SCOPE_WATCH,
 };
 
 pub use subscriber::SubscriberConfig;
@@ -64,40 +66,39 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct RevocationGrpc {
     log: Arc<RevocationLog>,
-    auth: Arc<Authenticator>,
     clock: SharedClock,
     config: Config,
     subscribers: Arc<AtomicU32>,
     shutdown: ShutdownSignal,
 }
 
-impl RevocationGrpc {
-    /// Authenticates a caller, requires one of `scopes`, and refuses a token this very log
-    /// revokes (the service does not wait for a watch feed of its own entries).
-    fn caller(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-        scopes: &[&str],
-    ) -> Result<VerifiedToken, Status> {
-        let caller = self.auth.authorize(metadata, scopes)?;
-        match self.log.revokes(&TokenFacts::of(&caller)) {
-            Ok(None) => Ok(caller),
-            Ok(Some(kind)) => {
-                tracing::warn!(
-                    target: "writ::audit",
-                    event = "caller_rejected",
-                    reason = "revoked",
-                    kind = kind.name(),
-                    client_id = %caller.claims.client_id,
-                );
-                Err(writ_trust::invalid_token(
-                    "the bearer token is not valid here",
-                ))
-            }
-            // Fail closed: a caller we cannot check is not let in.
-            Err(e) => Err(status(e)),
-        }
-    }
+/// Who called: the guard in front of the service authenticated the caller and checked its
+/// scope before the call got here.
+fn caller<T>(request: &Request<T>) -> Result<String, Status> {
+    Principal::of(request)
+        .map(|p| p.client_id.clone())
+        .ok_or_else(|| Status::internal("the guard attached no principal"))
+}
+
+/// The service's own guard: callers present a token of a trusted issuer (the authorization
+/// server) for the audience `writ-revocation`; producers need `writ.revocation.publish`,
+/// subscribers `writ.revocation.watch` (either one reads the status). A caller whose token this
+/// very log revokes is refused at once: the service checks its own index, it does not wait for
+/// a feed of its own entries.
+pub fn guard(log: Arc<RevocationLog>, issuers: Vec<TrustedIssuer>, clock: SharedClock) -> Guard {
+    type Service = RevocationServiceServer<RevocationGrpc>;
+    let policy = MethodPolicy::new()
+        .method_of::<Service>("Revoke", Rule::scopes(&[SCOPE_PUBLISH]))
+        .method_of::<Service>("Watch", Rule::scopes(&[SCOPE_WATCH]))
+        .method_of::<Service>("GetStatus", Rule::any_scope(&[SCOPE_WATCH, SCOPE_PUBLISH]));
+    Guard::new(GuardConfig {
+        revocations: Revocations::Checked {
+            check: log,
+            fail_open: false,
+        },
+        clock,
+        ..GuardConfig::without_revocations(REVOCATION_AUDIENCE, issuers, policy)
+    })
 }
 
 #[tonic::async_trait]
@@ -106,7 +107,7 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let caller = self.caller(request.metadata(), &[SCOPE_PUBLISH])?;
+        let caller = caller(&request)?;
         let now = self.clock.now();
         let entries = request
             .into_inner()
@@ -130,7 +131,7 @@ impl RevocationService for RevocationGrpc {
             tracing::info!(
                 target: "writ::audit",
                 event = "revocation_recorded",
-                by = %caller.claims.client_id,
+                by = %caller,
                 kind = e.kind.name(),
                 value = %e.value,
                 reason = %e.reason,
@@ -146,12 +147,12 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.caller(request.metadata(), &[SCOPE_WATCH])?;
+        let caller = caller(&request)?;
         let cursor = request.into_inner().from_sequence;
         if cursor > self.log.head() {
             return Err(status(LogError::CursorAhead));
         }
-        tracing::info!(target: "writ::audit", event = "watch_started", by = %caller.claims.client_id, cursor);
+        tracing::info!(target: "writ::audit", event = "watch_started", by = %caller, cursor);
         let clock = self.clock.clone();
         Ok(Response::new(subscriber::spawn(
             self.log.clone(),
@@ -165,9 +166,8 @@ impl RevocationService for RevocationGrpc {
 
     async fn get_status(
         &self,
-        request: Request<GetStatusRequest>,
+        _: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
-        self.caller(request.metadata(), &[SCOPE_WATCH, SCOPE_PUBLISH])?;
         Ok(Response::new(GetStatusResponse {
             head_sequence: self.log.head(),
             live_entries: self.log.live_count(),
@@ -195,7 +195,7 @@ impl Running {
 /// Serves the revocation service on `listener` until `shutdown`.
 pub async fn start(
     log: Arc<RevocationLog>,
-    auth: Arc<Authenticator>,
+    issuers: Vec<TrustedIssuer>,
     clock: SharedClock,
     config: Config,
     listener: TcpListener,
@@ -207,15 +207,17 @@ pub async fn start(
         source,
     })?;
     let (health, reflection) = writ_server::health_and_reflection(&[SERVICE_NAME]).await?;
-    let service = RevocationServiceServer::new(RevocationGrpc {
-        log: log.clone(),
-        auth,
-        clock: clock.clone(),
-        config,
-        subscribers: Arc::new(AtomicU32::new(0)),
-        shutdown: shutdown.clone(),
-    })
-    .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let guard = guard(log.clone(), issuers, clock.clone());
+    let service = guard.layer().layer(
+        RevocationServiceServer::new(RevocationGrpc {
+            log: log.clone(),
+            clock: clock.clone(),
+            config,
+            subscribers: Arc::new(AtomicU32::new(0)),
+            shutdown: shutdown.clone(),
+        })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE),
+    );
     let router = writ_server::grpc_server(tls)?
         .add_service(health)
         .add_service(reflection)

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use writ_exchange::TokenExchange;
 use writ_proto::sts::security_token_service_server::SecurityTokenService;
-use writ_proto::sts::{ExchangeRequest, ExchangeResponse, GetJwksRequest, GetJwksResponse};
+use writ_proto::sts::{
+    ExchangeRequest, ExchangeResponse, GetJwksRequest, GetJwksResponse, GetServerMetadataRequest,
+    GetServerMetadataResponse,
+};
 
 use writ_proto::refusal::status;
 
@@ -23,12 +26,7 @@ impl StsGrpc {
 /// The JWKS and Biscuit root keys the STS publishes now.
 pub fn jwks(engine: &TokenExchange) -> GetJwksResponse {
     let (jwt, biscuit) = engine.published_keys();
-    // The same messages as the authorization server's `GetJwks`.
-    let r = writ_authz::convert::jwks(&jwt, biscuit);
-    GetJwksResponse {
-        keys: r.keys,
-        biscuit_root_keys: r.biscuit_root_keys,
-    }
+    writ_proto::convert::PublishedKeys::new(&jwt, &biscuit).into()
 }
 
 #[tonic::async_trait]
@@ -70,5 +68,20 @@ impl SecurityTokenService for StsGrpc {
         _: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
         Ok(Response::new(jwks(&self.engine)))
+    }
+
+    async fn get_server_metadata(
+        &self,
+        _: Request<GetServerMetadataRequest>,
+    ) -> Result<Response<GetServerMetadataResponse>, Status> {
+        let m = self.engine.metadata();
+        Ok(Response::new(GetServerMetadataResponse {
+            issuer: m.issuer,
+            token_endpoint: m.token_endpoint,
+            jwks_uri: m.jwks_uri,
+            grant_types_supported: m.grant_types_supported,
+            token_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported,
+            token_types_supported: m.token_types_supported,
+        }))
     }
 }

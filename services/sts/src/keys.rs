@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use writ_exchange::{IssuerKeys, TrustedIssuer};
 use writ_token::KeySet;
+use writ_token::{KeySource, TrustedIssuer};
 
 use crate::error::StsError;
 
@@ -37,7 +37,7 @@ pub async fn external_issuer(
     if issuer.is_empty() {
         return Err(refuse("the issuer name is empty".into()));
     }
-    let keys: Arc<dyn IssuerKeys> = if jwks.contains("://") {
+    let keys: Arc<dyn KeySource> = if jwks.contains("://") {
         let ca = ca.ok_or_else(|| {
             refuse(format!(
                 "the JWKS URL {jwks} needs the CA file to trust for it"
@@ -63,11 +63,7 @@ pub async fn external_issuer(
         }
         Arc::new(JwksFile::load(Path::new(jwks), min_refresh)?)
     };
-    Ok(TrustedIssuer {
-        issuer: issuer.to_owned(),
-        keys,
-        biscuits: false,
-    })
+    Ok(TrustedIssuer::jwt_only(issuer, keys))
 }
 
 /// An external issuer's JWK Set, read from a file (deployed next to the STS, e.g. by the
@@ -105,7 +101,7 @@ fn read(path: &Path) -> Result<KeySet, StsError> {
     writ_token::jwt_key_set(&json).map_err(|e| unusable(e.to_string()))
 }
 
-impl IssuerKeys for JwksFile {
+impl KeySource for JwksFile {
     fn keys(&self) -> Arc<KeySet> {
         self.keys.lock().clone()
     }

@@ -23,14 +23,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use writ_exchange::{Config, Directory, TokenExchange, TrustedIssuer};
-use writ_oauth::AuthorizationServer;
+use writ_exchange::{Config, Directory, TokenExchange};
 use writ_proto::sts::security_token_service_server::SecurityTokenServiceServer;
-use writ_revocation_client::{RevocationSet, TokenProvider, WatchConfig, Watcher};
+use writ_revocation_client::{RevocationFeed, RevocationSet, TokenProvider, WatchConfig, Watcher};
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
 use writ_store::Store;
 use writ_tls::TlsMaterial;
-use writ_token::SharedClock;
+use writ_token::{RevocationCheck, SharedClock, TrustedIssuer};
 
 pub use error::StsError;
 pub use grpc::StsGrpc;
@@ -39,7 +38,7 @@ pub use grpc::StsGrpc;
 pub const SERVICE_NAME: &str = "writ.sts.v1.SecurityTokenService";
 
 /// Default bound on the revocation feed's staleness: past it, exchanges are refused.
-pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
+pub use writ_revocation_client::DEFAULT_MAX_STALENESS;
 
 /// What the STS is wired to.
 pub struct Options {
@@ -57,8 +56,9 @@ pub struct Options {
     pub watch: WatchConfig,
     /// Past this staleness of the feed, every exchange is refused.
     pub max_staleness: Duration,
-    /// The authorization server in this process, if any: its revocation index is consulted too.
-    pub local_index: Option<Arc<AuthorizationServer>>,
+    /// Another revocation index to consult besides the feed (under `writ up`, the authorization
+    /// server's own, which knows a revocation the moment it is acknowledged).
+    pub local_index: Option<Arc<dyn RevocationCheck>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -121,8 +121,7 @@ pub async fn start(
         options.watch,
     );
     let check = Arc::new(revocation::FeedCheck::new(
-        revocations.clone(),
-        options.max_staleness,
+        RevocationFeed::new(revocations.clone(), options.max_staleness),
         options.local_index,
     ));
     let engine = Arc::new(

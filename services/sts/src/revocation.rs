@@ -4,84 +4,42 @@
 //! it is acknowledged.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::Status;
 use tonic::transport::Channel;
-use writ_exchange::{ExchangeError, Result, RevocationCheck};
 use writ_oauth::AuthorizationServer;
 use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
-use writ_revocation_client::{RevocationSet, TokenProvider};
-use writ_token::{RevocationKind, TokenFacts};
+use writ_revocation_client::{RevocationFeed, TokenProvider};
+use writ_token::{RevocationCheck, RevocationKind, TokenFacts, Unvouched};
 
 use writ_vocabulary::grant_type;
 use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE as WATCH_SCOPE};
 
-/// The revocation feed, with a staleness bound, plus optionally the in-process authorization
-/// server's index.
+/// The revocation feed (failing closed when stale), then any other index the STS may consult
+/// (under `writ up`, the authorization server's own, which knows a revocation the moment it is
+/// acknowledged).
 #[derive(Debug)]
 pub struct FeedCheck {
-    set: Arc<RevocationSet>,
-    max_staleness: Duration,
-    local: Option<Arc<AuthorizationServer>>,
+    feed: RevocationFeed,
+    also: Option<Arc<dyn RevocationCheck>>,
 }
 
 impl FeedCheck {
-    pub fn new(
-        set: Arc<RevocationSet>,
-        max_staleness: Duration,
-        local: Option<Arc<AuthorizationServer>>,
-    ) -> Self {
-        FeedCheck {
-            set,
-            max_staleness,
-            local,
-        }
-    }
-
-    pub fn set(&self) -> &Arc<RevocationSet> {
-        &self.set
+    pub fn new(feed: RevocationFeed, also: Option<Arc<dyn RevocationCheck>>) -> Self {
+        FeedCheck { feed, also }
     }
 }
 
 impl RevocationCheck for FeedCheck {
-    fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>> {
-        match self.set.staleness() {
-            None => {
-                return Err(ExchangeError::Unavailable(
-                    "the revocation feed has not synced yet",
-                ));
-            }
-            Some(s) if s > self.max_staleness => {
-                tracing::warn!(
-                    staleness_ms = s.as_millis() as u64,
-                    "revocation feed too stale: refusing exchanges"
-                );
-                return Err(ExchangeError::Unavailable(
-                    "the revocation feed is too stale to vouch for the token",
-                ));
-            }
-            Some(_) => {}
-        }
-        if let Some(kind) = self.set.check(token) {
+    fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>, Unvouched> {
+        if let Some(kind) = self.feed.revoked(token)? {
             return Ok(Some(kind));
         }
-        if let Some(engine) = &self.local {
-            for (kind, value) in token.targets() {
-                match engine.is_revoked(kind, value, token.iat) {
-                    Ok(true) => return Ok(Some(kind)),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "the authorization server's revocation index failed");
-                        return Err(ExchangeError::Unavailable(
-                            "the revocation index is unavailable",
-                        ));
-                    }
-                }
-            }
+        match &self.also {
+            Some(index) => index.revoked(token),
+            None => Ok(None),
         }
-        Ok(None)
     }
 }
 
@@ -149,77 +107,5 @@ impl TokenProvider for ClientCredentialsTokens {
                 .await?;
             Ok(r.into_inner().access_token)
         })
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use writ_proto::revocation::{
-        Checkpoint, RevocationEntry, RevocationEvent, WatchResponse, watch_response::Event,
-    };
-
-    fn facts() -> TokenFacts<'static> {
-        TokenFacts {
-            jti: "j1",
-            gid: Some("g1"),
-            sub: "alice",
-            client_id: "orders",
-            iat: 100,
-            key_id: "k1",
-            biscuit_revocation_ids: &[],
-        }
-    }
-
-    fn message(event: Event) -> WatchResponse {
-        WatchResponse { event: Some(event) }
-    }
-
-    #[test]
-    fn a_feed_that_never_synced_or_went_stale_fails_closed() {
-        let set = Arc::new(RevocationSet::new());
-        let check = FeedCheck::new(set.clone(), Duration::from_millis(50), None);
-        assert!(matches!(
-            check.revoked(&facts()),
-            Err(ExchangeError::Unavailable(_))
-        ));
-        set.apply(&message(Event::Checkpoint(Checkpoint {
-            sequence: 0,
-            ..Default::default()
-        })))
-        .unwrap();
-        assert_eq!(check.revoked(&facts()).unwrap(), None);
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(matches!(
-            check.revoked(&facts()),
-            Err(ExchangeError::Unavailable(_))
-        ));
-    }
-
-    #[test]
-    fn an_entry_in_the_feed_revokes_the_token() {
-        let set = Arc::new(RevocationSet::new());
-        let check = FeedCheck::new(set.clone(), Duration::from_secs(60), None);
-        set.apply(&message(Event::Revocation(RevocationEvent {
-            sequence: 1,
-            entry: Some(RevocationEntry {
-                kind: RevocationKind::GrantId as i32,
-                value: "g1".into(),
-                expires_at: i64::from(u32::MAX),
-                reason: String::new(),
-                not_before: 0,
-            }),
-        })))
-        .unwrap();
-        set.apply(&message(Event::Checkpoint(Checkpoint {
-            sequence: 1,
-            ..Default::default()
-        })))
-        .unwrap();
-        assert_eq!(
-            check.revoked(&facts()).unwrap(),
-            Some(RevocationKind::GrantId)
-        );
     }
 }

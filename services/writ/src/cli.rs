@@ -273,6 +273,10 @@ pub struct TokenArgs {
 pub struct InspectArgs {
     #[command(flatten)]
     pub conn: Conn,
+    /// The STS's gRPC URL: tokens it issued are verified against its published keys (skipped,
+    /// with a note, when it is not reachable).
+    #[arg(long, env = "WRIT_STS", default_value = "https://127.0.0.1:7410")]
+    pub sts: String,
     /// The token (or "-" to read it from standard input).
     pub token: String,
     /// Also require this audience.

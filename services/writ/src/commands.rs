@@ -11,7 +11,7 @@ use writ_proto::admin::{self as pb_admin};
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_proto::{authz, common};
-use writ_token::{Attenuation, TokenFormat, TokenVerifier, VerifierConfig};
+use writ_token::{Attenuation, TokenFormat, VerifierConfig};
 
 use crate::cli::*;
 use crate::platform::ADMIN_TOKEN_FILE;
@@ -215,25 +215,26 @@ pub async fn inspect(args: InspectArgs) -> Result<()> {
         print(&out);
         return Ok(());
     }
-    let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
-    let issuer = client
-        .get_server_metadata(authz::GetServerMetadataRequest {})
-        .await?
-        .into_inner()
-        .issuer;
-    let jwks = client
-        .get_jwks(authz::GetJwksRequest {})
-        .await?
-        .into_inner();
-    let verifier = TokenVerifier::new(
-        VerifierConfig::new(vec![issuer], args.audience),
-        writ_trust::key_set(&jwks)
-            .map_err(|e| CliError::Invalid(format!("the server published an unusable key: {e}")))?,
+    // The authorization server's keys, and the STS's when it answers: each trusted only for
+    // its own issuer (writ_token::TrustedIssuers), fetched from the URLs given here, never from
+    // anything the token names.
+    let authz = channel(&args.conn).await?;
+    let mut trusted = vec![fetch_issuer(authz, false).await?];
+    match channel_to(&args.sts, &args.conn).await {
+        Ok(sts) => trusted.push(fetch_issuer(sts, true).await?),
+        Err(e) => {
+            eprintln!("note: the STS is not reachable, its tokens are not trusted here ({e})")
+        }
+    }
+    let verifier = writ_token::TrustedIssuers::new(
+        trusted,
+        VerifierConfig::new(Vec::new(), args.audience),
         writ_token::system_clock(),
     );
-    match verifier.verify(&token) {
+    match verifier.verify(&token, None) {
         Ok(v) => {
             out["verified"] = Value::Bool(true);
+            out["issuer"] = Value::String(v.claims.iss);
             out["effective_scope"] = Value::String(v.claims.scope);
             if !v.revocation_ids.is_empty() {
                 out["revocation_ids"] = json!(v.revocation_ids);
@@ -248,6 +249,34 @@ pub async fn inspect(args: InspectArgs) -> Result<()> {
             Err(CliError::Invalid(format!("the token does not verify: {e}")))
         }
     }
+}
+
+/// An issuer's name and published keys, from the authorization server's (or the STS's)
+/// metadata and `GetJwks`.
+async fn fetch_issuer(channel: Channel, sts: bool) -> Result<writ_token::TrustedIssuer> {
+    use writ_proto::convert::PublishedKeys;
+    let (issuer, published): (String, PublishedKeys) = if sts {
+        let mut c = SecurityTokenServiceClient::new(channel);
+        let meta = c
+            .get_server_metadata(writ_proto::sts::GetServerMetadataRequest {})
+            .await?;
+        let keys = c.get_jwks(writ_proto::sts::GetJwksRequest {}).await?;
+        (meta.into_inner().issuer, keys.into_inner().into())
+    } else {
+        let mut c = AuthorizationServiceClient::new(channel);
+        let meta = c
+            .get_server_metadata(authz::GetServerMetadataRequest {})
+            .await?;
+        let keys = c.get_jwks(authz::GetJwksRequest {}).await?;
+        (meta.into_inner().issuer, keys.into_inner().into())
+    };
+    let keys = published
+        .key_set()
+        .map_err(|e| CliError::Invalid(format!("{issuer} published an unusable key: {e}")))?;
+    Ok(writ_token::TrustedIssuer::new(
+        issuer,
+        std::sync::Arc::new(writ_token::FixedKeys::new(keys)),
+    ))
 }
 
 pub fn attenuate(args: AttenuateArgs) -> Result<()> {

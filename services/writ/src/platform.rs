@@ -192,12 +192,7 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
                 (remote.issuer().to_owned(), Arc::new(remote))
             }
         };
-        let auth = Arc::new(writ_trust::Authenticator::new(
-            issuer,
-            writ_vocabulary::names::REVOCATION_AUDIENCE.to_owned(),
-            keys,
-            clock.clone(),
-        ));
+        let issuers = vec![writ_token::TrustedIssuer::new(issuer, keys)];
         let store = SledStore::open(&args.data_dir.join("revocation")).with_context(|| {
             format!("opening the revocation log in {}", args.data_dir.display())
         })?;
@@ -207,7 +202,7 @@ pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result
         )?);
         let running = writ_revocation::start(
             log,
-            auth,
+            issuers,
             clock.clone(),
             writ_revocation::Config::default(),
             listener,
@@ -293,13 +288,12 @@ async fn start_sts(
             let keys_of = engine.clone();
             (
                 Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
-                TrustedIssuer {
-                    issuer: engine.config().issuer.clone(),
-                    keys: Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-                    biscuits: true,
-                },
+                TrustedIssuer::new(
+                    engine.config().issuer.clone(),
+                    Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
+                ),
                 Arc::new(writ_sts::revocation::EngineTokens(engine.clone())),
-                Some(engine.clone()),
+                Some(engine.clone() as Arc<dyn writ_token::RevocationCheck>),
             )
         }
         None => {
@@ -336,11 +330,7 @@ async fn start_sts(
                     &admin,
                     Duration::from_secs(5),
                 )?),
-                TrustedIssuer {
-                    issuer: remote.issuer().to_owned(),
-                    keys: Arc::new(remote),
-                    biscuits: true,
-                },
+                TrustedIssuer::new(remote.issuer().to_owned(), remote),
                 Arc::new(writ_sts::revocation::ClientCredentialsTokens::new(
                     channel,
                     watch_id.clone(),

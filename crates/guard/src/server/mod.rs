@@ -1,0 +1,451 @@
+//! The server side: [`Guard`] decides; [`GuardLayer`] (tower, sees the method; `layer.rs`) and
+//! [`GuardInterceptor`] (tonic, one rule for every method; `interceptor.rs`) apply it.
+
+use std::sync::Arc;
+
+use writ_revocation_client::{DEFAULT_MAX_STALENESS, RevocationFeed, RevocationSet, TokenFacts};
+use writ_token::biscuit_auth::builder::AuthorizerBuilder;
+use writ_token::{
+    BiscuitRequest, RevocationCheck, SharedClock, TokenError, TokenFormat, TrustedIssuer,
+    TrustedIssuers, VerifierConfig,
+};
+
+use crate::cache::{TokenCache, Verified};
+use crate::error::GuardError;
+use crate::policy::{MethodPolicy, Rule};
+use crate::principal::{BearerToken, Principal};
+
+mod interceptor;
+mod layer;
+
+pub use interceptor::GuardInterceptor;
+pub use layer::{GuardLayer, GuardService};
+
+/// How the guard learns of revocations.
+#[derive(Debug, Clone)]
+pub enum Revocations {
+    /// Every call is checked against `check` (a [`RevocationFeed`]: the revocation feed, kept
+    /// current by a [`writ_revocation_client::Watcher`]; or any other source, such as the
+    /// revocation log itself). When the check cannot vouch for its answer (a feed staler than
+    /// its bound, or never synced), calls fail with UNAVAILABLE, unless `fail_open` is set,
+    /// which lets them through unchecked (an explicit, logged choice).
+    Checked {
+        check: Arc<dyn RevocationCheck>,
+        fail_open: bool,
+    },
+    /// No revocation checks at all. Only for tests and tools; say so where you use it.
+    Unchecked,
+}
+
+impl Revocations {
+    /// The feed behind `set`, trusted while it has been heard from within 30 s: fail closed.
+    pub fn feed(set: Arc<RevocationSet>) -> Self {
+        Revocations::Checked {
+            check: Arc::new(RevocationFeed::new(set, DEFAULT_MAX_STALENESS)),
+            fail_open: false,
+        }
+    }
+}
+
+/// Everything a guard needs.
+#[derive(Debug)]
+pub struct GuardConfig {
+    /// This service's name: tokens must carry it in `aud`; Biscuits see it as `service`.
+    pub audience: String,
+    /// Whose tokens are accepted (the authorization server and the STS).
+    pub issuers: Vec<TrustedIssuer>,
+    pub policy: MethodPolicy,
+    pub revocations: Revocations,
+    /// Verified JWTs kept (0: none).
+    pub cache_capacity: usize,
+    /// The service's own Datalog checks and policies for Biscuits.
+    pub biscuit_policies: Option<AuthorizerBuilder>,
+    /// Algorithm allow-list, leeway, size and lifetime limits, Biscuit run limits (its
+    /// `issuers` and `audience` are set from the fields above).
+    pub verifier: VerifierConfig,
+    pub clock: SharedClock,
+}
+
+impl GuardConfig {
+    /// Secure defaults: every method denied until `policy` opens it, revocations from `set`
+    /// with a 30 s staleness bound (fail closed), 100,000 cached tokens.
+    pub fn new(
+        audience: impl Into<String>,
+        issuers: Vec<TrustedIssuer>,
+        policy: MethodPolicy,
+        set: Arc<RevocationSet>,
+    ) -> Self {
+        GuardConfig {
+            revocations: Revocations::feed(set),
+            ..GuardConfig::without_revocations(audience, issuers, policy)
+        }
+    }
+
+    /// The same defaults with [`Revocations::Unchecked`]: set `revocations` before use (it is
+    /// what a service with a revocation source of its own starts from).
+    pub fn without_revocations(
+        audience: impl Into<String>,
+        issuers: Vec<TrustedIssuer>,
+        policy: MethodPolicy,
+    ) -> Self {
+        let audience = audience.into();
+        GuardConfig {
+            verifier: VerifierConfig::new(Vec::new(), Some(audience.clone())),
+            audience,
+            issuers,
+            policy,
+            revocations: Revocations::Unchecked,
+            cache_capacity: 100_000,
+            biscuit_policies: None,
+            clock: writ_token::system_clock(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    audience: String,
+    issuers: TrustedIssuers,
+    policy: MethodPolicy,
+    revocations: Revocations,
+    cache: TokenCache,
+    biscuit_policies: Option<AuthorizerBuilder>,
+    clock: SharedClock,
+}
+
+/// The guard: cheap to clone, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Guard(Arc<Inner>);
+
+impl Guard {
+    pub fn new(config: GuardConfig) -> Guard {
+        let mut verifier = config.verifier;
+        verifier.audience = Some(config.audience.clone());
+        Guard(Arc::new(Inner {
+            issuers: TrustedIssuers::new(config.issuers, verifier, config.clock.clone()),
+            audience: config.audience,
+            policy: config.policy,
+            revocations: config.revocations,
+            cache: TokenCache::new(config.cache_capacity),
+            biscuit_policies: config.biscuit_policies,
+            clock: config.clock,
+        }))
+    }
+
+    /// A tower layer for `tonic::transport::Server::builder().layer(..)`.
+    pub fn layer(&self) -> GuardLayer {
+        GuardLayer(self.clone())
+    }
+
+    /// A tonic interceptor applying one rule to every method of the service it wraps. It cannot
+    /// wait: a token signed by a key not yet fetched is refused (and a fetch started), where the
+    /// layer would fetch and retry. Prefer the layer.
+    pub fn interceptor(&self, rule: Rule) -> GuardInterceptor {
+        GuardInterceptor {
+            guard: self.clone(),
+            rule,
+        }
+    }
+
+    /// Tokens in the verified-token cache.
+    pub fn cached(&self) -> usize {
+        self.0.cache.len()
+    }
+
+    /// Decides a call to `method` (`/package.Service/Method`) with this `authorization` header.
+    /// `Ok(None)` for a public method.
+    pub async fn check(
+        &self,
+        method: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
+        let rule = self.0.policy.rule(method);
+        let outcome = self.decide(rule, Some(method), authorization).await;
+        self.audit(Some(method), &outcome);
+        outcome
+    }
+
+    /// The audit event for a decision: refusals at WARN, grants at DEBUG (one per call).
+    pub(crate) fn audit(
+        &self,
+        method: Option<&str>,
+        outcome: &Result<Option<Arc<Verified>>, GuardError>,
+    ) {
+        let method = method.unwrap_or("*");
+        match outcome {
+            Ok(Some(v)) => tracing::debug!(
+                target: "writ::audit",
+                event = "call_allowed",
+                service = %self.0.audience,
+                method,
+                sub = %v.principal.subject,
+                client_id = %v.principal.client_id,
+                jti = %v.principal.token_id,
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                target: "writ::audit",
+                event = "call_refused",
+                service = %self.0.audience,
+                method,
+                reason = e.reason(),
+                cause = e.cause(),
+            ),
+        }
+    }
+
+    /// The decision up to the token's verification, which the caller does (waiting for keys, or
+    /// not): a public method, a cached token, or a token to verify.
+    fn prepare<'a>(
+        &self,
+        rule: &'a Rule,
+        authorization: Option<&'a [u8]>,
+    ) -> Result<Prepared<'a>, GuardError> {
+        let token = match rule {
+            Rule::Public => return Ok(Prepared::Public),
+            Rule::Deny => {
+                // Authenticate first all the same: an anonymous caller learns nothing about
+                // which methods exist.
+                bearer(authorization)?;
+                return Err(GuardError::MethodNotAllowed);
+            }
+            Rule::Scopes(_) | Rule::AnyScope(_) => bearer(authorization)?,
+        };
+        let format = TokenFormat::detect(token);
+        // JWTs are cached; a Biscuit is not: what it grants depends on the request it is
+        // presented for, and every holder may attenuate it into a new token.
+        let cache_key = (format == TokenFormat::Jwt).then(|| self.0.cache.key(token));
+        if let Some(key) = cache_key
+            && let Some(v) = self.0.cache.get(key, self.0.clock.now())
+        {
+            return Ok(Prepared::Cached(v));
+        }
+        Ok(Prepared::Verify { token, cache_key })
+    }
+
+    /// The Biscuit requests to try, in order, until one is granted: one with every required
+    /// scope, or for a rule satisfied by any one scope, one per scope. A JWT is verified once,
+    /// without a request (its scopes are checked after).
+    fn requests(
+        &self,
+        rule: &Rule,
+        method: Option<&str>,
+        token: &str,
+    ) -> Vec<Option<BiscuitRequest>> {
+        if TokenFormat::detect(token) == TokenFormat::Jwt {
+            return vec![None];
+        }
+        let request = |required_scopes: Vec<String>| {
+            Some(BiscuitRequest {
+                service: Some(self.0.audience.clone()),
+                method: method.map(str::to_owned),
+                required_scopes,
+                policies: self.0.biscuit_policies.clone(),
+            })
+        };
+        match rule {
+            Rule::AnyScope(any) => any.iter().map(|s| request(vec![s.clone()])).collect(),
+            Rule::Scopes(all) => vec![request(all.clone())],
+            Rule::Public | Rule::Deny => Vec::new(),
+        }
+    }
+
+    /// Verifies `token` for `rule` with the keys known now. An unknown key is refused; with
+    /// `fetch_in_background` it also starts a (rate-limited) fetch of its issuer's keys.
+    fn verify(
+        &self,
+        rule: &Rule,
+        method: Option<&str>,
+        token: &str,
+        fetch_in_background: bool,
+    ) -> Result<Arc<Verified>, GuardError> {
+        let requests = self.requests(rule, method, token);
+        let mut outcome = Err(GuardError::MethodNotAllowed);
+        for (i, request) in requests.iter().enumerate() {
+            let result = self.0.issuers.verify(token, request.as_ref());
+            if fetch_in_background && matches!(result, Err(TokenError::UnknownKey)) {
+                self.0.issuers.request_refresh(token);
+            }
+            outcome = result
+                .map(|token_v| {
+                    Arc::new(Verified {
+                        principal: Arc::new(Principal::from_verified(&token_v)),
+                        token: token_v,
+                        bearer: BearerToken(Arc::from(token)),
+                    })
+                })
+                .map_err(|e| match e {
+                    // Genuine, but not granting this request: the next one may be granted.
+                    TokenError::Denied | TokenError::RunLimit if request.is_some() => {
+                        GuardError::Denied(e)
+                    }
+                    e => GuardError::InvalidToken(e),
+                });
+            if !matches!(outcome, Err(GuardError::Denied(_))) || i + 1 == requests.len() {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// What follows verification, on every call, cached or not: revocation, then the scopes a
+    /// JWT must carry.
+    fn finish(&self, rule: &Rule, v: Arc<Verified>) -> Result<Option<Arc<Verified>>, GuardError> {
+        self.not_revoked(&v)?;
+        if v.token.format == TokenFormat::Jwt {
+            let granted = match rule {
+                Rule::Scopes(all) => all.iter().all(|s| v.principal.has_scope(s)),
+                Rule::AnyScope(any) => any.iter().any(|s| v.principal.has_scope(s)),
+                Rule::Public | Rule::Deny => false,
+            };
+            if !granted {
+                return Err(GuardError::InsufficientScope(
+                    rule.required_scopes().to_vec(),
+                ));
+            }
+        }
+        Ok(Some(v))
+    }
+
+    fn not_revoked(&self, v: &Verified) -> Result<(), GuardError> {
+        let Revocations::Checked { check, fail_open } = &self.0.revocations else {
+            return Ok(());
+        };
+        match check.revoked(&TokenFacts::of(&v.token)) {
+            Ok(None) => Ok(()),
+            Ok(Some(kind)) => Err(GuardError::Revoked(kind)),
+            Err(why) if *fail_open => {
+                tracing::warn!(target: "writ::audit", event = "revocation_unchecked_fail_open", service = %self.0.audience, why = why.0);
+                Ok(())
+            }
+            Err(_) => Err(GuardError::RevocationFeedStale),
+        }
+    }
+
+    /// The whole decision, synchronously, with the keys known now.
+    fn decide_now(
+        &self,
+        rule: &Rule,
+        method: Option<&str>,
+        authorization: Option<&[u8]>,
+        fetch_in_background: bool,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
+        let verified = match self.prepare(rule, authorization)? {
+            Prepared::Public => return Ok(None),
+            Prepared::Cached(v) => v,
+            Prepared::Verify { token, cache_key } => {
+                let v = self.verify(rule, method, token, fetch_in_background)?;
+                if let Some(key) = cache_key {
+                    self.0.cache.insert(key, v.clone(), self.0.clock.now());
+                }
+                v
+            }
+        };
+        self.finish(rule, verified)
+    }
+
+    /// The decision as the layer makes it: a key not known yet makes its issuer fetch its keys
+    /// (single flight, rate-limited), the call waits for that and is decided again, so a key
+    /// rotation fails no request.
+    async fn decide(
+        &self,
+        rule: &Rule,
+        method: Option<&str>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
+        match self.decide_now(rule, method, authorization, false) {
+            Err(GuardError::InvalidToken(TokenError::UnknownKey)) => {
+                if let Ok(token) = bearer(authorization) {
+                    self.0.issuers.refresh_for(token).await;
+                }
+                self.decide_now(rule, method, authorization, false)
+            }
+            other => other,
+        }
+    }
+
+    /// The decision as the interceptor makes it: synchronously; a key not known yet is
+    /// refused, and its issuer's keys fetched in the background.
+    pub(crate) fn decide_without_waiting(
+        &self,
+        rule: &Rule,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
+        self.decide_now(rule, None, authorization, true)
+    }
+}
+
+/// How far [`Guard::prepare`] got.
+enum Prepared<'a> {
+    Public,
+    Cached(Arc<Verified>),
+    Verify {
+        token: &'a str,
+        cache_key: Option<u128>,
+    },
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&[u8]>) -> Result<&str, GuardError> {
+    let value = authorization.ok_or(GuardError::MissingToken)?;
+    let value = std::str::from_utf8(value).map_err(|_| GuardError::MalformedHeader)?;
+    let (scheme, token) = value.split_once(' ').ok_or(GuardError::MalformedHeader)?;
+    // The scheme is case-insensitive (RFC 7235).
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(GuardError::MalformedHeader);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(GuardError::MissingToken);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_nothing_else_passes() {
+        assert_eq!(bearer(Some(b"Bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some(b"bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some(b"BEARER  abc ")), Ok("abc"));
+        assert_eq!(bearer(None), Err(GuardError::MissingToken));
+        assert_eq!(bearer(Some(b"Bearer ")), Err(GuardError::MissingToken));
+        assert_eq!(bearer(Some(b"Bearer")), Err(GuardError::MalformedHeader));
+        assert_eq!(bearer(Some(b"Basic abc")), Err(GuardError::MalformedHeader));
+        assert_eq!(
+            bearer(Some(b"Bearer \xff")),
+            Err(GuardError::MalformedHeader)
+        );
+    }
+
+    #[test]
+    fn refusals_map_to_their_grpc_codes() {
+        use tonic::Code;
+        let cases = [
+            (GuardError::MissingToken, Code::Unauthenticated),
+            (
+                GuardError::InvalidToken(TokenError::Expired),
+                Code::Unauthenticated,
+            ),
+            (
+                GuardError::Revoked(writ_token::RevocationKind::GrantId),
+                Code::Unauthenticated,
+            ),
+            (
+                GuardError::InsufficientScope(vec!["x".into()]),
+                Code::PermissionDenied,
+            ),
+            (
+                GuardError::Denied(TokenError::Denied),
+                Code::PermissionDenied,
+            ),
+            (GuardError::MethodNotAllowed, Code::PermissionDenied),
+            (GuardError::RevocationFeedStale, Code::Unavailable),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.to_status().code(), code, "{e:?}");
+        }
+    }
+}

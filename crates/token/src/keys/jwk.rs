@@ -1,0 +1,100 @@
+//! JSON Web Keys (RFC 7517): the form Writ publishes its keys in, and reads other issuers' in.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::{Algorithm, KeySet, VerificationKey};
+use crate::error::TokenError;
+
+/// A public JSON Web Key (RFC 7517) as Writ publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use", default)]
+    pub key_use: String,
+}
+
+/// A JWK Set document (`{"keys": [...]}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// An external issuer's JWK Set as trusted JWT keys: [`parse_jwk_set`], refusing a set with no
+/// usable key (an issuer whose keys cannot verify anything is a configuration error).
+pub fn jwt_key_set(json: &str) -> Result<KeySet, TokenError> {
+    let keys = parse_jwk_set(json)?;
+    if keys.is_empty() {
+        return Err(TokenError::InvalidKey(
+            "no EdDSA or ES256 signature key with a kid",
+        ));
+    }
+    let mut set = KeySet::new();
+    for k in keys {
+        set.insert_jwt(k);
+    }
+    Ok(set)
+}
+
+/// Parses a JWK Set from another issuer with the `jsonwebtoken` crate's JWK parser, keeping only
+/// keys Writ can trust: an allowed algorithm, a key id, `use` absent or "sig", and `key_ops`
+/// absent or including "verify". Keys of other kinds are skipped, not errors, as other verifiers
+/// do.
+pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
+    use jsonwebtoken::jwk::{
+        AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
+    };
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(json).map_err(|_| TokenError::InvalidKey("not a JWK Set document"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if !matches!(
+            jwk.common.public_key_use,
+            None | Some(PublicKeyUse::Signature)
+        ) {
+            continue;
+        }
+        // `key_ops` (RFC 7517 section 4.3) restricts a key as `use` does: a key published for,
+        // say, encryption only must not verify tokens (Wycheproof JWS tcId 356).
+        if jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+        {
+            continue;
+        }
+        let key = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA))
+                if p.curve == EllipticCurve::Ed25519 =>
+            {
+                URL_SAFE_NO_PAD.decode(&p.x).ok().and_then(|x| {
+                    VerificationKey::from_components(kid, Algorithm::EdDSA, &x, &[]).ok()
+                })
+            }
+            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                if p.curve == EllipticCurve::P256 =>
+            {
+                match (URL_SAFE_NO_PAD.decode(&p.x), URL_SAFE_NO_PAD.decode(&p.y)) {
+                    (Ok(x), Ok(y)) => {
+                        VerificationKey::from_components(kid, Algorithm::ES256, &x, &y).ok()
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        keys.extend(key);
+    }
+    Ok(keys)
+}
