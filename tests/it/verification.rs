@@ -1,5 +1,5 @@
 //! The server's verifier over the network: hostile tokens presented to introspection are
-//! inactive. Tokens are crafted with the server's real signing key (read from its store), so
+//! inactive. Tokens are crafted with the server's real signing key (read from its keyring), so
 //! only the property under test is wrong; a well-formed control token proves the crafting works.
 
 use base64::Engine;
@@ -7,8 +7,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
 use hmac::Mac;
 use serde_json::{Value, json};
-use writ_oauth::records::{KEY_ACTIVE, PURPOSE_JWT, SigningKeyRecord};
-use writ_store::StoreExt;
 use writ_tests::*;
 
 struct Forge {
@@ -20,17 +18,11 @@ struct Forge {
 
 impl Forge {
     fn new(server: &TestServer) -> Forge {
-        let rec = server
-            .store
-            .scan_records::<SigningKeyRecord>(b"", None, 100)
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r)
-            .find(|r| r.purpose == PURPOSE_JWT && r.status == KEY_ACTIVE)
-            .unwrap();
+        let active = server.engine.key_state().jwt.clone();
+        let secret: [u8; 32] = active.secret_bytes().as_slice().try_into().unwrap();
         Forge {
-            key: ed25519_dalek::SigningKey::from_bytes(&rec.secret.try_into().unwrap()),
-            kid: rec.kid,
+            key: ed25519_dalek::SigningKey::from_bytes(&secret),
+            kid: active.kid().to_owned(),
             issuer: server.issuer.clone(),
             now: writ_token::system_clock().now(),
         }

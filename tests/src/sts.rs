@@ -114,8 +114,12 @@ impl TestServer {
             )
         } else {
             (
-                Arc::new(writ_sts::directory::LocalDirectory(self.engine.clone())),
-                Arc::new(writ_sts::revocation::EngineTokens(self.engine.clone())),
+                Arc::new(writ::platform::in_process::LocalDirectory(
+                    self.engine.clone(),
+                )),
+                Arc::new(writ::platform::in_process::EngineTokens(
+                    self.engine.clone(),
+                )),
                 opts.local_index
                     .then(|| self.engine.clone() as Arc<dyn writ_token::RevocationCheck>),
             )

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use writ_exchange::ExchangePolicy;
 use writ_exchange::TrustedIssuer;
-use writ_oauth::records::ExchangePolicyRecord;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::sts::ExchangeRequest;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
@@ -32,11 +32,11 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
     let signal = server.shutdown.signal();
     let (sts_url, _sts) = server.runtime.block_on(async {
         engine
-            .create_exchange_policy(ExchangePolicyRecord {
+            .create_exchange_policy(ExchangePolicy {
                 policy_id: "orders-to-inventory".into(),
                 client_id: orders.clone(),
                 audience: vec!["inventory".into()],
-                ..ExchangePolicyRecord::default()
+                ..ExchangePolicy::default()
             })
             .await?;
         let clock = writ_token::system_clock();
@@ -69,14 +69,14 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
                 store: Arc::new(SledStore::open(&dir.path().join("sts"))?),
                 config: writ_exchange::Config::new(format!("http://{}", http.local_addr()?)),
                 clock,
-                directory: Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
+                directory: Arc::new(writ::platform::in_process::LocalDirectory(engine.clone())),
                 issuers: vec![TrustedIssuer {
                     issuer: engine.config().issuer.clone(),
                     keys: Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
                     biscuits: true,
                 }],
                 revocation: writ_server::endpoint(&revocation_url, None)?.connect_lazy(),
-                watch_tokens: Arc::new(writ_sts::revocation::EngineTokens(engine.clone())),
+                watch_tokens: Arc::new(writ::platform::in_process::EngineTokens(engine.clone())),
                 watch: Default::default(),
                 max_staleness: writ_sts::DEFAULT_MAX_STALENESS,
                 local_index: Some(engine.clone()),

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 use writ_demo::Inventory;
 use writ_guard::{Guard, GuardConfig, Revocations, TrustedIssuer};
-use writ_oauth::records::ClientRecord;
+use writ_oauth::Client;
 use writ_proto::authz::IntrospectRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::demo::GetStockRequest;
@@ -130,13 +130,13 @@ fn feed() -> Revocations {
 /// The four variants, at `cli.concurrency` in flight and then at one in flight (latency).
 pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outcome>> {
     let server = Server::start(false)?;
-    let (id, secret) = server.client(ClientRecord {
+    let (id, secret) = server.client(Client {
         client_id: "inventory".into(),
         grant_types: vec!["client_credentials".into()],
         scope: "inventory.read".into(),
         audience: vec!["inventory".into()],
         may_introspect: true,
-        ..ClientRecord::default()
+        ..Client::default()
     })?;
     let engine = server.engine.clone();
     let mut pool = Vec::with_capacity(POOL);

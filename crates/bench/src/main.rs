@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use writ_oauth::records::ClientRecord;
+use writ_oauth::Client;
 use writ_oauth::{AuthorizationServer, Config};
 use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
@@ -165,7 +165,7 @@ impl Server {
         })
     }
 
-    fn client(&self, spec: ClientRecord) -> anyhow::Result<(String, String)> {
+    fn client(&self, spec: Client) -> anyhow::Result<(String, String)> {
         let engine = self.engine.clone();
         let (c, secret) = self.runtime.block_on(engine.create_client(spec))?;
         Ok((c.client_id, secret.unwrap_or_default()))
@@ -173,12 +173,12 @@ impl Server {
 
     /// A confidential client_credentials client for one audience (JWTs only, the default).
     fn cc_client(&self, id: &str, scope: &str, audience: &str) -> anyhow::Result<(String, String)> {
-        self.client(ClientRecord {
+        self.client(Client {
             client_id: id.into(),
             grant_types: vec!["client_credentials".into()],
             scope: scope.into(),
             audience: vec![audience.into()],
-            ..ClientRecord::default()
+            ..Client::default()
         })
     }
 }
@@ -345,12 +345,12 @@ fn client_credentials(
 
 fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome, u64)> {
     let server = Server::start(false)?;
-    let (id, secret) = server.client(ClientRecord {
+    let (id, secret) = server.client(Client {
         client_id: "gateway".into(),
         grant_types: vec!["password".into(), "refresh_token".into()],
         scope: "orders.read".into(),
         audience: vec!["orders".into()],
-        ..ClientRecord::default()
+        ..Client::default()
     })?;
     let engine = server.engine.clone();
     server

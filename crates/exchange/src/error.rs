@@ -2,7 +2,6 @@
 //! failure); the STS maps them to gRPC statuses and HTTP responses in one place each.
 //! Descriptions are fixed strings: never a secret, never token contents.
 
-use writ_keyring::KeyringError;
 use writ_token::{RevocationKind, TokenError};
 use writ_vocabulary::{ErrorCode, Kind, Refusal, Refuse};
 
@@ -131,8 +130,6 @@ pub enum ExchangeError {
     /// than its bound, or the directory cannot be reached. Nothing is issued (fail closed).
     #[error("temporarily_unavailable: {0}")]
     Unavailable(&'static str),
-    #[error("key failure")]
-    Keys(#[from] KeyringError),
     #[error("token failure: {0}")]
     Token(#[from] TokenError),
     #[error("internal error: {0}")]
@@ -171,7 +168,7 @@ impl ExchangeError {
             ExchangeError::InvalidScope(_) => (Kind::PermissionDenied, ErrorCode::InvalidScope),
             ExchangeError::InvalidTarget(_) => (Kind::PermissionDenied, ErrorCode::InvalidTarget),
             ExchangeError::Unavailable(_) => (Kind::Unavailable, ErrorCode::TemporarilyUnavailable),
-            ExchangeError::Keys(_) | ExchangeError::Token(_) | ExchangeError::Internal(_) => {
+            ExchangeError::Token(_) | ExchangeError::Internal(_) => {
                 (Kind::Internal, ErrorCode::ServerError)
             }
         }
@@ -194,7 +191,7 @@ impl ExchangeError {
     pub fn description(&self) -> String {
         match self {
             // Key and token-building details stay in the server log.
-            ExchangeError::Keys(_) | ExchangeError::Token(_) | ExchangeError::Internal(_) => {
+            ExchangeError::Token(_) | ExchangeError::Internal(_) => {
                 "the server could not complete the request".to_owned()
             }
             ExchangeError::Rejected { role, cause } => {

@@ -49,16 +49,17 @@
 //! Every decision is an audit event (`tracing` target `writ::audit`, event `token_exchanged`,
 //! `decision` = `issued` or `refused`), without token contents.
 
+mod engine;
 mod error;
-mod exchange;
 mod ports;
+mod request;
+mod rules;
 
+pub use engine::{MAX_JWT_LEN, TokenExchange};
 pub use error::{Cause, ExchangeError, Result, TokenRole};
-pub use exchange::{
-    ExchangeRequest, ExchangeResponse, MAX_ID_LEN, MAX_JWT_LEN, MAX_TARGETS, Minted, Mode,
-    TokenExchange,
-};
 pub use ports::{BoxFuture, Directory, ExchangePolicy};
+pub use request::{ExchangeRequest, ExchangeResponse, MAX_ID_LEN, MAX_TARGETS};
+pub use rules::{Minted, Mode};
 pub use writ_token::TrustedIssuer;
 
 /// How the exchange behaves. Defaults are the secure ones.

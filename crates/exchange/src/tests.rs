@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use writ_store::SledStore;
 use writ_token::{
-    AccessClaims, Actor, Algorithm, Attenuation, BiscuitRootKey, Clock, FixedKeys, KeySet,
-    ManualClock, RevocationCheck, RevocationKind, SigningKey, TokenFacts, TokenFormat,
-    TokenVerifier, Unvouched, VerifiedToken, VerifierConfig, attenuate, encode_access_token,
-    mint_biscuit,
+    AccessClaims, Actor, Algorithm, Attenuation, BiscuitRootKey, Clock, FixedKeys, IssuerKeys,
+    KeySet, KeySource, ManualClock, RevocationCheck, RevocationKind, SigningKey, TokenFacts,
+    TokenFormat, TokenVerifier, Unvouched, VerifiedToken, VerifierConfig, attenuate,
+    encode_access_token, mint_biscuit,
 };
 
 use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
@@ -82,7 +81,43 @@ struct World {
     as_jwt: SigningKey,
     as_root: BiscuitRootKey,
     external: SigningKey,
+    sts_keys: Arc<StsKeys>,
     sts: TokenExchange,
+}
+
+/// The STS's own keys, fixed for a test (a keyring in its store in the service).
+#[derive(Debug)]
+struct StsKeys {
+    jwt: Arc<SigningKey>,
+    root: Arc<BiscuitRootKey>,
+    public: Arc<KeySet>,
+}
+
+impl StsKeys {
+    fn generate() -> Self {
+        let jwt = SigningKey::generate(Algorithm::EdDSA, "sts-1").unwrap();
+        let root = BiscuitRootKey::generate(1_000_000);
+        let mut public = KeySet::new();
+        public.insert_jwt(jwt.verification_key());
+        public.insert_biscuit(root.public());
+        StsKeys {
+            jwt: Arc::new(jwt),
+            root: Arc::new(root),
+            public: Arc::new(public),
+        }
+    }
+}
+
+impl KeySource for StsKeys {
+    fn keys(&self) -> Arc<KeySet> {
+        self.public.clone()
+    }
+}
+
+impl IssuerKeys for StsKeys {
+    fn signing(&self) -> (Arc<SigningKey>, Arc<BiscuitRootKey>) {
+        (self.jwt.clone(), self.root.clone())
+    }
 }
 
 fn policy(id: &str, client: &str, audience: &[&str]) -> ExchangePolicy {
@@ -113,10 +148,11 @@ async fn world() -> World {
     as_keys.insert_biscuit(as_root.public());
     let mut ext_keys = KeySet::new();
     ext_keys.insert_jwt(external.verification_key());
-    let sts = TokenExchange::open(
-        Arc::new(SledStore::temporary().unwrap()),
+    let sts_keys = Arc::new(StsKeys::generate());
+    let sts = TokenExchange::new(
         Config::new(STS),
         Arc::new(clock.clone()),
+        sts_keys.clone(),
         Arc::new(Dir(fakes.clone())),
         Arc::new(Revoked(fakes.clone())),
         vec![
@@ -132,7 +168,6 @@ async fn world() -> World {
             },
         ],
     )
-    .await
     .unwrap();
     World {
         fakes,
@@ -140,6 +175,7 @@ async fn world() -> World {
         as_jwt,
         as_root,
         external,
+        sts_keys,
         sts,
     }
 }
@@ -194,7 +230,7 @@ impl World {
     fn verify_issued(&self, token: &str, aud: &str) -> VerifiedToken {
         TokenVerifier::new(
             VerifierConfig::new(vec![STS.into()], Some(aud.into())),
-            (*self.sts.public_keys()).clone(),
+            (*self.sts_keys.public).clone(),
             Arc::new(self.clock.clone()),
         )
         .verify(token)
@@ -426,7 +462,7 @@ async fn biscuits_are_attenuated_where_that_suffices_and_reminted_otherwise() {
     assert_eq!(r.issued_token_type, token_type::BISCUIT);
     let v = w.verify_issued(&r.access_token, "inventory");
     assert_eq!(v.format, TokenFormat::Biscuit);
-    assert_eq!(v.key_id, w.sts.key_state().biscuit.id().to_string());
+    assert_eq!(v.key_id, w.sts_keys.root.id().to_string());
     assert!(v.key_id.parse::<u32>().unwrap() >= 1_000_000);
     assert_eq!(v.claims.act.unwrap().sub, "orders");
     assert_eq!(v.claims.scope, "read");

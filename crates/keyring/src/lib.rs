@@ -20,7 +20,79 @@ use writ_token::{
 };
 
 pub use error::{KeyringError, Result};
-pub use record::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+use record::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+
+/// What a key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// JWT access tokens.
+    Jwt,
+    /// Biscuits (a root key).
+    Biscuit,
+}
+
+impl KeyPurpose {
+    fn stored(self) -> i32 {
+        match self {
+            KeyPurpose::Jwt => PURPOSE_JWT,
+            KeyPurpose::Biscuit => PURPOSE_BISCUIT,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyPurpose::Jwt => "jwt",
+            KeyPurpose::Biscuit => "biscuit",
+        }
+    }
+}
+
+/// Whether a key signs new tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Signs new tokens.
+    Active,
+    /// Signs nothing new; published and trusted until `expires_at`.
+    Retired,
+}
+
+/// A stored signing key, as an administrator sees it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The JWT `kid`, or the Biscuit root key id in decimal.
+    pub kid: String,
+    pub purpose: KeyPurpose,
+    /// `EdDSA`, `ES256`, or `ed25519` for Biscuit root keys.
+    pub alg: String,
+    pub status: KeyStatus,
+    pub created_at: UnixTime,
+    /// 0 while active.
+    pub retired_at: UnixTime,
+    /// When a retired key can no longer verify a live token; 0 while active.
+    pub expires_at: UnixTime,
+}
+
+impl KeyInfo {
+    fn of(r: &SigningKeyRecord) -> Self {
+        KeyInfo {
+            kid: r.kid.clone(),
+            purpose: if r.purpose == PURPOSE_BISCUIT {
+                KeyPurpose::Biscuit
+            } else {
+                KeyPurpose::Jwt
+            },
+            alg: r.alg.clone(),
+            status: if r.status == KEY_ACTIVE {
+                KeyStatus::Active
+            } else {
+                KeyStatus::Retired
+            },
+            created_at: r.created_at,
+            retired_at: r.retired_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
 
 type Error = KeyringError;
 
@@ -52,12 +124,17 @@ pub struct KeyState {
     pub jwt: Arc<SigningKey>,
     pub biscuit: Arc<BiscuitRootKey>,
     /// Every stored key, without its secret.
-    pub records: Vec<SigningKeyRecord>,
+    records: Vec<SigningKeyRecord>,
     /// Public keys of the active and retired-but-unexpired keys.
     pub public: Arc<KeySet>,
 }
 
 impl KeyState {
+    /// Every stored key, as an administrator sees it.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.records.iter().map(KeyInfo::of).collect()
+    }
+
     /// JWT keys to publish at `now`: active, and retired ones that may still verify live tokens.
     pub fn published_jwt_keys(&self, now: UnixTime) -> Vec<VerificationKey> {
         let mut keys: Vec<_> = self
@@ -111,6 +188,13 @@ pub struct Keyring {
 }
 
 /// The keyring's public keys are its issuer's key source: what verifies the tokens it signs.
+impl writ_token::IssuerKeys for Keyring {
+    fn signing(&self) -> (Arc<SigningKey>, Arc<BiscuitRootKey>) {
+        let state = self.state();
+        (state.jwt.clone(), state.biscuit.clone())
+    }
+}
+
 impl writ_token::KeySource for Keyring {
     fn keys(&self) -> Arc<KeySet> {
         self.state().public.clone()
@@ -166,11 +250,12 @@ impl Keyring {
     /// `retire_for` seconds (the longest a token it signed can live, plus leeway).
     pub async fn rotate(
         &self,
-        purpose: i32,
+        purpose: KeyPurpose,
         alg: Algorithm,
         now: UnixTime,
         retire_for: i64,
-    ) -> Result<SigningKeyRecord> {
+    ) -> Result<KeyInfo> {
+        let purpose = purpose.stored();
         let _serialized = self.rotation.lock().await;
         let mut records: Vec<SigningKeyRecord> = self
             .store
@@ -208,7 +293,7 @@ impl Keyring {
         records.push(new.clone());
         let state = build_state(records, now)?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-        Ok(strip(new))
+        Ok(KeyInfo::of(&new))
     }
 
     /// Reloads the keys from the store, dropping retired keys that have expired at `now`.
@@ -331,7 +416,7 @@ mod tests {
             .unwrap();
         assert_eq!(ring.state().biscuit.id(), 1_000_000);
         let rotated = ring
-            .rotate(PURPOSE_BISCUIT, Algorithm::EdDSA, 200, 60)
+            .rotate(KeyPurpose::Biscuit, Algorithm::EdDSA, 200, 60)
             .await
             .unwrap();
         assert_eq!(rotated.kid, "1000001");

@@ -1,10 +1,12 @@
 //! Administration that is neither clients nor users: signing keys and exchange policies.
 
+use writ_exchange::ExchangePolicy;
+use writ_keyring::{KeyInfo, KeyPurpose};
 use writ_store::{StoreExt, Tree};
 use writ_token::{Algorithm, RevocationEntry, RevocationKind, Scopes, random_id};
 
 use crate::error::{Error, Result};
-use crate::records::{ExchangePolicyRecord, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+use crate::records::ExchangePolicyRecord;
 use crate::revocations::Revocation;
 use crate::types::Page;
 use crate::{AuthorizationServer, MAX_AUDIENCES, valid_id};
@@ -13,25 +15,22 @@ use crate::{AuthorizationServer, MAX_AUDIENCES, valid_id};
 pub const MAX_REVOCATIONS: usize = 1000;
 
 /// Longest delegation chain an exchange policy may allow.
-pub const MAX_CHAIN_DEPTH: i32 = 8;
+pub const MAX_CHAIN_DEPTH: u32 = 8;
 
 impl AuthorizationServer {
     /// Every stored key, without secrets.
-    pub fn list_signing_keys(&self) -> Vec<SigningKeyRecord> {
-        self.keys.state().records.clone()
+    pub fn list_signing_keys(&self) -> Vec<KeyInfo> {
+        self.keys.state().keys()
     }
 
     /// Makes a new key active. The old one stays published (and trusted) until the longest-lived
     /// token it may have signed has expired.
     pub async fn rotate_signing_key(
         &self,
-        purpose: i32,
+        purpose: KeyPurpose,
         alg: Option<Algorithm>,
-    ) -> Result<SigningKeyRecord> {
-        if purpose != PURPOSE_JWT && purpose != PURPOSE_BISCUIT {
-            return Err(Error::InvalidRequest("purpose must be JWT or BISCUIT"));
-        }
-        if purpose == PURPOSE_BISCUIT && alg.is_some() {
+    ) -> Result<KeyInfo> {
+        if purpose == KeyPurpose::Biscuit && alg.is_some() {
             return Err(Error::InvalidRequest(
                 "Biscuit root keys are always ed25519",
             ));
@@ -42,7 +41,7 @@ impl AuthorizationServer {
             .keys
             .rotate(purpose, alg, self.now(), retire_for)
             .await?;
-        tracing::warn!(target: "writ::audit", event = "signing_key_rotated", kid = %record.kid, purpose = purpose, alg = %record.alg);
+        tracing::warn!(target: "writ::audit", event = "signing_key_rotated", kid = %record.kid, purpose = purpose.name(), alg = %record.alg);
         Ok(record)
     }
 
@@ -61,9 +60,9 @@ impl AuthorizationServer {
         for e in entries.iter().filter(|e| e.kind == RevocationKind::KeyId) {
             let state = self.keys.state();
             if state.jwt.kid() == e.value {
-                self.rotate_signing_key(PURPOSE_JWT, None).await?;
+                self.rotate_signing_key(KeyPurpose::Jwt, None).await?;
             } else if state.biscuit.id().to_string() == e.value {
-                self.rotate_signing_key(PURPOSE_BISCUIT, None).await?;
+                self.rotate_signing_key(KeyPurpose::Biscuit, None).await?;
             }
         }
         let revocations: Vec<Revocation> = entries.into_iter().map(Revocation::new).collect();
@@ -86,15 +85,15 @@ impl AuthorizationServer {
 
     pub async fn create_exchange_policy(
         &self,
-        mut policy: ExchangePolicyRecord,
-    ) -> Result<ExchangePolicyRecord> {
+        mut policy: ExchangePolicy,
+    ) -> Result<ExchangePolicy> {
         if policy.policy_id.is_empty() {
             policy.policy_id = random_id();
         }
         validate_policy(&policy)?;
         if !self
             .store
-            .insert_new(policy.policy_id.as_bytes(), &policy)?
+            .insert_new(policy.policy_id.as_bytes(), &policy_record(&policy))?
         {
             return Err(Error::AlreadyExists("a policy with this policy_id exists"));
         }
@@ -103,12 +102,13 @@ impl AuthorizationServer {
         Ok(policy)
     }
 
-    pub fn get_exchange_policy(&self, policy_id: &str) -> Result<ExchangePolicyRecord> {
+    pub fn get_exchange_policy(&self, policy_id: &str) -> Result<ExchangePolicy> {
         if !valid_id(policy_id) {
             return Err(Error::InvalidRequest("policy_id is malformed"));
         }
         self.store
             .get_record::<ExchangePolicyRecord>(policy_id.as_bytes())?
+            .map(policy)
             .ok_or(Error::NotFound("no such exchange policy"))
     }
 
@@ -116,14 +116,16 @@ impl AuthorizationServer {
         &self,
         page_size: usize,
         page_token: &str,
-    ) -> Result<Page<ExchangePolicyRecord>> {
-        crate::clients::list_page::<ExchangePolicyRecord>(self, page_size, page_token, |p| {
-            p.policy_id.clone()
-        })
+    ) -> Result<Page<ExchangePolicy>> {
+        let page =
+            crate::clients::list_page::<ExchangePolicyRecord>(self, page_size, page_token, |p| {
+                p.policy_id.clone()
+            })?;
+        Ok(page.map(policy))
     }
 
     /// Every exchange policy of one client (what the STS consults on each exchange).
-    pub fn exchange_policies_of(&self, client_id: &str) -> Result<Vec<ExchangePolicyRecord>> {
+    pub fn exchange_policies_of(&self, client_id: &str) -> Result<Vec<ExchangePolicy>> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
@@ -134,6 +136,7 @@ impl AuthorizationServer {
             .into_iter()
             .map(|(_, p)| p)
             .filter(|p| p.client_id == client_id)
+            .map(policy)
             .collect())
     }
 
@@ -147,7 +150,33 @@ impl AuthorizationServer {
     }
 }
 
-fn validate_policy(p: &ExchangePolicyRecord) -> Result<()> {
+fn policy(p: ExchangePolicyRecord) -> ExchangePolicy {
+    ExchangePolicy {
+        policy_id: p.policy_id,
+        client_id: p.client_id,
+        audience: p.audience,
+        scope: p.scope,
+        max_lifetime: p.max_lifetime,
+        allow_impersonation: p.allow_impersonation,
+        // Validated at creation (0..=8); a negative value could only come from corruption.
+        max_chain_depth: u32::try_from(p.max_chain_depth).unwrap_or(1),
+    }
+}
+
+fn policy_record(p: &ExchangePolicy) -> ExchangePolicyRecord {
+    ExchangePolicyRecord {
+        policy_id: p.policy_id.clone(),
+        client_id: p.client_id.clone(),
+        audience: p.audience.clone(),
+        scope: p.scope.clone(),
+        max_lifetime: p.max_lifetime,
+        allow_impersonation: p.allow_impersonation,
+        // At most MAX_CHAIN_DEPTH, validated.
+        max_chain_depth: i32::try_from(p.max_chain_depth).unwrap_or(i32::MAX),
+    }
+}
+
+fn validate_policy(p: &ExchangePolicy) -> Result<()> {
     if !valid_id(&p.policy_id) || !valid_id(&p.client_id) {
         return Err(Error::InvalidRequest(
             "policy_id and client_id must be 1-128 printable characters",
@@ -160,7 +189,7 @@ fn validate_policy(p: &ExchangePolicyRecord) -> Result<()> {
         return Err(Error::InvalidRequest("a policy names 1 to 16 audiences"));
     }
     Scopes::parse(&p.scope).map_err(|_| Error::InvalidRequest("scope is malformed"))?;
-    if p.max_lifetime < 0 || !(0..=MAX_CHAIN_DEPTH).contains(&p.max_chain_depth) {
+    if p.max_lifetime < 0 || p.max_chain_depth > MAX_CHAIN_DEPTH {
         return Err(Error::InvalidRequest(
             "max_lifetime or max_chain_depth is out of range",
         ));

@@ -8,7 +8,7 @@ use crate::records::{
     CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT,
     FORMAT_JWT_AND_BISCUIT,
 };
-use crate::types::Page;
+use crate::types::{Client, ClientType, IssuedFormat, Page};
 use crate::{AuthorizationServer, MAX_AUDIENCES, MAX_SECRET_LEN, grant_type, valid_id};
 
 /// Fields of a client an update may change (`client_id` and `client_type` may not).
@@ -77,16 +77,17 @@ impl AuthorizationServer {
     }
 
     /// Registers a client; returns it and, for a confidential client, its secret (shown once).
-    pub async fn create_client(
-        &self,
-        mut spec: ClientRecord,
-    ) -> Result<(ClientRecord, Option<String>)> {
-        if spec.client_id.is_empty() {
-            spec.client_id = random_id();
-        }
-        if spec.client_type == 0 {
-            spec.client_type = CLIENT_CONFIDENTIAL;
-        }
+    pub async fn create_client(&self, client: Client) -> Result<(Client, Option<String>)> {
+        let mut spec = ClientRecord::default();
+        set_fields(&mut spec, &client, UPDATABLE_CLIENT_FIELDS);
+        spec.client_id = match client.client_id.as_str() {
+            "" => random_id(),
+            id => id.to_owned(),
+        };
+        spec.client_type = match client.client_type {
+            ClientType::Confidential => CLIENT_CONFIDENTIAL,
+            ClientType::Public => CLIENT_PUBLIC,
+        };
         self.validate_client(&spec)?;
         let secret = (spec.client_type == CLIENT_CONFIDENTIAL).then(random_secret);
         spec.secret_hash = secret
@@ -99,10 +100,14 @@ impl AuthorizationServer {
         }
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "client_created", client_id = %spec.client_id);
-        Ok((spec, secret))
+        Ok((client_of(&spec), secret))
     }
 
-    pub fn get_client(&self, client_id: &str) -> Result<ClientRecord> {
+    pub fn get_client(&self, client_id: &str) -> Result<Client> {
+        self.client_record(client_id).map(|c| client_of(&c))
+    }
+
+    pub(crate) fn client_record(&self, client_id: &str) -> Result<ClientRecord> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
@@ -111,12 +116,13 @@ impl AuthorizationServer {
             .ok_or(Error::NotFound("no such client"))
     }
 
-    pub fn list_clients(&self, page_size: usize, page_token: &str) -> Result<Page<ClientRecord>> {
-        list_page::<ClientRecord>(self, page_size, page_token, |c| c.client_id.clone())
+    pub fn list_clients(&self, page_size: usize, page_token: &str) -> Result<Page<Client>> {
+        let page = list_page::<ClientRecord>(self, page_size, page_token, |c| c.client_id.clone())?;
+        Ok(page.map(|c| client_of(&c)))
     }
 
     /// Changes the fields named in `mask` (every updatable field if empty), atomically.
-    pub async fn update_client(&self, spec: ClientRecord, mask: &[String]) -> Result<ClientRecord> {
+    pub async fn update_client(&self, spec: Client, mask: &[String]) -> Result<Client> {
         if mask
             .iter()
             .any(|m| !UPDATABLE_CLIENT_FIELDS.contains(&m.as_str()))
@@ -125,7 +131,7 @@ impl AuthorizationServer {
                 "update_mask names a field that cannot be updated",
             ));
         }
-        let was_enabled = !self.get_client(&spec.client_id)?.disabled;
+        let was_enabled = !self.client_record(&spec.client_id)?.disabled;
         let all: Vec<String> = UPDATABLE_CLIENT_FIELDS
             .iter()
             .map(|s| (*s).to_owned())
@@ -133,27 +139,7 @@ impl AuthorizationServer {
         let mask = if mask.is_empty() { &all[..] } else { mask };
         let updated = self
             .modify_client(&spec.client_id, |c| {
-                for field in mask {
-                    match field.as_str() {
-                        "client_name" => c.client_name = spec.client_name.clone(),
-                        "grant_types" => c.grant_types = spec.grant_types.clone(),
-                        "scope" => c.scope = spec.scope.clone(),
-                        "audience" => c.audience = spec.audience.clone(),
-                        "access_token_lifetime" => {
-                            c.access_token_lifetime = spec.access_token_lifetime
-                        }
-                        "refresh_token_lifetime" => {
-                            c.refresh_token_lifetime = spec.refresh_token_lifetime
-                        }
-                        "token_formats" => c.token_formats = spec.token_formats.clone(),
-                        "default_token_format" => {
-                            c.default_token_format = spec.default_token_format
-                        }
-                        "may_introspect" => c.may_introspect = spec.may_introspect,
-                        "disabled" => c.disabled = spec.disabled,
-                        _ => {}
-                    }
-                }
+                set_fields(c, &spec, mask);
                 self.validate_client(c)
             })
             .await?;
@@ -162,11 +148,11 @@ impl AuthorizationServer {
             self.revoke_client_tokens(&updated.client_id, "client disabled")
                 .await?;
         }
-        Ok(updated)
+        Ok(client_of(&updated))
     }
 
     pub async fn delete_client(&self, client_id: &str) -> Result<()> {
-        self.get_client(client_id)?;
+        self.client_record(client_id)?;
         self.store.remove(Tree::Clients, client_id.as_bytes())?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
@@ -267,6 +253,69 @@ impl AuthorizationServer {
             return Err(Error::InvalidRequest("unknown token format"));
         }
         Ok(())
+    }
+}
+
+/// Copies the fields named in `mask` from the admin API's `client` onto the stored record.
+fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) {
+    for field in mask {
+        match field.as_ref() {
+            "client_name" => c.client_name = client.client_name.clone(),
+            "grant_types" => c.grant_types = client.grant_types.clone(),
+            "scope" => c.scope = client.scope.clone(),
+            "audience" => c.audience = client.audience.clone(),
+            "access_token_lifetime" => c.access_token_lifetime = client.access_token_lifetime,
+            "refresh_token_lifetime" => c.refresh_token_lifetime = client.refresh_token_lifetime,
+            "token_formats" => {
+                c.token_formats = client.token_formats.iter().map(|f| stored(*f)).collect()
+            }
+            "default_token_format" => {
+                c.default_token_format = client.default_token_format.map_or(0, stored)
+            }
+            "may_introspect" => c.may_introspect = client.may_introspect,
+            "disabled" => c.disabled = client.disabled,
+            _ => {}
+        }
+    }
+}
+
+fn stored(f: IssuedFormat) -> i32 {
+    match f {
+        IssuedFormat::Jwt => FORMAT_JWT,
+        IssuedFormat::Biscuit => FORMAT_BISCUIT,
+        IssuedFormat::JwtAndBiscuit => FORMAT_JWT_AND_BISCUIT,
+    }
+}
+
+fn issued(f: i32) -> Option<IssuedFormat> {
+    match f {
+        FORMAT_JWT => Some(IssuedFormat::Jwt),
+        FORMAT_BISCUIT => Some(IssuedFormat::Biscuit),
+        FORMAT_JWT_AND_BISCUIT => Some(IssuedFormat::JwtAndBiscuit),
+        _ => None,
+    }
+}
+
+/// A stored client as the admin API shows it: everything but the secret's hash.
+fn client_of(c: &ClientRecord) -> Client {
+    Client {
+        client_id: c.client_id.clone(),
+        client_name: c.client_name.clone(),
+        client_type: if c.client_type == CLIENT_PUBLIC {
+            ClientType::Public
+        } else {
+            ClientType::Confidential
+        },
+        grant_types: c.grant_types.clone(),
+        scope: c.scope.clone(),
+        audience: c.audience.clone(),
+        access_token_lifetime: c.access_token_lifetime,
+        refresh_token_lifetime: c.refresh_token_lifetime,
+        token_formats: c.token_formats.iter().filter_map(|f| issued(*f)).collect(),
+        default_token_format: issued(c.default_token_format),
+        may_introspect: c.may_introspect,
+        disabled: c.disabled,
+        created_at: c.created_at,
     }
 }
 

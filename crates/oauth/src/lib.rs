@@ -10,7 +10,7 @@ mod clients;
 mod error;
 mod grants;
 mod introspection;
-pub mod records;
+mod records;
 mod revocations;
 mod secrets;
 mod types;

@@ -79,8 +79,7 @@ impl Record for UserRecord {
     const TREE: Tree = Tree::Users;
 }
 
-/// Signing keys are stored by `writ-keyring`, shared with the STS.
-pub use writ_keyring::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+// Signing keys are stored by `writ-keyring`, shared with the STS.
 
 /// A grant: the root of a refresh family or an exchange lineage.
 #[derive(Clone, PartialEq, prost::Message)]

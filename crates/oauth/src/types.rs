@@ -106,3 +106,71 @@ pub struct Page<T> {
     /// Empty when this is the last page.
     pub next_page_token: String,
 }
+
+impl<T> Page<T> {
+    pub(crate) fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_page_token: self.next_page_token,
+        }
+    }
+}
+
+/// RFC 6749 section 2.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientType {
+    /// Holds a secret.
+    #[default]
+    Confidential,
+    /// Cannot keep a secret; never allowed `client_credentials`.
+    Public,
+}
+
+/// A token format a client may be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuedFormat {
+    Jwt,
+    Biscuit,
+    /// A JWT with a Biscuit alongside.
+    JwtAndBiscuit,
+}
+
+/// A registered client, as the admin API creates, reads and updates it. Its secret is never
+/// part of it: it is shown once, at creation or rotation, and stored only as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Client {
+    /// Generated when empty at creation.
+    pub client_id: String,
+    pub client_name: String,
+    pub client_type: ClientType,
+    /// `client_credentials`, `refresh_token`, `password`.
+    pub grant_types: Vec<String>,
+    /// Space-delimited scopes the client may get.
+    pub scope: String,
+    /// Audiences it may ask for; the first is the default.
+    pub audience: Vec<String>,
+    /// Seconds; 0: the server's default.
+    pub access_token_lifetime: i64,
+    /// Seconds; 0: the server's default.
+    pub refresh_token_lifetime: i64,
+    /// Formats it may be issued (none: JWT only).
+    pub token_formats: Vec<IssuedFormat>,
+    /// What it gets when it asks for none (`None`: JWT).
+    pub default_token_format: Option<IssuedFormat>,
+    /// May introspect tokens of other clients (a resource server).
+    pub may_introspect: bool,
+    pub disabled: bool,
+    /// Set by the server.
+    pub created_at: i64,
+}
+
+/// A resource owner, as the admin API sees it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub username: String,
+    /// The `sub` of its tokens: stable and opaque, unlike the username.
+    pub subject: String,
+    pub scope: String,
+    pub disabled: bool,
+    pub created_at: i64,
+}

@@ -7,6 +7,7 @@ use writ_token::{Scopes, random_id};
 use crate::error::{Error, Result};
 use crate::records::UserRecord;
 use crate::secrets::{hash_password, verify_password};
+use crate::types::User;
 use crate::{AuthorizationServer, MAX_ID_LEN};
 
 /// Shortest password accepted (NIST SP 800-63B).
@@ -34,12 +35,7 @@ async fn hash_off_runtime(password: String) -> Result<String> {
 }
 
 impl AuthorizationServer {
-    pub async fn create_user(
-        &self,
-        username: &str,
-        password: &str,
-        scope: &str,
-    ) -> Result<UserRecord> {
+    pub async fn create_user(&self, username: &str, password: &str, scope: &str) -> Result<User> {
         if !valid_username(username) {
             return Err(Error::InvalidRequest(
                 "username must be 1-128 characters without spaces",
@@ -61,7 +57,13 @@ impl AuthorizationServer {
         }
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "user_created", username = %username, sub = %user.subject);
-        Ok(user)
+        Ok(User {
+            username: user.username,
+            subject: user.subject,
+            scope: user.scope,
+            disabled: user.disabled,
+            created_at: user.created_at,
+        })
     }
 
     pub async fn delete_user(&self, username: &str) -> Result<()> {

@@ -7,7 +7,9 @@ use writ_token::{
     TokenError, TokenFormat, VerificationKey,
 };
 
-use crate::{common, revocation};
+use writ_exchange::ExchangePolicy;
+
+use crate::{admin, common, revocation};
 
 /// A JWT verification key as published.
 pub fn jwk(key: &VerificationKey) -> common::Jwk {
@@ -150,6 +152,33 @@ pub fn actor(a: &Actor) -> common::Actor {
         client_id: a.client_id.clone().unwrap_or_default(),
         act: a.act.as_deref().map(|n| Box::new(actor(n))),
     }
+}
+
+/// An exchange policy as a message.
+pub fn exchange_policy(p: &ExchangePolicy) -> admin::ExchangePolicy {
+    admin::ExchangePolicy {
+        policy_id: p.policy_id.clone(),
+        client_id: p.client_id.clone(),
+        audience: p.audience.clone(),
+        scope: p.scope.clone(),
+        max_lifetime: p.max_lifetime,
+        allow_impersonation: p.allow_impersonation,
+        max_chain_depth: i32::try_from(p.max_chain_depth).unwrap_or(i32::MAX),
+    }
+}
+
+/// An exchange policy from a message; a negative `max_chain_depth` is refused.
+pub fn exchange_policy_from(p: admin::ExchangePolicy) -> Result<ExchangePolicy, &'static str> {
+    Ok(ExchangePolicy {
+        max_chain_depth: u32::try_from(p.max_chain_depth)
+            .map_err(|_| "max_chain_depth must not be negative")?,
+        policy_id: p.policy_id,
+        client_id: p.client_id,
+        audience: p.audience,
+        scope: p.scope,
+        max_lifetime: p.max_lifetime,
+        allow_impersonation: p.allow_impersonation,
+    })
 }
 
 /// A token's form as the `TokenFormat` enum value.

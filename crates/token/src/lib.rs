@@ -75,8 +75,8 @@ pub use inspect::{UnverifiedView, decode_unverified};
 pub use issuers::{TrustedIssuer, TrustedIssuers};
 pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
 pub use keys::{
-    Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, Jwk, JwkSet, KeySet,
-    KeySource, MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
+    Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys, Jwk, JwkSet,
+    KeySet, KeySource, MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
 };
 pub use revocation::{
     MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationCheck, RevocationEntry,

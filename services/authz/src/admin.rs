@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
-use writ_oauth::records::{PURPOSE_BISCUIT, PURPOSE_JWT};
 use writ_oauth::{AuthorizationServer, Error};
 use writ_proto::admin::admin_service_server::AdminService;
 use writ_proto::admin::*;
@@ -66,7 +65,7 @@ impl AdminService for AdminGrpc {
         let spec = required(request.into_inner().client, "client is required")?;
         let (client, secret) = self
             .engine
-            .create_client(convert::client_record(spec))
+            .create_client(convert::client_spec(spec)?)
             .await
             .map_err(status)?;
         Ok(Response::new(CreateClientResponse {
@@ -112,7 +111,7 @@ impl AdminService for AdminGrpc {
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let client = self
             .engine
-            .update_client(convert::client_record(spec), &mask)
+            .update_client(convert::client_spec(spec)?, &mask)
             .await
             .map_err(status)?;
         Ok(Response::new(UpdateClientResponse {
@@ -203,8 +202,8 @@ impl AdminService for AdminGrpc {
     ) -> Result<Response<RotateSigningKeyResponse>, Status> {
         let r = request.into_inner();
         let purpose = match KeyPurpose::try_from(r.purpose) {
-            Ok(KeyPurpose::Unspecified) | Ok(KeyPurpose::Jwt) => PURPOSE_JWT,
-            Ok(KeyPurpose::Biscuit) => PURPOSE_BISCUIT,
+            Ok(KeyPurpose::Unspecified) | Ok(KeyPurpose::Jwt) => writ_keyring::KeyPurpose::Jwt,
+            Ok(KeyPurpose::Biscuit) => writ_keyring::KeyPurpose::Biscuit,
             Err(_) => return Err(status(Error::InvalidRequest("unknown key purpose"))),
         };
         let alg = match r.alg.as_str() {
@@ -249,11 +248,14 @@ impl AdminService for AdminGrpc {
         let spec = required(request.into_inner().policy, "policy is required")?;
         let policy = self
             .engine
-            .create_exchange_policy(convert::policy_record(spec))
+            .create_exchange_policy(
+                writ_proto::convert::exchange_policy_from(spec)
+                    .map_err(|m| status(Error::InvalidRequest(m)))?,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(CreateExchangePolicyResponse {
-            policy: Some(convert::policy(policy)),
+            policy: Some(writ_proto::convert::exchange_policy(&policy)),
         }))
     }
 
@@ -266,7 +268,7 @@ impl AdminService for AdminGrpc {
             .get_exchange_policy(&request.into_inner().policy_id)
             .map_err(status)?;
         Ok(Response::new(GetExchangePolicyResponse {
-            policy: Some(convert::policy(policy)),
+            policy: Some(writ_proto::convert::exchange_policy(&policy)),
         }))
     }
 
@@ -281,7 +283,10 @@ impl AdminService for AdminGrpc {
                 .exchange_policies_of(&r.client_id)
                 .map_err(status)?;
             return Ok(Response::new(ListExchangePoliciesResponse {
-                policies: policies.into_iter().map(convert::policy).collect(),
+                policies: policies
+                    .iter()
+                    .map(writ_proto::convert::exchange_policy)
+                    .collect(),
                 next_page_token: String::new(),
             }));
         }
@@ -290,7 +295,11 @@ impl AdminService for AdminGrpc {
             .list_exchange_policies(page_size(r.page_size)?, &r.page_token)
             .map_err(status)?;
         Ok(Response::new(ListExchangePoliciesResponse {
-            policies: page.items.into_iter().map(convert::policy).collect(),
+            policies: page
+                .items
+                .iter()
+                .map(writ_proto::convert::exchange_policy)
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }

@@ -1,8 +1,11 @@
 //! Protobuf messages to and from the engine's types.
 
 use prost_types::Timestamp;
-use writ_oauth::records::{ClientRecord, ExchangePolicyRecord, SigningKeyRecord, UserRecord};
-use writ_oauth::{Error, FormatChoice, Introspection, ServerMetadata};
+use tonic::Status;
+use writ_keyring::{KeyInfo, KeyPurpose, KeyStatus};
+use writ_oauth::{
+    Client, ClientType, Error, FormatChoice, Introspection, IssuedFormat, ServerMetadata, User,
+};
 use writ_proto::{admin, authz, common};
 
 pub fn format_choice(value: i32) -> Result<FormatChoice, Error> {
@@ -93,45 +96,75 @@ pub fn timestamp(secs: i64) -> Option<Timestamp> {
     })
 }
 
-pub fn client(c: ClientRecord) -> admin::Client {
+pub fn client(c: Client) -> admin::Client {
     admin::Client {
         create_time: timestamp(c.created_at),
         client_id: c.client_id,
         client_name: c.client_name,
-        client_type: c.client_type,
+        client_type: match c.client_type {
+            ClientType::Confidential => admin::ClientType::Confidential as i32,
+            ClientType::Public => admin::ClientType::Public as i32,
+        },
         grant_types: c.grant_types,
         scope: c.scope,
         audience: c.audience,
         access_token_lifetime: c.access_token_lifetime,
         refresh_token_lifetime: c.refresh_token_lifetime,
-        token_formats: c.token_formats,
-        default_token_format: c.default_token_format,
+        token_formats: c.token_formats.into_iter().map(format_value).collect(),
+        default_token_format: c.default_token_format.map_or(0, format_value),
         may_introspect: c.may_introspect,
         disabled: c.disabled,
-        // The secret hash never leaves the server.
     }
 }
 
-pub fn client_record(c: admin::Client) -> ClientRecord {
-    ClientRecord {
+fn format_value(f: IssuedFormat) -> i32 {
+    let f = match f {
+        IssuedFormat::Jwt => common::TokenFormat::Jwt,
+        IssuedFormat::Biscuit => common::TokenFormat::Biscuit,
+        IssuedFormat::JwtAndBiscuit => common::TokenFormat::JwtAndBiscuit,
+    };
+    f as i32
+}
+
+/// A client as the admin API was sent it; unknown enum values are refused.
+pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
+    let bad = |m| writ_proto::refusal::status(Error::InvalidRequest(m));
+    let issued = |v: i32| match format_choice(v) {
+        Ok(FormatChoice::Jwt) => Ok(Some(IssuedFormat::Jwt)),
+        Ok(FormatChoice::Biscuit) => Ok(Some(IssuedFormat::Biscuit)),
+        Ok(FormatChoice::JwtAndBiscuit) => Ok(Some(IssuedFormat::JwtAndBiscuit)),
+        Ok(FormatChoice::Default) => Ok(None),
+        Err(_) => Err(bad("unknown token format")),
+    };
+    let client_type = match admin::ClientType::try_from(c.client_type) {
+        Ok(admin::ClientType::Unspecified | admin::ClientType::Confidential) => {
+            ClientType::Confidential
+        }
+        Ok(admin::ClientType::Public) => ClientType::Public,
+        Err(_) => return Err(bad("client_type must be confidential or public")),
+    };
+    let mut token_formats = Vec::with_capacity(c.token_formats.len());
+    for f in c.token_formats {
+        token_formats.push(issued(f)?.ok_or_else(|| bad("unknown token format"))?);
+    }
+    Ok(Client {
         client_id: c.client_id,
         client_name: c.client_name,
-        client_type: c.client_type,
-        secret_hash: Vec::new(),
+        client_type,
         grant_types: c.grant_types,
         scope: c.scope,
         audience: c.audience,
         access_token_lifetime: c.access_token_lifetime,
         refresh_token_lifetime: c.refresh_token_lifetime,
-        token_formats: c.token_formats,
-        default_token_format: c.default_token_format,
+        token_formats,
+        default_token_format: issued(c.default_token_format)?,
         may_introspect: c.may_introspect,
         disabled: c.disabled,
         created_at: 0,
-    }
+    })
 }
 
-pub fn user(u: UserRecord) -> admin::User {
+pub fn user(u: User) -> admin::User {
     admin::User {
         create_time: timestamp(u.created_at),
         username: u.username,
@@ -141,38 +174,20 @@ pub fn user(u: UserRecord) -> admin::User {
     }
 }
 
-pub fn signing_key(k: SigningKeyRecord) -> admin::SigningKey {
+pub fn signing_key(k: KeyInfo) -> admin::SigningKey {
     admin::SigningKey {
         create_time: timestamp(k.created_at),
         retire_time: timestamp(k.retired_at),
         expire_time: timestamp(k.expires_at),
         kid: k.kid,
-        purpose: k.purpose,
+        purpose: match k.purpose {
+            KeyPurpose::Jwt => admin::KeyPurpose::Jwt as i32,
+            KeyPurpose::Biscuit => admin::KeyPurpose::Biscuit as i32,
+        },
         alg: k.alg,
-        status: k.status,
-    }
-}
-
-pub fn policy(p: ExchangePolicyRecord) -> admin::ExchangePolicy {
-    admin::ExchangePolicy {
-        policy_id: p.policy_id,
-        client_id: p.client_id,
-        audience: p.audience,
-        scope: p.scope,
-        max_lifetime: p.max_lifetime,
-        allow_impersonation: p.allow_impersonation,
-        max_chain_depth: p.max_chain_depth,
-    }
-}
-
-pub fn policy_record(p: admin::ExchangePolicy) -> ExchangePolicyRecord {
-    ExchangePolicyRecord {
-        policy_id: p.policy_id,
-        client_id: p.client_id,
-        audience: p.audience,
-        scope: p.scope,
-        max_lifetime: p.max_lifetime,
-        allow_impersonation: p.allow_impersonation,
-        max_chain_depth: p.max_chain_depth,
+        status: match k.status {
+            KeyStatus::Active => admin::KeyStatus::Active as i32,
+            KeyStatus::Retired => admin::KeyStatus::Retired as i32,
+        },
     }
 }

@@ -1,9 +1,8 @@
-//! Where the STS learns who its callers are and what they may exchange: the authorization
-//! server, in this process ([`LocalDirectory`], `writ up`) or over gRPC ([`RemoteDirectory`],
-//! `writ serve sts`).
+//! Where the STS learns who its callers are and what they may exchange when it runs apart from
+//! the authorization server (`writ serve sts`): [`RemoteDirectory`], its `AdminService` over gRPC.
+//! (Under `writ up` the platform wires the authorization server's engine in directly.)
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -11,65 +10,8 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use writ_exchange::{BoxFuture, Directory, ExchangeError, ExchangePolicy, Result};
-use writ_oauth::AuthorizationServer;
-use writ_oauth::records::ExchangePolicyRecord;
 use writ_proto::admin::admin_service_client::AdminServiceClient;
-use writ_proto::admin::{self as pb, AuthenticateClientRequest, ListExchangePoliciesRequest};
-
-fn policy(p: ExchangePolicyRecord) -> ExchangePolicy {
-    ExchangePolicy {
-        policy_id: p.policy_id,
-        client_id: p.client_id,
-        audience: p.audience,
-        scope: p.scope,
-        max_lifetime: p.max_lifetime,
-        allow_impersonation: p.allow_impersonation,
-        // Validated at creation (0..=8); a negative value could only come from corruption.
-        max_chain_depth: u32::try_from(p.max_chain_depth).unwrap_or(1),
-    }
-}
-
-/// A policy as `AdminService` lists it, read back as the authorization server stores it.
-fn from_pb(p: pb::ExchangePolicy) -> ExchangePolicy {
-    policy(writ_authz::convert::policy_record(p))
-}
-
-/// The authorization server engine in this process: its clients and policies, read directly.
-#[derive(Debug, Clone)]
-pub struct LocalDirectory(pub Arc<AuthorizationServer>);
-
-fn engine_error(e: writ_oauth::Error) -> ExchangeError {
-    match e {
-        writ_oauth::Error::InvalidClient => ExchangeError::InvalidClient,
-        other => {
-            tracing::error!(error = %other, "the client directory failed");
-            ExchangeError::Unavailable("the client directory is unavailable")
-        }
-    }
-}
-
-impl Directory for LocalDirectory {
-    fn authenticate<'a>(
-        &'a self,
-        client_id: &'a str,
-        secret: &'a str,
-    ) -> BoxFuture<'a, Result<()>> {
-        let result = self
-            .0
-            .authenticate_exchange_client(client_id, secret)
-            .map_err(engine_error);
-        Box::pin(async move { result })
-    }
-
-    fn policies<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Vec<ExchangePolicy>>> {
-        let result = self
-            .0
-            .exchange_policies_of(client_id)
-            .map(|ps| ps.into_iter().map(policy).collect())
-            .map_err(engine_error);
-        Box::pin(async move { result })
-    }
-}
+use writ_proto::admin::{AuthenticateClientRequest, ListExchangePoliciesRequest};
 
 /// Adds the admin credential to every call.
 #[derive(Clone)]
@@ -163,7 +105,7 @@ impl Directory for RemoteDirectory {
                 return Ok(policies.clone());
             }
             let mut client = self.client.clone();
-            let policies: Vec<ExchangePolicy> = client
+            let policies = client
                 .list_exchange_policies(ListExchangePoliciesRequest {
                     client_id: client_id.to_owned(),
                     ..Default::default()
@@ -173,8 +115,9 @@ impl Directory for RemoteDirectory {
                 .into_inner()
                 .policies
                 .into_iter()
-                .map(from_pb)
-                .collect();
+                .map(writ_proto::convert::exchange_policy_from)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| ExchangeError::Unavailable("the client directory is unavailable"))?;
             let mut cache = self.cache.lock();
             if cache.len() >= MAX_CACHED {
                 cache.clear();

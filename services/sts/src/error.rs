@@ -12,6 +12,8 @@ pub enum StsError {
     Server(#[from] ServerError),
     #[error("opening the token exchange: {0}")]
     Exchange(#[from] ExchangeError),
+    #[error("opening the STS's signing keys: {0}")]
+    Keys(writ_keyring::KeyringError),
     #[error("reading {path}: {source}")]
     JwksRead {
         path: PathBuf,

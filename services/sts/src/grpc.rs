@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::Sts;
 use tonic::{Request, Response, Status};
-use writ_exchange::TokenExchange;
 use writ_proto::sts::security_token_service_server::SecurityTokenService;
 use writ_proto::sts::{
     ExchangeRequest, ExchangeResponse, GetJwksRequest, GetJwksResponse, GetServerMetadataRequest,
@@ -14,19 +14,13 @@ use writ_proto::refusal::status;
 
 #[derive(Debug, Clone)]
 pub struct StsGrpc {
-    engine: Arc<TokenExchange>,
+    sts: Arc<Sts>,
 }
 
 impl StsGrpc {
-    pub fn new(engine: Arc<TokenExchange>) -> Self {
-        StsGrpc { engine }
+    pub fn new(sts: Arc<Sts>) -> Self {
+        StsGrpc { sts }
     }
-}
-
-/// The JWKS and Biscuit root keys the STS publishes now.
-pub fn jwks(engine: &TokenExchange) -> GetJwksResponse {
-    let (jwt, biscuit) = engine.published_keys();
-    writ_proto::convert::PublishedKeys::new(&jwt, &biscuit).into()
 }
 
 #[tonic::async_trait]
@@ -37,6 +31,7 @@ impl SecurityTokenService for StsGrpc {
     ) -> Result<Response<ExchangeResponse>, Status> {
         let r = request.into_inner();
         let resp = self
+            .sts
             .engine
             .exchange(writ_exchange::ExchangeRequest {
                 grant_type: r.grant_type,
@@ -67,14 +62,14 @@ impl SecurityTokenService for StsGrpc {
         &self,
         _: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
-        Ok(Response::new(jwks(&self.engine)))
+        Ok(Response::new(self.sts.published_keys().into()))
     }
 
     async fn get_server_metadata(
         &self,
         _: Request<GetServerMetadataRequest>,
     ) -> Result<Response<GetServerMetadataResponse>, Status> {
-        let m = self.engine.metadata();
+        let m = self.sts.engine.metadata();
         Ok(Response::new(GetServerMetadataResponse {
             issuer: m.issuer,
             token_endpoint: m.token_endpoint,

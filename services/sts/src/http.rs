@@ -13,21 +13,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::HeaderMap;
 use serde_json::json;
-use writ_exchange::{ExchangeRequest, TokenExchange};
+use writ_exchange::ExchangeRequest;
 use writ_server::form::{Form, FormBody, Refused, cached_json, no_store};
 
-type Shared = Arc<TokenExchange>;
+use crate::Sts;
 
-pub fn router(engine: Shared) -> Router {
+type Shared = Arc<Sts>;
+
+pub fn router(sts: Shared) -> Router {
     Router::new()
         .route("/oauth2/token", post(token))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
-        .with_state(engine)
+        .with_state(sts)
 }
 
 async fn token(
-    State(engine): State<Shared>,
+    State(sts): State<Shared>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
@@ -45,7 +47,7 @@ async fn token(
         actor_token: form.one("actor_token")?,
         actor_token_type: form.one("actor_token_type")?,
     };
-    let r = engine.exchange(req).await?;
+    let r = sts.engine.exchange(req).await?;
     let body = json!({
         "access_token": r.access_token,
         "issued_token_type": r.issued_token_type,
@@ -56,8 +58,8 @@ async fn token(
     Ok((no_store(), axum::Json(body)).into_response())
 }
 
-async fn metadata(State(engine): State<Shared>) -> Response {
-    let m = engine.metadata();
+async fn metadata(State(sts): State<Shared>) -> Response {
+    let m = sts.engine.metadata();
     cached_json(json!({
         "issuer": m.issuer,
         "token_endpoint": m.token_endpoint,
@@ -70,8 +72,14 @@ async fn metadata(State(engine): State<Shared>) -> Response {
     }))
 }
 
-async fn jwks(State(engine): State<Shared>) -> Response {
-    let (jwt, _) = engine.published_keys();
-    let keys: Vec<_> = jwt.iter().map(|k| k.to_jwk()).collect();
+async fn jwks(State(sts): State<Shared>) -> Response {
+    let now = sts.clock.now();
+    let keys: Vec<_> = sts
+        .keys
+        .state()
+        .published_jwt_keys(now)
+        .iter()
+        .map(|k| k.to_jwk())
+        .collect();
     cached_json(json!({ "keys": keys }))
 }

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use writ_exchange::{Config, Directory, TokenExchange};
+use writ_keyring::{Keyring, KeyringConfig};
 use writ_proto::sts::security_token_service_server::SecurityTokenServiceServer;
 use writ_revocation_client::{RevocationFeed, RevocationSet, TokenProvider, WatchConfig, Watcher};
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
@@ -72,12 +73,34 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// What the STS's transports serve: the exchange engine and the STS's own keys.
+#[derive(Debug)]
+pub struct Sts {
+    pub engine: Arc<TokenExchange>,
+    pub keys: Arc<Keyring>,
+    clock: SharedClock,
+}
+
+impl Sts {
+    /// JWT keys and Biscuit root keys to publish now (with each retired root key's end of life).
+    pub fn published_keys(&self) -> writ_proto::convert::PublishedKeys {
+        let now = self.clock.now();
+        let state = self.keys.state();
+        writ_proto::convert::PublishedKeys::new(
+            &state.published_jwt_keys(now),
+            &state.published_biscuit_keys(now),
+        )
+    }
+}
+
 /// A running STS.
 #[derive(Debug)]
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub engine: Arc<TokenExchange>,
+    /// Its own signing keys.
+    pub keys: Arc<Keyring>,
     /// The revocation set the STS checks tokens against.
     pub revocations: Arc<RevocationSet>,
     tasks: Vec<JoinHandle<()>>,
@@ -124,25 +147,32 @@ pub async fn start(
         RevocationFeed::new(revocations.clone(), options.max_staleness),
         options.local_index,
     ));
-    let engine = Arc::new(
-        TokenExchange::open(
-            options.store,
-            options.config,
-            options.clock,
-            options.directory,
-            check,
-            options.issuers,
-        )
-        .await?,
+    let keys = Arc::new(
+        Keyring::load(options.store, options.clock.now(), KeyringConfig::STS)
+            .await
+            .map_err(StsError::Keys)?,
     );
+    let engine = Arc::new(TokenExchange::new(
+        options.config,
+        options.clock.clone(),
+        keys.clone(),
+        options.directory,
+        check,
+        options.issuers,
+    )?);
+    let sts = Arc::new(Sts {
+        engine: engine.clone(),
+        keys: keys.clone(),
+        clock: options.clock,
+    });
 
     let (health, reflection) = writ_server::health_and_reflection(&[SERVICE_NAME]).await?;
-    let sts = SecurityTokenServiceServer::new(StsGrpc::new(engine.clone()))
+    let grpc_service = SecurityTokenServiceServer::new(StsGrpc::new(sts.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let router = writ_server::grpc_server(tls)?
         .add_service(health)
         .add_service(reflection)
-        .add_service(sts);
+        .add_service(grpc_service);
     let grpc_shutdown = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
         if let Err(e) = router
@@ -160,7 +190,7 @@ pub async fn start(
     };
     let http_task = tokio::spawn(writ_server::serve_http(
         http,
-        http::router(engine.clone()),
+        http::router(sts.clone()),
         http_tls,
         shutdown,
     ));
@@ -169,6 +199,7 @@ pub async fn start(
         grpc_addr,
         http_addr,
         engine,
+        keys,
         revocations,
         tasks: vec![grpc_task, http_task],
         watcher,

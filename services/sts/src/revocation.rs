@@ -1,4 +1,4 @@
-//! Whether a subject or actor token is revoked: the revocation feed (a [`RevocationSet`] kept
+//! Whether a subject or actor token is revoked: the revocation feed (a `RevocationSet` kept
 //! current by a `Watcher`), failing closed when it is staler than its bound, and under `writ up`
 //! also the authorization server's own revocation index, which knows a revocation the moment
 //! it is acknowledged.
@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tonic::Status;
 use tonic::transport::Channel;
-use writ_oauth::AuthorizationServer;
 use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_revocation_client::{RevocationFeed, TokenProvider};
@@ -40,24 +39,6 @@ impl RevocationCheck for FeedCheck {
             Some(index) => index.revoked(token),
             None => Ok(None),
         }
-    }
-}
-
-/// Watch tokens the in-process authorization server mints for the STS (`writ up`).
-#[derive(Debug, Clone)]
-pub struct EngineTokens(pub Arc<AuthorizationServer>);
-
-impl TokenProvider for EngineTokens {
-    fn token(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, Status>> + Send + '_>>
-    {
-        let minted = self
-            .0
-            .service_token(REVOCATION_AUDIENCE, WATCH_SCOPE)
-            .map(|(t, _)| t)
-            .map_err(|e| Status::internal(e.to_string()));
-        Box::pin(async move { minted })
     }
 }
 

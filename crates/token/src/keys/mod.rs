@@ -12,7 +12,7 @@ mod verification;
 
 pub use biscuit::{BiscuitPublicKey, BiscuitRootKey};
 pub use jwk::{Jwk, JwkSet, jwt_key_set, parse_jwk_set};
-pub use set::{BoxFuture, FixedKeys, KeySet, KeySource};
+pub use set::{BoxFuture, FixedKeys, IssuerKeys, KeySet, KeySource};
 pub use signing::{Algorithm, MAX_KID_LEN, SigningKey};
 pub use verification::VerificationKey;
 

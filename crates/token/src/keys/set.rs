@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{BiscuitPublicKey, VerificationKey};
+use super::{BiscuitPublicKey, BiscuitRootKey, SigningKey, VerificationKey};
 
 /// The keys a verifier trusts: JWT keys by `kid`, Biscuit root keys by id. Nothing else is ever
 /// consulted, in particular no key named by a token.
@@ -91,6 +91,14 @@ impl<T: KeySource + ?Sized> KeySource for Arc<T> {
     fn refresh_now<'a>(&'a self, seen: &'a Arc<KeySet>) -> BoxFuture<'a, Arc<KeySet>> {
         (**self).refresh_now(seen)
     }
+}
+
+/// An issuer's own keys: the ones that sign now, and (as a [`KeySource`]) the public keys that
+/// verify what it signed, active and retired alike. Signing keys live with their store
+/// (`writ-keyring`); what signs only asks for them here.
+pub trait IssuerKeys: KeySource {
+    /// The active JWT signing key and Biscuit root key.
+    fn signing(&self) -> (Arc<SigningKey>, Arc<BiscuitRootKey>);
 }
 
 /// Keys that do not change (a JWK Set read once, a CLI's one-off fetch, tests).

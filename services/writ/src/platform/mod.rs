@@ -14,6 +14,8 @@ use writ_tls::TlsMaterial;
 
 use crate::cli::{ServeArgs, ServiceName};
 
+pub mod in_process;
+
 /// File in the data directory holding the admin credential (mode 0600).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File in the data directory listing the bound endpoints, for scripts and tests.
@@ -287,12 +289,12 @@ async fn start_sts(
         Some(engine) => {
             let keys_of = engine.clone();
             (
-                Arc::new(writ_sts::directory::LocalDirectory(engine.clone())),
+                Arc::new(in_process::LocalDirectory(engine.clone())),
                 TrustedIssuer::new(
                     engine.config().issuer.clone(),
                     Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
                 ),
-                Arc::new(writ_sts::revocation::EngineTokens(engine.clone())),
+                Arc::new(in_process::EngineTokens(engine.clone())),
                 Some(engine.clone() as Arc<dyn writ_token::RevocationCheck>),
             )
         }

@@ -1,0 +1,254 @@
+//! The exchange engine: gathers what the rules decide over (the authenticated caller, its
+//! policies, the verified tokens, the time), applies them (`rules::decide`), mints what they
+//! decided with the STS's own keys, and audits every decision.
+
+use std::sync::Arc;
+
+use writ_token::{
+    IssuerKeys, RevocationCheck, SharedClock, TokenFacts, TokenFormat, TrustedIssuer,
+    TrustedIssuers, VerifiedToken, VerifierConfig, attenuate, encode_access_token, mint_biscuit,
+    random_id,
+};
+use writ_vocabulary::grant_type::TOKEN_EXCHANGE;
+use writ_vocabulary::token_type;
+
+use crate::error::{Cause, ExchangeError, Result, TokenRole};
+use crate::ports::Directory;
+use crate::request::{self, ExchangeRequest, ExchangeResponse, PresentedType};
+use crate::rules::{self, Decision, Inputs, Minted};
+use crate::{Config, Metadata};
+
+/// Longest JWT accepted as a subject or actor token, in bytes.
+pub const MAX_JWT_LEN: usize = 8 * 1024;
+
+/// The token exchange engine. Transport-agnostic: the gRPC service and the HTTP facade call
+/// [`TokenExchange::exchange`].
+#[derive(Debug)]
+pub struct TokenExchange {
+    config: Config,
+    clock: SharedClock,
+    keys: Arc<dyn IssuerKeys>,
+    issuers: TrustedIssuers,
+    directory: Arc<dyn Directory>,
+    revocations: Arc<dyn RevocationCheck>,
+}
+
+impl TokenExchange {
+    /// The engine signing with `keys` (the STS's own, in its own store), trusting `issuers` and
+    /// itself, learning callers and policies from `directory`, refusing what `revocations`
+    /// revokes (or cannot vouch for).
+    pub fn new(
+        config: Config,
+        clock: SharedClock,
+        keys: Arc<dyn IssuerKeys>,
+        directory: Arc<dyn Directory>,
+        revocations: Arc<dyn RevocationCheck>,
+        issuers: Vec<TrustedIssuer>,
+    ) -> Result<Self> {
+        // Its own tokens can be exchanged again (the next hop of a chain).
+        let own: Arc<dyn writ_token::KeySource> = Arc::new(OwnKeys(keys.clone()));
+        let mut all = vec![TrustedIssuer::new(config.issuer.clone(), own)];
+        for i in issuers {
+            if all.iter().any(|t| t.issuer == i.issuer) {
+                return Err(ExchangeError::InvalidRequest("an issuer is trusted twice"));
+            }
+            all.push(i);
+        }
+        let issuers = TrustedIssuers::new(
+            all,
+            VerifierConfig {
+                leeway: config.leeway,
+                max_token_bytes: MAX_JWT_LEN,
+                // The audience is checked by the rules (who may present the token), not here: a
+                // subject token is addressed to the service presenting it.
+                ..VerifierConfig::new(Vec::new(), None)
+            },
+            clock.clone(),
+        );
+        tracing::info!(issuers = ?issuers.names().collect::<Vec<_>>(), "token exchange trusts");
+        Ok(TokenExchange {
+            config,
+            clock,
+            keys,
+            issuers,
+            directory,
+            revocations,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// RFC 8414 metadata. HTTP endpoints hang off the issuer URL.
+    pub fn metadata(&self) -> Metadata {
+        let base = self.config.issuer.trim_end_matches('/');
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        Metadata {
+            issuer: self.config.issuer.clone(),
+            token_endpoint: format!("{base}/oauth2/token"),
+            jwks_uri: format!("{base}/.well-known/jwks.json"),
+            grant_types_supported: strings(&[TOKEN_EXCHANGE]),
+            token_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+            ]),
+            token_types_supported: strings(&[
+                token_type::JWT,
+                token_type::ACCESS_TOKEN,
+                token_type::BISCUIT,
+            ]),
+        }
+    }
+
+    /// RFC 8693 section 2: exchanges a subject token for a narrower token. Every decision,
+    /// refusals included, is an audit event (target `writ::audit`, event `token_exchanged`).
+    pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeResponse> {
+        match self.decide(&req).await {
+            Ok((response, d, subject)) => {
+                tracing::info!(
+                    target: "writ::audit",
+                    event = "token_exchanged",
+                    decision = "issued",
+                    client_id = %d.claims.client_id,
+                    policy_id = %d.policy_id,
+                    sub = %d.claims.sub,
+                    subject_iss = %subject.claims.iss,
+                    subject_jti = %subject.claims.jti,
+                    jti = %d.claims.jti,
+                    gid = d.claims.gid.as_deref().unwrap_or(""),
+                    aud = ?d.claims.aud,
+                    scope = %d.claims.scope,
+                    mode = ?d.mode,
+                    act_depth = d.claims.act.as_ref().map_or(0, writ_token::Actor::depth),
+                    minted = ?d.minted,
+                    expires_in = response.expires_in,
+                );
+                Ok(response)
+            }
+            Err(e) => {
+                // A server failure's detail is logged where it is answered (writ_proto::refusal).
+                tracing::warn!(
+                    target: "writ::audit",
+                    event = "token_exchanged",
+                    decision = "refused",
+                    client_id = %truncate(&req.client_id),
+                    reason = e.oauth_code(),
+                    cause = e.cause().unwrap_or(""),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        req: &ExchangeRequest,
+    ) -> Result<(ExchangeResponse, Decision, VerifiedToken)> {
+        request::check_envelope(req)?;
+        // Client authentication first: nothing about the request is looked at for a caller who
+        // is not one.
+        if req.client_id.is_empty() {
+            return Err(ExchangeError::InvalidClient);
+        }
+        self.directory
+            .authenticate(&req.client_id, &req.client_secret)
+            .await?;
+        let caller = req.client_id.as_str();
+        let params = request::params(req)?;
+
+        let mut policies = self.directory.policies(caller).await?;
+        if policies.is_empty() {
+            return Err(ExchangeError::UnauthorizedClient(
+                "the client may not exchange tokens",
+            ));
+        }
+        policies.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
+
+        // The tokens: trusted issuer, signature, type, times, not revoked.
+        let subject = self
+            .verify(TokenRole::Subject, &req.subject_token, params.subject_type)
+            .await?;
+        let actor = match params.actor_type {
+            Some(t) => Some(self.verify(TokenRole::Actor, &req.actor_token, t).await?),
+            None => None,
+        };
+
+        let now = self.clock.now();
+        let decision = rules::decide(Inputs {
+            caller,
+            policies: &policies,
+            params: &params,
+            subject: &subject,
+            actor: actor.as_ref(),
+            config: &self.config,
+            now,
+            jti: random_id(),
+        })?;
+
+        let (jwt_key, root_key) = self.keys.signing();
+        let access_token = match (&decision.minted, &decision.attenuation) {
+            (Minted::AttenuatedBiscuit, Some(attenuation)) => {
+                attenuate(&req.subject_token, attenuation)?
+            }
+            (Minted::Biscuit, _) => mint_biscuit(&root_key, &decision.claims)?,
+            (Minted::Jwt, _) => encode_access_token(&jwt_key, &decision.claims)?,
+            (Minted::AttenuatedBiscuit, None) => {
+                return Err(ExchangeError::Internal("an attenuation without its block"));
+            }
+        };
+        let response = ExchangeResponse {
+            access_token,
+            issued_token_type: params.issued_type,
+            token_type: token_type::BEARER,
+            expires_in: decision.claims.exp - now,
+            scope: decision.claims.scope.clone(),
+        };
+        Ok((response, decision, subject))
+    }
+
+    /// A subject or actor token, verified by its issuer and checked against revocations.
+    async fn verify(
+        &self,
+        role: TokenRole,
+        token: &str,
+        presented: PresentedType,
+    ) -> Result<VerifiedToken> {
+        let refuse = |cause| ExchangeError::Rejected { role, cause };
+        if !presented.admits(TokenFormat::detect(token)) {
+            return Err(refuse(Cause::TypeMismatch));
+        }
+        let verified = self
+            .issuers
+            .verify_refreshing(token, None)
+            .await
+            .map_err(|e| refuse(Cause::from(e)))?;
+        // A check that cannot vouch (a stale feed) fails closed: nothing is issued.
+        let revoked = self
+            .revocations
+            .revoked(&TokenFacts::of(&verified))
+            .map_err(|why| ExchangeError::Unavailable(why.0))?;
+        match revoked {
+            None => Ok(verified),
+            Some(kind) => Err(refuse(Cause::Revoked(kind))),
+        }
+    }
+}
+
+/// The STS's own public keys, as the key source of its own issuer.
+#[derive(Debug)]
+struct OwnKeys(Arc<dyn IssuerKeys>);
+
+impl writ_token::KeySource for OwnKeys {
+    fn keys(&self) -> Arc<writ_token::KeySet> {
+        self.0.keys()
+    }
+}
+
+/// Shows at most 64 characters of an untrusted identifier in logs.
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -1,0 +1,67 @@
+//! The adapters that let the services of one process talk to the authorization server's engine
+//! directly (`writ up`): the STS's client directory and the watch tokens of in-process
+//! subscribers. Run apart, the same roles are played over gRPC (`writ_sts::directory`,
+//! `writ_client::TokenSource`).
+
+use std::sync::Arc;
+
+use tonic::Status;
+use writ_exchange::{BoxFuture, Directory, ExchangeError, ExchangePolicy};
+use writ_oauth::AuthorizationServer;
+use writ_revocation_client::TokenProvider;
+use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE};
+
+/// The authorization server's clients and exchange policies, read directly.
+#[derive(Debug, Clone)]
+pub struct LocalDirectory(pub Arc<AuthorizationServer>);
+
+fn engine_error(e: writ_oauth::Error) -> ExchangeError {
+    match e {
+        writ_oauth::Error::InvalidClient => ExchangeError::InvalidClient,
+        other => {
+            tracing::error!(error = %other, "the client directory failed");
+            ExchangeError::Unavailable("the client directory is unavailable")
+        }
+    }
+}
+
+impl Directory for LocalDirectory {
+    fn authenticate<'a>(
+        &'a self,
+        client_id: &'a str,
+        secret: &'a str,
+    ) -> BoxFuture<'a, writ_exchange::Result<()>> {
+        let result = self
+            .0
+            .authenticate_exchange_client(client_id, secret)
+            .map_err(engine_error);
+        Box::pin(async move { result })
+    }
+
+    fn policies<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> BoxFuture<'a, writ_exchange::Result<Vec<ExchangePolicy>>> {
+        let result = self.0.exchange_policies_of(client_id).map_err(engine_error);
+        Box::pin(async move { result })
+    }
+}
+
+/// Watch tokens the in-process authorization server mints for a subscriber in the same process
+/// (the STS under `writ up`).
+#[derive(Debug, Clone)]
+pub struct EngineTokens(pub Arc<AuthorizationServer>);
+
+impl TokenProvider for EngineTokens {
+    fn token(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, Status>> + Send + '_>>
+    {
+        let minted = self
+            .0
+            .service_token(REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE)
+            .map(|(t, _)| t)
+            .map_err(|e| Status::internal(e.to_string()));
+        Box::pin(async move { minted })
+    }
+}
