@@ -8,7 +8,6 @@ const PROTOS: &[&str] = &[
     "writ/sts/v1/sts.proto",
     "writ/revocation/v1/revocation.proto",
     "writ/admin/v1/admin.proto",
-    "writ/demo/v1/demo.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

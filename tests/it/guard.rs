@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use writ_demo::pb::inventory_service_client::InventoryServiceClient;
+use writ_demo::pb::{GetStockRequest, ReserveRequest, ReserveResponse};
 use writ_demo::{Inventory, SCOPE_READ, SCOPE_RESERVE};
 use writ_guard::{
     ClientCredentials, Guard, GuardConfig, Revocations, Rule, TokenSource, TrustedIssuer,
 };
 use writ_proto::admin::KeyPurpose;
 use writ_proto::common::TokenFormat;
-use writ_proto::demo::inventory_service_client::InventoryServiceClient;
-use writ_proto::demo::{GetStockRequest, ReserveRequest, ReserveResponse};
 use writ_revocation_client::{RevocationSet, Watcher};
 use writ_server::Shutdown;
 use writ_tests::*;
@@ -104,7 +104,7 @@ impl Guarded {
         match setup.interceptor {
             None => {
                 writ_demo::serve(
-                    writ_proto::demo::inventory_service_server::InventoryServiceServer::new(
+                    writ_demo::pb::inventory_service_server::InventoryServiceServer::new(
                         Inventory::default(),
                     ),
                     guard.clone(),
@@ -116,7 +116,7 @@ impl Guarded {
                 .unwrap();
             }
             Some(rule) => {
-                let service = writ_proto::demo::inventory_service_server::InventoryServiceServer::with_interceptor(
+                let service = writ_demo::pb::inventory_service_server::InventoryServiceServer::with_interceptor(
                     Inventory::default(),
                     guard.interceptor(rule),
                 );
@@ -651,17 +651,17 @@ async fn revoking_any_biscuit_block_refuses_the_tokens_that_carry_it() {
 
 #[tokio::test]
 async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_stops_both() {
-    use writ_demo::{Platform, ServiceCredentials};
+    use writ_client::ClientCredentials;
+    use writ_demo::Platform;
+    use writ_demo::pb::PlaceOrderRequest;
+    use writ_demo::pb::orders_service_client::OrdersServiceClient;
     use writ_proto::admin as pb_admin;
-    use writ_proto::demo::PlaceOrderRequest;
-    use writ_proto::demo::orders_service_client::OrdersServiceClient;
 
     let server = TestServer::start().await;
     let sts = server.start_sts().await;
     let watch = "writ.revocation.watch";
-    let credentials = |(client_id, client_secret)| ServiceCredentials {
-        client_id,
-        client_secret,
+    let credentials = |(client_id, client_secret): (String, String)| {
+        ClientCredentials::new(client_id, client_secret)
     };
     let inventory = credentials(
         server
@@ -719,7 +719,6 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
     let platform = Platform {
         authz: server.channel().await,
         sts: connect(&sts.grpc_url, sts.ca_pem.as_deref()).await,
-        sts_issuer: sts.issuer.clone(),
         revocation: server.revocation_channel().await,
     };
     let (_stop, signal) = Shutdown::new();
@@ -733,7 +732,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
     .await
     .unwrap();
     eventually(Duration::from_secs(10), "both feeds sync", || {
-        demo.watchers.iter().all(|w| w.set().staleness().is_some())
+        demo.upkeep.iter().all(|u| u.synced())
     })
     .await;
     let orders_channel = connect(&format!("http://{}", demo.orders.addr), None).await;

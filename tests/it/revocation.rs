@@ -872,10 +872,8 @@ async fn a_slow_subscriber_is_cut_off_without_stalling_others_and_resumes_to_the
     let mut publisher = server.revocation(&server.publish_token().await).await;
     let reader = Arc::new(RevocationSet::new());
     let _reader = server.watcher(reader.clone()).await;
-    let mut slow = RevocationServiceClient::with_interceptor(
-        narrow_channel(&server).await,
-        Bearer::new(&watch),
-    );
+    let mut slow =
+        RevocationServiceClient::with_interceptor(narrow_channel(&server).await, bearer(&watch));
     // Opened, never read until it has been cut off.
     let mut stalled = slow
         .watch(WatchRequest { from_sequence: 0 })
@@ -1216,9 +1214,7 @@ async fn a_watcher_pruning_often_keeps_its_stream_and_stays_fresh() {
         .connect_lazy();
     let _watcher = writ_revocation_client::Watcher::spawn(
         channel,
-        Arc::new(writ_revocation_client::StaticToken(
-            server.watch_token().await,
-        )),
+        Arc::new(bearer(&server.watch_token().await)),
         set.clone(),
         writ_revocation_client::WatchConfig {
             // Pruning more often than checkpoints come must not cut the stream each time.

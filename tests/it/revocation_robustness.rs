@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use writ_client::BearerSource;
 use writ_proto::admin as pb_admin;
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::authz::TokenRequest;
@@ -26,8 +27,8 @@ use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 use writ_proto::revocation::watch_response::Event;
 use writ_proto::revocation::{self as pb, GetStatusRequest, RevokeRequest, WatchRequest};
-use writ_revocation_client::{RevocationSet, TokenProvider, WatchConfig, Watcher};
-use writ_tests::{Bearer, revokes_exactly, wait_bounded};
+use writ_revocation_client::{RevocationSet, WatchConfig, Watcher};
+use writ_tests::{bearer, revokes_exactly, wait_bounded};
 use writ_token::RevocationKind;
 
 const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
@@ -290,12 +291,12 @@ impl Tokens {
     }
 }
 
-impl TokenProvider for Tokens {
-    fn token(
+impl BearerSource for Tokens {
+    fn bearer(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, Status>> + Send + '_>>
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<str>, Status>> + Send + '_>>
     {
-        Box::pin(self.fetch())
+        Box::pin(async move { self.fetch().await.map(Arc::from) })
     }
 }
 
@@ -387,7 +388,7 @@ async fn produce(
                 Instant::now() < deadline,
                 "producer {p} did not finish in time"
             );
-            let bearer = match &token {
+            let presented = match &token {
                 Some(t) => t.clone(),
                 None => match tokens.fetch().await {
                     Ok(t) => {
@@ -402,7 +403,7 @@ async fn produce(
             };
             stats.calls += 1;
             let mut client =
-                RevocationServiceClient::with_interceptor(channel.clone(), Bearer::new(&bearer));
+                RevocationServiceClient::with_interceptor(channel.clone(), bearer(&presented));
             match client
                 .revoke(RevokeRequest {
                     entries: batch.clone(),
@@ -462,8 +463,7 @@ async fn raw_subscriber(
             tokio::time::sleep(rng.millis(20, 100)).await;
             continue;
         };
-        let mut client =
-            RevocationServiceClient::with_interceptor(channel.clone(), Bearer::new(&token));
+        let mut client = RevocationServiceClient::with_interceptor(channel.clone(), bearer(&token));
         let from = cursor.load(Ordering::Acquire);
         let mut stream = match client
             .watch(WatchRequest {
@@ -549,7 +549,7 @@ async fn raw_subscriber(
 
 /// Reads the whole log from 0 up to `head`, checking order: the committed set.
 async fn committed(channel: Channel, token: &str, head: u64) -> HashMap<Key, Merged> {
-    let mut client = RevocationServiceClient::with_interceptor(channel, Bearer::new(token));
+    let mut client = RevocationServiceClient::with_interceptor(channel, bearer(token));
     let mut stream = client
         .watch(WatchRequest { from_sequence: 0 })
         .await
@@ -609,8 +609,7 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
     let revocation_url = service.revocation_url();
     let service = Arc::new(Mutex::new(service));
 
-    let mut admin =
-        AdminServiceClient::with_interceptor(authz.clone(), Bearer::new(admin_token.trim()));
+    let mut admin = AdminServiceClient::with_interceptor(authz.clone(), bearer(admin_token.trim()));
     let mut tokens = Vec::new();
     for (id, scope) in [
         ("producer", writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE),
@@ -779,12 +778,11 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
 
     // The end state.
     let token = publish.fetch().await.unwrap();
-    let status =
-        RevocationServiceClient::with_interceptor(lazy(&revocation_url), Bearer::new(&token))
-            .get_status(GetStatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+    let status = RevocationServiceClient::with_interceptor(lazy(&revocation_url), bearer(&token))
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let head = status.head_sequence;
     let caught_up = tokio::time::Instant::now() + READY;
     loop {

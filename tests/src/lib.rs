@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
+use writ_client::StaticBearer;
 use writ_oauth::{AuthorizationServer, Config};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{self as pb_admin};
 use writ_proto::authz;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
-use writ_revocation_client::{RevocationSet, StaticToken, TokenFacts, WatchConfig, Watcher};
+use writ_revocation_client::{RevocationSet, TokenFacts, WatchConfig, Watcher};
 use writ_server::Shutdown;
 use writ_store::{SledStore, Store, Tree};
 use writ_token::{ManualClock, RevocationKind, SharedClock};
@@ -224,11 +225,8 @@ impl TestServer {
         AuthorizationServiceClient::new(self.channel().await)
     }
 
-    pub async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, AdminBearer>> {
-        AdminServiceClient::with_interceptor(
-            self.channel().await,
-            AdminBearer(format!("Bearer {}", self.admin_credential)),
-        )
+    pub async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, StaticBearer>> {
+        AdminServiceClient::with_interceptor(self.channel().await, bearer(&self.admin_credential))
     }
 
     /// Registers a client through the admin API; returns its id and secret.
@@ -453,10 +451,7 @@ impl TestServer {
 
     /// A RevocationService client presenting `token` as its bearer token on every call.
     pub async fn revocation(&self, token: &str) -> RevocationClient {
-        RevocationServiceClient::with_interceptor(
-            self.revocation_channel().await,
-            Bearer::new(token),
-        )
+        RevocationServiceClient::with_interceptor(self.revocation_channel().await, bearer(token))
     }
 
     /// Registers a new client allowed `scope` at the revocation service and returns a
@@ -496,7 +491,7 @@ impl TestServer {
             .connect_lazy();
         Watcher::spawn(
             channel,
-            Arc::new(StaticToken(token)),
+            Arc::new(bearer(&token)),
             set,
             WatchConfig {
                 backoff_min: Duration::from_millis(20),
@@ -508,24 +503,11 @@ impl TestServer {
 }
 
 /// A RevocationService client that presents a bearer token.
-pub type RevocationClient = RevocationServiceClient<InterceptedService<Channel, Bearer>>;
+pub type RevocationClient = RevocationServiceClient<InterceptedService<Channel, StaticBearer>>;
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(String);
-
-impl Bearer {
-    pub fn new(token: &str) -> Self {
-        Bearer(format!("Bearer {token}"))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut()
-            .insert("authorization", self.0.parse().unwrap());
-        Ok(req)
-    }
+/// `authorization: Bearer <token>` on every call (and the token as a watcher's bearer source).
+pub fn bearer(token: &str) -> StaticBearer {
+    StaticBearer::new(token).unwrap()
 }
 
 /// Whether `set` revokes exactly what an entry of `kind` for `value` does: the token, grant,
@@ -621,33 +603,9 @@ async fn release<T>(mut arc: Arc<T>) {
     panic!("a store is still in use 5 s after shutdown");
 }
 
-/// Opens the store, waiting (at most 5 s) for its file lock. sled's lock is a `flock`, shared by
-/// every copy of the file descriptor: a process spawned by another test in this process (the CLI
-/// tests do) holds a copy from fork until exec, so a restart can briefly find it still locked.
+/// Opens a store (waiting for its file lock after a restart: `SledStore::open`).
 fn open_store(dir: &Path) -> SledStore {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match SledStore::open(dir) {
-            Ok(store) => return store,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                assert!(std::time::Instant::now() < deadline, "{e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("opening the store in {}: {e}", dir.display()),
-        }
-    }
-}
-
-/// Adds the admin credential to every call.
-#[derive(Clone)]
-pub struct AdminBearer(String);
-
-impl tonic::service::Interceptor for AdminBearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut()
-            .insert("authorization", self.0.parse().unwrap());
-        Ok(req)
-    }
+    SledStore::open(dir).unwrap_or_else(|e| panic!("opening the store in {}: {e}", dir.display()))
 }
 
 pub async fn connect(url: &str, ca_pem: Option<&str>) -> Channel {

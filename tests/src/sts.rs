@@ -87,7 +87,7 @@ impl TestServer {
         issuers.extend(opts.issuers);
         let (directory, watch_tokens, local_index): (
             Arc<dyn writ_exchange::Directory>,
-            Arc<dyn writ_revocation_client::TokenProvider>,
+            Arc<dyn writ_client::BearerSource>,
             _,
         ) = if opts.remote {
             let (id, secret) = self
@@ -107,8 +107,12 @@ impl TestServer {
                     )
                     .unwrap(),
                 ),
-                Arc::new(writ_sts::revocation::ClientCredentialsTokens::new(
-                    authz, id, secret,
+                Arc::new(writ_client::TokenSource::new(
+                    authz,
+                    writ_client::ClientCredentials::new(id, secret).for_audience(
+                        writ_vocabulary::names::REVOCATION_AUDIENCE,
+                        writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+                    ),
                 )),
                 None,
             )

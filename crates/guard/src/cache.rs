@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use writ_token::VerifiedToken;
 
-use crate::principal::{BearerToken, Principal};
+use crate::principal::Principal;
+use writ_client::BearerToken;
 
 /// What a verified token leaves behind.
 #[derive(Debug)]

@@ -17,23 +17,25 @@
 //! `google.rpc.ErrorInfo` (domain [`ERROR_DOMAIN`]), never the token's contents. Handlers read
 //! the caller with [`Principal::of`].
 //!
-//! **Client side.** [`TokenSource`] keeps a client-credentials token fresh for outgoing calls;
-//! [`Exchanger`] trades the caller's token at the STS for one naming the next service.
+//! [`Guard::builder`] puts it together in a few lines: the authorization server and the STS it
+//! trusts, the revocation feed it follows, the policy it enforces; it returns the guard and the
+//! [`GuardUpkeep`] that keeps it current.
+//!
+//! **Client side.** Calling other services is `writ-client`'s business (re-exported here for a
+//! service that does both): `TokenSource` keeps a client-credentials token fresh for outgoing
+//! calls; `Exchanger` trades the caller's token at the STS for one naming the next service.
 
+mod builder;
 pub mod cache;
-mod client;
 mod error;
-mod exchange;
 mod policy;
 mod principal;
 mod server;
 
-pub use client::{
-    AttachToken, AttachTokenLayer, AttachTokenService, ClientCredentials, TokenSource,
-};
+pub use builder::{BuildError, GuardBuilder, GuardUpkeep, KEY_MIN_REFRESH, KEY_REFRESH_EVERY};
 pub use error::{ERROR_DOMAIN, GuardError};
-pub use exchange::Exchanger;
 pub use policy::{MethodPolicy, Rule};
-pub use principal::{BearerToken, Principal};
+pub use principal::Principal;
 pub use server::{Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService, Revocations};
+pub use writ_client::{self, BearerToken, ClientCredentials, Exchanger, TokenSource};
 pub use writ_token::TrustedIssuer;

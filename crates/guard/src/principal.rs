@@ -66,20 +66,3 @@ impl Principal {
         out
     }
 }
-
-/// The bearer token the call came with, for propagation (see [`crate::Exchanger`]). It is a
-/// credential: never log it.
-#[derive(Clone)]
-pub struct BearerToken(pub Arc<str>);
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerToken(..)")
-    }
-}
-
-impl BearerToken {
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<&BearerToken> {
-        request.extensions().get::<BearerToken>()
-    }
-}

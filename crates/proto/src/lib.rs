@@ -35,18 +35,11 @@ pub mod writ {
             tonic::include_proto!("writ.admin.v1");
         }
     }
-    pub mod demo {
-        pub mod v1 {
-            tonic::include_proto!("writ.demo.v1");
-        }
-    }
 }
 
 pub use writ::admin::v1 as admin;
 pub use writ::authz::v1 as authz;
 pub use writ::common::v1 as common;
-/// The example services of the guard (`writ-demo`), not part of Writ's contract.
-pub use writ::demo::v1 as demo;
 pub use writ::revocation::v1 as revocation;
 pub use writ::sts::v1 as sts;
 

@@ -9,35 +9,18 @@
 mod feed;
 mod set;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
+use writ_client::{BearerSource, bearer_value};
 use writ_proto::revocation::WatchRequest;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 
 pub use feed::{DEFAULT_MAX_STALENESS, RevocationFeed};
 pub use set::{OutOfOrder, RevocationSet, TokenFacts};
-
-/// Supplies the bearer token the watcher presents (scope `writ.revocation.watch`).
-pub trait TokenProvider: Send + Sync {
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, Status>> + Send + '_>>;
-}
-
-/// A fixed token (tests, tools).
-#[derive(Debug, Clone)]
-pub struct StaticToken(pub String);
-
-impl TokenProvider for StaticToken {
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, Status>> + Send + '_>> {
-        let t = self.0.clone();
-        Box::pin(async move { Ok(t) })
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatchConfig {
@@ -71,7 +54,7 @@ impl Watcher {
     /// Starts watching on `channel` (a lazily connecting channel reconnects by itself).
     pub fn spawn(
         channel: Channel,
-        tokens: Arc<dyn TokenProvider>,
+        tokens: Arc<dyn BearerSource>,
         set: Arc<RevocationSet>,
         config: WatchConfig,
     ) -> Watcher {
@@ -104,7 +87,7 @@ fn jitter(d: Duration) -> Duration {
 
 async fn run(
     channel: Channel,
-    tokens: Arc<dyn TokenProvider>,
+    tokens: Arc<dyn BearerSource>,
     set: Arc<RevocationSet>,
     config: WatchConfig,
 ) {
@@ -148,17 +131,16 @@ async fn run(
 /// One stream, until it ends. Returns whether anything was received.
 async fn watch_once(
     client: &mut RevocationServiceClient<Channel>,
-    tokens: &dyn TokenProvider,
+    tokens: &dyn BearerSource,
     set: &RevocationSet,
 ) -> Result<bool, Status> {
-    let token = tokens.token().await?;
+    let token = tokens.bearer().await?;
     let mut request = Request::new(WatchRequest {
         from_sequence: set.cursor(),
     });
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| Status::invalid_argument("the token has characters a header cannot carry"))?;
-    request.metadata_mut().insert("authorization", bearer);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer_value(&token)?);
     let mut stream = client.watch(request).await?.into_inner();
     let mut received = false;
     while let Some(message) = stream.message().await? {

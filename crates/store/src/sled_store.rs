@@ -44,13 +44,34 @@ impl std::fmt::Debug for SledStore {
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// How long [`SledStore::open`] waits for the database's file lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
+    ///
+    /// The database's file lock is a `flock`: sled's background threads, and a process forked
+    /// from this one until it execs, may hold it a moment after the last handle is dropped. A
+    /// store reopened in the same process (a restart) waits for it, at most [`LOCK_WAIT`];
+    /// another process holding it makes this fail after that.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(256 * 1024 * 1024)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Self::from_db(db)
     }
 

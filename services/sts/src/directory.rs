@@ -9,28 +9,12 @@ use parking_lot::Mutex;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use writ_client::StaticBearer;
 use writ_exchange::{BoxFuture, Directory, ExchangeError, ExchangePolicy, Result};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{AuthenticateClientRequest, ListExchangePoliciesRequest};
 
-/// Adds the admin credential to every call.
-#[derive(Clone)]
-pub struct AdminBearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl std::fmt::Debug for AdminBearer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminBearer")
-    }
-}
-
-impl tonic::service::Interceptor for AdminBearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-type AdminClient = AdminServiceClient<InterceptedService<Channel, AdminBearer>>;
+type AdminClient = AdminServiceClient<InterceptedService<Channel, StaticBearer>>;
 
 /// The authorization server over gRPC: `AdminService.AuthenticateClient` for every exchange
 /// (secrets are never cached), and `ListExchangePolicies` for the caller's policies, cached for
@@ -57,11 +41,10 @@ const MAX_CACHED: usize = 10_000;
 
 impl RemoteDirectory {
     pub fn new(channel: Channel, admin_credential: &str, ttl: Duration) -> Result<Self> {
-        let bearer = format!("Bearer {admin_credential}")
-            .parse()
+        let bearer = StaticBearer::new(admin_credential)
             .map_err(|_| ExchangeError::Internal("the admin credential is not a header value"))?;
         Ok(RemoteDirectory {
-            client: AdminServiceClient::with_interceptor(channel, AdminBearer(bearer)),
+            client: AdminServiceClient::with_interceptor(channel, bearer),
             ttl,
             cache: Mutex::new(HashMap::new()),
         })

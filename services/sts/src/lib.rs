@@ -23,10 +23,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use writ_client::BearerSource;
 use writ_exchange::{Config, Directory, TokenExchange};
 use writ_keyring::{Keyring, KeyringConfig};
 use writ_proto::sts::security_token_service_server::SecurityTokenServiceServer;
-use writ_revocation_client::{RevocationFeed, RevocationSet, TokenProvider, WatchConfig, Watcher};
+use writ_revocation_client::{RevocationFeed, RevocationSet, WatchConfig, Watcher};
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
 use writ_store::Store;
 use writ_tls::TlsMaterial;
@@ -53,7 +54,7 @@ pub struct Options {
     pub issuers: Vec<TrustedIssuer>,
     /// A channel to the revocation service, and what to watch it with.
     pub revocation: Channel,
-    pub watch_tokens: Arc<dyn TokenProvider>,
+    pub watch_tokens: Arc<dyn BearerSource>,
     pub watch: WatchConfig,
     /// Past this staleness of the feed, every exchange is refused.
     pub max_staleness: Duration,

@@ -3,15 +3,17 @@
 use std::io::Read;
 
 use serde_json::{Value, json};
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use writ_client::{ClientCredentials, StaticBearer, TokenSource};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{self as pb_admin};
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_proto::{authz, common};
 use writ_token::{Attenuation, TokenFormat, VerifierConfig};
+use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE};
+use writ_vocabulary::{grant_type, token_type};
 
 use crate::cli::*;
 use crate::platform::ADMIN_TOKEN_FILE;
@@ -146,9 +148,9 @@ fn format_value(f: Format) -> i32 {
 
 fn grant_name(g: Grant) -> &'static str {
     match g {
-        Grant::ClientCredentials => "client_credentials",
-        Grant::RefreshToken => "refresh_token",
-        Grant::Password => "password",
+        Grant::ClientCredentials => grant_type::CLIENT_CREDENTIALS,
+        Grant::RefreshToken => grant_type::REFRESH_TOKEN,
+        Grant::Password => grant_type::PASSWORD,
     }
 }
 
@@ -345,30 +347,15 @@ fn client_json(c: &pb_admin::Client) -> Value {
     })
 }
 
-/// Adds the admin credential to every admin call.
-#[derive(Clone)]
-struct AdminBearer(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for AdminBearer {
-    fn call(&mut self, mut req: Request<()>) -> std::result::Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
 type AdminClient =
-    AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, AdminBearer>>;
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, StaticBearer>>;
 
+/// An admin client presenting the admin credential on every call.
 async fn admin_client(conn: &AdminConn) -> Result<AdminClient> {
-    let credential = admin_credential(conn)?;
-    let bearer = format!("Bearer {credential}")
-        .parse()
+    let bearer = StaticBearer::new(&admin_credential(conn)?)
         .map_err(|_| CliError::Invalid("the admin credential has invalid characters".into()))?;
     let channel = channel(&conn.conn).await?;
-    Ok(AdminServiceClient::with_interceptor(
-        channel,
-        AdminBearer(bearer),
-    ))
+    Ok(AdminServiceClient::with_interceptor(channel, bearer))
 }
 
 pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
@@ -377,7 +364,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
         AdminCommand::Client { command } => match command {
             ClientCommand::Create(c) => {
                 let grants = if c.grants.is_empty() {
-                    vec!["client_credentials".to_owned()]
+                    vec![grant_type::CLIENT_CREDENTIALS.to_owned()]
                 } else {
                     c.grants
                         .into_iter()
@@ -619,9 +606,9 @@ async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
 
 fn token_type_uri(t: TokenTypeArg) -> &'static str {
     match t {
-        TokenTypeArg::Jwt => "urn:ietf:params:oauth:token-type:jwt",
-        TokenTypeArg::AccessToken => "urn:ietf:params:oauth:token-type:access_token",
-        TokenTypeArg::Biscuit => "urn:writ:params:oauth:token-type:biscuit",
+        TokenTypeArg::Jwt => token_type::JWT,
+        TokenTypeArg::AccessToken => token_type::ACCESS_TOKEN,
+        TokenTypeArg::Biscuit => token_type::BISCUIT,
     }
 }
 
@@ -659,7 +646,7 @@ pub async fn exchange(args: ExchangeArgs) -> Result<()> {
     let mut sts = SecurityTokenServiceClient::new(channel_to(&args.sts, &conn).await?);
     let r = sts
         .exchange(writ_proto::sts::ExchangeRequest {
-            grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+            grant_type: grant_type::TOKEN_EXCHANGE.into(),
             client_id: args.client_id,
             client_secret: args.secret.client_secret,
             audience: args.audiences,
@@ -718,22 +705,14 @@ pub async fn revoke(args: RevokeArgs) -> Result<()> {
 pub async fn watch(args: WatchArgs) -> Result<()> {
     use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
     use writ_proto::revocation::{WatchRequest, watch_response::Event};
-    let token = match (args.token, args.client_id) {
-        (Some(t), _) => t,
+    let token: std::sync::Arc<str> = match (args.token, args.client_id) {
+        (Some(t), _) => t.into(),
         (None, Some(client_id)) => {
-            let mut authz = AuthorizationServiceClient::new(channel(&args.conn).await?);
-            authz
-                .token(authz::TokenRequest {
-                    grant_type: "client_credentials".into(),
-                    client_id,
-                    client_secret: args.secret.client_secret,
-                    scope: "writ.revocation.watch".into(),
-                    audience: vec!["writ-revocation".into()],
-                    ..Default::default()
-                })
+            let credentials = ClientCredentials::new(client_id, args.secret.client_secret)
+                .for_audience(REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE);
+            TokenSource::new(channel(&args.conn).await?, credentials)
+                .token()
                 .await?
-                .into_inner()
-                .access_token
         }
         (None, None) => {
             return Err(CliError::Invalid(
@@ -746,12 +725,9 @@ pub async fn watch(args: WatchArgs) -> Result<()> {
     let mut request = Request::new(WatchRequest {
         from_sequence: args.from,
     });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .map_err(|_| CliError::Invalid("the token has invalid characters".into()))?,
-    );
+    let bearer = writ_client::bearer_value(&token)
+        .map_err(|_| CliError::Invalid("the token has invalid characters".into()))?;
+    request.metadata_mut().insert("authorization", bearer);
     let mut stream = client.watch(request).await?.into_inner();
     while let Some(message) = stream.message().await? {
         let line = match message.event {

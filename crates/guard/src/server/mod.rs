@@ -13,7 +13,8 @@ use writ_token::{
 use crate::cache::{TokenCache, Verified};
 use crate::error::GuardError;
 use crate::policy::{MethodPolicy, Rule};
-use crate::principal::{BearerToken, Principal};
+use crate::principal::Principal;
+use writ_client::BearerToken;
 
 mod interceptor;
 mod layer;

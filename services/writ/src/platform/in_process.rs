@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use tonic::Status;
+use writ_client::BearerSource;
 use writ_exchange::{BoxFuture, Directory, ExchangeError, ExchangePolicy};
 use writ_oauth::AuthorizationServer;
-use writ_revocation_client::TokenProvider;
 use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE};
 
 /// The authorization server's clients and exchange policies, read directly.
@@ -52,15 +52,15 @@ impl Directory for LocalDirectory {
 #[derive(Debug, Clone)]
 pub struct EngineTokens(pub Arc<AuthorizationServer>);
 
-impl TokenProvider for EngineTokens {
-    fn token(
+impl BearerSource for EngineTokens {
+    fn bearer(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, Status>> + Send + '_>>
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<str>, Status>> + Send + '_>>
     {
         let minted = self
             .0
             .service_token(REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE)
-            .map(|(t, _)| t)
+            .map(|(t, _)| Arc::from(t))
             .map_err(|e| Status::internal(e.to_string()));
         Box::pin(async move { minted })
     }

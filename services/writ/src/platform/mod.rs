@@ -283,7 +283,7 @@ async fn start_sts(
     let (directory, authority, watch_tokens, local_index): (
         Arc<dyn writ_exchange::Directory>,
         TrustedIssuer,
-        Arc<dyn writ_revocation_client::TokenProvider>,
+        Arc<dyn writ_client::BearerSource>,
         _,
     ) = match &platform.engine {
         Some(engine) => {
@@ -333,10 +333,12 @@ async fn start_sts(
                     Duration::from_secs(5),
                 )?),
                 TrustedIssuer::new(remote.issuer().to_owned(), remote),
-                Arc::new(writ_sts::revocation::ClientCredentialsTokens::new(
+                Arc::new(writ_client::TokenSource::new(
                     channel,
-                    watch_id.clone(),
-                    watch_secret.clone(),
+                    writ_client::ClientCredentials::new(watch_id, watch_secret).for_audience(
+                        writ_vocabulary::names::REVOCATION_AUDIENCE,
+                        writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+                    ),
                 )),
                 None,
             )

@@ -16,13 +16,13 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use writ_demo::Inventory;
+use writ_demo::pb::GetStockRequest;
+use writ_demo::pb::inventory_service_client::InventoryServiceClient;
+use writ_demo::pb::inventory_service_server::InventoryServiceServer;
 use writ_guard::{Guard, GuardConfig, Revocations, TrustedIssuer};
 use writ_oauth::Client;
 use writ_proto::authz::IntrospectRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
-use writ_proto::demo::GetStockRequest;
-use writ_proto::demo::inventory_service_client::InventoryServiceClient;
-use writ_proto::demo::inventory_service_server::InventoryServiceServer;
 use writ_proto::revocation::{Checkpoint, WatchResponse, watch_response};
 use writ_revocation_client::RevocationSet;
 

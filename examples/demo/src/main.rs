@@ -19,13 +19,14 @@ use clap::Parser;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use writ_demo::{ORDERS, Platform, SCOPE_ORDER, SCOPE_RESERVE, ServiceCredentials};
+use writ_client::{ClientCredentials, StaticBearer};
+use writ_demo::pb::PlaceOrderRequest;
+use writ_demo::pb::orders_service_client::OrdersServiceClient;
+use writ_demo::{ORDERS, Platform, SCOPE_ORDER, SCOPE_RESERVE};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{self as pb_admin, ClientType};
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::authz::{RevokeRequest, TokenRequest};
-use writ_proto::demo::PlaceOrderRequest;
-use writ_proto::demo::orders_service_client::OrdersServiceClient;
 
 #[derive(Parser)]
 #[command(
@@ -47,17 +48,7 @@ struct Cli {
     serve: bool,
 }
 
-type Admin = AdminServiceClient<InterceptedService<Channel, AdminBearer>>;
-
-#[derive(Clone)]
-struct AdminBearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for AdminBearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
+type Admin = AdminServiceClient<InterceptedService<Channel, StaticBearer>>;
 
 fn read(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(dir.join(name)).with_context(|| {
@@ -69,7 +60,7 @@ fn read(dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
 }
 
 /// A client with a usable secret: created, or its secret rotated if it exists already.
-async fn client(admin: &mut Admin, spec: pb_admin::Client) -> anyhow::Result<ServiceCredentials> {
+async fn client(admin: &mut Admin, spec: pb_admin::Client) -> anyhow::Result<ClientCredentials> {
     let id = spec.client_id.clone();
     let secret = match admin
         .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
@@ -87,10 +78,7 @@ async fn client(admin: &mut Admin, spec: pb_admin::Client) -> anyhow::Result<Ser
         }
         Err(s) => return Err(s).context(format!("creating client {id}")),
     };
-    Ok(ServiceCredentials {
-        client_id: id,
-        client_secret: secret,
-    })
+    Ok(ClientCredentials::new(id, secret))
 }
 
 fn service(id: &str, grants: &[&str], scope: &str, audience: &[&str]) -> pb_admin::Client {
@@ -127,13 +115,12 @@ async fn main() -> anyhow::Result<()> {
     let platform = Platform {
         authz: channel(url("authz_grpc")?)?,
         sts: channel(url("sts_grpc")?)?,
-        sts_issuer: url("sts_issuer")?,
         revocation: channel(url("revocation_grpc")?)?,
     };
     let credential = read(&cli.data_dir, "admin.token")?;
     let mut admin = AdminServiceClient::with_interceptor(
         platform.authz.clone(),
-        AdminBearer(format!("Bearer {}", credential.trim()).parse()?),
+        StaticBearer::new(credential.trim())?,
     );
 
     // The example's clients: each service watches the revocation feed; orders also exchanges
@@ -198,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
     println!("orders    listening on http://{}", demo.orders.addr);
     // The guards need the revocation feed before they let anything through.
     for _ in 0..100 {
-        if demo.watchers.iter().all(|w| w.set().staleness().is_some()) {
+        if demo.upkeep.iter().all(|u| u.synced()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -12,11 +12,10 @@ use tonic::Status;
 use tonic::transport::Channel;
 use writ_proto::sts::ExchangeRequest;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
-use writ_token::TokenFormat;
-use writ_vocabulary::{grant_type, token_type};
+use writ_vocabulary::{grant_type, looks_like_jwt, token_type};
 
-use crate::client::{ClientCredentials, Held};
-use crate::principal::BearerToken;
+use crate::bearer::BearerToken;
+use crate::source::{ClientCredentials, Held};
 
 /// Most exchanged tokens kept.
 const CAPACITY: usize = 10_000;
@@ -95,9 +94,10 @@ impl Exchanger {
         if let Some(h) = self.cache.lock().entries.get(&key).filter(|h| h.fresh(now)) {
             return Ok(h.token.clone());
         }
-        let subject_token_type = match TokenFormat::detect(subject_token) {
-            TokenFormat::Biscuit => token_type::BISCUIT,
-            TokenFormat::Jwt => token_type::ACCESS_TOKEN,
+        let subject_token_type = if looks_like_jwt(subject_token) {
+            token_type::ACCESS_TOKEN
+        } else {
+            token_type::BISCUIT
         };
         let response = self
             .client

@@ -1,6 +1,6 @@
-//! The client side: a [`TokenSource`] keeps a client-credentials token fresh for outgoing calls,
-//! attached by [`AttachTokenLayer`] (waits for a token when it must) or [`AttachToken`] (a
-//! tonic interceptor: uses the token the background refresher keeps ready).
+//! A [`TokenSource`] keeps a client-credentials token fresh for outgoing calls, attached by
+//! [`AttachTokenLayer`] (waits for a token when it must) or [`AttachToken`] (a tonic
+//! interceptor: uses the token the background refresher keeps ready).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +16,8 @@ use tonic::transport::Channel;
 use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 
+use crate::bearer::BearerSource;
+
 /// A client's credentials and what it asks for.
 #[derive(Clone)]
 pub struct ClientCredentials {
@@ -25,6 +27,25 @@ pub struct ClientCredentials {
     pub scope: String,
     /// Audiences the tokens are for.
     pub audience: Vec<String>,
+}
+
+impl ClientCredentials {
+    /// A client's id and secret, asking for its default scopes and audience.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        ClientCredentials {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            scope: String::new(),
+            audience: Vec::new(),
+        }
+    }
+
+    /// The same client, asking for `scope` (space-delimited) for `audience`.
+    pub fn for_audience(mut self, audience: &str, scope: &str) -> Self {
+        self.audience = vec![audience.to_owned()];
+        self.scope = scope.to_owned();
+        self
+    }
 }
 
 impl std::fmt::Debug for ClientCredentials {
@@ -61,8 +82,10 @@ impl Held {
         // Renew with a fifth of the lifetime left (at least 5 s, at most 60 s), so clock skew
         // and a slow issuer never leave a caller holding an expired token.
         let margin = (lifetime / 5).clamp(Duration::from_secs(5), Duration::from_secs(60));
-        let header = HeaderValue::try_from(format!("Bearer {token}"))
+        let mut header = HeaderValue::try_from(format!("Bearer {token}"))
             .map_err(|_| Status::internal("the issued token is not a header value"))?;
+        // A credential: never indexed by HPACK, hidden from Debug.
+        header.set_sensitive(true);
         Ok(Held {
             token: Arc::from(token),
             header,
@@ -188,9 +211,9 @@ impl TokenSource {
     }
 }
 
-impl writ_revocation_client::TokenProvider for TokenSource {
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, Status>> + Send + '_>> {
-        Box::pin(async move { Ok(TokenSource::token(self).await?.to_string()) })
+impl BearerSource for TokenSource {
+    fn bearer(&self) -> Pin<Box<dyn Future<Output = Result<Arc<str>, Status>> + Send + '_>> {
+        Box::pin(self.token())
     }
 }
 
@@ -205,8 +228,9 @@ impl tonic::service::Interceptor for AttachToken {
             .0
             .current(false)
             .ok_or_else(|| Status::unauthenticated("no token for outgoing calls yet"))?;
-        let value = tonic::metadata::MetadataValue::try_from(held.header.as_bytes())
+        let mut value = tonic::metadata::MetadataValue::try_from(held.header.as_bytes())
             .map_err(|_| Status::internal("the token is not a header value"))?;
+        value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);
         Ok(request)
     }

@@ -3,24 +3,35 @@
 //! `inventory` (audience `inventory`) reserves stock; `orders` (audience `orders`) places an
 //! order and reserves its stock at inventory on behalf of its caller: it exchanges the caller's
 //! token at the STS for one naming inventory, so inventory sees the original subject with
-//! orders recorded as the actor (`act`). Both install [`writ_guard::Guard`] as a tower layer.
+//! orders recorded as the actor (`act`). Both install [`writ_guard::Guard`] as a tower layer,
+//! built in a few lines ([`guard_for`]).
+
+/// The example services' generated code (`proto/writ/demo/v1/demo.proto`, not part of Writ's
+/// contract).
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("writ.demo.v1");
+
+    /// The encoded `FileDescriptorSet`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("demo_descriptor");
+}
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use parking_lot::Mutex;
+use pb::inventory_service_client::InventoryServiceClient;
+use pb::inventory_service_server::{InventoryService, InventoryServiceServer};
+use pb::orders_service_server::{OrdersService, OrdersServiceServer};
+use pb::{
+    GetStockRequest, GetStockResponse, PlaceOrderRequest, PlaceOrderResponse, ReserveRequest,
+    ReserveResponse,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use writ_guard::{Exchanger, Guard, MethodPolicy, Principal, Rule};
-use writ_proto::demo::inventory_service_client::InventoryServiceClient;
-use writ_proto::demo::inventory_service_server::{InventoryService, InventoryServiceServer};
-use writ_proto::demo::orders_service_server::{OrdersService, OrdersServiceServer};
-use writ_proto::demo::{
-    GetStockRequest, GetStockResponse, PlaceOrderRequest, PlaceOrderResponse, ReserveRequest,
-    ReserveResponse,
-};
+use writ_guard::{ClientCredentials, Exchanger, Guard, GuardUpkeep, MethodPolicy, Principal, Rule};
 use writ_server::{ServerError, ShutdownSignal};
 use writ_tls::TlsMaterial;
 
@@ -32,23 +43,16 @@ pub const SCOPE_ORDER: &str = "orders.write";
 
 /// Inventory's rules: reserving and reading need their scopes; nothing else is open.
 pub fn inventory_policy() -> MethodPolicy {
+    type Service = InventoryServiceServer<Inventory>;
     MethodPolicy::new()
-        .method(
-            "/writ.demo.v1.InventoryService/Reserve",
-            Rule::scopes(&[SCOPE_RESERVE]),
-        )
-        .method(
-            "/writ.demo.v1.InventoryService/GetStock",
-            Rule::scopes(&[SCOPE_READ]),
-        )
+        .method_of::<Service>("Reserve", Rule::scopes(&[SCOPE_RESERVE]))
+        .method_of::<Service>("GetStock", Rule::scopes(&[SCOPE_READ]))
 }
 
 /// Orders' rules.
 pub fn orders_policy() -> MethodPolicy {
-    MethodPolicy::new().method(
-        "/writ.demo.v1.OrdersService/PlaceOrder",
-        Rule::scopes(&[SCOPE_ORDER]),
-    )
+    MethodPolicy::new()
+        .method_of::<OrdersServiceServer<Orders>>("PlaceOrder", Rule::scopes(&[SCOPE_ORDER]))
 }
 
 #[derive(Debug, Default)]
@@ -138,12 +142,8 @@ impl OrdersService for Orders {
             sku: order.sku,
             quantity: order.quantity,
         });
-        call.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| Status::internal("the exchanged token is not a header value"))?,
-        );
+        call.metadata_mut()
+            .insert("authorization", writ_client::bearer_value(&token)?);
         let reservation = InventoryServiceClient::new(self.inventory.clone())
             .reserve(call)
             .await?
@@ -230,17 +230,7 @@ pub use writ_guard;
 pub struct Platform {
     pub authz: Channel,
     pub sts: Channel,
-    /// The `iss` of the STS's tokens.
-    pub sts_issuer: String,
     pub revocation: Channel,
-}
-
-/// Each example service's own client (it watches the revocation feed with it; orders also
-/// authenticates at the STS with it).
-#[derive(Debug, Clone)]
-pub struct ServiceCredentials {
-    pub client_id: String,
-    pub client_secret: String,
 }
 
 /// Both example services, running.
@@ -250,66 +240,38 @@ pub struct Demo {
     pub orders: Running,
     pub inventory_guard: Guard,
     pub orders_guard: Guard,
-    /// The revocation watchers (one per service, as separate processes would have).
-    pub watchers: Vec<writ_revocation_client::Watcher>,
+    /// What keeps each guard current (as separate processes would each have).
+    pub upkeep: Vec<GuardUpkeep>,
 }
 
-/// A guard for `audience` trusting the authorization server and the STS, following the
-/// revocation feed with `credentials`.
+/// A guard for `audience`: trusting the authorization server and the STS, following the
+/// revocation feed with the service's own client, enforcing `policy`.
 pub async fn guard_for(
     platform: &Platform,
     audience: &str,
     policy: MethodPolicy,
-    credentials: &ServiceCredentials,
-) -> anyhow::Result<(Guard, writ_revocation_client::Watcher)> {
-    use std::time::Duration;
-    let authz = writ_trust::RemoteKeys::connect(
-        platform.authz.clone(),
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-    )
-    .await?;
-    let sts = writ_trust::RemoteKeys::connect_sts(
-        platform.sts.clone(),
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-    )
-    .await?;
-    let source = writ_guard::TokenSource::new(
-        platform.authz.clone(),
-        writ_guard::ClientCredentials {
-            client_id: credentials.client_id.clone(),
-            client_secret: credentials.client_secret.clone(),
-            scope: "writ.revocation.watch".into(),
-            audience: vec!["writ-revocation".into()],
-        },
-    );
-    let set = std::sync::Arc::new(writ_revocation_client::RevocationSet::new());
-    let watcher = writ_revocation_client::Watcher::spawn(
-        platform.revocation.clone(),
-        std::sync::Arc::new(source),
-        set.clone(),
-        writ_revocation_client::WatchConfig::default(),
-    );
-    let issuers = vec![
-        writ_guard::TrustedIssuer::new(authz.issuer().to_owned(), authz),
-        writ_guard::TrustedIssuer::new(sts.issuer().to_owned(), sts),
-    ];
-    let config = writ_guard::GuardConfig::new(audience, issuers, policy, set);
-    Ok((Guard::new(config), watcher))
+    credentials: &ClientCredentials,
+) -> anyhow::Result<(Guard, GuardUpkeep)> {
+    Ok(Guard::builder(audience)
+        .authorization_server(platform.authz.clone())
+        .sts(platform.sts.clone())
+        .revocation_feed(platform.revocation.clone(), credentials.clone())
+        .policy(policy)
+        .build()
+        .await?)
 }
 
 /// Starts inventory and orders on the given listeners (plaintext: they are examples on
 /// loopback), each with its own guard, orders exchanging its callers' tokens at the STS.
 pub async fn start(
     platform: &Platform,
-    inventory: (&ServiceCredentials, TcpListener),
-    orders: (&ServiceCredentials, TcpListener),
+    inventory: (&ClientCredentials, TcpListener),
+    orders: (&ClientCredentials, TcpListener),
     shutdown: ShutdownSignal,
 ) -> anyhow::Result<Demo> {
-    let (inventory_guard, w1) =
+    let (inventory_guard, u1) =
         guard_for(platform, INVENTORY, inventory_policy(), inventory.0).await?;
-    let (orders_guard, w2) = guard_for(platform, ORDERS, orders_policy(), orders.0).await?;
+    let (orders_guard, u2) = guard_for(platform, ORDERS, orders_policy(), orders.0).await?;
     let inventory_running = serve(
         InventoryServiceServer::new(Inventory::default()),
         inventory_guard.clone(),
@@ -318,15 +280,7 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
-    let exchanger = Exchanger::new(
-        platform.sts.clone(),
-        writ_guard::ClientCredentials {
-            client_id: orders.0.client_id.clone(),
-            client_secret: orders.0.client_secret.clone(),
-            scope: String::new(),
-            audience: Vec::new(),
-        },
-    );
+    let exchanger = Exchanger::new(platform.sts.clone(), orders.0.clone());
     let to_inventory =
         writ_server::endpoint(&format!("http://{}", inventory_running.addr), None)?.connect_lazy();
     let orders_running = serve(
@@ -342,6 +296,6 @@ pub async fn start(
         orders: orders_running,
         inventory_guard,
         orders_guard,
-        watchers: vec![w1, w2],
+        upkeep: vec![u1, u2],
     })
 }
