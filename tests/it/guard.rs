@@ -657,7 +657,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
     use writ_demo::pb::orders_service_client::OrdersServiceClient;
     use writ_proto::admin as pb_admin;
 
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
     let sts = server.start_sts().await;
     let watch = "writ.revocation.watch";
     let credentials = |(client_id, client_secret): (String, String)| {
@@ -735,7 +735,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
         demo.upkeep.iter().all(|u| u.synced())
     })
     .await;
-    let orders_channel = connect(&format!("http://{}", demo.orders.addr), None).await;
+    let orders_channel = connect(&format!("http://{}", demo.orders.grpc_addr), None).await;
     let place = |token: String| {
         let channel = orders_channel.clone();
         async move {
@@ -778,7 +778,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
         .exchange(&signed_in.access_token, "inventory", SCOPE_RESERVE)
         .await
         .unwrap();
-    let inventory_channel = connect(&format!("http://{}", demo.inventory.addr), None).await;
+    let inventory_channel = connect(&format!("http://{}", demo.inventory.grpc_addr), None).await;
     let reserve = |token: Arc<str>| {
         let channel = inventory_channel.clone();
         async move {

@@ -29,31 +29,109 @@ async fn health_checks_report_serving() {
     }
 }
 
-#[tokio::test]
-async fn reflection_lists_the_writ_services() {
-    let server = TestServer::start().await;
-    let mut reflection = ServerReflectionClient::new(server.channel().await);
+/// The services a port's reflection lists, asked in `v1` and in `v1alpha` (many tools speak
+/// only the latter); both must agree.
+async fn listed(url: &str, ca_pem: Option<&str>) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha;
+    let channel = connect(url, ca_pem).await;
+    let mut v1 = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = reflection
+    let resp = v1
         .server_reflection_info(futures::stream::iter(vec![request]))
         .await
         .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().unwrap();
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("unexpected reflection response");
     };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for expected in [
-        "writ.authz.v1.AuthorizationService",
-        "writ.admin.v1.AdminService",
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let resp = alpha
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        resp.message_response
+    else {
+        panic!("unexpected v1alpha reflection response");
+    };
+    let mut alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    alpha_names.sort();
+    assert_eq!(names, alpha_names, "v1 and v1alpha list the same services");
+    names
+}
+
+#[tokio::test]
+async fn each_ports_reflection_lists_exactly_the_services_it_serves_in_v1_and_v1alpha() {
+    let mut server = TestServer::start().await;
+    let sts = server.start_sts().await;
+    let standard = [
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    for (url, own) in [
+        (
+            &server.grpc_url,
+            &[
+                "writ.admin.v1.AdminService",
+                "writ.authz.v1.AuthorizationService",
+            ][..],
+        ),
+        (
+            &server.revocation_url,
+            &["writ.revocation.v1.RevocationService"][..],
+        ),
+        (&sts.grpc_url, &["writ.sts.v1.SecurityTokenService"][..]),
     ] {
-        assert!(names.contains(&expected), "{names:?}");
+        let mut expected: Vec<String> = own
+            .iter()
+            .chain(standard.iter())
+            .map(|s| (*s).to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(
+            listed(url, server.ca_pem.as_deref()).await,
+            expected,
+            "{url}"
+        );
     }
+    // Health checking reports each port's own services, and only them.
+    let mut health = HealthClient::new(connect(&sts.grpc_url, server.ca_pem.as_deref()).await);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let r = health
+        .check(check("writ.sts.v1.SecurityTokenService"))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
+    assert!(
+        health
+            .check(check("writ.authz.v1.AuthorizationService"))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ async fn fixture() -> Fixture {
 
 async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
     init_logs();
-    let server = TestServer::start_with(opts).await;
+    let mut server = TestServer::start_with(opts).await;
     let frontend = server
         .create_client(pb_admin::Client {
             client_id: "frontend".into(),

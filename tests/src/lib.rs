@@ -19,6 +19,7 @@ use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
+use writ::platform::{AuthzSettings, Platform, PlatformConfig, RevocationSettings, TlsMode};
 use writ_client::StaticBearer;
 use writ_oauth::{AuthorizationServer, Config};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
@@ -27,11 +28,10 @@ use writ_proto::authz;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 use writ_revocation_client::{RevocationSet, TokenFacts, WatchConfig, Watcher};
-use writ_server::Shutdown;
 use writ_store::{SledStore, Store, Tree};
-use writ_token::{ManualClock, RevocationKind, SharedClock};
+use writ_token::{ManualClock, RevocationKind};
 
-/// The issuer's HTTP base URL is only known once bound, so tests bind first.
+/// How a test server differs from the default (TLS on, system clock, a fresh data directory).
 pub struct Options {
     pub tls: bool,
     /// Controls time for the engine; `None` uses the system clock.
@@ -57,7 +57,9 @@ impl Default for Options {
     }
 }
 
-/// A running authorization server, in this process, on ephemeral loopback ports.
+/// The platform in this process, on ephemeral loopback ports: the authorization server and
+/// the revocation service, wired as `writ up` wires them (through `writ::platform`, from one
+/// typed configuration); the STS is added with [`TestServer::start_sts`].
 pub struct TestServer {
     pub engine: Arc<AuthorizationServer>,
     pub store: Arc<SledStore>,
@@ -70,16 +72,9 @@ pub struct TestServer {
     pub ca_pem: Option<String>,
     pub admin_credential: String,
     pub clock: Option<ManualClock>,
-    /// Kept for restarts.
-    revocation_config: writ_revocation::Config,
-    log_config: writ_revocation_log::LogConfig,
     data_dir: tempfile::TempDir,
-    shutdown: Shutdown,
-    running: writ_authz::Running,
-    revocation_running: writ_revocation::Running,
+    pub(crate) platform: Platform,
 }
-
-const ADMIN_FILE: &str = "admin.credential";
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -90,104 +85,65 @@ impl TestServer {
         let data_dir = opts
             .data_dir
             .unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let tls = opts
-            .tls
-            .then(|| writ_tls::ensure_dev_pki(data_dir.path(), &[]).unwrap());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let (grpc, grpc_url) = bind_loopback(scheme).await;
-        let (http, http_url) = bind_loopback(scheme).await;
-
-        let store = Arc::new(open_store(&data_dir.path().join("store")));
-        let mut config = Config::new(http_url.clone());
-        (opts.config)(&mut config);
-        let clock: SharedClock = match &opts.clock {
-            Some(c) => Arc::new(c.clone()),
-            None => writ_token::system_clock(),
-        };
-        let (engine, bootstrap) = AuthorizationServer::open(store.clone(), config, clock.clone())
-            .await
-            .unwrap();
-        // The credential is only shown on first start; keep it for restarts.
-        let admin_path = data_dir.path().join(ADMIN_FILE);
-        if let Some(c) = bootstrap.admin_credential {
-            std::fs::write(&admin_path, &c).unwrap();
+        let mut config = PlatformConfig::new(data_dir.path());
+        if !opts.tls {
+            config.tls = TlsMode::Off;
         }
-        let admin_credential = std::fs::read_to_string(&admin_path).unwrap();
-        let engine = Arc::new(engine);
-        let (shutdown, signal) = Shutdown::new();
+        if let Some(c) = &opts.clock {
+            config.clock = Arc::new(c.clone());
+        }
+        let mut authz = AuthzSettings::default();
+        (opts.config)(&mut authz.engine);
+        config.authz = Some(authz);
+        config.revocation = Some(RevocationSettings {
+            service: opts.revocation,
+            log: opts.log,
+            ..RevocationSettings::default()
+        });
+        Self::start_platform(config, data_dir, opts.clock).await
+    }
 
-        let (revocation, revocation_url) = bind_loopback(scheme).await;
-        let keys_of = engine.clone();
-        let issuers = vec![writ_token::TrustedIssuer::new(
-            http_url.clone(),
-            Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-        )];
-        let revocation_store = Arc::new(open_store(&data_dir.path().join("revocation")));
-        let revocation_log =
-            Arc::new(writ_revocation_log::RevocationLog::open(revocation_store, opts.log).unwrap());
-        let revocation_running = writ_revocation::start(
-            revocation_log.clone(),
-            issuers,
-            clock.clone(),
-            opts.revocation,
-            revocation,
-            tls.as_ref(),
-            signal.clone(),
-        )
-        .await
-        .unwrap();
-        let ca = tls.as_ref().and_then(|t| t.ca_pem.clone());
-        let publisher = writ_server::endpoint(&revocation_url, ca.as_deref())
-            .unwrap()
-            .connect_lazy();
-        let running = writ_authz::start(
-            engine.clone(),
-            grpc,
-            http,
-            tls.as_ref(),
-            writ_authz::Options {
-                revocation: Some(publisher),
-            },
-            signal,
-        )
-        .await
-        .unwrap();
+    async fn start_platform(
+        config: PlatformConfig,
+        data_dir: tempfile::TempDir,
+        clock: Option<ManualClock>,
+    ) -> TestServer {
+        let platform = Platform::start(config).await.unwrap();
+        let authz = platform.authz.as_ref().unwrap();
+        let revocation = platform.revocation.as_ref().unwrap();
+        // Written by the platform on the first start only, as `writ up` does.
+        let admin_credential =
+            std::fs::read_to_string(data_dir.path().join(writ::platform::ADMIN_TOKEN_FILE))
+                .unwrap();
         TestServer {
-            issuer: http_url.clone(),
-            engine,
-            store,
-            grpc_url,
-            http_url,
-            ca_pem: tls.and_then(|t| t.ca_pem),
+            engine: authz.engine.clone(),
+            store: authz.store.clone(),
+            revocation_url: platform.url(revocation.grpc_addr),
+            revocation_log: revocation.log.clone(),
+            grpc_url: platform.url(authz.grpc_addr),
+            http_url: platform.url(authz.http_addr),
+            issuer: authz.issuer.clone(),
+            ca_pem: platform.peer_ca.clone(),
             admin_credential,
-            clock: opts.clock,
-            revocation_config: opts.revocation,
-            log_config: opts.log,
+            clock,
             data_dir,
-            shutdown,
-            running,
-            revocation_running,
-            revocation_url,
-            revocation_log,
+            platform,
         }
     }
 
     /// Stops the server and returns its data directory, for a restart.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.shutdown.trigger();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            self.running.wait().await;
-            self.revocation_running.wait().await;
-        })
-        .await
-        .expect("the servers stop within 10 s");
         let TestServer {
             data_dir,
             engine,
             store,
             revocation_log,
+            platform,
             ..
         } = self;
+        tokio::time::timeout(Duration::from_secs(10), platform.stop())
+            .await
+            .expect("the servers stop within 10 s");
         drop(engine);
         // The stores must be released before they can be reopened.
         release(store).await;
@@ -195,22 +151,14 @@ impl TestServer {
         data_dir
     }
 
-    /// Stops and starts again on the same data directory (new ports), with the same clock and
-    /// revocation settings.
+    /// Stops and starts again on the same data directory (new ports), with the same
+    /// configuration and clock.
     pub async fn restart(self) -> TestServer {
-        let tls = self.ca_pem.is_some();
         let clock = self.clock.clone();
-        let (revocation, log) = (self.revocation_config, self.log_config);
+        let mut config = self.platform.config.clone();
+        config.sts = None;
         let dir = self.stop().await;
-        TestServer::start_with(Options {
-            tls,
-            clock,
-            data_dir: Some(dir),
-            revocation,
-            log,
-            ..Options::default()
-        })
-        .await
+        TestServer::start_platform(config, dir, clock).await
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -603,11 +551,6 @@ async fn release<T>(mut arc: Arc<T>) {
     panic!("a store is still in use 5 s after shutdown");
 }
 
-/// Opens a store (waiting for its file lock after a restart: `SledStore::open`).
-fn open_store(dir: &Path) -> SledStore {
-    SledStore::open(dir).unwrap_or_else(|e| panic!("opening the store in {}: {e}", dir.display()))
-}
-
 pub async fn connect(url: &str, ca_pem: Option<&str>) -> Channel {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .unwrap()
@@ -686,15 +629,6 @@ pub fn assert_guard_refused<T: std::fmt::Debug>(
     assert_eq!(info.domain, writ_guard::ERROR_DOMAIN, "{status:?}");
     assert_eq!(info.reason, reason, "{status:?}");
     status
-}
-
-/// A listener on an ephemeral loopback port, and its URL under `scheme`.
-pub async fn bind_loopback(scheme: &str) -> (tokio::net::TcpListener, String) {
-    let listener = writ_server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
-    (listener, url)
 }
 
 /// The workspace root (for the interop scripts).

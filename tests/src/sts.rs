@@ -1,21 +1,21 @@
-//! The STS beside a [`TestServer`], wired as `writ up` wires it: the authorization server's
-//! directory and keys in-process, its revocation feed followed over loopback gRPC.
+//! The STS in a [`TestServer`]'s platform, wired as `writ up` wires it (the authorization
+//! server's directory and keys in-process, its revocation feed followed over loopback gRPC), or
+//! as `writ serve sts` does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Status;
 use tonic::transport::Channel;
+use writ::platform::{StsSettings, StsWiring};
 use writ_exchange::{Config, TokenExchange, TrustedIssuer};
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
 use writ_proto::sts::{ExchangeRequest, ExchangeResponse};
 use writ_revocation_client::{RevocationSet, WatchConfig};
-use writ_server::Shutdown;
-use writ_store::SledStore;
 use writ_token::{SharedClock, TokenVerifier, VerifierConfig};
 use writ_vocabulary::token_type;
 
-use crate::{TestServer, bind_loopback, connect, eventually, http_client};
+use crate::{TestServer, connect, eventually, http_client};
 
 /// How the test STS is set up.
 pub struct StsOptions {
@@ -37,14 +37,14 @@ impl Default for StsOptions {
         StsOptions {
             issuers: Vec::new(),
             config: Box::new(|_| {}),
-            max_staleness: writ_sts::DEFAULT_MAX_STALENESS,
+            max_staleness: writ_revocation_client::DEFAULT_MAX_STALENESS,
             local_index: true,
             remote: false,
         }
     }
 }
 
-/// A running STS on ephemeral loopback ports.
+/// The STS, running in the test server's platform on ephemeral loopback ports.
 pub struct TestSts {
     pub grpc_url: String,
     pub http_url: String,
@@ -55,41 +55,31 @@ pub struct TestSts {
     /// The revocation set it checks tokens against.
     pub revocations: Arc<RevocationSet>,
     clock: SharedClock,
-    _shutdown: Shutdown,
-    _running: writ_sts::Running,
 }
 
 impl TestServer {
-    pub async fn start_sts(&self) -> TestSts {
+    pub async fn start_sts(&mut self) -> TestSts {
         self.start_sts_with(StsOptions::default()).await
     }
 
-    pub async fn start_sts_with(&self, opts: StsOptions) -> TestSts {
-        let tls = self
-            .ca_pem
-            .is_some()
-            .then(|| writ_tls::ensure_dev_pki(self.data_dir(), &[]).unwrap());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let (grpc, grpc_url) = bind_loopback(scheme).await;
-        let (http, http_url) = bind_loopback(scheme).await;
-        let clock: SharedClock = match &self.clock {
-            Some(c) => Arc::new(c.clone()),
-            None => writ_token::system_clock(),
+    /// Adds the STS to the platform, as `writ up` starts it (or, with `remote`, as
+    /// `writ serve sts` wires it).
+    pub async fn start_sts_with(&mut self, opts: StsOptions) -> TestSts {
+        let mut settings = StsSettings {
+            trusted_issuers: opts.issuers,
+            max_feed_staleness: opts.max_staleness,
+            wiring: StsWiring::InProcess {
+                consult_authz_index: opts.local_index,
+            },
+            watch: WatchConfig {
+                backoff_min: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(200),
+                ..WatchConfig::default()
+            },
+            ..StsSettings::default()
         };
-        let mut config = Config::new(http_url.clone());
-        (opts.config)(&mut config);
-        let engine = self.engine.clone();
-        let mut issuers = vec![TrustedIssuer {
-            issuer: self.issuer.clone(),
-            keys: Arc::new(writ_trust::LocalKeys(move || engine.trusted_keys())),
-            biscuits: true,
-        }];
-        issuers.extend(opts.issuers);
-        let (directory, watch_tokens, local_index): (
-            Arc<dyn writ_exchange::Directory>,
-            Arc<dyn writ_client::BearerSource>,
-            _,
-        ) = if opts.remote {
+        (opts.config)(&mut settings.exchange);
+        if opts.remote {
             let (id, secret) = self
                 .service_client(
                     "sts-watcher",
@@ -97,82 +87,30 @@ impl TestServer {
                     &[writ_vocabulary::names::REVOCATION_AUDIENCE],
                 )
                 .await;
-            let authz = self.channel().await;
-            (
-                Arc::new(
-                    writ_sts::directory::RemoteDirectory::new(
-                        authz.clone(),
-                        &self.admin_credential,
-                        Duration::from_secs(5),
-                    )
-                    .unwrap(),
-                ),
-                Arc::new(writ_client::TokenSource::new(
-                    authz,
-                    writ_client::ClientCredentials::new(id, secret).for_audience(
-                        writ_vocabulary::names::REVOCATION_AUDIENCE,
-                        writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
-                    ),
-                )),
-                None,
-            )
-        } else {
-            (
-                Arc::new(writ::platform::in_process::LocalDirectory(
-                    self.engine.clone(),
-                )),
-                Arc::new(writ::platform::in_process::EngineTokens(
-                    self.engine.clone(),
-                )),
-                opts.local_index
-                    .then(|| self.engine.clone() as Arc<dyn writ_token::RevocationCheck>),
-            )
+            settings.wiring = StsWiring::Remote {
+                admin_token: self.admin_credential.clone(),
+                watch_client: writ_client::ClientCredentials::new(id, secret),
+            };
+        }
+        let clock = self.platform.clock().clone();
+        let running = self.platform.start_sts(settings).await.unwrap();
+        let (engine, revocations) = (running.engine.clone(), running.revocations.clone());
+        let (grpc_addr, http_addr) = (running.grpc_addr, running.http_addr);
+        let sts = TestSts {
+            issuer: engine.config().issuer.clone(),
+            engine,
+            revocations: revocations.clone(),
+            grpc_url: self.platform.url(grpc_addr),
+            http_url: self.platform.url(http_addr),
+            ca_pem: self.ca_pem.clone(),
+            clock,
         };
-        let store = Arc::new(SledStore::open(&self.data_dir().join("sts")).unwrap());
-        let (shutdown, signal) = Shutdown::new();
-        let running = writ_sts::start(
-            writ_sts::Options {
-                store,
-                config,
-                clock: clock.clone(),
-                directory,
-                issuers,
-                revocation: writ_server::endpoint(&self.revocation_url, self.ca_pem.as_deref())
-                    .unwrap()
-                    .connect_lazy(),
-                watch_tokens,
-                watch: WatchConfig {
-                    backoff_min: Duration::from_millis(20),
-                    backoff_max: Duration::from_millis(200),
-                    ..WatchConfig::default()
-                },
-                max_staleness: opts.max_staleness,
-                local_index,
-            },
-            grpc,
-            http,
-            tls.as_ref(),
-            signal,
-        )
-        .await
-        .unwrap();
-        let revocations = running.revocations.clone();
         // Exchanges fail closed until the feed has synced once.
         eventually(Duration::from_secs(10), "the STS's feed syncs", || {
             revocations.staleness().is_some()
         })
         .await;
-        TestSts {
-            issuer: running.engine.config().issuer.clone(),
-            engine: running.engine.clone(),
-            revocations,
-            grpc_url,
-            http_url,
-            ca_pem: self.ca_pem.clone(),
-            clock,
-            _shutdown: shutdown,
-            _running: running,
-        }
+        sts
     }
 }
 

@@ -1,8 +1,12 @@
-//! Server plumbing shared by every Writ service: a tonic server builder with TLS and sane
-//! limits, gRPC health checking and server reflection, HTTP/1.1 and HTTP/2 serving over rustls
-//! for the HTTP facades and the OAuth form parsing they share ([`form`]), and a shutdown signal.
+//! Server plumbing shared by every Writ service: the one service skeleton ([`ServiceSpec`],
+//! [`serve`]: gRPC with TLS and sane limits, health checking, server reflection v1 and v1alpha,
+//! the HTTP facade, periodic tasks, shutdown), HTTP/1.1 and HTTP/2 serving over rustls, the
+//! OAuth form parsing both facades share ([`form`]), and client endpoints.
 
 pub mod form;
+mod service;
+
+pub use service::{Running, ServiceSpec, serve};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,35 +82,6 @@ pub fn grpc_server(tls: Option<&TlsMaterial>) -> Result<Server, ServerError> {
     Ok(builder)
 }
 
-/// Health (`grpc.health.v1`) marking `services` as serving, and reflection over Writ's protos.
-pub async fn health_and_reflection(
-    services: &[&str],
-) -> Result<
-    (
-        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-    ),
-    ServerError,
-> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in services {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    // The overall server status ("") too, for clients that ask without a service name.
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(writ_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok((health, reflection))
-}
-
 /// The accepted connections of `listener`, with Nagle's algorithm off and TCP keepalives on.
 /// (`serve_with_incoming` ignores the builder's socket options: without this, small gRPC
 /// responses wait on delayed ACKs, some 40 ms each.)
@@ -133,6 +108,14 @@ pub fn endpoint(
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
     }
     Ok(endpoint)
+}
+
+/// The address `listener` is bound to.
+pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
 }
 
 /// Binds a TCP listener, mapping the error to one that names the address.

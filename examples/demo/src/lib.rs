@@ -17,7 +17,6 @@ pub mod pb {
 }
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use parking_lot::Mutex;
 use pb::inventory_service_client::InventoryServiceClient;
@@ -28,11 +27,11 @@ use pb::{
     ReserveResponse,
 };
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tower::Layer;
 use writ_guard::{ClientCredentials, Exchanger, Guard, GuardUpkeep, MethodPolicy, Principal, Rule};
-use writ_server::{ServerError, ShutdownSignal};
+use writ_server::{ServerError, ServiceSpec, ShutdownSignal};
 use writ_tls::TlsMaterial;
 
 pub const INVENTORY: &str = "inventory";
@@ -161,13 +160,10 @@ impl OrdersService for Orders {
 }
 
 /// A running example service.
-#[derive(Debug)]
-pub struct Running {
-    pub addr: SocketAddr,
-    pub task: JoinHandle<()>,
-}
+pub type Running = writ_server::Running;
 
-/// Serves one example service behind `guard` on `listener`, with gRPC health checking.
+/// Serves one example service behind `guard` on `listener`, with health checking and
+/// reflection, through Writ's own service skeleton.
 pub async fn serve<S>(
     service: S,
     guard: Guard,
@@ -187,26 +183,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let name = S::NAME;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        source,
-    })?;
-    let (health, _) = writ_server::health_and_reflection(&[name]).await?;
-    let router = writ_server::grpc_server(tls)?
-        .layer(guard.layer())
-        .add_service(health)
-        .add_service(service);
-    let task = tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(writ_server::incoming(listener), shutdown.wait())
-            .await
-        {
-            tracing::error!(error = %e, service = name, "example service stopped");
-        }
-    });
-    tracing::info!(%addr, service = name, "example service listening");
-    Ok(Running { addr, task })
+    let spec = ServiceSpec::new(S::NAME)
+        .descriptors(pb::FILE_DESCRIPTOR_SET)
+        .grpc(guard.layer().layer(service));
+    writ_server::serve(spec, listener, None, tls, shutdown).await
 }
 
 /// Whom inventory saw, for printing.
@@ -282,7 +262,8 @@ pub async fn start(
     .await?;
     let exchanger = Exchanger::new(platform.sts.clone(), orders.0.clone());
     let to_inventory =
-        writ_server::endpoint(&format!("http://{}", inventory_running.addr), None)?.connect_lazy();
+        writ_server::endpoint(&format!("http://{}", inventory_running.grpc_addr), None)?
+            .connect_lazy();
     let orders_running = serve(
         OrdersServiceServer::new(Orders::new(exchanger, to_inventory)),
         orders_guard.clone(),

@@ -181,8 +181,8 @@ async fn main() -> anyhow::Result<()> {
         signal,
     )
     .await?;
-    println!("inventory listening on http://{}", demo.inventory.addr);
-    println!("orders    listening on http://{}", demo.orders.addr);
+    println!("inventory listening on http://{}", demo.inventory.grpc_addr);
+    println!("orders    listening on http://{}", demo.orders.grpc_addr);
     // The guards need the revocation feed before they let anything through.
     for _ in 0..100 {
         if demo.upkeep.iter().all(|u| u.synced()) {
@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .access_token;
     let orders_channel =
-        writ_server::endpoint(&format!("http://{}", demo.orders.addr), None)?.connect_lazy();
+        writ_server::endpoint(&format!("http://{}", demo.orders.grpc_addr), None)?.connect_lazy();
     let place = |token: String| {
         let channel = orders_channel.clone();
         async move {

@@ -8,17 +8,16 @@ pub mod grpc;
 pub mod http;
 pub mod publisher;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use writ_oauth::AuthorizationServer;
 use writ_proto::admin::admin_service_server::AdminServiceServer;
 use writ_proto::authz::authorization_service_server::AuthorizationServiceServer;
-use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
+pub use writ_server::Running;
+use writ_server::{MAX_GRPC_MESSAGE, ServerError, ServiceSpec, ShutdownSignal};
 use writ_tls::TlsMaterial;
 
 pub use admin::{AdminAuth, AdminGrpc};
@@ -27,29 +26,6 @@ pub use grpc::AuthorizationGrpc;
 /// How often expired refresh tokens, revocations and grants are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
-/// The gRPC service names this server reports as serving.
-pub const SERVICE_NAMES: [&str; 2] = [
-    "writ.authz.v1.AuthorizationService",
-    "writ.admin.v1.AdminService",
-];
-
-/// A running authorization server.
-#[derive(Debug)]
-pub struct Running {
-    pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    /// Waits until every task of the server has stopped (after shutdown).
-    pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
-}
-
 /// Where the authorization server publishes its revocations.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -57,7 +33,48 @@ pub struct Options {
     pub revocation: Option<tonic::transport::Channel>,
 }
 
-/// Starts the gRPC and HTTP servers on the given listeners, with TLS when `tls` is given.
+/// What the authorization server serves: `AuthorizationService` and `AdminService` (behind the
+/// admin credential) over gRPC, the OAuth HTTP facade, the pruning of expired records, and the
+/// outbox publisher feeding the revocation service.
+pub fn spec(
+    engine: Arc<AuthorizationServer>,
+    options: Options,
+    shutdown: ShutdownSignal,
+) -> ServiceSpec {
+    let pruner = engine.clone();
+    let spec = ServiceSpec::new("authorization server")
+        .grpc(
+            AuthorizationServiceServer::new(AuthorizationGrpc::new(engine.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .grpc(InterceptedService::new(
+            AdminServiceServer::new(AdminGrpc::new(engine.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE),
+            AdminAuth::new(engine.clone()),
+        ))
+        .http(http::router(engine.clone()))
+        .every("prune", PRUNE_INTERVAL, move || {
+            let engine = pruner.clone();
+            async move {
+                match engine.prune_expired().await {
+                    Ok(n) => tracing::debug!(removed = n, "pruned expired records"),
+                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                }
+            }
+        });
+    match options.revocation {
+        Some(channel) => spec.task(publisher::run(engine, channel, shutdown)),
+        None => {
+            tracing::warn!(
+                "no revocation service configured: revocations are recorded here and queued, not fanned out"
+            );
+            spec
+        }
+    }
+}
+
+/// Serves the authorization server on the given listeners, with TLS when `tls` is given, until
+/// `shutdown`.
 pub async fn start(
     engine: Arc<AuthorizationServer>,
     grpc: TcpListener,
@@ -66,84 +83,12 @@ pub async fn start(
     options: Options,
     shutdown: ShutdownSignal,
 ) -> Result<Running, ServerError> {
-    let grpc_addr = grpc.local_addr().map_err(|source| ServerError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
-    let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
-
-    let (health, reflection) = writ_server::health_and_reflection(&SERVICE_NAMES).await?;
-    let authz = AuthorizationServiceServer::new(AuthorizationGrpc::new(engine.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE);
-    let admin = InterceptedService::new(
-        AdminServiceServer::new(AdminGrpc::new(engine.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE),
-        AdminAuth::new(engine.clone()),
-    );
-    let router = writ_server::grpc_server(tls)?
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(authz)
-        .add_service(admin);
-    let grpc_shutdown = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(writ_server::incoming(grpc), grpc_shutdown.wait())
-            .await
-        {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    });
-
-    let http_tls = match tls {
-        Some(m) => Some(writ_tls::server_config(m, &[b"h2", b"http/1.1"])?),
-        None => None,
-    };
-    let http_task = tokio::spawn(writ_server::serve_http(
-        http,
-        http::router(engine.clone()),
-        http_tls,
-        shutdown.clone(),
-    ));
-
-    let pruner = engine.clone();
-    let prune_shutdown = shutdown.clone();
-    let prune_task = tokio::spawn(async move {
-        let stop = prune_shutdown.wait();
-        tokio::pin!(stop);
-        let mut tick = tokio::time::interval(PRUNE_INTERVAL);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = tick.tick() => match pruner.prune_expired().await {
-                    Ok(n) => tracing::debug!(removed = n, "pruned expired records"),
-                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
-                },
-            }
-        }
-    });
-
-    let mut tasks = vec![grpc_task, http_task];
-    match options.revocation {
-        Some(channel) => tasks.push(tokio::spawn(publisher::run(
-            engine.clone(),
-            channel,
-            shutdown.clone(),
-        ))),
-        None => tracing::warn!(
-            "no revocation service configured: revocations are recorded here and queued, not fanned out"
-        ),
-    }
-    tasks.push(prune_task);
-
-    tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), "authorization server listening");
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        tasks,
-    })
+    writ_server::serve(
+        spec(engine, options, shutdown.clone()),
+        grpc,
+        Some(http),
+        tls,
+        shutdown,
+    )
+    .await
 }

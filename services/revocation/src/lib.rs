@@ -10,13 +10,11 @@
 mod convert;
 mod subscriber;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::{Code, Request, Response, Status};
 use tower::Layer;
 use writ_guard::{Guard, GuardConfig, MethodPolicy, Principal, Revocations, Rule};
@@ -28,7 +26,8 @@ use writ_proto::revocation::{
     GetStatusRequest, GetStatusResponse, RevokeRequest, RevokeResponse, WatchRequest,
 };
 use writ_revocation_log::{LogError, RevocationLog};
-use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
+pub use writ_server::Running;
+use writ_server::{MAX_GRPC_MESSAGE, ServerError, ServiceSpec, ShutdownSignal};
 use writ_tls::TlsMaterial;
 use writ_token::{SharedClock, TrustedIssuer};
 use writ_vocabulary::names::{
@@ -38,9 +37,6 @@ use writ_vocabulary::names::{
 
 pub use subscriber::SubscriberConfig;
 pub use writ_revocation_log::ERROR_DOMAIN;
-
-/// The gRPC service name reported as serving.
-pub const SERVICE_NAME: &str = "writ.revocation.v1.RevocationService";
 
 /// How the service behaves.
 #[derive(Debug, Clone, Copy)]
@@ -177,19 +173,37 @@ impl RevocationService for RevocationGrpc {
     }
 }
 
-/// A running revocation service.
-#[derive(Debug)]
-pub struct Running {
-    pub grpc_addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
+/// What the revocation service serves: `RevocationService` behind its own guard, and the
+/// periodic sync and pruning of the log.
+pub fn spec(
+    log: Arc<RevocationLog>,
+    issuers: Vec<TrustedIssuer>,
+    clock: SharedClock,
+    config: Config,
+    shutdown: ShutdownSignal,
+) -> ServiceSpec {
+    let guard = guard(log.clone(), issuers, clock.clone());
+    let service = RevocationServiceServer::new(RevocationGrpc {
+        log: log.clone(),
+        clock: clock.clone(),
+        config,
+        subscribers: Arc::new(AtomicU32::new(0)),
+        shutdown,
+    })
+    .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    ServiceSpec::new("revocation service")
+        .grpc(guard.layer().layer(service))
+        .every("sync and prune", config.prune_interval, move || {
+            let (log, now) = (log.clone(), clock.now());
+            async move {
+                if let Err(e) = log.sync().await {
+                    tracing::warn!(error = %e, "revocation log sync failed");
+                }
+                if let Err(e) = log.prune(now).await {
+                    tracing::warn!(error = %e, "revocation log pruning failed");
+                }
+            }
+        })
 }
 
 /// Serves the revocation service on `listener` until `shutdown`.
@@ -202,59 +216,14 @@ pub async fn start(
     tls: Option<&TlsMaterial>,
     shutdown: ShutdownSignal,
 ) -> Result<Running, ServerError> {
-    let grpc_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
-    let (health, reflection) = writ_server::health_and_reflection(&[SERVICE_NAME]).await?;
-    let guard = guard(log.clone(), issuers, clock.clone());
-    let service = guard.layer().layer(
-        RevocationServiceServer::new(RevocationGrpc {
-            log: log.clone(),
-            clock: clock.clone(),
-            config,
-            subscribers: Arc::new(AtomicU32::new(0)),
-            shutdown: shutdown.clone(),
-        })
-        .max_decoding_message_size(MAX_GRPC_MESSAGE),
-    );
-    let router = writ_server::grpc_server(tls)?
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service);
-    let grpc_shutdown = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(writ_server::incoming(listener), grpc_shutdown.wait())
-            .await
-        {
-            tracing::error!(error = %e, "revocation gRPC server stopped");
-        }
-    });
-    let prune_task = tokio::spawn(async move {
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
-        let mut tick = tokio::time::interval(config.prune_interval);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = tick.tick() => {
-                    if let Err(e) = log.sync().await {
-                        tracing::warn!(error = %e, "revocation log sync failed");
-                    }
-                    if let Err(e) = log.prune(clock.now()).await {
-                        tracing::warn!(error = %e, "revocation log pruning failed");
-                    }
-                }
-            }
-        }
-    });
-    tracing::info!(%grpc_addr, tls = tls.is_some(), "revocation service listening");
-    Ok(Running {
-        grpc_addr,
-        tasks: vec![grpc_task, prune_task],
-    })
+    writ_server::serve(
+        spec(log, issuers, clock, config, shutdown.clone()),
+        listener,
+        None,
+        tls,
+        shutdown,
+    )
+    .await
 }
 
 /// Maps a refused Watch stream's status to whether the subscriber should resume right away.

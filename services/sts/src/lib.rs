@@ -21,23 +21,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use writ_client::BearerSource;
 use writ_exchange::{Config, Directory, TokenExchange};
 use writ_keyring::{Keyring, KeyringConfig};
 use writ_proto::sts::security_token_service_server::SecurityTokenServiceServer;
 use writ_revocation_client::{RevocationFeed, RevocationSet, WatchConfig, Watcher};
-use writ_server::{MAX_GRPC_MESSAGE, ServerError, ShutdownSignal};
+use writ_server::{MAX_GRPC_MESSAGE, ServiceSpec, ShutdownSignal};
 use writ_store::Store;
 use writ_tls::TlsMaterial;
 use writ_token::{RevocationCheck, SharedClock, TrustedIssuer};
 
 pub use error::StsError;
 pub use grpc::StsGrpc;
-
-/// The gRPC service name this server reports as serving.
-pub const SERVICE_NAME: &str = "writ.sts.v1.SecurityTokenService";
 
 /// Default bound on the revocation feed's staleness: past it, exchanges are refused.
 pub use writ_revocation_client::DEFAULT_MAX_STALENESS;
@@ -104,25 +100,16 @@ pub struct Running {
     pub keys: Arc<Keyring>,
     /// The revocation set the STS checks tokens against.
     pub revocations: Arc<RevocationSet>,
-    tasks: Vec<JoinHandle<()>>,
+    served: writ_server::Running,
     watcher: Watcher,
 }
 
 impl Running {
     /// Waits until every task has stopped (after shutdown), then stops the feed.
     pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.served.wait().await;
         self.watcher.stop();
     }
-}
-
-fn addr_of(l: &TcpListener) -> Result<SocketAddr, ServerError> {
-    l.local_addr().map_err(|source| ServerError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })
 }
 
 /// Opens the exchange engine on its store (its keys), starts following the revocation feed, and
@@ -134,9 +121,6 @@ pub async fn start(
     tls: Option<&TlsMaterial>,
     shutdown: ShutdownSignal,
 ) -> Result<Running, StsError> {
-    let grpc_addr = addr_of(&grpc)?;
-    let http_addr = addr_of(&http)?;
-
     let revocations = Arc::new(RevocationSet::new());
     let watcher = Watcher::spawn(
         options.revocation,
@@ -166,43 +150,22 @@ pub async fn start(
         keys: keys.clone(),
         clock: options.clock,
     });
-
-    let (health, reflection) = writ_server::health_and_reflection(&[SERVICE_NAME]).await?;
-    let grpc_service = SecurityTokenServiceServer::new(StsGrpc::new(sts.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE);
-    let router = writ_server::grpc_server(tls)?
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(grpc_service);
-    let grpc_shutdown = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(writ_server::incoming(grpc), grpc_shutdown.wait())
-            .await
-        {
-            tracing::error!(error = %e, "STS gRPC server stopped");
-        }
-    });
-    let http_tls = match tls {
-        Some(m) => {
-            Some(writ_tls::server_config(m, &[b"h2", b"http/1.1"]).map_err(ServerError::from)?)
-        }
-        None => None,
-    };
-    let http_task = tokio::spawn(writ_server::serve_http(
-        http,
-        http::router(sts.clone()),
-        http_tls,
-        shutdown,
-    ));
-    tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), issuer = %engine.config().issuer, "security token service listening");
+    let spec = ServiceSpec::new("security token service")
+        .grpc(
+            SecurityTokenServiceServer::new(StsGrpc::new(sts.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE),
+        )
+        .http(http::router(sts));
+    let http_addr = writ_server::local_addr(&http)?;
+    let served = writ_server::serve(spec, grpc, Some(http), tls, shutdown).await?;
+    tracing::info!(issuer = %engine.config().issuer, "the security token service issues as");
     Ok(Running {
-        grpc_addr,
+        grpc_addr: served.grpc_addr,
         http_addr,
         engine,
         keys,
         revocations,
-        tasks: vec![grpc_task, http_task],
+        served,
         watcher,
     })
 }

@@ -1,9 +1,14 @@
 //! The command line: every flag also reads from the environment where that helps scripting.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::platform::{
+    ADMIN_TOKEN_FILE, AuthzSettings, ExternalIssuer, PlatformConfig, RevocationSettings,
+    StsSettings, StsWiring, TlsMode,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -561,4 +566,111 @@ pub enum KeyCommand {
 pub enum KeyPurposeArg {
     Jwt,
     Biscuit,
+}
+
+impl ServeArgs {
+    /// The platform configuration these flags describe, running `services` in this process.
+    pub fn platform(&self, services: &[ServiceName]) -> anyhow::Result<PlatformConfig> {
+        use anyhow::Context;
+        let at = |port: u16| SocketAddr::new(self.listen, port);
+        let runs = |s: ServiceName| services.contains(&s);
+        let mut engine = writ_oauth::Config::new(self.issuer.clone().unwrap_or_default());
+        engine.default_access_token_lifetime = self.access_token_lifetime;
+        let sts = if runs(ServiceName::Sts) {
+            let wiring = if runs(ServiceName::Authz) {
+                StsWiring::InProcess {
+                    consult_authz_index: true,
+                }
+            } else {
+                let admin_token = match &self.admin.admin_token {
+                    Some(t) => t.trim().to_owned(),
+                    None => std::fs::read_to_string(self.data_dir.join(ADMIN_TOKEN_FILE))
+                        .map(|s| s.trim().to_owned())
+                        .context("`serve sts` needs the authorization server's admin credential: --admin-token, or <data-dir>/admin.token")?,
+                };
+                let (Some(id), Some(secret)) = (&self.watch_client_id, &self.watch_client_secret)
+                else {
+                    anyhow::bail!(
+                        "`serve sts` needs --watch-client-id and --watch-client-secret: a client allowed writ.revocation.watch for the audience writ-revocation"
+                    );
+                };
+                StsWiring::Remote {
+                    admin_token,
+                    watch_client: writ_client::ClientCredentials::new(id, secret),
+                }
+            };
+            Some(StsSettings {
+                grpc: at(self.sts_port),
+                http: at(self.sts_http_port),
+                exchange: writ_exchange::Config::new(self.sts_issuer.clone().unwrap_or_default()),
+                max_feed_staleness: std::time::Duration::from_secs(self.sts_max_feed_staleness),
+                external_issuers: self.external_issuers()?,
+                wiring,
+                ..StsSettings::default()
+            })
+        } else {
+            None
+        };
+        Ok(PlatformConfig {
+            tls: if self.insecure_plaintext {
+                TlsMode::Off
+            } else {
+                match (&self.tls_cert, &self.tls_key) {
+                    (Some(cert), Some(key)) => TlsMode::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    _ => TlsMode::Development {
+                        hosts: self.tls_hosts.clone(),
+                    },
+                }
+            },
+            peer_ca: self.peer_ca.clone(),
+            authz: runs(ServiceName::Authz).then(|| AuthzSettings {
+                grpc: at(self.authz_port),
+                http: at(self.authz_http_port),
+                engine,
+            }),
+            revocation: runs(ServiceName::Revocation).then(|| RevocationSettings {
+                grpc: at(self.revocation_port),
+                ..RevocationSettings::default()
+            }),
+            sts,
+            authz_url: self.authz_url.clone(),
+            revocation_url: self.revocation_url.clone(),
+            ..PlatformConfig::new(&self.data_dir)
+        })
+    }
+
+    /// `--trust-issuer ISSUER=JWKS` with its `--trust-issuer-ca ISSUER=CA_FILE`.
+    fn external_issuers(&self) -> anyhow::Result<Vec<ExternalIssuer>> {
+        use anyhow::Context;
+        let mut cas = Vec::new();
+        for spec in &self.trust_issuer_cas {
+            let (iss, path) = spec
+                .split_once('=')
+                .context("--trust-issuer-ca takes ISSUER=CA_FILE")?;
+            if !self
+                .trust_issuers
+                .iter()
+                .any(|t| t.split_once('=').is_some_and(|(i, _)| i == iss))
+            {
+                anyhow::bail!("--trust-issuer-ca names {iss}, which no --trust-issuer configures");
+            }
+            cas.push((iss, PathBuf::from(path)));
+        }
+        self.trust_issuers
+            .iter()
+            .map(|spec| {
+                let (iss, jwks) = spec
+                    .split_once('=')
+                    .context("--trust-issuer takes ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL")?;
+                Ok(ExternalIssuer {
+                    issuer: iss.to_owned(),
+                    jwks: jwks.to_owned(),
+                    ca: cas.iter().find(|(i, _)| *i == iss).map(|(_, p)| p.clone()),
+                })
+            })
+            .collect()
+    }
 }

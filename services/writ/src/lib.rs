@@ -64,9 +64,19 @@ pub fn run() -> ExitCode {
 async fn serve(args: &cli::ServeArgs, services: &[ServiceName]) -> ExitCode {
     // Before start() writes endpoints.json: see until_signalled.
     let signalled = platform::until_signalled();
-    match platform::start(args, services).await {
+    let started = match args.platform(services) {
+        Ok(config) => platform::Platform::start(config).await,
+        Err(e) => Err(e),
+    };
+    match started {
         Ok(p) => {
             platform::print_banner(&p);
+            // Last: endpoints.json tells scripts (and tests) that the platform is up.
+            if let Err(e) = p.write_endpoints() {
+                eprintln!("error: {e:#}");
+                p.stop().await;
+                return ExitCode::from(1);
+            }
             signalled.await;
             tracing::info!("shutting down");
             p.stop().await;

@@ -9,28 +9,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use writ_exchange::ExchangePolicy;
-use writ_exchange::TrustedIssuer;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::sts::ExchangeRequest;
 use writ_proto::sts::security_token_service_client::SecurityTokenServiceClient;
-use writ_store::SledStore;
 use writ_vocabulary::grant_type::TOKEN_EXCHANGE as GRANT_TYPE;
 use writ_vocabulary::token_type;
 
-use crate::{Cli, Outcome, Server, cc_request, channels, connect_one, drive};
+use crate::{Cli, Outcome, Server, Services, cc_request, channels, connect_one, drive};
 
 /// JWT → JWT, then JWT → Biscuit.
 pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outcome>> {
-    let server = Server::start(false)?;
+    let server = Server::start_services(false, Services::All)?;
     let (frontend, frontend_secret) =
         server.cc_client("frontend", "inventory.read inventory.write", "orders")?;
     let (orders, orders_secret) =
         server.cc_client("orders", "", writ_vocabulary::names::STS_AUDIENCE)?;
     let engine = server.engine.clone();
-    let dir = tempfile::tempdir()?;
-    let signal = server.shutdown.signal();
-    let (sts_url, _sts) = server.runtime.block_on(async {
+    let sts = server.platform()?.sts.as_ref().context("the STS runs")?;
+    let sts_url = server.platform()?.url(sts.grpc_addr);
+    let revocations = sts.revocations.clone();
+    server.runtime.block_on(async {
         engine
             .create_exchange_policy(ExchangePolicy {
                 policy_id: "orders-to-inventory".into(),
@@ -39,66 +40,18 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
                 ..ExchangePolicy::default()
             })
             .await?;
-        let clock = writ_token::system_clock();
-
-        // The revocation service the STS follows, as `writ up` runs it.
-        let revocation = writ_server::bind("127.0.0.1:0".parse()?).await?;
-        let revocation_url = format!("http://{}", revocation.local_addr()?);
-        let auth = crate::revocation_issuers(&engine);
-        let log = Arc::new(writ_revocation_log::RevocationLog::open(
-            Arc::new(SledStore::open(&dir.path().join("revocation"))?),
-            Default::default(),
-        )?);
-        writ_revocation::start(
-            log,
-            auth,
-            clock.clone(),
-            writ_revocation::Config::default(),
-            revocation,
-            None,
-            signal.clone(),
-        )
-        .await?;
-
-        let grpc = writ_server::bind("127.0.0.1:0".parse()?).await?;
-        let http = writ_server::bind("127.0.0.1:0".parse()?).await?;
-        let url = format!("http://{}", grpc.local_addr()?);
-        let keys_of = engine.clone();
-        let running = writ_sts::start(
-            writ_sts::Options {
-                store: Arc::new(SledStore::open(&dir.path().join("sts"))?),
-                config: writ_exchange::Config::new(format!("http://{}", http.local_addr()?)),
-                clock,
-                directory: Arc::new(writ::platform::in_process::LocalDirectory(engine.clone())),
-                issuers: vec![TrustedIssuer {
-                    issuer: engine.config().issuer.clone(),
-                    keys: Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-                    biscuits: true,
-                }],
-                revocation: writ_server::endpoint(&revocation_url, None)?.connect_lazy(),
-                watch_tokens: Arc::new(writ::platform::in_process::EngineTokens(engine.clone())),
-                watch: Default::default(),
-                max_staleness: writ_sts::DEFAULT_MAX_STALENESS,
-                local_index: Some(engine.clone()),
-            },
-            grpc,
-            http,
-            None,
-            signal,
-        )
-        .await?;
         // Exchanges are refused until the feed has synced once.
         for _ in 0..500 {
-            if running.revocations.staleness().is_some() {
+            if revocations.staleness().is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         anyhow::ensure!(
-            running.revocations.staleness().is_some(),
+            revocations.staleness().is_some(),
             "the STS's revocation feed did not sync within 5 s"
         );
-        anyhow::Ok((url, running))
+        anyhow::Ok(())
     })?;
 
     let mut outcomes = Vec::new();
@@ -155,7 +108,5 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
         outcomes.push(outcome);
     }
     drop(server);
-    // The server runtime is gone with `server`; the stores go with the directory.
-    drop(dir);
     Ok(outcomes)
 }

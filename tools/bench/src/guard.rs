@@ -176,7 +176,7 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
             let service = InventoryServiceServer::new(Inventory::default());
             let incoming = writ_server::incoming(listener);
             let mut builder = tonic::transport::Server::builder();
-            let signal = server.shutdown.signal();
+            let signal = server.platform()?.shutdown_signal();
             match variant {
                 0 => tokio::spawn(
                     builder

@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use writ_oauth::Client;
-use writ_oauth::{AuthorizationServer, Config};
+use writ::platform::{Platform, PlatformConfig, TlsMode};
+use writ_oauth::{AuthorizationServer, Client};
 use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
-use writ_server::Shutdown;
 use writ_store::SledStore;
 
 #[derive(Parser, Clone)]
@@ -108,61 +107,68 @@ impl Outcome {
     }
 }
 
-/// A server on its own runtime, with a fresh on-disk store.
+/// Which of the platform's services a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Services {
+    /// The authorization server alone (its revocations are queued, not fanned out).
+    Authz,
+    /// The authorization server and the revocation service.
+    AuthzAndRevocation,
+    /// Everything `writ up` runs.
+    All,
+}
+
+/// The platform on its own runtime, in a fresh data directory, started from the same typed
+/// configuration `writ up` uses (`writ::platform`), on ephemeral loopback ports.
 struct Server {
+    // First, so it is dropped first: its tasks let go of the stores.
     runtime: tokio::runtime::Runtime,
+    platform: Option<Platform>,
     engine: Arc<AuthorizationServer>,
+    /// The authorization server's gRPC URL.
     url: String,
     ca_pem: Option<String>,
-    shutdown: Shutdown,
+    /// The authorization server's store (for its flush count).
     store: Arc<SledStore>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start(tls: bool) -> anyhow::Result<Server> {
+        Server::start_services(tls, Services::Authz)
+    }
+
+    fn start_services(tls: bool, services: Services) -> anyhow::Result<Server> {
         let runtime = server_runtime()?;
         let dir = tempfile::tempdir()?;
-        let material = if tls {
-            Some(writ_tls::ensure_dev_pki(dir.path(), &[])?)
-        } else {
-            None
-        };
-        let store = Arc::new(SledStore::open(&dir.path().join("store"))?);
-        let (shutdown, signal) = Shutdown::new();
-        let (engine, url) = runtime.block_on(async {
-            let grpc = writ_server::bind("127.0.0.1:0".parse()?).await?;
-            let http = writ_server::bind("127.0.0.1:0".parse()?).await?;
-            let scheme = if tls { "https" } else { "http" };
-            let url = format!("{scheme}://{}", grpc.local_addr()?);
-            let issuer = format!("{scheme}://{}", http.local_addr()?);
-            let (engine, _) = AuthorizationServer::open(
-                store.clone(),
-                Config::new(issuer),
-                writ_token::system_clock(),
-            )
-            .await?;
-            let engine = Arc::new(engine);
-            writ_authz::start(
-                engine.clone(),
-                grpc,
-                http,
-                material.as_ref(),
-                Default::default(),
-                signal,
-            )
-            .await?;
-            anyhow::Ok((engine, url))
-        })?;
+        let mut config = PlatformConfig::all_on_loopback(dir.path());
+        if !tls {
+            config.tls = TlsMode::Off;
+        }
+        if services != Services::All {
+            config.sts = None;
+        }
+        if services == Services::Authz {
+            config.revocation = None;
+        }
+        let platform = runtime.block_on(Platform::start(config))?;
+        let authz = platform
+            .authz
+            .as_ref()
+            .context("the authorization server runs")?;
         Ok(Server {
+            engine: authz.engine.clone(),
+            url: platform.url(authz.grpc_addr),
+            store: authz.store.clone(),
+            ca_pem: platform.peer_ca.clone(),
+            platform: Some(platform),
             runtime,
-            engine,
-            url,
-            ca_pem: material.and_then(|m| m.ca_pem),
-            shutdown,
-            store,
             _dir: dir,
         })
+    }
+
+    fn platform(&self) -> anyhow::Result<&Platform> {
+        self.platform.as_ref().context("the platform is running")
     }
 
     fn client(&self, spec: Client) -> anyhow::Result<(String, String)> {
@@ -185,18 +191,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        if let Some(p) = self.platform.take() {
+            self.runtime.block_on(p.stop());
+        }
     }
-}
-
-/// Whom the revocation service trusts when the authorization server runs in the same process
-/// (as under `writ up`): its keys in-process, minus revoked ones.
-fn revocation_issuers(engine: &Arc<AuthorizationServer>) -> Vec<writ_token::TrustedIssuer> {
-    let keys_of = engine.clone();
-    vec![writ_token::TrustedIssuer::new(
-        engine.config().issuer.clone(),
-        Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-    )]
 }
 
 /// One connection to `url` (plaintext).

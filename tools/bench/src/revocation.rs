@@ -21,7 +21,7 @@ use anyhow::Context;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use writ_oauth::{AuthorizationServer, Config};
+use writ_oauth::AuthorizationServer;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 use writ_proto::revocation::{
     RevocationEntry, RevocationEvent, RevocationKind, RevokeRequest, SnapshotBegin, SnapshotEnd,
@@ -29,10 +29,9 @@ use writ_proto::revocation::{
 };
 use writ_revocation_client::RevocationSet;
 use writ_revocation_log::RevocationLog;
-use writ_server::Shutdown;
 use writ_store::SledStore;
 
-use crate::{Cli, Outcome, channels, drive_probed, server_runtime};
+use crate::{Cli, Outcome, Server, Services, channels, drive_probed};
 
 /// Options of the `revocation` scenarios.
 #[derive(clap::Args, Clone)]
@@ -57,57 +56,32 @@ pub struct Args {
     pub set_entries: usize,
 }
 
-/// The revocation service on its own runtime, trusting an in-process authorization server.
+/// The revocation service on its own runtime, trusting the authorization server beside it (as
+/// under `writ up`, through `writ::platform`).
 struct RevocationServer {
-    // First, so it is dropped first: its tasks let go of the log and stores.
-    _runtime: tokio::runtime::Runtime,
+    /// Kept running while the scenario runs.
+    _server: Server,
     engine: Arc<AuthorizationServer>,
     /// The revocation log's store (for its flush count).
     store: Arc<SledStore>,
     log: Arc<RevocationLog>,
     url: String,
-    shutdown: Shutdown,
-    _dir: tempfile::TempDir,
 }
 
 impl RevocationServer {
     fn start() -> anyhow::Result<RevocationServer> {
-        let runtime = server_runtime()?;
-        let dir = tempfile::tempdir()?;
-        let clock = writ_token::system_clock();
-        let store = Arc::new(SledStore::open(&dir.path().join("revocation"))?);
-        let (shutdown, signal) = Shutdown::new();
-        let (engine, log, url) = runtime.block_on(async {
-            let (engine, _) = AuthorizationServer::open(
-                Arc::new(SledStore::open(&dir.path().join("store"))?),
-                Config::new("http://127.0.0.1:1".to_owned()),
-                clock.clone(),
-            )
-            .await?;
-            let engine = Arc::new(engine);
-            let auth = crate::revocation_issuers(&engine);
-            let log = Arc::new(RevocationLog::open(store.clone(), Default::default())?);
-            let listener = writ_server::bind("127.0.0.1:0".parse()?).await?;
-            let running = writ_revocation::start(
-                log.clone(),
-                auth,
-                clock,
-                writ_revocation::Config::default(),
-                listener,
-                None,
-                signal,
-            )
-            .await?;
-            anyhow::Ok((engine, log, format!("http://{}", running.grpc_addr)))
-        })?;
+        let server = Server::start_services(false, Services::AuthzAndRevocation)?;
+        let platform = server.platform()?;
+        let revocation = platform
+            .revocation
+            .as_ref()
+            .context("the revocation service runs")?;
         Ok(RevocationServer {
-            _runtime: runtime,
-            engine,
-            store,
-            log,
-            url,
-            shutdown,
-            _dir: dir,
+            engine: server.engine.clone(),
+            store: revocation.store.clone(),
+            log: revocation.log.clone(),
+            url: platform.url(revocation.grpc_addr),
+            _server: server,
         })
     }
 
@@ -116,13 +90,7 @@ impl RevocationServer {
         let (jwt, _) = self
             .engine
             .service_token(writ_vocabulary::names::REVOCATION_AUDIENCE, scope)?;
-        Ok(format!("Bearer {jwt}").parse()?)
-    }
-}
-
-impl Drop for RevocationServer {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
+        Ok(writ_client::bearer_value(&jwt)?)
     }
 }
 

@@ -1,63 +1,419 @@
-//! Running the platform: one process with every service (`writ up`) or one service alone
-//! (`writ serve <service>`).
+//! Running the platform from its one typed configuration ([`PlatformConfig`]): every service in
+//! one process (`writ up`), one service alone (`writ serve <service>`), the tests' servers and
+//! the benchmarks'. Each service is a library with its own `spec`/`start`; this module only
+//! wires them to each other: in-process adapters when they share the process
+//! ([`in_process`]), gRPC clients when they do not.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+mod config;
+pub mod in_process;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use writ_oauth::{AuthorizationServer, Config};
-use writ_server::Shutdown;
+use writ_oauth::AuthorizationServer;
+use writ_revocation_log::RevocationLog;
+use writ_server::{Shutdown, ShutdownSignal};
 use writ_store::SledStore;
 use writ_tls::TlsMaterial;
+use writ_token::{SharedClock, TrustedIssuer};
+use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE};
 
-use crate::cli::{ServeArgs, ServiceName};
-
-pub mod in_process;
+pub use config::{
+    AuthzSettings, ExternalIssuer, LOOPBACK, PlatformConfig, RevocationSettings, StsSettings,
+    StsWiring, TlsMode,
+};
 
 /// File in the data directory holding the admin credential (mode 0600).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File in the data directory listing the bound endpoints, for scripts and tests.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
 
-/// A running platform: every service `writ up` runs, or the one `writ serve` runs.
+/// How often a Writ issuer's keys are fetched when it runs in another process, and the least
+/// time between fetches when a token names a key not yet known.
+const REMOTE_KEYS: (Duration, Duration) = (Duration::from_secs(300), Duration::from_secs(5));
+/// How long the STS caches the exchange policies it reads through the admin API.
+const REMOTE_POLICY_TTL: Duration = Duration::from_secs(5);
+
+/// The authorization server, running.
+#[derive(Debug)]
+pub struct RunningAuthz {
+    pub engine: Arc<AuthorizationServer>,
+    pub store: Arc<SledStore>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub issuer: String,
+    served: writ_server::Running,
+}
+
+/// The revocation service, running.
+#[derive(Debug)]
+pub struct RunningRevocation {
+    pub log: Arc<RevocationLog>,
+    pub store: Arc<SledStore>,
+    pub grpc_addr: SocketAddr,
+    served: writ_server::Running,
+}
+
+/// What the STS is wired to, for its directory of clients, its watch tokens and the
+/// revocation index it consults besides the feed.
+struct StsPeers {
+    directory: Arc<dyn writ_exchange::Directory>,
+    watch_tokens: Arc<dyn writ_client::BearerSource>,
+    local_index: Option<Arc<dyn writ_token::RevocationCheck>>,
+}
+
+/// A running platform: the services this process runs.
 #[derive(Debug)]
 pub struct Platform {
-    pub data_dir: PathBuf,
-    pub tls: bool,
-    pub issuer: Option<String>,
-    pub authz: Option<writ_authz::Running>,
-    pub engine: Option<Arc<AuthorizationServer>>,
-    pub revocation: Option<writ_revocation::Running>,
+    pub config: PlatformConfig,
+    pub tls: Option<TlsMaterial>,
+    /// The CA this process trusts for its peers.
+    pub peer_ca: Option<String>,
+    pub authz: Option<RunningAuthz>,
+    pub revocation: Option<RunningRevocation>,
     pub sts: Option<writ_sts::Running>,
     shutdown: Shutdown,
+    signal: ShutdownSignal,
 }
 
 impl Platform {
-    pub fn url(&self, addr: SocketAddr) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, addr)
+    /// Starts what `config` names: the revocation service's port first (every other service
+    /// needs its address), then the authorization server, the revocation service, the STS.
+    pub async fn start(config: PlatformConfig) -> anyhow::Result<Platform> {
+        create_private_dir(&config.data_dir)?;
+        let tls = tls_material(&config)?;
+        let peer_ca = match &config.peer_ca {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            None => tls.as_ref().and_then(|t| t.ca_pem.clone()),
+        };
+        let (shutdown, signal) = Shutdown::new();
+        let mut platform = Platform {
+            config: config.clone(),
+            tls,
+            peer_ca,
+            authz: None,
+            revocation: None,
+            sts: None,
+            shutdown,
+            signal,
+        };
+        let revocation_listener = match &config.revocation {
+            Some(r) => Some(writ_server::bind(r.grpc).await?),
+            None => None,
+        };
+        if let Some(l) = &revocation_listener {
+            let url = platform.url(writ_server::local_addr(l)?);
+            platform.config.revocation_url = Some(url);
+        }
+        if let Some(settings) = &config.authz {
+            platform.start_authz(settings).await?;
+        }
+        if let (Some(settings), Some(listener)) = (&config.revocation, revocation_listener) {
+            platform.start_revocation(settings, listener).await?;
+        }
+        if let Some(settings) = &config.sts {
+            platform.start_sts(settings.clone()).await?;
+        }
+        Ok(platform)
     }
 
-    /// Stops every service and waits for them.
+    /// `https://addr`, or `http://addr` without TLS.
+    pub fn url(&self, addr: SocketAddr) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    }
+
+    /// Resolves when the platform stops: for servers a caller runs beside it (a benchmark's).
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.signal.clone()
+    }
+
+    /// The clock every service of this platform reads.
+    pub fn clock(&self) -> &SharedClock {
+        &self.config.clock
+    }
+
+    /// A client endpoint for a peer at `url`, trusting the peer CA.
+    pub fn endpoint(&self, url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+        Ok(writ_server::endpoint(url, self.peer_ca.as_deref())?)
+    }
+
+    async fn start_authz(&mut self, settings: &AuthzSettings) -> anyhow::Result<()> {
+        let grpc = writ_server::bind(settings.grpc).await?;
+        let http = writ_server::bind(settings.http).await?;
+        let (grpc_addr, http_addr) = (
+            writ_server::local_addr(&grpc)?,
+            writ_server::local_addr(&http)?,
+        );
+        let mut engine_config = settings.engine.clone();
+        if engine_config.issuer.is_empty() {
+            engine_config.issuer = self.url(http_addr);
+        }
+        let issuer = engine_config.issuer.clone();
+        let dir = &self.config.data_dir;
+        let store = Arc::new(
+            SledStore::open(&dir.join("store"))
+                .with_context(|| format!("opening the store in {}", dir.display()))?,
+        );
+        let (engine, bootstrap) =
+            AuthorizationServer::open(store.clone(), engine_config, self.clock().clone()).await?;
+        if let Some(credential) = bootstrap.admin_credential {
+            writ_tls::write(dir, ADMIN_TOKEN_FILE, &credential, true)?;
+            tracing::info!(path = %dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
+        }
+        let engine = Arc::new(engine);
+        let revocation = match &self.config.revocation_url {
+            Some(url) => Some(self.endpoint(url)?.connect_lazy()),
+            None => None,
+        };
+        let served = writ_authz::start(
+            engine.clone(),
+            grpc,
+            http,
+            self.tls.as_ref(),
+            writ_authz::Options { revocation },
+            self.signal.clone(),
+        )
+        .await?;
+        self.authz = Some(RunningAuthz {
+            engine,
+            store,
+            grpc_addr,
+            http_addr,
+            issuer,
+            served,
+        });
+        Ok(())
+    }
+
+    async fn start_revocation(
+        &mut self,
+        settings: &RevocationSettings,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<()> {
+        // Callers present tokens from the authorization server: in this process, its keys
+        // directly; otherwise fetched from it.
+        let issuer = self
+            .authorization_server_issuer("`serve revocation`")
+            .await?;
+        let dir = &self.config.data_dir;
+        let store = Arc::new(
+            SledStore::open(&dir.join("revocation"))
+                .with_context(|| format!("opening the revocation log in {}", dir.display()))?,
+        );
+        let log = Arc::new(RevocationLog::open(store.clone(), settings.log)?);
+        let served = writ_revocation::start(
+            log.clone(),
+            vec![issuer],
+            self.clock().clone(),
+            settings.service,
+            listener,
+            self.tls.as_ref(),
+            self.signal.clone(),
+        )
+        .await?;
+        self.revocation = Some(RunningRevocation {
+            log,
+            store,
+            grpc_addr: served.grpc_addr,
+            served,
+        });
+        Ok(())
+    }
+
+    /// The authorization server as a trusted issuer: its keys in this process (minus any
+    /// revoked by id), or fetched from `authz_url`.
+    async fn authorization_server_issuer(&self, who: &str) -> anyhow::Result<TrustedIssuer> {
+        if let Some(a) = &self.authz {
+            let engine = a.engine.clone();
+            return Ok(TrustedIssuer::new(
+                a.issuer.clone(),
+                Arc::new(writ_trust::LocalKeys(move || engine.trusted_keys())),
+            ));
+        }
+        let url = self.config.authz_url.as_deref().with_context(|| {
+            format!("{who} needs --authz-url: the authorization server whose tokens to trust")
+        })?;
+        let channel = self
+            .endpoint(url)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the authorization server at {url}"))?;
+        let (every, min_refresh) = REMOTE_KEYS;
+        let remote = writ_trust::RemoteKeys::connect(channel, every, min_refresh)
+            .await
+            .with_context(|| format!("fetching the authorization server's keys from {url}"))?;
+        Ok(TrustedIssuer::new(remote.issuer().to_owned(), remote))
+    }
+
+    /// Starts the STS: wired to the authorization server in this process, or to the one at
+    /// `authz_url`, and to the revocation service at `revocation_url`. Also for adding the STS
+    /// to a platform already running (the tests do).
+    pub async fn start_sts(&mut self, settings: StsSettings) -> anyhow::Result<&writ_sts::Running> {
+        let grpc = writ_server::bind(settings.grpc).await?;
+        let http = writ_server::bind(settings.http).await?;
+        let mut exchange = settings.exchange.clone();
+        if exchange.issuer.is_empty() {
+            exchange.issuer = self.url(writ_server::local_addr(&http)?);
+        }
+        let revocation_url = self.config.revocation_url.as_deref().context(
+            "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
+        )?;
+        let revocation = self.endpoint(revocation_url)?.connect_lazy();
+
+        let authority = self.authorization_server_issuer("`serve sts`").await?;
+        let wired = self.sts_wiring(&settings.wiring)?;
+        let mut issuers = vec![authority];
+        for external in &settings.external_issuers {
+            // Fails closed: a non-https URL, a missing CA or a failed first fetch refuse to start.
+            issuers.push(
+                writ_sts::keys::external_issuer(
+                    &external.issuer,
+                    &external.jwks,
+                    external.ca.as_deref(),
+                    writ_sts::keys::EXTERNAL_REFRESH_EVERY,
+                    writ_sts::keys::EXTERNAL_MIN_REFRESH,
+                )
+                .await?,
+            );
+        }
+        issuers.extend(settings.trusted_issuers.iter().cloned());
+        let dir = &self.config.data_dir;
+        let store = SledStore::open(&dir.join("sts"))
+            .with_context(|| format!("opening the STS store in {}", dir.display()))?;
+        let running = writ_sts::start(
+            writ_sts::Options {
+                store: Arc::new(store),
+                config: exchange,
+                clock: self.clock().clone(),
+                directory: wired.directory,
+                issuers,
+                revocation,
+                watch_tokens: wired.watch_tokens,
+                watch: settings.watch,
+                max_staleness: settings.max_feed_staleness,
+                local_index: wired.local_index,
+            },
+            grpc,
+            http,
+            self.tls.as_ref(),
+            self.signal.clone(),
+        )
+        .await?;
+        self.config.sts = Some(settings);
+        Ok(self.sts.insert(running))
+    }
+
+    /// How the STS reaches the authorization server: its engine in this process, or its
+    /// AdminService and token endpoint over gRPC.
+    fn sts_wiring(&self, wiring: &StsWiring) -> anyhow::Result<StsPeers> {
+        match (wiring, &self.authz) {
+            (
+                StsWiring::InProcess {
+                    consult_authz_index,
+                },
+                Some(a),
+            ) => Ok(StsPeers {
+                directory: Arc::new(in_process::LocalDirectory(a.engine.clone())),
+                watch_tokens: Arc::new(in_process::EngineTokens(a.engine.clone())),
+                local_index: consult_authz_index
+                    .then(|| a.engine.clone() as Arc<dyn writ_token::RevocationCheck>),
+            }),
+            (StsWiring::InProcess { .. }, None) => anyhow::bail!(
+                "the STS is wired in-process, but the authorization server does not run in this process"
+            ),
+            (
+                StsWiring::Remote {
+                    admin_token,
+                    watch_client,
+                },
+                _,
+            ) => {
+                let url = self
+                    .config
+                    .authz_url
+                    .clone()
+                    .or_else(|| self.authz.as_ref().map(|a| self.url(a.grpc_addr)))
+                    .context(
+                        "`serve sts` needs --authz-url: the authorization server whose clients, policies and tokens apply",
+                    )?;
+                let channel = self.endpoint(&url)?.connect_lazy();
+                Ok(StsPeers {
+                    directory: Arc::new(writ_sts::directory::RemoteDirectory::new(
+                        channel.clone(),
+                        admin_token,
+                        REMOTE_POLICY_TTL,
+                    )?),
+                    watch_tokens: Arc::new(writ_client::TokenSource::new(
+                        channel,
+                        watch_client
+                            .clone()
+                            .for_audience(REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE),
+                    )),
+                    local_index: None,
+                })
+            }
+        }
+    }
+
+    /// The endpoints, as `endpoints.json` lists them for scripts and the demo.
+    pub fn endpoints(&self) -> serde_json::Value {
+        let mut e = serde_json::Map::new();
+        if let Some(a) = &self.authz {
+            e.insert("authz_grpc".into(), self.url(a.grpc_addr).into());
+            e.insert("authz_http".into(), self.url(a.http_addr).into());
+            e.insert("issuer".into(), a.issuer.clone().into());
+        }
+        if let Some(r) = &self.revocation {
+            e.insert("revocation_grpc".into(), self.url(r.grpc_addr).into());
+        }
+        if let Some(s) = &self.sts {
+            e.insert("sts_grpc".into(), self.url(s.grpc_addr).into());
+            e.insert("sts_http".into(), self.url(s.http_addr).into());
+            e.insert("sts_issuer".into(), s.engine.config().issuer.clone().into());
+        }
+        e.insert("tls".into(), self.tls.is_some().into());
+        e.insert("pid".into(), std::process::id().into());
+        serde_json::Value::Object(e)
+    }
+
+    /// Writes `endpoints.json` into the data directory: the readiness signal scripts (and the
+    /// demo) wait for, so it comes last, once everything is up and announced.
+    pub fn write_endpoints(&self) -> anyhow::Result<()> {
+        writ_tls::write(
+            &self.config.data_dir,
+            ENDPOINTS_FILE,
+            &self.endpoints().to_string(),
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Stops every service and waits for them; the stores are released when this returns
+    /// (a restart in the same process reopens them).
     pub async fn stop(self) {
         self.shutdown.trigger();
-        if let Some(a) = self.authz {
-            a.wait().await;
-        }
-        if let Some(r) = self.revocation {
-            r.wait().await;
-        }
-        if let Some(s) = self.sts {
+        let Platform {
+            authz,
+            revocation,
+            sts,
+            ..
+        } = self;
+        if let Some(s) = sts {
             s.wait().await;
         }
-    }
-}
-
-fn url_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
+        if let Some(r) = revocation {
+            r.served.wait().await;
+        }
+        if let Some(a) = authz {
+            a.served.wait().await;
+        }
     }
 }
 
@@ -72,332 +428,17 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tls_material(args: &ServeArgs) -> anyhow::Result<Option<TlsMaterial>> {
-    if args.insecure_plaintext {
-        tracing::warn!(
-            "TLS is off (--insecure-plaintext): tokens and secrets travel in clear text"
-        );
-        return Ok(None);
-    }
-    Ok(Some(match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => writ_tls::load_pem_files(cert, key)?,
-        _ => writ_tls::ensure_dev_pki(&args.data_dir, &args.tls_hosts)?,
-    }))
-}
-
-/// Starts `services` in this process: `up` runs them all, wired to each other over loopback.
-pub async fn start(args: &ServeArgs, services: &[ServiceName]) -> anyhow::Result<Platform> {
-    create_private_dir(&args.data_dir)?;
-    let tls = tls_material(args)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let peer_ca = match &args.peer_ca {
-        Some(path) => Some(
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        ),
-        None => tls.as_ref().and_then(|t| t.ca_pem.clone()),
-    };
-    let clock = writ_token::system_clock();
-    let (shutdown, signal) = Shutdown::new();
-    let mut platform = Platform {
-        data_dir: args.data_dir.clone(),
-        tls: tls.is_some(),
-        issuer: None,
-        authz: None,
-        engine: None,
-        revocation: None,
-        sts: None,
-        shutdown,
-    };
-    let mut endpoints = serde_json::Map::new();
-
-    // Bound first, so each service knows where the others are (ports may be ephemeral).
-    let revocation_listener = if services.contains(&ServiceName::Revocation) {
-        Some(writ_server::bind(SocketAddr::new(args.listen, args.revocation_port)).await?)
-    } else {
-        None
-    };
-    let revocation_url = match &revocation_listener {
-        Some(l) => Some(format!(
-            "{scheme}://{}:{}",
-            url_host(args.listen),
-            l.local_addr()?.port()
-        )),
-        None => args.revocation_url.clone(),
-    };
-
-    if services.contains(&ServiceName::Authz) {
-        let grpc = writ_server::bind(SocketAddr::new(args.listen, args.authz_port)).await?;
-        let http = writ_server::bind(SocketAddr::new(args.listen, args.authz_http_port)).await?;
-        let http_addr = http.local_addr()?;
-        let issuer = args.issuer.clone().unwrap_or_else(|| {
-            format!("{scheme}://{}:{}", url_host(args.listen), http_addr.port())
-        });
-        let store = SledStore::open(&args.data_dir.join("store"))
-            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-        let mut config = Config::new(issuer.clone());
-        config.default_access_token_lifetime = args.access_token_lifetime;
-        let (engine, bootstrap) =
-            AuthorizationServer::open(Arc::new(store), config, clock.clone()).await?;
-        if let Some(credential) = bootstrap.admin_credential {
-            writ_tls::write(&args.data_dir, ADMIN_TOKEN_FILE, &credential, true)?;
-            tracing::info!(path = %args.data_dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
+fn tls_material(config: &PlatformConfig) -> anyhow::Result<Option<TlsMaterial>> {
+    Ok(match &config.tls {
+        TlsMode::Off => {
+            tracing::warn!(
+                "TLS is off (--insecure-plaintext): tokens and secrets travel in clear text"
+            );
+            None
         }
-        let engine = Arc::new(engine);
-        let revocation = match &revocation_url {
-            Some(url) => Some(writ_server::endpoint(url, peer_ca.as_deref())?.connect_lazy()),
-            None => None,
-        };
-        let running = writ_authz::start(
-            engine.clone(),
-            grpc,
-            http,
-            tls.as_ref(),
-            writ_authz::Options { revocation },
-            signal.clone(),
-        )
-        .await?;
-        endpoints.insert("authz_grpc".into(), platform.url(running.grpc_addr).into());
-        endpoints.insert("authz_http".into(), platform.url(running.http_addr).into());
-        endpoints.insert("issuer".into(), issuer.clone().into());
-        platform.issuer = Some(issuer);
-        platform.authz = Some(running);
-        platform.engine = Some(engine);
-    }
-
-    if let Some(listener) = revocation_listener {
-        // Callers present tokens from the authorization server: in this process, its keys
-        // directly; otherwise fetched from it.
-        let (issuer, keys): (String, Arc<dyn writ_trust::KeySource>) = match &platform.engine {
-            Some(engine) => {
-                let engine = engine.clone();
-                (
-                    engine.config().issuer.clone(),
-                    Arc::new(writ_trust::LocalKeys(move || engine.trusted_keys())),
-                )
-            }
-            None => {
-                let url = args
-                    .authz_url
-                    .as_deref()
-                    .context("`serve revocation` needs --authz-url: the authorization server whose tokens to trust")?;
-                let channel = writ_server::endpoint(url, peer_ca.as_deref())?
-                    .connect()
-                    .await
-                    .with_context(|| format!("connecting to the authorization server at {url}"))?;
-                let remote = writ_trust::RemoteKeys::connect(
-                    channel,
-                    Duration::from_secs(300),
-                    Duration::from_secs(5),
-                )
-                .await
-                .with_context(|| format!("fetching the authorization server's keys from {url}"))?;
-                (remote.issuer().to_owned(), Arc::new(remote))
-            }
-        };
-        let issuers = vec![writ_token::TrustedIssuer::new(issuer, keys)];
-        let store = SledStore::open(&args.data_dir.join("revocation")).with_context(|| {
-            format!("opening the revocation log in {}", args.data_dir.display())
-        })?;
-        let log = Arc::new(writ_revocation_log::RevocationLog::open(
-            Arc::new(store),
-            Default::default(),
-        )?);
-        let running = writ_revocation::start(
-            log,
-            issuers,
-            clock.clone(),
-            writ_revocation::Config::default(),
-            listener,
-            tls.as_ref(),
-            signal.clone(),
-        )
-        .await?;
-        endpoints.insert(
-            "revocation_grpc".into(),
-            platform.url(running.grpc_addr).into(),
-        );
-        platform.revocation = Some(running);
-    }
-
-    if services.contains(&ServiceName::Sts) {
-        let running = start_sts(
-            args,
-            &platform,
-            revocation_url.as_deref(),
-            peer_ca.as_deref(),
-            tls.as_ref(),
-            clock.clone(),
-            signal.clone(),
-        )
-        .await?;
-        endpoints.insert("sts_grpc".into(), platform.url(running.grpc_addr).into());
-        endpoints.insert("sts_http".into(), platform.url(running.http_addr).into());
-        endpoints.insert(
-            "sts_issuer".into(),
-            running.engine.config().issuer.clone().into(),
-        );
-        platform.sts = Some(running);
-    }
-
-    endpoints.insert("tls".into(), platform.tls.into());
-    endpoints.insert("pid".into(), std::process::id().into());
-    writ_tls::write(
-        &args.data_dir,
-        ENDPOINTS_FILE,
-        &serde_json::Value::Object(endpoints).to_string(),
-        false,
-    )?;
-    Ok(platform)
-}
-
-/// Starts the STS: wired to the authorization server in this process (`up`), or to one at
-/// `--authz-url` (`serve sts`), and to the revocation service at `revocation_url`.
-async fn start_sts(
-    args: &ServeArgs,
-    platform: &Platform,
-    revocation_url: Option<&str>,
-    peer_ca: Option<&str>,
-    tls: Option<&TlsMaterial>,
-    clock: writ_token::SharedClock,
-    signal: writ_server::ShutdownSignal,
-) -> anyhow::Result<writ_sts::Running> {
-    use writ_exchange::TrustedIssuer;
-
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let grpc = writ_server::bind(SocketAddr::new(args.listen, args.sts_port)).await?;
-    let http = writ_server::bind(SocketAddr::new(args.listen, args.sts_http_port)).await?;
-    let issuer = args.sts_issuer.clone().unwrap_or_else(|| {
-        let port = http
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or(args.sts_http_port);
-        format!("{scheme}://{}:{port}", url_host(args.listen))
-    });
-    let revocation_url = revocation_url.context(
-        "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
-    )?;
-    let revocation = writ_server::endpoint(revocation_url, peer_ca)?.connect_lazy();
-
-    // Who the callers are, whose tokens to trust, and how to follow the feed: the
-    // authorization server in this process, or the one at --authz-url.
-    let (directory, authority, watch_tokens, local_index): (
-        Arc<dyn writ_exchange::Directory>,
-        TrustedIssuer,
-        Arc<dyn writ_client::BearerSource>,
-        _,
-    ) = match &platform.engine {
-        Some(engine) => {
-            let keys_of = engine.clone();
-            (
-                Arc::new(in_process::LocalDirectory(engine.clone())),
-                TrustedIssuer::new(
-                    engine.config().issuer.clone(),
-                    Arc::new(writ_trust::LocalKeys(move || keys_of.trusted_keys())),
-                ),
-                Arc::new(in_process::EngineTokens(engine.clone())),
-                Some(engine.clone() as Arc<dyn writ_token::RevocationCheck>),
-            )
-        }
-        None => {
-            let url = args.authz_url.as_deref().context(
-                "`serve sts` needs --authz-url: the authorization server whose clients, policies and tokens apply",
-            )?;
-            let channel = writ_server::endpoint(url, peer_ca)?
-                .connect()
-                .await
-                .with_context(|| format!("connecting to the authorization server at {url}"))?;
-            let remote = writ_trust::RemoteKeys::connect(
-                channel.clone(),
-                Duration::from_secs(300),
-                Duration::from_secs(5),
-            )
-            .await
-            .with_context(|| format!("fetching the authorization server's keys from {url}"))?;
-            let admin = match &args.admin.admin_token {
-                Some(t) => t.trim().to_owned(),
-                None => std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE))
-                    .map(|s| s.trim().to_owned())
-                    .context("`serve sts` needs the authorization server's admin credential: --admin-token, or <data-dir>/admin.token")?,
-            };
-            let (Some(watch_id), Some(watch_secret)) =
-                (&args.watch_client_id, &args.watch_client_secret)
-            else {
-                anyhow::bail!(
-                    "`serve sts` needs --watch-client-id and --watch-client-secret: a client allowed writ.revocation.watch for the audience writ-revocation"
-                );
-            };
-            (
-                Arc::new(writ_sts::directory::RemoteDirectory::new(
-                    channel.clone(),
-                    &admin,
-                    Duration::from_secs(5),
-                )?),
-                TrustedIssuer::new(remote.issuer().to_owned(), remote),
-                Arc::new(writ_client::TokenSource::new(
-                    channel,
-                    writ_client::ClientCredentials::new(watch_id, watch_secret).for_audience(
-                        writ_vocabulary::names::REVOCATION_AUDIENCE,
-                        writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
-                    ),
-                )),
-                None,
-            )
-        }
-    };
-    let mut issuers = vec![authority];
-    let mut cas = Vec::new();
-    for spec in &args.trust_issuer_cas {
-        let (iss, path) = spec
-            .split_once('=')
-            .context("--trust-issuer-ca takes ISSUER=CA_FILE")?;
-        if !args
-            .trust_issuers
-            .iter()
-            .any(|t| t.split_once('=').is_some_and(|(i, _)| i == iss))
-        {
-            anyhow::bail!("--trust-issuer-ca names {iss}, which no --trust-issuer configures");
-        }
-        cas.push((iss, Path::new(path)));
-    }
-    for spec in &args.trust_issuers {
-        let (iss, jwks) = spec
-            .split_once('=')
-            .context("--trust-issuer takes ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL")?;
-        let ca = cas.iter().find(|(i, _)| *i == iss).map(|(_, p)| *p);
-        // Fails closed: a non-https URL, a missing CA or a failed first fetch refuse to start.
-        issuers.push(
-            writ_sts::keys::external_issuer(
-                iss,
-                jwks,
-                ca,
-                writ_sts::keys::EXTERNAL_REFRESH_EVERY,
-                writ_sts::keys::EXTERNAL_MIN_REFRESH,
-            )
-            .await?,
-        );
-    }
-    let store = SledStore::open(&args.data_dir.join("sts"))
-        .with_context(|| format!("opening the STS store in {}", args.data_dir.display()))?;
-    let running = writ_sts::start(
-        writ_sts::Options {
-            store: Arc::new(store),
-            config: writ_exchange::Config::new(issuer),
-            clock,
-            directory,
-            issuers,
-            revocation,
-            watch_tokens,
-            watch: Default::default(),
-            max_staleness: Duration::from_secs(args.sts_max_feed_staleness),
-            local_index,
-        },
-        grpc,
-        http,
-        tls,
-        signal,
-    )
-    .await?;
-    Ok(running)
+        TlsMode::Files { cert, key } => Some(writ_tls::load_pem_files(cert, key)?),
+        TlsMode::Development { hosts } => Some(writ_tls::ensure_dev_pki(&config.data_dir, hosts)?),
+    })
 }
 
 /// Waits for Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
@@ -434,15 +475,15 @@ pub fn until_signalled() -> impl std::future::Future<Output = ()> + Send + 'stat
 }
 
 pub fn print_banner(p: &Platform) {
-    let dir = p.data_dir.display();
-    let tls = if p.tls { "on" } else { "OFF" };
+    let dir = p.config.data_dir.display();
+    let tls = if p.tls.is_some() { "on" } else { "OFF" };
     println!("Writ is up (data in {dir}, TLS {tls}).\n");
     if let Some(a) = &p.authz {
         println!("  authorization server   gRPC {}", p.url(a.grpc_addr));
         println!(
             "                         HTTP {}  (issuer {})",
             p.url(a.http_addr),
-            p.issuer.as_deref().unwrap_or("")
+            a.issuer
         );
         println!("  admin credential       {dir}/{ADMIN_TOKEN_FILE}");
     }
@@ -457,7 +498,7 @@ pub fn print_banner(p: &Platform) {
             s.engine.config().issuer
         );
     }
-    if p.tls {
+    if p.tls.is_some() {
         println!("  CA certificate         {dir}/ca.pem (the CLI trusts it via --data-dir)");
     }
     if p.authz.is_some() {

@@ -1,0 +1,175 @@
+//! The platform's one typed configuration: what `writ up`, `writ serve`, the tests and the
+//! benchmarks start (the command line is only one way to fill it in, `cli::ServeArgs`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use writ_client::ClientCredentials;
+use writ_revocation_client::WatchConfig;
+use writ_token::SharedClock;
+
+/// Everything one process of the platform runs, and how.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    /// Where the stores, the development CA and the admin credential live.
+    pub data_dir: PathBuf,
+    pub tls: TlsMode,
+    /// The CA to trust when connecting to the other services (default: the development CA).
+    pub peer_ca: Option<PathBuf>,
+    /// The time every service reads (the system's, or a test's manual clock).
+    pub clock: SharedClock,
+    /// The authorization server, if it runs in this process.
+    pub authz: Option<AuthzSettings>,
+    /// The revocation service, if it runs in this process.
+    pub revocation: Option<RevocationSettings>,
+    /// The STS, if it runs in this process.
+    pub sts: Option<StsSettings>,
+    /// The authorization server's gRPC URL, when it runs elsewhere.
+    pub authz_url: Option<String>,
+    /// The revocation service's gRPC URL, when it runs elsewhere.
+    pub revocation_url: Option<String>,
+}
+
+impl PlatformConfig {
+    /// Nothing running yet, TLS on with the development CA, the system clock.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        PlatformConfig {
+            data_dir: data_dir.into(),
+            tls: TlsMode::Development { hosts: Vec::new() },
+            peer_ca: None,
+            clock: writ_token::system_clock(),
+            authz: None,
+            revocation: None,
+            sts: None,
+            authz_url: None,
+            revocation_url: None,
+        }
+    }
+
+    /// Every service in this process, on ephemeral loopback ports (tests, benchmarks).
+    pub fn all_on_loopback(data_dir: impl Into<PathBuf>) -> Self {
+        PlatformConfig {
+            authz: Some(AuthzSettings::default()),
+            revocation: Some(RevocationSettings::default()),
+            sts: Some(StsSettings::default()),
+            ..PlatformConfig::new(data_dir)
+        }
+    }
+}
+
+/// How the servers speak TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// A development CA and server certificate, generated in the data directory on first start
+    /// (for loopback, plus these host names).
+    Development { hosts: Vec<String> },
+    /// A certificate chain and its key from PEM files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// No TLS: benchmarks and debugging only (logged as a warning).
+    Off,
+}
+
+/// An ephemeral port on loopback.
+pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// The authorization server.
+#[derive(Debug, Clone)]
+pub struct AuthzSettings {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// The engine's settings. An empty `issuer` is the HTTP facade's URL once bound.
+    pub engine: writ_oauth::Config,
+}
+
+impl Default for AuthzSettings {
+    fn default() -> Self {
+        AuthzSettings {
+            grpc: LOOPBACK,
+            http: LOOPBACK,
+            engine: writ_oauth::Config::new(""),
+        }
+    }
+}
+
+/// The revocation service.
+#[derive(Debug, Clone)]
+pub struct RevocationSettings {
+    pub grpc: SocketAddr,
+    pub service: writ_revocation::Config,
+    pub log: writ_revocation_log::LogConfig,
+}
+
+impl Default for RevocationSettings {
+    fn default() -> Self {
+        RevocationSettings {
+            grpc: LOOPBACK,
+            service: writ_revocation::Config::default(),
+            log: writ_revocation_log::LogConfig::default(),
+        }
+    }
+}
+
+/// The STS.
+#[derive(Debug, Clone)]
+pub struct StsSettings {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// The exchange's settings. An empty `issuer` is the HTTP facade's URL once bound.
+    pub exchange: writ_exchange::Config,
+    /// Past this staleness of its revocation feed, every exchange is refused.
+    pub max_feed_staleness: Duration,
+    /// External issuers whose JWT access tokens are accepted as subject tokens, by where their
+    /// JWK Set is.
+    pub external_issuers: Vec<ExternalIssuer>,
+    /// Issuers with key sources of their own (a library user's, a test's), trusted as given.
+    pub trusted_issuers: Vec<writ_token::TrustedIssuer>,
+    /// How it reaches the authorization server.
+    pub wiring: StsWiring,
+    pub watch: WatchConfig,
+}
+
+impl Default for StsSettings {
+    fn default() -> Self {
+        StsSettings {
+            grpc: LOOPBACK,
+            http: LOOPBACK,
+            exchange: writ_exchange::Config::new(""),
+            max_feed_staleness: writ_revocation_client::DEFAULT_MAX_STALENESS,
+            external_issuers: Vec::new(),
+            trusted_issuers: Vec::new(),
+            wiring: StsWiring::InProcess {
+                consult_authz_index: true,
+            },
+            watch: WatchConfig::default(),
+        }
+    }
+}
+
+/// How the STS reaches the authorization server.
+#[derive(Debug, Clone)]
+pub enum StsWiring {
+    /// The authorization server runs in this process (`writ up`): its engine answers for
+    /// clients, policies and keys directly, and mints the STS's watch tokens.
+    InProcess {
+        /// Consult its revocation index besides the feed (it knows a revocation the moment it
+        /// is acknowledged).
+        consult_authz_index: bool,
+    },
+    /// It runs elsewhere (`writ serve sts`): clients and policies through its AdminService
+    /// (with the admin credential), its keys from `GetJwks`, and the feed watched with a
+    /// client allowed `writ.revocation.watch`.
+    Remote {
+        admin_token: String,
+        watch_client: ClientCredentials,
+    },
+}
+
+/// An external JWT issuer the STS trusts: its `iss`, and where its JWK Set is (a file, or an
+/// `https://` URL with the only CA trusted for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIssuer {
+    pub issuer: String,
+    pub jwks: String,
+    pub ca: Option<PathBuf>,
+}
