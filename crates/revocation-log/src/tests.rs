@@ -1,6 +1,8 @@
 use super::*;
 use writ_store::SledStore;
 
+use crate::record::index_key;
+
 fn entry(kind: RevocationKind, value: &str, expires_at: i64) -> RevocationEntry {
     RevocationEntry {
         kind,

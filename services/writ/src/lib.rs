@@ -2,7 +2,6 @@
 //! the same code.
 
 pub mod cli;
-pub mod commands;
 pub mod platform;
 
 use std::process::ExitCode;
@@ -49,13 +48,13 @@ pub fn run() -> ExitCode {
                 serve(&args, &all).await
             }
             Command::Serve { service, args } => serve(&args, &[service]).await,
-            Command::Token(args) => finish(commands::token(args).await),
-            Command::Inspect(args) => finish(commands::inspect(args).await),
-            Command::Attenuate(args) => finish(commands::attenuate(args)),
-            Command::Revoke(args) => finish(commands::revoke(args).await),
-            Command::Watch(args) => finish(commands::watch(args).await),
-            Command::Exchange(args) => finish(commands::exchange(args).await),
-            Command::Admin { command, conn } => finish(commands::admin(command, conn).await),
+            Command::Token(args) => finish(cli::token(args).await),
+            Command::Inspect(args) => finish(cli::inspect(args).await),
+            Command::Attenuate(args) => finish(cli::attenuate(args)),
+            Command::Revoke(args) => finish(cli::revoke(args).await),
+            Command::Watch(args) => finish(cli::watch(args).await),
+            Command::Exchange(args) => finish(cli::exchange(args).await),
+            Command::Admin { command, conn } => finish(cli::admin(command, conn).await),
         }
     })
 }
@@ -89,7 +88,7 @@ async fn serve(args: &cli::ServeArgs, services: &[ServiceName]) -> ExitCode {
     }
 }
 
-fn finish(result: Result<(), commands::CliError>) -> ExitCode {
+fn finish(result: Result<(), cli::CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,256 @@
+//! Appending: gap-free sequences under a short lock, one batch per writer turn, committed
+//! (visible to readers) once durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use writ_store::{Batch, StoreError, Tree, decode, encode};
+use writ_token::RevocationEntry;
+
+use crate::record::{EntryRecord, index_key, log_key, merge};
+use crate::{Event, LogError, MAX_BATCH, RevocationLog};
+
+/// An append waiting to be written, and where its outcome goes.
+pub(crate) struct Queued {
+    pub(crate) entries: Vec<RevocationEntry>,
+    pub(crate) reply: oneshot::Sender<Result<u64, LogError>>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationLog {
+    /// Appends `entries` (validated against `now`; any invalid entry refuses the whole batch)
+    /// and returns, once durable, the sequence of the last one. An entry already covered by a
+    /// live one appends nothing: its existing sequence counts.
+    pub async fn append(&self, entries: &[RevocationEntry], now: i64) -> Result<u64, LogError> {
+        if entries.is_empty() {
+            return Err(LogError::InvalidRequest("no entries"));
+        }
+        if entries.len() > MAX_BATCH {
+            return Err(LogError::InvalidRequest("too many entries in one request"));
+        }
+        for e in entries {
+            e.validate(now)?;
+        }
+        // Group write. Each store batch is a sled transaction, and sled (0.34) makes every
+        // transaction wait for the flush in progress, process-wide (a flush holds sled's
+        // concurrency-control lock for reading until its fsync returns; a transaction needs it
+        // for writing). One transaction per append therefore allowed about one append per flush
+        // however many callers waited (~2 entries per fsync with 64 concurrent Revoke calls).
+        // So: queue the append, then take the writer lock in turn; the holder writes everything
+        // queued so far, in one batch, and answers each append. An append already written by an
+        // earlier holder finds its answer waiting and only passes the lock on. Every append is
+        // still written, with its sequences, before it awaits the flush, so "answered only once
+        // durable" and gap-free sequences hold as before.
+        let (reply, answer) = oneshot::channel();
+        self.queue.lock().push(Queued {
+            entries: entries.to_vec(),
+            reply,
+        });
+        let mut answer = answer;
+        let last = {
+            let _writer = self.writer.lock().await;
+            loop {
+                match answer.try_recv() {
+                    Ok(result) => break result,
+                    // Still queued (the queue is only taken from under the writer lock): write
+                    // from its front, at most MAX_BATCH entries per batch as before, until ours
+                    // is written.
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        let queued = self.take_queued();
+                        if queued.is_empty() {
+                            break Err(lost());
+                        }
+                        // The write can wait for a flush in progress (see above): on a
+                        // multi-threaded runtime, let the worker's other tasks move on.
+                        if tokio::runtime::Handle::current().runtime_flavor()
+                            == tokio::runtime::RuntimeFlavor::MultiThread
+                        {
+                            tokio::task::block_in_place(|| self.write(queued));
+                        } else {
+                            self.write(queued);
+                        }
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => break Err(lost()),
+                }
+            }
+        }?;
+        // Everything written before the flush starts is durable once it returns, including
+        // appends of callers that went away: commit all of it, not only this append.
+        let written = self.append.lock().0 - 1;
+        self.store.durable().await?;
+        self.commit(written.max(last));
+        Ok(last)
+    }
+
+    /// Queued appends from the front, up to [`MAX_BATCH`] entries in all (at least one append).
+    pub(crate) fn take_queued(&self) -> Vec<Queued> {
+        let mut queue = self.queue.lock();
+        let mut entries = 0;
+        let n = queue
+            .iter()
+            .take_while(|q| {
+                entries += q.entries.len();
+                entries <= MAX_BATCH
+            })
+            .count()
+            .max(1)
+            .min(queue.len());
+        queue.drain(..n).collect()
+    }
+
+    /// Writes queued appends in one store batch and answers each with the sequence of its last
+    /// entry. An append whose entries cannot be read or merged fails alone; if the batch cannot
+    /// be written, every append in it fails and no sequence is used.
+    pub(crate) fn write(&self, queued: Vec<Queued>) {
+        let mut state = self.append.lock();
+        let (mut next, mut live) = *state;
+        let mut batch = Batch::new();
+        let mut events = Vec::new();
+        let mut in_batch: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
+        let mut answers = Vec::with_capacity(queued.len());
+        for q in queued {
+            // Planned against the log plus the appends before it in this batch, exactly as if it
+            // had been written alone after them; kept only if it plans without error.
+            let mut plan = Plan {
+                next,
+                live,
+                last: 0,
+                writes: Vec::new(),
+            };
+            let result = self.plan(&q.entries, &in_batch, &mut plan);
+            if result.is_ok() {
+                (next, live) = (plan.next, plan.live);
+                for (key, seq, merged) in plan.writes {
+                    let record = encode(&EntryRecord::new(&merged, seq));
+                    batch = batch
+                        .put(log_key(seq), record.clone())
+                        .put(key.clone(), record);
+                    in_batch.insert(key, (seq, merged.clone()));
+                    events.push(Arc::new(Event {
+                        sequence: seq,
+                        entry: merged,
+                    }));
+                }
+            }
+            answers.push((q.reply, result.map(|()| plan.last)));
+        }
+        if !events.is_empty() {
+            // The sequence only advances once the batch is written: no gaps on failure.
+            if let Err(e) = self.store.commit(Tree::RevocationLog, batch) {
+                drop(state);
+                let message = e.to_string();
+                tracing::error!(error = %message, "writing revocations failed");
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(LogError::Store(StoreError::Io(message.clone()))));
+                }
+                return;
+            }
+            *state = (next, live);
+            let mut pending = self.pending.lock();
+            for ev in events {
+                pending.insert(ev.sequence, ev);
+            }
+        }
+        drop(state);
+        for (reply, result) in answers {
+            // An appender that went away (its call was cancelled) is not waiting: nothing to do.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Sequences and merged entries for one append, after `in_batch` (what the batch being built
+    /// writes already). An entry already covered by a live one appends nothing.
+    fn plan(
+        &self,
+        entries: &[RevocationEntry],
+        in_batch: &HashMap<Vec<u8>, (u64, RevocationEntry)>,
+        plan: &mut Plan,
+    ) -> Result<(), LogError> {
+        // This append's own writes, seen by its later entries.
+        let mut own: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
+        for e in entries {
+            let key = index_key(e.kind, &e.value);
+            let existing = match own.get(&key).or_else(|| in_batch.get(&key)) {
+                Some(v) => Some(v.clone()),
+                None => match self.store.get(Tree::RevocationLog, &key)? {
+                    Some(bytes) => {
+                        let ev = decode::<EntryRecord>(&bytes)?.event()?;
+                        Some((ev.sequence, ev.entry))
+                    }
+                    None => None,
+                },
+            };
+            let merged = match &existing {
+                Some((seq, old)) if old.covers(e) => {
+                    plan.last = plan.last.max(*seq);
+                    continue;
+                }
+                Some((_, old)) => merge(old, e),
+                None => {
+                    plan.live += 1;
+                    e.clone()
+                }
+            };
+            let seq = plan.next;
+            plan.next += 1;
+            own.insert(key.clone(), (seq, merged.clone()));
+            plan.writes.push((key, seq, merged));
+            plan.last = seq;
+        }
+        Ok(())
+    }
+
+    /// Marks everything up to `upto` committed. Sequences are written in order under the append
+    /// lock, and a flush covers every write made before it was asked for, so once an appender's
+    /// flush returns, every lower sequence is durable too.
+    fn commit(&self, upto: u64) {
+        let mut pending = self.pending.lock();
+        if upto <= *self.committed.borrow() {
+            return;
+        }
+        let rest = pending.split_off(&(upto + 1));
+        let ready = std::mem::replace(&mut *pending, rest);
+        {
+            let mut recent = self.recent.write();
+            for ev in ready.into_values() {
+                recent.push_back(ev);
+            }
+            while recent.len() > self.config.ring {
+                recent.pop_front();
+            }
+        }
+        self.committed.send_replace(upto);
+    }
+
+    /// Makes everything written so far durable and committed. Appends do this themselves; this
+    /// catches events whose appender saw its flush fail (they may be on disk, so they must not
+    /// stay invisible).
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let written = self.append.lock().0 - 1;
+        self.store.durable().await?;
+        self.commit(written);
+        Ok(())
+    }
+}
+
+/// An append that left the queue unanswered (cannot happen: every append taken is answered).
+fn lost() -> LogError {
+    LogError::Store(StoreError::Io("the append was not written".to_owned()))
+}
+
+/// One append's share of a batch: the next free sequence and live count after it, the sequence
+/// it answers with, and its (index key, sequence, merged entry) writes in order.
+struct Plan {
+    next: u64,
+    live: u64,
+    last: u64,
+    writes: Vec<(Vec<u8>, u64, RevocationEntry)>,
+}

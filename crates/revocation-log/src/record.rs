@@ -1,0 +1,96 @@
+//! How the log stores events and its live index: versioned records under ordered keys.
+
+use writ_store::{Store, StoreError, Tree};
+use writ_token::{RevocationEntry, RevocationKind};
+
+use crate::{Event, INDEX, LOG};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EntryRecord {
+    #[prost(int32, tag = "1")]
+    pub(crate) kind: i32,
+    #[prost(string, tag = "2")]
+    pub(crate) value: String,
+    #[prost(int64, tag = "3")]
+    pub(crate) expires_at: i64,
+    #[prost(int64, tag = "4")]
+    pub(crate) not_before: i64,
+    #[prost(string, tag = "5")]
+    pub(crate) reason: String,
+    #[prost(uint64, tag = "6")]
+    pub(crate) sequence: u64,
+}
+
+impl writ_store::Record for EntryRecord {
+    const TREE: Tree = Tree::RevocationLog;
+}
+
+impl EntryRecord {
+    pub(crate) fn new(e: &RevocationEntry, sequence: u64) -> Self {
+        EntryRecord {
+            kind: e.kind as i32,
+            value: e.value.clone(),
+            expires_at: e.expires_at,
+            not_before: e.not_before,
+            reason: e.reason.clone(),
+            sequence,
+        }
+    }
+
+    pub(crate) fn event(self) -> Result<Event, StoreError> {
+        Ok(Event {
+            sequence: self.sequence,
+            entry: RevocationEntry {
+                kind: RevocationKind::from_i32(self.kind).ok_or(StoreError::Corrupt)?,
+                value: self.value,
+                expires_at: self.expires_at,
+                not_before: self.not_before,
+                reason: self.reason,
+            },
+        })
+    }
+}
+
+pub(crate) fn log_key(seq: u64) -> Vec<u8> {
+    let mut k = LOG.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn index_key(kind: RevocationKind, value: &str) -> Vec<u8> {
+    let mut k = INDEX.to_vec();
+    k.push(kind as u8);
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+pub(crate) fn seq_of(log_key: &[u8]) -> Result<u64, StoreError> {
+    log_key
+        .get(LOG.len()..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or(StoreError::Corrupt)
+}
+
+/// The union of two entries for the same target: the later expiry and the later cut-off.
+pub(crate) fn merge(old: &RevocationEntry, new: &RevocationEntry) -> RevocationEntry {
+    RevocationEntry {
+        expires_at: old.expires_at.max(new.expires_at),
+        not_before: old.not_before.max(new.not_before),
+        ..new.clone()
+    }
+}
+
+pub(crate) fn last_log_key(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+    // The log is keyed by big-endian sequence: page to the end (a scan in reverse is not part of
+    // the store trait; pages make this O(n / page) at start only).
+    let mut after: Option<Vec<u8>> = None;
+    let mut last = None;
+    loop {
+        let page = store.scan(Tree::RevocationLog, LOG, after.as_deref(), 10_000)?;
+        let Some((k, _)) = page.last() else { break };
+        last = Some(seq_of(k)?);
+        after = Some(k.clone());
+    }
+    Ok(last)
+}

@@ -1,0 +1,464 @@
+//! `writ admin`: clients, users, signing keys and exchange policies, through the admin API.
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use writ_client::StaticBearer;
+use writ_proto::admin::admin_service_client::AdminServiceClient;
+use writ_proto::admin::{self as pb_admin};
+use writ_proto::common;
+use writ_vocabulary::grant_type;
+
+use super::AdminConn;
+use super::support::{CliError, Result, admin_credential, channel, print, read_stdin_line};
+use super::token::{Format, Grant, format_value, grant_name};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Clients: create, get, list, delete, rotate-secret.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Users (resource owners) for the password grant.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Signing keys: list, rotate.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Token exchange policies: which client may exchange tokens for which audiences.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Allow a client to exchange tokens for some audiences.
+    Create(PolicyCreate),
+    Get {
+        policy_id: String,
+    },
+    List,
+    Delete {
+        policy_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCreate {
+    /// The policy_id (default: generated).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The client allowed to exchange under this policy.
+    #[arg(long)]
+    pub client_id: String,
+    /// Audiences the exchanged tokens may name (repeatable; at least one).
+    #[arg(long = "audience", required = true)]
+    pub audiences: Vec<String>,
+    /// Scopes the exchanged tokens may carry at most (repeatable, or space-delimited; default: no
+    /// limit beyond the subject token's).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Longest lifetime of exchanged tokens, in seconds (default: the STS's, 300).
+    #[arg(long)]
+    pub max_lifetime: Option<i64>,
+    /// Exchanges without an actor token impersonate the subject (no `act`) instead of recording
+    /// the client as the actor.
+    #[arg(long)]
+    pub allow_impersonation: bool,
+    /// Longest delegation chain (`act` nesting) an exchanged token may carry (default: 4).
+    #[arg(long)]
+    pub max_chain_depth: Option<i32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. Prints it with its secret, shown this once.
+    Create(ClientCreate),
+    Get {
+        client_id: String,
+    },
+    List,
+    Delete {
+        client_id: String,
+    },
+    /// Replace a confidential client's secret.
+    RotateSecret {
+        client_id: String,
+    },
+    /// Enable or disable a client.
+    SetDisabled {
+        client_id: String,
+        #[arg(action = clap::ArgAction::Set)]
+        disabled: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientCreate {
+    /// The client_id (default: generated).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// A public client (no secret; never client_credentials).
+    #[arg(long)]
+    pub public: bool,
+    /// Grant types (repeatable; default: client_credentials).
+    #[arg(long = "grant", value_enum)]
+    pub grants: Vec<Grant>,
+    /// Scopes the client may get (repeatable, or space-delimited).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Audiences the client may ask for (repeatable; the first is the default).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Token formats allowed (repeatable; default: jwt).
+    #[arg(long = "format", value_enum)]
+    pub formats: Vec<Format>,
+    #[arg(long)]
+    pub access_token_lifetime: Option<i64>,
+    #[arg(long)]
+    pub refresh_token_lifetime: Option<i64>,
+    /// May introspect tokens of other clients (a resource server).
+    #[arg(long)]
+    pub may_introspect: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input unless --password is given.
+    Create {
+        username: String,
+        #[arg(long, hide = true, env = "WRIT_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, default_value = "")]
+        scope: String,
+    },
+    Delete {
+        username: String,
+    },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    List,
+    /// Make a new signing key active; the old one stays published until its tokens expire.
+    Rotate {
+        #[arg(long, value_enum, default_value = "jwt")]
+        purpose: KeyPurposeArg,
+        /// EdDSA or ES256 (JWT keys only).
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyPurposeArg {
+    Jwt,
+    Biscuit,
+}
+
+fn client_json(c: &pb_admin::Client) -> Value {
+    let formats: Vec<&str> = c
+        .token_formats
+        .iter()
+        .map(|f| match common::TokenFormat::try_from(*f) {
+            Ok(common::TokenFormat::Jwt) => "jwt",
+            Ok(common::TokenFormat::Biscuit) => "biscuit",
+            Ok(common::TokenFormat::JwtAndBiscuit) => "jwt+biscuit",
+            _ => "unknown",
+        })
+        .collect();
+    json!({
+        "client_id": c.client_id,
+        "client_name": c.client_name,
+        "client_type": if c.client_type == pb_admin::ClientType::Public as i32 { "public" } else { "confidential" },
+        "grant_types": c.grant_types,
+        "scope": c.scope,
+        "audience": c.audience,
+        "access_token_lifetime": c.access_token_lifetime,
+        "refresh_token_lifetime": c.refresh_token_lifetime,
+        "token_formats": formats,
+        "may_introspect": c.may_introspect,
+        "disabled": c.disabled,
+    })
+}
+
+type AdminClient =
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, StaticBearer>>;
+
+/// An admin client presenting the admin credential on every call.
+pub(super) async fn admin_client(conn: &AdminConn) -> Result<AdminClient> {
+    let bearer = StaticBearer::new(&admin_credential(conn)?)
+        .map_err(|_| CliError::Invalid("the admin credential has invalid characters".into()))?;
+    let channel = channel(&conn.conn).await?;
+    Ok(AdminServiceClient::with_interceptor(channel, bearer))
+}
+
+pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
+    let mut admin = admin_client(&conn).await?;
+    match command {
+        AdminCommand::Client { command } => match command {
+            ClientCommand::Create(c) => {
+                let grants = if c.grants.is_empty() {
+                    vec![grant_type::CLIENT_CREDENTIALS.to_owned()]
+                } else {
+                    c.grants
+                        .into_iter()
+                        .map(|g| grant_name(g).to_owned())
+                        .collect()
+                };
+                let spec = pb_admin::Client {
+                    client_id: c.id.unwrap_or_default(),
+                    client_name: c.name,
+                    client_type: if c.public {
+                        pb_admin::ClientType::Public as i32
+                    } else {
+                        pb_admin::ClientType::Confidential as i32
+                    },
+                    grant_types: grants,
+                    scope: c.scopes.join(" "),
+                    audience: c.audiences,
+                    access_token_lifetime: c.access_token_lifetime.unwrap_or(0),
+                    refresh_token_lifetime: c.refresh_token_lifetime.unwrap_or(0),
+                    token_formats: c.formats.into_iter().map(format_value).collect(),
+                    default_token_format: 0,
+                    may_introspect: c.may_introspect,
+                    disabled: false,
+                    create_time: None,
+                };
+                let r = admin
+                    .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
+                    .await?
+                    .into_inner();
+                let mut out = r.client.as_ref().map(client_json).unwrap_or(Value::Null);
+                if !r.client_secret.is_empty() {
+                    out["client_secret"] = Value::String(r.client_secret);
+                }
+                print(&out);
+            }
+            ClientCommand::Get { client_id } => {
+                let r = admin
+                    .get_client(pb_admin::GetClientRequest { client_id })
+                    .await?
+                    .into_inner();
+                print(&r.client.as_ref().map(client_json).unwrap_or(Value::Null));
+            }
+            ClientCommand::List => {
+                let mut all = Vec::new();
+                let mut page_token = String::new();
+                // Bounded: at most 1000 pages of 1000.
+                for _ in 0..1000 {
+                    let r = admin
+                        .list_clients(pb_admin::ListClientsRequest {
+                            page_size: 1000,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    all.extend(r.clients.iter().map(client_json));
+                    if r.next_page_token.is_empty() {
+                        break;
+                    }
+                    page_token = r.next_page_token;
+                }
+                print(&Value::Array(all));
+            }
+            ClientCommand::Delete { client_id } => {
+                admin
+                    .delete_client(pb_admin::DeleteClientRequest {
+                        client_id: client_id.clone(),
+                    })
+                    .await?;
+                print(&json!({ "deleted": client_id }));
+            }
+            ClientCommand::RotateSecret { client_id } => {
+                let r = admin
+                    .rotate_client_secret(pb_admin::RotateClientSecretRequest {
+                        client_id: client_id.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                print(&json!({ "client_id": client_id, "client_secret": r.client_secret }));
+            }
+            ClientCommand::SetDisabled {
+                client_id,
+                disabled,
+            } => {
+                let r = admin
+                    .update_client(pb_admin::UpdateClientRequest {
+                        client: Some(pb_admin::Client {
+                            client_id,
+                            disabled,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["disabled".into()],
+                        }),
+                    })
+                    .await?
+                    .into_inner();
+                print(&r.client.as_ref().map(client_json).unwrap_or(Value::Null));
+            }
+        },
+        AdminCommand::User { command } => match command {
+            UserCommand::Create {
+                username,
+                password,
+                scope,
+            } => {
+                let password = match password {
+                    Some(p) => p,
+                    None => read_stdin_line("the password")?,
+                };
+                let r = admin
+                    .create_user(pb_admin::CreateUserRequest {
+                        username,
+                        password,
+                        scope,
+                    })
+                    .await?
+                    .into_inner();
+                let u = r.user.unwrap_or_default();
+                print(&json!({ "username": u.username, "subject": u.subject, "scope": u.scope }));
+            }
+            UserCommand::Delete { username } => {
+                admin
+                    .delete_user(pb_admin::DeleteUserRequest {
+                        username: username.clone(),
+                    })
+                    .await?;
+                print(&json!({ "deleted": username }));
+            }
+            UserCommand::SetPassword { username } => {
+                let password = read_stdin_line("the password")?;
+                admin
+                    .set_user_password(pb_admin::SetUserPasswordRequest {
+                        username: username.clone(),
+                        password,
+                    })
+                    .await?;
+                print(&json!({ "username": username, "password": "set" }));
+            }
+        },
+        AdminCommand::Policy { command } => policy(&mut admin, command).await?,
+        AdminCommand::Key { command } => match command {
+            KeyCommand::List => {
+                let r = admin
+                    .list_signing_keys(pb_admin::ListSigningKeysRequest {})
+                    .await?
+                    .into_inner();
+                print(&Value::Array(r.keys.iter().map(key_json).collect()));
+            }
+            KeyCommand::Rotate { purpose, alg } => {
+                let purpose = match purpose {
+                    KeyPurposeArg::Jwt => pb_admin::KeyPurpose::Jwt,
+                    KeyPurposeArg::Biscuit => pb_admin::KeyPurpose::Biscuit,
+                } as i32;
+                let r = admin
+                    .rotate_signing_key(pb_admin::RotateSigningKeyRequest {
+                        purpose,
+                        alg: alg.unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
+                print(&r.key.as_ref().map(key_json).unwrap_or(Value::Null));
+            }
+        },
+    }
+    Ok(())
+}
+
+fn policy_json(p: &pb_admin::ExchangePolicy) -> Value {
+    json!({
+        "policy_id": p.policy_id,
+        "client_id": p.client_id,
+        "audience": p.audience,
+        "scope": p.scope,
+        "max_lifetime": p.max_lifetime,
+        "allow_impersonation": p.allow_impersonation,
+        "max_chain_depth": p.max_chain_depth,
+    })
+}
+
+async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Create(p) => {
+            let spec = pb_admin::ExchangePolicy {
+                policy_id: p.id.unwrap_or_default(),
+                client_id: p.client_id,
+                audience: p.audiences,
+                scope: p.scopes.join(" "),
+                max_lifetime: p.max_lifetime.unwrap_or(0),
+                allow_impersonation: p.allow_impersonation,
+                max_chain_depth: p.max_chain_depth.unwrap_or(0),
+            };
+            let r = admin
+                .create_exchange_policy(pb_admin::CreateExchangePolicyRequest {
+                    policy: Some(spec),
+                })
+                .await?
+                .into_inner();
+            print(&r.policy.as_ref().map(policy_json).unwrap_or(Value::Null));
+        }
+        PolicyCommand::Get { policy_id } => {
+            let r = admin
+                .get_exchange_policy(pb_admin::GetExchangePolicyRequest { policy_id })
+                .await?
+                .into_inner();
+            print(&r.policy.as_ref().map(policy_json).unwrap_or(Value::Null));
+        }
+        PolicyCommand::List => {
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            // Bounded: at most 1000 pages of 1000.
+            for _ in 0..1000 {
+                let r = admin
+                    .list_exchange_policies(pb_admin::ListExchangePoliciesRequest {
+                        page_size: 1000,
+                        page_token,
+                        client_id: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(r.policies.iter().map(policy_json));
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            print(&Value::Array(all));
+        }
+        PolicyCommand::Delete { policy_id } => {
+            admin
+                .delete_exchange_policy(pb_admin::DeleteExchangePolicyRequest {
+                    policy_id: policy_id.clone(),
+                })
+                .await?;
+            print(&json!({ "deleted": policy_id }));
+        }
+    }
+    Ok(())
+}
+
+fn key_json(k: &pb_admin::SigningKey) -> Value {
+    json!({
+        "kid": k.kid,
+        "purpose": if k.purpose == pb_admin::KeyPurpose::Biscuit as i32 { "biscuit" } else { "jwt" },
+        "alg": k.alg,
+        "status": if k.status == pb_admin::KeyStatus::Active as i32 { "active" } else { "retired" },
+        "create_time": k.create_time.as_ref().map(|t| t.seconds),
+        "expire_time": k.expire_time.as_ref().map(|t| t.seconds),
+    })
+}

@@ -1,0 +1,211 @@
+//! `writ up` and `writ serve`: the flags, and the platform configuration they describe.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{AdminToken, ServiceName};
+use crate::platform::{
+    ADMIN_TOKEN_FILE, AuthzSettings, ExternalIssuer, PlatformConfig, RevocationSettings,
+    StsSettings, StsWiring, TlsMode,
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the store, the development CA and the admin credential live.
+    #[arg(long, env = "WRIT_DATA_DIR", default_value = "writ-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on. Only loopback by default.
+    #[arg(long, env = "WRIT_LISTEN", default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+    /// Authorization server gRPC port (0 picks a free one).
+    #[arg(long, env = "WRIT_AUTHZ_PORT", default_value_t = 7400)]
+    pub authz_port: u16,
+    /// Authorization server HTTP facade port (0 picks a free one).
+    #[arg(long, env = "WRIT_AUTHZ_HTTP_PORT", default_value_t = 7401)]
+    pub authz_http_port: u16,
+    /// Revocation service gRPC port (0 picks a free one).
+    #[arg(long, env = "WRIT_REVOCATION_PORT", default_value_t = 7420)]
+    pub revocation_port: u16,
+    /// STS gRPC port (0 picks a free one).
+    #[arg(long, env = "WRIT_STS_PORT", default_value_t = 7410)]
+    pub sts_port: u16,
+    /// STS HTTP facade port (0 picks a free one).
+    #[arg(long, env = "WRIT_STS_HTTP_PORT", default_value_t = 7411)]
+    pub sts_http_port: u16,
+    /// `serve authz` and `serve sts`: the revocation service to publish revocations to, or to
+    /// follow (`up` uses its own).
+    #[arg(long, env = "WRIT_REVOCATION_URL")]
+    pub revocation_url: Option<String>,
+    /// `serve revocation` and `serve sts`: the authorization server whose tokens callers present
+    /// (and, for the STS, whose clients and exchange policies apply).
+    #[arg(long, env = "WRIT_AUTHZ_URL")]
+    pub authz_url: Option<String>,
+    /// The STS's issuer URL in its tokens and metadata (default: its HTTP facade's URL).
+    #[arg(long, env = "WRIT_STS_ISSUER")]
+    pub sts_issuer: Option<String>,
+    /// An external issuer whose JWT access tokens the STS accepts as subject tokens, as
+    /// ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL (its `iss`, and a file holding its JWK Set or
+    /// the https URL serving it, fetched at start and refreshed; repeatable).
+    #[arg(
+        long = "trust-issuer",
+        env = "WRIT_TRUST_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub trust_issuers: Vec<String>,
+    /// The CA certificate (PEM file) to trust for an external issuer's JWKS URL, as
+    /// ISSUER=CA_FILE; required for every --trust-issuer given a URL (repeatable).
+    #[arg(
+        long = "trust-issuer-ca",
+        env = "WRIT_TRUST_ISSUER_CAS",
+        value_delimiter = ','
+    )]
+    pub trust_issuer_cas: Vec<String>,
+    /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
+    #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
+    pub sts_max_feed_staleness: u64,
+    // `serve sts`: the authorization server's admin credential, to authenticate clients and
+    // read exchange policies.
+    #[command(flatten)]
+    pub admin: AdminToken,
+    /// `serve sts`: a client allowed `writ.revocation.watch` for the audience `writ-revocation`,
+    /// to follow the revocation feed with.
+    #[arg(long, env = "WRIT_STS_WATCH_CLIENT_ID")]
+    pub watch_client_id: Option<String>,
+    #[arg(
+        long,
+        env = "WRIT_STS_WATCH_CLIENT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub watch_client_secret: Option<String>,
+    /// CA certificate for connecting to the other services (default: <data-dir>/ca.pem).
+    #[arg(long, env = "WRIT_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+    /// The issuer URL in tokens and metadata (default: the HTTP facade's URL).
+    #[arg(long, env = "WRIT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Extra host names for the development server certificate.
+    #[arg(long = "tls-host", env = "WRIT_TLS_HOSTS", value_delimiter = ',')]
+    pub tls_hosts: Vec<String>,
+    /// Serve this certificate chain (PEM) instead of the development one.
+    #[arg(long, env = "WRIT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WRIT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve without TLS. For benchmarks and debugging only.
+    #[arg(long, env = "WRIT_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+    /// Access token lifetime when a client sets none, in seconds.
+    #[arg(long, env = "WRIT_ACCESS_TOKEN_LIFETIME", default_value_t = 300)]
+    pub access_token_lifetime: i64,
+}
+
+impl ServeArgs {
+    /// The platform configuration these flags describe, running `services` in this process.
+    pub fn platform(&self, services: &[ServiceName]) -> anyhow::Result<PlatformConfig> {
+        use anyhow::Context;
+        let at = |port: u16| SocketAddr::new(self.listen, port);
+        let runs = |s: ServiceName| services.contains(&s);
+        let mut engine = writ_oauth::Config::new(self.issuer.clone().unwrap_or_default());
+        engine.default_access_token_lifetime = self.access_token_lifetime;
+        let sts = if runs(ServiceName::Sts) {
+            let wiring = if runs(ServiceName::Authz) {
+                StsWiring::InProcess {
+                    consult_authz_index: true,
+                }
+            } else {
+                let admin_token = match &self.admin.admin_token {
+                    Some(t) => t.trim().to_owned(),
+                    None => std::fs::read_to_string(self.data_dir.join(ADMIN_TOKEN_FILE))
+                        .map(|s| s.trim().to_owned())
+                        .context("`serve sts` needs the authorization server's admin credential: --admin-token, or <data-dir>/admin.token")?,
+                };
+                let (Some(id), Some(secret)) = (&self.watch_client_id, &self.watch_client_secret)
+                else {
+                    anyhow::bail!(
+                        "`serve sts` needs --watch-client-id and --watch-client-secret: a client allowed writ.revocation.watch for the audience writ-revocation"
+                    );
+                };
+                StsWiring::Remote {
+                    admin_token,
+                    watch_client: writ_client::ClientCredentials::new(id, secret),
+                }
+            };
+            Some(StsSettings {
+                grpc: at(self.sts_port),
+                http: at(self.sts_http_port),
+                exchange: writ_exchange::Config::new(self.sts_issuer.clone().unwrap_or_default()),
+                max_feed_staleness: std::time::Duration::from_secs(self.sts_max_feed_staleness),
+                external_issuers: self.external_issuers()?,
+                wiring,
+                ..StsSettings::default()
+            })
+        } else {
+            None
+        };
+        Ok(PlatformConfig {
+            tls: if self.insecure_plaintext {
+                TlsMode::Off
+            } else {
+                match (&self.tls_cert, &self.tls_key) {
+                    (Some(cert), Some(key)) => TlsMode::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    _ => TlsMode::Development {
+                        hosts: self.tls_hosts.clone(),
+                    },
+                }
+            },
+            peer_ca: self.peer_ca.clone(),
+            authz: runs(ServiceName::Authz).then(|| AuthzSettings {
+                grpc: at(self.authz_port),
+                http: at(self.authz_http_port),
+                engine,
+            }),
+            revocation: runs(ServiceName::Revocation).then(|| RevocationSettings {
+                grpc: at(self.revocation_port),
+                ..RevocationSettings::default()
+            }),
+            sts,
+            authz_url: self.authz_url.clone(),
+            revocation_url: self.revocation_url.clone(),
+            ..PlatformConfig::new(&self.data_dir)
+        })
+    }
+
+    /// `--trust-issuer ISSUER=JWKS` with its `--trust-issuer-ca ISSUER=CA_FILE`.
+    fn external_issuers(&self) -> anyhow::Result<Vec<ExternalIssuer>> {
+        use anyhow::Context;
+        let mut cas = Vec::new();
+        for spec in &self.trust_issuer_cas {
+            let (iss, path) = spec
+                .split_once('=')
+                .context("--trust-issuer-ca takes ISSUER=CA_FILE")?;
+            if !self
+                .trust_issuers
+                .iter()
+                .any(|t| t.split_once('=').is_some_and(|(i, _)| i == iss))
+            {
+                anyhow::bail!("--trust-issuer-ca names {iss}, which no --trust-issuer configures");
+            }
+            cas.push((iss, PathBuf::from(path)));
+        }
+        self.trust_issuers
+            .iter()
+            .map(|spec| {
+                let (iss, jwks) = spec
+                    .split_once('=')
+                    .context("--trust-issuer takes ISSUER=JWKS_FILE or ISSUER=https://JWKS_URL")?;
+                Ok(ExternalIssuer {
+                    issuer: iss.to_owned(),
+                    jwks: jwks.to_owned(),
+                    ca: cas.iter().find(|(i, _)| *i == iss).map(|(_, p)| p.clone()),
+                })
+            })
+            .collect()
+    }
+}

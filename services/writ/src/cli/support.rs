@@ -1,0 +1,146 @@
+//! What every client command shares: its error (and exit code), connections to the servers
+//! (trusting the CA the flags name), reading input, printing JSON.
+
+use std::io::Read;
+
+use serde_json::Value;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use super::{AdminConn, Conn};
+use crate::platform::ADMIN_TOKEN_FILE;
+
+/// Why a command failed; each maps to a documented exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The server refused the request (exit 1) or the caller's credentials (exit 4).
+    Refused(Status),
+    /// The server could not be reached (exit 3).
+    Unreachable(String),
+    /// Bad input or an invalid token (exit 1).
+    Invalid(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Refused(s) => {
+                let reason = tonic_types::StatusExt::get_error_details(s)
+                    .error_info()
+                    .map(|i| i.reason.clone())
+                    .unwrap_or_default();
+                if reason.is_empty() {
+                    write!(f, "{:?}: {}", s.code(), s.message())
+                } else {
+                    write!(f, "{reason}: {} ({:?})", s.message(), s.code())
+                }
+            }
+            CliError::Unreachable(m) => write!(f, "cannot reach the server: {m}"),
+            CliError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            // Only a rejected caller credential (invalid_client, a bad admin credential) is
+            // Unauthenticated. PermissionDenied carries OAuth refusals of an authenticated caller
+            // (invalid_grant, invalid_scope, unauthorized_client, invalid_target): those are
+            // "refused" (1), as the documented exit codes say, not "authentication failed" (4).
+            CliError::Refused(s) if s.code() == Code::Unauthenticated => 4,
+            CliError::Refused(s) if s.code() == Code::Unavailable => 3,
+            CliError::Refused(_) | CliError::Invalid(_) => 1,
+            CliError::Unreachable(_) => 3,
+        }
+    }
+}
+
+impl From<Status> for CliError {
+    fn from(s: Status) -> Self {
+        CliError::Refused(s)
+    }
+}
+
+pub(super) type Result<T> = std::result::Result<T, CliError>;
+
+pub(super) fn print(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// The CA to trust for `https://` servers: `--ca`, or the data directory's development CA.
+pub fn ca_pem(conn: &Conn) -> Result<String> {
+    let path = conn
+        .files
+        .ca
+        .clone()
+        .unwrap_or_else(|| conn.files.data_dir.join(writ_tls::CA_CERT_FILE));
+    std::fs::read_to_string(&path).map_err(|e| {
+        CliError::Invalid(format!(
+            "cannot read the CA certificate {} ({e}); pass --ca or --data-dir",
+            path.display()
+        ))
+    })
+}
+
+/// A channel to `url`, trusting the CA `conn` names.
+pub async fn channel_to(url: &str, conn: &Conn) -> Result<Channel> {
+    let ca = if url.starts_with("https://") {
+        Some(ca_pem(conn)?)
+    } else {
+        None
+    };
+    writ_server::endpoint(url, ca.as_deref())
+        .map_err(|e| CliError::Invalid(format!("{url}: {e}")))?
+        .connect()
+        .await
+        .map_err(|e| CliError::Unreachable(format!("{url}: {e}")))
+}
+
+/// A channel to the authorization server.
+pub async fn channel(conn: &Conn) -> Result<Channel> {
+    channel_to(&conn.server, conn).await
+}
+
+pub(super) fn read_arg_or_stdin(value: &str) -> Result<String> {
+    if value != "-" {
+        return Ok(value.trim().to_owned());
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| CliError::Invalid(format!("reading standard input: {e}")))?;
+    Ok(s.trim().to_owned())
+}
+
+pub(super) fn read_stdin_line(what: &str) -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_line(&mut s)
+        .map_err(|e| CliError::Invalid(format!("reading {what} from standard input: {e}")))?;
+    let s = s.trim_end_matches(['\r', '\n']).to_owned();
+    if s.is_empty() {
+        return Err(CliError::Invalid(format!("no {what} on standard input")));
+    }
+    Ok(s)
+}
+
+pub(super) fn admin_credential(conn: &AdminConn) -> Result<String> {
+    if let Some(t) = &conn.admin.admin_token {
+        return Ok(t.trim().to_owned());
+    }
+    let path = conn.conn.files.data_dir.join(ADMIN_TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| {
+            CliError::Invalid(format!(
+                "no admin credential: pass --admin-token or --data-dir ({}: {e})",
+                path.display()
+            ))
+        })
+}
