@@ -126,6 +126,35 @@ async fn errors_are_rfc6749_json_with_the_right_status() {
     assert_eq!(server.state(), before);
 }
 
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_are_rfc_json_refusals_too() {
+    let (server, http, _, _) = svc().await;
+    for (method, path, status) in [
+        (
+            http::Method::GET,
+            "/oauth2/token",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            http::Method::POST,
+            "/.well-known/jwks.json",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            http::Method::GET,
+            "/oauth2/authorize",
+            StatusCode::NOT_FOUND,
+        ),
+        (http::Method::POST, "/nowhere", StatusCode::NOT_FOUND),
+    ] {
+        let r = http.send(method.clone(), path, &[], Vec::new()).await;
+        assert_eq!(r.status, status, "{method} {path}");
+        assert_eq!(r.headers["cache-control"], "no-store", "{method} {path}");
+        assert_eq!(r.json()["error"], "invalid_request", "{method} {path}");
+    }
+    drop(server);
+}
+
 /// An oversized body's refusal: 413, RFC 6749 JSON `invalid_request`, never cached.
 #[track_caller]
 pub fn assert_oversized_refusal(r: &HttpResponse) {

@@ -92,8 +92,7 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> HttpResponse {
-        let authority = self.base.split("://").nth(1).unwrap().to_owned();
-        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let (authority, stream) = self.open().await;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -102,7 +101,14 @@ impl HttpClient {
             req = req.header(*k, *v);
         }
         let req = req.body(http_body_full(body)).unwrap();
-        match &self.tls {
+        roundtrip(TokioIo::new(stream), req).await
+    }
+
+    /// A connection to the server (inside TLS when it has a CA), and its authority.
+    async fn open(&self) -> (String, Box<dyn Stream>) {
+        let authority = self.base.split("://").nth(1).unwrap().to_owned();
+        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let stream: Box<dyn Stream> = match &self.tls {
             Some(cfg) => {
                 let host = authority.rsplit_once(':').unwrap().0.to_owned();
                 let name = rustls::pki_types::ServerName::try_from(host).unwrap();
@@ -110,12 +116,18 @@ impl HttpClient {
                     .connect(name, tcp)
                     .await
                     .unwrap();
-                roundtrip(TokioIo::new(tls), req).await
+                Box::new(tls)
             }
-            None => roundtrip(TokioIo::new(tcp), req).await,
-        }
+            None => Box::new(tcp),
+        };
+        (authority, stream)
     }
 }
+
+/// A byte stream to the server, plain or inside TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 impl HttpClient {
     /// Writes `head` (a request line and headers, without the blank line) and no body, then
@@ -151,21 +163,9 @@ impl HttpClient {
                 }
             }
         }
-        let authority = self.base.split("://").nth(1).unwrap().to_owned();
-        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
         let raw = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            match &self.tls {
-                Some(cfg) => {
-                    let host = authority.rsplit_once(':').unwrap().0.to_owned();
-                    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
-                    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                        .connect(name, tcp)
-                        .await
-                        .unwrap();
-                    exchange(tls, head).await
-                }
-                None => exchange(tcp, head).await,
-            }
+            let (_, stream) = self.open().await;
+            exchange(stream, head).await
         })
         .await
         .expect("an answer within 10 s");

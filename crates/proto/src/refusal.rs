@@ -15,6 +15,7 @@ pub fn grpc_code(kind: Kind) -> Code {
         Kind::Unauthenticated => Code::Unauthenticated,
         Kind::PermissionDenied => Code::PermissionDenied,
         Kind::NotFound => Code::NotFound,
+        Kind::Unimplemented => Code::Unimplemented,
         Kind::AlreadyExists => Code::AlreadyExists,
         Kind::Conflict => Code::Aborted,
         Kind::OutOfRange => Code::OutOfRange,
@@ -26,10 +27,12 @@ pub fn grpc_code(kind: Kind) -> Code {
 
 /// The HTTP status of a kind of refusal at an OAuth endpoint: RFC 6749 section 5.2 makes every
 /// refusal a 400 but for client authentication (401); server failures are 500 and 503, a body
-/// over the limit 413.
+/// over the limit 413, a path no endpoint has 404, a method an endpoint does not take 405.
 pub fn http_status(kind: Kind) -> http::StatusCode {
     match kind {
         Kind::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+        Kind::NotFound => http::StatusCode::NOT_FOUND,
+        Kind::Unimplemented => http::StatusCode::METHOD_NOT_ALLOWED,
         Kind::TooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
         Kind::Exhausted => http::StatusCode::TOO_MANY_REQUESTS,
         Kind::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,

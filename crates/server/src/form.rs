@@ -244,6 +244,28 @@ impl IntoResponse for Refused {
     }
 }
 
+/// An HTTP facade's routes, refusing everything else as RFC 6749 JSON too: a path no endpoint
+/// has (404) and a method an endpoint does not take (405) are `invalid_request`, never cached.
+pub fn facade<S: Clone + Send + Sync + 'static>(routes: axum::Router<S>) -> axum::Router<S> {
+    async fn no_endpoint() -> Refused {
+        Refused(Refusal::oauth(
+            Kind::NotFound,
+            ErrorCode::InvalidRequest,
+            "no such endpoint",
+        ))
+    }
+    async fn wrong_method() -> Refused {
+        Refused(Refusal::oauth(
+            Kind::Unimplemented,
+            ErrorCode::InvalidRequest,
+            "the endpoint does not take this method",
+        ))
+    }
+    routes
+        .fallback(no_endpoint)
+        .method_not_allowed_fallback(wrong_method)
+}
+
 /// Public documents (metadata, JWKS) may be cached briefly; an unknown `kid` makes clients
 /// fetch again anyway.
 pub fn cached_json(body: serde_json::Value) -> Response {

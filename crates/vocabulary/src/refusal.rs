@@ -69,6 +69,9 @@ pub enum Kind {
     PermissionDenied,
     /// NOT_FOUND, 404.
     NotFound,
+    /// What was asked for is not offered here, as asked (UNIMPLEMENTED; over HTTP, a method an
+    /// endpoint does not take: 405).
+    Unimplemented,
     /// ALREADY_EXISTS, 409.
     AlreadyExists,
     /// A concurrent change won; retry (ABORTED, 409).

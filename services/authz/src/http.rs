@@ -15,19 +15,21 @@ use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use writ_oauth::{AuthorizationServer, ClientCredentials, Error, FormatChoice, TokenOperation};
-use writ_server::form::{Form, FormBody, FormError, Refused, cached_json as cached, no_store};
+use writ_server::form::{
+    self, Form, FormBody, FormError, Refused, cached_json as cached, no_store,
+};
 
 type Shared = Arc<AuthorizationServer>;
 
 pub fn router(engine: Shared) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/oauth2/token", post(token))
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
-        .route("/.well-known/jwks.json", get(jwks))
-        .with_state(engine)
+        .route("/.well-known/jwks.json", get(jwks));
+    form::facade(routes).with_state(engine)
 }
 
 /// The form and its client's credentials, as the engine takes them.

@@ -14,18 +14,18 @@ use axum::routing::{get, post};
 use http::HeaderMap;
 use serde_json::json;
 use writ_exchange::ExchangeRequest;
-use writ_server::form::{Form, FormBody, Refused, cached_json, no_store};
+use writ_server::form::{self, Form, FormBody, Refused, cached_json, no_store};
 
 use crate::Sts;
 
 type Shared = Arc<Sts>;
 
 pub fn router(sts: Shared) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/oauth2/token", post(token))
         .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/jwks.json", get(jwks))
-        .with_state(sts)
+        .route("/.well-known/jwks.json", get(jwks));
+    form::facade(routes).with_state(sts)
 }
 
 async fn token(
