@@ -1237,3 +1237,71 @@ async fn a_watcher_pruning_often_keeps_its_stream_and_stays_fresh() {
     );
     assert!(holds(&set, &e));
 }
+
+/// A watch-token source whose token is refused until the watcher says so.
+struct RefusedUntilTold {
+    good: String,
+    told: std::sync::atomic::AtomicBool,
+}
+
+impl writ_client::BearerSource for RefusedUntilTold {
+    fn bearer(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<str>, tonic::Status>> + Send + '_>,
+    > {
+        let token = if self.told.load(std::sync::atomic::Ordering::Acquire) {
+            self.good.as_str()
+        } else {
+            "a-token-the-service-refuses"
+        };
+        let token = Arc::from(token);
+        Box::pin(async move { Ok(token) })
+    }
+
+    fn refused(&self) {
+        self.told.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_whose_token_is_refused_tells_its_source_and_gets_another() {
+    let server = TestServer::start().await;
+    let source = Arc::new(RefusedUntilTold {
+        good: server.watch_token().await,
+        told: std::sync::atomic::AtomicBool::new(false),
+    });
+    let set = Arc::new(RevocationSet::new());
+    let _watcher = writ_revocation_client::Watcher::spawn(
+        server.revocation_channel().await,
+        source.clone(),
+        set.clone(),
+        writ_revocation_client::WatchConfig {
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(100),
+            ..writ_revocation_client::WatchConfig::default()
+        },
+    );
+    // Without being told, the source would present the refused token forever and the feed
+    // would never sync.
+    eventually(Duration::from_secs(10), "the watcher syncs", || {
+        set.staleness().is_some()
+    })
+    .await;
+    assert!(source.told.load(std::sync::atomic::Ordering::Acquire));
+}
+
+#[tokio::test]
+async fn a_token_source_told_its_token_was_refused_fetches_another() {
+    use writ_client::BearerSource;
+    let server = TestServer::start().await;
+    let (id, secret) = server.service_client("refetch", "x", &["somewhere"]).await;
+    let source = writ_client::TokenSource::new(
+        server.channel().await,
+        writ_client::ClientCredentials::new(id, secret),
+    );
+    let first = source.bearer().await.unwrap();
+    assert_eq!(source.bearer().await.unwrap(), first, "cached while fresh");
+    source.refused();
+    assert_ne!(source.bearer().await.unwrap(), first, "fetched afresh");
+}

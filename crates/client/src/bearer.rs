@@ -21,6 +21,10 @@ pub fn bearer_value(token: &str) -> Result<MetadataValue<Ascii>, Status> {
 /// its watch token at every (re)connection).
 pub trait BearerSource: Send + Sync {
     fn bearer(&self) -> Pin<Box<dyn Future<Output = Result<Arc<str>, Status>> + Send + '_>>;
+
+    /// The token last given was refused (UNAUTHENTICATED): do not give it again (a source that
+    /// caches fetches a new one next time).
+    fn refused(&self) {}
 }
 
 /// A fixed bearer credential: as a tonic interceptor, it goes on every call; as a

@@ -215,6 +215,12 @@ impl BearerSource for TokenSource {
     fn bearer(&self) -> Pin<Box<dyn Future<Output = Result<Arc<str>, Status>> + Send + '_>> {
         Box::pin(self.token())
     }
+
+    /// A refused token (its key or its client revoked meanwhile) is dropped: the next call
+    /// fetches a new one instead of presenting it again until it is due for renewal.
+    fn refused(&self) {
+        *self.0.held.write() = None;
+    }
 }
 
 /// Tonic interceptor: see [`TokenSource::interceptor`]. Fails with UNAUTHENTICATED, without a

@@ -24,8 +24,11 @@ pub enum GuardError {
     Denied(TokenError),
     #[error("no policy allows this method")]
     MethodNotAllowed,
-    #[error("the revocation feed is too stale to trust; try again")]
-    RevocationFeedStale,
+    /// The revocation check cannot vouch for its answer now (a feed staler than its bound, or a
+    /// revocation log that failed): fail closed. The reason stays `revocation_feed_stale`, the
+    /// message says which.
+    #[error("{0}; try again")]
+    RevocationFeedStale(&'static str),
 }
 
 impl GuardError {
@@ -43,7 +46,7 @@ impl GuardError {
                 ErrorCode::InsufficientScope.as_str()
             }
             GuardError::MethodNotAllowed => "method_not_allowed",
-            GuardError::RevocationFeedStale => "revocation_feed_stale",
+            GuardError::RevocationFeedStale(_) => "revocation_feed_stale",
         }
     }
 
@@ -57,7 +60,7 @@ impl GuardError {
             GuardError::Revoked(_) => "revoked",
             GuardError::InsufficientScope(_) => "scope",
             GuardError::MethodNotAllowed => "no_policy",
-            GuardError::RevocationFeedStale => "stale",
+            GuardError::RevocationFeedStale(_) => "stale",
         }
     }
 
@@ -70,7 +73,7 @@ impl GuardError {
             GuardError::InsufficientScope(_)
             | GuardError::Denied(_)
             | GuardError::MethodNotAllowed => Kind::PermissionDenied,
-            GuardError::RevocationFeedStale => Kind::Unavailable,
+            GuardError::RevocationFeedStale(_) => Kind::Unavailable,
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 use writ_client::{BearerSource, bearer_value};
 use writ_proto::revocation::WatchRequest;
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
@@ -119,6 +119,12 @@ async fn run(
             // A stream that delivered something was healthy: start the backoff afresh.
             Ok(true) => backoff = config.backoff_min,
             Ok(false) => {}
+            // Our credential was refused (its key or client revoked, say): fetch another rather
+            // than present the same one until the feed goes stale.
+            Err(e) if matches!(e.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                tracing::warn!(error = %e, cursor = set.cursor(), "the revocation service refused the watch token");
+                tokens.refused();
+            }
             Err(e) => {
                 tracing::debug!(error = %e, cursor = set.cursor(), "revocation watch interrupted")
             }

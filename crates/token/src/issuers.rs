@@ -92,12 +92,15 @@ impl Issuer {
 #[derive(Debug)]
 pub struct TrustedIssuers {
     issuers: Vec<Issuer>,
+    /// The verifiers' bound on a JWT, applied before the unverified `iss` is read.
+    max_jwt_bytes: usize,
 }
 
 impl TrustedIssuers {
     /// `config` applies to every issuer's verifier (audience, algorithms, leeway, bounds), its
     /// `issuers` replaced by that issuer alone.
     pub fn new(trusted: Vec<TrustedIssuer>, config: VerifierConfig, clock: SharedClock) -> Self {
+        let max_jwt_bytes = config.max_token_bytes;
         let issuers = trusted
             .into_iter()
             .map(|spec| {
@@ -113,7 +116,10 @@ impl TrustedIssuers {
                 Issuer { spec, verifier }
             })
             .collect();
-        TrustedIssuers { issuers }
+        TrustedIssuers {
+            issuers,
+            max_jwt_bytes,
+        }
     }
 
     /// The issuers' names, in the order given.
@@ -186,6 +192,10 @@ impl TrustedIssuers {
         if let [only] = self.issuers.as_slice() {
             return Ok(only);
         }
+        // Bounded before anything of an unauthenticated token is decoded.
+        if token.len() > self.max_jwt_bytes {
+            return Err(TokenError::TooLarge);
+        }
         let iss = unverified_issuer(token)?;
         self.issuers
             .iter()
@@ -201,17 +211,11 @@ impl TrustedIssuers {
     }
 }
 
-/// Longest JWT whose `iss` is read for routing (the verifiers bound it again, usually lower).
-const MAX_ROUTED_JWT: usize = 64 * 1024;
-
 /// The `iss` a JWT claims, read without trusting it.
 fn unverified_issuer(token: &str) -> Result<String, TokenError> {
     #[derive(serde::Deserialize)]
     struct Iss {
         iss: String,
-    }
-    if token.len() > MAX_ROUTED_JWT {
-        return Err(TokenError::TooLarge);
     }
     let payload = token
         .split('.')

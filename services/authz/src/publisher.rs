@@ -109,12 +109,9 @@ async fn send(
         }
     };
     let mut request = Request::new(RevokeRequest { entries });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {bearer}")
-            .parse()
-            .map_err(|_| Status::internal("token not a header value"))?,
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", writ_client::bearer_value(&bearer)?);
     match client.revoke(request).await {
         Ok(r) => Ok(r.into_inner().sequence),
         Err(s) => {

@@ -319,7 +319,7 @@ impl Guard {
                 tracing::warn!(target: "writ::audit", event = "revocation_unchecked_fail_open", service = %self.0.audience, why = why.0);
                 Ok(())
             }
-            Err(_) => Err(GuardError::RevocationFeedStale),
+            Err(why) => Err(GuardError::RevocationFeedStale(why.0)),
         }
     }
 
@@ -443,7 +443,7 @@ mod tests {
                 Code::PermissionDenied,
             ),
             (GuardError::MethodNotAllowed, Code::PermissionDenied),
-            (GuardError::RevocationFeedStale, Code::Unavailable),
+            (GuardError::RevocationFeedStale("stale"), Code::Unavailable),
         ];
         for (e, code) in cases {
             assert_eq!(e.to_status().code(), code, "{e:?}");

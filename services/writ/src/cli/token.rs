@@ -185,10 +185,14 @@ pub async fn inspect(args: InspectArgs) -> Result<()> {
     // anything the token names.
     let authz = channel(&args.conn).await?;
     let mut trusted = vec![fetch_issuer(authz, false).await?];
-    match channel_to(&args.sts, &args.conn).await {
-        Ok(sts) => trusted.push(fetch_issuer(sts, true).await?),
+    let sts = match channel_to(&args.sts, &args.conn).await {
+        Ok(channel) => fetch_issuer(channel, true).await,
+        Err(e) => Err(e),
+    };
+    match sts {
+        Ok(issuer) => trusted.push(issuer),
         Err(e) => {
-            eprintln!("note: the STS is not reachable, its tokens are not trusted here ({e})")
+            eprintln!("note: the STS did not answer, its tokens are not trusted here ({e})")
         }
     }
     let verifier = writ_token::TrustedIssuers::new(

@@ -147,7 +147,7 @@ impl Default for StsSettings {
 }
 
 /// How the STS reaches the authorization server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum StsWiring {
     /// The authorization server runs in this process (`writ up`): its engine answers for
     /// clients, policies and keys directly, and mints the STS's watch tokens.
@@ -163,6 +163,24 @@ pub enum StsWiring {
         admin_token: String,
         watch_client: ClientCredentials,
     },
+}
+
+impl std::fmt::Debug for StsWiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StsWiring::InProcess {
+                consult_authz_index,
+            } => f
+                .debug_struct("InProcess")
+                .field("consult_authz_index", consult_authz_index)
+                .finish(),
+            // The admin credential never reaches a log line.
+            StsWiring::Remote { watch_client, .. } => f
+                .debug_struct("Remote")
+                .field("watch_client", watch_client)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// An external JWT issuer the STS trusts: its `iss`, and where its JWK Set is (a file, or an

@@ -157,10 +157,7 @@ impl Platform {
         }
         let issuer = engine_config.issuer.clone();
         let dir = &self.config.data_dir;
-        let store = Arc::new(
-            SledStore::open(&dir.join("store"))
-                .with_context(|| format!("opening the store in {}", dir.display()))?,
-        );
+        let store = Arc::new(open_store(dir, "store", "the store").await?);
         let (engine, bootstrap) =
             AuthorizationServer::open(store.clone(), engine_config, self.clock().clone()).await?;
         if let Some(credential) = bootstrap.admin_credential {
@@ -202,11 +199,8 @@ impl Platform {
         let issuer = self
             .authorization_server_issuer("`serve revocation`")
             .await?;
-        let dir = &self.config.data_dir;
-        let store = Arc::new(
-            SledStore::open(&dir.join("revocation"))
-                .with_context(|| format!("opening the revocation log in {}", dir.display()))?,
-        );
+        let store =
+            Arc::new(open_store(&self.config.data_dir, "revocation", "the revocation log").await?);
         let log = Arc::new(RevocationLog::open(store.clone(), settings.log)?);
         let served = writ_revocation::start(
             log.clone(),
@@ -284,9 +278,7 @@ impl Platform {
             );
         }
         issuers.extend(settings.trusted_issuers.iter().cloned());
-        let dir = &self.config.data_dir;
-        let store = SledStore::open(&dir.join("sts"))
-            .with_context(|| format!("opening the STS store in {}", dir.display()))?;
+        let store = open_store(&self.config.data_dir, "sts", "the STS store").await?;
         let running = writ_sts::start(
             writ_sts::Options {
                 store: Arc::new(store),
@@ -415,6 +407,15 @@ impl Platform {
             a.served.wait().await;
         }
     }
+}
+
+/// Opens the store in `dir/name` off the async runtime (opening may wait for the file lock).
+async fn open_store(dir: &Path, name: &str, what: &str) -> anyhow::Result<SledStore> {
+    let path = dir.join(name);
+    tokio::task::spawn_blocking(move || SledStore::open(&path))
+        .await
+        .context("the store-opening task")?
+        .with_context(|| format!("opening {what} in {}", dir.display()))
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
