@@ -293,3 +293,23 @@ where
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_token_is_a_sensitive_header_renewed_before_it_expires() {
+        let held = Held::new("t0k3n".into(), 300).unwrap();
+        assert!(held.header.is_sensitive());
+        assert_eq!(held.header.to_str().unwrap(), "Bearer t0k3n");
+        let now = Instant::now();
+        assert!(held.fresh(now) && held.usable(now));
+        // Renewed with a fifth of 300 s left, and never used in its last second.
+        assert!(!held.fresh(now + Duration::from_secs(241)));
+        assert!(held.usable(now + Duration::from_secs(298)));
+        assert!(!held.usable(now + Duration::from_secs(300)));
+        assert!(!format!("{held:?}").contains("t0k3n"));
+    }
+}
