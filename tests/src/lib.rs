@@ -631,12 +631,14 @@ pub fn assert_guard_refused<T: std::fmt::Debug>(
     status
 }
 
-/// The workspace root (for the interop scripts).
+/// The workspace root (for the interop scripts), from the directory cargo runs the tests in,
+/// read at run time: a binary built in another checkout (a shared target directory) still reads
+/// this checkout's files.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    let tests = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    tests.parent().unwrap().to_path_buf()
 }
 
 /// Installs a test log subscriber once (RUST_LOG controls it; quiet by default).

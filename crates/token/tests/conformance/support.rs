@@ -30,7 +30,12 @@ const ROOT_SECRET: [u8; 32] = [0x42; 32];
 /// naming the path it looked at, when the file is not there: a missing vector must never pass
 /// silently.
 pub fn vector_path(relative: &str) -> PathBuf {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")).join(relative);
+    // The directory cargo runs the test from, read at run time: a binary built in another
+    // checkout (a shared target directory) still reads this checkout's files.
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let path = package.join("tests/vectors").join(relative);
     assert!(
         path.exists(),
         "a vendored test vector is missing: {} does not exist",
