@@ -330,8 +330,9 @@ async fn a_disabled_client_cannot_get_tokens() {
 }
 
 /// A password-grant client and a user, the legacy API-gateway pattern.
-pub async fn gateway_and_user(server: &TestServer) -> (String, String) {
-    let (id, secret) = server
+/// The `gateway` client: the password and refresh grants for `orders`.
+pub async fn gateway_client(server: &TestServer) -> (String, String) {
+    server
         .create_client(pb_admin::Client {
             client_id: "gateway".into(),
             grant_types: vec!["password".into(), "refresh_token".into()],
@@ -339,7 +340,11 @@ pub async fn gateway_and_user(server: &TestServer) -> (String, String) {
             audience: vec!["orders".into()],
             ..Default::default()
         })
-        .await;
+        .await
+}
+
+pub async fn gateway_and_user(server: &TestServer) -> (String, String) {
+    let (id, secret) = gateway_client(server).await;
     server
         .create_user("alice", ALICE_PASSWORD, "orders.read orders.write")
         .await;

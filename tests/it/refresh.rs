@@ -3,6 +3,7 @@
 use tonic::{Code, Status};
 use writ_proto::authz::{TokenRequest, TokenResponse};
 use writ_tests::*;
+use writ_token::Clock;
 
 use crate::grants::alice_signed_in;
 
@@ -214,4 +215,149 @@ async fn an_expired_refresh_token_is_invalid_grant() {
     let (id, secret, first) = alice_signed_in(&server).await;
     clock.advance(15 * 24 * 3600);
     assert_invalid_grant(&server, &id, &secret, &first.refresh_token).await;
+}
+
+/// What an administrator may do that ends a principal's access.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    RevokeSubject,
+    RevokeClient,
+    DeleteUser,
+    ResetPassword,
+    DisableClient,
+    DeleteAndRecreateClient,
+}
+
+#[tokio::test]
+async fn every_administrative_act_that_ends_a_principals_access_ends_its_refresh_families() {
+    use writ_proto::admin as pb_admin;
+    let clock = writ_token::ManualClock::starting_now();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (mut id, mut secret, _) = alice_signed_in(&server).await;
+    let mut password = crate::grants::ALICE_PASSWORD.to_owned();
+    for act in [
+        Act::RevokeSubject,
+        Act::RevokeClient,
+        Act::DeleteUser,
+        Act::ResetPassword,
+        Act::DisableClient,
+        Act::DeleteAndRecreateClient,
+    ] {
+        // A session begun strictly after the previous act's cut-off.
+        clock.advance(2);
+        let session = server
+            .issue(crate::grants::password_request(&id, &secret, &password))
+            .await;
+        let subject = writ_token::decode_unverified(&session.access_token)
+            .unwrap()
+            .claims
+            .unwrap()["sub"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        clock.advance(1);
+        let mut admin = server.admin().await;
+        let revoke = |kind: writ_token::RevocationKind, value: &str| pb_admin::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: kind as i32,
+                value: value.into(),
+                expires_at: clock.now() + 600,
+                reason: "test".into(),
+                not_before: 0,
+            }],
+        };
+        match act {
+            Act::RevokeSubject => {
+                admin
+                    .revoke(revoke(writ_token::RevocationKind::Subject, &subject))
+                    .await
+                    .unwrap();
+            }
+            Act::RevokeClient => {
+                admin
+                    .revoke(revoke(writ_token::RevocationKind::Client, &id))
+                    .await
+                    .unwrap();
+            }
+            Act::DeleteUser => {
+                admin
+                    .delete_user(pb_admin::DeleteUserRequest {
+                        username: "alice".into(),
+                    })
+                    .await
+                    .unwrap();
+                // Someone else registers the name: the old session is still not theirs.
+                server
+                    .create_user("alice", &password, "orders.read orders.write")
+                    .await;
+            }
+            Act::ResetPassword => {
+                password = "a brand new passphrase".into();
+                admin
+                    .set_user_password(pb_admin::SetUserPasswordRequest {
+                        username: "alice".into(),
+                        password: password.clone(),
+                    })
+                    .await
+                    .unwrap();
+            }
+            Act::DisableClient => {
+                server.set_disabled(&id, true).await;
+                // Enabled again later: what was cut stays cut.
+                clock.advance(1);
+                server.set_disabled(&id, false).await;
+            }
+            Act::DeleteAndRecreateClient => {
+                admin
+                    .delete_client(pb_admin::DeleteClientRequest {
+                        client_id: id.clone(),
+                    })
+                    .await
+                    .unwrap();
+                (id, secret) = crate::grants::gateway_client(&server).await;
+            }
+        }
+        clock.advance(1);
+        let refused = server
+            .token(refresh_request(&id, &secret, &session.refresh_token))
+            .await;
+        let status = refused.expect_err(&format!("{act:?}: the refresh token is dead"));
+        assert_eq!(status.code(), Code::PermissionDenied, "{act:?}: {status:?}");
+        assert_eq!(reason(&status), "invalid_grant", "{act:?}");
+        for token in [&session.refresh_token, &session.access_token] {
+            assert!(
+                !server.introspect(token, &id, &secret).await.active,
+                "{act:?}: inactive"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_never_grants_more_than_the_client_may_have_now() {
+    use writ_proto::admin as pb_admin;
+    let server = TestServer::start().await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    assert_eq!(first.scope, "orders.read orders.write");
+    server
+        .admin()
+        .await
+        .update_client(pb_admin::UpdateClientRequest {
+            client: Some(pb_admin::Client {
+                client_id: id.clone(),
+                scope: "orders.read".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["scope".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    assert_eq!(second.scope, "orders.read", "narrowed with the client");
 }

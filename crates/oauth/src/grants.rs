@@ -9,7 +9,7 @@ use writ_token::{
 use crate::error::{Error, Result};
 use crate::records::{
     ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, GrantRecord, REFRESH_ACTIVE,
-    REFRESH_USED, RefreshTokenRecord,
+    REFRESH_USED, RefreshTokenRecord, UserRecord,
 };
 use crate::types::{FormatChoice, TokenRequest, TokenResponse};
 use crate::{
@@ -169,7 +169,7 @@ impl AuthorizationServer {
             .store
             .get_record::<GrantRecord>(old.gid.as_bytes())?
             .ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
-        if self.is_revoked(writ_token::RevocationKind::GrantId, &grant.gid, 0)? {
+        if self.grant_revoked(&grant)? {
             return Err(refuse(
                 &client,
                 Error::InvalidGrant("the grant has been revoked"),
@@ -185,7 +185,27 @@ impl AuthorizationServer {
                 Error::InvalidGrant("the refresh token has expired"),
             ));
         }
-        let granted = Scopes::parse(&old.scope).map_err(|_| Error::Internal("stored scope"))?;
+        // Never more than the client and the user may have now: an administrator who narrowed
+        // either narrowed the family too; a user deleted or disabled ends it.
+        let mut granted = Scopes::parse(&old.scope).map_err(|_| Error::Internal("stored scope"))?;
+        granted = granted.intersection(
+            &Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?,
+        );
+        if !grant.username.is_empty() {
+            let user = self
+                .store
+                .get_record::<UserRecord>(grant.username.as_bytes())?
+                .filter(|u| !u.disabled && u.subject == grant.subject)
+                .ok_or_else(|| {
+                    refuse(
+                        &client,
+                        Error::InvalidGrant("the resource owner no longer exists or is disabled"),
+                    )
+                })?;
+            granted = granted.intersection(
+                &Scopes::parse(&user.scope).map_err(|_| Error::Internal("stored scope"))?,
+            );
+        }
         let scope = narrow_scope(&req.scope, &granted).map_err(|e| refuse(&client, e))?;
         let audience = resolve_audience(&client, req).map_err(|e| refuse(&client, e))?;
         let format = resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?;

@@ -187,13 +187,11 @@ impl AuthorizationServer {
         if r.state != REFRESH_ACTIVE || now >= r.expires_at {
             return Ok(false);
         }
-        if self.is_revoked(RevocationKind::GrantId, &r.gid, 0)? {
-            return Ok(false);
+        match self.store.get_record::<GrantRecord>(r.gid.as_bytes())? {
+            Some(g) => Ok(now < g.expires_at && !self.grant_revoked(&g)?),
+            // A refresh token outlives no grant.
+            None => Ok(false),
         }
-        Ok(self
-            .store
-            .get_record::<GrantRecord>(r.gid.as_bytes())?
-            .is_none_or(|g| now < g.expires_at))
     }
 }
 

@@ -14,7 +14,7 @@ use writ_vocabulary::names::SELF_CLIENT_ID;
 
 use crate::AuthorizationServer;
 use crate::error::{Error, Result};
-use crate::records::RevocationRecord;
+use crate::records::{GrantRecord, RevocationRecord};
 
 const LOCAL: &[u8] = b"r/";
 const OUTBOX: &[u8] = b"o/";
@@ -103,7 +103,12 @@ impl AuthorizationServer {
             let mut batch = Batch::new();
             for r in revocations {
                 let key = local_key(r.entry.kind, &r.entry.value);
-                let keep = r.keep_until.max(r.entry.expires_at);
+                let mut keep = r.keep_until.max(r.entry.expires_at);
+                if r.entry.kind.uses_not_before() {
+                    // A subject or client cut-off ends the grants made before it too (refresh
+                    // families): kept here as long as any of them can live.
+                    keep = keep.max(now + self.grant_horizon());
+                }
                 let merged = match self.store.get_record::<RevocationRecord>(&key)? {
                     Some(old) => RevocationRecord {
                         expires_at: old.expires_at.max(keep),
@@ -140,6 +145,35 @@ impl AuthorizationServer {
         }
         self.outbox_ready.notify_one();
         Ok(())
+    }
+
+    /// Whether a grant (a refresh family) has ended: its own id revoked, or its subject or its
+    /// client cut off at or after the grant was made. Every token of a grant derives its
+    /// authority from the grant, so a cut-off is judged by when the grant began, not by when a
+    /// token of it was minted (a refresh after a cut-off mints tokens newer than it).
+    pub(crate) fn grant_revoked(&self, grant: &GrantRecord) -> Result<bool> {
+        Ok(self.is_revoked(RevocationKind::GrantId, &grant.gid, 0)?
+            || self.is_revoked(RevocationKind::Subject, &grant.subject, grant.created_at)?
+            || self.is_revoked(RevocationKind::Client, &grant.client_id, grant.created_at)?)
+    }
+
+    /// How long a grant made now can live: cut-offs that end grants are kept that long.
+    pub(crate) fn grant_horizon(&self) -> i64 {
+        self.config.max_grant_lifetime + self.config.leeway
+    }
+
+    /// Cuts every token and grant of a subject now (a user deleted, a password reset).
+    pub(crate) async fn revoke_subject(&self, subject: &str, reason: &str) -> Result<()> {
+        let now = self.now();
+        let entry = RevocationEntry {
+            kind: RevocationKind::Subject,
+            value: subject.to_owned(),
+            expires_at: now + self.access_horizon(),
+            not_before: now,
+            reason: reason.to_owned(),
+        };
+        self.record_revocations(&[Revocation::new(entry)], "authorization server")
+            .await
     }
 
     /// Whether the local index revokes `value` of `kind` (for subject and client: a token issued

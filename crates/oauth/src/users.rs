@@ -70,9 +70,13 @@ impl AuthorizationServer {
         if !valid_username(username) {
             return Err(Error::InvalidRequest("username is malformed"));
         }
-        if self.store.get(Tree::Users, username.as_bytes())?.is_none() {
-            return Err(Error::NotFound("no such user"));
-        }
+        let user = self
+            .store
+            .get_record::<UserRecord>(username.as_bytes())?
+            .ok_or(Error::NotFound("no such user"))?;
+        // Cut first: a crash in between leaves a user whose sessions already ended, never a
+        // deleted user whose tokens still work.
+        self.revoke_subject(&user.subject, "user deleted").await?;
         self.store.remove(Tree::Users, username.as_bytes())?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "user_deleted", username = %username);
@@ -85,14 +89,17 @@ impl AuthorizationServer {
         }
         check_password(password)?;
         let hash = hash_off_runtime(password.to_owned()).await?;
-        self.update_record::<UserRecord>(username.as_bytes(), |current| {
-            let mut user = current.ok_or(Error::NotFound("no such user"))?;
-            user.password_hash = hash.clone();
-            Ok(Some(user))
-        })
-        .await?;
+        let user = self
+            .update_record::<UserRecord>(username.as_bytes(), |current| {
+                let mut user = current.ok_or(Error::NotFound("no such user"))?;
+                user.password_hash = hash.clone();
+                Ok(Some(user))
+            })
+            .await?
+            .ok_or(Error::Internal("password update wrote nothing"))?;
         tracing::info!(target: "writ::audit", event = "user_password_set", username = %username);
-        Ok(())
+        // A new password ends every session the old one opened (a reset after a compromise).
+        self.revoke_subject(&user.subject, "password reset").await
     }
 
     /// Checks a resource owner's password. Unknown users are checked against a dummy hash, so
