@@ -69,20 +69,6 @@ impl AuthorizationServer {
         self.record_revocations(&revocations, "admin").await
     }
 
-    /// Cuts every token a client holds now (deleted or disabled clients).
-    pub(crate) async fn revoke_client_tokens(&self, client_id: &str, reason: &str) -> Result<()> {
-        let now = self.now();
-        let entry = RevocationEntry {
-            kind: RevocationKind::Client,
-            value: client_id.to_owned(),
-            expires_at: now + self.access_horizon(),
-            not_before: now,
-            reason: reason.to_owned(),
-        };
-        self.record_revocations(&[Revocation::new(entry)], "authorization server")
-            .await
-    }
-
     pub async fn create_exchange_policy(
         &self,
         mut policy: ExchangePolicy,

@@ -3,6 +3,8 @@
 use writ_store::{StoreExt, Tree};
 use writ_token::{Scopes, random_id, random_secret};
 
+use writ_token::RevocationKind;
+
 use crate::error::{Error, Result};
 use crate::records::{
     CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT,
@@ -145,8 +147,12 @@ impl AuthorizationServer {
             .await?;
         tracing::info!(target: "writ::audit", event = "client_updated", client_id = %updated.client_id, fields = ?mask);
         if was_enabled && updated.disabled {
-            self.revoke_client_tokens(&updated.client_id, "client disabled")
-                .await?;
+            self.cut_off(
+                RevocationKind::Client,
+                &updated.client_id,
+                "client disabled",
+            )
+            .await?;
         }
         Ok(client_of(&updated))
     }
@@ -157,7 +163,8 @@ impl AuthorizationServer {
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
         // Its live access tokens die now, not at their expiry.
-        self.revoke_client_tokens(client_id, "client deleted").await
+        self.cut_off(RevocationKind::Client, client_id, "client deleted")
+            .await
     }
 
     /// Replaces a confidential client's secret; the old one stops working at once.

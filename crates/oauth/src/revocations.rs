@@ -162,12 +162,18 @@ impl AuthorizationServer {
         self.config.max_grant_lifetime + self.config.leeway
     }
 
-    /// Cuts every token and grant of a subject now (a user deleted, a password reset).
-    pub(crate) async fn revoke_subject(&self, subject: &str, reason: &str) -> Result<()> {
+    /// Cuts, now, every token and grant of a subject (a user deleted, a password reset) or of a
+    /// client (`kind` `Client`: deleted or disabled).
+    pub(crate) async fn cut_off(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        reason: &str,
+    ) -> Result<()> {
         let now = self.now();
         let entry = RevocationEntry {
-            kind: RevocationKind::Subject,
-            value: subject.to_owned(),
+            kind,
+            value: value.to_owned(),
             expires_at: now + self.access_horizon(),
             not_before: now,
             reason: reason.to_owned(),

@@ -4,6 +4,8 @@
 use writ_store::{StoreExt, Tree};
 use writ_token::{Scopes, random_id};
 
+use writ_token::RevocationKind;
+
 use crate::error::{Error, Result};
 use crate::records::UserRecord;
 use crate::secrets::{hash_password, verify_password};
@@ -76,7 +78,8 @@ impl AuthorizationServer {
             .ok_or(Error::NotFound("no such user"))?;
         // Cut first: a crash in between leaves a user whose sessions already ended, never a
         // deleted user whose tokens still work.
-        self.revoke_subject(&user.subject, "user deleted").await?;
+        self.cut_off(RevocationKind::Subject, &user.subject, "user deleted")
+            .await?;
         self.store.remove(Tree::Users, username.as_bytes())?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "user_deleted", username = %username);
@@ -99,7 +102,8 @@ impl AuthorizationServer {
             .ok_or(Error::Internal("password update wrote nothing"))?;
         tracing::info!(target: "writ::audit", event = "user_password_set", username = %username);
         // A new password ends every session the old one opened (a reset after a compromise).
-        self.revoke_subject(&user.subject, "password reset").await
+        self.cut_off(RevocationKind::Subject, &user.subject, "password reset")
+            .await
     }
 
     /// Checks a resource owner's password. Unknown users are checked against a dummy hash, so
