@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use writ_token::{
-    IssuerKeys, RevocationCheck, SharedClock, TokenFacts, TokenFormat, TrustedIssuer,
+    IssuerKeys, RevocationCheck, SharedClock, TokenError, TokenFacts, TokenFormat, TrustedIssuer,
     TrustedIssuers, VerifiedToken, VerifierConfig, attenuate, encode_access_token, mint_biscuit,
     random_id,
 };
@@ -222,7 +222,12 @@ impl TokenExchange {
             .issuers
             .verify_refreshing(token, None)
             .await
-            .map_err(|e| refuse(Cause::from(e)))?;
+            .map_err(|e| match e {
+                TokenError::Overloaded => {
+                    ExchangeError::Unavailable("too many tokens waiting to be verified")
+                }
+                e => refuse(Cause::from(e)),
+            })?;
         // A check that cannot vouch (a stale feed) fails closed: nothing is issued.
         let revoked = self
             .revocations

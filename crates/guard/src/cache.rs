@@ -1,8 +1,10 @@
-//! Verified tokens, so a repeated token costs a hash and a lookup instead of a signature check.
+//! Verified tokens, so a repeated token costs a hash and a lookup instead of a signature check
+//! (or, for a Biscuit, its Datalog).
 //!
 //! Keyed by a 128-bit SipHash of the token under a per-process random key: an attacker who
 //! does not know the key cannot make a token collide with a cached one, and the token itself is
-//! not kept. An entry never outlives its token's `exp`; revocation is checked on every call
+//! not kept. An entry never outlives its verdict (`holds_until`: the token's `exp`, or for a
+//! Biscuit the first date its checks compare the time against); revocation is checked on every call
 //! against the cached facts, so it never outlives a revocation either. Sharded, bounded: a full
 //! shard drops its expired entries, then an arbitrary one.
 
@@ -14,6 +16,7 @@ use parking_lot::Mutex;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use writ_token::VerifiedToken;
 
+use crate::policy::Rule;
 use crate::principal::Principal;
 use writ_client::BearerToken;
 
@@ -58,6 +61,31 @@ impl TokenCache {
         h.finish128().as_u128()
     }
 
+    /// The key of a Biscuit's verdict for one request: the method and the rule it was judged
+    /// against, then the token. (A JWT key hashes the token alone; a Biscuit key starts with a
+    /// byte no UTF-8 token holds, so the two never meet.)
+    pub fn request_key(&self, method: Option<&str>, rule: &Rule, token: &str) -> u128 {
+        const SEP: &[u8] = &[0xff];
+        let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        h.write(SEP);
+        h.write(method.unwrap_or("").as_bytes());
+        h.write(SEP);
+        let (kind, scopes): (&[u8], &[String]) = match rule {
+            Rule::Public => (b"public", &[]),
+            Rule::Deny => (b"deny", &[]),
+            Rule::Scopes(all) => (b"all", all),
+            Rule::AnyScope(any) => (b"any", any),
+        };
+        h.write(kind);
+        for s in scopes {
+            h.write(SEP);
+            h.write(s.as_bytes());
+        }
+        h.write(SEP);
+        h.write(token.as_bytes());
+        h.finish128().as_u128()
+    }
+
     fn shard(&self, key: u128) -> &Mutex<HashMap<u128, Arc<Verified>>> {
         &self.shards[(key as usize) % SHARDS]
     }
@@ -69,7 +97,7 @@ impl TokenCache {
         }
         let mut shard = self.shard(key).lock();
         let hit = shard.get(&key)?;
-        if hit.token.claims.exp > now {
+        if hit.token.holds_until > now {
             return Some(hit.clone());
         }
         shard.remove(&key);
@@ -77,12 +105,12 @@ impl TokenCache {
     }
 
     pub fn insert(&self, key: u128, verified: Arc<Verified>, now: i64) {
-        if self.per_shard == 0 || verified.token.claims.exp <= now {
+        if self.per_shard == 0 || verified.token.holds_until <= now {
             return;
         }
         let mut shard = self.shard(key).lock();
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, v| v.token.claims.exp > now);
+            shard.retain(|_, v| v.token.holds_until > now);
             if shard.len() >= self.per_shard
                 && let Some(evict) = shard.keys().next().copied()
             {
@@ -126,6 +154,7 @@ mod tests {
             },
             key_id: "k".into(),
             revocation_ids: Vec::new(),
+            holds_until: exp,
         };
         Arc::new(Verified {
             principal: Arc::new(Principal::from_verified(&token)),

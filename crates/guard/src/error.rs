@@ -29,9 +29,20 @@ pub enum GuardError {
     /// message says which.
     #[error("{0}; try again")]
     RevocationFeedStale(&'static str),
+    /// Too many tokens wait for verification: no verdict on this one; try again.
+    #[error("too many calls are waiting for their tokens to be verified; try again")]
+    Overloaded,
 }
 
 impl GuardError {
+    /// A token that could not be verified at all (not a verdict on it).
+    pub(crate) fn unverified(e: TokenError) -> GuardError {
+        match e {
+            TokenError::Overloaded => GuardError::Overloaded,
+            e => GuardError::InvalidToken(e),
+        }
+    }
+
     /// The reason, as `ErrorInfo.reason`: the RFC 6750 error code, or the guard's own for a
     /// method no rule opens and a stale feed.
     pub fn reason(&self) -> &'static str {
@@ -47,6 +58,7 @@ impl GuardError {
             }
             GuardError::MethodNotAllowed => "method_not_allowed",
             GuardError::RevocationFeedStale(_) => "revocation_feed_stale",
+            GuardError::Overloaded => "overloaded",
         }
     }
 
@@ -61,6 +73,7 @@ impl GuardError {
             GuardError::InsufficientScope(_) => "scope",
             GuardError::MethodNotAllowed => "no_policy",
             GuardError::RevocationFeedStale(_) => "stale",
+            GuardError::Overloaded => "overloaded",
         }
     }
 
@@ -73,7 +86,7 @@ impl GuardError {
             GuardError::InsufficientScope(_)
             | GuardError::Denied(_)
             | GuardError::MethodNotAllowed => Kind::PermissionDenied,
-            GuardError::RevocationFeedStale(_) => Kind::Unavailable,
+            GuardError::RevocationFeedStale(_) | GuardError::Overloaded => Kind::Unavailable,
         }
     }
 

@@ -61,6 +61,9 @@ impl Error {
             Error::AlreadyExists(_) => (Kind::AlreadyExists, ErrorCode::InvalidRequest),
             Error::Conflict(_) => (Kind::Conflict, ErrorCode::InvalidRequest),
             Error::Storage(_) => (Kind::Unavailable, ErrorCode::ServerError),
+            Error::Token(TokenError::Overloaded) => {
+                (Kind::Unavailable, ErrorCode::TemporarilyUnavailable)
+            }
             Error::Token(_) | Error::Internal(_) => (Kind::Internal, ErrorCode::ServerError),
         }
     }

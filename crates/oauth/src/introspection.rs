@@ -1,7 +1,7 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009).
 
 use writ_store::{StoreExt, Tree, decode};
-use writ_token::{RevocationEntry, RevocationKind, VerifiedToken};
+use writ_token::{RevocationEntry, RevocationKind, TokenError, VerifiedToken};
 
 use crate::error::{Error, Result};
 use crate::records::{ClientRecord, GrantRecord, REFRESH_ACTIVE, RefreshTokenRecord};
@@ -27,7 +27,7 @@ impl AuthorizationServer {
             return Err(Error::InvalidClient);
         }
         check_token_param(&op.token)?;
-        let result = match self.find(&op.token, &op.token_type_hint)? {
+        let result = match self.find(&op.token, &op.token_type_hint).await? {
             Found::Access(t)
                 if self.is_live(&t)? && may_see(&caller, &t.claims.client_id, &t.claims.aud) =>
             {
@@ -89,7 +89,7 @@ impl AuthorizationServer {
             return Err(Error::InvalidClient);
         }
         check_token_param(&op.token)?;
-        match self.find(&op.token, &op.token_type_hint)? {
+        match self.find(&op.token, &op.token_type_hint).await? {
             Found::Refresh(r) if r.client_id == caller.client_id => {
                 self.revoke_grant(&r.gid, "refresh token revoked by its client")
                     .await?;
@@ -138,7 +138,7 @@ impl AuthorizationServer {
         self.config.max_access_token_lifetime + self.config.leeway
     }
 
-    fn find(&self, token: &str, hint: &str) -> Result<Found> {
+    async fn find(&self, token: &str, hint: &str) -> Result<Found> {
         let looks_like_refresh = token.len() <= 64 && !token.contains('.');
         let as_refresh = |s: &Self| -> Result<Found> {
             let key = s.hasher.hash(token.as_bytes());
@@ -152,8 +152,11 @@ impl AuthorizationServer {
         {
             return Ok(found);
         }
-        Ok(match self.verifier.verify(token, None) {
+        // A Biscuit's Datalog runs off the runtime's workers; too many waiting is an error to
+        // retry, not a verdict on the token.
+        Ok(match self.verifier.verify_off_runtime(token, None).await {
             Ok(t) => Found::Access(Box::new(t)),
+            Err(e @ TokenError::Overloaded) => return Err(e.into()),
             Err(_) => Found::Nothing,
         })
     }

@@ -23,7 +23,7 @@
 //! ```
 //!
 //! A verifier accepts nothing more in a block after the authority block: checks only, each
-//! query on at most one predicate ([`check_attenuation_blocks`]).
+//! query on at most one predicate, linear in cost ([`crate::inspect_biscuit`]).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -147,93 +147,30 @@ pub fn attenuate(token: &str, attenuation: &Attenuation) -> Result<String, Token
     let block = BlockBuilder::new()
         .code_with_params(&code, params, HashMap::new())
         .map_err(|_| TokenError::InvalidAttenuation("could not build the block"))?;
-    biscuit
+    let narrowed = biscuit
         .append(block)
-        .and_then(|b| b.to_base64())
-        .map_err(|_| TokenError::InvalidAttenuation("could not append the block"))
+        .and_then(|b| b.to_vec())
+        .map_err(|_| TokenError::InvalidAttenuation("could not append the block"))?;
+    // What a verifier would refuse (too many scopes in one set, say) is refused here already.
+    crate::holder::inspect_biscuit(&narrowed, usize::MAX)?;
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::URL_SAFE.encode(narrowed))
 }
 
-/// Refuses a Biscuit whose blocks after the authority block hold anything but checks, or a check
-/// query that joins more than one predicate.
-///
-/// Anyone holding a token can append a block, and biscuit-auth enforces its run limits only
-/// between two rule iterations and between two check queries: a single rule or query joining
-/// several predicates runs for as long as its cross product takes (a second for four predicates
-/// over thirty facts, hours for seven), whatever the time limit says. Writ's attenuation needs
-/// no more than one predicate per query (see the vocabulary above), which keeps every query
-/// linear in the authority's and the request's facts; facts or rules in a later block would
-/// grant nothing anyway, because Writ reads claims from the authority block alone.
-/// [`crate::TokenVerifier`] applies this to every Biscuit once its signatures hold, before any
-/// Datalog runs.
-pub fn check_attenuation_blocks(biscuit: &Biscuit) -> Result<(), TokenError> {
-    const REFUSED: TokenError =
-        TokenError::InvalidAttenuation("a block may only add checks on one predicate each");
-    if biscuit.block_count() < 2 {
-        return Ok(());
+/// A Biscuit's bytes from its base64url form (padded or not, as biscuit-auth writes and reads it).
+pub(crate) fn decode_biscuit_base64(token: &str) -> Result<Vec<u8>, TokenError> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    if token.is_empty() {
+        return Err(TokenError::Malformed("a Biscuit is base64url"));
     }
-    // biscuit-auth exposes a block's Datalog only as text, which does not escape its strings
-    // (so it cannot be read back faithfully), or as the protobuf it verified. This walks the
-    // latter, re-encoded by biscuit-auth itself (schema.proto): Biscuit.blocks = 3,
-    // SignedBlock.block = 1, Block.facts = 4, .rules = 5, .checks = 6, Check.queries = 1,
-    // Rule.body = 2. Repeated fields are all counted, as prost appends them when decoding.
-    let token = biscuit
-        .to_vec()
-        .map_err(|_| TokenError::Malformed("not a Biscuit"))?;
-    for signed in proto_fields(&token, 3)? {
-        for block in proto_fields(signed, 1)? {
-            if !proto_fields(block, 4)?.is_empty() || !proto_fields(block, 5)?.is_empty() {
-                return Err(REFUSED);
-            }
-            for check in proto_fields(block, 6)? {
-                for query in proto_fields(check, 1)? {
-                    if proto_fields(query, 2)?.len() > 1 {
-                        return Err(REFUSED);
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The payloads of the length-delimited fields numbered `number` in the protobuf `message`.
-fn proto_fields(mut message: &[u8], number: u64) -> Result<Vec<&[u8]>, TokenError> {
-    const MALFORMED: TokenError = TokenError::Malformed("not a Biscuit");
-    fn varint(buf: &mut &[u8]) -> Result<u64, TokenError> {
-        let mut value = 0;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = buf.split_first().ok_or(MALFORMED)?;
-            *buf = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(MALFORMED)
-    }
-    let mut found = Vec::new();
-    while !message.is_empty() {
-        let key = varint(&mut message)?;
-        let len = match key & 7 {
-            0 => {
-                varint(&mut message)?;
-                continue;
-            }
-            1 => 8,
-            2 => usize::try_from(varint(&mut message)?).map_err(|_| MALFORMED)?,
-            5 => 4,
-            _ => return Err(MALFORMED),
-        };
-        if len > message.len() {
-            return Err(MALFORMED);
-        }
-        let (value, rest) = message.split_at(len);
-        if key >> 3 == number && key & 7 == 2 {
-            found.push(value);
-        }
-        message = rest;
-    }
-    Ok(found)
+    URL_SAFE_ANY_PADDING
+        .decode(token)
+        .map_err(|_| TokenError::Malformed("a Biscuit is base64url"))
 }
 
 /// Rebuilds the delegation chain from `actor(depth, sub, client)` facts.

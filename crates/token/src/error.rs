@@ -39,6 +39,9 @@ pub enum TokenError {
     InvalidAttenuation(&'static str),
     #[error("token could not be built: {0}")]
     Build(&'static str),
+    /// Too many tokens are waiting to be verified: not a verdict on this one; try again.
+    #[error("too many tokens are waiting to be verified; try again")]
+    Overloaded,
 }
 
 impl TokenError {
@@ -63,6 +66,7 @@ impl TokenError {
             TokenError::InvalidKey(_) => "invalid_key",
             TokenError::InvalidAttenuation(_) => "invalid_attenuation",
             TokenError::Build(_) => "build",
+            TokenError::Overloaded => "overloaded",
         }
     }
 }

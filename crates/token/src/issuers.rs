@@ -88,10 +88,11 @@ impl Issuer {
     }
 }
 
-/// The issuers a verifier trusts, each with its own verifier over its own keys.
-#[derive(Debug)]
+/// The issuers a verifier trusts, each with its own verifier over its own keys. Cheap to clone
+/// (shared).
+#[derive(Debug, Clone)]
 pub struct TrustedIssuers {
-    issuers: Vec<Issuer>,
+    issuers: Arc<[Issuer]>,
     /// The verifiers' bound on a JWT, applied before the unverified `iss` is read.
     max_jwt_bytes: usize,
 }
@@ -115,7 +116,8 @@ impl TrustedIssuers {
                 verifier.set_shared_keys(spec.keys.keys());
                 Issuer { spec, verifier }
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         TrustedIssuers {
             issuers,
             max_jwt_bytes,
@@ -153,18 +155,32 @@ impl TrustedIssuers {
         }
     }
 
-    /// [`TrustedIssuers::verify`]; a key its issuer does not know (yet) makes that issuer (for
-    /// a Biscuit, every issuer of Biscuits) fetch its keys again, and the token is verified once
-    /// more. A key rotated in at an issuer costs one fetch, not a refused request.
+    /// [`TrustedIssuers::verify`] for async callers: a Biscuit is verified off the runtime's
+    /// workers ([`crate::run_off_runtime`]); a JWT, whose cost is one signature check, here.
+    pub async fn verify_off_runtime(
+        &self,
+        token: &str,
+        request: Option<&BiscuitRequest>,
+    ) -> Result<VerifiedToken, TokenError> {
+        if TokenFormat::detect(token) == TokenFormat::Jwt {
+            return self.verify(token, request);
+        }
+        let (issuers, token, request) = (self.clone(), token.to_owned(), request.cloned());
+        crate::run_off_runtime(move || issuers.verify(&token, request.as_ref())).await?
+    }
+
+    /// [`TrustedIssuers::verify_off_runtime`]; a key its issuer does not know (yet) makes that
+    /// issuer (for a Biscuit, every issuer of Biscuits) fetch its keys again, and the token is
+    /// verified once more. A key rotated in at an issuer costs one fetch, not a refused request.
     pub async fn verify_refreshing(
         &self,
         token: &str,
         request: Option<&BiscuitRequest>,
     ) -> Result<VerifiedToken, TokenError> {
-        match self.verify(token, request) {
+        match self.verify_off_runtime(token, request).await {
             Err(TokenError::UnknownKey) => {
                 self.refresh_for(token).await;
-                self.verify(token, request)
+                self.verify_off_runtime(token, request).await
             }
             other => other,
         }
@@ -189,7 +205,7 @@ impl TrustedIssuers {
     /// The issuer a JWT claims. With one issuer there is nothing to choose: its verifier checks
     /// `iss` anyway.
     fn jwt_issuer(&self, token: &str) -> Result<&Issuer, TokenError> {
-        if let [only] = self.issuers.as_slice() {
+        if let [only] = &*self.issuers {
             return Ok(only);
         }
         // Bounded before anything of an unauthenticated token is decoded.

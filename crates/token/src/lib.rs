@@ -55,21 +55,25 @@ mod biscuit;
 mod claims;
 mod clock;
 mod error;
+mod holder;
 mod ids;
 mod inspect;
 mod issuers;
 mod jwt;
 mod keys;
+mod offload;
 mod revocation;
 mod scope;
 mod verify;
 
-pub use biscuit::{
-    Attenuation, MAX_BISCUIT_LEN, attenuate, check_attenuation_blocks, mint_biscuit,
-};
+pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
 pub use claims::{AccessClaims, Actor, MAX_NUMERIC_DATE};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};
 pub use error::TokenError;
+pub use holder::{
+    BiscuitShape, MAX_ELEMENTS_PER_QUERY, MAX_OPS_PER_QUERY, MAX_QUERIES_PER_BLOCK, PolicyShape,
+    first_date_from, inspect_biscuit, inspect_policies,
+};
 pub use ids::{random_bytes, random_id, random_secret};
 pub use inspect::{UnverifiedView, decode_unverified};
 pub use issuers::{TrustedIssuer, TrustedIssuers};
@@ -78,6 +82,7 @@ pub use keys::{
     Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys, Jwk, JwkSet,
     KeySet, KeySource, MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
 };
+pub use offload::{MAX_WAITING, datalog_threads, run_blocking, run_off_runtime};
 pub use revocation::{
     MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationCheck, RevocationEntry,
     RevocationError, RevocationKind, TokenFacts, Unvouched,

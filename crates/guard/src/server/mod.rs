@@ -111,6 +111,11 @@ struct Inner {
     revocations: Revocations,
     cache: TokenCache,
     biscuit_policies: Option<AuthorizerBuilder>,
+    /// Dates the service's own Datalog compares against (a cached Biscuit verdict ends at the
+    /// first one), or `None` if its verdicts cannot be cached at all (it calls foreign
+    /// functions, whose answers may change at any time).
+    policy_dates: Option<Vec<u64>>,
+    leeway: i64,
     clock: SharedClock,
 }
 
@@ -122,7 +127,16 @@ impl Guard {
     pub fn new(config: GuardConfig) -> Guard {
         let mut verifier = config.verifier;
         verifier.audience = Some(config.audience.clone());
+        let policy_dates = match &config.biscuit_policies {
+            None => Some(Vec::new()),
+            Some(policies) => {
+                let shape = writ_token::inspect_policies(policies);
+                (!shape.calls_foreign_functions).then_some(shape.dates)
+            }
+        };
         Guard(Arc::new(Inner {
+            policy_dates,
+            leeway: verifier.leeway,
             issuers: TrustedIssuers::new(config.issuers, verifier, config.clock.clone()),
             audience: config.audience,
             policy: config.policy,
@@ -200,6 +214,7 @@ impl Guard {
     fn prepare<'a>(
         &self,
         rule: &'a Rule,
+        method: Option<&str>,
         authorization: Option<&'a [u8]>,
     ) -> Result<Prepared<'a>, GuardError> {
         let token = match rule {
@@ -212,10 +227,16 @@ impl Guard {
             }
             Rule::Scopes(_) | Rule::AnyScope(_) => bearer(authorization)?,
         };
-        let format = TokenFormat::detect(token);
-        // JWTs are cached; a Biscuit is not: what it grants depends on the request it is
-        // presented for, and every holder may attenuate it into a new token.
-        let cache_key = (format == TokenFormat::Jwt).then(|| self.0.cache.key(token));
+        // A JWT's verdict is the token's alone (its scopes are checked on every call); a
+        // Biscuit's depends on the request it is presented for, so it is cached per method and
+        // rule (each holder's attenuation is a new token, hence a new entry).
+        let cache_key = match TokenFormat::detect(token) {
+            TokenFormat::Jwt => Some(self.0.cache.key(token)),
+            TokenFormat::Biscuit if self.0.policy_dates.is_some() => {
+                Some(self.0.cache.request_key(method, rule, token))
+            }
+            TokenFormat::Biscuit => None,
+        };
         if let Some(key) = cache_key
             && let Some(v) = self.0.cache.get(key, self.0.clock.now())
         {
@@ -268,7 +289,15 @@ impl Guard {
                 self.0.issuers.request_refresh(token);
             }
             outcome = result
-                .map(|token_v| {
+                .map(|mut token_v| {
+                    if let (TokenFormat::Biscuit, Some(dates)) =
+                        (token_v.format, &self.0.policy_dates)
+                        && let Some(d) =
+                            writ_token::first_date_from(dates, self.0.clock.now() - self.0.leeway)
+                    {
+                        token_v.holds_until =
+                            token_v.holds_until.min(d.saturating_add(self.0.leeway));
+                    }
                     Arc::new(Verified {
                         principal: Arc::new(Principal::from_verified(&token_v)),
                         token: token_v,
@@ -323,26 +352,28 @@ impl Guard {
         }
     }
 
-    /// The whole decision, synchronously, with the keys known now.
-    fn decide_now(
+    /// Remembers a verdict for its cache key, if it has one.
+    fn remember(&self, cache_key: Option<u128>, v: &Arc<Verified>) {
+        if let Some(key) = cache_key {
+            self.0.cache.insert(key, v.clone(), self.0.clock.now());
+        }
+    }
+
+    /// [`Guard::verify`] for the layer: a Biscuit's Datalog runs off the runtime's workers.
+    async fn verify_off_runtime(
         &self,
         rule: &Rule,
         method: Option<&str>,
-        authorization: Option<&[u8]>,
-        fetch_in_background: bool,
-    ) -> Result<Option<Arc<Verified>>, GuardError> {
-        let verified = match self.prepare(rule, authorization)? {
-            Prepared::Public => return Ok(None),
-            Prepared::Cached(v) => v,
-            Prepared::Verify { token, cache_key } => {
-                let v = self.verify(rule, method, token, fetch_in_background)?;
-                if let Some(key) = cache_key {
-                    self.0.cache.insert(key, v.clone(), self.0.clock.now());
-                }
-                v
-            }
-        };
-        self.finish(rule, verified)
+        token: &str,
+    ) -> Result<Arc<Verified>, GuardError> {
+        if TokenFormat::detect(token) == TokenFormat::Jwt {
+            return self.verify(rule, method, token, false);
+        }
+        let guard = self.clone();
+        let (rule, method, token) = (rule.clone(), method.map(str::to_owned), token.to_owned());
+        writ_token::run_off_runtime(move || guard.verify(&rule, method.as_deref(), &token, false))
+            .await
+            .map_err(GuardError::unverified)?
     }
 
     /// The decision as the layer makes it: a key not known yet makes its issuer fetch its keys
@@ -354,25 +385,44 @@ impl Guard {
         method: Option<&str>,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
-        match self.decide_now(rule, method, authorization, false) {
+        let (token, cache_key) = match self.prepare(rule, method, authorization)? {
+            Prepared::Public => return Ok(None),
+            Prepared::Cached(v) => return self.finish(rule, v),
+            Prepared::Verify { token, cache_key } => (token, cache_key),
+        };
+        let verified = match self.verify_off_runtime(rule, method, token).await {
             Err(GuardError::InvalidToken(TokenError::UnknownKey)) => {
-                if let Ok(token) = bearer(authorization) {
-                    self.0.issuers.refresh_for(token).await;
-                }
-                self.decide_now(rule, method, authorization, false)
+                self.0.issuers.refresh_for(token).await;
+                self.verify_off_runtime(rule, method, token).await
             }
             other => other,
-        }
+        }?;
+        self.remember(cache_key, &verified);
+        self.finish(rule, verified)
     }
 
     /// The decision as the interceptor makes it: synchronously; a key not known yet is
-    /// refused, and its issuer's keys fetched in the background.
+    /// refused, and its issuer's keys fetched in the background. A Biscuit's Datalog runs after
+    /// the worker has handed its other tasks on ([`writ_token::run_blocking`]).
     pub(crate) fn decide_without_waiting(
         &self,
         rule: &Rule,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
-        self.decide_now(rule, None, authorization, true)
+        let (token, cache_key) = match self.prepare(rule, None, authorization)? {
+            Prepared::Public => return Ok(None),
+            Prepared::Cached(v) => return self.finish(rule, v),
+            Prepared::Verify { token, cache_key } => (token, cache_key),
+        };
+        let verified = match TokenFormat::detect(token) {
+            TokenFormat::Jwt => self.verify(rule, None, token, true),
+            TokenFormat::Biscuit => {
+                writ_token::run_blocking(|| self.verify(rule, None, token, true))
+                    .map_err(GuardError::unverified)?
+            }
+        }?;
+        self.remember(cache_key, &verified);
+        self.finish(rule, verified)
     }
 }
 
@@ -401,6 +451,9 @@ fn bearer(authorization: Option<&[u8]>) -> Result<&str, GuardError> {
     }
     Ok(token)
 }
+
+#[cfg(test)]
+mod biscuit_cache_tests;
 
 #[cfg(test)]
 mod tests {

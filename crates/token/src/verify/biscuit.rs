@@ -6,9 +6,10 @@ use biscuit_auth::builder::{CheckKind, Policy, Rule, check, fact, pred, string};
 use biscuit_auth::{Authorizer, AuthorizerBuilder, Biscuit, RootKeyProvider};
 
 use super::{BiscuitLimits, BiscuitRequest, TokenFormat, TokenVerifier, VerifiedToken};
-use crate::biscuit::{actor_chain, check_attenuation_blocks, date};
+use crate::biscuit::{actor_chain, date, decode_biscuit_base64};
 use crate::claims::AccessClaims;
 use crate::error::TokenError;
+use crate::holder::{BiscuitShape, inspect_biscuit};
 
 static CLAIMS_RULE: LazyLock<Rule> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
@@ -131,26 +132,24 @@ impl TokenVerifier {
         if token.len() > self.config.max_biscuit_bytes {
             return Err(TokenError::TooLarge);
         }
-        if token.is_empty()
-            || !token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
-        {
-            return Err(TokenError::Malformed("a Biscuit is base64url"));
-        }
+        let bytes = decode_biscuit_base64(token)?;
+        // Before any signature is checked or any Datalog runs: a block anyone may append must
+        // not be able to stall us, and the block count is bounded first.
+        let shape = inspect_biscuit(&bytes, self.config.max_biscuit_blocks)?;
         let keys = self.keys();
         let root = |id: Option<u32>| {
             id.and_then(|id| keys.biscuit_key(id))
                 .map(|k| k.key())
                 .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
         };
-        let policies = self.authorizer(&request_facts(request), self.clock.now())?;
+        let now = self.clock.now();
+        let policies = self.authorizer(&request_facts(request), now)?;
         authorize_biscuit(
-            token,
+            &bytes,
             root,
             policies,
             self.config.biscuit_limits,
-            |biscuit, authorizer| self.biscuit_claims(biscuit, authorizer),
+            |biscuit, authorizer| self.biscuit_claims(biscuit, authorizer, &shape, now),
         )
     }
 
@@ -160,13 +159,10 @@ impl TokenVerifier {
         &self,
         biscuit: &Biscuit,
         authorizer: &mut Authorizer,
+        shape: &BiscuitShape,
+        now: i64,
     ) -> Result<VerifiedToken, TokenError> {
-        if biscuit.block_count() > self.config.max_biscuit_blocks {
-            return Err(TokenError::TooLarge);
-        }
         let root_id = biscuit.root_key_id().ok_or(TokenError::UnknownKey)?;
-        // Before any Datalog runs: a block anyone may append must not be able to stall us.
-        check_attenuation_blocks(biscuit)?;
 
         let mut rows: Vec<ClaimsRow> = authorizer
             .query(CLAIMS_RULE.clone())
@@ -211,8 +207,15 @@ impl TokenVerifier {
             may_act: None,
         };
         self.check_claims(&claims)?;
+        // The Datalog clock reads `now - leeway` (see `authorizer`); the verdict stands until it
+        // reaches the first date the token compares against.
+        let leeway = self.config.leeway;
+        let holds_until = shape
+            .first_date_from(now - leeway)
+            .map_or(claims.exp, |d| d.saturating_add(leeway).min(claims.exp));
         Ok(VerifiedToken {
             format: TokenFormat::Biscuit,
+            holds_until,
             claims,
             key_id: root_id.to_string(),
             revocation_ids: biscuit
@@ -225,7 +228,7 @@ impl TokenVerifier {
 }
 
 /// Writ's Biscuit core, the one path [`TokenVerifier`] and the specification samples share:
-/// decodes `token` (base64url, as it travels), checks every block's signature back to the root
+/// decodes `token` (the Biscuit's bytes), checks every block's signature back to the root
 /// key `root` chooses, loads the token into `policies` (the verifier's facts, checks and
 /// policies) under `limits`, and finally applies every check and policy.
 ///
@@ -234,13 +237,13 @@ impl TokenVerifier {
 /// within `limits`), so that an expired token says [`TokenError::Expired`], not just
 /// [`TokenError::Denied`]. Pass `|_, _| Ok(())` to only authorize.
 pub fn authorize_biscuit<T>(
-    token: &str,
+    token: &[u8],
     root: impl RootKeyProvider,
     policies: AuthorizerBuilder,
     limits: BiscuitLimits,
     inspect: impl FnOnce(&Biscuit, &mut Authorizer) -> Result<T, TokenError>,
 ) -> Result<(Biscuit, T), TokenError> {
-    let biscuit = Biscuit::from_base64(token, root).map_err(map_parse_error)?;
+    let biscuit = Biscuit::from(token, root).map_err(map_parse_error)?;
     let mut authorizer = policies
         .set_limits(limits.into())
         .build(&biscuit)

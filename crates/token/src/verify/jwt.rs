@@ -19,6 +19,7 @@ impl TokenVerifier {
         self.check_claims(&claims)?;
         Ok(VerifiedToken {
             format: TokenFormat::Jwt,
+            holds_until: claims.exp,
             claims,
             key_id: jws.key_id,
             revocation_ids: Vec::new(),

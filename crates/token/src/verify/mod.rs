@@ -60,6 +60,10 @@ pub struct VerifiedToken {
     pub key_id: String,
     /// Biscuit block revocation ids (hex), authority block first. Empty for JWTs.
     pub revocation_ids: Vec<String>,
+    /// Until when (NumericDate, exclusive) this verdict stands, revocation aside: `exp` for a
+    /// JWT; for a Biscuit, no later than the first date one of its checks compares the time
+    /// against. A cache keeps it no longer.
+    pub holds_until: i64,
 }
 
 /// A JWS whose header and signature passed; its payload is not yet interpreted.
