@@ -1290,3 +1290,105 @@ async fn the_cli_manages_policies_and_exchanges_tokens() {
         .ok();
     assert!(!policy_listed(&f, "p-cli").await);
 }
+
+/// Issue 10, item 2: a holder appends a block of nested closures (27 million evaluations in one
+/// expression, where no run limit looks at the clock). Every verifier that runs Datalog refuses
+/// it at once: the STS (as a subject token), introspection, and a guard (the revocation
+/// service's); and while they do, other calls are answered.
+#[tokio::test]
+async fn a_hostile_biscuit_block_is_refused_at_once_by_every_verifier() {
+    use writ_token::biscuit_auth::{BlockBuilder, UnverifiedBiscuit};
+    let f = fixture().await;
+    let array = format!(
+        "[{}]",
+        (0..300)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let hostile_block = format!(
+        "check if time($t), {array}.all($x -> {array}.all($y -> {array}.any($z -> $x + $y == $z)));"
+    );
+    let poison = |token: &str| {
+        UnverifiedBiscuit::from_base64(token)
+            .unwrap()
+            .append(BlockBuilder::new().code(&hostile_block).unwrap())
+            .unwrap()
+            .to_base64()
+            .unwrap()
+    };
+    let within = |what: &'static str| {
+        move |started: std::time::Instant| {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{what} took {:?}",
+                started.elapsed()
+            )
+        }
+    };
+
+    // The STS.
+    let subject = poison(&f.subject(TokenFormat::Biscuit).await);
+    let started = std::time::Instant::now();
+    bounded(f.token_refused(
+        f.request(&f.orders, &subject, &["inventory"]),
+        "invalid_attenuation",
+    ))
+    .await;
+    within("the STS")(started);
+
+    // Introspection: inactive, at once.
+    let started = std::time::Instant::now();
+    let r = bounded(f.server.introspect(&subject, &f.frontend.0, &f.frontend.1)).await;
+    assert!(!r.active);
+    within("introspection")(started);
+
+    // A guard: the revocation service's, with a Biscuit that may watch the feed.
+    let (id, secret) = f
+        .server
+        .create_client(pb_admin::Client {
+            client_id: "watcher".into(),
+            grant_types: vec!["client_credentials".into()],
+            scope: writ_vocabulary::names::REVOCATION_WATCH_SCOPE.into(),
+            audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
+            token_formats: vec![PbFormat::Biscuit as i32],
+            default_token_format: PbFormat::Biscuit as i32,
+            ..Default::default()
+        })
+        .await;
+    let mut req = cc(&id, &secret);
+    req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
+    let watch = f.server.issue(req).await.access_token;
+    let status = writ_proto::revocation::GetStatusRequest::default;
+    f.server
+        .revocation(&watch)
+        .await
+        .get_status(status())
+        .await
+        .expect("the plain Biscuit may read the feed's status");
+    let hostile = poison(&watch);
+    let started = std::time::Instant::now();
+    let refusals: Vec<_> = bounded(futures::future::join_all((0..8).map(|_| {
+        let server = &f.server;
+        let hostile = hostile.clone();
+        async move { server.revocation(&hostile).await.get_status(status()).await }
+    })))
+    .await;
+    for r in refusals {
+        assert_guard_refused(r, Code::Unauthenticated, "invalid_token");
+    }
+    within("the guard")(started);
+    f.server
+        .revocation(&watch)
+        .await
+        .get_status(status())
+        .await
+        .expect("and the plain one still may");
+}
+
+/// `call`, which must be answered within 10 s.
+async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("answered within 10 s")
+}

@@ -104,7 +104,10 @@ async fn a_repeated_biscuit_is_a_cache_hit_per_method() {
     let first = f.call(GET, &token).await.unwrap();
     assert_eq!(f.guard.cached(), 1);
     let again = f.call(GET, &token).await.unwrap();
-    assert!(Arc::ptr_eq(&first, &again), "the second call is served from the cache");
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second call is served from the cache"
+    );
     // Another method is another request: verified on its own, and cached on its own.
     let put = f.call(PUT, &token).await.unwrap();
     assert!(!Arc::ptr_eq(&first, &put));
@@ -179,7 +182,10 @@ async fn a_cached_biscuit_verdict_ends_at_a_date_in_the_services_policy() {
     let first = f.call(GET, &token).await.unwrap();
     assert_eq!(first.token.holds_until, NOW + 60 + leeway);
     f.clock.set(NOW + 60 + leeway);
-    assert!(f.call(GET, &token).await.is_err(), "the policy's date has passed");
+    assert!(
+        f.call(GET, &token).await.is_err(),
+        "the policy's date has passed"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +204,10 @@ async fn a_cached_biscuit_is_refused_once_revoked_and_foreign_functions_disable_
     let policies = AuthorizerBuilder::new()
         .code("check if service($s), $s.extern::probe() == $s;\nallow if true;")
         .unwrap()
-        .register_extern_funcs(std::collections::HashMap::from([("probe".to_owned(), probe)]));
+        .register_extern_funcs(std::collections::HashMap::from([(
+            "probe".to_owned(),
+            probe,
+        )]));
     let f = fixture(Some(policies));
     let token = f.biscuit();
     let first = f.call(GET, &token).await.unwrap();
