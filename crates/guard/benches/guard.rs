@@ -153,6 +153,13 @@ fn check(c: &mut Criterion) {
     )
     .unwrap();
     let biscuit = format!("Bearer {biscuit}");
+    // A service's runtime: multi-threaded (a Biscuit's Datalog then leaves the worker by
+    // `block_in_place`; on a current-thread runtime it would go to the blocking pool).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     c.bench_function("guard_check_biscuit_uncached", |b| {
         b.iter(|| {
             black_box(

@@ -2,11 +2,14 @@
 //!
 //! Verifying a Biscuit runs Datalog: bounded ([`crate::inspect_biscuit`], the run limits), but
 //! still hundreds of microseconds to milliseconds of CPU, which on a runtime worker would delay
-//! every other call that worker serves. Callers that are async run it through
-//! [`run_off_runtime`] (tokio's blocking pool, at most [`datalog_threads`] at once, at most
-//! [`MAX_WAITING`] waiting: beyond that a verification is refused as overloaded rather than
-//! queued without bound); a synchronous caller on a runtime worker (a tonic interceptor) through
-//! [`run_blocking`], which hands the worker's other tasks to another thread first.
+//! every other call that worker serves. At most [`datalog_threads`] evaluations run at once.
+//! Async callers use [`run_off_runtime`]: with a permit free on a multi-threaded runtime, the
+//! work runs in place once the worker's other tasks were handed to another thread
+//! (`block_in_place`: no wait for a pool thread to wake); otherwise the caller waits for a permit
+//! as a task (at most [`MAX_WAITING`] wait: beyond that a verification is refused as overloaded
+//! rather than queued without bound) and the work runs on tokio's blocking pool. A synchronous
+//! caller on a runtime worker (a tonic interceptor) uses [`run_blocking`], which also hands the
+//! worker's other tasks on first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -61,8 +64,19 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    if Handle::try_current().is_err() {
+    let Ok(handle) = Handle::try_current() else {
         return Ok(work());
+    };
+    // A free permit on a multi-threaded runtime: run here, once this thread's other tasks have
+    // been handed to another (no wait for a pool thread to wake). Otherwise wait for a permit as
+    // a task, not as a blocked thread, and run on the blocking pool.
+    if handle.runtime_flavor() == RuntimeFlavor::MultiThread
+        && let Ok(permit) = POOL.permits.clone().try_acquire_owned()
+    {
+        return Ok(tokio::task::block_in_place(move || {
+            let _permit = permit;
+            work()
+        }));
     }
     let permit = {
         let _waiting = Waiting::enter()?;
