@@ -176,6 +176,7 @@ impl Guarded {
                     expires_at: writ_token::system_clock().now() + 3600,
                     reason: "test".into(),
                     not_before: 0,
+                    issuer: String::new(),
                 }],
             })
             .await

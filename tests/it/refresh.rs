@@ -268,6 +268,7 @@ async fn every_administrative_act_that_ends_a_principals_access_ends_its_refresh
                 expires_at: clock.now() + 600,
                 reason: "test".into(),
                 not_before: 0,
+                issuer: String::new(),
             }],
         };
         match act {

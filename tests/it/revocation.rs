@@ -29,6 +29,7 @@ fn entry(kind: RevocationKind, value: &str, expires_at: i64) -> pb::RevocationEn
         expires_at,
         reason: "test".into(),
         not_before: 0,
+        issuer: String::new(),
     }
 }
 
@@ -36,13 +37,14 @@ fn now() -> i64 {
     writ_token::system_clock().now()
 }
 
-/// Whether `set` holds exactly this entry (see [`revokes_exactly`]).
-fn holds(set: &RevocationSet, e: &pb::RevocationEntry) -> bool {
+/// Whether `set` holds exactly this entry for tokens of `iss` (see [`revokes_exactly`]).
+fn holds(set: &RevocationSet, e: &pb::RevocationEntry, iss: &str) -> bool {
     revokes_exactly(
         set,
         RevocationKind::from_i32(e.kind).unwrap(),
         &e.value,
         e.not_before,
+        iss,
     )
 }
 
@@ -790,7 +792,10 @@ async fn a_cursor_older_than_the_log_retains_gets_a_snapshot_then_deltas() {
         assert_eq!(n, 30, "every live entry, once, merged");
         assert_eq!(set.cursor(), 31);
         for e in &expected {
-            assert!(holds(&set, e), "snapshot from {cursor}: {e:?}");
+            assert!(
+                holds(&set, e, &server.issuer),
+                "snapshot from {cursor}: {e:?}"
+            );
         }
         assert_eq!(set.len(), expected.len());
         streams.push((feed, set));
@@ -818,7 +823,7 @@ async fn a_cursor_older_than_the_log_retains_gets_a_snapshot_then_deltas() {
     for set in streams.iter().map(|(_, s)| s).chain([&*live]) {
         assert_eq!(set.len(), expected.len());
         for e in &expected {
-            assert!(holds(set, e), "{e:?}");
+            assert!(holds(set, e, &server.issuer), "{e:?}");
         }
     }
 }
@@ -860,7 +865,7 @@ async fn wait_for_subscribers(client: &mut RevocationClient, n: u32) {
 
 #[tokio::test]
 async fn a_slow_subscriber_is_cut_off_without_stalling_others_and_resumes_to_the_full_set() {
-    let mut revocation = writ_revocation::Config::default();
+    let mut revocation = writ_tests::revocation_config();
     revocation.subscriber.buffer = 16;
     revocation.subscriber.slow_timeout = Duration::from_secs(2);
     let server = TestServer::start_with(Options {
@@ -935,13 +940,16 @@ async fn a_slow_subscriber_is_cut_off_without_stalling_others_and_resumes_to_the
     assert_eq!(set.len(), expected.len());
     assert_eq!(reader.len(), expected.len());
     for e in &expected {
-        assert!(holds(&set, e) && holds(&reader, e), "{e:?}");
+        assert!(
+            holds(&set, e, &server.issuer) && holds(&reader, e, &server.issuer),
+            "{e:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn idle_streams_get_checkpoints_at_the_interval_never_ahead_of_delivered_events() {
-    let mut revocation = writ_revocation::Config::default();
+    let mut revocation = writ_tests::revocation_config();
     let interval = Duration::from_millis(200);
     revocation.subscriber.checkpoint_interval = interval;
     let server = TestServer::start_with(Options {
@@ -1018,6 +1026,7 @@ async fn idle_streams_get_checkpoints_at_the_interval_never_ahead_of_delivered_e
 async fn expired_entries_are_pruned_from_the_log_and_the_set_only_after_expiry_and_margin() {
     let clock = ManualClock::starting_now();
     let revocation = writ_revocation::Config {
+        producers: writ_tests::revocation_config().producers,
         prune_interval: Duration::from_millis(50),
         ..Default::default()
     };
@@ -1073,10 +1082,10 @@ async fn expired_entries_are_pruned_from_the_log_and_the_set_only_after_expiry_a
     assert_eq!(set.prune(clock.now(), margin), 3);
     assert_eq!(set.len(), 2);
     for e in &short {
-        assert!(!holds(&set, e), "{e:?}");
+        assert!(!holds(&set, e, &server.issuer), "{e:?}");
     }
     for e in &long {
-        assert!(holds(&set, e), "{e:?}");
+        assert!(holds(&set, e, &server.issuer), "{e:?}");
     }
 
     // A subscriber from before the pruned range gets the survivors as a snapshot.
@@ -1095,13 +1104,15 @@ async fn expired_entries_are_pruned_from_the_log_and_the_set_only_after_expiry_a
     }
     assert_eq!(fresh.len(), 2);
     for e in &long {
-        assert!(holds(&fresh, e), "{e:?}");
+        assert!(holds(&fresh, e, &server.issuer), "{e:?}");
     }
 }
 
 #[tokio::test]
 async fn an_acknowledged_revocation_survives_a_restart_and_watchers_resume_without_gaps() {
     let server = TestServer::start().await;
+    // The producer's namespace is the issuer when it published (a restart binds new ports).
+    let issuer = server.issuer.clone();
     let set = Arc::new(RevocationSet::new());
     let watcher = server.watcher(set.clone()).await;
     let mut publisher = server.revocation(&server.publish_token().await).await;
@@ -1139,8 +1150,9 @@ async fn an_acknowledged_revocation_survives_a_restart_and_watchers_resume_witho
     assert_eq!(set.applied(), 10, "every event once: no gap, no duplicate");
     let all: Vec<_> = first.into_iter().chain(second).chain(third).collect();
     assert_eq!(set.len(), all.len());
-    for e in &all {
-        assert!(holds(&set, e), "{e:?}");
+    for (i, e) in all.iter().enumerate() {
+        let published_by = if i < 8 { &issuer } else { &server.issuer };
+        assert!(holds(&set, e, published_by), "{e:?}");
     }
     // The log itself, in order.
     let mut feed = Feed::open(&mut observer, 0).await;
@@ -1193,12 +1205,12 @@ async fn sequences_continue_after_a_restart_even_when_everything_was_pruned() {
         "a sequence is never reused"
     );
     eventually(FEED, "the watcher gets the new entry", || set.cursor() == 4).await;
-    assert!(holds(&set, &next));
+    assert!(holds(&set, &next, &server.issuer));
 }
 
 #[tokio::test]
 async fn a_watcher_pruning_often_keeps_its_stream_and_stays_fresh() {
-    let mut revocation = writ_revocation::Config::default();
+    let mut revocation = writ_tests::revocation_config();
     revocation.subscriber.checkpoint_interval = Duration::from_millis(300);
     let server = TestServer::start_with(Options {
         revocation,
@@ -1235,7 +1247,7 @@ async fn a_watcher_pruning_often_keeps_its_stream_and_stays_fresh() {
         staleness < Duration::from_millis(600),
         "checkpoints keep arriving: {staleness:?}"
     );
-    assert!(holds(&set, &e));
+    assert!(holds(&set, &e, &server.issuer));
 }
 
 /// A watch-token source whose token is refused until the watcher says so.
@@ -1304,4 +1316,149 @@ async fn a_token_source_told_its_token_was_refused_fetches_another() {
     assert_eq!(source.bearer().await.unwrap(), first, "cached while fresh");
     source.refused();
     assert_ne!(source.bearer().await.unwrap(), first, "fetched afresh");
+}
+
+/// Issue 10, item 3: a producer publishes only in its namespace (the issuer it is registered
+/// for), never about Writ's own identities, never a cut-off in the future; a client with the
+/// publish scope but no namespace publishes nothing. Each refusal appends nothing.
+#[tokio::test]
+async fn producers_publish_only_in_their_namespace_and_never_about_writ_itself() {
+    let mut revocation = writ_tests::revocation_config();
+    revocation
+        .producers
+        .insert("idp-producer".into(), "https://idp.example".into());
+    let server = TestServer::start_with(Options {
+        revocation,
+        ..Options::default()
+    })
+    .await;
+    let mut observer = server.revocation(&server.watch_token().await).await;
+    let head = |s: GetStatusResponse| s.head_sequence;
+    let mut producer = server.revocation(&server.publish_token().await).await;
+    let exp = now() + 600;
+
+    // Not registered: the publish scope alone publishes nothing.
+    let mut stranger = server
+        .revocation(
+            &server
+                .revocation_token(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)
+                .await,
+        )
+        .await;
+    assert_revocation_refused(
+        stranger
+            .revoke(RevokeRequest {
+                entries: vec![entry(RevocationKind::TokenId, "j", exp)],
+            })
+            .await,
+        Code::PermissionDenied,
+        "not_a_producer",
+    );
+    // Another issuer's tokens, or every issuer's: outside its namespace.
+    for issuer in ["https://idp.example", "https://other.example"] {
+        let mut e = entry(RevocationKind::Subject, "alice", exp);
+        e.issuer = issuer.into();
+        assert_revocation_refused(
+            producer.revoke(RevokeRequest { entries: vec![e] }).await,
+            Code::PermissionDenied,
+            "outside_namespace",
+        );
+    }
+    // Writ itself, or a cut-off reaching into the future (year 9999), from anyone.
+    let mut refused = Vec::new();
+    for id in writ_vocabulary::names::RESERVED_IDENTITIES {
+        refused.push(entry(RevocationKind::Client, id, exp));
+        refused.push(entry(RevocationKind::Subject, id, exp));
+    }
+    let mut forever = entry(RevocationKind::Subject, "alice", exp);
+    forever.not_before = 253_402_300_799;
+    refused.push(forever);
+    for e in refused {
+        assert_revocation_refused(
+            producer
+                .revoke(RevokeRequest {
+                    entries: vec![e.clone()],
+                })
+                .await,
+            Code::InvalidArgument,
+            "invalid_entry",
+        );
+        let admin = server
+            .admin()
+            .await
+            .revoke(pb_admin::RevokeRequest { entries: vec![e] })
+            .await;
+        assert_refused(admin, Code::InvalidArgument, "invalid_request");
+    }
+    assert_eq!(head(status(&mut observer).await), 0, "nothing was appended");
+
+    // In its namespace: stamped with its issuer, revoking that issuer's tokens only.
+    let watch = server.watch_token().await;
+    let jti = writ_token::decode_unverified(&watch)
+        .unwrap()
+        .claims
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut idp = server.revocation(&idp_token(&server).await).await;
+    assert_eq!(
+        revoke(&mut idp, vec![entry(RevocationKind::TokenId, &jti, exp)]).await,
+        1
+    );
+    let mut feed = Feed::open(&mut observer, 0).await;
+    let published = feed.revocation().await.entry.unwrap();
+    assert_eq!(published.issuer, "https://idp.example");
+    // The idp's entry does not touch Writ's token of the same id...
+    server
+        .revocation(&watch)
+        .await
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("another issuer's revocation leaves Writ's token alone");
+    // ...Writ's own producer's does.
+    revoke(
+        &mut producer,
+        vec![entry(RevocationKind::TokenId, &jti, exp)],
+    )
+    .await;
+    assert_guard_refused(
+        server
+            .revocation(&watch)
+            .await
+            .get_status(GetStatusRequest {})
+            .await,
+        Code::Unauthenticated,
+        "invalid_token",
+    );
+
+    // Writ's own identities cannot be registered as clients either.
+    for id in writ_vocabulary::names::RESERVED_IDENTITIES {
+        let r = server
+            .admin()
+            .await
+            .create_client(pb_admin::CreateClientRequest {
+                client: Some(pb_admin::Client {
+                    client_id: id.into(),
+                    grant_types: vec!["client_credentials".into()],
+                    ..Default::default()
+                }),
+            })
+            .await;
+        assert_refused(r, Code::InvalidArgument, "invalid_request");
+    }
+}
+
+/// A token of `idp-producer` (registered for `https://idp.example`).
+async fn idp_token(server: &TestServer) -> String {
+    let (id, secret) = server
+        .service_client(
+            "idp-producer",
+            writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE,
+            &[writ_vocabulary::names::REVOCATION_AUDIENCE],
+        )
+        .await;
+    let mut req = cc(&id, &secret);
+    req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
+    server.issue(req).await.access_token
 }

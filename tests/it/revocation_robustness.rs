@@ -146,6 +146,11 @@ impl Service {
         format!("https://127.0.0.1:{}", self.ports.authz)
     }
 
+    /// The authorization server's issuer (its HTTP facade's URL).
+    fn issuer(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.http)
+    }
+
     fn revocation_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.ports.revocation)
     }
@@ -172,6 +177,8 @@ impl Service {
                 .args(["--authz-port", &self.ports.authz.to_string()])
                 .args(["--authz-http-port", &self.ports.http.to_string()])
                 .args(["--revocation-port", &self.ports.revocation.to_string()])
+                // The producers below revoke the authorization server's tokens.
+                .args(["--revocation-producer", "producer="])
                 // The STS is not under test here: any free ports.
                 .args(["--sts-port", "0", "--sts-http-port", "0"])
                 .env("WRIT_LOG", "warn")
@@ -349,6 +356,7 @@ fn workload(p: usize, rng: &mut Rng, now: i64) -> Vec<pb::RevocationEntry> {
             } else {
                 0
             },
+            issuer: String::new(),
         });
     }
     out
@@ -606,6 +614,7 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
             .connect_lazy()
     };
     let authz = lazy(&service.authz_url());
+    let issuer = service.issuer();
     let revocation_url = service.revocation_url();
     let service = Arc::new(Mutex::new(service));
 
@@ -864,7 +873,8 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
                     set,
                     RevocationKind::from_i32(*kind).unwrap(),
                     value,
-                    m.not_before
+                    m.not_before,
+                    &issuer,
                 ),
                 "watcher {i}: {kind} {value} {m:?}"
             );

@@ -889,6 +889,7 @@ async fn a_revoked_subject_token_is_refused() {
                 expires_at: now() + 600,
                 reason: "test".into(),
                 not_before: 0,
+                issuer: String::new(),
             }],
         })
         .await
@@ -1391,4 +1392,60 @@ async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("answered within 10 s")
+}
+
+/// Issue 10, item 5: an actor token proves the actor and nothing else. A token the STS issued
+/// to the caller on someone's behalf (delegated: `sub` alice, `act` the caller) would launder
+/// alice into `act` as the actor; an external issuer's token naming the caller's client id is
+/// not the caller. Both are refused; the caller's own token still acts.
+#[tokio::test]
+async fn an_actor_token_proves_the_actor_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, key, opts) = external_issuer(dir.path());
+    let f = fixture_with(Options::default(), opts).await;
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let with_actor = |actor: String| {
+        let mut req = f.request(&f.orders, &subject, &["inventory"]);
+        req.actor_token = actor;
+        req.actor_token_type = token_type::JWT.into();
+        req
+    };
+
+    // Alice's token, exchanged by orders: issued to orders, on alice's behalf.
+    let (alice, _) = f.user_subject().await;
+    let delegated = f
+        .exchanged(f.request(&f.orders, &alice, &["inventory"]))
+        .await
+        .access_token;
+    let v = f.verify(&delegated, "inventory").await;
+    let alice_sub = f.original(&alice).await.claims.sub;
+    assert_eq!(
+        (v.claims.sub.as_str(), v.claims.client_id.as_str()),
+        (alice_sub.as_str(), "orders")
+    );
+    f.token_refused(with_actor(delegated), "actor_not_self")
+        .await;
+
+    // An external issuer's token claiming to be orders.
+    let external = writ_token::encode_access_token(
+        &key,
+        &AccessClaims {
+            sub: "orders".into(),
+            client_id: "orders".into(),
+            ..external_claims(&issuer, writ_vocabulary::names::STS_AUDIENCE)
+        },
+    )
+    .unwrap();
+    f.token_refused(with_actor(external), "actor_not_self")
+        .await;
+
+    // Its own token from the authorization server: orders acts.
+    let r = f.exchanged(with_actor(f.own_token(&f.orders).await)).await;
+    let act = f
+        .verify(&r.access_token, "inventory")
+        .await
+        .claims
+        .act
+        .unwrap();
+    assert_eq!(act.sub, "orders");
 }

@@ -44,6 +44,18 @@ pub struct Options {
     pub log: writ_revocation_log::LogConfig,
 }
 
+/// The revocation producer tests publish as ([`TestServer::publish_token`]), registered for
+/// the authorization server's own tokens (an empty namespace): its entries revoke tokens whose
+/// `iss` is the test server's issuer.
+pub const TEST_PRODUCER: &str = "writ-test-producer";
+
+/// The revocation service's default configuration, with [`TEST_PRODUCER`] registered.
+pub fn revocation_config() -> writ_revocation::Config {
+    let mut config = writ_revocation::Config::default();
+    config.producers.insert(TEST_PRODUCER.into(), String::new());
+    config
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -51,7 +63,7 @@ impl Default for Options {
             clock: None,
             data_dir: None,
             config: Box::new(|_| {}),
-            revocation: writ_revocation::Config::default(),
+            revocation: revocation_config(),
             log: writ_revocation_log::LogConfig::default(),
         }
     }
@@ -74,6 +86,8 @@ pub struct TestServer {
     pub clock: Option<ManualClock>,
     data_dir: tempfile::TempDir,
     pub(crate) platform: Platform,
+    /// [`TEST_PRODUCER`]'s credentials, once registered.
+    producer: tokio::sync::OnceCell<(String, String)>,
 }
 
 impl TestServer {
@@ -128,6 +142,7 @@ impl TestServer {
             clock,
             data_dir,
             platform,
+            producer: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -157,8 +172,13 @@ impl TestServer {
         let clock = self.clock.clone();
         let mut config = self.platform.config.clone();
         config.sts = None;
+        let producer = self.producer.get().cloned();
         let dir = self.stop().await;
-        TestServer::start_platform(config, dir, clock).await
+        let server = TestServer::start_platform(config, dir, clock).await;
+        if let Some(creds) = producer {
+            let _ = server.producer.set(creds);
+        }
+        server
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -425,10 +445,23 @@ impl TestServer {
             .await
     }
 
-    /// A token that may publish revocations.
+    /// A token of [`TEST_PRODUCER`], which may publish revocations of this server's tokens.
     pub async fn publish_token(&self) -> String {
-        self.revocation_token(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)
-            .await
+        let (id, secret) = self
+            .producer
+            .get_or_init(|| async {
+                self.service_client(
+                    TEST_PRODUCER,
+                    writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE,
+                    &[writ_vocabulary::names::REVOCATION_AUDIENCE],
+                )
+                .await
+            })
+            .await;
+        let mut req = cc(id, secret);
+        req.scope = writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE.into();
+        req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
+        self.issue(req).await.access_token
     }
 
     /// A background watcher keeping `set` current from this server's feed.
@@ -458,18 +491,20 @@ pub fn bearer(token: &str) -> StaticBearer {
     StaticBearer::new(token).unwrap()
 }
 
-/// Whether `set` revokes exactly what an entry of `kind` for `value` does: the token, grant,
-/// key or Biscuit block it names, and for subject and client entries, tokens issued at or
-/// before `not_before` but not a second later.
+/// Whether `set` revokes exactly what an entry of `kind` for `value` does to tokens of `iss`: the
+/// token, grant, key or Biscuit block it names, and for subject and client entries, tokens
+/// issued at or before `not_before` but not a second later.
 pub fn revokes_exactly(
     set: &RevocationSet,
     kind: RevocationKind,
     value: &str,
     not_before: i64,
+    iss: &str,
 ) -> bool {
     let ids = [value.to_owned()];
     let facts = |iat: i64| {
         let mut f = TokenFacts {
+            iss,
             jti: "",
             gid: None,
             sub: "",

@@ -29,6 +29,10 @@ pub struct TokenExchange {
     clock: SharedClock,
     keys: Arc<dyn IssuerKeys>,
     issuers: TrustedIssuers,
+    /// The issuers whose tokens may be actor tokens: Writ's authorization server(s), which
+    /// authenticate Writ's clients. Not the STS itself (its tokens speak for someone else) nor
+    /// an external issuer (its client ids are not Writ's).
+    actor_issuers: Vec<String>,
     directory: Arc<dyn Directory>,
     revocations: Arc<dyn RevocationCheck>,
 }
@@ -48,6 +52,11 @@ impl TokenExchange {
         // Its own tokens can be exchanged again (the next hop of a chain).
         let own: Arc<dyn writ_token::KeySource> = Arc::new(OwnKeys(keys.clone()));
         let mut all = vec![TrustedIssuer::new(config.issuer.clone(), own)];
+        let actor_issuers = issuers
+            .iter()
+            .filter(|i| i.biscuits)
+            .map(|i| i.issuer.clone())
+            .collect();
         for i in issuers {
             if all.iter().any(|t| t.issuer == i.issuer) {
                 return Err(ExchangeError::InvalidRequest("an issuer is trusted twice"));
@@ -71,6 +80,7 @@ impl TokenExchange {
             clock,
             keys,
             issuers,
+            actor_issuers,
             directory,
             revocations,
         })
@@ -181,6 +191,7 @@ impl TokenExchange {
             params: &params,
             subject: &subject,
             actor: actor.as_ref(),
+            actor_issuers: &self.actor_issuers,
             config: &self.config,
             now,
             jti: random_id(),

@@ -41,6 +41,9 @@ pub enum Cause {
     NotForCaller,
     /// The actor token was not issued to the calling client.
     ActorNotCaller,
+    /// The actor token speaks for someone else (it is delegated, or an STS token), or comes
+    /// from an issuer that does not authenticate Writ's clients.
+    ActorDelegated,
     /// The subject token's `may_act` does not name the actor.
     MayAct,
     /// The delegation chain would grow past the policy's maximum depth.
@@ -64,6 +67,7 @@ impl Cause {
             Cause::UnsupportedType => "unsupported_token_type",
             Cause::NotForCaller => "not_for_caller",
             Cause::ActorNotCaller => "actor_not_caller",
+            Cause::ActorDelegated => "actor_not_self",
             Cause::MayAct => "may_act",
             Cause::ChainTooDeep => "chain_too_deep",
             Cause::Attenuated => "attenuated",
@@ -83,6 +87,9 @@ impl Cause {
             }
             Cause::NotForCaller => "the subject token is not addressed to the calling client",
             Cause::ActorNotCaller => "the actor token was not issued to the calling client",
+            Cause::ActorDelegated => {
+                "the actor token must be the caller's own token from the authorization server, delegating nothing"
+            }
             Cause::MayAct => "the subject token's may_act does not allow this actor",
             Cause::ChainTooDeep => "the delegation chain would exceed its maximum depth",
             Cause::Attenuated => {

@@ -55,6 +55,8 @@ pub(crate) struct Inputs<'a> {
     /// Verified by its own issuer, of the presented type, not revoked.
     pub subject: &'a VerifiedToken,
     pub actor: Option<&'a VerifiedToken>,
+    /// The issuers an actor token may come from (Writ's authorization server).
+    pub actor_issuers: &'a [String],
     pub config: &'a Config,
     pub now: i64,
     /// The new token's id.
@@ -79,9 +81,17 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
     let s = &i.subject.claims;
     let targets = &i.params.targets;
 
-    // The actor token proves who acts: it must be the caller's own.
-    if i.actor.is_some_and(|a| a.claims.client_id != caller) {
-        return Err(ExchangeError::actor(Cause::ActorNotCaller));
+    // The actor token proves who acts, and nothing else: the caller's own, from the issuer that
+    // authenticates Writ's clients, delegating nothing. A delegated token (or any token of the
+    // STS, which always speaks for another party) would launder its subject into `act`; an
+    // external issuer's `client_id` is not a Writ client.
+    if let Some(a) = i.actor {
+        if a.claims.client_id != caller {
+            return Err(ExchangeError::actor(Cause::ActorNotCaller));
+        }
+        if a.claims.act.is_some() || !i.actor_issuers.contains(&a.claims.iss) {
+            return Err(ExchangeError::actor(Cause::ActorDelegated));
+        }
     }
 
     // Who may present the subject token, and so how far its audience may move.

@@ -84,6 +84,13 @@ impl AuthorizationServer {
         set_fields(&mut spec, &client, UPDATABLE_CLIENT_FIELDS);
         spec.client_id = match client.client_id.as_str() {
             "" => random_id(),
+            // Writ's own identities: a client by one of these names could mint tokens that pass
+            // for Writ's own (the revocation publisher's above all).
+            id if writ_vocabulary::names::is_reserved(id) => {
+                return Err(Error::InvalidRequest(
+                    "this client_id is reserved for Writ itself",
+                ));
+            }
             id => id.to_owned(),
         };
         spec.client_type = match client.client_type {

@@ -98,6 +98,7 @@ impl AuthorizationServer {
                 let entry = RevocationEntry {
                     kind: RevocationKind::TokenId,
                     value: t.claims.jti.clone(),
+                    issuer: String::new(),
                     // Past the token's own expiry plus leeway, nothing is left to revoke.
                     expires_at: t.claims.exp + self.config.leeway,
                     not_before: 0,
@@ -125,6 +126,7 @@ impl AuthorizationServer {
         let entry = RevocationEntry {
             kind: RevocationKind::GrantId,
             value: gid.to_owned(),
+            issuer: String::new(),
             expires_at: now + self.access_horizon(),
             not_before: 0,
             reason: reason.to_owned(),

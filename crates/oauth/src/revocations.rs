@@ -64,6 +64,8 @@ fn entry(r: &RevocationRecord) -> Result<RevocationEntry> {
     Ok(RevocationEntry {
         kind: RevocationKind::from_i32(r.kind).ok_or(Error::Internal("stored revocation kind"))?,
         value: r.value.clone(),
+        // The authorization server's own entries are its administrator's: every issuer.
+        issuer: String::new(),
         expires_at: r.expires_at,
         not_before: r.not_before,
         reason: r.reason.clone(),
@@ -93,9 +95,22 @@ impl AuthorizationServer {
     pub async fn record_revocations(&self, revocations: &[Revocation], by: &str) -> Result<()> {
         let now = self.now();
         for r in revocations {
-            r.entry
-                .validate(now)
-                .map_err(|_| Error::InvalidRequest("a revocation entry is invalid"))?;
+            r.entry.validate(now).map_err(|e| {
+                Error::InvalidRequest(match e {
+                    writ_token::RevocationError::Reserved => {
+                        "Writ's own identities cannot be revoked"
+                    }
+                    writ_token::RevocationError::NotBefore => "not_before may not be in the future",
+                    _ => "a revocation entry is invalid",
+                })
+            })?;
+            // The administrator's entries apply to every issuer; an issuer's own are its
+            // producer's to publish, at the revocation service.
+            if !r.entry.issuer.is_empty() {
+                return Err(Error::InvalidRequest(
+                    "an entry scoped to one issuer is published by that issuer's producer",
+                ));
+            }
         }
         {
             // One writer at a time, so merging with the existing local record cannot race.
@@ -174,6 +189,7 @@ impl AuthorizationServer {
         let entry = RevocationEntry {
             kind,
             value: value.to_owned(),
+            issuer: String::new(),
             expires_at: now + self.access_horizon(),
             not_before: now,
             reason: reason.to_owned(),

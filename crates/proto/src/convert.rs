@@ -128,6 +128,7 @@ pub fn revocation_entry(
     Ok(RevocationEntry {
         kind,
         value: e.value,
+        issuer: e.issuer,
         expires_at: e.expires_at,
         not_before,
         reason: e.reason,
@@ -142,6 +143,7 @@ pub fn revocation_message(e: &RevocationEntry) -> revocation::RevocationEntry {
         expires_at: e.expires_at,
         reason: e.reason.clone(),
         not_before: e.not_before,
+        issuer: e.issuer.clone(),
     }
 }
 
@@ -221,6 +223,7 @@ mod tests {
         let e = RevocationEntry {
             kind: RevocationKind::Subject,
             value: "alice".into(),
+            issuer: "https://idp.example".into(),
             expires_at: 100,
             not_before: 0,
             reason: "r".into(),
@@ -228,6 +231,7 @@ mod tests {
         let back = revocation_entry(revocation_message(&e), 42).unwrap();
         assert_eq!(back.not_before, 42, "zero means now for a subject cut-off");
         assert_eq!(back.value, "alice");
+        assert_eq!(back.issuer, e.issuer);
         let mut unknown = revocation_message(&e);
         unknown.kind = 99;
         assert_eq!(

@@ -35,6 +35,7 @@ fn id(n: u64) -> String {
 
 fn facts<'a>(jti: &'a str, gid: &'a str) -> TokenFacts<'a> {
     TokenFacts {
+        iss: "https://as.example",
         jti,
         gid: Some(gid),
         sub: "alice",
@@ -58,6 +59,7 @@ fn check(c: &mut Criterion) {
                     expires_at: NOW + 3600,
                     reason: String::new(),
                     not_before: 0,
+                    issuer: String::new(),
                 }),
             })),
         })

@@ -55,6 +55,7 @@ mod tests {
 
     fn facts() -> TokenFacts<'static> {
         TokenFacts {
+            iss: "https://as.example",
             jti: "j1",
             gid: Some("g1"),
             sub: "alice",
@@ -96,6 +97,7 @@ mod tests {
                 expires_at: i64::from(u32::MAX),
                 reason: String::new(),
                 not_before: 0,
+                issuer: String::new(),
             }),
         })))
         .unwrap();

@@ -87,6 +87,8 @@ pub struct RevocationSet {
     /// Milliseconds since the epoch of the last event or checkpoint; 0 before the first sync.
     last_contact_ms: AtomicI64,
     synced: AtomicBool,
+    /// Whether any entry scoped to one issuer was ever applied.
+    scoped: AtomicBool,
     applied: AtomicU64,
 }
 
@@ -124,13 +126,22 @@ impl RevocationSet {
             hasher: RandomState::new(),
             last_contact_ms: AtomicI64::new(0),
             synced: AtomicBool::new(false),
+            scoped: AtomicBool::new(false),
             applied: AtomicU64::new(0),
         }
     }
 
-    fn key(&self, kind: RevocationKind, value: &str) -> u64 {
+    /// An entry's key: its kind and value for an entry of every issuer; its kind (high bit
+    /// set), issuer and value for one scoped to an issuer.
+    fn key(&self, kind: RevocationKind, issuer: &str, value: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write_u8(kind as u8);
+        if issuer.is_empty() {
+            h.write_u8(kind as u8);
+        } else {
+            h.write_u8(kind as u8 | 0x80);
+            h.write(issuer.as_bytes());
+            h.write_u8(0xff);
+        }
         h.write(value.as_bytes());
         h.finish()
     }
@@ -138,12 +149,18 @@ impl RevocationSet {
     /// Which revocation, if any, applies to a token. Never waits on the network.
     pub fn check(&self, t: &TokenFacts<'_>) -> Option<RevocationKind> {
         let state = self.state.read();
+        let revokes = |kind: RevocationKind, issuer: &str, value: &str| {
+            state
+                .entries
+                .get(&self.key(kind, issuer, value))
+                .is_some_and(|p| t.cut_off_by(kind, p.not_before()))
+        };
+        // Entries scoped to the token's issuer cost a second lookup only once the feed has
+        // carried one.
+        let scoped = self.scoped.load(Ordering::Relaxed);
         t.targets()
             .find(|(kind, value)| {
-                state
-                    .entries
-                    .get(&self.key(*kind, value))
-                    .is_some_and(|p| t.cut_off_by(*kind, p.not_before()))
+                revokes(*kind, "", value) || (scoped && revokes(*kind, t.iss, value))
             })
             .map(|(kind, _)| kind)
     }
@@ -178,7 +195,10 @@ impl RevocationSet {
                     state.generation
                 };
                 let packed = Packed::new(entry.expires_at, entry.not_before, generation);
-                let key = self.key(kind, &entry.value);
+                if !entry.issuer.is_empty() {
+                    self.scoped.store(true, Ordering::Relaxed);
+                }
+                let key = self.key(kind, &entry.issuer, &entry.value);
                 let merged = match state.entries.get(&key) {
                     Some(old) => old.merge(packed, generation),
                     None => packed,
@@ -301,6 +321,7 @@ mod tests {
                     expires_at: 2_000_000_000,
                     reason: String::new(),
                     not_before,
+                    issuer: String::new(),
                 }),
             })),
         }
@@ -312,6 +333,7 @@ mod tests {
 
     fn facts<'a>(jti: &'a str, sub: &'a str, iat: i64) -> TokenFacts<'a> {
         TokenFacts {
+            iss: "https://as.example",
             jti,
             gid: Some("g"),
             sub,

@@ -177,7 +177,7 @@ impl RevocationLog {
         // This append's own writes, seen by its later entries.
         let mut own: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
         for e in entries {
-            let key = index_key(e.kind, &e.value);
+            let key = index_key(e.kind, &e.issuer, &e.value);
             let existing = match own.get(&key).or_else(|| in_batch.get(&key)) {
                 Some(v) => Some(v.clone()),
                 None => match self.store.get(Tree::RevocationLog, &key)? {

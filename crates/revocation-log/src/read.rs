@@ -13,13 +13,16 @@ impl RevocationLog {
     /// callers with this: a revoked producer or subscriber token is refused here too).
     pub fn revokes(&self, t: &TokenFacts<'_>) -> Result<Option<RevocationKind>, LogError> {
         for (kind, value) in t.targets() {
-            if let Some(bytes) = self
-                .store
-                .get(Tree::RevocationLog, &index_key(kind, value))?
-            {
-                let record = decode::<EntryRecord>(&bytes)?;
-                if t.cut_off_by(kind, record.not_before) {
-                    return Ok(Some(kind));
+            // Entries for every issuer, then those scoped to the token's own.
+            for issuer in t.issuer_scopes() {
+                if let Some(bytes) = self
+                    .store
+                    .get(Tree::RevocationLog, &index_key(kind, issuer, value))?
+                {
+                    let record = decode::<EntryRecord>(&bytes)?;
+                    if t.cut_off_by(kind, record.not_before) {
+                        return Ok(Some(kind));
+                    }
                 }
             }
         }

@@ -19,6 +19,9 @@ pub(crate) struct EntryRecord {
     pub(crate) reason: String,
     #[prost(uint64, tag = "6")]
     pub(crate) sequence: u64,
+    /// Empty for every issuer (and in records written before issuer scopes existed).
+    #[prost(string, tag = "7")]
+    pub(crate) issuer: String,
 }
 
 impl writ_store::Record for EntryRecord {
@@ -34,6 +37,7 @@ impl EntryRecord {
             not_before: e.not_before,
             reason: e.reason.clone(),
             sequence,
+            issuer: e.issuer.clone(),
         }
     }
 
@@ -43,6 +47,7 @@ impl EntryRecord {
             entry: RevocationEntry {
                 kind: RevocationKind::from_i32(self.kind).ok_or(StoreError::Corrupt)?,
                 value: self.value,
+                issuer: self.issuer,
                 expires_at: self.expires_at,
                 not_before: self.not_before,
                 reason: self.reason,
@@ -57,9 +62,18 @@ pub(crate) fn log_key(seq: u64) -> Vec<u8> {
     k
 }
 
-pub(crate) fn index_key(kind: RevocationKind, value: &str) -> Vec<u8> {
+/// The live index's key of an entry: kind, then value for an entry of every issuer (the format
+/// before issuer scopes, so existing data reads the same); kind with its high bit set, the
+/// issuer, a NUL (never in an issuer) and the value for an entry scoped to one issuer.
+pub(crate) fn index_key(kind: RevocationKind, issuer: &str, value: &str) -> Vec<u8> {
     let mut k = INDEX.to_vec();
-    k.push(kind as u8);
+    if issuer.is_empty() {
+        k.push(kind as u8);
+    } else {
+        k.push(kind as u8 | 0x80);
+        k.extend_from_slice(issuer.as_bytes());
+        k.push(0);
+    }
     k.extend_from_slice(value.as_bytes());
     k
 }

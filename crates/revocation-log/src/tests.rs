@@ -7,6 +7,7 @@ fn entry(kind: RevocationKind, value: &str, expires_at: i64) -> RevocationEntry 
     RevocationEntry {
         kind,
         value: value.into(),
+        issuer: String::new(),
         expires_at,
         not_before: 0,
         reason: "test".into(),
@@ -325,7 +326,7 @@ async fn appends_queued_together_share_one_batch_and_fail_alone() {
     store
         .insert(
             Tree::RevocationLog,
-            &index_key(RevocationKind::TokenId, "corrupt"),
+            &index_key(RevocationKind::TokenId, "", "corrupt"),
             vec![0xff, 0xff],
         )
         .unwrap();

@@ -6,6 +6,8 @@ use crate::verify::VerifiedToken;
 /// The facts of a token that revocations can name.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenFacts<'a> {
+    /// Its issuer: an entry scoped to an issuer revokes only that issuer's tokens.
+    pub iss: &'a str,
     pub jti: &'a str,
     pub gid: Option<&'a str>,
     pub sub: &'a str,
@@ -18,6 +20,7 @@ pub struct TokenFacts<'a> {
 impl<'a> TokenFacts<'a> {
     pub fn of(t: &'a VerifiedToken) -> Self {
         TokenFacts {
+            iss: &t.claims.iss,
             jti: &t.claims.jti,
             gid: t.claims.gid.as_deref(),
             sub: &t.claims.sub,
@@ -44,6 +47,11 @@ impl<'a> TokenFacts<'a> {
                 .iter()
                 .map(|id| (RevocationKind::BiscuitRevocationId, id.as_str())),
         )
+    }
+
+    /// The issuer scopes an entry may have to apply to this token: every issuer (`""`), or its own.
+    pub fn issuer_scopes(&self) -> [&'a str; 2] {
+        ["", self.iss]
     }
 
     /// Whether an entry of `kind` with cut-off `not_before` revokes this token.
@@ -124,11 +132,19 @@ pub const MAX_REVOCATION_VALUE_LEN: usize = 256;
 /// Longest reason accepted.
 pub const MAX_REVOCATION_REASON_LEN: usize = 256;
 
+/// How far ahead of now a subject or client cut-off may reach: clock skew between the producer
+/// and the service, no more. (A cut-off in the future would lock a principal out until then.)
+pub const MAX_CUT_OFF_AHEAD: i64 = 60;
+
 /// One revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationEntry {
     pub kind: RevocationKind,
     pub value: String,
+    /// The issuer whose tokens it revokes; empty for every issuer (the administrator's entries,
+    /// published by the authorization server). A producer may only publish entries scoped to the
+    /// issuer it is registered for.
+    pub issuer: String,
     /// After this NumericDate everything the entry revokes has expired: it may be forgotten.
     pub expires_at: i64,
     /// For subject and client entries: tokens with `iat <= not_before` are revoked.
@@ -151,6 +167,10 @@ pub enum RevocationError {
     NotBefore,
     #[error("the reason is too long or has control characters")]
     Reason,
+    #[error("the issuer is too long or has control characters")]
+    Issuer,
+    #[error("Writ's own identities cannot be revoked")]
+    Reserved,
 }
 
 impl RevocationEntry {
@@ -174,8 +194,18 @@ impl RevocationEntry {
         if self.expires_at <= now || self.expires_at > now + 366 * 24 * 3600 {
             return Err(RevocationError::ExpiresAt);
         }
-        if !(0..=MAX_NUMERIC_DATE).contains(&self.not_before) {
+        if !(0..=MAX_NUMERIC_DATE.min(now.saturating_add(MAX_CUT_OFF_AHEAD)))
+            .contains(&self.not_before)
+        {
             return Err(RevocationError::NotBefore);
+        }
+        if self.issuer.len() > MAX_REVOCATION_VALUE_LEN || !plain(&self.issuer) {
+            return Err(RevocationError::Issuer);
+        }
+        if matches!(self.kind, RevocationKind::Subject | RevocationKind::Client)
+            && writ_vocabulary::names::is_reserved(&self.value)
+        {
+            return Err(RevocationError::Reserved);
         }
         if self.reason.len() > MAX_REVOCATION_REASON_LEN || !plain(&self.reason) {
             return Err(RevocationError::Reason);
@@ -187,6 +217,7 @@ impl RevocationEntry {
     pub fn covers(&self, other: &RevocationEntry) -> bool {
         self.kind == other.kind
             && self.value == other.value
+            && self.issuer == other.issuer
             && self.expires_at >= other.expires_at
             && (!self.kind.uses_not_before() || self.not_before >= other.not_before)
     }
@@ -201,6 +232,7 @@ mod tests {
         RevocationEntry {
             kind,
             value: value.into(),
+            issuer: String::new(),
             expires_at: 200,
             not_before: 0,
             reason: String::new(),
@@ -230,6 +262,36 @@ mod tests {
             entry(RevocationKind::TokenId, "j").validate(200),
             Err(RevocationError::ExpiresAt)
         );
+    }
+
+    #[test]
+    fn a_cut_off_cannot_reach_into_the_future_nor_name_writ_itself() {
+        let mut cut = entry(RevocationKind::Subject, "alice");
+        cut.not_before = 100 + MAX_CUT_OFF_AHEAD;
+        assert!(cut.validate(100).is_ok(), "clock skew is tolerated");
+        cut.not_before += 1;
+        assert_eq!(cut.validate(100), Err(RevocationError::NotBefore));
+        cut.not_before = 253_402_300_799; // 9999-12-31
+        assert_eq!(cut.validate(100), Err(RevocationError::NotBefore));
+        for id in writ_vocabulary::names::RESERVED_IDENTITIES {
+            for kind in [RevocationKind::Subject, RevocationKind::Client] {
+                assert_eq!(
+                    entry(kind, id).validate(100),
+                    Err(RevocationError::Reserved)
+                );
+            }
+        }
+        let mut scoped = entry(RevocationKind::TokenId, "j");
+        scoped.issuer = "https://idp.example\r\n".into();
+        assert_eq!(scoped.validate(100), Err(RevocationError::Issuer));
+    }
+
+    #[test]
+    fn an_entry_covers_only_its_own_issuer_scope() {
+        let mut scoped = entry(RevocationKind::TokenId, "j");
+        scoped.issuer = "https://idp.example".into();
+        assert!(!scoped.covers(&entry(RevocationKind::TokenId, "j")));
+        assert!(!entry(RevocationKind::TokenId, "j").covers(&scoped));
     }
 
     #[test]

@@ -54,6 +54,15 @@ pub mod names {
     /// The client id of tokens the authorization server mints for itself (its revocation
     /// publisher).
     pub const SELF_CLIENT_ID: &str = "writ-authz";
+
+    /// Writ's own identities: never a registered client's id, never the subject or client of a
+    /// revocation (so no producer, and no administrator by mistake, can cut Writ off from itself).
+    pub const RESERVED_IDENTITIES: [&str; 3] = [SELF_CLIENT_ID, STS_AUDIENCE, REVOCATION_AUDIENCE];
+
+    /// Whether `id` is one of [`RESERVED_IDENTITIES`] (compared exactly).
+    pub fn is_reserved(id: &str) -> bool {
+        RESERVED_IDENTITIES.contains(&id)
+    }
 }
 
 /// The token form a bearer string has: a JWT has two dots, a base64url Biscuit none. Only a

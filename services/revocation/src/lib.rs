@@ -10,6 +10,7 @@
 mod convert;
 mod subscriber;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -30,25 +31,33 @@ pub use writ_server::Running;
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ServiceSpec, ShutdownSignal};
 use writ_tls::TlsMaterial;
 use writ_token::{SharedClock, TrustedIssuer};
+use writ_vocabulary::Kind;
 use writ_vocabulary::names::{
     REVOCATION_AUDIENCE, REVOCATION_PUBLISH_SCOPE as SCOPE_PUBLISH,
-    REVOCATION_WATCH_SCOPE as SCOPE_WATCH,
+    REVOCATION_WATCH_SCOPE as SCOPE_WATCH, SELF_CLIENT_ID,
 };
 
 pub use subscriber::SubscriberConfig;
 pub use writ_revocation_log::ERROR_DOMAIN;
 
 /// How the service behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub subscriber: SubscriberConfig,
     /// How often expired entries are pruned (and stray pending events committed).
     pub prune_interval: Duration,
+    /// Producers besides the authorization server, by client id: the issuer whose tokens each
+    /// may revoke (its namespace; empty for the authorization server's own tokens). The
+    /// authorization server's own publisher (`writ-authz`, relaying its administrator and its
+    /// grants) publishes for every issuer; a client with the publish scope but no namespace here
+    /// publishes nothing.
+    pub producers: BTreeMap<String, String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            producers: BTreeMap::new(),
             subscriber: SubscriberConfig {
                 checkpoint_interval: Duration::from_secs(1),
                 buffer: 1024,
@@ -64,16 +73,64 @@ pub struct RevocationGrpc {
     log: Arc<RevocationLog>,
     clock: SharedClock,
     config: Config,
+    /// The authorization server's issuer: its `writ-authz` tokens publish for every issuer.
+    admin_issuer: String,
     subscribers: Arc<AtomicU32>,
     shutdown: ShutdownSignal,
 }
 
 /// Who called: the guard in front of the service authenticated the caller and checked its
 /// scope before the call got here.
+fn principal<T>(request: &Request<T>) -> Result<&Principal, Status> {
+    Principal::of(request).ok_or_else(|| Status::internal("the guard attached no principal"))
+}
+
 fn caller<T>(request: &Request<T>) -> Result<String, Status> {
-    Principal::of(request)
-        .map(|p| p.client_id.clone())
-        .ok_or_else(|| Status::internal("the guard attached no principal"))
+    principal(request).map(|p| p.client_id.clone())
+}
+
+/// Whose tokens a producer may revoke.
+enum Namespace {
+    /// Every issuer's: the authorization server.
+    Every,
+    /// One issuer's.
+    Issuer(String),
+}
+
+impl RevocationGrpc {
+    fn namespace(&self, p: &Principal) -> Result<Namespace, Status> {
+        if p.client_id == SELF_CLIENT_ID && p.issuer == self.admin_issuer {
+            return Ok(Namespace::Every);
+        }
+        match self.config.producers.get(&p.client_id) {
+            Some(issuer) => Ok(Namespace::Issuer(issuer.clone())),
+            None => Err(convert::refused(
+                Kind::PermissionDenied,
+                "not_a_producer",
+                "this client is not registered as a revocation producer",
+            )),
+        }
+    }
+}
+
+/// Puts `entry` in `namespace`: an entry of a namespaced producer is scoped to its issuer
+/// (filled in when left empty); naming another issuer, or every issuer, is refused.
+fn in_namespace(
+    namespace: &Namespace,
+    mut entry: writ_token::RevocationEntry,
+) -> Result<writ_token::RevocationEntry, Status> {
+    if let Namespace::Issuer(own) = namespace {
+        if entry.issuer.is_empty() {
+            entry.issuer = own.clone();
+        } else if &entry.issuer != own {
+            return Err(convert::refused(
+                Kind::PermissionDenied,
+                "outside_namespace",
+                "a producer may only revoke tokens of the issuer it is registered for",
+            ));
+        }
+    }
+    Ok(entry)
 }
 
 /// The service's own guard: callers present a token of a trusted issuer (the authorization
@@ -103,15 +160,20 @@ impl RevocationService for RevocationGrpc {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let caller = caller(&request)?;
+        let principal = principal(&request)?;
+        let caller = principal.client_id.clone();
+        let namespace = self.namespace(principal)?;
         let now = self.clock.now();
         let entries = request
             .into_inner()
             .entries
             .into_iter()
-            .map(|e| writ_proto::convert::revocation_entry(e, now).map_err(LogError::Invalid))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(status)?;
+            .map(|e| {
+                let entry = writ_proto::convert::revocation_entry(e, now)
+                    .map_err(|e| status(LogError::Invalid(e)))?;
+                in_namespace(&namespace, entry)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Appended on a task of its own: a caller that goes away mid-append (cancelled, timed
         // out) must not leave entries written but never flushed and committed.
         let log = self.log.clone();
@@ -130,6 +192,7 @@ impl RevocationService for RevocationGrpc {
                 by = %caller,
                 kind = e.kind.name(),
                 value = %e.value,
+                issuer = %e.issuer,
                 reason = %e.reason,
                 sequence,
             );
@@ -182,10 +245,24 @@ pub fn spec(
     config: Config,
     shutdown: ShutdownSignal,
 ) -> ServiceSpec {
+    // The first trusted issuer is the authorization server (the one whose `writ-authz` tokens
+    // publish for every issuer).
+    let admin_issuer = issuers
+        .first()
+        .map(|i| i.issuer.clone())
+        .unwrap_or_default();
+    let mut config = config;
+    for namespace in config.producers.values_mut() {
+        if namespace.is_empty() {
+            namespace.clone_from(&admin_issuer);
+        }
+    }
     let guard = guard(log.clone(), issuers, clock.clone());
+    let prune_interval = config.prune_interval;
     let service = RevocationServiceServer::new(RevocationGrpc {
         log: log.clone(),
         clock: clock.clone(),
+        admin_issuer,
         config,
         subscribers: Arc::new(AtomicU32::new(0)),
         shutdown,
@@ -193,7 +270,7 @@ pub fn spec(
     .max_decoding_message_size(MAX_GRPC_MESSAGE);
     ServiceSpec::new("revocation service")
         .grpc(guard.layer().layer(service))
-        .every("sync and prune", config.prune_interval, move || {
+        .every("sync and prune", prune_interval, move || {
             let (log, now) = (log.clone(), clock.now());
             async move {
                 if let Err(e) = log.sync().await {

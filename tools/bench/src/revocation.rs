@@ -125,6 +125,7 @@ fn entry(n: u64, now: i64) -> RevocationEntry {
         expires_at: now + 3600,
         reason: String::new(),
         not_before: 0,
+        issuer: String::new(),
     }
 }
 

@@ -73,6 +73,7 @@ pub async fn revoke(args: RevokeArgs) -> Result<()> {
         expires_at: now + args.expires_in,
         reason: args.reason,
         not_before: 0,
+        issuer: String::new(),
     };
     let mut admin = admin_client(&args.conn).await?;
     admin

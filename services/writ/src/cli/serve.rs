@@ -62,6 +62,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trust_issuer_cas: Vec<String>,
+    /// `serve revocation` and `up`: a client allowed to publish revocations besides the
+    /// authorization server, as CLIENT_ID=ISSUER: it may revoke tokens of that issuer only
+    /// (CLIENT_ID= for the authorization server's own tokens; repeatable).
+    #[arg(
+        long = "revocation-producer",
+        env = "WRIT_REVOCATION_PRODUCERS",
+        value_delimiter = ','
+    )]
+    pub revocation_producers: Vec<String>,
     /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
     #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
     pub sts_max_feed_staleness: u64,
@@ -111,6 +120,14 @@ impl ServeArgs {
         let runs = |s: ServiceName| services.contains(&s);
         let mut engine = writ_oauth::Config::new(self.issuer.clone().unwrap_or_default());
         engine.default_access_token_lifetime = self.access_token_lifetime;
+        let mut producers = std::collections::BTreeMap::new();
+        for spec in &self.revocation_producers {
+            let (client, issuer) = spec
+                .split_once('=')
+                .filter(|(c, _)| !c.is_empty())
+                .context("--revocation-producer takes CLIENT_ID=ISSUER")?;
+            producers.insert(client.to_owned(), issuer.to_owned());
+        }
         let sts = if runs(ServiceName::Sts) {
             let wiring = if runs(ServiceName::Authz) {
                 StsWiring::InProcess {
@@ -168,6 +185,10 @@ impl ServeArgs {
             }),
             revocation: runs(ServiceName::Revocation).then(|| RevocationSettings {
                 grpc: at(self.revocation_port),
+                service: writ_revocation::Config {
+                    producers,
+                    ..writ_revocation::Config::default()
+                },
                 ..RevocationSettings::default()
             }),
             sts,

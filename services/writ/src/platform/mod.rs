@@ -206,7 +206,7 @@ impl Platform {
             log.clone(),
             vec![issuer],
             self.clock().clone(),
-            settings.service,
+            settings.service.clone(),
             listener,
             self.tls.as_ref(),
             self.signal.clone(),
