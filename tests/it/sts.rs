@@ -146,6 +146,30 @@ async fn set_policy(
         .unwrap();
 }
 
+/// `orders`' policy, naming the scopes an external issuer's token may carry (without them the
+/// STS exchanges no external token).
+async fn external_policy(f: &Fixture) {
+    let mut admin = f.server.admin().await;
+    admin
+        .delete_exchange_policy(pb_admin::DeleteExchangePolicyRequest {
+            policy_id: "p-orders".into(),
+        })
+        .await
+        .unwrap();
+    admin
+        .create_exchange_policy(pb_admin::CreateExchangePolicyRequest {
+            policy: Some(pb_admin::ExchangePolicy {
+                policy_id: "p-orders".into(),
+                client_id: "orders".into(),
+                audience: vec!["inventory".into(), "billing".into()],
+                scope: "inventory.read".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+}
+
 impl Fixture {
     /// A token `frontend` got for `orders` (client_credentials), as a JWT or a Biscuit.
     async fn subject(&self, format: TokenFormat) -> String {
@@ -511,18 +535,37 @@ async fn an_external_issuers_jwt_is_accepted_through_its_jwks_and_an_unconfigure
     let dir = tempfile::tempdir().unwrap();
     let (issuer, key, opts) = external_issuer(dir.path());
     let f = fixture_with(Options::default(), opts).await;
-    let claims = external_claims(&issuer, "orders");
+    // The external token claims more than the policy names, and a Writ grant's id as its own.
+    let (alice, _) = f.user_subject().await;
+    let writ_gid = f.original(&alice).await.claims.gid.unwrap();
+    let claims = AccessClaims {
+        scope: "inventory.read inventory.write admin".into(),
+        gid: Some(writ_gid.clone()),
+        ..external_claims(&issuer, "orders")
+    };
     let token = writ_token::encode_access_token(&key, &claims).unwrap();
+    // Without a policy naming what an external token may carry, nothing is exchanged.
+    f.refused(
+        f.request(&f.orders, &token, &["inventory"]),
+        Code::PermissionDenied,
+        "invalid_scope",
+    )
+    .await;
+    external_policy(&f).await;
     let r = f
         .exchanged(f.request(&f.orders, &token, &["inventory"]))
         .await;
     let v = f.verify(&r.access_token, "inventory").await;
-    assert_eq!(v.claims.sub, "carol");
-    assert_eq!(v.claims.scope, "inventory.read");
+    assert_eq!(
+        v.claims.sub,
+        format!("{issuer}#carol"),
+        "the subject stays in its issuer's namespace"
+    );
+    assert_eq!(v.claims.scope, "inventory.read", "bounded by the policy");
     let gid = v.claims.gid.unwrap();
     assert!(
-        gid.starts_with("x-"),
-        "a lineage derived for the external token: {gid}"
+        gid.starts_with("x-") && gid != writ_gid,
+        "a lineage derived for the external token, never the one it names: {gid}"
     );
 
     // The same key, another issuer name: not configured, refused. Nor can the external key
@@ -549,6 +592,7 @@ async fn may_act_in_the_subject_token_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let (issuer, key, opts) = external_issuer(dir.path());
     let f = fixture_with(Options::default(), opts).await;
+    external_policy(&f).await;
     let mut claims = external_claims(&issuer, "orders");
     claims.may_act = Some(Actor {
         sub: "orders".into(),
@@ -609,6 +653,7 @@ async fn an_external_issuers_jwks_url_is_fetched_refreshed_on_rotation_and_not_p
     let (remote, opts) = external_url_issuer(issuer, &server, min_refresh).await;
     assert_eq!(server.fetches(), 1, "fetched once at start");
     let f = fixture_with(Options::default(), opts).await;
+    external_policy(&f).await;
     let claims = external_claims(issuer, "orders");
     let token = writ_token::encode_access_token(&old, &claims).unwrap();
     let r = f
@@ -616,7 +661,7 @@ async fn an_external_issuers_jwks_url_is_fetched_refreshed_on_rotation_and_not_p
         .await;
     assert_eq!(
         f.verify(&r.access_token, "inventory").await.claims.sub,
-        "carol"
+        format!("{issuer}#carol")
     );
 
     // The issuer rotates: the new key replaces the old one. The first token naming the new kid
@@ -630,7 +675,7 @@ async fn an_external_issuers_jwks_url_is_fetched_refreshed_on_rotation_and_not_p
         .await;
     assert_eq!(
         f.verify(&r.access_token, "inventory").await.claims.sub,
-        "carol"
+        format!("{issuer}#carol")
     );
     f.token_refused(
         f.request(&f.orders, &token, &["inventory"]),

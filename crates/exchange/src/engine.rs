@@ -191,7 +191,7 @@ impl TokenExchange {
             params: &params,
             subject: &subject,
             actor: actor.as_ref(),
-            actor_issuers: &self.actor_issuers,
+            writ_issuers: &self.actor_issuers,
             config: &self.config,
             now,
             jti: random_id(),

@@ -55,8 +55,9 @@ pub(crate) struct Inputs<'a> {
     /// Verified by its own issuer, of the presented type, not revoked.
     pub subject: &'a VerifiedToken,
     pub actor: Option<&'a VerifiedToken>,
-    /// The issuers an actor token may come from (Writ's authorization server).
-    pub actor_issuers: &'a [String],
+    /// Writ's authorization server(s): the issuers an actor token may come from and, with the
+    /// STS itself, the issuers whose subjects, scopes and grant ids are Writ's own.
+    pub writ_issuers: &'a [String],
     pub config: &'a Config,
     pub now: i64,
     /// The new token's id.
@@ -89,7 +90,7 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
         if a.claims.client_id != caller {
             return Err(ExchangeError::actor(Cause::ActorNotCaller));
         }
-        if a.claims.act.is_some() || !i.actor_issuers.contains(&a.claims.iss) {
+        if a.claims.act.is_some() || !i.writ_issuers.contains(&a.claims.iss) {
             return Err(ExchangeError::actor(Cause::ActorDelegated));
         }
     }
@@ -119,6 +120,14 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
         ));
     }
 
+    // A token of an external issuer: its subject is not one of Writ's, its scopes are its
+    // issuer's word, its grant id means nothing here. What it may claim is what the policy names.
+    let external = !i.writ_issuers.contains(&s.iss) && s.iss != i.config.issuer;
+    if external && policy.scope.trim().is_empty() {
+        return Err(ExchangeError::InvalidScope(
+            "the exchange policy names no scopes an external issuer's token may carry",
+        ));
+    }
     let scope = scope(&i.params.requested_scope, &s.scope, policy)?;
 
     // Delegation unless the policy allows impersonation and no actor token names an actor.
@@ -168,7 +177,14 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
 
     let claims = AccessClaims {
         iss: i.config.issuer.clone(),
-        sub: s.sub.clone(),
+        // An external subject stays in its issuer's namespace, visibly: `issuer#subject` (an
+        // issuer has no fragment, so this never reads ambiguously, and Writ's own subjects
+        // never contain `#`).
+        sub: if external {
+            format!("{}#{}", s.iss, s.sub)
+        } else {
+            s.sub.clone()
+        },
         aud: targets.clone(),
         exp,
         iat: now,
@@ -176,7 +192,7 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
         jti: i.jti,
         client_id: caller.to_owned(),
         scope: scope.to_string(),
-        gid: Some(lineage(i.subject)),
+        gid: Some(lineage(i.subject, external)),
         act,
         may_act: None,
     };
@@ -254,17 +270,24 @@ fn scope(requested: &Scopes, subject: &str, policy: &ExchangePolicy) -> Result<S
     Ok(scope)
 }
 
-/// The grant id of everything derived from `subject`: its own (Writ tokens always carry one), or
-/// for an external token one derived from its issuer and token id, so that exchanging the same
-/// external token twice yields one lineage, revocable as a whole.
-fn lineage(subject: &VerifiedToken) -> String {
-    match &subject.claims.gid {
-        Some(gid) => gid.clone(),
-        None => {
+/// The grant id of everything derived from `subject`: its own for a Writ token (which always
+/// carries one); for an external token one derived from its issuer and its own grant id (or its
+/// token id), so that exchanging the same external token twice yields one lineage, revocable as
+/// a whole, and an external issuer can never name (join, or borrow) a Writ lineage.
+fn lineage(subject: &VerifiedToken, external: bool) -> String {
+    let c = &subject.claims;
+    match (&c.gid, external) {
+        (Some(gid), false) => gid.clone(),
+        (gid, _) => {
+            let (tag, id) = match gid {
+                Some(g) => (b"g", g.as_str()),
+                None => (b"j", c.jti.as_str()),
+            };
             let digest = Sha256::new()
-                .chain_update(subject.claims.iss.as_bytes())
+                .chain_update(c.iss.as_bytes())
                 .chain_update([0])
-                .chain_update(subject.claims.jti.as_bytes())
+                .chain_update(tag)
+                .chain_update(id.as_bytes())
                 .finalize();
             format!("x-{}", URL_SAFE_NO_PAD.encode(&digest[..16]))
         }

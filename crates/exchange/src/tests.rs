@@ -507,6 +507,12 @@ async fn external_issuers_sign_only_for_themselves_and_get_a_derived_lineage() {
     };
     claims.iat = now;
     let token = encode_access_token(&w.external, &claims).unwrap();
+    // What an external token may carry is what the policy names.
+    assert!(w.exchange("orders", &token, &["inventory"]).await.is_err());
+    w.set_policy(ExchangePolicy {
+        scope: "read".into(),
+        ..policy("p-orders", "orders", &["inventory", "billing"])
+    });
     let r = w.exchange("orders", &token, &["inventory"]).await.unwrap();
     let gid = w
         .verify_issued(&r.access_token, "inventory")

@@ -91,6 +91,11 @@ impl AuthorizationServer {
                     "this client_id is reserved for Writ itself",
                 ));
             }
+            // `issuer#subject` is how an external issuer's subject reads in Writ's tokens
+            // (the STS): no client's own subject may look like one.
+            id if id.contains('#') => {
+                return Err(Error::InvalidRequest("a client_id may not contain '#'"));
+            }
             id => id.to_owned(),
         };
         spec.client_type = match client.client_type {
