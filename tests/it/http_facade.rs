@@ -259,3 +259,110 @@ async fn the_password_and_refresh_grants_work_over_http() {
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert_eq!(replay.json()["error"], "invalid_grant");
 }
+
+/// Issue 10, items 10 and 11: a third party with only HTTP verifies a Writ Biscuit with the
+/// root keys the facade publishes (the biscuit-auth crate alone, no Writ code); a root key
+/// revoked by id is withdrawn from both the HTTP document and gRPC `GetJwks`.
+#[tokio::test]
+async fn biscuit_root_keys_are_published_over_http_and_a_revoked_one_is_withdrawn() {
+    use writ_token::biscuit_auth::{AuthorizerBuilder, Biscuit, PublicKey};
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .create_client(writ_proto::admin::Client {
+            client_id: "svc".into(),
+            grant_types: vec!["client_credentials".into()],
+            scope: "a".into(),
+            audience: vec!["x".into()],
+            token_formats: vec![writ_proto::common::TokenFormat::Biscuit as i32],
+            default_token_format: writ_proto::common::TokenFormat::Biscuit as i32,
+            ..Default::default()
+        })
+        .await;
+    let token = server.cc_token(&id, &secret).await;
+
+    let http = server.http();
+    let uri = http
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()["biscuit_keys_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        uri,
+        format!("{}/.well-known/biscuit-keys.json", server.issuer)
+    );
+    let published = || async {
+        http.get("/.well-known/biscuit-keys.json").await.json()["keys"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let keys = published().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["algorithm"], "ed25519");
+    let root_id = keys[0]["root_key_id"].as_u64().unwrap() as u32;
+    let root = PublicKey::from_bytes_hex(
+        keys[0]["public_key"].as_str().unwrap(),
+        writ_token::biscuit_auth::Algorithm::Ed25519,
+    )
+    .unwrap();
+    // The third party's own verification.
+    let biscuit = Biscuit::from_base64(&token, |id: Option<u32>| {
+        (id == Some(root_id))
+            .then_some(root)
+            .ok_or(writ_token::biscuit_auth::error::Format::UnknownPublicKey)
+    })
+    .expect("the published key verifies the Biscuit");
+    let mut authorizer = AuthorizerBuilder::new()
+        .time()
+        .code("allow if scope(\"a\");")
+        .unwrap()
+        .build(&biscuit)
+        .unwrap();
+    authorizer.authorize().expect("and it authorizes");
+    // The same key as gRPC publishes, and the document parses with Writ's own reader.
+    let grpc = server.jwks().await;
+    assert_eq!(
+        grpc.biscuit_root_keys[0].public_key,
+        keys[0]["public_key"].as_str().unwrap()
+    );
+    let doc: writ_token::BiscuitKeySet = serde_json::from_value(json!({ "keys": keys })).unwrap();
+    assert_eq!(doc.public_keys().unwrap()[0].id(), root_id);
+
+    // Revoked by id (its decimal id, the `key_id` its Biscuits carry): withdrawn everywhere.
+    server
+        .admin()
+        .await
+        .revoke(writ_proto::admin::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: writ_token::RevocationKind::KeyId as i32,
+                value: root_id.to_string(),
+                expires_at: writ_token::system_clock().now() + 600,
+                reason: "compromised".into(),
+                not_before: 0,
+                issuer: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    // (Revoking the active root key makes the server rotate to a fresh one.)
+    let ids: Vec<u64> = published()
+        .await
+        .iter()
+        .map(|k| k["root_key_id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&u64::from(root_id)),
+        "withdrawn from HTTP: {ids:?}"
+    );
+    assert!(
+        server
+            .jwks()
+            .await
+            .biscuit_root_keys
+            .iter()
+            .all(|k| k.root_key_id != root_id),
+        "and from gRPC"
+    );
+}

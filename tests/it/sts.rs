@@ -1494,3 +1494,54 @@ async fn an_actor_token_proves_the_actor_only() {
         .unwrap();
     assert_eq!(act.sub, "orders");
 }
+
+/// Issue 10, item 11: the STS publishes its Biscuit root keys over HTTP too, the same as over
+/// gRPC, and names the document in its metadata; a Biscuit it mints verifies with them.
+#[tokio::test]
+async fn the_sts_publishes_its_biscuit_root_keys_over_http() {
+    let f = fixture().await;
+    let http = f.sts.http();
+    let m = http
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert_eq!(
+        m["biscuit_keys_uri"],
+        format!("{}/.well-known/biscuit-keys.json", f.sts.issuer)
+    );
+    let doc: writ_token::BiscuitKeySet =
+        serde_json::from_value(http.get("/.well-known/biscuit-keys.json").await.json()).unwrap();
+    let grpc = f
+        .sts
+        .client()
+        .await
+        .get_jwks(writ_proto::sts::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(doc.keys.len(), grpc.biscuit_root_keys.len());
+    assert!(!doc.keys.is_empty());
+    for (a, b) in doc.keys.iter().zip(&grpc.biscuit_root_keys) {
+        assert_eq!(
+            (a.root_key_id, &a.public_key),
+            (b.root_key_id, &b.public_key)
+        );
+    }
+    // A Biscuit the STS mints verifies with the HTTP document's keys alone.
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let mut req = f.request(&f.orders, &subject, &["inventory"]);
+    req.requested_token_type = token_type::BISCUIT.into();
+    let biscuit = f.exchanged(req).await.access_token;
+    let mut keys = writ_token::KeySet::new();
+    for k in doc.public_keys().unwrap() {
+        keys.insert_biscuit(k);
+    }
+    let verifier = writ_token::TokenVerifier::new(
+        writ_token::VerifierConfig::new(vec![f.sts.issuer.clone()], Some("inventory".into())),
+        keys,
+        writ_token::system_clock(),
+    );
+    verifier
+        .verify(&biscuit)
+        .expect("verified with the published keys");
+}

@@ -98,6 +98,7 @@ impl TokenExchange {
             issuer: self.config.issuer.clone(),
             token_endpoint: format!("{base}/oauth2/token"),
             jwks_uri: format!("{base}/.well-known/jwks.json"),
+            biscuit_keys_uri: format!("{base}/.well-known/biscuit-keys.json"),
             grant_types_supported: strings(&[TOKEN_EXCHANGE]),
             token_endpoint_auth_methods_supported: strings(&[
                 "client_secret_basic",

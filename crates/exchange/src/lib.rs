@@ -98,6 +98,8 @@ pub struct Metadata {
     pub issuer: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    /// Writ's extension: the Biscuit root keys (`writ_token::BiscuitKeySet`).
+    pub biscuit_keys_uri: String,
     pub grant_types_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub token_types_supported: Vec<String>,

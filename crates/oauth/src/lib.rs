@@ -267,7 +267,15 @@ impl AuthorizationServer {
                 jwt.push(k);
             }
         }
-        Ok((jwt, state.published_biscuit_keys(now)))
+        // A root key revoked by id is withdrawn like a JWT key (its id, in decimal, is the
+        // `key_id` its Biscuits are revoked by).
+        let mut biscuit = Vec::new();
+        for (k, exp) in state.published_biscuit_keys(now) {
+            if !self.is_revoked(writ_token::RevocationKind::KeyId, &k.id().to_string(), 0)? {
+                biscuit.push((k, exp));
+            }
+        }
+        Ok((jwt, biscuit))
     }
 
     /// The verifier of this server's own tokens (any audience).
@@ -297,6 +305,7 @@ impl AuthorizationServer {
             issuer: self.config.issuer.clone(),
             token_endpoint: format!("{base}/oauth2/token"),
             jwks_uri: format!("{base}/.well-known/jwks.json"),
+            biscuit_keys_uri: format!("{base}/.well-known/biscuit-keys.json"),
             introspection_endpoint: format!("{base}/oauth2/introspect"),
             revocation_endpoint: format!("{base}/oauth2/revoke"),
             grant_types_supported: strings(&[

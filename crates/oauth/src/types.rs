@@ -89,6 +89,8 @@ pub struct ServerMetadata {
     pub issuer: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    /// Writ's extension: the Biscuit root keys (`writ_token::BiscuitKeySet`).
+    pub biscuit_keys_uri: String,
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub grant_types_supported: Vec<String>,

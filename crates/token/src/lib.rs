@@ -79,8 +79,9 @@ pub use inspect::{UnverifiedView, decode_unverified};
 pub use issuers::{TrustedIssuer, TrustedIssuers};
 pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
 pub use keys::{
-    Algorithm, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys, Jwk, JwkSet,
-    KeySet, KeySource, MAX_KID_LEN, SigningKey, VerificationKey, jwt_key_set, parse_jwk_set,
+    Algorithm, BiscuitKeySet, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys,
+    Jwk, JwkSet, KeySet, KeySource, MAX_KID_LEN, PublishedBiscuitKey, SigningKey, VerificationKey,
+    jwt_key_set, parse_jwk_set,
 };
 pub use offload::{MAX_WAITING, datalog_threads, run_blocking, run_off_runtime};
 pub use revocation::{

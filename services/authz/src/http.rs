@@ -28,7 +28,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/oauth2/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
-        .route("/.well-known/jwks.json", get(jwks));
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/biscuit-keys.json", get(biscuit_keys));
     form::facade(routes).with_state(engine)
 }
 
@@ -159,6 +160,7 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "issuer": m.issuer,
         "token_endpoint": m.token_endpoint,
         "jwks_uri": m.jwks_uri,
+        "biscuit_keys_uri": m.biscuit_keys_uri,
         "introspection_endpoint": m.introspection_endpoint,
         "revocation_endpoint": m.revocation_endpoint,
         "grant_types_supported": m.grant_types_supported,
@@ -170,6 +172,13 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "access_token_signing_alg_values_supported": m.access_token_signing_alg_values_supported,
     });
     cached(body)
+}
+
+/// The Biscuit root keys over HTTP (a Writ extension, `biscuit_keys_uri` in the metadata), as
+/// `writ_token::BiscuitKeySet`: the fields of `writ.common.v1.BiscuitRootKey`.
+async fn biscuit_keys(State(engine): State<Shared>) -> Result<Response, Refused> {
+    let (_, biscuit) = engine.published_keys()?;
+    Ok(cached(json!(writ_token::BiscuitKeySet::new(&biscuit))))
 }
 
 async fn jwks(State(engine): State<Shared>) -> Result<Response, Refused> {

@@ -24,7 +24,8 @@ pub fn router(sts: Shared) -> Router {
     let routes = Router::new()
         .route("/oauth2/token", post(token))
         .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/jwks.json", get(jwks));
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/biscuit-keys.json", get(biscuit_keys));
     form::facade(routes).with_state(sts)
 }
 
@@ -64,12 +65,20 @@ async fn metadata(State(sts): State<Shared>) -> Response {
         "issuer": m.issuer,
         "token_endpoint": m.token_endpoint,
         "jwks_uri": m.jwks_uri,
+        "biscuit_keys_uri": m.biscuit_keys_uri,
         "grant_types_supported": m.grant_types_supported,
         "token_endpoint_auth_methods_supported": m.token_endpoint_auth_methods_supported,
         "token_types_supported": m.token_types_supported,
         "response_types_supported": [],
         "access_token_signing_alg_values_supported": ["EdDSA", "ES256"],
     }))
+}
+
+/// The Biscuit root keys, as `writ_token::BiscuitKeySet` (the authorization server's form).
+async fn biscuit_keys(State(sts): State<Shared>) -> Response {
+    let now = sts.clock.now();
+    let keys = sts.keys.state().published_biscuit_keys(now);
+    cached_json(json!(writ_token::BiscuitKeySet::new(&keys)))
 }
 
 async fn jwks(State(sts): State<Shared>) -> Response {

@@ -86,3 +86,53 @@ impl BiscuitPublicKey {
         self.key
     }
 }
+
+/// A published Biscuit root key, as the HTTP facades serve it (`/.well-known/biscuit-keys.json`):
+/// the same fields as `writ.common.v1.BiscuitRootKey` over gRPC.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedBiscuitKey {
+    pub root_key_id: u32,
+    /// Always `"ed25519"`.
+    pub algorithm: String,
+    /// The public key, hex encoded (the Biscuit convention).
+    pub public_key: String,
+    /// NumericDate after which no live token can be signed by this key; 0 if it is active.
+    pub expires_at: i64,
+}
+
+/// The Biscuit key set document: `{"keys": [PublishedBiscuitKey...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BiscuitKeySet {
+    pub keys: Vec<PublishedBiscuitKey>,
+}
+
+impl BiscuitKeySet {
+    /// The document for `keys` (each with its end of life, 0 if active).
+    pub fn new(keys: &[(BiscuitPublicKey, i64)]) -> Self {
+        BiscuitKeySet {
+            keys: keys
+                .iter()
+                .map(|(k, expires_at)| PublishedBiscuitKey {
+                    root_key_id: k.id(),
+                    algorithm: "ed25519".to_owned(),
+                    public_key: k.to_hex(),
+                    expires_at: *expires_at,
+                })
+                .collect(),
+        }
+    }
+
+    /// The keys it publishes. One unusable key (another algorithm, not a key) distrusts the
+    /// whole document.
+    pub fn public_keys(&self) -> Result<Vec<BiscuitPublicKey>, TokenError> {
+        self.keys
+            .iter()
+            .map(|k| {
+                if k.algorithm != "ed25519" {
+                    return Err(TokenError::InvalidKey("a Biscuit root key is ed25519"));
+                }
+                BiscuitPublicKey::from_hex(k.root_key_id, &k.public_key)
+            })
+            .collect()
+    }
+}

@@ -10,7 +10,7 @@ mod set;
 mod signing;
 mod verification;
 
-pub use biscuit::{BiscuitPublicKey, BiscuitRootKey};
+pub use biscuit::{BiscuitKeySet, BiscuitPublicKey, BiscuitRootKey, PublishedBiscuitKey};
 pub use jwk::{Jwk, JwkSet, jwt_key_set, parse_jwk_set};
 pub use set::{BoxFuture, FixedKeys, IssuerKeys, KeySet, KeySource};
 pub use signing::{Algorithm, MAX_KID_LEN, SigningKey};
