@@ -341,6 +341,43 @@ async fn a_token_for_another_audience_is_unauthenticated() {
         "invalid_token",
         "wrong_audience",
     );
+    // Nor does this service learn its status: revoked, it is still just not for this service.
+    let jti = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    g.admin_revoke(writ_token::RevocationKind::TokenId, &jti)
+        .await;
+    tokio::time::sleep(PROPAGATION).await;
+    refused(
+        g.reserve_with(&token).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "wrong_audience",
+    );
+}
+
+/// Issue 10, item 10: an expired token for another audience is refused as not for this service,
+/// not as expired.
+#[tokio::test]
+async fn a_token_for_another_audience_reveals_nothing_of_its_status() {
+    let clock = ManualClock::starting_now();
+    let g = Guarded::start_with(Setup {
+        clock: Some(clock.clone()),
+        ..Setup::default()
+    })
+    .await;
+    let token = g.token("shop", SCOPE_RESERVE, "orders").await;
+    clock.advance(3600);
+    refused(
+        g.reserve_with(&token).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "wrong_audience",
+    );
 }
 
 #[tokio::test]

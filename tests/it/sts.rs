@@ -1545,3 +1545,52 @@ async fn the_sts_publishes_its_biscuit_root_keys_over_http() {
         .verify(&biscuit)
         .expect("verified with the published keys");
 }
+
+/// Issue 10, item 10: whether a subject token expired or was revoked is told only to a caller
+/// who may present it. Another client learns that the token is not for it, nothing more.
+#[tokio::test]
+async fn a_tokens_status_is_told_only_to_callers_who_may_present_it() {
+    let clock = ManualClock::starting_now();
+    let f = fixture_with(
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+        StsOptions::default(),
+    )
+    .await;
+    // Addressed to orders; inventory is not its audience.
+    let revoked = f.subject(TokenFormat::Jwt).await;
+    let expiring = f.subject(TokenFormat::Biscuit).await;
+    let jti = f.original(&revoked).await.claims.jti;
+    f.server
+        .admin()
+        .await
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: RevocationKind::TokenId as i32,
+                value: jti,
+                expires_at: writ_token::Clock::now(&clock) + 600,
+                reason: "test".into(),
+                not_before: 0,
+                issuer: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    f.token_refused(f.request(&f.orders, &revoked, &["inventory"]), "revoked")
+        .await;
+    f.token_refused(
+        f.request(&f.inventory, &revoked, &["billing"]),
+        "not_for_caller",
+    )
+    .await;
+
+    clock.advance(400);
+    let mut subject = f.request(&f.orders, &expiring, &["inventory"]);
+    subject.subject_token_type = token_type::BISCUIT.into();
+    f.token_refused(subject, "expired").await;
+    let mut other = f.request(&f.inventory, &expiring, &["billing"]);
+    other.subject_token_type = token_type::BISCUIT.into();
+    f.token_refused(other, "not_for_caller").await;
+}

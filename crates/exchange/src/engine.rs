@@ -29,6 +29,9 @@ pub struct TokenExchange {
     clock: SharedClock,
     keys: Arc<dyn IssuerKeys>,
     issuers: TrustedIssuers,
+    /// The same issuers without the time rules: used only to learn, of a token refused as
+    /// expired (or not yet valid), whether the caller may be told so.
+    timeless: TrustedIssuers,
     /// The issuers whose tokens may be actor tokens: Writ's authorization server(s), which
     /// authenticate Writ's clients. Not the STS itself (its tokens speak for someone else) nor
     /// an external issuer (its client ids are not Writ's).
@@ -63,23 +66,30 @@ impl TokenExchange {
             }
             all.push(i);
         }
-        let issuers = TrustedIssuers::new(
-            all,
+        let verifier = VerifierConfig {
+            leeway: config.leeway,
+            max_token_bytes: MAX_JWT_LEN,
+            // The audience is checked by the rules (who may present the token), not here: a
+            // subject token is addressed to the service presenting it.
+            ..VerifierConfig::new(Vec::new(), None)
+        };
+        let timeless = TrustedIssuers::new(
+            all.clone(),
             VerifierConfig {
-                leeway: config.leeway,
-                max_token_bytes: MAX_JWT_LEN,
-                // The audience is checked by the rules (who may present the token), not here: a
-                // subject token is addressed to the service presenting it.
-                ..VerifierConfig::new(Vec::new(), None)
+                // A century of leeway: no token is expired or not yet valid.
+                leeway: 100 * 366 * 24 * 3600,
+                ..verifier.clone()
             },
             clock.clone(),
         );
+        let issuers = TrustedIssuers::new(all, verifier, clock.clone());
         tracing::info!(issuers = ?issuers.names().collect::<Vec<_>>(), "token exchange trusts");
         Ok(TokenExchange {
             config,
             clock,
             keys,
             issuers,
+            timeless,
             actor_issuers,
             directory,
             revocations,
@@ -178,10 +188,18 @@ impl TokenExchange {
 
         // The tokens: trusted issuer, signature, type, times, not revoked.
         let subject = self
-            .verify(TokenRole::Subject, &req.subject_token, params.subject_type)
+            .verify(
+                caller,
+                TokenRole::Subject,
+                &req.subject_token,
+                params.subject_type,
+            )
             .await?;
         let actor = match params.actor_type {
-            Some(t) => Some(self.verify(TokenRole::Actor, &req.actor_token, t).await?),
+            Some(t) => Some(
+                self.verify(caller, TokenRole::Actor, &req.actor_token, t)
+                    .await?,
+            ),
             None => None,
         };
 
@@ -219,27 +237,46 @@ impl TokenExchange {
         Ok((response, decision, subject))
     }
 
-    /// A subject or actor token, verified by its issuer and checked against revocations.
+    /// A subject or actor token, verified by its issuer and checked against revocations. Whether
+    /// it expired or was revoked is told only to a caller who may present it: anyone else
+    /// learns that it is not theirs, and nothing about its status.
     async fn verify(
         &self,
+        caller: &str,
         role: TokenRole,
         token: &str,
         presented: PresentedType,
     ) -> Result<VerifiedToken> {
         let refuse = |cause| ExchangeError::Rejected { role, cause };
+        let not_theirs = || {
+            refuse(match role {
+                TokenRole::Subject => Cause::NotForCaller,
+                TokenRole::Actor => Cause::ActorNotCaller,
+            })
+        };
         if !presented.admits(TokenFormat::detect(token)) {
             return Err(refuse(Cause::TypeMismatch));
         }
-        let verified = self
-            .issuers
-            .verify_refreshing(token, None)
-            .await
-            .map_err(|e| match e {
-                TokenError::Overloaded => {
-                    ExchangeError::Unavailable("too many tokens waiting to be verified")
-                }
-                e => refuse(Cause::from(e)),
-            })?;
+        let verified = match self.issuers.verify_refreshing(token, None).await {
+            Ok(v) => v,
+            Err(TokenError::Overloaded) => {
+                return Err(ExchangeError::Unavailable(
+                    "too many tokens waiting to be verified",
+                ));
+            }
+            Err(e @ (TokenError::Expired | TokenError::NotYetValid)) => {
+                // Genuine but out of its time: read once more without the time rules, only to
+                // learn whether this caller may be told so.
+                return Err(match self.timeless.verify_off_runtime(token, None).await {
+                    Ok(v) if !presentable(role, &v.claims, caller) => not_theirs(),
+                    _ => refuse(Cause::from(e)),
+                });
+            }
+            Err(e) => return Err(refuse(Cause::from(e))),
+        };
+        if !presentable(role, &verified.claims, caller) {
+            return Err(not_theirs());
+        }
         // A check that cannot vouch (a stale feed) fails closed: nothing is issued.
         let revoked = self
             .revocations
@@ -249,6 +286,15 @@ impl TokenExchange {
             None => Ok(verified),
             Some(kind) => Err(refuse(Cause::Revoked(kind))),
         }
+    }
+}
+
+/// Whether `caller` may present a token with these claims at all (the rules decide how far):
+/// a subject token addressed to it or issued to it; an actor token issued to it.
+fn presentable(role: TokenRole, c: &writ_token::AccessClaims, caller: &str) -> bool {
+    match role {
+        TokenRole::Subject => c.client_id == caller || c.aud.iter().any(|a| a == caller),
+        TokenRole::Actor => c.client_id == caller,
     }
 }
 
