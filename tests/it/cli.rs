@@ -587,3 +587,66 @@ async fn an_acknowledged_revocation_survives_kill_9() {
     assert!(!active(&revoked).await, "the revocation was durable");
     assert!(active(&kept).await, "only that token was revoked");
 }
+
+/// Issue 10, item 10: a client id or username with line breaks (or terminal escapes) in it
+/// cannot forge an audit line: each event stays one line, its values escaped.
+#[tokio::test]
+async fn a_line_break_in_a_client_id_or_username_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(dir.path());
+    // Short enough to survive the 64 characters a refused client id is logged with.
+    let forged = "\r\nINFO writ::audit: event=\"token_issued\"\u{1b}[2K";
+    let gateway_secret = gateway_and_alice(&up);
+    let mut authz = up.authz().await;
+    for (client_id, secret, username) in [
+        (forged, "wrong", ""),
+        ("gateway", gateway_secret.as_str(), forged),
+    ] {
+        let r = authz
+            .token(writ_proto::authz::TokenRequest {
+                grant_type: if username.is_empty() {
+                    "client_credentials".into()
+                } else {
+                    "password".into()
+                },
+                client_id: client_id.into(),
+                client_secret: secret.into(),
+                username: username.into(),
+                password: "wrong".into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(r.is_err());
+    }
+    // And over HTTP, percent-encoded.
+    let http = writ_tests::http_client::HttpClient::new(&up.http, Some(&up.ca_pem()));
+    let body = format!(
+        "grant_type=client_credentials&client_id={}&client_secret=x",
+        writ_tests::http_client::form_encode(forged)
+    );
+    let r = http.post_form("/oauth2/token", &[], &body).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);
+
+    let stderr = std::fs::read_to_string(up.logs.path().join("stderr")).unwrap();
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("INFO writ::audit")),
+        "a forged line: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "a raw terminal escape: {stderr}"
+    );
+    let failed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("authentication_failed"))
+        .collect();
+    assert!(failed.len() >= 3, "{stderr}");
+    for event in ["client_authentication_failed", "user_authentication_failed"] {
+        assert!(
+            failed
+                .iter()
+                .any(|l| l.contains(event) && l.contains("\\r\\nINFO writ::audit")),
+            "{event}: the value is kept, escaped: {failed:?}"
+        );
+    }
+}

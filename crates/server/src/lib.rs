@@ -4,6 +4,7 @@
 //! OAuth form parsing both facades share ([`form`]), and client endpoints.
 
 pub mod form;
+pub mod logging;
 mod service;
 
 pub use service::{Running, ServiceSpec, serve};

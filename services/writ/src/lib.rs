@@ -11,16 +11,7 @@ use clap::Parser;
 use cli::{Cli, Command, ServiceName};
 
 fn init_tracing(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    writ_server::logging::init(filter, json);
 }
 
 /// Parses the command line, runs the command, and returns the process exit code.
