@@ -650,3 +650,66 @@ async fn a_line_break_in_a_client_id_or_username_cannot_forge_a_log_line() {
         );
     }
 }
+
+/// Issue 10, item 10: signing keys are sealed under a key-encryption key kept outside the store
+/// (by default `<data-dir>/key-encryption.key`, mode 0600). Another key cannot open them: the
+/// platform refuses to start rather than mint new keys over them.
+#[test]
+fn signing_keys_are_sealed_under_a_key_outside_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = WritUp::start(dir.path());
+    let kids = |up: &WritUp| {
+        let mut kids: Vec<String> = up
+            .json(&["admin", "key", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        kids.sort();
+        kids
+    };
+    let before = kids(&up);
+    assert!(up.terminate().success());
+    let kek = dir.path().join(writ::platform::KEY_ENCRYPTION_KEY_FILE);
+    #[cfg(unix)]
+    assert_eq!(mode(&kek), 0o600);
+
+    // Another key: refused, nothing started, nothing overwritten.
+    let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let refused = run_bounded(
+        writ_command(&[
+            "up",
+            "--authz-port",
+            "0",
+            "--authz-http-port",
+            "0",
+            "--revocation-port",
+            "0",
+            "--sts-port",
+            "0",
+            "--sts-http-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("WRIT_KEY_ENCRYPTION_KEY", other),
+        None,
+        COMMAND,
+    );
+    assert!(!refused.status.success(), "{refused}");
+    assert!(
+        refused.stderr.contains("key-encryption key"),
+        "says why: {refused}"
+    );
+    // The same key, from a file named on the command line: the same signing key.
+    let moved = tempfile::tempdir().unwrap().keep().join("kek");
+    std::fs::copy(&kek, &moved).unwrap();
+    std::fs::remove_file(&kek).unwrap();
+    let up = WritUp::start_with(
+        dir.path(),
+        &["--key-encryption-key-file", moved.to_str().unwrap()],
+    );
+    assert_eq!(kids(&up), before, "the same signing keys");
+    assert!(!kek.exists(), "no new key was made in the data directory");
+}

@@ -14,6 +14,10 @@ pub enum KeyringError {
     Storage(#[from] StoreError),
     #[error("key failure: {0}")]
     Token(#[from] TokenError),
+    /// The stored keys cannot be opened: the key-encryption key is not the one they were
+    /// sealed under (or they were tampered with).
+    #[error("{0}")]
+    Sealed(&'static str),
     /// The stored keys make no sense (corruption, or a record written by something else).
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -10,6 +10,7 @@
 
 mod error;
 mod record;
+mod sealing;
 
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +22,7 @@ use writ_token::{
 
 pub use error::{KeyringError, Result};
 use record::{KEY_ACTIVE, KEY_RETIRED, PURPOSE_BISCUIT, PURPOSE_JWT, SigningKeyRecord};
+pub use sealing::KeyEncryptionKey;
 
 /// What a key signs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +185,7 @@ fn storage_key(purpose: i32, kid: &str) -> Vec<u8> {
 pub struct Keyring {
     store: Arc<dyn Store>,
     config: KeyringConfig,
+    kek: Arc<KeyEncryptionKey>,
     state: RwLock<Arc<KeyState>>,
     rotation: tokio::sync::Mutex<()>,
 }
@@ -203,40 +206,44 @@ impl writ_token::KeySource for Keyring {
 
 impl Keyring {
     /// Loads the stored keys, generating (and durably storing) the first ones if there are none.
-    pub async fn load(store: Arc<dyn Store>, now: UnixTime, config: KeyringConfig) -> Result<Self> {
-        let mut records: Vec<SigningKeyRecord> = store
-            .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        let mut created = false;
+    /// Private keys are sealed under `kek` (records from before sealing are sealed now); a `kek`
+    /// that does not open them is refused.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        now: UnixTime,
+        config: KeyringConfig,
+        kek: Arc<KeyEncryptionKey>,
+    ) -> Result<Self> {
+        let mut records = load_records(&*store)?;
+        let mut changed = seal_clear_records(&*store, &kek, &mut records)?;
         if !records
             .iter()
             .any(|r| r.purpose == PURPOSE_JWT && r.status == KEY_ACTIVE)
         {
-            let rec = new_jwt_record(config.jwt_algorithm, now)?;
+            let rec = new_jwt_record(config.jwt_algorithm, now, &kek)?;
             create_record(&*store, &rec)?;
             tracing::info!(target: "writ::audit", event = "signing_key_created", kid = %rec.kid, alg = %rec.alg);
             records.push(rec);
-            created = true;
+            changed = true;
         }
         if !records
             .iter()
             .any(|r| r.purpose == PURPOSE_BISCUIT && r.status == KEY_ACTIVE)
         {
-            let rec = new_biscuit_record(&records, config.first_biscuit_id, now);
+            let rec = new_biscuit_record(&records, config.first_biscuit_id, now, &kek)?;
             create_record(&*store, &rec)?;
             tracing::info!(target: "writ::audit", event = "signing_key_created", biscuit_root_key_id = %rec.kid);
             records.push(rec);
-            created = true;
+            changed = true;
         }
-        if created {
+        if changed {
             store.durable().await?;
         }
-        let state = build_state(records, now)?;
+        let state = build_state(records, now, &kek)?;
         Ok(Keyring {
             store,
             config,
+            kek,
             state: RwLock::new(Arc::new(state)),
             rotation: tokio::sync::Mutex::new(()),
         })
@@ -257,15 +264,12 @@ impl Keyring {
     ) -> Result<KeyInfo> {
         let purpose = purpose.stored();
         let _serialized = self.rotation.lock().await;
-        let mut records: Vec<SigningKeyRecord> = self
-            .store
-            .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
+        let mut records = load_records(&*self.store)?;
         let new = match purpose {
-            PURPOSE_JWT => new_jwt_record(alg, now)?,
-            PURPOSE_BISCUIT => new_biscuit_record(&records, self.config.first_biscuit_id, now),
+            PURPOSE_JWT => new_jwt_record(alg, now, &self.kek)?,
+            PURPOSE_BISCUIT => {
+                new_biscuit_record(&records, self.config.first_biscuit_id, now, &self.kek)?
+            }
             _ => return Err(Error::InvalidRequest("unknown key purpose")),
         };
         // Retire the active key(s) and add the new one atomically: a concurrent rotation by
@@ -291,23 +295,56 @@ impl Keyring {
         }
         self.store.durable().await?;
         records.push(new.clone());
-        let state = build_state(records, now)?;
+        let state = build_state(records, now, &self.kek)?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         Ok(KeyInfo::of(&new))
     }
 
     /// Reloads the keys from the store, dropping retired keys that have expired at `now`.
     pub fn refresh(&self, now: UnixTime) -> Result<Arc<KeyState>> {
-        let records = self
-            .store
-            .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        let state = Arc::new(build_state(records, now)?);
+        let records = load_records(&*self.store)?;
+        let state = Arc::new(build_state(records, now, &self.kek)?);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
         Ok(state)
     }
+}
+
+fn load_records(store: &dyn Store) -> Result<Vec<SigningKeyRecord>> {
+    Ok(store
+        .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// Seals the private keys of records written in clear (before keys were sealed), in one
+/// atomic batch. Whether anything changed.
+fn seal_clear_records(
+    store: &dyn Store,
+    kek: &KeyEncryptionKey,
+    records: &mut [SigningKeyRecord],
+) -> Result<bool> {
+    let mut batch = Batch::new();
+    let mut sealed = 0;
+    for r in records.iter_mut().filter(|r| !r.secret.is_empty()) {
+        let key = storage_key(r.purpose, &r.kid);
+        let old = encode(&*r);
+        r.sealed = kek.seal(&key, &r.secret)?;
+        zeroize::Zeroize::zeroize(&mut r.secret);
+        r.secret.clear();
+        batch = batch.expect(key.clone(), Some(old)).put(key, encode(&*r));
+        sealed += 1;
+    }
+    if sealed == 0 {
+        return Ok(false);
+    }
+    if !store.commit(Tree::SigningKeys, batch)? {
+        return Err(KeyringError::Conflict(
+            "signing keys changed concurrently; retry",
+        ));
+    }
+    tracing::info!(target: "writ::audit", event = "signing_keys_sealed", count = sealed);
+    Ok(true)
 }
 
 fn create_record(store: &dyn Store, rec: &SigningKeyRecord) -> Result<()> {
@@ -317,14 +354,19 @@ fn create_record(store: &dyn Store, rec: &SigningKeyRecord) -> Result<()> {
     Ok(())
 }
 
-fn new_jwt_record(alg: Algorithm, now: UnixTime) -> Result<SigningKeyRecord> {
+fn new_jwt_record(
+    alg: Algorithm,
+    now: UnixTime,
+    kek: &KeyEncryptionKey,
+) -> Result<SigningKeyRecord> {
     let kid = format!("{}-{}", alg.name().to_ascii_lowercase(), &random_id()[..12]);
     let key = SigningKey::generate(alg, kid.clone())?;
     Ok(SigningKeyRecord {
+        sealed: kek.seal(&storage_key(PURPOSE_JWT, &kid), &key.secret_bytes())?,
         kid,
         purpose: PURPOSE_JWT,
         alg: alg.name().to_owned(),
-        secret: key.secret_bytes().to_vec(),
+        secret: Vec::new(),
         status: KEY_ACTIVE,
         created_at: now,
         retired_at: 0,
@@ -336,7 +378,8 @@ fn new_biscuit_record(
     existing: &[SigningKeyRecord],
     first: u32,
     now: UnixTime,
-) -> SigningKeyRecord {
+    kek: &KeyEncryptionKey,
+) -> Result<SigningKeyRecord> {
     let next = existing
         .iter()
         .filter(|r| r.purpose == PURPOSE_BISCUIT)
@@ -344,24 +387,31 @@ fn new_biscuit_record(
         .max()
         .map_or(first, |last| last.saturating_add(1).max(first));
     let key = BiscuitRootKey::generate(next);
-    SigningKeyRecord {
-        kid: next.to_string(),
+    let kid = next.to_string();
+    Ok(SigningKeyRecord {
+        sealed: kek.seal(&storage_key(PURPOSE_BISCUIT, &kid), &key.secret_bytes())?,
+        kid,
         purpose: PURPOSE_BISCUIT,
         alg: "ed25519".to_owned(),
-        secret: key.secret_bytes().to_vec(),
+        secret: Vec::new(),
         status: KEY_ACTIVE,
         created_at: now,
         retired_at: 0,
         expires_at: 0,
-    }
+    })
 }
 
 fn strip(mut r: SigningKeyRecord) -> SigningKeyRecord {
     r.secret.clear();
+    r.sealed.clear();
     r
 }
 
-fn build_state(records: Vec<SigningKeyRecord>, now: UnixTime) -> Result<KeyState> {
+fn build_state(
+    records: Vec<SigningKeyRecord>,
+    now: UnixTime,
+    kek: &KeyEncryptionKey,
+) -> Result<KeyState> {
     let mut public = KeySet::new();
     let mut jwt = None;
     let mut biscuit = None;
@@ -370,7 +420,8 @@ fn build_state(records: Vec<SigningKeyRecord>, now: UnixTime) -> Result<KeyState
             PURPOSE_JWT => {
                 let alg =
                     Algorithm::from_name(&r.alg).ok_or(Error::Internal("stored key algorithm"))?;
-                let key = SigningKey::from_secret(alg, r.kid.clone(), &r.secret)?;
+                let secret = kek.open(&storage_key(r.purpose, &r.kid), &r.sealed)?;
+                let key = SigningKey::from_secret(alg, r.kid.clone(), &secret)?;
                 if is_live(r, now) {
                     public.insert_jwt(key.verification_key());
                 }
@@ -383,7 +434,8 @@ fn build_state(records: Vec<SigningKeyRecord>, now: UnixTime) -> Result<KeyState
                     .kid
                     .parse::<u32>()
                     .map_err(|_| Error::Internal("stored root key id"))?;
-                let key = BiscuitRootKey::from_secret(id, &r.secret)?;
+                let secret = kek.open(&storage_key(r.purpose, &r.kid), &r.sealed)?;
+                let key = BiscuitRootKey::from_secret(id, &secret)?;
                 if is_live(r, now) {
                     public.insert_biscuit(key.public());
                 }
@@ -408,10 +460,14 @@ mod tests {
     use super::*;
     use writ_store::SledStore;
 
+    fn new_kek() -> Arc<KeyEncryptionKey> {
+        Arc::new(KeyEncryptionKey::generate().unwrap().0)
+    }
+
     #[tokio::test]
     async fn biscuit_root_key_ids_start_at_the_configured_base_and_count_up() {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-        let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS)
+        let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS, new_kek())
             .await
             .unwrap();
         assert_eq!(ring.state().biscuit.id(), 1_000_000);
@@ -425,7 +481,7 @@ mod tests {
         assert_eq!(ring.state().published_biscuit_keys(261).len(), 1);
 
         let other: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-        let authz = Keyring::load(other, 100, KeyringConfig::AUTHORIZATION_SERVER)
+        let authz = Keyring::load(other, 100, KeyringConfig::AUTHORIZATION_SERVER, new_kek())
             .await
             .unwrap();
         assert_eq!(authz.state().biscuit.id(), 1);
@@ -434,14 +490,70 @@ mod tests {
     #[tokio::test]
     async fn keys_are_generated_once_and_reloaded_from_the_store() {
         let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-        let first = Keyring::load(store.clone(), 100, KeyringConfig::STS)
+        let kek = new_kek();
+        let first = Keyring::load(store.clone(), 100, KeyringConfig::STS, kek.clone())
             .await
             .unwrap();
-        let again = Keyring::load(store, 100, KeyringConfig::STS).await.unwrap();
+        let again = Keyring::load(store, 100, KeyringConfig::STS, kek)
+            .await
+            .unwrap();
         assert_eq!(first.state().jwt.kid(), again.state().jwt.kid());
         assert_eq!(
             first.state().jwt.verification_key().to_jwk(),
             again.state().jwt.verification_key().to_jwk()
+        );
+    }
+
+    /// Issue 10, item 10: private keys never reach the store in clear; a key-encryption key
+    /// that is not theirs cannot open them; records written in clear are sealed on load.
+    #[tokio::test]
+    async fn private_keys_are_sealed_at_rest_and_clear_records_are_sealed_on_load() {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let kek = new_kek();
+        let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS, kek.clone())
+            .await
+            .unwrap();
+        let secret = ring.state().jwt.secret_bytes().to_vec();
+        let stored = load_records(&*store).unwrap();
+        assert!(
+            stored
+                .iter()
+                .all(|r| r.secret.is_empty() && !r.sealed.is_empty())
+        );
+        let raw: Vec<u8> = store
+            .scan(Tree::SigningKeys, b"", None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, v)| v)
+            .collect();
+        assert!(!raw.windows(secret.len()).any(|w| w == secret.as_slice()));
+        assert!(matches!(
+            Keyring::load(store.clone(), 100, KeyringConfig::STS, new_kek()).await,
+            Err(KeyringError::Sealed(_))
+        ));
+
+        // A record from before sealing: its secret in clear.
+        let clear_store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let mut clear = new_jwt_record(Algorithm::EdDSA, 100, &kek).unwrap();
+        clear.secret = kek
+            .open(&storage_key(PURPOSE_JWT, &clear.kid), &clear.sealed)
+            .unwrap()
+            .to_vec();
+        clear.sealed.clear();
+        create_record(&*clear_store, &clear).unwrap();
+        let ring = Keyring::load(clear_store.clone(), 100, KeyringConfig::STS, kek.clone())
+            .await
+            .unwrap();
+        assert_eq!(ring.state().jwt.kid(), clear.kid);
+        assert_eq!(
+            ring.state().jwt.secret_bytes().as_slice(),
+            clear.secret.as_slice()
+        );
+        assert!(
+            load_records(&*clear_store)
+                .unwrap()
+                .iter()
+                .all(|r| r.secret.is_empty() && !r.sealed.is_empty())
         );
     }
 }

@@ -16,6 +16,8 @@ pub struct SigningKeyRecord {
     pub purpose: i32,
     #[prost(string, tag = "3")]
     pub alg: String,
+    /// The private key in clear: only in records written before keys were sealed, which the
+    /// keyring seals (and clears) when it loads them.
     #[prost(bytes = "vec", tag = "4")]
     pub secret: Vec<u8>,
     #[prost(int32, tag = "5")]
@@ -27,6 +29,9 @@ pub struct SigningKeyRecord {
     /// When a retired key can no longer verify a live token.
     #[prost(int64, tag = "8")]
     pub expires_at: i64,
+    /// The private key, sealed under the key-encryption key (see `sealing`).
+    #[prost(bytes = "vec", tag = "9")]
+    pub sealed: Vec<u8>,
 }
 
 impl Record for SigningKeyRecord {

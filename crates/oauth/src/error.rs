@@ -108,7 +108,7 @@ impl From<writ_keyring::KeyringError> for Error {
             K::Conflict(m) => Error::Conflict(m),
             K::Storage(e) => Error::Storage(e),
             K::Token(e) => Error::Token(e),
-            K::Internal(m) => Error::Internal(m),
+            K::Internal(m) | K::Sealed(m) => Error::Internal(m),
         }
     }
 }

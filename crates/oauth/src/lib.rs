@@ -119,6 +119,7 @@ impl AuthorizationServer {
         store: Arc<dyn Store>,
         config: Config,
         clock: SharedClock,
+        key_encryption_key: Arc<writ_keyring::KeyEncryptionKey>,
     ) -> Result<(Self, Bootstrap)> {
         let now = clock.now();
         let mut bootstrap = Bootstrap::default();
@@ -152,6 +153,7 @@ impl AuthorizationServer {
                     jwt_algorithm: config.jwt_algorithm,
                     ..KeyringConfig::AUTHORIZATION_SERVER
                 },
+                key_encryption_key,
             )
             .await?,
         );

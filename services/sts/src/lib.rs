@@ -42,6 +42,8 @@ pub use writ_revocation_client::DEFAULT_MAX_STALENESS;
 pub struct Options {
     /// Where its signing keys live (its own store; generated on a first start).
     pub store: Arc<dyn Store>,
+    /// What its signing keys are sealed under in that store.
+    pub key_encryption_key: Arc<writ_keyring::KeyEncryptionKey>,
     pub config: Config,
     pub clock: SharedClock,
     /// Who the callers are and what they may exchange.
@@ -133,9 +135,14 @@ pub async fn start(
         options.local_index,
     ));
     let keys = Arc::new(
-        Keyring::load(options.store, options.clock.now(), KeyringConfig::STS)
-            .await
-            .map_err(StsError::Keys)?,
+        Keyring::load(
+            options.store,
+            options.clock.now(),
+            KeyringConfig::STS,
+            options.key_encryption_key,
+        )
+        .await
+        .map_err(StsError::Keys)?,
     );
     let engine = Arc::new(TokenExchange::new(
         options.config,

@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::{AdminToken, ServiceName};
 use crate::platform::{
-    ADMIN_TOKEN_FILE, AuthzSettings, ExternalIssuer, PlatformConfig, RevocationSettings,
-    StsSettings, StsWiring, TlsMode,
+    ADMIN_TOKEN_FILE, AuthzSettings, ExternalIssuer, KeyEncryption, PlatformConfig,
+    RevocationSettings, StsSettings, StsWiring, TlsMode,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -107,6 +107,22 @@ pub struct ServeArgs {
     /// Serve without TLS. For benchmarks and debugging only.
     #[arg(long, env = "WRIT_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
+    /// A file holding the key signing keys are sealed under in the stores (base64url, 32
+    /// bytes). Default: `<data-dir>/key-encryption.key`, created on the first start.
+    #[arg(
+        long,
+        env = "WRIT_KEY_ENCRYPTION_KEY_FILE",
+        conflicts_with = "key_encryption_key"
+    )]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// The key-encryption key itself (base64url, 32 bytes), from the environment only.
+    #[arg(
+        long,
+        env = "WRIT_KEY_ENCRYPTION_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub key_encryption_key: Option<String>,
     /// Access token lifetime when a client sets none, in seconds.
     #[arg(long, env = "WRIT_ACCESS_TOKEN_LIFETIME", default_value_t = 300)]
     pub access_token_lifetime: i64,
@@ -194,6 +210,11 @@ impl ServeArgs {
             sts,
             authz_url: self.authz_url.clone(),
             revocation_url: self.revocation_url.clone(),
+            key_encryption: match (&self.key_encryption_key_file, &self.key_encryption_key) {
+                (Some(path), _) => KeyEncryption::File(path.clone()),
+                (None, Some(value)) => KeyEncryption::Value(value.clone()),
+                (None, None) => KeyEncryption::DataDir,
+            },
             ..PlatformConfig::new(&self.data_dir)
         })
     }

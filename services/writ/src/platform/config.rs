@@ -29,7 +29,35 @@ pub struct PlatformConfig {
     pub authz_url: Option<String>,
     /// The revocation service's gRPC URL, when it runs elsewhere.
     pub revocation_url: Option<String>,
+    /// What the signing keys are sealed under in the stores.
+    pub key_encryption: KeyEncryption,
 }
+
+/// Where the key-encryption key comes from: never the store it protects.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyEncryption {
+    /// `<data-dir>/key-encryption.key`, generated (mode 0600) on the first start. Beside the
+    /// stores, not in them: keep it off backups of the data directory, or use one of the
+    /// others.
+    DataDir,
+    /// A file holding the key (base64url, 32 bytes), which must exist.
+    File(PathBuf),
+    /// The key itself (base64url, 32 bytes), from the environment.
+    Value(String),
+}
+
+impl std::fmt::Debug for KeyEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyEncryption::DataDir => f.write_str("DataDir"),
+            KeyEncryption::File(p) => f.debug_tuple("File").field(p).finish(),
+            KeyEncryption::Value(_) => f.write_str("Value(..)"),
+        }
+    }
+}
+
+/// The key-encryption key's file name in the data directory.
+pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption.key";
 
 impl PlatformConfig {
     /// Nothing running yet, TLS on with the development CA, the system clock.
@@ -44,6 +72,7 @@ impl PlatformConfig {
             sts: None,
             authz_url: None,
             revocation_url: None,
+            key_encryption: KeyEncryption::DataDir,
         }
     }
 

@@ -22,8 +22,8 @@ use writ_token::{SharedClock, TrustedIssuer};
 use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE};
 
 pub use config::{
-    AuthzSettings, ExternalIssuer, LOOPBACK, PlatformConfig, RevocationSettings, StsSettings,
-    StsWiring, TlsMode,
+    AuthzSettings, ExternalIssuer, KEY_ENCRYPTION_KEY_FILE, KeyEncryption, LOOPBACK,
+    PlatformConfig, RevocationSettings, StsSettings, StsWiring, TlsMode,
 };
 
 /// File in the data directory holding the admin credential (mode 0600).
@@ -75,6 +75,7 @@ pub struct Platform {
     pub authz: Option<RunningAuthz>,
     pub revocation: Option<RunningRevocation>,
     pub sts: Option<writ_sts::Running>,
+    key_encryption_key: Arc<writ_keyring::KeyEncryptionKey>,
     shutdown: Shutdown,
     signal: ShutdownSignal,
 }
@@ -92,6 +93,19 @@ impl Platform {
             ),
             None => tls.as_ref().and_then(|t| t.ca_pem.clone()),
         };
+        let key_encryption_key = Arc::new(
+            match &config.key_encryption {
+                KeyEncryption::DataDir => writ_keyring::KeyEncryptionKey::load_or_create(
+                    &config.data_dir.join(KEY_ENCRYPTION_KEY_FILE),
+                    true,
+                ),
+                KeyEncryption::File(path) => {
+                    writ_keyring::KeyEncryptionKey::load_or_create(path, false)
+                }
+                KeyEncryption::Value(text) => writ_keyring::KeyEncryptionKey::from_base64(text),
+            }
+            .context("the key-encryption key")?,
+        );
         let (shutdown, signal) = Shutdown::new();
         let mut platform = Platform {
             config: config.clone(),
@@ -100,6 +114,7 @@ impl Platform {
             authz: None,
             revocation: None,
             sts: None,
+            key_encryption_key,
             shutdown,
             signal,
         };
@@ -158,8 +173,13 @@ impl Platform {
         let issuer = engine_config.issuer.clone();
         let dir = &self.config.data_dir;
         let store = Arc::new(open_store(dir, "store", "the store").await?);
-        let (engine, bootstrap) =
-            AuthorizationServer::open(store.clone(), engine_config, self.clock().clone()).await?;
+        let (engine, bootstrap) = AuthorizationServer::open(
+            store.clone(),
+            engine_config,
+            self.clock().clone(),
+            self.key_encryption_key.clone(),
+        )
+        .await?;
         if let Some(credential) = bootstrap.admin_credential {
             writ_tls::write(dir, ADMIN_TOKEN_FILE, &credential, true)?;
             tracing::info!(path = %dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
@@ -281,6 +301,7 @@ impl Platform {
         let store = open_store(&self.config.data_dir, "sts", "the STS store").await?;
         let running = writ_sts::start(
             writ_sts::Options {
+                key_encryption_key: self.key_encryption_key.clone(),
                 store: Arc::new(store),
                 config: exchange,
                 clock: self.clock().clone(),
