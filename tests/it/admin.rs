@@ -103,6 +103,7 @@ async fn clients_can_be_created_read_listed_updated_rotated_and_deleted() {
     let new_secret = admin
         .rotate_client_secret(RotateClientSecretRequest {
             client_id: id.clone(),
+            grace_seconds: 0,
         })
         .await
         .unwrap()
@@ -300,4 +301,54 @@ async fn exchange_policies_are_stored_listed_and_deleted() {
             .code(),
         Code::NotFound
     );
+}
+
+/// Issue 10, item 10: a rotated secret may keep working for a grace period (so clients can be
+/// redeployed first), and not a second longer; without one it stops at once.
+#[tokio::test]
+async fn a_rotated_client_secret_keeps_working_for_its_grace_period_only() {
+    let clock = writ_token::ManualClock::starting_now();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (id, first) = server.service_client("svc", "read", &["x"]).await;
+    let mut admin = server.admin().await;
+    let rotate = |grace_seconds| RotateClientSecretRequest {
+        client_id: id.clone(),
+        grace_seconds,
+    };
+    assert_refused(
+        admin.rotate_client_secret(rotate(7 * 24 * 3600 + 1)).await,
+        Code::InvalidArgument,
+        "invalid_request",
+    );
+    let second = admin
+        .rotate_client_secret(rotate(60))
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+    server.issue(cc(&id, &first)).await;
+    server.issue(cc(&id, &second)).await;
+    clock.advance(60);
+    server
+        .assert_token_refused(cc(&id, &first), Code::Unauthenticated, "invalid_client")
+        .await;
+    server.issue(cc(&id, &second)).await;
+
+    // Without a grace period the previous secret stops at once, and an older one never returns.
+    let third = admin
+        .rotate_client_secret(rotate(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+    for old in [&first, &second] {
+        server
+            .assert_token_refused(cc(&id, old), Code::Unauthenticated, "invalid_client")
+            .await;
+    }
+    server.issue(cc(&id, &third)).await;
 }

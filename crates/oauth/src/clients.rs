@@ -28,6 +28,8 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
 ];
 
 const MAX_PAGE: usize = 1000;
+/// Longest a rotated client secret keeps working beside its successor: 7 days.
+pub const MAX_SECRET_GRACE: i64 = 7 * 24 * 3600;
 const DEFAULT_PAGE: usize = 100;
 
 impl AuthorizationServer {
@@ -47,7 +49,13 @@ impl AuthorizationServer {
         };
         let ok = match &record {
             Some(c) if c.is_confidential() => {
-                self.hasher.verify(secret.as_bytes(), Some(&c.secret_hash))
+                // Both secrets are always checked (same work either way); the previous one
+                // counts only within its grace period.
+                let current = self.hasher.verify(secret.as_bytes(), Some(&c.secret_hash));
+                let previous = self
+                    .hasher
+                    .verify(secret.as_bytes(), Some(&c.previous_secret_hash));
+                current | (previous && self.now() < c.previous_secret_expires_at)
             }
             // Public clients do not authenticate; they must not send a secret either. The hash
             // is still computed so the timing matches.
@@ -179,19 +187,38 @@ impl AuthorizationServer {
             .await
     }
 
-    /// Replaces a confidential client's secret; the old one stops working at once.
-    pub async fn rotate_client_secret(&self, client_id: &str) -> Result<String> {
+    /// Replaces a confidential client's secret. The old one keeps working for `grace_seconds`
+    /// (0: it stops at once; at most [`MAX_SECRET_GRACE`]), so a client can be redeployed with
+    /// the new one first; a secret older than that never comes back.
+    pub async fn rotate_client_secret(
+        &self,
+        client_id: &str,
+        grace_seconds: i64,
+    ) -> Result<String> {
+        if !(0..=MAX_SECRET_GRACE).contains(&grace_seconds) {
+            return Err(Error::InvalidRequest(
+                "grace_seconds is between 0 and 604800 (7 days)",
+            ));
+        }
         let secret = random_secret();
         let hash = self.hasher.hash(secret.as_bytes()).to_vec();
+        let now = self.now();
         self.modify_client(client_id, |c| {
             if !c.is_confidential() {
                 return Err(Error::InvalidRequest("a public client has no secret"));
+            }
+            if grace_seconds > 0 {
+                c.previous_secret_hash = std::mem::take(&mut c.secret_hash);
+                c.previous_secret_expires_at = now + grace_seconds;
+            } else {
+                c.previous_secret_hash.clear();
+                c.previous_secret_expires_at = 0;
             }
             c.secret_hash = hash.clone();
             Ok(())
         })
         .await?;
-        tracing::info!(target: "writ::audit", event = "client_secret_rotated", client_id = %client_id);
+        tracing::info!(target: "writ::audit", event = "client_secret_rotated", client_id = %client_id, grace_seconds);
         Ok(secret)
     }
 

@@ -42,6 +42,11 @@ pub struct ClientRecord {
     pub disabled: bool,
     #[prost(int64, tag = "14")]
     pub created_at: i64,
+    /// The secret before the last rotation, accepted until `previous_secret_expires_at`.
+    #[prost(bytes = "vec", tag = "15")]
+    pub previous_secret_hash: Vec<u8>,
+    #[prost(int64, tag = "16")]
+    pub previous_secret_expires_at: i64,
 }
 
 impl Record for ClientRecord {

@@ -134,9 +134,10 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<RotateClientSecretRequest>,
     ) -> Result<Response<RotateClientSecretResponse>, Status> {
+        let request = request.into_inner();
         let secret = self
             .engine
-            .rotate_client_secret(&request.into_inner().client_id)
+            .rotate_client_secret(&request.client_id, request.grace_seconds)
             .await
             .map_err(status)?;
         Ok(Response::new(RotateClientSecretResponse {

@@ -91,6 +91,10 @@ pub enum ClientCommand {
     /// Replace a confidential client's secret.
     RotateSecret {
         client_id: String,
+        /// How long the previous secret keeps working beside the new one, in seconds (0: it
+        /// stops at once; at most 604800).
+        #[arg(long, default_value_t = 0)]
+        grace: i64,
     },
     /// Enable or disable a client.
     SetDisabled {
@@ -283,10 +287,11 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     .await?;
                 print(&json!({ "deleted": client_id }));
             }
-            ClientCommand::RotateSecret { client_id } => {
+            ClientCommand::RotateSecret { client_id, grace } => {
                 let r = admin
                     .rotate_client_secret(pb_admin::RotateClientSecretRequest {
                         client_id: client_id.clone(),
+                        grace_seconds: grace,
                     })
                     .await?
                     .into_inner();
