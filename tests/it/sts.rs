@@ -1594,3 +1594,63 @@ async fn a_tokens_status_is_told_only_to_callers_who_may_present_it() {
     other.subject_token_type = token_type::BISCUIT.into();
     f.token_refused(other, "not_for_caller").await;
 }
+
+/// Issue 10, item 10: the STS rotates its own signing keys by age. A token signed before the
+/// rotation still verifies (its key stays published, retired); new tokens use the new key.
+#[tokio::test]
+async fn the_sts_rotates_its_signing_keys_by_age_and_no_token_in_flight_breaks() {
+    let clock = ManualClock::starting_now();
+    let f = fixture_with(
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+        StsOptions {
+            key_rotation: writ_sts::KeyRotation {
+                max_age: Duration::from_secs(600),
+                check_every: Duration::from_millis(50),
+            },
+            ..StsOptions::default()
+        },
+    )
+    .await;
+    // Just before the key comes of age.
+    clock.advance(590);
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let before = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await
+        .access_token;
+    let old_kid = kid_of(&before);
+    let jwt_keys = |f: &Fixture| {
+        let f = f.sts.http();
+        async move {
+            f.get("/.well-known/jwks.json").await.json()["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(jwt_keys(&f).await, [old_kid.clone()]);
+
+    // Of age: within a check, a new key signs and the old one is still published.
+    clock.advance(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while jwt_keys(&f).await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let after = f
+        .exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await
+        .access_token;
+    assert_ne!(kid_of(&after), old_kid, "new tokens use the new key");
+    f.verify(&before, "inventory").await;
+    f.verify(&after, "inventory").await;
+}

@@ -30,6 +30,8 @@ pub struct StsOptions {
     /// over the authorization server's AdminService (with the admin credential), the feed
     /// watched with a client_credentials token, no in-process index.
     pub remote: bool,
+    /// When the STS rotates its keys.
+    pub key_rotation: writ_sts::KeyRotation,
 }
 
 impl Default for StsOptions {
@@ -40,6 +42,7 @@ impl Default for StsOptions {
             max_staleness: writ_revocation_client::DEFAULT_MAX_STALENESS,
             local_index: true,
             remote: false,
+            key_rotation: writ_sts::KeyRotation::default(),
         }
     }
 }
@@ -76,6 +79,7 @@ impl TestServer {
                 backoff_max: Duration::from_millis(200),
                 ..WatchConfig::default()
             },
+            key_rotation: opts.key_rotation,
             ..StsSettings::default()
         };
         (opts.config)(&mut settings.exchange);

@@ -300,6 +300,35 @@ impl Keyring {
         Ok(KeyInfo::of(&new))
     }
 
+    /// Rotates every purpose whose active key was created `max_age` seconds or more before
+    /// `now` (the JWT key keeps its algorithm); the keys rotated. For issuers whose keys no
+    /// administrator rotates (the STS), so that no key signs for ever.
+    pub async fn rotate_when_older(
+        &self,
+        max_age: i64,
+        now: UnixTime,
+        retire_for: i64,
+    ) -> Result<Vec<KeyInfo>> {
+        let state = self.state();
+        let mut rotated = Vec::new();
+        for (purpose, stored) in [
+            (KeyPurpose::Jwt, PURPOSE_JWT),
+            (KeyPurpose::Biscuit, PURPOSE_BISCUIT),
+        ] {
+            let due = state.records.iter().any(|r| {
+                r.purpose == stored && r.status == KEY_ACTIVE && r.created_at + max_age <= now
+            });
+            if due {
+                let info = self
+                    .rotate(purpose, state.jwt.alg(), now, retire_for)
+                    .await?;
+                tracing::info!(target: "writ::audit", event = "signing_key_rotated", purpose = purpose.name(), kid = %info.kid, why = "age");
+                rotated.push(info);
+            }
+        }
+        Ok(rotated)
+    }
+
     /// Reloads the keys from the store, dropping retired keys that have expired at `now`.
     pub fn refresh(&self, now: UnixTime) -> Result<Arc<KeyState>> {
         let records = load_records(&*self.store)?;

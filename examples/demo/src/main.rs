@@ -71,6 +71,7 @@ async fn client(admin: &mut Admin, spec: pb_admin::Client) -> anyhow::Result<Cli
             admin
                 .rotate_client_secret(pb_admin::RotateClientSecretRequest {
                     client_id: id.clone(),
+                    grace_seconds: 0,
                 })
                 .await?
                 .into_inner()

@@ -59,6 +59,27 @@ pub struct Options {
     /// Another revocation index to consult besides the feed (under `writ up`, the authorization
     /// server's own, which knows a revocation the moment it is acknowledged).
     pub local_index: Option<Arc<dyn RevocationCheck>>,
+    /// When the STS rotates its own signing keys.
+    pub key_rotation: KeyRotation,
+}
+
+/// The STS rotates its signing keys by age: no administrator rotates them, and no key should
+/// sign for ever. A retired key stays published until every token it signed has expired.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRotation {
+    /// A key older than this is replaced (default 30 days).
+    pub max_age: Duration,
+    /// How often the age is looked at (default hourly).
+    pub check_every: Duration,
+}
+
+impl Default for KeyRotation {
+    fn default() -> Self {
+        KeyRotation {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            check_every: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl std::fmt::Debug for Options {
@@ -144,6 +165,8 @@ pub async fn start(
         .await
         .map_err(StsError::Keys)?,
     );
+    // Every token the STS signs lives at most `max_lifetime`, verified with `leeway`.
+    let retire_for = options.config.max_lifetime + options.config.leeway;
     let engine = Arc::new(TokenExchange::new(
         options.config,
         options.clock.clone(),
@@ -155,14 +178,25 @@ pub async fn start(
     let sts = Arc::new(Sts {
         engine: engine.clone(),
         keys: keys.clone(),
-        clock: options.clock,
+        clock: options.clock.clone(),
     });
+    let rotation = options.key_rotation;
+    let (rotating, clock) = (keys.clone(), options.clock);
     let spec = ServiceSpec::new("security token service")
         .grpc(
             SecurityTokenServiceServer::new(StsGrpc::new(sts.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE),
         )
-        .http(http::router(sts));
+        .http(http::router(sts))
+        .every("signing key rotation", rotation.check_every, move || {
+            let (keys, now) = (rotating.clone(), clock.now());
+            let max_age = i64::try_from(rotation.max_age.as_secs()).unwrap_or(i64::MAX);
+            async move {
+                if let Err(e) = keys.rotate_when_older(max_age, now, retire_for).await {
+                    tracing::error!(error = %e, "the STS could not rotate its signing keys");
+                }
+            }
+        });
     let http_addr = writ_server::local_addr(&http)?;
     let served = writ_server::serve(spec, grpc, Some(http), tls, shutdown).await?;
     tracing::info!(issuer = %engine.config().issuer, "the security token service issues as");

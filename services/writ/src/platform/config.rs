@@ -156,6 +156,8 @@ pub struct StsSettings {
     /// How it reaches the authorization server.
     pub wiring: StsWiring,
     pub watch: WatchConfig,
+    /// When it rotates its own signing keys (by age).
+    pub key_rotation: writ_sts::KeyRotation,
 }
 
 impl Default for StsSettings {
@@ -171,6 +173,7 @@ impl Default for StsSettings {
                 consult_authz_index: true,
             },
             watch: WatchConfig::default(),
+            key_rotation: writ_sts::KeyRotation::default(),
         }
     }
 }

@@ -312,6 +312,7 @@ impl Platform {
                 watch: settings.watch,
                 max_staleness: settings.max_feed_staleness,
                 local_index: wired.local_index,
+                key_rotation: settings.key_rotation,
             },
             grpc,
             http,
