@@ -172,6 +172,8 @@ async fn wrong_missing_empty_or_padded_secrets_are_invalid_client() {
         server
             .assert_token_refused_unchanged(cc(&id, &bad), Code::Unauthenticated, "invalid_client")
             .await;
+        // A success clears the failure count (the throttle has tests of its own).
+        server.issue(cc(&id, &secret)).await;
     }
 }
 
@@ -202,7 +204,7 @@ async fn a_public_client_cannot_use_client_credentials() {
         .create_client(pb_admin::Client {
             client_id: "spa".into(),
             client_type: pb_admin::ClientType::Public as i32,
-            grant_types: vec!["password".into(), "refresh_token".into()],
+            grant_types: vec!["refresh_token".into()],
             audience: vec!["x".into()],
             ..Default::default()
         })
@@ -449,4 +451,137 @@ async fn client_secrets_are_stored_only_as_hashes() {
         .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap_or_default())
         .collect::<Vec<u8>>();
     assert!(!dump.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
+
+/// Issue 10, item 4: failed authentications are throttled per username, per client and per
+/// source: past the free failures, the credential is not even checked (right or wrong) until
+/// a lockout that doubles with each failure ends; an unknown username is treated alike; a
+/// success clears the count. Over HTTP the refusal is a 429.
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_username_client_and_source() {
+    let clock = writ_token::ManualClock::starting_now();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        config: Box::new(|c| c.throttle.free_failures_per_source = 30),
+        ..Options::default()
+    })
+    .await;
+    let (id, secret) = gateway_and_user(&server).await;
+    let throttled = |r: Result<TokenResponse, tonic::Status>| {
+        assert_refused(r, Code::ResourceExhausted, "temporarily_unavailable");
+    };
+    let with_user = |user: &str, password: &str| TokenRequest {
+        username: user.into(),
+        ..password_request(&id, &secret, password)
+    };
+
+    for user in ["alice", "mallory"] {
+        for _ in 0..6 {
+            server
+                .assert_token_refused(
+                    with_user(user, "wrong"),
+                    Code::PermissionDenied,
+                    "invalid_grant",
+                )
+                .await;
+        }
+        // Locked: even the right password is not looked at.
+        throttled(server.token(with_user(user, ALICE_PASSWORD)).await);
+    }
+    clock.advance(1);
+    server.issue(with_user("alice", ALICE_PASSWORD)).await;
+    // The success cleared alice's count: one more failure is free again.
+    server
+        .assert_token_refused(
+            with_user("alice", "wrong"),
+            Code::PermissionDenied,
+            "invalid_grant",
+        )
+        .await;
+    server.issue(with_user("alice", ALICE_PASSWORD)).await;
+
+    // A client's secret, likewise; another client is not affected.
+    let (svc, svc_secret) = server.service_client("svc", "read", &["x"]).await;
+    let (other, other_secret) = server.service_client("other", "read", &["x"]).await;
+    for _ in 0..6 {
+        server
+            .assert_token_refused(cc(&svc, "wrong"), Code::Unauthenticated, "invalid_client")
+            .await;
+    }
+    throttled(server.token(cc(&svc, &svc_secret)).await);
+    server.issue(cc(&other, &other_secret)).await;
+    let http = server.http();
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &format!("grant_type=client_credentials&client_id={svc}&client_secret={svc_secret}"),
+        )
+        .await;
+    assert_eq!(r.status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json()["error"], "temporarily_unavailable");
+
+    // The source: thirty failures over many names, then nothing from it is looked at.
+    for n in 0..30 {
+        let _ = server.token(cc(&format!("nobody-{n}"), "x")).await;
+    }
+    throttled(server.token(cc(&other, &other_secret)).await);
+    clock.advance(400);
+    server.issue(cc(&other, &other_secret)).await;
+    server.issue(cc(&svc, &svc_secret)).await;
+}
+
+/// Issue 10, item 4: a public client never gets the password grant (no password oracle), and
+/// password checks are bounded: past the permits and the queue, a password grant is refused as
+/// `temporarily_unavailable` at once, while other clients are served.
+#[tokio::test]
+async fn password_checks_are_bounded_and_never_for_public_clients() {
+    let server = TestServer::start_with(Options {
+        config: Box::new(|c| {
+            c.max_concurrent_password_checks = 1;
+            c.max_waiting_password_checks = 2;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let r = server
+        .admin()
+        .await
+        .create_client(writ_proto::admin::CreateClientRequest {
+            client: Some(writ_proto::admin::Client {
+                client_id: "spa".into(),
+                client_type: writ_proto::admin::ClientType::Public as i32,
+                grant_types: vec!["password".into()],
+                ..Default::default()
+            }),
+        })
+        .await;
+    assert_refused(r, Code::InvalidArgument, "invalid_request");
+
+    let (id, secret) = gateway_and_user(&server).await;
+    let (svc, svc_secret) = server.service_client("svc", "read", &["x"]).await;
+    let flood = futures::future::join_all((0..24).map(|n| {
+        let server = &server;
+        let req = TokenRequest {
+            username: format!("user-{n}"),
+            ..password_request(&id, &secret, "wrong")
+        };
+        async move { server.token(req).await }
+    }));
+    let (outcomes, served) = tokio::join!(flood, server.token(cc(&svc, &svc_secret)));
+    served.expect("another client is served during the flood");
+    let busy = outcomes
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|s| s.code() == Code::Unavailable))
+        .count();
+    let checked = outcomes
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .is_err_and(|s| s.code() == Code::PermissionDenied)
+        })
+        .count();
+    assert!(busy > 0, "some were refused as busy");
+    assert!(checked >= 1, "and some checked");
+    assert_eq!(busy + checked, outcomes.len());
 }

@@ -1,5 +1,6 @@
 //! Clients: registration (admin) and authentication (every grant, introspection, revocation).
 
+use crate::throttle::Subject;
 use writ_store::{StoreExt, Tree};
 use writ_token::{Scopes, random_id, random_secret};
 
@@ -41,6 +42,24 @@ impl AuthorizationServer {
         client_id: &str,
         secret: &str,
     ) -> Result<ClientRecord> {
+        self.authenticate_client_from(client_id, secret, None)
+    }
+
+    /// [`Self::authenticate_client`] for a request from `source`: past its free failures, a
+    /// client id (from that source) is refused without its secret being checked, until its
+    /// lockout ends.
+    pub(crate) fn authenticate_client_from(
+        &self,
+        client_id: &str,
+        secret: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<ClientRecord> {
+        let who = [Subject::Client(client_id, source)];
+        let now = self.now();
+        if let Some(wait) = self.throttle.locked(&who, now) {
+            tracing::warn!(target: "writ::audit", event = "client_authentication_throttled", client_id = %truncate(client_id), retry_after = wait);
+            return Err(Error::Throttled(wait));
+        }
         let record = if valid_id(client_id) && secret.len() <= MAX_SECRET_LEN {
             self.store
                 .get_record::<ClientRecord>(client_id.as_bytes())?
@@ -66,8 +85,12 @@ impl AuthorizationServer {
             None => self.hasher.verify(secret.as_bytes(), None),
         };
         match record {
-            Some(c) if ok => Ok(c),
+            Some(c) if ok => {
+                self.throttle.succeeded(&who);
+                Ok(c)
+            }
             _ => {
+                self.throttle.failed(&who, now);
                 tracing::warn!(target: "writ::audit", event = "client_authentication_failed", client_id = %truncate(client_id));
                 Err(Error::InvalidClient)
             }
@@ -272,6 +295,11 @@ impl AuthorizationServer {
         if c.client_type == CLIENT_PUBLIC && c.allows_grant(grant_type::CLIENT_CREDENTIALS) {
             return Err(Error::InvalidRequest(
                 "a public client cannot use client_credentials",
+            ));
+        }
+        if c.client_type == CLIENT_PUBLIC && c.allows_grant(grant_type::PASSWORD) {
+            return Err(Error::InvalidRequest(
+                "a public client cannot use the password grant",
             ));
         }
         Scopes::parse(&c.scope).map_err(|_| Error::InvalidRequest("scope is malformed"))?;

@@ -42,6 +42,13 @@ pub enum Error {
     Token(#[from] TokenError),
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// Too many failed authentications for this client, username or source: no credential is
+    /// checked until the lockout ends.
+    #[error("temporarily_unavailable: too many failed attempts; retry in {0} s")]
+    Throttled(i64),
+    /// Too many password checks at once: retry.
+    #[error("temporarily_unavailable: too many password checks at once; retry")]
+    Busy,
 }
 
 impl Error {
@@ -61,6 +68,8 @@ impl Error {
             Error::AlreadyExists(_) => (Kind::AlreadyExists, ErrorCode::InvalidRequest),
             Error::Conflict(_) => (Kind::Conflict, ErrorCode::InvalidRequest),
             Error::Storage(_) => (Kind::Unavailable, ErrorCode::ServerError),
+            Error::Throttled(_) => (Kind::Exhausted, ErrorCode::TemporarilyUnavailable),
+            Error::Busy => (Kind::Unavailable, ErrorCode::TemporarilyUnavailable),
             Error::Token(TokenError::Overloaded) => {
                 (Kind::Unavailable, ErrorCode::TemporarilyUnavailable)
             }

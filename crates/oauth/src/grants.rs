@@ -31,10 +31,30 @@ impl AuthorizationServer {
     /// RFC 6749 section 3.2.
     pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
         check_request_sizes(&req)?;
+        // A source with too many failed authentications is refused before any is checked.
+        let source: Vec<crate::throttle::Subject<'_>> = req
+            .source
+            .map(crate::throttle::Subject::Source)
+            .into_iter()
+            .collect();
+        if let Some(wait) = self.throttle.locked(&source, self.now()) {
+            tracing::warn!(target: "writ::audit", event = "token_refused", reason = "throttled", retry_after = wait);
+            return Err(Error::Throttled(wait));
+        }
+        let result = self.grant(&req).await;
+        if matches!(result, Err(Error::InvalidClient))
+            || matches!(&result, Err(Error::InvalidGrant(m)) if *m == crate::users::BAD_CREDENTIALS)
+        {
+            self.throttle.failed(&source, self.now());
+        }
+        result
+    }
+
+    async fn grant(&self, req: &TokenRequest) -> Result<TokenResponse> {
         match req.grant_type.as_str() {
-            grant_type::CLIENT_CREDENTIALS => self.client_credentials(&req),
-            grant_type::REFRESH_TOKEN => self.refresh(&req).await,
-            grant_type::PASSWORD => self.password(&req).await,
+            grant_type::CLIENT_CREDENTIALS => self.client_credentials(req),
+            grant_type::REFRESH_TOKEN => self.refresh(req).await,
+            grant_type::PASSWORD => self.password(req).await,
             "" => Err(Error::InvalidRequest("grant_type is required")),
             other => {
                 tracing::warn!(target: "writ::audit", event = "token_refused", reason = "unsupported_grant_type", grant_type = %crate::clients::truncate(other));
@@ -45,7 +65,8 @@ impl AuthorizationServer {
 
     /// RFC 6749 section 4.4. Writes nothing: the token is the only record.
     fn client_credentials(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        let client = self.authenticate_client(&req.client_id, &req.client_secret)?;
+        let client =
+            self.authenticate_client_from(&req.client_id, &req.client_secret, req.source)?;
         if client.disabled {
             return Err(Error::InvalidClient);
         }
@@ -69,11 +90,14 @@ impl AuthorizationServer {
 
     /// RFC 6749 section 4.3, for clients explicitly allowed it (the legacy API-gateway pattern).
     async fn password(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        let client = self.authenticate_client(&req.client_id, &req.client_secret)?;
+        let client =
+            self.authenticate_client_from(&req.client_id, &req.client_secret, req.source)?;
         if client.disabled {
             return Err(Error::InvalidClient);
         }
-        if !client.allows_grant(grant_type::PASSWORD) {
+        // A public client proves nothing about itself: it would make this endpoint a password
+        // oracle for anyone. (Registration refuses it too; this covers older records.)
+        if !client.is_confidential() || !client.allows_grant(grant_type::PASSWORD) {
             return Err(refuse(
                 &client,
                 Error::UnauthorizedClient("the client may not use the password grant"),
@@ -133,7 +157,8 @@ impl AuthorizationServer {
     /// Of N concurrent uses exactly one wins; the others are reuse too (RFC 9700 section 4.14.2:
     /// two parties held the same token, so the family is compromised).
     async fn refresh(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        let client = self.authenticate_client(&req.client_id, &req.client_secret)?;
+        let client =
+            self.authenticate_client_from(&req.client_id, &req.client_secret, req.source)?;
         if req.refresh_token.is_empty() {
             return Err(Error::InvalidRequest("refresh_token is required"));
         }

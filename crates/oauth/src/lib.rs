@@ -13,6 +13,7 @@ mod introspection;
 mod records;
 mod revocations;
 mod secrets;
+mod throttle;
 mod types;
 mod users;
 
@@ -27,6 +28,7 @@ use writ_token::{
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
+pub use throttle::ThrottleConfig;
 pub use types::*;
 pub use writ_keyring::KeyState;
 use writ_vocabulary::{grant_type, token_type};
@@ -60,6 +62,12 @@ pub struct Config {
     pub max_grant_lifetime: i64,
     /// Clock skew tolerated by verification.
     pub leeway: i64,
+    /// Brute-force protection of client and user authentication.
+    pub throttle: ThrottleConfig,
+    /// Password checks (argon2id, ~19 MiB and tens of milliseconds each) running at once, and
+    /// waiting; past both, a password grant is refused as `temporarily_unavailable`.
+    pub max_concurrent_password_checks: usize,
+    pub max_waiting_password_checks: usize,
 }
 
 impl Config {
@@ -72,6 +80,11 @@ impl Config {
             default_refresh_token_lifetime: 14 * 24 * 3600,
             max_grant_lifetime: 90 * 24 * 3600,
             leeway: 30,
+            throttle: ThrottleConfig::default(),
+            // One core but one: a flood of passwords always leaves a core to everything else.
+            max_concurrent_password_checks: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            max_waiting_password_checks: 64,
         }
     }
 }
@@ -106,6 +119,10 @@ pub struct AuthorizationServer {
     /// Bumped whenever a key id is revoked: invalidates `trusted`.
     key_revocations: std::sync::atomic::AtomicU64,
     trusted: parking_lot::Mutex<Option<TrustedKeys>>,
+    throttle: throttle::Throttle,
+    /// Permits for concurrent password checks, and how many wait for one.
+    password_checks: Arc<tokio::sync::Semaphore>,
+    password_waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// [`AuthorizationServer::trusted_keys`], with the public key set and the `key_revocations`
@@ -178,6 +195,11 @@ impl AuthorizationServer {
                 outbox_ready: tokio::sync::Notify::new(),
                 key_revocations: std::sync::atomic::AtomicU64::new(0),
                 trusted: parking_lot::Mutex::new(None),
+                throttle: throttle::Throttle::new(config.throttle),
+                password_checks: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_password_checks.max(1),
+                )),
+                password_waiting: std::sync::atomic::AtomicUsize::new(0),
                 hasher: SecretHasher::new(&secrets.secret_hash_key),
                 admin_credential_hash: secrets.admin_credential_hash,
                 store,

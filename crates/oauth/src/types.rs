@@ -27,6 +27,8 @@ pub struct TokenRequest {
     pub audience: Vec<String>,
     pub resource: Vec<String>,
     pub token_format: FormatChoice,
+    /// Where the request came from (the transport's peer address), for brute-force throttling.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// RFC 6749 section 5.1.

@@ -36,6 +36,9 @@ async fn hash_off_runtime(password: String) -> Result<String> {
         .map_err(|_| Error::Internal("password hashing task"))?
 }
 
+/// The one refusal of a wrong username or password (or a disabled user).
+pub(crate) const BAD_CREDENTIALS: &str = "the resource owner credentials are invalid";
+
 impl AuthorizationServer {
     pub async fn create_user(&self, username: &str, password: &str, scope: &str) -> Result<User> {
         if !valid_username(username) {
@@ -113,6 +116,13 @@ impl AuthorizationServer {
         username: &str,
         password: &str,
     ) -> Result<UserRecord> {
+        // Past its free failures a username is refused without its password being checked (no
+        // argon2 work), whether or not it exists.
+        let who = [crate::throttle::Subject::User(username)];
+        if let Some(wait) = self.throttle.locked(&who, self.now()) {
+            tracing::warn!(target: "writ::audit", event = "user_authentication_throttled", username = %crate::clients::truncate(username), retry_after = wait);
+            return Err(Error::Throttled(wait));
+        }
         let user = if valid_username(username) && password.len() <= MAX_PASSWORD_LEN {
             self.store.get_record::<UserRecord>(username.as_bytes())?
         } else {
@@ -123,16 +133,36 @@ impl AuthorizationServer {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_password_hash.clone());
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .map_err(|_| Error::Internal("password check task"))?;
+        // At most so many argon2 checks at once (each holds ~19 MiB and a core for tens of
+        // milliseconds), and so many waiting: a flood of passwords cannot take the machine.
+        let permit = {
+            use std::sync::atomic::Ordering;
+            if self.password_waiting.fetch_add(1, Ordering::AcqRel)
+                >= self.config.max_waiting_password_checks
+            {
+                self.password_waiting.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(target: "writ::audit", event = "password_check_refused", why = "busy");
+                return Err(Error::Busy);
+            }
+            let permit = self.password_checks.clone().acquire_owned().await;
+            self.password_waiting.fetch_sub(1, Ordering::AcqRel);
+            permit.map_err(|_| Error::Busy)?
+        };
+        let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_password(&password, &phc)
+        })
+        .await
+        .map_err(|_| Error::Internal("password check task"))?;
         match user {
-            Some(u) if matches && !u.disabled => Ok(u),
+            Some(u) if matches && !u.disabled => {
+                self.throttle.succeeded(&who);
+                Ok(u)
+            }
             _ => {
+                self.throttle.failed(&who, self.now());
                 tracing::warn!(target: "writ::audit", event = "user_authentication_failed", username = %crate::clients::truncate(username));
-                Err(Error::InvalidGrant(
-                    "the resource owner credentials are invalid",
-                ))
+                Err(Error::InvalidGrant(BAD_CREDENTIALS))
             }
         }
     }

@@ -126,6 +126,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// The peer of an HTTP connection, in every request's extensions (`axum::Extension<Peer>`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
 /// Serves `router` on `listener` over HTTP/1.1 and HTTP/2, inside TLS when `tls` is given, until
 /// `shutdown`; open connections then finish their requests.
 pub async fn serve_http(
@@ -155,7 +159,7 @@ pub async fn serve_http(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {

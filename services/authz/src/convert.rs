@@ -20,6 +20,8 @@ pub fn format_choice(value: i32) -> Result<FormatChoice, Error> {
 
 pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest, Error> {
     Ok(writ_oauth::TokenRequest {
+        // Filled in by the handler, which knows the peer.
+        source: None,
         token_format: format_choice(r.token_format)?,
         grant_type: r.grant_type,
         client_id: r.client_id,

@@ -54,7 +54,9 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
-        let req = convert::token_request(request.into_inner()).map_err(status)?;
+        let source = request.remote_addr().map(|a| a.ip());
+        let mut req = convert::token_request(request.into_inner()).map_err(status)?;
+        req.source = source;
         let resp = self.engine.token(req).await.map_err(status)?;
         Ok(Response::new(convert::token_response(resp)))
     }

@@ -69,6 +69,7 @@ fn format_param(v: &str) -> Result<FormatChoice, Error> {
 
 async fn token(
     State(engine): State<Shared>,
+    peer: Option<axum::Extension<writ_server::Peer>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
@@ -84,6 +85,7 @@ async fn token(
         audience: form.many("audience"),
         resource: form.many("resource"),
         token_format: format_param(&form.one("token_format")?)?,
+        source: peer.map(|p| p.0.0.ip()),
     };
     let r = engine.token(req).await?;
     let mut body = json!({

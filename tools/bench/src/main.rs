@@ -10,6 +10,7 @@
 //! ```
 
 mod exchange;
+mod flood;
 mod guard;
 mod revocation;
 
@@ -71,6 +72,9 @@ enum Command {
     Guard,
     /// RFC 8693 token exchange at the STS: JWT to JWT, then JWT to Biscuit.
     Exchange,
+    /// A flood of bad passwords from one source, and another client's latency meanwhile, without
+    /// and with the brute-force protection.
+    PasswordFlood,
     /// Everything above, one after the other in one run.
     All,
 }
@@ -139,6 +143,14 @@ impl Server {
     }
 
     fn start_services(tls: bool, services: Services) -> anyhow::Result<Server> {
+        Server::start_with(tls, services, |_| {})
+    }
+
+    fn start_with(
+        tls: bool,
+        services: Services,
+        configure: impl FnOnce(&mut PlatformConfig),
+    ) -> anyhow::Result<Server> {
         let runtime = server_runtime()?;
         let dir = tempfile::tempdir()?;
         let mut config = PlatformConfig::all_on_loopback(dir.path());
@@ -151,6 +163,7 @@ impl Server {
         if services == Services::Authz {
             config.revocation = None;
         }
+        configure(&mut config);
         let platform = runtime.block_on(Platform::start(config))?;
         let authz = platform
             .authz
@@ -463,7 +476,13 @@ fn main() -> anyhow::Result<()> {
         Vec::new()
     };
     let run_exchange = matches!(cli.command, Command::Exchange | Command::All);
-    if run_cc || run_refresh || run_revoke || run_exchange || matches!(cli.command, Command::Guard)
+    let run_flood = matches!(cli.command, Command::PasswordFlood | Command::All);
+    if run_cc
+        || run_refresh
+        || run_revoke
+        || run_exchange
+        || run_flood
+        || matches!(cli.command, Command::Guard)
     {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
         println!("|---|---:|---:|---:|---:|");
@@ -487,6 +506,13 @@ fn main() -> anyhow::Result<()> {
         for outcome in exchange::run(&cli, &load)? {
             println!("{}", outcome.row());
         }
+    }
+    if run_flood {
+        let (outcomes, flood_notes) = flood::run(&cli, &load)?;
+        for outcome in outcomes {
+            println!("{}", outcome.row());
+        }
+        notes.extend(flood_notes);
     }
     if matches!(cli.command, Command::Guard | Command::All) {
         for outcome in guard::run(&cli, &load)? {
