@@ -8,7 +8,7 @@
 //! (Locking out a real user's name is the price; the lockout is short and bounded.)
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 
 use parking_lot::Mutex;
@@ -77,9 +77,7 @@ impl Throttle {
     }
 
     fn key(&self, s: &Subject<'_>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        s.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(s)
     }
 
     fn shard(&self, key: u64) -> &Mutex<HashMap<u64, Entry>> {
