@@ -1028,6 +1028,8 @@ async fn expired_entries_are_pruned_from_the_log_and_the_set_only_after_expiry_a
     let revocation = writ_revocation::Config {
         producers: writ_tests::revocation_config().producers,
         prune_interval: Duration::from_millis(50),
+        // Pruning is under test: entries keep the expiry they were given.
+        min_entry_lifetime: Duration::ZERO,
         ..Default::default()
     };
     let server = TestServer::start_with(Options {
@@ -1166,8 +1168,12 @@ async fn an_acknowledged_revocation_survives_a_restart_and_watchers_resume_witho
 #[tokio::test]
 async fn sequences_continue_after_a_restart_even_when_everything_was_pruned() {
     let clock = ManualClock::starting_now();
+    let mut revocation = writ_tests::revocation_config();
+    // Pruning is under test: entries keep the expiry they were given.
+    revocation.min_entry_lifetime = Duration::ZERO;
     let server = TestServer::start_with(Options {
         clock: Some(clock.clone()),
+        revocation,
         ..Options::default()
     })
     .await;
@@ -1461,4 +1467,82 @@ async fn idp_token(server: &TestServer) -> String {
     let mut req = cc(&id, &secret);
     req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
     server.issue(req).await.access_token
+}
+
+/// Reads `feed` until it ends; the status it ended with (bounded wait).
+async fn ended(feed: &mut Feed) -> tonic::Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = tokio::time::timeout_at(deadline, feed.0.message())
+            .await
+            .expect("the stream ends within 10 s");
+        match m {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// Issue 10, item 9: a Watch stream re-checks its caller and ends once the caller's token is
+/// revoked, its client disabled, or its token expired; and no entry expires before the tokens
+/// it can match (a shorter `expires_at` is raised to the longest token lifetime).
+#[tokio::test]
+async fn a_watch_ends_when_its_caller_lapses_and_entries_outlive_their_tokens() {
+    let clock = ManualClock::starting_now();
+    let mut revocation = writ_tests::revocation_config();
+    revocation.subscriber.checkpoint_interval = Duration::from_millis(100);
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        revocation,
+        ..Options::default()
+    })
+    .await;
+    let mut publisher = server.revocation(&server.publish_token().await).await;
+    let now = writ_token::Clock::now(&clock);
+
+    // Revoked.
+    let revoked = server.watch_token().await;
+    let mut first = Feed::open(&mut server.revocation(&revoked).await, 0).await;
+    let jti = writ_token::decode_unverified(&revoked)
+        .unwrap()
+        .claims
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    revoke(
+        &mut publisher,
+        vec![entry(RevocationKind::TokenId, &jti, now + 5)],
+    )
+    .await;
+    let s = ended(&mut first).await;
+    assert_revocation_refused::<()>(Err(s), Code::Unauthenticated, "caller_lapsed");
+    // The entry asked for 5 s; it lives as long as the longest token it can match.
+    let mut observer = server.revocation(&server.watch_token().await).await;
+    let mut feed = Feed::open(&mut observer, 0).await;
+    let published = feed.revocation().await.entry.unwrap();
+    assert!(published.expires_at >= now + 3600 + 30, "{published:?}");
+
+    // Its client disabled.
+    let (id, secret) = server
+        .service_client(
+            "watcher",
+            writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+            &[writ_vocabulary::names::REVOCATION_AUDIENCE],
+        )
+        .await;
+    let mut req = cc(&id, &secret);
+    req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
+    let token = server.issue(req).await.access_token;
+    let mut second = Feed::open(&mut server.revocation(&token).await, 0).await;
+    server.set_disabled(&id, true).await;
+    let s = ended(&mut second).await;
+    assert_revocation_refused::<()>(Err(s), Code::Unauthenticated, "caller_lapsed");
+
+    // Expired.
+    let mut third = Feed::open(&mut server.revocation(&server.watch_token().await).await, 0).await;
+    clock.advance(300 + 31);
+    let s = ended(&mut third).await;
+    assert_revocation_refused::<()>(Err(s), Code::Unauthenticated, "caller_lapsed");
 }

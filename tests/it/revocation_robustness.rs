@@ -179,6 +179,8 @@ impl Service {
                 .args(["--revocation-port", &self.ports.revocation.to_string()])
                 // The producers below revoke the authorization server's tokens.
                 .args(["--revocation-producer", "producer="])
+                // The model compares expiries exactly: keep the producers' own.
+                .args(["--revocation-min-entry-lifetime", "0"])
                 // The STS is not under test here: any free ports.
                 .args(["--sts-port", "0", "--sts-http-port", "0"])
                 .env("WRIT_LOG", "warn")

@@ -33,6 +33,7 @@ mod principal;
 mod server;
 
 pub use builder::{BuildError, GuardBuilder, GuardUpkeep, KEY_MIN_REFRESH, KEY_REFRESH_EVERY};
+pub use cache::Verified;
 pub use error::{ERROR_DOMAIN, GuardError};
 pub use policy::{MethodPolicy, Rule};
 pub use principal::Principal;

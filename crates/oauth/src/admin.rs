@@ -48,14 +48,19 @@ impl AuthorizationServer {
     /// Revocations an administrator asks for (tokens, grants, subjects, clients, Biscuit blocks,
     /// keys): recorded here and published. Revoking the active signing key rotates it first, so
     /// the server never signs with a revoked key.
-    pub async fn admin_revoke(&self, entries: Vec<RevocationEntry>) -> Result<()> {
+    pub async fn admin_revoke(&self, mut entries: Vec<RevocationEntry>) -> Result<()> {
         if entries.is_empty() || entries.len() > MAX_REVOCATIONS {
             return Err(Error::InvalidRequest("give 1 to 1000 revocation entries"));
         }
         let now = self.now();
-        for e in &entries {
+        for e in &mut entries {
             e.validate(now)
                 .map_err(|_| Error::InvalidRequest("a revocation entry is invalid"))?;
+            // No entry expires before the tokens it can match: at least the longest access
+            // token's lifetime (and leeway) past its cut-off.
+            e.expires_at = e
+                .expires_at
+                .max(e.not_before.max(now).saturating_add(self.access_horizon()));
         }
         for e in entries.iter().filter(|e| e.kind == RevocationKind::KeyId) {
             let state = self.keys.state();

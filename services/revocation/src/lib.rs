@@ -52,12 +52,18 @@ pub struct Config {
     /// grants) publishes for every issuer; a client with the publish scope but no namespace here
     /// publishes nothing.
     pub producers: BTreeMap<String, String>,
+    /// The least an entry lives past its cut-off (its `not_before`, or now): the longest token
+    /// it can match, plus leeway. A shorter `expires_at` is raised to it, so no revoked token
+    /// outlives its revocation.
+    pub min_entry_lifetime: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             producers: BTreeMap::new(),
+            // Writ's longest-lived tokens (an hour, access or exchanged) and the 30 s leeway.
+            min_entry_lifetime: Duration::from_secs(3600 + 30),
             subscriber: SubscriberConfig {
                 checkpoint_interval: Duration::from_secs(1),
                 buffer: 1024,
@@ -164,13 +170,20 @@ impl RevocationService for RevocationGrpc {
         let caller = principal.client_id.clone();
         let namespace = self.namespace(principal)?;
         let now = self.clock.now();
+        let min_lifetime = i64::try_from(self.config.min_entry_lifetime.as_secs()).unwrap_or(0);
         let entries = request
             .into_inner()
             .entries
             .into_iter()
             .map(|e| {
-                let entry = writ_proto::convert::revocation_entry(e, now)
+                let mut entry = writ_proto::convert::revocation_entry(e, now)
                     .map_err(|e| status(LogError::Invalid(e)))?;
+                // The authorization server's own entries are already as long as its tokens (it
+                // knows them); another producer's are raised to the longest token they can match.
+                let floor = entry.not_before.max(now).saturating_add(min_lifetime);
+                if matches!(namespace, Namespace::Issuer(_)) && entry.expires_at > now {
+                    entry.expires_at = entry.expires_at.max(floor);
+                }
                 in_namespace(&namespace, entry)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -207,18 +220,54 @@ impl RevocationService for RevocationGrpc {
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = caller(&request)?;
+        let verified = request
+            .extensions()
+            .get::<Arc<writ_guard::Verified>>()
+            .cloned()
+            .ok_or_else(|| Status::internal("the guard attached no verified token"))?;
         let cursor = request.into_inner().from_sequence;
         if cursor > self.log.head() {
             return Err(status(LogError::CursorAhead));
         }
         tracing::info!(target: "writ::audit", event = "watch_started", by = %caller, cursor);
         let clock = self.clock.clone();
+        let recheck = {
+            let (log, clock) = (self.log.clone(), self.clock.clone());
+            let leeway = writ_token::VerifierConfig::new(Vec::new(), None).leeway;
+            Box::new(move || {
+                let token = &verified.token;
+                let lapsed = |why: &'static str| {
+                    tracing::info!(target: "writ::audit", event = "watch_ended", by = %token.claims.client_id, why);
+                    convert::refused(
+                        Kind::Unauthenticated,
+                        "caller_lapsed",
+                        format!("{why}: reconnect with a valid token"),
+                    )
+                };
+                if clock.now() >= token.claims.exp + leeway {
+                    return Err(lapsed("the caller's token expired"));
+                }
+                match writ_token::RevocationCheck::revoked(
+                    &*log,
+                    &writ_token::TokenFacts::of(token),
+                ) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(_)) => Err(lapsed("the caller's token was revoked")),
+                    Err(_) => Err(convert::refused(
+                        Kind::Unavailable,
+                        "log_unavailable",
+                        "the revocation log cannot vouch for the caller; resume from your cursor",
+                    )),
+                }
+            }) as subscriber::CallerCheck
+        };
         Ok(Response::new(subscriber::spawn(
             self.log.clone(),
             cursor,
             self.config.subscriber,
             self.subscribers.clone(),
             move || clock.now(),
+            recheck,
             self.shutdown.clone(),
         )))
     }

@@ -61,6 +61,11 @@ impl Drop for Registered {
     }
 }
 
+/// Whether the caller may still watch: checked again every checkpoint interval, so a stream
+/// ends once its caller's token expires or is revoked (a disabled or deleted client is cut off,
+/// which revokes its tokens).
+pub type CallerCheck = Box<dyn Fn() -> Result<(), Status> + Send + Sync>;
+
 /// Starts a subscriber after `cursor` (the last sequence it applied).
 pub fn spawn(
     log: Arc<RevocationLog>,
@@ -68,6 +73,7 @@ pub fn spawn(
     config: SubscriberConfig,
     subscribers: Arc<AtomicU32>,
     now: impl Fn() -> i64 + Send + Sync + 'static,
+    caller: CallerCheck,
     shutdown: ShutdownSignal,
 ) -> SubscriberStream {
     let (tx, rx) = mpsc::channel(config.buffer.max(1));
@@ -86,8 +92,17 @@ pub fn spawn(
         // Fix: a Watch stream never ends by itself, and the server's graceful shutdown waits
         // for every open stream, so stopping the service hung while anyone was subscribed. On
         // shutdown the stream now ends with UNAVAILABLE; the subscriber resumes by cursor.
+        let recheck = config.checkpoint_interval;
         let outcome = tokio::select! {
             r = sub.run() => r,
+            status = async {
+                loop {
+                    tokio::time::sleep(recheck).await;
+                    if let Err(status) = caller() {
+                        break status;
+                    }
+                }
+            } => Err(status),
             _ = shutdown.wait() => Err(convert::refused(
                 Kind::Unavailable,
                 "shutting_down",

@@ -25,6 +25,7 @@ impl tonic::service::Interceptor for GuardInterceptor {
         if let Some(v) = decision? {
             request.extensions_mut().insert(v.principal.clone());
             request.extensions_mut().insert(v.bearer.clone());
+            request.extensions_mut().insert(v.clone());
         }
         Ok(request)
     }

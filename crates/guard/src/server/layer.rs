@@ -69,6 +69,7 @@ where
                 Ok(Some(v)) => {
                     request.extensions_mut().insert(v.principal.clone());
                     request.extensions_mut().insert(v.bearer.clone());
+                    request.extensions_mut().insert(v.clone());
                     inner.call(request).await
                 }
                 Ok(None) => inner.call(request).await,

@@ -71,6 +71,14 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub revocation_producers: Vec<String>,
+    /// `serve revocation` and `up`: the least a producer's entry lives past its cut-off, in
+    /// seconds: the longest token its issuer issues, plus leeway (shorter expiries are raised).
+    #[arg(
+        long,
+        env = "WRIT_REVOCATION_MIN_ENTRY_LIFETIME",
+        default_value_t = 3630
+    )]
+    pub revocation_min_entry_lifetime: u64,
     /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
     #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
     pub sts_max_feed_staleness: u64,
@@ -203,6 +211,9 @@ impl ServeArgs {
                 grpc: at(self.revocation_port),
                 service: writ_revocation::Config {
                     producers,
+                    min_entry_lifetime: std::time::Duration::from_secs(
+                        self.revocation_min_entry_lifetime,
+                    ),
                     ..writ_revocation::Config::default()
                 },
                 ..RevocationSettings::default()
