@@ -209,3 +209,41 @@ async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
     // Revoking the token id kills every attenuated copy too.
     assert!(!server.introspect(&narrowed, &id, &secret).await.active);
 }
+
+/// Issue 10, item 9: introspection sees every revocation the feed carries, not only the
+/// authorization server's own: a token revoked by another producer is inactive.
+#[tokio::test]
+async fn introspection_sees_revocations_of_other_producers() {
+    let (server, id, secret) = orders().await;
+    let token = server.cc_token(&id, &secret).await;
+    assert!(server.introspect(&token, &id, &secret).await.active);
+    let jti = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut producer = server.revocation(&server.publish_token().await).await;
+    producer
+        .revoke(writ_proto::revocation::RevokeRequest {
+            entries: vec![writ_proto::revocation::RevocationEntry {
+                kind: writ_token::RevocationKind::TokenId as i32,
+                value: jti.clone(),
+                expires_at: writ_token::system_clock().now() + 600,
+                reason: "another producer".into(),
+                not_before: 0,
+                issuer: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    assert!(
+        !server
+            .engine
+            .is_revoked(writ_token::RevocationKind::TokenId, &jti, 0)
+            .unwrap(),
+        "not in the authorization server's own index"
+    );
+    assert!(!server.introspect(&token, &id, &secret).await.active);
+}

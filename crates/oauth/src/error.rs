@@ -46,6 +46,9 @@ pub enum Error {
     /// checked until the lockout ends.
     #[error("temporarily_unavailable: too many failed attempts; retry in {0} s")]
     Throttled(i64),
+    /// Something a decision depends on (the revocation feed) cannot vouch for it now: retry.
+    #[error("temporarily_unavailable: {0}")]
+    Unavailable(&'static str),
     /// Too many password checks at once: retry.
     #[error("temporarily_unavailable: too many password checks at once; retry")]
     Busy,
@@ -69,7 +72,9 @@ impl Error {
             Error::Conflict(_) => (Kind::Conflict, ErrorCode::InvalidRequest),
             Error::Storage(_) => (Kind::Unavailable, ErrorCode::ServerError),
             Error::Throttled(_) => (Kind::Exhausted, ErrorCode::TemporarilyUnavailable),
-            Error::Busy => (Kind::Unavailable, ErrorCode::TemporarilyUnavailable),
+            Error::Busy | Error::Unavailable(_) => {
+                (Kind::Unavailable, ErrorCode::TemporarilyUnavailable)
+            }
             Error::Token(TokenError::Overloaded) => {
                 (Kind::Unavailable, ErrorCode::TemporarilyUnavailable)
             }

@@ -184,7 +184,15 @@ impl AuthorizationServer {
                 return Ok(false);
             }
         }
-        Ok(true)
+        match self
+            .feed
+            .get()
+            .map(|f| f.revoked(&writ_token::TokenFacts::of(t)))
+        {
+            None | Some(Ok(None)) => Ok(true),
+            Some(Ok(Some(_))) => Ok(false),
+            Some(Err(why)) => Err(Error::Unavailable(why.0)),
+        }
     }
 
     fn refresh_is_live(&self, r: &RefreshTokenRecord) -> Result<bool> {

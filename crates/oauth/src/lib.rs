@@ -120,6 +120,9 @@ pub struct AuthorizationServer {
     key_revocations: std::sync::atomic::AtomicU64,
     trusted: parking_lot::Mutex<Option<TrustedKeys>>,
     throttle: throttle::Throttle,
+    /// The revocation feed (every producer's entries), consulted by introspection besides this
+    /// server's own index, once the platform wires it.
+    feed: std::sync::OnceLock<Arc<dyn writ_token::RevocationCheck>>,
     /// Permits for concurrent password checks, and how many wait for one.
     password_checks: Arc<tokio::sync::Semaphore>,
     password_waiting: std::sync::atomic::AtomicUsize,
@@ -196,6 +199,7 @@ impl AuthorizationServer {
                 key_revocations: std::sync::atomic::AtomicU64::new(0),
                 trusted: parking_lot::Mutex::new(None),
                 throttle: throttle::Throttle::new(config.throttle),
+                feed: std::sync::OnceLock::new(),
                 password_checks: Arc::new(tokio::sync::Semaphore::new(
                     config.max_concurrent_password_checks.max(1),
                 )),
@@ -215,6 +219,13 @@ impl AuthorizationServer {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Makes introspection consult `feed` (the revocation log in this process, or a watched
+    /// feed) besides this server's own index: it then sees every producer's revocations. Set
+    /// once; a feed that cannot vouch makes introspection fail closed (`temporarily_unavailable`).
+    pub fn follow_feed(&self, feed: Arc<dyn writ_token::RevocationCheck>) {
+        let _ = self.feed.set(feed);
     }
 
     pub fn now(&self) -> UnixTime {

@@ -46,6 +46,8 @@ pub struct RunningAuthz {
     pub http_addr: SocketAddr,
     pub issuer: String,
     served: writ_server::Running,
+    /// The feed introspection follows, when the revocation service runs elsewhere.
+    watcher: Option<writ_revocation_client::Watcher>,
 }
 
 /// The revocation service, running.
@@ -189,6 +191,25 @@ impl Platform {
             Some(url) => Some(self.endpoint(url)?.connect_lazy()),
             None => None,
         };
+        // Introspection sees every producer's revocations: the log itself when it runs in this
+        // process (wired once it starts), else the feed, watched with the server's own tokens.
+        let watcher = match (&revocation, &self.config.revocation) {
+            (Some(channel), None) => {
+                let set = Arc::new(writ_revocation_client::RevocationSet::new());
+                let watcher = writ_revocation_client::Watcher::spawn(
+                    channel.clone(),
+                    Arc::new(in_process::EngineTokens(engine.clone())),
+                    set.clone(),
+                    writ_revocation_client::WatchConfig::default(),
+                );
+                engine.follow_feed(Arc::new(writ_revocation_client::RevocationFeed::new(
+                    set,
+                    writ_revocation_client::DEFAULT_MAX_STALENESS,
+                )));
+                Some(watcher)
+            }
+            _ => None,
+        };
         let served = writ_authz::start(
             engine.clone(),
             grpc,
@@ -205,6 +226,7 @@ impl Platform {
             http_addr,
             issuer,
             served,
+            watcher,
         });
         Ok(())
     }
@@ -232,6 +254,9 @@ impl Platform {
             self.signal.clone(),
         )
         .await?;
+        if let Some(authz) = &self.authz {
+            authz.engine.follow_feed(log.clone());
+        }
         self.revocation = Some(RunningRevocation {
             log,
             store,
@@ -427,6 +452,9 @@ impl Platform {
         }
         if let Some(a) = authz {
             a.served.wait().await;
+            if let Some(w) = a.watcher {
+                w.stop();
+            }
         }
     }
 }
