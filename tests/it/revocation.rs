@@ -1546,3 +1546,54 @@ async fn a_watch_ends_when_its_caller_lapses_and_entries_outlive_their_tokens() 
     let s = ended(&mut third).await;
     assert_revocation_refused::<()>(Err(s), Code::Unauthenticated, "caller_lapsed");
 }
+
+/// Issue 10, item 8: Watch streams are capped per caller (and in all): past the cap a Watch is
+/// RESOURCE_EXHAUSTED, and closing one frees its place. A bearer header larger than the server
+/// takes is refused on its own stream, and the shared HTTP/2 connection carries on.
+#[tokio::test]
+async fn watch_streams_are_capped_per_caller_and_a_huge_header_leaves_the_connection_up() {
+    let mut revocation = writ_tests::revocation_config();
+    revocation.subscriber.max_subscribers_per_caller = 2;
+    let server = TestServer::start_with(Options {
+        revocation,
+        ..Options::default()
+    })
+    .await;
+    let token = server.watch_token().await;
+    let mut client = server.revocation(&token).await;
+    let first = Feed::open(&mut client, 0).await;
+    let _second = Feed::open(&mut client, 0).await;
+    assert_revocation_refused(
+        client.watch(WatchRequest { from_sequence: 0 }).await,
+        Code::ResourceExhausted,
+        "too_many_subscribers",
+    );
+    // Another caller has places of its own.
+    let mut other = server.revocation(&server.watch_token().await).await;
+    let _third = Feed::open(&mut other, 0).await;
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.watch(WatchRequest { from_sequence: 0 }).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("a closed stream's place is not freed: {s:?}"),
+        }
+    }
+
+    // One channel (one HTTP/2 connection): a 100 KiB header, then a normal call.
+    let channel = server.revocation_channel().await;
+    let huge = format!("Bearer {}", "a".repeat(100 * 1024));
+    let mut request = tonic::Request::new(GetStatusRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", huge.parse().unwrap());
+    let mut raw = RevocationServiceClient::new(channel.clone());
+    assert!(raw.get_status(request).await.is_err());
+    let mut fine = RevocationServiceClient::with_interceptor(channel, bearer(&token));
+    fine.get_status(GetStatusRequest {})
+        .await
+        .expect("the connection survived");
+}

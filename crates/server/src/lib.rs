@@ -69,9 +69,16 @@ impl ShutdownSignal {
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
 
 /// A tonic server with TLS (when `tls` is given), keepalives and per-connection limits.
+/// Largest header block a gRPC request may carry, in bytes.
+pub const MAX_HEADER_LIST: u32 = 64 * 1024;
+
 pub fn grpc_server(tls: Option<&TlsMaterial>) -> Result<Server, ServerError> {
     let mut builder = Server::builder()
         .concurrency_limit_per_connection(1024)
+        // Streams open at once on one connection, and the header block a request may carry
+        // (a bearer token included): past it the stream is refused, not the connection.
+        .max_concurrent_streams(Some(256))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST))
         .timeout(Duration::from_secs(30))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

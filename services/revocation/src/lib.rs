@@ -68,6 +68,8 @@ impl Default for Config {
                 checkpoint_interval: Duration::from_secs(1),
                 buffer: 1024,
                 slow_timeout: Duration::from_secs(5),
+                max_subscribers: 10_000,
+                max_subscribers_per_caller: 64,
             },
             prune_interval: Duration::from_secs(60),
         }
@@ -82,6 +84,7 @@ pub struct RevocationGrpc {
     /// The authorization server's issuer: its `writ-authz` tokens publish for every issuer.
     admin_issuer: String,
     subscribers: Arc<AtomicU32>,
+    per_caller: Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
     shutdown: ShutdownSignal,
 }
 
@@ -226,6 +229,13 @@ impl RevocationService for RevocationGrpc {
             .cloned()
             .ok_or_else(|| Status::internal("the guard attached no verified token"))?;
         let cursor = request.into_inner().from_sequence;
+        let registration = subscriber::Registration::take(
+            &self.subscribers,
+            &self.per_caller,
+            &caller,
+            self.config.subscriber.max_subscribers,
+            self.config.subscriber.max_subscribers_per_caller,
+        )?;
         if cursor > self.log.head() {
             return Err(status(LogError::CursorAhead));
         }
@@ -265,7 +275,7 @@ impl RevocationService for RevocationGrpc {
             self.log.clone(),
             cursor,
             self.config.subscriber,
-            self.subscribers.clone(),
+            registration,
             move || clock.now(),
             recheck,
             self.shutdown.clone(),
@@ -314,6 +324,7 @@ pub fn spec(
         admin_issuer,
         config,
         subscribers: Arc::new(AtomicU32::new(0)),
+        per_caller: Arc::default(),
         shutdown,
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE);

@@ -2,6 +2,7 @@
 //! the others. It sends into a bounded buffer; if the buffer stays full for longer than the
 //! configured time the subscriber is cut off with RESOURCE_EXHAUSTED and resumes by cursor.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub struct SubscriberConfig {
     pub checkpoint_interval: Duration,
     pub buffer: usize,
     pub slow_timeout: Duration,
+    /// Watch streams open at once, in all and per caller (client id).
+    pub max_subscribers: u32,
+    pub max_subscribers_per_caller: u32,
 }
 
 /// The response stream: the buffered messages, unless the subscriber was cut off, in which case
@@ -52,12 +56,53 @@ impl futures::Stream for SubscriberStream {
     }
 }
 
-/// Counts live subscribers for GetStatus.
-struct Registered(Arc<AtomicU32>);
+/// A subscriber's place among the live ones (counted for GetStatus and the caps), given up
+/// when its task ends.
+pub struct Registration {
+    total: Arc<AtomicU32>,
+    per_caller: Arc<parking_lot::Mutex<HashMap<String, u32>>>,
+    caller: String,
+}
 
-impl Drop for Registered {
+impl Registration {
+    /// A place for `caller`, unless the service already has `max_total` subscribers or the
+    /// caller `max_per_caller`.
+    pub fn take(
+        total: &Arc<AtomicU32>,
+        per_caller: &Arc<parking_lot::Mutex<HashMap<String, u32>>>,
+        caller: &str,
+        max_total: u32,
+        max_per_caller: u32,
+    ) -> Result<Registration, Status> {
+        let mut callers = per_caller.lock();
+        let mine = callers.get(caller).copied().unwrap_or(0);
+        if mine >= max_per_caller || total.load(Ordering::Relaxed) >= max_total {
+            return Err(convert::refused(
+                Kind::Exhausted,
+                "too_many_subscribers",
+                "too many Watch streams open (for this caller, or in all); close one or retry later",
+            ));
+        }
+        callers.insert(caller.to_owned(), mine + 1);
+        total.fetch_add(1, Ordering::Relaxed);
+        Ok(Registration {
+            total: total.clone(),
+            per_caller: per_caller.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for Registration {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        let mut callers = self.per_caller.lock();
+        if let Some(n) = callers.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                callers.remove(&self.caller);
+            }
+        }
     }
 }
 
@@ -71,15 +116,13 @@ pub fn spawn(
     log: Arc<RevocationLog>,
     cursor: u64,
     config: SubscriberConfig,
-    subscribers: Arc<AtomicU32>,
+    registered: Registration,
     now: impl Fn() -> i64 + Send + Sync + 'static,
     caller: CallerCheck,
     shutdown: ShutdownSignal,
 ) -> SubscriberStream {
     let (tx, rx) = mpsc::channel(config.buffer.max(1));
     let (cut_tx, cut_rx) = oneshot::channel();
-    subscribers.fetch_add(1, Ordering::Relaxed);
-    let registered = Registered(subscribers);
     tokio::spawn(async move {
         let _registered = registered;
         let mut sub = Subscriber {
