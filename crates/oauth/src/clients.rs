@@ -1,5 +1,6 @@
 //! Clients: registration (admin) and authentication (every grant, introspection, revocation).
 
+use crate::secrets::SecretHasher;
 use crate::throttle::Subject;
 use writ_store::{StoreExt, Tree};
 use writ_token::{Scopes, random_id, random_secret};
@@ -66,23 +67,22 @@ impl AuthorizationServer {
         } else {
             None
         };
+        // One keyed hash on every path, then constant-time comparisons: an unknown client, a
+        // public one and a wrong secret cost the same.
+        let computed = self.hasher.hash(secret.as_bytes());
         let ok = match &record {
             Some(c) if c.is_confidential() => {
-                // Both secrets are always checked (same work either way); the previous one
-                // counts only within its grace period.
-                let current = self.hasher.verify(secret.as_bytes(), Some(&c.secret_hash));
-                let previous = self
-                    .hasher
-                    .verify(secret.as_bytes(), Some(&c.previous_secret_hash));
-                current | (previous && self.now() < c.previous_secret_expires_at)
+                // The previous secret counts only within its grace period; both are compared.
+                let current = SecretHasher::matches(&computed, Some(&c.secret_hash));
+                let previous = SecretHasher::matches(&computed, Some(&c.previous_secret_hash));
+                current | (previous & (now < c.previous_secret_expires_at))
             }
-            // Public clients do not authenticate; they must not send a secret either. The hash
-            // is still computed so the timing matches.
+            // Public clients do not authenticate; they must not send a secret either.
             Some(_) => {
-                std::hint::black_box(self.hasher.hash(secret.as_bytes()));
+                std::hint::black_box(SecretHasher::matches(&computed, None));
                 secret.is_empty()
             }
-            None => self.hasher.verify(secret.as_bytes(), None),
+            None => SecretHasher::matches(&computed, None),
         };
         match record {
             Some(c) if ok => {

@@ -7,6 +7,8 @@
 
 mod admin;
 mod clients;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 mod grants;
 mod introspection;

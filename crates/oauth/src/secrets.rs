@@ -23,6 +23,12 @@ impl std::fmt::Debug for SecretHasher {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Keyed hashes computed on this thread (tests: the same work on every path).
+    pub(crate) static HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl SecretHasher {
     pub fn new(key: &[u8]) -> Self {
         #[allow(clippy::expect_used)]
@@ -31,6 +37,8 @@ impl SecretHasher {
     }
 
     pub fn hash(&self, secret: &[u8]) -> [u8; 32] {
+        #[cfg(test)]
+        HASHES.with(|h| h.set(h.get() + 1));
         let mut mac = self.mac.clone();
         mac.update(secret);
         mac.finalize().into_bytes().into()
@@ -39,7 +47,12 @@ impl SecretHasher {
     /// Compares `secret` with a stored hash in constant time. A missing hash (unknown client)
     /// is compared against a dummy, so both paths do the same work.
     pub fn verify(&self, secret: &[u8], stored: Option<&[u8]>) -> bool {
-        let computed = self.hash(secret);
+        Self::matches(&self.hash(secret), stored)
+    }
+
+    /// Compares an already computed hash with a stored one, in constant time (a missing or
+    /// malformed stored hash against a dummy).
+    pub fn matches(computed: &[u8; 32], stored: Option<&[u8]>) -> bool {
         let dummy = [0u8; 32];
         let (stored, known) = match stored {
             Some(s) if s.len() == 32 => (s, true),

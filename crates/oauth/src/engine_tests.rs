@@ -1,0 +1,185 @@
+//! SECURITY.md items 12 and 18, on the engine itself: client authentication does the same work
+//! (and takes similar time) whatever is wrong, and a storage failure during RFC 7009 revocation
+//! is an error, never a success.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use writ_store::{Batch, Durable, Entries, SledStore, Store, StoreError, Tree};
+
+use crate::secrets::HASHES;
+use crate::*;
+
+/// A store that works until told to fail, then fails every write and every flush.
+#[derive(Debug)]
+struct Failing {
+    inner: SledStore,
+    failing: AtomicBool,
+}
+
+impl Failing {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Io("disk on fire (test)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for Failing {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(tree, key)
+    }
+    fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert(tree, key, value)
+    }
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.remove(tree, key)
+    }
+    fn commit(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.commit(tree, batch)
+    }
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan(tree, prefix, start_after, limit)
+    }
+    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
+        self.inner.len(tree)
+    }
+    fn durable(&self) -> Durable<'_> {
+        match self.check() {
+            Ok(()) => self.inner.durable(),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
+async fn engine(store: Arc<dyn Store>) -> AuthorizationServer {
+    let mut config = Config::new("https://as.test");
+    // The throttle would stop checking after a few failures: it has tests of its own.
+    config.throttle.free_failures = u32::MAX;
+    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
+    AuthorizationServer::open(store, config, writ_token::system_clock(), kek)
+        .await
+        .unwrap()
+        .0
+}
+
+async fn confidential(engine: &AuthorizationServer, id: &str) -> String {
+    let (_, secret) = engine
+        .create_client(Client {
+            client_id: id.into(),
+            grant_types: vec!["client_credentials".into()],
+            scope: "read".into(),
+            audience: vec!["x".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    secret.unwrap()
+}
+
+#[tokio::test]
+async fn every_wrong_client_credential_takes_the_same_path_and_similar_time() {
+    let engine = engine(Arc::new(SledStore::temporary().unwrap())).await;
+    let secret = confidential(&engine, "svc").await;
+    let other = confidential(&engine, "other").await;
+    engine
+        .create_client(Client {
+            client_id: "spa".into(),
+            client_type: ClientType::Public,
+            grant_types: vec!["refresh_token".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    let cases: Vec<(&str, String)> = vec![
+        ("svc", "wrong".into()),
+        ("svc", other.clone()),
+        ("svc", String::new()),
+        ("svc", format!("{secret} ")),
+        ("svc", format!("{secret}\0")),
+        ("nobody", secret.clone()),
+        ("spa", "a secret".into()),
+    ];
+    // The same work: as many keyed hashes on every path, the right secret included.
+    let hashes = |id: &str, s: &str| {
+        let before = HASHES.with(|h| h.get());
+        let ok = engine.authenticate_client(id, s).is_ok();
+        (ok, HASHES.with(|h| h.get()) - before)
+    };
+    let (ok, baseline) = hashes("svc", &secret);
+    assert!(ok);
+    for (id, s) in &cases {
+        assert_eq!(hashes(id, s), (false, baseline), "{id} with {s:?}");
+    }
+    // Similar time: medians of many tries, each case against the right secret's.
+    let median = |id: &str, s: &str| {
+        let mut times: Vec<Duration> = (0..301)
+            .map(|_| {
+                let start = Instant::now();
+                let _ = std::hint::black_box(engine.authenticate_client(id, s));
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[150]
+    };
+    let reference = median("svc", &secret);
+    for (id, s) in &cases {
+        let m = median(id, s);
+        let ratio = m.as_secs_f64() / reference.as_secs_f64();
+        assert!(
+            (1.0 / 3.0..3.0).contains(&ratio),
+            "{id}: {m:?} against {reference:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_storage_failure_during_revocation_is_an_error_never_a_success() {
+    let store = Arc::new(Failing {
+        inner: SledStore::temporary().unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let engine = engine(store.clone()).await;
+    let secret = confidential(&engine, "svc").await;
+    let token = engine
+        .token(TokenRequest {
+            grant_type: "client_credentials".into(),
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+            ..TokenRequest::default()
+        })
+        .await
+        .unwrap()
+        .access_token;
+    store.failing.store(true, Ordering::SeqCst);
+    let op = TokenOperation {
+        token: token.clone(),
+        token_type_hint: String::new(),
+        client: ClientCredentials {
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+        },
+    };
+    let e = engine.revoke(op.clone()).await.expect_err("not a success");
+    assert!(matches!(e, Error::Storage(_)), "{e:?}");
+    assert_eq!(e.oauth_code(), "server_error");
+    // Once the store works again, the same request succeeds, and the token is inactive.
+    store.failing.store(false, Ordering::SeqCst);
+    engine.revoke(op.clone()).await.unwrap();
+    assert!(!engine.introspect(op).await.unwrap().active);
+}
