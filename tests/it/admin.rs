@@ -352,3 +352,33 @@ async fn a_rotated_client_secret_keeps_working_for_its_grace_period_only() {
     }
     server.issue(cc(&id, &third)).await;
 }
+
+/// Issue 10, item 7: the admin credential is rotatable; the old one stops working at once.
+#[tokio::test]
+async fn the_admin_credential_rotates_and_the_old_one_stops_at_once() {
+    let server = TestServer::start().await;
+    let new = server
+        .admin()
+        .await
+        .rotate_admin_credential(RotateAdminCredentialRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .admin_credential;
+    assert!(new.starts_with("writ-admin-") && new != server.admin_credential);
+    let channel = server.channel().await;
+    let with = |credential: &str| {
+        AdminServiceClient::with_interceptor(channel.clone(), writ_tests::bearer(credential))
+    };
+    assert_refused(
+        with(&server.admin_credential)
+            .list_signing_keys(ListSigningKeysRequest {})
+            .await,
+        Code::Unauthenticated,
+        "access_denied",
+    );
+    with(&new)
+        .list_signing_keys(ListSigningKeysRequest {})
+        .await
+        .expect("the new credential works");
+}

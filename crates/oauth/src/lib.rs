@@ -107,7 +107,8 @@ pub struct AuthorizationServer {
     config: Config,
     clock: SharedClock,
     hasher: SecretHasher,
-    admin_credential_hash: Vec<u8>,
+    /// Keyed hash of the admin credential, as stored (rotatable).
+    admin_credential_hash: parking_lot::RwLock<Vec<u8>>,
     keys: Arc<Keyring>,
     /// This server's own tokens, under its own keys (introspection, revocation).
     verifier: TrustedIssuers,
@@ -207,7 +208,7 @@ impl AuthorizationServer {
                 )),
                 password_waiting: std::sync::atomic::AtomicUsize::new(0),
                 hasher: SecretHasher::new(&secrets.secret_hash_key),
-                admin_credential_hash: secrets.admin_credential_hash,
+                admin_credential_hash: parking_lot::RwLock::new(secrets.admin_credential_hash),
                 store,
                 config,
                 clock,
@@ -320,12 +321,29 @@ impl AuthorizationServer {
         &self.verifier
     }
 
+    /// Replaces the admin credential with a new random one, durably, and returns it (shown
+    /// once); the previous one stops working at once.
+    pub async fn rotate_admin_credential(&self) -> Result<String> {
+        let credential = format!("writ-admin-{}", random_secret());
+        let hash = self.hasher.hash(credential.as_bytes()).to_vec();
+        self.update_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY, |current| {
+            let mut secrets = current.ok_or(Error::Internal("the server secrets are missing"))?;
+            secrets.admin_credential_hash = hash.clone();
+            Ok(Some(secrets))
+        })
+        .await?;
+        *self.admin_credential_hash.write() = hash;
+        tracing::info!(target: "writ::audit", event = "admin_credential_rotated");
+        Ok(credential)
+    }
+
     /// Checks the admin credential, in constant time.
     pub fn authenticate_admin(&self, credential: &str) -> Result<()> {
         if credential.len() <= MAX_SECRET_LEN
-            && self
-                .hasher
-                .verify(credential.as_bytes(), Some(&self.admin_credential_hash))
+            && self.hasher.verify(
+                credential.as_bytes(),
+                Some(&self.admin_credential_hash.read()),
+            )
         {
             Ok(())
         } else {

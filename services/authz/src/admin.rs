@@ -130,6 +130,20 @@ impl AdminService for AdminGrpc {
         Ok(Response::new(DeleteClientResponse {}))
     }
 
+    async fn rotate_admin_credential(
+        &self,
+        _: Request<RotateAdminCredentialRequest>,
+    ) -> Result<Response<RotateAdminCredentialResponse>, Status> {
+        let admin_credential = self
+            .engine
+            .rotate_admin_credential()
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RotateAdminCredentialResponse {
+            admin_credential,
+        }))
+    }
+
     async fn rotate_client_secret(
         &self,
         request: Request<RotateClientSecretRequest>,

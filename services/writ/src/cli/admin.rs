@@ -35,6 +35,19 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The admin credential itself.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Replace the admin credential: the old one stops working at once. The new one replaces
+    /// <data-dir>/admin.token when that is where the old one was read from; otherwise it is
+    /// printed (once).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,6 +371,31 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
             }
         },
         AdminCommand::Policy { command } => policy(&mut admin, command).await?,
+        AdminCommand::Credential {
+            command: CredentialCommand::Rotate,
+        } => {
+            let new = admin
+                .rotate_admin_credential(pb_admin::RotateAdminCredentialRequest {})
+                .await?
+                .into_inner()
+                .admin_credential;
+            if conn.admin.admin_token.is_none() {
+                let dir = &conn.conn.files.data_dir;
+                writ_tls::write(dir, crate::platform::ADMIN_TOKEN_FILE, &new, true).map_err(
+                    |e| {
+                        CliError::Invalid(format!(
+                            "the credential was rotated but not saved ({e}); the new one is {new}"
+                        ))
+                    },
+                )?;
+                print(&json!({
+                    "rotated": true,
+                    "admin_token_file": dir.join(crate::platform::ADMIN_TOKEN_FILE).display().to_string(),
+                }));
+            } else {
+                print(&json!({ "rotated": true, "admin_credential": new }));
+            }
+        }
         AdminCommand::Key { command } => match command {
             KeyCommand::List => {
                 let r = admin
