@@ -366,3 +366,25 @@ async fn biscuit_root_keys_are_published_over_http_and_a_revoked_one_is_withdraw
         "and from gRPC"
     );
 }
+
+/// Issue 10, item 8: a request whose body never arrives holds nothing past the request bound:
+/// 408 with an RFC 6749 JSON body, and the facade goes on serving.
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_is_timed_out() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let started = std::time::Instant::now();
+    let r = http
+        .raw_head(
+            "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(r.json()["error"], "invalid_request");
+    assert!(started.elapsed() >= writ_server::HTTP_REQUEST_TIMEOUT);
+    assert!(started.elapsed() < writ_server::HTTP_REQUEST_TIMEOUT * 2);
+    assert_eq!(
+        http.get("/.well-known/jwks.json").await.status,
+        StatusCode::OK
+    );
+}

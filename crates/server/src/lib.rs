@@ -133,6 +133,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// Longest an HTTP request may take, from its headers to its response (its body included).
+pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The peer of an HTTP connection, in every request's extensions (`axum::Extension<Peer>`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -151,6 +154,24 @@ pub async fn serve_http(
 
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // A request (its body included) must be complete and answered within the bound: a client
+    // that sends its body slowly, or never, holds nothing for longer.
+    let router = router.layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async {
+                    (
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        [(http::header::CACHE_CONTROL, "no-store")],
+                        axum::Json(serde_json::json!({
+                            "error": "invalid_request",
+                            "error_description": "the request was not complete within the time allowed",
+                        })),
+                    )
+                },
+            ))
+            .layer(tower::timeout::TimeoutLayer::new(HTTP_REQUEST_TIMEOUT)),
+    );
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
