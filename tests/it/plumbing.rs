@@ -176,3 +176,79 @@ async fn the_server_metadata_names_the_issuer_and_endpoints() {
     );
     assert!(!m.grant_types_supported.contains(&"implicit".to_owned()));
 }
+
+/// Issue 10, item 8: open connections are bounded per source (and in all), on both listeners
+/// of a service: past the bound a new connection is closed at once, and a closed one gives its
+/// place back.
+#[tokio::test]
+async fn open_connections_are_bounded_per_source_on_both_listeners() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let (shutdown, signal) = writ_server::Shutdown::new();
+    let spec = writ_server::ServiceSpec::new("limited")
+        .http(axum::Router::new().route("/", axum::routing::get(|| async { "ok" })))
+        .connection_limits(writ_server::ConnectionLimits {
+            per_source: 2,
+            total: 100,
+        });
+    let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http_addr = writ_server::local_addr(&http).unwrap();
+    let running = writ_server::serve(spec, grpc, Some(http), None, signal)
+        .await
+        .unwrap();
+
+    /// Whether the server closes `stream` at once (EOF within a short wait).
+    async fn closed_at_once(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+    for addr in [running.grpc_addr, http_addr] {
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_at_once(&mut third).await,
+            "{addr}: the third is closed"
+        );
+        assert!(!closed_at_once(&mut first).await, "{addr}: the first stays");
+        assert!(!closed_at_once(&mut second).await);
+        drop(first);
+        // Its place comes back once the server has seen it close.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut again = TcpStream::connect(addr).await.unwrap();
+            if !closed_at_once(&mut again).await {
+                if addr == http_addr {
+                    again
+                        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let mut response = Vec::new();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        again.read_to_end(&mut response),
+                    )
+                    .await;
+                    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
+                }
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{addr}: no place given back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    shutdown.trigger();
+}

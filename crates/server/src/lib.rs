@@ -3,8 +3,11 @@
 //! the HTTP facade, periodic tasks, shutdown), HTTP/1.1 and HTTP/2 serving over rustls, the
 //! OAuth form parsing both facades share ([`form`]), and client endpoints.
 
+mod connections;
 pub mod form;
 pub mod logging;
+
+pub use connections::ConnectionLimits;
 mod service;
 
 pub use service::{Running, ServiceSpec, serve};
@@ -146,8 +149,10 @@ pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ConnectionLimits,
     shutdown: ShutdownSignal,
 ) {
+    let connections = connections::Connections::new(limits);
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -186,11 +191,16 @@ pub async fn serve_http(
                 }
             },
         };
+        let Some(slot) = connections.admit(peer) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()

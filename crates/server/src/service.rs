@@ -35,6 +35,7 @@ pub struct ServiceSpec {
     http: Option<axum::Router>,
     periodic: Vec<Periodic>,
     tasks: Vec<BoxFuture>,
+    limits: crate::ConnectionLimits,
 }
 
 impl std::fmt::Debug for ServiceSpec {
@@ -58,6 +59,7 @@ impl ServiceSpec {
             http: None,
             periodic: Vec::new(),
             tasks: Vec::new(),
+            limits: crate::ConnectionLimits::default(),
         }
     }
 
@@ -94,6 +96,12 @@ impl ServiceSpec {
     }
 
     /// Runs `run` every `period` (the first time one period after start) until shutdown.
+    /// Bounds on open connections (each listener's): per source address and in all.
+    pub fn connection_limits(mut self, limits: crate::ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn every<F, Fut>(mut self, what: &'static str, period: Duration, run: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -183,9 +191,25 @@ pub async fn serve(
         .add_service(v1alpha);
     let router = crate::grpc_server(tls)?.add_routes(routes);
     let grpc_shutdown = shutdown.clone();
+    let connections = crate::connections::Connections::new(spec.limits);
+    let incoming = futures::StreamExt::filter_map(crate::incoming(grpc), move |accepted| {
+        let connections = connections.clone();
+        async move {
+            match accepted {
+                Ok(stream) => {
+                    let peer = stream.peer_addr().ok()?;
+                    let slot = connections.admit(peer)?;
+                    Some(Ok::<_, std::io::Error>(crate::connections::Admitted::new(
+                        stream, slot,
+                    )))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        }
+    });
     let mut tasks = vec![tokio::spawn(async move {
         if let Err(e) = router
-            .serve_with_incoming_shutdown(crate::incoming(grpc), grpc_shutdown.wait())
+            .serve_with_incoming_shutdown(Box::pin(incoming), grpc_shutdown.wait())
             .await
         {
             tracing::error!(error = %e, service = name, "gRPC server stopped");
@@ -201,6 +225,7 @@ pub async fn serve(
             listener,
             router,
             http_tls,
+            spec.limits,
             shutdown.clone(),
         )));
     }

@@ -1,0 +1,172 @@
+//! Bounds on open connections, per source address and in all, for both listeners of a service.
+//! A connection past either bound is closed as soon as it is accepted: one source cannot take
+//! every connection slot (nor every file descriptor) of a service.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// How many connections a service keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From one source address (default 512).
+    pub per_source: usize,
+    /// In all, per listener (default 10,000).
+    pub total: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            per_source: 512,
+            total: 10_000,
+        }
+    }
+}
+
+/// The open connections of one listener.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    limits: ConnectionLimits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Connections {
+    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Connections {
+            limits,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a connection from `peer`, or `None` past a bound.
+    pub(crate) fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
+        let ip = peer.ip();
+        let mut open = self.open.lock();
+        let from = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= self.limits.total || from >= self.limits.per_source {
+            tracing::warn!(target: "writ::audit", event = "connection_refused", %peer, why = if from >= self.limits.per_source { "per_source" } else { "total" });
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(ip, from + 1);
+        Some(Slot {
+            connections: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// An admitted connection's place, given back when it closes.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.connections.open.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A TCP stream holding its slot for as long as it is open (the gRPC listener's connections).
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    stream: TcpStream,
+    _slot: Slot,
+}
+
+impl Admitted {
+    pub(crate) fn new(stream: TcpStream, slot: Slot) -> Self {
+        Admitted {
+            stream,
+            _slot: slot,
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Admitted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_per_source_and_in_all_and_given_back() {
+        let c = Connections::new(ConnectionLimits {
+            per_source: 2,
+            total: 3,
+        });
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
+        let b: SocketAddr = "10.0.0.2:1".parse().unwrap_or_else(|_| unreachable!());
+        let a1 = c.admit(a);
+        let a2 = c.admit(a);
+        assert!(a1.is_some() && a2.is_some());
+        assert!(c.admit(a).is_none(), "per source");
+        let b1 = c.admit(b);
+        assert!(b1.is_some());
+        assert!(c.admit(b).is_none(), "in all");
+        drop(a1);
+        assert!(c.admit(a).is_some(), "given back");
+    }
+}
