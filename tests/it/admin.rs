@@ -16,7 +16,7 @@ async fn the_admin_api_is_closed_without_the_admin_credential() {
         Some("Bearer "),
         Some(&*format!("Basic {}", server.admin_credential)),
     ] {
-        let mut client = AdminServiceClient::new(server.channel().await);
+        let mut client = AdminServiceClient::new(server.admin_channel().await);
         let mut req = Request::new(CreateClientRequest {
             client: Some(Client::default()),
         });
@@ -366,7 +366,7 @@ async fn the_admin_credential_rotates_and_the_old_one_stops_at_once() {
         .into_inner()
         .admin_credential;
     assert!(new.starts_with("writ-admin-") && new != server.admin_credential);
-    let channel = server.channel().await;
+    let channel = server.admin_channel().await;
     let with = |credential: &str| {
         AdminServiceClient::with_interceptor(channel.clone(), writ_tests::bearer(credential))
     };

@@ -41,6 +41,7 @@ struct WritUp {
     logs: tempfile::TempDir,
     grpc: String,
     http: String,
+    admin: String,
     issuer: String,
 }
 
@@ -58,6 +59,8 @@ impl WritUp {
             "--authz-port",
             "0",
             "--authz-http-port",
+            "0",
+            "--admin-port",
             "0",
             "--revocation-port",
             "0",
@@ -82,6 +85,7 @@ impl WritUp {
             logs,
             grpc: String::new(),
             http: String::new(),
+            admin: String::new(),
             issuer: String::new(),
         };
         // A previous process on this directory left its own endpoints.json: wait for ours.
@@ -100,6 +104,7 @@ impl WritUp {
                 assert_eq!(e["tls"], true, "TLS is on by default");
                 up.grpc = e["authz_grpc"].as_str().unwrap().to_owned();
                 up.http = e["authz_http"].as_str().unwrap().to_owned();
+                up.admin = e["authz_admin"].as_str().unwrap().to_owned();
                 up.issuer = e["issuer"].as_str().unwrap().to_owned();
                 assert!(up.grpc.starts_with("https://127.0.0.1:"), "{e}");
                 assert!(up.http.starts_with("https://127.0.0.1:"), "{e}");
@@ -127,6 +132,7 @@ impl WritUp {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let mut cmd = writ_command(args);
         cmd.env("WRIT_SERVER", &self.grpc)
+            .env("WRIT_ADMIN_SERVER", &self.admin)
             .env("WRIT_DATA_DIR", &self.data_dir);
         run_bounded(&mut cmd, stdin, COMMAND)
     }
@@ -394,6 +400,7 @@ fn exit_codes_follow_the_documentation() {
     ] {
         let mut cmd = writ_command(args);
         cmd.env("WRIT_SERVER", &closed)
+            .env("WRIT_ADMIN_SERVER", &closed)
             .env("WRIT_DATA_DIR", dir.path());
         let r = run_bounded(&mut cmd, None, COMMAND);
         assert_eq!(r.code(), Some(3), "{r}");
@@ -683,6 +690,8 @@ fn signing_keys_are_sealed_under_a_key_outside_the_store() {
             "--authz-port",
             "0",
             "--authz-http-port",
+            "0",
+            "--admin-port",
             "0",
             "--revocation-port",
             "0",

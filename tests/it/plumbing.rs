@@ -12,20 +12,27 @@ use writ_tests::*;
 #[tokio::test]
 async fn health_checks_report_serving() {
     let server = TestServer::start().await;
-    let mut health = HealthClient::new(server.channel().await);
-    for service in [
-        "",
-        "writ.authz.v1.AuthorizationService",
-        "writ.admin.v1.AdminService",
+    for (channel, services) in [
+        (
+            server.channel().await,
+            &["", "writ.authz.v1.AuthorizationService"][..],
+        ),
+        (
+            server.admin_channel().await,
+            &["", "writ.admin.v1.AdminService"][..],
+        ),
     ] {
-        let r = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+        let mut health = HealthClient::new(channel);
+        for service in services {
+            let r = health
+                .check(HealthCheckRequest {
+                    service: (*service).into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+        }
     }
 }
 
@@ -91,13 +98,12 @@ async fn each_ports_reflection_lists_exactly_the_services_it_serves_in_v1_and_v1
         "grpc.reflection.v1alpha.ServerReflection",
     ];
     for (url, own) in [
+        // The admin API has a port of its own, not the one clients reach.
         (
             &server.grpc_url,
-            &[
-                "writ.admin.v1.AdminService",
-                "writ.authz.v1.AuthorizationService",
-            ][..],
+            &["writ.authz.v1.AuthorizationService"][..],
         ),
+        (&server.admin_url, &["writ.admin.v1.AdminService"][..]),
         (
             &server.revocation_url,
             &["writ.revocation.v1.RevocationService"][..],

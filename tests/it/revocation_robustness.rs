@@ -82,10 +82,11 @@ struct Ports {
     authz: u16,
     http: u16,
     revocation: u16,
+    admin: u16,
 }
 
 impl Ports {
-    /// Three free ports below the ephemeral range, so no outgoing connection takes one while the
+    /// Four free ports below the ephemeral range, so no outgoing connection takes one while the
     /// service is down between restarts. Not from the test's seed: two runs at once must not
     /// pick the same ones.
     fn pick() -> Ports {
@@ -108,7 +109,7 @@ impl Ports {
             (20_000, 30_000)
         };
         let mut free = Vec::new();
-        while free.len() < 3 {
+        while free.len() < 4 {
             let port = rng.range(u64::from(lo), u64::from(hi)) as u16;
             if !free.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 free.push(port);
@@ -118,6 +119,7 @@ impl Ports {
             authz: free[0],
             http: free[1],
             revocation: free[2],
+            admin: free[3],
         }
     }
 }
@@ -151,6 +153,10 @@ impl Service {
         format!("https://127.0.0.1:{}", self.ports.http)
     }
 
+    fn admin_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.admin)
+    }
+
     fn revocation_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.ports.revocation)
     }
@@ -177,6 +183,7 @@ impl Service {
                 .args(["--authz-port", &self.ports.authz.to_string()])
                 .args(["--authz-http-port", &self.ports.http.to_string()])
                 .args(["--revocation-port", &self.ports.revocation.to_string()])
+                .args(["--admin-port", &self.ports.admin.to_string()])
                 // The producers below revoke the authorization server's tokens.
                 .args(["--revocation-producer", "producer="])
                 // The model compares expiries exactly: keep the producers' own.
@@ -617,10 +624,12 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
     };
     let authz = lazy(&service.authz_url());
     let issuer = service.issuer();
+    let admin_url = service.admin_url();
     let revocation_url = service.revocation_url();
     let service = Arc::new(Mutex::new(service));
 
-    let mut admin = AdminServiceClient::with_interceptor(authz.clone(), bearer(admin_token.trim()));
+    let mut admin =
+        AdminServiceClient::with_interceptor(lazy(&admin_url), bearer(admin_token.trim()));
     let mut tokens = Vec::new();
     for (id, scope) in [
         ("producer", writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE),

@@ -1210,6 +1210,7 @@ async fn writ_cli(f: &Fixture, args: &[&str]) -> Finished {
     }
     cmd.env("WRIT_LOG", "warn")
         .env("WRIT_SERVER", &f.server.grpc_url)
+        .env("WRIT_ADMIN_SERVER", &f.server.admin_url)
         .env("WRIT_STS", &f.sts.grpc_url)
         .env("WRIT_DATA_DIR", f.server.data_dir())
         .env("WRIT_ADMIN_TOKEN", &f.server.admin_credential)

@@ -80,6 +80,8 @@ pub struct TestServer {
     pub revocation_log: Arc<writ_revocation_log::RevocationLog>,
     pub grpc_url: String,
     pub http_url: String,
+    /// The admin API (its own listener).
+    pub admin_url: String,
     pub issuer: String,
     pub ca_pem: Option<String>,
     pub admin_credential: String,
@@ -136,6 +138,7 @@ impl TestServer {
             revocation_log: revocation.log.clone(),
             grpc_url: platform.url(authz.grpc_addr),
             http_url: platform.url(authz.http_addr),
+            admin_url: platform.url(authz.admin_addr),
             issuer: authz.issuer.clone(),
             ca_pem: platform.peer_ca.clone(),
             admin_credential,
@@ -194,7 +197,15 @@ impl TestServer {
     }
 
     pub async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, StaticBearer>> {
-        AdminServiceClient::with_interceptor(self.channel().await, bearer(&self.admin_credential))
+        AdminServiceClient::with_interceptor(
+            self.admin_channel().await,
+            bearer(&self.admin_credential),
+        )
+    }
+
+    /// A channel to the admin API's own port.
+    pub async fn admin_channel(&self) -> Channel {
+        connect(&self.admin_url, self.ca_pem.as_deref()).await
     }
 
     /// Registers a client through the admin API; returns its id and secret.

@@ -119,8 +119,9 @@ async fn main() -> anyhow::Result<()> {
         revocation: channel(url("revocation_grpc")?)?,
     };
     let credential = read(&cli.data_dir, "admin.token")?;
+    // The admin API has a port of its own.
     let mut admin = AdminServiceClient::with_interceptor(
-        platform.authz.clone(),
+        channel(url("authz_admin")?)?,
         StaticBearer::new(credential.trim())?,
     );
 

@@ -33,9 +33,9 @@ pub struct Options {
     pub revocation: Option<tonic::transport::Channel>,
 }
 
-/// What the authorization server serves: `AuthorizationService` and `AdminService` (behind the
-/// admin credential) over gRPC, the OAuth HTTP facade, the pruning of expired records, and the
-/// outbox publisher feeding the revocation service.
+/// What the authorization server serves on its public port: `AuthorizationService` over gRPC,
+/// the OAuth HTTP facade, the pruning of expired records, and the outbox publisher feeding the
+/// revocation service. The admin API is served apart ([`admin_spec`]).
 pub fn spec(
     engine: Arc<AuthorizationServer>,
     options: Options,
@@ -47,11 +47,6 @@ pub fn spec(
             AuthorizationServiceServer::new(AuthorizationGrpc::new(engine.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE),
         )
-        .grpc(InterceptedService::new(
-            AdminServiceServer::new(AdminGrpc::new(engine.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE),
-            AdminAuth::new(engine.clone()),
-        ))
         .http(http::router(engine.clone()))
         .every("prune", PRUNE_INTERVAL, move || {
             let engine = pruner.clone();
@@ -73,22 +68,42 @@ pub fn spec(
     }
 }
 
-/// Serves the authorization server on the given listeners, with TLS when `tls` is given, until
-/// `shutdown`.
+/// The admin API (`AdminService`, behind the admin credential), on a listener of its own: it is
+/// not on the port clients and services reach, and is bound to loopback unless told otherwise.
+pub fn admin_spec(engine: Arc<AuthorizationServer>) -> ServiceSpec {
+    ServiceSpec::new("admin API").grpc(InterceptedService::new(
+        AdminServiceServer::new(AdminGrpc::new(engine.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE),
+        AdminAuth::new(engine),
+    ))
+}
+
+/// The authorization server, serving: its public port and its admin port.
+#[derive(Debug)]
+pub struct Served {
+    pub public: Running,
+    pub admin: Running,
+}
+
+/// Serves the authorization server on the given listeners (gRPC, HTTP, admin), with TLS when
+/// `tls` is given, until `shutdown`.
 pub async fn start(
     engine: Arc<AuthorizationServer>,
     grpc: TcpListener,
     http: TcpListener,
+    admin: TcpListener,
     tls: Option<&TlsMaterial>,
     options: Options,
     shutdown: ShutdownSignal,
-) -> Result<Running, ServerError> {
-    writ_server::serve(
-        spec(engine, options, shutdown.clone()),
+) -> Result<Served, ServerError> {
+    let public = writ_server::serve(
+        spec(engine.clone(), options, shutdown.clone()),
         grpc,
         Some(http),
         tls,
-        shutdown,
+        shutdown.clone(),
     )
-    .await
+    .await?;
+    let admin = writ_server::serve(admin_spec(engine), admin, None, tls, shutdown).await?;
+    Ok(Served { public, admin })
 }

@@ -10,7 +10,7 @@ use writ_proto::common;
 use writ_vocabulary::grant_type;
 
 use super::AdminConn;
-use super::support::{CliError, Result, admin_credential, channel, print, read_stdin_line};
+use super::support::{CliError, Result, admin_credential, channel_to, print, read_stdin_line};
 use super::token::{Format, Grant, format_value, grant_name};
 
 #[derive(Debug, Subcommand)]
@@ -219,7 +219,7 @@ type AdminClient =
 pub(super) async fn admin_client(conn: &AdminConn) -> Result<AdminClient> {
     let bearer = StaticBearer::new(&admin_credential(conn)?)
         .map_err(|_| CliError::Invalid("the admin credential has invalid characters".into()))?;
-    let channel = channel(&conn.conn).await?;
+    let channel = channel_to(&conn.admin_server, &conn.conn).await?;
     Ok(AdminServiceClient::with_interceptor(channel, bearer))
 }
 

@@ -137,6 +137,13 @@ pub struct ClientSecret {
 pub struct AdminConn {
     #[command(flatten)]
     pub conn: Conn,
+    /// The admin API's gRPC URL (its own port).
+    #[arg(
+        long,
+        env = "WRIT_ADMIN_SERVER",
+        default_value = "https://127.0.0.1:7402"
+    )]
+    pub admin_server: String,
     #[command(flatten)]
     pub admin: AdminToken,
 }

@@ -25,6 +25,12 @@ pub struct ServeArgs {
     /// Authorization server HTTP facade port (0 picks a free one).
     #[arg(long, env = "WRIT_AUTHZ_HTTP_PORT", default_value_t = 7401)]
     pub authz_http_port: u16,
+    /// Admin API gRPC port (0 picks a free one): a listener of its own, on --admin-listen.
+    #[arg(long, env = "WRIT_ADMIN_PORT", default_value_t = 7402)]
+    pub admin_port: u16,
+    /// Address the admin API listens on: loopback unless you mean to reach it from elsewhere.
+    #[arg(long, env = "WRIT_ADMIN_LISTEN", default_value = "127.0.0.1")]
+    pub admin_listen: IpAddr,
     /// Revocation service gRPC port (0 picks a free one).
     #[arg(long, env = "WRIT_REVOCATION_PORT", default_value_t = 7420)]
     pub revocation_port: u16,
@@ -42,6 +48,9 @@ pub struct ServeArgs {
     /// (and, for the STS, whose clients and exchange policies apply).
     #[arg(long, env = "WRIT_AUTHZ_URL")]
     pub authz_url: Option<String>,
+    /// `serve sts`: the authorization server's admin API (its own port).
+    #[arg(long, env = "WRIT_AUTHZ_ADMIN_URL")]
+    pub authz_admin_url: Option<String>,
     /// The STS's issuer URL in its tokens and metadata (default: its HTTP facade's URL).
     #[arg(long, env = "WRIT_STS_ISSUER")]
     pub sts_issuer: Option<String>,
@@ -205,6 +214,7 @@ impl ServeArgs {
             authz: runs(ServiceName::Authz).then(|| AuthzSettings {
                 grpc: at(self.authz_port),
                 http: at(self.authz_http_port),
+                admin: SocketAddr::new(self.admin_listen, self.admin_port),
                 engine,
             }),
             revocation: runs(ServiceName::Revocation).then(|| RevocationSettings {
@@ -220,6 +230,7 @@ impl ServeArgs {
             }),
             sts,
             authz_url: self.authz_url.clone(),
+            authz_admin_url: self.authz_admin_url.clone(),
             revocation_url: self.revocation_url.clone(),
             key_encryption: match (&self.key_encryption_key_file, &self.key_encryption_key) {
                 (Some(path), _) => KeyEncryption::File(path.clone()),

@@ -27,6 +27,9 @@ pub struct PlatformConfig {
     pub sts: Option<StsSettings>,
     /// The authorization server's gRPC URL, when it runs elsewhere.
     pub authz_url: Option<String>,
+    /// Its admin API's URL, when it runs elsewhere (a standalone STS reads clients and
+    /// policies there).
+    pub authz_admin_url: Option<String>,
     /// The revocation service's gRPC URL, when it runs elsewhere.
     pub revocation_url: Option<String>,
     /// What the signing keys are sealed under in the stores.
@@ -71,6 +74,7 @@ impl PlatformConfig {
             revocation: None,
             sts: None,
             authz_url: None,
+            authz_admin_url: None,
             revocation_url: None,
             key_encryption: KeyEncryption::DataDir,
         }
@@ -107,6 +111,8 @@ pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::
 pub struct AuthzSettings {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The admin API's own listener (loopback by default: it is not for the network).
+    pub admin: SocketAddr,
     /// The engine's settings. An empty `issuer` is the HTTP facade's URL once bound.
     pub engine: writ_oauth::Config,
 }
@@ -116,6 +122,7 @@ impl Default for AuthzSettings {
         AuthzSettings {
             grpc: LOOPBACK,
             http: LOOPBACK,
+            admin: LOOPBACK,
             engine: writ_oauth::Config::new(""),
         }
     }

@@ -44,8 +44,10 @@ pub struct RunningAuthz {
     pub store: Arc<SledStore>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The admin API's address (its own listener).
+    pub admin_addr: SocketAddr,
     pub issuer: String,
-    served: writ_server::Running,
+    served: writ_authz::Served,
     /// The feed introspection follows, when the revocation service runs elsewhere.
     watcher: Option<writ_revocation_client::Watcher>,
 }
@@ -168,6 +170,8 @@ impl Platform {
             writ_server::local_addr(&grpc)?,
             writ_server::local_addr(&http)?,
         );
+        let admin = writ_server::bind(settings.admin).await?;
+        let admin_addr = writ_server::local_addr(&admin)?;
         let mut engine_config = settings.engine.clone();
         if engine_config.issuer.is_empty() {
             engine_config.issuer = self.url(http_addr);
@@ -214,6 +218,7 @@ impl Platform {
             engine.clone(),
             grpc,
             http,
+            admin,
             self.tls.as_ref(),
             writ_authz::Options { revocation },
             self.signal.clone(),
@@ -224,6 +229,7 @@ impl Platform {
             store,
             grpc_addr,
             http_addr,
+            admin_addr,
             issuer,
             served,
             watcher,
@@ -374,18 +380,29 @@ impl Platform {
                 },
                 _,
             ) => {
-                let url = self
-                    .config
-                    .authz_url
-                    .clone()
-                    .or_else(|| self.authz.as_ref().map(|a| self.url(a.grpc_addr)))
-                    .context(
-                        "`serve sts` needs --authz-url: the authorization server whose clients, policies and tokens apply",
-                    )?;
-                let channel = self.endpoint(&url)?.connect_lazy();
+                // A peer of the authorization server: as configured, else in this process.
+                let peer = |configured: &Option<String>,
+                            here: fn(&RunningAuthz) -> SocketAddr,
+                            missing: &'static str| {
+                    let url = configured
+                        .clone()
+                        .or_else(|| self.authz.as_ref().map(|a| self.url(here(a))))
+                        .context(missing)?;
+                    anyhow::Ok(self.endpoint(&url)?.connect_lazy())
+                };
+                let channel = peer(
+                    &self.config.authz_url,
+                    |a| a.grpc_addr,
+                    "`serve sts` needs --authz-url: the authorization server whose clients, policies and tokens apply",
+                )?;
+                let admin_channel = peer(
+                    &self.config.authz_admin_url,
+                    |a| a.admin_addr,
+                    "`serve sts` needs --authz-admin-url: the authorization server's admin API, for its clients and policies",
+                )?;
                 Ok(StsPeers {
                     directory: Arc::new(writ_sts::directory::RemoteDirectory::new(
-                        channel.clone(),
+                        admin_channel,
                         admin_token,
                         REMOTE_POLICY_TTL,
                     )?),
@@ -407,6 +424,7 @@ impl Platform {
         if let Some(a) = &self.authz {
             e.insert("authz_grpc".into(), self.url(a.grpc_addr).into());
             e.insert("authz_http".into(), self.url(a.http_addr).into());
+            e.insert("authz_admin".into(), self.url(a.admin_addr).into());
             e.insert("issuer".into(), a.issuer.clone().into());
         }
         if let Some(r) = &self.revocation {
@@ -451,7 +469,8 @@ impl Platform {
             r.served.wait().await;
         }
         if let Some(a) = authz {
-            a.served.wait().await;
+            a.served.public.wait().await;
+            a.served.admin.wait().await;
             if let Some(w) = a.watcher {
                 w.stop();
             }
