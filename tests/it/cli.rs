@@ -28,6 +28,23 @@ fn writ_command(args: &[&str]) -> Command {
     cmd
 }
 
+/// `writ up` on `data_dir`, every port picked free.
+fn up_command(data_dir: &Path) -> Command {
+    let mut cmd = writ_command(&["up"]);
+    for port in [
+        "--authz-port",
+        "--authz-http-port",
+        "--admin-port",
+        "--revocation-port",
+        "--sts-port",
+        "--sts-http-port",
+    ] {
+        cmd.args([port, "0"]);
+    }
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
 /// Runs `writ <args>` with no server settings.
 fn writ(args: &[&str]) -> Finished {
     run_bounded(&mut writ_command(args), None, COMMAND)
@@ -54,31 +71,15 @@ impl WritUp {
     /// Starts `writ up` with extra flags.
     fn start_with(data_dir: &Path, flags: &[&str]) -> WritUp {
         let logs = tempfile::tempdir().unwrap();
-        let child = writ_command(&[
-            "up",
-            "--authz-port",
-            "0",
-            "--authz-http-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--revocation-port",
-            "0",
-            "--sts-port",
-            "0",
-            "--sts-http-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(flags)
-        .env("WRIT_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(logs.path().join("stdout")).unwrap())
-        .stderr(File::create(logs.path().join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
+        let child = up_command(data_dir)
+            .args(flags)
+            .env("WRIT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(logs.path().join("stdout")).unwrap())
+            .stderr(File::create(logs.path().join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
         let mut up = WritUp {
             child,
             data_dir: data_dir.to_path_buf(),
@@ -685,24 +686,7 @@ fn signing_keys_are_sealed_under_a_key_outside_the_store() {
     // Another key: refused, nothing started, nothing overwritten.
     let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let refused = run_bounded(
-        writ_command(&[
-            "up",
-            "--authz-port",
-            "0",
-            "--authz-http-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--revocation-port",
-            "0",
-            "--sts-port",
-            "0",
-            "--sts-http-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("WRIT_KEY_ENCRYPTION_KEY", other),
+        up_command(dir.path()).env("WRIT_KEY_ENCRYPTION_KEY", other),
         None,
         COMMAND,
     );

@@ -267,17 +267,7 @@ async fn the_password_and_refresh_grants_work_over_http() {
 async fn biscuit_root_keys_are_published_over_http_and_a_revoked_one_is_withdrawn() {
     use writ_token::biscuit_auth::{AuthorizerBuilder, Biscuit, PublicKey};
     let server = TestServer::start().await;
-    let (id, secret) = server
-        .create_client(writ_proto::admin::Client {
-            client_id: "svc".into(),
-            grant_types: vec!["client_credentials".into()],
-            scope: "a".into(),
-            audience: vec!["x".into()],
-            token_formats: vec![writ_proto::common::TokenFormat::Biscuit as i32],
-            default_token_format: writ_proto::common::TokenFormat::Biscuit as i32,
-            ..Default::default()
-        })
-        .await;
+    let (id, secret) = server.biscuit_client("svc", "a", &["x"]).await;
     let token = server.cc_token(&id, &secret).await;
 
     let http = server.http();
@@ -332,20 +322,12 @@ async fn biscuit_root_keys_are_published_over_http_and_a_revoked_one_is_withdraw
 
     // Revoked by id (its decimal id, the `key_id` its Biscuits carry): withdrawn everywhere.
     server
-        .admin()
-        .await
-        .revoke(writ_proto::admin::RevokeRequest {
-            entries: vec![writ_proto::revocation::RevocationEntry {
-                kind: writ_token::RevocationKind::KeyId as i32,
-                value: root_id.to_string(),
-                expires_at: writ_token::system_clock().now() + 600,
-                reason: "compromised".into(),
-                not_before: 0,
-                issuer: String::new(),
-            }],
-        })
-        .await
-        .unwrap();
+        .revoke_as_admin(
+            writ_token::RevocationKind::KeyId,
+            &root_id.to_string(),
+            writ_token::system_clock().now() + 600,
+        )
+        .await;
     // (Revoking the active root key makes the server rotate to a fresh one.)
     let ids: Vec<u64> = published()
         .await

@@ -178,17 +178,7 @@ async fn revocation_needs_client_authentication() {
 #[tokio::test]
 async fn a_biscuit_can_be_introspected_and_revoked_like_a_jwt() {
     let server = TestServer::start().await;
-    let (id, secret) = server
-        .create_client(writ_proto::admin::Client {
-            client_id: "svc".into(),
-            grant_types: vec!["client_credentials".into()],
-            scope: "a b".into(),
-            audience: vec!["x".into()],
-            token_formats: vec![writ_proto::common::TokenFormat::Biscuit as i32],
-            default_token_format: writ_proto::common::TokenFormat::Biscuit as i32,
-            ..Default::default()
-        })
-        .await;
+    let (id, secret) = server.biscuit_client("svc", "a b", &["x"]).await;
     let token = server.cc_token(&id, &secret).await;
     let narrowed = writ_token::attenuate(
         &token,

@@ -22,16 +22,7 @@ use crate::grants::{gateway_and_user, password_request, verifier_for};
 /// Bound on anything reaching the feed or a watcher.
 const FEED: Duration = Duration::from_secs(10);
 
-fn entry(kind: RevocationKind, value: &str, expires_at: i64) -> pb::RevocationEntry {
-    pb::RevocationEntry {
-        kind: kind as i32,
-        value: value.into(),
-        expires_at,
-        reason: "test".into(),
-        not_before: 0,
-        issuer: String::new(),
-    }
-}
+use writ_tests::revocation_entry as entry;
 
 fn now() -> i64 {
     writ_token::system_clock().now()

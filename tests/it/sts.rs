@@ -46,6 +46,18 @@ async fn fixture() -> Fixture {
     fixture_with(Options::default(), StsOptions::default()).await
 }
 
+/// The fixture on a manual clock.
+async fn clocked_fixture(clock: &ManualClock, sts: StsOptions) -> Fixture {
+    fixture_with(
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+        sts,
+    )
+    .await
+}
+
 async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
     init_logs();
     let mut server = TestServer::start_with(opts).await;
@@ -899,14 +911,7 @@ async fn no_client_authentication_is_invalid_client() {
 #[tokio::test]
 async fn an_expired_subject_token_is_refused() {
     let clock = ManualClock::starting_now();
-    let f = fixture_with(
-        Options {
-            clock: Some(clock.clone()),
-            ..Options::default()
-        },
-        StsOptions::default(),
-    )
-    .await;
+    let f = clocked_fixture(&clock, StsOptions::default()).await;
     let subject = f.subject(TokenFormat::Jwt).await;
     // Past its expiry but inside the verifier's leeway (nothing is left to hand on), then past
     // the leeway too.
@@ -1393,15 +1398,11 @@ async fn a_hostile_biscuit_block_is_refused_at_once_by_every_verifier() {
     // A guard: the revocation service's, with a Biscuit that may watch the feed.
     let (id, secret) = f
         .server
-        .create_client(pb_admin::Client {
-            client_id: "watcher".into(),
-            grant_types: vec!["client_credentials".into()],
-            scope: writ_vocabulary::names::REVOCATION_WATCH_SCOPE.into(),
-            audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
-            token_formats: vec![PbFormat::Biscuit as i32],
-            default_token_format: PbFormat::Biscuit as i32,
-            ..Default::default()
-        })
+        .biscuit_client(
+            "watcher",
+            writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+            &[writ_vocabulary::names::REVOCATION_AUDIENCE],
+        )
         .await;
     let mut req = cc(&id, &secret);
     req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
@@ -1552,33 +1553,18 @@ async fn the_sts_publishes_its_biscuit_root_keys_over_http() {
 #[tokio::test]
 async fn a_tokens_status_is_told_only_to_callers_who_may_present_it() {
     let clock = ManualClock::starting_now();
-    let f = fixture_with(
-        Options {
-            clock: Some(clock.clone()),
-            ..Options::default()
-        },
-        StsOptions::default(),
-    )
-    .await;
+    let f = clocked_fixture(&clock, StsOptions::default()).await;
     // Addressed to orders; inventory is not its audience.
     let revoked = f.subject(TokenFormat::Jwt).await;
     let expiring = f.subject(TokenFormat::Biscuit).await;
     let jti = f.original(&revoked).await.claims.jti;
     f.server
-        .admin()
-        .await
-        .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_proto::revocation::RevocationEntry {
-                kind: RevocationKind::TokenId as i32,
-                value: jti,
-                expires_at: writ_token::Clock::now(&clock) + 600,
-                reason: "test".into(),
-                not_before: 0,
-                issuer: String::new(),
-            }],
-        })
-        .await
-        .unwrap();
+        .revoke_as_admin(
+            RevocationKind::TokenId,
+            &jti,
+            writ_token::Clock::now(&clock) + 600,
+        )
+        .await;
     f.token_refused(f.request(&f.orders, &revoked, &["inventory"]), "revoked")
         .await;
     f.token_refused(
@@ -1601,11 +1587,8 @@ async fn a_tokens_status_is_told_only_to_callers_who_may_present_it() {
 #[tokio::test]
 async fn the_sts_rotates_its_signing_keys_by_age_and_no_token_in_flight_breaks() {
     let clock = ManualClock::starting_now();
-    let f = fixture_with(
-        Options {
-            clock: Some(clock.clone()),
-            ..Options::default()
-        },
+    let f = clocked_fixture(
+        &clock,
         StsOptions {
             key_rotation: writ_sts::KeyRotation {
                 max_age: Duration::from_secs(600),

@@ -220,6 +220,32 @@ impl TestServer {
         (r.client.unwrap().client_id, r.client_secret)
     }
 
+    /// A confidential client_credentials client whose tokens are Biscuits.
+    pub async fn biscuit_client(
+        &self,
+        id: &str,
+        scope: &str,
+        audience: &[&str],
+    ) -> (String, String) {
+        self.create_client(pb_admin::Client {
+            token_formats: vec![writ_proto::common::TokenFormat::Biscuit as i32],
+            default_token_format: writ_proto::common::TokenFormat::Biscuit as i32,
+            ..service_spec(id, scope, audience)
+        })
+        .await
+    }
+
+    /// One revocation through the admin API (every issuer), expiring at `expires_at`.
+    pub async fn revoke_as_admin(&self, kind: RevocationKind, value: &str, expires_at: i64) {
+        self.admin()
+            .await
+            .revoke(pb_admin::RevokeRequest {
+                entries: vec![revocation_entry(kind, value, expires_at)],
+            })
+            .await
+            .unwrap();
+    }
+
     /// A confidential client_credentials client with the given scope and audiences.
     pub async fn service_client(
         &self,
@@ -227,15 +253,7 @@ impl TestServer {
         scope: &str,
         audience: &[&str],
     ) -> (String, String) {
-        self.create_client(pb_admin::Client {
-            client_id: id.into(),
-            client_type: pb_admin::ClientType::Confidential as i32,
-            grant_types: vec!["client_credentials".into()],
-            scope: scope.into(),
-            audience: audience.iter().map(|s| (*s).to_owned()).collect(),
-            ..Default::default()
-        })
-        .await
+        self.create_client(service_spec(id, scope, audience)).await
     }
 
     /// A token request over gRPC.
@@ -500,6 +518,34 @@ pub type RevocationClient = RevocationServiceClient<InterceptedService<Channel, 
 /// `authorization: Bearer <token>` on every call (and the token as a watcher's bearer source).
 pub fn bearer(token: &str) -> StaticBearer {
     StaticBearer::new(token).unwrap()
+}
+
+/// A confidential client_credentials client's registration.
+pub fn service_spec(id: &str, scope: &str, audience: &[&str]) -> pb_admin::Client {
+    pb_admin::Client {
+        client_id: id.into(),
+        client_type: pb_admin::ClientType::Confidential as i32,
+        grant_types: vec!["client_credentials".into()],
+        scope: scope.into(),
+        audience: audience.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A revocation entry for every issuer (reason "test", cut-off now).
+pub fn revocation_entry(
+    kind: RevocationKind,
+    value: &str,
+    expires_at: i64,
+) -> writ_proto::revocation::RevocationEntry {
+    writ_proto::revocation::RevocationEntry {
+        kind: kind as i32,
+        value: value.into(),
+        expires_at,
+        reason: "test".into(),
+        not_before: 0,
+        issuer: String::new(),
+    }
 }
 
 /// Whether `set` revokes exactly what an entry of `kind` for `value` does to tokens of `iss`: the
