@@ -237,3 +237,123 @@ async fn introspection_sees_revocations_of_other_producers() {
     );
     assert!(!server.introspect(&token, &id, &secret).await.active);
 }
+
+/// Issue 10, item 9, with the services apart: an authorization server whose revocation service
+/// runs in another platform follows its feed (watched with its own tokens), so introspection
+/// sees what another producer revoked there.
+#[tokio::test]
+async fn introspection_follows_a_remote_revocation_feed() {
+    use writ::platform::{AuthzSettings, Platform, PlatformConfig, RevocationSettings, TlsMode};
+    use writ_oauth::{Client, ClientCredentials, TokenOperation, TokenRequest};
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let revocation_addr = free.local_addr().unwrap();
+    drop(free);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = PlatformConfig::new(dir_a.path());
+    a.tls = TlsMode::Off;
+    a.authz = Some(AuthzSettings::default());
+    a.revocation_url = Some(format!("http://{revocation_addr}"));
+    let a = Platform::start(a).await.unwrap();
+    let authz = a.authz.as_ref().unwrap();
+    let mut b = PlatformConfig::new(dir_b.path());
+    b.tls = TlsMode::Off;
+    b.authz_url = Some(a.url(authz.grpc_addr));
+    b.revocation = Some(RevocationSettings {
+        grpc: revocation_addr,
+        service: writ_tests::revocation_config(),
+        ..RevocationSettings::default()
+    });
+    let b = Platform::start(b).await.unwrap();
+
+    let engine = authz.engine.clone();
+    let client = |id: &str, scope: &str, audience: &str| Client {
+        client_id: id.into(),
+        grant_types: vec!["client_credentials".into()],
+        scope: scope.into(),
+        audience: vec![audience.into()],
+        ..Client::default()
+    };
+    let (_, secret) = engine
+        .create_client(client("svc", "read", "x"))
+        .await
+        .unwrap();
+    let secret = secret.unwrap();
+    let (_, producer_secret) = engine
+        .create_client(client(
+            TEST_PRODUCER,
+            writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE,
+            writ_vocabulary::names::REVOCATION_AUDIENCE,
+        ))
+        .await
+        .unwrap();
+    let cc = |id: &str, secret: &str| TokenRequest {
+        grant_type: "client_credentials".into(),
+        client_id: id.into(),
+        client_secret: secret.into(),
+        ..TokenRequest::default()
+    };
+    let token = engine.token(cc("svc", &secret)).await.unwrap().access_token;
+    let op = TokenOperation {
+        token: token.clone(),
+        token_type_hint: String::new(),
+        client: ClientCredentials {
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+        },
+    };
+    // Active once the feed is followed (until then, it cannot vouch: temporarily_unavailable).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match engine.introspect(op.clone()).await {
+            Ok(r) => {
+                assert!(r.active);
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the feed never synced: {e:?}"),
+        }
+    }
+
+    let publish = engine
+        .token(TokenRequest {
+            audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
+            ..cc(TEST_PRODUCER, &producer_secret.unwrap())
+        })
+        .await
+        .unwrap()
+        .access_token;
+    let channel = connect(&b.url(revocation_addr), None).await;
+    let jti = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    writ_proto::revocation::revocation_service_client::RevocationServiceClient::with_interceptor(
+        channel,
+        bearer(&publish),
+    )
+    .revoke(writ_proto::revocation::RevokeRequest {
+        entries: vec![revocation_entry(
+            writ_token::RevocationKind::TokenId,
+            &jti,
+            writ_token::system_clock().now() + 600,
+        )],
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.introspect(op.clone()).await.unwrap().active {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remote revocation never reached introspection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.stop().await;
+    a.stop().await;
+}
