@@ -57,6 +57,15 @@ impl Guarded {
         Self::start_with(Setup::default()).await
     }
 
+    /// On a manual clock.
+    async fn start_clocked(clock: &ManualClock) -> Guarded {
+        Self::start_with(Setup {
+            clock: Some(clock.clone()),
+            ..Setup::default()
+        })
+        .await
+    }
+
     async fn start_with(setup: Setup) -> Guarded {
         let server = TestServer::start_with(Options {
             clock: setup.clock.clone(),
@@ -308,11 +317,7 @@ async fn missing_malformed_and_garbage_tokens_are_unauthenticated() {
 #[tokio::test]
 async fn an_expired_token_is_unauthenticated_even_once_cached() {
     let clock = ManualClock::starting_now();
-    let g = Guarded::start_with(Setup {
-        clock: Some(clock.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let g = Guarded::start_clocked(&clock).await;
     let token = g.token("shop", SCOPE_RESERVE, "inventory").await;
     g.reserve_with(&token).await.unwrap();
     let exp = writ_token::decode_unverified(&token)
@@ -342,13 +347,7 @@ async fn a_token_for_another_audience_is_unauthenticated() {
         "wrong_audience",
     );
     // Nor does this service learn its status: revoked, it is still just not for this service.
-    let jti = writ_token::decode_unverified(&token)
-        .unwrap()
-        .claims
-        .unwrap()["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let jti = jti_of(&token);
     g.admin_revoke(writ_token::RevocationKind::TokenId, &jti)
         .await;
     tokio::time::sleep(PROPAGATION).await;
@@ -365,11 +364,7 @@ async fn a_token_for_another_audience_is_unauthenticated() {
 #[tokio::test]
 async fn a_token_for_another_audience_reveals_nothing_of_its_status() {
     let clock = ManualClock::starting_now();
-    let g = Guarded::start_with(Setup {
-        clock: Some(clock.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let g = Guarded::start_clocked(&clock).await;
     let token = g.token("shop", SCOPE_RESERVE, "orders").await;
     clock.advance(3600);
     refused(

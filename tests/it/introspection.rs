@@ -207,13 +207,7 @@ async fn introspection_sees_revocations_of_other_producers() {
     let (server, id, secret) = orders().await;
     let token = server.cc_token(&id, &secret).await;
     assert!(server.introspect(&token, &id, &secret).await.active);
-    let jti = writ_token::decode_unverified(&token)
-        .unwrap()
-        .claims
-        .unwrap()["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let jti = jti_of(&token);
     let mut producer = server.revocation(&server.publish_token().await).await;
     producer
         .revoke(writ_proto::revocation::RevokeRequest {
@@ -326,13 +320,7 @@ async fn introspection_follows_a_remote_revocation_feed() {
         .unwrap()
         .access_token;
     let channel = connect(&b.url(revocation_addr), None).await;
-    let jti = writ_token::decode_unverified(&token)
-        .unwrap()
-        .claims
-        .unwrap()["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let jti = jti_of(&token);
     writ_proto::revocation::revocation_service_client::RevocationServiceClient::with_interceptor(
         channel,
         bearer(&publish),

@@ -1391,13 +1391,7 @@ async fn producers_publish_only_in_their_namespace_and_never_about_writ_itself()
 
     // In its namespace: stamped with its issuer, revoking that issuer's tokens only.
     let watch = server.watch_token().await;
-    let jti = writ_token::decode_unverified(&watch)
-        .unwrap()
-        .claims
-        .unwrap()["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let jti = jti_of(&watch);
     let mut idp = server.revocation(&idp_token(&server).await).await;
     assert_eq!(
         revoke(&mut idp, vec![entry(RevocationKind::TokenId, &jti, exp)]).await,
@@ -1455,9 +1449,7 @@ async fn idp_token(server: &TestServer) -> String {
             &[writ_vocabulary::names::REVOCATION_AUDIENCE],
         )
         .await;
-    let mut req = cc(&id, &secret);
-    req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
-    server.issue(req).await.access_token
+    server.revocation_token_of(&id, &secret).await
 }
 
 /// Reads `feed` until it ends; the status it ended with (bounded wait).
@@ -1495,13 +1487,7 @@ async fn a_watch_ends_when_its_caller_lapses_and_entries_outlive_their_tokens() 
     // Revoked.
     let revoked = server.watch_token().await;
     let mut first = Feed::open(&mut server.revocation(&revoked).await, 0).await;
-    let jti = writ_token::decode_unverified(&revoked)
-        .unwrap()
-        .claims
-        .unwrap()["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let jti = jti_of(&revoked);
     revoke(
         &mut publisher,
         vec![entry(RevocationKind::TokenId, &jti, now + 5)],
@@ -1523,9 +1509,7 @@ async fn a_watch_ends_when_its_caller_lapses_and_entries_outlive_their_tokens() 
             &[writ_vocabulary::names::REVOCATION_AUDIENCE],
         )
         .await;
-    let mut req = cc(&id, &secret);
-    req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
-    let token = server.issue(req).await.access_token;
+    let token = server.revocation_token_of(&id, &secret).await;
     let mut second = Feed::open(&mut server.revocation(&token).await, 0).await;
     server.set_disabled(&id, true).await;
     let s = ended(&mut second).await;

@@ -1404,9 +1404,7 @@ async fn a_hostile_biscuit_block_is_refused_at_once_by_every_verifier() {
             &[writ_vocabulary::names::REVOCATION_AUDIENCE],
         )
         .await;
-    let mut req = cc(&id, &secret);
-    req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
-    let watch = f.server.issue(req).await.access_token;
+    let watch = f.server.revocation_token_of(&id, &secret).await;
     let status = writ_proto::revocation::GetStatusRequest::default;
     f.server
         .revocation(&watch)

@@ -462,8 +462,13 @@ impl TestServer {
         let (id, secret) = self
             .service_client(&id, scope, &[writ_vocabulary::names::REVOCATION_AUDIENCE])
             .await;
-        let mut req = cc(&id, &secret);
-        req.scope = scope.into();
+        self.revocation_token_of(&id, &secret).await
+    }
+
+    /// A client_credentials token of an existing client for the revocation service (audience
+    /// `writ-revocation`, every scope the client has).
+    pub async fn revocation_token_of(&self, id: &str, secret: &str) -> String {
+        let mut req = cc(id, secret);
         req.audience = vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()];
         self.issue(req).await.access_token
     }
@@ -518,6 +523,14 @@ pub type RevocationClient = RevocationServiceClient<InterceptedService<Channel, 
 /// `authorization: Bearer <token>` on every call (and the token as a watcher's bearer source).
 pub fn bearer(token: &str) -> StaticBearer {
     StaticBearer::new(token).unwrap()
+}
+
+/// The `jti` a JWT claims (read unverified: for tests naming a token they were just given).
+pub fn jti_of(jwt: &str) -> String {
+    writ_token::decode_unverified(jwt).unwrap().claims.unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A confidential client_credentials client's registration.

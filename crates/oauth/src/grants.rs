@@ -32,12 +32,9 @@ impl AuthorizationServer {
     pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
         check_request_sizes(&req)?;
         // A source with too many failed authentications is refused before any is checked.
-        let source: Vec<crate::throttle::Subject<'_>> = req
-            .source
-            .map(crate::throttle::Subject::Source)
-            .into_iter()
-            .collect();
-        if let Some(wait) = self.throttle.locked(&source, self.now()) {
+        let source = req.source.map(crate::throttle::Subject::Source);
+        let source = source.as_slice();
+        if let Some(wait) = self.throttle.locked(source, self.now()) {
             tracing::warn!(target: "writ::audit", event = "token_refused", reason = "throttled", retry_after = wait);
             return Err(Error::Throttled(wait));
         }
@@ -45,7 +42,7 @@ impl AuthorizationServer {
         if matches!(result, Err(Error::InvalidClient))
             || matches!(&result, Err(Error::InvalidGrant(m)) if *m == crate::users::BAD_CREDENTIALS)
         {
-            self.throttle.failed(&source, self.now());
+            self.throttle.failed(source, self.now());
         }
         result
     }
