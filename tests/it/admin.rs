@@ -4,6 +4,7 @@ use tonic::{Code, Request};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::*;
 use writ_tests::*;
+use writ_token::RevocationKind;
 
 use crate::grants::{ALICE_PASSWORD, password_request};
 
@@ -381,4 +382,124 @@ async fn the_admin_credential_rotates_and_the_old_one_stops_at_once() {
         .list_signing_keys(ListSigningKeysRequest {})
         .await
         .expect("the new credential works");
+}
+
+/// Issue 10, item 7: tools and a standalone STS use Writ-issued admin tokens carrying only the
+/// `writ.admin.*` scopes they need, never the master credential. Each method needs its scope;
+/// rotating the master credential needs the master credential; the token must be for
+/// `writ-admin`, live, and its client enabled.
+#[tokio::test]
+async fn admin_tokens_allow_only_what_their_scopes_name() {
+    use writ_vocabulary::names::*;
+    let server = TestServer::start().await;
+    let (reader, secret) = server
+        .service_client(
+            "directory-reader",
+            &format!("{ADMIN_READ_SCOPE} {ADMIN_AUTHENTICATE_CLIENT_SCOPE}"),
+            &[ADMIN_AUDIENCE, "inventory"],
+        )
+        .await;
+    let token_for = |audience: &str| {
+        let mut req = cc(&reader, &secret);
+        req.audience = vec![audience.into()];
+        req
+    };
+    let token = server.issue(token_for(ADMIN_AUDIENCE)).await.access_token;
+    let channel = server.admin_channel().await;
+    let with = |credential: &str| {
+        AdminServiceClient::with_interceptor(channel.clone(), writ_tests::bearer(credential))
+    };
+    let mut admin = with(&token);
+    let later = writ_token::system_clock().now() + 600;
+
+    // What its scopes name works...
+    admin
+        .list_clients(ListClientsRequest::default())
+        .await
+        .expect("writ.admin.read lists clients");
+    admin
+        .list_exchange_policies(ListExchangePoliciesRequest::default())
+        .await
+        .expect("writ.admin.read lists policies");
+    let ok = admin
+        .authenticate_client(AuthenticateClientRequest {
+            client_id: reader.clone(),
+            client_secret: secret.clone(),
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+
+    // ...nothing else does, and a refused call changes nothing.
+    let r = server
+        .assert_unchanged(admin.create_client(CreateClientRequest {
+            client: Some(service_spec("sneaky", "inventory.read", &["inventory"])),
+        }))
+        .await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+    let r = server
+        .assert_unchanged(admin.revoke(RevokeRequest {
+            entries: vec![revocation_entry(RevocationKind::Subject, "alice", later)],
+        }))
+        .await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+    let r = server
+        .assert_unchanged(admin.rotate_admin_credential(RotateAdminCredentialRequest {}))
+        .await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+
+    // A token of the same client for another audience is no admin token.
+    let other = server.issue(token_for("inventory")).await.access_token;
+    let r = with(&other)
+        .list_clients(ListClientsRequest::default())
+        .await;
+    assert_refused(r, Code::Unauthenticated, "access_denied");
+    // Nor is a forged or mangled one.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let r = with(&forged)
+        .list_clients(ListClientsRequest::default())
+        .await;
+    assert_refused(r, Code::Unauthenticated, "access_denied");
+
+    // Revoked, it stops at once; a new one works until the client is disabled.
+    server
+        .revoke_as_admin(RevocationKind::TokenId, &jti_of(&token), later)
+        .await;
+    let r = admin.list_clients(ListClientsRequest::default()).await;
+    assert_refused(r, Code::Unauthenticated, "access_denied");
+    let fresh = server.issue(token_for(ADMIN_AUDIENCE)).await.access_token;
+    with(&fresh)
+        .list_clients(ListClientsRequest::default())
+        .await
+        .expect("a new admin token works");
+    server.set_disabled(&reader, true).await;
+    let r = with(&fresh)
+        .list_clients(ListClientsRequest::default())
+        .await;
+    assert_refused(r, Code::Unauthenticated, "access_denied");
+}
+
+/// Every AdminService method has a deliberate permission: a method added to the proto without
+/// one falls to "master credential only", and this test lists the ones that do.
+#[test]
+fn every_admin_method_has_a_deliberate_permission() {
+    use prost::Message as _;
+    use writ_oauth::AdminPermission;
+    let set = prost_types::FileDescriptorSet::decode(writ_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let methods: Vec<String> = set
+        .file
+        .iter()
+        .flat_map(|f| &f.service)
+        .filter(|s| s.name() == "AdminService")
+        .flat_map(|s| &s.method)
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert!(methods.len() >= 18, "{methods:?}");
+    for m in &methods {
+        let p = writ_authz::permission(m);
+        if p == AdminPermission::Master {
+            assert_eq!(m, "RotateAdminCredential", "{m} is master-only by default");
+        }
+    }
 }

@@ -84,16 +84,20 @@ impl TestServer {
         };
         (opts.config)(&mut settings.exchange);
         if opts.remote {
+            // The STS's own client: the feed, and the narrow admin scopes it needs (never the
+            // master admin credential).
+            use writ_vocabulary::names::*;
             let (id, secret) = self
                 .service_client(
-                    "sts-watcher",
-                    writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
-                    &[writ_vocabulary::names::REVOCATION_AUDIENCE],
+                    "sts-peer",
+                    &format!(
+                        "{REVOCATION_WATCH_SCOPE} {ADMIN_AUTHENTICATE_CLIENT_SCOPE} {ADMIN_READ_SCOPE}"
+                    ),
+                    &[REVOCATION_AUDIENCE, ADMIN_AUDIENCE],
                 )
                 .await;
             settings.wiring = StsWiring::Remote {
-                admin_token: self.admin_credential.clone(),
-                watch_client: writ_client::ClientCredentials::new(id, secret),
+                client: writ_client::ClientCredentials::new(id, secret),
             };
         }
         let clock = self.platform.clock().clone();

@@ -29,6 +29,10 @@ pub enum Error {
     /// The admin credential is missing or wrong.
     #[error("unauthenticated: a valid admin credential is required")]
     AdminUnauthenticated,
+    /// An admin token that does not carry the scope the admin call needs (or a call only the
+    /// master credential may make).
+    #[error("insufficient_scope: {0}")]
+    AdminForbidden(&'static str),
     #[error("not found: {0}")]
     NotFound(&'static str),
     #[error("already exists: {0}")]
@@ -62,6 +66,7 @@ impl Error {
             Error::UnsupportedGrantType => (Kind::InvalidArgument, ErrorCode::UnsupportedGrantType),
             Error::InvalidClient => (Kind::Unauthenticated, ErrorCode::InvalidClient),
             Error::AdminUnauthenticated => (Kind::Unauthenticated, ErrorCode::AccessDenied),
+            Error::AdminForbidden(_) => (Kind::PermissionDenied, ErrorCode::InsufficientScope),
             Error::InvalidGrant(_) => (Kind::PermissionDenied, ErrorCode::InvalidGrant),
             Error::UnauthorizedClient(_) => (Kind::PermissionDenied, ErrorCode::UnauthorizedClient),
             Error::InvalidScope(_) => (Kind::PermissionDenied, ErrorCode::InvalidScope),

@@ -6,6 +6,7 @@
 //! Every security decision emits a `tracing` event with target `writ::audit`.
 
 mod admin;
+mod admin_access;
 mod clients;
 #[cfg(test)]
 mod engine_tests;
@@ -27,6 +28,7 @@ use writ_token::{
     random_bytes, random_secret,
 };
 
+pub use admin_access::{AdminCaller, AdminPermission};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};

@@ -107,6 +107,9 @@ impl Default for RevocationSet {
     }
 }
 
+/// Most entries a snapshot's announced count reserves room for in advance.
+const MAX_RESERVE: usize = 1 << 20;
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -210,11 +213,19 @@ impl RevocationSet {
                 if state.snapshot.is_some() {
                     return Err(OutOfOrder("nested snapshot"));
                 }
+                // A snapshot older than what was applied would retract acknowledged
+                // revocations (its end drops what it did not confirm): a server that lost
+                // history is not followed; the feed goes stale and guards fail closed.
+                if b.sequence < state.cursor {
+                    return Err(OutOfOrder("snapshot behind the cursor"));
+                }
                 state.snapshot = Some(b.sequence);
+                // The count is the server's word, not a size to trust: room for at most
+                // MAX_RESERVE more up front, the rest grows as entries arrive.
                 let have = state.entries.len();
-                let wanted = b.entry_count as usize;
+                let wanted = usize::try_from(b.entry_count).unwrap_or(usize::MAX);
                 if wanted > have {
-                    state.entries.reserve(wanted - have);
+                    state.entries.reserve((wanted - have).min(MAX_RESERVE));
                 }
             }
             Event::SnapshotEnd(e) => {
@@ -401,6 +412,44 @@ mod tests {
         assert_eq!(set.check(&f), Some(RevocationKind::BiscuitRevocationId));
         set.apply(&ev(2, RevocationKind::KeyId, "k", 0)).unwrap();
         assert_eq!(set.check(&facts("j", "s", 0)), Some(RevocationKind::KeyId));
+    }
+
+    /// Found by fuzzing (`tools/fuzz`, target `revocation_entry`): a snapshot older than the
+    /// cursor would have retracted what was applied after it.
+    #[test]
+    fn a_snapshot_behind_the_cursor_is_refused_and_changes_nothing() {
+        let set = RevocationSet::new();
+        set.apply(&ev(1, RevocationKind::TokenId, "j1", 0)).unwrap();
+        set.apply(&ev(2, RevocationKind::TokenId, "j2", 0)).unwrap();
+        let begin = msg(watch_response::Event::SnapshotBegin(SnapshotBegin {
+            sequence: 1,
+            entry_count: 1,
+        }));
+        assert_eq!(
+            set.apply(&begin),
+            Err(OutOfOrder("snapshot behind the cursor"))
+        );
+        let end = msg(watch_response::Event::SnapshotEnd(SnapshotEnd {
+            sequence: 1,
+        }));
+        assert!(set.apply(&end).is_err());
+        assert_eq!(set.cursor(), 2);
+        assert_eq!(
+            set.check(&facts("j2", "s", 0)),
+            Some(RevocationKind::TokenId)
+        );
+    }
+
+    /// A snapshot's announced size reserves bounded room, whatever it says.
+    #[test]
+    fn an_absurd_snapshot_count_allocates_nothing_absurd() {
+        let set = RevocationSet::new();
+        let begin = msg(watch_response::Event::SnapshotBegin(SnapshotBegin {
+            sequence: 0,
+            entry_count: u64::MAX,
+        }));
+        set.apply(&begin).unwrap();
+        assert!(set.table_bytes() < 64 << 20, "{}", set.table_bytes());
     }
 
     #[test]

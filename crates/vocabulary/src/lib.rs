@@ -55,9 +55,26 @@ pub mod names {
     /// publisher).
     pub const SELF_CLIENT_ID: &str = "writ-authz";
 
+    /// The audience of tokens presented to the admin API instead of the master admin
+    /// credential: each carries only the `writ.admin.*` scopes its holder needs.
+    pub const ADMIN_AUDIENCE: &str = "writ-admin";
+    /// `AdminService.AuthenticateClient` (a standalone STS checking its callers).
+    pub const ADMIN_AUTHENTICATE_CLIENT_SCOPE: &str = "writ.admin.authenticate_client";
+    /// Reading clients, signing keys and exchange policies (never a secret).
+    pub const ADMIN_READ_SCOPE: &str = "writ.admin.read";
+    /// Creating, changing and deleting clients, users, keys and exchange policies.
+    pub const ADMIN_WRITE_SCOPE: &str = "writ.admin.write";
+    /// `AdminService.Revoke`.
+    pub const ADMIN_REVOKE_SCOPE: &str = "writ.admin.revoke";
+
     /// Writ's own identities: never a registered client's id, never the subject or client of a
     /// revocation (so no producer, and no administrator by mistake, can cut Writ off from itself).
-    pub const RESERVED_IDENTITIES: [&str; 3] = [SELF_CLIENT_ID, STS_AUDIENCE, REVOCATION_AUDIENCE];
+    pub const RESERVED_IDENTITIES: [&str; 4] = [
+        SELF_CLIENT_ID,
+        STS_AUDIENCE,
+        REVOCATION_AUDIENCE,
+        ADMIN_AUDIENCE,
+    ];
 
     /// Whether `id` is one of [`RESERVED_IDENTITIES`] (compared exactly).
     pub fn is_reserved(id: &str) -> bool {

@@ -1,10 +1,13 @@
-//! `writ.admin.v1.AdminService`. Every call passes [`AdminAuth`] first.
+//! `writ.admin.v1.AdminService`. Every call passes [`AdminAuth`] first: the master admin
+//! credential, or an admin token scoped to what the call needs.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
-use writ_oauth::{AuthorizationServer, Error};
+use writ_oauth::{AdminPermission, AuthorizationServer, Error};
 use writ_proto::admin::admin_service_server::AdminService;
 use writ_proto::admin::*;
 use writ_token::Algorithm;
@@ -12,28 +15,89 @@ use writ_token::Algorithm;
 use crate::convert;
 use writ_proto::refusal::status;
 
-/// Checks `authorization: Bearer <admin credential>` before any admin call reaches the service.
-#[derive(Debug, Clone)]
-pub struct AdminAuth {
-    engine: Arc<AuthorizationServer>,
-}
-
-impl AdminAuth {
-    pub fn new(engine: Arc<AuthorizationServer>) -> Self {
-        AdminAuth { engine }
+/// Which permission each `AdminService` method needs. A method not listed (and any added later
+/// until it is) needs the master credential.
+pub fn permission(method: &str) -> AdminPermission {
+    match method {
+        "AuthenticateClient" => AdminPermission::AuthenticateClient,
+        "GetClient"
+        | "ListClients"
+        | "ListSigningKeys"
+        | "GetExchangePolicy"
+        | "ListExchangePolicies" => AdminPermission::Read,
+        "CreateClient"
+        | "UpdateClient"
+        | "DeleteClient"
+        | "RotateClientSecret"
+        | "CreateUser"
+        | "DeleteUser"
+        | "SetUserPassword"
+        | "RotateSigningKey"
+        | "CreateExchangePolicy"
+        | "DeleteExchangePolicy" => AdminPermission::Write,
+        "Revoke" => AdminPermission::Revoke,
+        _ => AdminPermission::Master,
     }
 }
 
-impl Interceptor for AdminAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let credential = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        self.engine.authenticate_admin(credential).map_err(status)?;
-        Ok(request)
+/// Checks `authorization: Bearer <credential>` for the method called before the call reaches
+/// the service: the master admin credential, or an admin token with the method's scope
+/// ([`AuthorizationServer::authorize_admin`]). The caller goes into the request's extensions.
+#[derive(Debug, Clone)]
+pub struct AdminAuth<S> {
+    engine: Arc<AuthorizationServer>,
+    inner: S,
+}
+
+impl<S> AdminAuth<S> {
+    pub fn new(engine: Arc<AuthorizationServer>, inner: S) -> Self {
+        AdminAuth { engine, inner }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for AdminAuth<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for AdminAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: Default,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone that was made ready is the one that serves (tower's usual dance).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            let needs = permission(request.uri().path().rsplit('/').next().unwrap_or(""));
+            let credential = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .to_owned();
+            match engine.authorize_admin(&credential, needs).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(e) => Ok(status(e).into_http()),
+            }
+        })
     }
 }
 

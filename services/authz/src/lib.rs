@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use writ_oauth::AuthorizationServer;
 use writ_proto::admin::admin_service_server::AdminServiceServer;
 use writ_proto::authz::authorization_service_server::AuthorizationServiceServer;
@@ -20,7 +19,7 @@ pub use writ_server::Running;
 use writ_server::{MAX_GRPC_MESSAGE, ServerError, ServiceSpec, ShutdownSignal};
 use writ_tls::TlsMaterial;
 
-pub use admin::{AdminAuth, AdminGrpc};
+pub use admin::{AdminAuth, AdminGrpc, permission};
 pub use grpc::AuthorizationGrpc;
 
 /// How often expired refresh tokens, revocations and grants are pruned.
@@ -71,10 +70,9 @@ pub fn spec(
 /// The admin API (`AdminService`, behind the admin credential), on a listener of its own: it is
 /// not on the port clients and services reach, and is bound to loopback unless told otherwise.
 pub fn admin_spec(engine: Arc<AuthorizationServer>) -> ServiceSpec {
-    ServiceSpec::new("admin API").grpc(InterceptedService::new(
-        AdminServiceServer::new(AdminGrpc::new(engine.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE),
-        AdminAuth::new(engine),
+    ServiceSpec::new("admin API").grpc(AdminAuth::new(
+        engine.clone(),
+        AdminServiceServer::new(AdminGrpc::new(engine)).max_decoding_message_size(MAX_GRPC_MESSAGE),
     ))
 }
 

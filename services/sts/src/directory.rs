@@ -7,23 +7,24 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use writ_client::StaticBearer;
+use writ_client::{AttachTokenService, TokenSource};
 use writ_exchange::{BoxFuture, Directory, ExchangeError, ExchangePolicy, Result};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{AuthenticateClientRequest, ListExchangePoliciesRequest};
 
-type AdminClient = AdminServiceClient<InterceptedService<Channel, StaticBearer>>;
+type AdminClient = AdminServiceClient<AttachTokenService<Channel>>;
 
 /// The authorization server over gRPC: `AdminService.AuthenticateClient` for every exchange
 /// (secrets are never cached), and `ListExchangePolicies` for the caller's policies, cached for
 /// `ttl` (a deleted policy may keep allowing exchanges that long).
 ///
-/// It needs the admin credential: the STS deployed apart is as trusted as the authorization
-/// server's own administration (see ARCHITECTURE.md).
+/// It presents an admin token of its own client (audience `writ-admin`, scopes
+/// `writ.admin.authenticate_client` and `writ.admin.read`), never the master admin credential:
+/// a compromised STS can check secrets and read the directory, not change it.
 pub struct RemoteDirectory {
     client: AdminClient,
+    source: TokenSource,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Vec<ExchangePolicy>)>>,
 }
@@ -40,20 +41,25 @@ impl std::fmt::Debug for RemoteDirectory {
 const MAX_CACHED: usize = 10_000;
 
 impl RemoteDirectory {
-    pub fn new(channel: Channel, admin_credential: &str, ttl: Duration) -> Result<Self> {
-        let bearer = StaticBearer::new(admin_credential)
-            .map_err(|_| ExchangeError::Internal("the admin credential is not a header value"))?;
-        Ok(RemoteDirectory {
-            client: AdminServiceClient::with_interceptor(channel, bearer),
+    /// `source` supplies the admin tokens (a client credentials source for `writ-admin`).
+    pub fn new(channel: Channel, source: TokenSource, ttl: Duration) -> Self {
+        let client = AdminServiceClient::new(tower::Layer::layer(&source.layer(), channel));
+        RemoteDirectory {
+            client,
+            source,
             ttl,
             cache: Mutex::new(HashMap::new()),
-        })
+        }
     }
-}
 
-fn remote_error(s: tonic::Status) -> ExchangeError {
-    tracing::warn!(code = ?s.code(), message = %s.message(), "the authorization server's directory refused or failed");
-    ExchangeError::Unavailable("the client directory is unavailable")
+    fn remote_error(&self, s: tonic::Status) -> ExchangeError {
+        // Our own token refused (expired, revoked, its key withdrawn): fetch a new one next time.
+        if s.code() == Code::Unauthenticated {
+            writ_client::BearerSource::refused(&self.source);
+        }
+        tracing::warn!(code = ?s.code(), message = %s.message(), "the authorization server's directory refused or failed");
+        ExchangeError::Unavailable("the client directory is unavailable")
+    }
 }
 
 impl Directory for RemoteDirectory {
@@ -70,12 +76,12 @@ impl Directory for RemoteDirectory {
             };
             match client.authenticate_client(request).await {
                 Ok(_) => Ok(()),
-                // The client failed; anything else (our own admin credential refused, the
+                // The client failed; anything else (our own admin token refused, the
                 // server away) is not the caller's fault and must not read as invalid_client.
                 Err(s) if s.code() == Code::Unauthenticated && reason(&s) == "invalid_client" => {
                     Err(ExchangeError::InvalidClient)
                 }
-                Err(s) => Err(remote_error(s)),
+                Err(s) => Err(self.remote_error(s)),
             }
         })
     }
@@ -94,7 +100,7 @@ impl Directory for RemoteDirectory {
                     ..Default::default()
                 })
                 .await
-                .map_err(remote_error)?
+                .map_err(|s| self.remote_error(s))?
                 .into_inner()
                 .policies
                 .into_iter()

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{AdminToken, ServiceName};
+use super::ServiceName;
 use crate::platform::{
-    ADMIN_TOKEN_FILE, AuthzSettings, ExternalIssuer, KeyEncryption, PlatformConfig,
-    RevocationSettings, StsSettings, StsWiring, TlsMode,
+    AuthzSettings, ExternalIssuer, KeyEncryption, PlatformConfig, RevocationSettings, StsSettings,
+    StsWiring, TlsMode,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -91,21 +91,20 @@ pub struct ServeArgs {
     /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
     #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
     pub sts_max_feed_staleness: u64,
-    // `serve sts`: the authorization server's admin credential, to authenticate clients and
-    // read exchange policies.
-    #[command(flatten)]
-    pub admin: AdminToken,
-    /// `serve sts`: a client allowed `writ.revocation.watch` for the audience `writ-revocation`,
-    /// to follow the revocation feed with.
-    #[arg(long, env = "WRIT_STS_WATCH_CLIENT_ID")]
-    pub watch_client_id: Option<String>,
+    /// `serve sts`: the STS's own client at the authorization server. It needs
+    /// `writ.revocation.watch` for the audience `writ-revocation` (to follow the feed), and
+    /// `writ.admin.authenticate_client writ.admin.read` for `writ-admin` (to check its callers
+    /// and read their exchange policies); never the master admin credential.
+    #[arg(long, env = "WRIT_STS_CLIENT_ID")]
+    pub sts_client_id: Option<String>,
+    /// The secret of `--sts-client-id` (prefer the environment to the command line).
     #[arg(
         long,
-        env = "WRIT_STS_WATCH_CLIENT_SECRET",
+        env = "WRIT_STS_CLIENT_SECRET",
         hide_env_values = true,
         allow_hyphen_values = true
     )]
-    pub watch_client_secret: Option<String>,
+    pub sts_client_secret: Option<String>,
     /// CA certificate for connecting to the other services (default: <data-dir>/ca.pem).
     #[arg(long, env = "WRIT_PEER_CA")]
     pub peer_ca: Option<PathBuf>,
@@ -167,21 +166,14 @@ impl ServeArgs {
                     consult_authz_index: true,
                 }
             } else {
-                let admin_token = match &self.admin.admin_token {
-                    Some(t) => t.trim().to_owned(),
-                    None => std::fs::read_to_string(self.data_dir.join(ADMIN_TOKEN_FILE))
-                        .map(|s| s.trim().to_owned())
-                        .context("`serve sts` needs the authorization server's admin credential: --admin-token, or <data-dir>/admin.token")?,
-                };
-                let (Some(id), Some(secret)) = (&self.watch_client_id, &self.watch_client_secret)
+                let (Some(id), Some(secret)) = (&self.sts_client_id, &self.sts_client_secret)
                 else {
                     anyhow::bail!(
-                        "`serve sts` needs --watch-client-id and --watch-client-secret: a client allowed writ.revocation.watch for the audience writ-revocation"
+                        "`serve sts` needs --sts-client-id and WRIT_STS_CLIENT_SECRET: its client at the authorization server, allowed writ.revocation.watch for writ-revocation and writ.admin.authenticate_client writ.admin.read for writ-admin"
                     );
                 };
                 StsWiring::Remote {
-                    admin_token,
-                    watch_client: writ_client::ClientCredentials::new(id, secret),
+                    client: writ_client::ClientCredentials::new(id, secret),
                 }
             };
             Some(StsSettings {

@@ -195,13 +195,11 @@ pub enum StsWiring {
         /// is acknowledged).
         consult_authz_index: bool,
     },
-    /// It runs elsewhere (`writ serve sts`): clients and policies through its AdminService
-    /// (with the admin credential), its keys from `GetJwks`, and the feed watched with a
-    /// client allowed `writ.revocation.watch`.
-    Remote {
-        admin_token: String,
-        watch_client: ClientCredentials,
-    },
+    /// It runs elsewhere (`writ serve sts`): clients and policies through its AdminService, its
+    /// keys from `GetJwks`, and the feed watched, each with tokens of the STS's own client
+    /// (`writ.admin.authenticate_client writ.admin.read` for `writ-admin`,
+    /// `writ.revocation.watch` for `writ-revocation`).
+    Remote { client: ClientCredentials },
 }
 
 impl std::fmt::Debug for StsWiring {
@@ -213,11 +211,9 @@ impl std::fmt::Debug for StsWiring {
                 .debug_struct("InProcess")
                 .field("consult_authz_index", consult_authz_index)
                 .finish(),
-            // The admin credential never reaches a log line.
-            StsWiring::Remote { watch_client, .. } => f
-                .debug_struct("Remote")
-                .field("watch_client", watch_client)
-                .finish_non_exhaustive(),
+            StsWiring::Remote { client } => {
+                f.debug_struct("Remote").field("client", client).finish()
+            }
         }
     }
 }

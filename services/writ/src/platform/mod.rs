@@ -19,7 +19,10 @@ use writ_server::{Shutdown, ShutdownSignal};
 use writ_store::SledStore;
 use writ_tls::TlsMaterial;
 use writ_token::{SharedClock, TrustedIssuer};
-use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE};
+use writ_vocabulary::names::{
+    ADMIN_AUDIENCE, ADMIN_AUTHENTICATE_CLIENT_SCOPE, ADMIN_READ_SCOPE, REVOCATION_AUDIENCE,
+    REVOCATION_WATCH_SCOPE,
+};
 
 pub use config::{
     AuthzSettings, ExternalIssuer, KEY_ENCRYPTION_KEY_FILE, KeyEncryption, LOOPBACK,
@@ -373,13 +376,7 @@ impl Platform {
             (StsWiring::InProcess { .. }, None) => anyhow::bail!(
                 "the STS is wired in-process, but the authorization server does not run in this process"
             ),
-            (
-                StsWiring::Remote {
-                    admin_token,
-                    watch_client,
-                },
-                _,
-            ) => {
+            (StsWiring::Remote { client }, _) => {
                 // A peer of the authorization server: as configured, else in this process.
                 let peer = |configured: &Option<String>,
                             here: fn(&RunningAuthz) -> SocketAddr,
@@ -400,15 +397,22 @@ impl Platform {
                     |a| a.admin_addr,
                     "`serve sts` needs --authz-admin-url: the authorization server's admin API, for its clients and policies",
                 )?;
+                let admin_tokens = writ_client::TokenSource::new(
+                    channel.clone(),
+                    client.clone().for_audience(
+                        ADMIN_AUDIENCE,
+                        &format!("{ADMIN_AUTHENTICATE_CLIENT_SCOPE} {ADMIN_READ_SCOPE}"),
+                    ),
+                );
                 Ok(StsPeers {
                     directory: Arc::new(writ_sts::directory::RemoteDirectory::new(
                         admin_channel,
-                        admin_token,
+                        admin_tokens,
                         REMOTE_POLICY_TTL,
-                    )?),
+                    )),
                     watch_tokens: Arc::new(writ_client::TokenSource::new(
                         channel,
-                        watch_client
+                        client
                             .clone()
                             .for_audience(REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE),
                     )),

@@ -1,0 +1,114 @@
+//! Who may call the admin API, and for what. The master admin credential may do anything; an
+//! access token this server issued for the `writ-admin` audience may do only what its
+//! `writ.admin.*` scopes name, so a standalone STS or a tool holds a narrow, expiring,
+//! revocable credential instead of the master one.
+
+use writ_token::TokenError;
+use writ_vocabulary::names::{
+    ADMIN_AUDIENCE, ADMIN_AUTHENTICATE_CLIENT_SCOPE, ADMIN_READ_SCOPE, ADMIN_REVOKE_SCOPE,
+    ADMIN_WRITE_SCOPE,
+};
+
+use crate::error::{Error, Result};
+use crate::{AuthorizationServer, MAX_TOKEN_LEN};
+
+/// What an admin call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminPermission {
+    /// `AuthenticateClient`.
+    AuthenticateClient,
+    /// Reading clients, keys and policies.
+    Read,
+    /// Changing clients, users, keys and policies.
+    Write,
+    /// `Revoke`.
+    Revoke,
+    /// Only the master credential (rotating it, and any method not listed).
+    Master,
+}
+
+impl AdminPermission {
+    /// The scope an admin token needs for it; `None` if no token may.
+    pub fn scope(self) -> Option<&'static str> {
+        match self {
+            AdminPermission::AuthenticateClient => Some(ADMIN_AUTHENTICATE_CLIENT_SCOPE),
+            AdminPermission::Read => Some(ADMIN_READ_SCOPE),
+            AdminPermission::Write => Some(ADMIN_WRITE_SCOPE),
+            AdminPermission::Revoke => Some(ADMIN_REVOKE_SCOPE),
+            AdminPermission::Master => None,
+        }
+    }
+}
+
+/// Who made an admin call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCaller {
+    /// The holder of the master admin credential.
+    Master,
+    /// A client, with an admin token.
+    Client { client_id: String },
+}
+
+impl AdminCaller {
+    /// For audit records.
+    pub fn name(&self) -> &str {
+        match self {
+            AdminCaller::Master => "admin",
+            AdminCaller::Client { client_id } => client_id,
+        }
+    }
+}
+
+impl AuthorizationServer {
+    /// Checks an admin call's bearer credential for what the call needs. A JWT (it has dots;
+    /// the master credential has none) is an admin token: issued here, for `writ-admin`, live
+    /// (no revocation of it, its grant, client or key), of a client that still exists and is
+    /// enabled, and carrying the call's scope. Anything else is the master credential.
+    pub async fn authorize_admin(
+        &self,
+        credential: &str,
+        needs: AdminPermission,
+    ) -> Result<AdminCaller> {
+        if !writ_vocabulary::looks_like_jwt(credential) {
+            self.authenticate_admin(credential)?;
+            return Ok(AdminCaller::Master);
+        }
+        let refused = |why: &'static str| {
+            tracing::warn!(target: "writ::audit", event = "admin_token_refused", reason = why);
+            Error::AdminUnauthenticated
+        };
+        if credential.len() > MAX_TOKEN_LEN {
+            return Err(refused("too_large"));
+        }
+        let token = match self.verifier.verify_off_runtime(credential, None).await {
+            Ok(t) => t,
+            Err(e @ TokenError::Overloaded) => return Err(e.into()),
+            Err(_) => return Err(refused("invalid_token")),
+        };
+        let c = &token.claims;
+        if !c.aud.iter().any(|a| a == ADMIN_AUDIENCE) {
+            return Err(refused("wrong_audience"));
+        }
+        if !self.is_live(&token)? {
+            return Err(refused("revoked"));
+        }
+        match self.client_record(&c.client_id) {
+            Ok(client) if !client.disabled => {}
+            Ok(_) | Err(Error::NotFound(_)) => return Err(refused("client_gone")),
+            Err(e) => return Err(e),
+        }
+        let granted = needs
+            .scope()
+            .is_some_and(|s| c.scope.split(' ').any(|have| have == s));
+        if !granted {
+            tracing::warn!(target: "writ::audit", event = "admin_call_forbidden", client = %c.client_id, needs = ?needs);
+            return Err(Error::AdminForbidden(match needs {
+                AdminPermission::Master => "only the admin credential may do this",
+                _ => "the admin token lacks the scope this call needs",
+            }));
+        }
+        Ok(AdminCaller::Client {
+            client_id: c.client_id.clone(),
+        })
+    }
+}
