@@ -198,6 +198,7 @@ async fn open_connections_are_bounded_per_source_on_both_listeners() {
         .connection_limits(writ_server::ConnectionLimits {
             per_source: 2,
             total: 100,
+            ..writ_server::ConnectionLimits::default()
         });
     let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -256,5 +257,87 @@ async fn open_connections_are_bounded_per_source_on_both_listeners() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    shutdown.trigger();
+}
+
+/// Issue 10, item 8: an HTTP facade closes a connection that sits idle (HTTP/1.1 keep-alive or
+/// HTTP/2) once nothing has been in flight for its idle bound, but never one whose request is
+/// still being answered.
+#[tokio::test]
+async fn idle_http_connections_are_closed_busy_ones_are_not() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let idle = Duration::from_secs(1);
+    let (shutdown, signal) = writ_server::Shutdown::new();
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                "slow"
+            }),
+        );
+    let spec = writ_server::ServiceSpec::new("idle")
+        .http(router)
+        .connection_limits(writ_server::ConnectionLimits {
+            http_idle: idle,
+            ..writ_server::ConnectionLimits::default()
+        });
+    let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = writ_server::local_addr(&http).unwrap();
+    let _running = writ_server::serve(spec, grpc, Some(http), None, signal)
+        .await
+        .unwrap();
+
+    /// Reads until the server closes the connection; how long that took (bounded).
+    async fn until_closed(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), seen),
+                Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("the connection was not closed within 10 s"),
+            }
+        }
+    }
+
+    // HTTP/1.1 keep-alive: answered, then closed about `idle` later.
+    let mut h1 = TcpStream::connect(addr).await.unwrap();
+    h1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (after, seen) = until_closed(&mut h1).await;
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    assert!(after >= idle / 2 && after < idle * 4, "{after:?}");
+
+    // HTTP/2 (prior knowledge): the preface and SETTINGS, then nothing.
+    let mut h2 = TcpStream::connect(addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let (after, _) = until_closed(&mut h2).await;
+    assert!(after < idle * 4, "{after:?}");
+
+    // A request in flight longer than the idle bound is answered.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, seen) = until_closed(&mut slow).await;
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.starts_with("HTTP/1.1 200") && seen.ends_with("slow"),
+        "{seen}"
+    );
     shutdown.trigger();
 }

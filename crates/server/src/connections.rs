@@ -3,10 +3,13 @@
 //! every connection slot (nor every file descriptor) of a service.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,6 +22,9 @@ pub struct ConnectionLimits {
     pub per_source: usize,
     /// In all, per listener (default 10,000).
     pub total: usize,
+    /// How long an HTTP connection (HTTP/1.1 keep-alive or HTTP/2) may stay open with no
+    /// request in flight before it is closed (default 60 s).
+    pub http_idle: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -26,7 +32,92 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             per_source: 512,
             total: 10_000,
+            http_idle: Duration::from_secs(60),
         }
+    }
+}
+
+/// Whether a connection is busy, and since when it has not been.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `started` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once the connection has had no request in flight for `limit`.
+    pub(crate) async fn idle_for(&self, limit: Duration) {
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let idle_ms = self
+                .now_ms()
+                .saturating_sub(self.idle_since_ms.load(Ordering::Acquire));
+            let busy = self.in_flight.load(Ordering::Acquire) > 0;
+            if !busy && idle_ms >= limit_ms {
+                return;
+            }
+            let wait = if busy { limit_ms } else { limit_ms - idle_ms };
+            tokio::time::sleep(Duration::from_millis(wait.max(50))).await;
+        }
+    }
+}
+
+/// A service that keeps its connection's [`Activity`]: a request is in flight from its call
+/// until its response (head) is ready.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracked<S> {
+    pub(crate) inner: S,
+    pub(crate) activity: Arc<Activity>,
+}
+
+impl<S, R> tower::Service<R> for Tracked<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        let done = InFlight(self.activity.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let r = response.await;
+            drop(done);
+            r
+        })
+    }
+}
+
+/// Ends a request's time in flight, however its future ends (completed or dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .idle_since_ms
+            .store(self.0.now_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -156,6 +247,7 @@ mod tests {
         let c = Connections::new(ConnectionLimits {
             per_source: 2,
             total: 3,
+            ..ConnectionLimits::default()
         });
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap_or_else(|_| unreachable!());

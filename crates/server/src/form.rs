@@ -171,15 +171,23 @@ pub struct ClientAuth {
 
 /// `client_secret_basic` or `client_secret_post`; using both is an error.
 pub fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, FormError> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| rest.trim().to_owned())
-        });
+    // An `Authorization` header that cannot be read, or names Basic without credentials, is
+    // refused, never ignored in favour of the body's credentials (found by fuzzing). Another
+    // readable scheme is not client authentication.
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| FormError::InvalidClient)?;
+            if v.trim().eq_ignore_ascii_case("basic") {
+                return Err(FormError::InvalidClient);
+            }
+            v.split_once(' ').and_then(|(scheme, rest)| {
+                scheme
+                    .eq_ignore_ascii_case("basic")
+                    .then(|| rest.trim().to_owned())
+            })
+        }
+    };
     let post_id = form.one("client_id")?;
     let post_secret = form.one("client_secret")?;
     let Some(encoded) = basic else {
@@ -277,4 +285,47 @@ pub fn cached_json(body: serde_json::Value) -> Response {
         axum::Json(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(authorization: &[u8], body: &str) -> Result<ClientAuth, FormError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        if !authorization.is_empty() {
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(authorization).unwrap(),
+            );
+        }
+        Form::parse_with_client(&headers, body.as_bytes()).map(|(_, c)| c)
+    }
+
+    /// Found by fuzzing (`tools/fuzz`, target `form`): a Basic header with bytes that are not
+    /// visible ASCII was ignored and the body's credentials used instead.
+    #[test]
+    fn an_unreadable_or_empty_basic_header_is_refused_not_ignored() {
+        let body = "grant_type=client_credentials&client_id=orders&client_secret=s";
+        assert_eq!(
+            request(b"Basic b3JkZXJz\xff\xffOnNlY3JldA==", body).unwrap_err(),
+            FormError::InvalidClient
+        );
+        assert_eq!(
+            request(b"Basic", body).unwrap_err(),
+            FormError::InvalidClient
+        );
+        // Another scheme is not client authentication: the body's credentials apply.
+        assert_eq!(request(b"Bearer x", body).unwrap().client_id, "orders");
+        let basic = request(b"Basic b3JkZXJzOnNlY3JldA==", "grant_type=x").unwrap();
+        assert_eq!(
+            (basic.client_id.as_str(), basic.client_secret.as_str()),
+            ("orders", "secret")
+        );
+    }
 }

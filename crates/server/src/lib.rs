@@ -196,7 +196,11 @@ pub async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
+        let activity = connections::Activity::new();
+        let service = TowerToHyperService::new(connections::Tracked {
+            inner: router.clone().layer(axum::Extension(Peer(peer))),
+            activity: activity.clone(),
+        });
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -206,7 +210,18 @@ pub async fn serve_http(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10));
-            match acceptor {
+            // The same stream and header bounds as the gRPC listeners, and pings so a peer
+            // that vanished is noticed.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(MAX_HEADER_LIST)
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10));
+            // A connection with nothing in flight for `http_idle` is closed (dropped: no
+            // request is cut short), whatever its protocol.
+            let ended = match acceptor {
                 Some(acceptor) => {
                     // A client that never finishes its handshake must not hold a task forever.
                     let tls =
@@ -217,21 +232,26 @@ pub async fn serve_http(
                             let conn = builder
                                 .serve_connection(TokioIo::new(tls), service)
                                 .into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                            tokio::select! {
+                                r = watcher.watch(conn) => r.err().map(|e| e.to_string()),
+                                _ = activity.idle_for(limits.http_idle) => Some("idle".into()),
                             }
                         }
-                        _ => tracing::debug!(%peer, "TLS handshake failed"),
+                        _ => Some("TLS handshake failed".into()),
                     }
                 }
                 None => {
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    tokio::select! {
+                        r = watcher.watch(conn) => r.err().map(|e| e.to_string()),
+                        _ = activity.idle_for(limits.http_idle) => Some("idle".into()),
                     }
                 }
+            };
+            if let Some(why) = ended {
+                tracing::debug!(%peer, %why, "HTTP connection ended");
             }
         });
     }

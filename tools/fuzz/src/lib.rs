@@ -312,8 +312,17 @@ pub fn form(data: &[u8]) {
         let _ = grant_type;
     }
     let _ = form.many("audience");
-    // Both methods at once is refused, so a secret came from exactly one place.
-    if headers.contains_key(http::header::AUTHORIZATION) && !client.client_secret.is_empty() {
+    // Both methods at once is refused, so a secret came from exactly one place. (Another
+    // scheme in `Authorization` is not client authentication.)
+    let basic = auth
+        .split(|b| *b == b' ')
+        .next()
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic"))
+        && auth.contains(&b' ');
+    if basic
+        && headers.contains_key(http::header::AUTHORIZATION)
+        && !client.client_secret.is_empty()
+    {
         assert!(
             form.one("client_secret").is_ok_and(|s| s.is_empty()),
             "accepted client_secret_basic and client_secret_post together"
