@@ -447,9 +447,17 @@ async fn admin_tokens_allow_only_what_their_scopes_name() {
         .await;
     assert_refused(r, Code::PermissionDenied, "insufficient_scope");
 
-    // A token of the same client for another audience is no admin token.
+    // A token of the same client for another audience is no admin token, nor is one for the
+    // admin API *and* a service (that service could replay it here).
     let other = server.issue(token_for("inventory")).await.access_token;
     let r = with(&other)
+        .list_clients(ListClientsRequest::default())
+        .await;
+    assert_refused(r, Code::Unauthenticated, "access_denied");
+    let mut both = token_for(ADMIN_AUDIENCE);
+    both.audience.push("inventory".into());
+    let both = server.issue(both).await.access_token;
+    let r = with(&both)
         .list_clients(ListClientsRequest::default())
         .await;
     assert_refused(r, Code::Unauthenticated, "access_denied");
@@ -478,6 +486,96 @@ async fn admin_tokens_allow_only_what_their_scopes_name() {
         .list_clients(ListClientsRequest::default())
         .await;
     assert_refused(r, Code::Unauthenticated, "access_denied");
+}
+
+/// `writ.admin.write` manages ordinary clients, users and keys, but not clients that hold admin
+/// scopes (it could grant itself every other admin scope, or take over the STS's client): only
+/// the master credential does. And a scope taken from a client ends its tokens' use of it at
+/// once.
+#[tokio::test]
+async fn admin_writers_cannot_mint_admin_clients_and_lost_scopes_end_at_once() {
+    use writ_vocabulary::names::*;
+    let server = TestServer::start().await;
+    let (writer, secret) = server
+        .service_client(
+            "provisioner",
+            &format!("{ADMIN_WRITE_SCOPE} {ADMIN_READ_SCOPE}"),
+            &[ADMIN_AUDIENCE],
+        )
+        .await;
+    let (peer, _) = server
+        .service_client(
+            "sts-peer",
+            ADMIN_AUTHENTICATE_CLIENT_SCOPE,
+            &[ADMIN_AUDIENCE],
+        )
+        .await;
+    let mut req = cc(&writer, &secret);
+    req.audience = vec![ADMIN_AUDIENCE.into()];
+    let token = server.issue(req).await.access_token;
+    let mut admin =
+        AdminServiceClient::with_interceptor(server.admin_channel().await, bearer(&token));
+
+    // Ordinary clients: yes.
+    admin
+        .create_client(CreateClientRequest {
+            client: Some(service_spec("orders", "inventory.read", &["inventory"])),
+        })
+        .await
+        .expect("writ.admin.write creates an ordinary client");
+    // Clients with admin scopes or the admin audience, new or existing: no.
+    for spec in [
+        service_spec("escalated", ADMIN_REVOKE_SCOPE, &["inventory"]),
+        service_spec("escalated", "inventory.read", &[ADMIN_AUDIENCE]),
+    ] {
+        let r = server
+            .assert_unchanged(admin.create_client(CreateClientRequest { client: Some(spec) }))
+            .await;
+        assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+    }
+    let r = server
+        .assert_unchanged(admin.update_client(UpdateClientRequest {
+            client: Some(service_spec("orders", ADMIN_WRITE_SCOPE, &["inventory"])),
+            update_mask: None,
+        }))
+        .await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+    let r = server
+        .assert_unchanged(admin.rotate_client_secret(RotateClientSecretRequest {
+            client_id: peer.clone(),
+            grace_seconds: 0,
+        }))
+        .await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+    let r = server
+        .assert_unchanged(admin.delete_client(DeleteClientRequest {
+            client_id: peer.clone(),
+        }))
+        .await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
+
+    // The master credential takes writ.admin.read away: the token stops reading at once.
+    admin
+        .list_clients(ListClientsRequest::default())
+        .await
+        .expect("still allowed");
+    server
+        .admin()
+        .await
+        .update_client(UpdateClientRequest {
+            client: Some(service_spec(
+                "provisioner",
+                ADMIN_WRITE_SCOPE,
+                &[ADMIN_AUDIENCE],
+            )),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["scope".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    let r = admin.list_clients(ListClientsRequest::default()).await;
+    assert_refused(r, Code::PermissionDenied, "insufficient_scope");
 }
 
 /// Every AdminService method has a deliberate permission: a method added to the proto without

@@ -873,6 +873,19 @@ async fn an_sts_in_its_own_process_uses_the_authorization_servers_admin_api() {
         "unauthorized_client",
     )
     .await;
+    // The STS's own client stopped (disabled at the authorization server): its admin token is
+    // refused, and so is its next token request, with invalid_client about *its* client. The
+    // callers are not blamed: UNAVAILABLE, every time.
+    f.server.set_disabled("orders", false).await;
+    f.server.set_disabled("sts-peer", true).await;
+    for _ in 0..3 {
+        f.refused(
+            f.request(&f.orders, &subject, &["inventory"]),
+            Code::Unavailable,
+            "temporarily_unavailable",
+        )
+        .await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

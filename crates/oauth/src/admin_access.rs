@@ -50,6 +50,11 @@ pub enum AdminCaller {
 }
 
 impl AdminCaller {
+    /// Whether it holds the master credential.
+    pub fn is_master(&self) -> bool {
+        matches!(self, AdminCaller::Master)
+    }
+
     /// For audit records.
     pub fn name(&self) -> &str {
         match self {
@@ -86,20 +91,32 @@ impl AuthorizationServer {
             Err(_) => return Err(refused("invalid_token")),
         };
         let c = &token.claims;
-        if !c.aud.iter().any(|a| a == ADMIN_AUDIENCE) {
+        // For the admin API alone: a token also addressed to a service could be replayed here
+        // by that service, or by whoever stole it there.
+        if c.aud.len() != 1 || c.aud[0] != ADMIN_AUDIENCE {
             return Err(refused("wrong_audience"));
         }
         if !self.is_live(&token)? {
             return Err(refused("revoked"));
         }
-        match self.client_record(&c.client_id) {
-            Ok(client) if !client.disabled => {}
-            Ok(_) | Err(Error::NotFound(_)) => return Err(refused("client_gone")),
+        // The client as it is now: enabled, still allowed the admin audience, not re-created
+        // since the token was issued; and the token's scopes count only while the client still
+        // has them (a scope taken away ends at once, not when the token expires).
+        let client = match self.client_record(&c.client_id) {
+            Ok(client) => client,
+            Err(Error::NotFound(_)) => return Err(refused("client_gone")),
             Err(e) => return Err(e),
+        };
+        if client.disabled
+            || c.iat < client.created_at
+            || !client.audience.iter().any(|a| a == ADMIN_AUDIENCE)
+        {
+            return Err(refused("client_changed"));
         }
+        let has = |scopes: &str, s: &str| scopes.split(' ').any(|have| have == s);
         let granted = needs
             .scope()
-            .is_some_and(|s| c.scope.split(' ').any(|have| have == s));
+            .is_some_and(|s| has(&c.scope, s) && has(&client.scope, s));
         if !granted {
             tracing::warn!(target: "writ::audit", event = "admin_call_forbidden", client = %c.client_id, needs = ?needs);
             return Err(Error::AdminForbidden(match needs {

@@ -63,14 +63,20 @@ impl Activity {
     pub(crate) async fn idle_for(&self, limit: Duration) {
         let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         loop {
+            // In flight first: a request ending between the two reads then reads as busy (its
+            // end is stored before the count drops), never as idle since long ago.
+            let busy = self.in_flight.load(Ordering::Acquire) > 0;
             let idle_ms = self
                 .now_ms()
                 .saturating_sub(self.idle_since_ms.load(Ordering::Acquire));
-            let busy = self.in_flight.load(Ordering::Acquire) > 0;
             if !busy && idle_ms >= limit_ms {
                 return;
             }
-            let wait = if busy { limit_ms } else { limit_ms - idle_ms };
+            let wait = if busy {
+                limit_ms.min(1000)
+            } else {
+                limit_ms - idle_ms
+            };
             tokio::time::sleep(Duration::from_millis(wait.max(50))).await;
         }
     }
@@ -134,6 +140,11 @@ impl Connections {
             limits,
             open: Mutex::new((0, HashMap::new())),
         })
+    }
+
+    /// How many connections are open now.
+    pub(crate) fn open(&self) -> usize {
+        self.open.lock().0
     }
 
     /// A slot for a connection from `peer`, or `None` past a bound.

@@ -174,18 +174,27 @@ pub fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, FormE
     // An `Authorization` header that cannot be read, or names Basic without credentials, is
     // refused, never ignored in favour of the body's credentials (found by fuzzing). Another
     // readable scheme is not client authentication.
-    let basic = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(v) => {
-            let v = v.to_str().map_err(|_| FormError::InvalidClient)?;
-            if v.trim().eq_ignore_ascii_case("basic") {
+    // Two `Authorization` headers are refused too: which one counts would be a guess.
+    let mut presented = headers.get_all(header::AUTHORIZATION).iter();
+    let basic = match (presented.next(), presented.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(FormError::InvalidRequest(
+                "the Authorization header is repeated",
+            ));
+        }
+        (Some(v), None) => {
+            let v = v.to_str().map_err(|_| FormError::InvalidClient)?.trim();
+            let (scheme, rest) = v
+                .split_once(|c: char| c.is_ascii_whitespace())
+                .unwrap_or((v, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                None
+            } else if rest.trim().is_empty() {
                 return Err(FormError::InvalidClient);
+            } else {
+                Some(rest.trim().to_owned())
             }
-            v.split_once(' ').and_then(|(scheme, rest)| {
-                scheme
-                    .eq_ignore_ascii_case("basic")
-                    .then(|| rest.trim().to_owned())
-            })
         }
     };
     let post_id = form.one("client_id")?;
@@ -327,5 +336,31 @@ mod tests {
             (basic.client_id.as_str(), basic.client_secret.as_str()),
             ("orders", "secret")
         );
+        assert_eq!(
+            request(b"Basic  ", body).unwrap_err(),
+            FormError::InvalidClient
+        );
+        // Any whitespace separates the scheme (a tab included).
+        let tab = request(b"Basic\tb3JkZXJzOnNlY3JldA==", "grant_type=x").unwrap();
+        assert_eq!(tab.client_secret, "secret");
+    }
+
+    #[test]
+    fn a_repeated_authorization_header_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        headers.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic b3JkZXJzOnNlY3JldA=="),
+        );
+        let body = b"grant_type=x&client_id=orders&client_secret=s";
+        assert!(matches!(
+            Form::parse_with_client(&headers, body),
+            Err(FormError::InvalidRequest(_))
+        ));
     }
 }

@@ -158,7 +158,6 @@ pub async fn serve_http(
     use hyper_util::service::TowerToHyperService;
 
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // A request (its body included) must be complete and answered within the bound: a client
     // that sends its body slowly, or never, holds nothing for longer.
     let router = router.layer(
@@ -177,7 +176,7 @@ pub async fn serve_http(
             ))
             .layer(tower::timeout::TimeoutLayer::new(HTTP_REQUEST_TIMEOUT)),
     );
-    let stop = shutdown.wait();
+    let stop = shutdown.clone().wait();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -202,7 +201,7 @@ pub async fn serve_http(
             activity: activity.clone(),
         });
         let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let mut builder = Builder::new(TokioExecutor::new());
@@ -219,8 +218,6 @@ pub async fn serve_http(
                 .max_header_list_size(MAX_HEADER_LIST)
                 .keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10));
-            // A connection with nothing in flight for `http_idle` is closed (dropped: no
-            // request is cut short), whatever its protocol.
             let ended = match acceptor {
                 Some(acceptor) => {
                     // A client that never finishes its handshake must not hold a task forever.
@@ -229,25 +226,15 @@ pub async fn serve_http(
                             .await;
                     match tls {
                         Ok(Ok(tls)) => {
-                            let conn = builder
-                                .serve_connection(TokioIo::new(tls), service)
-                                .into_owned();
-                            tokio::select! {
-                                r = watcher.watch(conn) => r.err().map(|e| e.to_string()),
-                                _ = activity.idle_for(limits.http_idle) => Some("idle".into()),
-                            }
+                            let io = TokioIo::new(tls);
+                            drive(&builder, io, service, &activity, limits.http_idle, stop).await
                         }
                         _ => Some("TLS handshake failed".into()),
                     }
                 }
                 None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    tokio::select! {
-                        r = watcher.watch(conn) => r.err().map(|e| e.to_string()),
-                        _ = activity.idle_for(limits.http_idle) => Some("idle".into()),
-                    }
+                    let io = TokioIo::new(stream);
+                    drive(&builder, io, service, &activity, limits.http_idle, stop).await
                 }
             };
             if let Some(why) = ended {
@@ -255,5 +242,40 @@ pub async fn serve_http(
             }
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    // Open connections finish what they are answering (bounded), then close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while connections.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Serves one HTTP connection until it ends. When it has had nothing in flight for `idle`, or
+/// the server stops, it is shut down gracefully (HTTP/1.1 closes between requests, HTTP/2 sends
+/// GOAWAY and finishes its streams), then given at most 5 s more.
+async fn drive<I>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    io: I,
+    service: hyper_util::service::TowerToHyperService<connections::Tracked<axum::Router>>,
+    activity: &connections::Activity,
+    idle: Duration,
+    stop: ShutdownSignal,
+) -> Option<String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let stop = stop.wait();
+    tokio::pin!(stop);
+    let why = tokio::select! {
+        r = conn.as_mut() => return r.err().map(|e| e.to_string()),
+        _ = &mut stop => "stopping",
+        _ = activity.idle_for(idle) => "idle",
+    };
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(Duration::from_secs(5), conn).await {
+        Ok(Ok(())) => Some(why.into()),
+        Ok(Err(e)) => Some(format!("{why}: {e}")),
+        Err(_) => Some(format!("{why}: cut off")),
+    }
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::{Request, Response, Status};
-use writ_oauth::{AdminPermission, AuthorizationServer, Error};
+use writ_oauth::{AdminCaller, AdminPermission, AuthorizationServer, Error};
 use writ_proto::admin::admin_service_server::AdminService;
 use writ_proto::admin::*;
 use writ_token::Algorithm;
+use writ_vocabulary::names::ADMIN_AUDIENCE;
 
 use crate::convert;
 use writ_proto::refusal::status;
@@ -92,6 +93,7 @@ where
                 .to_owned();
             match engine.authorize_admin(&credential, needs).await {
                 Ok(caller) => {
+                    tracing::info!(target: "writ::audit", event = "admin_call", caller = %caller.name(), method = %request.uri().path());
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
@@ -112,6 +114,31 @@ impl AdminGrpc {
     }
 }
 
+/// Whether a client may hold admin tokens: any `writ.admin.*` scope, or the admin audience.
+fn holds_admin(client: &writ_oauth::Client) -> bool {
+    client
+        .scope
+        .split(' ')
+        .any(|s| s.starts_with("writ.admin."))
+        || client.audience.iter().any(|a| a == ADMIN_AUDIENCE)
+}
+
+/// Clients that may hold admin tokens are created, changed, re-keyed and deleted with the master
+/// credential only: otherwise `writ.admin.write` could grant itself every other admin scope, or
+/// take over another admin client (the STS's).
+fn master_only_for<T>(request: &Request<T>, clients: &[&writ_oauth::Client]) -> Result<(), Status> {
+    let master = request
+        .extensions()
+        .get::<AdminCaller>()
+        .is_some_and(AdminCaller::is_master);
+    if !master && clients.iter().any(|c| holds_admin(c)) {
+        return Err(status(Error::AdminForbidden(
+            "only the admin credential manages clients that hold admin scopes",
+        )));
+    }
+    Ok(())
+}
+
 fn required<T>(v: Option<T>, what: &'static str) -> Result<T, Status> {
     v.ok_or_else(|| status(Error::InvalidRequest(what)))
 }
@@ -126,12 +153,12 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<CreateClientRequest>,
     ) -> Result<Response<CreateClientResponse>, Status> {
-        let spec = required(request.into_inner().client, "client is required")?;
-        let (client, secret) = self
-            .engine
-            .create_client(convert::client_spec(spec)?)
-            .await
-            .map_err(status)?;
+        let spec = convert::client_spec(required(
+            request.get_ref().client.clone(),
+            "client is required",
+        )?)?;
+        master_only_for(&request, &[&spec])?;
+        let (client, secret) = self.engine.create_client(spec).await.map_err(status)?;
         Ok(Response::new(CreateClientResponse {
             client: Some(convert::client(client)),
             client_secret: secret.unwrap_or_default(),
@@ -170,12 +197,20 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<UpdateClientRequest>,
     ) -> Result<Response<UpdateClientResponse>, Status> {
-        let r = request.into_inner();
-        let spec = required(r.client, "client is required")?;
-        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let spec = convert::client_spec(required(
+            request.get_ref().client.clone(),
+            "client is required",
+        )?)?;
+        let current = self.engine.get_client(&spec.client_id).map_err(status)?;
+        master_only_for(&request, &[&spec, &current])?;
+        let mask = request
+            .into_inner()
+            .update_mask
+            .map(|m| m.paths)
+            .unwrap_or_default();
         let client = self
             .engine
-            .update_client(convert::client_spec(spec)?, &mask)
+            .update_client(spec, &mask)
             .await
             .map_err(status)?;
         Ok(Response::new(UpdateClientResponse {
@@ -187,6 +222,11 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<DeleteClientRequest>,
     ) -> Result<Response<DeleteClientResponse>, Status> {
+        let current = self
+            .engine
+            .get_client(&request.get_ref().client_id)
+            .map_err(status)?;
+        master_only_for(&request, &[&current])?;
         self.engine
             .delete_client(&request.into_inner().client_id)
             .await
@@ -212,6 +252,11 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<RotateClientSecretRequest>,
     ) -> Result<Response<RotateClientSecretResponse>, Status> {
+        let current = self
+            .engine
+            .get_client(&request.get_ref().client_id)
+            .map_err(status)?;
+        master_only_for(&request, &[&current])?;
         let request = request.into_inner();
         let secret = self
             .engine

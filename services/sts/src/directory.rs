@@ -69,6 +69,12 @@ impl Directory for RemoteDirectory {
         secret: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // Our own token first: a failure to get one (our client's secret rotated, our
+            // client disabled) answers `invalid_client` about *our* client, and must not read as
+            // the caller's.
+            if let Err(s) = self.source.token().await {
+                return Err(self.remote_error(s));
+            }
             let mut client = self.client.clone();
             let request = AuthenticateClientRequest {
                 client_id: client_id.to_owned(),
