@@ -214,6 +214,26 @@ fn writ_up_then_the_readme_walkthrough_works() {
     let up = WritUp::start(&data);
     let banner = std::fs::read_to_string(up.logs.path().join("stdout")).unwrap();
     assert!(banner.contains("Writ is up"), "{}", up.logs());
+    // SECURITY.md item 36: no documented command puts a secret on the command line (where every
+    // user of the machine can read it), neither in what `writ up` prints nor in the docs.
+    let root = writ_tests::workspace_root();
+    for (name, text) in [
+        ("the banner", banner.clone()),
+        (
+            "README.md",
+            std::fs::read_to_string(root.join("README.md")).unwrap(),
+        ),
+        (
+            "ARCHITECTURE.md",
+            std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap(),
+        ),
+    ] {
+        let found = secrets_on_command_lines(&text);
+        assert!(
+            found.is_empty(),
+            "{name} puts secrets on command lines: {found:?}"
+        );
+    }
     assert_eq!(up.issuer, up.http, "the default issuer is the HTTP facade");
 
     #[cfg(unix)]
@@ -705,4 +725,53 @@ fn signing_keys_are_sealed_under_a_key_outside_the_store() {
     );
     assert_eq!(kids(&up), before, "the same signing keys");
     assert!(!kek.exists(), "no new key was made in the data directory");
+}
+
+/// Secret-bearing flags followed by a value in `text`.
+fn secrets_on_command_lines(text: &str) -> Vec<String> {
+    const FLAGS: [&str; 6] = [
+        "--client-secret",
+        "--password",
+        "--admin-token",
+        "--sts-client-secret",
+        "--key-encryption-key",
+        "--subject-token",
+    ];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut found = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let w = w.trim_matches(|c| c == '`' || c == '(' || c == ')');
+        for flag in FLAGS {
+            let valued = match w.strip_prefix(flag) {
+                Some(rest) if rest.starts_with('=') => true,
+                Some("") => words
+                    .get(i + 1)
+                    .is_some_and(|next| !next.starts_with('-') && !next.starts_with('`')),
+                _ => false,
+            };
+            if valued {
+                found.push(words[i..(i + 2).min(words.len())].join(" "));
+            }
+        }
+        // curl's `-u user:password`.
+        if w == "-u" && words.get(i + 1).is_some_and(|next| next.contains(':')) {
+            found.push(words[i..i + 2].join(" "));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_secret_flag_check_finds_what_it_should() {
+    assert_eq!(
+        secrets_on_command_lines("writ token --client-id demo --client-secret s3cret"),
+        vec!["--client-secret s3cret"]
+    );
+    assert_eq!(secrets_on_command_lines("--admin-token=x").len(), 1);
+    assert_eq!(
+        secrets_on_command_lines("curl -u orders:$SECRET https://x").len(),
+        1
+    );
+    assert!(secrets_on_command_lines("`--key-encryption-key-file PATH` or WRIT_X").is_empty());
+    assert!(secrets_on_command_lines("export WRIT_CLIENT_SECRET=...").is_empty());
 }

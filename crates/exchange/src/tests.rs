@@ -596,3 +596,47 @@ async fn malformed_requests_are_refused_before_any_token_is_looked_at() {
     let r = w.request("billing", &subject, &["inventory"]);
     refused(w.sts.exchange(r).await, "unauthorized_client", None);
 }
+
+/// SECURITY.md item 22: nested `act` entries are history and grant nothing. A token that
+/// `orders` delegated to `inventory` carries `act: orders`; when `inventory` exchanges it, only
+/// `inventory`'s own policy counts (not `orders`'s wider one, not its impersonation right), and
+/// the new `act` names `inventory` with the history nested below.
+#[tokio::test]
+async fn nested_act_is_history_and_grants_nothing() {
+    let w = world().await;
+    let subject = w.jwt(&w.claims("frontend", &["orders"], "read write"));
+    let hop = w
+        .exchange("orders", &subject, &["inventory"])
+        .await
+        .unwrap();
+    // From now on `orders` may reach more, and impersonate.
+    w.set_policy(ExchangePolicy {
+        allow_impersonation: true,
+        ..policy("p-orders", "orders", &["inventory", "billing", "shipping"])
+    });
+    let held = w.verify_issued(&hop.access_token, "inventory");
+    assert_eq!(held.claims.act.as_ref().unwrap().sub, "orders");
+
+    // `orders` may reach shipping; `inventory` may not, history or not.
+    let r = w
+        .exchange("inventory", &hop.access_token, &["shipping"])
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    // Nor does `orders`'s impersonation right pass to `inventory` through the chain.
+    let r = w
+        .exchange("inventory", &hop.access_token, &["billing"])
+        .await
+        .unwrap();
+    let v = w.verify_issued(&r.access_token, "billing");
+    let act = v.claims.act.expect("delegation, never impersonation");
+    assert_eq!(
+        (act.sub.as_str(), act.client_id.as_deref()),
+        ("inventory", Some("inventory"))
+    );
+    assert_eq!(
+        act.act.as_ref().unwrap().sub,
+        "orders",
+        "history nested below"
+    );
+    assert_eq!(v.claims.sub, "alice");
+}

@@ -454,6 +454,8 @@ fn bearer(authorization: Option<&[u8]>) -> Result<&str, GuardError> {
 
 #[cfg(test)]
 mod biscuit_cache_tests;
+#[cfg(test)]
+mod default_tests;
 
 #[cfg(test)]
 mod tests {

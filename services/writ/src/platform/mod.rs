@@ -579,7 +579,8 @@ pub fn print_banner(p: &Platform) {
         println!(
             "\nGet a first token, from another terminal:
   writ admin client create --id demo --scope demo.read --audience demo
-  writ token --client-id demo --client-secret <the client_secret printed above>\n"
+  export WRIT_CLIENT_SECRET=...   # the client_secret it printed
+  writ token --client-id demo\n"
         );
     }
 }

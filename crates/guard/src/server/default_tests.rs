@@ -1,0 +1,69 @@
+//! A guard built with the defaults fails closed while its revocation feed cannot vouch for its
+//! answer (SECURITY.md item 30): nothing has to be set for that.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use writ_proto::revocation::{SnapshotBegin, SnapshotEnd, WatchResponse, watch_response::Event};
+use writ_revocation_client::RevocationSet;
+use writ_token::{
+    AccessClaims, Algorithm, FixedKeys, KeySet, ManualClock, SigningKey, TrustedIssuer,
+    encode_access_token,
+};
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000;
+const ISSUER: &str = "https://as.example";
+const GET: &str = "/writ.demo.v1.InventoryService/GetStock";
+
+#[tokio::test]
+async fn the_default_guard_fails_closed_until_its_feed_vouches() {
+    let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+    let mut keys = KeySet::new();
+    keys.insert_jwt(key.verification_key());
+    let set = Arc::new(RevocationSet::new());
+    // Only the required arguments: every choice about revocations is the default one.
+    let mut config = GuardConfig::new(
+        "inventory",
+        vec![TrustedIssuer::new(ISSUER, Arc::new(FixedKeys::new(keys)))],
+        MethodPolicy::new().method(GET, Rule::scopes(&["inventory.read"])),
+        set.clone(),
+    );
+    config.clock = Arc::new(ManualClock::new(NOW));
+    let guard = Guard::new(config);
+    let claims = AccessClaims {
+        iss: ISSUER.into(),
+        sub: "alice".into(),
+        aud: vec!["inventory".into()],
+        iat: NOW,
+        nbf: None,
+        exp: NOW + 300,
+        jti: "t1".into(),
+        client_id: "orders".into(),
+        scope: "inventory.read".into(),
+        gid: None,
+        act: None,
+        may_act: None,
+    };
+    let header = format!("Bearer {}", encode_access_token(&key, &claims).unwrap());
+    let call = || guard.check(GET, Some(header.as_bytes()));
+
+    // Never synced: refused, not waved through.
+    assert!(matches!(
+        call().await,
+        Err(GuardError::RevocationFeedStale(_))
+    ));
+    // Once the feed has delivered its snapshot, the same call passes.
+    for event in [
+        Event::SnapshotBegin(SnapshotBegin {
+            sequence: 0,
+            entry_count: 0,
+        }),
+        Event::SnapshotEnd(SnapshotEnd { sequence: 0 }),
+    ] {
+        set.apply(&WatchResponse { event: Some(event) }).unwrap();
+    }
+    assert!(call().await.unwrap().is_some());
+}
