@@ -1572,3 +1572,159 @@ async fn watch_streams_are_capped_per_caller_and_a_huge_header_leaves_the_connec
         .await
         .expect("the connection survived");
 }
+
+/// Issue 11: a watcher given several replicas of one revocation log fails over when the one it
+/// follows dies, resuming from its cursor on another: within a second, with no gap and no
+/// duplicate, while revocations keep being written.
+#[tokio::test]
+async fn a_watcher_fails_over_between_replicas_without_gap_or_duplicate() {
+    let server = TestServer::start().await;
+    let log = server.revocation_log.clone();
+    let engine = server.engine.clone();
+    let issuer = writ_token::TrustedIssuer::new(
+        engine.config().issuer.clone(),
+        Arc::new(writ_trust::LocalKeys(move || engine.trusted_keys())),
+    );
+    // Two replicas of the same log (plain TCP), each with its own switch.
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let (stop, signal) = writ_server::Shutdown::new();
+        let listener = writ_server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let running = writ_revocation::start(
+            log.clone(),
+            vec![issuer.clone()],
+            writ_token::system_clock(),
+            revocation_config(),
+            listener,
+            None,
+            signal,
+        )
+        .await
+        .unwrap();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+                .unwrap()
+                .connect_lazy();
+        replicas.push((stop, running, channel));
+    }
+    let token = server.watch_token().await;
+    let set = Arc::new(RevocationSet::new());
+    let _watcher = writ_revocation_client::Watcher::spawn_failover(
+        replicas.iter().map(|r| r.2.clone()).collect(),
+        Arc::new(writ_client::StaticBearer::new(&token).unwrap()),
+        set.clone(),
+        writ_revocation_client::WatchConfig {
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+
+    // A writer appends one revocation every 5 ms until told to stop.
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = {
+        let (log, written) = (log.clone(), written.clone());
+        tokio::spawn(async move {
+            let now = writ_token::system_clock().now();
+            for i in 0..10_000u64 {
+                if done_rx.try_recv().is_ok() {
+                    break;
+                }
+                let e = entry(
+                    RevocationKind::TokenId,
+                    &format!("failover-{i}"),
+                    now + 3600,
+                );
+                let e = writ_proto::convert::revocation_entry(e, now).unwrap();
+                log.append(&[e], now).await.unwrap();
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the watcher follows the first replica",
+        || set.len() >= 20,
+    )
+    .await;
+
+    // The first replica dies; events must flow from the second within a second.
+    let (stop, running, _) = replicas.remove(0);
+    let before = set.cursor();
+    let killed = Instant::now();
+    stop.trigger();
+    drop(running);
+    eventually(
+        Duration::from_secs(5),
+        "events flow from the other replica",
+        || set.cursor() > before + 5,
+    )
+    .await;
+    let failover = killed.elapsed();
+    eprintln!("failover: {failover:?}");
+    assert!(
+        failover < Duration::from_secs(1),
+        "failover took {failover:?}"
+    );
+
+    // Stop writing; the watcher ends with exactly what was written, each applied once.
+    let _ = done_tx.send(());
+    writer.await.unwrap();
+    let head = log.head();
+    eventually(Duration::from_secs(10), "the watcher catches up", || {
+        set.cursor() == head
+    })
+    .await;
+    let n = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(set.len() as u64, n, "every revocation, once");
+    assert_eq!(set.applied(), n, "no event applied twice");
+    replicas[0].0.trigger();
+}
+
+/// Issue 11: a replica that accepts connections but never answers (hung, not dead) is left
+/// after the watcher's silence bound, for one that answers.
+#[tokio::test]
+async fn a_watcher_leaves_a_silent_replica() {
+    let server = TestServer::start().await;
+    // Accepts TCP, says nothing, ever.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            open.push(s);
+        }
+    });
+    let silent = tonic::transport::Endpoint::from_shared(format!("http://{hung_addr}"))
+        .unwrap()
+        .connect_lazy();
+    let token = server.watch_token().await;
+    let set = Arc::new(RevocationSet::new());
+    let started = Instant::now();
+    let _watcher = writ_revocation_client::Watcher::spawn_failover(
+        vec![silent, server.revocation_channel().await],
+        Arc::new(writ_client::StaticBearer::new(&token).unwrap()),
+        set.clone(),
+        writ_revocation_client::WatchConfig {
+            backoff_min: Duration::from_millis(20),
+            // Above the service's checkpoint interval (1 s), or a live stream reads as silent.
+            silence: Duration::from_millis(1500),
+            ..Default::default()
+        },
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the watcher syncs from the live replica",
+        || set.staleness().is_some(),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}

@@ -78,7 +78,7 @@ pub struct GuardBuilder {
     authorization_server: Option<Channel>,
     sts: Option<Channel>,
     issuers: Vec<TrustedIssuer>,
-    feed: Option<(Channel, ClientCredentials)>,
+    feed: Option<(Vec<Channel>, ClientCredentials)>,
     unchecked: bool,
     max_staleness: Duration,
     fail_open: bool,
@@ -151,8 +151,18 @@ impl GuardBuilder {
     /// server issues to `credentials` (a client allowed `writ.revocation.watch` for the
     /// audience `writ-revocation`). Calls fail closed (UNAVAILABLE) while the feed is staler
     /// than 30 s.
-    pub fn revocation_feed(mut self, channel: Channel, credentials: ClientCredentials) -> Self {
-        self.feed = Some((channel, credentials));
+    pub fn revocation_feed(self, channel: Channel, credentials: ClientCredentials) -> Self {
+        self.revocation_feeds(vec![channel], credentials)
+    }
+
+    /// [`GuardBuilder::revocation_feed`] over several replicas of the revocation service: the
+    /// watcher fails over between them, resuming from its cursor (no gap, no duplicate).
+    pub fn revocation_feeds(
+        mut self,
+        channels: Vec<Channel>,
+        credentials: ClientCredentials,
+    ) -> Self {
+        self.feed = Some((channels, credentials));
         self
     }
 
@@ -239,7 +249,7 @@ impl GuardBuilder {
             return Err(BuildError::NoIssuer);
         }
         let (revocations, upkeep) = match (self.feed, self.unchecked) {
-            (Some((channel, credentials)), _) => {
+            (Some((channels, credentials)), _) => {
                 let authz = self
                     .authorization_server
                     .ok_or(BuildError::FeedNeedsAuthorizationServer)?;
@@ -248,7 +258,8 @@ impl GuardBuilder {
                     credentials.for_audience(REVOCATION_AUDIENCE, REVOCATION_WATCH_SCOPE),
                 );
                 let set = Arc::new(RevocationSet::new());
-                let watcher = Watcher::spawn(channel, Arc::new(tokens), set.clone(), self.watch);
+                let watcher =
+                    Watcher::spawn_failover(channels, Arc::new(tokens), set.clone(), self.watch);
                 let check = Arc::new(RevocationFeed::new(set.clone(), self.max_staleness));
                 (
                     Revocations::Checked {

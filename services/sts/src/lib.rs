@@ -51,7 +51,8 @@ pub struct Options {
     /// The issuers whose tokens are accepted, besides the STS itself.
     pub issuers: Vec<TrustedIssuer>,
     /// A channel to the revocation service, and what to watch it with.
-    pub revocation: Channel,
+    /// The revocation service's replicas: the feed fails over between them.
+    pub revocation: Vec<Channel>,
     pub watch_tokens: Arc<dyn BearerSource>,
     pub watch: WatchConfig,
     /// Past this staleness of the feed, every exchange is refused.
@@ -145,7 +146,7 @@ pub async fn start(
     shutdown: ShutdownSignal,
 ) -> Result<Running, StsError> {
     let revocations = Arc::new(RevocationSet::new());
-    let watcher = Watcher::spawn(
+    let watcher = Watcher::spawn_failover(
         options.revocation,
         options.watch_tokens,
         revocations.clone(),

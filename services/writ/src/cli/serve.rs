@@ -41,7 +41,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WRIT_STS_HTTP_PORT", default_value_t = 7411)]
     pub sts_http_port: u16,
     /// `serve authz` and `serve sts`: the revocation service to publish revocations to, or to
-    /// follow (`up` uses its own).
+    /// follow (`up` uses its own). Replicas of one log, comma-separated: watchers fail over
+    /// between them and resume from their cursor; a publisher's calls go to one that answers.
     #[arg(long, env = "WRIT_REVOCATION_URL")]
     pub revocation_url: Option<String>,
     /// `serve revocation` and `serve sts`: the authorization server whose tokens callers present

@@ -166,6 +166,43 @@ impl Platform {
         Ok(writ_server::endpoint(url, self.peer_ca.as_deref())?)
     }
 
+    /// The revocation service's replicas (`revocation_url`, comma-separated): one lazily
+    /// connecting channel each, for watchers that fail over between them.
+    fn revocation_channels(&self) -> anyhow::Result<Option<Vec<tonic::transport::Channel>>> {
+        let Some(urls) = &self.config.revocation_url else {
+            return Ok(None);
+        };
+        let channels = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| Ok(self.endpoint(u)?.connect_lazy()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!channels.is_empty(), "--revocation-url names no URL");
+        Ok(Some(channels))
+    }
+
+    /// One channel balanced over the revocation service's replicas (unary calls: a publisher's
+    /// `Revoke` goes to one that answers).
+    fn revocation_balanced(&self) -> anyhow::Result<Option<tonic::transport::Channel>> {
+        let Some(urls) = &self.config.revocation_url else {
+            return Ok(None);
+        };
+        let endpoints = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| self.endpoint(u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(match endpoints.len() {
+            0 => anyhow::bail!("--revocation-url names no URL"),
+            1 => endpoints.into_iter().next().map(|e| e.connect_lazy()),
+            _ => Some(tonic::transport::Channel::balance_list(
+                endpoints.into_iter(),
+            )),
+        })
+    }
+
     async fn start_authz(&mut self, settings: &AuthzSettings) -> anyhow::Result<()> {
         let grpc = writ_server::bind(settings.grpc).await?;
         let http = writ_server::bind(settings.http).await?;
@@ -194,17 +231,14 @@ impl Platform {
             tracing::info!(path = %dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
         }
         let engine = Arc::new(engine);
-        let revocation = match &self.config.revocation_url {
-            Some(url) => Some(self.endpoint(url)?.connect_lazy()),
-            None => None,
-        };
+        let revocation = self.revocation_balanced()?;
         // Introspection sees every producer's revocations: the log itself when it runs in this
         // process (wired once it starts), else the feed, watched with the server's own tokens.
-        let watcher = match (&revocation, &self.config.revocation) {
-            (Some(channel), None) => {
+        let watcher = match (self.revocation_channels()?, &self.config.revocation) {
+            (Some(channels), None) => {
                 let set = Arc::new(writ_revocation_client::RevocationSet::new());
-                let watcher = writ_revocation_client::Watcher::spawn(
-                    channel.clone(),
+                let watcher = writ_revocation_client::Watcher::spawn_failover(
+                    channels,
                     Arc::new(in_process::EngineTokens(engine.clone())),
                     set.clone(),
                     writ_revocation_client::WatchConfig::default(),
@@ -310,10 +344,9 @@ impl Platform {
         if exchange.issuer.is_empty() {
             exchange.issuer = self.url(writ_server::local_addr(&http)?);
         }
-        let revocation_url = self.config.revocation_url.as_deref().context(
+        let revocation = self.revocation_channels()?.context(
             "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
         )?;
-        let revocation = self.endpoint(revocation_url)?.connect_lazy();
 
         let authority = self.authorization_server_issuer("`serve sts`").await?;
         let wired = self.sts_wiring(&settings.wiring)?;
