@@ -12,6 +12,9 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("the storage flusher has stopped")]
     FlusherStopped,
+    /// The database cannot be reached or did not answer in time (a networked backend): retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<sled::Error> for StoreError {

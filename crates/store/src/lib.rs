@@ -4,6 +4,7 @@
 //! Writes become visible at once and durable after [`Store::durable`] resolves; a caller that
 //! tells a client "done" awaits it first. Concurrent callers share one flush (group commit).
 
+pub mod conformance;
 mod error;
 mod record;
 mod sled_store;
@@ -68,6 +69,12 @@ impl Tree {
         }
     }
 
+    /// The tree's number in a networked backend's table (its position in [`Tree::ALL`]): part
+    /// of the stored format, like the names, so trees are only ever added at the end.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -126,6 +133,36 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Entries, StoreError>;
     /// Number of entries in a tree.
     fn len(&self, tree: Tree) -> Result<usize, StoreError>;
+    /// Resolves once every write made before the call is on stable storage.
+    fn durable(&self) -> Durable<'_>;
+}
+
+/// A future of a store operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// [`Store`] as a networked backend needs it: every operation may wait (on PostgreSQL, a round
+/// trip). The same semantics, checked by one suite ([`conformance`]) for every backend: sled
+/// answers at once, PostgreSQL (`writ-store-postgres`) over the network. The engines move to it
+/// from [`Store`] next.
+pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
+    fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>>;
+    fn insert<'a>(&'a self, tree: Tree, key: &'a [u8], value: Vec<u8>) -> StoreFuture<'a, ()>;
+    fn remove<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, ()>;
+    /// Applies `batch` atomically. `Ok(false)`: an expectation failed and nothing was written.
+    /// Race-free across every process sharing the store: of concurrent batches expecting the
+    /// same value, at most one applies.
+    fn commit(&self, tree: Tree, batch: Batch) -> StoreFuture<'_, bool>;
+    /// Up to `limit` entries whose key starts with `prefix`, in key (byte) order, after
+    /// `start_after`.
+    fn scan<'a>(
+        &'a self,
+        tree: Tree,
+        prefix: &'a [u8],
+        start_after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> StoreFuture<'a, Entries>;
+    /// Number of entries in a tree.
+    fn len(&self, tree: Tree) -> StoreFuture<'_, usize>;
     /// Resolves once every write made before the call is on stable storage.
     fn durable(&self) -> Durable<'_>;
 }
