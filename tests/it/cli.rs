@@ -41,6 +41,7 @@ fn up_command(data_dir: &Path) -> Command {
     ] {
         cmd.args([port, "0"]);
     }
+    cmd.args(["--ops-listen", "127.0.0.1:0"]);
     cmd.arg("--data-dir").arg(data_dir);
     cmd
 }
@@ -60,6 +61,8 @@ struct WritUp {
     http: String,
     admin: String,
     issuer: String,
+    /// The operations endpoint (`/metrics`, `/livez`, `/readyz`), plain HTTP.
+    ops: String,
 }
 
 impl WritUp {
@@ -88,6 +91,7 @@ impl WritUp {
             http: String::new(),
             admin: String::new(),
             issuer: String::new(),
+            ops: String::new(),
         };
         // A previous process on this directory left its own endpoints.json: wait for ours.
         let pid = u64::from(up.child.id());
@@ -107,6 +111,7 @@ impl WritUp {
                 up.http = e["authz_http"].as_str().unwrap().to_owned();
                 up.admin = e["authz_admin"].as_str().unwrap().to_owned();
                 up.issuer = e["issuer"].as_str().unwrap().to_owned();
+                up.ops = e["ops"].as_str().unwrap_or_default().to_owned();
                 assert!(up.grpc.starts_with("https://127.0.0.1:"), "{e}");
                 assert!(up.http.starts_with("https://127.0.0.1:"), "{e}");
                 return up;
@@ -774,4 +779,94 @@ fn the_secret_flag_check_finds_what_it_should() {
     );
     assert!(secrets_on_command_lines("`--key-encryption-key-file PATH` or WRIT_X").is_empty());
     assert!(secrets_on_command_lines("export WRIT_CLIENT_SECRET=...").is_empty());
+}
+
+/// A plain HTTP/1.1 GET (the operations endpoint has no TLS): status and body, bounded.
+fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap();
+    let path = &url[url.find(addr).unwrap() + addr.len()..];
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Issue 11: `writ up` serves `/livez`, `/readyz` (ready once every service is: its stores
+/// answer, the STS's feed has synced) and `/metrics`, where a token issued and one refused
+/// through the CLI are counted, with the grant type and the RFC error code as labels.
+#[test]
+fn writ_up_serves_metrics_liveness_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(&dir.path().join("writ-data"));
+    assert!(up.ops.starts_with("http://127.0.0.1:"), "{}", up.ops);
+    assert_eq!(http_get(&format!("{}/livez", up.ops)).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http_get(&format!("{}/readyz", up.ops));
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let created = up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "metered",
+        "--scope",
+        "m.read",
+        "--audience",
+        "m",
+    ]);
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let before = http_get(&format!("{}/metrics", up.ops)).1;
+    let mut good = writ_command(&["token", "--client-id", "metered"]);
+    good.env("WRIT_SERVER", &up.grpc)
+        .env("WRIT_DATA_DIR", &up.data_dir)
+        .env("WRIT_CLIENT_SECRET", &secret);
+    run_bounded(&mut good, None, COMMAND).ok();
+    let mut bad = writ_command(&["token", "--client-id", "metered"]);
+    bad.env("WRIT_SERVER", &up.grpc)
+        .env("WRIT_DATA_DIR", &up.data_dir)
+        .env("WRIT_CLIENT_SECRET", "wrong");
+    let refused = run_bounded(&mut bad, None, COMMAND);
+    assert_ne!(refused.code(), Some(0));
+    let (status, after) = http_get(&format!("{}/metrics", up.ops));
+    assert_eq!(status, 200);
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let issued = r#"writ_tokens_issued_total{grant_type="client_credentials"}"#;
+    let refused = r#"writ_tokens_refused_total{error="invalid_client"}"#;
+    assert_eq!(count(&after, issued), count(&before, issued) + 1, "{after}");
+    assert_eq!(
+        count(&after, refused),
+        count(&before, refused) + 1,
+        "{after}"
+    );
+    assert!(
+        after.contains("writ_store_operation_seconds_bucket"),
+        "{after}"
+    );
+    assert!(after.contains(r#"writ_revocation_feed_staleness_seconds{follower="sts"}"#));
+    assert!(after.ends_with("# EOF\n"));
 }

@@ -481,3 +481,67 @@ async fn unfinished_request_headers_are_cut_off() {
     );
     shutdown.trigger();
 }
+
+/// Issue 11: `/readyz` fails (503, naming the failed check and why) while any readiness check
+/// fails, and passes once they all do; `/livez` stays up throughout; `/metrics` is OpenMetrics.
+#[tokio::test]
+async fn readiness_follows_its_checks_and_liveness_stays_up() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.read_to_string(&mut response),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    let database_up = std::sync::Arc::new(AtomicBool::new(false));
+    let readiness = writ_server::ops::Readiness::default();
+    readiness.add("always", || async { Ok(()) });
+    {
+        let up = database_up.clone();
+        readiness.add("database", move || {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("unreachable".to_owned())
+                }
+            }
+        });
+    }
+    let (shutdown, signal) = writ_server::Shutdown::new();
+    let listener = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = writ_server::local_addr(&listener).unwrap();
+    tokio::spawn(writ_server::ops::serve_ops(listener, readiness, signal));
+
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "database: unreachable\n"));
+    assert_eq!(get(addr, "/livez").await.0, 200);
+    database_up.store(true, Ordering::SeqCst);
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    let (status, metrics) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    shutdown.trigger();
+}

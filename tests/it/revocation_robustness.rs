@@ -190,6 +190,7 @@ impl Service {
                 .args(["--revocation-min-entry-lifetime", "0"])
                 // The STS is not under test here: any free ports.
                 .args(["--sts-port", "0", "--sts-http-port", "0"])
+                .args(["--ops-listen", "127.0.0.1:0"])
                 .env("WRIT_LOG", "warn")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())

@@ -36,9 +36,20 @@ impl AuthorizationServer {
         let source = source.as_slice();
         if let Some(wait) = self.throttle.locked(source, self.now()) {
             tracing::warn!(target: "writ::audit", event = "token_refused", reason = "throttled", retry_after = wait);
+            writ_metrics::global().token_refused(Error::Throttled(wait).oauth_code());
             return Err(Error::Throttled(wait));
         }
         let result = self.grant(&req).await;
+        match &result {
+            // Labels from closed sets only: the grant types Writ serves, the RFC error codes.
+            Ok(_) => writ_metrics::global().token_issued(match req.grant_type.as_str() {
+                grant_type::CLIENT_CREDENTIALS => grant_type::CLIENT_CREDENTIALS,
+                grant_type::REFRESH_TOKEN => grant_type::REFRESH_TOKEN,
+                grant_type::PASSWORD => grant_type::PASSWORD,
+                _ => "other",
+            }),
+            Err(e) => writ_metrics::global().token_refused(e.oauth_code()),
+        }
         if matches!(result, Err(Error::InvalidClient))
             || matches!(&result, Err(Error::InvalidGrant(m)) if *m == crate::users::BAD_CREDENTIALS)
         {

@@ -6,6 +6,7 @@
 mod connections;
 pub mod form;
 pub mod logging;
+pub mod ops;
 
 pub use connections::ConnectionLimits;
 mod service;

@@ -156,9 +156,17 @@ fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<Ato
     }
 }
 
+/// Times `f` as storage operation `op` (`writ_store_operation_seconds`).
+fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let r = f();
+    writ_metrics::global().store_operation(op, started.elapsed());
+    r
+}
+
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
+        timed("get", || Ok(self.tree(tree).get(key)?.map(|v| v.to_vec())))
     }
 
     fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
@@ -172,6 +180,44 @@ impl Store for SledStore {
     }
 
     fn commit(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
+        timed("commit", || self.commit_now(tree, batch))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        timed("scan", || self.scan_now(tree, prefix, start_after, limit))
+    }
+
+    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
+        Ok(self.tree(tree).len())
+    }
+
+    fn durable(&self) -> Durable<'_> {
+        let (tx, rx) = oneshot::channel();
+        let sent = match &self.flusher {
+            Some(f) => f.requests.send(tx).map_err(|_| ()),
+            None => Err(()),
+        };
+        let started = std::time::Instant::now();
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::FlusherStopped)?;
+            let r = rx
+                .await
+                .map_err(|_| StoreError::FlusherStopped)?
+                .map_err(StoreError::Io);
+            writ_metrics::global().store_operation("durable", started.elapsed());
+            r
+        })
+    }
+}
+
+impl SledStore {
+    fn commit_now(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         let result = self.tree(tree).transaction(|tx| {
             for (key, expected) in &batch.expect {
@@ -199,7 +245,7 @@ impl Store for SledStore {
         }
     }
 
-    fn scan(
+    fn scan_now(
         &self,
         tree: Tree,
         prefix: &[u8],
@@ -220,24 +266,6 @@ impl Store for SledStore {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
-    }
-
-    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
-        Ok(self.tree(tree).len())
-    }
-
-    fn durable(&self) -> Durable<'_> {
-        let (tx, rx) = oneshot::channel();
-        let sent = match &self.flusher {
-            Some(f) => f.requests.send(tx).map_err(|_| ()),
-            None => Err(()),
-        };
-        Box::pin(async move {
-            sent.map_err(|_| StoreError::FlusherStopped)?;
-            rx.await
-                .map_err(|_| StoreError::FlusherStopped)?
-                .map_err(StoreError::Io)
-        })
     }
 }
 

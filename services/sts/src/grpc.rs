@@ -32,7 +32,6 @@ impl SecurityTokenService for StsGrpc {
         let r = request.into_inner();
         let resp = self
             .sts
-            .engine
             .exchange(writ_exchange::ExchangeRequest {
                 grant_type: r.grant_type,
                 client_id: r.client_id,

@@ -48,7 +48,7 @@ async fn token(
         actor_token: form.one("actor_token")?,
         actor_token_type: form.one("actor_token_type")?,
     };
-    let r = sts.engine.exchange(req).await?;
+    let r = sts.exchange(req).await?;
     let body = json!({
         "access_token": r.access_token,
         "issued_token_type": r.issued_token_type,

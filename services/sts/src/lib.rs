@@ -103,6 +103,22 @@ pub struct Sts {
 }
 
 impl Sts {
+    /// An exchange, counted by outcome (`writ_exchanges_total`): the one path both transports
+    /// take.
+    pub async fn exchange(
+        &self,
+        request: writ_exchange::ExchangeRequest,
+    ) -> Result<writ_exchange::ExchangeResponse, writ_exchange::ExchangeError> {
+        let result = self.engine.exchange(request).await;
+        writ_metrics::global().exchange(match &result {
+            Ok(_) => "issued",
+            Err(e) => e.oauth_code(),
+        });
+        result
+    }
+}
+
+impl Sts {
     /// JWT keys and Biscuit root keys to publish now (with each retired root key's end of life).
     pub fn published_keys(&self) -> writ_proto::convert::PublishedKeys {
         let now = self.clock.now();

@@ -20,8 +20,10 @@ impl tonic::service::Interceptor for GuardInterceptor {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
+        let started = std::time::Instant::now();
         let decision = self.guard.decide_without_waiting(&self.rule, authorization);
-        self.guard.audit(None, &decision);
+        self.guard
+            .audit(None, authorization, started.elapsed(), &decision);
         if let Some(v) = decision? {
             request.extensions_mut().insert(v.principal.clone());
             request.extensions_mut().insert(v.bearer.clone());

@@ -174,18 +174,32 @@ impl Guard {
         method: &str,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
+        let started = std::time::Instant::now();
         let rule = self.0.policy.rule(method);
         let outcome = self.decide(rule, Some(method), authorization).await;
-        self.audit(Some(method), &outcome);
+        self.audit(Some(method), authorization, started.elapsed(), &outcome);
         outcome
     }
 
-    /// The audit event for a decision: refusals at WARN, grants at DEBUG (one per call).
+    /// The audit event for a decision: refusals at WARN, grants at DEBUG (one per call); and
+    /// its metrics (outcome, and the time taken by the token's form).
     pub(crate) fn audit(
         &self,
         method: Option<&str>,
+        authorization: Option<&[u8]>,
+        took: std::time::Duration,
         outcome: &Result<Option<Arc<Verified>>, GuardError>,
     ) {
+        let format = match authorization {
+            None => "none",
+            Some(h) if h.contains(&b'.') => "jwt",
+            Some(_) => "biscuit",
+        };
+        let label = match outcome {
+            Ok(_) => "allowed",
+            Err(e) => e.reason(),
+        };
+        writ_metrics::global().guard_decided(label, format, took);
         let method = method.unwrap_or("*");
         match outcome {
             Ok(Some(v)) => tracing::debug!(

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Address the admin API listens on: loopback unless you mean to reach it from elsewhere.
     #[arg(long, env = "WRIT_ADMIN_LISTEN", default_value = "127.0.0.1")]
     pub admin_listen: IpAddr,
+    /// Operations endpoint (plain HTTP: `/metrics`, `/livez`, `/readyz`), or "off". Loopback by
+    /// default: it takes no input and carries no secret, but says a lot about the platform.
+    #[arg(long, env = "WRIT_OPS_LISTEN", default_value = "127.0.0.1:7490")]
+    pub ops_listen: String,
     /// Revocation service gRPC port (0 picks a free one).
     #[arg(long, env = "WRIT_REVOCATION_PORT", default_value_t = 7420)]
     pub revocation_port: u16,
@@ -204,6 +208,13 @@ impl ServeArgs {
                 }
             },
             peer_ca: self.peer_ca.clone(),
+            ops: match self.ops_listen.as_str() {
+                "off" => None,
+                addr => Some(
+                    addr.parse()
+                        .context("--ops-listen takes ADDRESS:PORT, or off")?,
+                ),
+            },
             authz: runs(ServiceName::Authz).then(|| AuthzSettings {
                 grpc: at(self.authz_port),
                 http: at(self.authz_http_port),

@@ -34,6 +34,8 @@ pub struct PlatformConfig {
     pub revocation_url: Option<String>,
     /// What the signing keys are sealed under in the stores.
     pub key_encryption: KeyEncryption,
+    /// Where `/metrics`, `/livez` and `/readyz` are served (plain HTTP), if anywhere.
+    pub ops: Option<std::net::SocketAddr>,
 }
 
 /// Where the key-encryption key comes from: never the store it protects.
@@ -77,6 +79,7 @@ impl PlatformConfig {
             authz_admin_url: None,
             revocation_url: None,
             key_encryption: KeyEncryption::DataDir,
+            ops: None,
         }
     }
 

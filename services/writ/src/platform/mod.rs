@@ -83,6 +83,10 @@ pub struct Platform {
     pub revocation: Option<RunningRevocation>,
     pub sts: Option<writ_sts::Running>,
     key_encryption_key: Arc<writ_keyring::KeyEncryptionKey>,
+    /// What `/readyz` checks: each service adds its own as it starts.
+    pub readiness: writ_server::ops::Readiness,
+    /// Where `/metrics`, `/livez` and `/readyz` are served, if anywhere.
+    pub ops_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     signal: ShutdownSignal,
 }
@@ -122,6 +126,8 @@ impl Platform {
             revocation: None,
             sts: None,
             key_encryption_key,
+            readiness: writ_server::ops::Readiness::default(),
+            ops_addr: None,
             shutdown,
             signal,
         };
@@ -141,6 +147,15 @@ impl Platform {
         }
         if let Some(settings) = &config.sts {
             platform.start_sts(settings.clone()).await?;
+        }
+        if let Some(addr) = config.ops {
+            let listener = writ_server::bind(addr).await?;
+            platform.ops_addr = Some(writ_server::local_addr(&listener)?);
+            tokio::spawn(writ_server::ops::serve_ops(
+                listener,
+                platform.readiness.clone(),
+                platform.signal.clone(),
+            ));
         }
         Ok(platform)
     }
@@ -261,6 +276,28 @@ impl Platform {
             self.signal.clone(),
         )
         .await?;
+        {
+            let store = Arc::downgrade(&store);
+            self.readiness.add("authorization server store", move || {
+                let store = store.upgrade();
+                async move { store_answers(store.as_deref()) }
+            });
+        }
+        if let Some(w) = &watcher {
+            let set = Arc::downgrade(w.set());
+            let bound = writ_revocation_client::DEFAULT_MAX_STALENESS;
+            writ_metrics::sampler(move |m| {
+                if let Some(set) = set.upgrade() {
+                    m.set_feed_staleness("authz", set.staleness());
+                }
+            });
+            let set = Arc::downgrade(w.set());
+            self.readiness
+                .add("authorization server revocation feed", move || {
+                    let set = set.upgrade();
+                    async move { feed_fresh(set.as_deref(), bound) }
+                });
+        }
         self.authz = Some(RunningAuthz {
             engine,
             store,
@@ -299,6 +336,20 @@ impl Platform {
         .await?;
         if let Some(authz) = &self.authz {
             authz.engine.follow_feed(log.clone());
+        }
+        {
+            let weak = Arc::downgrade(&log);
+            writ_metrics::sampler(move |m| {
+                if let Some(log) = weak.upgrade() {
+                    m.set_state("revocation_log_head", log.head() as i64);
+                    m.set_state("revocation_log_live_entries", log.live_count() as i64);
+                }
+            });
+            let store = Arc::downgrade(&store);
+            self.readiness.add("revocation log store", move || {
+                let store = store.upgrade();
+                async move { store_answers(store.as_deref()) }
+            });
         }
         self.revocation = Some(RunningRevocation {
             log,
@@ -387,6 +438,20 @@ impl Platform {
             self.signal.clone(),
         )
         .await?;
+        {
+            let set = Arc::downgrade(&running.revocations);
+            writ_metrics::sampler(move |m| {
+                if let Some(set) = set.upgrade() {
+                    m.set_feed_staleness("sts", set.staleness());
+                }
+            });
+            let set = Arc::downgrade(&running.revocations);
+            let bound = settings.max_feed_staleness;
+            self.readiness.add("STS revocation feed", move || {
+                let set = set.upgrade();
+                async move { feed_fresh(set.as_deref(), bound) }
+            });
+        }
         self.config.sts = Some(settings);
         Ok(self.sts.insert(running))
     }
@@ -471,6 +536,9 @@ impl Platform {
             e.insert("sts_grpc".into(), self.url(s.grpc_addr).into());
             e.insert("sts_http".into(), self.url(s.http_addr).into());
             e.insert("sts_issuer".into(), s.engine.config().issuer.clone().into());
+        }
+        if let Some(addr) = self.ops_addr {
+            e.insert("ops".into(), format!("http://{addr}").into());
         }
         e.insert("tls".into(), self.tls.is_some().into());
         e.insert("pid".into(), std::process::id().into());
@@ -615,5 +683,28 @@ pub fn print_banner(p: &Platform) {
   export WRIT_CLIENT_SECRET=...   # the client_secret it printed
   writ token --client-id demo\n"
         );
+    }
+}
+
+/// Readiness: the store reads (a stopped or failing store is not ready).
+fn store_answers(store: Option<&SledStore>) -> Result<(), String> {
+    use writ_store::Store as _;
+    let store = store.ok_or("the store is closed")?;
+    store
+        .get(writ_store::Tree::Meta, b"schema_version")
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Readiness: a revocation feed has synced and is within its staleness bound (a service that
+/// would fail closed is not ready to take traffic).
+fn feed_fresh(
+    set: Option<&writ_revocation_client::RevocationSet>,
+    bound: std::time::Duration,
+) -> Result<(), String> {
+    match set.and_then(|s| s.staleness()) {
+        None => Err("the revocation feed has not synced".into()),
+        Some(s) if s > bound => Err(format!("the revocation feed is {}s stale", s.as_secs())),
+        Some(_) => Ok(()),
     }
 }
