@@ -20,10 +20,9 @@ impl tonic::service::Interceptor for GuardInterceptor {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        let started = std::time::Instant::now();
+        let started = super::sampled_start();
         let decision = self.guard.decide_without_waiting(&self.rule, authorization);
-        self.guard
-            .audit(None, authorization, started.elapsed(), &decision);
+        self.guard.audit(None, authorization, started, &decision);
         if let Some(v) = decision? {
             request.extensions_mut().insert(v.principal.clone());
             request.extensions_mut().insert(v.bearer.clone());
