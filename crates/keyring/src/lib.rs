@@ -14,7 +14,7 @@ mod sealing;
 
 use std::sync::{Arc, RwLock};
 
-use writ_store::{Batch, Store, StoreExt, Tree, encode};
+use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{
     Algorithm, BiscuitPublicKey, BiscuitRootKey, KeySet, SigningKey, UnixTime, VerificationKey,
     random_id,
@@ -183,7 +183,7 @@ fn storage_key(purpose: i32, kid: &str) -> Vec<u8> {
 /// The signing keys, loaded from and persisted to the store.
 #[derive(Debug)]
 pub struct Keyring {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AsyncStore>,
     config: KeyringConfig,
     kek: Arc<KeyEncryptionKey>,
     state: RwLock<Arc<KeyState>>,
@@ -209,19 +209,19 @@ impl Keyring {
     /// Private keys are sealed under `kek` (records from before sealing are sealed now); a `kek`
     /// that does not open them is refused.
     pub async fn load(
-        store: Arc<dyn Store>,
+        store: Arc<dyn AsyncStore>,
         now: UnixTime,
         config: KeyringConfig,
         kek: Arc<KeyEncryptionKey>,
     ) -> Result<Self> {
-        let mut records = load_records(&*store)?;
-        let mut changed = seal_clear_records(&*store, &kek, &mut records)?;
+        let mut records = load_records(&*store).await?;
+        let mut changed = seal_clear_records(&*store, &kek, &mut records).await?;
         if !records
             .iter()
             .any(|r| r.purpose == PURPOSE_JWT && r.status == KEY_ACTIVE)
         {
             let rec = new_jwt_record(config.jwt_algorithm, now, &kek)?;
-            create_record(&*store, &rec)?;
+            create_record(&*store, &rec).await?;
             tracing::info!(target: "writ::audit", event = "signing_key_created", kid = %rec.kid, alg = %rec.alg);
             records.push(rec);
             changed = true;
@@ -231,7 +231,7 @@ impl Keyring {
             .any(|r| r.purpose == PURPOSE_BISCUIT && r.status == KEY_ACTIVE)
         {
             let rec = new_biscuit_record(&records, config.first_biscuit_id, now, &kek)?;
-            create_record(&*store, &rec)?;
+            create_record(&*store, &rec).await?;
             tracing::info!(target: "writ::audit", event = "signing_key_created", biscuit_root_key_id = %rec.kid);
             records.push(rec);
             changed = true;
@@ -264,7 +264,7 @@ impl Keyring {
     ) -> Result<KeyInfo> {
         let purpose = purpose.stored();
         let _serialized = self.rotation.lock().await;
-        let mut records = load_records(&*self.store)?;
+        let mut records = load_records(&*self.store).await?;
         let new = match purpose {
             PURPOSE_JWT => new_jwt_record(alg, now, &self.kek)?,
             PURPOSE_BISCUIT => {
@@ -290,7 +290,7 @@ impl Keyring {
         batch = batch
             .expect(new_key.clone(), None)
             .put(new_key, encode(&new));
-        if !self.store.commit(Tree::SigningKeys, batch)? {
+        if !self.store.commit(Tree::SigningKeys, batch).await? {
             return Err(Error::Conflict("signing keys changed concurrently; retry"));
         }
         self.store.durable().await?;
@@ -330,17 +330,18 @@ impl Keyring {
     }
 
     /// Reloads the keys from the store, dropping retired keys that have expired at `now`.
-    pub fn refresh(&self, now: UnixTime) -> Result<Arc<KeyState>> {
-        let records = load_records(&*self.store)?;
+    pub async fn refresh(&self, now: UnixTime) -> Result<Arc<KeyState>> {
+        let records = load_records(&*self.store).await?;
         let state = Arc::new(build_state(records, now, &self.kek)?);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
         Ok(state)
     }
 }
 
-fn load_records(store: &dyn Store) -> Result<Vec<SigningKeyRecord>> {
+async fn load_records(store: &dyn AsyncStore) -> Result<Vec<SigningKeyRecord>> {
     Ok(store
-        .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)?
+        .scan_records::<SigningKeyRecord>(b"", None, usize::MAX)
+        .await?
         .into_iter()
         .map(|(_, r)| r)
         .collect())
@@ -348,8 +349,8 @@ fn load_records(store: &dyn Store) -> Result<Vec<SigningKeyRecord>> {
 
 /// Seals the private keys of records written in clear (before keys were sealed), in one
 /// atomic batch. Whether anything changed.
-fn seal_clear_records(
-    store: &dyn Store,
+async fn seal_clear_records(
+    store: &dyn AsyncStore,
     kek: &KeyEncryptionKey,
     records: &mut [SigningKeyRecord],
 ) -> Result<bool> {
@@ -367,7 +368,7 @@ fn seal_clear_records(
     if sealed == 0 {
         return Ok(false);
     }
-    if !store.commit(Tree::SigningKeys, batch)? {
+    if !store.commit(Tree::SigningKeys, batch).await? {
         return Err(KeyringError::Conflict(
             "signing keys changed concurrently; retry",
         ));
@@ -376,8 +377,11 @@ fn seal_clear_records(
     Ok(true)
 }
 
-fn create_record(store: &dyn Store, rec: &SigningKeyRecord) -> Result<()> {
-    if !store.insert_new(&storage_key(rec.purpose, &rec.kid), rec)? {
+async fn create_record(store: &dyn AsyncStore, rec: &SigningKeyRecord) -> Result<()> {
+    if !store
+        .insert_new(&storage_key(rec.purpose, &rec.kid), rec)
+        .await?
+    {
         return Err(Error::Conflict("signing key already exists"));
     }
     Ok(())
@@ -495,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn biscuit_root_key_ids_start_at_the_configured_base_and_count_up() {
-        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let store: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
         let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS, new_kek())
             .await
             .unwrap();
@@ -509,7 +513,7 @@ mod tests {
         assert_eq!(ring.state().published_biscuit_keys(250).len(), 2);
         assert_eq!(ring.state().published_biscuit_keys(261).len(), 1);
 
-        let other: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let other: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
         let authz = Keyring::load(other, 100, KeyringConfig::AUTHORIZATION_SERVER, new_kek())
             .await
             .unwrap();
@@ -518,7 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_are_generated_once_and_reloaded_from_the_store() {
-        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let store: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
         let kek = new_kek();
         let first = Keyring::load(store.clone(), 100, KeyringConfig::STS, kek.clone())
             .await
@@ -537,13 +541,13 @@ mod tests {
     /// that is not theirs cannot open them; records written in clear are sealed on load.
     #[tokio::test]
     async fn private_keys_are_sealed_at_rest_and_clear_records_are_sealed_on_load() {
-        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let store: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
         let kek = new_kek();
         let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS, kek.clone())
             .await
             .unwrap();
         let secret = ring.state().jwt.secret_bytes().to_vec();
-        let stored = load_records(&*store).unwrap();
+        let stored = load_records(&*store).await.unwrap();
         assert!(
             stored
                 .iter()
@@ -551,6 +555,7 @@ mod tests {
         );
         let raw: Vec<u8> = store
             .scan(Tree::SigningKeys, b"", None, usize::MAX)
+            .await
             .unwrap()
             .into_iter()
             .flat_map(|(_, v)| v)
@@ -562,14 +567,15 @@ mod tests {
         ));
 
         // A record from before sealing: its secret in clear.
-        let clear_store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let clear_store: Arc<dyn writ_store::AsyncStore> =
+            Arc::new(SledStore::temporary().unwrap());
         let mut clear = new_jwt_record(Algorithm::EdDSA, 100, &kek).unwrap();
         clear.secret = kek
             .open(&storage_key(PURPOSE_JWT, &clear.kid), &clear.sealed)
             .unwrap()
             .to_vec();
         clear.sealed.clear();
-        create_record(&*clear_store, &clear).unwrap();
+        create_record(&*clear_store, &clear).await.unwrap();
         let ring = Keyring::load(clear_store.clone(), 100, KeyringConfig::STS, kek.clone())
             .await
             .unwrap();
@@ -580,9 +586,65 @@ mod tests {
         );
         assert!(
             load_records(&*clear_store)
+                .await
                 .unwrap()
                 .iter()
                 .all(|r| r.secret.is_empty() && !r.sealed.is_empty())
         );
+    }
+}
+
+/// Issue 11: replicas share one keyring through PostgreSQL. Keys are generated once for all; a
+/// rotation on one replica reaches another at its next refresh (the authorization server
+/// refreshes at every pruning, the bound), and tokens signed by the key it retired keep
+/// verifying there.
+#[cfg(test)]
+mod replicas {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use writ_store_postgres::{PgStore, testing};
+    use writ_token::KeySource as _;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_on_one_replica_reaches_the_others() {
+        let Some(config) = testing::fresh().await else {
+            return;
+        };
+        let kek = Arc::new(KeyEncryptionKey::generate().unwrap().0);
+        let a = Keyring::load(
+            PgStore::open(&config).await.unwrap(),
+            100,
+            KeyringConfig::STS,
+            kek.clone(),
+        )
+        .await
+        .unwrap();
+        let b = Keyring::load(
+            PgStore::open(&config).await.unwrap(),
+            100,
+            KeyringConfig::STS,
+            kek.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.state().jwt.kid(), b.state().jwt.kid(), "generated once");
+        let old = a.state().jwt.kid().to_owned();
+
+        let rotated = a
+            .rotate(KeyPurpose::Jwt, Algorithm::EdDSA, 200, 3600)
+            .await
+            .unwrap();
+        assert_eq!(b.state().jwt.kid(), old, "not seen before a refresh");
+        b.refresh(201).await.unwrap();
+        assert_eq!(b.state().jwt.kid(), rotated.kid, "seen after one");
+        assert!(
+            b.keys().jwt_key(&old).is_some(),
+            "the retired key still verifies what it signed"
+        );
+        testing::drop_schema(&config).await;
     }
 }

@@ -172,7 +172,7 @@ impl AuthorizationServer {
         };
         let keys = Arc::new(
             Keyring::load(
-                store.clone(),
+                Arc::new(writ_store::Ready(store.clone())),
                 now,
                 KeyringConfig {
                     jwt_algorithm: config.jwt_algorithm,
@@ -394,7 +394,7 @@ impl AuthorizationServer {
         if removed > 0 {
             self.store.durable().await?;
         }
-        self.keys.refresh(now)?;
+        self.keys.refresh(now).await?;
         Ok(removed)
     }
 

@@ -403,6 +403,66 @@ impl AsyncStore for PgStore {
     }
 }
 
+/// For tests in any crate: a fresh schema on the test database, or `None` (skipped, said on
+/// stderr) when no server answers, unless `WRIT_REQUIRE_POSTGRES=1`, which makes that a panic.
+pub mod testing {
+    use super::PgConfig;
+
+    /// `WRIT_TEST_DATABASE_URL`, else the local server (`postgres://postgres@127.0.0.1:5432/test`).
+    pub fn url() -> String {
+        std::env::var("WRIT_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A configuration for a schema of its own (`writ_test_<random>`); drop it with
+    /// [`drop_schema`].
+    pub async fn fresh() -> Option<PgConfig> {
+        let mut config = PgConfig::new(url());
+        let suffix: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        config.schema = Some(format!("writ_test_{suffix:x}_{n}"));
+        config.connect_timeout = std::time::Duration::from_secs(3);
+        match tokio_postgres::connect(&url(), tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                drop(client);
+                Some(config)
+            }
+            Err(e) if std::env::var("WRIT_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                panic!(
+                    "PostgreSQL is required (WRIT_REQUIRE_POSTGRES=1) but {} failed: {e}",
+                    url()
+                )
+            }
+            Err(e) => {
+                eprintln!(
+                    "skipped: no PostgreSQL at {} ({e}); set WRIT_TEST_DATABASE_URL",
+                    url()
+                );
+                None
+            }
+        }
+    }
+
+    /// Drops the schema a test used (best effort).
+    pub async fn drop_schema(config: &PgConfig) {
+        let Some(schema) = &config.schema else { return };
+        if let Ok((client, connection)) =
+            tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

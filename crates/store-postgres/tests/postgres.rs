@@ -10,39 +10,7 @@ use std::sync::Arc;
 use writ_store::{AsyncStore, Batch, StoreError, Tree};
 use writ_store_postgres::{PgConfig, PgStore, SCHEMA_VERSION};
 
-fn url() -> String {
-    std::env::var("WRIT_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A fresh schema's configuration, or `None` (skipped) when no server answers.
-async fn fresh() -> Option<PgConfig> {
-    let mut config = PgConfig::new(url());
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).unwrap();
-    config.schema = Some(format!("writ_test_{}", hex::encode(suffix)));
-    config.connect_timeout = std::time::Duration::from_secs(3);
-    match tokio_postgres::connect(&url(), tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            drop(client);
-            Some(config)
-        }
-        Err(e) if std::env::var("WRIT_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!(
-                "PostgreSQL is required (WRIT_REQUIRE_POSTGRES=1) but {} failed: {e}",
-                url()
-            )
-        }
-        Err(e) => {
-            eprintln!(
-                "skipped: no PostgreSQL at {} ({e}); set WRIT_TEST_DATABASE_URL",
-                url()
-            );
-            None
-        }
-    }
-}
+use writ_store_postgres::testing::{drop_schema, fresh, url};
 
 /// Runs SQL on the test database directly.
 async fn sql(statement: &str) {
@@ -51,12 +19,6 @@ async fn sql(statement: &str) {
         .unwrap();
     tokio::spawn(connection);
     client.batch_execute(statement).await.unwrap();
-}
-
-async fn drop_schema(config: &PgConfig) {
-    if let Some(schema) = &config.schema {
-        sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

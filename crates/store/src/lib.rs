@@ -167,6 +167,96 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn durable(&self) -> Durable<'_>;
 }
 
+/// A synchronous [`Store`] seen as an [`AsyncStore`] (its futures are ready): lets engines move to
+/// `AsyncStore` one at a time while the others still hold a `Store`.
+#[derive(Debug, Clone)]
+pub struct Ready(pub std::sync::Arc<dyn Store>);
+
+impl AsyncStore for Ready {
+    fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.0.get(tree, key)))
+    }
+
+    fn insert<'a>(&'a self, tree: Tree, key: &'a [u8], value: Vec<u8>) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.0.insert(tree, key, value)))
+    }
+
+    fn remove<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.0.remove(tree, key)))
+    }
+
+    fn commit(&self, tree: Tree, batch: Batch) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(self.0.commit(tree, batch)))
+    }
+
+    fn scan<'a>(
+        &'a self,
+        tree: Tree,
+        prefix: &'a [u8],
+        start_after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> StoreFuture<'a, Entries> {
+        Box::pin(std::future::ready(self.0.scan(
+            tree,
+            prefix,
+            start_after,
+            limit,
+        )))
+    }
+
+    fn len(&self, tree: Tree) -> StoreFuture<'_, usize> {
+        Box::pin(std::future::ready(self.0.len(tree)))
+    }
+
+    fn durable(&self) -> Durable<'_> {
+        self.0.durable()
+    }
+}
+
+/// Typed access to the records of one tree, for [`AsyncStore`]s.
+pub trait AsyncStoreExt: AsyncStore {
+    fn get_record<'a, R: Record + 'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> impl Future<Output = Result<Option<R>, StoreError>> + Send + 'a {
+        async move {
+            self.get(R::TREE, key)
+                .await?
+                .map(|v| decode::<R>(&v))
+                .transpose()
+        }
+    }
+
+    /// Stores `record` only if `key` is free; `Ok(false)` if it was taken (nothing written).
+    fn insert_new<'a, R: Record + Sync + 'a>(
+        &'a self,
+        key: &'a [u8],
+        record: &'a R,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        self.commit(
+            R::TREE,
+            Batch::new().expect(key, None).put(key, encode(record)),
+        )
+    }
+
+    fn scan_records<'a, R: Record + 'a>(
+        &'a self,
+        prefix: &'a [u8],
+        start_after: Option<&'a [u8]>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Vec<u8>, R)>, StoreError>> + Send + 'a {
+        async move {
+            self.scan(R::TREE, prefix, start_after, limit)
+                .await?
+                .into_iter()
+                .map(|(k, v)| decode::<R>(&v).map(|r| (k, r)))
+                .collect()
+        }
+    }
+}
+
+impl<S: AsyncStore + ?Sized> AsyncStoreExt for S {}
+
 /// Typed access to the records of one tree.
 pub trait StoreExt: Store {
     fn get_record<R: Record>(&self, key: &[u8]) -> Result<Option<R>, StoreError> {

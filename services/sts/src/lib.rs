@@ -28,7 +28,7 @@ use writ_keyring::{Keyring, KeyringConfig};
 use writ_proto::sts::security_token_service_server::SecurityTokenServiceServer;
 use writ_revocation_client::{RevocationFeed, RevocationSet, WatchConfig, Watcher};
 use writ_server::{MAX_GRPC_MESSAGE, ServiceSpec, ShutdownSignal};
-use writ_store::Store;
+use writ_store::AsyncStore;
 use writ_tls::TlsMaterial;
 use writ_token::{RevocationCheck, SharedClock, TrustedIssuer};
 
@@ -41,7 +41,7 @@ pub use writ_revocation_client::DEFAULT_MAX_STALENESS;
 /// What the STS is wired to.
 pub struct Options {
     /// Where its signing keys live (its own store; generated on a first start).
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn AsyncStore>,
     /// What its signing keys are sealed under in that store.
     pub key_encryption_key: Arc<writ_keyring::KeyEncryptionKey>,
     pub config: Config,
