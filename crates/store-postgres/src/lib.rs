@@ -225,6 +225,13 @@ impl PgStore {
         (s.size, s.available)
     }
 
+    /// A round trip to the database (readiness: `Err` while it cannot be reached).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// One attempt at a conditional batch. `Ok(None)`: a serialization failure, retry.
     async fn try_commit(
         client: &mut deadpool_postgres::Object,

@@ -138,3 +138,14 @@ async fn an_unreachable_database_is_a_clear_error_in_bounded_time() {
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Readiness follows the database: a ping answers while it is up, and the pool's use is visible.
+#[tokio::test]
+async fn ping_answers_and_the_pool_is_counted() {
+    let Some(config) = fresh().await else { return };
+    let store = PgStore::open(&config).await.unwrap();
+    store.ping().await.unwrap();
+    let (open, idle) = store.pool_status();
+    assert!(open >= 1 && idle <= open, "{open} {idle}");
+    drop_schema(&config).await;
+}
