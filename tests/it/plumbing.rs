@@ -192,24 +192,15 @@ async fn open_connections_are_bounded_per_source_on_both_listeners() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    let (shutdown, signal) = writ_server::Shutdown::new();
-    let spec = writ_server::ServiceSpec::new("limited")
-        .http(axum::Router::new().route("/", axum::routing::get(|| async { "ok" })))
-        .connection_limits(writ_server::ConnectionLimits {
+    let (grpc_addr, http_addr, shutdown) = plain_service_with(
+        axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
+        writ_server::ConnectionLimits {
             per_source: 2,
             total: 100,
             ..writ_server::ConnectionLimits::default()
-        });
-    let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let http_addr = writ_server::local_addr(&http).unwrap();
-    let running = writ_server::serve(spec, grpc, Some(http), None, signal)
-        .await
-        .unwrap();
+        },
+    )
+    .await;
 
     /// Whether the server closes `stream` at once (EOF within a short wait).
     async fn closed_at_once(stream: &mut TcpStream) -> bool {
@@ -219,7 +210,7 @@ async fn open_connections_are_bounded_per_source_on_both_listeners() {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
-    for addr in [running.grpc_addr, http_addr] {
+    for addr in [grpc_addr, http_addr] {
         let mut first = TcpStream::connect(addr).await.unwrap();
         let mut second = TcpStream::connect(addr).await.unwrap();
         let mut third = TcpStream::connect(addr).await.unwrap();
@@ -270,7 +261,6 @@ async fn idle_http_connections_are_closed_busy_ones_are_not() {
     use tokio::net::TcpStream;
 
     let idle = Duration::from_secs(1);
-    let (shutdown, signal) = writ_server::Shutdown::new();
     let router = axum::Router::new()
         .route("/", axum::routing::get(|| async { "ok" }))
         .route(
@@ -280,22 +270,14 @@ async fn idle_http_connections_are_closed_busy_ones_are_not() {
                 "slow"
             }),
         );
-    let spec = writ_server::ServiceSpec::new("idle")
-        .http(router)
-        .connection_limits(writ_server::ConnectionLimits {
+    let (_, addr, shutdown) = plain_service_with(
+        router,
+        writ_server::ConnectionLimits {
             http_idle: idle,
             ..writ_server::ConnectionLimits::default()
-        });
-    let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let http = writ_server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = writ_server::local_addr(&http).unwrap();
-    let _running = writ_server::serve(spec, grpc, Some(http), None, signal)
-        .await
-        .unwrap();
+        },
+    )
+    .await;
 
     /// Reads until the server closes the connection; how long that took (bounded).
     async fn until_closed(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
@@ -353,8 +335,22 @@ async fn plain_service(
     std::net::SocketAddr,
     writ_server::Shutdown,
 ) {
+    plain_service_with(router, writ_server::ConnectionLimits::default()).await
+}
+
+/// [`plain_service`] with connection limits of its own.
+async fn plain_service_with(
+    router: axum::Router,
+    limits: writ_server::ConnectionLimits,
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    writ_server::Shutdown,
+) {
     let (shutdown, signal) = writ_server::Shutdown::new();
-    let spec = writ_server::ServiceSpec::new("bounded").http(router);
+    let spec = writ_server::ServiceSpec::new("bounded")
+        .http(router)
+        .connection_limits(limits);
     let grpc = writ_server::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
