@@ -493,13 +493,18 @@ mod tests {
     use super::*;
     use writ_store::SledStore;
 
+    /// A temporary sled store, as the keyring takes it.
+    fn sled() -> Arc<dyn writ_store::AsyncStore> {
+        Arc::new(writ_store::Ready(Arc::new(SledStore::temporary().unwrap())))
+    }
+
     fn new_kek() -> Arc<KeyEncryptionKey> {
         Arc::new(KeyEncryptionKey::generate().unwrap().0)
     }
 
     #[tokio::test]
     async fn biscuit_root_key_ids_start_at_the_configured_base_and_count_up() {
-        let store: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
+        let store = sled();
         let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS, new_kek())
             .await
             .unwrap();
@@ -513,7 +518,7 @@ mod tests {
         assert_eq!(ring.state().published_biscuit_keys(250).len(), 2);
         assert_eq!(ring.state().published_biscuit_keys(261).len(), 1);
 
-        let other: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
+        let other = sled();
         let authz = Keyring::load(other, 100, KeyringConfig::AUTHORIZATION_SERVER, new_kek())
             .await
             .unwrap();
@@ -522,7 +527,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_are_generated_once_and_reloaded_from_the_store() {
-        let store: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
+        let store = sled();
         let kek = new_kek();
         let first = Keyring::load(store.clone(), 100, KeyringConfig::STS, kek.clone())
             .await
@@ -541,7 +546,7 @@ mod tests {
     /// that is not theirs cannot open them; records written in clear are sealed on load.
     #[tokio::test]
     async fn private_keys_are_sealed_at_rest_and_clear_records_are_sealed_on_load() {
-        let store: Arc<dyn writ_store::AsyncStore> = Arc::new(SledStore::temporary().unwrap());
+        let store = sled();
         let kek = new_kek();
         let ring = Keyring::load(store.clone(), 100, KeyringConfig::STS, kek.clone())
             .await
@@ -567,8 +572,7 @@ mod tests {
         ));
 
         // A record from before sealing: its secret in clear.
-        let clear_store: Arc<dyn writ_store::AsyncStore> =
-            Arc::new(SledStore::temporary().unwrap());
+        let clear_store = sled();
         let mut clear = new_jwt_record(Algorithm::EdDSA, 100, &kek).unwrap();
         clear.secret = kek
             .open(&storage_key(PURPOSE_JWT, &clear.kid), &clear.sealed)

@@ -167,8 +167,8 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn durable(&self) -> Durable<'_>;
 }
 
-/// A synchronous [`Store`] seen as an [`AsyncStore`] (its futures are ready): lets engines move to
-/// `AsyncStore` one at a time while the others still hold a `Store`.
+/// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready. The one
+/// bridge between the two traits, while engines move to `AsyncStore` one at a time.
 #[derive(Debug, Clone)]
 pub struct Ready(pub std::sync::Arc<dyn Store>);
 

@@ -420,7 +420,7 @@ impl Platform {
         let running = writ_sts::start(
             writ_sts::Options {
                 key_encryption_key: self.key_encryption_key.clone(),
-                store: Arc::new(store),
+                store: Arc::new(writ_store::Ready(Arc::new(store))),
                 config: exchange,
                 clock: self.clock().clone(),
                 directory: wired.directory,
