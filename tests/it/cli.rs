@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 use writ_proto::authz::{IntrospectRequest, RevokeRequest};
-use writ_tests::{Finished, run_bounded, wait_bounded};
+use writ_tests::{Finished, http_get, run_bounded, wait_bounded};
 
 const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
 /// Bound on `writ up` becoming ready, and on any single CLI command.
@@ -782,27 +782,6 @@ fn the_secret_flag_check_finds_what_it_should() {
 }
 
 /// A plain HTTP/1.1 GET (the operations endpoint has no TLS): status and body, bounded.
-fn http_get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://").split('/').next().unwrap();
-    let path = &url[url.find(addr).unwrap() + addr.len()..];
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Issue 11: `writ up` serves `/livez`, `/readyz` (ready once every service is: its stores
 /// answer, the STS's feed has synced) and `/metrics`, where a token issued and one refused
 /// through the CLI are counted, with the grant type and the RFC error code as labels.

@@ -226,6 +226,7 @@ async fn introspection_sees_revocations_of_other_producers() {
         !server
             .engine
             .is_revoked(writ_token::RevocationKind::TokenId, &jti, 0)
+            .await
             .unwrap(),
         "not in the authorization server's own index"
     );

@@ -13,6 +13,7 @@ mod introspection;
 mod keys;
 mod plumbing;
 mod refresh;
+mod replicas;
 mod revocation;
 mod revocation_robustness;
 mod sts;

@@ -483,29 +483,12 @@ async fn unfinished_request_headers_are_cut_off() {
 #[tokio::test]
 async fn readiness_follows_its_checks_and_liveness_stays_up() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut response = String::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            s.read_to_string(&mut response),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        let url = format!("http://{addr}{path}");
+        tokio::task::spawn_blocking(move || writ_tests::http_get(&url))
+            .await
+            .unwrap()
     }
 
     let database_up = std::sync::Arc::new(AtomicBool::new(false));

@@ -133,7 +133,7 @@ impl TestServer {
                 .unwrap();
         TestServer {
             engine: authz.engine.clone(),
-            store: authz.store.clone(),
+            store: authz.store.sled.clone().expect("the tests run on sled"),
             revocation_url: platform.url(revocation.grpc_addr),
             revocation_log: revocation.log.clone(),
             grpc_url: platform.url(authz.grpc_addr),
@@ -755,6 +755,29 @@ pub fn init_logs() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// A plain-HTTP GET (an operations endpoint: `/readyz`, `/metrics`), bounded to 5 s: the status
+/// and the body.
+pub fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap();
+    let path = &url[url.find(addr).unwrap() + addr.len()..];
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A child process that ran to completion, and everything it printed.

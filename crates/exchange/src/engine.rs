@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use writ_token::{
-    IssuerKeys, RevocationCheck, SharedClock, TokenError, TokenFacts, TokenFormat, TrustedIssuer,
-    TrustedIssuers, VerifiedToken, VerifierConfig, attenuate, encode_access_token, mint_biscuit,
-    random_id,
+    AsyncRevocationCheck, IssuerKeys, SharedClock, TokenError, TokenFacts, TokenFormat,
+    TrustedIssuer, TrustedIssuers, VerifiedToken, VerifierConfig, attenuate, encode_access_token,
+    mint_biscuit, random_id,
 };
 use writ_vocabulary::grant_type::TOKEN_EXCHANGE;
 use writ_vocabulary::token_type;
@@ -37,7 +37,7 @@ pub struct TokenExchange {
     /// an external issuer (its client ids are not Writ's).
     actor_issuers: Vec<String>,
     directory: Arc<dyn Directory>,
-    revocations: Arc<dyn RevocationCheck>,
+    revocations: Arc<dyn AsyncRevocationCheck>,
 }
 
 impl TokenExchange {
@@ -49,7 +49,7 @@ impl TokenExchange {
         clock: SharedClock,
         keys: Arc<dyn IssuerKeys>,
         directory: Arc<dyn Directory>,
-        revocations: Arc<dyn RevocationCheck>,
+        revocations: Arc<dyn AsyncRevocationCheck>,
         issuers: Vec<TrustedIssuer>,
     ) -> Result<Self> {
         // Its own tokens can be exchanged again (the next hop of a chain).
@@ -280,7 +280,8 @@ impl TokenExchange {
         // A check that cannot vouch (a stale feed) fails closed: nothing is issued.
         let revoked = self
             .revocations
-            .revoked(&TokenFacts::of(&verified))
+            .revoked_async(&TokenFacts::of(&verified))
+            .await
             .map_err(|why| ExchangeError::Unavailable(why.0))?;
         match revoked {
             None => Ok(verified),

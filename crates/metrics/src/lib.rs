@@ -32,6 +32,8 @@ pub struct Metrics {
     feed_staleness: Family<Label, Gauge<f64, AtomicU64>>,
     samplers: Mutex<Vec<Sampler>>,
     gauges: Family<Label, Gauge<i64>>,
+    pool_open: Family<Label, Gauge<i64>>,
+    pool_idle: Family<Label, Gauge<i64>>,
     /// The hot series, resolved once: a family lookup (a lock and a hash of the labels) per
     /// call cost the guard's cached path a quarter of its time.
     hot: Hot,
@@ -115,6 +117,18 @@ impl Metrics {
             "Sampled state: revocation log head and live entries, subscribers, open connections",
             gauges.clone(),
         );
+        let pool_open = Family::<Label, Gauge<i64>>::default();
+        registry.register(
+            "store_pool_connections",
+            "Connections open to the database, by service",
+            pool_open.clone(),
+        );
+        let pool_idle = Family::<Label, Gauge<i64>>::default();
+        registry.register(
+            "store_pool_idle_connections",
+            "Connections open to the database and idle, by service",
+            pool_idle.clone(),
+        );
         let hot = Hot {
             allowed: guard_decisions
                 .get_or_create(&[("outcome", "allowed")])
@@ -135,6 +149,8 @@ impl Metrics {
             feed_staleness,
             samplers: Mutex::new(Vec::new()),
             gauges,
+            pool_open,
+            pool_idle,
         }
     }
 
@@ -197,6 +213,17 @@ impl Metrics {
         self.feed_staleness
             .get_or_create(&[("follower", follower)])
             .set(staleness.map_or(-1.0, |d| d.as_secs_f64()));
+    }
+
+    /// For samplers: a database pool's use.
+    pub fn set_store_pool(&self, service: &'static str, open: usize, idle: usize) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.pool_open
+            .get_or_create(&[("service", service)])
+            .set(n(open));
+        self.pool_idle
+            .get_or_create(&[("service", service)])
+            .set(n(idle));
     }
 
     /// For samplers: one named state value.

@@ -2,7 +2,7 @@
 
 use writ_exchange::ExchangePolicy;
 use writ_keyring::{KeyInfo, KeyPurpose};
-use writ_store::{StoreExt, Tree};
+use writ_store::{AsyncStoreExt, Tree};
 use writ_token::{Algorithm, RevocationEntry, RevocationKind, Scopes, random_id};
 
 use crate::error::{Error, Result};
@@ -84,7 +84,8 @@ impl AuthorizationServer {
         validate_policy(&policy)?;
         if !self
             .store
-            .insert_new(policy.policy_id.as_bytes(), &policy_record(&policy))?
+            .insert_new(policy.policy_id.as_bytes(), &policy_record(&policy))
+            .await?
         {
             return Err(Error::AlreadyExists("a policy with this policy_id exists"));
         }
@@ -93,17 +94,18 @@ impl AuthorizationServer {
         Ok(policy)
     }
 
-    pub fn get_exchange_policy(&self, policy_id: &str) -> Result<ExchangePolicy> {
+    pub async fn get_exchange_policy(&self, policy_id: &str) -> Result<ExchangePolicy> {
         if !valid_id(policy_id) {
             return Err(Error::InvalidRequest("policy_id is malformed"));
         }
         self.store
-            .get_record::<ExchangePolicyRecord>(policy_id.as_bytes())?
+            .get_record::<ExchangePolicyRecord>(policy_id.as_bytes())
+            .await?
             .map(policy)
             .ok_or(Error::NotFound("no such exchange policy"))
     }
 
-    pub fn list_exchange_policies(
+    pub async fn list_exchange_policies(
         &self,
         page_size: usize,
         page_token: &str,
@@ -111,19 +113,21 @@ impl AuthorizationServer {
         let page =
             crate::clients::list_page::<ExchangePolicyRecord>(self, page_size, page_token, |p| {
                 p.policy_id.clone()
-            })?;
+            })
+            .await?;
         Ok(page.map(policy))
     }
 
     /// Every exchange policy of one client (what the STS consults on each exchange).
-    pub fn exchange_policies_of(&self, client_id: &str) -> Result<Vec<ExchangePolicy>> {
+    pub async fn exchange_policies_of(&self, client_id: &str) -> Result<Vec<ExchangePolicy>> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
         // Policies are few and small: a scan is cheaper than keeping an index by client in step.
         Ok(self
             .store
-            .scan_records::<ExchangePolicyRecord>(b"", None, usize::MAX)?
+            .scan_records::<ExchangePolicyRecord>(b"", None, usize::MAX)
+            .await?
             .into_iter()
             .map(|(_, p)| p)
             .filter(|p| p.client_id == client_id)
@@ -132,9 +136,10 @@ impl AuthorizationServer {
     }
 
     pub async fn delete_exchange_policy(&self, policy_id: &str) -> Result<()> {
-        self.get_exchange_policy(policy_id)?;
+        self.get_exchange_policy(policy_id).await?;
         self.store
-            .remove(Tree::ExchangePolicies, policy_id.as_bytes())?;
+            .remove(Tree::ExchangePolicies, policy_id.as_bytes())
+            .await?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "exchange_policy_deleted", policy_id = %policy_id);
         Ok(())

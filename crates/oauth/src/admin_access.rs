@@ -75,7 +75,7 @@ impl AuthorizationServer {
         needs: AdminPermission,
     ) -> Result<AdminCaller> {
         if !writ_vocabulary::looks_like_jwt(credential) {
-            self.authenticate_admin(credential)?;
+            self.authenticate_admin(credential).await?;
             return Ok(AdminCaller::Master);
         }
         let refused = |why: &'static str| {
@@ -96,13 +96,13 @@ impl AuthorizationServer {
         if c.aud.len() != 1 || c.aud[0] != ADMIN_AUDIENCE {
             return Err(refused("wrong_audience"));
         }
-        if !self.is_live(&token)? {
+        if !self.is_live(&token).await? {
             return Err(refused("revoked"));
         }
         // The client as it is now: enabled, still allowed the admin audience, not re-created
         // since the token was issued; and the token's scopes count only while the client still
         // has them (a scope taken away ends at once, not when the token expires).
-        let client = match self.client_record(&c.client_id) {
+        let client = match self.client_record(&c.client_id).await {
             Ok(client) => client,
             Err(Error::NotFound(_)) => return Err(refused("client_gone")),
             Err(e) => return Err(e),

@@ -2,7 +2,7 @@
 
 use crate::secrets::SecretHasher;
 use crate::throttle::Subject;
-use writ_store::{StoreExt, Tree};
+use writ_store::{AsyncStoreExt, Tree};
 use writ_token::{Scopes, random_id, random_secret};
 
 use writ_token::RevocationKind;
@@ -38,18 +38,18 @@ impl AuthorizationServer {
     /// Authenticates a client. An unknown client, a wrong secret, and a secret sent for a public
     /// client all take the same path (one keyed hash, one constant-time comparison) and end in
     /// the same `invalid_client`. A disabled client authenticates; grants refuse it.
-    pub(crate) fn authenticate_client(
+    pub(crate) async fn authenticate_client(
         &self,
         client_id: &str,
         secret: &str,
     ) -> Result<ClientRecord> {
-        self.authenticate_client_from(client_id, secret, None)
+        self.authenticate_client_from(client_id, secret, None).await
     }
 
     /// [`Self::authenticate_client`] for a request from `source`: past its free failures, a
     /// client id (from that source) is refused without its secret being checked, until its
     /// lockout ends.
-    pub(crate) fn authenticate_client_from(
+    pub(crate) async fn authenticate_client_from(
         &self,
         client_id: &str,
         secret: &str,
@@ -63,7 +63,8 @@ impl AuthorizationServer {
         }
         let record = if valid_id(client_id) && secret.len() <= MAX_SECRET_LEN {
             self.store
-                .get_record::<ClientRecord>(client_id.as_bytes())?
+                .get_record::<ClientRecord>(client_id.as_bytes())
+                .await?
         } else {
             None
         };
@@ -100,8 +101,8 @@ impl AuthorizationServer {
     /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,
     /// enabled client with its secret. Every failure is the same `invalid_client`, along the same
     /// path as [`Self::authenticate_client`].
-    pub fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
-        let client = self.authenticate_client(client_id, secret)?;
+    pub async fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
+        let client = self.authenticate_client(client_id, secret).await?;
         if !client.is_confidential() || client.disabled {
             tracing::warn!(target: "writ::audit", event = "client_authentication_failed", client_id = %truncate(client_id), why = "public or disabled client");
             return Err(Error::InvalidClient);
@@ -140,7 +141,11 @@ impl AuthorizationServer {
             .map(|s| self.hasher.hash(s.as_bytes()).to_vec())
             .unwrap_or_default();
         spec.created_at = self.now();
-        if !self.store.insert_new(spec.client_id.as_bytes(), &spec)? {
+        if !self
+            .store
+            .insert_new(spec.client_id.as_bytes(), &spec)
+            .await?
+        {
             return Err(Error::AlreadyExists("a client with this client_id exists"));
         }
         self.store.durable().await?;
@@ -148,21 +153,23 @@ impl AuthorizationServer {
         Ok((client_of(&spec), secret))
     }
 
-    pub fn get_client(&self, client_id: &str) -> Result<Client> {
-        self.client_record(client_id).map(|c| client_of(&c))
+    pub async fn get_client(&self, client_id: &str) -> Result<Client> {
+        self.client_record(client_id).await.map(|c| client_of(&c))
     }
 
-    pub(crate) fn client_record(&self, client_id: &str) -> Result<ClientRecord> {
+    pub(crate) async fn client_record(&self, client_id: &str) -> Result<ClientRecord> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
         self.store
-            .get_record::<ClientRecord>(client_id.as_bytes())?
+            .get_record::<ClientRecord>(client_id.as_bytes())
+            .await?
             .ok_or(Error::NotFound("no such client"))
     }
 
-    pub fn list_clients(&self, page_size: usize, page_token: &str) -> Result<Page<Client>> {
-        let page = list_page::<ClientRecord>(self, page_size, page_token, |c| c.client_id.clone())?;
+    pub async fn list_clients(&self, page_size: usize, page_token: &str) -> Result<Page<Client>> {
+        let page =
+            list_page::<ClientRecord>(self, page_size, page_token, |c| c.client_id.clone()).await?;
         Ok(page.map(|c| client_of(&c)))
     }
 
@@ -176,7 +183,7 @@ impl AuthorizationServer {
                 "update_mask names a field that cannot be updated",
             ));
         }
-        let was_enabled = !self.client_record(&spec.client_id)?.disabled;
+        let was_enabled = !self.client_record(&spec.client_id).await?.disabled;
         let all: Vec<String> = UPDATABLE_CLIENT_FIELDS
             .iter()
             .map(|s| (*s).to_owned())
@@ -201,8 +208,10 @@ impl AuthorizationServer {
     }
 
     pub async fn delete_client(&self, client_id: &str) -> Result<()> {
-        self.client_record(client_id)?;
-        self.store.remove(Tree::Clients, client_id.as_bytes())?;
+        self.client_record(client_id).await?;
+        self.store
+            .remove(Tree::Clients, client_id.as_bytes())
+            .await?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
         // Its live access tokens die now, not at their expiry.
@@ -402,7 +411,7 @@ pub(crate) fn truncate(s: &str) -> &str {
 }
 
 /// One page of a tree listing, keyed by `id`. Page tokens are the last key, base64url encoded.
-pub(crate) fn list_page<R: writ_store::Record>(
+pub(crate) async fn list_page<R: writ_store::Record>(
     server: &AuthorizationServer,
     page_size: usize,
     page_token: &str,
@@ -425,7 +434,8 @@ pub(crate) fn list_page<R: writ_store::Record>(
     };
     let mut rows = server
         .store
-        .scan_records::<R>(b"", after.as_deref(), size + 1)?;
+        .scan_records::<R>(b"", after.as_deref(), size + 1)
+        .await?;
     let more = rows.len() > size;
     rows.truncate(size);
     let next_page_token = match (more, rows.last()) {

@@ -71,10 +71,15 @@ async fn engine(store: Arc<dyn Store>) -> AuthorizationServer {
     // The throttle would stop checking after a few failures: it has tests of its own.
     config.throttle.free_failures = u32::MAX;
     let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
-    AuthorizationServer::open(store, config, writ_token::system_clock(), kek)
-        .await
-        .unwrap()
-        .0
+    AuthorizationServer::open(
+        Arc::new(writ_store::Ready(store)),
+        config,
+        writ_token::system_clock(),
+        kek,
+    )
+    .await
+    .unwrap()
+    .0
 }
 
 async fn confidential(engine: &AuthorizationServer, id: &str) -> String {
@@ -115,31 +120,34 @@ async fn every_wrong_client_credential_takes_the_same_path_and_similar_time() {
         ("spa", "a secret".into()),
     ];
     // The same work: as many keyed hashes on every path, the right secret included.
-    let hashes = |id: &str, s: &str| {
+    async fn hashes(engine: &AuthorizationServer, id: &str, s: &str) -> (bool, u64) {
         let before = HASHES.with(|h| h.get());
-        let ok = engine.authenticate_client(id, s).is_ok();
+        let ok = engine.authenticate_client(id, s).await.is_ok();
         (ok, HASHES.with(|h| h.get()) - before)
-    };
-    let (ok, baseline) = hashes("svc", &secret);
+    }
+    let (ok, baseline) = hashes(&engine, "svc", &secret).await;
     assert!(ok);
     for (id, s) in &cases {
-        assert_eq!(hashes(id, s), (false, baseline), "{id} with {s:?}");
+        assert_eq!(
+            hashes(&engine, id, s).await,
+            (false, baseline),
+            "{id} with {s:?}"
+        );
     }
     // Similar time: medians of many tries, each case against the right secret's.
-    let median = |id: &str, s: &str| {
-        let mut times: Vec<Duration> = (0..301)
-            .map(|_| {
-                let start = Instant::now();
-                let _ = std::hint::black_box(engine.authenticate_client(id, s));
-                start.elapsed()
-            })
-            .collect();
+    async fn median(engine: &AuthorizationServer, id: &str, s: &str) -> Duration {
+        let mut times = Vec::with_capacity(301);
+        for _ in 0..301 {
+            let start = Instant::now();
+            let _ = std::hint::black_box(engine.authenticate_client(id, s).await);
+            times.push(start.elapsed());
+        }
         times.sort();
         times[150]
-    };
-    let reference = median("svc", &secret);
+    }
+    let reference = median(&engine, "svc", &secret).await;
     for (id, s) in &cases {
-        let m = median(id, s);
+        let m = median(&engine, id, s).await;
         let ratio = m.as_secs_f64() / reference.as_secs_f64();
         assert!(
             (1.0 / 3.0..3.0).contains(&ratio),

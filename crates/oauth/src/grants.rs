@@ -1,7 +1,7 @@
 //! The token endpoint: `client_credentials`, `refresh_token` (rotation with reuse detection) and
 //! `password` (only for clients explicitly allowed it).
 
-use writ_store::{Batch, StoreExt, Tree, encode};
+use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{
     AccessClaims, Scopes, encode_access_token, mint_biscuit, random_id, random_secret,
 };
@@ -60,7 +60,7 @@ impl AuthorizationServer {
 
     async fn grant(&self, req: &TokenRequest) -> Result<TokenResponse> {
         match req.grant_type.as_str() {
-            grant_type::CLIENT_CREDENTIALS => self.client_credentials(req),
+            grant_type::CLIENT_CREDENTIALS => self.client_credentials(req).await,
             grant_type::REFRESH_TOKEN => self.refresh(req).await,
             grant_type::PASSWORD => self.password(req).await,
             "" => Err(Error::InvalidRequest("grant_type is required")),
@@ -72,9 +72,10 @@ impl AuthorizationServer {
     }
 
     /// RFC 6749 section 4.4. Writes nothing: the token is the only record.
-    fn client_credentials(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        let client =
-            self.authenticate_client_from(&req.client_id, &req.client_secret, req.source)?;
+    async fn client_credentials(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        let client = self
+            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .await?;
         if client.disabled {
             return Err(Error::InvalidClient);
         }
@@ -98,8 +99,9 @@ impl AuthorizationServer {
 
     /// RFC 6749 section 4.3, for clients explicitly allowed it (the legacy API-gateway pattern).
     async fn password(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        let client =
-            self.authenticate_client_from(&req.client_id, &req.client_secret, req.source)?;
+        let client = self
+            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .await?;
         if client.disabled {
             return Err(Error::InvalidClient);
         }
@@ -139,10 +141,11 @@ impl AuthorizationServer {
                 expires_at: now + self.config.max_grant_lifetime,
                 username: user.username.clone(),
             };
-            self.store.put_record(grant.gid.as_bytes(), &grant)?;
+            self.store.put_record(grant.gid.as_bytes(), &grant).await?;
             let (token, record) = self.new_refresh_token(&client, &grant, now);
             self.store
-                .put_record(&self.hasher.hash(token.as_bytes()), &record)?;
+                .put_record(&self.hasher.hash(token.as_bytes()), &record)
+                .await?;
             self.store.durable().await?;
             Some(token)
         } else {
@@ -165,8 +168,9 @@ impl AuthorizationServer {
     /// Of N concurrent uses exactly one wins; the others are reuse too (RFC 9700 section 4.14.2:
     /// two parties held the same token, so the family is compromised).
     async fn refresh(&self, req: &TokenRequest) -> Result<TokenResponse> {
-        let client =
-            self.authenticate_client_from(&req.client_id, &req.client_secret, req.source)?;
+        let client = self
+            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .await?;
         if req.refresh_token.is_empty() {
             return Err(Error::InvalidRequest("refresh_token is required"));
         }
@@ -177,7 +181,7 @@ impl AuthorizationServer {
             ));
         }
         let key = self.hasher.hash(req.refresh_token.as_bytes());
-        let Some(old_bytes) = self.store.get(Tree::RefreshTokens, &key)? else {
+        let Some(old_bytes) = self.store.get(Tree::RefreshTokens, &key).await? else {
             return Err(refuse(
                 &client,
                 Error::InvalidGrant("the refresh token is invalid"),
@@ -200,9 +204,10 @@ impl AuthorizationServer {
         }
         let grant = self
             .store
-            .get_record::<GrantRecord>(old.gid.as_bytes())?
+            .get_record::<GrantRecord>(old.gid.as_bytes())
+            .await?
             .ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
-        if self.grant_revoked(&grant)? {
+        if self.grant_revoked(&grant).await? {
             return Err(refuse(
                 &client,
                 Error::InvalidGrant("the grant has been revoked"),
@@ -227,7 +232,8 @@ impl AuthorizationServer {
         if !grant.username.is_empty() {
             let user = self
                 .store
-                .get_record::<UserRecord>(grant.username.as_bytes())?
+                .get_record::<UserRecord>(grant.username.as_bytes())
+                .await?
                 .filter(|u| !u.disabled && u.subject == grant.subject)
                 .ok_or_else(|| {
                     refuse(
@@ -255,7 +261,7 @@ impl AuthorizationServer {
             .put(key.to_vec(), encode(&used))
             .expect(new_key.to_vec(), None)
             .put(new_key.to_vec(), encode(&new_record));
-        if !self.store.commit(Tree::RefreshTokens, batch)? {
+        if !self.store.commit(Tree::RefreshTokens, batch).await? {
             return self.reuse_detected(&client, &grant.gid).await;
         }
         self.store.durable().await?;

@@ -1,6 +1,6 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009).
 
-use writ_store::{StoreExt, Tree, decode};
+use writ_store::{AsyncStoreExt, Tree, decode};
 use writ_token::{RevocationEntry, RevocationKind, TokenError, VerifiedToken};
 
 use crate::error::{Error, Result};
@@ -22,20 +22,24 @@ impl AuthorizationServer {
     /// other case, like every invalid, expired, revoked or unknown token, is `active: false`
     /// and nothing else.
     pub async fn introspect(&self, op: TokenOperation) -> Result<Introspection> {
-        let caller = self.authenticate_client(&op.client.client_id, &op.client.client_secret)?;
+        let caller = self
+            .authenticate_client(&op.client.client_id, &op.client.client_secret)
+            .await?;
         if !caller.is_confidential() || caller.disabled {
             return Err(Error::InvalidClient);
         }
         check_token_param(&op.token)?;
         let result = match self.find(&op.token, &op.token_type_hint).await? {
             Found::Access(t)
-                if self.is_live(&t)? && may_see(&caller, &t.claims.client_id, &t.claims.aud) =>
+                if self.is_live(&t).await?
+                    && may_see(&caller, &t.claims.client_id, &t.claims.aud) =>
             {
                 let c = t.claims;
                 let username = match &c.gid {
                     Some(gid) => self
                         .store
-                        .get_record::<GrantRecord>(gid.as_bytes())?
+                        .get_record::<GrantRecord>(gid.as_bytes())
+                        .await?
                         .map(|g| g.username)
                         .unwrap_or_default(),
                     None => String::new(),
@@ -58,7 +62,9 @@ impl AuthorizationServer {
                     format: Some(t.format),
                 }
             }
-            Found::Refresh(r) if r.client_id == caller.client_id && self.refresh_is_live(&r)? => {
+            Found::Refresh(r)
+                if r.client_id == caller.client_id && self.refresh_is_live(&r).await? =>
+            {
                 Introspection {
                     active: true,
                     scope: r.scope,
@@ -84,7 +90,9 @@ impl AuthorizationServer {
     /// unknown or garbage token, succeeds and changes nothing. Revoking a refresh token revokes
     /// its whole grant (every refresh and access token of the family). Success means durable.
     pub async fn revoke(&self, op: TokenOperation) -> Result<()> {
-        let caller = self.authenticate_client(&op.client.client_id, &op.client.client_secret)?;
+        let caller = self
+            .authenticate_client(&op.client.client_id, &op.client.client_secret)
+            .await?;
         if caller.disabled {
             return Err(Error::InvalidClient);
         }
@@ -120,7 +128,8 @@ impl AuthorizationServer {
         let now = self.now();
         let keep_until = self
             .store
-            .get_record::<GrantRecord>(gid.as_bytes())?
+            .get_record::<GrantRecord>(gid.as_bytes())
+            .await?
             .map(|g| g.expires_at)
             .unwrap_or(now + self.config.max_grant_lifetime);
         let entry = RevocationEntry {
@@ -142,17 +151,11 @@ impl AuthorizationServer {
 
     async fn find(&self, token: &str, hint: &str) -> Result<Found> {
         let looks_like_refresh = token.len() <= 64 && !token.contains('.');
-        let as_refresh = |s: &Self| -> Result<Found> {
-            let key = s.hasher.hash(token.as_bytes());
-            Ok(match s.store.get(Tree::RefreshTokens, &key)? {
-                Some(bytes) => Found::Refresh(decode(&bytes)?),
-                None => Found::Nothing,
-            })
-        };
-        if (hint == "refresh_token" || looks_like_refresh)
-            && let found @ Found::Refresh(..) = as_refresh(self)?
-        {
-            return Ok(found);
+        if hint == "refresh_token" || looks_like_refresh {
+            let key = self.hasher.hash(token.as_bytes());
+            if let Some(bytes) = self.store.get(Tree::RefreshTokens, &key).await? {
+                return Ok(Found::Refresh(decode(&bytes)?));
+            }
         }
         // A Biscuit's Datalog runs off the runtime's workers; too many waiting is an error to
         // retry, not a verdict on the token.
@@ -165,7 +168,7 @@ impl AuthorizationServer {
 
     /// Whether a verified access token escaped every revocation: its id, its grant, its
     /// subject's and client's cut-offs, its signing key, and each of its Biscuit blocks.
-    pub fn is_live(&self, t: &VerifiedToken) -> Result<bool> {
+    pub async fn is_live(&self, t: &VerifiedToken) -> Result<bool> {
         let c = &t.claims;
         let mut named = vec![
             (RevocationKind::TokenId, c.jti.as_str()),
@@ -180,28 +183,31 @@ impl AuthorizationServer {
                 .map(|id| (RevocationKind::BiscuitRevocationId, id.as_str())),
         );
         for (kind, value) in named {
-            if self.is_revoked(kind, value, c.iat)? {
+            if self.is_revoked(kind, value, c.iat).await? {
                 return Ok(false);
             }
         }
-        match self
-            .feed
-            .get()
-            .map(|f| f.revoked(&writ_token::TokenFacts::of(t)))
-        {
-            None | Some(Ok(None)) => Ok(true),
-            Some(Ok(Some(_))) => Ok(false),
-            Some(Err(why)) => Err(Error::Unavailable(why.0)),
+        let Some(feed) = self.feed.get() else {
+            return Ok(true);
+        };
+        match feed.revoked_async(&writ_token::TokenFacts::of(t)).await {
+            Ok(None) => Ok(true),
+            Ok(Some(_)) => Ok(false),
+            Err(why) => Err(Error::Unavailable(why.0)),
         }
     }
 
-    fn refresh_is_live(&self, r: &RefreshTokenRecord) -> Result<bool> {
+    async fn refresh_is_live(&self, r: &RefreshTokenRecord) -> Result<bool> {
         let now = self.now();
         if r.state != REFRESH_ACTIVE || now >= r.expires_at {
             return Ok(false);
         }
-        match self.store.get_record::<GrantRecord>(r.gid.as_bytes())? {
-            Some(g) => Ok(now < g.expires_at && !self.grant_revoked(&g)?),
+        match self
+            .store
+            .get_record::<GrantRecord>(r.gid.as_bytes())
+            .await?
+        {
+            Some(g) => Ok(now < g.expires_at && !self.grant_revoked(&g).await?),
             // A refresh token outlives no grant.
             None => Ok(false),
         }

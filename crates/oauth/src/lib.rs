@@ -22,7 +22,7 @@ mod users;
 
 use std::sync::Arc;
 
-use writ_store::{Batch, Store, StoreExt, encode};
+use writ_store::{AsyncStore, AsyncStoreExt, Batch, encode};
 use writ_token::{
     Algorithm, KeySet, SharedClock, TrustedIssuer, TrustedIssuers, UnixTime, VerifierConfig,
     random_bytes, random_secret,
@@ -105,21 +105,18 @@ const SERVER_SECRETS_KEY: &[u8] = b"server_secrets";
 /// The authorization server engine.
 #[derive(Debug)]
 pub struct AuthorizationServer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AsyncStore>,
     config: Config,
     clock: SharedClock,
     hasher: SecretHasher,
-    /// Keyed hash of the admin credential, as stored (rotatable).
-    admin_credential_hash: parking_lot::RwLock<Vec<u8>>,
     keys: Arc<Keyring>,
     /// This server's own tokens, under its own keys (introspection, revocation).
     verifier: TrustedIssuers,
     /// An argon2id hash of a random password: unknown users are checked against it, so they
     /// cost the same time as known ones.
     dummy_password_hash: String,
-    /// Serializes writes to the revocation index.
-    revocation_lock: parking_lot::Mutex<()>,
-    outbox_next: std::sync::atomic::AtomicU64,
+    /// Key ids revoked in the store, as last reloaded (see [`Self::trusted_keys`]).
+    revoked_key_ids: parking_lot::RwLock<Arc<std::collections::HashSet<String>>>,
     outbox_ready: tokio::sync::Notify,
     /// Bumped whenever a key id is revoked: invalidates `trusted`.
     key_revocations: std::sync::atomic::AtomicU64,
@@ -127,7 +124,7 @@ pub struct AuthorizationServer {
     throttle: throttle::Throttle,
     /// The revocation feed (every producer's entries), consulted by introspection besides this
     /// server's own index, once the platform wires it.
-    feed: std::sync::OnceLock<Arc<dyn writ_token::RevocationCheck>>,
+    feed: std::sync::OnceLock<Arc<dyn writ_token::AsyncRevocationCheck>>,
     /// Permits for concurrent password checks, and how many wait for one.
     password_checks: Arc<tokio::sync::Semaphore>,
     password_waiting: std::sync::atomic::AtomicUsize,
@@ -141,14 +138,17 @@ impl AuthorizationServer {
     /// Opens the engine on `store`, creating the server secrets, the admin credential and the
     /// first signing keys on a first start.
     pub async fn open(
-        store: Arc<dyn Store>,
+        store: Arc<dyn AsyncStore>,
         config: Config,
         clock: SharedClock,
         key_encryption_key: Arc<writ_keyring::KeyEncryptionKey>,
     ) -> Result<(Self, Bootstrap)> {
         let now = clock.now();
         let mut bootstrap = Bootstrap::default();
-        let secrets = match store.get_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY)? {
+        let secrets = match store
+            .get_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY)
+            .await?
+        {
             Some(s) => s,
             None => {
                 let key = random_bytes::<32>().to_vec();
@@ -160,19 +160,24 @@ impl AuthorizationServer {
                     secret_hash_key: key,
                     created_at: now,
                 };
-                // Two processes bootstrapping one store at once: exactly one wins.
-                if !store.insert_new(SERVER_SECRETS_KEY, &rec)? {
-                    return Err(Error::Conflict("another process bootstrapped this store"));
+                // Replicas bootstrapping one store at once: exactly one wins, and shows the
+                // credential; the others use what it stored.
+                if store.insert_new(SERVER_SECRETS_KEY, &rec).await? {
+                    store.durable().await?;
+                    tracing::info!(target: "writ::audit", event = "admin_credential_created");
+                    bootstrap.admin_credential = Some(credential);
+                    rec
+                } else {
+                    store
+                        .get_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY)
+                        .await?
+                        .ok_or(Error::Internal("the server secrets vanished"))?
                 }
-                store.durable().await?;
-                tracing::info!(target: "writ::audit", event = "admin_credential_created");
-                bootstrap.admin_credential = Some(credential);
-                rec
             }
         };
         let keys = Arc::new(
             Keyring::load(
-                Arc::new(writ_store::Ready(store.clone())),
+                store.clone(),
                 now,
                 KeyringConfig {
                     jwt_algorithm: config.jwt_algorithm,
@@ -195,31 +200,27 @@ impl AuthorizationServer {
         let dummy_password_hash = tokio::task::spawn_blocking(|| hash_password(&random_secret()))
             .await
             .map_err(|_| Error::Internal("password hashing task"))??;
-        let outbox_next = revocations::outbox_counter(&*store)?;
-        Ok((
-            AuthorizationServer {
-                revocation_lock: parking_lot::Mutex::new(()),
-                outbox_next,
-                outbox_ready: tokio::sync::Notify::new(),
-                key_revocations: std::sync::atomic::AtomicU64::new(0),
-                trusted: parking_lot::Mutex::new(None),
-                throttle: throttle::Throttle::new(config.throttle),
-                feed: std::sync::OnceLock::new(),
-                password_checks: Arc::new(tokio::sync::Semaphore::new(
-                    config.max_concurrent_password_checks.max(1),
-                )),
-                password_waiting: std::sync::atomic::AtomicUsize::new(0),
-                hasher: SecretHasher::new(&secrets.secret_hash_key),
-                admin_credential_hash: parking_lot::RwLock::new(secrets.admin_credential_hash),
-                store,
-                config,
-                clock,
-                keys,
-                verifier,
-                dummy_password_hash,
-            },
-            bootstrap,
-        ))
+        let server = AuthorizationServer {
+            revoked_key_ids: Default::default(),
+            outbox_ready: tokio::sync::Notify::new(),
+            key_revocations: std::sync::atomic::AtomicU64::new(0),
+            trusted: parking_lot::Mutex::new(None),
+            throttle: throttle::Throttle::new(config.throttle),
+            feed: std::sync::OnceLock::new(),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_password_checks.max(1),
+            )),
+            password_waiting: std::sync::atomic::AtomicUsize::new(0),
+            hasher: SecretHasher::new(&secrets.secret_hash_key),
+            store,
+            config,
+            clock,
+            keys,
+            verifier,
+            dummy_password_hash,
+        };
+        server.reload_revoked_key_ids().await?;
+        Ok((server, bootstrap))
     }
 
     pub fn config(&self) -> &Config {
@@ -229,7 +230,7 @@ impl AuthorizationServer {
     /// Makes introspection consult `feed` (the revocation log in this process, or a watched
     /// feed) besides this server's own index: it then sees every producer's revocations. Set
     /// once; a feed that cannot vouch makes introspection fail closed (`temporarily_unavailable`).
-    pub fn follow_feed(&self, feed: Arc<dyn writ_token::RevocationCheck>) {
+    pub fn follow_feed(&self, feed: Arc<dyn writ_token::AsyncRevocationCheck>) {
         let _ = self.feed.set(feed);
     }
 
@@ -253,10 +254,13 @@ impl AuthorizationServer {
     ///
     /// (Fix: services in the same process used `public_keys`, which keeps a revoked key until it
     /// would have expired anyway, so a token signed by a revoked key was still accepted there.)
+    ///
+    /// Synchronous (a key source is asked on every verification): the revoked key ids come from
+    /// memory, reloaded from the store at open, after this server revokes a key id, and on every
+    /// [`Self::prune_expired`] (so a key another replica revoked is dropped within that period).
     pub fn trusted_keys(&self) -> Arc<KeySet> {
         use std::sync::atomic::Ordering;
         let public = self.public_keys();
-        // Read before the revocation index: a key revoked meanwhile bumps it and is seen next time.
         let generation = self.key_revocations.load(Ordering::Acquire);
         if let Some((source, g, trusted)) = &*self.trusted.lock()
             && Arc::ptr_eq(source, &public)
@@ -264,36 +268,36 @@ impl AuthorizationServer {
         {
             return trusted.clone();
         }
-        let mut complete = true;
-        // A lookup that fails distrusts the key (fail closed) and is not cached.
-        let mut revoked = |kid: &str| {
-            self.is_revoked(writ_token::RevocationKind::KeyId, kid, 0)
-                .unwrap_or_else(|_| {
-                    complete = false;
-                    true
-                })
-        };
+        let revoked = self.revoked_key_ids.read().clone();
         let mut trusted = KeySet::new();
         for k in public.jwt_keys() {
-            if !revoked(k.kid()) {
+            if !revoked.contains(k.kid()) {
                 trusted.insert_jwt(k.clone());
             }
         }
         for k in public.biscuit_keys() {
-            if !revoked(&k.id().to_string()) {
+            if !revoked.contains(&k.id().to_string()) {
                 trusted.insert_biscuit(*k);
             }
         }
         let trusted = Arc::new(trusted);
-        if complete {
-            *self.trusted.lock() = Some((public, generation, trusted.clone()));
-        }
+        *self.trusted.lock() = Some((public, generation, trusted.clone()));
         trusted
+    }
+
+    /// Reloads the key ids revoked in the store (see [`Self::trusted_keys`]). A store that
+    /// cannot answer leaves the previous set (and is reported): it only ever grows by a reload.
+    pub(crate) async fn reload_revoked_key_ids(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let ids = self.revoked_key_ids_in_store().await?;
+        *self.revoked_key_ids.write() = Arc::new(ids);
+        self.key_revocations.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The JWT keys and Biscuit root keys to publish now: live keys, minus any revoked by id.
     #[allow(clippy::type_complexity)]
-    pub fn published_keys(
+    pub async fn published_keys(
         &self,
     ) -> Result<(
         Vec<writ_token::VerificationKey>,
@@ -301,20 +305,20 @@ impl AuthorizationServer {
     )> {
         let now = self.now();
         let state = self.keys.state();
-        let mut jwt = Vec::new();
-        for k in state.published_jwt_keys(now) {
-            if !self.is_revoked(writ_token::RevocationKind::KeyId, k.kid(), 0)? {
-                jwt.push(k);
-            }
-        }
+        // Read from the store, not the in-memory set: the JWKS is exact on every replica.
+        let revoked = self.revoked_key_ids_in_store().await?;
+        let jwt = state
+            .published_jwt_keys(now)
+            .into_iter()
+            .filter(|k| !revoked.contains(k.kid()))
+            .collect();
         // A root key revoked by id is withdrawn like a JWT key (its id, in decimal, is the
         // `key_id` its Biscuits are revoked by).
-        let mut biscuit = Vec::new();
-        for (k, exp) in state.published_biscuit_keys(now) {
-            if !self.is_revoked(writ_token::RevocationKind::KeyId, &k.id().to_string(), 0)? {
-                biscuit.push((k, exp));
-            }
-        }
+        let biscuit = state
+            .published_biscuit_keys(now)
+            .into_iter()
+            .filter(|(k, _)| !revoked.contains(&k.id().to_string()))
+            .collect();
         Ok((jwt, biscuit))
     }
 
@@ -334,18 +338,22 @@ impl AuthorizationServer {
             Ok(Some(secrets))
         })
         .await?;
-        *self.admin_credential_hash.write() = hash;
         tracing::info!(target: "writ::audit", event = "admin_credential_rotated");
         Ok(credential)
     }
 
-    /// Checks the admin credential, in constant time.
-    pub fn authenticate_admin(&self, credential: &str) -> Result<()> {
+    /// Checks the admin credential, in constant time, against the stored hash (so a rotation on
+    /// one replica holds on every replica at once).
+    pub async fn authenticate_admin(&self, credential: &str) -> Result<()> {
+        let stored = self
+            .store
+            .get_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY)
+            .await?
+            .ok_or(Error::Internal("the server secrets are missing"))?;
         if credential.len() <= MAX_SECRET_LEN
-            && self.hasher.verify(
-                credential.as_bytes(),
-                Some(&self.admin_credential_hash.read()),
-            )
+            && self
+                .hasher
+                .verify(credential.as_bytes(), Some(&stored.admin_credential_hash))
         {
             Ok(())
         } else {
@@ -388,13 +396,18 @@ impl AuthorizationServer {
         let now = self.now();
         let margin = self.config.leeway;
         let mut removed = 0;
-        removed += self.prune::<records::RefreshTokenRecord>(|r| r.expires_at + margin < now)?;
-        removed += self.prune::<records::GrantRecord>(|g| g.expires_at + margin < now)?;
-        removed += self.prune_revocations(now, margin)?;
+        removed += self
+            .prune::<records::RefreshTokenRecord>(|r| r.expires_at + margin < now)
+            .await?;
+        removed += self
+            .prune::<records::GrantRecord>(|g| g.expires_at + margin < now)
+            .await?;
+        removed += self.prune_revocations(now, margin).await?;
         if removed > 0 {
             self.store.durable().await?;
         }
         self.keys.refresh(now).await?;
+        self.reload_revoked_key_ids().await?;
         Ok(removed)
     }
 
@@ -407,13 +420,13 @@ impl AuthorizationServer {
         mut change: impl FnMut(Option<R>) -> Result<Option<R>>,
     ) -> Result<Option<R>> {
         for _ in 0..8 {
-            let old = self.store.get(R::TREE, key)?;
+            let old = self.store.get(R::TREE, key).await?;
             let current = old.as_deref().map(writ_store::decode::<R>).transpose()?;
             let Some(new) = change(current)? else {
                 return Ok(None);
             };
             let batch = Batch::new().expect(key, old).put(key, encode(&new));
-            if self.store.commit(R::TREE, batch)? {
+            if self.store.commit(R::TREE, batch).await? {
                 self.store.durable().await?;
                 return Ok(Some(new));
             }
@@ -421,16 +434,19 @@ impl AuthorizationServer {
         Err(Error::Conflict("the record changed concurrently; retry"))
     }
 
-    fn prune<R: writ_store::Record>(&self, expired: impl Fn(&R) -> bool) -> Result<usize> {
+    async fn prune<R: writ_store::Record>(&self, expired: impl Fn(&R) -> bool) -> Result<usize> {
         let mut removed = 0;
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self.store.scan_records::<R>(b"", after.as_deref(), 1000)?;
+            let page = self
+                .store
+                .scan_records::<R>(b"", after.as_deref(), 1000)
+                .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (key, rec) in &page {
                 if expired(rec) {
-                    self.store.remove(R::TREE, key)?;
+                    self.store.remove(R::TREE, key).await?;
                     removed += 1;
                 }
             }

@@ -3,9 +3,9 @@
 //! durable batch. A publisher drains the outbox (at least once; the service is idempotent), so
 //! an acknowledged revocation reaches resource services even if the service was down.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 
-use writ_store::{Batch, Store, StoreExt, Tree, decode, encode};
+use writ_store::{AsyncStoreExt, Batch, Tree, decode, encode};
 use writ_token::{
     AccessClaims, RevocationEntry, RevocationKind, TokenFacts, encode_access_token, random_id,
 };
@@ -43,9 +43,16 @@ fn local_key(kind: RevocationKind, value: &str) -> Vec<u8> {
     k
 }
 
-fn outbox_key(n: u64) -> Vec<u8> {
+/// An outbox key unique across every replica sharing the store, roughly in time order: the
+/// wall clock in nanoseconds, then random bytes. (The publisher drains oldest first; the
+/// revocation service is idempotent, so the order is only fairness, never correctness.)
+fn outbox_key() -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut k = OUTBOX.to_vec();
-    k.extend_from_slice(&n.to_be_bytes());
+    k.extend_from_slice(&nanos.to_be_bytes());
+    k.extend_from_slice(&writ_token::random_bytes::<8>());
     k
 }
 
@@ -72,23 +79,6 @@ fn entry(r: &RevocationRecord) -> Result<RevocationEntry> {
     })
 }
 
-/// The next outbox sequence, recovered from the store at open.
-pub(crate) fn outbox_counter(store: &dyn Store) -> Result<AtomicU64> {
-    let mut last = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan(Tree::Revocations, OUTBOX, after.as_deref(), 10_000)?;
-        let Some((k, _)) = page.last() else { break };
-        last = k
-            .get(OUTBOX.len()..)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(last);
-        after = Some(k.clone());
-    }
-    Ok(AtomicU64::new(last + 1))
-}
-
 impl AuthorizationServer {
     /// Records revocations locally and queues them for the revocation service, atomically; durable
     /// on return. Wakes the publisher.
@@ -112,10 +102,13 @@ impl AuthorizationServer {
                 ));
             }
         }
-        {
-            // One writer at a time, so merging with the existing local record cannot race.
-            let _serialized = self.revocation_lock.lock();
+        // Merged with what the local index holds, as a compare-and-swap on every key read, so
+        // replicas recording the same target at once cannot lose either's cut-off.
+        let mut written = false;
+        for _ in 0..MAX_ATTEMPTS {
             let mut batch = Batch::new();
+            let mut merged_here: std::collections::HashMap<Vec<u8>, RevocationRecord> =
+                std::collections::HashMap::new();
             for r in revocations {
                 let key = local_key(r.entry.kind, &r.entry.value);
                 let mut keep = r.keep_until.max(r.entry.expires_at);
@@ -124,7 +117,18 @@ impl AuthorizationServer {
                     // families): kept here as long as any of them can live.
                     keep = keep.max(now + self.grant_horizon());
                 }
-                let merged = match self.store.get_record::<RevocationRecord>(&key)? {
+                let old = match merged_here.get(&key) {
+                    Some(m) => Some(m.clone()),
+                    None => {
+                        let bytes = self.store.get(Tree::Revocations, &key).await?;
+                        batch = batch.expect(key.clone(), bytes.clone());
+                        bytes
+                            .as_deref()
+                            .map(decode::<RevocationRecord>)
+                            .transpose()?
+                    }
+                };
+                let merged = match old {
                     Some(old) => RevocationRecord {
                         expires_at: old.expires_at.max(keep),
                         not_before: old.not_before.max(r.entry.not_before),
@@ -132,20 +136,28 @@ impl AuthorizationServer {
                     },
                     None => record(&r.entry, keep, now),
                 };
-                let seq = self.outbox_next.fetch_add(1, Ordering::Relaxed);
-                batch = batch.put(key, encode(&merged)).put(
-                    outbox_key(seq),
+                batch = batch.put(key.clone(), encode(&merged)).put(
+                    outbox_key(),
                     encode(&record(&r.entry, r.entry.expires_at, now)),
                 );
+                merged_here.insert(key, merged);
             }
-            self.store.commit(Tree::Revocations, batch)?;
+            if self.store.commit(Tree::Revocations, batch).await? {
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(Error::Conflict(
+                "the revocation index changed concurrently; retry",
+            ));
         }
         if revocations
             .iter()
             .any(|r| r.entry.kind == RevocationKind::KeyId)
         {
             // `trusted_keys` must look again.
-            self.key_revocations.fetch_add(1, Ordering::AcqRel);
+            self.reload_revoked_key_ids().await?;
         }
         self.store.durable().await?;
         for r in revocations {
@@ -166,10 +178,16 @@ impl AuthorizationServer {
     /// client cut off at or after the grant was made. Every token of a grant derives its
     /// authority from the grant, so a cut-off is judged by when the grant began, not by when a
     /// token of it was minted (a refresh after a cut-off mints tokens newer than it).
-    pub(crate) fn grant_revoked(&self, grant: &GrantRecord) -> Result<bool> {
-        Ok(self.is_revoked(RevocationKind::GrantId, &grant.gid, 0)?
-            || self.is_revoked(RevocationKind::Subject, &grant.subject, grant.created_at)?
-            || self.is_revoked(RevocationKind::Client, &grant.client_id, grant.created_at)?)
+    pub(crate) async fn grant_revoked(&self, grant: &GrantRecord) -> Result<bool> {
+        Ok(self
+            .is_revoked(RevocationKind::GrantId, &grant.gid, 0)
+            .await?
+            || self
+                .is_revoked(RevocationKind::Subject, &grant.subject, grant.created_at)
+                .await?
+            || self
+                .is_revoked(RevocationKind::Client, &grant.client_id, grant.created_at)
+                .await?)
     }
 
     /// How long a grant made now can live: cut-offs that end grants are kept that long.
@@ -200,19 +218,20 @@ impl AuthorizationServer {
 
     /// Whether the local index revokes `value` of `kind` (for subject and client: a token issued
     /// at `iat`).
-    pub fn is_revoked(&self, kind: RevocationKind, value: &str, iat: i64) -> Result<bool> {
+    pub async fn is_revoked(&self, kind: RevocationKind, value: &str, iat: i64) -> Result<bool> {
         Ok(self
             .store
-            .get_record::<RevocationRecord>(&local_key(kind, value))?
+            .get_record::<RevocationRecord>(&local_key(kind, value))
+            .await?
             .is_some_and(|r| {
                 r.expires_at >= self.now() && (!kind.uses_not_before() || iat <= r.not_before)
             }))
     }
 
     /// The first revocation in the local index that applies to `token`, if any.
-    pub fn revokes(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>> {
+    pub async fn revokes(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>> {
         for (kind, value) in token.targets() {
-            if self.is_revoked(kind, value, token.iat)? {
+            if self.is_revoked(kind, value, token.iat).await? {
                 return Ok(Some(kind));
             }
         }
@@ -220,9 +239,10 @@ impl AuthorizationServer {
     }
 
     /// Up to `limit` queued revocations, oldest first, with their outbox keys.
-    pub fn outbox(&self, limit: usize) -> Result<Vec<(Vec<u8>, RevocationEntry)>> {
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<(Vec<u8>, RevocationEntry)>> {
         self.store
-            .scan_records::<RevocationRecord>(OUTBOX, None, limit)?
+            .scan_records::<RevocationRecord>(OUTBOX, None, limit)
+            .await?
             .into_iter()
             .map(|(k, r)| Ok((k, entry(&r)?)))
             .collect()
@@ -231,7 +251,7 @@ impl AuthorizationServer {
     /// Removes acknowledged (or no longer useful) revocations from the outbox.
     pub async fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
         let batch = keys.iter().fold(Batch::new(), |b, k| b.remove(k.clone()));
-        self.store.commit(Tree::Revocations, batch)?;
+        self.store.commit(Tree::Revocations, batch).await?;
         self.store.durable().await?;
         Ok(())
     }
@@ -264,39 +284,70 @@ impl AuthorizationServer {
 
     /// Drops expired revocations from the local index and from the outbox (an entry whose tokens
     /// have all expired is no longer worth publishing).
-    pub(crate) fn prune_revocations(&self, now: i64, margin: i64) -> Result<usize> {
+    pub(crate) async fn prune_revocations(&self, now: i64, margin: i64) -> Result<usize> {
         let mut removed = 0;
         for prefix in [LOCAL, OUTBOX] {
             let mut after: Option<Vec<u8>> = None;
             loop {
                 let page = self
                     .store
-                    .scan(Tree::Revocations, prefix, after.as_deref(), 1000)?;
+                    .scan(Tree::Revocations, prefix, after.as_deref(), 1000)
+                    .await?;
                 let Some((k, _)) = page.last() else { break };
                 after = Some(k.clone());
-                let _serialized = self.revocation_lock.lock();
-                for (k, v) in &page {
-                    if decode::<RevocationRecord>(v).is_ok_and(|r| r.expires_at + margin < now) {
-                        self.store.remove(Tree::Revocations, k)?;
-                        removed += 1;
+                for (k, v) in page {
+                    if decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at + margin < now) {
+                        // Only if unchanged: a target revoked again meanwhile stays.
+                        let batch = Batch::new().expect(k.clone(), Some(v)).remove(k);
+                        if self.store.commit(Tree::Revocations, batch).await? {
+                            removed += 1;
+                        }
                     }
                 }
             }
         }
         Ok(removed)
     }
+
+    /// The key ids the local index revokes now.
+    pub(crate) async fn revoked_key_ids_in_store(&self) -> Result<HashSet<String>> {
+        let prefix = local_key(RevocationKind::KeyId, "");
+        let now = self.now();
+        let mut ids = HashSet::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan_records::<RevocationRecord>(&prefix, after.as_deref(), 1000)
+                .await?;
+            let Some((k, _)) = page.last() else { break };
+            after = Some(k.clone());
+            ids.extend(
+                page.into_iter()
+                    .filter(|(_, r)| r.expires_at >= now)
+                    .map(|(_, r)| r.value),
+            );
+        }
+        Ok(ids)
+    }
 }
+
+/// Attempts at a compare-and-swap on the local index before giving up (`Conflict`).
+const MAX_ATTEMPTS: usize = 16;
 
 /// The local index knows a revocation the moment it is acknowledged: another service in the
 /// same process (the STS under `writ up`) consults it besides the feed.
-impl writ_token::RevocationCheck for AuthorizationServer {
-    fn revoked(
-        &self,
-        token: &TokenFacts<'_>,
-    ) -> std::result::Result<Option<RevocationKind>, writ_token::Unvouched> {
-        self.revokes(token).map_err(|e| {
-            tracing::error!(error = %e, "the authorization server's revocation index failed");
-            writ_token::Unvouched("the revocation index is unavailable")
+impl writ_token::AsyncRevocationCheck for AuthorizationServer {
+    fn revoked_async<'a>(
+        &'a self,
+        token: &'a TokenFacts<'a>,
+    ) -> writ_token::BoxFuture<'a, std::result::Result<Option<RevocationKind>, writ_token::Unvouched>>
+    {
+        Box::pin(async move {
+            self.revokes(token).await.map_err(|e| {
+                tracing::error!(error = %e, "the authorization server's revocation index failed");
+                writ_token::Unvouched("the revocation index is unavailable")
+            })
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Resource owners, for clients allowed the password grant. Passwords are argon2id hashes,
 //! computed off the async runtime.
 
-use writ_store::{StoreExt, Tree};
+use writ_store::{AsyncStoreExt, Tree};
 use writ_token::{Scopes, random_id};
 
 use writ_token::RevocationKind;
@@ -57,7 +57,7 @@ impl AuthorizationServer {
             disabled: false,
             created_at: self.now(),
         };
-        if !self.store.insert_new(username.as_bytes(), &user)? {
+        if !self.store.insert_new(username.as_bytes(), &user).await? {
             return Err(Error::AlreadyExists("a user with this username exists"));
         }
         self.store.durable().await?;
@@ -77,13 +77,14 @@ impl AuthorizationServer {
         }
         let user = self
             .store
-            .get_record::<UserRecord>(username.as_bytes())?
+            .get_record::<UserRecord>(username.as_bytes())
+            .await?
             .ok_or(Error::NotFound("no such user"))?;
         // Cut first: a crash in between leaves a user whose sessions already ended, never a
         // deleted user whose tokens still work.
         self.cut_off(RevocationKind::Subject, &user.subject, "user deleted")
             .await?;
-        self.store.remove(Tree::Users, username.as_bytes())?;
+        self.store.remove(Tree::Users, username.as_bytes()).await?;
         self.store.durable().await?;
         tracing::info!(target: "writ::audit", event = "user_deleted", username = %username);
         Ok(())
@@ -124,7 +125,9 @@ impl AuthorizationServer {
             return Err(Error::Throttled(wait));
         }
         let user = if valid_username(username) && password.len() <= MAX_PASSWORD_LEN {
-            self.store.get_record::<UserRecord>(username.as_bytes())?
+            self.store
+                .get_record::<UserRecord>(username.as_bytes())
+                .await?
         } else {
             None
         };

@@ -1,15 +1,20 @@
-//! Appending: gap-free sequences under a short lock, one batch per writer turn, committed
+//! Appending: one batch per writer turn, a compare-and-swap on the stored head (so sequences
+//! are gap-free and in commit order across every replica sharing the store), committed
 //! (visible to readers) once durable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 use writ_store::{Batch, StoreError, Tree, decode, encode};
 use writ_token::RevocationEntry;
 
-use crate::record::{EntryRecord, index_key, log_key, merge};
-use crate::{Event, LogError, MAX_BATCH, RevocationLog};
+use crate::record::{EntryRecord, Meta, index_key, log_key, merge};
+use crate::{Event, HEAD_KEY, LogError, MAX_BATCH, RevocationLog};
+
+/// Attempts at the head's compare-and-swap (other replicas appending) before an append fails.
+const MAX_ATTEMPTS: usize = 64;
 
 /// An append waiting to be written, and where its outcome goes.
 pub(crate) struct Queued {
@@ -68,14 +73,18 @@ impl RevocationLog {
                         if queued.is_empty() {
                             break Err(lost());
                         }
-                        // The write can wait for a flush in progress (see above): on a
-                        // multi-threaded runtime, let the worker's other tasks move on.
-                        if tokio::runtime::Handle::current().runtime_flavor()
-                            == tokio::runtime::RuntimeFlavor::MultiThread
+                        // A store whose writes block the thread (sled: a write can wait for
+                        // a flush in progress, see above): on a multi-threaded runtime, let the
+                        // worker's other tasks move on meanwhile.
+                        if self.store.blocking()
+                            && tokio::runtime::Handle::current().runtime_flavor()
+                                == tokio::runtime::RuntimeFlavor::MultiThread
                         {
-                            tokio::task::block_in_place(|| self.write(queued));
+                            tokio::task::block_in_place(|| {
+                                tokio::runtime::Handle::current().block_on(self.write(queued))
+                            });
                         } else {
-                            self.write(queued);
+                            self.write(queued).await;
                         }
                     }
                     Err(oneshot::error::TryRecvError::Closed) => break Err(lost()),
@@ -84,9 +93,9 @@ impl RevocationLog {
         }?;
         // Everything written before the flush starts is durable once it returns, including
         // appends of callers that went away: commit all of it, not only this append.
-        let written = self.append.lock().0 - 1;
+        let written = self.written.load(Ordering::Acquire);
         self.store.durable().await?;
-        self.commit(written.max(last));
+        self.catch_up(written.max(last), None).await?;
         Ok(last)
     }
 
@@ -108,67 +117,96 @@ impl RevocationLog {
 
     /// Writes queued appends in one store batch and answers each with the sequence of its last
     /// entry. An append whose entries cannot be read or merged fails alone; if the batch cannot
-    /// be written, every append in it fails and no sequence is used.
-    pub(crate) fn write(&self, queued: Vec<Queued>) {
-        let mut state = self.append.lock();
-        let (mut next, mut live) = *state;
-        let mut batch = Batch::new();
-        let mut events = Vec::new();
-        let mut in_batch: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
-        let mut answers = Vec::with_capacity(queued.len());
-        for q in queued {
-            // Planned against the log plus the appends before it in this batch, exactly as if it
-            // had been written alone after them; kept only if it plans without error.
-            let mut plan = Plan {
-                next,
-                live,
-                last: 0,
-                writes: Vec::new(),
-            };
-            let result = self.plan(&q.entries, &in_batch, &mut plan);
-            if result.is_ok() {
-                (next, live) = (plan.next, plan.live);
-                for (key, seq, merged) in plan.writes {
-                    let record = encode(&EntryRecord::new(&merged, seq));
-                    batch = batch
-                        .put(log_key(seq), record.clone())
-                        .put(key.clone(), record);
-                    in_batch.insert(key, (seq, merged.clone()));
-                    events.push(Arc::new(Event {
-                        sequence: seq,
-                        entry: merged,
-                    }));
+    /// be written, every append in it fails and no sequence is used. The batch expects the
+    /// stored head it was planned against: if another replica appended meanwhile, it is planned
+    /// again after that append.
+    pub(crate) async fn write(&self, queued: Vec<Queued>) {
+        let result = self.try_write(&queued).await;
+        match result {
+            Ok(answers) => {
+                for (q, answer) in queued.into_iter().zip(answers) {
+                    // An appender that went away (its call was cancelled) is not waiting.
+                    let _ = q.reply.send(answer);
                 }
             }
-            answers.push((q.reply, result.map(|()| plan.last)));
-        }
-        if !events.is_empty() {
-            // The sequence only advances once the batch is written: no gaps on failure.
-            if let Err(e) = self.store.commit(Tree::RevocationLog, batch) {
-                drop(state);
+            Err(e) => {
                 let message = e.to_string();
                 tracing::error!(error = %message, "writing revocations failed");
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(LogError::Store(StoreError::Io(message.clone()))));
+                for q in queued {
+                    let _ = q
+                        .reply
+                        .send(Err(LogError::Store(StoreError::Io(message.clone()))));
                 }
-                return;
             }
-            *state = (next, live);
-            let mut pending = self.pending.lock();
-            for ev in events {
-                pending.insert(ev.sequence, ev);
-            }
-        }
-        drop(state);
-        for (reply, result) in answers {
-            // An appender that went away (its call was cancelled) is not waiting: nothing to do.
-            let _ = reply.send(result);
         }
     }
 
+    #[allow(clippy::type_complexity)]
+    async fn try_write(&self, queued: &[Queued]) -> Result<Vec<Result<u64, LogError>>, LogError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (meta, expected) = match Meta::read(&*self.store).await? {
+                Some((meta, bytes)) => (meta, Some(bytes)),
+                None => (Meta { head: 0, live: 0 }, None),
+            };
+            let (mut next, mut live) = (meta.head + 1, meta.live);
+            let mut batch = Batch::new();
+            let mut events = Vec::new();
+            let mut in_batch: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
+            let mut answers = Vec::with_capacity(queued.len());
+            for q in queued {
+                // Planned against the log plus the appends before it in this batch, exactly as
+                // if it had been written alone after them; kept only if it plans without error.
+                let mut plan = Plan {
+                    next,
+                    live,
+                    last: 0,
+                    writes: Vec::new(),
+                };
+                let result = self.plan(&q.entries, &in_batch, &mut plan).await;
+                if result.is_ok() {
+                    (next, live) = (plan.next, plan.live);
+                    for (key, seq, merged) in plan.writes {
+                        let record = encode(&EntryRecord::new(&merged, seq));
+                        batch = batch
+                            .put(log_key(seq), record.clone())
+                            .put(key.clone(), record);
+                        in_batch.insert(key, (seq, merged.clone()));
+                        events.push(Arc::new(Event {
+                            sequence: seq,
+                            entry: merged,
+                        }));
+                    }
+                }
+                answers.push(result.map(|()| plan.last));
+            }
+            if events.is_empty() {
+                return Ok(answers);
+            }
+            let head = next - 1;
+            batch = batch
+                .expect(HEAD_KEY, expected)
+                .put(HEAD_KEY, Meta { head, live }.encode());
+            if self.store.commit(Tree::RevocationLog, batch).await? {
+                self.written.fetch_max(head, Ordering::AcqRel);
+                let mut pending = self.pending.lock();
+                for ev in events {
+                    pending.insert(ev.sequence, ev);
+                }
+                self.live.store(live, Ordering::Release);
+                return Ok(answers);
+            }
+            // Another replica appended since the head was read: plan again after it.
+        }
+        Err(LogError::Store(StoreError::Io(
+            "the revocation log's head is contended; retry".to_owned(),
+        )))
+    }
+
     /// Sequences and merged entries for one append, after `in_batch` (what the batch being built
-    /// writes already). An entry already covered by a live one appends nothing.
-    fn plan(
+    /// writes already). An entry already covered by a live one appends nothing. (The index
+    /// reads need no expectation of their own: every change to the index, by any replica, also
+    /// changes the stored head this batch expects.)
+    async fn plan(
         &self,
         entries: &[RevocationEntry],
         in_batch: &HashMap<Vec<u8>, (u64, RevocationEntry)>,
@@ -180,7 +218,7 @@ impl RevocationLog {
             let key = index_key(e.kind, &e.issuer, &e.value);
             let existing = match own.get(&key).or_else(|| in_batch.get(&key)) {
                 Some(v) => Some(v.clone()),
-                None => match self.store.get(Tree::RevocationLog, &key)? {
+                None => match self.store.get(Tree::RevocationLog, &key).await? {
                     Some(bytes) => {
                         let ev = decode::<EntryRecord>(&bytes)?.event()?;
                         Some((ev.sequence, ev.entry))
@@ -208,36 +246,86 @@ impl RevocationLog {
         Ok(())
     }
 
-    /// Marks everything up to `upto` committed. Sequences are written in order under the append
-    /// lock, and a flush covers every write made before it was asked for, so once an appender's
-    /// flush returns, every lower sequence is durable too.
-    fn commit(&self, upto: u64) {
-        let mut pending = self.pending.lock();
-        if upto <= *self.committed.borrow() {
-            return;
+    /// Marks everything up to `upto` committed: this process's own events from memory, other
+    /// replicas' read from the store, into the ring of recent events in order. Sequences are
+    /// committed to the store in order (each batch expects the head before it), and a flush
+    /// covers every write made before it was asked for, so once an appender's flush returns,
+    /// every lower sequence is durable too.
+    pub(crate) async fn catch_up(&self, upto: u64, live: Option<u64>) -> Result<(), LogError> {
+        let _advancing = self.advance.lock().await;
+        let head = self.head();
+        if upto <= head {
+            return Ok(());
         }
-        let rest = pending.split_off(&(upto + 1));
-        let ready = std::mem::replace(&mut *pending, rest);
+        let own = {
+            let mut pending = self.pending.lock();
+            let rest = pending.split_off(&(upto + 1));
+            std::mem::replace(&mut *pending, rest)
+        };
+        let mut events = Vec::with_capacity((upto - head).min(4096) as usize);
+        let mut next = head + 1;
+        while next <= upto {
+            if let Some(ev) = own.get(&next) {
+                events.push(ev.clone());
+                next += 1;
+                continue;
+            }
+            // Another replica's: read from the store, up to this process's next own event.
+            let until = own.range(next..).next().map_or(upto, |(s, _)| s - 1);
+            let limit = (until - next + 1).min(4096) as usize;
+            let rows = self
+                .store
+                .scan(
+                    Tree::RevocationLog,
+                    crate::LOG,
+                    Some(&log_key(next - 1)),
+                    limit,
+                )
+                .await?;
+            let mut progressed = false;
+            for (k, v) in rows {
+                let seq = crate::record::seq_of(&k)?;
+                if seq != next || seq > until {
+                    break;
+                }
+                events.push(Arc::new(decode::<EntryRecord>(&v)?.event()?));
+                next += 1;
+                progressed = true;
+            }
+            if !progressed {
+                // Pruned before this process read it (a reader there needs a snapshot): the
+                // ring starts again after the gap.
+                events.clear();
+                next = until + 1;
+                self.recent.write().clear();
+            }
+        }
         {
             let mut recent = self.recent.write();
-            for ev in ready.into_values() {
+            for ev in events {
+                if recent.back().is_some_and(|b| b.sequence + 1 != ev.sequence) {
+                    recent.clear();
+                }
                 recent.push_back(ev);
             }
             while recent.len() > self.config.ring {
                 recent.pop_front();
             }
         }
+        if let Some(live) = live {
+            self.live.store(live, Ordering::Release);
+        }
         self.committed.send_replace(upto);
+        Ok(())
     }
 
     /// Makes everything written so far durable and committed. Appends do this themselves; this
     /// catches events whose appender saw its flush fail (they may be on disk, so they must not
     /// stay invisible).
     pub async fn sync(&self) -> Result<(), LogError> {
-        let written = self.append.lock().0 - 1;
+        let written = self.written.load(Ordering::Acquire);
         self.store.durable().await?;
-        self.commit(written);
-        Ok(())
+        self.catch_up(written, None).await
     }
 }
 

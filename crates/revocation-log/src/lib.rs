@@ -10,12 +10,13 @@
 //! live index instead.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
-use writ_store::{Store, StoreError, Tree};
+use writ_store::{AsyncStore, StoreError, Tree};
 use writ_token::{RevocationEntry, RevocationKind, TokenFacts};
 
 mod append;
@@ -27,11 +28,14 @@ mod record;
 pub use error::{ERROR_DOMAIN, LogError};
 
 use append::Queued;
-use record::last_log_key;
+use record::Meta;
 
 const LOG: &[u8] = b"l/";
 const INDEX: &[u8] = b"i/";
 const LOW_KEY: &[u8] = b"m/low";
+/// The head and the live count ([`Meta`]): every append, by any replica, is a compare-and-swap
+/// on it, so sequences are gap-free and in commit order however many processes append.
+const HEAD_KEY: &[u8] = b"m/head";
 
 /// Most entries in one append.
 pub const MAX_BATCH: usize = 1000;
@@ -53,6 +57,9 @@ pub struct LogConfig {
     pub max_retained: u64,
     /// Seconds past `expires_at` before an entry is forgotten (clock skew between services).
     pub prune_margin: i64,
+    /// How often the log looks for appends by other replicas sharing its store even without a
+    /// notification from the store (a notification lost with a connection).
+    pub poll: Duration,
 }
 
 impl Default for LogConfig {
@@ -61,63 +68,69 @@ impl Default for LogConfig {
             ring: 65_536,
             max_retained: 1_000_000,
             prune_margin: 60,
+            poll: Duration::from_secs(1),
         }
     }
 }
 
-/// The revocation log over a store.
+/// The revocation log over a store, shared by any number of replicas.
 #[derive(Debug)]
 pub struct RevocationLog {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AsyncStore>,
     config: LogConfig,
     /// Appends not yet written. Whoever holds `writer` writes all of them in one batch.
     queue: Mutex<Vec<Queued>>,
     /// Taken in arrival order by appenders; its holder writes the queue (see [`Self::append`]).
     writer: tokio::sync::Mutex<()>,
-    /// Serializes sequence assignment; holds the next sequence and the live count.
-    append: Mutex<(u64, u64)>,
-    /// Written, not yet known durable.
+    /// The highest sequence this process wrote (durable once the store's flush returns).
+    written: AtomicU64,
+    /// The live count as of the last head this process saw.
+    live: AtomicU64,
+    /// Written by this process, not yet committed here.
     pending: Mutex<BTreeMap<u64, Arc<Event>>>,
+    /// Serializes advancing the committed head (and filling the ring in order).
+    advance: tokio::sync::Mutex<()>,
     committed: watch::Sender<u64>,
     recent: RwLock<VecDeque<Arc<Event>>>,
     low: AtomicU64,
 }
 
 impl RevocationLog {
-    /// Opens the log, recovering the head, the retained range and the live count.
-    pub fn open(store: Arc<dyn Store>, config: LogConfig) -> Result<Self, LogError> {
-        let last = last_log_key(&*store)?;
-        let low = match store.get(Tree::RevocationLog, LOW_KEY)? {
-            Some(v) => {
-                u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt)?)
-            }
-            None => 1,
+    /// Opens the log, recovering the head, the retained range and the live count, and follows
+    /// appends other replicas make to the same store (woken by the store where it can tell).
+    pub async fn open(
+        store: Arc<dyn AsyncStore>,
+        config: LogConfig,
+    ) -> Result<Arc<Self>, LogError> {
+        let meta = match Meta::read(&*store).await? {
+            Some((meta, _)) => meta,
+            None => Meta::recover(&*store).await?,
         };
-        // Fix: once pruning has removed every event the log is empty, but `low` still records
-        // where it ended: the head is `low - 1`, not 0. Restarting from 0 reused sequences, and
-        // every subscriber (its cursor past them) skipped the new events as duplicates.
-        let head = last.unwrap_or(0).max(low.saturating_sub(1));
-        let mut live = 0u64;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = store.scan(Tree::RevocationLog, INDEX, after.as_deref(), 10_000)?;
-            let Some((k, _)) = page.last() else { break };
-            after = Some(k.clone());
-            live += page.len() as u64;
-        }
-        let (committed, _) = watch::channel(head);
-        tracing::info!(head, low, live, "revocation log opened");
-        Ok(RevocationLog {
+        let low = read_low(&*store).await?;
+        let (committed, _) = watch::channel(meta.head);
+        tracing::info!(
+            head = meta.head,
+            low,
+            live = meta.live,
+            "revocation log opened"
+        );
+        let log = Arc::new(RevocationLog {
             store,
             config,
             queue: Mutex::new(Vec::new()),
             writer: tokio::sync::Mutex::new(()),
-            append: Mutex::new((head + 1, live)),
+            written: AtomicU64::new(meta.head),
+            live: AtomicU64::new(meta.live),
             pending: Mutex::new(BTreeMap::new()),
+            advance: tokio::sync::Mutex::new(()),
             committed,
             recent: RwLock::new(VecDeque::new()),
-            low: AtomicU64::new(low.min(head + 1).max(1)),
-        })
+            low: AtomicU64::new(low.min(meta.head + 1).max(1)),
+        });
+        if let Some(changes) = log.store.changes(Tree::RevocationLog) {
+            tokio::spawn(follow(Arc::downgrade(&log), changes));
+        }
+        Ok(log)
     }
 
     /// The committed head: every event up to it is durable and readable.
@@ -135,22 +148,63 @@ impl RevocationLog {
         self.low.load(Ordering::Acquire)
     }
 
-    /// Live (unexpired, unpruned) entries.
+    /// Live (unexpired, unpruned) entries, as of the head this process last saw.
     pub fn live_count(&self) -> u64 {
-        self.append.lock().1
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Catches up with what other replicas committed to the store: the head, the live count and
+    /// the retained range. (A subscriber failing over to this replica may hold a cursor from a
+    /// faster one.)
+    pub async fn refresh(&self) -> Result<u64, LogError> {
+        let low = read_low(&*self.store).await?;
+        self.low.fetch_max(low, Ordering::AcqRel);
+        if let Some((meta, _)) = Meta::read(&*self.store).await? {
+            self.catch_up(meta.head, Some(meta.live)).await?;
+        }
+        Ok(self.head())
+    }
+}
+
+async fn read_low(store: &dyn AsyncStore) -> Result<u64, StoreError> {
+    Ok(match store.get(Tree::RevocationLog, LOW_KEY).await? {
+        Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt)?),
+        None => 1,
+    })
+}
+
+/// Follows other replicas' appends: on each change the store reports, and every `poll`
+/// (a notification can be lost with its connection), catches up with the store's head.
+async fn follow(log: Weak<RevocationLog>, mut changes: watch::Receiver<u64>) {
+    loop {
+        let poll = match log.upgrade() {
+            Some(log) => {
+                if let Err(e) = log.refresh().await {
+                    tracing::warn!(error = %e, "following the shared revocation log failed; retrying");
+                }
+                log.config.poll
+            }
+            None => return,
+        };
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(poll) => {}
+        }
     }
 }
 
 /// The log vouches for its own entries at once (the revocation service checks its callers
 /// against it, without waiting for a feed of its own entries); a store that fails cannot vouch.
-impl writ_token::RevocationCheck for RevocationLog {
-    fn revoked(
-        &self,
-        token: &TokenFacts<'_>,
-    ) -> Result<Option<RevocationKind>, writ_token::Unvouched> {
-        self.revokes(token).map_err(|e| {
-            tracing::error!(error = %e, "the revocation log could not be read");
-            writ_token::Unvouched("the revocation log is unavailable")
+impl writ_token::AsyncRevocationCheck for RevocationLog {
+    fn revoked_async<'a>(
+        &'a self,
+        token: &'a TokenFacts<'a>,
+    ) -> writ_token::BoxFuture<'a, Result<Option<RevocationKind>, writ_token::Unvouched>> {
+        Box::pin(async move {
+            self.revokes(token).await.map_err(|e| {
+                tracing::error!(error = %e, "the revocation log could not be read");
+                writ_token::Unvouched("the revocation log is unavailable")
+            })
         })
     }
 }

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use writ_store::{Batch, Tree, decode};
 
-use crate::record::{EntryRecord, log_key, seq_of};
-use crate::{INDEX, LOG, LOW_KEY, LogError, RevocationLog};
+use crate::record::{EntryRecord, Meta, log_key, seq_of};
+use crate::{HEAD_KEY, INDEX, LOG, LOW_KEY, LogError, RevocationLog};
 
 impl RevocationLog {
     /// Forgets entries expired (with the margin) at `now`: from the live index, and from the
@@ -19,7 +19,8 @@ impl RevocationLog {
         loop {
             let page = self
                 .store
-                .scan(Tree::RevocationLog, INDEX, after.as_deref(), 1000)?;
+                .scan(Tree::RevocationLog, INDEX, after.as_deref(), 1000)
+                .await?;
             let Some((k, _)) = page.last() else { break };
             after = Some(k.clone());
             let expired: Vec<_> = page
@@ -29,14 +30,27 @@ impl RevocationLog {
             if expired.is_empty() {
                 continue;
             }
-            // Under the append lock, and only if unchanged: an entry renewed meanwhile stays.
-            let mut state = self.append.lock();
+            // Only if unchanged (an entry renewed meanwhile stays), and with the live count: a
+            // compare-and-swap on the head's record, like an append's. A conflict leaves the
+            // page to the next prune.
+            let Some((meta, bytes)) = Meta::read(&*self.store).await? else {
+                continue;
+            };
             let mut batch = Batch::new();
             for (k, v) in &expired {
                 batch = batch.expect(k.clone(), Some(v.clone())).remove(k.clone());
             }
-            if self.store.commit(Tree::RevocationLog, batch)? {
-                state.1 -= expired.len() as u64;
+            let live = meta.live.saturating_sub(expired.len() as u64);
+            let batch = batch.expect(HEAD_KEY, Some(bytes)).put(
+                HEAD_KEY,
+                Meta {
+                    head: meta.head,
+                    live,
+                }
+                .encode(),
+            );
+            if self.store.commit(Tree::RevocationLog, batch).await? {
+                self.live.store(live, std::sync::atomic::Ordering::Release);
                 removed_index += expired.len() as u64;
             }
         }
@@ -48,7 +62,8 @@ impl RevocationLog {
         loop {
             let rows = self
                 .store
-                .scan(Tree::RevocationLog, LOG, Some(&log_key(low - 1)), 1000)?;
+                .scan(Tree::RevocationLog, LOG, Some(&log_key(low - 1)), 1000)
+                .await?;
             let mut batch = Batch::new();
             let mut new_low = low;
             let mut done = rows.len() < 1000;
@@ -64,7 +79,7 @@ impl RevocationLog {
                 new_low = seq + 1;
             }
             if new_low > low {
-                self.truncate(batch, new_low)?;
+                self.truncate(batch, new_low).await?;
                 removed_log += new_low - low;
                 low = new_low;
             }
@@ -79,12 +94,23 @@ impl RevocationLog {
         Ok((removed_index, removed_log))
     }
 
-    fn truncate(&self, batch: Batch, new_low: u64) -> Result<(), LogError> {
-        self.store.commit(
-            Tree::RevocationLog,
-            batch.put(LOW_KEY, new_low.to_be_bytes().to_vec()),
-        )?;
-        self.low.store(new_low, Ordering::Release);
+    async fn truncate(&self, batch: Batch, new_low: u64) -> Result<(), LogError> {
+        // Another replica may be truncating too: `low` only moves forward.
+        let current = self.store.get(Tree::RevocationLog, LOW_KEY).await?;
+        if current
+            .as_deref()
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .is_some_and(|v| u64::from_be_bytes(v) >= new_low)
+        {
+            return Ok(());
+        }
+        let batch = batch
+            .expect(LOW_KEY, current)
+            .put(LOW_KEY, new_low.to_be_bytes().to_vec());
+        if !self.store.commit(Tree::RevocationLog, batch).await? {
+            return Ok(());
+        }
+        self.low.fetch_max(new_low, Ordering::AcqRel);
         let mut recent = self.recent.write();
         while recent.front().is_some_and(|e| e.sequence < new_low) {
             recent.pop_front();

@@ -11,13 +11,14 @@ use crate::{Event, INDEX, LOG, LogError, RevocationLog};
 impl RevocationLog {
     /// Which entry of the live index, if any, revokes a token (the service checks its own
     /// callers with this: a revoked producer or subscriber token is refused here too).
-    pub fn revokes(&self, t: &TokenFacts<'_>) -> Result<Option<RevocationKind>, LogError> {
+    pub async fn revokes(&self, t: &TokenFacts<'_>) -> Result<Option<RevocationKind>, LogError> {
         for (kind, value) in t.targets() {
             // Entries for every issuer, then those scoped to the token's own.
             for issuer in t.issuer_scopes() {
                 if let Some(bytes) = self
                     .store
-                    .get(Tree::RevocationLog, &index_key(kind, issuer, value))?
+                    .get(Tree::RevocationLog, &index_key(kind, issuer, value))
+                    .await?
                 {
                     let record = decode::<EntryRecord>(&bytes)?;
                     if t.cut_off_by(kind, record.not_before) {
@@ -30,7 +31,7 @@ impl RevocationLog {
     }
 
     /// Up to `limit` committed events after `after`, in order.
-    pub fn read(&self, after: u64, limit: usize) -> Result<Vec<Arc<Event>>, LogError> {
+    pub async fn read(&self, after: u64, limit: usize) -> Result<Vec<Arc<Event>>, LogError> {
         let head = self.head();
         if after > head {
             return Err(LogError::CursorAhead);
@@ -58,7 +59,8 @@ impl RevocationLog {
         }
         let rows = self
             .store
-            .scan(Tree::RevocationLog, LOG, Some(&log_key(after)), limit)?;
+            .scan(Tree::RevocationLog, LOG, Some(&log_key(after)), limit)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for (expected, (k, v)) in (after + 1..).zip(rows) {
             let seq = seq_of(&k)?;
@@ -87,7 +89,8 @@ impl RevocationLog {
     ) -> Result<(Vec<Event>, Option<Vec<u8>>), LogError> {
         let rows = self
             .store
-            .scan(Tree::RevocationLog, INDEX, after_key, limit)?;
+            .scan(Tree::RevocationLog, INDEX, after_key, limit)
+            .await?;
         let next = (rows.len() == limit)
             .then(|| rows.last().map(|(k, _)| k.clone()))
             .flatten();
@@ -99,8 +102,15 @@ impl RevocationLog {
             // there).
             events.push(decode::<EntryRecord>(&v)?.event()?);
         }
-        if events.iter().any(|e| e.sequence > self.head()) {
+        if let Some(newest) = events.iter().map(|e| e.sequence).max()
+            && newest > self.head()
+        {
+            // Written here and not yet flushed, or committed by another replica: either way,
+            // this process's head must reach it first.
             self.sync().await?;
+            if newest > self.head() {
+                self.refresh().await?;
+            }
         }
         Ok((events, next))
     }

@@ -1,9 +1,9 @@
 //! How the log stores events and its live index: versioned records under ordered keys.
 
-use writ_store::{Store, StoreError, Tree};
+use writ_store::{AsyncStore, Batch, StoreError, Tree};
 use writ_token::{RevocationEntry, RevocationKind};
 
-use crate::{Event, INDEX, LOG};
+use crate::{Event, HEAD_KEY, INDEX, LOG, LOW_KEY};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct EntryRecord {
@@ -95,13 +95,84 @@ pub(crate) fn merge(old: &RevocationEntry, new: &RevocationEntry) -> RevocationE
     }
 }
 
-pub(crate) fn last_log_key(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+/// The log's head and live count, as stored under [`HEAD_KEY`] (two big-endian u64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) head: u64,
+    pub(crate) live: u64,
+}
+
+impl Meta {
+    pub(crate) fn encode(self) -> Vec<u8> {
+        let mut v = self.head.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.live.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Self, StoreError> {
+        let (head, live) = v.split_at_checked(8).ok_or(StoreError::Corrupt)?;
+        Ok(Meta {
+            head: u64::from_be_bytes(head.try_into().map_err(|_| StoreError::Corrupt)?),
+            live: u64::from_be_bytes(live.try_into().map_err(|_| StoreError::Corrupt)?),
+        })
+    }
+
+    /// The stored meta and its bytes (what a compare-and-swap expects).
+    pub(crate) async fn read(
+        store: &dyn AsyncStore,
+    ) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
+        match store.get(Tree::RevocationLog, HEAD_KEY).await? {
+            Some(v) => Ok(Some((Meta::decode(&v)?, v))),
+            None => Ok(None),
+        }
+    }
+
+    /// A log written before the head was stored: the head from the last event (or from the
+    /// retained range, once pruning emptied it), the live count by counting the index. Stored
+    /// once, by whichever process gets there first.
+    pub(crate) async fn recover(store: &dyn AsyncStore) -> Result<Meta, StoreError> {
+        let last = last_log_key(store).await?;
+        let low = match store.get(Tree::RevocationLog, LOW_KEY).await? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt)?)
+            }
+            None => 1,
+        };
+        // Fix (kept from before the head was stored): once pruning has removed every event the
+        // log is empty, but `low` still records where it ended: the head is `low - 1`, not 0.
+        let head = last.unwrap_or(0).max(low.saturating_sub(1));
+        let mut live = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store
+                .scan(Tree::RevocationLog, INDEX, after.as_deref(), 10_000)
+                .await?;
+            let Some((k, _)) = page.last() else { break };
+            after = Some(k.clone());
+            live += page.len() as u64;
+        }
+        let meta = Meta { head, live };
+        let batch = Batch::new()
+            .expect(HEAD_KEY, None)
+            .put(HEAD_KEY, meta.encode());
+        if store.commit(Tree::RevocationLog, batch).await? {
+            store.durable().await?;
+            return Ok(meta);
+        }
+        // Another process stored it first.
+        Ok(Meta::read(store).await?.ok_or(StoreError::Corrupt)?.0)
+    }
+}
+
+async fn last_log_key(store: &dyn AsyncStore) -> Result<Option<u64>, StoreError> {
     // The log is keyed by big-endian sequence: page to the end (a scan in reverse is not part of
-    // the store trait; pages make this O(n / page) at start only).
+    // the store trait; this runs once, for a log written before the head was stored).
     let mut after: Option<Vec<u8>> = None;
     let mut last = None;
     loop {
-        let page = store.scan(Tree::RevocationLog, LOG, after.as_deref(), 10_000)?;
+        let page = store
+            .scan(Tree::RevocationLog, LOG, after.as_deref(), 10_000)
+            .await?;
         let Some((k, _)) = page.last() else { break };
         last = Some(seq_of(k)?);
         after = Some(k.clone());

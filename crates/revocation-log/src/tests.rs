@@ -14,8 +14,11 @@ fn entry(kind: RevocationKind, value: &str, expires_at: i64) -> RevocationEntry 
     }
 }
 
-fn open(dir: &std::path::Path, config: LogConfig) -> RevocationLog {
-    RevocationLog::open(Arc::new(SledStore::open(dir).unwrap()), config).unwrap()
+async fn open(dir: &std::path::Path, config: LogConfig) -> Arc<RevocationLog> {
+    let store: Arc<dyn writ_store::Store> = Arc::new(SledStore::open(dir).unwrap());
+    RevocationLog::open(Arc::new(writ_store::Ready(store)), config)
+        .await
+        .unwrap()
 }
 
 const NOW: i64 = 1_800_000_000;
@@ -23,7 +26,7 @@ const NOW: i64 = 1_800_000_000;
 #[tokio::test]
 async fn appends_get_gap_free_sequences_and_are_readable_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig::default());
+    let log = open(dir.path(), LogConfig::default()).await;
     let a = log
         .append(&[entry(RevocationKind::TokenId, "j1", NOW + 60)], NOW)
         .await
@@ -40,19 +43,19 @@ async fn appends_get_gap_free_sequences_and_are_readable_in_order() {
         .unwrap();
     assert_eq!((a, b), (1, 3));
     assert_eq!(log.head(), 3);
-    let events = log.read(0, 10).unwrap();
+    let events = log.read(0, 10).await.unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(seqs, [1, 2, 3]);
-    assert_eq!(log.read(1, 1).unwrap()[0].entry.value, "j2");
-    assert!(log.read(3, 10).unwrap().is_empty());
-    assert!(matches!(log.read(4, 10), Err(LogError::CursorAhead)));
+    assert_eq!(log.read(1, 1).await.unwrap()[0].entry.value, "j2");
+    assert!(log.read(3, 10).await.unwrap().is_empty());
+    assert!(matches!(log.read(4, 10).await, Err(LogError::CursorAhead)));
     assert_eq!(log.live_count(), 3);
 }
 
 #[tokio::test]
 async fn an_entry_already_covered_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig::default());
+    let log = open(dir.path(), LogConfig::default()).await;
     let first = log
         .append(&[entry(RevocationKind::TokenId, "j1", NOW + 60)], NOW)
         .await
@@ -70,7 +73,7 @@ async fn an_entry_already_covered_appends_nothing() {
     s2.not_before = NOW + 10;
     log.append(&[s1], NOW).await.unwrap();
     let seq = log.append(&[s2], NOW).await.unwrap();
-    let ev = log.read(seq - 1, 1).unwrap();
+    let ev = log.read(seq - 1, 1).await.unwrap();
     assert_eq!(ev[0].entry.not_before, NOW + 10);
     assert_eq!(
         ev[0].entry.expires_at,
@@ -83,7 +86,7 @@ async fn an_entry_already_covered_appends_nothing() {
 #[tokio::test]
 async fn an_invalid_entry_refuses_the_whole_batch_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig::default());
+    let log = open(dir.path(), LogConfig::default()).await;
     let bad = [
         entry(RevocationKind::TokenId, "ok", NOW + 60),
         entry(RevocationKind::TokenId, "", NOW + 60),
@@ -111,7 +114,7 @@ async fn an_invalid_entry_refuses_the_whole_batch_and_writes_nothing() {
 async fn everything_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = open(dir.path(), LogConfig::default());
+        let log = open(dir.path(), LogConfig::default()).await;
         for i in 0..10 {
             log.append(
                 &[entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 60)],
@@ -121,11 +124,11 @@ async fn everything_survives_a_reopen() {
             .unwrap();
         }
     }
-    let log = open(dir.path(), LogConfig::default());
+    let log = open(dir.path(), LogConfig::default()).await;
     assert_eq!(log.head(), 10);
     assert_eq!(log.live_count(), 10);
     assert_eq!(
-        log.read(5, 100).unwrap().len(),
+        log.read(5, 100).await.unwrap().len(),
         5,
         "served from the store after a restart"
     );
@@ -146,7 +149,8 @@ async fn reads_beyond_the_ring_come_from_the_store() {
             ring: 4,
             ..LogConfig::default()
         },
-    );
+    )
+    .await;
     for i in 0..20 {
         log.append(
             &[entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 60)],
@@ -157,6 +161,7 @@ async fn reads_beyond_the_ring_come_from_the_store() {
     }
     let all: Vec<u64> = log
         .read(0, 100)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.sequence)
@@ -164,6 +169,7 @@ async fn reads_beyond_the_ring_come_from_the_store() {
     assert_eq!(all, (1..=20).collect::<Vec<_>>());
     let tail: Vec<u64> = log
         .read(17, 100)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.sequence)
@@ -174,7 +180,7 @@ async fn reads_beyond_the_ring_come_from_the_store() {
 #[tokio::test]
 async fn snapshots_list_every_live_entry_in_its_newest_version_and_only_committed_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig::default());
+    let log = open(dir.path(), LogConfig::default()).await;
     for i in 0..5 {
         log.append(
             &[entry(RevocationKind::Client, &format!("c{i}"), NOW + 60)],
@@ -188,7 +194,8 @@ async fn snapshots_list_every_live_entry_in_its_newest_version_and_only_committe
     log.write(vec![Queued {
         entries: vec![entry(RevocationKind::Client, "c0", NOW + 120)],
         reply,
-    }]);
+    }])
+    .await;
     assert_eq!(answer.await.unwrap().unwrap(), 6);
     assert_eq!(log.head(), 5, "written, not committed");
     let (page, next) = log.snapshot_page(None, 2).await.unwrap();
@@ -218,7 +225,8 @@ async fn pruning_forgets_expired_entries_and_truncates_the_front_of_the_log() {
             prune_margin: 0,
             ..LogConfig::default()
         },
-    );
+    )
+    .await;
     log.append(&[entry(RevocationKind::TokenId, "short1", NOW + 10)], NOW)
         .await
         .unwrap();
@@ -245,11 +253,11 @@ async fn pruning_forgets_expired_entries_and_truncates_the_front_of_the_log() {
     );
     assert_eq!(log.low(), 3);
     assert_eq!(log.live_count(), 1);
-    assert!(matches!(log.read(1, 10), Err(LogError::Truncated)));
-    assert_eq!(log.read(2, 10).unwrap().len(), 2);
+    assert!(matches!(log.read(1, 10).await, Err(LogError::Truncated)));
+    assert_eq!(log.read(2, 10).await.unwrap().len(), 2);
 
     drop(log);
-    let log = open(dir.path(), LogConfig::default());
+    let log = open(dir.path(), LogConfig::default()).await;
     assert_eq!(log.low(), 3, "the retained range survives a restart");
     assert_eq!(log.live_count(), 1);
 }
@@ -263,7 +271,8 @@ async fn the_log_is_truncated_to_its_retention_bound_even_if_live() {
             max_retained: 3,
             ..LogConfig::default()
         },
-    );
+    )
+    .await;
     for i in 0..10 {
         log.append(
             &[entry(RevocationKind::TokenId, &format!("j{i}"), NOW + 1000)],
@@ -279,13 +288,13 @@ async fn the_log_is_truncated_to_its_retention_bound_even_if_live() {
         10,
         "live entries stay in the index for snapshots"
     );
-    assert!(matches!(log.read(6, 10), Err(LogError::Truncated)));
+    assert!(matches!(log.read(6, 10).await, Err(LogError::Truncated)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_commit_a_gap_free_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path(), LogConfig::default()));
+    let log = open(dir.path(), LogConfig::default()).await;
     let mut head = log.subscribe();
     let mut tasks = Vec::new();
     for t in 0..16 {
@@ -311,6 +320,7 @@ async fn concurrent_appenders_commit_a_gap_free_sequence() {
     head.wait_for(|h| *h == 320).await.unwrap();
     let seqs: Vec<u64> = log
         .read(0, 1000)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.sequence)
@@ -321,7 +331,7 @@ async fn concurrent_appenders_commit_a_gap_free_sequence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_queued_together_share_one_batch_and_fail_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store: Arc<dyn writ_store::Store> = Arc::new(SledStore::open(dir.path()).unwrap());
     // An unreadable index record: the append that names it fails, the others with it do not.
     store
         .insert(
@@ -330,7 +340,9 @@ async fn appends_queued_together_share_one_batch_and_fail_alone() {
             vec![0xff, 0xff],
         )
         .unwrap();
-    let log = Arc::new(RevocationLog::open(store, LogConfig::default()).unwrap());
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store)), LogConfig::default())
+        .await
+        .unwrap();
     // Hold the writer lock so the four appends queue up and are written together.
     let held = log.writer.lock().await;
     let mut tasks = Vec::new();
@@ -369,6 +381,7 @@ async fn appends_queued_together_share_one_batch_and_fail_alone() {
     assert_eq!(log.head(), 2);
     let values: Vec<String> = log
         .read(0, 10)
+        .await
         .unwrap()
         .iter()
         .map(|e| e.entry.value.clone())
@@ -380,7 +393,7 @@ async fn appends_queued_together_share_one_batch_and_fail_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_of_one_target_append_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path(), LogConfig::default()));
+    let log = open(dir.path(), LogConfig::default()).await;
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let log = log.clone();
@@ -400,7 +413,7 @@ async fn concurrent_appends_of_one_target_append_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_never_carries_more_than_max_batch_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(open(dir.path(), LogConfig::default()));
+    let log = open(dir.path(), LogConfig::default()).await;
     let held = log.writer.lock().await;
     let mut tasks = Vec::new();
     for t in 0..3 {

@@ -11,33 +11,54 @@
 //! - the schema is versioned (`writ_schema`): migrations run at open, under an advisory lock so
 //!   replicas starting together migrate once, and a database of a newer schema is refused.
 //!
+//! - commits to the trees others follow (the revocation log) send a `NOTIFY`, which a `LISTEN`ing
+//!   connection of every replica turns into [`AsyncStore::changes`]: replicas are woken by the
+//!   database, not by polling alone.
+//!
 //! Connections come from a bounded pool (deadpool); TLS goes through rustls, trusting exactly the
 //! CA given.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Socket};
 use writ_store::{AsyncStore, Batch, Durable, Entries, StoreError, StoreFuture, Tree};
 
 /// The newest schema this build knows (the version of `MIGRATIONS`' last entry).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Each schema version's statements, applied in order to reach it.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE writ_kv (
-         tree  smallint NOT NULL,
-         key   bytea    NOT NULL,
-         value bytea    NOT NULL,
-         PRIMARY KEY (tree, key)
-     )",
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE writ_kv (
+             tree  smallint NOT NULL,
+             key   bytea    NOT NULL,
+             value bytea    NOT NULL,
+             PRIMARY KEY (tree, key)
+         )",
+    ),
+    // Some rows are rewritten all the time (the revocation log's head on every append, refresh
+    // tokens on every rotation): with room left on their page, an update stays on it (a HOT
+    // update, no index change) instead of moving the row.
+    (2, "ALTER TABLE writ_kv SET (fillfactor = 80)"),
+];
 
 /// Serializes migrations across every process opening the same database ("writ" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7772_6974;
+
+/// The channel commits to followed trees are announced on; the payload names the schema and
+/// the tree (`schema/code`), so stores in other schemas of the same database are told apart.
+const CHANGES_CHANNEL: &str = "writ_changes";
+
+/// The trees whose commits are announced: only what other replicas wait on (a `NOTIFY` takes a
+/// database-wide lock at commit, so it stays off every other write).
+const ANNOUNCED: &[Tree] = &[Tree::RevocationLog];
 
 /// How often a conditional batch is retried after a serialization failure before the store
 /// reports contention.
@@ -84,9 +105,53 @@ impl PgConfig {
     }
 }
 
+/// What a configuration checks of a database URL before using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlFacts {
+    /// It carries a password (which must not come from a command line).
+    pub has_password: bool,
+    /// Every host it names is loopback (or a Unix socket): clear text is only allowed there.
+    pub loopback_only: bool,
+}
+
+/// Parses `url` as the driver will, and tells what a configuration must check.
+pub fn inspect_url(url: &str) -> Result<UrlFacts, StoreError> {
+    let parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Io(format!("the database URL is not valid: {e}")))?;
+    let loopback_only = parsed.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    Ok(UrlFacts {
+        has_password: parsed.get_password().is_some(),
+        loopback_only,
+    })
+}
+
 /// The store, over a pool of connections to one database.
 pub struct PgStore {
     pool: Pool,
+    /// `schema/` of this store's announcements.
+    channel_prefix: String,
+    /// One per announced tree, bumped on every announcement (and after the listening connection
+    /// was lost: whatever it missed is re-read).
+    changes: Arc<HashMap<i16, watch::Sender<u64>>>,
+    listener: Once,
+    /// How to open the listening connection.
+    listen: ListenConfig,
+}
+
+#[derive(Clone)]
+struct ListenConfig {
+    pg: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -138,12 +203,21 @@ impl PgStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match &config.ca_pem {
+        let tls = match &config.ca_pem {
             Some(ca) => {
                 let tls = writ_tls::client_config(ca, &[]).map_err(unavailable)?;
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-                Manager::from_config(pg, tls, manager_config)
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (*tls).clone(),
+                ))
             }
+            None => None,
+        };
+        let listen = ListenConfig {
+            pg: pg.clone(),
+            tls: tls.clone(),
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(pg, tls, manager_config),
             None => Manager::from_config(pg, NoTls, manager_config),
         };
         let pool = Pool::builder(manager)
@@ -154,7 +228,18 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(unavailable)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            channel_prefix: format!("{}/", config.schema.as_deref().unwrap_or("")),
+            changes: Arc::new(
+                ANNOUNCED
+                    .iter()
+                    .map(|t| (t.code(), watch::channel(0).0))
+                    .collect(),
+            ),
+            listener: Once::new(),
+            listen,
+        };
         store.migrate(config.schema.as_deref()).await?;
         Ok(Arc::new(store))
     }
@@ -234,6 +319,7 @@ impl PgStore {
 
     /// One attempt at a conditional batch. `Ok(None)`: a serialization failure, retry.
     async fn try_commit(
+        &self,
         client: &mut deadpool_postgres::Object,
         tree: i16,
         batch: &Batch,
@@ -262,6 +348,12 @@ impl PgStore {
                 None => tx.execute(&delete, &[&tree, key]).await?,
             };
         }
+        if self.changes.contains_key(&tree) && !batch.write.is_empty() {
+            // Delivered at commit, only if it commits.
+            let payload = format!("{}{tree}", self.channel_prefix);
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
+                .await?;
+        }
         tx.commit().await?;
         Ok(Some(true))
     }
@@ -270,6 +362,14 @@ impl PgStore {
 const UPSERT: &str = "INSERT INTO writ_kv (tree, key, value) VALUES ($1, $2, $3)
                       ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const DELETE: &str = "DELETE FROM writ_kv WHERE tree = $1 AND key = $2";
+
+/// Times `op` (`writ_store_operation_seconds`), a round trip to the database included.
+async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = f.await;
+    writ_metrics::global().store_operation(op, started.elapsed());
+    out
+}
 
 /// Errors after which a conditional batch is simply tried again: another transaction won.
 fn retryable(e: &tokio_postgres::Error) -> bool {
@@ -294,7 +394,7 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl AsyncStore for PgStore {
     fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
+        Box::pin(timed("get", async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached("SELECT value FROM writ_kv WHERE tree = $1 AND key = $2")
@@ -305,7 +405,7 @@ impl AsyncStore for PgStore {
                 .await
                 .map_err(unavailable)?;
             Ok(row.map(|r| r.get(0)))
-        })
+        }))
     }
 
     fn insert<'a>(&'a self, tree: Tree, key: &'a [u8], value: Vec<u8>) -> StoreFuture<'a, ()> {
@@ -333,10 +433,10 @@ impl AsyncStore for PgStore {
     }
 
     fn commit(&self, tree: Tree, batch: Batch) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
+        Box::pin(timed("commit", async move {
             let mut client = self.client().await?;
             for attempt in 0..MAX_ATTEMPTS {
-                match Self::try_commit(&mut client, tree.code(), &batch).await {
+                match self.try_commit(&mut client, tree.code(), &batch).await {
                     Ok(Some(applied)) => return Ok(applied),
                     Ok(None) => {}
                     Err(e) if retryable(&e) => {
@@ -350,7 +450,7 @@ impl AsyncStore for PgStore {
             Err(StoreError::Unavailable(
                 "a conditional write lost to concurrent ones too often".into(),
             ))
-        })
+        }))
     }
 
     fn scan<'a>(
@@ -360,7 +460,7 @@ impl AsyncStore for PgStore {
         start_after: Option<&'a [u8]>,
         limit: usize,
     ) -> StoreFuture<'a, Entries> {
-        Box::pin(async move {
+        Box::pin(timed("scan", async move {
             if limit == 0 {
                 return Ok(Vec::new());
             }
@@ -385,7 +485,7 @@ impl AsyncStore for PgStore {
             }
             .map_err(unavailable)?;
             Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-        })
+        }))
     }
 
     fn len(&self, tree: Tree) -> StoreFuture<'_, usize> {
@@ -407,6 +507,106 @@ impl AsyncStore for PgStore {
     /// wait for.
     fn durable(&self) -> Durable<'_> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn changes(&self, tree: Tree) -> Option<watch::Receiver<u64>> {
+        let receiver = self.changes.get(&tree.code())?.subscribe();
+        self.listener.call_once(|| {
+            tokio::spawn(listen(
+                self.listen.clone(),
+                self.changes.clone(),
+                self.channel_prefix.clone(),
+            ));
+        });
+        Some(receiver)
+    }
+}
+
+/// The listening connection: turns announcements into bumps of `changes`, reconnecting (with a
+/// bounded backoff) whenever it is lost, until nobody follows any tree any more.
+async fn listen(
+    config: ListenConfig,
+    changes: Arc<HashMap<i16, watch::Sender<u64>>>,
+    prefix: String,
+) {
+    let bump_all = || {
+        for s in changes.values() {
+            s.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    };
+    let unfollowed = async {
+        for s in changes.values() {
+            s.closed().await;
+        }
+    };
+    tokio::pin!(unfollowed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            match &config.tls {
+                Some(tls) => listen_once(&config.pg, tls.clone(), &changes, &prefix).await,
+                None => listen_once(&config.pg, NoTls, &changes, &prefix).await,
+            }
+        };
+        tokio::select! {
+            ended = session => {
+                if let Err(e) = ended {
+                    tracing::warn!(error = %e, "the database's change announcements were lost; reconnecting");
+                }
+            }
+            () = &mut unfollowed => return,
+        }
+        // Whatever was announced while not listening is found by a re-read.
+        bump_all();
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut unfollowed => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One listening session: returns when its connection ends.
+async fn listen_once<T>(
+    pg: &tokio_postgres::Config,
+    tls: T,
+    changes: &HashMap<i16, watch::Sender<u64>>,
+    prefix: &str,
+) -> Result<(), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = pg.connect(tls).await?;
+    let dispatch = |payload: &str| {
+        let tree = payload
+            .strip_prefix(prefix)
+            .and_then(|code| code.parse::<i16>().ok());
+        if let Some(sender) = tree.and_then(|t| changes.get(&t)) {
+            sender.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    };
+    let driven = async {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = message? {
+                dispatch(n.payload());
+            }
+        }
+        Ok(())
+    };
+    let listening = async {
+        client
+            .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+            .await?;
+        // Listening from here on: anything committed before is found by one re-read.
+        for s in changes.values() {
+            s.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        std::future::pending::<Result<(), tokio_postgres::Error>>().await
+    };
+    tokio::select! {
+        r = driven => r,
+        r = listening => r,
     }
 }
 
@@ -480,6 +680,22 @@ mod tests {
         assert_eq!(successor(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(successor(b"\xff\xff"), None);
         assert_eq!(successor(b""), None);
+    }
+
+    #[test]
+    fn urls_tell_their_password_and_whether_they_stay_on_loopback() {
+        let facts = |u: &str| inspect_url(u).unwrap();
+        assert_eq!(
+            facts("postgres://writ@127.0.0.1:5432/writ"),
+            UrlFacts {
+                has_password: false,
+                loopback_only: true
+            }
+        );
+        assert!(facts("postgres://writ:secret@localhost/writ").has_password);
+        assert!(!facts("postgres://writ@db.internal/writ").loopback_only);
+        assert!(!facts("postgres://writ@10.0.0.5,127.0.0.1/writ").loopback_only);
+        assert!(inspect_url("postgres://[not a host").is_err());
     }
 
     #[test]

@@ -21,6 +21,15 @@ async fn sql(statement: &str) {
     client.batch_execute(statement).await.unwrap();
 }
 
+/// The first column of the first row of `query`, as text.
+async fn query_one(query: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.query_one(query, &[]).await.unwrap().get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_conformance_suite() {
     let Some(config) = fresh().await else { return };
@@ -91,6 +100,26 @@ async fn an_older_schema_is_migrated_and_a_newer_one_refused() {
         again.get(Tree::Clients, b"a").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
+
+    // A database an earlier build left at version 1, with data: migrated, the data kept.
+    sql(&format!(
+        "UPDATE {schema}.writ_schema SET version = 1;
+         ALTER TABLE {schema}.writ_kv RESET (fillfactor);"
+    ))
+    .await;
+    let store = PgStore::open(&config).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        store.get(Tree::Clients, b"a").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    let options = query_one(&format!(
+        "SELECT array_to_string(reloptions, ',') FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = '{schema}' AND c.relname = 'writ_kv'"
+    ))
+    .await;
+    assert_eq!(options, "fillfactor=80", "version 2's migration ran");
 
     // A newer build migrated it further: this one refuses to start, and writes nothing.
     sql(&format!(

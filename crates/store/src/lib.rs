@@ -165,6 +165,17 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn len(&self, tree: Tree) -> StoreFuture<'_, usize>;
     /// Resolves once every write made before the call is on stable storage.
     fn durable(&self) -> Durable<'_>;
+    /// Whether operations block the calling thread rather than wait asynchronously (an
+    /// embedded store): a caller on a multi-threaded runtime may move them off its worker.
+    fn blocking(&self) -> bool {
+        false
+    }
+    /// Follows commits to `tree` made by *other processes* sharing the store: the value changes
+    /// after each (at least once per commit; it carries no meaning of its own). `None` for a
+    /// store only this process writes.
+    fn changes(&self, _tree: Tree) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready. The one
@@ -211,6 +222,10 @@ impl AsyncStore for Ready {
     fn durable(&self) -> Durable<'_> {
         self.0.durable()
     }
+
+    fn blocking(&self) -> bool {
+        true
+    }
 }
 
 /// Typed access to the records of one tree, for [`AsyncStore`]s.
@@ -225,6 +240,14 @@ pub trait AsyncStoreExt: AsyncStore {
                 .map(|v| decode::<R>(&v))
                 .transpose()
         }
+    }
+
+    fn put_record<'a, R: Record + Sync + 'a>(
+        &'a self,
+        key: &'a [u8],
+        record: &'a R,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.insert(R::TREE, key, encode(record))
     }
 
     /// Stores `record` only if `key` is free; `Ok(false)` if it was taken (nothing written).

@@ -46,8 +46,8 @@ impl std::fmt::Debug for TlsMaterial {
 /// File names inside the data directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca-key.pem";
-const SERVER_CERT_FILE: &str = "server.pem";
-const SERVER_KEY_FILE: &str = "server-key.pem";
+pub const SERVER_CERT_FILE: &str = "server.pem";
+pub const SERVER_KEY_FILE: &str = "server-key.pem";
 const SERVER_HOSTS_FILE: &str = "server-hosts";
 
 /// The names every development certificate covers.

@@ -85,8 +85,8 @@ pub use keys::{
 };
 pub use offload::{MAX_WAITING, datalog_threads, run_blocking, run_off_runtime};
 pub use revocation::{
-    MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationCheck, RevocationEntry,
-    RevocationError, RevocationKind, TokenFacts, Unvouched,
+    AsyncRevocationCheck, MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationCheck,
+    RevocationEntry, RevocationError, RevocationKind, TokenFacts, Unvouched,
 };
 pub use scope::{MAX_SCOPE_LEN, ScopeError, Scopes};
 pub use verify::{

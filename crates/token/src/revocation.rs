@@ -69,6 +69,25 @@ pub trait RevocationCheck: Send + Sync + std::fmt::Debug {
     fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>, Unvouched>;
 }
 
+/// [`RevocationCheck`] for an index that may have to wait (a store over the network: the
+/// authorization server's own index, the revocation service's log). The STS and the revocation
+/// service's own guard await it; every in-memory check is one as well, answering at once.
+pub trait AsyncRevocationCheck: Send + Sync + std::fmt::Debug {
+    fn revoked_async<'a>(
+        &'a self,
+        token: &'a TokenFacts<'a>,
+    ) -> crate::BoxFuture<'a, Result<Option<RevocationKind>, Unvouched>>;
+}
+
+impl<T: RevocationCheck + ?Sized> AsyncRevocationCheck for T {
+    fn revoked_async<'a>(
+        &'a self,
+        token: &'a TokenFacts<'a>,
+    ) -> crate::BoxFuture<'a, Result<Option<RevocationKind>, Unvouched>> {
+        Box::pin(std::future::ready(self.revoked(token)))
+    }
+}
+
 /// A revocation check that cannot vouch for its answer now, and why (a fixed description, for
 /// the caller and the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -172,6 +172,7 @@ impl AdminService for AdminGrpc {
         let client = self
             .engine
             .get_client(&request.into_inner().client_id)
+            .await
             .map_err(status)?;
         Ok(Response::new(GetClientResponse {
             client: Some(convert::client(client)),
@@ -186,6 +187,7 @@ impl AdminService for AdminGrpc {
         let page = self
             .engine
             .list_clients(page_size(r.page_size)?, &r.page_token)
+            .await
             .map_err(status)?;
         Ok(Response::new(ListClientsResponse {
             clients: page.items.into_iter().map(convert::client).collect(),
@@ -201,7 +203,11 @@ impl AdminService for AdminGrpc {
             request.get_ref().client.clone(),
             "client is required",
         )?)?;
-        let current = self.engine.get_client(&spec.client_id).map_err(status)?;
+        let current = self
+            .engine
+            .get_client(&spec.client_id)
+            .await
+            .map_err(status)?;
         master_only_for(&request, &[&spec, &current])?;
         let mask = request
             .into_inner()
@@ -225,6 +231,7 @@ impl AdminService for AdminGrpc {
         let current = self
             .engine
             .get_client(&request.get_ref().client_id)
+            .await
             .map_err(status)?;
         master_only_for(&request, &[&current])?;
         self.engine
@@ -255,6 +262,7 @@ impl AdminService for AdminGrpc {
         let current = self
             .engine
             .get_client(&request.get_ref().client_id)
+            .await
             .map_err(status)?;
         master_only_for(&request, &[&current])?;
         let request = request.into_inner();
@@ -390,6 +398,7 @@ impl AdminService for AdminGrpc {
         let policy = self
             .engine
             .get_exchange_policy(&request.into_inner().policy_id)
+            .await
             .map_err(status)?;
         Ok(Response::new(GetExchangePolicyResponse {
             policy: Some(writ_proto::convert::exchange_policy(&policy)),
@@ -405,6 +414,7 @@ impl AdminService for AdminGrpc {
             let policies = self
                 .engine
                 .exchange_policies_of(&r.client_id)
+                .await
                 .map_err(status)?;
             return Ok(Response::new(ListExchangePoliciesResponse {
                 policies: policies
@@ -417,6 +427,7 @@ impl AdminService for AdminGrpc {
         let page = self
             .engine
             .list_exchange_policies(page_size(r.page_size)?, &r.page_token)
+            .await
             .map_err(status)?;
         Ok(Response::new(ListExchangePoliciesResponse {
             policies: page
@@ -446,6 +457,7 @@ impl AdminService for AdminGrpc {
         let r = request.into_inner();
         self.engine
             .authenticate_exchange_client(&r.client_id, &r.client_secret)
+            .await
             .map_err(status)?;
         Ok(Response::new(AuthenticateClientResponse {}))
     }

@@ -26,8 +26,8 @@ impl AuthorizationGrpc {
 }
 
 /// The JWKS and Biscuit root keys the engine publishes now.
-pub fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Status> {
-    let (jwt, biscuit) = engine.published_keys().map_err(status)?;
+pub async fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Status> {
+    let (jwt, biscuit) = engine.published_keys().await.map_err(status)?;
     Ok(writ_proto::convert::PublishedKeys::new(&jwt, &biscuit).into())
 }
 
@@ -85,7 +85,7 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         _: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
-        Ok(Response::new(jwks(&self.engine)?))
+        Ok(Response::new(jwks(&self.engine).await?))
     }
 
     async fn get_server_metadata(

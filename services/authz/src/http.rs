@@ -179,12 +179,12 @@ async fn metadata(State(engine): State<Shared>) -> Response {
 /// The Biscuit root keys over HTTP (a Writ extension, `biscuit_keys_uri` in the metadata), as
 /// `writ_token::BiscuitKeySet`: the fields of `writ.common.v1.BiscuitRootKey`.
 async fn biscuit_keys(State(engine): State<Shared>) -> Result<Response, Refused> {
-    let (_, biscuit) = engine.published_keys()?;
+    let (_, biscuit) = engine.published_keys().await?;
     Ok(cached(json!(writ_token::BiscuitKeySet::new(&biscuit))))
 }
 
 async fn jwks(State(engine): State<Shared>) -> Result<Response, Refused> {
-    let (jwt, _) = engine.published_keys()?;
+    let (jwt, _) = engine.published_keys().await?;
     let keys: Vec<_> = jwt.iter().map(|k| k.to_jwk()).collect();
     Ok(cached(json!({ "keys": keys })))
 }

@@ -24,7 +24,7 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
-        let pending = match engine.outbox(BATCH) {
+        let pending = match engine.outbox(BATCH).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the revocation outbox");

@@ -154,10 +154,7 @@ pub fn guard(log: Arc<RevocationLog>, issuers: Vec<TrustedIssuer>, clock: Shared
         .method_of::<Service>("Watch", Rule::scopes(&[SCOPE_WATCH]))
         .method_of::<Service>("GetStatus", Rule::any_scope(&[SCOPE_WATCH, SCOPE_PUBLISH]));
     Guard::new(GuardConfig {
-        revocations: Revocations::Checked {
-            check: log,
-            fail_open: false,
-        },
+        revocations: Revocations::Awaited { check: log },
         clock,
         ..GuardConfig::without_revocations(REVOCATION_AUDIENCE, issuers, policy)
     })
@@ -236,7 +233,9 @@ impl RevocationService for RevocationGrpc {
             self.config.subscriber.max_subscribers,
             self.config.subscriber.max_subscribers_per_caller,
         )?;
-        if cursor > self.log.head() {
+        // A cursor from a replica ahead of this one (a subscriber failing over): catch up with
+        // the shared store before calling it ahead.
+        if cursor > self.log.head() && cursor > self.log.refresh().await.map_err(status)? {
             return Err(status(LogError::CursorAhead));
         }
         tracing::info!(target: "writ::audit", event = "watch_started", by = %caller, cursor);
@@ -245,30 +244,35 @@ impl RevocationService for RevocationGrpc {
             let (log, clock) = (self.log.clone(), self.clock.clone());
             let leeway = writ_token::VerifierConfig::new(Vec::new(), None).leeway;
             Box::new(move || {
-                let token = &verified.token;
-                let lapsed = |why: &'static str| {
-                    tracing::info!(target: "writ::audit", event = "watch_ended", by = %token.claims.client_id, why);
-                    convert::refused(
-                        Kind::Unauthenticated,
-                        "caller_lapsed",
-                        format!("{why}: reconnect with a valid token"),
+                let (log, clock, verified) = (log.clone(), clock.clone(), verified.clone());
+                Box::pin(async move {
+                    let token = &verified.token;
+                    let lapsed = |why: &'static str| {
+                        tracing::info!(target: "writ::audit", event = "watch_ended", by = %token.claims.client_id, why);
+                        convert::refused(
+                            Kind::Unauthenticated,
+                            "caller_lapsed",
+                            format!("{why}: reconnect with a valid token"),
+                        )
+                    };
+                    if clock.now() >= token.claims.exp + leeway {
+                        return Err(lapsed("the caller's token expired"));
+                    }
+                    match writ_token::AsyncRevocationCheck::revoked_async(
+                        &*log,
+                        &writ_token::TokenFacts::of(token),
                     )
-                };
-                if clock.now() >= token.claims.exp + leeway {
-                    return Err(lapsed("the caller's token expired"));
-                }
-                match writ_token::RevocationCheck::revoked(
-                    &*log,
-                    &writ_token::TokenFacts::of(token),
-                ) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(_)) => Err(lapsed("the caller's token was revoked")),
-                    Err(_) => Err(convert::refused(
-                        Kind::Unavailable,
-                        "log_unavailable",
-                        "the revocation log cannot vouch for the caller; resume from your cursor",
-                    )),
-                }
+                    .await
+                    {
+                        Ok(None) => Ok(()),
+                        Ok(Some(_)) => Err(lapsed("the caller's token was revoked")),
+                        Err(_) => Err(convert::refused(
+                            Kind::Unavailable,
+                            "log_unavailable",
+                            "the revocation log cannot vouch for the caller; resume from your cursor",
+                        )),
+                    }
+                }) as writ_token::BoxFuture<'static, Result<(), Status>>
             }) as subscriber::CallerCheck
         };
         Ok(Response::new(subscriber::spawn(

@@ -109,7 +109,8 @@ impl Drop for Registration {
 /// Whether the caller may still watch: checked again every checkpoint interval, so a stream
 /// ends once its caller's token expires or is revoked (a disabled or deleted client is cut off,
 /// which revokes its tokens).
-pub type CallerCheck = Box<dyn Fn() -> Result<(), Status> + Send + Sync>;
+pub type CallerCheck =
+    Box<dyn Fn() -> writ_token::BoxFuture<'static, Result<(), Status>> + Send + Sync>;
 
 /// Starts a subscriber after `cursor` (the last sequence it applied).
 pub fn spawn(
@@ -141,7 +142,7 @@ pub fn spawn(
             status = async {
                 loop {
                     tokio::time::sleep(recheck).await;
-                    if let Err(status) = caller() {
+                    if let Err(status) = caller().await {
                         break status;
                     }
                 }
@@ -177,9 +178,18 @@ impl<F: Fn() -> i64> Subscriber<F> {
             if self.cursor + 1 < self.log.low() {
                 self.snapshot().await?;
             }
-            let events = match self.log.read(self.cursor, 512) {
+            let events = match self.log.read(self.cursor, 512).await {
                 Ok(events) => events,
-                Err(LogError::Truncated) => continue,
+                Err(LogError::Truncated) => {
+                    // Pruned under the cursor (by another replica, perhaps, which this one has
+                    // not heard of yet): a snapshot brings the subscriber to the head.
+                    self.log
+                        .refresh()
+                        .await
+                        .map_err(writ_proto::refusal::status)?;
+                    self.snapshot().await?;
+                    continue;
+                }
                 Err(e) => return Err(writ_proto::refusal::status(e)),
             };
             if !events.is_empty() {

@@ -30,7 +30,7 @@ use writ_revocation_client::{RevocationFeed, RevocationSet, WatchConfig, Watcher
 use writ_server::{MAX_GRPC_MESSAGE, ServiceSpec, ShutdownSignal};
 use writ_store::AsyncStore;
 use writ_tls::TlsMaterial;
-use writ_token::{RevocationCheck, SharedClock, TrustedIssuer};
+use writ_token::{AsyncRevocationCheck, SharedClock, TrustedIssuer};
 
 pub use error::StsError;
 pub use grpc::StsGrpc;
@@ -59,7 +59,7 @@ pub struct Options {
     pub max_staleness: Duration,
     /// Another revocation index to consult besides the feed (under `writ up`, the authorization
     /// server's own, which knows a revocation the moment it is acknowledged).
-    pub local_index: Option<Arc<dyn RevocationCheck>>,
+    pub local_index: Option<Arc<dyn AsyncRevocationCheck>>,
     /// When the STS rotates its own signing keys.
     pub key_rotation: KeyRotation,
 }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use writ_revocation_client::RevocationFeed;
-use writ_token::{RevocationCheck, RevocationKind, TokenFacts, Unvouched};
+use writ_token::{
+    AsyncRevocationCheck, BoxFuture, RevocationCheck, RevocationKind, TokenFacts, Unvouched,
+};
 
 /// The revocation feed (failing closed when stale), then any other index the STS may consult
 /// (under `writ up`, the authorization server's own, which knows a revocation the moment it is
@@ -14,23 +16,28 @@ use writ_token::{RevocationCheck, RevocationKind, TokenFacts, Unvouched};
 #[derive(Debug)]
 pub struct FeedCheck {
     feed: RevocationFeed,
-    also: Option<Arc<dyn RevocationCheck>>,
+    also: Option<Arc<dyn AsyncRevocationCheck>>,
 }
 
 impl FeedCheck {
-    pub fn new(feed: RevocationFeed, also: Option<Arc<dyn RevocationCheck>>) -> Self {
+    pub fn new(feed: RevocationFeed, also: Option<Arc<dyn AsyncRevocationCheck>>) -> Self {
         FeedCheck { feed, also }
     }
 }
 
-impl RevocationCheck for FeedCheck {
-    fn revoked(&self, token: &TokenFacts<'_>) -> Result<Option<RevocationKind>, Unvouched> {
-        if let Some(kind) = self.feed.revoked(token)? {
-            return Ok(Some(kind));
-        }
-        match &self.also {
-            Some(index) => index.revoked(token),
-            None => Ok(None),
-        }
+impl AsyncRevocationCheck for FeedCheck {
+    fn revoked_async<'a>(
+        &'a self,
+        token: &'a TokenFacts<'a>,
+    ) -> BoxFuture<'a, Result<Option<RevocationKind>, Unvouched>> {
+        Box::pin(async move {
+            if let Some(kind) = self.feed.revoked(token)? {
+                return Ok(Some(kind));
+            }
+            match &self.also {
+                Some(index) => index.revoked_async(token).await,
+                None => Ok(None),
+            }
+        })
     }
 }

@@ -38,6 +38,7 @@ pub fn run() -> ExitCode {
                 ];
                 serve(&args, &all).await
             }
+            Command::ClusterInit(args) => finish(cli::cluster_init(args)),
             Command::Serve { service, args } => serve(&args, &[service]).await,
             Command::Token(args) => finish(cli::token(args).await),
             Command::Inspect(args) => finish(cli::inspect(args).await),

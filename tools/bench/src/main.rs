@@ -172,7 +172,7 @@ impl Server {
         Ok(Server {
             engine: authz.engine.clone(),
             url: platform.url(authz.grpc_addr),
-            store: authz.store.clone(),
+            store: authz.store.sled.clone().expect("benchmarks run on sled"),
             ca_pem: platform.peer_ca.clone(),
             platform: Some(platform),
             runtime,

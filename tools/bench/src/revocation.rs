@@ -78,7 +78,11 @@ impl RevocationServer {
             .context("the revocation service runs")?;
         Ok(RevocationServer {
             engine: server.engine.clone(),
-            store: revocation.store.clone(),
+            store: revocation
+                .store
+                .sled
+                .clone()
+                .expect("benchmarks run on sled"),
             log: revocation.log.clone(),
             url: platform.url(revocation.grpc_addr),
             _server: server,
@@ -144,11 +148,11 @@ pub fn throughput(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<V
 
 /// Reads the whole log back: every sequence from 1 to the head, once, in order, and at least
 /// `acknowledged` of them (calls cut off at the end of the window may have added more).
-fn verify_log(log: &RevocationLog, acknowledged: u64) -> anyhow::Result<()> {
+async fn verify_log(log: &RevocationLog, acknowledged: u64) -> anyhow::Result<()> {
     let head = log.head();
     let mut cursor = 0;
     while cursor < head {
-        let events = log.read(cursor, 4096)?;
+        let events = log.read(cursor, 4096).await?;
         anyhow::ensure!(
             !events.is_empty(),
             "the log stops at {cursor} before its head {head}"
@@ -174,7 +178,10 @@ fn verify_log(log: &RevocationLog, acknowledged: u64) -> anyhow::Result<()> {
 fn log_append(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(&dir.path().join("revocation"))?);
-    let log = Arc::new(RevocationLog::open(store.clone(), Default::default())?);
+    let log = load.block_on(RevocationLog::open(
+        Arc::new(writ_store::Ready(store.clone())),
+        Default::default(),
+    ))?;
     let next = Arc::new(AtomicU64::new(0));
     let appender = log.clone();
     let outcome = load.block_on(drive_probed(
@@ -194,7 +201,7 @@ fn log_append(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Outco
             }
         },
     ));
-    verify_log(&log, outcome.ok)?;
+    load.block_on(verify_log(&log, outcome.ok))?;
     Ok(outcome)
 }
 
@@ -231,7 +238,7 @@ fn revoke(cli: &Cli, load: &tokio::runtime::Runtime, per_call: usize) -> anyhow:
         )
     })?;
     outcome.per_call = per_call as u64;
-    verify_log(&server.log, outcome.ok * outcome.per_call)?;
+    load.block_on(verify_log(&server.log, outcome.ok * outcome.per_call))?;
     Ok(outcome)
 }
 

@@ -34,6 +34,13 @@ pub enum Revocations {
         check: Arc<dyn RevocationCheck>,
         fail_open: bool,
     },
+    /// Every call is checked against `check`, which may wait (the revocation service checks its
+    /// own callers against its log, in a store that may be over the network). Always fails
+    /// closed. Only the layer ([`GuardLayer`], [`Guard::check`]) can wait for it: under the
+    /// synchronous interceptor every call is refused (UNAVAILABLE).
+    Awaited {
+        check: Arc<dyn writ_token::AsyncRevocationCheck>,
+    },
     /// No revocation checks at all. Only for tests and tools; say so where you use it.
     Unchecked,
 }
@@ -336,6 +343,27 @@ impl Guard {
     /// JWT must carry.
     fn finish(&self, rule: &Rule, v: Arc<Verified>) -> Result<Option<Arc<Verified>>, GuardError> {
         self.not_revoked(&v)?;
+        self.granted(rule, v)
+    }
+
+    /// [`Self::finish`] where a revocation check may be awaited.
+    async fn finish_awaiting(
+        &self,
+        rule: &Rule,
+        v: Arc<Verified>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
+        let Revocations::Awaited { check } = &self.0.revocations else {
+            return self.finish(rule, v);
+        };
+        match check.revoked_async(&TokenFacts::of(&v.token)).await {
+            Ok(None) => self.granted(rule, v),
+            Ok(Some(kind)) => Err(GuardError::Revoked(kind)),
+            Err(why) => Err(GuardError::RevocationFeedStale(why.0)),
+        }
+    }
+
+    /// The scopes a JWT must carry for `rule`.
+    fn granted(&self, rule: &Rule, v: Arc<Verified>) -> Result<Option<Arc<Verified>>, GuardError> {
         if v.token.format == TokenFormat::Jwt {
             let granted = match rule {
                 Rule::Scopes(all) => all.iter().all(|s| v.principal.has_scope(s)),
@@ -352,8 +380,14 @@ impl Guard {
     }
 
     fn not_revoked(&self, v: &Verified) -> Result<(), GuardError> {
-        let Revocations::Checked { check, fail_open } = &self.0.revocations else {
-            return Ok(());
+        let (check, fail_open) = match &self.0.revocations {
+            Revocations::Checked { check, fail_open } => (check, fail_open),
+            Revocations::Unchecked => return Ok(()),
+            Revocations::Awaited { .. } => {
+                return Err(GuardError::RevocationFeedStale(
+                    "this guard's revocation check needs the asynchronous layer",
+                ));
+            }
         };
         match check.revoked(&TokenFacts::of(&v.token)) {
             Ok(None) => Ok(()),
@@ -401,7 +435,7 @@ impl Guard {
     ) -> Result<Option<Arc<Verified>>, GuardError> {
         let (token, cache_key) = match self.prepare(rule, method, authorization)? {
             Prepared::Public => return Ok(None),
-            Prepared::Cached(v) => return self.finish(rule, v),
+            Prepared::Cached(v) => return self.finish_awaiting(rule, v).await,
             Prepared::Verify { token, cache_key } => (token, cache_key),
         };
         let verified = match self.verify_off_runtime(rule, method, token).await {
@@ -412,7 +446,7 @@ impl Guard {
             other => other,
         }?;
         self.remember(cache_key, &verified);
-        self.finish(rule, verified)
+        self.finish_awaiting(rule, verified).await
     }
 
     /// The decision as the interceptor makes it: synchronously; a key not known yet is

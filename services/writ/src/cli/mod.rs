@@ -43,6 +43,11 @@ pub struct Cli {
 pub enum Command {
     /// Run every service in one process on loopback, TLS on, data in --data-dir.
     Up(ServeArgs),
+    /// Create what replicas of the platform share, in --dir: a development CA and a server
+    /// certificate for loopback (plus --tls-host names), and a key-encryption key (mode 0600).
+    /// Prints their paths as JSON, for `serve`'s --tls-cert, --tls-key, --peer-ca and
+    /// --key-encryption-key-file. Existing files are kept.
+    ClusterInit(ClusterInitArgs),
     /// Run one service as its own process.
     Serve {
         #[arg(value_enum)]
@@ -71,6 +76,36 @@ pub enum Command {
         #[command(flatten)]
         conn: AdminConn,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterInitArgs {
+    /// Where to create (or find) the shared files.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Extra host names for the server certificate (the load balancer's, say).
+    #[arg(long = "tls-host", value_delimiter = ',')]
+    pub tls_hosts: Vec<String>,
+}
+
+/// `writ cluster-init`.
+pub fn cluster_init(args: ClusterInitArgs) -> Result<(), CliError> {
+    let fail =
+        |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", args.dir.display()));
+    writ_tls::ensure_dev_pki(&args.dir, &args.tls_hosts).map_err(|e| fail(&e))?;
+    let kek = args.dir.join(crate::platform::KEY_ENCRYPTION_KEY_FILE);
+    writ_keyring::KeyEncryptionKey::load_or_create(&kek, true).map_err(|e| fail(&e))?;
+    let path = |name: &str| args.dir.join(name).display().to_string();
+    println!(
+        "{}",
+        serde_json::json!({
+            "peer_ca": path(writ_tls::CA_CERT_FILE),
+            "tls_cert": path(writ_tls::SERVER_CERT_FILE),
+            "tls_key": path(writ_tls::SERVER_KEY_FILE),
+            "key_encryption_key_file": kek.display().to_string(),
+        })
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

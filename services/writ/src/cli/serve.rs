@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::ServiceName;
 use crate::platform::{
-    AuthzSettings, ExternalIssuer, KeyEncryption, PlatformConfig, RevocationSettings, StsSettings,
-    StsWiring, TlsMode,
+    AuthzSettings, ExternalIssuer, KeyEncryption, PlatformConfig, RevocationSettings, StoreChoice,
+    StsSettings, StsWiring, TlsMode,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -144,6 +144,28 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub key_encryption_key: Option<String>,
+    /// Where the services keep their state: `sled` (embedded, in --data-dir; one process), or a
+    /// PostgreSQL URL (`postgres://USER@HOST:PORT/DATABASE`) that replicas share, each service
+    /// in a schema of its own. A password belongs in the environment (WRIT_STORE), never on the
+    /// command line.
+    #[arg(
+        long,
+        env = "WRIT_STORE",
+        default_value = "sled",
+        hide_env_values = true
+    )]
+    pub store: String,
+    /// PostgreSQL: the CA certificate (PEM file) to trust for TLS. Without it the connection is
+    /// in clear text, which only a loopback database is allowed.
+    #[arg(long, env = "WRIT_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
+    /// PostgreSQL: the prefix of the services' schemas (`PREFIX_authz`, `PREFIX_revocation`,
+    /// `PREFIX_sts`).
+    #[arg(long, env = "WRIT_STORE_SCHEMA", default_value = "writ")]
+    pub store_schema: String,
+    /// PostgreSQL: the most connections each service keeps open.
+    #[arg(long, env = "WRIT_STORE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub store_max_connections: usize,
     /// Access token lifetime when a client sets none, in seconds.
     #[arg(long, env = "WRIT_ACCESS_TOKEN_LIFETIME", default_value_t = 300)]
     pub access_token_lifetime: i64,
@@ -236,6 +258,7 @@ impl ServeArgs {
             authz_url: self.authz_url.clone(),
             authz_admin_url: self.authz_admin_url.clone(),
             revocation_url: self.revocation_url.clone(),
+            store: self.store_choice()?,
             key_encryption: match (&self.key_encryption_key_file, &self.key_encryption_key) {
                 (Some(path), _) => KeyEncryption::File(path.clone()),
                 (None, Some(value)) => KeyEncryption::Value(value.clone()),
@@ -243,6 +266,42 @@ impl ServeArgs {
             },
             ..PlatformConfig::new(&self.data_dir)
         })
+    }
+
+    /// `--store` and its companions.
+    fn store_choice(&self) -> anyhow::Result<StoreChoice> {
+        use anyhow::Context;
+        if self.store == "sled" {
+            return Ok(StoreChoice::Sled);
+        }
+        anyhow::ensure!(
+            self.store.starts_with("postgres://") || self.store.starts_with("postgresql://"),
+            "--store takes `sled` or a postgres:// URL"
+        );
+        let facts = writ_store_postgres::inspect_url(&self.store).context("--store")?;
+        let from_environment = std::env::var("WRIT_STORE").is_ok_and(|v| v == self.store);
+        anyhow::ensure!(
+            !facts.has_password || from_environment,
+            "a password in --store shows in the process list: set WRIT_STORE instead"
+        );
+        let ca_pem = match &self.store_ca {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --store-ca {}", path.display()))?,
+            ),
+            None => None,
+        };
+        // Clear text (grants, hashed secrets, sealed keys) only over loopback.
+        anyhow::ensure!(
+            ca_pem.is_some() || facts.loopback_only,
+            "a database beyond loopback needs TLS: give --store-ca (the CA that signed its certificate)"
+        );
+        Ok(StoreChoice::Postgres(writ_store_postgres::PgConfig {
+            ca_pem,
+            schema: Some(self.store_schema.clone()),
+            max_connections: self.store_max_connections,
+            ..writ_store_postgres::PgConfig::new(self.store.clone())
+        }))
     }
 
     /// `--trust-issuer ISSUER=JWKS` with its `--trust-issuer-ca ISSUER=CA_FILE`.

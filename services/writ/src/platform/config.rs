@@ -36,6 +36,20 @@ pub struct PlatformConfig {
     pub key_encryption: KeyEncryption,
     /// Where `/metrics`, `/livez` and `/readyz` are served (plain HTTP), if anywhere.
     pub ops: Option<std::net::SocketAddr>,
+    /// Where the services keep their state.
+    pub store: StoreChoice,
+}
+
+/// Where the services keep their state.
+#[derive(Debug, Clone, Default)]
+pub enum StoreChoice {
+    /// Embedded sled stores in the data directory, one per service: one process only.
+    #[default]
+    Sled,
+    /// One PostgreSQL database, shared by any number of replicas of each service; each service
+    /// in its own schema, `<schema>_authz`, `<schema>_revocation`, `<schema>_sts` (the config's
+    /// `schema` is the prefix, `writ` when unset).
+    Postgres(writ_store_postgres::PgConfig),
 }
 
 /// Where the key-encryption key comes from: never the store it protects.
@@ -80,6 +94,7 @@ impl PlatformConfig {
             revocation_url: None,
             key_encryption: KeyEncryption::DataDir,
             ops: None,
+            store: StoreChoice::Sled,
         }
     }
 

@@ -31,19 +31,24 @@ impl Directory for LocalDirectory {
         client_id: &'a str,
         secret: &'a str,
     ) -> BoxFuture<'a, writ_exchange::Result<()>> {
-        let result = self
-            .0
-            .authenticate_exchange_client(client_id, secret)
-            .map_err(engine_error);
-        Box::pin(async move { result })
+        Box::pin(async move {
+            self.0
+                .authenticate_exchange_client(client_id, secret)
+                .await
+                .map_err(engine_error)
+        })
     }
 
     fn policies<'a>(
         &'a self,
         client_id: &'a str,
     ) -> BoxFuture<'a, writ_exchange::Result<Vec<ExchangePolicy>>> {
-        let result = self.0.exchange_policies_of(client_id).map_err(engine_error);
-        Box::pin(async move { result })
+        Box::pin(async move {
+            self.0
+                .exchange_policies_of(client_id)
+                .await
+                .map_err(engine_error)
+        })
     }
 }
 

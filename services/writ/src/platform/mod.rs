@@ -6,6 +6,7 @@
 
 mod config;
 pub mod in_process;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,7 +17,6 @@ use anyhow::Context;
 use writ_oauth::AuthorizationServer;
 use writ_revocation_log::RevocationLog;
 use writ_server::{Shutdown, ShutdownSignal};
-use writ_store::SledStore;
 use writ_tls::TlsMaterial;
 use writ_token::{SharedClock, TrustedIssuer};
 use writ_vocabulary::names::{
@@ -26,8 +26,9 @@ use writ_vocabulary::names::{
 
 pub use config::{
     AuthzSettings, ExternalIssuer, KEY_ENCRYPTION_KEY_FILE, KeyEncryption, LOOPBACK,
-    PlatformConfig, RevocationSettings, StsSettings, StsWiring, TlsMode,
+    PlatformConfig, RevocationSettings, StoreChoice, StsSettings, StsWiring, TlsMode,
 };
+pub use store::{DEFAULT_SCHEMA_PREFIX, ServiceStore};
 
 /// File in the data directory holding the admin credential (mode 0600).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -44,7 +45,7 @@ const REMOTE_POLICY_TTL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct RunningAuthz {
     pub engine: Arc<AuthorizationServer>,
-    pub store: Arc<SledStore>,
+    pub store: ServiceStore,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     /// The admin API's address (its own listener).
@@ -59,7 +60,7 @@ pub struct RunningAuthz {
 #[derive(Debug)]
 pub struct RunningRevocation {
     pub log: Arc<RevocationLog>,
-    pub store: Arc<SledStore>,
+    pub store: ServiceStore,
     pub grpc_addr: SocketAddr,
     served: writ_server::Running,
 }
@@ -69,7 +70,7 @@ pub struct RunningRevocation {
 struct StsPeers {
     directory: Arc<dyn writ_exchange::Directory>,
     watch_tokens: Arc<dyn writ_client::BearerSource>,
-    local_index: Option<Arc<dyn writ_token::RevocationCheck>>,
+    local_index: Option<Arc<dyn writ_token::AsyncRevocationCheck>>,
 }
 
 /// A running platform: the services this process runs.
@@ -96,6 +97,28 @@ impl Platform {
     /// needs its address), then the authorization server, the revocation service, the STS.
     pub async fn start(config: PlatformConfig) -> anyhow::Result<Platform> {
         create_private_dir(&config.data_dir)?;
+        if let StoreChoice::Postgres(_) = &config.store {
+            // Replicas share the stores, so they must share what seals the keys in them and the
+            // issuer their tokens name: neither may be one replica's own.
+            anyhow::ensure!(
+                config.key_encryption != KeyEncryption::DataDir,
+                "with a PostgreSQL store, every replica needs the same key-encryption key: give --key-encryption-key-file or WRIT_KEY_ENCRYPTION_KEY"
+            );
+            anyhow::ensure!(
+                config
+                    .authz
+                    .as_ref()
+                    .is_none_or(|a| !a.engine.issuer.is_empty()),
+                "with a PostgreSQL store, authorization server replicas share one issuer: give --issuer (the URL clients reach them at)"
+            );
+            anyhow::ensure!(
+                config
+                    .sts
+                    .as_ref()
+                    .is_none_or(|s| !s.exchange.issuer.is_empty()),
+                "with a PostgreSQL store, STS replicas share one issuer: give --sts-issuer (the URL clients reach them at)"
+            );
+        }
         let tls = tls_material(&config)?;
         let peer_ca = match &config.peer_ca {
             Some(path) => Some(
@@ -158,6 +181,24 @@ impl Platform {
             ));
         }
         Ok(platform)
+    }
+
+    /// A service's store, as configured: sled in `<data-dir>/<dir_name>`, or its schema on
+    /// PostgreSQL.
+    async fn open_store(
+        &self,
+        dir_name: &str,
+        service: &str,
+        what: &str,
+    ) -> anyhow::Result<ServiceStore> {
+        ServiceStore::open(
+            &self.config.store,
+            &self.config.data_dir,
+            dir_name,
+            service,
+            what,
+        )
+        .await
     }
 
     /// `https://addr`, or `http://addr` without TLS.
@@ -233,9 +274,11 @@ impl Platform {
         }
         let issuer = engine_config.issuer.clone();
         let dir = &self.config.data_dir;
-        let store = Arc::new(open_store(dir, "store", "the store").await?);
+        let store = self
+            .open_store("store", "authz", "the authorization server's store")
+            .await?;
         let (engine, bootstrap) = AuthorizationServer::open(
-            store.clone(),
+            store.store.clone(),
             engine_config,
             self.clock().clone(),
             self.key_encryption_key.clone(),
@@ -276,13 +319,9 @@ impl Platform {
             self.signal.clone(),
         )
         .await?;
-        {
-            let store = Arc::downgrade(&store);
-            self.readiness.add("authorization server store", move || {
-                let store = store.upgrade();
-                async move { store_answers(store.as_deref()) }
-            });
-        }
+        self.readiness
+            .add("authorization server store", store.readiness());
+        store.sample_pool("authz");
         if let Some(w) = &watcher {
             let set = Arc::downgrade(w.set());
             let bound = writ_revocation_client::DEFAULT_MAX_STALENESS;
@@ -321,9 +360,10 @@ impl Platform {
         let issuer = self
             .authorization_server_issuer("`serve revocation`")
             .await?;
-        let store =
-            Arc::new(open_store(&self.config.data_dir, "revocation", "the revocation log").await?);
-        let log = Arc::new(RevocationLog::open(store.clone(), settings.log)?);
+        let store = self
+            .open_store("revocation", "revocation", "the revocation log")
+            .await?;
+        let log = RevocationLog::open(store.store.clone(), settings.log).await?;
         let served = writ_revocation::start(
             log.clone(),
             vec![issuer],
@@ -345,11 +385,9 @@ impl Platform {
                     m.set_state("revocation_log_live_entries", log.live_count() as i64);
                 }
             });
-            let store = Arc::downgrade(&store);
-            self.readiness.add("revocation log store", move || {
-                let store = store.upgrade();
-                async move { store_answers(store.as_deref()) }
-            });
+            self.readiness
+                .add("revocation log store", store.readiness());
+            store.sample_pool("revocation");
         }
         self.revocation = Some(RunningRevocation {
             log,
@@ -416,11 +454,13 @@ impl Platform {
             );
         }
         issuers.extend(settings.trusted_issuers.iter().cloned());
-        let store = open_store(&self.config.data_dir, "sts", "the STS store").await?;
+        let store = self.open_store("sts", "sts", "the STS store").await?;
+        self.readiness.add("STS store", store.readiness());
+        store.sample_pool("sts");
         let running = writ_sts::start(
             writ_sts::Options {
                 key_encryption_key: self.key_encryption_key.clone(),
-                store: Arc::new(writ_store::Ready(Arc::new(store))),
+                store: store.store.clone(),
                 config: exchange,
                 clock: self.clock().clone(),
                 directory: wired.directory,
@@ -469,7 +509,7 @@ impl Platform {
                 directory: Arc::new(in_process::LocalDirectory(a.engine.clone())),
                 watch_tokens: Arc::new(in_process::EngineTokens(a.engine.clone())),
                 local_index: consult_authz_index
-                    .then(|| a.engine.clone() as Arc<dyn writ_token::RevocationCheck>),
+                    .then(|| a.engine.clone() as Arc<dyn writ_token::AsyncRevocationCheck>),
             }),
             (StsWiring::InProcess { .. }, None) => anyhow::bail!(
                 "the STS is wired in-process, but the authorization server does not run in this process"
@@ -584,14 +624,6 @@ impl Platform {
 }
 
 /// Opens the store in `dir/name` off the async runtime (opening may wait for the file lock).
-async fn open_store(dir: &Path, name: &str, what: &str) -> anyhow::Result<SledStore> {
-    let path = dir.join(name);
-    tokio::task::spawn_blocking(move || SledStore::open(&path))
-        .await
-        .context("the store-opening task")?
-        .with_context(|| format!("opening {what} in {}", dir.display()))
-}
-
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
@@ -684,16 +716,6 @@ pub fn print_banner(p: &Platform) {
   writ token --client-id demo\n"
         );
     }
-}
-
-/// Readiness: the store reads (a stopped or failing store is not ready).
-fn store_answers(store: Option<&SledStore>) -> Result<(), String> {
-    use writ_store::Store as _;
-    let store = store.ok_or("the store is closed")?;
-    store
-        .get(writ_store::Tree::Meta, b"schema_version")
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Readiness: a revocation feed has synced and is within its staleness bound (a service that

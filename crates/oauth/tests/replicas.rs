@@ -1,0 +1,175 @@
+//! Authorization servers as replicas over one PostgreSQL schema: each with its own connection
+//! pool, as separate processes would have. (Process-level tests, `writ serve authz` against
+//! PostgreSQL, are in `tests/it`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use writ_oauth::{AuthorizationServer, Client, Config, Error, TokenRequest};
+use writ_store::AsyncStore;
+use writ_store_postgres::{PgConfig, PgStore, testing};
+use writ_token::RevocationKind;
+use writ_vocabulary::grant_type;
+
+async fn replicas(config: &PgConfig, n: usize) -> Vec<Arc<AuthorizationServer>> {
+    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let store: Arc<dyn AsyncStore> = PgStore::open(config).await.unwrap();
+        let mut engine_config = Config::new("https://as.test");
+        engine_config.throttle.free_failures = u32::MAX;
+        let (engine, _) = AuthorizationServer::open(
+            store,
+            engine_config,
+            writ_token::system_clock(),
+            kek.clone(),
+        )
+        .await
+        .unwrap();
+        out.push(Arc::new(engine));
+    }
+    out
+}
+
+/// A confidential client allowed the password and refresh grants, and a user.
+async fn client_and_user(engine: &AuthorizationServer) -> (String, String) {
+    let (_, secret) = engine
+        .create_client(Client {
+            client_id: "app".into(),
+            grant_types: vec![
+                grant_type::PASSWORD.into(),
+                grant_type::REFRESH_TOKEN.into(),
+            ],
+            scope: "read".into(),
+            audience: vec!["api".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    engine
+        .create_user("alice", "correct horse battery", "read")
+        .await
+        .unwrap();
+    ("app".into(), secret.unwrap())
+}
+
+fn refresh(secret: &str, token: &str) -> TokenRequest {
+    TokenRequest {
+        grant_type: grant_type::REFRESH_TOKEN.into(),
+        client_id: "app".into(),
+        client_secret: secret.into(),
+        refresh_token: token.into(),
+        ..TokenRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_refreshes_over_three_replicas_exactly_one_wins() {
+    let Some(config) = testing::fresh().await else {
+        return;
+    };
+    let servers = replicas(&config, 3).await;
+    let (client_id, secret) = client_and_user(&servers[0]).await;
+    // Made on one replica, every record is at once visible on the others.
+    assert!(servers[2].get_client(&client_id).await.is_ok());
+    for round in 0..5 {
+        let first = servers[round % 3]
+            .token(TokenRequest {
+                grant_type: grant_type::PASSWORD.into(),
+                client_id: client_id.clone(),
+                client_secret: secret.clone(),
+                username: "alice".into(),
+                password: "correct horse battery".into(),
+                ..TokenRequest::default()
+            })
+            .await
+            .unwrap();
+        let token = first.refresh_token.unwrap();
+        // Twelve uses of the same refresh token at once, four on each replica.
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let server = servers[i % 3].clone();
+            let request = refresh(&secret, &token);
+            tasks.push(tokio::spawn(async move { server.token(request).await }));
+        }
+        let mut won = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(r) => won.push(r),
+                Err(Error::InvalidGrant(_)) => {}
+                Err(e) => panic!("round {round}: unexpected {e:?}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: exactly one use wins");
+        // The others were reuse: the family is revoked, on every replica, the winner's new
+        // refresh token included.
+        let successor = won[0].refresh_token.clone().unwrap();
+        for server in &servers {
+            assert!(matches!(
+                server.token(refresh(&secret, &successor)).await,
+                Err(Error::InvalidGrant(_))
+            ));
+        }
+    }
+    testing::drop_schema(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_and_the_admin_credential_hold_on_every_replica() {
+    let Some(config) = testing::fresh().await else {
+        return;
+    };
+    // The first replica bootstraps the store (and shows the admin credential once).
+    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
+    let open = || async {
+        let store: Arc<dyn AsyncStore> = PgStore::open(&config).await.unwrap();
+        AuthorizationServer::open(
+            store,
+            Config::new("https://as.test"),
+            writ_token::system_clock(),
+            kek.clone(),
+        )
+        .await
+        .unwrap()
+    };
+    let (a, boot) = open().await;
+    let (b, again) = open().await;
+    let credential = boot.admin_credential.expect("a first start creates it");
+    assert!(again.admin_credential.is_none());
+    assert!(b.authenticate_admin(&credential).await.is_ok());
+    // Rotated on one replica: the old credential stops working on the other at once.
+    let rotated = a.rotate_admin_credential().await.unwrap();
+    assert!(b.authenticate_admin(&credential).await.is_err());
+    assert!(b.authenticate_admin(&rotated).await.is_ok());
+    // Both replicas record a cut-off of one subject at once: neither is lost.
+    async fn cut(server: &AuthorizationServer, not_before: i64) -> writ_oauth::Result<()> {
+        let entry = writ_token::RevocationEntry {
+            kind: RevocationKind::Subject,
+            value: "alice".into(),
+            issuer: String::new(),
+            expires_at: server.now() + 600,
+            not_before,
+            reason: "test".into(),
+        };
+        server
+            .record_revocations(&[writ_oauth::Revocation::new(entry)], "test")
+            .await
+    }
+    let now = a.now();
+    let (r1, r2) = tokio::join!(cut(&a, now - 10), cut(&b, now - 5));
+    r1.unwrap();
+    r2.unwrap();
+    for server in [&a, &b] {
+        assert!(
+            server
+                .is_revoked(RevocationKind::Subject, "alice", now - 5)
+                .await
+                .unwrap(),
+            "the later cut-off holds everywhere"
+        );
+    }
+    // Two outboxes' worth of entries, both queued, none overwritten by the other replica's.
+    assert_eq!(a.outbox(100).await.unwrap().len(), 2);
+    testing::drop_schema(&config).await;
+}

@@ -1,0 +1,634 @@
+//! Writ as replicas over PostgreSQL, each service a separate `writ serve` process on loopback:
+//! three authorization servers, two revocation services and an STS sharing one database (a
+//! fresh set of schemas per test). Killed with SIGKILL, failed over, and refreshed at once
+//! across replicas.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::Value;
+use writ_proto::admin::admin_service_client::AdminServiceClient;
+use writ_proto::admin::{self as pb_admin, CreateClientRequest, CreateUserRequest};
+use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
+use writ_proto::authz::{IntrospectRequest, TokenRequest};
+use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
+use writ_proto::revocation::{WatchRequest, watch_response};
+use writ_store_postgres::{PgConfig, testing};
+use writ_tests::{bearer, connect, run_bounded};
+
+const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
+const READY: Duration = Duration::from_secs(30);
+const ISSUER: &str = "https://authz.writ.test";
+/// An authorization server's ports, each picked free.
+const AUTHZ_PORTS: [&str; 6] = [
+    "--authz-port",
+    "0",
+    "--authz-http-port",
+    "0",
+    "--admin-port",
+    "0",
+];
+
+/// A fresh schema prefix on the test database, or `None` (skipped) without PostgreSQL.
+async fn database() -> Option<PgConfig> {
+    testing::fresh().await
+}
+
+/// Drops every schema a cluster made (`<prefix>_authz`, `_revocation`, `_sts`).
+async fn drop_cluster(config: &PgConfig) {
+    for service in ["authz", "revocation", "sts"] {
+        let mut c = config.clone();
+        c.schema = Some(format!("{}_{service}", config.schema.as_deref().unwrap()));
+        testing::drop_schema(&c).await;
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A free loopback port (bound then released: the revocation replicas' ports must be known
+/// before the authorization servers that publish to them start).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `writ serve` process. Killed on drop; its output goes to files printed if a test fails.
+struct Served {
+    name: String,
+    child: Child,
+    data_dir: tempfile::TempDir,
+    endpoints: Value,
+}
+
+impl Served {
+    fn logs(&self) -> String {
+        let read =
+            |f: &str| std::fs::read_to_string(self.data_dir.path().join(f)).unwrap_or_default();
+        format!(
+            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
+            self.name,
+            read("stdout.log"),
+            self.name,
+            read("stderr.log")
+        )
+    }
+
+    fn url(&self, key: &str) -> String {
+        self.endpoints[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} has no {key}: {}", self.name, self.endpoints))
+            .to_owned()
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200: its stores answer, its feed has synced.
+    async fn ready(&self) {
+        let url = format!("{}/readyz", self.url("ops"));
+        let deadline = Instant::now() + READY;
+        loop {
+            let url = url.clone();
+            let (status, body) = tokio::task::spawn_blocking(move || writ_tests::http_get(&url))
+                .await
+                .unwrap();
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within {READY:?}: {body}\n{}",
+                self.name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What every replica shares: the database, the certificate its peers trust, the key its
+/// signing keys are sealed under.
+struct Cluster {
+    db: PgConfig,
+    shared: tempfile::TempDir,
+    ca_pem: String,
+}
+
+impl Cluster {
+    async fn new() -> Option<Cluster> {
+        let db = database().await?;
+        let shared = tempfile::tempdir().unwrap();
+        let init = run_bounded(
+            Command::new(WRIT)
+                .args(["cluster-init", "--dir"])
+                .arg(shared.path()),
+            None,
+            READY,
+        )
+        .ok();
+        let paths = init.json();
+        let ca_pem = std::fs::read_to_string(paths["peer_ca"].as_str().unwrap()).unwrap();
+        Some(Cluster { db, shared, ca_pem })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.shared.path().join(name)
+    }
+
+    /// `writ serve <service>` with the cluster's settings and `flags`; waits (bounded) for its
+    /// endpoints.json. `Err` with its output if it exits first.
+    fn try_start(
+        &self,
+        name: &str,
+        service: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Served, String> {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(WRIT);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WRIT_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(["serve", service])
+            .env("WRIT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("WRIT_STORE", &self.db.url)
+            .args(["--store-schema", self.db.schema.as_deref().unwrap()])
+            .arg("--tls-cert")
+            .arg(self.file(writ_tls::SERVER_CERT_FILE))
+            .arg("--tls-key")
+            .arg(self.file(writ_tls::SERVER_KEY_FILE))
+            .arg("--peer-ca")
+            .arg(self.file(writ_tls::CA_CERT_FILE))
+            .arg("--key-encryption-key-file")
+            .arg(self.file(writ::platform::KEY_ENCRYPTION_KEY_FILE))
+            .args(["--ops-listen", "127.0.0.1:0", "--issuer", ISSUER])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(File::create(data_dir.path().join("stdout.log")).unwrap())
+            .stderr(File::create(data_dir.path().join("stderr.log")).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut served = Served {
+            name: name.to_owned(),
+            child,
+            data_dir,
+            endpoints: Value::Null,
+        };
+        let path = served.data_dir.path().join(writ::platform::ENDPOINTS_FILE);
+        let deadline = Instant::now() + READY;
+        loop {
+            if let Some(status) = served.child.try_wait().unwrap() {
+                return Err(format!("{name} exited with {status}\n{}", served.logs()));
+            }
+            if let Some(e) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            {
+                served.endpoints = e;
+                return Ok(served);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready within {READY:?}\n{}",
+                served.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start(&self, name: &str, service: &str, flags: &[&str], env: &[(&str, &str)]) -> Served {
+        self.try_start(name, service, flags, env)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An authorization server publishing to the revocation replicas at `revocation`.
+    fn authz(&self, name: &str, revocation: &str) -> Served {
+        self.start(
+            name,
+            "authz",
+            &[AUTHZ_PORTS.as_slice(), &["--revocation-url", revocation]].concat(),
+            &[],
+        )
+    }
+
+    /// A revocation service replica on `port`, trusting the tokens of the authorization server
+    /// at `authz`.
+    fn revocation(&self, name: &str, port: u16, authz: &str) -> Served {
+        self.start(
+            name,
+            "revocation",
+            &["--revocation-port", &port.to_string(), "--authz-url", authz],
+            &[],
+        )
+    }
+
+    /// The admin API of `authz`, with the master credential the first replica (which
+    /// bootstrapped the store) wrote.
+    async fn admin(&self, first: &Served, authz: &Served) -> Admin {
+        let credential =
+            std::fs::read_to_string(first.data_dir.path().join(writ::platform::ADMIN_TOKEN_FILE))
+                .expect("the first authorization server wrote the admin credential");
+        AdminServiceClient::with_interceptor(
+            connect(&authz.url("authz_admin"), Some(&self.ca_pem)).await,
+            bearer(credential.trim()),
+        )
+    }
+
+    async fn token_client(
+        &self,
+        authz: &Served,
+    ) -> AuthorizationServiceClient<tonic::transport::Channel> {
+        AuthorizationServiceClient::new(connect(&authz.url("authz_grpc"), Some(&self.ca_pem)).await)
+    }
+}
+
+type Admin = AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        writ_client::StaticBearer,
+    >,
+>;
+
+/// Registers `client`; returns its secret.
+async fn create_client(admin: &mut Admin, client: pb_admin::Client) -> String {
+    admin
+        .create_client(CreateClientRequest {
+            client: Some(client),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret
+}
+
+/// Three authorization servers (the first started alone: it bootstraps the store) and two
+/// revocation replicas.
+async fn cluster() -> Option<(Cluster, Vec<Served>, Vec<(u16, Served)>)> {
+    let cluster = Cluster::new().await?;
+    let ports = [free_port(), free_port()];
+    let revocation_urls = ports.map(|p| format!("https://127.0.0.1:{p}")).join(",");
+    let first = cluster.authz("authz-1", &revocation_urls);
+    let mut authz = vec![first];
+    for i in 2..=3 {
+        authz.push(cluster.authz(&format!("authz-{i}"), &revocation_urls));
+    }
+    let authz_url = authz[0].url("authz_grpc");
+    let revocation = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                *p,
+                cluster.revocation(&format!("revocation-{}", i + 1), *p, &authz_url),
+            )
+        })
+        .collect::<Vec<_>>();
+    // Every replica ready: its store answers, its revocation feed has synced.
+    for s in authz.iter().chain(revocation.iter().map(|(_, r)| r)) {
+        s.ready().await;
+    }
+    Some((cluster, authz, revocation))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_refreshes_over_three_authz_processes_exactly_one_wins() {
+    let Some((cluster, authz, _revocation)) = cluster().await else {
+        return;
+    };
+    let mut admin = cluster.admin(&authz[0], &authz[0]).await;
+    let secret = create_client(
+        &mut admin,
+        pb_admin::Client {
+            grant_types: vec!["password".into(), "refresh_token".into()],
+            ..writ_tests::service_spec("gateway", "orders.read", &["orders"])
+        },
+    )
+    .await;
+    admin
+        .create_user(CreateUserRequest {
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+            scope: "orders.read".into(),
+        })
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for a in &authz {
+        clients.push(cluster.token_client(a).await);
+    }
+    let password = || TokenRequest {
+        grant_type: "password".into(),
+        client_id: "gateway".into(),
+        client_secret: secret.clone(),
+        username: "alice".into(),
+        password: "correct horse battery".into(),
+        ..Default::default()
+    };
+    // Signed in on the second replica (created on the first).
+    let login = clients[1]
+        .clone()
+        .token(password())
+        .await
+        .unwrap()
+        .into_inner();
+    let refresh = |token: &str| TokenRequest {
+        grant_type: "refresh_token".into(),
+        client_id: "gateway".into(),
+        client_secret: secret.clone(),
+        refresh_token: token.into(),
+        ..Default::default()
+    };
+    // Nine uses of one refresh token at once, three on each process.
+    let mut tasks = Vec::new();
+    for i in 0..9 {
+        let mut client = clients[i % 3].clone();
+        let request = refresh(&login.refresh_token);
+        tasks.push(tokio::spawn(async move { client.token(request).await }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => won.push(r.into_inner()),
+            Err(status) => assert_eq!(writ_tests::reason(&status), "invalid_grant", "{status:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one use wins across the replicas");
+    // The rest was reuse: the family is revoked on every replica, the winner's successor too.
+    for client in &clients {
+        let r = client.clone().token(refresh(&won[0].refresh_token)).await;
+        assert!(
+            r.is_err(),
+            "the successor of a reused token is revoked everywhere"
+        );
+    }
+    // An access token issued by one replica is introspected as active by another.
+    let access = clients[0]
+        .clone()
+        .token(password())
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let introspected = clients[2]
+        .clone()
+        .introspect(IntrospectRequest {
+            token: access,
+            client_id: "gateway".into(),
+            client_secret: secret,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(introspected.active);
+    drop_cluster(&cluster.db).await;
+}
+
+/// Follows the feed on `url` from `cursor`, collecting (sequence, value) until `stop` says so
+/// or the stream ends; returns what it got and why it stopped.
+async fn follow(
+    url: &str,
+    ca_pem: &str,
+    token: &str,
+    cursor: u64,
+    got: &mut Vec<(u64, String)>,
+    stop: impl Fn(&[(u64, String)]) -> bool,
+) -> Result<(), tonic::Status> {
+    let channel = connect(url, Some(ca_pem)).await;
+    let mut client = RevocationServiceClient::with_interceptor(channel, bearer(token));
+    let mut stream = client
+        .watch(WatchRequest {
+            from_sequence: cursor,
+        })
+        .await?
+        .into_inner();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no message for 20 s"))?
+    {
+        match message?.event {
+            Some(watch_response::Event::Revocation(e)) => {
+                got.push((e.sequence, e.entry.unwrap().value));
+                if stop(got) {
+                    return Ok(());
+                }
+            }
+            Some(_) => {}
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_fails_over_between_revocation_replicas_without_gap_or_duplicate() {
+    let Some((cluster, authz, mut revocation)) = cluster().await else {
+        return;
+    };
+    let mut admin = cluster.admin(&authz[0], &authz[0]).await;
+    // A subscriber's client, and its watch token.
+    let watcher_secret = create_client(
+        &mut admin,
+        writ_tests::service_spec("watcher", "writ.revocation.watch", &["writ-revocation"]),
+    )
+    .await;
+    let token = cluster
+        .token_client(&authz[0])
+        .await
+        .token(writ_tests::cc("watcher", &watcher_secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    // Revocations written through two different authorization servers, in the background.
+    let mut writers = Vec::new();
+    for (i, a) in authz.iter().take(2).enumerate() {
+        let mut admin = cluster.admin(&authz[0], a).await;
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0..60 {
+                let value = format!("via-{i}-{n}");
+                let request = pb_admin::RevokeRequest {
+                    entries: vec![writ_tests::revocation_entry(
+                        writ_token::RevocationKind::TokenId,
+                        &value,
+                        unix_now() + 3600,
+                    )],
+                };
+                if admin.revoke(request).await.is_ok() {
+                    acknowledged.push(value);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            acknowledged
+        }));
+    }
+    // Follow the first replica until 30 entries arrived, kill it, and resume on the second.
+    let mut got = Vec::new();
+    let (first_url, second_url) = (
+        format!("https://127.0.0.1:{}", revocation[0].0),
+        format!("https://127.0.0.1:{}", revocation[1].0),
+    );
+    follow(&first_url, &cluster.ca_pem, &token, 0, &mut got, |g| {
+        g.len() >= 30
+    })
+    .await
+    .unwrap();
+    revocation[0].1.kill_9();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), 120, "every revocation acknowledged");
+    let cursor = got.last().unwrap().0;
+    let expected: BTreeSet<String> = acknowledged.iter().cloned().collect();
+    follow(
+        &second_url,
+        &cluster.ca_pem,
+        &token,
+        cursor,
+        &mut got,
+        |g| g.iter().map(|(_, v)| v).collect::<BTreeSet<_>>().len() >= expected.len(),
+    )
+    .await
+    .unwrap();
+    let sequences: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        sequences,
+        (1..=got.len() as u64).collect::<Vec<_>>(),
+        "one gap-free sequence, no duplicate, across the failover"
+    );
+    let values: BTreeSet<String> = got.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(values.len(), got.len(), "no entry delivered twice");
+    assert!(
+        values.is_superset(&expected),
+        "every acknowledged revocation delivered"
+    );
+    drop_cluster(&cluster.db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_authz_replica_under_load_loses_no_acknowledged_write() {
+    let Some((cluster, mut authz, _revocation)) = cluster().await else {
+        return;
+    };
+    // Clients created through the third replica as fast as it answers; it is killed mid-way.
+    let mut victim = cluster.admin(&authz[0], &authz[2]).await;
+    let load = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for n in 0..10_000 {
+            let id = format!("svc-{n}");
+            let request = CreateClientRequest {
+                client: Some(writ_tests::service_spec(&id, "orders.read", &["orders"])),
+            };
+            match victim.create_client(request).await {
+                Ok(_) => acknowledged.push(id),
+                Err(_) => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    authz[2].kill_9();
+    let acknowledged = tokio::time::timeout(Duration::from_secs(30), load)
+        .await
+        .expect("the load ends once its server is gone")
+        .unwrap();
+    assert!(
+        acknowledged.len() > 10,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+    // Every acknowledged client is there, on a surviving replica.
+    let mut admin = cluster.admin(&authz[0], &authz[0]).await;
+    for id in &acknowledged {
+        admin
+            .get_client(pb_admin::GetClientRequest {
+                client_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{id} was acknowledged, then lost: {e:?}"));
+    }
+    drop_cluster(&cluster.db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_migrates_an_older_schema_and_refuses_a_newer_one() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let schema = format!("{}_authz", cluster.db.schema.as_deref().unwrap());
+    // A database an earlier build left at version 1.
+    let (client, connection) = tokio_postgres::connect(&cluster.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.writ_schema (id smallint PRIMARY KEY CHECK (id = 1), version integer NOT NULL);
+             INSERT INTO {schema}.writ_schema VALUES (1, 1);
+             CREATE TABLE {schema}.writ_kv (tree smallint NOT NULL, key bytea NOT NULL, value bytea NOT NULL, PRIMARY KEY (tree, key));"
+        ))
+        .await
+        .unwrap();
+    let flags = AUTHZ_PORTS;
+    let mut authz = cluster.start("authz-old-schema", "authz", &flags, &[]);
+    let version: i32 = client
+        .query_one(&format!("SELECT version FROM {schema}.writ_schema"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        version,
+        writ_store_postgres::SCHEMA_VERSION,
+        "migrated at start"
+    );
+    authz.kill_9();
+    // A newer build moved it on: this one refuses to start, saying why.
+    client
+        .batch_execute(&format!(
+            "UPDATE {schema}.writ_schema SET version = {}",
+            writ_store_postgres::SCHEMA_VERSION + 1
+        ))
+        .await
+        .unwrap();
+    let refused = cluster
+        .try_start("authz-new-schema", "authz", &flags, &[])
+        .err()
+        .expect("a replica refuses a newer schema");
+    assert!(refused.contains("this build supports up to"), "{refused}");
+    drop_cluster(&cluster.db).await;
+}
