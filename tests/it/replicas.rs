@@ -141,7 +141,11 @@ struct Cluster {
 
 impl Cluster {
     async fn new() -> Option<Cluster> {
-        let db = database().await?;
+        Some(Self::on(database().await?))
+    }
+
+    /// On the database `db` (its `schema` the prefix of the services' schemas).
+    fn on(db: PgConfig) -> Cluster {
         let shared = tempfile::tempdir().unwrap();
         let init = run_bounded(
             Command::new(WRIT)
@@ -153,7 +157,7 @@ impl Cluster {
         .ok();
         let paths = init.json();
         let ca_pem = std::fs::read_to_string(paths["peer_ca"].as_str().unwrap()).unwrap();
-        Some(Cluster { db, shared, ca_pem })
+        Cluster { db, shared, ca_pem }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -294,32 +298,38 @@ async fn create_client(admin: &mut Admin, client: pb_admin::Client) -> String {
 }
 
 /// Three authorization servers (the first started alone: it bootstraps the store) and two
-/// revocation replicas.
+/// revocation replicas, on the shared test database.
 async fn cluster() -> Option<(Cluster, Vec<Served>, Vec<(u16, Served)>)> {
     let cluster = Cluster::new().await?;
-    let ports = [free_port(), free_port()];
-    let revocation_urls = ports.map(|p| format!("https://127.0.0.1:{p}")).join(",");
-    let first = cluster.authz("authz-1", &revocation_urls);
-    let mut authz = vec![first];
-    for i in 2..=3 {
-        authz.push(cluster.authz(&format!("authz-{i}"), &revocation_urls));
-    }
-    let authz_url = authz[0].url("authz_grpc");
-    let revocation = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                *p,
-                cluster.revocation(&format!("revocation-{}", i + 1), *p, &authz_url),
-            )
-        })
-        .collect::<Vec<_>>();
-    // Every replica ready: its store answers, its revocation feed has synced.
-    for s in authz.iter().chain(revocation.iter().map(|(_, r)| r)) {
-        s.ready().await;
-    }
+    let (authz, revocation) = cluster.start_replicas().await;
     Some((cluster, authz, revocation))
+}
+
+impl Cluster {
+    /// Three authorization servers and two revocation replicas, every one ready.
+    async fn start_replicas(&self) -> (Vec<Served>, Vec<(u16, Served)>) {
+        let ports = [free_port(), free_port()];
+        let revocation_urls = ports.map(|p| format!("https://127.0.0.1:{p}")).join(",");
+        let first = self.authz("authz-1", &revocation_urls);
+        let mut authz = vec![first];
+        for i in 2..=3 {
+            authz.push(self.authz(&format!("authz-{i}"), &revocation_urls));
+        }
+        let authz_url = authz[0].url("authz_grpc");
+        let revocation = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let name = format!("revocation-{}", i + 1);
+                (*p, self.revocation(&name, *p, &authz_url))
+            })
+            .collect::<Vec<_>>();
+        // Every replica ready: its store answers, its revocation feed has synced.
+        for s in authz.iter().chain(revocation.iter().map(|(_, r)| r)) {
+            s.ready().await;
+        }
+        (authz, revocation)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,4 +641,150 @@ async fn a_replica_migrates_an_older_schema_and_refuses_a_newer_one() {
         .expect("a replica refuses a newer schema");
     assert!(refused.contains("this build supports up to"), "{refused}");
     drop_cluster(&cluster.db).await;
+}
+
+/// The database stops (connections cut) and comes back while revocations are written and
+/// tokens issued: calls in between fail at once with a clear UNAVAILABLE
+/// (`temporarily_unavailable`), readiness says so, the replicas recover by themselves (no
+/// restart of Writ), and every revocation acknowledged reaches the feed. On a PostgreSQL of
+/// the test's own: the shared one must not go down under the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_restarting_under_load_loses_nothing_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use writ_tests::private_postgres::PrivatePostgres;
+
+    let Some(pg) = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let pg = Arc::new(pg);
+    let mut db = PgConfig::new(pg.url());
+    db.schema = Some("writ".into());
+    let cluster = Cluster::on(db);
+    let (authz, revocation) = cluster.start_replicas().await;
+    let mut admin = cluster.admin(&authz[0], &authz[1]).await;
+    let secret = create_client(
+        &mut admin,
+        writ_tests::service_spec("svc", "orders.read", &["orders"]),
+    )
+    .await;
+    let watcher_secret = create_client(
+        &mut admin,
+        writ_tests::service_spec("watcher", "writ.revocation.watch", &["writ-revocation"]),
+    )
+    .await;
+    let mut tokens = cluster.token_client(&authz[0]).await;
+    let watch_token = tokens
+        .token(writ_tests::cc("watcher", &watcher_secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+
+    // Load: revocations through the second replica, tokens from the first; every call bounded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(Ordering::Acquire) {
+                let value = format!("r-{n}");
+                n += 1;
+                let request = pb_admin::RevokeRequest {
+                    entries: vec![writ_tests::revocation_entry(
+                        writ_token::RevocationKind::TokenId,
+                        &value,
+                        unix_now() + 3600,
+                    )],
+                };
+                match tokio::time::timeout(Duration::from_secs(15), admin.revoke(request)).await {
+                    Ok(Ok(_)) => acknowledged.push((Instant::now(), value)),
+                    Ok(Err(status)) => refused.push(status),
+                    Err(_) => panic!("a call during the restart hung for 15 s"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acknowledged, refused)
+        })
+    };
+    let reader = {
+        let (stop, secret, mut tokens) = (stop.clone(), secret.clone(), tokens.clone());
+        tokio::spawn(async move {
+            let mut refused = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let call = tokens.token(writ_tests::cc("svc", &secret));
+                match tokio::time::timeout(Duration::from_secs(15), call).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => refused.push(status),
+                    Err(_) => panic!("a token request during the restart hung for 15 s"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            refused
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down = {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await
+            .unwrap();
+        Instant::now()
+    };
+    // While it is down, readiness says so (liveness is another matter).
+    let ready = format!("{}/readyz", authz[1].url("ops"));
+    let (status, body) = tokio::task::spawn_blocking(move || writ_tests::http_get(&ready))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "not ready while the database is down: {body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.start_again())
+            .await
+            .unwrap();
+    }
+    let up = Instant::now();
+    // Writ recovers by itself: readiness, then writes acknowledged again, within a bound.
+    authz[1].ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Release);
+    let (acknowledged, refused) = writer.await.unwrap();
+    let read_refused = reader.await.unwrap();
+    assert!(
+        acknowledged.iter().any(|(at, _)| *at > up),
+        "revocations are acknowledged again after the restart"
+    );
+    assert!(
+        acknowledged.iter().any(|(at, _)| *at < down),
+        "the load ran before the restart"
+    );
+    for status in refused.iter().chain(read_refused.iter()) {
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "a clear error while the database was down: {status:?}"
+        );
+    }
+    assert!(
+        !refused.is_empty(),
+        "writes were refused while the database was down"
+    );
+
+    // Nothing acknowledged was lost: every one reaches the feed.
+    let expected: BTreeSet<String> = acknowledged.into_iter().map(|(_, v)| v).collect();
+    let mut got = Vec::new();
+    let url = format!("https://127.0.0.1:{}", revocation[0].0);
+    follow(&url, &cluster.ca_pem, &watch_token, 0, &mut got, |g| {
+        let seen: BTreeSet<&String> = g.iter().map(|(_, v)| v).collect();
+        expected.iter().all(|v| seen.contains(v))
+    })
+    .await
+    .unwrap();
+    let sequences: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sequences, (1..=got.len() as u64).collect::<Vec<_>>());
 }

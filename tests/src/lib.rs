@@ -8,6 +8,7 @@
 )]
 
 pub mod http_client;
+pub mod private_postgres;
 pub mod sts;
 
 use std::collections::BTreeMap;

@@ -75,6 +75,10 @@ impl Error {
             Error::NotFound(_) => (Kind::NotFound, ErrorCode::InvalidRequest),
             Error::AlreadyExists(_) => (Kind::AlreadyExists, ErrorCode::InvalidRequest),
             Error::Conflict(_) => (Kind::Conflict, ErrorCode::InvalidRequest),
+            // The database out of reach (restarting, say): a retry will do.
+            Error::Storage(StoreError::Unavailable(_)) => {
+                (Kind::Unavailable, ErrorCode::TemporarilyUnavailable)
+            }
             Error::Storage(_) => (Kind::Unavailable, ErrorCode::ServerError),
             Error::Throttled(_) => (Kind::Exhausted, ErrorCode::TemporarilyUnavailable),
             Error::Busy | Error::Unavailable(_) => {
@@ -95,6 +99,9 @@ impl Error {
     /// A human-readable description without secrets or token contents.
     pub fn description(&self) -> String {
         match self {
+            Error::Storage(StoreError::Unavailable(_)) => {
+                "the store cannot be reached; retry".to_owned()
+            }
             // Storage and token-building details stay in the server log.
             Error::Storage(_) | Error::Token(_) | Error::Internal(_) => {
                 "the server could not complete the request".to_owned()
