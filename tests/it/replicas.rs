@@ -788,3 +788,143 @@ async fn the_database_restarting_under_load_loses_nothing_acknowledged() {
     let sequences: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
     assert_eq!(sequences, (1..=got.len() as u64).collect::<Vec<_>>());
 }
+
+/// `deploy/replicas.sh stop` on drop, so a failed test leaves no process behind.
+struct Deployed<'a> {
+    script: PathBuf,
+    env: Vec<(&'a str, String)>,
+}
+
+impl Deployed<'_> {
+    fn run(&self, action: &str) -> writ_tests::Finished {
+        let mut cmd = Command::new("bash");
+        cmd.arg(&self.script).arg(action);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        run_bounded(&mut cmd, None, Duration::from_secs(180))
+    }
+}
+
+impl Drop for Deployed<'_> {
+    fn drop(&mut self) {
+        let _ = self.run("stop");
+    }
+}
+
+/// The documented deployment, as its script runs it: three authorization servers, two
+/// revocation services and an STS as separate processes against PostgreSQL, each ready; a token
+/// issued by one replica is active at another, revoked through a third; then all stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_script_starts_three_authz_two_revocation_and_an_sts() {
+    let Some(db) = database().await else { return };
+    let base = tempfile::tempdir().unwrap();
+    let triple = || format!("{},{},{}", free_port(), free_port(), free_port());
+    let deployed = Deployed {
+        script: writ_tests::workspace_root().join("deploy/replicas.sh"),
+        env: vec![
+            ("WRIT", WRIT.to_owned()),
+            ("WRIT_STORE", db.url.clone()),
+            ("WRIT_STORE_SCHEMA", db.schema.clone().unwrap()),
+            ("BASE", base.path().display().to_string()),
+            (
+                "AUTHZ_PORTS",
+                format!("{} {} {}", triple(), triple(), triple()),
+            ),
+            (
+                "REVOCATION_PORTS",
+                format!("{} {}", free_port(), free_port()),
+            ),
+            ("STS_PORTS", format!("{},{}", free_port(), free_port())),
+        ],
+    };
+    let started = deployed.run("start");
+    assert!(started.status.success(), "{started}");
+    for name in [
+        "authz-1",
+        "authz-2",
+        "authz-3",
+        "revocation-1",
+        "revocation-2",
+        "sts",
+    ] {
+        assert!(
+            started.stdout.contains(&format!("{name} ready")),
+            "{started}"
+        );
+    }
+    let endpoints = |name: &str| -> Value {
+        let path = base.path().join(name).join(writ::platform::ENDPOINTS_FILE);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let ca_pem = std::fs::read_to_string(base.path().join("shared/ca.pem")).unwrap();
+    let url = |name: &str, key: &str| endpoints(name)[key].as_str().unwrap().to_owned();
+    let credential = std::fs::read_to_string(
+        base.path()
+            .join("authz-1")
+            .join(writ::platform::ADMIN_TOKEN_FILE),
+    )
+    .unwrap();
+    let admin_at = |name: &str| {
+        let (url, ca_pem, credential) =
+            (url(name, "authz_admin"), ca_pem.clone(), credential.clone());
+        async move {
+            AdminServiceClient::with_interceptor(
+                connect(&url, Some(&ca_pem)).await,
+                bearer(credential.trim()),
+            )
+        }
+    };
+    let secret = create_client(
+        &mut admin_at("authz-1").await,
+        writ_tests::service_spec("svc", "orders.read", &["orders"]),
+    )
+    .await;
+    let token_at = |name: &str| {
+        let (url, ca_pem) = (url(name, "authz_grpc"), ca_pem.clone());
+        async move { AuthorizationServiceClient::new(connect(&url, Some(&ca_pem)).await) }
+    };
+    let access = token_at("authz-3")
+        .await
+        .token(writ_tests::cc("svc", &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let introspect = |token: String| IntrospectRequest {
+        token,
+        client_id: "svc".into(),
+        client_secret: secret.clone(),
+        ..Default::default()
+    };
+    let mut at_2 = token_at("authz-2").await;
+    assert!(
+        at_2.introspect(introspect(access.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .active
+    );
+    admin_at("authz-2")
+        .await
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![writ_tests::revocation_entry(
+                writ_token::RevocationKind::TokenId,
+                &writ_tests::jti_of(&access),
+                unix_now() + 3600,
+            )],
+        })
+        .await
+        .unwrap();
+    assert!(
+        !at_2
+            .introspect(introspect(access))
+            .await
+            .unwrap()
+            .into_inner()
+            .active
+    );
+    let stopped = deployed.run("stop");
+    assert!(stopped.status.success(), "{stopped}");
+    drop_cluster(&db).await;
+}

@@ -188,6 +188,9 @@ pub struct Keyring {
     kek: Arc<KeyEncryptionKey>,
     state: RwLock<Arc<KeyState>>,
     rotation: tokio::sync::Mutex<()>,
+    /// The records `state` was built from, in key order: what [`Keyring::refresh_if_changed`]
+    /// compares the store with.
+    loaded: std::sync::Mutex<Vec<SigningKeyRecord>>,
 }
 
 /// The keyring's public keys are its issuer's key source: what verifies the tokens it signs.
@@ -239,6 +242,7 @@ impl Keyring {
         if changed {
             store.durable().await?;
         }
+        let loaded = in_key_order(records.clone());
         let state = build_state(records, now, &kek)?;
         Ok(Keyring {
             store,
@@ -246,6 +250,7 @@ impl Keyring {
             kek,
             state: RwLock::new(Arc::new(state)),
             rotation: tokio::sync::Mutex::new(()),
+            loaded: std::sync::Mutex::new(loaded),
         })
     }
 
@@ -295,6 +300,7 @@ impl Keyring {
         }
         self.store.durable().await?;
         records.push(new.clone());
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = in_key_order(records.clone());
         let state = build_state(records, now, &self.kek)?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         Ok(KeyInfo::of(&new))
@@ -332,10 +338,29 @@ impl Keyring {
     /// Reloads the keys from the store, dropping retired keys that have expired at `now`.
     pub async fn refresh(&self, now: UnixTime) -> Result<Arc<KeyState>> {
         let records = load_records(&*self.store).await?;
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = in_key_order(records.clone());
         let state = Arc::new(build_state(records, now, &self.kek)?);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
         Ok(state)
     }
+
+    /// [`Self::refresh`], only if the stored keys changed since they were last loaded (another
+    /// replica rotated one): one read of a small tree, cheap enough to run every few seconds,
+    /// and the key set stays the same `Arc` (its caches stay warm) while nothing changed.
+    /// Whether it changed.
+    pub async fn refresh_if_changed(&self, now: UnixTime) -> Result<bool> {
+        let records = in_key_order(load_records(&*self.store).await?);
+        if *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) == records {
+            return Ok(false);
+        }
+        self.refresh(now).await?;
+        Ok(true)
+    }
+}
+
+fn in_key_order(mut records: Vec<SigningKeyRecord>) -> Vec<SigningKeyRecord> {
+    records.sort_by(|a, b| (a.purpose, &a.kid).cmp(&(b.purpose, &b.kid)));
+    records
 }
 
 async fn load_records(store: &dyn AsyncStore) -> Result<Vec<SigningKeyRecord>> {

@@ -411,6 +411,15 @@ impl AuthorizationServer {
         Ok(removed)
     }
 
+    /// Picks up what other replicas sharing the store changed that this one keeps in memory:
+    /// signing keys (a rotation) and revoked key ids. Cheap when nothing changed.
+    pub async fn refresh_shared_state(&self) -> Result<()> {
+        if self.keys.refresh_if_changed(self.now()).await? {
+            tracing::info!("signing keys changed in the store; reloaded");
+        }
+        self.reload_revoked_key_ids().await
+    }
+
     /// Read-modify-write of one record, with a compare-and-swap retried on contention, durable
     /// on success. `change` sees the current record (`None` if absent) and returns the new one,
     /// or `None` to write nothing.

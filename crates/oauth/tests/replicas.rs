@@ -173,3 +173,59 @@ async fn revocations_and_the_admin_credential_hold_on_every_replica() {
     assert_eq!(a.outbox(100).await.unwrap().len(), 2);
     testing::drop_schema(&config).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_on_one_replica_verifies_on_another_once_it_looks() {
+    let Some(config) = testing::fresh().await else {
+        return;
+    };
+    let servers = replicas(&config, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let (_, secret) = a
+        .create_client(Client {
+            client_id: "svc".into(),
+            grant_types: vec![grant_type::CLIENT_CREDENTIALS.into()],
+            scope: "read".into(),
+            audience: vec!["api".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    let secret = secret.unwrap();
+    let rotated = a
+        .rotate_signing_key(writ_keyring::KeyPurpose::Jwt, None)
+        .await
+        .unwrap();
+    let token = a
+        .token(TokenRequest {
+            grant_type: grant_type::CLIENT_CREDENTIALS.into(),
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+            ..TokenRequest::default()
+        })
+        .await
+        .unwrap()
+        .access_token;
+    let operation = || writ_oauth::TokenOperation {
+        token: token.clone(),
+        token_type_hint: String::new(),
+        client: writ_oauth::ClientCredentials {
+            client_id: "svc".into(),
+            client_secret: secret.clone(),
+        },
+    };
+    assert!(!b.public_keys().jwt_keys().any(|k| k.kid() == rotated.kid));
+    // What the authorization server's periodic task does (every SHARED_STATE_INTERVAL).
+    b.refresh_shared_state().await.unwrap();
+    assert!(b.public_keys().jwt_keys().any(|k| k.kid() == rotated.kid));
+    assert!(
+        b.introspect(operation()).await.unwrap().active,
+        "signed by the new key"
+    );
+    assert!(a.introspect(operation()).await.unwrap().active);
+    // Nothing changed since: the key set stays the same (its caches stay warm).
+    let before = b.public_keys();
+    b.refresh_shared_state().await.unwrap();
+    assert!(Arc::ptr_eq(&before, &b.public_keys()));
+    testing::drop_schema(&config).await;
+}

@@ -24,6 +24,9 @@ pub use grpc::AuthorizationGrpc;
 
 /// How often expired refresh tokens, revocations and grants are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// How often a replica looks for signing keys and key revocations another replica made: the
+/// bound on a rotation elsewhere reaching this one's JWKS and verifier.
+pub const SHARED_STATE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the authorization server publishes its revocations.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +43,7 @@ pub fn spec(
     options: Options,
     shutdown: ShutdownSignal,
 ) -> ServiceSpec {
-    let pruner = engine.clone();
+    let (pruner, refresher) = (engine.clone(), engine.clone());
     let spec = ServiceSpec::new("authorization server")
         .grpc(
             AuthorizationServiceServer::new(AuthorizationGrpc::new(engine.clone()))
@@ -53,6 +56,14 @@ pub fn spec(
                 match engine.prune_expired().await {
                     Ok(n) => tracing::debug!(removed = n, "pruned expired records"),
                     Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                }
+            }
+        })
+        .every("shared state", SHARED_STATE_INTERVAL, move || {
+            let engine = refresher.clone();
+            async move {
+                if let Err(e) = engine.refresh_shared_state().await {
+                    tracing::warn!(error = %e, "reading the shared signing keys failed");
                 }
             }
         });

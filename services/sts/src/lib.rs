@@ -38,6 +38,9 @@ pub use grpc::StsGrpc;
 /// Default bound on the revocation feed's staleness: past it, exchanges are refused.
 pub use writ_revocation_client::DEFAULT_MAX_STALENESS;
 
+/// How often the STS looks for signing keys another replica rotated.
+pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// What the STS is wired to.
 pub struct Options {
     /// Where its signing keys live (its own store; generated on a first start).
@@ -199,6 +202,7 @@ pub async fn start(
     });
     let rotation = options.key_rotation;
     let (rotating, clock) = (keys.clone(), options.clock);
+    let (refreshing, refresh_clock) = (keys.clone(), clock.clone());
     let spec = ServiceSpec::new("security token service")
         .grpc(
             SecurityTokenServiceServer::new(StsGrpc::new(sts.clone()))
@@ -211,6 +215,15 @@ pub async fn start(
             async move {
                 if let Err(e) = keys.rotate_when_older(max_age, now, retire_for).await {
                     tracing::error!(error = %e, "the STS could not rotate its signing keys");
+                }
+            }
+        })
+        // A rotation by another replica sharing the store reaches this one's JWKS within this.
+        .every("shared signing keys", KEY_REFRESH_INTERVAL, move || {
+            let (keys, now) = (refreshing.clone(), refresh_clock.now());
+            async move {
+                if let Err(e) = keys.refresh_if_changed(now).await {
+                    tracing::warn!(error = %e, "reading the shared signing keys failed");
                 }
             }
         });
