@@ -12,6 +12,7 @@
 mod exchange;
 mod flood;
 mod guard;
+mod postgres;
 mod revocation;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use writ::platform::{Platform, PlatformConfig, TlsMode};
+use writ::platform::{KeyEncryption, Platform, PlatformConfig, StoreChoice, TlsMode};
 use writ_oauth::{AuthorizationServer, Client};
 use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
@@ -50,6 +51,14 @@ struct Cli {
     audit_log: Option<std::path::PathBuf>,
     #[command(flatten)]
     revocation: revocation::Args,
+    /// The PostgreSQL database of the `postgres` scenarios (a fresh schema per server, dropped
+    /// after).
+    #[arg(
+        long,
+        env = "WRIT_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres_url: String,
 }
 
 #[derive(Subcommand, Clone)]
@@ -75,7 +84,10 @@ enum Command {
     /// A flood of bad passwords from one source, and another client's latency meanwhile, without
     /// and with the brute-force protection.
     PasswordFlood,
-    /// Everything above, one after the other in one run.
+    /// The stores side by side: client_credentials, refresh (over two replicas on PostgreSQL),
+    /// durable Revoke and propagation to many subscribers, each on sled then on PostgreSQL.
+    Postgres,
+    /// Everything above but `postgres`, one after the other in one run.
     All,
 }
 
@@ -132,9 +144,72 @@ struct Server {
     /// The authorization server's gRPC URL.
     url: String,
     ca_pem: Option<String>,
-    /// The authorization server's store (for its flush count).
-    store: Arc<SledStore>,
+    /// The authorization server's store, on sled (for its flush count).
+    store: Option<Arc<SledStore>>,
     _dir: tempfile::TempDir,
+}
+
+/// Where a benchmarked platform keeps its state.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sled,
+    /// PostgreSQL: every service in `<prefix>_<service>`; servers with the same prefix are
+    /// replicas sharing one store (and one key-encryption key, one issuer).
+    Postgres {
+        url: String,
+        prefix: String,
+        key_encryption_key: String,
+    },
+}
+
+impl Backend {
+    /// A fresh set of schemas on `url`.
+    fn postgres(url: &str) -> anyhow::Result<Backend> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let (_, key) = writ_keyring::KeyEncryptionKey::generate()?;
+        Ok(Backend::Postgres {
+            url: url.to_owned(),
+            prefix: format!("writ_bench_{:x}", nanos as u64),
+            key_encryption_key: key.as_str().to_owned(),
+        })
+    }
+
+    fn configure(&self, config: &mut PlatformConfig) {
+        let Backend::Postgres {
+            url,
+            prefix,
+            key_encryption_key,
+        } = self
+        else {
+            return;
+        };
+        config.store = StoreChoice::Postgres(writ_store_postgres::PgConfig {
+            schema: Some(prefix.clone()),
+            max_connections: 32,
+            ..writ_store_postgres::PgConfig::new(url.clone())
+        });
+        config.key_encryption = KeyEncryption::Value(key_encryption_key.clone());
+        if let Some(a) = &mut config.authz {
+            a.engine.issuer = "http://writ-bench.test".into();
+        }
+        if let Some(s) = &mut config.sts {
+            s.exchange.issuer = "http://writ-bench-sts.test".into();
+        }
+    }
+
+    /// Drops the schemas (best effort).
+    async fn drop_schemas(&self) {
+        let Backend::Postgres { url, prefix, .. } = self else {
+            return;
+        };
+        for service in ["authz", "revocation", "sts"] {
+            let mut c = writ_store_postgres::PgConfig::new(url.clone());
+            c.schema = Some(format!("{prefix}_{service}"));
+            writ_store_postgres::testing::drop_schema(&c).await;
+        }
+    }
 }
 
 impl Server {
@@ -151,6 +226,15 @@ impl Server {
         services: Services,
         configure: impl FnOnce(&mut PlatformConfig),
     ) -> anyhow::Result<Server> {
+        Server::start_on(&Backend::Sled, tls, services, configure)
+    }
+
+    fn start_on(
+        backend: &Backend,
+        tls: bool,
+        services: Services,
+        configure: impl FnOnce(&mut PlatformConfig),
+    ) -> anyhow::Result<Server> {
         let runtime = server_runtime()?;
         let dir = tempfile::tempdir()?;
         let mut config = PlatformConfig::all_on_loopback(dir.path());
@@ -163,6 +247,7 @@ impl Server {
         if services == Services::Authz {
             config.revocation = None;
         }
+        backend.configure(&mut config);
         configure(&mut config);
         let platform = runtime.block_on(Platform::start(config))?;
         let authz = platform
@@ -172,7 +257,7 @@ impl Server {
         Ok(Server {
             engine: authz.engine.clone(),
             url: platform.url(authz.grpc_addr),
-            store: authz.store.sled.clone().expect("benchmarks run on sled"),
+            store: authz.store.sled.clone(),
             ca_pem: platform.peer_ca.clone(),
             platform: Some(platform),
             runtime,
@@ -199,6 +284,14 @@ impl Server {
             audience: vec![audience.into()],
             ..Client::default()
         })
+    }
+}
+
+impl Server {
+    /// Flushes of its sled store so far (0 on PostgreSQL, which commits each write itself).
+    fn flush_count(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let store = self.store.clone();
+        move || store.as_ref().map_or(0, |s| s.flush_count())
     }
 }
 
@@ -331,14 +424,24 @@ fn client_credentials(
     load: &tokio::runtime::Runtime,
     tls: bool,
 ) -> anyhow::Result<Outcome> {
-    let server = Server::start(tls)?;
+    client_credentials_on(cli, load, &Backend::Sled, tls, "")
+}
+
+fn client_credentials_on(
+    cli: &Cli,
+    load: &tokio::runtime::Runtime,
+    backend: &Backend,
+    tls: bool,
+    suffix: &str,
+) -> anyhow::Result<Outcome> {
+    let server = Server::start_on(backend, tls, Services::Authz, |_| {})?;
     let (id, secret) = server.cc_client("bench", "inventory.read inventory.write", "inventory")?;
     let outcome = load.block_on(async {
         let chans =
             Arc::new(channels(&server.url, server.ca_pem.as_deref(), cli.connections).await?);
         let request = cc_request(&id, &secret, "inventory.read");
         let name = format!(
-            "client_credentials over gRPC, {}",
+            "client_credentials over gRPC, {}{suffix}",
             if tls { "TLS" } else { "plaintext" }
         );
         anyhow::Ok(
@@ -355,7 +458,23 @@ fn client_credentials(
 }
 
 fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome, u64)> {
-    let server = Server::start(false)?;
+    refresh_on(cli, load, &Backend::Sled, 1, "")
+}
+
+/// Refresh rotation against `replicas` authorization servers sharing `backend` (more than one
+/// only on PostgreSQL), the callers spread over them.
+fn refresh_on(
+    cli: &Cli,
+    load: &tokio::runtime::Runtime,
+    backend: &Backend,
+    replicas: usize,
+    suffix: &str,
+) -> anyhow::Result<(Outcome, u64)> {
+    let server = Server::start_on(backend, false, Services::Authz, |_| {})?;
+    let mut others = Vec::new();
+    for _ in 1..replicas {
+        others.push(Server::start_on(backend, false, Services::Authz, |_| {})?);
+    }
     let (id, secret) = server.client(Client {
         client_id: "gateway".into(),
         grant_types: vec!["password".into(), "refresh_token".into()],
@@ -367,9 +486,15 @@ fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome
     server
         .runtime
         .block_on(engine.create_user("alice", "correct horse battery", "orders.read"))?;
-    let store = server.store.clone();
+    let flushes = server.flush_count();
+    let urls: Vec<String> = std::iter::once(server.url.clone())
+        .chain(others.iter().map(|o| o.url.clone()))
+        .collect();
     let outcome = load.block_on(async {
-        let chans = channels(&server.url, None, cli.connections).await?;
+        let mut chans = Vec::new();
+        for url in &urls {
+            chans.extend(channels(url, None, cli.connections.div_ceil(urls.len())).await?);
+        }
         // One refresh family per worker; each loop rotates that family's token.
         let mut tokens = Vec::new();
         let mut client = AuthorizationServiceClient::new(chans[0].clone());
@@ -393,8 +518,8 @@ fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome
         anyhow::Ok(
             drive_probed(
                 cli,
-                "refresh_token rotation over gRPC, durable",
-                move || store.flush_count(),
+                &format!("refresh_token rotation over gRPC, durable{suffix}"),
+                flushes,
                 move |worker| {
                     let mut client =
                         AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
@@ -520,6 +645,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut propagation = Vec::new();
+    if matches!(cli.command, Command::Postgres) {
+        let (outcomes, p) = postgres::run(&cli, &load)?;
+        println!("| scenario | per second | p50 ms | p99 ms | errors |");
+        println!("|---|---:|---:|---:|---:|");
+        for outcome in outcomes {
+            println!("{}", outcome.row());
+        }
+        propagation = p;
+    }
     if run_revoke {
         for outcome in revocation::throughput(&cli, &load)? {
             println!("{}", outcome.row());

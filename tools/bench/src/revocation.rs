@@ -31,7 +31,7 @@ use writ_revocation_client::RevocationSet;
 use writ_revocation_log::RevocationLog;
 use writ_store::SledStore;
 
-use crate::{Cli, Outcome, Server, Services, channels, drive_probed};
+use crate::{Backend, Cli, Outcome, Server, Services, channels, drive_probed};
 
 /// Options of the `revocation` scenarios.
 #[derive(clap::Args, Clone)]
@@ -62,15 +62,15 @@ struct RevocationServer {
     /// Kept running while the scenario runs.
     _server: Server,
     engine: Arc<AuthorizationServer>,
-    /// The revocation log's store (for its flush count).
-    store: Arc<SledStore>,
+    /// The revocation log's store on sled (for its flush count).
+    store: Option<Arc<SledStore>>,
     log: Arc<RevocationLog>,
     url: String,
 }
 
 impl RevocationServer {
-    fn start() -> anyhow::Result<RevocationServer> {
-        let server = Server::start_services(false, Services::AuthzAndRevocation)?;
+    fn start(backend: &Backend) -> anyhow::Result<RevocationServer> {
+        let server = Server::start_on(backend, false, Services::AuthzAndRevocation, |_| {})?;
         let platform = server.platform()?;
         let revocation = platform
             .revocation
@@ -78,11 +78,7 @@ impl RevocationServer {
             .context("the revocation service runs")?;
         Ok(RevocationServer {
             engine: server.engine.clone(),
-            store: revocation
-                .store
-                .sled
-                .clone()
-                .expect("benchmarks run on sled"),
+            store: revocation.store.sled.clone(),
             log: revocation.log.clone(),
             url: platform.url(revocation.grpc_addr),
             _server: server,
@@ -206,22 +202,32 @@ fn log_append(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Outco
 }
 
 fn revoke(cli: &Cli, load: &tokio::runtime::Runtime, per_call: usize) -> anyhow::Result<Outcome> {
-    let server = RevocationServer::start()?;
+    revoke_on(cli, load, &Backend::Sled, per_call, "")
+}
+
+pub(crate) fn revoke_on(
+    cli: &Cli,
+    load: &tokio::runtime::Runtime,
+    backend: &Backend,
+    per_call: usize,
+    suffix: &str,
+) -> anyhow::Result<Outcome> {
+    let server = RevocationServer::start(backend)?;
     let bearer = server.bearer(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)?;
     let store = server.store.clone();
     let mut outcome = load.block_on(async {
         let chans = Arc::new(channels(&server.url, None, cli.connections).await?);
         let next = Arc::new(AtomicU64::new(0));
         let name = if per_call == 1 {
-            "Revoke over gRPC, 1 entry per call, durable".to_owned()
+            format!("Revoke over gRPC, 1 entry per call, durable{suffix}")
         } else {
-            format!("Revoke over gRPC, {per_call} entries per call, durable (entries/s)")
+            format!("Revoke over gRPC, {per_call} entries per call, durable (entries/s){suffix}")
         };
         anyhow::Ok(
             drive_probed(
                 cli,
                 &name,
-                move || store.flush_count(),
+                move || store.as_ref().map_or(0, |s| s.flush_count()),
                 move |worker| {
                     let mut client =
                         RevocationServiceClient::new(chans[worker % chans.len()].clone());
@@ -405,7 +411,18 @@ fn propagate(
     subscribers: usize,
     connections: usize,
 ) -> anyhow::Result<Propagation> {
-    let server = RevocationServer::start()?;
+    propagate_on(args, load, &Backend::Sled, subscribers, connections, "")
+}
+
+pub(crate) fn propagate_on(
+    args: &Args,
+    load: &tokio::runtime::Runtime,
+    backend: &Backend,
+    subscribers: usize,
+    connections: usize,
+    suffix: &str,
+) -> anyhow::Result<Propagation> {
+    let server = RevocationServer::start(backend)?;
     let publish = server.bearer(writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE)?;
     let watch = server.bearer(writ_vocabulary::names::REVOCATION_WATCH_SCOPE)?;
     let total = WARMUP_REVOCATIONS + args.revocations;
@@ -445,9 +462,9 @@ fn propagate(
         let mut client = RevocationServiceClient::new(publisher);
         let mut p = Propagation {
             name: if subscribers == 1 {
-                "1 subscriber".to_owned()
+                format!("1 subscriber{suffix}")
             } else {
-                format!("last of {subscribers} subscribers ({connections} connections)")
+                format!("last of {subscribers} subscribers ({connections} connections){suffix}")
             },
             subscribers,
             connections,
