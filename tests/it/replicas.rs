@@ -928,3 +928,184 @@ async fn the_deployment_script_starts_three_authz_two_revocation_and_an_sts() {
     assert!(stopped.status.success(), "{stopped}");
     drop_cluster(&db).await;
 }
+
+/// Spans an OpenTelemetry collector received: (service.name, trace id, span id, parent span id,
+/// span name), ids in hex.
+type Spans = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String, String)>>>;
+
+/// A minimal OTLP/gRPC trace collector on loopback.
+struct Collector(Spans);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                for s in scope.spans {
+                    spans.push((
+                        service.clone(),
+                        hex(&s.trace_id),
+                        hex(&s.span_id),
+                        hex(&s.parent_span_id),
+                        s.name,
+                    ));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// One trace runs through two processes: a caller's `traceparent` on a token exchange at the
+/// STS continues in the STS's span, and into the authorization server's span for the call the
+/// STS makes to check its caller there, both exported over OTLP to a collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_runs_from_the_sts_into_the_authorization_server() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let Some((cluster, authz, revocation)) = cluster().await else {
+        return;
+    };
+    let spans: Spans = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(spans.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut admin = cluster.admin(&authz[0], &authz[0]).await;
+    let sts_secret = create_client(
+        &mut admin,
+        pb_admin::Client {
+            scope: "writ.revocation.watch writ.admin.authenticate_client writ.admin.read".into(),
+            audience: vec!["writ-revocation".into(), "writ-admin".into()],
+            ..writ_tests::service_spec("sts", "", &[])
+        },
+    )
+    .await;
+    let caller_secret = create_client(
+        &mut admin,
+        writ_tests::service_spec("svc", "orders.read", &["orders"]),
+    )
+    .await;
+    let revocation_urls = revocation
+        .iter()
+        .map(|(p, _)| format!("https://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The authorization server the STS calls exports too: a replica started with the collector.
+    let traced_authz = cluster.start(
+        "authz-traced",
+        "authz",
+        &[AUTHZ_PORTS.as_slice(), &["--otlp-endpoint", &collector]].concat(),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let sts = cluster.start(
+        "sts",
+        "sts",
+        &[
+            "--sts-port",
+            "0",
+            "--sts-http-port",
+            "0",
+            "--sts-issuer",
+            "https://sts.writ.test",
+            "--sts-client-id",
+            "sts",
+            "--authz-url",
+            &traced_authz.url("authz_grpc"),
+            "--authz-admin-url",
+            &traced_authz.url("authz_admin"),
+            "--revocation-url",
+            &revocation_urls,
+            "--otlp-endpoint",
+            &collector,
+        ],
+        &[
+            ("WRIT_STS_CLIENT_SECRET", &sts_secret),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    sts.ready().await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(writ_proto::sts::ExchangeRequest {
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+        client_id: "svc".into(),
+        client_secret: caller_secret,
+        subject_token: "not-a-token".into(),
+        subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut client =
+        writ_proto::sts::security_token_service_client::SecurityTokenServiceClient::new(
+            connect(&sts.url("sts_grpc"), Some(&cluster.ca_pem)).await,
+        );
+    let refused = client.exchange(request).await.expect_err("not a token");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    // Both processes export their span of this trace; the authorization server's is a child of
+    // the STS's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (sts_span, authz_span) = loop {
+        let found = {
+            let spans = spans.lock().unwrap();
+            let of = |service: &str, name: &str| {
+                spans
+                    .iter()
+                    .find(|s| s.0.contains(service) && s.1 == trace_id && s.4.contains(name))
+                    .cloned()
+            };
+            (
+                of("writ-sts", "Exchange"),
+                of("writ-authz", "AuthenticateClient"),
+            )
+        };
+        if let (Some(s), Some(a)) = found {
+            break (s, a);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of trace {trace_id} not exported within 20 s: {:?}",
+            spans.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sts_span.3, "00f067aa0ba902b7",
+        "the STS's span continues the caller's"
+    );
+    assert_eq!(
+        authz_span.3, sts_span.2,
+        "the authorization server's span is the STS's child"
+    );
+    drop_cluster(&cluster.db).await;
+}

@@ -55,6 +55,7 @@ impl tonic::service::Interceptor for StaticBearer {
         request
             .metadata_mut()
             .insert("authorization", self.value.clone());
+        writ_telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 }

@@ -238,6 +238,7 @@ impl tonic::service::Interceptor for AttachToken {
             .map_err(|_| Status::internal("the token is not a header value"))?;
         value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);
+        writ_telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 }
@@ -280,6 +281,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The caller's trace continues in the call (read now: the future runs elsewhere).
+        writ_telemetry::inject_headers(request.headers_mut());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let source = self.source.clone();

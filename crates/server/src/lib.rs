@@ -140,6 +140,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Longest an HTTP request may take, from its headers to its response (its body included).
 pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs every request of `router` in its [`writ_telemetry::server_span`]: the caller's trace
+/// continues here, and every log line of the request carries its trace id.
+pub fn traced(router: axum::Router) -> axum::Router {
+    async fn in_span(
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        use tracing::Instrument as _;
+        let span = writ_telemetry::server_span(request.uri().path(), request.headers());
+        next.run(request).instrument(span).await
+    }
+    router.layer(axum::middleware::from_fn(in_span))
+}
+
 /// The peer of an HTTP connection, in every request's extensions (`axum::Extension<Peer>`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -177,6 +191,7 @@ pub async fn serve_http(
             ))
             .layer(tower::timeout::TimeoutLayer::new(HTTP_REQUEST_TIMEOUT)),
     );
+    let router = traced(router);
     let stop = shutdown.clone().wait();
     tokio::pin!(stop);
     loop {

@@ -12,18 +12,36 @@ use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::{FormatFields, Writer, debug_fn};
 
 /// Installs the process's subscriber: `filter` (an `EnvFilter` directive; `info` if it does not
-/// parse), text or JSON lines on stderr.
-pub fn init(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.fmt_fields(escaped_fields()).try_init()
+/// parse), text or JSON lines on stderr, and spans into OpenTelemetry through `traces` (see
+/// `writ_telemetry`), if given.
+pub fn init(filter: &str, json: bool, traces: Option<&writ_telemetry::Tracing>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let env_filter = || {
+        tracing_subscriber::EnvFilter::try_new(filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
+    // Spans reach OpenTelemetry whatever the log level (a trace must not break because logs
+    // are quiet), Writ's and its dependencies' down to INFO.
+    let spans = tracing_subscriber::filter::filter_fn(|m| {
+        m.is_span() && *m.level() <= tracing::Level::INFO
+    });
+    let _ = tracing_subscriber::registry()
+        .with(traces.map(|t| t.layer().with_filter(spans)))
+        .with(json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .json()
+                .with_filter(env_filter())
+        }))
+        .with((!json).then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .fmt_fields(escaped_fields())
+                .with_filter(env_filter())
+        }))
+        .try_init();
 }
 
 /// Text fields, `name=value` separated by spaces (the message bare), control characters escaped.

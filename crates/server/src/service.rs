@@ -189,6 +189,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
+    let routes = tonic::service::Routes::from(crate::traced(routes.into_axum_router()));
     let router = crate::grpc_server(tls)?.add_routes(routes);
     let grpc_shutdown = shutdown.clone();
     let connections = crate::connections::Connections::new(spec.limits);

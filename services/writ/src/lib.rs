@@ -10,14 +10,9 @@ use clap::Parser;
 
 use cli::{Cli, Command, ServiceName};
 
-fn init_tracing(filter: &str, json: bool) {
-    writ_server::logging::init(filter, json);
-}
-
 /// Parses the command line, runs the command, and returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +23,27 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async move {
+    // Servers trace (the exporter's connection lives on the runtime); client commands only log.
+    let service = match &cli.command {
+        Command::Up(_) => Some("writ".to_owned()),
+        Command::Serve { service, .. } => Some(format!("writ-{}", service.name())),
+        _ => None,
+    };
+    let traces = match service {
+        Some(service) => {
+            let _runtime = runtime.enter();
+            match writ_telemetry::Tracing::start(&service, cli.otlp_endpoint.as_deref()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    writ_server::logging::init(&cli.log, cli.log_json, traces.as_ref());
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => {
                 let all = [
@@ -48,7 +63,13 @@ pub fn run() -> ExitCode {
             Command::Exchange(args) => finish(cli::exchange(args).await),
             Command::Admin { command, conn } => finish(cli::admin(command, conn).await),
         }
-    })
+    });
+    // Exports the spans still batched, while the runtime still runs.
+    if let Some(traces) = traces {
+        let _runtime = runtime.enter();
+        drop(traces);
+    }
+    code
 }
 
 /// Runs services until a signal, then stops them.

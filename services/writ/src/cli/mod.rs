@@ -37,6 +37,11 @@ pub struct Cli {
     /// Log as JSON lines (for log shipping) instead of text.
     #[arg(long, global = true, env = "WRIT_LOG_JSON")]
     pub log_json: bool,
+    /// `up` and `serve`: send traces to this OpenTelemetry collector (OTLP over gRPC, e.g.
+    /// `http://127.0.0.1:4317`). Without it, trace context still flows between the services
+    /// and every log line of a request carries its trace id.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +111,17 @@ pub fn cluster_init(args: ClusterInitArgs) -> Result<(), CliError> {
         })
     );
     Ok(())
+}
+
+impl ServiceName {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceName::Authz => "authz",
+            ServiceName::Revocation => "revocation",
+            ServiceName::Sts => "sts",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
