@@ -423,6 +423,20 @@ async fn of_concurrent_refreshes_over_three_authz_processes_exactly_one_wins() {
         .unwrap()
         .into_inner();
     assert!(introspected.active);
+    // Each replica's /metrics shows its pool and its store's latency.
+    let metrics = format!("{}/metrics", authz[1].url("ops"));
+    let (status, body) = tokio::task::spawn_blocking(move || writ_tests::http_get(&metrics))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    for series in [
+        "writ_store_pool_connections{service=\"authz\"}",
+        "writ_store_pool_idle_connections{service=\"authz\"}",
+        "writ_store_operation_seconds_count{op=\"commit\"}",
+        "writ_tokens_issued_total{grant_type=\"refresh_token\"}",
+    ] {
+        assert!(body.contains(series), "{series} in\n{body}");
+    }
     drop_cluster(&cluster.db).await;
 }
 
@@ -545,6 +559,15 @@ async fn a_watcher_fails_over_between_revocation_replicas_without_gap_or_duplica
     assert!(
         values.is_superset(&expected),
         "every acknowledged revocation delivered"
+    );
+    // The replica that served the rest measured how far behind its subscriber was.
+    let metrics = format!("{}/metrics", revocation[1].1.url("ops"));
+    let (_, body) = tokio::task::spawn_blocking(move || writ_tests::http_get(&metrics))
+        .await
+        .unwrap();
+    assert!(
+        body.contains("writ_revocation_subscriber_lag_events_count"),
+        "{body}"
     );
     drop_cluster(&cluster.db).await;
 }

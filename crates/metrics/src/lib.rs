@@ -34,6 +34,7 @@ pub struct Metrics {
     gauges: Family<Label, Gauge<i64>>,
     pool_open: Family<Label, Gauge<i64>>,
     pool_idle: Family<Label, Gauge<i64>>,
+    subscriber_lag: Histogram,
     /// The hot series, resolved once: a family lookup (a lock and a hash of the labels) per
     /// call cost the guard's cached path a quarter of its time.
     hot: Hot,
@@ -129,6 +130,12 @@ impl Metrics {
             "Connections open to the database and idle, by service",
             pool_idle.clone(),
         );
+        let subscriber_lag = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        registry.register(
+            "revocation_subscriber_lag_events",
+            "Events a Watch subscriber was behind the log's head, sampled each time the revocation service delivered to it",
+            subscriber_lag.clone(),
+        );
         let hot = Hot {
             allowed: guard_decisions
                 .get_or_create(&[("outcome", "allowed")])
@@ -151,6 +158,7 @@ impl Metrics {
             gauges,
             pool_open,
             pool_idle,
+            subscriber_lag,
         }
     }
 
@@ -213,6 +221,11 @@ impl Metrics {
         self.feed_staleness
             .get_or_create(&[("follower", follower)])
             .set(staleness.map_or(-1.0, |d| d.as_secs_f64()));
+    }
+
+    /// How far behind the head a Watch subscriber was after a delivery (events).
+    pub fn subscriber_lag(&self, events: u64) {
+        self.subscriber_lag.observe(events as f64);
     }
 
     /// For samplers: a database pool's use.

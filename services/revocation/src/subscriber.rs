@@ -197,6 +197,7 @@ impl<F: Fn() -> i64> Subscriber<F> {
                     self.send(convert::event(&ev)).await?;
                     self.cursor = ev.sequence;
                 }
+                writ_metrics::global().subscriber_lag(self.log.head().saturating_sub(self.cursor));
                 continue;
             }
             let cursor = self.cursor;
