@@ -180,8 +180,11 @@ impl Cluster {
                 cmd.env_remove(key);
             }
         }
-        cmd.args(["serve", service])
-            .env("WRIT_LOG", "info")
+        match service {
+            "up" => cmd.arg("up"),
+            service => cmd.args(["serve", service]),
+        };
+        cmd.env("WRIT_LOG", "info")
             .env("NO_COLOR", "1")
             .env("WRIT_STORE", &self.db.url)
             .args(["--store-schema", self.db.schema.as_deref().unwrap()])
@@ -1130,5 +1133,69 @@ async fn a_trace_runs_from_the_sts_into_the_authorization_server() {
         authz_span.3, sts_span.2,
         "the authorization server's span is the STS's child"
     );
+    drop_cluster(&cluster.db).await;
+}
+
+/// `writ up` (every service in one process) on PostgreSQL instead of sled: it starts, issues,
+/// and a revocation reaches its introspection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writ_up_runs_on_postgres() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let up = cluster.start(
+        "up",
+        "up",
+        &[
+            AUTHZ_PORTS.as_slice(),
+            &[
+                "--revocation-port",
+                "0",
+                "--sts-port",
+                "0",
+                "--sts-http-port",
+                "0",
+                "--sts-issuer",
+                "https://sts.writ.test",
+            ],
+        ]
+        .concat(),
+        &[],
+    );
+    up.ready().await;
+    let mut admin = cluster.admin(&up, &up).await;
+    let secret = create_client(
+        &mut admin,
+        writ_tests::service_spec("svc", "orders.read", &["orders"]),
+    )
+    .await;
+    let mut tokens = cluster.token_client(&up).await;
+    let access = tokens
+        .token(writ_tests::cc("svc", &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    admin
+        .revoke(pb_admin::RevokeRequest {
+            entries: vec![writ_tests::revocation_entry(
+                writ_token::RevocationKind::TokenId,
+                &writ_tests::jti_of(&access),
+                unix_now() + 3600,
+            )],
+        })
+        .await
+        .unwrap();
+    let introspected = tokens
+        .introspect(IntrospectRequest {
+            token: access,
+            client_id: "svc".into(),
+            client_secret: secret,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!introspected.active);
     drop_cluster(&cluster.db).await;
 }

@@ -62,9 +62,20 @@ impl AuthorizationServer {
             return Err(Error::Throttled(wait));
         }
         let record = if valid_id(client_id) && secret.len() <= MAX_SECRET_LEN {
-            self.store
-                .get_record::<ClientRecord>(client_id.as_bytes())
-                .await?
+            match self.client_cache.get(client_id) {
+                Some(cached) => Some(cached),
+                None => {
+                    let generation = self.client_cache.generation();
+                    let read = self
+                        .store
+                        .get_record::<ClientRecord>(client_id.as_bytes())
+                        .await?;
+                    if let Some(r) = &read {
+                        self.client_cache.put(generation, r);
+                    }
+                    read
+                }
+            }
         } else {
             None
         };
@@ -149,6 +160,7 @@ impl AuthorizationServer {
             return Err(Error::AlreadyExists("a client with this client_id exists"));
         }
         self.store.durable().await?;
+        self.client_cache.invalidate(&spec.client_id);
         tracing::info!(target: "writ::audit", event = "client_created", client_id = %spec.client_id);
         Ok((client_of(&spec), secret))
     }
@@ -213,6 +225,7 @@ impl AuthorizationServer {
             .remove(Tree::Clients, client_id.as_bytes())
             .await?;
         self.store.durable().await?;
+        self.client_cache.invalidate(client_id);
         tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
         // Its live access tokens die now, not at their expiry.
         self.cut_off(RevocationKind::Client, client_id, "client deleted")
@@ -269,6 +282,7 @@ impl AuthorizationServer {
                 Ok(Some(client))
             })
             .await?;
+        self.client_cache.invalidate(client_id);
         updated.ok_or(Error::Internal("client update wrote nothing"))
     }
 

@@ -182,10 +182,9 @@ impl AuthorizationServer {
                 .iter()
                 .map(|id| (RevocationKind::BiscuitRevocationId, id.as_str())),
         );
-        for (kind, value) in named {
-            if self.is_revoked(kind, value, c.iat).await? {
-                return Ok(false);
-            }
+        let targets: Vec<_> = named.into_iter().map(|(k, v)| (k, v, c.iat)).collect();
+        if self.first_revoked(&targets).await?.is_some() {
+            return Ok(false);
         }
         let Some(feed) = self.feed.get() else {
             return Ok(true);

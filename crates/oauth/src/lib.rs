@@ -7,6 +7,7 @@
 
 mod admin;
 mod admin_access;
+mod client_cache;
 mod clients;
 #[cfg(test)]
 mod engine_tests;
@@ -115,6 +116,8 @@ pub struct AuthorizationServer {
     /// An argon2id hash of a random password: unknown users are checked against it, so they
     /// cost the same time as known ones.
     dummy_password_hash: String,
+    /// Client records as client authentication last read them.
+    client_cache: Arc<client_cache::ClientCache>,
     /// Key ids revoked in the store, as last reloaded (see [`Self::trusted_keys`]).
     revoked_key_ids: parking_lot::RwLock<Arc<std::collections::HashSet<String>>>,
     outbox_ready: tokio::sync::Notify,
@@ -202,6 +205,7 @@ impl AuthorizationServer {
             .map_err(|_| Error::Internal("password hashing task"))??;
         let server = AuthorizationServer {
             revoked_key_ids: Default::default(),
+            client_cache: Default::default(),
             outbox_ready: tokio::sync::Notify::new(),
             key_revocations: std::sync::atomic::AtomicU64::new(0),
             trusted: parking_lot::Mutex::new(None),
@@ -220,6 +224,18 @@ impl AuthorizationServer {
             dummy_password_hash,
         };
         server.reload_revoked_key_ids().await?;
+        // Another replica changed a client: forget what this one cached.
+        if let Some(mut changes) = server.store.changes(writ_store::Tree::Clients) {
+            let cache = Arc::downgrade(&server.client_cache);
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    match cache.upgrade() {
+                        Some(cache) => cache.clear(),
+                        None => return,
+                    }
+                }
+            });
+        }
         Ok((server, bootstrap))
     }
 

@@ -229,3 +229,52 @@ async fn a_key_rotated_on_one_replica_verifies_on_another_once_it_looks() {
     assert!(Arc::ptr_eq(&before, &b.public_keys()));
     testing::drop_schema(&config).await;
 }
+
+/// Client records are cached for a moment on each replica; a change on another replica reaches
+/// the cache through the database's notification, well before the cache's own bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_disabled_on_one_replica_is_refused_by_another_at_once() {
+    let Some(config) = testing::fresh().await else {
+        return;
+    };
+    let servers = replicas(&config, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let (_, secret) = a
+        .create_client(Client {
+            client_id: "svc".into(),
+            grant_types: vec![grant_type::CLIENT_CREDENTIALS.into()],
+            scope: "read".into(),
+            audience: vec!["api".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        grant_type: grant_type::CLIENT_CREDENTIALS.into(),
+        client_id: "svc".into(),
+        client_secret: secret.unwrap(),
+        ..TokenRequest::default()
+    };
+    // B reads (and caches) the client.
+    assert!(b.token(request.clone()).await.is_ok());
+    let disabled = Client {
+        client_id: "svc".into(),
+        disabled: true,
+        ..Client::default()
+    };
+    a.update_client(disabled, &["disabled".to_owned()])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if b.token(request.clone()).await.is_err() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1500),
+            "still issuing to a disabled client 1.5 s later (the cache's own bound is 2 s)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    testing::drop_schema(&config).await;
+}

@@ -149,6 +149,16 @@ impl RevocationLog {
                 None => (Meta { head: 0, live: 0 }, None),
             };
             let (mut next, mut live) = (meta.head + 1, meta.live);
+            // Every index entry the batch may merge with, in one read.
+            let mut keys: Vec<Vec<u8>> = queued
+                .iter()
+                .flat_map(|q| &q.entries)
+                .map(|e| index_key(e.kind, &e.issuer, &e.value))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let values = self.store.get_many(Tree::RevocationLog, &keys).await?;
+            let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = keys.into_iter().zip(values).collect();
             let mut batch = Batch::new();
             let mut events = Vec::new();
             let mut in_batch: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
@@ -162,7 +172,7 @@ impl RevocationLog {
                     last: 0,
                     writes: Vec::new(),
                 };
-                let result = self.plan(&q.entries, &in_batch, &mut plan).await;
+                let result = plan_append(&q.entries, &stored, &in_batch, &mut plan);
                 if result.is_ok() {
                     (next, live) = (plan.next, plan.live);
                     for (key, seq, merged) in plan.writes {
@@ -200,50 +210,6 @@ impl RevocationLog {
         Err(LogError::Store(StoreError::Io(
             "the revocation log's head is contended; retry".to_owned(),
         )))
-    }
-
-    /// Sequences and merged entries for one append, after `in_batch` (what the batch being built
-    /// writes already). An entry already covered by a live one appends nothing. (The index
-    /// reads need no expectation of their own: every change to the index, by any replica, also
-    /// changes the stored head this batch expects.)
-    async fn plan(
-        &self,
-        entries: &[RevocationEntry],
-        in_batch: &HashMap<Vec<u8>, (u64, RevocationEntry)>,
-        plan: &mut Plan,
-    ) -> Result<(), LogError> {
-        // This append's own writes, seen by its later entries.
-        let mut own: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
-        for e in entries {
-            let key = index_key(e.kind, &e.issuer, &e.value);
-            let existing = match own.get(&key).or_else(|| in_batch.get(&key)) {
-                Some(v) => Some(v.clone()),
-                None => match self.store.get(Tree::RevocationLog, &key).await? {
-                    Some(bytes) => {
-                        let ev = decode::<EntryRecord>(&bytes)?.event()?;
-                        Some((ev.sequence, ev.entry))
-                    }
-                    None => None,
-                },
-            };
-            let merged = match &existing {
-                Some((seq, old)) if old.covers(e) => {
-                    plan.last = plan.last.max(*seq);
-                    continue;
-                }
-                Some((_, old)) => merge(old, e),
-                None => {
-                    plan.live += 1;
-                    e.clone()
-                }
-            };
-            let seq = plan.next;
-            plan.next += 1;
-            own.insert(key.clone(), (seq, merged.clone()));
-            plan.writes.push((key, seq, merged));
-            plan.last = seq;
-        }
-        Ok(())
     }
 
     /// Marks everything up to `upto` committed: this process's own events from memory, other
@@ -327,6 +293,50 @@ impl RevocationLog {
         self.store.durable().await?;
         self.catch_up(written, None).await
     }
+}
+
+/// Sequences and merged entries for one append, after `in_batch` (what the batch being built
+/// writes already). An entry already covered by a live one appends nothing. (The index
+/// reads need no expectation of their own: every change to the index, by any replica, also
+/// changes the stored head this batch expects.)
+fn plan_append(
+    entries: &[RevocationEntry],
+    stored: &HashMap<Vec<u8>, Option<Vec<u8>>>,
+    in_batch: &HashMap<Vec<u8>, (u64, RevocationEntry)>,
+    plan: &mut Plan,
+) -> Result<(), LogError> {
+    // This append's own writes, seen by its later entries.
+    let mut own: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
+    for e in entries {
+        let key = index_key(e.kind, &e.issuer, &e.value);
+        let existing = match own.get(&key).or_else(|| in_batch.get(&key)) {
+            Some(v) => Some(v.clone()),
+            None => match stored.get(&key).cloned().flatten() {
+                Some(bytes) => {
+                    let ev = decode::<EntryRecord>(&bytes)?.event()?;
+                    Some((ev.sequence, ev.entry))
+                }
+                None => None,
+            },
+        };
+        let merged = match &existing {
+            Some((seq, old)) if old.covers(e) => {
+                plan.last = plan.last.max(*seq);
+                continue;
+            }
+            Some((_, old)) => merge(old, e),
+            None => {
+                plan.live += 1;
+                e.clone()
+            }
+        };
+        let seq = plan.next;
+        plan.next += 1;
+        own.insert(key.clone(), (seq, merged.clone()));
+        plan.writes.push((key, seq, merged));
+        plan.last = seq;
+    }
+    Ok(())
 }
 
 /// An append that left the queue unanswered (cannot happen: every append taken is answered).

@@ -157,6 +157,9 @@ impl RevocationLog {
     /// the retained range. (A subscriber failing over to this replica may hold a cursor from a
     /// faster one.)
     pub async fn refresh(&self) -> Result<u64, LogError> {
+        // The stored head may count this process's own writes not yet flushed (an embedded
+        // store): flushed first, so nothing becomes visible before it is durable.
+        self.store.durable().await?;
         let low = read_low(&*self.store).await?;
         self.low.fetch_max(low, Ordering::AcqRel);
         if let Some((meta, _)) = Meta::read(&*self.store).await? {

@@ -56,9 +56,10 @@ const MIGRATION_LOCK: i64 = 0x7772_6974;
 /// the tree (`schema/code`), so stores in other schemas of the same database are told apart.
 const CHANGES_CHANNEL: &str = "writ_changes";
 
-/// The trees whose commits are announced: only what other replicas wait on (a `NOTIFY` takes a
-/// database-wide lock at commit, so it stays off every other write).
-const ANNOUNCED: &[Tree] = &[Tree::RevocationLog];
+/// The trees whose commits are announced: what other replicas wait on or cache (the revocation
+/// log; clients, whose records the token endpoint keeps for a moment). A `NOTIFY` takes a
+/// database-wide lock at commit, so it stays off the busy trees (refresh tokens, grants).
+const ANNOUNCED: &[Tree] = &[Tree::RevocationLog, Tree::Clients];
 
 /// How often a conditional batch is retried after a serialization failure before the store
 /// reports contention.
@@ -329,24 +330,48 @@ impl PgStore {
             .isolation_level(IsolationLevel::Serializable)
             .start()
             .await?;
-        let read = tx
-            .prepare_cached("SELECT value FROM writ_kv WHERE tree = $1 AND key = $2 FOR UPDATE")
-            .await?;
-        for (key, expected) in &batch.expect {
-            let row = tx.query_opt(&read, &[&tree, key]).await?;
-            let current: Option<Vec<u8>> = row.map(|r| r.get(0));
-            if current.as_deref() != expected.as_deref() {
+        // One round trip for every expectation (the rows locked), one for every write of each
+        // kind: a batch of a thousand revocations costs a handful of round trips, not thousands.
+        if !batch.expect.is_empty() {
+            let keys: Vec<&[u8]> = batch.expect.iter().map(|(k, _)| k.as_slice()).collect();
+            let read = tx.prepare_cached(READ_MANY_FOR_UPDATE).await?;
+            let current: HashMap<Vec<u8>, Vec<u8>> = tx
+                .query(&read, &[&tree, &keys])
+                .await?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            if batch
+                .expect
+                .iter()
+                .any(|(key, expected)| current.get(key).map(Vec::as_slice) != expected.as_deref())
+            {
                 tx.rollback().await?;
                 return Ok(Some(false));
             }
         }
-        let put = tx.prepare_cached(UPSERT).await?;
-        let delete = tx.prepare_cached(DELETE).await?;
+        // The last write of a key wins, as in one batch it must.
+        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
         for (key, value) in &batch.write {
+            last.insert(key, value.as_deref());
+        }
+        let (mut put_keys, mut put_values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in last {
             match value {
-                Some(v) => tx.execute(&put, &[&tree, key, v]).await?,
-                None => tx.execute(&delete, &[&tree, key]).await?,
-            };
+                Some(v) => {
+                    put_keys.push(key);
+                    put_values.push(v);
+                }
+                None => removed.push(key),
+            }
+        }
+        if !put_keys.is_empty() {
+            let put = tx.prepare_cached(UPSERT_MANY).await?;
+            tx.execute(&put, &[&tree, &put_keys, &put_values]).await?;
+        }
+        if !removed.is_empty() {
+            let delete = tx.prepare_cached(DELETE_MANY).await?;
+            tx.execute(&delete, &[&tree, &removed]).await?;
         }
         if self.changes.contains_key(&tree) && !batch.write.is_empty() {
             // Delivered at commit, only if it commits.
@@ -362,6 +387,12 @@ impl PgStore {
 const UPSERT: &str = "INSERT INTO writ_kv (tree, key, value) VALUES ($1, $2, $3)
                       ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const DELETE: &str = "DELETE FROM writ_kv WHERE tree = $1 AND key = $2";
+const READ_MANY_FOR_UPDATE: &str =
+    "SELECT key, value FROM writ_kv WHERE tree = $1 AND key = ANY($2) FOR UPDATE";
+const UPSERT_MANY: &str = "INSERT INTO writ_kv (tree, key, value)
+                           SELECT $1, k, v FROM UNNEST($2::bytea[], $3::bytea[]) AS t (k, v)
+                           ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE_MANY: &str = "DELETE FROM writ_kv WHERE tree = $1 AND key = ANY($2)";
 
 /// Times `op` (`writ_store_operation_seconds`), a round trip to the database included.
 async fn timed<T>(op: &'static str, f: impl std::future::Future<Output = T>) -> T {
@@ -405,6 +436,30 @@ impl AsyncStore for PgStore {
                 .await
                 .map_err(unavailable)?;
             Ok(row.map(|r| r.get(0)))
+        }))
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        tree: Tree,
+        keys: &'a [Vec<u8>],
+    ) -> StoreFuture<'a, Vec<Option<Vec<u8>>>> {
+        Box::pin(timed("get", async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("SELECT key, value FROM writ_kv WHERE tree = $1 AND key = ANY($2)")
+                .await
+                .map_err(unavailable)?;
+            let rows = client
+                .query(&stmt, &[&tree.code(), &keys])
+                .await
+                .map_err(unavailable)?;
+            let found: HashMap<Vec<u8>, Vec<u8>> =
+                rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+            Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
         }))
     }
 

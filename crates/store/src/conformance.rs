@@ -12,12 +12,62 @@ use crate::{AsyncStore, Batch, Tree};
 /// Runs every check on `store`, which must be empty.
 pub async fn check(store: Arc<dyn AsyncStore>) {
     reads_what_was_written(&*store).await;
+    reads_many_at_once_in_order(&*store).await;
+    the_last_write_of_a_key_in_a_batch_wins(&*store).await;
     binary_keys_and_values_round_trip(&*store).await;
     trees_are_apart(&*store).await;
     commit_applies_only_when_every_expectation_holds(&*store).await;
     scans_are_in_byte_order_within_the_prefix(&*store).await;
     concurrent_conditional_writes_have_one_winner(store.clone()).await;
     concurrent_increments_lose_nothing(store.clone()).await;
+}
+
+async fn reads_many_at_once_in_order(s: &dyn AsyncStore) {
+    s.insert(Tree::Users, b"m1", b"1".to_vec()).await.unwrap();
+    s.insert(Tree::Users, b"m3", b"3".to_vec()).await.unwrap();
+    s.insert(Tree::Clients, b"m2", b"other tree".to_vec())
+        .await
+        .unwrap();
+    let keys = [
+        b"m3".to_vec(),
+        b"m2".to_vec(),
+        b"m1".to_vec(),
+        b"m3".to_vec(),
+    ];
+    let got = s.get_many(Tree::Users, &keys).await.unwrap();
+    assert_eq!(
+        got,
+        [
+            Some(b"3".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"3".to_vec())
+        ],
+        "in the keys' order, absent as None, a key asked twice answered twice"
+    );
+    assert!(s.get_many(Tree::Users, &[]).await.unwrap().is_empty());
+    for (tree, key) in [
+        (Tree::Users, &b"m1"[..]),
+        (Tree::Users, b"m3"),
+        (Tree::Clients, b"m2"),
+    ] {
+        s.remove(tree, key).await.unwrap();
+    }
+}
+
+async fn the_last_write_of_a_key_in_a_batch_wins(s: &dyn AsyncStore) {
+    let batch = Batch::new()
+        .put(b"w1".to_vec(), b"first".to_vec())
+        .put(b"w1".to_vec(), b"second".to_vec())
+        .put(b"w2".to_vec(), b"kept?".to_vec())
+        .remove(b"w2".to_vec());
+    assert!(s.commit(Tree::Grants, batch).await.unwrap());
+    assert_eq!(
+        s.get(Tree::Grants, b"w1").await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    assert_eq!(s.get(Tree::Grants, b"w2").await.unwrap(), None);
+    s.remove(Tree::Grants, b"w1").await.unwrap();
 }
 
 async fn reads_what_was_written(s: &dyn AsyncStore) {

@@ -146,6 +146,21 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// from [`Store`] next.
 pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// The values of `keys`, in their order (`None` where absent): one round trip on a networked
+    /// store, where a `get` per key would be one each.
+    fn get_many<'a>(
+        &'a self,
+        tree: Tree,
+        keys: &'a [Vec<u8>],
+    ) -> StoreFuture<'a, Vec<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.get(tree, key).await?);
+            }
+            Ok(out)
+        })
+    }
     fn insert<'a>(&'a self, tree: Tree, key: &'a [u8], value: Vec<u8>) -> StoreFuture<'a, ()>;
     fn remove<'a>(&'a self, tree: Tree, key: &'a [u8]) -> StoreFuture<'a, ()>;
     /// Applies `batch` atomically. `Ok(false)`: an expectation failed and nothing was written.

@@ -46,15 +46,23 @@ pub fn run(
     )?);
     let args = &cli.revocation;
     let connections = args.watch_connections.max(1);
-    for (backend, suffix) in [(sled.clone(), ", sled"), (postgres()?, ", PostgreSQL")] {
-        propagation.push(propagate_on(args, load, &backend, 1, 1, suffix)?);
+    // A fresh log for each (its subscribers read it from the start).
+    for (subscribers, connections) in [(1, 1), (args.subscribers, connections)] {
         propagation.push(propagate_on(
             args,
             load,
-            &backend,
-            args.subscribers,
+            &sled,
+            subscribers,
             connections,
-            suffix,
+            ", sled",
+        )?);
+        propagation.push(propagate_on(
+            args,
+            load,
+            &postgres()?,
+            subscribers,
+            connections,
+            ", PostgreSQL",
         )?);
     }
     for b in &pg {
