@@ -2,9 +2,10 @@
 //! order (a `bytea` primary key), so prefix scans read an index range. Any number of processes
 //! (replicas) may share one database:
 //!
-//! - a conditional batch runs as one `SERIALIZABLE` transaction that re-reads what it expects
-//!   (`FOR UPDATE`), retried on a serialization failure: of concurrent batches expecting the same
-//!   state, exactly one applies, whichever replica runs it;
+//! - a conditional batch runs as one transaction that re-reads what it expects, locked
+//!   (`FOR UPDATE`), an absent key it writes guarded by the primary key, retried on a conflict:
+//!   of concurrent batches expecting the same state, exactly one applies, whichever replica runs
+//!   it;
 //! - each statement is durable when it returns (PostgreSQL commits to its WAL before answering,
 //!   and group-commits concurrent transactions itself), so `durable()` has nothing left to wait
 //!   for;
@@ -26,7 +27,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Socket};
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 use writ_store::{AsyncStore, Batch, Durable, Entries, StoreError, StoreFuture, Tree};
 
 /// The newest schema this build knows (the version of `MIGRATIONS`' last entry).
@@ -318,37 +319,69 @@ impl PgStore {
         Ok(())
     }
 
-    /// One attempt at a conditional batch. `Ok(None)`: a serialization failure, retry.
+    /// One attempt at a conditional batch. `Ok(None)`: never (conflicts are errors, retried).
+    ///
+    /// Pipelined: the transaction's start goes with the read of the expectations, and the
+    /// writes with the commit, so a batch costs two round trips to the database however many
+    /// keys it holds (a refresh rotation was five, a batch of revocations thousands).
     async fn try_commit(
         &self,
         client: &mut deadpool_postgres::Object,
         tree: i16,
         batch: &Batch,
     ) -> Result<Option<bool>, tokio_postgres::Error> {
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::Serializable)
-            .start()
-            .await?;
-        // One round trip for every expectation (the rows locked), one for every write of each
-        // kind: a batch of a thousand revocations costs a handful of round trips, not thousands.
-        if !batch.expect.is_empty() {
-            let keys: Vec<&[u8]> = batch.expect.iter().map(|(k, _)| k.as_slice()).collect();
-            let read = tx.prepare_cached(READ_MANY_FOR_UPDATE).await?;
-            let current: HashMap<Vec<u8>, Vec<u8>> = tx
-                .query(&read, &[&tree, &keys])
-                .await?
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            if batch
-                .expect
-                .iter()
-                .any(|(key, expected)| current.get(key).map(Vec::as_slice) != expected.as_deref())
-            {
-                tx.rollback().await?;
-                return Ok(Some(false));
+        let result = self.try_commit_in(client, tree, batch).await;
+        if !matches!(result, Ok(Some(true))) {
+            // Leave no transaction open on the pooled connection (a no-op if none is).
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn try_commit_in(
+        &self,
+        client: &deadpool_postgres::Object,
+        tree: i16,
+        batch: &Batch,
+    ) -> Result<Option<bool>, tokio_postgres::Error> {
+        // Every expectation holds at commit: an existing row is read locked (`FOR UPDATE`, in
+        // key order, so concurrent batches cannot deadlock) and so cannot change before the
+        // commit, whichever isolation; an absent key the batch writes is guarded by the primary
+        // key (a concurrent insert makes this one fail, and retry). Only a key expected absent
+        // and not written needs SERIALIZABLE to stay absent; without one, READ COMMITTED spares
+        // the spurious serialization failures SERIALIZABLE reports under load.
+        let written: std::collections::HashSet<&[u8]> =
+            batch.write.iter().map(|(k, _)| k.as_slice()).collect();
+        let begin = if batch
+            .expect
+            .iter()
+            .any(|(k, v)| v.is_none() && !written.contains(k.as_slice()))
+        {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        } else {
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
+        };
+        let read = client.prepare_cached(READ_MANY_FOR_UPDATE).await?;
+        let put = client.prepare_cached(UPSERT_MANY).await?;
+        let delete = client.prepare_cached(DELETE_MANY).await?;
+        let keys: Vec<&[u8]> = batch.expect.iter().map(|(k, _)| k.as_slice()).collect();
+        // Sent together (tokio-postgres writes requests in the order they are first polled).
+        let (begun, rows) = tokio::join!(client.batch_execute(begin), async {
+            if keys.is_empty() {
+                Ok(Vec::new())
+            } else {
+                client.query(&read, &[&tree, &keys]).await
             }
+        });
+        begun?;
+        let current: HashMap<Vec<u8>, Vec<u8>> =
+            rows?.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        if batch
+            .expect
+            .iter()
+            .any(|(key, expected)| current.get(key).map(Vec::as_slice) != expected.as_deref())
+        {
+            return Ok(Some(false));
         }
         // The last write of a key wins, as in one batch it must.
         let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
@@ -365,21 +398,42 @@ impl PgStore {
                 None => removed.push(key),
             }
         }
-        if !put_keys.is_empty() {
-            let put = tx.prepare_cached(UPSERT_MANY).await?;
-            tx.execute(&put, &[&tree, &put_keys, &put_values]).await?;
-        }
-        if !removed.is_empty() {
-            let delete = tx.prepare_cached(DELETE_MANY).await?;
-            tx.execute(&delete, &[&tree, &removed]).await?;
-        }
-        if self.changes.contains_key(&tree) && !batch.write.is_empty() {
-            // Delivered at commit, only if it commits.
-            let payload = format!("{}{tree}", self.channel_prefix);
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
-                .await?;
-        }
-        tx.commit().await?;
+        let announce = self.changes.contains_key(&tree) && !batch.write.is_empty();
+        let payload = format!("{}{tree}", self.channel_prefix);
+        let (put, removed, announced, committed) = tokio::join!(
+            async {
+                if put_keys.is_empty() {
+                    Ok(0)
+                } else {
+                    client.execute(&put, &[&tree, &put_keys, &put_values]).await
+                }
+            },
+            async {
+                if removed.is_empty() {
+                    Ok(0)
+                } else {
+                    client.execute(&delete, &[&tree, &removed]).await
+                }
+            },
+            async {
+                // Delivered at commit, only if it commits.
+                if announce {
+                    client
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
+                        .await
+                        .map(|_| 0)
+                } else {
+                    Ok(0)
+                }
+            },
+            // On a transaction a failed statement aborted, COMMIT answers ROLLBACK without an
+            // error: the statements' own results say whether it committed.
+            client.batch_execute("COMMIT"),
+        );
+        put?;
+        removed?;
+        announced?;
+        committed?;
         Ok(Some(true))
     }
 }
@@ -388,7 +442,7 @@ const UPSERT: &str = "INSERT INTO writ_kv (tree, key, value) VALUES ($1, $2, $3)
                       ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
 const DELETE: &str = "DELETE FROM writ_kv WHERE tree = $1 AND key = $2";
 const READ_MANY_FOR_UPDATE: &str =
-    "SELECT key, value FROM writ_kv WHERE tree = $1 AND key = ANY($2) FOR UPDATE";
+    "SELECT key, value FROM writ_kv WHERE tree = $1 AND key = ANY($2) ORDER BY key FOR UPDATE";
 const UPSERT_MANY: &str = "INSERT INTO writ_kv (tree, key, value)
                            SELECT $1, k, v FROM UNNEST($2::bytea[], $3::bytea[]) AS t (k, v)
                            ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
