@@ -202,11 +202,22 @@ impl AuthorizationServer {
                 Error::InvalidGrant("the client is disabled"),
             ));
         }
-        let grant = self
-            .store
-            .get_record::<GrantRecord>(old.gid.as_bytes())
-            .await?
-            .ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
+        // The grant and its resource owner at once (on a networked store, one round trip for
+        // both): the token names the owner its grant does.
+        let (grant, owner) = tokio::join!(
+            self.store.get_record::<GrantRecord>(old.gid.as_bytes()),
+            async {
+                if old.username.is_empty() {
+                    Ok(None)
+                } else {
+                    self.store
+                        .get_record::<UserRecord>(old.username.as_bytes())
+                        .await
+                }
+            }
+        );
+        let grant = grant?.ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
+        let mut owner = owner?;
         if self.grant_revoked(&grant).await? {
             return Err(refuse(
                 &client,
@@ -230,10 +241,13 @@ impl AuthorizationServer {
             &Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?,
         );
         if !grant.username.is_empty() {
-            let user = self
-                .store
-                .get_record::<UserRecord>(grant.username.as_bytes())
-                .await?
+            if grant.username != old.username {
+                owner = self
+                    .store
+                    .get_record::<UserRecord>(grant.username.as_bytes())
+                    .await?;
+            }
+            let user = owner
                 .filter(|u| !u.disabled && u.subject == grant.subject)
                 .ok_or_else(|| {
                     refuse(
