@@ -202,23 +202,35 @@ impl AuthorizationServer {
                 Error::InvalidGrant("the client is disabled"),
             ));
         }
-        // The grant and its resource owner at once (on a networked store, one round trip for
-        // both): the token names the owner its grant does.
-        let (grant, owner) = tokio::join!(
-            self.store.get_record::<GrantRecord>(old.gid.as_bytes()),
-            async {
-                if old.username.is_empty() {
-                    Ok(None)
-                } else {
-                    self.store
-                        .get_record::<UserRecord>(old.username.as_bytes())
-                        .await
-                }
+        // What the grant's record holds that a rotation needs, the token carries (tokens issued
+        // before it did: read from the grant). The owner and the revocations are read at once:
+        // on a networked store, one round trip for all of them.
+        let owner = async {
+            if old.username.is_empty() {
+                Ok(None)
+            } else {
+                self.store
+                    .get_record::<UserRecord>(old.username.as_bytes())
+                    .await
             }
-        );
-        let grant = grant?.ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
-        let mut owner = owner?;
-        if self.grant_revoked(&grant).await? {
+        };
+        let (grant, owner, revoked) = match grant_of(&old) {
+            Some(grant) => {
+                let (owner, revoked) = tokio::join!(owner, self.grant_revoked(&grant));
+                (grant, owner?, revoked?)
+            }
+            None => {
+                let (grant, owner) = tokio::join!(
+                    self.store.get_record::<GrantRecord>(old.gid.as_bytes()),
+                    owner
+                );
+                let grant = grant?.ok_or(Error::InvalidGrant("the refresh token is invalid"))?;
+                let revoked = self.grant_revoked(&grant).await?;
+                (grant, owner?, revoked)
+            }
+        };
+        let mut owner = owner;
+        if revoked {
             return Err(refuse(
                 &client,
                 Error::InvalidGrant("the grant has been revoked"),
@@ -318,6 +330,8 @@ impl AuthorizationServer {
             state: REFRESH_ACTIVE,
             used_at: 0,
             username: grant.username.clone(),
+            grant_created_at: grant.created_at,
+            grant_expires_at: grant.expires_at,
         };
         (random_secret(), record)
     }
@@ -389,6 +403,20 @@ impl AuthorizationServer {
             biscuit,
         })
     }
+}
+
+/// The grant a refresh token belongs to, from what the token records of it (`None` for a token
+/// issued before tokens recorded it).
+fn grant_of(token: &RefreshTokenRecord) -> Option<GrantRecord> {
+    (token.grant_created_at != 0).then(|| GrantRecord {
+        gid: token.gid.clone(),
+        client_id: token.client_id.clone(),
+        subject: token.subject.clone(),
+        scope: token.scope.clone(),
+        created_at: token.grant_created_at,
+        expires_at: token.grant_expires_at,
+        username: token.username.clone(),
+    })
 }
 
 fn refuse(client: &ClientRecord, e: Error) -> Error {

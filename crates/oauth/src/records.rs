@@ -136,6 +136,12 @@ pub struct RefreshTokenRecord {
     pub used_at: i64,
     #[prost(string, tag = "9")]
     pub username: String,
+    /// The grant's start and end, so a rotation need not read the grant (0: a token issued
+    /// before they were recorded; its grant is read).
+    #[prost(int64, tag = "10")]
+    pub grant_created_at: i64,
+    #[prost(int64, tag = "11")]
+    pub grant_expires_at: i64,
 }
 
 impl Record for RefreshTokenRecord {

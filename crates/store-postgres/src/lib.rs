@@ -346,16 +346,25 @@ impl PgStore {
     ) -> Result<Option<bool>, tokio_postgres::Error> {
         // Every expectation holds at commit: an existing row is read locked (`FOR UPDATE`, in
         // key order, so concurrent batches cannot deadlock) and so cannot change before the
-        // commit, whichever isolation; an absent key the batch writes is guarded by the primary
-        // key (a concurrent insert makes this one fail, and retry). Only a key expected absent
-        // and not written needs SERIALIZABLE to stay absent; without one, READ COMMITTED spares
-        // the spurious serialization failures SERIALIZABLE reports under load.
-        let written: std::collections::HashSet<&[u8]> =
-            batch.write.iter().map(|(k, _)| k.as_slice()).collect();
-        let begin = if batch
+        // commit, whichever isolation; a key expected absent that the batch puts is inserted
+        // (not upserted), so the primary key fails this batch if another inserted it first
+        // (it is tried again). Only a key expected absent and not put needs SERIALIZABLE to stay
+        // absent; without one, READ COMMITTED spares the spurious serialization failures
+        // SERIALIZABLE reports under load.
+        // The last write of a key wins, as in one batch it must.
+        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        for (key, value) in &batch.write {
+            last.insert(key, value.as_deref());
+        }
+        let expected_absent: std::collections::HashSet<&[u8]> = batch
             .expect
             .iter()
-            .any(|(k, v)| v.is_none() && !written.contains(k.as_slice()))
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        let begin = if expected_absent
+            .iter()
+            .any(|k| !matches!(last.get(k), Some(Some(_))))
         {
             "BEGIN ISOLATION LEVEL SERIALIZABLE"
         } else {
@@ -363,6 +372,7 @@ impl PgStore {
         };
         let read = client.prepare_cached(READ_MANY_FOR_UPDATE).await?;
         let put = client.prepare_cached(UPSERT_MANY).await?;
+        let insert = client.prepare_cached(INSERT_MANY).await?;
         let delete = client.prepare_cached(DELETE_MANY).await?;
         let keys: Vec<&[u8]> = batch.expect.iter().map(|(k, _)| k.as_slice()).collect();
         // Sent together (tokio-postgres writes requests in the order they are first polled).
@@ -383,14 +393,16 @@ impl PgStore {
         {
             return Ok(Some(false));
         }
-        // The last write of a key wins, as in one batch it must.
-        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
-        for (key, value) in &batch.write {
-            last.insert(key, value.as_deref());
-        }
+        // A key expected absent is inserted, never upserted: if another batch inserted it
+        // meanwhile, the primary key fails this one (and it is tried again, and sees the key).
         let (mut put_keys, mut put_values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut new_keys, mut new_values) = (Vec::new(), Vec::new());
         for (key, value) in last {
             match value {
+                Some(v) if expected_absent.contains(key) => {
+                    new_keys.push(key);
+                    new_values.push(v);
+                }
                 Some(v) => {
                     put_keys.push(key);
                     put_values.push(v);
@@ -400,7 +412,16 @@ impl PgStore {
         }
         let announce = self.changes.contains_key(&tree) && !batch.write.is_empty();
         let payload = format!("{}{tree}", self.channel_prefix);
-        let (put, removed, announced, committed) = tokio::join!(
+        let (inserted, put, removed, announced, committed) = tokio::join!(
+            async {
+                if new_keys.is_empty() {
+                    Ok(0)
+                } else {
+                    client
+                        .execute(&insert, &[&tree, &new_keys, &new_values])
+                        .await
+                }
+            },
             async {
                 if put_keys.is_empty() {
                     Ok(0)
@@ -430,6 +451,7 @@ impl PgStore {
             // error: the statements' own results say whether it committed.
             client.batch_execute("COMMIT"),
         );
+        inserted?;
         put?;
         removed?;
         announced?;
@@ -446,6 +468,8 @@ const READ_MANY_FOR_UPDATE: &str =
 const UPSERT_MANY: &str = "INSERT INTO writ_kv (tree, key, value)
                            SELECT $1, k, v FROM UNNEST($2::bytea[], $3::bytea[]) AS t (k, v)
                            ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
+const INSERT_MANY: &str = "INSERT INTO writ_kv (tree, key, value)
+                           SELECT $1, k, v FROM UNNEST($2::bytea[], $3::bytea[]) AS t (k, v)";
 const DELETE_MANY: &str = "DELETE FROM writ_kv WHERE tree = $1 AND key = ANY($2)";
 
 /// Times `op` (`writ_store_operation_seconds`), a round trip to the database included.

@@ -226,8 +226,10 @@ async fn concurrent_conditional_writes_have_one_winner(s: Arc<dyn AsyncStore>) {
     let t = Tree::RefreshTokens;
     s.insert(t, b"token", b"active".to_vec()).await.unwrap();
     let mut tasks = Vec::new();
+    // Every registration starts together: the race is on the key's absence.
+    let together = Arc::new(tokio::sync::Barrier::new(16));
     for i in 0..16u8 {
-        let s = s.clone();
+        let (s, together) = (s.clone(), together.clone());
         tasks.push(tokio::spawn(async move {
             let rotated = s
                 .commit(
@@ -239,6 +241,7 @@ async fn concurrent_conditional_writes_have_one_winner(s: Arc<dyn AsyncStore>) {
                 )
                 .await
                 .unwrap();
+            together.wait().await;
             let registered = s
                 .commit(
                     Tree::Clients,
