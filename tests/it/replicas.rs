@@ -288,6 +288,26 @@ type Admin = AdminServiceClient<
     >,
 >;
 
+/// Whether `token` is active, as the client `client_id` introspects it at `authz`.
+async fn active(
+    authz: &mut AuthorizationServiceClient<tonic::transport::Channel>,
+    token: &str,
+    client_id: &str,
+    secret: &str,
+) -> bool {
+    authz
+        .introspect(IntrospectRequest {
+            token: token.into(),
+            client_id: client_id.into(),
+            client_secret: secret.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+}
+
 /// Registers `client`; returns its secret.
 async fn create_client(admin: &mut Admin, client: pb_admin::Client) -> String {
     admin
@@ -414,18 +434,7 @@ async fn of_concurrent_refreshes_over_three_authz_processes_exactly_one_wins() {
         .unwrap()
         .into_inner()
         .access_token;
-    let introspected = clients[2]
-        .clone()
-        .introspect(IntrospectRequest {
-            token: access,
-            client_id: "gateway".into(),
-            client_secret: secret,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(introspected.active);
+    assert!(active(&mut clients[2].clone(), &access, "gateway", &secret).await);
     // Each replica's /metrics shows its pool and its store's latency.
     let metrics = format!("{}/metrics", authz[1].url("ops"));
     let (status, body) = tokio::task::spawn_blocking(move || writ_tests::http_get(&metrics))
@@ -917,20 +926,8 @@ async fn the_deployment_script_starts_three_authz_two_revocation_and_an_sts() {
         .unwrap()
         .into_inner()
         .access_token;
-    let introspect = |token: String| IntrospectRequest {
-        token,
-        client_id: "svc".into(),
-        client_secret: secret.clone(),
-        ..Default::default()
-    };
     let mut at_2 = token_at("authz-2").await;
-    assert!(
-        at_2.introspect(introspect(access.clone()))
-            .await
-            .unwrap()
-            .into_inner()
-            .active
-    );
+    assert!(active(&mut at_2, &access, "svc", &secret).await);
     admin_at("authz-2")
         .await
         .revoke(pb_admin::RevokeRequest {
@@ -942,14 +939,7 @@ async fn the_deployment_script_starts_three_authz_two_revocation_and_an_sts() {
         })
         .await
         .unwrap();
-    assert!(
-        !at_2
-            .introspect(introspect(access))
-            .await
-            .unwrap()
-            .into_inner()
-            .active
-    );
+    assert!(!active(&mut at_2, &access, "svc", &secret).await);
     let stopped = deployed.run("stop");
     assert!(stopped.status.success(), "{stopped}");
     drop_cluster(&db).await;
@@ -1186,16 +1176,6 @@ async fn writ_up_runs_on_postgres() {
         })
         .await
         .unwrap();
-    let introspected = tokens
-        .introspect(IntrospectRequest {
-            token: access,
-            client_id: "svc".into(),
-            client_secret: secret,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!introspected.active);
+    assert!(!active(&mut tokens, &access, "svc", &secret).await);
     drop_cluster(&cluster.db).await;
 }

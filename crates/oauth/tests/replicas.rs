@@ -54,6 +54,28 @@ async fn client_and_user(engine: &AuthorizationServer) -> (String, String) {
     ("app".into(), secret.unwrap())
 }
 
+/// A client_credentials client `svc`: its secret, and a token request for it.
+async fn service_client(server: &AuthorizationServer) -> (String, TokenRequest) {
+    let (_, secret) = server
+        .create_client(Client {
+            client_id: "svc".into(),
+            grant_types: vec![grant_type::CLIENT_CREDENTIALS.into()],
+            scope: "read".into(),
+            audience: vec!["api".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    let secret = secret.unwrap();
+    let request = TokenRequest {
+        grant_type: grant_type::CLIENT_CREDENTIALS.into(),
+        client_id: "svc".into(),
+        client_secret: secret.clone(),
+        ..TokenRequest::default()
+    };
+    (secret, request)
+}
+
 fn refresh(secret: &str, token: &str) -> TokenRequest {
     TokenRequest {
         grant_type: grant_type::REFRESH_TOKEN.into(),
@@ -181,31 +203,12 @@ async fn a_key_rotated_on_one_replica_verifies_on_another_once_it_looks() {
     };
     let servers = replicas(&config, 2).await;
     let (a, b) = (&servers[0], &servers[1]);
-    let (_, secret) = a
-        .create_client(Client {
-            client_id: "svc".into(),
-            grant_types: vec![grant_type::CLIENT_CREDENTIALS.into()],
-            scope: "read".into(),
-            audience: vec!["api".into()],
-            ..Client::default()
-        })
-        .await
-        .unwrap();
-    let secret = secret.unwrap();
+    let (secret, request) = service_client(a).await;
     let rotated = a
         .rotate_signing_key(writ_keyring::KeyPurpose::Jwt, None)
         .await
         .unwrap();
-    let token = a
-        .token(TokenRequest {
-            grant_type: grant_type::CLIENT_CREDENTIALS.into(),
-            client_id: "svc".into(),
-            client_secret: secret.clone(),
-            ..TokenRequest::default()
-        })
-        .await
-        .unwrap()
-        .access_token;
+    let token = a.token(request).await.unwrap().access_token;
     let operation = || writ_oauth::TokenOperation {
         token: token.clone(),
         token_type_hint: String::new(),
@@ -239,22 +242,7 @@ async fn a_client_disabled_on_one_replica_is_refused_by_another_at_once() {
     };
     let servers = replicas(&config, 2).await;
     let (a, b) = (&servers[0], &servers[1]);
-    let (_, secret) = a
-        .create_client(Client {
-            client_id: "svc".into(),
-            grant_types: vec![grant_type::CLIENT_CREDENTIALS.into()],
-            scope: "read".into(),
-            audience: vec!["api".into()],
-            ..Client::default()
-        })
-        .await
-        .unwrap();
-    let request = TokenRequest {
-        grant_type: grant_type::CLIENT_CREDENTIALS.into(),
-        client_id: "svc".into(),
-        client_secret: secret.unwrap(),
-        ..TokenRequest::default()
-    };
+    let (_, request) = service_client(a).await;
     // B reads (and caches) the client.
     assert!(b.token(request.clone()).await.is_ok());
     let disabled = Client {
