@@ -308,6 +308,17 @@ async fn active(
         .active
 }
 
+/// An admin revocation of one token id, for an hour.
+fn revoke_token_id(jti: &str) -> pb_admin::RevokeRequest {
+    pb_admin::RevokeRequest {
+        entries: vec![writ_tests::revocation_entry(
+            writ_token::RevocationKind::TokenId,
+            jti,
+            unix_now() + 3600,
+        )],
+    }
+}
+
 /// Registers `client`; returns its secret.
 async fn create_client(admin: &mut Admin, client: pb_admin::Client) -> String {
     admin
@@ -516,13 +527,7 @@ async fn a_watcher_fails_over_between_revocation_replicas_without_gap_or_duplica
             let mut acknowledged = Vec::new();
             for n in 0..60 {
                 let value = format!("via-{i}-{n}");
-                let request = pb_admin::RevokeRequest {
-                    entries: vec![writ_tests::revocation_entry(
-                        writ_token::RevocationKind::TokenId,
-                        &value,
-                        unix_now() + 3600,
-                    )],
-                };
+                let request = revoke_token_id(&value);
                 if admin.revoke(request).await.is_ok() {
                     acknowledged.push(value);
                 }
@@ -729,13 +734,7 @@ async fn the_database_restarting_under_load_loses_nothing_acknowledged() {
             while !stop.load(Ordering::Acquire) {
                 let value = format!("r-{n}");
                 n += 1;
-                let request = pb_admin::RevokeRequest {
-                    entries: vec![writ_tests::revocation_entry(
-                        writ_token::RevocationKind::TokenId,
-                        &value,
-                        unix_now() + 3600,
-                    )],
-                };
+                let request = revoke_token_id(&value);
                 match tokio::time::timeout(Duration::from_secs(15), admin.revoke(request)).await {
                     Ok(Ok(_)) => acknowledged.push((Instant::now(), value)),
                     Ok(Err(status)) => refused.push(status),
@@ -930,13 +929,7 @@ async fn the_deployment_script_starts_three_authz_two_revocation_and_an_sts() {
     assert!(active(&mut at_2, &access, "svc", &secret).await);
     admin_at("authz-2")
         .await
-        .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_tests::revocation_entry(
-                writ_token::RevocationKind::TokenId,
-                &writ_tests::jti_of(&access),
-                unix_now() + 3600,
-            )],
-        })
+        .revoke(revoke_token_id(&writ_tests::jti_of(&access)))
         .await
         .unwrap();
     assert!(!active(&mut at_2, &access, "svc", &secret).await);
@@ -1167,13 +1160,7 @@ async fn writ_up_runs_on_postgres() {
         .into_inner()
         .access_token;
     admin
-        .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_tests::revocation_entry(
-                writ_token::RevocationKind::TokenId,
-                &writ_tests::jti_of(&access),
-                unix_now() + 3600,
-            )],
-        })
+        .revoke(revoke_token_id(&writ_tests::jti_of(&access)))
         .await
         .unwrap();
     assert!(!active(&mut tokens, &access, "svc", &secret).await);
