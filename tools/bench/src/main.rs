@@ -87,6 +87,9 @@ enum Command {
     /// The stores side by side: client_credentials, refresh (over two replicas on PostgreSQL),
     /// durable Revoke and propagation to many subscribers, each on sled then on PostgreSQL.
     Postgres,
+    /// Refresh rotation alone, on sled then on PostgreSQL over two replicas (part of
+    /// `postgres`).
+    PostgresRefresh,
     /// Everything above but `postgres`, one after the other in one run.
     All,
 }
@@ -645,8 +648,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut propagation = Vec::new();
-    if matches!(cli.command, Command::Postgres) {
-        let (outcomes, p) = postgres::run(&cli, &load)?;
+    if matches!(cli.command, Command::Postgres | Command::PostgresRefresh) {
+        let only_refresh = matches!(cli.command, Command::PostgresRefresh);
+        let (outcomes, p) = postgres::run(&cli, &load, only_refresh)?;
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
         println!("|---|---:|---:|---:|---:|");
         for outcome in outcomes {

@@ -16,6 +16,7 @@ const REVOKE_BATCH: usize = 100;
 pub fn run(
     cli: &Cli,
     load: &tokio::runtime::Runtime,
+    only_refresh: bool,
 ) -> anyhow::Result<(Vec<Outcome>, Vec<Propagation>)> {
     let mut outcomes = Vec::new();
     let mut propagation = Vec::new();
@@ -26,6 +27,13 @@ pub fn run(
         pg.push(b.clone());
         Ok(b)
     };
+    if only_refresh {
+        outcomes.push(refresh_on(cli, load, &sled, 1, ", sled")?.0);
+        let pg = postgres()?;
+        outcomes.push(refresh_on(cli, load, &pg, 2, ", PostgreSQL, 2 replicas")?.0);
+        load.block_on(pg.drop_schemas());
+        return Ok((outcomes, Vec::new()));
+    }
     outcomes.push(client_credentials_on(cli, load, &sled, false, ", sled")?);
     outcomes.push(client_credentials_on(
         cli,
