@@ -6,7 +6,7 @@
 //! milliseconds), and in any case after [`TTL`]: a notification lost with a connection cannot
 //! keep a disabled client or a replaced secret working longer than that.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,22 +14,34 @@ use crate::records::ClientRecord;
 
 /// Longest a cached record is used.
 pub(crate) const TTL: Duration = Duration::from_secs(2);
-/// Most records kept (past it, the cache starts over: a bound, not an eviction policy).
+/// Most records kept: past it, the least useful are evicted (S3-FIFO), so a platform of many
+/// clients keeps its busy ones cached.
 const CAPACITY: usize = 10_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ClientCache {
-    entries: parking_lot::Mutex<HashMap<String, (ClientRecord, Instant)>>,
+    entries: quick_cache::sync::Cache<String, Arc<(ClientRecord, Instant)>>,
     /// Bumped by every invalidation: a read that began before one is not cached after it.
     generation: AtomicU64,
+    /// Orders a put's check of the generation against invalidations (reads take no lock).
+    writes: parking_lot::Mutex<()>,
+}
+
+impl Default for ClientCache {
+    fn default() -> Self {
+        ClientCache {
+            entries: quick_cache::sync::Cache::new(CAPACITY),
+            generation: AtomicU64::new(0),
+            writes: parking_lot::Mutex::new(()),
+        }
+    }
 }
 
 impl ClientCache {
     /// The record, if cached and fresh.
     pub(crate) fn get(&self, client_id: &str) -> Option<ClientRecord> {
-        let entries = self.entries.lock();
-        let (record, at) = entries.get(client_id)?;
-        (at.elapsed() < TTL).then(|| record.clone())
+        let entry = self.entries.get(client_id)?;
+        (entry.1.elapsed() < TTL).then(|| entry.0.clone())
     }
 
     /// Where a read from the store begins: pass it to [`Self::put`].
@@ -39,28 +51,28 @@ impl ClientCache {
 
     /// Caches a record read from the store, unless an invalidation came since `generation`.
     pub(crate) fn put(&self, generation: u64, record: &ClientRecord) {
-        let mut entries = self.entries.lock();
+        let _writes = self.writes.lock();
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(record.client_id.clone(), (record.clone(), Instant::now()));
+        self.entries.insert(
+            record.client_id.clone(),
+            Arc::new((record.clone(), Instant::now())),
+        );
     }
 
     /// Forgets every record (a change by another replica: which one is not said).
     pub(crate) fn clear(&self) {
-        let mut entries = self.entries.lock();
+        let _writes = self.writes.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        self.entries.clear();
     }
 
     /// Forgets one record (a change made here).
     pub(crate) fn invalidate(&self, client_id: &str) {
-        let mut entries = self.entries.lock();
+        let _writes = self.writes.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.remove(client_id);
+        self.entries.remove(client_id);
     }
 }
 
@@ -88,5 +100,18 @@ mod tests {
         assert_eq!(cache.get("a").unwrap().client_id, "a");
         cache.clear();
         assert!(cache.get("a").is_none());
+    }
+
+    /// Full, it evicts some records, not all of them: the ones read again stay.
+    #[test]
+    fn a_full_cache_keeps_what_is_used() {
+        let cache = ClientCache::default();
+        let g = cache.generation();
+        cache.put(g, &record("busy"));
+        for i in 0..3 * CAPACITY {
+            assert!(cache.get("busy").is_some(), "evicted after {i} others");
+            cache.put(g, &record(&format!("c{i}")));
+        }
+        assert!(cache.entries.len() <= CAPACITY + CAPACITY / 10);
     }
 }

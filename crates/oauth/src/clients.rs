@@ -181,7 +181,8 @@ impl AuthorizationServer {
 
     pub async fn list_clients(&self, page_size: usize, page_token: &str) -> Result<Page<Client>> {
         let page =
-            list_page::<ClientRecord>(self, page_size, page_token, |c| c.client_id.clone()).await?;
+            list_page::<ClientRecord>(self, page_size, page_token, None, |c| c.client_id.clone())
+                .await?;
         Ok(page.map(|c| client_of(&c)))
     }
 
@@ -424,11 +425,13 @@ pub(crate) fn truncate(s: &str) -> &str {
     }
 }
 
-/// One page of a tree listing, keyed by `id`. Page tokens are the last key, base64url encoded.
+/// One page of a tree listing, keyed by `id`, of the keys above `floor`. Page tokens are the
+/// last key, base64url encoded.
 pub(crate) async fn list_page<R: writ_store::Record>(
     server: &AuthorizationServer,
     page_size: usize,
     page_token: &str,
+    floor: Option<&[u8]>,
     id: impl Fn(&R) -> String,
 ) -> Result<Page<R>> {
     use base64::Engine;
@@ -445,6 +448,10 @@ pub(crate) async fn list_page<R: writ_store::Record>(
                 .decode(page_token)
                 .map_err(|_| Error::InvalidRequest("page_token is malformed"))?,
         )
+    };
+    let after = match (after, floor) {
+        (Some(a), Some(f)) => Some(a.max(f.to_vec())),
+        (a, f) => a.or(f.map(<[u8]>::to_vec)),
     };
     let mut rows = server
         .store

@@ -14,6 +14,7 @@ mod engine_tests;
 mod error;
 mod grants;
 mod introspection;
+mod policies;
 mod records;
 mod revocations;
 mod secrets;
@@ -224,6 +225,7 @@ impl AuthorizationServer {
             dummy_password_hash,
         };
         server.reload_revoked_key_ids().await?;
+        server.index_exchange_policies().await?;
         // Another replica changed a client: forget what this one cached.
         if let Some(mut changes) = server.store.changes(writ_store::Tree::Clients) {
             let cache = Arc::downgrade(&server.client_cache);
@@ -321,17 +323,23 @@ impl AuthorizationServer {
     )> {
         let now = self.now();
         let state = self.keys.state();
-        // Read from the store, not the in-memory set: the JWKS is exact on every replica.
-        let revoked = self.revoked_key_ids_in_store().await?;
-        let jwt = state
-            .published_jwt_keys(now)
+        let jwt = state.published_jwt_keys(now);
+        let biscuit = state.published_biscuit_keys(now);
+        // Read from the store, not the in-memory set: the JWKS is exact on every replica. Only
+        // the published keys' ids are looked up: a few reads, however many revocations there are.
+        // A root key revoked by id is withdrawn like a JWT key (its id, in decimal, is the
+        // `key_id` its Biscuits are revoked by).
+        let ids: Vec<String> = jwt
+            .iter()
+            .map(|k| k.kid().to_string())
+            .chain(biscuit.iter().map(|(k, _)| k.id().to_string()))
+            .collect();
+        let revoked = self.key_ids_revoked(&ids).await?;
+        let jwt = jwt
             .into_iter()
             .filter(|k| !revoked.contains(k.kid()))
             .collect();
-        // A root key revoked by id is withdrawn like a JWT key (its id, in decimal, is the
-        // `key_id` its Biscuits are revoked by).
-        let biscuit = state
-            .published_biscuit_keys(now)
+        let biscuit = biscuit
             .into_iter()
             .filter(|(k, _)| !revoked.contains(&k.id().to_string()))
             .collect();

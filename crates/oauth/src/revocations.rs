@@ -327,6 +327,27 @@ impl AuthorizationServer {
         Ok(removed)
     }
 
+    /// Which of `ids` the local index revokes now (one read of them all).
+    pub(crate) async fn key_ids_revoked(&self, ids: &[String]) -> Result<HashSet<String>> {
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| local_key(RevocationKind::KeyId, id))
+            .collect();
+        let now = self.now();
+        let mut revoked = HashSet::new();
+        for (id, value) in ids
+            .iter()
+            .zip(self.store.get_many(Tree::Revocations, &keys).await?)
+        {
+            if let Some(bytes) = value
+                && decode::<RevocationRecord>(&bytes)?.expires_at >= now
+            {
+                revoked.insert(id.clone());
+            }
+        }
+        Ok(revoked)
+    }
+
     /// The key ids the local index revokes now.
     pub(crate) async fn revoked_key_ids_in_store(&self) -> Result<HashSet<String>> {
         let prefix = local_key(RevocationKind::KeyId, "");

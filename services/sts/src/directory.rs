@@ -2,10 +2,9 @@
 //! the authorization server (`writ serve sts`): [`RemoteDirectory`], its `AdminService` over gRPC.
 //! (Under `writ up` the platform wires the authorization server's engine in directly.)
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tonic::Code;
 use tonic::transport::Channel;
 use writ_client::{AttachTokenService, TokenSource};
@@ -26,7 +25,7 @@ pub struct RemoteDirectory {
     client: AdminClient,
     source: TokenSource,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Vec<ExchangePolicy>)>>,
+    cache: quick_cache::sync::Cache<String, Arc<(Instant, Vec<ExchangePolicy>)>>,
 }
 
 impl std::fmt::Debug for RemoteDirectory {
@@ -37,7 +36,8 @@ impl std::fmt::Debug for RemoteDirectory {
     }
 }
 
-/// Most clients whose policies are cached; only authenticated clients are ever looked up.
+/// Most clients whose policies are cached (past it, the least used are evicted); only
+/// authenticated clients are ever looked up.
 const MAX_CACHED: usize = 10_000;
 
 impl RemoteDirectory {
@@ -48,7 +48,7 @@ impl RemoteDirectory {
             client,
             source,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: quick_cache::sync::Cache::new(MAX_CACHED),
         }
     }
 
@@ -94,10 +94,10 @@ impl Directory for RemoteDirectory {
 
     fn policies<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Vec<ExchangePolicy>>> {
         Box::pin(async move {
-            if let Some((at, policies)) = self.cache.lock().get(client_id)
-                && at.elapsed() < self.ttl
+            if let Some(cached) = self.cache.get(client_id)
+                && cached.0.elapsed() < self.ttl
             {
-                return Ok(policies.clone());
+                return Ok(cached.1.clone());
             }
             let mut client = self.client.clone();
             let policies = client
@@ -113,11 +113,10 @@ impl Directory for RemoteDirectory {
                 .map(writ_proto::convert::exchange_policy_from)
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|_| ExchangeError::Unavailable("the client directory is unavailable"))?;
-            let mut cache = self.cache.lock();
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-            cache.insert(client_id.to_owned(), (Instant::now(), policies.clone()));
+            self.cache.insert(
+                client_id.to_owned(),
+                Arc::new((Instant::now(), policies.clone())),
+            );
             Ok(policies)
         })
     }
