@@ -10,7 +10,9 @@ use writ_proto::common;
 use writ_vocabulary::grant_type;
 
 use super::AdminConn;
-use super::support::{CliError, Result, admin_credential, channel_to, print, read_stdin_line};
+use super::support::{
+    ArrayPrinter, CliError, Result, admin_credential, channel_to, print, read_stdin_line,
+};
 use super::token::{Format, Grant, format_value, grant_name};
 
 #[derive(Debug, Subcommand)]
@@ -273,10 +275,11 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                 print(&r.client.as_ref().map(client_json).unwrap_or(Value::Null));
             }
             ClientCommand::List => {
-                let mut all = Vec::new();
+                let mut out = ArrayPrinter::new();
                 let mut page_token = String::new();
-                // Bounded: at most 1000 pages of 1000.
-                for _ in 0..1000 {
+                // Page by page, printed as it comes: one page in memory, never the whole list.
+                loop {
+                    let previous = page_token.clone();
                     let r = admin
                         .list_clients(pb_admin::ListClientsRequest {
                             page_size: 1000,
@@ -284,13 +287,19 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                         })
                         .await?
                         .into_inner();
-                    all.extend(r.clients.iter().map(client_json));
-                    if r.next_page_token.is_empty() {
+                    for c in &r.clients {
+                        out.push(&client_json(c))?;
+                    }
+                    // Every page moves on: a server repeating itself is not followed.
+                    if r.next_page_token.is_empty()
+                        || r.clients.is_empty()
+                        || r.next_page_token == previous
+                    {
                         break;
                     }
                     page_token = r.next_page_token;
                 }
-                print(&Value::Array(all));
+                out.finish()?;
             }
             ClientCommand::Delete { client_id } => {
                 admin
@@ -463,10 +472,11 @@ async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
             print(&r.policy.as_ref().map(policy_json).unwrap_or(Value::Null));
         }
         PolicyCommand::List => {
-            let mut all = Vec::new();
+            let mut out = ArrayPrinter::new();
             let mut page_token = String::new();
-            // Bounded: at most 1000 pages of 1000.
-            for _ in 0..1000 {
+            // Page by page, printed as it comes: one page in memory, never the whole list.
+            loop {
+                let previous = page_token.clone();
                 let r = admin
                     .list_exchange_policies(pb_admin::ListExchangePoliciesRequest {
                         page_size: 1000,
@@ -475,13 +485,19 @@ async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
                     })
                     .await?
                     .into_inner();
-                all.extend(r.policies.iter().map(policy_json));
-                if r.next_page_token.is_empty() {
+                for p in &r.policies {
+                    out.push(&policy_json(p))?;
+                }
+                // Every page moves on: a server repeating itself is not followed.
+                if r.next_page_token.is_empty()
+                    || r.policies.is_empty()
+                    || r.next_page_token == previous
+                {
                     break;
                 }
                 page_token = r.next_page_token;
             }
-            print(&Value::Array(all));
+            out.finish()?;
         }
         PolicyCommand::Delete { policy_id } => {
             admin

@@ -58,6 +58,12 @@ impl CliError {
     }
 }
 
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Invalid(format!("cannot write the output: {e}"))
+    }
+}
+
 impl From<Status> for CliError {
     fn from(s: Status) -> Self {
         CliError::Refused(s)
@@ -71,6 +77,38 @@ pub(super) fn print(v: &Value) {
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
+}
+
+/// A JSON array printed an element at a time, so a listing of any length holds one page in
+/// memory, never all of them. Its output is what [`print`] of the whole array would show.
+pub(super) struct ArrayPrinter<W: std::io::Write = std::io::Stdout> {
+    out: W,
+    count: usize,
+}
+
+impl ArrayPrinter {
+    pub(super) fn new() -> Self {
+        ArrayPrinter::to(std::io::stdout())
+    }
+}
+
+impl<W: std::io::Write> ArrayPrinter<W> {
+    pub(super) fn to(out: W) -> Self {
+        ArrayPrinter { out, count: 0 }
+    }
+
+    pub(super) fn push(&mut self, v: &Value) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+        let indented = text.replace('\n', "\n  ");
+        let open = if self.count == 0 { "[" } else { "," };
+        self.count += 1;
+        write!(self.out, "{open}\n  {indented}")
+    }
+
+    pub(super) fn finish(mut self) -> std::io::Result<W> {
+        writeln!(self.out, "{}", if self.count == 0 { "[]" } else { "\n]" })?;
+        Ok(self.out)
+    }
 }
 
 /// The CA to trust for `https://` servers: `--ca`, or the data directory's development CA.
@@ -143,4 +181,30 @@ pub(super) fn admin_credential(conn: &AdminConn) -> Result<String> {
                 path.display()
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_array_printed_element_by_element_reads_as_the_whole() {
+        let items = [
+            serde_json::json!({"client_id": "a", "scope": ["x", "y"], "nested": {"k": 1}}),
+            serde_json::json!("plain"),
+            serde_json::json!([]),
+        ];
+        for n in 0..=items.len() {
+            let mut p = ArrayPrinter::to(Vec::new());
+            for v in &items[..n] {
+                p.push(v).unwrap();
+            }
+            let text = String::from_utf8(p.finish().unwrap()).unwrap();
+            let whole = Value::Array(items[..n].to_vec());
+            assert_eq!(
+                text,
+                format!("{}\n", serde_json::to_string_pretty(&whole).unwrap())
+            );
+        }
+    }
 }
