@@ -1,10 +1,12 @@
 //! Exchange policies: which audiences and scopes a client may exchange tokens for at the STS.
 //!
-//! Each policy is stored twice in one tree, written and removed in one batch: under its id (for
-//! the admin API) and under its client (`\0 client_id \0 policy_id`), so what the STS asks on
-//! every exchange, one client's policies, is one bounded range read whatever the number of
-//! policies of other clients. Ids are printable, so the index's keys (from `\0`) never meet a
-//! policy id and sort before every one of them.
+//! Each policy is stored under its id, and indexed under its client (`\0 client_id \0
+//! policy_id`, an empty value) in the same tree, both written and removed in one batch: what the
+//! STS asks on every exchange, one client's policies, is one bounded range of the index and one
+//! read of those policies, whatever the number of policies of other clients. The index only
+//! points: a policy is what its own record says, so an entry left behind (by a build from before
+//! the index, deleting a policy during a rolling upgrade) allows nothing. Ids are printable, so
+//! the index's keys (from `\0`) never meet a policy id and sort before every one of them.
 
 use writ_exchange::ExchangePolicy;
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
@@ -65,11 +67,13 @@ impl AuthorizationServer {
                 "a client has at most 256 exchange policies",
             ));
         }
-        let bytes = encode(&policy_record(&policy));
         let batch = Batch::new()
             .expect(policy.policy_id.as_bytes().to_vec(), None)
-            .put(policy.policy_id.as_bytes().to_vec(), bytes.clone())
-            .put(index_key(&policy.client_id, &policy.policy_id), bytes);
+            .put(
+                policy.policy_id.as_bytes().to_vec(),
+                encode(&policy_record(&policy)),
+            )
+            .put(index_key(&policy.client_id, &policy.policy_id), Vec::new());
         if !self.store.commit(Tree::ExchangePolicies, batch).await? {
             return Err(Error::AlreadyExists("a policy with this policy_id exists"));
         }
@@ -106,22 +110,39 @@ impl AuthorizationServer {
     }
 
     /// Every exchange policy of one client (what the STS consults on each exchange): one range
-    /// of the index, at most [`MAX_POLICIES_PER_CLIENT`].
+    /// of the index, at most [`MAX_POLICIES_PER_CLIENT`], then those policies in one read; an
+    /// entry whose policy is gone, or is another client's, counts for nothing.
     pub async fn exchange_policies_of(&self, client_id: &str) -> Result<Vec<ExchangePolicy>> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
-        Ok(self
+        let prefix = client_prefix(client_id);
+        let ids: Vec<Vec<u8>> = self
             .store
-            .scan_records::<ExchangePolicyRecord>(
-                &client_prefix(client_id),
+            .scan(
+                Tree::ExchangePolicies,
+                &prefix,
                 None,
                 MAX_POLICIES_PER_CLIENT,
             )
             .await?
             .into_iter()
-            .map(|(_, p)| policy(p))
-            .collect())
+            .map(|(key, _)| key[prefix.len()..].to_vec())
+            .collect();
+        let mut policies = Vec::with_capacity(ids.len());
+        for bytes in self
+            .store
+            .get_many(Tree::ExchangePolicies, &ids)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            let record: ExchangePolicyRecord = writ_store::decode(&bytes)?;
+            if record.client_id == client_id {
+                policies.push(policy(record));
+            }
+        }
+        Ok(policies)
     }
 
     pub async fn delete_exchange_policy(&self, policy_id: &str) -> Result<()> {
@@ -164,8 +185,8 @@ impl AuthorizationServer {
                 let record: ExchangePolicyRecord = writ_store::decode(&bytes)?;
                 // Only while the policy is still there (a delete meanwhile leaves no index).
                 let batch = Batch::new()
-                    .expect(key, Some(bytes.clone()))
-                    .put(index_key(&record.client_id, &record.policy_id), bytes);
+                    .expect(key, Some(bytes))
+                    .put(index_key(&record.client_id, &record.policy_id), Vec::new());
                 self.store.commit(Tree::ExchangePolicies, batch).await?;
             }
         }
@@ -364,6 +385,40 @@ mod tests {
         assert_eq!(
             engine.exchange_policies_of("busy").await.unwrap().len(),
             MAX_POLICIES_PER_CLIENT
+        );
+    }
+
+    /// An index entry whose policy an older build deleted (or gave another client) allows
+    /// nothing: the policy's own record decides.
+    #[tokio::test]
+    async fn an_index_entry_left_behind_allows_nothing() {
+        let store = Arc::new(SledStore::temporary().unwrap());
+        let engine = engine(store.clone()).await;
+        engine
+            .create_exchange_policy(spec("orders", "a"))
+            .await
+            .unwrap();
+        engine
+            .create_exchange_policy(spec("orders", "b"))
+            .await
+            .unwrap();
+        // What an older build's delete does: the record only.
+        Store::remove(&*store, Tree::ExchangePolicies, b"a").unwrap();
+        assert_eq!(
+            ids(&engine.exchange_policies_of("orders").await.unwrap()),
+            ["b"]
+        );
+        // ...and then a policy of that id for another client.
+        Store::insert(
+            &*store,
+            Tree::ExchangePolicies,
+            b"a",
+            encode(&policy_record(&spec("billing", "a"))),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&engine.exchange_policies_of("orders").await.unwrap()),
+            ["b"]
         );
     }
 

@@ -335,8 +335,10 @@ impl PgStore {
     /// One attempt at a conditional batch. `Ok(None)`: never (conflicts are errors, retried).
     ///
     /// One round trip in the usual case: the whole batch is one statement ([`COMMIT_ONE`]), a
-    /// transaction of its own. A batch that expects a key absent without putting it needs
-    /// SERIALIZABLE to keep it absent, and is pipelined into two round trips instead.
+    /// transaction of its own. Two cases are pipelined into two round trips instead: a batch that
+    /// expects a key absent without putting it (SERIALIZABLE keeps it absent), and one removing
+    /// a key it expects nothing of (its delete must see what committed while the batch waited
+    /// for its locks; one statement reads as of its start). Neither is on a request's path.
     async fn try_commit(
         &self,
         client: &mut deadpool_postgres::Object,
@@ -344,12 +346,10 @@ impl PgStore {
         batch: &Batch,
     ) -> Result<Option<bool>, tokio_postgres::Error> {
         let plan = Plan::of(batch);
-        if !plan.needs_serializable {
+        if !plan.needs_serializable && !plan.removes_unexpected {
             return self.try_commit_one(client, tree, batch, &plan).await;
         }
-        let result = self
-            .try_commit_serializable(client, tree, batch, &plan)
-            .await;
+        let result = self.try_commit_pipelined(client, tree, batch, &plan).await;
         if !matches!(result, Ok(Some(true))) {
             // Leave no transaction open on the pooled connection (a no-op if none is).
             let _ = client.batch_execute("ROLLBACK").await;
@@ -397,7 +397,7 @@ impl PgStore {
 
     /// Pipelined: the transaction's start goes with the read of the expectations, and the
     /// writes with the commit, so a batch costs two round trips however many keys it holds.
-    async fn try_commit_serializable(
+    async fn try_commit_pipelined(
         &self,
         client: &deadpool_postgres::Object,
         tree: i16,
@@ -407,22 +407,24 @@ impl PgStore {
         // Every expectation holds at commit: an existing row is read locked (`FOR UPDATE`, in
         // key order, so concurrent batches cannot deadlock) and so cannot change before the
         // commit; SERIALIZABLE keeps a key expected absent absent.
+        let begin = if plan.needs_serializable {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        } else {
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
+        };
         let read = client.prepare_cached(READ_MANY_FOR_UPDATE).await?;
         let put = client.prepare_cached(UPSERT_MANY).await?;
         let insert = client.prepare_cached(INSERT_MANY).await?;
         let delete = client.prepare_cached(DELETE_MANY).await?;
         let keys: Vec<&[u8]> = batch.expect.iter().map(|(k, _)| k.as_slice()).collect();
         // Sent together (tokio-postgres writes requests in the order they are first polled).
-        let (begun, rows) = tokio::join!(
-            client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE"),
-            async {
-                if keys.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    client.query(&read, &[&tree, &keys]).await
-                }
+        let (begun, rows) = tokio::join!(client.batch_execute(begin), async {
+            if keys.is_empty() {
+                Ok(Vec::new())
+            } else {
+                client.query(&read, &[&tree, &keys]).await
             }
-        );
+        });
         begun?;
         let current: HashMap<Vec<u8>, Vec<u8>> =
             rows?.into_iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -499,6 +501,8 @@ struct Plan<'a> {
     removed_span: (Option<&'a [u8]>, Option<&'a [u8]>),
     /// A key is expected absent and not put: only SERIALIZABLE keeps it absent until the commit.
     needs_serializable: bool,
+    /// A key removed that no expectation locks.
+    removes_unexpected: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -524,6 +528,7 @@ impl<'a> Plan<'a> {
             removed: Vec::new(),
             removed_span: (None, None),
             needs_serializable,
+            removes_unexpected: false,
         };
         for (key, value) in last {
             match value {
@@ -538,6 +543,9 @@ impl<'a> Plan<'a> {
                 None => plan.removed.push(key),
             }
         }
+        let expected: std::collections::HashSet<&[u8]> =
+            batch.expect.iter().map(|(k, _)| k.as_slice()).collect();
+        plan.removes_unexpected = plan.removed.iter().any(|k| !expected.contains(k));
         plan.removed_span = (
             plan.removed.iter().min().copied(),
             plan.removed.iter().max().copied(),

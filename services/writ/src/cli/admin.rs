@@ -10,6 +10,9 @@ use writ_proto::common;
 use writ_vocabulary::grant_type;
 
 use super::AdminConn;
+
+/// Most pages a listing follows (of 1,000 entries: a billion).
+const MAX_PAGES: usize = 1_000_000;
 use super::support::{
     ArrayPrinter, CliError, Result, admin_credential, channel_to, print, read_stdin_line,
 };
@@ -278,7 +281,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                 let mut out = ArrayPrinter::new();
                 let mut page_token = String::new();
                 // Page by page, printed as it comes: one page in memory, never the whole list.
-                loop {
+                for _ in 0..MAX_PAGES {
                     let previous = page_token.clone();
                     let r = admin
                         .list_clients(pb_admin::ListClientsRequest {
@@ -475,7 +478,7 @@ async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
             let mut out = ArrayPrinter::new();
             let mut page_token = String::new();
             // Page by page, printed as it comes: one page in memory, never the whole list.
-            loop {
+            for _ in 0..MAX_PAGES {
                 let previous = page_token.clone();
                 let r = admin
                     .list_exchange_policies(pb_admin::ListExchangePoliciesRequest {
