@@ -18,6 +18,7 @@ mod policies;
 mod records;
 mod revocations;
 mod secrets;
+mod synthetic;
 mod throttle;
 mod types;
 mod users;
@@ -34,6 +35,8 @@ pub use admin_access::{AdminCaller, AdminPermission};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
+#[doc(hidden)]
+pub use synthetic::Synthetic;
 pub use throttle::ThrottleConfig;
 pub use types::*;
 pub use writ_keyring::KeyState;

@@ -44,6 +44,14 @@ fn index_key(client_id: &str, policy_id: &str) -> Vec<u8> {
     key
 }
 
+/// A policy's key and its index entry's key.
+pub(crate) fn policy_keys(p: &ExchangePolicyRecord) -> (Vec<u8>, Vec<u8>) {
+    (
+        p.policy_id.as_bytes().to_vec(),
+        index_key(&p.client_id, &p.policy_id),
+    )
+}
+
 impl AuthorizationServer {
     pub async fn create_exchange_policy(
         &self,
@@ -67,13 +75,12 @@ impl AuthorizationServer {
                 "a client has at most 256 exchange policies",
             ));
         }
+        let record = policy_record(&policy);
+        let (key, index) = policy_keys(&record);
         let batch = Batch::new()
-            .expect(policy.policy_id.as_bytes().to_vec(), None)
-            .put(
-                policy.policy_id.as_bytes().to_vec(),
-                encode(&policy_record(&policy)),
-            )
-            .put(index_key(&policy.client_id, &policy.policy_id), Vec::new());
+            .expect(key.clone(), None)
+            .put(key, encode(&record))
+            .put(index, Vec::new());
         if !self.store.commit(Tree::ExchangePolicies, batch).await? {
             return Err(Error::AlreadyExists("a policy with this policy_id exists"));
         }
@@ -186,7 +193,7 @@ impl AuthorizationServer {
                 // Only while the policy is still there (a delete meanwhile leaves no index).
                 let batch = Batch::new()
                     .expect(key, Some(bytes))
-                    .put(index_key(&record.client_id, &record.policy_id), Vec::new());
+                    .put(policy_keys(&record).1, Vec::new());
                 self.store.commit(Tree::ExchangePolicies, batch).await?;
             }
         }
