@@ -31,60 +31,68 @@ impl AuthorizationServer {
     pub async fn fill_synthetic(&self, what: &Synthetic) -> Result<()> {
         let now = self.now();
         let p = &what.prefix;
-        for start in (0..what.clients).step_by(BATCH) {
-            let mut batch = Batch::new();
-            for n in start..(start + BATCH).min(what.clients) {
-                let mut secret_hash = vec![0u8; 32];
-                getrandom::fill(&mut secret_hash)
-                    .map_err(|_| crate::Error::Internal("the OS random source failed"))?;
-                let record = ClientRecord {
-                    client_id: format!("{p}-client-{n}"),
-                    client_type: CLIENT_CONFIDENTIAL,
-                    secret_hash,
-                    grant_types: vec!["client_credentials".into()],
-                    scope: "inventory.read".into(),
-                    audience: vec!["inventory".into()],
-                    created_at: now,
-                    ..ClientRecord::default()
-                };
-                batch = batch.put(record.client_id.clone().into_bytes(), encode(&record));
-            }
-            self.store.commit(Tree::Clients, batch).await?;
-        }
-        for start in (0..what.users).step_by(BATCH) {
-            let mut batch = Batch::new();
-            for n in start..(start + BATCH).min(what.users) {
-                let record = UserRecord {
-                    username: format!("{p}-user-{n}"),
-                    subject: random_id(),
-                    password_hash: self.dummy_password_hash.clone(),
-                    scope: "inventory.read".into(),
-                    disabled: false,
-                    created_at: now,
-                };
-                batch = batch.put(record.username.clone().into_bytes(), encode(&record));
-            }
-            self.store.commit(Tree::Users, batch).await?;
-        }
-        for start in (0..what.policies).step_by(BATCH) {
-            let mut batch = Batch::new();
-            for n in start..(start + BATCH).min(what.policies) {
-                let record = ExchangePolicyRecord {
-                    policy_id: format!("{p}-policy-{n}"),
-                    client_id: format!("{p}-client-{}", n % what.clients.max(1)),
-                    audience: vec!["inventory".into()],
-                    scope: "inventory.read".into(),
-                    max_lifetime: 300,
-                    allow_impersonation: false,
-                    max_chain_depth: 1,
-                };
-                let (key, index) = policy_keys(&record);
-                batch = batch.put(key, encode(&record)).put(index, Vec::new());
-            }
-            self.store.commit(Tree::ExchangePolicies, batch).await?;
-        }
+        self.put_in_batches(Tree::Clients, what.clients, |n, batch| {
+            let mut secret_hash = vec![0u8; 32];
+            getrandom::fill(&mut secret_hash)
+                .map_err(|_| crate::Error::Internal("the OS random source failed"))?;
+            let record = ClientRecord {
+                client_id: format!("{p}-client-{n}"),
+                client_type: CLIENT_CONFIDENTIAL,
+                secret_hash,
+                grant_types: vec!["client_credentials".into()],
+                scope: "inventory.read".into(),
+                audience: vec!["inventory".into()],
+                created_at: now,
+                ..ClientRecord::default()
+            };
+            Ok(batch.put(record.client_id.clone().into_bytes(), encode(&record)))
+        })
+        .await?;
+        self.put_in_batches(Tree::Users, what.users, |n, batch| {
+            let record = UserRecord {
+                username: format!("{p}-user-{n}"),
+                subject: random_id(),
+                password_hash: self.dummy_password_hash.clone(),
+                scope: "inventory.read".into(),
+                disabled: false,
+                created_at: now,
+            };
+            Ok(batch.put(record.username.clone().into_bytes(), encode(&record)))
+        })
+        .await?;
+        self.put_in_batches(Tree::ExchangePolicies, what.policies, |n, batch| {
+            let record = ExchangePolicyRecord {
+                policy_id: format!("{p}-policy-{n}"),
+                client_id: format!("{p}-client-{}", n % what.clients.max(1)),
+                audience: vec!["inventory".into()],
+                scope: "inventory.read".into(),
+                max_lifetime: 300,
+                allow_impersonation: false,
+                max_chain_depth: 1,
+            };
+            let (key, index) = policy_keys(&record);
+            Ok(batch.put(key, encode(&record)).put(index, Vec::new()))
+        })
+        .await?;
         self.store.durable().await?;
         self.client_cache.clear();
+        Ok(())
+    }
+
+    /// Records `0..count` of one tree, `add` putting record `n` in a batch, [`BATCH`] a commit.
+    async fn put_in_batches(
+        &self,
+        tree: Tree,
+        count: usize,
+        add: impl Fn(usize, Batch) -> Result<Batch>,
+    ) -> Result<()> {
+        for start in (0..count).step_by(BATCH) {
+            let mut batch = Batch::new();
+            for n in start..(start + BATCH).min(count) {
+                batch = add(n, batch)?;
+            }
+            self.store.commit(tree, batch).await?;
+        }
         Ok(())
     }
 }
