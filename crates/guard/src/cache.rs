@@ -5,14 +5,12 @@
 //! does not know the key cannot make a token collide with a cached one, and the token itself is
 //! not kept. An entry never outlives its verdict (`holds_until`: the token's `exp`, or for a
 //! Biscuit the first date its checks compare the time against); revocation is checked on every call
-//! against the cached facts, so it never outlives a revocation either. Sharded, bounded: a full
-//! shard drops its expired entries, then an arbitrary one.
+//! against the cached facts, so it never outlives a revocation either. Bounded: past its capacity
+//! the least useful entries go (S3-FIFO), at a constant cost per insert.
 
-use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use writ_token::VerifiedToken;
 
@@ -28,12 +26,11 @@ pub struct Verified {
     pub bearer: BearerToken,
 }
 
-const SHARDS: usize = 16;
-
 #[derive(Debug)]
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<u128, Arc<Verified>>>>,
-    per_shard: usize,
+    /// `None` when disabled. Evicts by S3-FIFO: a flood of one-off tokens cannot push out the
+    /// busy ones, and an insert costs the same however full the cache is.
+    entries: Option<quick_cache::sync::Cache<u128, Arc<Verified>>>,
     keys: (u64, u64),
 }
 
@@ -46,8 +43,7 @@ impl TokenCache {
         getrandom::fill(&mut k).expect("the OS random source works");
         let (a, b) = k.split_at(8);
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard: capacity.div_ceil(SHARDS),
+            entries: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
             keys: (
                 u64::from_le_bytes(a.try_into().unwrap_or_default()),
                 u64::from_le_bytes(b.try_into().unwrap_or_default()),
@@ -86,42 +82,27 @@ impl TokenCache {
         h.finish128().as_u128()
     }
 
-    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, Arc<Verified>>> {
-        &self.shards[(key as usize) % SHARDS]
-    }
-
     /// The entry for `key`, if its token has not expired at `now`.
     pub fn get(&self, key: u128, now: i64) -> Option<Arc<Verified>> {
-        if self.per_shard == 0 {
-            return None;
-        }
-        let mut shard = self.shard(key).lock();
-        let hit = shard.get(&key)?;
+        let entries = self.entries.as_ref()?;
+        let hit = entries.get(&key)?;
         if hit.token.holds_until > now {
-            return Some(hit.clone());
+            return Some(hit);
         }
-        shard.remove(&key);
+        entries.remove(&key);
         None
     }
 
     pub fn insert(&self, key: u128, verified: Arc<Verified>, now: i64) {
-        if self.per_shard == 0 || verified.token.holds_until <= now {
-            return;
+        if let Some(entries) = &self.entries
+            && verified.token.holds_until > now
+        {
+            entries.insert(key, verified);
         }
-        let mut shard = self.shard(key).lock();
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, v| v.token.holds_until > now);
-            if shard.len() >= self.per_shard
-                && let Some(evict) = shard.keys().next().copied()
-            {
-                shard.remove(&evict);
-            }
-        }
-        shard.insert(key, verified);
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.entries.as_ref().map_or(0, |e| e.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -184,17 +165,23 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_drops_expired_entries_then_others_and_stays_bounded() {
-        let cache = TokenCache::new(SHARDS); // one per shard
-        for i in 0..(SHARDS * 20) {
+    fn a_full_cache_stays_bounded_and_keeps_what_is_used() {
+        let cache = TokenCache::new(100);
+        let busy = cache.key("busy");
+        cache.insert(busy, verified(1000), 5);
+        for i in 0..10_000 {
             let k = cache.key(&format!("t{i}"));
-            cache.insert(k, verified(if i % 2 == 0 { 10 } else { 1000 }), 5);
+            cache.insert(k, verified(1000), 5);
+            // The busy token is presented again and again; the one-off tokens never.
+            assert!(
+                cache.get(busy, 5).is_some(),
+                "evicted after {i} one-off tokens"
+            );
         }
-        assert!(cache.len() <= SHARDS);
+        assert!(cache.len() <= 110, "{} entries", cache.len());
         let fresh = cache.key("fresh");
         cache.insert(fresh, verified(1000), 20);
         assert!(cache.get(fresh, 20).is_some());
-        assert!(cache.len() <= SHARDS);
     }
 
     #[test]

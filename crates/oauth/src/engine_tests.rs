@@ -12,6 +12,7 @@ use writ_store::{Batch, Durable, Entries, SledStore, Store, StoreError, Tree};
 
 use crate::secrets::HASHES;
 use crate::*;
+use writ_token::Clock;
 
 /// A store that works until told to fail, then fails every write and every flush.
 #[derive(Debug)]
@@ -190,4 +191,99 @@ async fn a_storage_failure_during_revocation_is_an_error_never_a_success() {
     store.failing.store(false, Ordering::SeqCst);
     engine.revoke(op.clone()).await.unwrap();
     assert!(!engine.introspect(op).await.unwrap().active);
+}
+
+async fn local(engine: &AuthorizationServer, value: &str) -> bool {
+    engine
+        .is_revoked(writ_token::RevocationKind::TokenId, value, 0)
+        .await
+        .unwrap()
+}
+
+/// The local revocation index is pruned in expiry order: expired entries go, one revoked again
+/// with a later expiry stays until then, and a store written before the expiry order is indexed
+/// when opened.
+#[tokio::test]
+async fn the_local_revocation_index_is_pruned_in_expiry_order() {
+    let store = Arc::new(SledStore::temporary().unwrap());
+    let clock = writ_token::ManualClock::starting_now();
+    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
+    let open = || async {
+        AuthorizationServer::open(
+            Arc::new(writ_store::Ready(store.clone() as Arc<dyn Store>)),
+            Config::new("https://as.test"),
+            Arc::new(clock.clone()),
+            kek.clone(),
+        )
+        .await
+        .unwrap()
+        .0
+    };
+    let engine = open().await;
+    let now = clock.now();
+    let entry = |value: String, expires_at: i64| writ_token::RevocationEntry {
+        kind: writ_token::RevocationKind::TokenId,
+        value,
+        issuer: String::new(),
+        expires_at,
+        not_before: 0,
+        reason: String::new(),
+    };
+    // 1,500 entries (more than a page), each kept the access-token horizon past now.
+    for chunk in (0..1500).collect::<Vec<_>>().chunks(500) {
+        engine
+            .admin_revoke(
+                chunk
+                    .iter()
+                    .map(|i| entry(format!("t{i}"), now + 1))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+    }
+    // One of them revoked again, for longer.
+    let later = now + 100_000;
+    engine
+        .admin_revoke(vec![entry("t7".into(), later)])
+        .await
+        .unwrap();
+    assert!(local(&engine, "t8").await);
+
+    clock.advance(50_000);
+    let removed = engine.prune_revocations(clock.now(), 0).await.unwrap();
+    // No publisher here: the outbox still holds all 1,501 entries, and prunes the expired.
+    assert_eq!(
+        removed,
+        1499 + 1500,
+        "every local entry but the one revoked again, and their outbox entries"
+    );
+    assert!(!local(&engine, "t8").await);
+    let expiry_keys = || {
+        store
+            .scan(Tree::Revocations, b"x/", None, 10_000)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(expiry_keys(), 1);
+
+    // As a store from before the expiry order: its key and marker gone.
+    store
+        .commit(
+            Tree::Revocations,
+            store
+                .scan(Tree::Revocations, b"x/", None, 10)
+                .unwrap()
+                .into_iter()
+                .fold(Batch::new(), |b, (k, _)| b.remove(k)),
+        )
+        .unwrap();
+    store
+        .remove(Tree::Meta, b"revocations_expiry_indexed")
+        .unwrap();
+    drop(engine);
+    let engine = open().await;
+    assert_eq!(expiry_keys(), 1, "indexed when opened");
+    clock.set(later + 1);
+    assert_eq!(engine.prune_revocations(clock.now(), 0).await.unwrap(), 2);
+    assert!(!local(&engine, "t7").await);
 }

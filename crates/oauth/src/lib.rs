@@ -229,6 +229,7 @@ impl AuthorizationServer {
         };
         server.reload_revoked_key_ids().await?;
         server.index_exchange_policies().await?;
+        server.index_revocation_expiries().await?;
         // Another replica changed a client: forget what this one cached.
         if let Some(mut changes) = server.store.changes(writ_store::Tree::Clients) {
             let cache = Arc::downgrade(&server.client_cache);

@@ -18,6 +18,13 @@ use crate::records::{GrantRecord, RevocationRecord};
 
 const LOCAL: &[u8] = b"r/";
 const OUTBOX: &[u8] = b"o/";
+/// The local index by expiry: `x/`, `expires_at` (order-preserving), then the local key's
+/// suffix; empty values. Pruning reads only what has expired.
+const EXPIRY: &[u8] = b"x/";
+/// Set in the `meta` tree once every local entry has its expiry key.
+const EXPIRY_INDEXED: &[u8] = b"revocations_expiry_indexed";
+/// Rows read per step of pruning and indexing.
+const PRUNE_PAGE: usize = 1000;
 
 /// A revocation to record: `entry` is what is published; locally it is kept until
 /// `keep_until` (later for a refresh family, whose refresh tokens outlive its access tokens).
@@ -41,6 +48,23 @@ fn local_key(kind: RevocationKind, value: &str) -> Vec<u8> {
     k.push(kind as u8);
     k.extend_from_slice(value.as_bytes());
     k
+}
+
+fn expiry_key(expires_at: i64, local_key: &[u8]) -> Vec<u8> {
+    let mut k = EXPIRY.to_vec();
+    // The sign bit flipped: negative times sort before positive ones.
+    k.extend_from_slice(&((expires_at as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(local_key.get(LOCAL.len()..).unwrap_or_default());
+    k
+}
+
+/// The expiry and the local key an expiry key names.
+fn parse_expiry_key(key: &[u8]) -> Option<(i64, Vec<u8>)> {
+    let (at, suffix) = key.get(EXPIRY.len()..)?.split_at_checked(8)?;
+    let at = u64::from_be_bytes(at.try_into().ok()?) ^ (1 << 63);
+    let mut local = LOCAL.to_vec();
+    local.extend_from_slice(suffix);
+    Some((at as i64, local))
 }
 
 /// An outbox key unique across every replica sharing the store, roughly in time order: the
@@ -109,6 +133,9 @@ impl AuthorizationServer {
             let mut batch = Batch::new();
             let mut merged_here: std::collections::HashMap<Vec<u8>, RevocationRecord> =
                 std::collections::HashMap::new();
+            // Each key's expiry as stored, for the expiry order.
+            let mut stored_expiry: std::collections::HashMap<Vec<u8>, Option<i64>> =
+                std::collections::HashMap::new();
             for r in revocations {
                 let key = local_key(r.entry.kind, &r.entry.value);
                 let mut keep = r.keep_until.max(r.entry.expires_at);
@@ -122,10 +149,12 @@ impl AuthorizationServer {
                     None => {
                         let bytes = self.store.get(Tree::Revocations, &key).await?;
                         batch = batch.expect(key.clone(), bytes.clone());
-                        bytes
+                        let old = bytes
                             .as_deref()
                             .map(decode::<RevocationRecord>)
-                            .transpose()?
+                            .transpose()?;
+                        stored_expiry.insert(key.clone(), old.as_ref().map(|o| o.expires_at));
+                        old
                     }
                 };
                 let merged = match old {
@@ -141,6 +170,15 @@ impl AuthorizationServer {
                     encode(&record(&r.entry, r.entry.expires_at, now)),
                 );
                 merged_here.insert(key, merged);
+            }
+            for (key, merged) in &merged_here {
+                let old = stored_expiry.get(key).copied().flatten();
+                if old != Some(merged.expires_at) {
+                    if let Some(old) = old {
+                        batch = batch.remove(expiry_key(old, key));
+                    }
+                    batch = batch.put(expiry_key(merged.expires_at, key), Vec::new());
+                }
             }
             if self.store.commit(Tree::Revocations, batch).await? {
                 written = true;
@@ -304,27 +342,94 @@ impl AuthorizationServer {
     /// have all expired is no longer worth publishing).
     pub(crate) async fn prune_revocations(&self, now: i64, margin: i64) -> Result<usize> {
         let mut removed = 0;
-        for prefix in [LOCAL, OUTBOX] {
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let page = self
-                    .store
-                    .scan(Tree::Revocations, prefix, after.as_deref(), 1000)
-                    .await?;
-                let Some((k, _)) = page.last() else { break };
-                after = Some(k.clone());
-                for (k, v) in page {
-                    if decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at + margin < now) {
-                        // Only if unchanged: a target revoked again meanwhile stays.
-                        let batch = Batch::new().expect(k.clone(), Some(v)).remove(k);
-                        if self.store.commit(Tree::Revocations, batch).await? {
-                            removed += 1;
-                        }
+        // The local index in expiry order, from the oldest: only what has expired is read.
+        loop {
+            let page = self
+                .store
+                .scan(Tree::Revocations, EXPIRY, None, PRUNE_PAGE)
+                .await?;
+            let due: Vec<(Vec<u8>, i64, Vec<u8>)> = page
+                .iter()
+                .map_while(|(k, _)| {
+                    parse_expiry_key(k)
+                        .filter(|(at, _)| at + margin < now)
+                        .map(|(at, local)| (k.clone(), at, local))
+                })
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            let keys: Vec<Vec<u8>> = due.iter().map(|(_, _, l)| l.clone()).collect();
+            let records = self.store.get_many(Tree::Revocations, &keys).await?;
+            let mut batch = Batch::new();
+            let mut expired = 0;
+            for ((expiry, at, local), record) in due.iter().zip(records) {
+                batch = batch.remove(expiry.clone());
+                // Only if unchanged: a target revoked again meanwhile has a later expiry key.
+                if let Some(v) = record
+                    && decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at == *at)
+                {
+                    batch = batch.expect(local.clone(), Some(v)).remove(local.clone());
+                    expired += 1;
+                }
+            }
+            if !self.store.commit(Tree::Revocations, batch).await? {
+                // Changed meanwhile: the next prune sees it.
+                break;
+            }
+            removed += expired;
+            if due.len() < page.len() || page.len() < PRUNE_PAGE {
+                break;
+            }
+        }
+        // The outbox holds only what the publisher has not delivered yet.
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(Tree::Revocations, OUTBOX, after.as_deref(), PRUNE_PAGE)
+                .await?;
+            let Some((k, _)) = page.last() else { break };
+            after = Some(k.clone());
+            for (k, v) in page {
+                if decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at + margin < now) {
+                    let batch = Batch::new().expect(k.clone(), Some(v)).remove(k);
+                    if self.store.commit(Tree::Revocations, batch).await? {
+                        removed += 1;
                     }
                 }
             }
         }
         Ok(removed)
+    }
+
+    /// Gives every local entry its expiry key, once per store (then marked in `meta`), for a
+    /// store written before the expiry order existed; replicas doing it at once write the same.
+    pub(crate) async fn index_revocation_expiries(&self) -> Result<()> {
+        if self.store.get(Tree::Meta, EXPIRY_INDEXED).await?.is_some() {
+            return Ok(());
+        }
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan(Tree::Revocations, LOCAL, after.as_deref(), PRUNE_PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let mut batch = Batch::new();
+            for (k, v) in &page {
+                if let Ok(r) = decode::<RevocationRecord>(v) {
+                    batch = batch.put(expiry_key(r.expires_at, k), Vec::new());
+                }
+            }
+            self.store.commit(Tree::Revocations, batch).await?;
+        }
+        self.store
+            .insert(Tree::Meta, EXPIRY_INDEXED, vec![1])
+            .await?;
+        self.store.durable().await?;
+        Ok(())
     }
 
     /// Which of `ids` the local index revokes now (one read of them all).

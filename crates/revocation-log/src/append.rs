@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use writ_store::{Batch, StoreError, Tree, decode, encode};
 use writ_token::RevocationEntry;
 
-use crate::record::{EntryRecord, Meta, index_key, log_key, merge};
+use crate::record::{EntryRecord, Meta, expiry_key, index_key, log_key, merge};
 use crate::{Event, HEAD_KEY, LogError, MAX_BATCH, RevocationLog};
 
 /// Attempts at the head's compare-and-swap (other replicas appending) before an append fails.
@@ -191,6 +191,21 @@ impl RevocationLog {
             }
             if events.is_empty() {
                 return Ok(answers);
+            }
+            // The expiry order follows each entry's final version in this batch.
+            for (key, (_, merged)) in &in_batch {
+                let old = stored
+                    .get(key)
+                    .cloned()
+                    .flatten()
+                    .and_then(|b| decode::<EntryRecord>(&b).ok())
+                    .map(|r| r.expires_at);
+                if old != Some(merged.expires_at) {
+                    if let Some(old) = old {
+                        batch = batch.remove(expiry_key(old, key));
+                    }
+                    batch = batch.put(expiry_key(merged.expires_at, key), Vec::new());
+                }
             }
             let head = next - 1;
             batch = batch

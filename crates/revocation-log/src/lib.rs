@@ -32,6 +32,12 @@ use record::Meta;
 
 const LOG: &[u8] = b"l/";
 const INDEX: &[u8] = b"i/";
+/// The live index by expiry: `x/`, `expires_at` (order-preserving), then the index key's
+/// suffix; empty values. Pruning reads only what has expired.
+const EXPIRY: &[u8] = b"x/";
+/// Present once every index entry has its expiry key (stores written before it are indexed
+/// when opened).
+const EXPIRY_INDEXED: &[u8] = b"m/expiry-indexed";
 const LOW_KEY: &[u8] = b"m/low";
 /// The head and the live count ([`Meta`]): every append, by any replica, is a compare-and-swap
 /// on it, so sequences are gap-free and in commit order however many processes append.
@@ -107,6 +113,7 @@ impl RevocationLog {
             None => Meta::recover(&*store).await?,
         };
         let low = read_low(&*store).await?;
+        prune::index_expiries(&*store).await?;
         let (committed, _) = watch::channel(meta.head);
         tracing::info!(
             head = meta.head,

@@ -3,10 +3,57 @@
 
 use std::sync::atomic::Ordering;
 
-use writ_store::{Batch, Tree, decode};
+use writ_store::{AsyncStore, Batch, Tree, decode};
 
-use crate::record::{EntryRecord, Meta, log_key, seq_of};
-use crate::{HEAD_KEY, INDEX, LOG, LOW_KEY, LogError, RevocationLog};
+use crate::record::{EntryRecord, Meta, expiry_key, log_key, parse_expiry_key, seq_of};
+use crate::{EXPIRY, EXPIRY_INDEXED, HEAD_KEY, INDEX, LOG, LOW_KEY, LogError, RevocationLog};
+
+/// Rows read per step of pruning and of indexing.
+const PAGE: usize = 1000;
+
+/// Gives every live index entry its expiry key, once, for a log written before the expiry order
+/// existed (idempotent: replicas opening at once write the same keys).
+pub(crate) async fn index_expiries(store: &dyn AsyncStore) -> Result<(), LogError> {
+    if store
+        .get(Tree::RevocationLog, EXPIRY_INDEXED)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut after: Option<Vec<u8>> = None;
+    let mut indexed = 0usize;
+    loop {
+        let page = store
+            .scan(Tree::RevocationLog, INDEX, after.as_deref(), PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let mut batch = Batch::new();
+        // An unreadable record is left alone, as pruning always left it (its appends fail).
+        for (k, v) in &page {
+            if let Ok(record) = decode::<EntryRecord>(v) {
+                batch = batch.put(expiry_key(record.expires_at, k), Vec::new());
+            }
+        }
+        indexed += page.len();
+        store.commit(Tree::RevocationLog, batch).await?;
+    }
+    store
+        .commit(
+            Tree::RevocationLog,
+            Batch::new().put(EXPIRY_INDEXED, Vec::new()),
+        )
+        .await?;
+    store.durable().await?;
+    if indexed > 0 {
+        tracing::info!(
+            indexed,
+            "indexed the revocation log's live entries by expiry"
+        );
+    }
+    Ok(())
+}
 
 impl RevocationLog {
     /// Forgets entries expired (with the margin) at `now`: from the live index, and from the
@@ -15,32 +62,43 @@ impl RevocationLog {
     pub async fn prune(&self, now: i64) -> Result<(u64, u64), LogError> {
         let cutoff = now - self.config.prune_margin;
         let mut removed_index = 0;
-        let mut after: Option<Vec<u8>> = None;
+        // In expiry order, from the oldest: only what has expired is read.
         loop {
             let page = self
                 .store
-                .scan(Tree::RevocationLog, INDEX, after.as_deref(), 1000)
+                .scan(Tree::RevocationLog, EXPIRY, None, PAGE)
                 .await?;
-            let Some((k, _)) = page.last() else { break };
-            after = Some(k.clone());
-            let expired: Vec<_> = page
-                .into_iter()
-                .filter(|(_, v)| decode::<EntryRecord>(v).is_ok_and(|r| r.expires_at < cutoff))
-                .collect();
-            if expired.is_empty() {
-                continue;
+            let mut due = Vec::new();
+            for (k, _) in &page {
+                let (at, index) = parse_expiry_key(k)?;
+                if at >= cutoff {
+                    break;
+                }
+                due.push((k.clone(), at, index));
             }
-            // Only if unchanged (an entry renewed meanwhile stays), and with the live count: a
-            // compare-and-swap on the head's record, like an append's. A conflict leaves the
-            // page to the next prune.
+            if due.is_empty() {
+                break;
+            }
+            let keys: Vec<Vec<u8>> = due.iter().map(|(_, _, i)| i.clone()).collect();
+            let records = self.store.get_many(Tree::RevocationLog, &keys).await?;
+            // Only if unchanged (an entry renewed meanwhile has a later expiry key and stays),
+            // and with the live count: a compare-and-swap on the head's record, like an
+            // append's. A conflict leaves the rest to the next prune.
             let Some((meta, bytes)) = Meta::read(&*self.store).await? else {
-                continue;
+                break;
             };
             let mut batch = Batch::new();
-            for (k, v) in &expired {
-                batch = batch.expect(k.clone(), Some(v.clone())).remove(k.clone());
+            let mut expired = 0u64;
+            for ((expiry, at, index), record) in due.iter().zip(records) {
+                batch = batch.remove(expiry.clone());
+                if let Some(v) = record
+                    && decode::<EntryRecord>(&v).is_ok_and(|r| r.expires_at == *at)
+                {
+                    batch = batch.expect(index.clone(), Some(v)).remove(index.clone());
+                    expired += 1;
+                }
             }
-            let live = meta.live.saturating_sub(expired.len() as u64);
+            let live = meta.live.saturating_sub(expired);
             let batch = batch.expect(HEAD_KEY, Some(bytes)).put(
                 HEAD_KEY,
                 Meta {
@@ -49,9 +107,13 @@ impl RevocationLog {
                 }
                 .encode(),
             );
-            if self.store.commit(Tree::RevocationLog, batch).await? {
-                self.live.store(live, std::sync::atomic::Ordering::Release);
-                removed_index += expired.len() as u64;
+            if !self.store.commit(Tree::RevocationLog, batch).await? {
+                break;
+            }
+            self.live.store(live, std::sync::atomic::Ordering::Release);
+            removed_index += expired;
+            if due.len() < page.len() || page.len() < PAGE {
+                break;
             }
         }
 

@@ -263,6 +263,113 @@ async fn pruning_forgets_expired_entries_and_truncates_the_front_of_the_log() {
 }
 
 #[tokio::test]
+async fn pruning_follows_renewals_and_reads_only_what_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let log = RevocationLog::open(
+        Arc::new(writ_store::Ready(store.clone())),
+        LogConfig {
+            prune_margin: 0,
+            ..LogConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // 2,500 entries (more than a page) expiring early, one renewed to later in the same batch as
+    // its first version and one renewed by a later append; 10 expiring late.
+    let early: Vec<_> = (0..2500)
+        .map(|i| entry(RevocationKind::TokenId, &format!("early{i}"), NOW + 10))
+        .collect();
+    for chunk in early.chunks(1000) {
+        log.append(chunk, NOW).await.unwrap();
+    }
+    log.append(
+        &[
+            entry(RevocationKind::TokenId, "renewed-in-batch", NOW + 10),
+            entry(RevocationKind::TokenId, "renewed-in-batch", NOW + 500),
+        ],
+        NOW,
+    )
+    .await
+    .unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "early7", NOW + 500)], NOW)
+        .await
+        .unwrap();
+    let late: Vec<_> = (0..10)
+        .map(|i| entry(RevocationKind::GrantId, &format!("late{i}"), NOW + 1000))
+        .collect();
+    log.append(&late, NOW).await.unwrap();
+    let expiry_keys = || async {
+        writ_store::Store::scan(&*store, Tree::RevocationLog, crate::EXPIRY, None, 100_000)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(expiry_keys().await, 2511, "one expiry key per live entry");
+
+    let (index, _) = log.prune(NOW + 20).await.unwrap();
+    assert_eq!(index, 2499, "every early entry but the renewed one");
+    assert_eq!(log.live_count(), 12);
+    assert_eq!(expiry_keys().await, 12);
+    let revoked = |value: &'static str| {
+        let log = log.clone();
+        async move {
+            let facts = writ_token::TokenFacts {
+                iss: "https://as.test",
+                jti: value,
+                gid: None,
+                sub: "s",
+                client_id: "c",
+                iat: NOW,
+                key_id: "k",
+                biscuit_revocation_ids: &[],
+            };
+            log.revokes(&facts).await.unwrap()
+        }
+    };
+    assert!(revoked("early7").await.is_some(), "renewed: still live");
+    assert!(revoked("renewed-in-batch").await.is_some());
+    assert!(revoked("early8").await.is_none());
+
+    assert_eq!(log.prune(NOW + 600).await.unwrap().0, 2);
+    assert_eq!(log.prune(NOW + 2000).await.unwrap().0, 10);
+    assert_eq!((log.live_count(), expiry_keys().await), (0, 0));
+}
+
+#[tokio::test]
+async fn a_log_written_before_the_expiry_order_is_indexed_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let config = LogConfig {
+        prune_margin: 0,
+        ..LogConfig::default()
+    };
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
+        .await
+        .unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "old", NOW + 10)], NOW)
+        .await
+        .unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "new", NOW + 100)], NOW)
+        .await
+        .unwrap();
+    drop(log);
+    // As an older build left it: no expiry keys, no marker.
+    let mut batch = writ_store::Batch::new().remove(crate::EXPIRY_INDEXED);
+    for (k, _) in
+        writ_store::Store::scan(&*store, Tree::RevocationLog, crate::EXPIRY, None, 100).unwrap()
+    {
+        batch = batch.remove(k);
+    }
+    assert!(writ_store::Store::commit(&*store, Tree::RevocationLog, batch).unwrap());
+
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
+        .await
+        .unwrap();
+    assert_eq!(log.prune(NOW + 20).await.unwrap().0, 1);
+    assert_eq!(log.live_count(), 1);
+}
+
+#[tokio::test]
 async fn the_log_is_truncated_to_its_retention_bound_even_if_live() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(

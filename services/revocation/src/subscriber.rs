@@ -174,6 +174,9 @@ struct Subscriber<F> {
 impl<F: Fn() -> i64> Subscriber<F> {
     async fn run(&mut self) -> Result<(), Status> {
         let mut head = self.log.subscribe();
+        // Whether this stream has said it is current yet: the first time it catches up it says
+        // so at once (a checkpoint), so a new subscriber need not wait an idle interval to know.
+        let mut announced = false;
         loop {
             if self.cursor + 1 < self.log.low() {
                 self.snapshot().await?;
@@ -200,6 +203,11 @@ impl<F: Fn() -> i64> Subscriber<F> {
                 writ_metrics::global().subscriber_lag(self.log.head().saturating_sub(self.cursor));
                 continue;
             }
+            if !announced {
+                announced = true;
+                self.checkpoint().await?;
+                continue;
+            }
             let cursor = self.cursor;
             tokio::select! {
                 // The guard `wait_for` returns is dropped at once: it must not live across awaits.
@@ -208,20 +216,25 @@ impl<F: Fn() -> i64> Subscriber<F> {
                         return Ok(());
                     }
                 }
-                _ = tokio::time::sleep(self.config.checkpoint_interval) => {
-                    // Caught up: everything up to the cursor has been delivered on this stream.
-                    let secs = (self.now)();
-                    self.send(WatchResponse {
-                        event: Some(watch_response::Event::Checkpoint(Checkpoint {
-                            sequence: self.cursor,
-                            server_time: Some(prost_types::Timestamp { seconds: secs, nanos: 0 }),
-                        })),
-                    })
-                    .await?;
-                }
+                _ = tokio::time::sleep(self.config.checkpoint_interval) => self.checkpoint().await?,
                 _ = self.tx.closed() => return Ok(()),
             }
         }
+    }
+
+    /// Caught up: everything up to the cursor has been delivered on this stream.
+    async fn checkpoint(&self) -> Result<(), Status> {
+        let secs = (self.now)();
+        self.send(WatchResponse {
+            event: Some(watch_response::Event::Checkpoint(Checkpoint {
+                sequence: self.cursor,
+                server_time: Some(prost_types::Timestamp {
+                    seconds: secs,
+                    nanos: 0,
+                }),
+            })),
+        })
+        .await
     }
 
     /// Every live entry as of the head, bracketed, then the cursor moves to that head.
@@ -261,6 +274,13 @@ impl<F: Fn() -> i64> Subscriber<F> {
     }
 
     async fn send(&self, msg: WatchResponse) -> Result<(), Status> {
+        // Room in the buffer (the usual case, and every message of a catch-up the subscriber
+        // keeps up with): no timer to arm.
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Status::cancelled(GONE)),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
         match self.tx.send_timeout(msg, self.config.slow_timeout).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {

@@ -9,11 +9,17 @@
 //! cargo run --release -p writ-bench -- all
 //! ```
 
+// The allocator the `writ` binary runs with (services/writ/src/main.rs).
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod exchange;
 mod flood;
 mod guard;
 mod postgres;
 mod revocation;
+mod scale;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +57,8 @@ struct Cli {
     audit_log: Option<std::path::PathBuf>,
     #[command(flatten)]
     revocation: revocation::Args,
+    #[command(flatten)]
+    scale: scale::Args,
     /// The PostgreSQL database of the `postgres` scenarios (a fresh schema per server, dropped
     /// after).
     #[arg(
@@ -90,7 +98,11 @@ enum Command {
     /// Refresh rotation alone, on sled then on PostgreSQL over two replicas (part of
     /// `postgres`).
     PostgresRefresh,
-    /// Everything above but `postgres`, one after the other in one run.
+    /// Per-request cost against the platform's size: an empty and a full platform side by
+    /// side (client_credentials, refresh, introspection, exchange), then a new subscriber, the
+    /// admin listing and a restart on the full one.
+    Scale,
+    /// Everything above but `postgres` and `scale`, one after the other in one run.
     All,
 }
 
@@ -488,7 +500,7 @@ fn refresh_on(
     let engine = server.engine.clone();
     server
         .runtime
-        .block_on(engine.create_user("alice", "correct horse battery", "orders.read"))?;
+        .block_on(engine.create_user("alice", PASSWORD, "orders.read"))?;
     let flushes = server.flush_count();
     let urls: Vec<String> = std::iter::once(server.url.clone())
         .chain(others.iter().map(|o| o.url.clone()))
@@ -498,62 +510,75 @@ fn refresh_on(
         for url in &urls {
             chans.extend(channels(url, None, cli.connections.div_ceil(urls.len())).await?);
         }
-        // One refresh family per worker; each loop rotates that family's token.
-        let mut tokens = Vec::new();
-        let mut client = AuthorizationServiceClient::new(chans[0].clone());
-        for _ in 0..cli.concurrency {
-            let r = client
-                .token(TokenRequest {
-                    grant_type: "password".into(),
-                    client_id: id.clone(),
-                    client_secret: secret.clone(),
-                    username: "alice".into(),
-                    password: "correct horse battery".into(),
-                    ..TokenRequest::default()
-                })
-                .await
-                .context("password grant")?
-                .into_inner();
-            tokens.push(tokio::sync::Mutex::new(r.refresh_token));
-        }
-        let tokens = Arc::new(tokens);
         let chans = Arc::new(chans);
-        anyhow::Ok(
-            drive_probed(
-                cli,
-                &format!("refresh_token rotation over gRPC, durable{suffix}"),
-                flushes,
-                move |worker| {
-                    let mut client =
-                        AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
-                    let (tokens, id, secret) = (tokens.clone(), id.clone(), secret.clone());
-                    async move {
-                        let mut slot = tokens[worker].lock().await;
-                        let r = client
-                            .token(TokenRequest {
-                                grant_type: "refresh_token".into(),
-                                client_id: id,
-                                client_secret: secret,
-                                refresh_token: slot.clone(),
-                                ..TokenRequest::default()
-                            })
-                            .await;
-                        match r {
-                            Ok(r) => {
-                                *slot = r.into_inner().refresh_token;
-                                true
-                            }
-                            Err(_) => false,
-                        }
-                    }
-                },
-            )
-            .await,
+        rotate_refresh_tokens(
+            cli,
+            &format!("refresh_token rotation over gRPC, durable{suffix}"),
+            chans,
+            (id, secret),
+            flushes,
         )
+        .await
     })?;
     let flushes = outcome.probed;
     Ok((outcome, flushes))
 }
+
+/// The refresh load: one family per caller (a password grant for `alice`, whose password is
+/// [`PASSWORD`]), each loop rotating its family's token over `chans`.
+async fn rotate_refresh_tokens(
+    cli: &Cli,
+    name: &str,
+    chans: Arc<Vec<Channel>>,
+    (id, secret): (String, String),
+    probe: impl Fn() -> u64,
+) -> anyhow::Result<Outcome> {
+    let mut tokens = Vec::new();
+    let mut client = AuthorizationServiceClient::new(chans[0].clone());
+    for _ in 0..cli.concurrency {
+        let r = client
+            .token(TokenRequest {
+                grant_type: "password".into(),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                username: "alice".into(),
+                password: PASSWORD.into(),
+                ..TokenRequest::default()
+            })
+            .await
+            .context("password grant")?
+            .into_inner();
+        tokens.push(tokio::sync::Mutex::new(r.refresh_token));
+    }
+    let tokens = Arc::new(tokens);
+    Ok(drive_probed(cli, name, probe, move |worker| {
+        let mut client = AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
+        let (tokens, id, secret) = (tokens.clone(), id.clone(), secret.clone());
+        async move {
+            let mut slot = tokens[worker].lock().await;
+            let r = client
+                .token(TokenRequest {
+                    grant_type: "refresh_token".into(),
+                    client_id: id,
+                    client_secret: secret,
+                    refresh_token: slot.clone(),
+                    ..TokenRequest::default()
+                })
+                .await;
+            match r {
+                Ok(r) => {
+                    *slot = r.into_inner().refresh_token;
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await)
+}
+
+/// The password of the refresh scenarios' user.
+const PASSWORD: &str = "correct horse battery";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -646,6 +671,25 @@ fn main() -> anyhow::Result<()> {
         for outcome in guard::run(&cli, &load)? {
             println!("{}", outcome.row());
         }
+    }
+    if matches!(cli.command, Command::Scale) {
+        let a = &cli.scale;
+        println!(
+            "scale: {} clients, {} users, {} exchange policies, {} live revocations, {} retired keys of each kind; {} rounds\n",
+            a.scale_clients,
+            a.scale_users,
+            a.scale_policies,
+            a.scale_revocations,
+            a.scale_keys,
+            a.scale_rounds
+        );
+        let (outcomes, scale_notes) = scale::run(&cli, &load)?;
+        println!("| scenario | per second | p50 ms | p99 ms | errors |");
+        println!("|---|---:|---:|---:|---:|");
+        for outcome in outcomes {
+            println!("{}", outcome.row());
+        }
+        notes.extend(scale_notes);
     }
     let mut propagation = Vec::new();
     if matches!(cli.command, Command::Postgres | Command::PostgresRefresh) {

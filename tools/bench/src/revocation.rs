@@ -107,7 +107,7 @@ fn authed<T>(message: T, bearer: &MetadataValue<tonic::metadata::Ascii>) -> Requ
 
 /// A 22-character token id (the length of the server's `jti`s), distinct for every `n` and
 /// spread like random ones (splitmix64 is a bijection).
-fn token_id(n: u64) -> String {
+pub(crate) fn token_id(n: u64) -> String {
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -115,7 +115,7 @@ fn token_id(n: u64) -> String {
     format!("{z:016x}{:06x}", n & 0xff_ffff)
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -561,7 +561,7 @@ impl Memory {
 }
 
 /// `VmRSS` and `VmHWM` of this process, in bytes, from /proc/self/status.
-fn rss() -> anyhow::Result<(i64, i64)> {
+pub(crate) fn rss() -> anyhow::Result<(i64, i64)> {
     let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
     let field = |name: &str| -> anyhow::Result<i64> {
         let line = status
