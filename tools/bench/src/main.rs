@@ -303,6 +303,22 @@ impl Server {
 }
 
 impl Server {
+    /// What [`rotate_refresh_tokens`] needs: the `gateway` client (password and refresh grants)
+    /// and the user `alice`. Returns the client's id and secret.
+    fn refresh_client(&self) -> anyhow::Result<(String, String)> {
+        let client = self.client(Client {
+            client_id: "gateway".into(),
+            grant_types: vec!["password".into(), "refresh_token".into()],
+            scope: "orders.read".into(),
+            audience: vec!["orders".into()],
+            ..Client::default()
+        })?;
+        let engine = self.engine.clone();
+        self.runtime
+            .block_on(engine.create_user("alice", PASSWORD, "orders.read"))?;
+        Ok(client)
+    }
+
     /// Flushes of its sled store so far (0 on PostgreSQL, which commits each write itself).
     fn flush_count(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let store = self.store.clone();
@@ -490,17 +506,7 @@ fn refresh_on(
     for _ in 1..replicas {
         others.push(Server::start_on(backend, false, Services::Authz, |_| {})?);
     }
-    let (id, secret) = server.client(Client {
-        client_id: "gateway".into(),
-        grant_types: vec!["password".into(), "refresh_token".into()],
-        scope: "orders.read".into(),
-        audience: vec!["orders".into()],
-        ..Client::default()
-    })?;
-    let engine = server.engine.clone();
-    server
-        .runtime
-        .block_on(engine.create_user("alice", PASSWORD, "orders.read"))?;
+    let (id, secret) = server.refresh_client()?;
     let flushes = server.flush_count();
     let urls: Vec<String> = std::iter::once(server.url.clone())
         .chain(others.iter().map(|o| o.url.clone()))

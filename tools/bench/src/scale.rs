@@ -17,7 +17,7 @@ use anyhow::Context;
 use writ::platform::Platform;
 use writ_exchange::ExchangePolicy;
 use writ_keyring::KeyPurpose;
-use writ_oauth::{Client, Synthetic};
+use writ_oauth::Synthetic;
 use writ_proto::admin::ListClientsRequest;
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::authz::IntrospectRequest;
@@ -33,8 +33,7 @@ use writ_vocabulary::token_type;
 
 use crate::revocation::{rss, token_id, unix_now};
 use crate::{
-    Cli, Outcome, PASSWORD, Server, Services, cc_request, channels, connect_one, drive,
-    rotate_refresh_tokens,
+    Cli, Outcome, Server, Services, cc_request, channels, connect_one, drive, rotate_refresh_tokens,
 };
 
 /// Options of the `scale` scenario.
@@ -73,13 +72,7 @@ struct Fixture {
 impl Fixture {
     fn create(server: &Server) -> anyhow::Result<Fixture> {
         let bench = server.cc_client("bench", "inventory.read inventory.write", "inventory")?;
-        let gateway = server.client(Client {
-            client_id: "gateway".into(),
-            grant_types: vec!["password".into(), "refresh_token".into()],
-            scope: "orders.read".into(),
-            audience: vec!["orders".into()],
-            ..Client::default()
-        })?;
+        let gateway = server.refresh_client()?;
         let frontend = server.cc_client("frontend", FRONTEND_SCOPE, "orders")?;
         let orders = server.cc_client("orders", "", writ_vocabulary::names::STS_AUDIENCE)?;
         let platform = server.platform()?;
@@ -88,7 +81,6 @@ impl Fixture {
         let engine = server.engine.clone();
         let orders_id = orders.0.clone();
         server.runtime.block_on(async {
-            engine.create_user("alice", PASSWORD, "orders.read").await?;
             engine
                 .create_exchange_policy(ExchangePolicy {
                     policy_id: "orders-to-inventory".into(),
