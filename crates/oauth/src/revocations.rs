@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use writ_store::{AsyncStoreExt, Batch, Tree, decode, encode};
+use writ_store::{AsyncStoreExt, Batch, ExpiryOrder, Tree, decode, encode};
 use writ_token::{
     AccessClaims, RevocationEntry, RevocationKind, TokenFacts, encode_access_token, random_id,
 };
@@ -18,9 +18,11 @@ use crate::records::{GrantRecord, RevocationRecord};
 
 const LOCAL: &[u8] = b"r/";
 const OUTBOX: &[u8] = b"o/";
-/// The local index by expiry: `x/`, `expires_at` (order-preserving), then the local key's
-/// suffix; empty values. Pruning reads only what has expired.
-const EXPIRY: &[u8] = b"x/";
+/// The local index by expiry: pruning reads only what has expired.
+const EXPIRY: ExpiryOrder = ExpiryOrder {
+    prefix: b"x/",
+    entries: LOCAL,
+};
 /// Set in the `meta` tree once every local entry has its expiry key.
 const EXPIRY_INDEXED: &[u8] = b"revocations_expiry_indexed";
 /// Rows read per step of pruning and indexing.
@@ -48,23 +50,6 @@ fn local_key(kind: RevocationKind, value: &str) -> Vec<u8> {
     k.push(kind as u8);
     k.extend_from_slice(value.as_bytes());
     k
-}
-
-fn expiry_key(expires_at: i64, local_key: &[u8]) -> Vec<u8> {
-    let mut k = EXPIRY.to_vec();
-    // The sign bit flipped: negative times sort before positive ones.
-    k.extend_from_slice(&((expires_at as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(local_key.get(LOCAL.len()..).unwrap_or_default());
-    k
-}
-
-/// The expiry and the local key an expiry key names.
-fn parse_expiry_key(key: &[u8]) -> Option<(i64, Vec<u8>)> {
-    let (at, suffix) = key.get(EXPIRY.len()..)?.split_at_checked(8)?;
-    let at = u64::from_be_bytes(at.try_into().ok()?) ^ (1 << 63);
-    let mut local = LOCAL.to_vec();
-    local.extend_from_slice(suffix);
-    Some((at as i64, local))
 }
 
 /// An outbox key unique across every replica sharing the store, roughly in time order: the
@@ -175,9 +160,9 @@ impl AuthorizationServer {
                 let old = stored_expiry.get(key).copied().flatten();
                 if old != Some(merged.expires_at) {
                     if let Some(old) = old {
-                        batch = batch.remove(expiry_key(old, key));
+                        batch = batch.remove(EXPIRY.key(old, key));
                     }
-                    batch = batch.put(expiry_key(merged.expires_at, key), Vec::new());
+                    batch = batch.put(EXPIRY.key(merged.expires_at, key), Vec::new());
                 }
             }
             if self.store.commit(Tree::Revocations, batch).await? {
@@ -346,12 +331,13 @@ impl AuthorizationServer {
         loop {
             let page = self
                 .store
-                .scan(Tree::Revocations, EXPIRY, None, PRUNE_PAGE)
+                .scan(Tree::Revocations, EXPIRY.prefix, None, PRUNE_PAGE)
                 .await?;
             let due: Vec<(Vec<u8>, i64, Vec<u8>)> = page
                 .iter()
                 .map_while(|(k, _)| {
-                    parse_expiry_key(k)
+                    EXPIRY
+                        .parse(k)
                         .filter(|(at, _)| at + margin < now)
                         .map(|(at, local)| (k.clone(), at, local))
                 })
@@ -420,7 +406,7 @@ impl AuthorizationServer {
             let mut batch = Batch::new();
             for (k, v) in &page {
                 if let Ok(r) = decode::<RevocationRecord>(v) {
-                    batch = batch.put(expiry_key(r.expires_at, k), Vec::new());
+                    batch = batch.put(EXPIRY.key(r.expires_at, k), Vec::new());
                 }
             }
             self.store.commit(Tree::Revocations, batch).await?;

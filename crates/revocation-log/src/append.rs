@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use writ_store::{Batch, StoreError, Tree, decode, encode};
 use writ_token::RevocationEntry;
 
-use crate::record::{EntryRecord, Meta, expiry_key, index_key, log_key, merge};
-use crate::{Event, HEAD_KEY, LogError, MAX_BATCH, RevocationLog};
+use crate::record::{EntryRecord, Meta, index_key, log_key, merge};
+use crate::{EXPIRY, Event, HEAD_KEY, LogError, MAX_BATCH, RevocationLog};
 
 /// Attempts at the head's compare-and-swap (other replicas appending) before an append fails.
 const MAX_ATTEMPTS: usize = 64;
@@ -202,9 +202,9 @@ impl RevocationLog {
                     .map(|r| r.expires_at);
                 if old != Some(merged.expires_at) {
                     if let Some(old) = old {
-                        batch = batch.remove(expiry_key(old, key));
+                        batch = batch.remove(EXPIRY.key(old, key));
                     }
-                    batch = batch.put(expiry_key(merged.expires_at, key), Vec::new());
+                    batch = batch.put(EXPIRY.key(merged.expires_at, key), Vec::new());
                 }
             }
             let head = next - 1;

@@ -32,9 +32,11 @@ use record::Meta;
 
 const LOG: &[u8] = b"l/";
 const INDEX: &[u8] = b"i/";
-/// The live index by expiry: `x/`, `expires_at` (order-preserving), then the index key's
-/// suffix; empty values. Pruning reads only what has expired.
-const EXPIRY: &[u8] = b"x/";
+/// The live index by expiry: pruning reads only what has expired.
+const EXPIRY: writ_store::ExpiryOrder = writ_store::ExpiryOrder {
+    prefix: b"x/",
+    entries: INDEX,
+};
 /// Present once every index entry has its expiry key (stores written before it are indexed
 /// when opened).
 const EXPIRY_INDEXED: &[u8] = b"m/expiry-indexed";

@@ -3,9 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use writ_store::{AsyncStore, Batch, Tree, decode};
+use writ_store::{AsyncStore, Batch, StoreError, Tree, decode};
 
-use crate::record::{EntryRecord, Meta, expiry_key, log_key, parse_expiry_key, seq_of};
+use crate::record::{EntryRecord, Meta, log_key, seq_of};
 use crate::{EXPIRY, EXPIRY_INDEXED, HEAD_KEY, INDEX, LOG, LOW_KEY, LogError, RevocationLog};
 
 /// Rows read per step of pruning and of indexing.
@@ -33,7 +33,7 @@ pub(crate) async fn index_expiries(store: &dyn AsyncStore) -> Result<(), LogErro
         // An unreadable record is left alone, as pruning always left it (its appends fail).
         for (k, v) in &page {
             if let Ok(record) = decode::<EntryRecord>(v) {
-                batch = batch.put(expiry_key(record.expires_at, k), Vec::new());
+                batch = batch.put(EXPIRY.key(record.expires_at, k), Vec::new());
             }
         }
         indexed += page.len();
@@ -66,11 +66,11 @@ impl RevocationLog {
         loop {
             let page = self
                 .store
-                .scan(Tree::RevocationLog, EXPIRY, None, PAGE)
+                .scan(Tree::RevocationLog, EXPIRY.prefix, None, PAGE)
                 .await?;
             let mut due = Vec::new();
             for (k, _) in &page {
-                let (at, index) = parse_expiry_key(k)?;
+                let (at, index) = EXPIRY.parse(k).ok_or(StoreError::Corrupt)?;
                 if at >= cutoff {
                     break;
                 }

@@ -3,7 +3,7 @@
 use writ_store::{AsyncStore, Batch, StoreError, Tree};
 use writ_token::{RevocationEntry, RevocationKind};
 
-use crate::{EXPIRY, Event, HEAD_KEY, INDEX, LOG, LOW_KEY};
+use crate::{Event, HEAD_KEY, INDEX, LOG, LOW_KEY};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct EntryRecord {
@@ -76,25 +76,6 @@ pub(crate) fn index_key(kind: RevocationKind, issuer: &str, value: &str) -> Vec<
     }
     k.extend_from_slice(value.as_bytes());
     k
-}
-
-/// An index entry's key in the expiry order (see [`EXPIRY`]).
-pub(crate) fn expiry_key(expires_at: i64, index_key: &[u8]) -> Vec<u8> {
-    let mut k = EXPIRY.to_vec();
-    // The sign bit flipped: negative times sort before positive ones.
-    k.extend_from_slice(&((expires_at as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(index_key.get(INDEX.len()..).unwrap_or_default());
-    k
-}
-
-/// The expiry and the index key an expiry key names.
-pub(crate) fn parse_expiry_key(key: &[u8]) -> Result<(i64, Vec<u8>), StoreError> {
-    let rest = key.get(EXPIRY.len()..).ok_or(StoreError::Corrupt)?;
-    let (at, suffix) = rest.split_at_checked(8).ok_or(StoreError::Corrupt)?;
-    let at = u64::from_be_bytes(at.try_into().map_err(|_| StoreError::Corrupt)?) ^ (1 << 63);
-    let mut index = INDEX.to_vec();
-    index.extend_from_slice(suffix);
-    Ok((at as i64, index))
 }
 
 pub(crate) fn seq_of(log_key: &[u8]) -> Result<u64, StoreError> {

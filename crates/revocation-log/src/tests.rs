@@ -300,9 +300,15 @@ async fn pruning_follows_renewals_and_reads_only_what_expired() {
         .collect();
     log.append(&late, NOW).await.unwrap();
     let expiry_keys = || async {
-        writ_store::Store::scan(&*store, Tree::RevocationLog, crate::EXPIRY, None, 100_000)
-            .unwrap()
-            .len()
+        writ_store::Store::scan(
+            &*store,
+            Tree::RevocationLog,
+            crate::EXPIRY.prefix,
+            None,
+            100_000,
+        )
+        .unwrap()
+        .len()
     };
     assert_eq!(expiry_keys().await, 2511, "one expiry key per live entry");
 
@@ -355,8 +361,14 @@ async fn a_log_written_before_the_expiry_order_is_indexed_when_opened() {
     drop(log);
     // As an older build left it: no expiry keys, no marker.
     let mut batch = writ_store::Batch::new().remove(crate::EXPIRY_INDEXED);
-    for (k, _) in
-        writ_store::Store::scan(&*store, Tree::RevocationLog, crate::EXPIRY, None, 100).unwrap()
+    for (k, _) in writ_store::Store::scan(
+        &*store,
+        Tree::RevocationLog,
+        crate::EXPIRY.prefix,
+        None,
+        100,
+    )
+    .unwrap()
     {
         batch = batch.remove(k);
     }

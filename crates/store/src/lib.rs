@@ -6,6 +6,7 @@
 
 pub mod conformance;
 mod error;
+mod expiry;
 mod record;
 mod sled_store;
 
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use error::StoreError;
+pub use expiry::ExpiryOrder;
 pub use record::{Record, decode, encode};
 pub use sled_store::SledStore;
 
