@@ -241,9 +241,7 @@ async fn introspection_follows_a_remote_revocation_feed() {
     use writ::platform::{AuthzSettings, Platform, PlatformConfig, RevocationSettings, TlsMode};
     use writ_oauth::{Client, ClientCredentials, TokenOperation, TokenRequest};
 
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let revocation_addr = free.local_addr().unwrap();
-    drop(free);
+    let revocation_addr: std::net::SocketAddr = ([127, 0, 0, 1], writ_tests::free_port()).into();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = PlatformConfig::new(dir_a.path());
     a.tls = TlsMode::Off;

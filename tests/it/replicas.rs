@@ -18,7 +18,7 @@ use writ_proto::authz::{IntrospectRequest, TokenRequest};
 use writ_proto::revocation::revocation_service_client::RevocationServiceClient;
 use writ_proto::revocation::{WatchRequest, watch_response};
 use writ_store_postgres::{PgConfig, testing};
-use writ_tests::{bearer, connect, run_bounded};
+use writ_tests::{bearer, connect, free_port, run_bounded};
 
 const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
 const READY: Duration = Duration::from_secs(30);
@@ -52,16 +52,6 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// A free loopback port (bound then released: the revocation replicas' ports must be known
-/// before the authorization servers that publish to them start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One `writ serve` process. Killed on drop; its output goes to files printed if a test fails.

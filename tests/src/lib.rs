@@ -737,6 +737,27 @@ pub fn assert_guard_refused<T: std::fmt::Debug>(
     status
 }
 
+/// A free loopback port, for a process started later (a revocation replica's port must be
+/// known before the authorization servers that publish to it start). Chosen below the kernel's
+/// ephemeral range (32768–60999 on Linux): a port from that range, bound and released, can be
+/// taken by any outbound connection (to PostgreSQL, between replicas) before its process binds
+/// it. A process-wide counter keeps this test binary's choices distinct; the bind check skips
+/// ports something else holds.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread runs of different test processes apart; 20000..32000 is outside the ephemeral range.
+    let start = 20_000 + (std::process::id() % 400) as u16 * 30;
+    for _ in 0..12_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
+}
+
 /// The workspace root (for the interop scripts), from the directory cargo runs the tests in,
 /// read at run time: a binary built in another checkout (a shared target directory) still reads
 /// this checkout's files.

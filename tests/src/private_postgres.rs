@@ -34,11 +34,7 @@ impl PrivatePostgres {
         if is_root() {
             chown_postgres(dir.path());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let pg = PrivatePostgres { dir, bin, port };
         let data = pg.data();
         let init = pg.run(
