@@ -287,3 +287,136 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
     assert_eq!(engine.prune_revocations(clock.now(), 0).await.unwrap(), 2);
     assert!(!local(&engine, "t7").await);
 }
+
+/// A sled store that counts reads of the revocation index.
+#[derive(Debug)]
+struct CountingReads {
+    inner: SledStore,
+    revocation_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for CountingReads {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if tree == Tree::Revocations {
+            self.revocation_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get(tree, key)
+    }
+    fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.insert(tree, key, value)
+    }
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.remove(tree, key)
+    }
+    fn commit(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
+        self.inner.commit(tree, batch)
+    }
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.inner.scan(tree, prefix, start_after, limit)
+    }
+    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
+        self.inner.len(tree)
+    }
+    fn durable(&self) -> Durable<'_> {
+        self.inner.durable()
+    }
+    fn exclusive(&self) -> bool {
+        true
+    }
+}
+
+/// On a store only this process writes, checking a token against the local revocation index
+/// reads the store only when an entry could apply: entries present when the engine opened
+/// (loaded in the background, more than a page of them), recorded since, and pruned are all
+/// answered right, and a token nothing revokes costs no read.
+#[tokio::test]
+async fn a_check_reads_the_revocation_index_only_when_an_entry_may_apply() {
+    let store = Arc::new(CountingReads {
+        inner: SledStore::temporary().unwrap(),
+        revocation_reads: Default::default(),
+    });
+    let clock = writ_token::ManualClock::starting_now();
+    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
+    let open = || async {
+        AuthorizationServer::open(
+            Arc::new(writ_store::Ready(store.clone() as Arc<dyn Store>)),
+            Config::new("https://as.test"),
+            Arc::new(clock.clone()),
+            kek.clone(),
+        )
+        .await
+        .unwrap()
+        .0
+    };
+    let now = clock.now();
+    let entry = |value: String, expires_at: i64| writ_token::RevocationEntry {
+        kind: writ_token::RevocationKind::TokenId,
+        value,
+        issuer: String::new(),
+        expires_at,
+        not_before: 0,
+        reason: String::new(),
+    };
+    let engine = open().await;
+    for chunk in (0..5000).collect::<Vec<_>>().chunks(1000) {
+        engine
+            .admin_revoke(
+                chunk
+                    .iter()
+                    .map(|i| entry(format!("t{i}"), now + 1))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+    }
+    drop(engine);
+
+    let engine = open().await;
+    let filter = engine
+        .revocation_filter
+        .clone()
+        .expect("an exclusive store");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !filter.is_complete() {
+        assert!(
+            Instant::now() < deadline,
+            "the filter never finished loading"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reads = || store.revocation_reads.load(Ordering::SeqCst);
+    for i in [0, 1, 4095, 4096, 4999] {
+        assert!(local(&engine, &format!("t{i}")).await, "t{i} loaded");
+    }
+    let before = reads();
+    for i in 5000..5100 {
+        assert!(!local(&engine, &format!("t{i}")).await);
+    }
+    assert!(
+        reads() - before <= 1,
+        "100 unrevoked ids (a fingerprint may collide) cost {} reads",
+        reads() - before
+    );
+
+    engine
+        .admin_revoke(vec![entry("later".into(), now + 100_000)])
+        .await
+        .unwrap();
+    assert!(local(&engine, "later").await, "recorded after loading");
+
+    clock.advance(50_000);
+    engine.prune_revocations(clock.now(), 0).await.unwrap();
+    let before = reads();
+    for i in [0, 1, 4095, 4096, 4999] {
+        assert!(!local(&engine, &format!("t{i}")).await, "t{i} pruned");
+    }
+    assert!(reads() - before <= 1, "pruned entries are forgotten");
+    assert!(local(&engine, "later").await);
+    assert_eq!(filter.len(), 1);
+}

@@ -16,6 +16,7 @@ mod grants;
 mod introspection;
 mod policies;
 mod records;
+mod revocation_filter;
 mod revocations;
 mod secrets;
 mod synthetic;
@@ -132,6 +133,8 @@ pub struct AuthorizationServer {
     /// The revocation feed (every producer's entries), consulted by introspection besides this
     /// server's own index, once the platform wires it.
     feed: std::sync::OnceLock<Arc<dyn writ_token::AsyncRevocationCheck>>,
+    /// What the local revocation index may hold, when this process is its only writer.
+    revocation_filter: Option<Arc<revocation_filter::RevocationFilter>>,
     /// Permits for concurrent password checks, and how many wait for one.
     password_checks: Arc<tokio::sync::Semaphore>,
     password_waiting: std::sync::atomic::AtomicUsize,
@@ -215,6 +218,7 @@ impl AuthorizationServer {
             trusted: parking_lot::Mutex::new(None),
             throttle: throttle::Throttle::new(config.throttle),
             feed: std::sync::OnceLock::new(),
+            revocation_filter: store.exclusive().then(Default::default),
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_password_checks.max(1),
             )),
@@ -230,6 +234,7 @@ impl AuthorizationServer {
         server.reload_revoked_key_ids().await?;
         server.index_exchange_policies().await?;
         server.index_revocation_expiries().await?;
+        server.load_revocation_filter();
         // Another replica changed a client: forget what this one cached.
         if let Some(mut changes) = server.store.changes(writ_store::Tree::Clients) {
             let cache = Arc::downgrade(&server.client_cache);

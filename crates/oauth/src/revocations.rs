@@ -4,6 +4,7 @@
 //! an acknowledged revocation reaches resource services even if the service was down.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use writ_store::{AsyncStoreExt, Batch, ExpiryOrder, Tree, decode, encode};
 use writ_token::{
@@ -27,6 +28,8 @@ const EXPIRY: ExpiryOrder = ExpiryOrder {
 const EXPIRY_INDEXED: &[u8] = b"revocations_expiry_indexed";
 /// Rows read per step of pruning and indexing.
 const PRUNE_PAGE: usize = 1000;
+/// Keys read per step of loading the revocation filter.
+const FILTER_PAGE: usize = 4096;
 
 /// A revocation to record: `entry` is what is published; locally it is kept until
 /// `keep_until` (later for a refresh family, whose refresh tokens outlive its access tokens).
@@ -165,9 +168,21 @@ impl AuthorizationServer {
                     batch = batch.put(EXPIRY.key(merged.expires_at, key), Vec::new());
                 }
             }
+            // Keys new to the index are counted before they are written, so no check misses them.
+            let new_keys: Vec<&[u8]> = stored_expiry
+                .iter()
+                .filter(|(_, stored)| stored.is_none())
+                .map(|(key, _)| key.as_slice())
+                .collect();
+            if let Some(f) = &self.revocation_filter {
+                f.add(new_keys.iter().copied());
+            }
             if self.store.commit(Tree::Revocations, batch).await? {
                 written = true;
                 break;
+            }
+            if let Some(f) = &self.revocation_filter {
+                f.take_back(new_keys.iter().copied());
             }
         }
         if !written {
@@ -218,14 +233,22 @@ impl AuthorizationServer {
         &self,
         targets: &[(RevocationKind, &str, i64)],
     ) -> Result<Option<RevocationKind>> {
-        let keys: Vec<Vec<u8>> = targets.iter().map(|(k, v, _)| local_key(*k, v)).collect();
+        // Only the targets the index may hold are read: usually none.
+        let (targets, keys): (Vec<_>, Vec<Vec<u8>>) = targets
+            .iter()
+            .map(|t| (t, local_key(t.0, t.1)))
+            .filter(|(_, key)| self.local_may_hold(key))
+            .unzip();
+        if keys.is_empty() {
+            return Ok(None);
+        }
         let now = self.now();
         let found = self.store.get_many(Tree::Revocations, &keys).await?;
-        for ((kind, _, iat), value) in targets.iter().zip(found) {
+        for ((kind, _, iat), value) in targets.into_iter().zip(found) {
             if let Some(bytes) = value {
                 let r = decode::<RevocationRecord>(&bytes)?;
-                if r.expires_at >= now && (!kind.uses_not_before() || *iat <= r.not_before) {
-                    return Ok(Some(*kind));
+                if r.expires_at >= now && (!kind.uses_not_before() || iat <= r.not_before) {
+                    return Ok(Some(kind));
                 }
             }
         }
@@ -261,13 +284,14 @@ impl AuthorizationServer {
     /// Whether the local index revokes `value` of `kind` (for subject and client: a token issued
     /// at `iat`).
     pub async fn is_revoked(&self, kind: RevocationKind, value: &str, iat: i64) -> Result<bool> {
-        Ok(self
-            .store
-            .get_record::<RevocationRecord>(&local_key(kind, value))
-            .await?
-            .is_some_and(|r| {
-                r.expires_at >= self.now() && (!kind.uses_not_before() || iat <= r.not_before)
-            }))
+        Ok(self.first_revoked(&[(kind, value, iat)]).await?.is_some())
+    }
+
+    /// Whether the local index may hold `key` (certainly not, if the filter says so).
+    fn local_may_hold(&self, key: &[u8]) -> bool {
+        self.revocation_filter
+            .as_ref()
+            .is_none_or(|f| f.may_hold(key))
     }
 
     /// The first revocation in the local index that applies to `token`, if any.
@@ -348,7 +372,7 @@ impl AuthorizationServer {
             let keys: Vec<Vec<u8>> = due.iter().map(|(_, _, l)| l.clone()).collect();
             let records = self.store.get_many(Tree::Revocations, &keys).await?;
             let mut batch = Batch::new();
-            let mut expired = 0;
+            let mut expired: Vec<&[u8]> = Vec::new();
             for ((expiry, at, local), record) in due.iter().zip(records) {
                 batch = batch.remove(expiry.clone());
                 // Only if unchanged: a target revoked again meanwhile has a later expiry key.
@@ -356,14 +380,17 @@ impl AuthorizationServer {
                     && decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at == *at)
                 {
                     batch = batch.expect(local.clone(), Some(v)).remove(local.clone());
-                    expired += 1;
+                    expired.push(local);
                 }
             }
             if !self.store.commit(Tree::Revocations, batch).await? {
                 // Changed meanwhile: the next prune sees it.
                 break;
             }
-            removed += expired;
+            if let Some(f) = &self.revocation_filter {
+                f.removed(expired.iter().copied());
+            }
+            removed += expired.len();
             if due.len() < page.len() || page.len() < PRUNE_PAGE {
                 break;
             }
@@ -387,6 +414,53 @@ impl AuthorizationServer {
             }
         }
         Ok(removed)
+    }
+
+    /// Counts every key of the local index into the filter, in the background; it holds the
+    /// store a page at a time, so a platform stopping meanwhile is not kept waiting.
+    pub(crate) fn load_revocation_filter(&self) {
+        let Some(filter) = &self.revocation_filter else {
+            return;
+        };
+        let (store, filter) = (Arc::downgrade(&self.store), Arc::downgrade(filter));
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut after: Option<Vec<u8>> = None;
+            let mut counted = 0usize;
+            loop {
+                let (Some(store), Some(filter)) = (store.upgrade(), filter.upgrade()) else {
+                    return;
+                };
+                let page = match store
+                    .scan(Tree::Revocations, LOCAL, after.as_deref(), FILTER_PAGE)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        // Incomplete, the filter answers "may hold": every check reads the store.
+                        tracing::warn!(error = %e, "the revocation filter could not be loaded");
+                        return;
+                    }
+                };
+                filter.add(page.iter().map(|(k, _)| k.as_slice()));
+                counted += page.len();
+                let full = page.len() == FILTER_PAGE;
+                match page.into_iter().last() {
+                    Some((last, _)) if full => after = Some(last),
+                    _ => {
+                        filter.complete();
+                        tracing::info!(
+                            entries = counted,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "revocation filter loaded"
+                        );
+                        return;
+                    }
+                }
+                // A page at a time, between requests.
+                tokio::task::yield_now().await;
+            }
+        });
     }
 
     /// Gives every local entry its expiry key, once per store (then marked in `meta`), for a

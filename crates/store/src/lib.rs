@@ -16,7 +16,7 @@ use std::pin::Pin;
 pub use error::StoreError;
 pub use expiry::ExpiryOrder;
 pub use record::{Record, decode, encode};
-pub use sled_store::SledStore;
+pub use sled_store::{SledConfig, SledStore};
 
 /// The schema version this build writes. Opening a store written by a newer schema fails, so an
 /// old binary never misreads new data.
@@ -137,6 +137,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn len(&self, tree: Tree) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on stable storage.
     fn durable(&self) -> Durable<'_>;
+    /// Whether this process is the store's only writer (an embedded database under its file
+    /// lock): a summary of its contents kept in memory, updated at each write, stays exact.
+    fn exclusive(&self) -> bool {
+        false
+    }
 }
 
 /// A future of a store operation.
@@ -193,6 +198,10 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn changes(&self, _tree: Tree) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+    /// Whether this process is the store's only writer; see [`Store::exclusive`].
+    fn exclusive(&self) -> bool {
+        false
+    }
 }
 
 /// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready. The one
@@ -242,6 +251,10 @@ impl AsyncStore for Ready {
 
     fn blocking(&self) -> bool {
         true
+    }
+
+    fn exclusive(&self) -> bool {
+        self.0.exclusive()
     }
 }
 

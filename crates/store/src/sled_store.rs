@@ -47,19 +47,45 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// How long [`SledStore::open`] waits for the database's file lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How an embedded store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledConfig {
+    /// The most memory sled's page cache may take, in bytes (sled's own accounting: resident
+    /// memory runs somewhat above it). Per store: one process may hold several.
+    pub cache_bytes: u64,
+}
+
+impl SledConfig {
+    /// 256 MiB.
+    pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        SledConfig {
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
 impl SledStore {
+    /// Opens (or creates) the database in `dir`, with the default [`SledConfig`].
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, &SledConfig::default())
+    }
+
     /// Opens (or creates) the database in `dir`.
     ///
     /// The database's file lock is a `flock`: sled's background threads, and a process forked
     /// from this one until it execs, may hold it a moment after the last handle is dropped. A
     /// store reopened in the same process (a restart) waits for it, at most [`LOCK_WAIT`];
     /// another process holding it makes this fail after that.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open_with(dir: &Path, config: &SledConfig) -> Result<Self, StoreError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
             match sled::Config::new()
                 .path(dir)
-                .cache_capacity(256 * 1024 * 1024)
+                .cache_capacity(config.cache_bytes)
                 .open()
             {
                 Ok(db) => break db,
@@ -195,6 +221,11 @@ impl Store for SledStore {
 
     fn len(&self, tree: Tree) -> Result<usize, StoreError> {
         Ok(self.tree(tree).len())
+    }
+
+    /// sled holds an exclusive lock on its directory for as long as it is open.
+    fn exclusive(&self) -> bool {
+        true
     }
 
     fn durable(&self) -> Durable<'_> {

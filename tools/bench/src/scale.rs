@@ -53,6 +53,9 @@ pub struct Args {
     /// Times each figure is measured on each platform, alternately.
     #[arg(long, default_value_t = 2)]
     pub scale_rounds: usize,
+    /// Each sled store's page cache, in MiB (the platform's default when unset).
+    #[arg(long)]
+    pub scale_cache_mib: Option<u64>,
 }
 
 /// Every wait here gives up after this long.
@@ -521,7 +524,15 @@ pub fn run(
 ) -> anyhow::Result<(Vec<Outcome>, Vec<String>)> {
     let args = &cli.scale;
     let mut notes = Vec::new();
-    let start = || Server::start_on(&crate::Backend::Sled, false, Services::All, |_| {});
+    let start = || {
+        Server::start_on(&crate::Backend::Sled, false, Services::All, |config| {
+            if let Some(mib) = args.scale_cache_mib {
+                config.store = writ::platform::StoreChoice::Sled(writ_store::SledConfig {
+                    cache_bytes: mib * 1024 * 1024,
+                });
+            }
+        })
+    };
     let empty = start()?;
     let full = start()?;
     eprintln!("scale: filling");

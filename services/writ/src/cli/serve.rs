@@ -11,6 +11,9 @@ use crate::platform::{
     StsSettings, StsWiring, TlsMode,
 };
 
+/// `--store-cache-mib`'s default: [`writ_store::SledConfig::DEFAULT_CACHE_BYTES`].
+const SLED_CACHE_MIB: u64 = writ_store::SledConfig::DEFAULT_CACHE_BYTES / (1024 * 1024);
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Where the store, the development CA and the admin credential live.
@@ -155,6 +158,11 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub store: String,
+    /// sled: the most memory each service's store may use for its page cache, in MiB (`writ
+    /// up` holds three stores).
+    #[arg(long, env = "WRIT_STORE_CACHE_MIB", default_value_t = SLED_CACHE_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub store_cache_mib: u64,
     /// PostgreSQL: the CA certificate (PEM file) to trust for TLS. Without it the connection is
     /// in clear text, which only a loopback database is allowed.
     #[arg(long, env = "WRIT_STORE_CA")]
@@ -272,7 +280,9 @@ impl ServeArgs {
     fn store_choice(&self) -> anyhow::Result<StoreChoice> {
         use anyhow::Context;
         if self.store == "sled" {
-            return Ok(StoreChoice::Sled);
+            return Ok(StoreChoice::Sled(writ_store::SledConfig {
+                cache_bytes: self.store_cache_mib * 1024 * 1024,
+            }));
         }
         anyhow::ensure!(
             self.store.starts_with("postgres://") || self.store.starts_with("postgresql://"),

@@ -41,11 +41,10 @@ pub struct PlatformConfig {
 }
 
 /// Where the services keep their state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum StoreChoice {
     /// Embedded sled stores in the data directory, one per service: one process only.
-    #[default]
-    Sled,
+    Sled(writ_store::SledConfig),
     /// One PostgreSQL database, shared by any number of replicas of each service; each service
     /// in its own schema, `<schema>_authz`, `<schema>_revocation`, `<schema>_sts` (the config's
     /// `schema` is the prefix, `writ` when unset).
@@ -94,7 +93,7 @@ impl PlatformConfig {
             revocation_url: None,
             key_encryption: KeyEncryption::DataDir,
             ops: None,
-            store: StoreChoice::Sled,
+            store: StoreChoice::Sled(Default::default()),
         }
     }
 

@@ -32,12 +32,13 @@ impl ServiceStore {
         what: &str,
     ) -> anyhow::Result<Self> {
         match choice {
-            StoreChoice::Sled => {
-                let path = data_dir.join(dir_name);
-                let sled = tokio::task::spawn_blocking(move || SledStore::open(&path))
-                    .await
-                    .context("the store-opening task")?
-                    .with_context(|| format!("opening {what} in {}", data_dir.display()))?;
+            StoreChoice::Sled(config) => {
+                let (path, config) = (data_dir.join(dir_name), *config);
+                let sled =
+                    tokio::task::spawn_blocking(move || SledStore::open_with(&path, &config))
+                        .await
+                        .context("the store-opening task")?
+                        .with_context(|| format!("opening {what} in {}", data_dir.display()))?;
                 let sled = Arc::new(sled);
                 Ok(ServiceStore {
                     store: Arc::new(writ_store::Ready(sled.clone())),

@@ -1,0 +1,144 @@
+//! Which keys the local revocation index may hold, kept in memory so that checking a token
+//! against the index costs a store read only when an entry could apply to it.
+//!
+//! Almost every check finds nothing: the token's id, subject, client, key and grant are not
+//! revoked. Each of those lookups lands on a random page of an index that grows with every
+//! revocation (a million entries fill hundreds of megabytes), so on an embedded store a full
+//! index made every introspection and refresh pay for cache misses. The filter answers "absent"
+//! from memory instead: 32-bit keyed fingerprints, each with the number of keys it stands for
+//! (about 18 bytes per entry; a collision only costs a read).
+//!
+//! Exact only while this process is the store's only writer ([`writ_store::AsyncStore::exclusive`]);
+//! on a shared store (replicas on PostgreSQL) there is no filter. It never forgets a key it
+//! counted unless the key was removed: counts may run high (a leak of a few entries, never a
+//! missed revocation), never low. Until it has counted what the store held when it was made
+//! ([`RevocationFilter::complete`]), it answers "may hold" for everything.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+#[derive(Debug, Default)]
+pub(crate) struct RevocationFilter {
+    /// Keyed per process: nobody outside can aim keys at one fingerprint.
+    hasher: std::hash::RandomState,
+    inner: parking_lot::Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every key present when loading began has been counted.
+    complete: bool,
+    counts: HashMap<u32, u32>,
+}
+
+impl RevocationFilter {
+    fn fingerprint(&self, key: &[u8]) -> u32 {
+        self.hasher.hash_one(key) as u32
+    }
+
+    /// Whether the index may hold `key`: `false` is certain.
+    pub fn may_hold(&self, key: &[u8]) -> bool {
+        let fingerprint = self.fingerprint(key);
+        let inner = self.inner.lock();
+        !inner.complete || inner.counts.contains_key(&fingerprint)
+    }
+
+    /// Counts keys about to be written (before the write, so no check can miss them), or read
+    /// while loading.
+    pub fn add<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        let fingerprints: Vec<u32> = keys.into_iter().map(|k| self.fingerprint(k)).collect();
+        let mut inner = self.inner.lock();
+        for f in fingerprints {
+            *inner.counts.entry(f).or_insert(0) += 1;
+        }
+    }
+
+    /// Takes back counts [`Self::add`] made for a write that did not happen.
+    pub fn take_back<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        let fingerprints: Vec<u32> = keys.into_iter().map(|k| self.fingerprint(k)).collect();
+        let mut inner = self.inner.lock();
+        for f in fingerprints {
+            decrement(&mut inner.counts, f);
+        }
+    }
+
+    /// Keys removed from the index. Before loading completes a removed key may not have been
+    /// counted yet, so nothing is taken back then (its count, if any, stays: a harmless leak).
+    pub fn removed<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        let fingerprints: Vec<u32> = keys.into_iter().map(|k| self.fingerprint(k)).collect();
+        let mut inner = self.inner.lock();
+        if !inner.complete {
+            return;
+        }
+        for f in fingerprints {
+            decrement(&mut inner.counts, f);
+        }
+        // Pruning a mass revocation away gives its memory back.
+        let (len, capacity) = (inner.counts.len(), inner.counts.capacity());
+        if capacity > 4096 && len < capacity / 4 {
+            inner.counts.shrink_to(len * 2);
+        }
+    }
+
+    /// Every key the store held when loading began has been [`Self::add`]ed.
+    pub fn complete(&self) {
+        self.inner.lock().complete = true;
+    }
+
+    #[cfg(test)]
+    pub fn is_complete(&self) -> bool {
+        self.inner.lock().complete
+    }
+
+    /// Distinct fingerprints counted.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.inner.lock().counts.len()
+    }
+}
+
+fn decrement(counts: &mut HashMap<u32, u32>, fingerprint: u32) {
+    if let Some(n) = counts.get_mut(&fingerprint) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&fingerprint);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_is_certain_only_once_complete_and_removal_waits_for_it() {
+        let f = RevocationFilter::default();
+        assert!(f.may_hold(b"r/a"), "incomplete: everything may be held");
+        f.add([&b"r/a"[..]]);
+        // Removed before loading completed: not taken back (it may be counted again by the load).
+        f.removed([&b"r/a"[..]]);
+        f.complete();
+        assert!(f.may_hold(b"r/a"));
+        assert!(!f.may_hold(b"r/b"));
+        f.add([&b"r/b"[..], &b"r/b"[..]]);
+        f.removed([&b"r/b"[..]]);
+        assert!(f.may_hold(b"r/b"), "counted twice, removed once");
+        f.take_back([&b"r/b"[..]]);
+        assert!(!f.may_hold(b"r/b"));
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn memory_is_given_back_after_mass_removal() {
+        let f = RevocationFilter::default();
+        f.complete();
+        let keys: Vec<Vec<u8>> = (0..100_000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        f.add(keys.iter().map(Vec::as_slice));
+        let full = f.inner.lock().counts.capacity();
+        f.removed(keys[..99_000].iter().map(Vec::as_slice));
+        assert!(f.inner.lock().counts.capacity() < full / 4);
+        for k in &keys[99_000..] {
+            assert!(f.may_hold(k));
+        }
+    }
+}
