@@ -14,14 +14,26 @@ use crate::secrets::HASHES;
 use crate::*;
 use writ_token::Clock;
 
-/// A store that works until told to fail, then fails every write and every flush.
+/// A store that works until told to fail, then fails every write and every flush; it counts
+/// reads of the revocation index, and claims to be its process's alone if `exclusive`.
 #[derive(Debug)]
 struct Failing {
     inner: SledStore,
     failing: AtomicBool,
+    exclusive: bool,
+    revocation_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Failing {
+    fn new(exclusive: bool) -> Self {
+        Failing {
+            inner: SledStore::temporary().unwrap(),
+            failing: AtomicBool::new(false),
+            exclusive,
+            revocation_reads: Default::default(),
+        }
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             Err(StoreError::Io("disk on fire (test)".into()))
@@ -33,6 +45,9 @@ impl Failing {
 
 impl Store for Failing {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if tree == Tree::Revocations {
+            self.revocation_reads.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.get(tree, key)
     }
     fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
@@ -64,6 +79,9 @@ impl Store for Failing {
             Ok(()) => self.inner.durable(),
             Err(e) => Box::pin(async move { Err(e) }),
         }
+    }
+    fn exclusive(&self) -> bool {
+        self.exclusive
     }
 }
 
@@ -159,10 +177,7 @@ async fn every_wrong_client_credential_takes_the_same_path_and_similar_time() {
 
 #[tokio::test]
 async fn a_storage_failure_during_revocation_is_an_error_never_a_success() {
-    let store = Arc::new(Failing {
-        inner: SledStore::temporary().unwrap(),
-        failing: AtomicBool::new(false),
-    });
+    let store = Arc::new(Failing::new(false));
     let engine = engine(store.clone()).await;
     let secret = confidential(&engine, "svc").await;
     let token = engine
@@ -288,59 +303,13 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
     assert!(!local(&engine, "t7").await);
 }
 
-/// A sled store that counts reads of the revocation index.
-#[derive(Debug)]
-struct CountingReads {
-    inner: SledStore,
-    revocation_reads: std::sync::atomic::AtomicUsize,
-}
-
-impl Store for CountingReads {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if tree == Tree::Revocations {
-            self.revocation_reads.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.get(tree, key)
-    }
-    fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.inner.insert(tree, key, value)
-    }
-    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
-        self.inner.remove(tree, key)
-    }
-    fn commit(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
-        self.inner.commit(tree, batch)
-    }
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.scan(tree, prefix, start_after, limit)
-    }
-    fn len(&self, tree: Tree) -> Result<usize, StoreError> {
-        self.inner.len(tree)
-    }
-    fn durable(&self) -> Durable<'_> {
-        self.inner.durable()
-    }
-    fn exclusive(&self) -> bool {
-        true
-    }
-}
-
 /// On a store only this process writes, checking a token against the local revocation index
 /// reads the store only when an entry could apply: entries present when the engine opened
 /// (loaded in the background, more than a page of them), recorded since, and pruned are all
 /// answered right, and a token nothing revokes costs no read.
 #[tokio::test]
 async fn a_check_reads_the_revocation_index_only_when_an_entry_may_apply() {
-    let store = Arc::new(CountingReads {
-        inner: SledStore::temporary().unwrap(),
-        revocation_reads: Default::default(),
-    });
+    let store = Arc::new(Failing::new(true));
     let clock = writ_token::ManualClock::starting_now();
     let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
     let open = || async {
