@@ -517,10 +517,29 @@ fn gateway_and_alice(up: &WritUp) -> String {
     secret
 }
 
-#[test]
-fn an_acknowledged_refresh_rotation_survives_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let up = WritUp::start(dir.path());
+/// `writ token --grant refresh_token` against `up`.
+fn refresh_with_cli(up: &WritUp, secret: &str, token: &str) -> Finished {
+    up.run(
+        &[
+            "token",
+            "--grant",
+            "refresh_token",
+            "--client-id",
+            "gateway",
+            "--client-secret",
+            secret,
+            "--refresh-token",
+            token,
+        ],
+        None,
+    )
+}
+
+/// Starts `writ up` with `flags`, signs alice in, rotates her refresh token once and kills the
+/// process with SIGKILL right after the acknowledgement; then starts it again. Returns the
+/// restarted process, the client's secret, and the used and the new refresh token.
+fn rotate_then_kill_9(dir: &Path, flags: &[&str]) -> (WritUp, String, String, String) {
+    let up = WritUp::start_with(dir, flags);
     let secret = gateway_and_alice(&up);
     let login = up
         .run(
@@ -542,40 +561,51 @@ fn an_acknowledged_refresh_rotation_survives_kill_9() {
         .json();
     assert_eq!(login["scope"], "orders.read");
     let old = login["refresh_token"].as_str().unwrap().to_owned();
-    let refresh = |up: &WritUp, token: &str| {
-        up.run(
-            &[
-                "token",
-                "--grant",
-                "refresh_token",
-                "--client-id",
-                "gateway",
-                "--client-secret",
-                &secret,
-                "--refresh-token",
-                token,
-            ],
-            None,
-        )
-    };
     // The CLI exiting 0 means the server acknowledged the rotation.
-    let rotated = refresh(&up, &old).ok().json();
+    let rotated = refresh_with_cli(&up, &secret, &old).ok().json();
     let new = rotated["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
     up.kill_9();
+    (WritUp::start_with(dir, flags), secret, old, new)
+}
 
-    let up = WritUp::start(dir.path());
+#[test]
+fn an_acknowledged_refresh_rotation_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    // No rotation grace period: a replay of the used token is reuse however soon it comes.
+    let (up, secret, old, new) = rotate_then_kill_9(dir.path(), &["--refresh-rotation-grace", "0"]);
     // Had the rotation been lost, the old token would still be active and this would succeed.
-    let r = refresh(&up, &old);
+    let r = refresh_with_cli(&up, &secret, &old);
     assert_eq!(
         r.code(),
         Some(1),
         "replaying the used token is refused: {r}"
     );
     assert!(r.stderr.contains("invalid_grant"), "{r}");
-    let r = refresh(&up, &new);
+    let r = refresh_with_cli(&up, &secret, &new);
     assert_eq!(r.code(), Some(1), "the reuse revoked the family: {r}");
     assert!(r.stderr.contains("invalid_grant"), "{r}");
+}
+
+/// Issue 15: a rotation whose reply was lost to a crash. Within the grace period the client
+/// presenting the token it still holds gets a new successor instead of losing its sign-in; the
+/// successor nobody received no longer works (presenting it ends the family).
+#[test]
+fn a_refresh_retried_after_a_crash_within_the_grace_period_keeps_the_family() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough for a restart on a loaded machine.
+    let (up, secret, old, lost) =
+        rotate_then_kill_9(dir.path(), &["--refresh-rotation-grace", "120"]);
+    let retried = refresh_with_cli(&up, &secret, &old).ok().json();
+    let next = retried["refresh_token"].as_str().unwrap().to_owned();
+    assert!(next != old && next != lost);
+    let rotated = refresh_with_cli(&up, &secret, &next).ok().json();
+    let newest = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let r = refresh_with_cli(&up, &secret, &lost);
+    assert_eq!(r.code(), Some(1), "the replaced successor is refused: {r}");
+    assert!(r.stderr.contains("invalid_grant"), "{r}");
+    let r = refresh_with_cli(&up, &secret, &newest);
+    assert_eq!(r.code(), Some(1), "and presenting it ended the family: {r}");
 }
 
 /// The default issuer is the HTTP facade's URL, which changes with every ephemeral port: tokens

@@ -77,11 +77,26 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
     assert_eq!(third.scope, "orders.read orders.write");
 }
 
+/// A server whose clock the test moves.
+async fn with_clock() -> (TestServer, writ_token::ManualClock) {
+    let clock = writ_token::ManualClock::starting_now();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    (server, clock)
+}
+
+/// Just past the rotation grace period.
+const PAST_GRACE: i64 = writ_oauth::DEFAULT_REFRESH_ROTATION_GRACE + 1;
+
 #[tokio::test]
 async fn replaying_a_used_refresh_token_revokes_the_whole_family() {
-    let server = TestServer::start().await;
+    let (server, clock) = with_clock().await;
     let (id, secret, first) = alice_signed_in(&server).await;
     let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    clock.advance(PAST_GRACE);
     assert!(
         server
             .introspect(&second.access_token, &id, &secret)
@@ -107,9 +122,10 @@ async fn replaying_a_used_refresh_token_revokes_the_whole_family() {
 
 #[tokio::test]
 async fn reuse_is_still_detected_after_a_restart() {
-    let server = TestServer::start().await;
+    let (server, clock) = with_clock().await;
     let (id, secret, first) = alice_signed_in(&server).await;
     let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    clock.advance(PAST_GRACE);
 
     let server = server.restart().await;
     assert_invalid_grant(&server, &id, &secret, &first.refresh_token).await;
@@ -119,7 +135,7 @@ async fn reuse_is_still_detected_after_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_uses_of_one_refresh_token_exactly_one_wins() {
+async fn concurrent_uses_of_one_refresh_token_leave_no_usable_successor() {
     let server = TestServer::start().await;
     let (id, secret, first) = alice_signed_in(&server).await;
     let channel = server.channel().await;
@@ -139,10 +155,205 @@ async fn of_concurrent_uses_of_one_refresh_token_exactly_one_wins() {
             Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
         }
     }
+    // Within the grace period a use that follows another may pass for a retry and replace the
+    // successor; uses that overlap are reuse (two parties held one refresh token: RFC 9700
+    // section 4.14.2) and revoke the family. Either way at most one successor stays usable.
+    assert!(!wins.is_empty(), "the first refresh succeeds");
+    let mut active = 0;
+    for w in &wins {
+        if server
+            .introspect(&w.refresh_token, &id, &secret)
+            .await
+            .active
+        {
+            active += 1;
+        }
+    }
+    assert!(active <= 1, "{active} of {} successors usable", wins.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_grace_period_exactly_one_of_concurrent_uses_wins() {
+    let server = TestServer::start_with(Options {
+        config: Box::new(|c| c.refresh_rotation_grace = 0),
+        ..Options::default()
+    })
+    .await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    let channel = server.channel().await;
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let mut client =
+            writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
+                channel.clone(),
+            );
+        let req = refresh_request(&id, &secret, &first.refresh_token);
+        calls.push(tokio::spawn(async move { client.token(req).await }));
+    }
+    let mut wins = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(r) => wins.push(r.into_inner()),
+            Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
+        }
+    }
     assert_eq!(wins.len(), 1, "exactly one concurrent refresh succeeds");
-    // Two parties held one refresh token: the family is treated as compromised (RFC 9700
-    // section 4.14.2), so even the winner's new refresh token is refused afterwards.
     assert_invalid_grant(&server, &id, &secret, &wins[0].refresh_token).await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_reply_gets_a_new_successor_within_the_grace_period() {
+    let (server, clock) = with_clock().await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    // The rotation commits, but its reply never reaches the client.
+    let lost = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    clock.advance(writ_oauth::DEFAULT_REFRESH_ROTATION_GRACE);
+    // The client still holds the previous token and presents it again, at the window's edge.
+    let retried = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    assert_ne!(retried.refresh_token, lost.refresh_token);
+    let v = crate::grants::verifier_for(&server, "orders").await;
+    assert_eq!(
+        v.verify(&retried.access_token).unwrap().claims.gid,
+        v.verify(&first.access_token).unwrap().claims.gid,
+        "the same family"
+    );
+    // The successor nobody received is invalid; the new one is the family's only refresh token.
+    server
+        .assert_inactive(&[&lost.refresh_token], &id, &secret)
+        .await;
+    assert!(
+        server
+            .introspect(&retried.refresh_token, &id, &secret)
+            .await
+            .active
+    );
+    let next = refreshed(&server, &id, &secret, &retried.refresh_token).await;
+    assert!(
+        server
+            .introspect(&next.access_token, &id, &secret)
+            .await
+            .active
+    );
+}
+
+#[tokio::test]
+async fn the_successor_a_retry_replaced_is_stolen_if_presented() {
+    let (server, clock) = with_clock().await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    let lost = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    clock.advance(1);
+    let retried = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    // Whoever holds the replaced successor is not the client that retried: the family ends.
+    assert_invalid_grant(&server, &id, &secret, &lost.refresh_token).await;
+    server
+        .assert_inactive(
+            &[
+                &retried.refresh_token,
+                &retried.access_token,
+                &lost.access_token,
+            ],
+            &id,
+            &secret,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_retry_after_the_successor_was_used_is_theft() {
+    let (server, clock) = with_clock().await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    let third = refreshed(&server, &id, &secret, &second.refresh_token).await;
+    clock.advance(1);
+    assert_invalid_grant(&server, &id, &secret, &first.refresh_token).await;
+    server
+        .assert_inactive(&[&third.refresh_token, &third.access_token], &id, &secret)
+        .await;
+}
+
+#[tokio::test]
+async fn within_the_grace_period_another_client_gets_nothing() {
+    let (server, _clock) = with_clock().await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    let (other, other_secret) = server
+        .create_client(writ_proto::admin::Client {
+            client_id: "other".into(),
+            grant_types: vec!["refresh_token".into()],
+            audience: vec!["orders".into()],
+            ..Default::default()
+        })
+        .await;
+    server
+        .assert_unchanged(assert_invalid_grant(
+            &server,
+            &other,
+            &other_secret,
+            &first.refresh_token,
+        ))
+        .await;
+    // Refused without touching the family: its own client's successor still works.
+    refreshed(&server, &id, &secret, &second.refresh_token).await;
+}
+
+#[tokio::test]
+async fn a_grace_period_of_zero_makes_any_reuse_theft() {
+    let server = TestServer::start_with(Options {
+        config: Box::new(|c| c.refresh_rotation_grace = 0),
+        ..Options::default()
+    })
+    .await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    assert_invalid_grant(&server, &id, &secret, &first.refresh_token).await;
+    server
+        .assert_inactive(&[&second.refresh_token, &second.access_token], &id, &secret)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_racing_the_successors_use_never_leaves_two_live_tokens() {
+    let (server, clock) = with_clock().await;
+    let channel = server.channel().await;
+    let (id, secret, _) = alice_signed_in(&server).await;
+    for round in 0..8 {
+        let first = server
+            .issue(crate::grants::password_request(
+                &id,
+                &secret,
+                crate::grants::ALICE_PASSWORD,
+            ))
+            .await;
+        let lost = refreshed(&server, &id, &secret, &first.refresh_token).await;
+        clock.advance(1);
+        // The client's late reply arrived after all and it uses the successor, while its retry
+        // of the previous token is still in flight.
+        let mut calls = Vec::new();
+        for token in [&first.refresh_token, &lost.refresh_token] {
+            let mut client =
+                writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
+                    channel.clone(),
+                );
+            let req = refresh_request(&id, &secret, token);
+            calls.push(tokio::spawn(async move { client.token(req).await }));
+        }
+        let mut issued = Vec::new();
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(r) => issued.push(r.into_inner()),
+                Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
+            }
+        }
+        // Whichever came second saw the other's work: the successor used (the retry is theft),
+        // or the successor replaced (its use is theft). Either way the family ends, and nothing
+        // either call was given stays usable.
+        for r in &issued {
+            server
+                .assert_inactive(&[&r.refresh_token, &r.access_token], &id, &secret)
+                .await;
+        }
+        assert!(issued.len() <= 1, "round {round}: both calls succeeded");
+    }
 }
 
 #[tokio::test]

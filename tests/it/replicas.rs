@@ -357,7 +357,7 @@ impl Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_concurrent_refreshes_over_three_authz_processes_exactly_one_wins() {
+async fn of_concurrent_refreshes_over_three_authz_processes_at_most_one_successor_stays_usable() {
     let Some((cluster, authz, _revocation)) = cluster().await else {
         return;
     };
@@ -418,15 +418,18 @@ async fn of_concurrent_refreshes_over_three_authz_processes_exactly_one_wins() {
             Err(status) => assert_eq!(writ_tests::reason(&status), "invalid_grant", "{status:?}"),
         }
     }
-    assert_eq!(won.len(), 1, "exactly one use wins across the replicas");
-    // The rest was reuse: the family is revoked on every replica, the winner's successor too.
-    for client in &clients {
-        let r = client.clone().token(refresh(&won[0].refresh_token)).await;
-        assert!(
-            r.is_err(),
-            "the successor of a reused token is revoked everywhere"
-        );
+    // Within the rotation grace period a use that follows another may pass for a retry and
+    // replace the successor; overlapping uses are reuse and revoke the family on every replica.
+    // Either way at most one successor handed out works, on whichever replica.
+    assert!(!won.is_empty(), "the first use wins");
+    let mut usable = 0;
+    for (i, w) in won.iter().enumerate() {
+        let mut client = clients[i % 3].clone();
+        if client.token(refresh(&w.refresh_token)).await.is_ok() {
+            usable += 1;
+        }
     }
+    assert!(usable <= 1, "{usable} of {} successors usable", won.len());
     // An access token issued by one replica is introspected as active by another.
     let access = clients[0]
         .clone()

@@ -236,7 +236,12 @@ async fn a_refresh_token_revoked_by_its_client_reaches_the_feed_as_its_grant() {
 
 #[tokio::test]
 async fn refresh_token_reuse_reaches_the_feed_as_the_grant() {
-    let mut w = Watched::start().await;
+    // No rotation grace period: the replay below is reuse however soon it comes.
+    let mut w = Watched::start_with(Options {
+        config: Box::new(|c| c.refresh_rotation_grace = 0),
+        ..Options::default()
+    })
+    .await;
     let (id, secret) = gateway_and_user(&w.server).await;
     let first = w
         .server
@@ -1520,6 +1525,33 @@ async fn a_watch_ends_when_its_caller_lapses_and_entries_outlive_their_tokens() 
     clock.advance(300 + 31);
     let s = ended(&mut third).await;
     assert_revocation_refused::<()>(Err(s), Code::Unauthenticated, "caller_lapsed");
+}
+
+/// Issue 15: publishing is idempotent end to end. A producer that publishes an entry again (it
+/// retried, or crashed before it saw the answer) gets the sequence it had, even later, when the
+/// raise to the longest token's lifetime would have ended later: the log's head does not move.
+#[tokio::test]
+async fn a_producer_publishing_an_entry_again_later_appends_nothing() {
+    let clock = ManualClock::starting_now();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        revocation: writ_tests::revocation_config(),
+        ..Options::default()
+    })
+    .await;
+    let mut publisher = server.revocation(&server.publish_token().await).await;
+    let now = writ_token::Clock::now(&clock);
+    let entries = vec![
+        entry(RevocationKind::TokenId, "retried-1", now + 60),
+        entry(RevocationKind::GrantId, "retried-2", now + 600),
+    ];
+    let first = revoke(&mut publisher, entries.clone()).await;
+    assert_eq!(first, 2);
+    clock.advance(30);
+    assert_eq!(revoke(&mut publisher, entries.clone()).await, first);
+    assert_eq!(revoke(&mut publisher, entries[..1].to_vec()).await, 1);
+    let s = status(&mut publisher).await;
+    assert_eq!((s.head_sequence, s.live_entries), (2, 2));
 }
 
 /// Issue 10, item 8: Watch streams are capped per caller (and in all): past the cap a Watch is

@@ -905,3 +905,244 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
     drop(watchers);
     assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
 }
+
+/// Issue 15: an administrator's revocations go through the authorization server's outbox and
+/// its publisher into the log. `kill -9` under that load, four times: the outbox is published
+/// again after each restart, and the log must take each revocation once. One stream from
+/// before the load sees every value exactly once, gap-free, and the log's head ends at the
+/// number of distinct revocations (no growth per crash beyond what was newly revoked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_revocations_reach_the_feed_exactly_once_through_kill_9_under_load() {
+    const REVOKERS: usize = 6;
+    const CRASHES: usize = 4;
+    writ_tests::init_logs();
+    let started = Instant::now();
+    let mut rng = Rng::new(0x5eed_2026_0015);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("writ-data");
+    let mut service = Service::new(&data, Ports::pick());
+    let service = tokio::task::spawn_blocking(move || {
+        service.start();
+        service
+    })
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(data.join(writ_tls::CA_CERT_FILE)).unwrap();
+    let admin_token = std::fs::read_to_string(data.join(writ::platform::ADMIN_TOKEN_FILE)).unwrap();
+    let lazy = move |url: &str| {
+        writ_server::endpoint(url, Some(&ca))
+            .unwrap()
+            .connect_lazy()
+    };
+    let admin_channel = lazy(&service.admin_url());
+    let revocation_url = service.revocation_url();
+    let admin = AdminServiceClient::with_interceptor(admin_channel, bearer(admin_token.trim()));
+    let created = admin
+        .clone()
+        .create_client(pb_admin::CreateClientRequest {
+            client: Some(pb_admin::Client {
+                client_id: "subscriber".into(),
+                client_type: pb_admin::ClientType::Confidential as i32,
+                grant_types: vec!["client_credentials".into()],
+                scope: writ_vocabulary::names::REVOCATION_WATCH_SCOPE.into(),
+                audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let watch = Tokens {
+        authz: lazy(&service.authz_url()),
+        id: "subscriber".into(),
+        secret: created.client_secret,
+        scope: writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+    };
+    let service = Arc::new(Mutex::new(service));
+
+    // One stream's view, from before the load: where each value was delivered.
+    let delivered: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let cursor = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscriber = {
+        let (delivered, cursor, stop) = (delivered.clone(), cursor.clone(), stop.clone());
+        let channel = lazy(&revocation_url);
+        let watch = watch.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let Ok(token) = watch.fetch().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let mut client =
+                    RevocationServiceClient::with_interceptor(channel.clone(), bearer(&token));
+                let from = cursor.load(Ordering::Acquire);
+                let Ok(stream) = client
+                    .watch(WatchRequest {
+                        from_sequence: from,
+                    })
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let mut stream = stream.into_inner();
+                loop {
+                    let message = tokio::select! {
+                        m = stream.message() => m,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if stop.load(Ordering::Acquire) { return; }
+                            continue;
+                        }
+                    };
+                    let Ok(Some(message)) = message else { break };
+                    match message.event.expect("an event") {
+                        Event::Revocation(ev) => {
+                            let at = cursor.load(Ordering::Acquire);
+                            assert_eq!(ev.sequence, at + 1, "gap-free, in order");
+                            let value = ev.entry.expect("an entry").value;
+                            if let Some(first) =
+                                delivered.lock().unwrap().insert(value.clone(), ev.sequence)
+                            {
+                                panic!(
+                                    "{value} delivered twice in one stream: at {first} and {}",
+                                    ev.sequence
+                                );
+                            }
+                            cursor.store(ev.sequence, Ordering::Release);
+                        }
+                        Event::Checkpoint(_) => {}
+                        other => panic!("no snapshot expected: nothing was pruned ({other:?})"),
+                    }
+                }
+            }
+        })
+    };
+
+    // Revokers: distinct token ids, one call at a time; a failed call is not retried (it may
+    // or may not have been recorded), so every value is asked for once.
+    let load = Arc::new(AtomicBool::new(true));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let attempted = Arc::new(AtomicU64::new(0));
+    let revokers: Vec<_> = (0..REVOKERS)
+        .map(|r| {
+            let (admin, load, acked, attempted) = (
+                admin.clone(),
+                load.clone(),
+                acked.clone(),
+                attempted.clone(),
+            );
+            tokio::spawn(async move {
+                let mut admin = admin;
+                let mut n = 0u64;
+                while load.load(Ordering::Acquire) {
+                    n += 1;
+                    let value = format!("crash-{r}-{n}");
+                    attempted.fetch_add(1, Ordering::Relaxed);
+                    let request = pb_admin::RevokeRequest {
+                        entries: vec![pb::RevocationEntry {
+                            kind: RevocationKind::TokenId as i32,
+                            value: value.clone(),
+                            expires_at: writ_token::system_clock().now() + 3600,
+                            ..Default::default()
+                        }],
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), admin.revoke(request)).await
+                    {
+                        Ok(Ok(_)) => acked.lock().unwrap().push(value),
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // The crashes, each after the load has run a while, then a last stretch of load.
+    let mut heads = Vec::new();
+    for _ in 0..CRASHES {
+        tokio::time::sleep(rng.millis(700, 1500)).await;
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = service.lock().unwrap();
+            s.kill_9();
+            s.start();
+        })
+        .await
+        .unwrap();
+        heads.push(acked.lock().unwrap().len());
+    }
+    tokio::time::sleep(rng.millis(700, 1500)).await;
+    load.store(false, Ordering::Release);
+    for r in revokers {
+        tokio::time::timeout(READY, r).await.unwrap().unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let attempted = attempted.load(Ordering::Relaxed);
+
+    // The outbox drains and the stream reaches the head; the head then stays put.
+    let status = async || {
+        let token = watch.fetch().await.unwrap();
+        RevocationServiceClient::with_interceptor(lazy(&revocation_url), bearer(&token))
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let settled = Instant::now() + READY;
+    let mut last = status().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if subscriber.is_finished() {
+            // It failed an assertion: show that one.
+            subscriber.await.unwrap();
+            panic!("the subscriber stopped early");
+        }
+        let now = status().await;
+        let drained = now.head_sequence == last.head_sequence
+            && now.head_sequence >= acked.len() as u64
+            && cursor.load(Ordering::Acquire) == now.head_sequence;
+        last = now;
+        if drained {
+            break;
+        }
+        assert!(
+            Instant::now() < settled,
+            "the feed did not settle within {READY:?}: head {}, stream at {}, {} acknowledged",
+            last.head_sequence,
+            cursor.load(Ordering::Acquire),
+            acked.len()
+        );
+    }
+    stop.store(true, Ordering::Release);
+    tokio::time::timeout(READY, subscriber)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let delivered = std::mem::take(&mut *delivered.lock().unwrap());
+    println!(
+        "{} acknowledged of {attempted} asked ({:?} acknowledged at each crash); head {}, {} live, \
+         {} delivered; {:?} in all",
+        acked.len(),
+        heads,
+        last.head_sequence,
+        last.live_entries,
+        delivered.len(),
+        started.elapsed()
+    );
+    assert!(
+        heads.windows(2).all(|w| w[0] < w[1]),
+        "the load ran between the crashes: {heads:?}"
+    );
+    for value in &acked {
+        assert!(
+            delivered.contains_key(value),
+            "{value} was acknowledged but never delivered"
+        );
+    }
+    // Each value once in the log: the head is the number of distinct revocations, which is
+    // at least everything acknowledged and at most everything asked.
+    assert_eq!(last.head_sequence, delivered.len() as u64);
+    assert_eq!(last.live_entries, delivered.len() as u64);
+    assert!(delivered.len() as u64 <= attempted);
+}

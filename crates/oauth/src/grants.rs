@@ -9,7 +9,7 @@ use writ_token::{
 use crate::error::{Error, Result};
 use crate::records::{
     ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, GrantRecord, REFRESH_ACTIVE,
-    REFRESH_USED, RefreshTokenRecord, UserRecord,
+    REFRESH_REPLACED, REFRESH_USED, RefreshTokenRecord, UserRecord,
 };
 use crate::types::{FormatChoice, TokenRequest, TokenResponse};
 use crate::{
@@ -236,10 +236,17 @@ impl AuthorizationServer {
                 Error::InvalidGrant("the grant has been revoked"),
             ));
         }
-        if old.state != REFRESH_ACTIVE {
-            return self.reuse_detected(&client, &grant.gid).await;
-        }
         let now = self.now();
+        // A used token presented again by its client shortly after its rotation: the reply
+        // carrying the successor may have been lost, so the successor (if still unused) is
+        // replaced instead of the family being revoked. Anything else is reuse.
+        let mut replacing = None;
+        if old.state != REFRESH_ACTIVE {
+            match self.retry_within_grace(&old, now).await? {
+                Some(successor) => replacing = Some(successor),
+                None => return self.reuse_detected(&client, &grant.gid).await,
+            }
+        }
         if now >= old.expires_at || now >= grant.expires_at {
             return Err(refuse(
                 &client,
@@ -277,13 +284,33 @@ impl AuthorizationServer {
 
         let (token, new_record) = self.new_refresh_token(&client, &grant, now);
         let new_key = self.hasher.hash(token.as_bytes());
-        let used = RefreshTokenRecord {
-            state: REFRESH_USED,
-            used_at: now,
-            ..old.clone()
+        let mut batch = Batch::new().expect(key.to_vec(), Some(old_bytes));
+        let used = match replacing {
+            // The grace period runs from the rotation, not from each retry.
+            None => RefreshTokenRecord {
+                state: REFRESH_USED,
+                used_at: now,
+                successor: new_key.to_vec(),
+                ..old.clone()
+            },
+            Some((successor_key, successor_bytes, successor)) => {
+                tracing::warn!(target: "writ::audit", event = "refresh_token_retried", client_id = %client.client_id, gid = %grant.gid, rotated_at = old.used_at);
+                let replaced = RefreshTokenRecord {
+                    state: REFRESH_REPLACED,
+                    ..successor
+                };
+                batch = batch
+                    .expect(successor_key.clone(), Some(successor_bytes))
+                    .put(successor_key, encode(&replaced));
+                RefreshTokenRecord {
+                    successor: new_key.to_vec(),
+                    ..old.clone()
+                }
+            }
         };
-        let batch = Batch::new()
-            .expect(key.to_vec(), Some(old_bytes))
+        // Every record read is expected unchanged: of concurrent uses of this token or of its
+        // successor, exactly one commits and the others are reuse.
+        let batch = batch
             .put(key.to_vec(), encode(&used))
             .expect(new_key.to_vec(), None)
             .put(new_key.to_vec(), encode(&new_record));
@@ -300,6 +327,33 @@ impl AuthorizationServer {
             format,
         };
         self.issue(&m, grant_type::REFRESH_TOKEN, Some(token))
+    }
+
+    /// The unused successor of `old` (its stored key, bytes and record) when `old`, a used
+    /// token, is presented again within the rotation grace period; `None` when that is reuse.
+    /// (The presenting client was already checked to be the token's.)
+    async fn retry_within_grace(
+        &self,
+        old: &RefreshTokenRecord,
+        now: i64,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, RefreshTokenRecord)>> {
+        let grace = self.config.refresh_rotation_grace;
+        if grace <= 0
+            || old.state != REFRESH_USED
+            || old.successor.is_empty()
+            || now < old.used_at
+            || now - old.used_at > grace
+        {
+            return Ok(None);
+        }
+        let Some(bytes) = self.store.get(Tree::RefreshTokens, &old.successor).await? else {
+            return Ok(None);
+        };
+        let successor: RefreshTokenRecord = writ_store::decode(&bytes)?;
+        if successor.state != REFRESH_ACTIVE || successor.gid != old.gid {
+            return Ok(None);
+        }
+        Ok(Some((old.successor.clone(), bytes, successor)))
     }
 
     async fn reuse_detected(&self, client: &ClientRecord, gid: &str) -> Result<TokenResponse> {
@@ -332,6 +386,7 @@ impl AuthorizationServer {
             username: grant.username.clone(),
             grant_created_at: grant.created_at,
             grant_expires_at: grant.expires_at,
+            successor: Vec::new(),
         };
         (random_secret(), record)
     }

@@ -54,6 +54,11 @@ pub const MAX_SECRET_LEN: usize = 1024;
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Most audiences (and resources) in one request.
 pub const MAX_AUDIENCES: usize = 16;
+/// A client's retry after a lost reply comes within seconds; longer widens what a thief holding
+/// a just-rotated token could do before the next honest use exposes it.
+pub const DEFAULT_REFRESH_ROTATION_GRACE: i64 = 10;
+/// The longest grace period accepted.
+pub const MAX_REFRESH_ROTATION_GRACE: i64 = 300;
 
 /// How the engine behaves. Defaults are the secure ones.
 #[derive(Debug, Clone)]
@@ -70,6 +75,10 @@ pub struct Config {
     pub default_refresh_token_lifetime: i64,
     /// Absolute lifetime of a refresh family, whatever the rotations.
     pub max_grant_lifetime: i64,
+    /// Seconds after a rotation in which the same client presenting the rotated refresh token
+    /// again gets a fresh successor (the unused one is invalidated) instead of losing the family:
+    /// a reply lost in transit must not sign an honest client out. 0 disables it.
+    pub refresh_rotation_grace: i64,
     /// Clock skew tolerated by verification.
     pub leeway: i64,
     /// Brute-force protection of client and user authentication.
@@ -89,6 +98,7 @@ impl Config {
             max_access_token_lifetime: 3600,
             default_refresh_token_lifetime: 14 * 24 * 3600,
             max_grant_lifetime: 90 * 24 * 3600,
+            refresh_rotation_grace: DEFAULT_REFRESH_ROTATION_GRACE,
             leeway: 30,
             throttle: ThrottleConfig::default(),
             // One core but one: a flood of passwords always leaves a core to everything else.

@@ -113,6 +113,9 @@ impl Record for GrantRecord {
 
 pub const REFRESH_ACTIVE: i32 = 1;
 pub const REFRESH_USED: i32 = 2;
+/// Never used, and replaced: its predecessor was presented again within the rotation grace
+/// period. Presenting it is reuse.
+pub const REFRESH_REPLACED: i32 = 3;
 
 /// A refresh token, stored under the keyed hash of its value.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -142,6 +145,9 @@ pub struct RefreshTokenRecord {
     pub grant_created_at: i64,
     #[prost(int64, tag = "11")]
     pub grant_expires_at: i64,
+    /// Once used: the stored key of the token that replaced it (for the rotation grace period).
+    #[prost(bytes = "vec", tag = "12")]
+    pub successor: Vec<u8>,
 }
 
 impl Record for RefreshTokenRecord {

@@ -13,12 +13,21 @@ use writ_token::RevocationKind;
 use writ_vocabulary::grant_type;
 
 async fn replicas(config: &PgConfig, n: usize) -> Vec<Arc<AuthorizationServer>> {
+    replicas_with(config, n, |_| {}).await
+}
+
+async fn replicas_with(
+    config: &PgConfig,
+    n: usize,
+    configure: impl Fn(&mut Config),
+) -> Vec<Arc<AuthorizationServer>> {
     let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
     let mut out = Vec::new();
     for _ in 0..n {
         let store: Arc<dyn AsyncStore> = PgStore::open(config).await.unwrap();
         let mut engine_config = Config::new("https://as.test");
         engine_config.throttle.free_failures = u32::MAX;
+        configure(&mut engine_config);
         let (engine, _) = AuthorizationServer::open(
             store,
             engine_config,
@@ -91,7 +100,8 @@ async fn of_concurrent_refreshes_over_three_replicas_exactly_one_wins() {
     let Some(config) = testing::fresh().await else {
         return;
     };
-    let servers = replicas(&config, 3).await;
+    // Without a rotation grace period: a use that comes after the winner's is reuse too.
+    let servers = replicas_with(&config, 3, |c| c.refresh_rotation_grace = 0).await;
     let (client_id, secret) = client_and_user(&servers[0]).await;
     // Made on one replica, every record is at once visible on the others.
     assert!(servers[2].get_client(&client_id).await.is_ok());
@@ -134,6 +144,43 @@ async fn of_concurrent_refreshes_over_three_replicas_exactly_one_wins() {
             ));
         }
     }
+    testing::drop_schema(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_refresh_reply_works_on_another_replica() {
+    let Some(config) = testing::fresh().await else {
+        return;
+    };
+    let servers = replicas(&config, 3).await;
+    let (client_id, secret) = client_and_user(&servers[0]).await;
+    let first = servers[0]
+        .token(TokenRequest {
+            grant_type: grant_type::PASSWORD.into(),
+            client_id: client_id.clone(),
+            client_secret: secret.clone(),
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+            ..TokenRequest::default()
+        })
+        .await
+        .unwrap();
+    let token = first.refresh_token.unwrap();
+    // Rotated on one replica; the reply is lost; the client retries through another.
+    let lost = servers[0].token(refresh(&secret, &token)).await.unwrap();
+    let retried = servers[1].token(refresh(&secret, &token)).await.unwrap();
+    let next = retried.refresh_token.unwrap();
+    // The successor nobody received is replaced: presenting it, anywhere, ends the family.
+    assert!(matches!(
+        servers[2]
+            .token(refresh(&secret, &lost.refresh_token.unwrap()))
+            .await,
+        Err(Error::InvalidGrant(_))
+    ));
+    assert!(matches!(
+        servers[0].token(refresh(&secret, &next)).await,
+        Err(Error::InvalidGrant(_))
+    ));
     testing::drop_schema(&config).await;
 }
 

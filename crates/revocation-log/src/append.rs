@@ -18,7 +18,8 @@ const MAX_ATTEMPTS: usize = 64;
 
 /// An append waiting to be written, and where its outcome goes.
 pub(crate) struct Queued {
-    pub(crate) entries: Vec<RevocationEntry>,
+    /// Each entry with the expiry it is raised to when written (0: none).
+    pub(crate) entries: Vec<(RevocationEntry, i64)>,
     pub(crate) reply: oneshot::Sender<Result<u64, LogError>>,
 }
 
@@ -35,14 +36,29 @@ impl RevocationLog {
     /// and returns, once durable, the sequence of the last one. An entry already covered by a
     /// live one appends nothing: its existing sequence counts.
     pub async fn append(&self, entries: &[RevocationEntry], now: i64) -> Result<u64, LogError> {
+        let raised: Vec<(RevocationEntry, i64)> = entries.iter().map(|e| (e.clone(), 0)).collect();
+        self.append_raised(&raised, now).await
+    }
+
+    /// [`append`](Self::append), each entry paired with the expiry it is raised to when it is
+    /// written (a producer's entry lives at least as long as the tokens it can match). Whether an
+    /// entry is already covered is judged on the entry as asked, so a producer publishing the
+    /// same entry again (a retry, a crash before it saw the answer) appends nothing, however
+    /// much later: re-publication is idempotent.
+    pub async fn append_raised(
+        &self,
+        entries: &[(RevocationEntry, i64)],
+        now: i64,
+    ) -> Result<u64, LogError> {
         if entries.is_empty() {
             return Err(LogError::InvalidRequest("no entries"));
         }
         if entries.len() > MAX_BATCH {
             return Err(LogError::InvalidRequest("too many entries in one request"));
         }
-        for e in entries {
+        for (e, floor) in entries {
             e.validate(now)?;
+            raised(e, *floor).validate(now)?;
         }
         // Group write. Each store batch is a sled transaction, and sled (0.34) makes every
         // transaction wait for the flush in progress, process-wide (a flush holds sled's
@@ -153,7 +169,7 @@ impl RevocationLog {
             let mut keys: Vec<Vec<u8>> = queued
                 .iter()
                 .flat_map(|q| &q.entries)
-                .map(|e| index_key(e.kind, &e.issuer, &e.value))
+                .map(|(e, _)| index_key(e.kind, &e.issuer, &e.value))
                 .collect();
             keys.sort_unstable();
             keys.dedup();
@@ -315,14 +331,14 @@ impl RevocationLog {
 /// reads need no expectation of their own: every change to the index, by any replica, also
 /// changes the stored head this batch expects.)
 fn plan_append(
-    entries: &[RevocationEntry],
+    entries: &[(RevocationEntry, i64)],
     stored: &HashMap<Vec<u8>, Option<Vec<u8>>>,
     in_batch: &HashMap<Vec<u8>, (u64, RevocationEntry)>,
     plan: &mut Plan,
 ) -> Result<(), LogError> {
     // This append's own writes, seen by its later entries.
     let mut own: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
-    for e in entries {
+    for (e, floor) in entries {
         let key = index_key(e.kind, &e.issuer, &e.value);
         let existing = match own.get(&key).or_else(|| in_batch.get(&key)) {
             Some(v) => Some(v.clone()),
@@ -339,10 +355,10 @@ fn plan_append(
                 plan.last = plan.last.max(*seq);
                 continue;
             }
-            Some((_, old)) => merge(old, e),
+            Some((_, old)) => merge(old, &raised(e, *floor)),
             None => {
                 plan.live += 1;
-                e.clone()
+                raised(e, *floor)
             }
         };
         let seq = plan.next;
@@ -352,6 +368,14 @@ fn plan_append(
         plan.last = seq;
     }
     Ok(())
+}
+
+/// `e` living at least until `floor`.
+fn raised(e: &RevocationEntry, floor: i64) -> RevocationEntry {
+    RevocationEntry {
+        expires_at: e.expires_at.max(floor),
+        ..e.clone()
+    }
 }
 
 /// An append that left the queue unanswered (cannot happen: every append taken is answered).

@@ -53,6 +53,52 @@ async fn appends_get_gap_free_sequences_and_are_readable_in_order() {
 }
 
 #[tokio::test]
+async fn a_raised_entry_published_again_later_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    // A producer's entry, raised to an hour past the time it was appended.
+    let e = entry(RevocationKind::TokenId, "j1", NOW + 60);
+    let first = log
+        .append_raised(&[(e.clone(), NOW + 3600)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.read(0, 1).await.unwrap()[0].entry.expires_at,
+        NOW + 3600
+    );
+    // The same entry again, ten seconds later (a retry): its raise would be later, but what
+    // was asked is covered, so nothing is appended.
+    let again = log
+        .append_raised(&[(e.clone(), NOW + 3610)], NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!((first, again, log.head()), (1, 1, 1));
+    // Asking for more than the live entry covers is news, raised as before.
+    let longer = entry(RevocationKind::TokenId, "j1", NOW + 4000);
+    let seq = log
+        .append_raised(&[(longer, NOW + 3620)], NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(seq, 2);
+    assert_eq!(
+        log.read(1, 1).await.unwrap()[0].entry.expires_at,
+        NOW + 4000
+    );
+    // A raise past what an entry may ask is refused like the entry itself.
+    assert!(
+        log.append_raised(
+            &[(
+                entry(RevocationKind::TokenId, "j2", NOW + 60),
+                NOW + 400 * 24 * 3600
+            )],
+            NOW
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
 async fn an_entry_already_covered_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default()).await;
@@ -192,7 +238,7 @@ async fn snapshots_list_every_live_entry_in_its_newest_version_and_only_committe
     // An update of c0 written but not yet committed (its appender is between write and flush).
     let (reply, answer) = tokio::sync::oneshot::channel();
     log.write(vec![Queued {
-        entries: vec![entry(RevocationKind::Client, "c0", NOW + 120)],
+        entries: vec![(entry(RevocationKind::Client, "c0", NOW + 120), 0)],
         reply,
     }])
     .await;

@@ -176,29 +176,33 @@ impl RevocationService for RevocationGrpc {
             .entries
             .into_iter()
             .map(|e| {
-                let mut entry = writ_proto::convert::revocation_entry(e, now)
+                let entry = writ_proto::convert::revocation_entry(e, now)
                     .map_err(|e| status(LogError::Invalid(e)))?;
                 // The authorization server's own entries are already as long as its tokens (it
-                // knows them); another producer's are raised to the longest token they can match.
-                let floor = entry.not_before.max(now).saturating_add(min_lifetime);
-                if matches!(namespace, Namespace::Issuer(_)) && entry.expires_at > now {
-                    entry.expires_at = entry.expires_at.max(floor);
-                }
-                in_namespace(&namespace, entry)
+                // knows them); another producer's are raised to the longest token they can match
+                // (by the log, which judges a repeat on the entry as given: the raise depends on
+                // the time, and a retry must still append nothing).
+                let floor = match namespace {
+                    Namespace::Issuer(_) if entry.expires_at > now => {
+                        entry.not_before.max(now).saturating_add(min_lifetime)
+                    }
+                    _ => 0,
+                };
+                Ok((in_namespace(&namespace, entry)?, floor))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, Status>>()?;
         // Appended on a task of its own: a caller that goes away mid-append (cancelled, timed
         // out) must not leave entries written but never flushed and committed.
         let log = self.log.clone();
         let appended = {
             let entries = entries.clone();
-            tokio::spawn(async move { log.append(&entries, now).await })
+            tokio::spawn(async move { log.append_raised(&entries, now).await })
         };
         let sequence = appended
             .await
             .map_err(|_| Status::internal("the append did not finish"))?
             .map_err(status)?;
-        for e in &entries {
+        for (e, _) in &entries {
             tracing::info!(
                 target: "writ::audit",
                 event = "revocation_recorded",

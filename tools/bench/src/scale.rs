@@ -56,6 +56,10 @@ pub struct Args {
     /// Each sled store's page cache, in MiB (the platform's default when unset).
     #[arg(long)]
     pub scale_cache_mib: Option<u64>,
+    /// Keeps the full platform's data directory here after the run (to time or profile a
+    /// restart on it again, with `writ up --data-dir`).
+    #[arg(long)]
+    pub scale_keep_dir: Option<std::path::PathBuf>,
 }
 
 /// Every wait here gives up after this long.
@@ -455,6 +459,7 @@ fn restart(
     load: &tokio::runtime::Runtime,
     mut full: Server,
     fixture: &Fixture,
+    keep: Option<&std::path::Path>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let config = full.platform()?.config.clone();
@@ -514,7 +519,9 @@ fn restart(
     })();
     runtime.block_on(platform.stop());
     drop(runtime);
-    drop(dir);
+    if let Some(path) = keep {
+        std::fs::rename(dir.keep(), path)?;
+    }
     outcome
 }
 
@@ -577,6 +584,12 @@ pub fn run(
     new_subscriber(load, &full, args.scale_revocations, &mut notes)?;
     let data_dir = full._dir.path().to_owned();
     list_clients(load, &full, &data_dir, args.scale_clients, &mut notes)?;
-    restart(load, full, &full_fixture, &mut notes)?;
+    restart(
+        load,
+        full,
+        &full_fixture,
+        args.scale_keep_dir.as_deref(),
+        &mut notes,
+    )?;
     Ok((outcomes, notes))
 }

@@ -177,6 +177,12 @@ pub struct ServeArgs {
     /// Access token lifetime when a client sets none, in seconds.
     #[arg(long, env = "WRIT_ACCESS_TOKEN_LIFETIME", default_value_t = 300)]
     pub access_token_lifetime: i64,
+    /// Seconds after a refresh token's rotation in which its client presenting it again (the
+    /// reply was lost) gets a new successor instead of having the family revoked; 0 disables.
+    #[arg(long, env = "WRIT_REFRESH_ROTATION_GRACE",
+          default_value_t = writ_oauth::DEFAULT_REFRESH_ROTATION_GRACE,
+          value_parser = clap::value_parser!(i64).range(0..=writ_oauth::MAX_REFRESH_ROTATION_GRACE))]
+    pub refresh_rotation_grace: i64,
 }
 
 impl ServeArgs {
@@ -187,6 +193,7 @@ impl ServeArgs {
         let runs = |s: ServiceName| services.contains(&s);
         let mut engine = writ_oauth::Config::new(self.issuer.clone().unwrap_or_default());
         engine.default_access_token_lifetime = self.access_token_lifetime;
+        engine.refresh_rotation_grace = self.refresh_rotation_grace;
         let mut producers = std::collections::BTreeMap::new();
         for spec in &self.revocation_producers {
             let (client, issuer) = spec
