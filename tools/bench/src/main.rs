@@ -14,6 +14,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod crash;
 mod exchange;
 mod flood;
 mod guard;
@@ -59,6 +60,8 @@ struct Cli {
     revocation: revocation::Args,
     #[command(flatten)]
     scale: scale::Args,
+    #[command(flatten)]
+    crash: crash::Args,
     /// The PostgreSQL database of the `postgres` scenarios (a fresh schema per server, dropped
     /// after).
     #[arg(
@@ -102,6 +105,9 @@ enum Command {
     /// side (client_credentials, refresh, introspection, exchange), then a new subscriber, the
     /// admin listing and a restart on the full one.
     Scale,
+    /// Restart after kill -9 with a million revocations in the log and many more in the
+    /// outbox: time to serve, time to drain, and the feed's head growth per crash.
+    Crash,
     /// Everything above but `postgres` and `scale`, one after the other in one run.
     All,
 }
@@ -587,6 +593,13 @@ async fn rotate_refresh_tokens(
 const PASSWORD: &str = "correct horse battery";
 
 fn main() -> anyhow::Result<()> {
+    // Re-executed as `writ` by the crash scenario (a process it can kill).
+    if std::env::var_os(crash::AS_WRIT).is_some() {
+        if writ::run() == std::process::ExitCode::SUCCESS {
+            return Ok(());
+        }
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     if let Some(path) = &cli.audit_log {
         let file =
@@ -677,6 +690,9 @@ fn main() -> anyhow::Result<()> {
         for outcome in guard::run(&cli, &load)? {
             println!("{}", outcome.row());
         }
+    }
+    if matches!(cli.command, Command::Crash) {
+        notes.extend(crash::run(&cli.crash, &load)?);
     }
     if matches!(cli.command, Command::Scale) {
         let a = &cli.scale;

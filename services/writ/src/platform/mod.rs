@@ -90,7 +90,14 @@ pub struct Platform {
     pub ops_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     signal: ShutdownSignal,
+    /// Stores opened ahead, all at once, for the services `start` runs (by directory name).
+    opened: std::sync::Mutex<std::collections::HashMap<&'static str, ServiceStore>>,
 }
+
+/// Each service's store: directory (or schema suffix), service name, and what it is called.
+const AUTHZ_STORE: (&str, &str, &str) = ("store", "authz", "the authorization server's store");
+const REVOCATION_STORE: (&str, &str, &str) = ("revocation", "revocation", "the revocation log");
+const STS_STORE: (&str, &str, &str) = ("sts", "sts", "the STS store");
 
 impl Platform {
     /// Starts what `config` names: the revocation service's port first (every other service
@@ -153,7 +160,31 @@ impl Platform {
             ops_addr: None,
             shutdown,
             signal,
+            opened: Default::default(),
         };
+        // Opening a large sled store reads its segments (a second or more with a million
+        // revocations): the configured services' stores open at once, not one after another.
+        {
+            let open = |(dir, service, what): (&'static str, &'static str, &'static str),
+                        wanted: bool| {
+                let platform = &platform;
+                async move {
+                    if !wanted {
+                        return anyhow::Ok(None);
+                    }
+                    Ok(Some((dir, platform.open_store(dir, service, what).await?)))
+                }
+            };
+            let (a, r, s) = tokio::join!(
+                open(AUTHZ_STORE, config.authz.is_some()),
+                open(REVOCATION_STORE, config.revocation.is_some()),
+                open(STS_STORE, config.sts.is_some()),
+            );
+            let mut opened = platform.opened.lock().unwrap_or_else(|e| e.into_inner());
+            for (dir, store) in [a?, r?, s?].into_iter().flatten() {
+                opened.insert(dir, store);
+            }
+        }
         let revocation_listener = match &config.revocation {
             Some(r) => Some(writ_server::bind(r.grpc).await?),
             None => None,
@@ -191,6 +222,14 @@ impl Platform {
         service: &str,
         what: &str,
     ) -> anyhow::Result<ServiceStore> {
+        let ahead = self
+            .opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dir_name);
+        if let Some(store) = ahead {
+            return Ok(store);
+        }
         ServiceStore::open(
             &self.config.store,
             &self.config.data_dir,
@@ -275,7 +314,7 @@ impl Platform {
         let issuer = engine_config.issuer.clone();
         let dir = &self.config.data_dir;
         let store = self
-            .open_store("store", "authz", "the authorization server's store")
+            .open_store(AUTHZ_STORE.0, AUTHZ_STORE.1, AUTHZ_STORE.2)
             .await?;
         let (engine, bootstrap) = AuthorizationServer::open(
             store.store.clone(),
@@ -361,7 +400,7 @@ impl Platform {
             .authorization_server_issuer("`serve revocation`")
             .await?;
         let store = self
-            .open_store("revocation", "revocation", "the revocation log")
+            .open_store(REVOCATION_STORE.0, REVOCATION_STORE.1, REVOCATION_STORE.2)
             .await?;
         let log = RevocationLog::open(store.store.clone(), settings.log).await?;
         let served = writ_revocation::start(
@@ -454,7 +493,9 @@ impl Platform {
             );
         }
         issuers.extend(settings.trusted_issuers.iter().cloned());
-        let store = self.open_store("sts", "sts", "the STS store").await?;
+        let store = self
+            .open_store(STS_STORE.0, STS_STORE.1, STS_STORE.2)
+            .await?;
         self.readiness.add("STS store", store.readiness());
         store.sample_pool("sts");
         let running = writ_sts::start(
