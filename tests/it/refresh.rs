@@ -237,6 +237,20 @@ async fn a_retry_after_a_lost_reply_gets_a_new_successor_within_the_grace_period
 }
 
 #[tokio::test]
+async fn a_retry_on_a_replica_whose_clock_is_behind_is_still_a_retry() {
+    let (server, clock) = with_clock().await;
+    let (id, secret, first) = alice_signed_in(&server).await;
+    let lost = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    // The retry lands where the clock reads 20 s earlier (within the 30 s leeway).
+    clock.advance(-20);
+    let retried = refreshed(&server, &id, &secret, &first.refresh_token).await;
+    server
+        .assert_inactive(&[&lost.refresh_token], &id, &secret)
+        .await;
+    refreshed(&server, &id, &secret, &retried.refresh_token).await;
+}
+
+#[tokio::test]
 async fn the_successor_a_retry_replaced_is_stolen_if_presented() {
     let (server, clock) = with_clock().await;
     let (id, secret, first) = alice_signed_in(&server).await;

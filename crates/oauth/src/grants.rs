@@ -337,12 +337,17 @@ impl AuthorizationServer {
         old: &RefreshTokenRecord,
         now: i64,
     ) -> Result<Option<(Vec<u8>, Vec<u8>, RefreshTokenRecord)>> {
-        let grace = self.config.refresh_rotation_grace;
+        let grace = self
+            .config
+            .refresh_rotation_grace
+            .min(crate::MAX_REFRESH_ROTATION_GRACE);
+        // `used_at` is the rotating replica's clock: a retry may reach one up to the leeway
+        // behind it.
         if grace <= 0
             || old.state != REFRESH_USED
             || old.successor.is_empty()
-            || now < old.used_at
-            || now - old.used_at > grace
+            || now.saturating_add(self.config.leeway) < old.used_at
+            || now.saturating_sub(old.used_at) > grace
         {
             return Ok(None);
         }
