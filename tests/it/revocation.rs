@@ -1527,6 +1527,34 @@ async fn a_watch_ends_when_its_caller_lapses_and_entries_outlive_their_tokens() 
     assert_revocation_refused::<()>(Err(s), Code::Unauthenticated, "caller_lapsed");
 }
 
+/// The authorization server's publisher cuts its outbox into calls the revocation service
+/// accepts: 500 entries of the largest size do not fit in one message, and such a call, refused
+/// for its size, used to be retried forever, holding up every revocation behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_of_the_largest_entries_reaches_the_feed() {
+    let w = Watched::start().await;
+    let now = writ_token::system_clock().now();
+    let largest = |n: usize| {
+        let mut e = entry(
+            RevocationKind::TokenId,
+            &format!("{n:0>width$}", width = writ_token::MAX_REVOCATION_VALUE_LEN),
+            now + 600,
+        );
+        e.reason = "r".repeat(writ_token::MAX_REVOCATION_REASON_LEN);
+        e
+    };
+    // Three admin calls at once (each under the message limit itself), so the outbox holds more
+    // than one call's worth when the publisher reads it.
+    let batch = |k: usize| (k * 400..(k + 1) * 400).map(largest).collect::<Vec<_>>();
+    tokio::join!(
+        admin_revoke(&w.server, batch(0)),
+        admin_revoke(&w.server, batch(1)),
+        admin_revoke(&w.server, batch(2)),
+    );
+    eventually(FEED, "every revocation on the feed", || w.set.len() >= 1200).await;
+    assert_eq!(w.set.len(), 1200);
+}
+
 /// Issue 15: publishing is idempotent end to end. A producer that publishes an entry again (it
 /// retried, or crashed before it saw the answer) gets the sequence it had, even later, when the
 /// raise to the longest token's lifetime would have ended later: the log's head does not move.

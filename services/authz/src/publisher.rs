@@ -15,6 +15,10 @@ use writ_server::ShutdownSignal;
 use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_PUBLISH_SCOPE as PUBLISH_SCOPE};
 
 const BATCH: usize = 500;
+/// Most bytes of entries in one Revoke call: half the revocation service's message limit. 500
+/// entries of the largest size (value and reason of 256 bytes each) are larger than the limit,
+/// and a call refused for its size would be retried forever, stalling every revocation behind it.
+const MAX_CALL_BYTES: usize = writ_server::MAX_GRPC_MESSAGE / 2;
 
 /// Runs until `shutdown`.
 pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: ShutdownSignal) {
@@ -40,14 +44,23 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
             }
             continue;
         }
-        match publish(&engine, &mut client, &mut token, &pending).await {
-            Ok(done) => {
-                if let Err(e) = engine.outbox_done(&done).await {
-                    tracing::error!(error = %e, "cannot clear published revocations");
+        let mut failed = None;
+        for call in calls(&pending) {
+            match publish(&engine, &mut client, &mut token, call).await {
+                Ok(done) => {
+                    if let Err(e) = engine.outbox_done(&done).await {
+                        tracing::error!(error = %e, "cannot clear published revocations");
+                    }
                 }
-                backoff = Duration::from_millis(100);
+                Err(status) => {
+                    failed = Some(status);
+                    break;
+                }
             }
-            Err(status) => {
+        }
+        match failed {
+            None => backoff = Duration::from_millis(100),
+            Some(status) => {
                 tracing::warn!(code = ?status.code(), message = %status.message(), queued = pending.len(), "revocation service unavailable; will retry");
                 tokio::select! {
                     _ = &mut stop => return,
@@ -59,13 +72,34 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
     }
 }
 
+type Pending = (Vec<u8>, writ_token::RevocationEntry);
+
+/// `pending` cut into runs that each fit one call ([`MAX_CALL_BYTES`]), in order.
+fn calls(pending: &[Pending]) -> Vec<&[Pending]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, e)) in pending.iter().enumerate() {
+        // The entry's encoding, and its field tag and length prefix in the request.
+        let size = prost::Message::encoded_len(&entry_to_pb(e)) + 4;
+        if i > start && bytes + size > MAX_CALL_BYTES {
+            out.push(&pending[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < pending.len() {
+        out.push(&pending[start..]);
+    }
+    out
+}
+
 /// Publishes `pending`; returns the outbox keys that are done with (published, or refused as
 /// invalid one by one, which retrying would not change).
 async fn publish(
     engine: &AuthorizationServer,
     client: &mut RevocationServiceClient<Channel>,
     token: &mut Option<(String, i64)>,
-    pending: &[(Vec<u8>, writ_token::RevocationEntry)],
+    pending: &[Pending],
 ) -> Result<Vec<Vec<u8>>, Status> {
     let entries: Vec<_> = pending.iter().map(|(_, e)| entry_to_pb(e)).collect();
     match send(engine, client, token, entries).await {
@@ -123,5 +157,55 @@ async fn send(
             }
             Err(s)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use writ_token::{MAX_REVOCATION_REASON_LEN, MAX_REVOCATION_VALUE_LEN, RevocationKind};
+
+    fn pending(n: usize, len: usize) -> Vec<Pending> {
+        (0..n)
+            .map(|i| {
+                let value = format!("{i:0>len$}");
+                let entry = writ_token::RevocationEntry {
+                    kind: RevocationKind::TokenId,
+                    value,
+                    issuer: String::new(),
+                    expires_at: i64::MAX,
+                    not_before: i64::MAX,
+                    reason: "r".repeat(len.min(MAX_REVOCATION_REASON_LEN)),
+                };
+                (i.to_be_bytes().to_vec(), entry)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_the_largest_entries_is_cut_into_calls_the_service_accepts() {
+        let all = pending(BATCH, MAX_REVOCATION_VALUE_LEN);
+        let request = |run: &[Pending]| RevokeRequest {
+            entries: run.iter().map(|(_, e)| entry_to_pb(e)).collect(),
+        };
+        assert!(
+            prost::Message::encoded_len(&request(&all)) > writ_server::MAX_GRPC_MESSAGE,
+            "one call would be refused"
+        );
+        let runs = calls(&all);
+        assert!(runs.len() > 1);
+        for run in &runs {
+            assert!(prost::Message::encoded_len(&request(run)) <= MAX_CALL_BYTES);
+        }
+        // Every entry once, in order.
+        let keys: Vec<&Vec<u8>> = runs.iter().flat_map(|r| r.iter().map(|(k, _)| k)).collect();
+        assert_eq!(keys, all.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn small_entries_go_in_one_call() {
+        let all = pending(BATCH, 22);
+        assert_eq!(calls(&all).len(), 1);
+        assert!(calls(&[]).is_empty());
     }
 }
