@@ -241,11 +241,7 @@ async fn discovery_documents_and_the_jwks_match_the_grpc_answers() {
 #[tokio::test]
 async fn the_password_and_refresh_grants_work_over_http() {
     // No rotation grace period: the replay below is reuse however soon it comes.
-    let server = TestServer::start_with(Options {
-        config: Box::new(|c| c.refresh_rotation_grace = 0),
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start_with(Options::without_refresh_grace()).await;
     let (id, secret) = crate::grants::gateway_and_user(&server).await;
     let http = server.http();
     let auth = basic(&id, &secret);

@@ -35,6 +35,36 @@ async fn refreshed(
         .await
 }
 
+/// Refreshes with each of `tokens` at once, a call each: the successes. Every refusal must be
+/// invalid_grant.
+async fn at_once(
+    server: &TestServer,
+    id: &str,
+    secret: &str,
+    tokens: &[&str],
+) -> Vec<TokenResponse> {
+    let channel = server.channel().await;
+    let calls: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let mut client =
+                writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
+                    channel.clone(),
+                );
+            let req = refresh_request(id, secret, token);
+            tokio::spawn(async move { client.token(req).await })
+        })
+        .collect();
+    let mut wins = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(r) => wins.push(r.into_inner()),
+            Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
+        }
+    }
+    wins
+}
+
 #[tokio::test]
 async fn refresh_rotates_the_refresh_token_and_keeps_the_grant_id() {
     let server = TestServer::start().await;
@@ -138,23 +168,7 @@ async fn reuse_is_still_detected_after_a_restart() {
 async fn concurrent_uses_of_one_refresh_token_leave_no_usable_successor() {
     let server = TestServer::start().await;
     let (id, secret, first) = alice_signed_in(&server).await;
-    let channel = server.channel().await;
-    let mut calls = Vec::new();
-    for _ in 0..16 {
-        let mut client =
-            writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
-                channel.clone(),
-            );
-        let req = refresh_request(&id, &secret, &first.refresh_token);
-        calls.push(tokio::spawn(async move { client.token(req).await }));
-    }
-    let mut wins = Vec::new();
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(r) => wins.push(r.into_inner()),
-            Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
-        }
-    }
+    let wins = at_once(&server, &id, &secret, &[first.refresh_token.as_str(); 16]).await;
     // Within the grace period a use that follows another may pass for a retry and replace the
     // successor; uses that overlap are reuse (two parties held one refresh token: RFC 9700
     // section 4.14.2) and revoke the family. Either way at most one successor stays usable.
@@ -174,29 +188,9 @@ async fn concurrent_uses_of_one_refresh_token_leave_no_usable_successor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_grace_period_exactly_one_of_concurrent_uses_wins() {
-    let server = TestServer::start_with(Options {
-        config: Box::new(|c| c.refresh_rotation_grace = 0),
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start_with(Options::without_refresh_grace()).await;
     let (id, secret, first) = alice_signed_in(&server).await;
-    let channel = server.channel().await;
-    let mut calls = Vec::new();
-    for _ in 0..16 {
-        let mut client =
-            writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
-                channel.clone(),
-            );
-        let req = refresh_request(&id, &secret, &first.refresh_token);
-        calls.push(tokio::spawn(async move { client.token(req).await }));
-    }
-    let mut wins = Vec::new();
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(r) => wins.push(r.into_inner()),
-            Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
-        }
-    }
+    let wins = at_once(&server, &id, &secret, &[first.refresh_token.as_str(); 16]).await;
     assert_eq!(wins.len(), 1, "exactly one concurrent refresh succeeds");
     assert_invalid_grant(&server, &id, &secret, &wins[0].refresh_token).await;
 }
@@ -312,11 +306,7 @@ async fn within_the_grace_period_another_client_gets_nothing() {
 
 #[tokio::test]
 async fn a_grace_period_of_zero_makes_any_reuse_theft() {
-    let server = TestServer::start_with(Options {
-        config: Box::new(|c| c.refresh_rotation_grace = 0),
-        ..Options::default()
-    })
-    .await;
+    let server = TestServer::start_with(Options::without_refresh_grace()).await;
     let (id, secret, first) = alice_signed_in(&server).await;
     let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
     assert_invalid_grant(&server, &id, &secret, &first.refresh_token).await;
@@ -328,7 +318,6 @@ async fn a_grace_period_of_zero_makes_any_reuse_theft() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_racing_the_successors_use_never_leaves_two_live_tokens() {
     let (server, clock) = with_clock().await;
-    let channel = server.channel().await;
     let (id, secret, _) = alice_signed_in(&server).await;
     for round in 0..8 {
         let first = server
@@ -342,22 +331,13 @@ async fn a_retry_racing_the_successors_use_never_leaves_two_live_tokens() {
         clock.advance(1);
         // The client's late reply arrived after all and it uses the successor, while its retry
         // of the previous token is still in flight.
-        let mut calls = Vec::new();
-        for token in [&first.refresh_token, &lost.refresh_token] {
-            let mut client =
-                writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
-                    channel.clone(),
-                );
-            let req = refresh_request(&id, &secret, token);
-            calls.push(tokio::spawn(async move { client.token(req).await }));
-        }
-        let mut issued = Vec::new();
-        for call in calls {
-            match call.await.unwrap() {
-                Ok(r) => issued.push(r.into_inner()),
-                Err(status) => assert_eq!(reason(&status), "invalid_grant", "{status:?}"),
-            }
-        }
+        let issued = at_once(
+            &server,
+            &id,
+            &secret,
+            &[&first.refresh_token, &lost.refresh_token],
+        )
+        .await;
         // Whichever came second saw the other's work: the successor used (the retry is theft),
         // or the successor replaced (its use is theft). Either way the family ends, and nothing
         // either call was given stays usable.

@@ -237,11 +237,7 @@ async fn a_refresh_token_revoked_by_its_client_reaches_the_feed_as_its_grant() {
 #[tokio::test]
 async fn refresh_token_reuse_reaches_the_feed_as_the_grant() {
     // No rotation grace period: the replay below is reuse however soon it comes.
-    let mut w = Watched::start_with(Options {
-        config: Box::new(|c| c.refresh_rotation_grace = 0),
-        ..Options::default()
-    })
-    .await;
+    let mut w = Watched::start_with(Options::without_refresh_grace()).await;
     let (id, secret) = gateway_and_user(&w.server).await;
     let first = w
         .server

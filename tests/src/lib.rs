@@ -57,6 +57,17 @@ pub fn revocation_config() -> writ_revocation::Config {
     config
 }
 
+impl Options {
+    /// No refresh rotation grace period: a replay of a used refresh token is reuse however soon
+    /// it comes (for tests of reuse detection that replay at once).
+    pub fn without_refresh_grace() -> Options {
+        Options {
+            config: Box::new(|c| c.refresh_rotation_grace = 0),
+            ..Options::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {

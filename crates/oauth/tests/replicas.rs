@@ -63,6 +63,23 @@ async fn client_and_user(engine: &AuthorizationServer) -> (String, String) {
     ("app".into(), secret.unwrap())
 }
 
+/// Alice signs in through `client_id` with her password: her refresh token.
+async fn alice_signs_in(server: &AuthorizationServer, client_id: &str, secret: &str) -> String {
+    server
+        .token(TokenRequest {
+            grant_type: grant_type::PASSWORD.into(),
+            client_id: client_id.into(),
+            client_secret: secret.into(),
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+            ..TokenRequest::default()
+        })
+        .await
+        .unwrap()
+        .refresh_token
+        .unwrap()
+}
+
 /// A client_credentials client `svc`: its secret, and a token request for it.
 async fn service_client(server: &AuthorizationServer) -> (String, TokenRequest) {
     let (_, secret) = server
@@ -106,18 +123,7 @@ async fn of_concurrent_refreshes_over_three_replicas_exactly_one_wins() {
     // Made on one replica, every record is at once visible on the others.
     assert!(servers[2].get_client(&client_id).await.is_ok());
     for round in 0..5 {
-        let first = servers[round % 3]
-            .token(TokenRequest {
-                grant_type: grant_type::PASSWORD.into(),
-                client_id: client_id.clone(),
-                client_secret: secret.clone(),
-                username: "alice".into(),
-                password: "correct horse battery".into(),
-                ..TokenRequest::default()
-            })
-            .await
-            .unwrap();
-        let token = first.refresh_token.unwrap();
+        let token = alice_signs_in(&servers[round % 3], &client_id, &secret).await;
         // Twelve uses of the same refresh token at once, four on each replica.
         let mut tasks = Vec::new();
         for i in 0..12 {
@@ -154,18 +160,7 @@ async fn a_retry_after_a_lost_refresh_reply_works_on_another_replica() {
     };
     let servers = replicas(&config, 3).await;
     let (client_id, secret) = client_and_user(&servers[0]).await;
-    let first = servers[0]
-        .token(TokenRequest {
-            grant_type: grant_type::PASSWORD.into(),
-            client_id: client_id.clone(),
-            client_secret: secret.clone(),
-            username: "alice".into(),
-            password: "correct horse battery".into(),
-            ..TokenRequest::default()
-        })
-        .await
-        .unwrap();
-    let token = first.refresh_token.unwrap();
+    let token = alice_signs_in(&servers[0], &client_id, &secret).await;
     // Rotated on one replica; the reply is lost; the client retries through another.
     let lost = servers[0].token(refresh(&secret, &token)).await.unwrap();
     let retried = servers[1].token(refresh(&secret, &token)).await.unwrap();
