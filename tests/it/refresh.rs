@@ -35,6 +35,27 @@ async fn refreshed(
         .await
 }
 
+/// Another client ("other", allowed refresh tokens) presenting `refresh_token`: invalid_grant,
+/// and nothing changes.
+async fn another_client_is_refused_unchanged(server: &TestServer, refresh_token: &str) {
+    let (other, other_secret) = server
+        .create_client(writ_proto::admin::Client {
+            client_id: "other".into(),
+            grant_types: vec!["refresh_token".into()],
+            audience: vec!["orders".into()],
+            ..Default::default()
+        })
+        .await;
+    server
+        .assert_unchanged(assert_invalid_grant(
+            server,
+            &other,
+            &other_secret,
+            refresh_token,
+        ))
+        .await;
+}
+
 /// Refreshes with each of `tokens` at once, a call each: the successes. Every refusal must be
 /// invalid_grant.
 async fn at_once(
@@ -284,22 +305,7 @@ async fn within_the_grace_period_another_client_gets_nothing() {
     let (server, _clock) = with_clock().await;
     let (id, secret, first) = alice_signed_in(&server).await;
     let second = refreshed(&server, &id, &secret, &first.refresh_token).await;
-    let (other, other_secret) = server
-        .create_client(writ_proto::admin::Client {
-            client_id: "other".into(),
-            grant_types: vec!["refresh_token".into()],
-            audience: vec!["orders".into()],
-            ..Default::default()
-        })
-        .await;
-    server
-        .assert_unchanged(assert_invalid_grant(
-            &server,
-            &other,
-            &other_secret,
-            &first.refresh_token,
-        ))
-        .await;
+    another_client_is_refused_unchanged(&server, &first.refresh_token).await;
     // Refused without touching the family: its own client's successor still works.
     refreshed(&server, &id, &secret, &second.refresh_token).await;
 }
@@ -353,23 +359,8 @@ async fn a_retry_racing_the_successors_use_never_leaves_two_live_tokens() {
 #[tokio::test]
 async fn a_refresh_token_presented_by_another_client_is_invalid_grant_and_changes_nothing() {
     let server = TestServer::start().await;
-    let (other, other_secret) = server
-        .create_client(writ_proto::admin::Client {
-            client_id: "other".into(),
-            grant_types: vec!["refresh_token".into()],
-            audience: vec!["orders".into()],
-            ..Default::default()
-        })
-        .await;
     let (id, secret, first) = alice_signed_in(&server).await;
-    server
-        .assert_unchanged(assert_invalid_grant(
-            &server,
-            &other,
-            &other_secret,
-            &first.refresh_token,
-        ))
-        .await;
+    another_client_is_refused_unchanged(&server, &first.refresh_token).await;
     // The rightful client can still use it.
     refreshed(&server, &id, &secret, &first.refresh_token).await;
 }

@@ -282,6 +282,49 @@ impl Drop for Service {
     }
 }
 
+/// `writ up` started on `data` (waited for on a blocking thread): the service, the CA it made
+/// and the admin credential it wrote.
+async fn start_up(data: &Path) -> (Service, String, String) {
+    let mut service = Service::new(data, Ports::pick());
+    let service = tokio::task::spawn_blocking(move || {
+        service.start();
+        service
+    })
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(data.join(writ_tls::CA_CERT_FILE)).unwrap();
+    let admin = std::fs::read_to_string(data.join(writ::platform::ADMIN_TOKEN_FILE)).unwrap();
+    (service, ca, admin.trim().to_owned())
+}
+
+type Admin = AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, writ_client::StaticBearer>,
+>;
+
+/// Registers a confidential client `id` allowed `scope` at the revocation service: its tokens.
+async fn registered(admin: &mut Admin, authz: Channel, id: &str, scope: &'static str) -> Tokens {
+    let created = admin
+        .create_client(pb_admin::CreateClientRequest {
+            client: Some(pb_admin::Client {
+                client_id: id.into(),
+                client_type: pb_admin::ClientType::Confidential as i32,
+                grant_types: vec!["client_credentials".into()],
+                scope: scope.into(),
+                audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Tokens {
+        authz,
+        id: id.into(),
+        secret: created.client_secret,
+        scope,
+    }
+}
+
 /// Fetches a client_credentials token from the authorization server on every call, as a real
 /// subscriber's provider would (and fails while the service is down).
 #[derive(Clone)]
@@ -608,16 +651,7 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("writ-data");
-    let ports = Ports::pick();
-    let mut service = Service::new(&data, ports);
-    let service = tokio::task::spawn_blocking(move || {
-        service.start();
-        service
-    })
-    .await
-    .unwrap();
-    let ca = std::fs::read_to_string(data.join(writ_tls::CA_CERT_FILE)).unwrap();
-    let admin_token = std::fs::read_to_string(data.join(writ::platform::ADMIN_TOKEN_FILE)).unwrap();
+    let (service, ca, admin_token) = start_up(&data).await;
     let lazy = move |url: &str| {
         writ_server::endpoint(url, Some(&ca))
             .unwrap()
@@ -629,35 +663,21 @@ async fn every_subscriber_ends_with_exactly_the_committed_set_through_restarts_a
     let revocation_url = service.revocation_url();
     let service = Arc::new(Mutex::new(service));
 
-    let mut admin =
-        AdminServiceClient::with_interceptor(lazy(&admin_url), bearer(admin_token.trim()));
-    let mut tokens = Vec::new();
-    for (id, scope) in [
-        ("producer", writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE),
-        ("subscriber", writ_vocabulary::names::REVOCATION_WATCH_SCOPE),
-    ] {
-        let created = admin
-            .create_client(pb_admin::CreateClientRequest {
-                client: Some(pb_admin::Client {
-                    client_id: id.into(),
-                    client_type: pb_admin::ClientType::Confidential as i32,
-                    grant_types: vec!["client_credentials".into()],
-                    scope: scope.into(),
-                    audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        tokens.push(Tokens {
-            authz: authz.clone(),
-            id: id.into(),
-            secret: created.client_secret,
-            scope,
-        });
-    }
-    let (publish, watch) = (tokens[0].clone(), tokens[1].clone());
+    let mut admin = AdminServiceClient::with_interceptor(lazy(&admin_url), bearer(&admin_token));
+    let publish = registered(
+        &mut admin,
+        authz.clone(),
+        "producer",
+        writ_vocabulary::names::REVOCATION_PUBLISH_SCOPE,
+    )
+    .await;
+    let watch = registered(
+        &mut admin,
+        authz.clone(),
+        "subscriber",
+        writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+    )
+    .await;
 
     // Subscribers first, so they live through everything.
     let watch_config = WatchConfig {
@@ -920,44 +940,22 @@ async fn admin_revocations_reach_the_feed_exactly_once_through_kill_9_under_load
     let mut rng = Rng::new(0x5eed_2026_0015);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("writ-data");
-    let mut service = Service::new(&data, Ports::pick());
-    let service = tokio::task::spawn_blocking(move || {
-        service.start();
-        service
-    })
-    .await
-    .unwrap();
-    let ca = std::fs::read_to_string(data.join(writ_tls::CA_CERT_FILE)).unwrap();
-    let admin_token = std::fs::read_to_string(data.join(writ::platform::ADMIN_TOKEN_FILE)).unwrap();
+    let (service, ca, admin_token) = start_up(&data).await;
     let lazy = move |url: &str| {
         writ_server::endpoint(url, Some(&ca))
             .unwrap()
             .connect_lazy()
     };
-    let admin_channel = lazy(&service.admin_url());
     let revocation_url = service.revocation_url();
-    let admin = AdminServiceClient::with_interceptor(admin_channel, bearer(admin_token.trim()));
-    let created = admin
-        .clone()
-        .create_client(pb_admin::CreateClientRequest {
-            client: Some(pb_admin::Client {
-                client_id: "subscriber".into(),
-                client_type: pb_admin::ClientType::Confidential as i32,
-                grant_types: vec!["client_credentials".into()],
-                scope: writ_vocabulary::names::REVOCATION_WATCH_SCOPE.into(),
-                audience: vec![writ_vocabulary::names::REVOCATION_AUDIENCE.into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let watch = Tokens {
-        authz: lazy(&service.authz_url()),
-        id: "subscriber".into(),
-        secret: created.client_secret,
-        scope: writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
-    };
+    let mut admin =
+        AdminServiceClient::with_interceptor(lazy(&service.admin_url()), bearer(&admin_token));
+    let watch = registered(
+        &mut admin,
+        lazy(&service.authz_url()),
+        "subscriber",
+        writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
+    )
+    .await;
     let service = Arc::new(Mutex::new(service));
 
     // One stream's view, from before the load: where each value was delivered.

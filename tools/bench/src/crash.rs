@@ -25,6 +25,15 @@ pub const AS_WRIT: &str = "WRIT_BENCH_AS_WRIT";
 
 /// Every wait gives up after this long.
 const PATIENCE: Duration = Duration::from_secs(600);
+/// The authorization server's ports: any free ones (endpoints.json says which).
+const AUTHZ_PORTS: [&str; 6] = [
+    "--authz-port",
+    "0",
+    "--authz-http-port",
+    "0",
+    "--admin-port",
+    "0",
+];
 /// AdminService.Revoke's most entries per call.
 const BATCH: usize = 1000;
 
@@ -207,17 +216,9 @@ pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<St
     let mut notes = Vec::new();
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("writ-data");
-    let up = [
-        "up",
-        "--authz-port",
-        "0",
-        "--authz-http-port",
-        "0",
-        "--admin-port",
-        "0",
-    ];
-    let up: Vec<&str> = up
+    let up: Vec<&str> = ["up"]
         .into_iter()
+        .chain(AUTHZ_PORTS)
         .chain([
             "--revocation-port",
             "0",
@@ -276,17 +277,11 @@ pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<St
     let (authz, _) = Writ::start(
         &dir,
         &[
-            "serve",
-            "authz",
-            "--authz-port",
-            "0",
-            "--authz-http-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--revocation-url",
-            &away,
-        ],
+            &["serve", "authz"][..],
+            &AUTHZ_PORTS,
+            &["--revocation-url", &away],
+        ]
+        .concat(),
     )?;
     load.block_on(revoke(
         &authz.url("authz_admin")?,
