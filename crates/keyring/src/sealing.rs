@@ -84,7 +84,7 @@ impl KeyEncryptionKey {
         }
     }
 
-    pub(crate) fn seal(&self, record_key: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal(&self, record_key: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)
             .map_err(|_| KeyringError::Internal("the OS random source failed"))?;
@@ -103,7 +103,7 @@ impl KeyEncryptionKey {
         Ok(out)
     }
 
-    pub(crate) fn open(&self, record_key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open(&self, record_key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         const WRONG: KeyringError =
             KeyringError::Sealed("the key-encryption key does not open the stored signing keys");
         let (&version, rest) = sealed.split_first().ok_or(WRONG)?;

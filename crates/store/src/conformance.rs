@@ -17,6 +17,7 @@ pub async fn check(store: Arc<dyn AsyncStore>) {
     binary_keys_and_values_round_trip(&*store).await;
     trees_are_apart(&*store).await;
     commit_applies_only_when_every_expectation_holds(&*store).await;
+    audit_writes_commit_with_their_batch(&*store).await;
     scans_are_in_byte_order_within_the_prefix(&*store).await;
     concurrent_conditional_writes_have_one_winner(store.clone()).await;
     concurrent_increments_lose_nothing(store.clone()).await;
@@ -182,6 +183,51 @@ async fn commit_applies_only_when_every_expectation_holds(s: &dyn AsyncStore) {
     assert!(s.commit(t, Batch::new()).await.unwrap());
     s.remove(t, b"moved").await.unwrap();
     assert_eq!(s.len(t).await.unwrap(), 0);
+}
+
+async fn audit_writes_commit_with_their_batch(s: &dyn AsyncStore) {
+    // Refused: neither the state change nor its audit intent.
+    let refused = Batch::new()
+        .expect(b"a1".to_vec(), Some(b"not there".to_vec()))
+        .put(b"a1".to_vec(), b"v".to_vec())
+        .audit(b"p/1".to_vec(), b"intent 1".to_vec());
+    assert!(!s.commit(Tree::Clients, refused).await.unwrap());
+    assert_eq!(s.get(Tree::Clients, b"a1").await.unwrap(), None);
+    assert_eq!(s.get(Tree::Audit, b"p/1").await.unwrap(), None);
+    // Applied: both, each in its tree.
+    for (i, expect_absent) in [(2u8, true), (3, false)] {
+        let key = format!("p/{i}").into_bytes();
+        let mut batch = Batch::new()
+            .put(b"a1".to_vec(), vec![i])
+            .audit(key.clone(), vec![i, i]);
+        if expect_absent {
+            batch = batch.expect(b"a1".to_vec(), None);
+        } else {
+            batch = batch.expect(b"a1".to_vec(), Some(vec![2]));
+        }
+        assert!(s.commit(Tree::Clients, batch).await.unwrap());
+        assert_eq!(s.get(Tree::Audit, &key).await.unwrap(), Some(vec![i, i]));
+        assert_eq!(s.get(Tree::Clients, &key).await.unwrap(), None);
+    }
+    // A batch removing a key it expects nothing of takes the other path on some backends.
+    let removing = Batch::new()
+        .remove(b"a1".to_vec())
+        .audit(b"p/4".to_vec(), b"intent 4".to_vec());
+    assert!(s.commit(Tree::Clients, removing).await.unwrap());
+    assert_eq!(s.get(Tree::Clients, b"a1").await.unwrap(), None);
+    assert_eq!(
+        s.get(Tree::Audit, b"p/4").await.unwrap(),
+        Some(b"intent 4".to_vec())
+    );
+    // On the audit tree itself, they are puts of the batch.
+    let own = Batch::new()
+        .put(b"p/5".to_vec(), b"5".to_vec())
+        .audit(b"p/6".to_vec(), b"6".to_vec());
+    assert!(s.commit(Tree::Audit, own).await.unwrap());
+    assert_eq!(s.len(Tree::Audit).await.unwrap(), 5);
+    for key in ["p/2", "p/3", "p/4", "p/5", "p/6"] {
+        s.remove(Tree::Audit, key.as_bytes()).await.unwrap();
+    }
 }
 
 async fn scans_are_in_byte_order_within_the_prefix(s: &dyn AsyncStore) {

@@ -42,10 +42,13 @@ pub enum Tree {
     /// The revocation service's log (`l/` + big-endian sequence) and live index (`i/` + kind +
     /// value), so that an append is a single atomic batch.
     RevocationLog,
+    /// The audit trail (`writ-audit`): the chained records, their indexes, checkpoints, and the
+    /// intents other trees' batches leave for it ([`Batch::audit`]).
+    Audit,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Clients,
         Tree::Users,
@@ -55,6 +58,7 @@ impl Tree {
         Tree::Revocations,
         Tree::ExchangePolicies,
         Tree::RevocationLog,
+        Tree::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Tree {
             Tree::Revocations => "revocations",
             Tree::ExchangePolicies => "exchange_policies",
             Tree::RevocationLog => "revocation_log",
+            Tree::Audit => "audit",
         }
     }
 
@@ -89,6 +94,9 @@ pub struct Batch {
     pub expect: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// `(key, value)`: set the key to `value` (`None`: remove it).
     pub write: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `(key, value)`: put in [`Tree::Audit`], in the same atomic commit and only if the batch
+    /// applies, so the record of a state change is durable exactly when the change is.
+    pub audit: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Batch {
@@ -108,6 +116,12 @@ impl Batch {
 
     pub fn remove(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.write.push((key.into(), None));
+        self
+    }
+
+    /// Puts `key` in [`Tree::Audit`] with the batch (see [`Batch::audit`]).
+    pub fn audit(mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) -> Self {
+        self.audit.push((key.into(), value));
         self
     }
 }

@@ -248,9 +248,18 @@ impl Store for SledStore {
 }
 
 impl SledStore {
-    fn commit_now(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
-        let result = self.tree(tree).transaction(|tx| {
+    fn commit_now(&self, tree: Tree, mut batch: Batch) -> Result<bool, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{
+            ConflictableTransactionError, TransactionError, TransactionalTree,
+        };
+        if tree == Tree::Audit {
+            let audit = std::mem::take(&mut batch.audit);
+            batch
+                .write
+                .extend(audit.into_iter().map(|(k, v)| (k, Some(v))));
+        }
+        let apply = |tx: &TransactionalTree| {
             for (key, expected) in &batch.expect {
                 let current = tx.get(key)?;
                 if current.as_deref() != expected.as_deref() {
@@ -268,7 +277,19 @@ impl SledStore {
                 }
             }
             Ok(())
-        });
+        };
+        let result = if batch.audit.is_empty() {
+            self.tree(tree).transaction(apply)
+        } else {
+            // The state change and its audit intents: one transaction over both trees.
+            (self.tree(tree), self.tree(Tree::Audit)).transaction(|(tx, audit)| {
+                apply(tx)?;
+                for (key, value) in &batch.audit {
+                    audit.insert(key.as_slice(), value.as_slice())?;
+                }
+                Ok(())
+            })
+        };
         match result {
             Ok(()) => Ok(true),
             Err(TransactionError::Abort(())) => Ok(false),

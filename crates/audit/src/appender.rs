@@ -1,0 +1,384 @@
+//! The appender: one task per store that chains intents and queued records, group-committed,
+//! signs checkpoints and prunes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, decode, encode};
+
+use crate::chain;
+use crate::record::{
+    AuditRecord, CHECKPOINT_PREFIX, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, INTENT_PREFIX,
+    KEY_KEY, KeyRecord, RECORD_PREFIX, checkpoint_key, index_keys, record_key, seq_of,
+};
+use crate::{AuditError, QUEUE, Settings, now_ms};
+
+/// At most this many records per commit.
+pub(crate) const MAX_BATCH: usize = 512;
+/// The key of a copy of the last checkpoint (found without scanning them all).
+pub(crate) const LAST_CHECKPOINT_KEY: &[u8] = b"l";
+/// How often intents left by other replicas (or a crash) are looked for.
+const TICK: Duration = Duration::from_secs(1);
+/// Compare-and-swap losses on the head (replicas appending at once) before giving up a round.
+const MAX_CONFLICTS: usize = 64;
+/// The storage key the signing key is sealed against.
+const SEAL_CONTEXT: &[u8] = b"audit/checkpoint-key";
+
+pub(crate) struct Queued {
+    pub record: AuditRecord,
+    pub done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+pub(crate) struct Shared {
+    pub queue: mpsc::Sender<Queued>,
+    pub wake: Arc<Notify>,
+    pub store: Arc<dyn AsyncStore>,
+    closing: watch::Sender<bool>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditAppender").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub async fn close(&self) {
+        let _ = self.closing.send(true);
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+pub(crate) async fn start(
+    store: Arc<dyn AsyncStore>,
+    kek: &writ_keyring::KeyEncryptionKey,
+    settings: Settings,
+) -> Result<Arc<Shared>, AuditError> {
+    let key = load_or_create_key(&*store, kek).await?;
+    let last_checkpoint = store
+        .get_record::<CheckpointRecord>(LAST_CHECKPOINT_KEY)
+        .await?
+        .map(|c| (c.seq, c.time_ms))
+        .unwrap_or((0, now_ms()));
+    let (queue, rx) = mpsc::channel(QUEUE);
+    let (closing, closing_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+    let appender = Appender {
+        store: store.clone(),
+        key,
+        settings,
+        head: None,
+        last_checkpoint,
+        last_prune: std::time::Instant::now(),
+    };
+    let task = tokio::spawn(appender.run(rx, wake.clone(), closing_rx));
+    Ok(Arc::new(Shared {
+        queue,
+        wake,
+        store,
+        closing,
+        task: tokio::sync::Mutex::new(Some(task)),
+    }))
+}
+
+async fn load_or_create_key(
+    store: &dyn AsyncStore,
+    kek: &writ_keyring::KeyEncryptionKey,
+) -> Result<Ed25519KeyPair, AuditError> {
+    for _ in 0..2 {
+        if let Some(rec) = store.get_record::<KeyRecord>(KEY_KEY).await? {
+            let pkcs8 = kek
+                .open(SEAL_CONTEXT, &rec.sealed)
+                .map_err(|_| AuditError::Key("the key-encryption key does not open it"))?;
+            return Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| AuditError::Key("unreadable"));
+        }
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| AuditError::Key("the OS random source failed"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|_| AuditError::Key("generated an unreadable key"))?;
+        let rec = KeyRecord {
+            sealed: kek
+                .seal(SEAL_CONTEXT, pkcs8.as_ref())
+                .map_err(|_| AuditError::Key("cannot seal it"))?,
+            public_key: pair.public_key().as_ref().to_vec(),
+            created_ms: now_ms(),
+        };
+        // Replicas starting at once: one key wins, every replica uses it.
+        if store.insert_new(KEY_KEY, &rec).await? {
+            store.durable().await?;
+            tracing::info!(target: "writ::audit", event = "audit_key_created", key = %chain::fingerprint(&rec.public_key));
+            return Ok(pair);
+        }
+    }
+    Err(AuditError::Key("it vanished while being read"))
+}
+
+struct Appender {
+    store: Arc<dyn AsyncStore>,
+    key: Ed25519KeyPair,
+    settings: Settings,
+    /// The head as last read or written, with its stored bytes (what a commit expects).
+    head: Option<(HeadRecord, Option<Vec<u8>>)>,
+    /// The last checkpoint's sequence and time.
+    last_checkpoint: (u64, i64),
+    last_prune: std::time::Instant,
+}
+
+impl Appender {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Queued>,
+        wake: Arc<Notify>,
+        mut closing: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut queued = Vec::new();
+            let mut stop = false;
+            tokio::select! {
+                biased;
+                q = rx.recv() => match q {
+                    Some(q) => queued.push(q),
+                    None => stop = true,
+                },
+                _ = wake.notified() => {}
+                changed = closing.changed() => stop = changed.is_err() || *closing.borrow(),
+                _ = tick.tick() => {}
+            }
+            while queued.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(q) => queued.push(q),
+                    Err(_) => break,
+                }
+            }
+            self.chain(queued).await;
+            if stop {
+                // What is still queued is chained before the appender goes, and the tail is
+                // covered by a checkpoint.
+                rx.close();
+                loop {
+                    let mut rest = Vec::new();
+                    while let Ok(q) = rx.try_recv() {
+                        rest.push(q);
+                    }
+                    if rest.is_empty() {
+                        break;
+                    }
+                    self.chain(rest).await;
+                }
+                if let Err(e) = self.checkpoint(true).await {
+                    tracing::error!(error = %e, "the audit log's last checkpoint failed");
+                }
+                return;
+            }
+            if let Err(e) = self.checkpoint(false).await {
+                tracing::error!(error = %e, "an audit checkpoint failed");
+            }
+            if self.last_prune.elapsed() >= self.settings.prune_interval {
+                self.last_prune = std::time::Instant::now();
+                match crate::verify::prune(&*self.store, &self.settings, now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, "pruned the audit log"),
+                    Err(e) => tracing::error!(error = %e, "pruning the audit log failed"),
+                }
+            }
+        }
+    }
+
+    /// Chains the intents waiting in the store and `queued`, then answers `queued` once durable.
+    async fn chain(&mut self, mut queued: Vec<Queued>) {
+        let mut conflicts = 0;
+        loop {
+            let room = MAX_BATCH.saturating_sub(queued.len()).max(1);
+            let intents = match self
+                .store
+                .scan(Tree::Audit, INTENT_PREFIX, None, room)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) => return fail(queued, e.into()),
+            };
+            if intents.is_empty() && queued.is_empty() {
+                return;
+            }
+            let full = intents.len() >= room;
+            match self.append(&intents, &queued).await {
+                Ok(true) => {
+                    let durable = self.store.durable().await.map_err(AuditError::from);
+                    if let Err(e) = &durable {
+                        tracing::error!(error = %e, "the audit log could not be made durable");
+                    }
+                    for q in queued.drain(..) {
+                        let _ = q.done.send(durable.as_ref().map(|_| ()).map_err(|e| {
+                            AuditError::Store(writ_store::StoreError::Unavailable(e.to_string()))
+                        }));
+                    }
+                    if !full {
+                        return;
+                    }
+                }
+                Ok(false) => {
+                    // Another replica moved the head (and may have chained these intents).
+                    self.head = None;
+                    conflicts += 1;
+                    if conflicts >= MAX_CONFLICTS {
+                        return fail(
+                            queued,
+                            AuditError::Store(writ_store::StoreError::Unavailable(
+                                "the audit log's head kept moving".into(),
+                            )),
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.head = None;
+                    tracing::error!(error = %e, "appending to the audit log failed");
+                    return fail(queued, e);
+                }
+            }
+        }
+    }
+
+    async fn head(&mut self) -> Result<(HeadRecord, Option<Vec<u8>>), AuditError> {
+        if let Some(h) = &self.head {
+            return Ok(h.clone());
+        }
+        let bytes = self.store.get(Tree::Audit, HEAD_KEY).await?;
+        let head = match &bytes {
+            Some(b) => decode::<HeadRecord>(b)?,
+            None => HeadRecord {
+                seq: 0,
+                hash: GENESIS.to_vec(),
+            },
+        };
+        self.head = Some((head.clone(), bytes.clone()));
+        Ok((head, bytes))
+    }
+
+    /// One commit: each intent (in key order), then each queued record, chained after the head.
+    /// `Ok(false)`: the head moved meanwhile; nothing was written.
+    async fn append(
+        &mut self,
+        intents: &[(Vec<u8>, Vec<u8>)],
+        queued: &[Queued],
+    ) -> Result<bool, AuditError> {
+        let (head, head_bytes) = self.head().await?;
+        let mut batch = Batch::new().expect(HEAD_KEY, head_bytes);
+        let mut seq = head.seq;
+        let mut prev = head.hash;
+        let records = intents
+            .iter()
+            .map(|(key, value)| {
+                decode::<AuditRecord>(value).unwrap_or_else(|_| {
+                    // Not what Writ wrote: kept visible in the chain rather than dropped.
+                    AuditRecord {
+                        kind: "audit_intent_unreadable".into(),
+                        outcome: "failed".into(),
+                        time_ms: now_ms(),
+                        details: [("key".to_owned(), hex::encode(key))].into(),
+                        ..AuditRecord::default()
+                    }
+                })
+            })
+            .chain(queued.iter().map(|q| q.record.clone()));
+        for mut record in records {
+            seq += 1;
+            record.seq = seq;
+            record.prev = prev;
+            let bytes = encode(&record);
+            prev = chain::hash(&bytes);
+            for key in index_keys(&record) {
+                batch = batch.put(key, Vec::new());
+            }
+            batch = batch.put(record_key(seq), bytes);
+        }
+        for (key, _) in intents {
+            batch = batch.remove(key.clone());
+        }
+        let new_head = HeadRecord { seq, hash: prev };
+        let new_bytes = encode(&new_head);
+        batch = batch.put(HEAD_KEY, new_bytes.clone());
+        if self.store.commit(Tree::Audit, batch).await? {
+            self.head = Some((new_head, Some(new_bytes)));
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Signs the head if a checkpoint is due (`force`: whenever records are not yet covered).
+    async fn checkpoint(&mut self, force: bool) -> Result<(), AuditError> {
+        let (head, _) = self.head().await?;
+        let (last_seq, last_ms) = self.last_checkpoint;
+        if head.seq <= last_seq {
+            return Ok(());
+        }
+        let now = now_ms();
+        let interval = i64::try_from(self.settings.checkpoint_interval.as_millis()).unwrap_or(0);
+        if !(force
+            || now.saturating_sub(last_ms) >= interval
+            || head.seq - last_seq >= self.settings.checkpoint_every)
+        {
+            return Ok(());
+        }
+        let checkpoint = chain::sign(&self.key, head.seq, &head.hash, now);
+        let bytes = encode(&checkpoint);
+        let batch = Batch::new()
+            .put(checkpoint_key(head.seq), bytes.clone())
+            .put(LAST_CHECKPOINT_KEY, bytes);
+        self.store.commit(Tree::Audit, batch).await?;
+        self.last_checkpoint = (head.seq, now);
+        Ok(())
+    }
+}
+
+fn fail(queued: Vec<Queued>, e: AuditError) {
+    let text = e.to_string();
+    for q in queued {
+        let _ = q
+            .done
+            .send(Err(AuditError::Store(writ_store::StoreError::Unavailable(
+                text.clone(),
+            ))));
+    }
+}
+
+/// The first record's sequence, if any.
+pub(crate) async fn first_seq(store: &dyn AsyncStore) -> Result<Option<u64>, AuditError> {
+    Ok(store
+        .scan(Tree::Audit, RECORD_PREFIX, None, 1)
+        .await?
+        .first()
+        .and_then(|(k, _)| seq_of(k)))
+}
+
+/// Every checkpoint at or below `seq`'s key, in order (pages of `page`).
+pub(crate) async fn checkpoints_upto(
+    store: &dyn AsyncStore,
+    upto: u64,
+) -> Result<Vec<CheckpointRecord>, AuditError> {
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(Tree::Audit, CHECKPOINT_PREFIX, after.as_deref(), 1024)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        after = Some(last.clone());
+        for (key, value) in &page {
+            if seq_of(key).is_some_and(|s| s > upto) {
+                return Ok(out);
+            }
+            out.push(decode::<CheckpointRecord>(value)?);
+        }
+    }
+}

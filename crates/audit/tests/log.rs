@@ -1,0 +1,542 @@
+//! The audit log on a real store: chaining, durability of both ways in, tamper detection with
+//! positions, queries, export round trips, pruning that keeps the chain checkable.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use writ_audit::query::{Filter, list};
+use writ_audit::record::{AuditRecord, record_key};
+use writ_audit::verify::verify;
+use writ_audit::{Auditor, Event, Outcome, Settings, export};
+use writ_keyring::KeyEncryptionKey;
+use writ_store::{AsyncStore, Batch, Ready, SledStore, Tree, decode, encode};
+
+fn kek() -> KeyEncryptionKey {
+    KeyEncryptionKey::from_bytes(&[7; 32]).unwrap()
+}
+
+fn sled(dir: &std::path::Path) -> Arc<dyn AsyncStore> {
+    Arc::new(Ready(Arc::new(SledStore::open(dir).unwrap())))
+}
+
+fn settings() -> Settings {
+    Settings {
+        checkpoint_every: 10,
+        ..Settings::default()
+    }
+}
+
+fn issued(i: usize) -> Event {
+    Event::new("token_issued", Outcome::Success)
+        .client(&format!("client-{}", i % 3))
+        .subject(&format!("sub-{}", i % 5))
+        .gid(&format!("gid-{i}"))
+        .detail("jti", format!("jti-{i}"))
+}
+
+async fn all(store: &dyn AsyncStore, filter: &Filter) -> Vec<AuditRecord> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    for _ in 0..1000 {
+        let page = list(store, filter, after, 7).await.unwrap();
+        out.extend(page.records);
+        match page.next {
+            Some(n) => after = n,
+            None => return out,
+        }
+    }
+    panic!("the pages never ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_and_intents_chain_in_one_log_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = sled(dir.path());
+        let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
+            .await
+            .unwrap();
+        // Recorded concurrently: each answered once durable.
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let audit = audit.clone();
+            tasks.push(tokio::spawn(async move { audit.record(issued(i)).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        // A state change and its intent, in one batch; a refused batch leaves no intent.
+        let intent = audit.intent(
+            Event::new("client_created", Outcome::Success)
+                .actor("admin")
+                .client("new-client"),
+        );
+        let batch = intent.attach(
+            Batch::new()
+                .expect(b"new-client".to_vec(), None)
+                .put(b"new-client".to_vec(), b"record".to_vec()),
+        );
+        assert!(store.commit(Tree::Clients, batch).await.unwrap());
+        audit.written(intent);
+        let refused = audit.intent(Event::new("client_created", Outcome::Success).client("x"));
+        let batch = refused.attach(
+            Batch::new()
+                .expect(b"new-client".to_vec(), None)
+                .put(b"new-client".to_vec(), b"again".to_vec()),
+        );
+        assert!(!store.commit(Tree::Clients, batch).await.unwrap());
+        audit.close().await;
+        assert!(audit.record(issued(99)).await.is_err(), "closed is closed");
+    }
+    // Reopened: the chain goes on from where it was.
+    let store = sled(dir.path());
+    let audit = Auditor::open(store.clone(), &kek(), settings(), "sts")
+        .await
+        .unwrap();
+    audit.record(issued(40)).await.unwrap();
+    audit.close().await;
+    let records = all(&*store, &Filter::default()).await;
+    assert_eq!(
+        records.len(),
+        42,
+        "40 recorded, one intent, one after the restart"
+    );
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=42).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.kind == "client_created")
+            .map(|r| (r.client_id.as_str(), r.actor.as_str(), r.service.as_str()))
+            .collect::<Vec<_>>(),
+        [("new-client", "admin", "authz")],
+        "exactly the committed intent"
+    );
+    assert_eq!(records[41].service, "sts");
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 42);
+    assert_eq!(report.signed_to, 42, "closing signs the tail");
+    assert_eq!(report.keys.len(), 1, "one key across the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_use_the_indexes_and_every_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled(dir.path());
+    let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    for i in 0..30 {
+        audit.record(issued(i)).await.unwrap();
+    }
+    audit
+        .record(
+            Event::new("token_refused", Outcome::Refused)
+                .client("client-1")
+                .reason("invalid_client"),
+        )
+        .await
+        .unwrap();
+    audit.close().await;
+    let by = |f: Filter| {
+        let store = store.clone();
+        async move { all(&*store, &f).await }
+    };
+    let c1 = by(Filter {
+        client_id: Some("client-1".into()),
+        ..Filter::default()
+    })
+    .await;
+    assert_eq!(c1.len(), 11);
+    assert!(c1.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    let refused = by(Filter {
+        client_id: Some("client-1".into()),
+        outcome: Some("refused".into()),
+        ..Filter::default()
+    })
+    .await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].reason, "invalid_client");
+    let g = by(Filter {
+        gid: Some("gid-7".into()),
+        ..Filter::default()
+    })
+    .await;
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].details["jti"], "jti-7");
+    let s = by(Filter {
+        subject: Some("sub-2".into()),
+        kind: Some("token_issued".into()),
+        ..Filter::default()
+    })
+    .await;
+    assert_eq!(s.len(), 6);
+    // A client id that is a prefix of another finds only its own.
+    assert!(
+        by(Filter {
+            client_id: Some("client-".into()),
+            ..Filter::default()
+        })
+        .await
+        .is_empty()
+    );
+    let now = writ_now();
+    assert_eq!(
+        by(Filter {
+            since_ms: Some(now - 600_000),
+            ..Filter::default()
+        })
+        .await
+        .len(),
+        31
+    );
+    assert!(
+        by(Filter {
+            until_ms: Some(now - 600_000),
+            ..Filter::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+fn writ_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A log of 12 records, closed (so a checkpoint covers all of it).
+async fn twelve(dir: &std::path::Path) -> Arc<dyn AsyncStore> {
+    let store = sled(dir);
+    let audit = Auditor::open(
+        store.clone(),
+        &kek(),
+        Settings {
+            checkpoint_every: 1_000,
+            ..Settings::default()
+        },
+        "authz",
+    )
+    .await
+    .unwrap();
+    for i in 0..12 {
+        audit.record(issued(i)).await.unwrap();
+    }
+    audit.close().await;
+    store
+}
+
+async fn problems(store: &dyn AsyncStore) -> Vec<(u64, String)> {
+    verify(store, None)
+        .await
+        .unwrap()
+        .problems
+        .into_iter()
+        .map(|p| (p.seq, p.what))
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_reports_an_edited_record_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    let key = record_key(5);
+    let mut r: AuditRecord = decode(&store.get(Tree::Audit, &key).await.unwrap().unwrap()).unwrap();
+    r.client_id = "someone-else".into();
+    store.insert(Tree::Audit, &key, encode(&r)).await.unwrap();
+    let found = problems(&*store).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 5, "{found:?}");
+    assert!(found[0].1.contains("altered"), "{found:?}");
+}
+
+#[tokio::test]
+async fn verify_reports_a_deleted_record_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    store.remove(Tree::Audit, &record_key(7)).await.unwrap();
+    let found = problems(&*store).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 7);
+    assert!(found[0].1.contains("missing"), "{found:?}");
+}
+
+#[tokio::test]
+async fn verify_reports_reordered_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    let (a, b) = (record_key(3), record_key(4));
+    let va = store.get(Tree::Audit, &a).await.unwrap().unwrap();
+    let vb = store.get(Tree::Audit, &b).await.unwrap().unwrap();
+    store.insert(Tree::Audit, &a, vb).await.unwrap();
+    store.insert(Tree::Audit, &b, va).await.unwrap();
+    let found = problems(&*store).await;
+    assert!(
+        found.iter().any(|(s, w)| *s == 3 && w.contains("moved")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(s, w)| *s == 4 && w.contains("moved")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn verify_reports_a_truncated_tail_and_a_rewritten_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    // The last record rewritten, chain and head included: the signed checkpoint still knows.
+    let key = record_key(12);
+    let mut r: AuditRecord = decode(&store.get(Tree::Audit, &key).await.unwrap().unwrap()).unwrap();
+    r.reason = "nothing to see".into();
+    store.insert(Tree::Audit, &key, encode(&r)).await.unwrap();
+    let found = problems(&*store).await;
+    assert!(
+        found
+            .iter()
+            .any(|(s, w)| *s == 12 && w.contains("checkpoint")),
+        "{found:?}"
+    );
+    // The tail cut off (head left as it was).
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    for seq in [11, 12] {
+        store.remove(Tree::Audit, &record_key(seq)).await.unwrap();
+    }
+    let found = problems(&*store).await;
+    assert!(
+        found
+            .iter()
+            .any(|(s, w)| *s == 11 && w.contains("truncated")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_export_verifies_and_an_edited_line_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    let mut out = Vec::new();
+    assert_eq!(export::export(&*store, &mut out).await.unwrap(), 12);
+    let text = String::from_utf8(out).unwrap();
+    let report = export::verify_export(&mut text.as_bytes(), None).unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!((report.records, report.signed_to), (12, 12));
+    // A readable field edited in the file (the stored bytes left alone).
+    let edited = text.replacen(
+        "\"client_id\":\"client-2\"",
+        "\"client_id\":\"client-0\"",
+        1,
+    );
+    assert_ne!(edited, text);
+    let report = export::verify_export(&mut edited.as_bytes(), None).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].seq, 3);
+    // A line removed.
+    let without: String = text
+        .lines()
+        .filter(|l| !l.contains("\"seq\":6,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let report = export::verify_export(&mut without.as_bytes(), None).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.seq == 6),
+        "{:?}",
+        report.problems
+    );
+    // Signed by a key the verifier does not trust.
+    let report = export::verify_export(&mut text.as_bytes(), Some(vec![vec![1; 32]])).unwrap();
+    assert!(!report.intact());
+}
+
+#[tokio::test]
+async fn untrusted_strings_stay_in_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled(dir.path());
+    let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    let forged = "evil\n{\"type\":\"record\",\"seq\":1}\r\n2026 INFO event=token_issued";
+    audit
+        .record(
+            Event::new("client_authentication_failed", Outcome::Refused)
+                .client(forged)
+                .reason(&"x".repeat(10_000)),
+        )
+        .await
+        .unwrap();
+    audit.close().await;
+    let records = all(&*store, &Filter::default()).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].client_id, forged, "stored as it came");
+    assert_eq!(records[0].reason.len(), writ_audit::MAX_FIELD, "bounded");
+    let mut out = Vec::new();
+    export::export(&*store, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let records_lines = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"record\""))
+        .count();
+    assert_eq!(
+        records_lines, 1,
+        "one line per record, whatever the strings: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_line_escapes_untrusted_strings() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<parking_lot::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    Auditor::disabled("authz")
+        .record(
+            Event::new("client_authentication_failed", Outcome::Refused)
+                .client("evil\nWARN writ::audit: event=admin_call"),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(buf.0.lock().clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(r#"client_id="evil\nWARN"#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_keeps_the_chain_checkable_from_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled(dir.path());
+    let audit = Auditor::open(
+        store.clone(),
+        &kek(),
+        Settings {
+            checkpoint_every: 10,
+            max_events: 25,
+            ..Settings::default()
+        },
+        "authz",
+    )
+    .await
+    .unwrap();
+    for i in 0..57 {
+        audit.record(issued(i)).await.unwrap();
+        // Let a checkpoint follow each tenth record.
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    audit.close().await;
+    let bounds = Settings {
+        max_events: 25,
+        ..Settings::default()
+    };
+    let pruned = writ_audit::verify::prune(&*store, &bounds, writ_now())
+        .await
+        .unwrap();
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    let first = report.first.unwrap();
+    assert_eq!(pruned, first - 1);
+    assert!(
+        pruned >= 20,
+        "pruned up to the checkpoint at or below 32: {pruned}"
+    );
+    assert!(
+        report.records >= 25,
+        "never below the bound: {}",
+        report.records
+    );
+    // The pruned records' index entries went with them.
+    let gone = all(
+        &*store,
+        &Filter {
+            gid: Some("gid-0".into()),
+            ..Filter::default()
+        },
+    )
+    .await;
+    assert!(gone.is_empty());
+    let scanned = store
+        .scan(Tree::Audit, b"i/g", None, 1000)
+        .await
+        .unwrap()
+        .len() as u64;
+    assert_eq!(scanned, report.records);
+    // Pruned by age: everything made before now is old with no retention.
+    let pruned = writ_audit::verify::prune(
+        &*store,
+        &Settings {
+            retention: Duration::ZERO,
+            ..Settings::default()
+        },
+        writ_now() + 1,
+    )
+    .await
+    .unwrap();
+    assert!(pruned > 0);
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgresql_extend_one_chain() {
+    let Some(config) = writ_store_postgres::testing::fresh().await else {
+        return;
+    };
+    let store: Arc<dyn AsyncStore> = writ_store_postgres::PgStore::open(&config).await.unwrap();
+    let other: Arc<dyn AsyncStore> = writ_store_postgres::PgStore::open(&config).await.unwrap();
+    let a = Auditor::open(store.clone(), &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    let b = Auditor::open(other, &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let audit = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move { audit.record(issued(i)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let intent = a.intent(Event::new("client_deleted", Outcome::Success).client("gone"));
+    assert!(
+        store
+            .commit(
+                Tree::Clients,
+                intent.attach(Batch::new().remove(b"gone".to_vec()))
+            )
+            .await
+            .unwrap()
+    );
+    // Chained by whichever appender looks first (the other replica's, on its tick).
+    b.written(intent);
+    a.close().await;
+    b.close().await;
+    let records = all(&*store, &Filter::default()).await;
+    assert_eq!(records.len(), 61);
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    writ_store_postgres::testing::drop_schema(&config).await;
+}
