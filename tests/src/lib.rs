@@ -288,12 +288,38 @@ impl TestServer {
         assert_refused(self.token(req).await, code, oauth)
     }
 
-    /// Runs `call` and asserts it wrote nothing (compared by [`TestServer::state`]).
+    /// Runs `call` and asserts it wrote nothing (compared by [`TestServer::state`]) but the
+    /// record of its refusal: the audit log gained no record of a change.
     pub async fn assert_unchanged<T>(&self, call: impl std::future::Future<Output = T>) -> T {
         let before = self.state();
+        let seen = self.audit_records().len();
         let out = call.await;
         assert_eq!(self.state(), before, "the call changed nothing");
+        let records = self.audit_records();
+        let changes: Vec<_> = records[seen..]
+            .iter()
+            .filter(|r| r.outcome == "success" && !CHANGES_NOTHING.contains(&r.kind.as_str()))
+            .collect();
+        assert!(changes.is_empty(), "the call recorded a change: {changes:?}");
         out
+    }
+
+    /// Every record of the audit log, in order (as chained so far).
+    pub fn audit_records(&self) -> Vec<writ_audit::AuditRecord> {
+        self.store
+            .scan(Tree::Audit, writ_audit::record::RECORD_PREFIX, None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| writ_store::decode(&v).unwrap())
+            .collect()
+    }
+
+    /// The audit records chained so far whose event is `kind`.
+    pub fn audit_records_of(&self, kind: &str) -> Vec<writ_audit::AuditRecord> {
+        self.audit_records()
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .collect()
     }
 
     /// A token request that must be refused (as [`TestServer::assert_token_refused`]) and
@@ -438,7 +464,8 @@ impl TestServer {
     /// it in the background, whatever the request under test did.
     pub fn state(&self) -> BTreeMap<(&'static str, Vec<u8>), Vec<u8>> {
         let mut all = BTreeMap::new();
-        for tree in Tree::ALL {
+        // The audit log records decisions, refusals included: see `assert_unchanged`.
+        for tree in Tree::ALL.into_iter().filter(|t| *t != Tree::Audit) {
             for (k, v) in self.store.scan(tree, b"", None, usize::MAX).unwrap() {
                 if tree == Tree::Revocations && k.starts_with(b"o/") {
                     continue;
@@ -928,3 +955,12 @@ pub fn run_bounded(
     assert!(!timed_out, "killed after {timeout:?}: {finished}");
     finished
 }
+
+/// Successful decisions that change nothing (an answer, not a write).
+const CHANGES_NOTHING: &[&str] = &[
+    "token_introspected",
+    "revocation_ignored",
+    "admin_read",
+    "watch_started",
+];
+

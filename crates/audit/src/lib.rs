@@ -27,6 +27,11 @@ use tokio::sync::oneshot;
 use writ_store::{AsyncStore, Batch, StoreError};
 
 pub use chain::fingerprint;
+
+/// A chained record's hash (what its successor holds), from the record as read.
+pub fn record_hash(record: &AuditRecord) -> Vec<u8> {
+    chain::hash(&writ_store::encode(record))
+}
 pub use record::AuditRecord;
 
 /// The longest an untrusted string (a client id, a username, a reason) is kept.
@@ -73,12 +78,14 @@ impl Outcome {
 pub struct Event(AuditRecord);
 
 impl Event {
-    /// `kind` is from Writ's own closed set of event names.
+    /// `kind` is from Writ's own closed set of event names. The actor is the one the current
+    /// task acts for ([`acting_as`]), if any.
     pub fn new(kind: &'static str, outcome: Outcome) -> Self {
         Event(AuditRecord {
             kind: kind.to_owned(),
             outcome: outcome.name().to_owned(),
             time_ms: now_ms(),
+            actor: ACTOR.try_with(|a| a.clone()).unwrap_or_default(),
             ..AuditRecord::default()
         })
     }
@@ -131,6 +138,16 @@ impl Event {
     pub fn record(&self) -> &AuditRecord {
         &self.0
     }
+}
+
+tokio::task_local! {
+    static ACTOR: String;
+}
+
+/// Runs `f` on behalf of `actor` (an administrator, say): every event created meanwhile names
+/// it, so an engine call records who asked without each call passing it along.
+pub async fn acting_as<F: std::future::Future>(actor: &str, f: F) -> F::Output {
+    ACTOR.scope(bounded(actor), f).await
 }
 
 /// The first [`MAX_FIELD`] bytes of `v`, cut at a character boundary.

@@ -38,6 +38,7 @@ pub struct TokenExchange {
     actor_issuers: Vec<String>,
     directory: Arc<dyn Directory>,
     revocations: Arc<dyn AsyncRevocationCheck>,
+    audit: writ_audit::Auditor,
 }
 
 impl TokenExchange {
@@ -51,6 +52,7 @@ impl TokenExchange {
         directory: Arc<dyn Directory>,
         revocations: Arc<dyn AsyncRevocationCheck>,
         issuers: Vec<TrustedIssuer>,
+        audit: writ_audit::Auditor,
     ) -> Result<Self> {
         // Its own tokens can be exchanged again (the next hop of a chain).
         let own: Arc<dyn writ_token::KeySource> = Arc::new(OwnKeys(keys.clone()));
@@ -93,6 +95,7 @@ impl TokenExchange {
             actor_issuers,
             directory,
             revocations,
+            audit,
         })
     }
 
@@ -122,41 +125,54 @@ impl TokenExchange {
         }
     }
 
-    /// RFC 8693 section 2: exchanges a subject token for a narrower token. Every decision,
-    /// refusals included, is an audit event (target `writ::audit`, event `token_exchanged`).
+    /// RFC 8693 section 2: exchanges a subject token for a narrower token. Every decision is
+    /// one audit record: `token_exchanged` (subject, actor chain, audience, the lineage's grant
+    /// id), durable before the token goes out, or `token_exchange_refused` with the reason.
     pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeResponse> {
         match self.decide(&req).await {
             Ok((response, d, subject)) => {
-                tracing::info!(
-                    target: "writ::audit",
-                    event = "token_exchanged",
-                    decision = "issued",
-                    client_id = %d.claims.client_id,
-                    policy_id = %d.policy_id,
-                    sub = %d.claims.sub,
-                    subject_iss = %subject.claims.iss,
-                    subject_jti = %subject.claims.jti,
-                    jti = %d.claims.jti,
-                    gid = d.claims.gid.as_deref().unwrap_or(""),
-                    aud = ?d.claims.aud,
-                    scope = %d.claims.scope,
-                    mode = ?d.mode,
-                    act_depth = d.claims.act.as_ref().map_or(0, writ_token::Actor::depth),
-                    minted = ?d.minted,
-                    expires_in = response.expires_in,
-                );
+                let c = &d.claims;
+                let event = writ_audit::Event::new(
+                    "token_exchanged",
+                    writ_audit::Outcome::Success,
+                )
+                .actor(&c.client_id)
+                .client(&c.client_id)
+                .subject(&c.sub)
+                .gid(c.gid.as_deref().unwrap_or(""))
+                .audience(&c.aud)
+                .detail("policy_id", &d.policy_id)
+                .detail("subject_iss", &subject.claims.iss)
+                .detail("subject_jti", &subject.claims.jti)
+                .detail("jti", &c.jti)
+                .detail("scope", &c.scope)
+                .detail("mode", format!("{:?}", d.mode))
+                .detail(
+                    "act",
+                    c.act.as_ref().map(|a| format!("{a:?}")).unwrap_or_default(),
+                )
+                .detail("act_depth", c.act.as_ref().map_or(0, writ_token::Actor::depth))
+                .detail("minted", format!("{:?}", d.minted))
+                .detail("expires_in", response.expires_in);
+                self.audit
+                    .record(event)
+                    .await
+                    .map_err(|_| ExchangeError::Unavailable("the audit log is unavailable"))?;
                 Ok(response)
             }
             Err(e) => {
                 // A server failure's detail is logged where it is answered (writ_proto::refusal).
-                tracing::warn!(
-                    target: "writ::audit",
-                    event = "token_exchanged",
-                    decision = "refused",
-                    client_id = %truncate(&req.client_id),
-                    reason = e.oauth_code(),
-                    cause = e.cause().unwrap_or(""),
-                );
+                let event = writ_audit::Event::new(
+                    "token_exchange_refused",
+                    writ_audit::Outcome::Refused,
+                )
+                .actor(&req.client_id)
+                .client(&req.client_id)
+                .reason(e.oauth_code())
+                .detail("cause", e.cause().unwrap_or(""));
+                if let Err(a) = self.audit.record(event).await {
+                    tracing::error!(error = %a, "a refusal could not be recorded in the audit log");
+                }
                 Err(e)
             }
         }
@@ -309,10 +325,3 @@ impl writ_token::KeySource for OwnKeys {
     }
 }
 
-/// Shows at most 64 characters of an untrusted identifier in logs.
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}

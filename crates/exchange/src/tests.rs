@@ -167,6 +167,7 @@ async fn world() -> World {
                 biscuits: false,
             },
         ],
+        writ_audit::Auditor::disabled("sts"),
     )
     .unwrap();
     World {

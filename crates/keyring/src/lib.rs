@@ -328,7 +328,6 @@ impl Keyring {
                 let info = self
                     .rotate(purpose, state.jwt.alg(), now, retire_for)
                     .await?;
-                tracing::info!(target: "writ::audit", event = "signing_key_rotated", purpose = purpose.name(), kid = %info.kid, why = "age");
                 rotated.push(info);
             }
         }

@@ -74,58 +74,104 @@ impl AuthorizationServer {
         credential: &str,
         needs: AdminPermission,
     ) -> Result<AdminCaller> {
+        match self.admin_decision(credential, needs).await {
+            Ok(caller) => Ok(caller),
+            Err(denied) => {
+                // The master credential's failures are recorded where it is checked.
+                if !denied.why.is_empty() {
+                    self.audit_refusal(
+                        writ_audit::Event::new("admin_call_refused", writ_audit::Outcome::Refused)
+                            .actor(&denied.client)
+                            .client(&denied.client)
+                            .reason(denied.why)
+                            .detail("needs", format!("{needs:?}")),
+                    )
+                    .await;
+                }
+                Err(denied.error)
+            }
+        }
+    }
+
+    async fn admin_decision(
+        &self,
+        credential: &str,
+        needs: AdminPermission,
+    ) -> std::result::Result<AdminCaller, Denied> {
         if !writ_vocabulary::looks_like_jwt(credential) {
             self.authenticate_admin(credential).await?;
             return Ok(AdminCaller::Master);
         }
-        let refused = |why: &'static str| {
-            tracing::warn!(target: "writ::audit", event = "admin_token_refused", reason = why);
-            Error::AdminUnauthenticated
+        let refused = |why: &'static str, client: &str| Denied {
+            error: Error::AdminUnauthenticated,
+            why,
+            client: client.to_owned(),
         };
         if credential.len() > MAX_TOKEN_LEN {
-            return Err(refused("too_large"));
+            return Err(refused("too_large", ""));
         }
         let token = match self.verifier.verify_off_runtime(credential, None).await {
             Ok(t) => t,
-            Err(e @ TokenError::Overloaded) => return Err(e.into()),
-            Err(_) => return Err(refused("invalid_token")),
+            Err(e @ TokenError::Overloaded) => return Err(Error::from(e).into()),
+            Err(_) => return Err(refused("invalid_token", "")),
         };
         let c = &token.claims;
         // For the admin API alone: a token also addressed to a service could be replayed here
         // by that service, or by whoever stole it there.
         if c.aud.len() != 1 || c.aud[0] != ADMIN_AUDIENCE {
-            return Err(refused("wrong_audience"));
+            return Err(refused("wrong_audience", &c.client_id));
         }
         if !self.is_live(&token).await? {
-            return Err(refused("revoked"));
+            return Err(refused("revoked", &c.client_id));
         }
         // The client as it is now: enabled, still allowed the admin audience, not re-created
         // since the token was issued; and the token's scopes count only while the client still
         // has them (a scope taken away ends at once, not when the token expires).
         let client = match self.client_record(&c.client_id).await {
             Ok(client) => client,
-            Err(Error::NotFound(_)) => return Err(refused("client_gone")),
-            Err(e) => return Err(e),
+            Err(Error::NotFound(_)) => return Err(refused("client_gone", &c.client_id)),
+            Err(e) => return Err(e.into()),
         };
         if client.disabled
             || c.iat < client.created_at
             || !client.audience.iter().any(|a| a == ADMIN_AUDIENCE)
         {
-            return Err(refused("client_changed"));
+            return Err(refused("client_changed", &c.client_id));
         }
         let has = |scopes: &str, s: &str| scopes.split(' ').any(|have| have == s);
         let granted = needs
             .scope()
             .is_some_and(|s| has(&c.scope, s) && has(&client.scope, s));
         if !granted {
-            tracing::warn!(target: "writ::audit", event = "admin_call_forbidden", client = %c.client_id, needs = ?needs);
-            return Err(Error::AdminForbidden(match needs {
-                AdminPermission::Master => "only the admin credential may do this",
-                _ => "the admin token lacks the scope this call needs",
-            }));
+            return Err(Denied {
+                error: Error::AdminForbidden(match needs {
+                    AdminPermission::Master => "only the admin credential may do this",
+                    _ => "the admin token lacks the scope this call needs",
+                }),
+                why: "insufficient_scope",
+                client: c.client_id.clone(),
+            });
         }
         Ok(AdminCaller::Client {
             client_id: c.client_id.clone(),
         })
+    }
+}
+
+/// An admin call refused: the error to answer, and what the audit record says (`why` empty:
+/// not a refusal of the credential, or one recorded elsewhere).
+struct Denied {
+    error: Error,
+    why: &'static str,
+    client: String,
+}
+
+impl From<Error> for Denied {
+    fn from(error: Error) -> Self {
+        Denied {
+            error,
+            why: "",
+            client: String::new(),
+        }
     }
 }

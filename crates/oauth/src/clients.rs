@@ -2,7 +2,8 @@
 
 use crate::secrets::SecretHasher;
 use crate::throttle::Subject;
-use writ_store::{AsyncStoreExt, Tree};
+use writ_audit::{Event, Outcome};
+use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{Scopes, random_id, random_secret};
 
 use writ_token::RevocationKind;
@@ -57,8 +58,8 @@ impl AuthorizationServer {
     ) -> Result<ClientRecord> {
         let who = [Subject::Client(client_id, source)];
         let now = self.now();
+        // Refusals are recorded by the endpoint that answers them (one record per decision).
         if let Some(wait) = self.throttle.locked(&who, now) {
-            tracing::warn!(target: "writ::audit", event = "client_authentication_throttled", client_id = %truncate(client_id), retry_after = wait);
             return Err(Error::Throttled(wait));
         }
         let record = if valid_id(client_id) && secret.len() <= MAX_SECRET_LEN {
@@ -103,7 +104,6 @@ impl AuthorizationServer {
             }
             _ => {
                 self.throttle.failed(&who, now);
-                tracing::warn!(target: "writ::audit", event = "client_authentication_failed", client_id = %truncate(client_id));
                 Err(Error::InvalidClient)
             }
         }
@@ -115,7 +115,6 @@ impl AuthorizationServer {
     pub async fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
         let client = self.authenticate_client(client_id, secret).await?;
         if !client.is_confidential() || client.disabled {
-            tracing::warn!(target: "writ::audit", event = "client_authentication_failed", client_id = %truncate(client_id), why = "public or disabled client");
             return Err(Error::InvalidClient);
         }
         Ok(())
@@ -152,16 +151,24 @@ impl AuthorizationServer {
             .map(|s| self.hasher.hash(s.as_bytes()).to_vec())
             .unwrap_or_default();
         spec.created_at = self.now();
+        let intent = self.audit.intent(
+            Event::new("client_created", Outcome::Success)
+                .client(&spec.client_id)
+                .detail("client_type", client_type_name(spec.client_type))
+                .detail("after", fields_text(&spec, UPDATABLE_CLIENT_FIELDS)),
+        );
+        let key = spec.client_id.as_bytes();
+        let batch = Batch::new().expect(key, None).put(key, encode(&spec));
         if !self
             .store
-            .insert_new(spec.client_id.as_bytes(), &spec)
+            .commit(Tree::Clients, intent.attach(batch))
             .await?
         {
             return Err(Error::AlreadyExists("a client with this client_id exists"));
         }
+        self.audit.written(intent);
         self.store.durable().await?;
         self.client_cache.invalidate(&spec.client_id);
-        tracing::info!(target: "writ::audit", event = "client_created", client_id = %spec.client_id);
         Ok((client_of(&spec), secret))
     }
 
@@ -203,12 +210,25 @@ impl AuthorizationServer {
             .collect();
         let mask = if mask.is_empty() { &all[..] } else { mask };
         let updated = self
-            .modify_client(&spec.client_id, |c| {
-                set_fields(c, &spec, mask);
-                self.validate_client(c)
-            })
+            .modify_client(
+                &spec.client_id,
+                |c| {
+                    set_fields(c, &spec, mask);
+                    self.validate_client(c)
+                },
+                |before, after| {
+                    let changed: Vec<&str> = mask
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|f| field_text(before, f) != field_text(after, f))
+                        .collect();
+                    Event::new("client_updated", Outcome::Success)
+                        .client(&after.client_id)
+                        .detail("before", fields_text(before, &changed))
+                        .detail("after", fields_text(after, &changed))
+                },
+            )
             .await?;
-        tracing::info!(target: "writ::audit", event = "client_updated", client_id = %updated.client_id, fields = ?mask);
         if was_enabled && updated.disabled {
             self.cut_off(
                 RevocationKind::Client,
@@ -221,13 +241,19 @@ impl AuthorizationServer {
     }
 
     pub async fn delete_client(&self, client_id: &str) -> Result<()> {
-        self.client_record(client_id).await?;
+        let before = self.client_record(client_id).await?;
+        let intent = self.audit.intent(
+            Event::new("client_deleted", Outcome::Success)
+                .client(client_id)
+                .detail("before", fields_text(&before, UPDATABLE_CLIENT_FIELDS)),
+        );
+        let batch = Batch::new().remove(client_id.as_bytes());
         self.store
-            .remove(Tree::Clients, client_id.as_bytes())
+            .commit(Tree::Clients, intent.attach(batch))
             .await?;
+        self.audit.written(intent);
         self.store.durable().await?;
         self.client_cache.invalidate(client_id);
-        tracing::info!(target: "writ::audit", event = "client_deleted", client_id = %client_id);
         // Its live access tokens die now, not at their expiry.
         self.cut_off(RevocationKind::Client, client_id, "client deleted")
             .await
@@ -249,22 +275,30 @@ impl AuthorizationServer {
         let secret = random_secret();
         let hash = self.hasher.hash(secret.as_bytes()).to_vec();
         let now = self.now();
-        self.modify_client(client_id, |c| {
-            if !c.is_confidential() {
-                return Err(Error::InvalidRequest("a public client has no secret"));
-            }
-            if grace_seconds > 0 {
-                c.previous_secret_hash = std::mem::take(&mut c.secret_hash);
-                c.previous_secret_expires_at = now + grace_seconds;
-            } else {
-                c.previous_secret_hash.clear();
-                c.previous_secret_expires_at = 0;
-            }
-            c.secret_hash = hash.clone();
-            Ok(())
-        })
+        self.modify_client(
+            client_id,
+            |c| {
+                if !c.is_confidential() {
+                    return Err(Error::InvalidRequest("a public client has no secret"));
+                }
+                if grace_seconds > 0 {
+                    c.previous_secret_hash = std::mem::take(&mut c.secret_hash);
+                    c.previous_secret_expires_at = now + grace_seconds;
+                } else {
+                    c.previous_secret_hash.clear();
+                    c.previous_secret_expires_at = 0;
+                }
+                c.secret_hash = hash.clone();
+                Ok(())
+            },
+            // Never the secret, nor its hash.
+            |_, after| {
+                Event::new("client_secret_rotated", Outcome::Success)
+                    .client(&after.client_id)
+                    .detail("grace_seconds", grace_seconds)
+            },
+        )
         .await?;
-        tracing::info!(target: "writ::audit", event = "client_secret_rotated", client_id = %client_id, grace_seconds);
         Ok(secret)
     }
 
@@ -272,16 +306,21 @@ impl AuthorizationServer {
         &self,
         client_id: &str,
         change: impl Fn(&mut ClientRecord) -> Result<()>,
+        describe: impl Fn(&ClientRecord, &ClientRecord) -> Event,
     ) -> Result<ClientRecord> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
         let updated = self
-            .update_record::<ClientRecord>(client_id.as_bytes(), |current| {
-                let mut client = current.ok_or(Error::NotFound("no such client"))?;
-                change(&mut client)?;
-                Ok(Some(client))
-            })
+            .update_record::<ClientRecord>(
+                client_id.as_bytes(),
+                |current| {
+                    let mut client = current.ok_or(Error::NotFound("no such client"))?;
+                    change(&mut client)?;
+                    Ok(Some(client))
+                },
+                |before, after| describe(before.unwrap_or(after), after),
+            )
             .await?;
         self.client_cache.invalidate(client_id);
         updated.ok_or(Error::Internal("client update wrote nothing"))
@@ -355,6 +394,41 @@ impl AuthorizationServer {
 }
 
 /// Copies the fields named in `mask` from the admin API's `client` onto the stored record.
+/// An updatable field's value as an audit detail shows it (strings escaped).
+fn field_text(c: &ClientRecord, field: &str) -> String {
+    match field {
+        "client_name" => format!("{:?}", c.client_name),
+        "grant_types" => format!("{:?}", c.grant_types),
+        "scope" => format!("{:?}", c.scope),
+        "audience" => format!("{:?}", c.audience),
+        "access_token_lifetime" => c.access_token_lifetime.to_string(),
+        "refresh_token_lifetime" => c.refresh_token_lifetime.to_string(),
+        "token_formats" => format!("{:?}", c.token_formats),
+        "default_token_format" => c.default_token_format.to_string(),
+        "may_introspect" => c.may_introspect.to_string(),
+        "disabled" => c.disabled.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `field=value` for each of `fields`: what an audit record shows of a client (never a secret
+/// or its hash: they are not updatable fields).
+fn fields_text<S: AsRef<str>>(c: &ClientRecord, fields: &[S]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}={}", f.as_ref(), field_text(c, f.as_ref())))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn client_type_name(t: i32) -> &'static str {
+    if t == CLIENT_CONFIDENTIAL {
+        "confidential"
+    } else {
+        "public"
+    }
+}
+
 fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) {
     for field in mask {
         match field.as_ref() {
@@ -414,14 +488,6 @@ fn client_of(c: &ClientRecord) -> Client {
         may_introspect: c.may_introspect,
         disabled: c.disabled,
         created_at: c.created_at,
-    }
-}
-
-/// Shows at most 64 characters of an untrusted identifier in logs.
-pub(crate) fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

@@ -126,6 +126,13 @@ impl Refuse for Error {
     }
 }
 
+/// The audit log could not take a record: the operation is not acknowledged (retry).
+impl From<writ_audit::AuditError> for Error {
+    fn from(e: writ_audit::AuditError) -> Self {
+        Error::Storage(StoreError::Unavailable(e.to_string()))
+    }
+}
+
 impl From<writ_keyring::KeyringError> for Error {
     fn from(e: writ_keyring::KeyringError) -> Self {
         use writ_keyring::KeyringError as K;

@@ -1,6 +1,7 @@
 //! The token endpoint: `client_credentials`, `refresh_token` (rotation with reuse detection) and
 //! `password` (only for clients explicitly allowed it).
 
+use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{
     AccessClaims, Scopes, encode_access_token, mint_biscuit, random_id, random_secret,
@@ -29,17 +30,39 @@ struct Minting<'a> {
 
 impl AuthorizationServer {
     /// RFC 6749 section 3.2.
+    /// Every answer is one audit record: `token_issued` (with the state change it made, if any)
+    /// or `token_refused` with the reason.
     pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
-        check_request_sizes(&req)?;
+        let result = self.token_decision(&req).await;
+        if let Err(e) = &result {
+            self.audit_refusal(
+                Event::new("token_refused", Outcome::Refused)
+                    .actor(&req.client_id)
+                    .client(&req.client_id)
+                    .reason(e.oauth_code())
+                    .detail("grant_type", &req.grant_type)
+                    .detail("description", e.description())
+                    .detail("username", &req.username)
+                    .detail(
+                        "source",
+                        req.source.map(|s| s.to_string()).unwrap_or_default(),
+                    ),
+            )
+            .await;
+        }
+        result
+    }
+
+    async fn token_decision(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        check_request_sizes(req)?;
         // A source with too many failed authentications is refused before any is checked.
         let source = req.source.map(crate::throttle::Subject::Source);
         let source = source.as_slice();
         if let Some(wait) = self.throttle.locked(source, self.now()) {
-            tracing::warn!(target: "writ::audit", event = "token_refused", reason = "throttled", retry_after = wait);
             writ_metrics::global().token_refused(Error::Throttled(wait).oauth_code());
             return Err(Error::Throttled(wait));
         }
-        let result = self.grant(&req).await;
+        let result = self.grant(req).await;
         match &result {
             // Labels from closed sets only: the grant types Writ serves, the RFC error codes.
             Ok(_) => writ_metrics::global().token_issued(match req.grant_type.as_str() {
@@ -64,10 +87,7 @@ impl AuthorizationServer {
             grant_type::REFRESH_TOKEN => self.refresh(req).await,
             grant_type::PASSWORD => self.password(req).await,
             "" => Err(Error::InvalidRequest("grant_type is required")),
-            other => {
-                tracing::warn!(target: "writ::audit", event = "token_refused", reason = "unsupported_grant_type", grant_type = %crate::clients::truncate(other));
-                Err(Error::UnsupportedGrantType)
-            }
+            _ => Err(Error::UnsupportedGrantType),
         }
     }
 
@@ -80,21 +100,21 @@ impl AuthorizationServer {
             return Err(Error::InvalidClient);
         }
         if !client.is_confidential() || !client.allows_grant(grant_type::CLIENT_CREDENTIALS) {
-            return Err(refuse(
-                &client,
-                Error::UnauthorizedClient("the client may not use client_credentials"),
-            ));
+            return Err(Error::UnauthorizedClient("the client may not use client_credentials"));
         }
         let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         let m = Minting {
-            scope: narrow_scope(&req.scope, &allowed).map_err(|e| refuse(&client, e))?,
-            audience: resolve_audience(&client, req).map_err(|e| refuse(&client, e))?,
-            format: resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?,
+            scope: narrow_scope(&req.scope, &allowed)?,
+            audience: resolve_audience(&client, req)?,
+            format: resolve_format(&client, req.token_format)?,
             subject: client.client_id.clone(),
             gid: random_id(),
             client: &client,
         };
-        self.issue(&m, grant_type::CLIENT_CREDENTIALS, None)
+        let (response, event) = self.issue(&m, grant_type::CLIENT_CREDENTIALS, None)?;
+        // No state changes: the record is queued, and durable before the token goes out.
+        self.audit.record(event).await?;
+        Ok(response)
     }
 
     /// RFC 6749 section 4.3, for clients explicitly allowed it (the legacy API-gateway pattern).
@@ -108,10 +128,7 @@ impl AuthorizationServer {
         // A public client proves nothing about itself: it would make this endpoint a password
         // oracle for anyone. (Registration refuses it too; this covers older records.)
         if !client.is_confidential() || !client.allows_grant(grant_type::PASSWORD) {
-            return Err(refuse(
-                &client,
-                Error::UnauthorizedClient("the client may not use the password grant"),
-            ));
+            return Err(Error::UnauthorizedClient("the client may not use the password grant"));
         }
         if req.username.is_empty() || req.password.is_empty() {
             return Err(Error::InvalidRequest("username and password are required"));
@@ -120,46 +137,61 @@ impl AuthorizationServer {
         let client_scopes =
             Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         Scopes::parse(&req.scope).map_err(|_| Error::InvalidScope("scope is malformed"))?;
-        let audience = resolve_audience(&client, req).map_err(|e| refuse(&client, e))?;
-        let format = resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?;
+        let audience = resolve_audience(&client, req)?;
+        let format = resolve_format(&client, req.token_format)?;
 
         let user = self.authenticate_user(&req.username, &req.password).await?;
         let user_scopes =
             Scopes::parse(&user.scope).map_err(|_| Error::Internal("stored scope"))?;
         let scope = narrow_scope(&req.scope, &client_scopes.intersection(&user_scopes))
-            .map_err(|e| refuse(&client, e))?;
+            ?;
 
         let now = self.now();
         let gid = random_id();
-        let refresh = if client.allows_grant(grant_type::REFRESH_TOKEN) {
-            let grant = GrantRecord {
-                gid: gid.clone(),
-                client_id: client.client_id.clone(),
-                subject: user.subject.clone(),
-                scope: scope.to_string(),
-                created_at: now,
-                expires_at: now + self.config.max_grant_lifetime,
-                username: user.username.clone(),
-            };
-            self.store.put_record(grant.gid.as_bytes(), &grant).await?;
-            let (token, record) = self.new_refresh_token(&client, &grant, now);
-            self.store
-                .put_record(&self.hasher.hash(token.as_bytes()), &record)
-                .await?;
-            self.store.durable().await?;
-            Some(token)
-        } else {
-            None
+        let grant = GrantRecord {
+            gid: gid.clone(),
+            client_id: client.client_id.clone(),
+            subject: user.subject.clone(),
+            scope: scope.to_string(),
+            created_at: now,
+            expires_at: now + self.config.max_grant_lifetime,
+            username: user.username.clone(),
         };
+        let refresh = client
+            .allows_grant(grant_type::REFRESH_TOKEN)
+            .then(|| self.new_refresh_token(&client, &grant, now));
         let m = Minting {
             client: &client,
-            subject: user.subject,
+            subject: user.subject.clone(),
             scope,
             audience,
             gid,
             format,
         };
-        self.issue(&m, grant_type::PASSWORD, refresh)
+        let (response, event) = self.issue(
+            &m,
+            grant_type::PASSWORD,
+            refresh.as_ref().map(|(token, _)| token.clone()),
+        )?;
+        let event = event.detail("username", &user.username);
+        match refresh {
+            Some((token, record)) => {
+                // The family's first token and the record of its issue, in one batch.
+                self.store.put_record(grant.gid.as_bytes(), &grant).await?;
+                let intent = self.audit.intent(event);
+                let batch = Batch::new().put(
+                    self.hasher.hash(token.as_bytes()).to_vec(),
+                    encode(&record),
+                );
+                self.store
+                    .commit(Tree::RefreshTokens, intent.attach(batch))
+                    .await?;
+                self.audit.written(intent);
+                self.store.durable().await?;
+            }
+            None => self.audit.record(event).await?,
+        }
+        Ok(response)
     }
 
     /// RFC 6749 section 6, with rotation: every use returns a new refresh token and marks the
@@ -175,32 +207,20 @@ impl AuthorizationServer {
             return Err(Error::InvalidRequest("refresh_token is required"));
         }
         if !client.allows_grant(grant_type::REFRESH_TOKEN) {
-            return Err(refuse(
-                &client,
-                Error::UnauthorizedClient("the client may not use refresh tokens"),
-            ));
+            return Err(Error::UnauthorizedClient("the client may not use refresh tokens"));
         }
         let key = self.hasher.hash(req.refresh_token.as_bytes());
         let Some(old_bytes) = self.store.get(Tree::RefreshTokens, &key).await? else {
-            return Err(refuse(
-                &client,
-                Error::InvalidGrant("the refresh token is invalid"),
-            ));
+            return Err(Error::InvalidGrant("the refresh token is invalid"));
         };
         let old: RefreshTokenRecord = writ_store::decode(&old_bytes)?;
         // Checks that change nothing come first: a refresh token presented by another client
         // or after the client was disabled is refused without touching the family.
         if old.client_id != client.client_id {
-            return Err(refuse(
-                &client,
-                Error::InvalidGrant("the refresh token was issued to another client"),
-            ));
+            return Err(Error::InvalidGrant("the refresh token was issued to another client"));
         }
         if client.disabled {
-            return Err(refuse(
-                &client,
-                Error::InvalidGrant("the client is disabled"),
-            ));
+            return Err(Error::InvalidGrant("the client is disabled"));
         }
         // What the grant's record holds that a rotation needs, the token carries (tokens issued
         // before it did: read from the grant). The owner and the revocations are read at once:
@@ -231,10 +251,7 @@ impl AuthorizationServer {
         };
         let mut owner = owner;
         if revoked {
-            return Err(refuse(
-                &client,
-                Error::InvalidGrant("the grant has been revoked"),
-            ));
+            return Err(Error::InvalidGrant("the grant has been revoked"));
         }
         let now = self.now();
         // A used token presented again by its client shortly after its rotation: the reply
@@ -248,10 +265,7 @@ impl AuthorizationServer {
             }
         }
         if now >= old.expires_at || now >= grant.expires_at {
-            return Err(refuse(
-                &client,
-                Error::InvalidGrant("the refresh token has expired"),
-            ));
+            return Err(Error::InvalidGrant("the refresh token has expired"));
         }
         // Never more than the client and the user may have now: an administrator who narrowed
         // either narrowed the family too; a user deleted or disabled ends it.
@@ -269,22 +283,20 @@ impl AuthorizationServer {
             let user = owner
                 .filter(|u| !u.disabled && u.subject == grant.subject)
                 .ok_or_else(|| {
-                    refuse(
-                        &client,
-                        Error::InvalidGrant("the resource owner no longer exists or is disabled"),
-                    )
+                    Error::InvalidGrant("the resource owner no longer exists or is disabled")
                 })?;
             granted = granted.intersection(
                 &Scopes::parse(&user.scope).map_err(|_| Error::Internal("stored scope"))?,
             );
         }
-        let scope = narrow_scope(&req.scope, &granted).map_err(|e| refuse(&client, e))?;
-        let audience = resolve_audience(&client, req).map_err(|e| refuse(&client, e))?;
-        let format = resolve_format(&client, req.token_format).map_err(|e| refuse(&client, e))?;
+        let scope = narrow_scope(&req.scope, &granted)?;
+        let audience = resolve_audience(&client, req)?;
+        let format = resolve_format(&client, req.token_format)?;
 
         let (token, new_record) = self.new_refresh_token(&client, &grant, now);
         let new_key = self.hasher.hash(token.as_bytes());
         let mut batch = Batch::new().expect(key.to_vec(), Some(old_bytes));
+        let retry = replacing.is_some();
         let used = match replacing {
             // The grace period runs from the rotation, not from each retry.
             None => RefreshTokenRecord {
@@ -294,7 +306,6 @@ impl AuthorizationServer {
                 ..old.clone()
             },
             Some((successor_key, successor_bytes, successor)) => {
-                tracing::warn!(target: "writ::audit", event = "refresh_token_retried", client_id = %client.client_id, gid = %grant.gid, rotated_at = old.used_at);
                 let replaced = RefreshTokenRecord {
                     state: REFRESH_REPLACED,
                     ..successor
@@ -308,25 +319,38 @@ impl AuthorizationServer {
                 }
             }
         };
+        // Minted before the rotation commits, so the record of the issue goes in its batch (a
+        // token of a rotation that loses is never sent).
+        let m = Minting {
+            client: &client,
+            subject: old.subject.clone(),
+            scope,
+            audience,
+            gid: grant.gid.clone(),
+            format,
+        };
+        let (response, mut event) = self.issue(&m, grant_type::REFRESH_TOKEN, Some(token))?;
+        if retry {
+            // A retry within the grace period: the successor it replaced is named.
+            event = event.detail("retry_of_rotation_at", old.used_at);
+        }
+        let intent = self.audit.intent(event);
         // Every record read is expected unchanged: of concurrent uses of this token or of its
         // successor, exactly one commits and the others are reuse.
         let batch = batch
             .put(key.to_vec(), encode(&used))
             .expect(new_key.to_vec(), None)
             .put(new_key.to_vec(), encode(&new_record));
-        if !self.store.commit(Tree::RefreshTokens, batch).await? {
+        if !self
+            .store
+            .commit(Tree::RefreshTokens, intent.attach(batch))
+            .await?
+        {
             return self.reuse_detected(&client, &grant.gid).await;
         }
+        self.audit.written(intent);
         self.store.durable().await?;
-        let m = Minting {
-            client: &client,
-            subject: old.subject,
-            scope,
-            audience,
-            gid: grant.gid,
-            format,
-        };
-        self.issue(&m, grant_type::REFRESH_TOKEN, Some(token))
+        Ok(response)
     }
 
     /// The unused successor of `old` (its stored key, bytes and record) when `old`, a used
@@ -361,8 +385,9 @@ impl AuthorizationServer {
         Ok(Some((old.successor.clone(), bytes, successor)))
     }
 
-    async fn reuse_detected(&self, client: &ClientRecord, gid: &str) -> Result<TokenResponse> {
-        tracing::warn!(target: "writ::audit", event = "refresh_token_reuse", client_id = %client.client_id, gid = %gid);
+    /// Revokes the family (its own record, reason `refresh token reuse`); the refusal that
+    /// follows is the token endpoint's.
+    async fn reuse_detected(&self, _client: &ClientRecord, gid: &str) -> Result<TokenResponse> {
         self.revoke_grant(gid, "refresh token reuse").await?;
         Err(Error::InvalidGrant(
             "the refresh token was already used; its grant has been revoked",
@@ -396,13 +421,14 @@ impl AuthorizationServer {
         (random_secret(), record)
     }
 
-    /// Mints the access token(s) for a grant decision.
+    /// Mints the access token(s) for a grant decision, with the audit record of the issue (for
+    /// the caller to write with the state change, or queue).
     fn issue(
         &self,
         m: &Minting<'_>,
         grant: &str,
         refresh_token: Option<String>,
-    ) -> Result<TokenResponse> {
+    ) -> Result<(TokenResponse, Event)> {
         let now = self.now();
         let lifetime = match m.client.access_token_lifetime {
             0 => self.config.default_access_token_lifetime,
@@ -441,19 +467,22 @@ impl AuthorizationServer {
                 Some(mint_biscuit(&keys.biscuit, &claims)?),
             ),
         };
-        tracing::info!(
-            target: "writ::audit",
-            event = "token_issued",
-            grant_type = grant,
-            client_id = %claims.client_id,
-            sub = %claims.sub,
-            jti = %claims.jti,
-            gid = %m.gid,
-            scope = %claims.scope,
-            aud = ?claims.aud,
-            format = ?m.format,
-        );
-        Ok(TokenResponse {
+        let event = Event::new("token_issued", Outcome::Success)
+            .actor(&claims.client_id)
+            .client(&claims.client_id)
+            .subject(&claims.sub)
+            .gid(&m.gid)
+            .audience(&claims.aud)
+            .detail("grant_type", grant)
+            .detail("jti", &claims.jti)
+            .detail("scope", &claims.scope)
+            .detail("exp", claims.exp)
+            .detail("format", format!("{:?}", m.format))
+            .detail(
+                "refresh_token",
+                if refresh_token.is_some() { "issued" } else { "" },
+            );
+        let response = TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: lifetime,
@@ -461,7 +490,8 @@ impl AuthorizationServer {
             scope: claims.scope,
             issued_token_type,
             biscuit,
-        })
+        };
+        Ok((response, event))
     }
 }
 
@@ -477,11 +507,6 @@ fn grant_of(token: &RefreshTokenRecord) -> Option<GrantRecord> {
         expires_at: token.grant_expires_at,
         username: token.username.clone(),
     })
-}
-
-fn refuse(client: &ClientRecord, e: Error) -> Error {
-    tracing::warn!(target: "writ::audit", event = "token_refused", client_id = %client.client_id, reason = e.oauth_code(), detail = %e.description());
-    e
 }
 
 fn check_request_sizes(req: &TokenRequest) -> Result<()> {

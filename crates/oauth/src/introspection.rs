@@ -1,5 +1,6 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009).
 
+use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Tree, decode};
 use writ_token::{RevocationEntry, RevocationKind, TokenError, VerifiedToken};
 
@@ -21,7 +22,38 @@ impl AuthorizationServer {
     /// token was issued to it, names it as an audience, or it may introspect any token; every
     /// other case, like every invalid, expired, revoked or unknown token, is `active: false`
     /// and nothing else.
+    ///
+    /// One audit record per answer: `token_introspected` (who asked, about which token, whether
+    /// it was active) or `introspection_refused`.
     pub async fn introspect(&self, op: TokenOperation) -> Result<Introspection> {
+        let answer = self.introspect_decision(&op).await;
+        match &answer {
+            Ok(i) => {
+                let event = Event::new("token_introspected", Outcome::Success)
+                    .actor(&op.client.client_id)
+                    .client(&i.client_id)
+                    .subject(&i.sub)
+                    .gid(&i.gid)
+                    .audience(&i.aud)
+                    .detail("active", i.active)
+                    .detail("jti", &i.jti)
+                    .detail("token_type", &i.token_type);
+                self.audit.record(event).await?;
+            }
+            Err(e) => {
+                self.audit_refusal(
+                    Event::new("introspection_refused", Outcome::Refused)
+                        .actor(&op.client.client_id)
+                        .reason(e.oauth_code())
+                        .detail("description", e.description()),
+                )
+                .await
+            }
+        }
+        answer
+    }
+
+    async fn introspect_decision(&self, op: &TokenOperation) -> Result<Introspection> {
         let caller = self
             .authenticate_client(&op.client.client_id, &op.client.client_secret)
             .await?;
@@ -82,14 +114,41 @@ impl AuthorizationServer {
             }
             _ => Introspection::inactive(),
         };
-        tracing::info!(target: "writ::audit", event = "token_introspected", caller = %caller.client_id, active = result.active, jti = %result.jti);
         Ok(result)
     }
 
     /// RFC 7009. The caller must be the client the token was issued to; anything else, like an
     /// unknown or garbage token, succeeds and changes nothing. Revoking a refresh token revokes
     /// its whole grant (every refresh and access token of the family). Success means durable.
+    ///
+    /// A revocation made is recorded with it (`revoked`); a request that revokes nothing is
+    /// `revocation_ignored`, a refused one `revocation_refused`.
     pub async fn revoke(&self, op: TokenOperation) -> Result<()> {
+        let answer = self.revoke_decision(&op).await;
+        let event = match &answer {
+            Ok(true) => return Ok(()),
+            Ok(false) => Event::new("revocation_ignored", Outcome::Success)
+                .actor(&op.client.client_id)
+                .client(&op.client.client_id),
+            Err(e) => Event::new("revocation_refused", Outcome::Refused)
+                .actor(&op.client.client_id)
+                .reason(e.oauth_code())
+                .detail("description", e.description()),
+        };
+        match answer {
+            Ok(_) => {
+                self.audit.record(event).await?;
+                Ok(())
+            }
+            Err(e) => {
+                self.audit_refusal(event).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether something was revoked.
+    async fn revoke_decision(&self, op: &TokenOperation) -> Result<bool> {
         let caller = self
             .authenticate_client(&op.client.client_id, &op.client.client_secret)
             .await?;
@@ -101,6 +160,7 @@ impl AuthorizationServer {
             Found::Refresh(r) if r.client_id == caller.client_id => {
                 self.revoke_grant(&r.gid, "refresh token revoked by its client")
                     .await?;
+                Ok(true)
             }
             Found::Access(t) if t.claims.client_id == caller.client_id => {
                 let entry = RevocationEntry {
@@ -114,12 +174,10 @@ impl AuthorizationServer {
                 };
                 self.record_revocations(&[Revocation::new(entry)], &caller.client_id)
                     .await?;
+                Ok(true)
             }
-            _ => {
-                tracing::info!(target: "writ::audit", event = "revocation_ignored", client_id = %caller.client_id);
-            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     /// Revokes every token of a grant: its access tokens through the revocation feed, its

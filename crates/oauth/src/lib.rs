@@ -26,7 +26,8 @@ mod users;
 
 use std::sync::Arc;
 
-use writ_store::{AsyncStore, AsyncStoreExt, Batch, encode};
+use writ_audit::{Event, Outcome};
+use writ_store::{AsyncStore, AsyncStoreExt, Batch, Record, encode};
 use writ_token::{
     Algorithm, KeySet, SharedClock, TrustedIssuer, TrustedIssuers, UnixTime, VerifierConfig,
     random_bytes, random_secret,
@@ -87,6 +88,8 @@ pub struct Config {
     /// waiting; past both, a password grant is refused as `temporarily_unavailable`.
     pub max_concurrent_password_checks: usize,
     pub max_waiting_password_checks: usize,
+    /// The audit log in this server's store: bounds, checkpoints, or off.
+    pub audit: writ_audit::Settings,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             max_concurrent_password_checks: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             max_waiting_password_checks: 64,
+            audit: writ_audit::Settings::default(),
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct AuthorizationServer {
     /// Permits for concurrent password checks, and how many wait for one.
     password_checks: Arc<tokio::sync::Semaphore>,
     password_waiting: std::sync::atomic::AtomicUsize,
+    /// The audit log, in `store`.
+    audit: writ_audit::Auditor,
 }
 
 /// [`AuthorizationServer::trusted_keys`], with the public key set and the `key_revocations`
@@ -165,6 +171,13 @@ impl AuthorizationServer {
     ) -> Result<(Self, Bootstrap)> {
         let now = clock.now();
         let mut bootstrap = Bootstrap::default();
+        let audit = writ_audit::Auditor::open(
+            store.clone(),
+            &key_encryption_key,
+            config.audit.clone(),
+            "authz",
+        )
+        .await?;
         let secrets = match store
             .get_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY)
             .await?
@@ -182,9 +195,18 @@ impl AuthorizationServer {
                 };
                 // Replicas bootstrapping one store at once: exactly one wins, and shows the
                 // credential; the others use what it stored.
-                if store.insert_new(SERVER_SECRETS_KEY, &rec).await? {
+                let intent = audit.intent(
+                    Event::new("admin_credential_created", Outcome::Success).actor("system"),
+                );
+                let batch = Batch::new()
+                    .expect(SERVER_SECRETS_KEY, None)
+                    .put(SERVER_SECRETS_KEY, encode(&rec));
+                if store
+                    .commit(ServerSecretsRecord::TREE, intent.attach(batch))
+                    .await?
+                {
+                    audit.written(intent);
                     store.durable().await?;
-                    tracing::info!(target: "writ::audit", event = "admin_credential_created");
                     bootstrap.admin_credential = Some(credential);
                     rec
                 } else {
@@ -233,6 +255,7 @@ impl AuthorizationServer {
                 config.max_concurrent_password_checks.max(1),
             )),
             password_waiting: std::sync::atomic::AtomicUsize::new(0),
+            audit,
             hasher: SecretHasher::new(&secrets.secret_hash_key),
             store,
             config,
@@ -365,6 +388,20 @@ impl AuthorizationServer {
         Ok((jwt, biscuit))
     }
 
+    /// The audit log this server records in (the platform shares it with the services of the
+    /// same process).
+    pub fn auditor(&self) -> &writ_audit::Auditor {
+        &self.audit
+    }
+
+    /// Records a refusal; a refusal stays a refusal if the audit log cannot take it (said in
+    /// the server log).
+    pub(crate) async fn audit_refusal(&self, event: Event) {
+        if let Err(e) = self.audit.record(event).await {
+            tracing::error!(error = %e, "a refusal could not be recorded in the audit log");
+        }
+    }
+
     /// The verifier of this server's own tokens (any audience).
     pub fn verifier(&self) -> &TrustedIssuers {
         &self.verifier
@@ -375,13 +412,17 @@ impl AuthorizationServer {
     pub async fn rotate_admin_credential(&self) -> Result<String> {
         let credential = format!("writ-admin-{}", random_secret());
         let hash = self.hasher.hash(credential.as_bytes()).to_vec();
-        self.update_record::<ServerSecretsRecord>(SERVER_SECRETS_KEY, |current| {
-            let mut secrets = current.ok_or(Error::Internal("the server secrets are missing"))?;
-            secrets.admin_credential_hash = hash.clone();
-            Ok(Some(secrets))
-        })
+        self.update_record::<ServerSecretsRecord>(
+            SERVER_SECRETS_KEY,
+            |current| {
+                let mut secrets =
+                    current.ok_or(Error::Internal("the server secrets are missing"))?;
+                secrets.admin_credential_hash = hash.clone();
+                Ok(Some(secrets))
+            },
+            |_, _| Event::new("admin_credential_rotated", Outcome::Success),
+        )
         .await?;
-        tracing::info!(target: "writ::audit", event = "admin_credential_rotated");
         Ok(credential)
     }
 
@@ -400,7 +441,8 @@ impl AuthorizationServer {
         {
             Ok(())
         } else {
-            tracing::warn!(target: "writ::audit", event = "admin_authentication_failed");
+            self.audit_refusal(Event::new("admin_authentication_failed", Outcome::Refused))
+                .await;
             Err(Error::AdminUnauthenticated)
         }
     }
@@ -466,19 +508,24 @@ impl AuthorizationServer {
     /// Read-modify-write of one record, with a compare-and-swap retried on contention, durable
     /// on success. `change` sees the current record (`None` if absent) and returns the new one,
     /// or `None` to write nothing.
-    pub(crate) async fn update_record<R: writ_store::Record>(
+    /// Changes a record by compare-and-swap, with the audit record `describe` makes of the
+    /// change (before, after) in the same batch.
+    pub(crate) async fn update_record<R: writ_store::Record + Clone>(
         &self,
         key: &[u8],
         mut change: impl FnMut(Option<R>) -> Result<Option<R>>,
+        describe: impl Fn(Option<&R>, &R) -> Event,
     ) -> Result<Option<R>> {
         for _ in 0..8 {
             let old = self.store.get(R::TREE, key).await?;
             let current = old.as_deref().map(writ_store::decode::<R>).transpose()?;
-            let Some(new) = change(current)? else {
+            let Some(new) = change(current.clone())? else {
                 return Ok(None);
             };
+            let intent = self.audit.intent(describe(current.as_ref(), &new));
             let batch = Batch::new().expect(key, old).put(key, encode(&new));
-            if self.store.commit(R::TREE, batch).await? {
+            if self.store.commit(R::TREE, intent.attach(batch)).await? {
+                self.audit.written(intent);
                 self.store.durable().await?;
                 return Ok(Some(new));
             }

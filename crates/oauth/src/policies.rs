@@ -77,15 +77,25 @@ impl AuthorizationServer {
         }
         let record = policy_record(&policy);
         let (key, index) = policy_keys(&record);
+        let intent = self.audit.intent(
+            writ_audit::Event::new("exchange_policy_created", writ_audit::Outcome::Success)
+                .client(&policy.client_id)
+                .detail("policy_id", &policy.policy_id)
+                .detail("after", format!("{record:?}")),
+        );
         let batch = Batch::new()
             .expect(key.clone(), None)
             .put(key, encode(&record))
             .put(index, Vec::new());
-        if !self.store.commit(Tree::ExchangePolicies, batch).await? {
+        if !self
+            .store
+            .commit(Tree::ExchangePolicies, intent.attach(batch))
+            .await?
+        {
             return Err(Error::AlreadyExists("a policy with this policy_id exists"));
         }
+        self.audit.written(intent);
         self.store.durable().await?;
-        tracing::info!(target: "writ::audit", event = "exchange_policy_created", policy_id = %policy.policy_id, client_id = %policy.client_id);
         Ok(policy)
     }
 
@@ -161,16 +171,26 @@ impl AuthorizationServer {
             return Err(Error::NotFound("no such exchange policy"));
         };
         let record: ExchangePolicyRecord = writ_store::decode(&bytes)?;
+        let intent = self.audit.intent(
+            writ_audit::Event::new("exchange_policy_deleted", writ_audit::Outcome::Success)
+                .client(&record.client_id)
+                .detail("policy_id", policy_id)
+                .detail("before", format!("{record:?}")),
+        );
         let batch = Batch::new()
             .expect(key.clone(), Some(bytes))
             .remove(key)
             .remove(index_key(&record.client_id, policy_id));
         // Policies are never modified: a failed expectation means another delete won.
-        if !self.store.commit(Tree::ExchangePolicies, batch).await? {
+        if !self
+            .store
+            .commit(Tree::ExchangePolicies, intent.attach(batch))
+            .await?
+        {
             return Err(Error::NotFound("no such exchange policy"));
         }
+        self.audit.written(intent);
         self.store.durable().await?;
-        tracing::info!(target: "writ::audit", event = "exchange_policy_deleted", policy_id = %policy_id);
         Ok(())
     }
 

@@ -114,6 +114,11 @@ impl AuthorizationServer {
                 ));
             }
         }
+        // One record per entry, written with the index and the outbox.
+        let intents: Vec<writ_audit::Intent> = revocations
+            .iter()
+            .map(|r| self.audit.intent(revoked_event(&r.entry, by)))
+            .collect();
         // Merged with what the local index holds, as a compare-and-swap on every key read, so
         // replicas recording the same target at once cannot lose either's cut-off.
         let mut written = false;
@@ -177,6 +182,7 @@ impl AuthorizationServer {
             if let Some(f) = &self.revocation_filter {
                 f.add(new_keys.iter().copied());
             }
+            let batch = intents.iter().fold(batch, |b, i| i.attach(b));
             if self.store.commit(Tree::Revocations, batch).await? {
                 written = true;
                 break;
@@ -197,17 +203,10 @@ impl AuthorizationServer {
             // `trusted_keys` must look again.
             self.reload_revoked_key_ids().await?;
         }
-        self.store.durable().await?;
-        for r in revocations {
-            tracing::warn!(
-                target: "writ::audit",
-                event = "revoked",
-                by = %by,
-                kind = r.entry.kind.name(),
-                value = %r.entry.value,
-                reason = %r.entry.reason,
-            );
+        for intent in intents {
+            self.audit.written(intent);
         }
+        self.store.durable().await?;
         self.outbox_ready.notify_one();
         Ok(())
     }
@@ -553,5 +552,28 @@ impl writ_token::AsyncRevocationCheck for AuthorizationServer {
                 writ_token::Unvouched("the revocation index is unavailable")
             })
         })
+    }
+}
+
+/// The audit record of a revocation: the target in the field it names (a grant id, a subject,
+/// a client), so a query by that field finds it; `by` is the actor unless an administrator's
+/// call set one.
+fn revoked_event(entry: &RevocationEntry, by: &str) -> writ_audit::Event {
+    let mut event = writ_audit::Event::new("revoked", writ_audit::Outcome::Success)
+        .reason(&entry.reason)
+        .detail("kind", entry.kind.name())
+        .detail("value", &entry.value)
+        .detail("expires_at", entry.expires_at)
+        .detail("not_before", entry.not_before);
+    event = if event.record().actor.is_empty() {
+        event.actor(by)
+    } else {
+        event.detail("by", by)
+    };
+    match entry.kind {
+        RevocationKind::GrantId => event.gid(&entry.value),
+        RevocationKind::Subject => event.subject(&entry.value),
+        RevocationKind::Client => event.client(&entry.value),
+        _ => event,
     }
 }

@@ -1,7 +1,8 @@
 //! Resource owners, for clients allowed the password grant. Passwords are argon2id hashes,
 //! computed off the async runtime.
 
-use writ_store::{AsyncStoreExt, Tree};
+use writ_audit::{Event, Outcome};
+use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{Scopes, random_id};
 
 use writ_token::RevocationKind;
@@ -57,11 +58,19 @@ impl AuthorizationServer {
             disabled: false,
             created_at: self.now(),
         };
-        if !self.store.insert_new(username.as_bytes(), &user).await? {
+        let intent = self.audit.intent(
+            Event::new("user_created", Outcome::Success)
+                .subject(&user.subject)
+                .detail("username", username)
+                .detail("scope", &user.scope),
+        );
+        let key = username.as_bytes();
+        let batch = Batch::new().expect(key, None).put(key, encode(&user));
+        if !self.store.commit(Tree::Users, intent.attach(batch)).await? {
             return Err(Error::AlreadyExists("a user with this username exists"));
         }
+        self.audit.written(intent);
         self.store.durable().await?;
-        tracing::info!(target: "writ::audit", event = "user_created", username = %username, sub = %user.subject);
         Ok(User {
             username: user.username,
             subject: user.subject,
@@ -84,9 +93,17 @@ impl AuthorizationServer {
         // deleted user whose tokens still work.
         self.cut_off(RevocationKind::Subject, &user.subject, "user deleted")
             .await?;
-        self.store.remove(Tree::Users, username.as_bytes()).await?;
+        let intent = self.audit.intent(
+            Event::new("user_deleted", Outcome::Success)
+                .subject(&user.subject)
+                .detail("username", username),
+        );
+        let batch = Batch::new().remove(username.as_bytes());
+        self.store
+            .commit(Tree::Users, intent.attach(batch))
+            .await?;
+        self.audit.written(intent);
         self.store.durable().await?;
-        tracing::info!(target: "writ::audit", event = "user_deleted", username = %username);
         Ok(())
     }
 
@@ -97,14 +114,22 @@ impl AuthorizationServer {
         check_password(password)?;
         let hash = hash_off_runtime(password.to_owned()).await?;
         let user = self
-            .update_record::<UserRecord>(username.as_bytes(), |current| {
-                let mut user = current.ok_or(Error::NotFound("no such user"))?;
-                user.password_hash = hash.clone();
-                Ok(Some(user))
-            })
+            .update_record::<UserRecord>(
+                username.as_bytes(),
+                |current| {
+                    let mut user = current.ok_or(Error::NotFound("no such user"))?;
+                    user.password_hash = hash.clone();
+                    Ok(Some(user))
+                },
+                // Never the password, nor its hash.
+                |_, user| {
+                    Event::new("user_password_set", Outcome::Success)
+                        .subject(&user.subject)
+                        .detail("username", &user.username)
+                },
+            )
             .await?
             .ok_or(Error::Internal("password update wrote nothing"))?;
-        tracing::info!(target: "writ::audit", event = "user_password_set", username = %username);
         // A new password ends every session the old one opened (a reset after a compromise).
         self.cut_off(RevocationKind::Subject, &user.subject, "password reset")
             .await
@@ -121,7 +146,6 @@ impl AuthorizationServer {
         // argon2 work), whether or not it exists.
         let who = [crate::throttle::Subject::User(username)];
         if let Some(wait) = self.throttle.locked(&who, self.now()) {
-            tracing::warn!(target: "writ::audit", event = "user_authentication_throttled", username = %crate::clients::truncate(username), retry_after = wait);
             return Err(Error::Throttled(wait));
         }
         let user = if valid_username(username) && password.len() <= MAX_PASSWORD_LEN {
@@ -144,7 +168,6 @@ impl AuthorizationServer {
                 >= self.config.max_waiting_password_checks
             {
                 self.password_waiting.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(target: "writ::audit", event = "password_check_refused", why = "busy");
                 return Err(Error::Busy);
             }
             let permit = self.password_checks.clone().acquire_owned().await;
@@ -164,7 +187,6 @@ impl AuthorizationServer {
             }
             _ => {
                 self.throttle.failed(&who, self.now());
-                tracing::warn!(target: "writ::audit", event = "user_authentication_failed", username = %crate::clients::truncate(username));
                 Err(Error::InvalidGrant(BAD_CREDENTIALS))
             }
         }

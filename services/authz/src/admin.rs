@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::{Request, Response, Status};
+use writ_audit::{Event, Outcome};
 use writ_oauth::{AdminCaller, AdminPermission, AuthorizationServer, Error};
 use writ_proto::admin::admin_service_server::AdminService;
 use writ_proto::admin::*;
@@ -25,7 +26,8 @@ pub fn permission(method: &str) -> AdminPermission {
         | "ListClients"
         | "ListSigningKeys"
         | "GetExchangePolicy"
-        | "ListExchangePolicies" => AdminPermission::Read,
+        | "ListExchangePolicies"
+        | "ListAuditEvents" => AdminPermission::Read,
         "CreateClient"
         | "UpdateClient"
         | "DeleteClient"
@@ -83,7 +85,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let engine = self.engine.clone();
         Box::pin(async move {
-            let needs = permission(request.uri().path().rsplit('/').next().unwrap_or(""));
+            let method = request
+                .uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let needs = permission(&method);
             let credential = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
@@ -93,9 +102,19 @@ where
                 .to_owned();
             match engine.authorize_admin(&credential, needs).await {
                 Ok(caller) => {
-                    tracing::info!(target: "writ::audit", event = "admin_call", caller = %caller.name(), method = %request.uri().path());
+                    let actor = caller.name().to_owned();
+                    // A change is recorded by the engine with what changed (as this actor); a
+                    // read only here, before it is answered.
+                    if needs == AdminPermission::Read {
+                        let event = Event::new("admin_read", Outcome::Success)
+                            .actor(&actor)
+                            .detail("method", &method);
+                        if let Err(e) = engine.auditor().record(event).await {
+                            return Ok(status(Error::from(e)).into_http());
+                        }
+                    }
                     request.extensions_mut().insert(caller);
-                    inner.call(request).await
+                    writ_audit::acting_as(&actor, inner.call(request)).await
                 }
                 Err(e) => Ok(status(e).into_http()),
             }
@@ -239,6 +258,46 @@ impl AdminService for AdminGrpc {
             .await
             .map_err(status)?;
         Ok(Response::new(DeleteClientResponse {}))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let r = request.into_inner();
+        let after = match r.page_token.as_str() {
+            "" => 0,
+            token => token.parse::<u64>().map_err(|_| {
+                status(Error::InvalidRequest("page_token is not one this server gave"))
+            })?,
+        };
+        let ms = |t: Option<prost_types::Timestamp>| {
+            t.map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos / 1_000_000))
+            })
+        };
+        let given = |s: String| (!s.is_empty()).then_some(s);
+        let filter = writ_audit::query::Filter {
+            since_ms: ms(r.since),
+            until_ms: ms(r.until),
+            kind: given(r.event_type),
+            outcome: given(r.outcome),
+            client_id: given(r.client_id),
+            subject: given(r.subject),
+            gid: given(r.gid),
+        };
+        let size = usize::try_from(r.page_size).ok().filter(|n| *n > 0).unwrap_or(100);
+        let page = self
+            .engine
+            .audit_events(&filter, after, size)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListAuditEventsResponse {
+            events: page.records.iter().map(convert::audit_event).collect(),
+            next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
+        }))
     }
 
     async fn rotate_admin_credential(

@@ -193,3 +193,26 @@ pub fn signing_key(k: KeyInfo) -> admin::SigningKey {
         },
     }
 }
+
+pub fn audit_event(r: &writ_audit::AuditRecord) -> writ_proto::admin::AuditEvent {
+    writ_proto::admin::AuditEvent {
+        sequence: r.seq,
+        time: Some(Timestamp {
+            seconds: r.time_ms.div_euclid(1000),
+            // Below a billion: a remainder of milliseconds.
+            nanos: i32::try_from(r.time_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        }),
+        service: r.service.clone(),
+        event_type: r.kind.clone(),
+        outcome: r.outcome.clone(),
+        actor: r.actor.clone(),
+        client_id: r.client_id.clone(),
+        subject: r.subject.clone(),
+        gid: r.gid.clone(),
+        audience: r.audience.clone(),
+        reason: r.reason.clone(),
+        details: r.details.clone().into_iter().collect(),
+        hash: hex::encode(writ_audit::record_hash(r)),
+    }
+}
+

@@ -56,6 +56,9 @@ pub struct Config {
     /// it can match, plus leeway. A shorter `expires_at` is raised to it, so no revoked token
     /// outlives its revocation.
     pub min_entry_lifetime: Duration,
+    /// Where its decisions are recorded. The platform always sets it (the process's log); the
+    /// default only logs them.
+    pub audit: writ_audit::Auditor,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
                 max_subscribers_per_caller: 64,
             },
             prune_interval: Duration::from_secs(60),
+            audit: writ_audit::Auditor::disabled("revocation"),
         }
     }
 }
@@ -202,17 +206,28 @@ impl RevocationService for RevocationGrpc {
             .await
             .map_err(|_| Status::internal("the append did not finish"))?
             .map_err(status)?;
+        // The log's append is its own batch (another store, under `writ up`): each entry's
+        // record is queued after it, durable before the producer hears the sequence.
         for (e, _) in &entries {
-            tracing::info!(
-                target: "writ::audit",
-                event = "revocation_recorded",
-                by = %caller,
-                kind = e.kind.name(),
-                value = %e.value,
-                issuer = %e.issuer,
-                reason = %e.reason,
-                sequence,
-            );
+            let mut event =
+                writ_audit::Event::new("revocation_recorded", writ_audit::Outcome::Success)
+                    .actor(&caller)
+                    .reason(&e.reason)
+                    .detail("kind", e.kind.name())
+                    .detail("value", &e.value)
+                    .detail("issuer", &e.issuer)
+                    .detail("sequence", sequence);
+            event = match e.kind {
+                writ_token::RevocationKind::GrantId => event.gid(&e.value),
+                writ_token::RevocationKind::Subject => event.subject(&e.value),
+                writ_token::RevocationKind::Client => event.client(&e.value),
+                _ => event,
+            };
+            self.config
+                .audit
+                .record(event)
+                .await
+                .map_err(|e| Status::unavailable(format!("{e}: retry the revocation")))?;
         }
         Ok(Response::new(RevokeResponse { sequence }))
     }
@@ -242,17 +257,38 @@ impl RevocationService for RevocationGrpc {
         if cursor > self.log.head() && cursor > self.log.refresh().await.map_err(status)? {
             return Err(status(LogError::CursorAhead));
         }
-        tracing::info!(target: "writ::audit", event = "watch_started", by = %caller, cursor);
+        self.config
+            .audit
+            .record(
+                writ_audit::Event::new("watch_started", writ_audit::Outcome::Success)
+                    .actor(&caller)
+                    .client(&caller)
+                    .detail("cursor", cursor),
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let clock = self.clock.clone();
         let recheck = {
-            let (log, clock) = (self.log.clone(), self.clock.clone());
+            let (log, clock, audit) = (
+                self.log.clone(),
+                self.clock.clone(),
+                self.config.audit.clone(),
+            );
             let leeway = writ_token::VerifierConfig::new(Vec::new(), None).leeway;
             Box::new(move || {
-                let (log, clock, verified) = (log.clone(), clock.clone(), verified.clone());
+                let (log, clock, verified, audit) =
+                    (log.clone(), clock.clone(), verified.clone(), audit.clone());
                 Box::pin(async move {
                     let token = &verified.token;
-                    let lapsed = |why: &'static str| {
-                        tracing::info!(target: "writ::audit", event = "watch_ended", by = %token.claims.client_id, why);
+                    let lapsed = |why: &'static str| async move {
+                        let event =
+                            writ_audit::Event::new("watch_ended", writ_audit::Outcome::Refused)
+                                .actor(&token.claims.client_id)
+                                .client(&token.claims.client_id)
+                                .reason(why);
+                        if let Err(e) = audit.record(event).await {
+                            tracing::error!(error = %e, "a watch's end could not be recorded in the audit log");
+                        }
                         convert::refused(
                             Kind::Unauthenticated,
                             "caller_lapsed",
@@ -260,7 +296,7 @@ impl RevocationService for RevocationGrpc {
                         )
                     };
                     if clock.now() >= token.claims.exp + leeway {
-                        return Err(lapsed("the caller's token expired"));
+                        return Err(lapsed("the caller's token expired").await);
                     }
                     match writ_token::AsyncRevocationCheck::revoked_async(
                         &*log,
@@ -269,7 +305,7 @@ impl RevocationService for RevocationGrpc {
                     .await
                     {
                         Ok(None) => Ok(()),
-                        Ok(Some(_)) => Err(lapsed("the caller's token was revoked")),
+                        Ok(Some(_)) => Err(lapsed("the caller's token was revoked").await),
                         Err(_) => Err(convert::refused(
                             Kind::Unavailable,
                             "log_unavailable",

@@ -65,6 +65,8 @@ pub struct Options {
     pub local_index: Option<Arc<dyn AsyncRevocationCheck>>,
     /// When the STS rotates its own signing keys.
     pub key_rotation: KeyRotation,
+    /// Where its decisions are recorded (under `writ up`, the authorization server's log).
+    pub audit: writ_audit::Auditor,
 }
 
 /// The STS rotates its signing keys by age: no administrator rotates them, and no key should
@@ -194,6 +196,7 @@ pub async fn start(
         options.directory,
         check,
         options.issuers,
+        options.audit.clone(),
     )?);
     let sts = Arc::new(Sts {
         engine: engine.clone(),
@@ -201,7 +204,7 @@ pub async fn start(
         clock: options.clock.clone(),
     });
     let rotation = options.key_rotation;
-    let (rotating, clock) = (keys.clone(), options.clock);
+    let (rotating, clock, audit) = (keys.clone(), options.clock, options.audit);
     let (refreshing, refresh_clock) = (keys.clone(), clock.clone());
     let spec = ServiceSpec::new("security token service")
         .grpc(
@@ -210,11 +213,27 @@ pub async fn start(
         )
         .http(http::router(sts))
         .every("signing key rotation", rotation.check_every, move || {
-            let (keys, now) = (rotating.clone(), clock.now());
+            let (keys, now, audit) = (rotating.clone(), clock.now(), audit.clone());
             let max_age = i64::try_from(rotation.max_age.as_secs()).unwrap_or(i64::MAX);
             async move {
-                if let Err(e) = keys.rotate_when_older(max_age, now, retire_for).await {
-                    tracing::error!(error = %e, "the STS could not rotate its signing keys");
+                match keys.rotate_when_older(max_age, now, retire_for).await {
+                    Ok(rotated) => {
+                        for key in rotated {
+                            let event = writ_audit::Event::new(
+                                "signing_key_rotated",
+                                writ_audit::Outcome::Success,
+                            )
+                            .actor("system")
+                            .reason("age")
+                            .detail("kid", &key.kid)
+                            .detail("purpose", key.purpose.name())
+                            .detail("alg", &key.alg);
+                            if let Err(e) = audit.record(event).await {
+                                tracing::error!(error = %e, "a key rotation could not be recorded in the audit log");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "the STS could not rotate its signing keys"),
                 }
             }
         })

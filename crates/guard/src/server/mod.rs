@@ -214,9 +214,9 @@ impl Guard {
                 event = "call_allowed",
                 service = %self.0.audience,
                 method,
-                sub = %v.principal.subject,
-                client_id = %v.principal.client_id,
-                jti = %v.principal.token_id,
+                sub = ?v.principal.subject,
+                client_id = ?v.principal.client_id,
+                jti = ?v.principal.token_id,
             ),
             Ok(None) => {}
             Err(e) => tracing::warn!(

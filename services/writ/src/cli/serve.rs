@@ -183,6 +183,22 @@ pub struct ServeArgs {
           default_value_t = writ_oauth::DEFAULT_REFRESH_ROTATION_GRACE,
           value_parser = clap::value_parser!(i64).range(0..=writ_oauth::MAX_REFRESH_ROTATION_GRACE))]
     pub refresh_rotation_grace: i64,
+    /// The durable audit log (every security decision, hash-chained and signed): `on`, or
+    /// `off` (decisions are then only logged).
+    #[arg(long, env = "WRIT_AUDIT", default_value = "on", value_parser = ["on", "off"])]
+    pub audit: String,
+    /// Audit records older than this many days are pruned (up to a signed checkpoint).
+    #[arg(long, env = "WRIT_AUDIT_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub audit_retention_days: u64,
+    /// At most this many audit records are kept (the oldest pruned, up to a checkpoint).
+    #[arg(long, env = "WRIT_AUDIT_MAX_EVENTS", default_value_t = writ_audit::DEFAULT_MAX_EVENTS,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub audit_max_events: u64,
+    /// A signed checkpoint of the audit log at least this often (seconds) while records arrive.
+    #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_INTERVAL", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub audit_checkpoint_interval: u64,
 }
 
 impl ServeArgs {
@@ -278,6 +294,13 @@ impl ServeArgs {
                 (Some(path), _) => KeyEncryption::File(path.clone()),
                 (None, Some(value)) => KeyEncryption::Value(value.clone()),
                 (None, None) => KeyEncryption::DataDir,
+            },
+            audit: writ_audit::Settings {
+                enabled: self.audit == "on",
+                retention: std::time::Duration::from_secs(self.audit_retention_days * 24 * 3600),
+                max_events: self.audit_max_events,
+                checkpoint_interval: std::time::Duration::from_secs(self.audit_checkpoint_interval),
+                ..writ_audit::Settings::default()
             },
             ..PlatformConfig::new(&self.data_dir)
         })

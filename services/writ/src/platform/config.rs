@@ -38,6 +38,9 @@ pub struct PlatformConfig {
     pub ops: Option<std::net::SocketAddr>,
     /// Where the services keep their state.
     pub store: StoreChoice,
+    /// The audit log: one per process, in the authorization server's store when it runs here
+    /// (else the first service's), shared by every service of the process.
+    pub audit: writ_audit::Settings,
 }
 
 /// Where the services keep their state.
@@ -94,6 +97,7 @@ impl PlatformConfig {
             key_encryption: KeyEncryption::DataDir,
             ops: None,
             store: StoreChoice::Sled(Default::default()),
+            audit: writ_audit::Settings::default(),
         }
     }
 

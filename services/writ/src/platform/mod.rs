@@ -92,6 +92,8 @@ pub struct Platform {
     signal: ShutdownSignal,
     /// Stores opened ahead, all at once, for the services `start` runs (by directory name).
     opened: std::sync::Mutex<std::collections::HashMap<&'static str, ServiceStore>>,
+    /// The audit log this process opened itself, when no authorization server runs here.
+    audit: Option<writ_audit::Auditor>,
 }
 
 /// Each service's store: directory (or schema suffix), service name, and what it is called.
@@ -161,6 +163,7 @@ impl Platform {
             shutdown,
             signal,
             opened: Default::default(),
+            audit: None,
         };
         // Opening a large sled store reads its segments (a second or more with a million
         // revocations): the configured services' stores open at once, not one after another.
@@ -308,6 +311,7 @@ impl Platform {
         let admin = writ_server::bind(settings.admin).await?;
         let admin_addr = writ_server::local_addr(&admin)?;
         let mut engine_config = settings.engine.clone();
+        engine_config.audit = self.config.audit.clone();
         if engine_config.issuer.is_empty() {
             engine_config.issuer = self.url(http_addr);
         }
@@ -403,11 +407,15 @@ impl Platform {
             .open_store(REVOCATION_STORE.0, REVOCATION_STORE.1, REVOCATION_STORE.2)
             .await?;
         let log = RevocationLog::open(store.store.clone(), settings.log).await?;
+        let service = writ_revocation::Config {
+            audit: self.auditor(&store.store, "revocation").await?,
+            ..settings.service.clone()
+        };
         let served = writ_revocation::start(
             log.clone(),
             vec![issuer],
             self.clock().clone(),
-            settings.service.clone(),
+            service,
             listener,
             self.tls.as_ref(),
             self.signal.clone(),
@@ -435,6 +443,30 @@ impl Platform {
             served,
         });
         Ok(())
+    }
+
+    /// The process's audit log, for `service`: the authorization server's when it runs here,
+    /// else one opened in `store` (the first service's) and shared with the others.
+    async fn auditor(
+        &mut self,
+        store: &Arc<dyn writ_store::AsyncStore>,
+        service: &'static str,
+    ) -> anyhow::Result<writ_audit::Auditor> {
+        if let Some(a) = &self.authz {
+            return Ok(a.engine.auditor().for_service(service));
+        }
+        if let Some(own) = &self.audit {
+            return Ok(own.for_service(service));
+        }
+        let own = writ_audit::Auditor::open(
+            store.clone(),
+            &self.key_encryption_key,
+            self.config.audit.clone(),
+            service,
+        )
+        .await?;
+        self.audit = Some(own.clone());
+        Ok(own)
     }
 
     /// The authorization server as a trusted issuer: its keys in this process (minus any
@@ -498,8 +530,10 @@ impl Platform {
             .await?;
         self.readiness.add("STS store", store.readiness());
         store.sample_pool("sts");
+        let audit = self.auditor(&store.store, "sts").await?;
         let running = writ_sts::start(
             writ_sts::Options {
+                audit,
                 key_encryption_key: self.key_encryption_key.clone(),
                 store: store.store.clone(),
                 config: exchange,
@@ -646,6 +680,7 @@ impl Platform {
             authz,
             revocation,
             sts,
+            audit,
             ..
         } = self;
         if let Some(s) = sts {
@@ -660,6 +695,11 @@ impl Platform {
             if let Some(w) = a.watcher {
                 w.stop();
             }
+            // Last: what the services recorded on their way out is chained and signed.
+            a.engine.auditor().close().await;
+        }
+        if let Some(audit) = audit {
+            audit.close().await;
         }
     }
 }
