@@ -28,7 +28,7 @@ pub enum Line {
         public_key: String,
         signature: String,
     },
-    Record(RecordLine),
+    Record(Box<RecordLine>),
     Head {
         seq: u64,
         hash: String,
@@ -108,7 +108,7 @@ pub async fn export(store: &dyn AsyncStore, out: &mut dyn Write) -> Result<u64, 
         after = Some(last.clone());
         for (_, value) in &page {
             let r = decode::<AuditRecord>(value)?;
-            write(&Line::Record(RecordLine::of(&r, value)), out)?;
+            write(&Line::Record(Box::new(RecordLine::of(&r, value))), out)?;
             count += 1;
         }
     }
@@ -160,7 +160,7 @@ pub fn verify_export(
             Ok(Line::Record(shown)) => {
                 let stored = URL_SAFE_NO_PAD.decode(&shown.record).unwrap_or_default();
                 let agrees = decode::<AuditRecord>(&stored)
-                    .is_ok_and(|r| RecordLine::of(&r, &stored) == shown);
+                    .is_ok_and(|r| RecordLine::of(&r, &stored) == *shown);
                 if !agrees {
                     misread.push(crate::verify::Problem {
                         seq: shown.seq,

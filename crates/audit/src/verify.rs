@@ -170,14 +170,13 @@ impl Verifier {
         let head_seq = head.as_ref().map(|h| h.seq);
         if let Some(head) = head {
             match &last {
-                Some((seq, hash)) if head.seq == *seq => {
-                    if head.hash != *hash {
-                        self.problem(
-                            *seq,
-                            format!("record {seq} was altered: the head holds another hash"),
-                        );
-                    }
+                Some((seq, hash)) if head.seq == *seq && head.hash != *hash => {
+                    self.problem(
+                        *seq,
+                        format!("record {seq} was altered: the head holds another hash"),
+                    );
                 }
+                Some((seq, _)) if head.seq == *seq => {}
                 Some((seq, _)) if head.seq > *seq => self.problem(
                     seq + 1,
                     format!(

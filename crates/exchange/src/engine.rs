@@ -132,28 +132,28 @@ impl TokenExchange {
         match self.decide(&req).await {
             Ok((response, d, subject)) => {
                 let c = &d.claims;
-                let event = writ_audit::Event::new(
-                    "token_exchanged",
-                    writ_audit::Outcome::Success,
-                )
-                .actor(&c.client_id)
-                .client(&c.client_id)
-                .subject(&c.sub)
-                .gid(c.gid.as_deref().unwrap_or(""))
-                .audience(&c.aud)
-                .detail("policy_id", &d.policy_id)
-                .detail("subject_iss", &subject.claims.iss)
-                .detail("subject_jti", &subject.claims.jti)
-                .detail("jti", &c.jti)
-                .detail("scope", &c.scope)
-                .detail("mode", format!("{:?}", d.mode))
-                .detail(
-                    "act",
-                    c.act.as_ref().map(|a| format!("{a:?}")).unwrap_or_default(),
-                )
-                .detail("act_depth", c.act.as_ref().map_or(0, writ_token::Actor::depth))
-                .detail("minted", format!("{:?}", d.minted))
-                .detail("expires_in", response.expires_in);
+                let event = writ_audit::Event::new("token_exchanged", writ_audit::Outcome::Success)
+                    .actor(&c.client_id)
+                    .client(&c.client_id)
+                    .subject(&c.sub)
+                    .gid(c.gid.as_deref().unwrap_or(""))
+                    .audience(&c.aud)
+                    .detail("policy_id", &d.policy_id)
+                    .detail("subject_iss", &subject.claims.iss)
+                    .detail("subject_jti", &subject.claims.jti)
+                    .detail("jti", &c.jti)
+                    .detail("scope", &c.scope)
+                    .detail("mode", format!("{:?}", d.mode))
+                    .detail(
+                        "act",
+                        c.act.as_ref().map(|a| format!("{a:?}")).unwrap_or_default(),
+                    )
+                    .detail(
+                        "act_depth",
+                        c.act.as_ref().map_or(0, writ_token::Actor::depth),
+                    )
+                    .detail("minted", format!("{:?}", d.minted))
+                    .detail("expires_in", response.expires_in);
                 self.audit
                     .record(event)
                     .await
@@ -162,14 +162,12 @@ impl TokenExchange {
             }
             Err(e) => {
                 // A server failure's detail is logged where it is answered (writ_proto::refusal).
-                let event = writ_audit::Event::new(
-                    "token_exchange_refused",
-                    writ_audit::Outcome::Refused,
-                )
-                .actor(&req.client_id)
-                .client(&req.client_id)
-                .reason(e.oauth_code())
-                .detail("cause", e.cause().unwrap_or(""));
+                let event =
+                    writ_audit::Event::new("token_exchange_refused", writ_audit::Outcome::Refused)
+                        .actor(&req.client_id)
+                        .client(&req.client_id)
+                        .reason(e.oauth_code())
+                        .detail("cause", e.cause().unwrap_or(""));
                 if let Err(a) = self.audit.record(event).await {
                     tracing::error!(error = %a, "a refusal could not be recorded in the audit log");
                 }
@@ -324,4 +322,3 @@ impl writ_token::KeySource for OwnKeys {
         self.0.keys()
     }
 }
-

@@ -100,7 +100,9 @@ impl AuthorizationServer {
             return Err(Error::InvalidClient);
         }
         if !client.is_confidential() || !client.allows_grant(grant_type::CLIENT_CREDENTIALS) {
-            return Err(Error::UnauthorizedClient("the client may not use client_credentials"));
+            return Err(Error::UnauthorizedClient(
+                "the client may not use client_credentials",
+            ));
         }
         let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         let m = Minting {
@@ -128,7 +130,9 @@ impl AuthorizationServer {
         // A public client proves nothing about itself: it would make this endpoint a password
         // oracle for anyone. (Registration refuses it too; this covers older records.)
         if !client.is_confidential() || !client.allows_grant(grant_type::PASSWORD) {
-            return Err(Error::UnauthorizedClient("the client may not use the password grant"));
+            return Err(Error::UnauthorizedClient(
+                "the client may not use the password grant",
+            ));
         }
         if req.username.is_empty() || req.password.is_empty() {
             return Err(Error::InvalidRequest("username and password are required"));
@@ -143,8 +147,7 @@ impl AuthorizationServer {
         let user = self.authenticate_user(&req.username, &req.password).await?;
         let user_scopes =
             Scopes::parse(&user.scope).map_err(|_| Error::Internal("stored scope"))?;
-        let scope = narrow_scope(&req.scope, &client_scopes.intersection(&user_scopes))
-            ?;
+        let scope = narrow_scope(&req.scope, &client_scopes.intersection(&user_scopes))?;
 
         let now = self.now();
         let gid = random_id();
@@ -179,10 +182,8 @@ impl AuthorizationServer {
                 // The family's first token and the record of its issue, in one batch.
                 self.store.put_record(grant.gid.as_bytes(), &grant).await?;
                 let intent = self.audit.intent(event);
-                let batch = Batch::new().put(
-                    self.hasher.hash(token.as_bytes()).to_vec(),
-                    encode(&record),
-                );
+                let batch =
+                    Batch::new().put(self.hasher.hash(token.as_bytes()).to_vec(), encode(&record));
                 self.store
                     .commit(Tree::RefreshTokens, intent.attach(batch))
                     .await?;
@@ -207,7 +208,9 @@ impl AuthorizationServer {
             return Err(Error::InvalidRequest("refresh_token is required"));
         }
         if !client.allows_grant(grant_type::REFRESH_TOKEN) {
-            return Err(Error::UnauthorizedClient("the client may not use refresh tokens"));
+            return Err(Error::UnauthorizedClient(
+                "the client may not use refresh tokens",
+            ));
         }
         let key = self.hasher.hash(req.refresh_token.as_bytes());
         let Some(old_bytes) = self.store.get(Tree::RefreshTokens, &key).await? else {
@@ -217,7 +220,9 @@ impl AuthorizationServer {
         // Checks that change nothing come first: a refresh token presented by another client
         // or after the client was disabled is refused without touching the family.
         if old.client_id != client.client_id {
-            return Err(Error::InvalidGrant("the refresh token was issued to another client"));
+            return Err(Error::InvalidGrant(
+                "the refresh token was issued to another client",
+            ));
         }
         if client.disabled {
             return Err(Error::InvalidGrant("the client is disabled"));
@@ -282,9 +287,9 @@ impl AuthorizationServer {
             }
             let user = owner
                 .filter(|u| !u.disabled && u.subject == grant.subject)
-                .ok_or_else(|| {
-                    Error::InvalidGrant("the resource owner no longer exists or is disabled")
-                })?;
+                .ok_or(Error::InvalidGrant(
+                    "the resource owner no longer exists or is disabled",
+                ))?;
             granted = granted.intersection(
                 &Scopes::parse(&user.scope).map_err(|_| Error::Internal("stored scope"))?,
             );
@@ -480,7 +485,11 @@ impl AuthorizationServer {
             .detail("format", format!("{:?}", m.format))
             .detail(
                 "refresh_token",
-                if refresh_token.is_some() { "issued" } else { "" },
+                if refresh_token.is_some() {
+                    "issued"
+                } else {
+                    ""
+                },
             );
         let response = TokenResponse {
             access_token,

@@ -99,9 +99,7 @@ impl AuthorizationServer {
                 .detail("username", username),
         );
         let batch = Batch::new().remove(username.as_bytes());
-        self.store
-            .commit(Tree::Users, intent.attach(batch))
-            .await?;
+        self.store.commit(Tree::Users, intent.attach(batch)).await?;
         self.audit.written(intent);
         self.store.durable().await?;
         Ok(())

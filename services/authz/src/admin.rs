@@ -268,7 +268,9 @@ impl AdminService for AdminGrpc {
         let after = match r.page_token.as_str() {
             "" => 0,
             token => token.parse::<u64>().map_err(|_| {
-                status(Error::InvalidRequest("page_token is not one this server gave"))
+                status(Error::InvalidRequest(
+                    "page_token is not one this server gave",
+                ))
             })?,
         };
         let ms = |t: Option<prost_types::Timestamp>| {
@@ -288,7 +290,10 @@ impl AdminService for AdminGrpc {
             subject: given(r.subject),
             gid: given(r.gid),
         };
-        let size = usize::try_from(r.page_size).ok().filter(|n| *n > 0).unwrap_or(100);
+        let size = usize::try_from(r.page_size)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(100);
         let page = self
             .engine
             .audit_events(&filter, after, size)

@@ -215,4 +215,3 @@ pub fn audit_event(r: &writ_audit::AuditRecord) -> writ_proto::admin::AuditEvent
         hash: hex::encode(writ_audit::record_hash(r)),
     }
 }
-

@@ -62,6 +62,7 @@ pub fn run() -> ExitCode {
             Command::Watch(args) => finish(cli::watch(args).await),
             Command::Exchange(args) => finish(cli::exchange(args).await),
             Command::Admin { command, conn } => finish(cli::admin(command, conn).await),
+            Command::Audit { command } => finish(cli::audit(command).await),
         }
     });
     // Exports the spans still batched, while the runtime still runs.

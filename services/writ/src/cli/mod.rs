@@ -3,6 +3,7 @@
 //! where that helps scripting.
 
 mod admin;
+mod audit;
 mod exchange;
 mod revocation;
 mod serve;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use admin::{AdminCommand, admin};
+pub use audit::{AuditCommand, audit};
 pub use exchange::{ExchangeArgs, exchange};
 pub use revocation::{RevokeArgs, WatchArgs, revoke, watch};
 pub use serve::ServeArgs;
@@ -80,6 +82,12 @@ pub enum Command {
         command: AdminCommand,
         #[command(flatten)]
         conn: AdminConn,
+    },
+    /// The audit trail: list it through the admin API, export it or verify its chain and
+    /// signatures from the store.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 

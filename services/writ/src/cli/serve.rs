@@ -147,33 +147,8 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub key_encryption_key: Option<String>,
-    /// Where the services keep their state: `sled` (embedded, in --data-dir; one process), or a
-    /// PostgreSQL URL (`postgres://USER@HOST:PORT/DATABASE`) that replicas share, each service
-    /// in a schema of its own. A password belongs in the environment (WRIT_STORE), never on the
-    /// command line.
-    #[arg(
-        long,
-        env = "WRIT_STORE",
-        default_value = "sled",
-        hide_env_values = true
-    )]
-    pub store: String,
-    /// sled: the most memory each service's store may use for its page cache, in MiB (`writ
-    /// up` holds three stores).
-    #[arg(long, env = "WRIT_STORE_CACHE_MIB", default_value_t = SLED_CACHE_MIB,
-          value_parser = clap::value_parser!(u64).range(1..=65536))]
-    pub store_cache_mib: u64,
-    /// PostgreSQL: the CA certificate (PEM file) to trust for TLS. Without it the connection is
-    /// in clear text, which only a loopback database is allowed.
-    #[arg(long, env = "WRIT_STORE_CA")]
-    pub store_ca: Option<PathBuf>,
-    /// PostgreSQL: the prefix of the services' schemas (`PREFIX_authz`, `PREFIX_revocation`,
-    /// `PREFIX_sts`).
-    #[arg(long, env = "WRIT_STORE_SCHEMA", default_value = "writ")]
-    pub store_schema: String,
-    /// PostgreSQL: the most connections each service keeps open.
-    #[arg(long, env = "WRIT_STORE_MAX_CONNECTIONS", default_value_t = 16)]
-    pub store_max_connections: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Access token lifetime when a client sets none, in seconds.
     #[arg(long, env = "WRIT_ACCESS_TOKEN_LIFETIME", default_value_t = 300)]
     pub access_token_lifetime: i64,
@@ -289,7 +264,7 @@ impl ServeArgs {
             authz_url: self.authz_url.clone(),
             authz_admin_url: self.authz_admin_url.clone(),
             revocation_url: self.revocation_url.clone(),
-            store: self.store_choice()?,
+            store: self.store.choice()?,
             key_encryption: match (&self.key_encryption_key_file, &self.key_encryption_key) {
                 (Some(path), _) => KeyEncryption::File(path.clone()),
                 (None, Some(value)) => KeyEncryption::Value(value.clone()),
@@ -304,44 +279,6 @@ impl ServeArgs {
             },
             ..PlatformConfig::new(&self.data_dir)
         })
-    }
-
-    /// `--store` and its companions.
-    fn store_choice(&self) -> anyhow::Result<StoreChoice> {
-        use anyhow::Context;
-        if self.store == "sled" {
-            return Ok(StoreChoice::Sled(writ_store::SledConfig {
-                cache_bytes: self.store_cache_mib * 1024 * 1024,
-            }));
-        }
-        anyhow::ensure!(
-            self.store.starts_with("postgres://") || self.store.starts_with("postgresql://"),
-            "--store takes `sled` or a postgres:// URL"
-        );
-        let facts = writ_store_postgres::inspect_url(&self.store).context("--store")?;
-        let from_environment = std::env::var("WRIT_STORE").is_ok_and(|v| v == self.store);
-        anyhow::ensure!(
-            !facts.has_password || from_environment,
-            "a password in --store shows in the process list: set WRIT_STORE instead"
-        );
-        let ca_pem = match &self.store_ca {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading --store-ca {}", path.display()))?,
-            ),
-            None => None,
-        };
-        // Clear text (grants, hashed secrets, sealed keys) only over loopback.
-        anyhow::ensure!(
-            ca_pem.is_some() || facts.loopback_only,
-            "a database beyond loopback needs TLS: give --store-ca (the CA that signed its certificate)"
-        );
-        Ok(StoreChoice::Postgres(writ_store_postgres::PgConfig {
-            ca_pem,
-            schema: Some(self.store_schema.clone()),
-            max_connections: self.store_max_connections,
-            ..writ_store_postgres::PgConfig::new(self.store.clone())
-        }))
     }
 
     /// `--trust-issuer ISSUER=JWKS` with its `--trust-issuer-ca ISSUER=CA_FILE`.
@@ -374,5 +311,85 @@ impl ServeArgs {
                 })
             })
             .collect()
+    }
+}
+
+/// Where the services' state is: `--store` and its companions (`serve`, `up`, `audit`).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where the services keep their state: `sled` (embedded, in --data-dir; one process), or a
+    /// PostgreSQL URL (`postgres://USER@HOST:PORT/DATABASE`) that replicas share, each service
+    /// in a schema of its own. A password belongs in the environment (WRIT_STORE), never on the
+    /// command line.
+    #[arg(
+        long,
+        env = "WRIT_STORE",
+        default_value = "sled",
+        hide_env_values = true
+    )]
+    pub store: String,
+    /// sled: the most memory each service's store may use for its page cache, in MiB (`writ
+    /// up` holds three stores).
+    #[arg(long = "store-cache-mib", env = "WRIT_STORE_CACHE_MIB", default_value_t = SLED_CACHE_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub cache_mib: u64,
+    /// PostgreSQL: the CA certificate (PEM file) to trust for TLS. Without it the connection is
+    /// in clear text, which only a loopback database is allowed.
+    #[arg(long = "store-ca", env = "WRIT_STORE_CA")]
+    pub ca: Option<PathBuf>,
+    /// PostgreSQL: the prefix of the services' schemas (`PREFIX_authz`, `PREFIX_revocation`,
+    /// `PREFIX_sts`).
+    #[arg(
+        long = "store-schema",
+        env = "WRIT_STORE_SCHEMA",
+        default_value = "writ"
+    )]
+    pub schema: String,
+    /// PostgreSQL: the most connections each service keeps open.
+    #[arg(
+        long = "store-max-connections",
+        env = "WRIT_STORE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub max_connections: usize,
+}
+
+impl StoreArgs {
+    /// The store these flags name.
+    pub fn choice(&self) -> anyhow::Result<StoreChoice> {
+        use anyhow::Context;
+        if self.store == "sled" {
+            return Ok(StoreChoice::Sled(writ_store::SledConfig {
+                cache_bytes: self.cache_mib * 1024 * 1024,
+            }));
+        }
+        anyhow::ensure!(
+            self.store.starts_with("postgres://") || self.store.starts_with("postgresql://"),
+            "--store takes `sled` or a postgres:// URL"
+        );
+        let facts = writ_store_postgres::inspect_url(&self.store).context("--store")?;
+        let from_environment = std::env::var("WRIT_STORE").is_ok_and(|v| v == self.store);
+        anyhow::ensure!(
+            !facts.has_password || from_environment,
+            "a password in --store shows in the process list: set WRIT_STORE instead"
+        );
+        let ca_pem = match &self.ca {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --store-ca {}", path.display()))?,
+            ),
+            None => None,
+        };
+        // Clear text (grants, hashed secrets, sealed keys) only over loopback.
+        anyhow::ensure!(
+            ca_pem.is_some() || facts.loopback_only,
+            "a database beyond loopback needs TLS: give --store-ca (the CA that signed its certificate)"
+        );
+        Ok(StoreChoice::Postgres(writ_store_postgres::PgConfig {
+            ca_pem,
+            schema: Some(self.schema.clone()),
+            max_connections: self.max_connections,
+            ..writ_store_postgres::PgConfig::new(self.store.clone())
+        }))
     }
 }

@@ -97,9 +97,11 @@ pub struct Platform {
 }
 
 /// Each service's store: directory (or schema suffix), service name, and what it is called.
-const AUTHZ_STORE: (&str, &str, &str) = ("store", "authz", "the authorization server's store");
-const REVOCATION_STORE: (&str, &str, &str) = ("revocation", "revocation", "the revocation log");
-const STS_STORE: (&str, &str, &str) = ("sts", "sts", "the STS store");
+pub(crate) const AUTHZ_STORE: (&str, &str, &str) =
+    ("store", "authz", "the authorization server's store");
+pub(crate) const REVOCATION_STORE: (&str, &str, &str) =
+    ("revocation", "revocation", "the revocation log");
+pub(crate) const STS_STORE: (&str, &str, &str) = ("sts", "sts", "the STS store");
 
 impl Platform {
     /// Starts what `config` names: the revocation service's port first (every other service

@@ -1,0 +1,255 @@
+//! Issue 16: the durable audit trail. Every audited decision is exactly one record with the
+//! right fields, in the order it was made, and the log a running platform writes verifies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use writ_audit::AuditRecord;
+use writ_proto::admin as pb_admin;
+use writ_tests::*;
+
+/// The records `server` chains after the first `seen`, once exactly `count` arrived (bounded
+/// wait); a moment later there must still be exactly `count`: one record per decision.
+async fn next_records(server: &TestServer, seen: &mut usize, count: usize) -> Vec<AuditRecord> {
+    eventually(
+        Duration::from_secs(10),
+        "the decisions are recorded",
+        || server.audit_records().len() >= *seen + count,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = server.settled_audit_records().await;
+    let new = all[*seen..].to_vec();
+    assert_eq!(
+        new.len(),
+        count,
+        "exactly {count} record(s): {:#?}",
+        new.iter().map(|r| &r.kind).collect::<Vec<_>>()
+    );
+    *seen = all.len();
+    new
+}
+
+#[tokio::test]
+async fn every_decision_is_one_record_with_its_fields() {
+    init_logs();
+    let server = TestServer::start().await;
+    let mut seen = server.settled_audit_records().await.len();
+
+    // An administrator registers a client: its fields after, never its secret.
+    let (id, secret) = server
+        .create_client(service_spec("svc", "read", &["api"]))
+        .await;
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(
+        (
+            r.kind.as_str(),
+            r.outcome.as_str(),
+            r.actor.as_str(),
+            r.client_id.as_str()
+        ),
+        ("client_created", "success", "admin", "svc")
+    );
+    assert!(r.details["after"].contains("scope=\"read\""), "{r:?}");
+    assert!(
+        !format!("{r:?}").contains(&secret),
+        "no secret in the record"
+    );
+    assert_eq!(r.service, "authz");
+
+    // A token issued: who, for whom, which grant, which token.
+    let token = server.cc_token(&id, &secret).await;
+    let claims = server
+        .engine
+        .verifier()
+        .verify(&token, None)
+        .unwrap()
+        .claims;
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(r.kind, "token_issued");
+    assert_eq!((r.actor.as_str(), r.client_id.as_str()), ("svc", "svc"));
+    assert_eq!(r.subject, claims.sub);
+    assert_eq!(Some(r.gid.clone()), claims.gid);
+    assert_eq!(r.audience, ["api"]);
+    assert_eq!(r.details["jti"], claims.jti);
+    assert_eq!(r.details["grant_type"], "client_credentials");
+
+    // A refusal, with its reason (and nothing about the secret tried).
+    server
+        .assert_token_refused(
+            cc(&id, "wrong-secret"),
+            tonic::Code::Unauthenticated,
+            "invalid_client",
+        )
+        .await;
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(
+        (
+            r.kind.as_str(),
+            r.outcome.as_str(),
+            r.client_id.as_str(),
+            r.reason.as_str()
+        ),
+        ("token_refused", "refused", "svc", "invalid_client")
+    );
+    assert!(!format!("{r:?}").contains("wrong-secret"));
+
+    // An introspection: who asked about which token.
+    assert!(server.introspect(&token, &id, &secret).await.active);
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(
+        (r.kind.as_str(), r.actor.as_str()),
+        ("token_introspected", "svc")
+    );
+    assert_eq!(r.details["jti"], claims.jti);
+    assert_eq!(r.details["active"], "true");
+
+    // An administrator's revocation: recorded by the authorization server as it is made, and
+    // by the revocation service when the publisher relays it.
+    server
+        .revoke_as_admin(writ_token::RevocationKind::TokenId, &claims.jti, claims.exp)
+        .await;
+    let mut both = next_records(&server, &mut seen, 2).await;
+    both.sort_by(|a, b| a.kind.cmp(&b.kind));
+    assert_eq!(
+        both.iter()
+            .map(|r| (
+                r.kind.as_str(),
+                r.service.as_str(),
+                r.details["value"].as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("revocation_recorded", "revocation", claims.jti.as_str()),
+            ("revoked", "authz", claims.jti.as_str())
+        ]
+    );
+    assert_eq!(both[1].actor, "admin");
+    assert_eq!(both[0].actor, writ_vocabulary::names::SELF_CLIENT_ID);
+
+    // An update: what changed, before and after.
+    let mut admin = server.admin().await;
+    admin
+        .update_client(pb_admin::UpdateClientRequest {
+            client: Some(pb_admin::Client {
+                client_id: "svc".into(),
+                scope: "read write".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["scope".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(r.kind, "client_updated");
+    assert_eq!(
+        (r.details["before"].as_str(), r.details["after"].as_str()),
+        ("scope=\"read\"", "scope=\"read write\"")
+    );
+
+    // A read of the admin API is recorded too (who looked).
+    admin
+        .list_clients(pb_admin::ListClientsRequest::default())
+        .await
+        .unwrap();
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(
+        (
+            r.kind.as_str(),
+            r.actor.as_str(),
+            r.details["method"].as_str()
+        ),
+        ("admin_read", "admin", "ListClients")
+    );
+
+    // The whole log chains and verifies, signed up to its end once closed.
+    let store: Arc<dyn writ_store::AsyncStore> = Arc::new(writ_store::Ready(
+        server.store.clone() as Arc<dyn writ_store::Store>
+    ));
+    let report = writ_audit::verify::verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!(report.records as usize, seen);
+}
+
+#[tokio::test]
+async fn list_audit_events_filters_and_pages_through_the_admin_api() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .create_client(service_spec("svc", "read", &["api"]))
+        .await;
+    for _ in 0..5 {
+        server.cc_token(&id, &secret).await;
+    }
+    for _ in 0..3 {
+        server
+            .assert_token_refused(
+                cc(&id, "nope"),
+                tonic::Code::Unauthenticated,
+                "invalid_client",
+            )
+            .await;
+    }
+    let mut admin = server.admin().await;
+    let list = |req: pb_admin::ListAuditEventsRequest| {
+        let mut admin = admin.clone();
+        async move { admin.list_audit_events(req).await.unwrap().into_inner() }
+    };
+    // Pages of two: every refusal of svc, once, in order.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let page = list(pb_admin::ListAuditEventsRequest {
+            client_id: "svc".into(),
+            outcome: "refused".into(),
+            page_size: 2,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await;
+        seen.extend(page.events.iter().map(|e| e.sequence));
+        assert!(page.events.iter().all(|e| e.event_type == "token_refused"));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let issued = list(pb_admin::ListAuditEventsRequest {
+        event_type: "token_issued".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(issued.events.len(), 5);
+    assert!(issued.events.iter().all(|e| e.hash.len() == 64));
+    // A time range that ended before anything happened.
+    let past = list(pb_admin::ListAuditEventsRequest {
+        until: Some(prost_types::Timestamp {
+            seconds: 1_000_000_000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert!(past.events.is_empty());
+    // A token the server never gave is refused.
+    let bad = admin
+        .list_audit_events(pb_admin::ListAuditEventsRequest {
+            page_token: "not-a-cursor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    // Reading the trail is itself in the trail.
+    assert!(
+        !server
+            .settled_audit_records()
+            .await
+            .iter()
+            .filter(|r| r.kind == "admin_read")
+            .any(|r| r.details["method"] != "ListAuditEvents")
+    );
+}
