@@ -22,6 +22,16 @@ use crate::{Cli, Outcome, Server, Services, cc_request, channels, connect_one, d
 
 /// JWT → JWT, then JWT → Biscuit.
 pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outcome>> {
+    run_named(cli, load, false, "")
+}
+
+/// JWT → JWT (and JWT → Biscuit unless `only_jwt`), each name ending in `suffix`.
+pub fn run_named(
+    cli: &Cli,
+    load: &tokio::runtime::Runtime,
+    only_jwt: bool,
+    suffix: &str,
+) -> anyhow::Result<Vec<Outcome>> {
     let server = Server::start_services(false, Services::All)?;
     let (frontend, frontend_secret) =
         server.cc_client("frontend", "inventory.read inventory.write", "orders")?;
@@ -55,13 +65,15 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
     })?;
 
     let mut outcomes = Vec::new();
-    for (name, requested) in [
+    let kinds = [
         ("token exchange over gRPC, JWT → JWT", token_type::JWT),
         (
             "token exchange over gRPC, JWT → Biscuit",
             token_type::BISCUIT,
         ),
-    ] {
+    ];
+    for (name, requested) in kinds.into_iter().take(if only_jwt { 1 } else { 2 }) {
+        let name = format!("{name}{suffix}");
         let outcome = load.block_on(async {
             // One subject token per worker, as from distinct callers.
             let mut authz = AuthorizationServiceClient::new(connect_one(&server.url).await?);
@@ -91,7 +103,7 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
             let requests = Arc::new(requests);
             let chans = Arc::new(channels(&sts_url, None, cli.connections).await?);
             anyhow::Ok(
-                drive(cli, name, move |worker| {
+                drive(cli, &name, move |worker| {
                     let mut sts =
                         SecurityTokenServiceClient::new(chans[worker % chans.len()].clone());
                     let request = requests[worker % requests.len()].clone();

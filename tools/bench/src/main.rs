@@ -14,6 +14,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod audit;
 mod crash;
 mod exchange;
 mod flood;
@@ -108,6 +109,9 @@ enum Command {
     /// Restart after kill -9 with a million revocations in the log and many more in the
     /// outbox: time to serve, time to drain, and the feed's head growth per crash.
     Crash,
+    /// The durable audit log's cost: client_credentials and token exchange with it off and
+    /// on, alternating (two rounds), then its size per million records.
+    Audit,
     /// Everything above but `postgres` and `scale`, one after the other in one run.
     All,
 }
@@ -269,6 +273,7 @@ impl Server {
             config.revocation = None;
         }
         backend.configure(&mut config);
+        config.audit.enabled = audit::enabled();
         configure(&mut config);
         let platform = runtime.block_on(Platform::start(config))?;
         let authz = platform
@@ -693,6 +698,15 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.command, Command::Crash) {
         notes.extend(crash::run(&cli.crash, &load)?);
+    }
+    if matches!(cli.command, Command::Audit) {
+        println!("| scenario | per second | p50 ms | p99 ms | errors |");
+        println!("|---|---:|---:|---:|---:|");
+        let (outcomes, audit_notes) = audit::run(&cli, &load)?;
+        for outcome in outcomes {
+            println!("{}", outcome.row());
+        }
+        notes.extend(audit_notes);
     }
     if matches!(cli.command, Command::Scale) {
         let a = &cli.scale;
