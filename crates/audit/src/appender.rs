@@ -76,6 +76,7 @@ pub(crate) async fn start(
         head: None,
         last_checkpoint,
         last_prune: std::time::Instant::now(),
+        flushing: tokio::task::JoinSet::new(),
     };
     let task = tokio::spawn(appender.run(rx, wake.clone(), closing_rx));
     Ok(Arc::new(Shared {
@@ -128,6 +129,8 @@ struct Appender {
     /// The last checkpoint's sequence and time.
     last_checkpoint: (u64, i64),
     last_prune: std::time::Instant,
+    /// Batches written, waiting for their flush to answer their callers.
+    flushing: tokio::task::JoinSet<()>,
 }
 
 impl Appender {
@@ -176,6 +179,11 @@ impl Appender {
                 if let Err(e) = self.checkpoint(true).await {
                     tracing::error!(error = %e, "the audit log's last checkpoint failed");
                 }
+                // Every caller answered, and nothing left holding the store.
+                while self.flushing.join_next().await.is_some() {}
+                if let Err(e) = self.store.durable().await {
+                    tracing::error!(error = %e, "the audit log's last flush failed");
+                }
                 return;
             }
             if let Err(e) = self.checkpoint(false).await {
@@ -211,15 +219,25 @@ impl Appender {
             let full = intents.len() >= room;
             match self.append(&intents, &queued).await {
                 Ok(true) => {
-                    let durable = self.store.durable().await.map_err(AuditError::from);
-                    if let Err(e) = &durable {
-                        tracing::error!(error = %e, "the audit log could not be made durable");
-                    }
-                    for q in queued.drain(..) {
-                        let _ = q.done.send(durable.as_ref().map(|_| ()).map_err(|e| {
-                            AuditError::Store(writ_store::StoreError::Unavailable(e.to_string()))
-                        }));
-                    }
+                    // Answered once durable, while the appender goes on chaining: the next
+                    // batch is written during this one's flush, and flushes are shared.
+                    let waiting: Vec<_> = queued.drain(..).map(|q| q.done).collect();
+                    let store = self.store.clone();
+                    self.flushing.spawn(async move {
+                        let durable = store.durable().await;
+                        if let Err(e) = &durable {
+                            tracing::error!(error = %e, "the audit log could not be made durable");
+                        }
+                        for done in waiting {
+                            let _ = done.send(durable.as_ref().map(|_| ()).map_err(|e| {
+                                AuditError::Store(writ_store::StoreError::Unavailable(
+                                    e.to_string(),
+                                ))
+                            }));
+                        }
+                    });
+                    // Those done: their tasks (each holding the store) are not kept.
+                    while self.flushing.try_join_next().is_some() {}
                     if !full {
                         return;
                     }
@@ -270,7 +288,12 @@ impl Appender {
         queued: &[Queued],
     ) -> Result<bool, AuditError> {
         let (head, head_bytes) = self.head().await?;
-        let mut batch = Batch::new().expect(HEAD_KEY, head_bytes);
+        // A store only this process writes has one appender: nothing can move the head under it.
+        let mut batch = if self.store.exclusive() {
+            Batch::new()
+        } else {
+            Batch::new().expect(HEAD_KEY, head_bytes)
+        };
         let mut seq = head.seq;
         let mut prev = head.hash;
         let records = intents

@@ -302,19 +302,29 @@ impl Auditor {
 
     /// Records a decision that changes no state here; resolves once the record is durable.
     pub async fn record(&self, event: Event) -> Result<(), AuditError> {
-        let mut record = event.0;
-        record.service = self.service.to_owned();
-        log(&record);
-        let Some(shared) = &self.inner else {
-            return Ok(());
-        };
-        let (done, wait) = oneshot::channel();
-        shared
-            .queue
-            .send(appender::Queued { record, done })
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        wait.await.map_err(|_| AuditError::Closed)?
+        self.record_all(vec![event]).await
+    }
+
+    /// Records several decisions at once (one wait, however many): durable when it resolves.
+    pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
+        let mut waits = Vec::with_capacity(events.len());
+        for event in events {
+            let mut record = event.0;
+            record.service = self.service.to_owned();
+            log(&record);
+            let Some(shared) = &self.inner else { continue };
+            let (done, wait) = oneshot::channel();
+            shared
+                .queue
+                .send(appender::Queued { record, done })
+                .await
+                .map_err(|_| AuditError::Closed)?;
+            waits.push(wait);
+        }
+        for wait in waits {
+            wait.await.map_err(|_| AuditError::Closed)??;
+        }
+        Ok(())
     }
 
     /// A record to write with a state change (see [`Intent`]).

@@ -278,6 +278,18 @@ impl SledStore {
             }
             Ok(())
         };
+        if batch.expect.is_empty() && batch.audit.is_empty() {
+            // Nothing to compare: an atomic batch, without a transaction's bookkeeping.
+            let mut writes = sled::Batch::default();
+            for (key, value) in &batch.write {
+                match value {
+                    Some(v) => writes.insert(key.as_slice(), v.as_slice()),
+                    None => writes.remove(key.as_slice()),
+                }
+            }
+            self.tree(tree).apply_batch(writes)?;
+            return Ok(true);
+        }
         let result = if batch.audit.is_empty() {
             self.tree(tree).transaction(apply)
         } else {

@@ -207,7 +207,8 @@ impl RevocationService for RevocationGrpc {
             .map_err(|_| Status::internal("the append did not finish"))?
             .map_err(status)?;
         // The log's append is its own batch (another store, under `writ up`): each entry's
-        // record is queued after it, durable before the producer hears the sequence.
+        // record is queued after it, all durable before the producer hears the sequence.
+        let mut events = Vec::with_capacity(entries.len());
         for (e, _) in &entries {
             let mut event =
                 writ_audit::Event::new("revocation_recorded", writ_audit::Outcome::Success)
@@ -223,12 +224,13 @@ impl RevocationService for RevocationGrpc {
                 writ_token::RevocationKind::Client => event.client(&e.value),
                 _ => event,
             };
-            self.config
-                .audit
-                .record(event)
-                .await
-                .map_err(|e| Status::unavailable(format!("{e}: retry the revocation")))?;
+            events.push(event);
         }
+        self.config
+            .audit
+            .record_all(events)
+            .await
+            .map_err(|e| Status::unavailable(format!("{e}: retry the revocation")))?;
         Ok(Response::new(RevokeResponse { sequence }))
     }
 
