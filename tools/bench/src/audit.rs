@@ -18,8 +18,6 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Records written to measure the log's size.
-const SIZED: u64 = 1_000_000;
 /// Records in flight while sizing.
 const IN_FLIGHT: usize = 256;
 
@@ -43,14 +41,17 @@ pub fn run(
         }
     }
     ENABLED.store(true, Ordering::Relaxed);
-    let notes = vec![size(load)?];
+    let notes = match cli.audit_size_records {
+        0 => Vec::new(),
+        n => vec![size(load, n)?],
+    };
     Ok((outcomes, notes))
 }
 
-/// A million `token_issued` records as the authorization server writes them (queued from 256
+/// `sized` `token_issued` records as the authorization server writes them (queued from 256
 /// callers at once, group-committed), then the tree's bytes, the directory's size, and a full
 /// `verify`.
-fn size(load: &tokio::runtime::Runtime) -> anyhow::Result<String> {
+fn size(load: &tokio::runtime::Runtime, sized: u64) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let sled = Arc::new(SledStore::open(dir.path())?);
     let store: Arc<dyn AsyncStore> = Arc::new(Ready(sled.clone()));
@@ -65,7 +66,7 @@ fn size(load: &tokio::runtime::Runtime) -> anyhow::Result<String> {
             tasks.push(tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= SIZED {
+                    if n >= sized {
                         return anyhow::Ok(());
                     }
                     audit.record(issued(n)).await?;
@@ -98,9 +99,9 @@ fn size(load: &tokio::runtime::Runtime) -> anyhow::Result<String> {
             report.records,
             IN_FLIGHT,
             written.as_secs_f64(),
-            SIZED as f64 / written.as_secs_f64(),
+            sized as f64 / written.as_secs_f64(),
             mib(stored),
-            stored as f64 / SIZED as f64,
+            stored as f64 / sized as f64,
             mib(on_disk),
             verified.as_secs_f64(),
             report.records as f64 / verified.as_secs_f64(),

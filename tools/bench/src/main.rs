@@ -57,6 +57,9 @@ struct Cli {
     /// measuring; without it no log subscriber is installed.
     #[arg(long)]
     audit_log: Option<std::path::PathBuf>,
+    /// `audit`: records written to measure the log's size (0: not measured).
+    #[arg(long, default_value_t = 1_000_000)]
+    audit_size_records: u64,
     #[command(flatten)]
     revocation: revocation::Args,
     #[command(flatten)]
