@@ -253,3 +253,24 @@ async fn list_audit_events_filters_and_pages_through_the_admin_api() {
             .any(|r| r.details["method"] != "ListAuditEvents")
     );
 }
+
+#[tokio::test]
+async fn a_refused_admin_change_is_recorded_with_its_method() {
+    let server = TestServer::start().await;
+    let mut seen = server.settled_audit_records().await.len();
+    let mut admin = server.admin().await;
+    let refused = admin
+        .delete_client(pb_admin::DeleteClientRequest {
+            client_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(
+        (r.kind.as_str(), r.outcome.as_str(), r.actor.as_str()),
+        ("admin_call_refused", "refused", "admin")
+    );
+    assert_eq!(r.details["method"], "DeleteClient");
+    assert_eq!(r.reason, "grpc-status 5");
+}

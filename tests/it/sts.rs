@@ -1649,3 +1649,74 @@ async fn the_sts_rotates_its_signing_keys_by_age_and_no_token_in_flight_breaks()
     f.verify(&before, "inventory").await;
     f.verify(&after, "inventory").await;
 }
+
+/// Issue 16: a grant id finds a lineage's whole story through the admin API, in order, each step
+/// once: the password grant, its refresh, the exchange of the refreshed token at the STS (which
+/// carries the grant id), the family's revocation by its client, and the revocation service
+/// recording what the publisher relayed.
+#[tokio::test]
+async fn a_grant_id_finds_the_whole_lineage_in_order() {
+    let f = fixture().await;
+    let (access, refresh) = f.user_subject().await;
+    let gid = f.original(&access).await.claims.gid.unwrap();
+    let refreshed = f
+        .server
+        .issue(refresh_request(&f.frontend.0, &f.frontend.1, &refresh))
+        .await;
+    f.exchanged(f.request(&f.orders, &refreshed.access_token, &["inventory"]))
+        .await;
+    f.server
+        .revoke_token(&refreshed.refresh_token, &f.frontend.0, &f.frontend.1)
+        .await;
+    // Another lineage meanwhile, which the query must leave out.
+    let _ = f.user_subject().await;
+    let mut admin = f.server.admin().await;
+    let mut events = Vec::new();
+    for _ in 0..500 {
+        events = admin
+            .list_audit_events(pb_admin::ListAuditEventsRequest {
+                gid: gid.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if events.iter().any(|e| e.event_type == "revocation_recorded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let story: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.as_str(),
+                e.service.as_str(),
+                e.details.get("grant_type").map_or("", String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("token_issued", "authz", "password"),
+            ("token_issued", "authz", "refresh_token"),
+            ("token_exchanged", "sts", ""),
+            ("revoked", "authz", ""),
+            ("revocation_recorded", "revocation", ""),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert_eq!(events[0].details["jti"], jti_of(&access));
+    assert_eq!(events[1].details["jti"], jti_of(&refreshed.access_token));
+    assert_eq!(
+        (events[2].client_id.as_str(), events[2].audience.as_slice()),
+        ("orders", &["inventory".to_owned()][..])
+    );
+    assert_eq!(
+        events[2].details["subject_jti"],
+        jti_of(&refreshed.access_token)
+    );
+    assert_eq!(events[3].reason, "refresh token revoked by its client");
+}

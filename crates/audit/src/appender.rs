@@ -120,6 +120,28 @@ async fn load_or_create_key(
     Err(AuditError::Key("it vanished while being read"))
 }
 
+/// The public half of the log's checkpoint key, proven by opening its sealed private half with
+/// `kek`: a key record replaced in the store (to re-sign a rewritten log) does not open, or
+/// opens to another key. `None`: the log has no key yet.
+pub async fn proven_key(
+    store: &dyn AsyncStore,
+    kek: &writ_keyring::KeyEncryptionKey,
+) -> Result<Option<Vec<u8>>, AuditError> {
+    let Some(rec) = store.get_record::<KeyRecord>(KEY_KEY).await? else {
+        return Ok(None);
+    };
+    let pkcs8 = kek
+        .open(SEAL_CONTEXT, &rec.sealed)
+        .map_err(|_| AuditError::Key("the key-encryption key does not open it (replaced?)"))?;
+    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| AuditError::Key("unreadable"))?;
+    if pair.public_key().as_ref() != rec.public_key.as_slice() {
+        return Err(AuditError::Key(
+            "its stored public half is not the sealed key's (replaced)",
+        ));
+    }
+    Ok(Some(rec.public_key))
+}
+
 struct Appender {
     store: Arc<dyn AsyncStore>,
     key: Ed25519KeyPair,
@@ -147,12 +169,13 @@ impl Appender {
             let mut stop = false;
             tokio::select! {
                 biased;
+                // First: a stream of records must not keep a close waiting.
+                changed = closing.changed() => stop = changed.is_err() || *closing.borrow(),
                 q = rx.recv() => match q {
                     Some(q) => queued.push(q),
                     None => stop = true,
                 },
                 _ = wake.notified() => {}
-                changed = closing.changed() => stop = changed.is_err() || *closing.borrow(),
                 _ = tick.tick() => {}
             }
             while queued.len() < MAX_BATCH {

@@ -126,37 +126,44 @@ pub async fn export(store: &dyn AsyncStore, out: &mut dyn Write) -> Result<u64, 
     Ok(count)
 }
 
-/// Verifies an export read from `input` against `trusted` keys (`None`: any, reported).
-/// A line that cannot be read, or whose fields differ from its stored bytes, is a problem at
-/// the record's position (or at 0 with the line number).
-pub fn verify_export(
-    input: &mut dyn BufRead,
+/// Verifies an export against `trusted` keys (`None`: any, reported). `open` gives the file from
+/// its start; it is read twice, the checkpoints first, so their place in the file does not
+/// matter. A line that cannot be read, or whose fields differ from its stored bytes, is a
+/// problem at the record's position (or at 0 with the line number).
+pub fn verify_export<R: BufRead>(
+    mut open: impl FnMut() -> std::io::Result<R>,
     trusted: Option<Vec<Vec<u8>>>,
 ) -> Result<Report, AuditError> {
+    let io = |e: std::io::Error| AuditError::Store(writ_store::StoreError::Io(e.to_string()));
+    let unhex = |s: &str| hex::decode(s).unwrap_or_default();
     let mut verifier = Verifier::new(trusted);
-    let mut head = None;
-    let mut misread = Vec::new();
-    for (n, line) in input.lines().enumerate() {
-        let line =
-            line.map_err(|e| AuditError::Store(writ_store::StoreError::Io(e.to_string())))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let unhex = |s: &str| hex::decode(s).unwrap_or_default();
-        match serde_json::from_str::<Line>(&line) {
-            Ok(Line::Checkpoint {
-                seq,
-                hash,
-                time_ms,
-                public_key,
-                signature,
-            }) => verifier.checkpoint(CheckpointRecord {
+    for line in open().map_err(io)?.lines() {
+        if let Ok(Line::Checkpoint {
+            seq,
+            hash,
+            time_ms,
+            public_key,
+            signature,
+        }) = serde_json::from_str::<Line>(&line.map_err(io)?)
+        {
+            verifier.checkpoint(CheckpointRecord {
                 seq,
                 hash: unhex(&hash),
                 time_ms,
                 public_key: unhex(&public_key),
                 signature: unhex(&signature),
-            }),
+            });
+        }
+    }
+    let mut head = None;
+    let mut misread = Vec::new();
+    for (n, line) in open().map_err(io)?.lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Line>(&line) {
+            Ok(Line::Checkpoint { .. }) => {}
             Ok(Line::Record(shown)) => {
                 let stored = URL_SAFE_NO_PAD.decode(&shown.record).unwrap_or_default();
                 let agrees = decode::<AuditRecord>(&stored)

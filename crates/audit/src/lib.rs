@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use writ_store::{AsyncStore, Batch, StoreError};
 
+pub use appender::proven_key;
 pub use chain::fingerprint;
 
 /// A chained record's hash (what its successor holds), from the record as read.

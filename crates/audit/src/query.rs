@@ -117,7 +117,7 @@ pub async fn list(
         }
         None => {
             let start = match (after, filter.since_ms) {
-                (0, Some(since)) => start_at(store, since - TIME_SLACK_MS).await?,
+                (0, Some(since)) => start_at(store, since.saturating_sub(TIME_SLACK_MS)).await?,
                 _ => after,
             };
             let mut cursor = (start > 0).then(|| record_key(start));

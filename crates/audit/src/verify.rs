@@ -98,6 +98,9 @@ impl Verifier {
 
     /// The record stored under `key_seq`, as stored.
     pub fn record(&mut self, key_seq: u64, stored: &[u8]) {
+        if key_seq == 0 {
+            return self.problem(0, "a record at position 0, where none is ever written");
+        }
         self.report.records += 1;
         self.report.first.get_or_insert(key_seq);
         self.report.last = Some(key_seq);
@@ -123,7 +126,21 @@ impl Verifier {
                 }
             }
             None => match self.checkpoints.get(&(key_seq - 1)) {
-                Some(anchor) if *anchor == record.prev => {}
+                Some(anchor) if *anchor == record.prev => {
+                    // A prune removes every checkpoint below its anchor: one left there means
+                    // records were cut off by other means.
+                    if let Some((older, _)) = self.checkpoints.range(..key_seq - 1).next() {
+                        let older = *older;
+                        self.problem(
+                            older,
+                            format!(
+                                "records {} to {} are missing: a checkpoint below them remains, which pruning would have removed",
+                                older + 1,
+                                key_seq - 1
+                            ),
+                        );
+                    }
+                }
                 Some(_) => self.problem(
                     key_seq,
                     "the record does not follow the checkpoint before it (altered)",
@@ -232,11 +249,18 @@ pub async fn verify(
             .map(|k| vec![k.public_key]),
     };
     let mut verifier = Verifier::new(trusted);
-    for c in checkpoints_upto(store, u64::MAX).await? {
+    // The head first: a log still being appended to is checked up to it (what comes after was
+    // written during the check).
+    let head = match store.get(Tree::Audit, HEAD_KEY).await? {
+        Some(b) => Some(decode::<HeadRecord>(&b)?),
+        None => None,
+    };
+    let upto = head.as_ref().map_or(0, |h| h.seq);
+    for c in checkpoints_upto(store, upto).await? {
         verifier.checkpoint(c);
     }
     let mut after: Option<Vec<u8>> = None;
-    loop {
+    'read: loop {
         let page = store
             .scan(Tree::Audit, RECORD_PREFIX, after.as_deref(), 1024)
             .await?;
@@ -244,15 +268,12 @@ pub async fn verify(
         after = Some(last.clone());
         for (key, value) in &page {
             match seq_of(key) {
+                Some(seq) if seq > upto => break 'read,
                 Some(seq) if key.len() == RECORD_PREFIX.len() + 8 => verifier.record(seq, value),
                 _ => verifier.problem(0, format!("a stray key {}", hex::encode(key))),
             }
         }
     }
-    let head = match store.get(Tree::Audit, HEAD_KEY).await? {
-        Some(b) => Some(decode::<HeadRecord>(&b)?),
-        None => None,
-    };
     Ok(verifier.finish(head))
 }
 
@@ -279,7 +300,7 @@ pub async fn prune(
     let cutoff =
         now_ms.saturating_sub(i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX));
     let mut after: Option<Vec<u8>> = None;
-    'old: for _ in 0..64 {
+    'old: loop {
         let page = store
             .scan(Tree::Audit, RECORD_PREFIX, after.as_deref(), 256)
             .await?;

@@ -326,7 +326,7 @@ async fn an_export_verifies_and_an_edited_line_does_not() {
     let mut out = Vec::new();
     assert_eq!(export::export(&*store, &mut out).await.unwrap(), 12);
     let text = String::from_utf8(out).unwrap();
-    let report = export::verify_export(&mut text.as_bytes(), None).unwrap();
+    let report = export::verify_export(|| Ok(text.as_bytes()), None).unwrap();
     assert!(report.intact(), "{:?}", report.problems);
     assert_eq!((report.records, report.signed_to), (12, 12));
     // A readable field edited in the file (the stored bytes left alone).
@@ -336,7 +336,7 @@ async fn an_export_verifies_and_an_edited_line_does_not() {
         1,
     );
     assert_ne!(edited, text);
-    let report = export::verify_export(&mut edited.as_bytes(), None).unwrap();
+    let report = export::verify_export(|| Ok(edited.as_bytes()), None).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(report.problems[0].seq, 3);
     // A line removed.
@@ -345,14 +345,14 @@ async fn an_export_verifies_and_an_edited_line_does_not() {
         .filter(|l| !l.contains("\"seq\":6,"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let report = export::verify_export(&mut without.as_bytes(), None).unwrap();
+    let report = export::verify_export(|| Ok(without.as_bytes()), None).unwrap();
     assert!(
         report.problems.iter().any(|p| p.seq == 6),
         "{:?}",
         report.problems
     );
     // Signed by a key the verifier does not trust.
-    let report = export::verify_export(&mut text.as_bytes(), Some(vec![vec![1; 32]])).unwrap();
+    let report = export::verify_export(|| Ok(text.as_bytes()), Some(vec![vec![1; 32]])).unwrap();
     assert!(!report.intact());
 }
 
@@ -539,4 +539,24 @@ async fn replicas_on_postgresql_extend_one_chain() {
     let report = verify(&*store, None).await.unwrap();
     assert!(report.intact(), "{:?}", report.problems);
     writ_store_postgres::testing::drop_schema(&config).await;
+}
+
+#[tokio::test]
+async fn the_checkpoint_key_is_proven_by_the_key_encryption_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = twelve(dir.path()).await;
+    let key = writ_audit::proven_key(&*store, &kek())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(verify(&*store, Some(vec![key])).await.unwrap().intact());
+    // Another key encryption key does not open it.
+    let other = KeyEncryptionKey::from_bytes(&[9; 32]).unwrap();
+    assert!(writ_audit::proven_key(&*store, &other).await.is_err());
+    // A public half swapped in (to re-sign a rewritten log with the attacker's key) is caught.
+    let mut rec: writ_audit::record::KeyRecord =
+        decode(&store.get(Tree::Audit, b"k").await.unwrap().unwrap()).unwrap();
+    rec.public_key = vec![1; 32];
+    store.insert(Tree::Audit, b"k", encode(&rec)).await.unwrap();
+    assert!(writ_audit::proven_key(&*store, &kek()).await.is_err());
 }

@@ -35,8 +35,17 @@ impl AuthorizationServer {
     pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
         let result = self.token_decision(&req).await;
         if let Err(e) = &result {
+            // The server's own failure is not a refusal of the caller.
+            let outcome = match e {
+                Error::Storage(_)
+                | Error::Token(_)
+                | Error::Internal(_)
+                | Error::Busy
+                | Error::Unavailable(_) => Outcome::Failed,
+                _ => Outcome::Refused,
+            };
             self.audit_refusal(
-                Event::new("token_refused", Outcome::Refused)
+                Event::new("token_refused", outcome)
                     .actor(&req.client_id)
                     .client(&req.client_id)
                     .reason(e.oauth_code())

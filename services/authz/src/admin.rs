@@ -69,7 +69,7 @@ where
     S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send,
     B: Send + 'static,
-    R: Default,
+    R: Default + Send,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
@@ -114,7 +114,25 @@ where
                         }
                     }
                     request.extensions_mut().insert(caller);
-                    writ_audit::acting_as(&actor, inner.call(request)).await
+                    let response = writ_audit::acting_as(&actor, inner.call(request)).await?;
+                    // A change the engine refused (bad input, a missing or existing record)
+                    // changed nothing and left no record of its own: it is recorded here.
+                    let status = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("0")
+                        .to_owned();
+                    if needs != AdminPermission::Read && status != "0" {
+                        let event = Event::new("admin_call_refused", Outcome::Refused)
+                            .actor(&actor)
+                            .reason(&format!("grpc-status {status}"))
+                            .detail("method", &method);
+                        if let Err(e) = engine.auditor().record(event).await {
+                            tracing::error!(error = %e, "a refused admin call could not be recorded in the audit log");
+                        }
+                    }
+                    Ok(response)
                 }
                 Err(e) => Ok(status(e).into_http()),
             }

@@ -65,6 +65,10 @@ pub struct StoreLocation {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// The key-encryption key (what `serve` was given; default `<data-dir>/key-encryption.key`,
+    /// or WRIT_KEY_ENCRYPTION_KEY): it proves the store's checkpoint key is the log's own.
+    #[arg(long, env = "WRIT_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
     /// Whose store: the authorization server's holds the log of every process that runs it
     /// (`writ up` included); a process without it keeps its log in its first service's store.
     #[arg(long, value_enum, default_value = "authz")]
@@ -85,8 +89,9 @@ pub struct VerifyArgs {
     /// Verify this export (`writ audit export`) instead of the store.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// The checkpoint key to trust (hex, 32 bytes; repeatable). Without it, the store's own
-    /// key is trusted, or, for a file, any key (each is reported by fingerprint).
+    /// The checkpoint key to trust (hex, 32 bytes; repeatable). Without it, the store's own key
+    /// once proven sealed under the key-encryption key, or, for a file, any key (each is
+    /// reported by fingerprint: compare it with the one you keep).
     #[arg(long = "trusted-key")]
     pub trusted_keys: Vec<String>,
 }
@@ -171,6 +176,26 @@ fn event_json(e: &pb_admin::AuditEvent) -> serde_json::Value {
     })
 }
 
+fn key_encryption_key(location: &StoreLocation) -> Result<writ_keyring::KeyEncryptionKey> {
+    let fail = |e: &dyn std::fmt::Display| {
+        CliError::Invalid(format!(
+            "the key-encryption key ({e}): give --key-encryption-key-file, or --trusted-key"
+        ))
+    };
+    if let (None, Ok(value)) = (
+        &location.key_encryption_key_file,
+        std::env::var("WRIT_KEY_ENCRYPTION_KEY"),
+    ) {
+        return writ_keyring::KeyEncryptionKey::from_base64(&value).map_err(|e| fail(&e));
+    }
+    let path = location.key_encryption_key_file.clone().unwrap_or_else(|| {
+        location
+            .data_dir
+            .join(crate::platform::KEY_ENCRYPTION_KEY_FILE)
+    });
+    writ_keyring::KeyEncryptionKey::load_or_create(&path, false).map_err(|e| fail(&e))
+}
+
 async fn open(location: &StoreLocation) -> Result<ServiceStore> {
     let choice = location
         .store
@@ -206,12 +231,27 @@ async fn verify(args: VerifyArgs) -> Result<()> {
     };
     let report = match &args.file {
         Some(path) => {
-            let file = std::fs::File::open(path)
+            // Readable now: a file that vanishes between the two passes is an I/O error then.
+            std::fs::File::open(path)
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
-            writ_audit::export::verify_export(&mut std::io::BufReader::new(file), trusted)
+            writ_audit::export::verify_export(
+                || std::fs::File::open(path).map(std::io::BufReader::new),
+                trusted,
+            )
         }
         None => {
             let store = open(&args.location).await?;
+            let trusted = match trusted {
+                Some(t) => Some(t),
+                // The store's own key, once proven sealed under the key-encryption key.
+                None => {
+                    let kek = key_encryption_key(&args.location)?;
+                    writ_audit::proven_key(&*store.store, &kek)
+                        .await
+                        .map_err(|e| CliError::Invalid(format!("the checkpoint key: {e}")))?
+                        .map(|k| vec![k])
+                }
+            };
             writ_audit::verify::verify(&*store.store, trusted).await
         }
     }
