@@ -12,7 +12,7 @@ use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, decode, encode};
 use crate::chain;
 use crate::record::{
     AuditRecord, CHECKPOINT_PREFIX, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, INTENT_PREFIX,
-    KEY_KEY, KeyRecord, RECORD_PREFIX, checkpoint_key, index_keys, record_key, seq_of,
+    KEY_KEY, KeyRecord, Pages, RECORD_PREFIX, checkpoint_key, index_keys, record_key, seq_of,
 };
 use crate::{AuditError, QUEUE, Settings, now_ms};
 
@@ -405,21 +405,18 @@ pub(crate) async fn first_seq(store: &dyn AsyncStore) -> Result<Option<u64>, Aud
         .and_then(|(k, _)| seq_of(k)))
 }
 
-/// Every checkpoint at or below `seq`'s key, in order (pages of `page`).
+/// Every checkpoint at or below `upto`, in order.
 pub(crate) async fn checkpoints_upto(
     store: &dyn AsyncStore,
     upto: u64,
 ) -> Result<Vec<CheckpointRecord>, AuditError> {
     let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
+    let mut pages = Pages::new(store, CHECKPOINT_PREFIX, 1024);
     loop {
-        let page = store
-            .scan(Tree::Audit, CHECKPOINT_PREFIX, after.as_deref(), 1024)
-            .await?;
-        let Some((last, _)) = page.last() else {
+        let page = pages.next().await?;
+        if page.is_empty() {
             return Ok(out);
-        };
-        after = Some(last.clone());
+        }
         for (key, value) in &page {
             if seq_of(key).is_some_and(|s| s > upto) {
                 return Ok(out);

@@ -14,7 +14,7 @@ use writ_store::{AsyncStore, Tree, decode};
 use crate::AuditError;
 use crate::appender::checkpoints_upto;
 use crate::chain;
-use crate::record::{AuditRecord, CheckpointRecord, HEAD_KEY, HeadRecord, RECORD_PREFIX};
+use crate::record::{AuditRecord, CheckpointRecord, HEAD_KEY, HeadRecord, Pages, RECORD_PREFIX};
 use crate::verify::{Report, Verifier};
 
 /// One line of an export.
@@ -99,13 +99,12 @@ pub async fn export(store: &dyn AsyncStore, out: &mut dyn Write) -> Result<u64, 
         )?;
     }
     let mut count = 0;
-    let mut after: Option<Vec<u8>> = None;
+    let mut pages = Pages::new(store, RECORD_PREFIX, 1024);
     loop {
-        let page = store
-            .scan(Tree::Audit, RECORD_PREFIX, after.as_deref(), 1024)
-            .await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+        let page = pages.next().await?;
+        if page.is_empty() {
+            break;
+        }
         for (_, value) in &page {
             let r = decode::<AuditRecord>(value)?;
             write(&Line::Record(Box::new(RecordLine::of(&r, value))), out)?;

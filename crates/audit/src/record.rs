@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use writ_store::{Record, Tree};
+use writ_store::{AsyncStore, Entries, Record, StoreError, Tree};
 
 /// One audited decision, as stored. The stored bytes (the version byte, then this message) are
 /// what the chain hashes; a record's `prev` is its predecessor's hash.
@@ -194,4 +194,35 @@ pub fn intent_key(time_ms: i64) -> Vec<u8> {
             .to_be_bytes();
     }
     [INTENT_PREFIX, &time_ms.to_be_bytes(), &random].concat()
+}
+
+/// A prefix of the audit tree read page by page, in key order (the readers' one loop).
+pub(crate) struct Pages<'a> {
+    store: &'a dyn AsyncStore,
+    prefix: &'static [u8],
+    size: usize,
+    after: Option<Vec<u8>>,
+}
+
+impl<'a> Pages<'a> {
+    pub(crate) fn new(store: &'a dyn AsyncStore, prefix: &'static [u8], size: usize) -> Self {
+        Pages {
+            store,
+            prefix,
+            size,
+            after: None,
+        }
+    }
+
+    /// The next page; empty at the end.
+    pub(crate) async fn next(&mut self) -> Result<Entries, StoreError> {
+        let page = self
+            .store
+            .scan(Tree::Audit, self.prefix, self.after.as_deref(), self.size)
+            .await?;
+        if let Some((last, _)) = page.last() {
+            self.after = Some(last.clone());
+        }
+        Ok(page)
+    }
 }

@@ -13,7 +13,7 @@ use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, decode};
 use crate::appender::{checkpoints_upto, first_seq};
 use crate::chain;
 use crate::record::{
-    AuditRecord, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, KEY_KEY, KeyRecord,
+    AuditRecord, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, KEY_KEY, KeyRecord, Pages,
     RECORD_PREFIX, checkpoint_key, index_keys, seq_of,
 };
 use crate::{AuditError, Settings};
@@ -259,13 +259,12 @@ pub async fn verify(
     for c in checkpoints_upto(store, upto).await? {
         verifier.checkpoint(c);
     }
-    let mut after: Option<Vec<u8>> = None;
+    let mut pages = Pages::new(store, RECORD_PREFIX, 1024);
     'read: loop {
-        let page = store
-            .scan(Tree::Audit, RECORD_PREFIX, after.as_deref(), 1024)
-            .await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+        let page = pages.next().await?;
+        if page.is_empty() {
+            break;
+        }
         for (key, value) in &page {
             match seq_of(key) {
                 Some(seq) if seq > upto => break 'read,
@@ -299,13 +298,12 @@ pub async fn prune(
     // Old records: in order of sequence, which is nearly the order of time.
     let cutoff =
         now_ms.saturating_sub(i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX));
-    let mut after: Option<Vec<u8>> = None;
+    let mut pages = Pages::new(store, RECORD_PREFIX, 256);
     'old: loop {
-        let page = store
-            .scan(Tree::Audit, RECORD_PREFIX, after.as_deref(), 256)
-            .await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+        let page = pages.next().await?;
+        if page.is_empty() {
+            break;
+        }
         for (key, value) in &page {
             let r = decode::<AuditRecord>(value)?;
             if r.time_ms >= cutoff {
@@ -323,17 +321,17 @@ pub async fn prune(
     };
     let anchor = anchor.seq;
     let mut pruned = 0;
-    let mut after: Option<Vec<u8>> = None;
+    let mut pages = Pages::new(store, RECORD_PREFIX, 512);
     loop {
-        let page = store
-            .scan(Tree::Audit, RECORD_PREFIX, after.as_deref(), 512)
-            .await?;
-        let page: Vec<_> = page
+        let page: Vec<_> = pages
+            .next()
+            .await?
             .into_iter()
             .take_while(|(k, _)| seq_of(k).is_some_and(|s| s <= anchor))
             .collect();
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+        if page.is_empty() {
+            break;
+        }
         let mut batch = Batch::new();
         for (key, value) in &page {
             if let Ok(r) = decode::<AuditRecord>(value) {
