@@ -16,6 +16,7 @@
 mod appender;
 mod chain;
 pub mod export;
+pub mod journal;
 pub mod query;
 pub mod record;
 pub mod verify;
@@ -343,6 +344,9 @@ impl Auditor {
     pub fn written(&self, intent: Intent) {
         log(&intent.record);
         if let Some(shared) = &self.inner {
+            shared
+                .intents
+                .store(true, std::sync::atomic::Ordering::Release);
             shared.wake.notify_one();
         }
     }

@@ -206,9 +206,15 @@ async fn open(location: &StoreLocation) -> Result<ServiceStore> {
         LogOf::Revocation => REVOCATION_STORE,
         LogOf::Sts => STS_STORE,
     };
-    ServiceStore::open(&choice, &location.data_dir, dir, service, what)
+    let store = ServiceStore::open(&choice, &location.data_dir, dir, service, what)
         .await
-        .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))
+        .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))?;
+    // What a crash left only in the audit journal is applied first: an acknowledged record is
+    // read as the server would read it at its next start.
+    writ_audit::journal::recover(&*store.store)
+        .await
+        .map_err(|e| CliError::Invalid(format!("the audit journal: {e}")))?;
+    Ok(store)
 }
 
 async fn verify(args: VerifyArgs) -> Result<()> {
