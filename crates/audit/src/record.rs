@@ -317,22 +317,15 @@ impl<'a> Blocks<'a> {
 
 /// The stored bytes of the record at `seq`, if it is there.
 pub async fn stored_at(store: &dyn AsyncStore, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(block_holding(store, seq)
+    let mut blocks = Blocks::new(store, seq.saturating_sub(1), 1);
+    Ok(blocks
+        .next()
         .await?
-        .and_then(|b| b.records)
         .into_iter()
+        .filter_map(|b| b.records)
         .flatten()
         .find(|(at, _)| *at == seq)
         .map(|(_, stored)| stored))
-}
-
-/// The block that holds (or would hold) the record at `seq`: the first whose key is at or
-/// above it.
-async fn block_holding(store: &dyn AsyncStore, seq: u64) -> Result<Option<Block>, StoreError> {
-    Ok(Blocks::new(store, seq.saturating_sub(1), 1)
-        .next()
-        .await?
-        .pop())
 }
 
 /// Replaces the stored bytes of the record at `seq` with what `edit` returns, or takes it out
@@ -344,7 +337,11 @@ pub async fn tamper(
     seq: u64,
     edit: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>,
 ) -> Result<bool, StoreError> {
-    let Some(block) = block_holding(store, seq).await? else {
+    let Some(block) = Blocks::new(store, seq.saturating_sub(1), 1)
+        .next()
+        .await?
+        .pop()
+    else {
         return Ok(false);
     };
     let Some(mut records) = block.records else {
