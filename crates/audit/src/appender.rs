@@ -343,7 +343,13 @@ impl Appender {
                                 // flushed, which covers this commit too.
                                 self.store.durable().await.map_err(AuditError::from)
                             };
-                            answer(waiting, &durable);
+                            for done in waiting {
+                                let _ = done.send(durable.as_ref().map(|_| ()).map_err(|e| {
+                                    AuditError::Store(writ_store::StoreError::Unavailable(
+                                        e.to_string(),
+                                    ))
+                                }));
+                            }
                         }
                         // Answered once durable, while the appender goes on chaining: the
                         // next batch is written during this one's flush, and flushes shared.
@@ -556,23 +562,22 @@ async fn flush_then_answer(
     if let Err(e) = &durable {
         tracing::error!(error = %e, "the audit log could not be made durable");
     }
-    answer(waiting, &durable);
+    for done in waiting {
+        let _ =
+            done.send(durable.as_ref().map(|_| ()).map_err(|e| {
+                AuditError::Store(writ_store::StoreError::Unavailable(e.to_string()))
+            }));
+    }
 }
 
 fn fail(queued: Vec<Queued>, e: AuditError) {
-    answer(queued.into_iter().map(|q| q.done).collect(), &Err(e));
-}
-
-/// Tells each caller how its record went (a failure as the log being unavailable).
-fn answer<E: std::fmt::Display>(
-    waiting: Vec<oneshot::Sender<Result<(), AuditError>>>,
-    result: &Result<(), E>,
-) {
-    for done in waiting {
-        let _ =
-            done.send(result.as_ref().map(|_| ()).map_err(|e| {
-                AuditError::Store(writ_store::StoreError::Unavailable(e.to_string()))
-            }));
+    let text = e.to_string();
+    for q in queued {
+        let _ = q
+            .done
+            .send(Err(AuditError::Store(writ_store::StoreError::Unavailable(
+                text.clone(),
+            ))));
     }
 }
 
