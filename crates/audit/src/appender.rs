@@ -14,8 +14,8 @@ use crate::chain;
 use crate::journal::{self, Journal};
 use crate::record::{
     AuditRecord, BlockRecord, Blocks, CHECKPOINT_PREFIX, CheckpointRecord, GENESIS, HEAD_KEY,
-    HeadRecord, INTENT_PREFIX, KEY_KEY, KeyRecord, OLD_RECORD_PREFIX, Pages, block_key,
-    checkpoint_key, index_prefixes, seq_of,
+    HeadRecord, INTENT_PREFIX, KEY_KEY, KeyRecord, Pages, block_key, checkpoint_key,
+    index_prefixes, seq_of,
 };
 use crate::{AuditError, QUEUE, Settings, now_ms};
 
@@ -75,13 +75,10 @@ pub(crate) async fn start(
     // (The journal blocks on its sync: only where the appender has a thread of its own.)
     let journal = match store.local_dir().filter(|_| store.blocking()) {
         Some(dir) => {
-            crate::recover(&*store).await?;
+            journal::recover(&*store).await?;
             Some(Journal::open(dir)?)
         }
-        None => {
-            migrate(&*store).await?;
-            None
-        }
+        None => None,
     };
     let last_checkpoint = store
         .get_record::<CheckpointRecord>(LAST_CHECKPOINT_KEY)
@@ -219,9 +216,6 @@ impl Appender {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The biased select may never reach the tick while records keep coming: intents other
-        // replicas or a crash left are looked for by the clock all the same.
-        let mut last_look = std::time::Instant::now();
         loop {
             let mut queued = Vec::new();
             let mut stop = false;
@@ -242,14 +236,10 @@ impl Appender {
                     Err(_) => break,
                 }
             }
-            if last_look.elapsed() >= TICK {
-                last_look = std::time::Instant::now();
-                self.intents.store(true, Ordering::Release);
-            }
             self.chain(queued).await;
             if stop {
-                // What is still queued, and every intent written so far, is chained before the
-                // appender goes, and the tail is covered by a checkpoint.
+                // What is still queued is chained before the appender goes, and the tail is
+                // covered by a checkpoint.
                 rx.close();
                 self.intents.store(true, Ordering::Release);
                 loop {
@@ -257,11 +247,10 @@ impl Appender {
                     while let Ok(q) = rx.try_recv() {
                         rest.push(q);
                     }
-                    let last = rest.is_empty();
-                    self.chain(rest).await;
-                    if last {
+                    if rest.is_empty() {
                         break;
                     }
+                    self.chain(rest).await;
                 }
                 if let Err(e) = self.checkpoint(true).await {
                     tracing::error!(error = %e, "the audit log's last checkpoint failed");
@@ -329,20 +318,7 @@ impl Appender {
                         // On the appender's own thread: written and synced before the next
                         // batch is taken, whatever queued meanwhile goes into that one.
                         Some(journal) => {
-                            let durable = if intents.is_empty() {
-                                match journal.append(&frame) {
-                                    Ok(()) => Ok(()),
-                                    // The store's own flush covers this commit; the journal
-                                    // is emptied after it, so it works again.
-                                    Err(_) => Self::flush_and_reset(&*self.store, journal).await,
-                                }
-                            } else {
-                                // Intents' state changes may still be only in sled's memory
-                                // (their callers flush after they wrote them): a record must
-                                // never outlive the change it describes, so the store is
-                                // flushed, which covers this commit too.
-                                self.store.durable().await.map_err(AuditError::from)
-                            };
+                            let durable = journal.append(&frame);
                             for done in waiting {
                                 let _ = done.send(durable.as_ref().map(|_| ()).map_err(|e| {
                                     AuditError::Store(writ_store::StoreError::Unavailable(
@@ -398,19 +374,16 @@ impl Appender {
     /// Flushes the store, then empties the journal: everything it held is durable in the store.
     /// A failure is logged and the journal kept (it is applied again at the next start).
     async fn reset_journal(&mut self) {
-        if let Some(journal) = &mut self.journal
-            && let Err(e) = Self::flush_and_reset(&*self.store, journal).await
-        {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let result = match self.store.durable().await {
+            Ok(()) => journal.reset(),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "the audit journal could not be emptied");
         }
-    }
-
-    async fn flush_and_reset(
-        store: &dyn AsyncStore,
-        journal: &mut Journal,
-    ) -> Result<(), AuditError> {
-        store.durable().await?;
-        journal.reset()
     }
 
     async fn head(&mut self) -> Result<(HeadRecord, Option<Vec<u8>>), AuditError> {
@@ -468,9 +441,6 @@ impl Appender {
             record.prev = prev;
             let bytes = encode(&record);
             prev = chain::hash(&bytes);
-            if block.records.is_empty() {
-                block.first = seq;
-            }
             block.index.extend(index_prefixes(&record));
             block.bytes += bytes.len();
             block.records.push(bytes);
@@ -528,8 +498,6 @@ impl Appender {
 /// A block being filled by one commit.
 #[derive(Default)]
 struct Block {
-    /// Its first record's sequence.
-    first: u64,
     records: Vec<Vec<u8>>,
     bytes: usize,
     /// The index prefixes of its records' values, each once.
@@ -546,7 +514,6 @@ impl Block {
         batch.put(
             block_key(last),
             encode(&BlockRecord {
-                first: self.first,
                 records: self.records,
             }),
         )
@@ -579,43 +546,6 @@ fn fail(queued: Vec<Queued>, e: AuditError) {
                 text.clone(),
             ))));
     }
-}
-
-/// Moves the first layout's records (one per `r/` key, their index entries naming their
-/// sequence) into blocks of one under the same sequence, so the index entries stay right.
-/// Returns how many moved.
-pub(crate) async fn migrate(store: &dyn AsyncStore) -> Result<u64, AuditError> {
-    let mut moved = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .scan(Tree::Audit, OLD_RECORD_PREFIX, after.as_deref(), 512)
-            .await?;
-        let Some((tail, _)) = page.last() else {
-            break;
-        };
-        after = Some(tail.clone());
-        let mut batch = Batch::new();
-        for (key, value) in page {
-            // A key of another shape is left where it is, for `verify` to see.
-            let Some(seq) = seq_of(&key).filter(|_| key.len() == OLD_RECORD_PREFIX.len() + 8)
-            else {
-                continue;
-            };
-            let block = BlockRecord {
-                first: seq,
-                records: vec![value],
-            };
-            batch = batch.put(block_key(seq), encode(&block)).remove(key);
-            moved += 1;
-        }
-        store.commit(Tree::Audit, batch).await?;
-    }
-    if moved > 0 {
-        store.durable().await?;
-        tracing::info!(records = moved, "moved the audit log's records into blocks");
-    }
-    Ok(moved)
 }
 
 /// The first record's sequence, if any.

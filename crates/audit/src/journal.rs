@@ -74,28 +74,24 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
     out
 }
 
-/// The whole frames at the start of `bytes`, up to a torn or unreadable last one (a write the
-/// crash cut: never acknowledged). `Err`: a frame that cannot be read with more after it, which
-/// no crash leaves (each frame was synced before the next was written): the file was damaged.
-fn frames(mut bytes: &[u8]) -> Result<Vec<Frame>, usize> {
-    let total = bytes.len();
+/// The whole frames at the start of `bytes`, up to the first torn or unreadable one.
+fn frames(mut bytes: &[u8]) -> Vec<Frame> {
     let mut out = Vec::new();
     while bytes.len() >= HEADER {
         let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let Some(payload) = bytes.get(HEADER..HEADER + len) else {
             break;
         };
-        let frame = (checksum(payload) == bytes[4..HEADER])
-            .then(|| Frame::decode(payload).ok())
-            .flatten();
-        match frame {
-            Some(frame) => out.push(frame),
-            None if bytes.len() > HEADER + len => return Err(total - bytes.len()),
-            None => break,
+        if checksum(payload) != bytes[4..HEADER] {
+            break;
         }
+        let Ok(frame) = Frame::decode(payload) else {
+            break;
+        };
+        out.push(frame);
         bytes = &bytes[HEADER + len..];
     }
-    Ok(out)
+    out
 }
 
 /// Applies what the journal beside an embedded `store` holds beyond the store's head, makes the
@@ -120,14 +116,7 @@ pub async fn recover(store: &dyn AsyncStore) -> Result<u64, AuditError> {
         None => 0,
     };
     let mut applied = 0;
-    // Damaged, it is kept as it is and the log is not opened: what it holds is evidence.
-    let frames = frames(&bytes).map_err(|at| {
-        AuditError::Store(writ_store::StoreError::Io(format!(
-            "{} is damaged at byte {at} (kept as it is)",
-            path.display()
-        )))
-    })?;
-    for frame in frames {
+    for frame in frames(&bytes) {
         // sled keeps a prefix of its commits: one whose head it holds, it holds whole.
         if frame.head_seq <= head {
             continue;

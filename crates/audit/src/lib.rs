@@ -28,16 +28,6 @@ use tokio::sync::oneshot;
 use writ_store::{AsyncStore, Batch, StoreError};
 
 pub use appender::proven_key;
-
-/// Brings a log up to date before it is read or appended to: the first layout's records moved
-/// into blocks, and what the journal beside an embedded store holds beyond the store applied
-/// (see [`journal::recover`]). The appender does it at start; `writ audit` before it reads a
-/// stopped server's store.
-pub async fn recover(store: &dyn AsyncStore) -> Result<(), AuditError> {
-    appender::migrate(store).await?;
-    journal::recover(store).await?;
-    Ok(())
-}
 pub use chain::fingerprint;
 
 /// A chained record's hash (what its successor holds), from the record as read.

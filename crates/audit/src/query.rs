@@ -73,7 +73,6 @@ pub async fn list(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut pager = Pager {
         filter,
-        index: filter.index(),
         after,
         limit,
         budget: limit * EXAMINED_PER_RESULT,
@@ -140,9 +139,6 @@ pub async fn list(
 /// A page being filled from records read in order.
 struct Pager<'a> {
     filter: &'a Filter,
-    /// The index the records come through: a block's other records are not the page's to
-    /// examine (nor to count against its budget).
-    index: Option<(Indexed, &'a str)>,
     after: u64,
     limit: usize,
     /// Records a page may examine (see [`EXAMINED_PER_RESULT`]).
@@ -158,11 +154,6 @@ impl Pager<'_> {
             return Ok(false);
         }
         let r = decode::<AuditRecord>(stored)?;
-        if let Some((field, value)) = self.index
-            && field.of(&r) != value
-        {
-            return Ok(false);
-        }
         if past_until(self.filter, &r) {
             return Ok(true);
         }

@@ -71,9 +71,6 @@ impl Record for AuditRecord {
 pub struct BlockRecord {
     #[prost(bytes = "vec", repeated, tag = "1")]
     pub records: Vec<Vec<u8>>,
-    /// The first one's sequence (where positions start when one was taken out).
-    #[prost(uint64, tag = "2")]
-    pub first: u64,
 }
 
 impl Record for BlockRecord {
@@ -131,8 +128,6 @@ impl Record for KeyRecord {
 pub const HEAD_KEY: &[u8] = b"h";
 pub const KEY_KEY: &[u8] = b"k";
 pub const BLOCK_PREFIX: &[u8] = b"b/";
-/// The first layout's records, one per key (moved into blocks at start).
-pub const OLD_RECORD_PREFIX: &[u8] = b"r/";
 pub const CHECKPOINT_PREFIX: &[u8] = b"c/";
 pub const INTENT_PREFIX: &[u8] = b"p/";
 pub const INDEX_PREFIX: &[u8] = b"i/";
@@ -171,10 +166,8 @@ pub fn block_key(seq: u64) -> Vec<u8> {
     [BLOCK_PREFIX, &seq.to_be_bytes()].concat()
 }
 
-/// The records of a block with their positions; `None`: the block or its key is unreadable.
-/// A record's position is the sequence it holds while those rise within the block's range (so
-/// one taken out of the middle shows as missing where it was), else the next one (so records
-/// moved in show as moved).
+/// The records of a block with their positions (the block's key names the last); `None`: the
+/// block or its key is unreadable.
 pub fn unpack(key: &[u8], value: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
     if key.len() != BLOCK_PREFIX.len() + 8 || !key.starts_with(BLOCK_PREFIX) {
         return None;
@@ -182,22 +175,8 @@ pub fn unpack(key: &[u8], value: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
     let last = seq_of(key)?;
     let block = writ_store::decode::<BlockRecord>(value).ok()?;
     let count = u64::try_from(block.records.len()).ok()?;
-    let first = match block.first {
-        0 => (last + 1).checked_sub(count)?,
-        f => f,
-    };
-    let mut next = first;
-    let mut out = Vec::with_capacity(block.records.len());
-    for stored in block.records {
-        let held = writ_store::decode::<AuditRecord>(&stored)
-            .ok()
-            .map(|r| r.seq)
-            .filter(|s| (next..=last).contains(s));
-        let at = held.unwrap_or(next);
-        next = at + 1;
-        out.push((at, stored));
-    }
-    Some(out)
+    let first = (last + 1).checked_sub(count)?;
+    Some((first..).zip(block.records).collect())
 }
 
 pub fn checkpoint_key(seq: u64) -> Vec<u8> {
@@ -358,7 +337,6 @@ pub async fn tamper(
         store.remove(Tree::Audit, &block.key).await?;
     } else {
         let value = writ_store::encode(&BlockRecord {
-            first: records.first().map_or(seq, |(s, _)| *s),
             records: records.into_iter().map(|(_, r)| r).collect(),
         });
         store.insert(Tree::Audit, &block.key, value).await?;

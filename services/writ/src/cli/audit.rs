@@ -211,9 +211,9 @@ async fn open(location: &StoreLocation) -> Result<ServiceStore> {
         .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))?;
     // What a crash left only in the audit journal is applied first: an acknowledged record is
     // read as the server would read it at its next start.
-    writ_audit::recover(&*store.store)
+    writ_audit::journal::recover(&*store.store)
         .await
-        .map_err(|e| CliError::Invalid(format!("the audit log: {e}")))?;
+        .map_err(|e| CliError::Invalid(format!("the audit journal: {e}")))?;
     Ok(store)
 }
 
