@@ -885,6 +885,7 @@ fn writ_up_serves_metrics_liveness_and_readiness() {
 /// edited or a deleted record is reported with its position, in the store and in an export.
 #[tokio::test]
 async fn writ_audit_verify_reports_an_edited_or_deleted_record_where_it_is() {
+    use writ_store::{Store, Tree};
     let dir = tempfile::tempdir().unwrap();
     let mut up = WritUp::start(dir.path());
     let secret = create_svc(&up);
@@ -948,21 +949,17 @@ async fn writ_audit_verify_reports_an_edited_or_deleted_record_where_it_is() {
 
     // The store: record 3 edited, record 5 deleted.
     {
-        let store: std::sync::Arc<dyn writ_store::AsyncStore> =
-            std::sync::Arc::new(writ_store::Ready(std::sync::Arc::new(
-                writ_store::SledStore::open(&dir.path().join("store")).unwrap(),
-            )));
-        let edited = writ_audit::record::tamper(&*store, 3, |stored| {
-            let mut r: writ_audit::AuditRecord = writ_store::decode(&stored).unwrap();
-            r.client_id = "someone-else".into();
-            Some(writ_store::encode(&r))
-        });
-        assert!(edited.await.unwrap());
-        assert!(
-            writ_audit::record::tamper(&*store, 5, |_| None)
-                .await
-                .unwrap()
-        );
+        let store = writ_store::SledStore::open(&dir.path().join("store")).unwrap();
+        let key = writ_audit::record::record_key(3);
+        let mut r: writ_audit::AuditRecord =
+            writ_store::decode(&store.get(Tree::Audit, &key).unwrap().unwrap()).unwrap();
+        r.client_id = "someone-else".into();
+        store
+            .insert(Tree::Audit, &key, writ_store::encode(&r))
+            .unwrap();
+        store
+            .remove(Tree::Audit, &writ_audit::record::record_key(5))
+            .unwrap();
         store.durable().await.unwrap();
     }
     let r = verify(&[]);

@@ -312,14 +312,13 @@ impl TestServer {
         self.store
             .scan(
                 Tree::Audit,
-                writ_audit::record::BLOCK_PREFIX,
+                writ_audit::record::RECORD_PREFIX,
                 None,
                 usize::MAX,
             )
             .unwrap()
             .into_iter()
-            .flat_map(|(k, v)| writ_audit::record::unpack(&k, &v).unwrap())
-            .map(|(_, stored)| writ_store::decode(&stored).unwrap())
+            .map(|(_, v)| writ_store::decode(&v).unwrap())
             .collect()
     }
 

@@ -2,7 +2,6 @@
 //! signs checkpoints and prunes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
@@ -11,19 +10,14 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, decode, encode};
 
 use crate::chain;
-use crate::journal::{self, Journal};
 use crate::record::{
-    AuditRecord, BlockRecord, Blocks, CHECKPOINT_PREFIX, CheckpointRecord, GENESIS, HEAD_KEY,
-    HeadRecord, INTENT_PREFIX, KEY_KEY, KeyRecord, Pages, block_key, checkpoint_key,
-    index_prefixes, seq_of,
+    AuditRecord, CHECKPOINT_PREFIX, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, INTENT_PREFIX,
+    KEY_KEY, KeyRecord, Pages, RECORD_PREFIX, checkpoint_key, index_keys, record_key, seq_of,
 };
 use crate::{AuditError, QUEUE, Settings, now_ms};
 
 /// At most this many records per commit.
 pub(crate) const MAX_BATCH: usize = 512;
-/// A block is closed once its records reach this many bytes (well below sled's 128 KiB
-/// threshold for storing a value in a file of its own).
-const BLOCK_BYTES: usize = 32 * 1024;
 /// The key of a copy of the last checkpoint (found without scanning them all).
 pub(crate) const LAST_CHECKPOINT_KEY: &[u8] = b"l";
 /// How often intents left by other replicas (or a crash) are looked for.
@@ -41,9 +35,6 @@ pub(crate) struct Queued {
 pub(crate) struct Shared {
     pub queue: mpsc::Sender<Queued>,
     pub wake: Arc<Notify>,
-    /// Set when this process wrote an intent: the appender looks for intents only then (and
-    /// once a second, for other replicas' and a crash's), not on every commit.
-    pub intents: Arc<AtomicBool>,
     pub store: Arc<dyn AsyncStore>,
     closing: watch::Sender<bool>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -70,16 +61,6 @@ pub(crate) async fn start(
     settings: Settings,
 ) -> Result<Arc<Shared>, AuditError> {
     let key = load_or_create_key(&*store, kek).await?;
-    // An embedded store: commits are made durable by the journal beside it (see `journal`),
-    // once what it holds beyond the store's head is applied again.
-    // (The journal blocks on its sync: only where the appender has a thread of its own.)
-    let journal = match store.local_dir().filter(|_| store.blocking()) {
-        Some(dir) => {
-            journal::recover(&*store).await?;
-            Some(Journal::open(dir)?)
-        }
-        None => None,
-    };
     let last_checkpoint = store
         .get_record::<CheckpointRecord>(LAST_CHECKPOINT_KEY)
         .await?
@@ -88,7 +69,6 @@ pub(crate) async fn start(
     let (queue, rx) = mpsc::channel(QUEUE);
     let (closing, closing_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
-    let intents = Arc::new(AtomicBool::new(true));
     let appender = Appender {
         store: store.clone(),
         key,
@@ -97,39 +77,11 @@ pub(crate) async fn start(
         last_checkpoint,
         last_prune: std::time::Instant::now(),
         flushing: tokio::task::JoinSet::new(),
-        intents: intents.clone(),
-        journal,
     };
-    let run = appender.run(rx, wake.clone(), closing_rx);
-    let task = if store.blocking() {
-        // An embedded store: the appender gets a thread of its own. As one task among the
-        // requests' on a busy runtime it waited behind all of them each round, and every
-        // request waited for it: that queue, not the writes, capped throughput (issue 16).
-        let (finished, done) = oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| AuditError::Store(writ_store::StoreError::Io(e.to_string())))?;
-        std::thread::Builder::new()
-            .name("writ-audit".into())
-            .spawn(move || {
-                runtime.block_on(run);
-                // Every task holding the store goes before a close is answered (a restart in
-                // the same process reopens it).
-                drop(runtime);
-                let _ = finished.send(());
-            })
-            .map_err(|e| AuditError::Store(writ_store::StoreError::Io(e.to_string())))?;
-        tokio::spawn(async move {
-            let _ = done.await;
-        })
-    } else {
-        tokio::spawn(run)
-    };
+    let task = tokio::spawn(appender.run(rx, wake.clone(), closing_rx));
     Ok(Arc::new(Shared {
         queue,
         wake,
-        intents,
         store,
         closing,
         task: tokio::sync::Mutex::new(Some(task)),
@@ -201,10 +153,6 @@ struct Appender {
     last_prune: std::time::Instant,
     /// Batches written, waiting for their flush to answer their callers.
     flushing: tokio::task::JoinSet<()>,
-    /// Whether intents may be waiting (see [`Shared::intents`]).
-    intents: Arc<AtomicBool>,
-    /// Where commits are made durable on an embedded store; otherwise by the store's flush.
-    journal: Option<Journal>,
 }
 
 impl Appender {
@@ -228,7 +176,7 @@ impl Appender {
                     None => stop = true,
                 },
                 _ = wake.notified() => {}
-                _ = tick.tick() => self.intents.store(true, Ordering::Release),
+                _ = tick.tick() => {}
             }
             while queued.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -241,7 +189,6 @@ impl Appender {
                 // What is still queued is chained before the appender goes, and the tail is
                 // covered by a checkpoint.
                 rx.close();
-                self.intents.store(true, Ordering::Release);
                 loop {
                     let mut rest = Vec::new();
                     while let Ok(q) = rx.try_recv() {
@@ -260,7 +207,6 @@ impl Appender {
                 if let Err(e) = self.store.durable().await {
                     tracing::error!(error = %e, "the audit log's last flush failed");
                 }
-                self.reset_journal().await;
                 return;
             }
             if let Err(e) = self.checkpoint(false).await {
@@ -270,12 +216,7 @@ impl Appender {
                 self.last_prune = std::time::Instant::now();
                 match crate::verify::prune(&*self.store, &self.settings, now_ms()).await {
                     Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(records = n, "pruned the audit log");
-                        // The pruned blocks must not come back from the journal (they would
-                        // not: their heads are below the store's; emptied all the same).
-                        self.reset_journal().await;
-                    }
+                    Ok(n) => tracing::info!(records = n, "pruned the audit log"),
                     Err(e) => tracing::error!(error = %e, "pruning the audit log failed"),
                 }
             }
@@ -287,70 +228,46 @@ impl Appender {
         let mut conflicts = 0;
         loop {
             let room = MAX_BATCH.saturating_sub(queued.len()).max(1);
-            // Cleared before the look: an intent written during it sets it again.
-            let look = self.intents.swap(false, Ordering::AcqRel);
-            let intents = if look {
-                match self
-                    .store
-                    .scan(Tree::Audit, INTENT_PREFIX, None, room)
-                    .await
-                {
-                    Ok(i) => i,
-                    Err(e) => {
-                        self.intents.store(true, Ordering::Release);
-                        return fail(queued, e.into());
-                    }
-                }
-            } else {
-                Vec::new()
+            let intents = match self
+                .store
+                .scan(Tree::Audit, INTENT_PREFIX, None, room)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) => return fail(queued, e.into()),
             };
             if intents.is_empty() && queued.is_empty() {
                 return;
             }
             let full = intents.len() >= room;
-            if full {
-                self.intents.store(true, Ordering::Release);
-            }
             match self.append(&intents, &queued).await {
-                Ok(Some(frame)) => {
+                Ok(true) => {
+                    // Answered once durable, while the appender goes on chaining: the next
+                    // batch is written during this one's flush, and flushes are shared.
                     let waiting: Vec<_> = queued.drain(..).map(|q| q.done).collect();
-                    match &mut self.journal {
-                        // On the appender's own thread: written and synced before the next
-                        // batch is taken, whatever queued meanwhile goes into that one.
-                        Some(journal) => {
-                            let durable = journal.append(&frame);
-                            for done in waiting {
-                                let _ = done.send(durable.as_ref().map(|_| ()).map_err(|e| {
-                                    AuditError::Store(writ_store::StoreError::Unavailable(
-                                        e.to_string(),
-                                    ))
-                                }));
-                            }
+                    let store = self.store.clone();
+                    self.flushing.spawn(async move {
+                        let durable = store.durable().await;
+                        if let Err(e) = &durable {
+                            tracing::error!(error = %e, "the audit log could not be made durable");
                         }
-                        // Answered once durable, while the appender goes on chaining: the
-                        // next batch is written during this one's flush, and flushes shared.
-                        None => {
-                            let store = self.store.clone();
-                            self.flushing.spawn(flush_then_answer(store, waiting));
-                            // Those done: their tasks (each holding the store) are not kept.
-                            while self.flushing.try_join_next().is_some() {}
+                        for done in waiting {
+                            let _ = done.send(durable.as_ref().map(|_| ()).map_err(|e| {
+                                AuditError::Store(writ_store::StoreError::Unavailable(
+                                    e.to_string(),
+                                ))
+                            }));
                         }
-                    }
-                    if self
-                        .journal
-                        .as_ref()
-                        .is_some_and(|j| j.bytes() >= journal::RESET_BYTES)
-                    {
-                        self.reset_journal().await;
-                    }
+                    });
+                    // Those done: their tasks (each holding the store) are not kept.
+                    while self.flushing.try_join_next().is_some() {}
                     if !full {
                         return;
                     }
                 }
-                Ok(None) => {
+                Ok(false) => {
                     // Another replica moved the head (and may have chained these intents).
                     self.head = None;
-                    self.intents.store(true, Ordering::Release);
                     conflicts += 1;
                     if conflicts >= MAX_CONFLICTS {
                         return fail(
@@ -363,26 +280,10 @@ impl Appender {
                 }
                 Err(e) => {
                     self.head = None;
-                    self.intents.store(true, Ordering::Release);
                     tracing::error!(error = %e, "appending to the audit log failed");
                     return fail(queued, e);
                 }
             }
-        }
-    }
-
-    /// Flushes the store, then empties the journal: everything it held is durable in the store.
-    /// A failure is logged and the journal kept (it is applied again at the next start).
-    async fn reset_journal(&mut self) {
-        let Some(journal) = &mut self.journal else {
-            return;
-        };
-        let result = match self.store.durable().await {
-            Ok(()) => journal.reset(),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "the audit journal could not be emptied");
         }
     }
 
@@ -402,14 +303,13 @@ impl Appender {
         Ok((head, bytes))
     }
 
-    /// One commit: each intent (in key order), then each queued record, chained after the head
-    /// into blocks; returns the commit's journal frame (empty without a journal). `Ok(None)`:
-    /// the head moved meanwhile; nothing was written.
+    /// One commit: each intent (in key order), then each queued record, chained after the head.
+    /// `Ok(false)`: the head moved meanwhile; nothing was written.
     async fn append(
         &mut self,
         intents: &[(Vec<u8>, Vec<u8>)],
         queued: &[Queued],
-    ) -> Result<Option<Vec<u8>>, AuditError> {
+    ) -> Result<bool, AuditError> {
         let (head, head_bytes) = self.head().await?;
         // A store only this process writes has one appender: nothing can move the head under it.
         let mut batch = if self.store.exclusive() {
@@ -434,22 +334,16 @@ impl Appender {
                 })
             })
             .chain(queued.iter().map(|q| q.record.clone()));
-        let mut block = Block::default();
         for mut record in records {
             seq += 1;
             record.seq = seq;
             record.prev = prev;
             let bytes = encode(&record);
             prev = chain::hash(&bytes);
-            block.index.extend(index_prefixes(&record));
-            block.bytes += bytes.len();
-            block.records.push(bytes);
-            if block.bytes >= BLOCK_BYTES {
-                batch = std::mem::take(&mut block).write(batch, seq);
+            for key in index_keys(&record) {
+                batch = batch.put(key, Vec::new());
             }
-        }
-        if !block.records.is_empty() {
-            batch = block.write(batch, seq);
+            batch = batch.put(record_key(seq), bytes);
         }
         for (key, _) in intents {
             batch = batch.remove(key.clone());
@@ -457,15 +351,11 @@ impl Appender {
         let new_head = HeadRecord { seq, hash: prev };
         let new_bytes = encode(&new_head);
         batch = batch.put(HEAD_KEY, new_bytes.clone());
-        let frame = match &self.journal {
-            Some(_) => journal::frame(seq, &batch.write),
-            None => Vec::new(),
-        };
         if self.store.commit(Tree::Audit, batch).await? {
             self.head = Some((new_head, Some(new_bytes)));
-            Ok(Some(frame))
+            Ok(true)
         } else {
-            Ok(None)
+            Ok(false)
         }
     }
 
@@ -495,48 +385,6 @@ impl Appender {
     }
 }
 
-/// A block being filled by one commit.
-#[derive(Default)]
-struct Block {
-    records: Vec<Vec<u8>>,
-    bytes: usize,
-    /// The index prefixes of its records' values, each once.
-    index: std::collections::BTreeSet<Vec<u8>>,
-}
-
-impl Block {
-    /// Puts the block, its last record at `last`, and its index entries into `batch`.
-    fn write(self, mut batch: Batch, last: u64) -> Batch {
-        for mut prefix in self.index {
-            prefix.extend_from_slice(&last.to_be_bytes());
-            batch = batch.put(prefix, Vec::new());
-        }
-        batch.put(
-            block_key(last),
-            encode(&BlockRecord {
-                records: self.records,
-            }),
-        )
-    }
-}
-
-/// Answers `waiting` once the store's writes so far are durable.
-async fn flush_then_answer(
-    store: Arc<dyn AsyncStore>,
-    waiting: Vec<oneshot::Sender<Result<(), AuditError>>>,
-) {
-    let durable = store.durable().await;
-    if let Err(e) = &durable {
-        tracing::error!(error = %e, "the audit log could not be made durable");
-    }
-    for done in waiting {
-        let _ =
-            done.send(durable.as_ref().map(|_| ()).map_err(|e| {
-                AuditError::Store(writ_store::StoreError::Unavailable(e.to_string()))
-            }));
-    }
-}
-
 fn fail(queued: Vec<Queued>, e: AuditError) {
     let text = e.to_string();
     for q in queued {
@@ -550,11 +398,11 @@ fn fail(queued: Vec<Queued>, e: AuditError) {
 
 /// The first record's sequence, if any.
 pub(crate) async fn first_seq(store: &dyn AsyncStore) -> Result<Option<u64>, AuditError> {
-    Ok(Blocks::new(store, 0, 1)
-        .next()
+    Ok(store
+        .scan(Tree::Audit, RECORD_PREFIX, None, 1)
         .await?
-        .into_iter()
-        .find_map(|b| b.records?.first().map(|(seq, _)| *seq)))
+        .first()
+        .and_then(|(k, _)| seq_of(k)))
 }
 
 /// Every checkpoint at or below `upto`, in order.

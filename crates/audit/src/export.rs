@@ -14,7 +14,7 @@ use writ_store::{AsyncStore, Tree, decode};
 use crate::AuditError;
 use crate::appender::checkpoints_upto;
 use crate::chain;
-use crate::record::{AuditRecord, Blocks, CheckpointRecord, HEAD_KEY, HeadRecord};
+use crate::record::{AuditRecord, CheckpointRecord, HEAD_KEY, HeadRecord, Pages, RECORD_PREFIX};
 use crate::verify::{Report, Verifier};
 
 /// One line of an export.
@@ -99,19 +99,16 @@ pub async fn export(store: &dyn AsyncStore, out: &mut dyn Write) -> Result<u64, 
         )?;
     }
     let mut count = 0;
-    let mut blocks = Blocks::new(store, 0, 64);
+    let mut pages = Pages::new(store, RECORD_PREFIX, 1024);
     loop {
-        let page = blocks.next().await?;
+        let page = pages.next().await?;
         if page.is_empty() {
             break;
         }
-        for block in page {
-            // An unreadable block is verify's to report; the export carries what can be read.
-            for (_, stored) in block.records.iter().flatten() {
-                let r = decode::<AuditRecord>(stored)?;
-                write(&Line::Record(Box::new(RecordLine::of(&r, stored))), out)?;
-                count += 1;
-            }
+        for (_, value) in &page {
+            let r = decode::<AuditRecord>(value)?;
+            write(&Line::Record(Box::new(RecordLine::of(&r, value))), out)?;
+            count += 1;
         }
     }
     if let Some(h) = store.get(Tree::Audit, HEAD_KEY).await? {

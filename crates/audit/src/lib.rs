@@ -16,7 +16,6 @@
 mod appender;
 mod chain;
 pub mod export;
-pub mod journal;
 pub mod query;
 pub mod record;
 pub mod verify;
@@ -344,9 +343,6 @@ impl Auditor {
     pub fn written(&self, intent: Intent) {
         log(&intent.record);
         if let Some(shared) = &self.inner {
-            shared
-                .intents
-                .store(true, std::sync::atomic::Ordering::Release);
             shared.wake.notify_one();
         }
     }

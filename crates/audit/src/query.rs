@@ -6,8 +6,7 @@ use writ_store::{AsyncStore, Tree, decode};
 
 use crate::AuditError;
 use crate::record::{
-    AuditRecord, Blocks, HEAD_KEY, HeadRecord, Indexed, block_key, index_prefix, seq_of, stored_at,
-    unpack,
+    AuditRecord, HEAD_KEY, HeadRecord, Indexed, RECORD_PREFIX, index_prefix, record_key, seq_of,
 };
 
 /// The most records one page returns.
@@ -71,18 +70,13 @@ pub async fn list(
     limit: usize,
 ) -> Result<Page, AuditError> {
     let limit = limit.clamp(1, MAX_PAGE);
-    let mut pager = Pager {
-        filter,
-        after,
-        limit,
-        budget: limit * EXAMINED_PER_RESULT,
-        examined: 0,
-        page: Page::default(),
-    };
+    let budget = limit * EXAMINED_PER_RESULT;
+    let mut page = Page::default();
+    let mut examined = 0;
+    let mut last = after;
     let chunk = limit.min(256) + 1;
     match filter.index() {
         Some((field, value)) => {
-            // An index entry names a block holding a record with the value.
             let prefix = index_prefix(field, value);
             let mut cursor =
                 (after > 0).then(|| [prefix.as_slice(), &after.to_be_bytes()].concat());
@@ -91,24 +85,32 @@ pub async fn list(
                     .scan(Tree::Audit, &prefix, cursor.as_deref(), chunk)
                     .await?;
                 let Some((tail, _)) = entries.last() else {
-                    return Ok(pager.page);
+                    return Ok(page);
                 };
                 cursor = Some(tail.clone());
                 let keys: Vec<Vec<u8>> = entries
                     .iter()
                     .filter_map(|(k, _)| seq_of(k))
-                    .map(block_key)
+                    .map(record_key)
                     .collect();
                 let values = store.get_many(Tree::Audit, &keys).await?;
                 for (key, value) in keys.iter().zip(values) {
-                    // An index entry whose block was pruned meanwhile is skipped.
-                    let Some(records) = value.and_then(|v| unpack(key, &v)) else {
-                        continue;
-                    };
-                    for (seq, stored) in &records {
-                        if pager.take(*seq, stored)? {
-                            return Ok(pager.page);
+                    let seq = seq_of(key).unwrap_or(0);
+                    // An index entry whose record was pruned meanwhile is skipped.
+                    if let Some(v) = value {
+                        let r = decode::<AuditRecord>(&v)?;
+                        if past_until(filter, &r) {
+                            return Ok(page);
                         }
+                        if filter.matches(&r) {
+                            page.records.push(r);
+                        }
+                    }
+                    last = seq;
+                    examined += 1;
+                    if page.records.len() >= limit || examined >= budget {
+                        page.next = Some(last);
+                        return Ok(page);
                     }
                 }
             }
@@ -118,54 +120,32 @@ pub async fn list(
                 (0, Some(since)) => start_at(store, since.saturating_sub(TIME_SLACK_MS)).await?,
                 _ => after,
             };
-            let mut blocks = Blocks::new(store, start, chunk.div_ceil(8).max(2));
+            let mut cursor = (start > 0).then(|| record_key(start));
             loop {
-                let read = blocks.next().await?;
-                if read.is_empty() {
-                    return Ok(pager.page);
-                }
-                for block in read {
-                    for (seq, stored) in block.records.iter().flatten() {
-                        if *seq > start && pager.take(*seq, stored)? {
-                            return Ok(pager.page);
-                        }
+                let entries = store
+                    .scan(Tree::Audit, RECORD_PREFIX, cursor.as_deref(), chunk)
+                    .await?;
+                let Some((tail, _)) = entries.last() else {
+                    return Ok(page);
+                };
+                cursor = Some(tail.clone());
+                for (key, value) in &entries {
+                    let r = decode::<AuditRecord>(value)?;
+                    if past_until(filter, &r) {
+                        return Ok(page);
+                    }
+                    if filter.matches(&r) {
+                        page.records.push(r);
+                    }
+                    last = seq_of(key).unwrap_or(last);
+                    examined += 1;
+                    if page.records.len() >= limit || examined >= budget {
+                        page.next = Some(last);
+                        return Ok(page);
                     }
                 }
             }
         }
-    }
-}
-
-/// A page being filled from records read in order.
-struct Pager<'a> {
-    filter: &'a Filter,
-    after: u64,
-    limit: usize,
-    /// Records a page may examine (see [`EXAMINED_PER_RESULT`]).
-    budget: usize,
-    examined: usize,
-    page: Page,
-}
-
-impl Pager<'_> {
-    /// Looks at the record at `seq`; `true`: the page is done.
-    fn take(&mut self, seq: u64, stored: &[u8]) -> Result<bool, AuditError> {
-        if seq <= self.after {
-            return Ok(false);
-        }
-        let r = decode::<AuditRecord>(stored)?;
-        if past_until(self.filter, &r) {
-            return Ok(true);
-        }
-        self.examined += 1;
-        if self.filter.matches(&r) {
-            self.page.records.push(r);
-        }
-        if self.page.records.len() >= self.limit || self.examined >= self.budget {
-            self.page.next = Some(seq);
-            return Ok(true);
-        }
-        Ok(false)
     }
 }
 
@@ -189,7 +169,7 @@ async fn start_at(store: &dyn AsyncStore, time_ms: i64) -> Result<u64, AuditErro
     let (mut lo, mut hi) = (first, head + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let time = match stored_at(store, mid).await? {
+        let time = match store.get(Tree::Audit, &record_key(mid)).await? {
             Some(v) => decode::<AuditRecord>(&v)?.time_ms,
             // Pruned meanwhile: everything that old is gone.
             None => i64::MIN,

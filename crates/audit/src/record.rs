@@ -3,18 +3,11 @@
 //! ```text
 //! h                          the head: the last record's sequence and hash
 //! k                          the checkpoint signing key (sealed) and its public half
-//! b/ seq(8, big-endian)      a block: the chained records up to seq (each as stored: the
-//!                            versioned encoding of an AuditRecord), one or more per commit
-//! c/ seq(8)                  a signed checkpoint of the record at seq (always a block's last)
+//! r/ seq(8, big-endian)      a chained record (AuditRecord, the versioned encoding)
+//! c/ seq(8)                  a signed checkpoint of the record at seq
 //! p/ time(8) random(8)       an intent: a record not chained yet (written with a state change)
-//! i/ kind(1) len(2) value seq(8)  an index entry (grant id, client, subject): a block holding
-//!                            records with that value, by the block's key; empty value
+//! i/ kind(1) len(2) value seq(8)  an index entry (grant id, client, subject), empty value
 //! ```
-//!
-//! Records are stored in blocks because each key written costs sled far more than its bytes
-//! (a tree descent, node copies, a split now and then): one key per commit instead of one per
-//! record, and one index entry per value per block, is what keeps the log's cost off the
-//! request path (BENCHMARKS.md, issue 16).
 
 use std::collections::BTreeMap;
 
@@ -63,17 +56,6 @@ pub struct AuditRecord {
 }
 
 impl Record for AuditRecord {
-    const TREE: Tree = Tree::Audit;
-}
-
-/// Consecutive records, as stored; the block's key names the last one's sequence.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BlockRecord {
-    #[prost(bytes = "vec", repeated, tag = "1")]
-    pub records: Vec<Vec<u8>>,
-}
-
-impl Record for BlockRecord {
     const TREE: Tree = Tree::Audit;
 }
 
@@ -127,7 +109,7 @@ impl Record for KeyRecord {
 
 pub const HEAD_KEY: &[u8] = b"h";
 pub const KEY_KEY: &[u8] = b"k";
-pub const BLOCK_PREFIX: &[u8] = b"b/";
+pub const RECORD_PREFIX: &[u8] = b"r/";
 pub const CHECKPOINT_PREFIX: &[u8] = b"c/";
 pub const INTENT_PREFIX: &[u8] = b"p/";
 pub const INDEX_PREFIX: &[u8] = b"i/";
@@ -161,29 +143,15 @@ impl Indexed {
     pub const ALL: [Indexed; 3] = [Indexed::Gid, Indexed::Client, Indexed::Subject];
 }
 
-/// The key of the block whose last record is at `seq`.
-pub fn block_key(seq: u64) -> Vec<u8> {
-    [BLOCK_PREFIX, &seq.to_be_bytes()].concat()
-}
-
-/// The records of a block with their positions (the block's key names the last); `None`: the
-/// block or its key is unreadable.
-pub fn unpack(key: &[u8], value: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
-    if key.len() != BLOCK_PREFIX.len() + 8 || !key.starts_with(BLOCK_PREFIX) {
-        return None;
-    }
-    let last = seq_of(key)?;
-    let block = writ_store::decode::<BlockRecord>(value).ok()?;
-    let count = u64::try_from(block.records.len()).ok()?;
-    let first = (last + 1).checked_sub(count)?;
-    Some((first..).zip(block.records).collect())
+pub fn record_key(seq: u64) -> Vec<u8> {
+    [RECORD_PREFIX, &seq.to_be_bytes()].concat()
 }
 
 pub fn checkpoint_key(seq: u64) -> Vec<u8> {
     [CHECKPOINT_PREFIX, &seq.to_be_bytes()].concat()
 }
 
-/// The sequence number a `b/`, `c/` or index key ends with.
+/// The sequence number a `r/` or `c/` key ends with.
 pub fn seq_of(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
@@ -201,13 +169,18 @@ pub fn index_prefix(field: Indexed, value: &str) -> Vec<u8> {
     key
 }
 
-/// The index prefixes of a record's values (empty fields are not indexed): a block gets one
-/// entry for each distinct one among its records.
-pub fn index_prefixes(r: &AuditRecord) -> impl Iterator<Item = Vec<u8>> + '_ {
+pub fn index_key(field: Indexed, value: &str, seq: u64) -> Vec<u8> {
+    let mut key = index_prefix(field, value);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The index entries of a chained record (empty fields are not indexed).
+pub fn index_keys(r: &AuditRecord) -> impl Iterator<Item = Vec<u8>> + '_ {
     Indexed::ALL
         .into_iter()
         .filter(|f| !f.of(r).is_empty())
-        .map(|f| index_prefix(f, f.of(r)))
+        .map(|f| index_key(f, f.of(r), r.seq))
 }
 
 /// An intent's key: time first, so intents chain roughly in the order they were made.
@@ -252,94 +225,4 @@ impl<'a> Pages<'a> {
         }
         Ok(page)
     }
-}
-
-/// A block as read: its key, and its records with their positions (`None`: unreadable).
-pub(crate) struct Block {
-    pub key: Vec<u8>,
-    pub records: Option<Vec<(u64, Vec<u8>)>>,
-}
-
-impl Block {
-    /// The sequence its key names (its last record's).
-    pub fn last(&self) -> Option<u64> {
-        seq_of(&self.key)
-    }
-}
-
-/// The blocks, page by page in order, from the first whose last record is above `after`.
-pub(crate) struct Blocks<'a>(Pages<'a>);
-
-impl<'a> Blocks<'a> {
-    pub(crate) fn new(store: &'a dyn AsyncStore, after: u64, size: usize) -> Self {
-        let mut pages = Pages::new(store, BLOCK_PREFIX, size);
-        if after > 0 {
-            pages.after = Some(block_key(after));
-        }
-        Blocks(pages)
-    }
-
-    /// The next page of blocks; empty at the end.
-    pub(crate) async fn next(&mut self) -> Result<Vec<Block>, StoreError> {
-        Ok(self
-            .0
-            .next()
-            .await?
-            .into_iter()
-            .map(|(key, value)| Block {
-                records: unpack(&key, &value),
-                key,
-            })
-            .collect())
-    }
-}
-
-/// The stored bytes of the record at `seq`, if it is there.
-pub async fn stored_at(store: &dyn AsyncStore, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut blocks = Blocks::new(store, seq.saturating_sub(1), 1);
-    Ok(blocks
-        .next()
-        .await?
-        .into_iter()
-        .filter_map(|b| b.records)
-        .flatten()
-        .find(|(at, _)| *at == seq)
-        .map(|(_, stored)| stored))
-}
-
-/// Replaces the stored bytes of the record at `seq` with what `edit` returns, or takes it out
-/// of its block (`None`; an emptied block goes): what someone with write access to the store
-/// could do, for tests of `verify`. Returns whether the record was there.
-#[doc(hidden)]
-pub async fn tamper(
-    store: &dyn AsyncStore,
-    seq: u64,
-    edit: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>,
-) -> Result<bool, StoreError> {
-    let Some(block) = Blocks::new(store, seq.saturating_sub(1), 1)
-        .next()
-        .await?
-        .pop()
-    else {
-        return Ok(false);
-    };
-    let Some(mut records) = block.records else {
-        return Ok(false);
-    };
-    let Some(at) = records.iter().position(|(s, _)| *s == seq) else {
-        return Ok(false);
-    };
-    let (_, stored) = records.remove(at);
-    if let Some(edited) = edit(stored) {
-        records.insert(at, (seq, edited));
-    }
-    if records.is_empty() {
-        store.remove(Tree::Audit, &block.key).await?;
-    } else {
-        let value = writ_store::encode(&BlockRecord {
-            records: records.into_iter().map(|(_, r)| r).collect(),
-        });
-        store.insert(Tree::Audit, &block.key, value).await?;
-    }
-    Ok(true)
 }

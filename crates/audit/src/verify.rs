@@ -13,8 +13,8 @@ use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, decode};
 use crate::appender::{checkpoints_upto, first_seq};
 use crate::chain;
 use crate::record::{
-    AuditRecord, Blocks, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, KEY_KEY, KeyRecord,
-    checkpoint_key, index_prefixes,
+    AuditRecord, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, KEY_KEY, KeyRecord, Pages,
+    RECORD_PREFIX, checkpoint_key, index_keys, seq_of,
 };
 use crate::{AuditError, Settings};
 
@@ -259,26 +259,17 @@ pub async fn verify(
     for c in checkpoints_upto(store, upto).await? {
         verifier.checkpoint(c);
     }
-    let mut blocks = Blocks::new(store, 0, 64);
+    let mut pages = Pages::new(store, RECORD_PREFIX, 1024);
     'read: loop {
-        let page = blocks.next().await?;
+        let page = pages.next().await?;
         if page.is_empty() {
             break;
         }
-        for block in page {
-            let Some(records) = block.records else {
-                let at = block.last().unwrap_or(0);
-                verifier.problem(
-                    at,
-                    format!("an unreadable block {}", hex::encode(&block.key)),
-                );
-                continue;
-            };
-            for (seq, stored) in records {
-                if seq > upto {
-                    break 'read;
-                }
-                verifier.record(seq, &stored);
+        for (key, value) in &page {
+            match seq_of(key) {
+                Some(seq) if seq > upto => break 'read,
+                Some(seq) if key.len() == RECORD_PREFIX.len() + 8 => verifier.record(seq, value),
+                _ => verifier.problem(0, format!("a stray key {}", hex::encode(key))),
             }
         }
     }
@@ -307,17 +298,18 @@ pub async fn prune(
     // Old records: in order of sequence, which is nearly the order of time.
     let cutoff =
         now_ms.saturating_sub(i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX));
-    let mut blocks = Blocks::new(store, 0, 32);
+    let mut pages = Pages::new(store, RECORD_PREFIX, 256);
     'old: loop {
-        let page = blocks.next().await?;
+        let page = pages.next().await?;
         if page.is_empty() {
             break;
         }
-        for (seq, stored) in page.into_iter().filter_map(|b| b.records).flatten() {
-            if decode::<AuditRecord>(&stored)?.time_ms >= cutoff {
+        for (key, value) in &page {
+            let r = decode::<AuditRecord>(value)?;
+            if r.time_ms >= cutoff {
                 break 'old;
             }
-            upto = upto.max(seq);
+            upto = upto.max(seq_of(key).unwrap_or(0));
         }
     }
     if upto < first {
@@ -329,33 +321,26 @@ pub async fn prune(
     };
     let anchor = anchor.seq;
     let mut pruned = 0;
-    // Whole blocks only: a checkpoint always signs a block's last record.
-    let mut blocks = Blocks::new(store, 0, 32);
+    let mut pages = Pages::new(store, RECORD_PREFIX, 512);
     loop {
-        let page: Vec<_> = blocks
+        let page: Vec<_> = pages
             .next()
             .await?
             .into_iter()
-            .take_while(|b| b.last().is_some_and(|s| s <= anchor))
+            .take_while(|(k, _)| seq_of(k).is_some_and(|s| s <= anchor))
             .collect();
         if page.is_empty() {
             break;
         }
         let mut batch = Batch::new();
-        for block in page {
-            let last = block.last().unwrap_or(0);
-            let mut index = std::collections::BTreeSet::new();
-            for (_, stored) in block.records.iter().flatten() {
-                if let Ok(r) = decode::<AuditRecord>(stored) {
-                    index.extend(index_prefixes(&r));
+        for (key, value) in &page {
+            if let Ok(r) = decode::<AuditRecord>(value) {
+                for index in index_keys(&r) {
+                    batch = batch.remove(index);
                 }
-                pruned += 1;
             }
-            for mut prefix in index {
-                prefix.extend_from_slice(&last.to_be_bytes());
-                batch = batch.remove(prefix);
-            }
-            batch = batch.remove(block.key);
+            batch = batch.remove(key.clone());
+            pruned += 1;
         }
         store.commit(Tree::Audit, batch).await?;
         tokio::task::yield_now().await;

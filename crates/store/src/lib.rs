@@ -156,12 +156,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn exclusive(&self) -> bool {
         false
     }
-    /// An embedded store's directory, where a component may keep a file of its own beside the
-    /// database under the same lock (the audit log's journal); `None` for a networked or
-    /// temporary store.
-    fn local_dir(&self) -> Option<&std::path::Path> {
-        None
-    }
 }
 
 /// A future of a store operation.
@@ -222,10 +216,6 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn exclusive(&self) -> bool {
         false
     }
-    /// See [`Store::local_dir`].
-    fn local_dir(&self) -> Option<&std::path::Path> {
-        None
-    }
 }
 
 /// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready. The one
@@ -279,10 +269,6 @@ impl AsyncStore for Ready {
 
     fn exclusive(&self) -> bool {
         self.0.exclusive()
-    }
-
-    fn local_dir(&self) -> Option<&std::path::Path> {
-        self.0.local_dir()
     }
 }
 

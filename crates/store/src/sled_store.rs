@@ -15,8 +15,6 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 /// A sled database with one sled tree per [`Tree`].
 pub struct SledStore {
     db: sled::Db,
-    /// Where its files are (`None`: temporary).
-    dir: Option<std::path::PathBuf>,
     trees: Vec<sled::Tree>,
     flusher: Option<Flusher>,
     flushes: Arc<AtomicU64>,
@@ -100,15 +98,15 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        Self::from_db(db, Some(dir.to_path_buf()))
+        Self::from_db(db)
     }
 
     /// A database that lives in a temporary directory and vanishes on drop (tests, benchmarks).
     pub fn temporary() -> Result<Self, StoreError> {
-        Self::from_db(sled::Config::new().temporary(true).open()?, None)
+        Self::from_db(sled::Config::new().temporary(true).open()?)
     }
 
-    fn from_db(db: sled::Db, dir: Option<std::path::PathBuf>) -> Result<Self, StoreError> {
+    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -142,7 +140,6 @@ impl SledStore {
 
         Ok(SledStore {
             db,
-            dir,
             trees,
             flusher: Some(Flusher {
                 requests: tx,
@@ -229,10 +226,6 @@ impl Store for SledStore {
     /// sled holds an exclusive lock on its directory for as long as it is open.
     fn exclusive(&self) -> bool {
         true
-    }
-
-    fn local_dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 
     fn durable(&self) -> Durable<'_> {

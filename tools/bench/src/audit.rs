@@ -26,7 +26,7 @@ pub fn run(
     load: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(Vec<Outcome>, Vec<String>)> {
     let mut outcomes = Vec::new();
-    for _round in 0..cli.audit_rounds {
+    for _round in 0..2 {
         for on in [false, true] {
             ENABLED.store(on, Ordering::Relaxed);
             let suffix = if on { ", audit on" } else { ", audit off" };

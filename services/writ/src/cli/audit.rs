@@ -206,15 +206,9 @@ async fn open(location: &StoreLocation) -> Result<ServiceStore> {
         LogOf::Revocation => REVOCATION_STORE,
         LogOf::Sts => STS_STORE,
     };
-    let store = ServiceStore::open(&choice, &location.data_dir, dir, service, what)
+    ServiceStore::open(&choice, &location.data_dir, dir, service, what)
         .await
-        .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))?;
-    // What a crash left only in the audit journal is applied first: an acknowledged record is
-    // read as the server would read it at its next start.
-    writ_audit::journal::recover(&*store.store)
-        .await
-        .map_err(|e| CliError::Invalid(format!("the audit journal: {e}")))?;
-    Ok(store)
+        .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))
 }
 
 async fn verify(args: VerifyArgs) -> Result<()> {
