@@ -885,7 +885,7 @@ fn writ_up_serves_metrics_liveness_and_readiness() {
 /// edited or a deleted record is reported with its position, in the store and in an export.
 #[tokio::test]
 async fn writ_audit_verify_reports_an_edited_or_deleted_record_where_it_is() {
-    use writ_store::{Store, Tree};
+    use writ_store::Tree;
     let dir = tempfile::tempdir().unwrap();
     let mut up = WritUp::start(dir.path());
     let secret = create_svc(&up);
@@ -949,16 +949,23 @@ async fn writ_audit_verify_reports_an_edited_or_deleted_record_where_it_is() {
 
     // The store: record 3 edited, record 5 deleted.
     {
-        let store = writ_store::SledStore::open(&dir.path().join("store")).unwrap();
+        let sled = writ_store::SledStore::open(&dir.path().join("store")).unwrap();
+        let store = writ_audit::open_store(std::sync::Arc::new(writ_store::Ready(
+            std::sync::Arc::new(sled),
+        )))
+        .await
+        .unwrap();
         let key = writ_audit::record::record_key(3);
         let mut r: writ_audit::AuditRecord =
-            writ_store::decode(&store.get(Tree::Audit, &key).unwrap().unwrap()).unwrap();
+            writ_store::decode(&store.get(Tree::Audit, &key).await.unwrap().unwrap()).unwrap();
         r.client_id = "someone-else".into();
         store
             .insert(Tree::Audit, &key, writ_store::encode(&r))
+            .await
             .unwrap();
         store
             .remove(Tree::Audit, &writ_audit::record::record_key(5))
+            .await
             .unwrap();
         store.durable().await.unwrap();
     }

@@ -2,6 +2,7 @@
 //! signs checkpoints and prunes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
@@ -35,7 +36,14 @@ pub(crate) struct Queued {
 pub(crate) struct Shared {
     pub queue: mpsc::Sender<Queued>,
     pub wake: Arc<Notify>,
+    /// Set when an intent was written (or may have been, by another replica or before a
+    /// crash): the appender looks in the store for intents only then.
+    pub intents: Arc<AtomicBool>,
     pub store: Arc<dyn AsyncStore>,
+    /// The log's segment files, when it has them: callers chain their records directly.
+    pub files: Option<Arc<crate::files::Segments>>,
+    /// [`Settings::checkpoint_every`].
+    pub checkpoint_every: u64,
     closing: watch::Sender<bool>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -47,6 +55,10 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    pub fn closed(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     pub async fn close(&self) {
         let _ = self.closing.send(true);
         if let Some(task) = self.task.lock().await.take() {
@@ -69,6 +81,8 @@ pub(crate) async fn start(
     let (queue, rx) = mpsc::channel(QUEUE);
     let (closing, closing_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
+    let intents = Arc::new(AtomicBool::new(true));
+    let checkpoint_every = settings.checkpoint_every;
     let appender = Appender {
         store: store.clone(),
         key,
@@ -77,11 +91,17 @@ pub(crate) async fn start(
         last_checkpoint,
         last_prune: std::time::Instant::now(),
         flushing: tokio::task::JoinSet::new(),
+        intents: intents.clone(),
+        last_look: std::time::Instant::now(),
     };
     let task = tokio::spawn(appender.run(rx, wake.clone(), closing_rx));
+    let files = crate::files::of(&*store).map(|f| f.log.clone());
     Ok(Arc::new(Shared {
         queue,
         wake,
+        intents,
+        files,
+        checkpoint_every,
         store,
         closing,
         task: tokio::sync::Mutex::new(Some(task)),
@@ -153,6 +173,10 @@ struct Appender {
     last_prune: std::time::Instant,
     /// Batches written, waiting for their flush to answer their callers.
     flushing: tokio::task::JoinSet<()>,
+    /// See [`Shared::intents`].
+    intents: Arc<AtomicBool>,
+    /// When the store was last looked in for intents.
+    last_look: std::time::Instant,
 }
 
 impl Appender {
@@ -176,7 +200,8 @@ impl Appender {
                     None => stop = true,
                 },
                 _ = wake.notified() => {}
-                _ = tick.tick() => {}
+                // Intents another replica (or a crash) left are looked for on the clock.
+                _ = tick.tick() => self.intents.store(true, Ordering::Release),
             }
             while queued.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -189,6 +214,7 @@ impl Appender {
                 // What is still queued is chained before the appender goes, and the tail is
                 // covered by a checkpoint.
                 rx.close();
+                self.intents.store(true, Ordering::Release);
                 loop {
                     let mut rest = Vec::new();
                     while let Ok(q) = rx.try_recv() {
@@ -228,26 +254,48 @@ impl Appender {
         let mut conflicts = 0;
         loop {
             let room = MAX_BATCH.saturating_sub(queued.len()).max(1);
-            let intents = match self
-                .store
-                .scan(Tree::Audit, INTENT_PREFIX, None, room)
-                .await
-            {
-                Ok(i) => i,
-                Err(e) => return fail(queued, e.into()),
+            // Looked for when one was written, and on the clock (a steady queue starves the
+            // select's tick): not a store scan per commit.
+            let look =
+                self.intents.swap(false, Ordering::AcqRel) || self.last_look.elapsed() >= TICK;
+            let intents = if look {
+                self.last_look = std::time::Instant::now();
+                match self
+                    .store
+                    .scan(Tree::Audit, INTENT_PREFIX, None, room)
+                    .await
+                {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.intents.store(true, Ordering::Release);
+                        return fail(queued, e.into());
+                    }
+                }
+            } else {
+                Vec::new()
             };
+            if intents.len() >= room {
+                // More wait: the next round looks again.
+                self.intents.store(true, Ordering::Release);
+            }
             if intents.is_empty() && queued.is_empty() {
                 return;
             }
             let full = intents.len() >= room;
-            match self.append(&intents, &queued).await {
+            match self.append(&intents, &mut queued).await {
                 Ok(true) => {
                     // Answered once durable, while the appender goes on chaining: the next
                     // batch is written during this one's flush, and flushes are shared.
                     let waiting: Vec<_> = queued.drain(..).map(|q| q.done).collect();
                     let store = self.store.clone();
+                    // In segment files, a commit is durable with its file: no flush of the
+                    // database beside it (asked for now, so it covers this commit only).
+                    let synced = crate::files::of(&*self.store).map(|f| f.log.sync());
                     self.flushing.spawn(async move {
-                        let durable = store.durable().await;
+                        let durable = match synced {
+                            Some(synced) => synced.await,
+                            None => store.durable().await,
+                        };
                         if let Err(e) = &durable {
                             tracing::error!(error = %e, "the audit log could not be made durable");
                         }
@@ -288,6 +336,15 @@ impl Appender {
     }
 
     async fn head(&mut self) -> Result<(HeadRecord, Option<Vec<u8>>), AuditError> {
+        // Segment files are chained by callers too: their head is the log's, never a copy.
+        if let Some(files) = crate::files::of(&*self.store) {
+            // What is durable: a checkpoint never signs a record a crash could still take.
+            let head = files.log.durable_head().unwrap_or(HeadRecord {
+                seq: 0,
+                hash: GENESIS.to_vec(),
+            });
+            return Ok((head, None));
+        }
         if let Some(h) = &self.head {
             return Ok(h.clone());
         }
@@ -308,7 +365,7 @@ impl Appender {
     async fn append(
         &mut self,
         intents: &[(Vec<u8>, Vec<u8>)],
-        queued: &[Queued],
+        queued: &mut [Queued],
     ) -> Result<bool, AuditError> {
         let (head, head_bytes) = self.head().await?;
         // A store only this process writes has one appender: nothing can move the head under it.
@@ -319,7 +376,7 @@ impl Appender {
         };
         let mut seq = head.seq;
         let mut prev = head.hash;
-        let records = intents
+        let mut from_intents: Vec<AuditRecord> = intents
             .iter()
             .map(|(key, value)| {
                 decode::<AuditRecord>(value).unwrap_or_else(|_| {
@@ -333,14 +390,35 @@ impl Appender {
                     }
                 })
             })
-            .chain(queued.iter().map(|q| q.record.clone()));
-        for mut record in records {
+            .collect();
+        if let Some(files) = crate::files::of(&*self.store) {
+            let keys: Vec<Vec<u8>> = intents.iter().map(|(k, _)| k.clone()).collect();
+            let mut records = from_intents;
+            records.extend(queued.iter().map(|q| q.record.clone()));
+            let ticket = files.log.chain(&mut records, &keys)?;
+            if !keys.is_empty() {
+                // The intents leave the store only once their records are durable.
+                files.log.synced(ticket).await?;
+                let mut batch = Batch::new();
+                for key in keys {
+                    batch = batch.remove(key);
+                }
+                self.store.commit(Tree::Audit, batch).await?;
+            }
+            return Ok(true);
+        }
+        // Queued records are chained in place (no copy; a retry after a lost race rewrites
+        // their position and predecessor).
+        let records = from_intents
+            .iter_mut()
+            .chain(queued.iter_mut().map(|q| &mut q.record));
+        for record in records {
             seq += 1;
             record.seq = seq;
             record.prev = prev;
-            let bytes = encode(&record);
+            let bytes = encode(&*record);
             prev = chain::hash(&bytes);
-            for key in index_keys(&record) {
+            for key in index_keys(record) {
                 batch = batch.put(key, Vec::new());
             }
             batch = batch.put(record_key(seq), bytes);

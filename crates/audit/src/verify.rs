@@ -320,6 +320,13 @@ pub async fn prune(
         return Ok(0);
     };
     let anchor = anchor.seq;
+    if let Some(files) = crate::files::of(store) {
+        // The anchor's checkpoint is durable before the records it carries go.
+        store.durable().await?;
+        let pruned = files.log.drop_through(anchor)?;
+        drop_checkpoints_below(store, &checkpoints, anchor).await?;
+        return Ok(pruned);
+    }
     let mut pruned = 0;
     let mut pages = Pages::new(store, RECORD_PREFIX, 512);
     loop {
@@ -345,6 +352,16 @@ pub async fn prune(
         store.commit(Tree::Audit, batch).await?;
         tokio::task::yield_now().await;
     }
+    drop_checkpoints_below(store, &checkpoints, anchor).await?;
+    Ok(pruned)
+}
+
+/// Removes the checkpoints a prune to `anchor` left behind (the anchor's own stays).
+async fn drop_checkpoints_below(
+    store: &dyn AsyncStore,
+    checkpoints: &[CheckpointRecord],
+    anchor: u64,
+) -> Result<(), AuditError> {
     let mut batch = Batch::new();
     for c in checkpoints.iter().filter(|c| c.seq < anchor) {
         batch = batch.remove(checkpoint_key(c.seq));
@@ -353,5 +370,5 @@ pub async fn prune(
         store.commit(Tree::Audit, batch).await?;
     }
     store.durable().await?;
-    Ok(pruned)
+    Ok(())
 }

@@ -17,8 +17,11 @@ fn kek() -> KeyEncryptionKey {
     KeyEncryptionKey::from_bytes(&[7; 32]).unwrap()
 }
 
-fn sled(dir: &std::path::Path) -> Arc<dyn AsyncStore> {
-    Arc::new(Ready(Arc::new(SledStore::open(dir).unwrap())))
+/// A sled store as the audit log sees it (its records in segment files beside the database).
+async fn sled(dir: &std::path::Path) -> Arc<dyn AsyncStore> {
+    writ_audit::open_store(Arc::new(Ready(Arc::new(SledStore::open(dir).unwrap()))))
+        .await
+        .unwrap()
 }
 
 fn settings() -> Settings {
@@ -54,7 +57,7 @@ async fn all(store: &dyn AsyncStore, filter: &Filter) -> Vec<AuditRecord> {
 async fn records_and_intents_chain_in_one_log_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = sled(dir.path());
+        let store = sled(dir.path()).await;
         let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
             .await
             .unwrap();
@@ -91,7 +94,7 @@ async fn records_and_intents_chain_in_one_log_across_restarts() {
         assert!(audit.record(issued(99)).await.is_err(), "closed is closed");
     }
     // Reopened: the chain goes on from where it was.
-    let store = sled(dir.path());
+    let store = sled(dir.path()).await;
     let audit = Auditor::open(store.clone(), &kek(), settings(), "sts")
         .await
         .unwrap();
@@ -127,7 +130,7 @@ async fn records_and_intents_chain_in_one_log_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_use_the_indexes_and_every_filter() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sled(dir.path());
+    let store = sled(dir.path()).await;
     let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
         .await
         .unwrap();
@@ -214,7 +217,7 @@ fn writ_now() -> i64 {
 
 /// A log of 12 records, closed (so a checkpoint covers all of it).
 async fn twelve(dir: &std::path::Path) -> Arc<dyn AsyncStore> {
-    let store = sled(dir);
+    let store = sled(dir).await;
     let audit = Auditor::open(
         store.clone(),
         &kek(),
@@ -359,7 +362,7 @@ async fn an_export_verifies_and_an_edited_line_does_not() {
 #[tokio::test]
 async fn untrusted_strings_stay_in_their_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sled(dir.path());
+    let store = sled(dir.path()).await;
     let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
         .await
         .unwrap();
@@ -426,7 +429,7 @@ async fn the_log_line_escapes_untrusted_strings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_keeps_the_chain_checkable_from_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sled(dir.path());
+    let store = sled(dir.path()).await;
     let audit = Auditor::open(
         store.clone(),
         &kek(),
@@ -559,4 +562,112 @@ async fn the_checkpoint_key_is_proven_by_the_key_encryption_key() {
     rec.public_key = vec![1; 32];
     store.insert(Tree::Audit, b"k", encode(&rec)).await.unwrap();
     assert!(writ_audit::proven_key(&*store, &kek()).await.is_err());
+}
+
+/// The layout before segment files kept every record in the store: the first start moves
+/// them into the files, queries and verify see the same log, and the store keeps none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_kept_in_the_store_moves_into_segment_files() {
+    use writ_audit::record::{HEAD_KEY, HeadRecord, index_keys};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let raw: Arc<dyn AsyncStore> =
+            Arc::new(Ready(Arc::new(SledStore::open(dir.path()).unwrap())));
+        let mut prev = vec![0u8; 32];
+        let mut batch = Batch::new();
+        for seq in 1..=5u64 {
+            let mut r = issued(seq as usize).record().clone();
+            r.seq = seq;
+            r.prev = prev;
+            r.service = "authz".into();
+            let bytes = encode(&r);
+            prev = writ_audit::record_hash(&r);
+            for k in index_keys(&r) {
+                batch = batch.put(k, Vec::new());
+            }
+            batch = batch.put(record_key(seq), bytes);
+        }
+        batch = batch.put(HEAD_KEY, encode(&HeadRecord { seq: 5, hash: prev }));
+        assert!(raw.commit(Tree::Audit, batch).await.unwrap());
+        raw.durable().await.unwrap();
+    }
+    let store = sled(dir.path()).await;
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!((report.records, report.last), (5, Some(5)));
+    let found = all(
+        &*store,
+        &Filter {
+            gid: Some("gid-3".into()),
+            ..Filter::default()
+        },
+    )
+    .await;
+    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
+    // The chain goes on in the files; the store holds none of it any more.
+    let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    audit.record(issued(6)).await.unwrap();
+    audit.close().await;
+    drop(audit);
+    drop(store);
+    let raw = SledStore::open(dir.path()).unwrap();
+    use writ_store::Store;
+    for prefix in [&b"r/"[..], b"i/", b"h"] {
+        assert!(
+            raw.scan(Tree::Audit, prefix, None, 10).unwrap().is_empty(),
+            "{prefix:?}"
+        );
+    }
+    drop(raw);
+    let store = sled(dir.path()).await;
+    let report = verify(&*store, None).await.unwrap();
+    assert!(report.intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 6);
+}
+
+/// A crash after an intent's record was written to the files but before the intent left the
+/// store: the next start sees the frame named it, and it is not chained a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_chained_before_a_crash_is_not_chained_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = writ_audit::record::intent_key(writ_now());
+    let mut record = Event::new("client_created", Outcome::Success)
+        .client("c")
+        .record()
+        .clone();
+    {
+        let raw = Arc::new(SledStore::open(dir.path()).unwrap());
+        use writ_store::Store;
+        raw.insert(Tree::Audit, &key, encode(&record)).unwrap();
+        raw.durable().await.unwrap();
+        // What the appender wrote before the crash: the record, naming its intent.
+        let files =
+            writ_audit::files::Segments::open(&writ_audit::files::dir_of(dir.path())).unwrap();
+        let ticket = files
+            .chain(
+                std::slice::from_mut(&mut record),
+                std::slice::from_ref(&key),
+            )
+            .unwrap();
+        files.synced(ticket).await.unwrap();
+    }
+    let store = sled(dir.path()).await;
+    assert_eq!(
+        store.get(Tree::Audit, &key).await.unwrap(),
+        None,
+        "forgotten at start"
+    );
+    let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    audit.record(issued(1)).await.unwrap();
+    audit.close().await;
+    let records = all(&*store, &Filter::default()).await;
+    assert_eq!(
+        records.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
+        ["client_created", "token_issued"]
+    );
+    assert!(verify(&*store, None).await.unwrap().intact());
 }

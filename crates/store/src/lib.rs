@@ -156,6 +156,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn exclusive(&self) -> bool {
         false
     }
+    /// An embedded store's directory, where a component may keep a file of its own beside the
+    /// database under the same lock (the audit log's segment files); `None` for a networked or
+    /// temporary store.
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// A future of a store operation.
@@ -216,6 +222,15 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     fn exclusive(&self) -> bool {
         false
     }
+    /// See [`Store::local_dir`].
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+    /// The store as its concrete type, for a component that layers a store of its own over
+    /// another (the audit log's files over sled) and must reach it behind `dyn AsyncStore`.
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        None
+    }
 }
 
 /// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready. The one
@@ -269,6 +284,10 @@ impl AsyncStore for Ready {
 
     fn exclusive(&self) -> bool {
         self.0.exclusive()
+    }
+
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        self.0.local_dir()
     }
 }
 

@@ -15,6 +15,8 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 /// A sled database with one sled tree per [`Tree`].
 pub struct SledStore {
     db: sled::Db,
+    /// Where its files are (`None`: temporary).
+    dir: Option<std::path::PathBuf>,
     trees: Vec<sled::Tree>,
     flusher: Option<Flusher>,
     flushes: Arc<AtomicU64>,
@@ -98,15 +100,15 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        Self::from_db(db)
+        Self::from_db(db, Some(dir.to_path_buf()))
     }
 
     /// A database that lives in a temporary directory and vanishes on drop (tests, benchmarks).
     pub fn temporary() -> Result<Self, StoreError> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
+        Self::from_db(sled::Config::new().temporary(true).open()?, None)
     }
 
-    fn from_db(db: sled::Db) -> Result<Self, StoreError> {
+    fn from_db(db: sled::Db, dir: Option<std::path::PathBuf>) -> Result<Self, StoreError> {
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -140,6 +142,7 @@ impl SledStore {
 
         Ok(SledStore {
             db,
+            dir,
             trees,
             flusher: Some(Flusher {
                 requests: tx,
@@ -226,6 +229,10 @@ impl Store for SledStore {
     /// sled holds an exclusive lock on its directory for as long as it is open.
     fn exclusive(&self) -> bool {
         true
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     fn durable(&self) -> Durable<'_> {

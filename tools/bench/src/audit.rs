@@ -26,7 +26,7 @@ pub fn run(
     load: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(Vec<Outcome>, Vec<String>)> {
     let mut outcomes = Vec::new();
-    for _round in 0..2 {
+    for _round in 0..cli.audit_rounds {
         for on in [false, true] {
             ENABLED.store(on, Ordering::Relaxed);
             let suffix = if on { ", audit on" } else { ", audit off" };
@@ -57,6 +57,7 @@ fn size(load: &tokio::runtime::Runtime, sized: u64) -> anyhow::Result<String> {
     let store: Arc<dyn AsyncStore> = Arc::new(Ready(sled.clone()));
     let (kek, _) = writ_keyring::KeyEncryptionKey::generate()?;
     load.block_on(async {
+        let store = writ_audit::open_store(store.clone()).await?;
         let audit = Auditor::open(store.clone(), &kek, Settings::default(), "authz").await?;
         let started = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -94,7 +95,7 @@ fn size(load: &tokio::runtime::Runtime, sized: u64) -> anyhow::Result<String> {
         anyhow::Ok(format!(
             "audit log size: {} token_issued records ({} in flight) written in {:.1} s ({:.0}/s); \
              keys and values {:.0} MiB ({:.0} bytes per record, the indexes and checkpoints \
-             included), on disk {:.0} MiB (sled, after its flush); verify read and checked them \
+             included), on disk {:.0} MiB (segment files and sled); verify read and checked them \
              in {:.1} s ({:.0}/s)",
             report.records,
             IN_FLIGHT,

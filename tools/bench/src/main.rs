@@ -60,6 +60,9 @@ struct Cli {
     /// `audit`: records written to measure the log's size (0: not measured).
     #[arg(long, default_value_t = 1_000_000)]
     audit_size_records: u64,
+    /// `audit`: rounds of off/on throughput runs before sizing (0: sizing only).
+    #[arg(long, default_value_t = 2)]
+    audit_rounds: usize,
     #[command(flatten)]
     revocation: revocation::Args,
     #[command(flatten)]

@@ -206,9 +206,14 @@ async fn open(location: &StoreLocation) -> Result<ServiceStore> {
         LogOf::Revocation => REVOCATION_STORE,
         LogOf::Sts => STS_STORE,
     };
-    ServiceStore::open(&choice, &location.data_dir, dir, service, what)
+    let mut store = ServiceStore::open(&choice, &location.data_dir, dir, service, what)
         .await
-        .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))
+        .map_err(|e| CliError::Invalid(format!("{e:#} (is the server still running?)")))?;
+    // The log's own view of the store (on sled, its segment files beside the database).
+    store.store = writ_audit::open_store(store.store.clone())
+        .await
+        .map_err(|e| CliError::Invalid(format!("the audit log: {e}")))?;
+    Ok(store)
 }
 
 async fn verify(args: VerifyArgs) -> Result<()> {

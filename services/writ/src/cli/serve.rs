@@ -174,6 +174,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_INTERVAL", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub audit_checkpoint_interval: u64,
+    /// On sled, the audit log's file is synced at most this often (microseconds): a burst of
+    /// decisions shares one sync, each answered once its record is durable. 0: sync at once.
+    #[arg(long, env = "WRIT_AUDIT_SYNC_INTERVAL_US", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub audit_sync_interval_us: u64,
 }
 
 impl ServeArgs {
@@ -275,6 +280,7 @@ impl ServeArgs {
                 retention: std::time::Duration::from_secs(self.audit_retention_days * 24 * 3600),
                 max_events: self.audit_max_events,
                 checkpoint_interval: std::time::Duration::from_secs(self.audit_checkpoint_interval),
+                sync_interval: std::time::Duration::from_micros(self.audit_sync_interval_us),
                 ..writ_audit::Settings::default()
             },
             ..PlatformConfig::new(&self.data_dir)
