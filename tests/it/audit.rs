@@ -165,9 +165,12 @@ async fn every_decision_is_one_record_with_its_fields() {
     );
 
     // The whole log chains and verifies, signed up to its end once closed.
-    let store: Arc<dyn writ_store::AsyncStore> = Arc::new(writ_store::Ready(
+    // The log's view of the store (its segment files): the server's own, while it runs.
+    let store = writ_audit::open_store(Arc::new(writ_store::Ready(
         server.store.clone() as Arc<dyn writ_store::Store>
-    ));
+    )))
+    .await
+    .unwrap();
     let report = writ_audit::verify::verify(&*store, None).await.unwrap();
     assert!(report.intact(), "{:?}", report.problems);
     assert_eq!(report.records as usize, seen);
