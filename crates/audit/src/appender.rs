@@ -93,6 +93,7 @@ pub(crate) async fn start(
         flushing: tokio::task::JoinSet::new(),
         intents: intents.clone(),
         last_look: std::time::Instant::now(),
+        chained: std::collections::HashSet::new(),
     };
     let task = tokio::spawn(appender.run(rx, wake.clone(), closing_rx));
     let files = crate::files::of(&*store).map(|f| f.log.clone());
@@ -177,6 +178,8 @@ struct Appender {
     intents: Arc<AtomicBool>,
     /// When the store was last looked in for intents.
     last_look: std::time::Instant,
+    /// Intents chained (durably) whose removal from the store has not succeeded yet.
+    chained: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Appender {
@@ -215,6 +218,12 @@ impl Appender {
                 // covered by a checkpoint.
                 rx.close();
                 self.intents.store(true, Ordering::Release);
+                // Records callers chained are signed only once durable.
+                if let Some(files) = crate::files::of(&*self.store)
+                    && let Err(e) = files.log.sync().await
+                {
+                    tracing::error!(error = %e, "the audit log's last sync failed");
+                }
                 loop {
                     let mut rest = Vec::new();
                     while let Ok(q) = rx.try_recv() {
@@ -278,6 +287,16 @@ impl Appender {
                 // More wait: the next round looks again.
                 self.intents.store(true, Ordering::Release);
             }
+            // Chained already, their removal failed: removed again, never chained twice.
+            if !self.chained.is_empty()
+                && let Err(e) = self.forget_chained().await
+            {
+                return fail(queued, e);
+            }
+            let intents: Vec<_> = intents
+                .into_iter()
+                .filter(|(k, _)| !self.chained.contains(k))
+                .collect();
             if intents.is_empty() && queued.is_empty() {
                 return;
             }
@@ -333,6 +352,19 @@ impl Appender {
                 }
             }
         }
+    }
+
+    /// Removes the intents already chained from the store, durably (intents come with state
+    /// changes, which are rare: a flush of the store each is cheap).
+    async fn forget_chained(&mut self) -> Result<(), AuditError> {
+        let mut batch = Batch::new();
+        for key in &self.chained {
+            batch = batch.remove(key.clone());
+        }
+        self.store.commit(Tree::Audit, batch).await?;
+        self.store.durable().await?;
+        self.chained.clear();
+        Ok(())
     }
 
     async fn head(&mut self) -> Result<(HeadRecord, Option<Vec<u8>>), AuditError> {
@@ -399,11 +431,8 @@ impl Appender {
             if !keys.is_empty() {
                 // The intents leave the store only once their records are durable.
                 files.log.synced(ticket).await?;
-                let mut batch = Batch::new();
-                for key in keys {
-                    batch = batch.remove(key);
-                }
-                self.store.commit(Tree::Audit, batch).await?;
+                self.chained.extend(keys);
+                self.forget_chained().await?;
             }
             return Ok(true);
         }

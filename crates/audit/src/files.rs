@@ -328,8 +328,13 @@ impl Sidecar {
             return None;
         }
         let mut r = Reader(&buf[body.checked_sub(40)?..body], 0);
-        let (n, m, _keys_at, offsets_at, len) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
-        (len == seg_len).then_some(Sidecar {
+        let (n, m, keys_at, offsets_at, len) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        // The tables must fit where the footer says they are (an edited footer with a fresh
+        // crc is read as missing, and the tables are built again from the segment).
+        let fits = n.checked_mul(20) == Some(keys_at)
+            && keys_at <= offsets_at
+            && m.checked_mul(8).and_then(|t| t.checked_add(offsets_at)) == Some((body - 40) as u64);
+        (len == seg_len && fits).then_some(Sidecar {
             file,
             n,
             m,
@@ -616,7 +621,13 @@ impl Segments {
             match ending {
                 Ending::Clean => {}
                 Ending::Torn(at) if last => {
-                    tracing::warn!(segment = %path.display(), at, "cutting off a torn audit frame (a write a crash interrupted, never acknowledged)");
+                    // A write a crash interrupted (never acknowledged), or a damaged length
+                    // field: the bytes are kept aside for an operator, never just dropped.
+                    let aside = path.with_extension(format!("torn-{at}"));
+                    let tail = read_all(&seg.file)?.split_off(at as usize);
+                    std::fs::write(&aside, &tail).map_err(io)?;
+                    File::open(&aside).and_then(|f| f.sync_all()).map_err(io)?;
+                    tracing::error!(segment = %path.display(), at, bytes = tail.len(), kept = %aside.display(), "cut an unreadable tail off the audit log (a write a crash interrupted, or damage): run `writ audit verify`");
                     seg.file.set_len(at).map_err(io)?;
                     seg.file.sync_all().map_err(io)?;
                 }
@@ -627,18 +638,18 @@ impl Segments {
                     )));
                 }
             }
-            if let Some(f) = frames.last() {
-                head = Some(f.head.clone());
-            }
             if last {
-                chained = frames.iter().flat_map(|f| f.intents.clone()).collect();
+                head = frames.last().map(|f| f.head.clone());
+                chained.extend(frames.iter().flat_map(|f| f.intents.clone()));
             } else {
                 seg.seal()?;
             }
             segments.push(seg);
         }
         // A crash just after a segment was started, before its first frame: the head is the
-        // last one an earlier segment holds.
+        // last one an earlier segment holds (written again into the last segment below, so
+        // pruning the earlier ones never takes it).
+        let mut rewrite_head = false;
         for seg in segments.iter().rev() {
             if head.is_some() {
                 break;
@@ -647,6 +658,19 @@ impl Segments {
                 .0
                 .last()
                 .map(|f| f.head.clone());
+            rewrite_head = head.is_some();
+        }
+        // A frame that names intents may end the segment before the last (it rolled just
+        // after): its intents count as chained too.
+        if let Some(prev) = segments.len().checked_sub(2).map(|i| &segments[i]) {
+            let (frames, _) = parse(&read_all(&prev.file)?);
+            chained.extend(frames.iter().flat_map(|f| f.intents.clone()));
+        }
+        if rewrite_head && let (Some(h), Some(last)) = (&head, segments.last_mut()) {
+            let (frame, _) = encode_frame(h, &[], &[], last.len);
+            last.file.write_all_at(&frame, last.len).map_err(io)?;
+            last.file.sync_data().map_err(io)?;
+            last.len += frame.len() as u64;
         }
         if segments.is_empty() {
             let path = dir.join(segment_name(1));
@@ -861,36 +885,12 @@ impl Segments {
     pub fn drop_through(&self, anchor: u64) -> Result<u64, StoreError> {
         let mut state = self.inner.state.write();
         self.inner.write_pending(&mut state)?;
-        let mut dropped = 0;
-        let last = state.segments.len() - 1;
-        let mut keep = Vec::new();
-        let mut partial = BTreeMap::new();
-        for (i, seg) in std::mem::take(&mut state.segments).into_iter().enumerate() {
-            let n = seg.records();
-            let top = if n == 0 { 0 } else { seg.record_at(n - 1)?.0 };
-            if i != last && top <= anchor {
-                dropped += n;
-                let _ = std::fs::remove_file(seg.path.with_extension("idx"));
-                std::fs::remove_file(&seg.path).map_err(io)?;
-                continue;
-            }
-            if n > 0 && seg.record_at(0)?.0 <= anchor {
-                for j in 0..n {
-                    let seq = seg.record_at(j)?.0;
-                    if seq <= anchor {
-                        partial.insert(seq, None);
-                    }
-                }
-            }
-            keep.push(seg);
+        let result = self.inner.drop_locked(&mut state, anchor);
+        if let Err(e) = &result {
+            // Files may be half gone: nothing more is acknowledged until a restart reads them.
+            state.failed = Some(format!("pruning the audit log failed: {e}"));
         }
-        state.segments = keep;
-        sync_dir(&self.inner.dir)?;
-        dropped += partial.len() as u64;
-        if !partial.is_empty() {
-            self.inner.rewrite(&mut state, &partial)?;
-        }
-        Ok(dropped)
+        result
     }
 
     /// Puts (`Some`) or removes (`None`) records in place, segment by segment: what an
@@ -898,7 +898,11 @@ impl Segments {
     pub fn edit(&self, edits: &BTreeMap<u64, Option<Vec<u8>>>) -> Result<(), StoreError> {
         let mut state = self.inner.state.write();
         self.inner.write_pending(&mut state)?;
-        self.inner.rewrite(&mut state, edits)
+        let result = self.inner.rewrite(&mut state, edits);
+        if let Err(e) = &result {
+            state.failed = Some(format!("rewriting the audit log failed: {e}"));
+        }
+        result
     }
 }
 
@@ -954,6 +958,7 @@ impl Inner {
                     }
                 },
             };
+            let stop = failed.is_some();
             self.synced.send_modify(|s| {
                 if failed.is_none() {
                     s.upto = s.upto.max(frames);
@@ -961,7 +966,48 @@ impl Inner {
                 }
                 s.failed = failed;
             });
+            if stop {
+                // Every waiter, now and later, sees the failure on the watch: nothing more to
+                // sync until a restart reads what reached the disk.
+                return;
+            }
         }
+    }
+
+    fn drop_locked(&self, state: &mut State, anchor: u64) -> Result<u64, StoreError> {
+        let last = state.segments.len() - 1;
+        // What goes is decided before anything is touched (a read error changes nothing).
+        let mut whole = Vec::new();
+        let mut partial = BTreeMap::new();
+        for (i, seg) in state.segments.iter().enumerate() {
+            let n = seg.records();
+            let top = if n == 0 { 0 } else { seg.record_at(n - 1)?.0 };
+            if i != last && top <= anchor {
+                whole.push(i);
+                continue;
+            }
+            if n > 0 && seg.record_at(0)?.0 <= anchor {
+                for j in 0..n {
+                    let seq = seg.record_at(j)?.0;
+                    if seq <= anchor {
+                        partial.insert(seq, None);
+                    }
+                }
+            }
+        }
+        let mut dropped = 0;
+        for i in whole.into_iter().rev() {
+            let seg = state.segments.remove(i);
+            dropped += seg.records();
+            let _ = std::fs::remove_file(seg.path.with_extension("idx"));
+            std::fs::remove_file(&seg.path).map_err(io)?;
+        }
+        sync_dir(&self.dir)?;
+        dropped += partial.len() as u64;
+        if !partial.is_empty() {
+            self.rewrite(state, &partial)?;
+        }
+        Ok(dropped)
     }
 
     /// Writes what callers chained (see [`State::pending`]) as one frame.
@@ -1087,7 +1133,15 @@ impl Inner {
             }
             let seg = &state.segments[i];
             let buf = read_all(&seg.file)?;
-            let (frames, _) = parse(&buf[..seg.len as usize]);
+            let kept = buf.get(..seg.len as usize).ok_or(StoreError::Corrupt)?;
+            let (frames, ending) = parse(kept);
+            if ending != Ending::Clean {
+                // Never rewritten past damage: what follows it would be lost.
+                return Err(StoreError::Io(format!(
+                    "the audit segment {} is damaged: run `writ audit verify`",
+                    seg.path.display()
+                )));
+            }
             let mut placed: HashSet<u64> = HashSet::new();
             let mut out = Vec::new();
             let count = frames.len();
@@ -1667,6 +1721,10 @@ mod segment_tests {
         assert_eq!(log.head().unwrap().seq, 14, "the last whole commit");
         assert_eq!(log.count(), 14);
         drop(log);
+        // The bytes cut off are kept beside the segment, not dropped.
+        let cut = std::fs::metadata(&seg).unwrap().len();
+        let aside = seg.with_extension(format!("torn-{cut}"));
+        assert_eq!(std::fs::metadata(&aside).unwrap().len(), len - 3 - cut);
         // A flipped byte in the first frame, frames after it: refused, nothing cut.
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[30] ^= 1;
