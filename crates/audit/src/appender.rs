@@ -218,12 +218,6 @@ impl Appender {
                 // covered by a checkpoint.
                 rx.close();
                 self.intents.store(true, Ordering::Release);
-                // Records callers chained are signed only once durable.
-                if let Some(files) = crate::files::of(&*self.store)
-                    && let Err(e) = files.log.sync().await
-                {
-                    tracing::error!(error = %e, "the audit log's last sync failed");
-                }
                 loop {
                     let mut rest = Vec::new();
                     while let Ok(q) = rx.try_recv() {
@@ -233,6 +227,15 @@ impl Appender {
                         break;
                     }
                     self.chain(rest).await;
+                }
+                // And the intents written up to now, whoever was told of them.
+                self.intents.store(true, Ordering::Release);
+                self.chain(Vec::new()).await;
+                // Records callers chained are signed only once durable.
+                if let Some(files) = crate::files::of(&*self.store)
+                    && let Err(e) = files.log.sync().await
+                {
+                    tracing::error!(error = %e, "the audit log's last sync failed");
                 }
                 if let Err(e) = self.checkpoint(true).await {
                     tracing::error!(error = %e, "the audit log's last checkpoint failed");
@@ -287,7 +290,9 @@ impl Appender {
                 // More wait: the next round looks again.
                 self.intents.store(true, Ordering::Release);
             }
-            // Chained already, their removal failed: removed again, never chained twice.
+            // Chained already, their removal failed: removed again, never chained twice (the
+            // scan above may still have seen them).
+            let already = self.chained.clone();
             if !self.chained.is_empty()
                 && let Err(e) = self.forget_chained().await
             {
@@ -295,7 +300,7 @@ impl Appender {
             }
             let intents: Vec<_> = intents
                 .into_iter()
-                .filter(|(k, _)| !self.chained.contains(k))
+                .filter(|(k, _)| !already.contains(k))
                 .collect();
             if intents.is_empty() && queued.is_empty() {
                 return;
@@ -333,8 +338,10 @@ impl Appender {
                     }
                 }
                 Ok(false) => {
-                    // Another replica moved the head (and may have chained these intents).
+                    // Another replica moved the head (and may have chained these intents):
+                    // the retry looks again.
                     self.head = None;
+                    self.intents.store(true, Ordering::Release);
                     conflicts += 1;
                     if conflicts >= MAX_CONFLICTS {
                         return fail(

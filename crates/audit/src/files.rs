@@ -623,10 +623,16 @@ impl Segments {
                 Ending::Torn(at) if last => {
                     // A write a crash interrupted (never acknowledged), or a damaged length
                     // field: the bytes are kept aside for an operator, never just dropped.
-                    let aside = path.with_extension(format!("torn-{at}"));
+                    let aside = path.with_extension(format!("torn-{at}-{}", crate::now_ms()));
                     let tail = read_all(&seg.file)?.split_off(at as usize);
-                    std::fs::write(&aside, &tail).map_err(io)?;
-                    File::open(&aside).and_then(|f| f.sync_all()).map_err(io)?;
+                    let mut kept = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&aside)
+                        .map_err(io)?;
+                    kept.write_all(&tail).map_err(io)?;
+                    kept.sync_all().map_err(io)?;
+                    sync_dir(dir)?;
                     tracing::error!(segment = %path.display(), at, bytes = tail.len(), kept = %aside.display(), "cut an unreadable tail off the audit log (a write a crash interrupted, or damage): run `writ audit verify`");
                     seg.file.set_len(at).map_err(io)?;
                     seg.file.sync_all().map_err(io)?;
@@ -884,6 +890,9 @@ impl Segments {
     /// is rewritten without them. Returns how many records went.
     pub fn drop_through(&self, anchor: u64) -> Result<u64, StoreError> {
         let mut state = self.inner.state.write();
+        if let Some(e) = &state.failed {
+            return Err(StoreError::Unavailable(e.clone()));
+        }
         self.inner.write_pending(&mut state)?;
         let result = self.inner.drop_locked(&mut state, anchor);
         if let Err(e) = &result {
@@ -897,6 +906,9 @@ impl Segments {
     /// attacker with the files could do (verify's tests), and pruning's partial segments.
     pub fn edit(&self, edits: &BTreeMap<u64, Option<Vec<u8>>>) -> Result<(), StoreError> {
         let mut state = self.inner.state.write();
+        if let Some(e) = &state.failed {
+            return Err(StoreError::Unavailable(e.clone()));
+        }
         self.inner.write_pending(&mut state)?;
         let result = self.inner.rewrite(&mut state, edits);
         if let Err(e) = &result {
@@ -1723,8 +1735,13 @@ mod segment_tests {
         drop(log);
         // The bytes cut off are kept beside the segment, not dropped.
         let cut = std::fs::metadata(&seg).unwrap().len();
-        let aside = seg.with_extension(format!("torn-{cut}"));
-        assert_eq!(std::fs::metadata(&aside).unwrap().len(), len - 3 - cut);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().contains(&format!(".torn-{cut}-")))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::metadata(&aside[0]).unwrap().len(), len - 3 - cut);
         // A flipped byte in the first frame, frames after it: refused, nothing cut.
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[30] ^= 1;
