@@ -220,7 +220,8 @@ pub struct Settings {
     pub sync_interval: Duration,
 }
 
-/// Measured (BENCHMARKS.md, "Audit log"): 2 ms beat 1 ms and 0 (a sync per burst as it comes).
+/// Measured (BENCHMARKS.md, issue 16, "Segment files"): 2 ms beat 1 ms and 0 (a sync per
+/// burst as it comes).
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(2);
 
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
