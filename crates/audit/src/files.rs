@@ -889,30 +889,31 @@ impl Segments {
     /// Removes every record at or below `anchor`: whole segments go, a segment holding some
     /// is rewritten without them. Returns how many records went.
     pub fn drop_through(&self, anchor: u64) -> Result<u64, StoreError> {
-        let mut state = self.inner.state.write();
-        if let Some(e) = &state.failed {
-            return Err(StoreError::Unavailable(e.clone()));
-        }
-        self.inner.write_pending(&mut state)?;
-        let result = self.inner.drop_locked(&mut state, anchor);
-        if let Err(e) = &result {
-            // Files may be half gone: nothing more is acknowledged until a restart reads them.
-            state.failed = Some(format!("pruning the audit log failed: {e}"));
-        }
-        result
+        self.mutate("pruning", |inner, state| inner.drop_locked(state, anchor))
     }
 
     /// Puts (`Some`) or removes (`None`) records in place, segment by segment: what an
     /// attacker with the files could do (verify's tests), and pruning's partial segments.
     pub fn edit(&self, edits: &BTreeMap<u64, Option<Vec<u8>>>) -> Result<(), StoreError> {
+        self.mutate("rewriting", |inner, state| inner.rewrite(state, edits))
+    }
+
+    /// Changes files in place under the lock, after what callers chained is written; a failure
+    /// fails the log closed (files may be half changed: nothing more is acknowledged until a
+    /// restart reads them).
+    fn mutate<T>(
+        &self,
+        what: &str,
+        change: impl FnOnce(&Inner, &mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut state = self.inner.state.write();
         if let Some(e) = &state.failed {
             return Err(StoreError::Unavailable(e.clone()));
         }
         self.inner.write_pending(&mut state)?;
-        let result = self.inner.rewrite(&mut state, edits);
+        let result = change(&self.inner, &mut state);
         if let Err(e) = &result {
-            state.failed = Some(format!("rewriting the audit log failed: {e}"));
+            state.failed = Some(format!("{what} the audit log failed: {e}"));
         }
         result
     }
