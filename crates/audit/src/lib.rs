@@ -221,7 +221,7 @@ pub struct Settings {
 }
 
 /// Measured (BENCHMARKS.md, issue 16, "Segment files"): 2 ms beat 1 ms and 0 (a sync per
-/// burst as it comes).
+/// burst as it comes); with the cheaper syncs ("Cheaper syncs") 0.7 ms was no better.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(2);
 
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -371,6 +371,8 @@ impl Auditor {
             if records.iter().any(|r| r.seq % every == 0) {
                 shared.wake.notify_one();
             }
+            // Freed here, not by whichever worker resumes the wait.
+            drop(records);
             return Ok(files.synced(ticket).await?);
         }
         let mut waits = Vec::with_capacity(events.len());

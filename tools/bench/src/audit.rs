@@ -18,6 +18,17 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// `--audit-sync-interval-us`, when given (`u64::MAX`: not given).
+static SYNC_INTERVAL_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+pub fn set_sync_interval_us(us: Option<u64>) {
+    SYNC_INTERVAL_US.store(us.unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+pub fn sync_interval_us() -> Option<u64> {
+    Some(SYNC_INTERVAL_US.load(Ordering::Relaxed)).filter(|&us| us != u64::MAX)
+}
+
 /// Records in flight while sizing.
 const IN_FLIGHT: usize = 256;
 

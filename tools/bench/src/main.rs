@@ -63,6 +63,10 @@ struct Cli {
     /// `audit`: rounds of off/on throughput runs before sizing (0: sizing only).
     #[arg(long, default_value_t = 2)]
     audit_rounds: usize,
+    /// Pace of the audit log's syncs in the servers started (microseconds; the default is
+    /// `writ up`'s).
+    #[arg(long)]
+    audit_sync_interval_us: Option<u64>,
     #[command(flatten)]
     revocation: revocation::Args,
     #[command(flatten)]
@@ -280,6 +284,9 @@ impl Server {
         }
         backend.configure(&mut config);
         config.audit.enabled = audit::enabled();
+        if let Some(us) = audit::sync_interval_us() {
+            config.audit.sync_interval = std::time::Duration::from_micros(us);
+        }
         configure(&mut config);
         let platform = runtime.block_on(Platform::start(config))?;
         let authz = platform
@@ -612,6 +619,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     let cli = Cli::parse();
+    audit::set_sync_interval_us(cli.audit_sync_interval_us);
     if let Some(path) = &cli.audit_log {
         let file =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
