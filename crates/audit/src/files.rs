@@ -20,9 +20,11 @@
 //!
 //! Segments after the first are written into files zeroed ahead (a spare made by a helper
 //! thread while the open segment fills): appending into allocated blocks spares each sync an
-//! inode write. So zeros where a frame would start end a segment, a frame that reads wrong with
-//! only zeros after it is torn, and so is an all-zero header (a crash persisted a frame's later
-//! pages and not its first). A sealed segment is cut to its last frame.
+//! inode write. So zeros where a frame would start end a segment, and an unreadable frame (an
+//! all-zero header included: a crash may persist a frame's later pages and not its first) is
+//! torn only when no whole frame follows it anywhere; otherwise it is damage. A sealed segment,
+//! and the open one at a clean close, is cut to its last frame; a spare that is ready when the
+//! log closes is removed.
 //!
 //! A sealed segment's `.idx`: its records' `(seq u64, offset u64, len u32)` in order of
 //! sequence, then its index keys (the same keys the store layout uses, `u16` length and bytes,
@@ -180,14 +182,61 @@ fn zeros(buf: &[u8]) -> bool {
     buf.iter().all(|&b| b == 0)
 }
 
+/// Frames whose bytes a scan for a whole frame may check before it gives up (and calls what it
+/// scanned damage): a torn tail is one write, a scan of garbage rarely gets past the length and
+/// sequence checks.
+const SCAN_BUDGET: usize = 256 << 20;
+
+/// Whether a whole frame starts anywhere after `from`, its head at or after `after_seq`: what
+/// tells a damaged frame (acknowledged frames follow it) from a torn last write. Fails closed:
+/// a scan over its budget answers yes.
+fn whole_frame_after(buf: &[u8], from: usize, after_seq: u64) -> bool {
+    let end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let mut budget = SCAN_BUDGET;
+    for o in from..end {
+        let Some(h) = buf.get(o..o + FRAME_HEADER + 8) else {
+            return false;
+        };
+        let len = u32::from_le_bytes(h[..4].try_into().unwrap_or_default()) as usize;
+        let seq = u64::from_le_bytes(h[FRAME_HEADER..].try_into().unwrap_or_default());
+        let plausible = (8 + 32 + 2 + 4..=MAX_FRAME).contains(&len)
+            && seq >= after_seq
+            && seq - after_seq <= u64::from(u32::MAX);
+        let Some(body) = buf
+            .get(o + FRAME_HEADER..o + FRAME_HEADER + len)
+            .filter(|_| plausible)
+        else {
+            continue;
+        };
+        if budget < len {
+            return true;
+        }
+        budget -= len;
+        let crc = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+        if crc32fast::hash(body) == crc && parse_body(body, 0).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Every frame of a segment's bytes, and how they end. Segments are written into files zeroed
-/// ahead (see [`Inner::spare`]): zeros where a frame would start end the segment, and a frame
-/// that reads wrong with only zeros after it is a write a crash cut short.
+/// ahead (see [`Inner::spare`]): zeros where a frame would start end the segment. An unreadable
+/// frame is torn (a write a crash cut short) only if no whole frame follows it anywhere;
+/// otherwise it is damage.
 fn parse(buf: &[u8]) -> (Vec<Frame>, Ending) {
-    let mut frames = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     let mut at = 0usize;
     while at < buf.len() {
         let start = at as u64;
+        let after_seq = frames.last().map_or(0, |f| f.head.seq);
+        let torn = |frames| {
+            if whole_frame_after(buf, at + 1, after_seq) {
+                (frames, Ending::Damaged(start))
+            } else {
+                (frames, Ending::Torn(start))
+            }
+        };
         // Short-circuits on a frame's non-zero length: only the end is read twice.
         if zeros(&buf[at..]) {
             return (frames, Ending::Clean(start));
@@ -199,9 +248,9 @@ fn parse(buf: &[u8]) -> (Vec<Frame>, Ending) {
         let len = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default());
         if len == 0 {
-            // No frame is empty: a header that never reached the disk, its body (some of it)
-            // did. Only the last, unsynced write can look like this.
-            return (frames, Ending::Torn(start));
+            // No frame is empty: a header that never reached the disk while some of its body
+            // did (only the last, unsynced write), or a zeroed header (damage).
+            return torn(frames);
         }
         let end = at + FRAME_HEADER + len;
         let body = (len <= MAX_FRAME)
@@ -212,9 +261,10 @@ fn parse(buf: &[u8]) -> (Vec<Frame>, Ending) {
             .and_then(|b| parse_body(b, (at + FRAME_HEADER) as u64));
         match frame {
             Some(f) => frames.push(f),
-            // Nothing readable after it: a write the crash cut short.
+            // Nothing readable after it: a write the crash cut short, unless a whole frame
+            // follows somewhere.
             None if body.is_none() || end >= buf.len() || zeros(&buf[end..]) => {
-                return (frames, Ending::Torn(start));
+                return torn(frames);
             }
             None => return (frames, Ending::Damaged(start)),
         }
@@ -449,17 +499,18 @@ impl Segment {
 
     /// Up to `limit` index keys starting with `prefix`, at or above `from`.
     fn keys(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        // Keys below the prefix never match: start at whichever is higher.
+        let from = from.max(prefix);
         let mut out = Vec::new();
         match &self.table {
             Table::Memory { keys, .. } => {
-                out = keys
+                let mut matching: Vec<&Vec<u8>> = keys
                     .iter()
                     .filter(|k| k.starts_with(prefix) && k.as_slice() >= from)
-                    .cloned()
                     .collect();
-                out.sort_unstable();
-                out.dedup();
-                out.truncate(limit);
+                matching.sort_unstable();
+                matching.dedup();
+                out = matching.into_iter().take(limit).cloned().collect();
             }
             Table::Disk(s) => {
                 let target = from.to_vec();
@@ -603,9 +654,19 @@ struct Inner {
     /// segment is half full. Appending into written blocks leaves `fdatasync` nothing but the
     /// data to flush: growing a file also writes its inode each time (half the sync's time
     /// and CPU on these machines).
-    spare: Mutex<Option<(PathBuf, File)>>,
-    preparing: std::sync::atomic::AtomicBool,
+    spare: Arc<Spare>,
     _lock: File,
+}
+
+/// The next segment's file (see [`Inner::spare`]). Shared with the thread that makes it, which
+/// holds nothing else of the log: a log dropped meanwhile is closed at once (its lock released).
+#[derive(Debug, Default)]
+struct Spare {
+    ready: Mutex<Option<(PathBuf, File)>>,
+    preparing: std::sync::atomic::AtomicBool,
+    /// Making one failed (a full disk, say): not tried again until the next segment, so a
+    /// failing disk is not asked for another segment's worth of zeros at every sync.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// The segment files of one log (see the module's documentation).
@@ -623,6 +684,19 @@ impl Drop for Segments {
         self.inner.wake.notify_all();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
+        }
+        // A clean close leaves the open segment without its zeros (what an older Writ reads)
+        // and no spare behind.
+        let state = self.inner.state.read();
+        if state.failed.is_none()
+            && let Some(open) = state.segments.last()
+            && open.file.metadata().is_ok_and(|m| m.len() > open.len)
+            && open.file.set_len(open.len).is_ok()
+        {
+            let _ = open.file.sync_all();
+        }
+        if let Some((path, _)) = self.inner.spare.ready.lock().take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -695,7 +769,9 @@ impl Segments {
                     // field: the bytes are kept aside for an operator, never just dropped.
                     let aside = path.with_extension(format!("torn-{at}-{}", crate::now_ms()));
                     let mut tail = read_all(&seg.file)?.split_off(at as usize);
-                    // The zeros written ahead are not evidence.
+                    let read = tail.len();
+                    // The zeros written ahead are not evidence (nor, alas, a torn frame's own
+                    // last zero bytes: the log line gives the length read).
                     let written = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                     tail.truncate(written);
                     let mut kept = OpenOptions::new()
@@ -706,7 +782,7 @@ impl Segments {
                     kept.write_all(&tail).map_err(io)?;
                     kept.sync_all().map_err(io)?;
                     sync_dir(dir)?;
-                    tracing::error!(segment = %path.display(), at, bytes = tail.len(), kept = %aside.display(), "cut an unreadable tail off the audit log (a write a crash interrupted, or damage): run `writ audit verify`");
+                    tracing::error!(segment = %path.display(), at, bytes = tail.len(), read, kept = %aside.display(), "cut an unreadable tail off the audit log (a write a crash interrupted, or damage): run `writ audit verify`");
                     seg.file.set_len(at).map_err(io)?;
                     seg.file.sync_all().map_err(io)?;
                 }
@@ -776,8 +852,7 @@ impl Segments {
             dir: dir.to_owned(),
             segment_bytes,
             sync_interval_us: std::sync::atomic::AtomicU64::new(0),
-            spare: Mutex::new(None),
-            preparing: std::sync::atomic::AtomicBool::new(false),
+            spare: Arc::new(Spare::default()),
             state: RwLock::new(State {
                 segments,
                 head: head.clone(),
@@ -995,7 +1070,7 @@ impl Segments {
 }
 
 impl Inner {
-    fn run_syncer(self: &Arc<Self>) {
+    fn run_syncer(&self) {
         let mut last = std::time::Instant::now();
         loop {
             {
@@ -1065,10 +1140,15 @@ impl Inner {
         }
     }
 
-    /// Starts zeroing the next segment's file, unless one is ready or being made.
-    fn prepare_spare(self: &Arc<Self>) {
+    /// Starts zeroing the next segment's file, unless one is ready, being made, or failed for
+    /// this segment.
+    fn prepare_spare(&self) {
         use std::sync::atomic::Ordering;
-        if self.spare.lock().is_some() || self.preparing.swap(true, Ordering::AcqRel) {
+        let spare = &self.spare;
+        if spare.failed.load(Ordering::Acquire)
+            || spare.ready.lock().is_some()
+            || spare.preparing.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1079,27 +1159,24 @@ impl Inner {
             MADE.fetch_add(1, Ordering::Relaxed)
         ));
         let size = self.segment_bytes + self.segment_bytes / SPARE_SLACK_DIVISOR;
-        let log = Arc::downgrade(self);
+        let mine = spare.clone();
         let started = std::thread::Builder::new()
             .name("writ-audit-spare".into())
             .spawn(move || {
-                let made = zeroed(&path, size);
-                let Some(inner) = log.upgrade() else {
-                    let _ = std::fs::remove_file(&path);
-                    return;
-                };
-                match made {
-                    Ok(file) => *inner.spare.lock() = Some((path, file)),
+                match zeroed(&path, size) {
+                    Ok(file) => *mine.ready.lock() = Some((path, file)),
                     Err(e) => {
                         // The next segment grows as it is written instead: slower syncs only.
                         let _ = std::fs::remove_file(&path);
+                        mine.failed.store(true, Ordering::Release);
                         tracing::warn!(error = %e, "could not zero the audit log's next segment ahead");
                     }
                 }
-                inner.preparing.store(false, Ordering::Release);
+                mine.preparing.store(false, Ordering::Release);
             });
         if started.is_err() {
-            self.preparing.store(false, Ordering::Release);
+            spare.failed.store(true, Ordering::Release);
+            spare.preparing.store(false, Ordering::Release);
         }
     }
 
@@ -1218,7 +1295,10 @@ impl Inner {
         });
         let first = head.seq + 1;
         let path = self.dir.join(segment_name(first));
-        let spare = self.spare.lock().take();
+        let spare = self.spare.ready.lock().take();
+        self.spare
+            .failed
+            .store(false, std::sync::atomic::Ordering::Release);
         let file = match spare {
             Some((spare, file)) => {
                 std::fs::rename(&spare, &path).map_err(io)?;
@@ -1271,7 +1351,7 @@ impl Inner {
             let buf = read_all(&seg.file)?;
             let kept = buf.get(..seg.len as usize).ok_or(StoreError::Corrupt)?;
             let (frames, ending) = parse(kept);
-            if !matches!(ending, Ending::Clean(_)) {
+            if ending != Ending::Clean(seg.len) {
                 // Never rewritten past damage: what follows it would be lost.
                 return Err(StoreError::Io(format!(
                     "the audit segment {} is damaged: run `writ audit verify`",
@@ -1768,6 +1848,17 @@ mod tests {
         let mut bad = zeroed(&both);
         bad[20] ^= 1;
         assert_eq!(parse(&bad).1, Ending::Damaged(0));
+        // So is a zeroed header, or a length past the end, with a whole frame after it:
+        // never cut off as if torn.
+        let mut zeroed_header = zeroed(&both);
+        zeroed_header[..FRAME_HEADER].fill(0);
+        assert_eq!(parse(&zeroed_header).1, Ending::Damaged(0));
+        let mut too_long = both.clone();
+        too_long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse(&too_long).1, Ending::Damaged(0));
+        let mut into_zeros = zeroed(&both);
+        into_zeros[..4].copy_from_slice(&((both.len() + 100) as u32).to_le_bytes());
+        assert_eq!(parse(&into_zeros).1, Ending::Damaged(0));
     }
 }
 
@@ -1864,6 +1955,30 @@ mod segment_tests {
         assert_eq!(read_log(dir.path()).unwrap().len(), 500);
     }
 
+    /// Commits (each synced) until the open segment of a 4 KiB log is half full, then waits
+    /// (bounded) for the next segment's spare.
+    async fn half_full_and_spare_ready(log: &Segments, seq: &mut u64) {
+        while log.inner.state.read().segments.last().unwrap().len < 2048 {
+            *seq += 1;
+            commit(log, *seq);
+            log.sync().await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.inner.spare.ready.lock().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no spare made");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Commits (each synced) until the log has `n` segments.
+    async fn commit_until_segments(log: &Segments, seq: &mut u64, n: usize) {
+        while log.inner.state.read().segments.len() < n {
+            *seq += 1;
+            commit(log, *seq);
+            log.sync().await.unwrap();
+        }
+    }
+
     /// The files a torn tail cut at `at` was kept in.
     fn kept_aside(dir: &Path, at: u64) -> Vec<PathBuf> {
         std::fs::read_dir(dir)
@@ -1890,22 +2005,8 @@ mod segment_tests {
         let log = Segments::open_sized(dir.path(), 4096).unwrap();
         let open_len = |log: &Segments| log.inner.state.read().segments.last().unwrap().len;
         let mut seq = 0;
-        // Half the first segment, synced: the next one is zeroed ahead.
-        while open_len(&log) < 2048 {
-            seq += 1;
-            commit(&log, seq);
-            log.sync().await.unwrap();
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while log.inner.spare.lock().is_none() {
-            assert!(std::time::Instant::now() < deadline, "no spare made");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        while log.inner.state.read().segments.len() < 2 {
-            seq += 1;
-            commit(&log, seq);
-            log.sync().await.unwrap();
-        }
+        half_full_and_spare_ready(&log, &mut seq).await;
+        commit_until_segments(&log, &mut seq, 2).await;
         let (sealed, open) = {
             let state = log.inner.state.read();
             (
@@ -1946,14 +2047,43 @@ mod segment_tests {
         assert_eq!(aside.len(), 1, "{aside:?}");
         let kept = std::fs::read(&aside[0]).unwrap();
         assert_eq!(kept, half[..=half.iter().rposition(|&b| b != 0).unwrap()]);
-        // No spare outlives the process that made it.
+    }
+
+    #[tokio::test]
+    async fn a_closed_log_leaves_no_spare_and_its_open_segment_without_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Segments::open_sized(dir.path(), 4096).unwrap();
+        let mut seq = 0;
+        // Each segment half full, then its spare ready: the second segment is a spare, and
+        // the third's is ready when the log closes.
+        half_full_and_spare_ready(&log, &mut seq).await;
+        commit_until_segments(&log, &mut seq, 2).await;
+        half_full_and_spare_ready(&log, &mut seq).await;
+        let open = log.inner.state.read().segments[1].path.clone();
+        let end = log.inner.state.read().segments[1].len;
         assert!(
-            !std::fs::read_dir(dir.path()).unwrap().any(|e| e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(SPARE))
+            std::fs::metadata(&open).unwrap().len() > end,
+            "zeroed ahead"
         );
+        let spares = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(SPARE)
+                })
+                .count()
+        };
+        assert_eq!(spares(), 1);
+        drop(log);
+        assert_eq!(spares(), 0);
+        assert_eq!(std::fs::metadata(&open).unwrap().len(), end);
+        // Reopened at once (nothing holds the lock), everything still there.
+        let log = Segments::open_sized(dir.path(), 4096).unwrap();
+        assert_eq!((log.count(), log.head().unwrap().seq), (seq, seq));
     }
 
     #[tokio::test]
