@@ -182,6 +182,11 @@ fn zeros(buf: &[u8]) -> bool {
     buf.iter().all(|&b| b == 0)
 }
 
+/// `buf`'s length without its trailing zeros (those of a file zeroed ahead).
+fn written_len(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
 /// Frames whose bytes a scan for a whole frame may check before it gives up (and calls what it
 /// scanned damage): a torn tail is one write, a scan of garbage rarely gets past the length and
 /// sequence checks.
@@ -191,7 +196,7 @@ const SCAN_BUDGET: usize = 256 << 20;
 /// tells a damaged frame (acknowledged frames follow it) from a torn last write. Fails closed:
 /// a scan over its budget answers yes.
 fn whole_frame_after(buf: &[u8], from: usize, after_seq: u64) -> bool {
-    let end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let end = written_len(buf);
     let mut budget = SCAN_BUDGET;
     for o in from..end {
         let Some(h) = buf.get(o..o + FRAME_HEADER + 8) else {
@@ -566,14 +571,20 @@ impl Segment {
         ))
     }
 
+    /// Cuts the zeros written ahead off a segment `len` long: a sealed segment (and the open
+    /// one at a clean close) ends with its last frame.
+    fn cut_zeros(file: &File, len: u64) -> Result<(), StoreError> {
+        if file.metadata().map_err(io)?.len() > len {
+            file.set_len(len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok(())
+    }
+
     /// Moves the tables to disk (the segment is sealed).
     fn seal(&mut self) -> Result<(), StoreError> {
         if let Table::Memory { records, keys } = &mut self.table {
-            // The zeros written ahead go: a sealed segment ends with its last frame.
-            if self.file.metadata().map_err(io)?.len() != self.len {
-                self.file.set_len(self.len).map_err(io)?;
-                self.file.sync_all().map_err(io)?;
-            }
+            Self::cut_zeros(&self.file, self.len)?;
             keys.sort_unstable();
             keys.dedup();
             let sidecar =
@@ -690,10 +701,8 @@ impl Drop for Segments {
         let state = self.inner.state.read();
         if state.failed.is_none()
             && let Some(open) = state.segments.last()
-            && open.file.metadata().is_ok_and(|m| m.len() > open.len)
-            && open.file.set_len(open.len).is_ok()
         {
-            let _ = open.file.sync_all();
+            let _ = Segment::cut_zeros(&open.file, open.len);
         }
         if let Some((path, _)) = self.inner.spare.ready.lock().take() {
             let _ = std::fs::remove_file(path);
@@ -772,8 +781,7 @@ impl Segments {
                     let read = tail.len();
                     // The zeros written ahead are not evidence (nor, alas, a torn frame's own
                     // last zero bytes: the log line gives the length read).
-                    let written = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-                    tail.truncate(written);
+                    tail.truncate(written_len(&tail));
                     let mut kept = OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -1829,8 +1837,8 @@ mod tests {
         assert_eq!(parse(&last).1, Ending::Torn(a.len() as u64));
 
         // In a file zeroed ahead: the zeros end it, cleanly.
-        let zeroed = |bytes: &[u8]| [bytes, &[0u8; 4096][..]].concat();
-        let (frames, ending) = parse(&zeroed(&both));
+        let padded = |bytes: &[u8]| [bytes, &[0u8; 4096][..]].concat();
+        let (frames, ending) = parse(&padded(&both));
         assert_eq!(
             (frames.len(), ending),
             (2, Ending::Clean(both.len() as u64))
@@ -1838,25 +1846,25 @@ mod tests {
         assert_eq!(parse(&[0u8; 64]).1, Ending::Clean(0));
         // The last frame half written (its end still zeros), or its header never written:
         // torn, not damage.
-        let mut half = zeroed(&both);
+        let mut half = padded(&both);
         half[a.len() + 20..both.len()].fill(0);
         assert_eq!(parse(&half).1, Ending::Torn(a.len() as u64));
-        let mut headless = zeroed(&both);
+        let mut headless = padded(&both);
         headless[a.len()..a.len() + FRAME_HEADER].fill(0);
         assert_eq!(parse(&headless).1, Ending::Torn(a.len() as u64));
         // A damaged frame with a whole one after it is still damage.
-        let mut bad = zeroed(&both);
+        let mut bad = padded(&both);
         bad[20] ^= 1;
         assert_eq!(parse(&bad).1, Ending::Damaged(0));
         // So is a zeroed header, or a length past the end, with a whole frame after it:
         // never cut off as if torn.
-        let mut zeroed_header = zeroed(&both);
+        let mut zeroed_header = padded(&both);
         zeroed_header[..FRAME_HEADER].fill(0);
         assert_eq!(parse(&zeroed_header).1, Ending::Damaged(0));
         let mut too_long = both.clone();
         too_long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(parse(&too_long).1, Ending::Damaged(0));
-        let mut into_zeros = zeroed(&both);
+        let mut into_zeros = padded(&both);
         into_zeros[..4].copy_from_slice(&((both.len() + 100) as u32).to_le_bytes());
         assert_eq!(parse(&into_zeros).1, Ending::Damaged(0));
     }
