@@ -24,9 +24,9 @@ use crate::revocation::unix_now;
 pub const AS_WRIT: &str = "WRIT_BENCH_AS_WRIT";
 
 /// Every wait gives up after this long.
-const PATIENCE: Duration = Duration::from_secs(600);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(600);
 /// The authorization server's ports: any free ones (endpoints.json says which).
-const AUTHZ_PORTS: [&str; 6] = [
+pub(crate) const AUTHZ_PORTS: [&str; 6] = [
     "--authz-port",
     "0",
     "--authz-http-port",
@@ -49,14 +49,14 @@ pub struct Args {
 }
 
 /// A `writ` process on a data directory.
-struct Writ {
-    child: Child,
+pub(crate) struct Writ {
+    pub(crate) child: Child,
     dir: PathBuf,
 }
 
 impl Writ {
     /// Starts `writ <args>` and waits for its endpoints.json; returns it and how long it took.
-    fn start(dir: &Path, args: &[&str]) -> anyhow::Result<(Writ, Duration)> {
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> anyhow::Result<(Writ, Duration)> {
         let endpoints = dir.join(writ::platform::ENDPOINTS_FILE);
         let _ = std::fs::remove_file(&endpoints);
         let started = Instant::now();
@@ -98,7 +98,7 @@ impl Writ {
         Ok(serde_json::from_str(&text)?)
     }
 
-    fn url(&self, name: &str) -> anyhow::Result<String> {
+    pub(crate) fn url(&self, name: &str) -> anyhow::Result<String> {
         self.endpoints()?[name]
             .as_str()
             .map(str::to_owned)
@@ -111,7 +111,7 @@ impl Writ {
         Ok(())
     }
 
-    fn terminate(mut self) -> anyhow::Result<()> {
+    pub(crate) fn terminate(mut self) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -128,11 +128,11 @@ impl Drop for Writ {
     }
 }
 
-async fn channel(url: &str, ca: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(url: &str, ca: &str) -> anyhow::Result<Channel> {
     Ok(writ_server::endpoint(url, Some(ca))?.connect().await?)
 }
 
-fn with_bearer<T>(request: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn with_bearer<T>(request: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(request);
     request
         .metadata_mut()
@@ -141,7 +141,7 @@ fn with_bearer<T>(request: T, token: &str) -> anyhow::Result<tonic::Request<T>> 
 }
 
 /// Revokes token ids `from..to` through the admin API, eight calls in flight.
-async fn revoke(
+pub(crate) async fn revoke(
     admin_url: &str,
     ca: &str,
     admin: &str,
@@ -158,7 +158,7 @@ async fn revoke(
         let entries = (start..(start + BATCH).min(to))
             .map(|i| RevocationEntry {
                 kind: RevocationKind::TokenId as i32,
-                value: format!("crash-{i}"),
+                value: crate::revocation::token_id(i as u64),
                 expires_at,
                 ..Default::default()
             })
@@ -174,18 +174,12 @@ async fn revoke(
 }
 
 /// The revocation service's head and live count, asked with a watcher's token.
-async fn head(writ: &Writ, ca: &str, watcher: &(String, String)) -> anyhow::Result<(u64, u64)> {
-    let token = AuthorizationServiceClient::new(channel(&writ.url("authz_grpc")?, ca).await?)
-        .token(writ_proto::authz::TokenRequest {
-            grant_type: "client_credentials".into(),
-            client_id: watcher.0.clone(),
-            client_secret: watcher.1.clone(),
-            audience: vec![REVOCATION_AUDIENCE.into()],
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .access_token;
+pub(crate) async fn head(
+    writ: &Writ,
+    ca: &str,
+    watcher: &(String, String),
+) -> anyhow::Result<(u64, u64)> {
+    let token = watch_token(writ, ca, watcher).await?;
     let status = RevocationServiceClient::new(channel(&writ.url("revocation_grpc")?, ca).await?)
         .get_status(with_bearer(GetStatusRequest {}, &token)?)
         .await?
@@ -194,7 +188,7 @@ async fn head(writ: &Writ, ca: &str, watcher: &(String, String)) -> anyhow::Resu
 }
 
 /// Waits until the head reaches `target`; how long it took.
-async fn drained(
+pub(crate) async fn drained(
     writ: &Writ,
     ca: &str,
     watcher: &(String, String),
@@ -212,11 +206,9 @@ async fn drained(
     }
 }
 
-pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<String>> {
-    let mut notes = Vec::new();
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("writ-data");
-    let up: Vec<&str> = ["up"]
+/// `writ up` with every port chosen by the system.
+pub(crate) fn up_args() -> Vec<&'static str> {
+    ["up"]
         .into_iter()
         .chain(AUTHZ_PORTS)
         .chain([
@@ -227,7 +219,61 @@ pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<St
             "--sts-http-port",
             "0",
         ])
-        .collect();
+        .collect()
+}
+
+/// Registers `bench-watcher`, a client that may watch the revocation feed; its id and secret.
+pub(crate) async fn create_watcher(
+    writ: &Writ,
+    ca: &str,
+    admin: &str,
+) -> anyhow::Result<(String, String)> {
+    let mut client = AdminServiceClient::new(channel(&writ.url("authz_admin")?, ca).await?);
+    let created = client
+        .create_client(with_bearer(
+            pb_admin::CreateClientRequest {
+                client: Some(pb_admin::Client {
+                    client_id: "bench-watcher".into(),
+                    client_type: pb_admin::ClientType::Confidential as i32,
+                    grant_types: vec!["client_credentials".into()],
+                    scope: REVOCATION_WATCH_SCOPE.into(),
+                    audience: vec![REVOCATION_AUDIENCE.into()],
+                    ..Default::default()
+                }),
+            },
+            admin,
+        )?)
+        .await?
+        .into_inner();
+    Ok(("bench-watcher".to_owned(), created.client_secret))
+}
+
+/// A token of `watcher`'s for the revocation service.
+pub(crate) async fn watch_token(
+    writ: &Writ,
+    ca: &str,
+    watcher: &(String, String),
+) -> anyhow::Result<String> {
+    Ok(
+        AuthorizationServiceClient::new(channel(&writ.url("authz_grpc")?, ca).await?)
+            .token(writ_proto::authz::TokenRequest {
+                grant_type: "client_credentials".into(),
+                client_id: watcher.0.clone(),
+                client_secret: watcher.1.clone(),
+                audience: vec![REVOCATION_AUDIENCE.into()],
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .access_token,
+    )
+}
+
+pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("writ-data");
+    let up = up_args();
     let (writ, _) = Writ::start(&dir, &up)?;
     let ca = std::fs::read_to_string(dir.join(writ_tls::CA_CERT_FILE))?;
     let admin = std::fs::read_to_string(dir.join(writ::platform::ADMIN_TOKEN_FILE))?
@@ -235,37 +281,15 @@ pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<St
         .to_owned();
     let (log_n, outbox_n) = (args.crash_log, args.crash_outbox);
     let watcher = load.block_on(async {
-        let mut client = AdminServiceClient::new(channel(&writ.url("authz_admin")?, &ca).await?);
-        let created = client
-            .create_client(with_bearer(
-                pb_admin::CreateClientRequest {
-                    client: Some(pb_admin::Client {
-                        client_id: "bench-watcher".into(),
-                        client_type: pb_admin::ClientType::Confidential as i32,
-                        grant_types: vec!["client_credentials".into()],
-                        scope: REVOCATION_WATCH_SCOPE.into(),
-                        audience: vec![REVOCATION_AUDIENCE.into()],
-                        ..Default::default()
-                    }),
-                },
-                &admin,
-            )?)
-            .await?
-            .into_inner();
+        let watcher = create_watcher(&writ, &ca, &admin).await?;
         let started = Instant::now();
         revoke(&writ.url("authz_admin")?, &ca, &admin, 0, log_n).await?;
-        drained(
-            &writ,
-            &ca,
-            &("bench-watcher".to_owned(), created.client_secret.clone()),
-            log_n as u64,
-        )
-        .await?;
+        drained(&writ, &ca, &watcher, log_n as u64).await?;
         eprintln!(
             "crash: {log_n} revocations in the log after {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        anyhow::Ok(("bench-watcher".to_owned(), created.client_secret))
+        anyhow::Ok(watcher)
     })?;
     let (log_head, _) = load.block_on(head(&writ, &ca, &watcher))?;
     writ.terminate()?;

@@ -18,6 +18,7 @@ mod audit;
 mod crash;
 mod exchange;
 mod flood;
+mod footprint;
 mod guard;
 mod postgres;
 mod revocation;
@@ -73,6 +74,8 @@ struct Cli {
     scale: scale::Args,
     #[command(flatten)]
     crash: crash::Args,
+    #[command(flatten)]
+    footprint: footprint::Args,
     /// The PostgreSQL database of the `postgres` scenarios (a fresh schema per server, dropped
     /// after).
     #[arg(
@@ -119,6 +122,9 @@ enum Command {
     /// Restart after kill -9 with a million revocations in the log and many more in the
     /// outbox: time to serve, time to drain, and the feed's head growth per crash.
     Crash,
+    /// Resident memory of `writ up`: empty, with a million live revocations at rest, while ten
+    /// new subscribers catch up at once, and after a restart.
+    Memory,
     /// The durable audit log's cost: client_credentials and token exchange with it off and
     /// on, alternating (two rounds), then its size per million records.
     Audit,
@@ -712,6 +718,9 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.command, Command::Crash) {
         notes.extend(crash::run(&cli.crash, &load)?);
+    }
+    if matches!(cli.command, Command::Memory) {
+        notes.extend(footprint::run(&cli.footprint, &load)?);
     }
     if matches!(cli.command, Command::Audit) {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");

@@ -11,8 +11,8 @@ use crate::platform::{
     StsSettings, StsWiring, TlsMode,
 };
 
-/// `--store-cache-mib`'s default: [`writ_store::SledConfig::DEFAULT_CACHE_BYTES`].
-const SLED_CACHE_MIB: u64 = writ_store::SledConfig::DEFAULT_CACHE_BYTES / (1024 * 1024);
+/// `--store-cache-mib`'s default: [`crate::platform::SLED_CACHE_BYTES`].
+const SLED_CACHE_MIB: u64 = crate::platform::SLED_CACHE_BYTES / (1024 * 1024);
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -334,8 +334,9 @@ pub struct StoreArgs {
         hide_env_values = true
     )]
     pub store: String,
-    /// sled: the most memory each service's store may use for its page cache, in MiB (`writ
-    /// up` holds three stores).
+    /// sled: the most memory the process's stores may use for their page caches together, in
+    /// MiB; shared by the services it runs (authorization server 4/8, revocation log 3/8, STS
+    /// 1/8 under `writ up`).
     #[arg(long = "store-cache-mib", env = "WRIT_STORE_CACHE_MIB", default_value_t = SLED_CACHE_MIB,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mib: u64,

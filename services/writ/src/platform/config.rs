@@ -46,7 +46,8 @@ pub struct PlatformConfig {
 /// Where the services keep their state.
 #[derive(Debug, Clone)]
 pub enum StoreChoice {
-    /// Embedded sled stores in the data directory, one per service: one process only.
+    /// Embedded sled stores in the data directory, one per service: one process only. The
+    /// config's cache is the whole process's, shared by the stores it opens.
     Sled(writ_store::SledConfig),
     /// One PostgreSQL database, shared by any number of replicas of each service; each service
     /// in its own schema, `<schema>_authz`, `<schema>_revocation`, `<schema>_sts` (the config's
@@ -96,7 +97,9 @@ impl PlatformConfig {
             revocation_url: None,
             key_encryption: KeyEncryption::DataDir,
             ops: None,
-            store: StoreChoice::Sled(Default::default()),
+            store: StoreChoice::Sled(writ_store::SledConfig {
+                cache_bytes: super::SLED_CACHE_BYTES,
+            }),
             audit: writ_audit::Settings::default(),
         }
     }

@@ -96,6 +96,28 @@ pub struct Platform {
     audit: Option<writ_audit::Auditor>,
 }
 
+/// The sled page caches of one process together, by default: what the three stores of `writ
+/// up` had each before they shared a budget (issue 17 settles it against a memory budget).
+pub const SLED_CACHE_BYTES: u64 = 3 * writ_store::SledConfig::DEFAULT_CACHE_BYTES;
+
+/// `dir_name`'s share of a process's sled cache budget `total`, among the stores `runs` says
+/// it opens: weighed by what each keeps hot (the authorization server's clients, grants and
+/// revocation index 4; the revocation log's recent pages 3; the STS's keys and policies 1).
+/// At least 1 MiB.
+fn cache_share(total: u64, dir_name: &str, runs: &[(&str, bool)]) -> u64 {
+    let weight = |dir: &str| match dir {
+        d if d == AUTHZ_STORE.0 => 4,
+        d if d == REVOCATION_STORE.0 => 3,
+        _ => 1,
+    };
+    let all: u64 = runs
+        .iter()
+        .filter(|(dir, on)| *on || *dir == dir_name)
+        .map(|(dir, _)| weight(dir))
+        .sum();
+    (total / all.max(1) * weight(dir_name)).max(1024 * 1024)
+}
+
 /// Each service's store: directory (or schema suffix), service name, and what it is called.
 pub(crate) const AUTHZ_STORE: (&str, &str, &str) =
     ("store", "authz", "the authorization server's store");
@@ -236,13 +258,28 @@ impl Platform {
             return Ok(store);
         }
         ServiceStore::open(
-            &self.config.store,
+            &self.store_choice(dir_name),
             &self.config.data_dir,
             dir_name,
             service,
             what,
         )
         .await
+    }
+
+    /// The store `dir_name` opens with: on sled, its share of the process's cache budget.
+    fn store_choice(&self, dir_name: &str) -> StoreChoice {
+        let StoreChoice::Sled(total) = &self.config.store else {
+            return self.config.store.clone();
+        };
+        let runs = [
+            (AUTHZ_STORE.0, self.config.authz.is_some()),
+            (REVOCATION_STORE.0, self.config.revocation.is_some()),
+            (STS_STORE.0, self.config.sts.is_some()),
+        ];
+        StoreChoice::Sled(writ_store::SledConfig {
+            cache_bytes: cache_share(total.cache_bytes, dir_name, &runs),
+        })
     }
 
     /// `https://addr`, or `http://addr` without TLS.
@@ -811,5 +848,34 @@ fn feed_fresh(
         None => Err("the revocation feed has not synced".into()),
         Some(s) if s > bound => Err(format!("the revocation feed is {}s stale", s.as_secs())),
         Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_budget_is_shared_by_the_stores_a_process_opens() {
+        const MIB: u64 = 1024 * 1024;
+        let all = [
+            (AUTHZ_STORE.0, true),
+            (REVOCATION_STORE.0, true),
+            (STS_STORE.0, true),
+        ];
+        let shares: Vec<u64> = all
+            .iter()
+            .map(|(dir, _)| cache_share(64 * MIB, dir, &all))
+            .collect();
+        assert_eq!(shares, [32 * MIB, 24 * MIB, 8 * MIB]);
+        // One service alone has the whole budget.
+        let alone = [
+            (AUTHZ_STORE.0, false),
+            (REVOCATION_STORE.0, true),
+            (STS_STORE.0, false),
+        ];
+        assert_eq!(cache_share(64 * MIB, REVOCATION_STORE.0, &alone), 64 * MIB);
+        // Never below a page cache sled can work with.
+        assert_eq!(cache_share(MIB, STS_STORE.0, &all), MIB);
     }
 }
