@@ -116,7 +116,15 @@ impl Writ {
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
         anyhow::ensure!(status.success(), "kill -TERM failed");
-        self.child.wait()?;
+        let asked = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            // Dropped, so killed: a shutdown that hangs fails the run instead of stalling it.
+            anyhow::ensure!(
+                asked.elapsed() < PATIENCE,
+                "writ never stopped after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 }

@@ -734,7 +734,7 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::Scale) {
         let a = &cli.scale;
         println!(
-            "scale: {} clients, {} users, {} exchange policies, {} live revocations, {} retired keys of each kind; {} rounds; sled cache {} MiB per store\n",
+            "scale: {} clients, {} users, {} exchange policies, {} live revocations, {} retired keys of each kind; {} rounds; sled cache {} MiB per platform, shared by its stores\n",
             a.scale_clients,
             a.scale_users,
             a.scale_policies,
@@ -742,7 +742,7 @@ fn main() -> anyhow::Result<()> {
             a.scale_keys,
             a.scale_rounds,
             a.scale_cache_mib
-                .unwrap_or(writ_store::SledConfig::DEFAULT_CACHE_BYTES / (1024 * 1024))
+                .unwrap_or(writ::platform::SLED_CACHE_BYTES / (1024 * 1024))
         );
         let (outcomes, scale_notes) = scale::run(&cli, &load)?;
         println!("| scenario | per second | p50 ms | p99 ms | errors |");

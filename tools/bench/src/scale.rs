@@ -53,7 +53,7 @@ pub struct Args {
     /// Times each figure is measured on each platform, alternately.
     #[arg(long, default_value_t = 2)]
     pub scale_rounds: usize,
-    /// Each sled store's page cache, in MiB (the platform's default when unset).
+    /// Each platform's sled page caches together, in MiB (the platform's default when unset).
     #[arg(long)]
     pub scale_cache_mib: Option<u64>,
     /// Keeps the full platform's data directory here after the run (to time or profile a

@@ -335,10 +335,10 @@ pub struct StoreArgs {
     )]
     pub store: String,
     /// sled: the most memory the process's stores may use for their page caches together, in
-    /// MiB; shared by the services it runs (authorization server 4/8, revocation log 3/8, STS
-    /// 1/8 under `writ up`).
+    /// MiB; shared by the stores it opens (`writ up`: authorization server 4/8, revocation log
+    /// 3/8, STS 1/8; a single store has all of it).
     #[arg(long = "store-cache-mib", env = "WRIT_STORE_CACHE_MIB", default_value_t = SLED_CACHE_MIB,
-          value_parser = clap::value_parser!(u64).range(1..=65536))]
+          value_parser = clap::value_parser!(u64).range(8..=65536))]
     pub cache_mib: u64,
     /// PostgreSQL: the CA certificate (PEM file) to trust for TLS. Without it the connection is
     /// in clear text, which only a loopback database is allowed.

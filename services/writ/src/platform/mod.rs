@@ -103,7 +103,7 @@ pub const SLED_CACHE_BYTES: u64 = 3 * writ_store::SledConfig::DEFAULT_CACHE_BYTE
 /// `dir_name`'s share of a process's sled cache budget `total`, among the stores `runs` says
 /// it opens: weighed by what each keeps hot (the authorization server's clients, grants and
 /// revocation index 4; the revocation log's recent pages 3; the STS's keys and policies 1).
-/// At least 1 MiB.
+/// At least 1 MiB (`--store-cache-mib` starts at 8, so three stores stay within it).
 fn cache_share(total: u64, dir_name: &str, runs: &[(&str, bool)]) -> u64 {
     let weight = |dir: &str| match dir {
         d if d == AUTHZ_STORE.0 => 4,
@@ -115,7 +115,8 @@ fn cache_share(total: u64, dir_name: &str, runs: &[(&str, bool)]) -> u64 {
         .filter(|(dir, on)| *on || *dir == dir_name)
         .map(|(dir, _)| weight(dir))
         .sum();
-    (total / all.max(1) * weight(dir_name)).max(1024 * 1024)
+    let share = u128::from(total) * u128::from(weight(dir_name)) / u128::from(all.max(1));
+    u64::try_from(share).unwrap_or(total).max(1024 * 1024)
 }
 
 /// Each service's store: directory (or schema suffix), service name, and what it is called.
