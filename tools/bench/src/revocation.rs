@@ -562,21 +562,77 @@ impl Memory {
 
 /// `VmRSS` and `VmHWM` of this process, in bytes, from /proc/self/status.
 pub(crate) fn rss() -> anyhow::Result<(i64, i64)> {
-    let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
-    let field = |name: &str| -> anyhow::Result<i64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .with_context(|| format!("no {name} in /proc/self/status"))?;
-        let kb: i64 = line
-            .trim_start_matches(name)
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kb * 1024)
+    let fields = proc_status("self", &["VmRSS:", "VmHWM:"])?;
+    Ok((fields[0], fields[1]))
+}
+
+/// The memory fields `names` (`VmRSS:`, say) of process `pid` (or `self`), in bytes.
+pub(crate) fn proc_status(pid: &str, names: &[&str]) -> anyhow::Result<Vec<i64>> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| path.clone())?;
+    names
+        .iter()
+        .map(|name| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("no {name} in {path}"))?;
+            let kb: i64 = line
+                .trim_start_matches(name)
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()?;
+            Ok(kb * 1024)
+        })
+        .collect()
+}
+
+/// The highest of `read()` (a resident size), sampled every 10 ms while `work` runs, and
+/// `work`'s outcome.
+pub(crate) fn peak_while<T>(
+    read: impl Fn() -> anyhow::Result<i64> + Send + 'static,
+    work: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(i64, T)> {
+    use std::sync::atomic::{AtomicBool, AtomicI64};
+    let peak = Arc::new(AtomicI64::new(read()?));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(now) = read() {
+                    peak.fetch_max(now, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
     };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    let outcome = work();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    Ok((peak.load(Ordering::Relaxed), outcome?))
+}
+
+/// Applies a new subscriber's Watch messages to `set` until it holds `live` revocations and
+/// knows it is current, or `deadline`; how many messages that took.
+pub(crate) async fn catch_up(
+    stream: &mut tonic::Streaming<WatchResponse>,
+    set: &RevocationSet,
+    live: usize,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<u64> {
+    let mut messages = 0u64;
+    while set.staleness().is_none() || set.len() < live {
+        let message = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .context("a new subscriber did not catch up in time")??
+            .context("the Watch stream ended")?;
+        set.apply(&message)
+            .map_err(|e| anyhow::anyhow!("out of order: {e:?}"))?;
+        messages += 1;
+    }
+    Ok(messages)
 }
 
 fn event(sequence: u64, n: u64, now: i64) -> WatchResponse {

@@ -31,7 +31,7 @@ use writ_token::{RevocationEntry, RevocationKind};
 use writ_vocabulary::grant_type::TOKEN_EXCHANGE;
 use writ_vocabulary::token_type;
 
-use crate::revocation::{rss, token_id, unix_now};
+use crate::revocation::{catch_up, peak_while, rss, token_id, unix_now};
 use crate::{
     Cli, Outcome, Server, Services, cc_request, channels, connect_one, drive, rotate_refresh_tokens,
 };
@@ -350,43 +350,22 @@ fn new_subscriber(
     )?;
     let bearer = writ_client::bearer_value(&jwt)?;
     let (rss_before, _) = rss()?;
-    let peak = Arc::new(std::sync::atomic::AtomicI64::new(rss_before));
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok((now, _)) = rss() {
-                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let set = Arc::new(RevocationSet::new());
-    let outcome = load.block_on(async {
-        let mut client = RevocationServiceClient::new(connect_one(&url).await?);
-        let started = Instant::now();
-        let mut request = tonic::Request::new(WatchRequest { from_sequence: 0 });
-        request.metadata_mut().insert("authorization", bearer);
-        let mut stream = client.watch(request).await?.into_inner();
-        let mut messages = 0u64;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while set.staleness().is_none() || set.len() < live {
-            let message = tokio::time::timeout_at(deadline, stream.message())
-                .await
-                .context("the new subscriber did not sync in time")??
-                .context("the Watch stream ended")?;
-            set.apply(&message)
-                .map_err(|e| anyhow::anyhow!("out of order: {e:?}"))?;
-            messages += 1;
-        }
-        anyhow::Ok((started.elapsed(), messages))
-    });
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = sampler.join();
-    let (elapsed, messages) = outcome?;
-    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let set = RevocationSet::new();
+    let (peak, (elapsed, messages)) = peak_while(
+        || Ok(rss()?.0),
+        || {
+            load.block_on(async {
+                let mut client = RevocationServiceClient::new(connect_one(&url).await?);
+                let started = Instant::now();
+                let mut request = tonic::Request::new(WatchRequest { from_sequence: 0 });
+                request.metadata_mut().insert("authorization", bearer);
+                let mut stream = client.watch(request).await?.into_inner();
+                let deadline = tokio::time::Instant::now() + PATIENCE;
+                let messages = catch_up(&mut stream, &set, live, deadline).await?;
+                anyhow::Ok((started.elapsed(), messages))
+            })
+        },
+    )?;
     notes.push(format!(
         "new subscriber from nothing: synced with {} live revocations in {:.2} s ({messages} messages); process resident memory {:.0} MiB before, peak {:.0} MiB while it synced (+{:.0} MiB, its own set included: {:.0} MiB of table)",
         set.len(),
