@@ -118,11 +118,12 @@ async fn fixture_with(opts: Options, sts_opts: StsOptions) -> Fixture {
     }
 }
 
-/// An STS that consults the revocation feed alone, not the authorization server's index, so the
-/// feed must carry the decision.
+/// An STS that consults the revocation feed alone, as in its own process (neither the
+/// authorization server's index nor the log in this process), so the feed must carry the
+/// decision.
 async fn feed_only_fixture() -> Fixture {
     let sts_opts = StsOptions {
-        local_index: false,
+        remote: true,
         ..StsOptions::default()
     };
     fixture_with(Options::default(), sts_opts).await
@@ -799,6 +800,13 @@ fn revoked_in(set: &RevocationSet, t: &VerifiedToken) -> Option<RevocationKind> 
     set.check(&TokenFacts::of(t))
 }
 
+/// The set of an STS following the feed.
+fn feed_set(sts: &TestSts) -> &RevocationSet {
+    sts.revocations
+        .as_deref()
+        .expect("the STS follows the feed")
+}
+
 #[tokio::test]
 async fn revoking_the_original_grant_revokes_every_derived_token_through_the_feed() {
     let f = feed_only_fixture().await;
@@ -826,7 +834,7 @@ async fn revoking_the_original_grant_revokes_every_derived_token_through_the_fee
     .await;
     // ...and so does the STS: neither hop can be exchanged again.
     eventually(FEED, "the grant reaches the STS", || {
-        revoked_in(&f.sts.revocations, &first_v) == Some(RevocationKind::GrantId)
+        revoked_in(feed_set(&f.sts), &first_v) == Some(RevocationKind::GrantId)
     })
     .await;
     f.token_refused(
@@ -946,21 +954,52 @@ async fn a_revoked_subject_token_is_refused() {
         .admin()
         .await
         .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_proto::revocation::RevocationEntry {
-                kind: RevocationKind::TokenId as i32,
-                value: v.claims.jti.clone(),
-                expires_at: now() + 600,
-                reason: "test".into(),
-                not_before: 0,
-                issuer: String::new(),
-            }],
+            entries: vec![writ_tests::revocation_entry(
+                RevocationKind::TokenId,
+                &v.claims.jti,
+                now() + 600,
+            )],
         })
         .await
         .unwrap();
     eventually(FEED, "the revocation reaches the STS", || {
-        revoked_in(&f.sts.revocations, &v) == Some(RevocationKind::TokenId)
+        revoked_in(feed_set(&f.sts), &v) == Some(RevocationKind::TokenId)
     })
     .await;
+    f.token_refused(f.request(&f.orders, &subject, &["inventory"]), "revoked")
+        .await;
+}
+
+/// Issue 17: under `writ up` the STS reads the revocation log in its process, keeping no set of
+/// its own: a token another producer revoked (so not in the authorization server's index) is
+/// refused as soon as the revocation service acknowledged it, with no feed to wait for.
+#[tokio::test]
+async fn beside_the_log_the_sts_refuses_what_another_producer_revoked_at_once() {
+    let f = fixture().await;
+    assert!(f.sts.revocations.is_none(), "no second copy of the feed");
+    let subject = f.subject(TokenFormat::Jwt).await;
+    let v = f.original(&subject).await;
+    f.exchanged(f.request(&f.orders, &subject, &["inventory"]))
+        .await;
+    let mut producer = f.server.revocation(&f.server.publish_token().await).await;
+    producer
+        .revoke(writ_proto::revocation::RevokeRequest {
+            entries: vec![writ_tests::revocation_entry(
+                RevocationKind::TokenId,
+                &v.claims.jti,
+                now() + 600,
+            )],
+        })
+        .await
+        .unwrap();
+    assert!(
+        !f.server
+            .engine
+            .is_revoked(RevocationKind::TokenId, &v.claims.jti, 0)
+            .await
+            .unwrap(),
+        "not in the authorization server's own index"
+    );
     f.token_refused(f.request(&f.orders, &subject, &["inventory"]), "revoked")
         .await;
 }

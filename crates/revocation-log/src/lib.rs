@@ -58,7 +58,8 @@ pub struct Event {
 /// Sizes and bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct LogConfig {
-    /// Recent committed events kept in memory for readers.
+    /// Recent committed events kept in memory for readers (a live subscriber is rarely more
+    /// than a few batches behind; one further back reads the store).
     pub ring: usize,
     /// Most events the log retains; older ones are truncated even if live (a snapshot covers
     /// them).
@@ -73,7 +74,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            ring: 65_536,
+            ring: 8_192,
             max_retained: 1_000_000,
             prune_margin: 60,
             poll: Duration::from_secs(1),

@@ -53,13 +53,8 @@ pub struct Options {
     pub directory: Arc<dyn Directory>,
     /// The issuers whose tokens are accepted, besides the STS itself.
     pub issuers: Vec<TrustedIssuer>,
-    /// A channel to the revocation service, and what to watch it with.
-    /// The revocation service's replicas: the feed fails over between them.
-    pub revocation: Vec<Channel>,
-    pub watch_tokens: Arc<dyn BearerSource>,
-    pub watch: WatchConfig,
-    /// Past this staleness of the feed, every exchange is refused.
-    pub max_staleness: Duration,
+    /// Where it learns of revocations.
+    pub revocations: Revocations,
     /// Another revocation index to consult besides the feed (under `writ up`, the authorization
     /// server's own, which knows a revocation the moment it is acknowledged).
     pub local_index: Option<Arc<dyn AsyncRevocationCheck>>,
@@ -67,6 +62,37 @@ pub struct Options {
     pub key_rotation: KeyRotation,
     /// Where its decisions are recorded (under `writ up`, the authorization server's log).
     pub audit: writ_audit::Auditor,
+}
+
+/// Where the STS learns of revocations.
+pub enum Revocations {
+    /// The revocation service's feed, followed into the STS's own set (the STS deployed on its
+    /// own).
+    Feed {
+        /// The revocation service's replicas: the feed fails over between them.
+        channels: Vec<Channel>,
+        /// What the STS watches the feed with.
+        tokens: Arc<dyn BearerSource>,
+        watch: WatchConfig,
+        /// Past this staleness of the feed, every exchange is refused.
+        max_staleness: Duration,
+    },
+    /// The revocation log in this process (`writ up`), consulted directly: it is the feed's
+    /// source, so there is nothing to go stale and no second copy of every live revocation in
+    /// memory, or to replay after a restart.
+    InProcess(Arc<dyn AsyncRevocationCheck>),
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Revocations::Feed { max_staleness, .. } => f
+                .debug_struct("Feed")
+                .field("max_staleness", max_staleness)
+                .finish_non_exhaustive(),
+            Revocations::InProcess(log) => f.debug_tuple("InProcess").field(log).finish(),
+        }
+    }
 }
 
 /// The STS rotates its signing keys by age: no administrator rotates them, and no key should
@@ -94,7 +120,7 @@ impl std::fmt::Debug for Options {
             .field("config", &self.config)
             .field("directory", &self.directory)
             .field("issuers", &self.issuers)
-            .field("max_staleness", &self.max_staleness)
+            .field("revocations", &self.revocations)
             .finish_non_exhaustive()
     }
 }
@@ -143,17 +169,22 @@ pub struct Running {
     pub engine: Arc<TokenExchange>,
     /// Its own signing keys.
     pub keys: Arc<Keyring>,
-    /// The revocation set the STS checks tokens against.
-    pub revocations: Arc<RevocationSet>,
+    /// The revocation set the STS keeps from the feed (`None` when it consults the log in its
+    /// own process).
+    pub revocations: Option<Arc<RevocationSet>>,
+    /// What the STS checks tokens against: the feed or the log, then any local index.
+    pub check: Arc<dyn AsyncRevocationCheck>,
     served: writ_server::Running,
-    watcher: Watcher,
+    watcher: Option<Watcher>,
 }
 
 impl Running {
     /// Waits until every task has stopped (after shutdown), then stops the feed.
     pub async fn wait(self) {
         self.served.wait().await;
-        self.watcher.stop();
+        if let Some(w) = self.watcher {
+            w.stop();
+        }
     }
 }
 
@@ -166,17 +197,26 @@ pub async fn start(
     tls: Option<&TlsMaterial>,
     shutdown: ShutdownSignal,
 ) -> Result<Running, StsError> {
-    let revocations = Arc::new(RevocationSet::new());
-    let watcher = Watcher::spawn_failover(
-        options.revocation,
-        options.watch_tokens,
-        revocations.clone(),
-        options.watch,
-    );
-    let check = Arc::new(revocation::FeedCheck::new(
-        RevocationFeed::new(revocations.clone(), options.max_staleness),
-        options.local_index,
-    ));
+    let (primary, revocations, watcher): (Arc<dyn AsyncRevocationCheck>, _, _) =
+        match options.revocations {
+            Revocations::Feed {
+                channels,
+                tokens,
+                watch,
+                max_staleness,
+            } => {
+                let set = Arc::new(RevocationSet::new());
+                let watcher = Watcher::spawn_failover(channels, tokens, set.clone(), watch);
+                (
+                    Arc::new(RevocationFeed::new(set.clone(), max_staleness)),
+                    Some(set),
+                    Some(watcher),
+                )
+            }
+            Revocations::InProcess(log) => (log, None, None),
+        };
+    let check: Arc<dyn AsyncRevocationCheck> =
+        Arc::new(revocation::FeedCheck::new(primary, options.local_index));
     let keys = Arc::new(
         Keyring::load(
             options.store,
@@ -194,7 +234,7 @@ pub async fn start(
         options.clock.clone(),
         keys.clone(),
         options.directory,
-        check,
+        check.clone(),
         options.issuers,
         options.audit.clone(),
     )?);
@@ -255,6 +295,7 @@ pub async fn start(
         engine,
         keys,
         revocations,
+        check,
         served,
         watcher,
     })

@@ -1,26 +1,26 @@
 //! Whether a subject or actor token is revoked: the revocation feed (a `RevocationSet` kept
-//! current by a `Watcher`), failing closed when it is staler than its bound, and under `writ up`
-//! also the authorization server's own revocation index, which knows a revocation the moment
-//! it is acknowledged.
+//! current by a `Watcher`, failing closed when it is staler than its bound) or, under `writ up`,
+//! the revocation log itself; and then the authorization server's own revocation index when it
+//! runs in the same process, which knows a revocation the moment it is acknowledged.
 
 use std::sync::Arc;
 
-use writ_revocation_client::RevocationFeed;
-use writ_token::{
-    AsyncRevocationCheck, BoxFuture, RevocationCheck, RevocationKind, TokenFacts, Unvouched,
-};
+use writ_token::{AsyncRevocationCheck, BoxFuture, RevocationKind, TokenFacts, Unvouched};
 
-/// The revocation feed (failing closed when stale), then any other index the STS may consult
-/// (under `writ up`, the authorization server's own, which knows a revocation the moment it is
-/// acknowledged).
+/// The revocation feed (failing closed when stale) or the log, then any other index the STS may
+/// consult (under `writ up`, the authorization server's own, which knows a revocation the moment
+/// it is acknowledged).
 #[derive(Debug)]
 pub struct FeedCheck {
-    feed: RevocationFeed,
+    feed: Arc<dyn AsyncRevocationCheck>,
     also: Option<Arc<dyn AsyncRevocationCheck>>,
 }
 
 impl FeedCheck {
-    pub fn new(feed: RevocationFeed, also: Option<Arc<dyn AsyncRevocationCheck>>) -> Self {
+    pub fn new(
+        feed: Arc<dyn AsyncRevocationCheck>,
+        also: Option<Arc<dyn AsyncRevocationCheck>>,
+    ) -> Self {
         FeedCheck { feed, also }
     }
 }
@@ -31,7 +31,7 @@ impl AsyncRevocationCheck for FeedCheck {
         token: &'a TokenFacts<'a>,
     ) -> BoxFuture<'a, Result<Option<RevocationKind>, Unvouched>> {
         Box::pin(async move {
-            if let Some(kind) = self.feed.revoked(token)? {
+            if let Some(kind) = self.feed.revoked_async(token).await? {
                 return Ok(Some(kind));
             }
             match &self.also {

@@ -25,6 +25,9 @@ pub struct Args {
     /// Extra `writ up` arguments (cache sizes, say), space-separated.
     #[arg(long, default_value = "")]
     pub memory_writ_args: String,
+    /// Keeps the data directory here after the run (to profile a restart on it).
+    #[arg(long)]
+    pub memory_keep_dir: Option<std::path::PathBuf>,
 }
 
 /// How long the process is left alone before "at rest" is read.
@@ -120,6 +123,9 @@ pub fn run(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<St
     std::thread::sleep(SETTLE);
     let restarted_rest = rss_of(writ.child.id())?;
     writ.terminate()?;
+    if let Some(path) = &args.memory_keep_dir {
+        std::fs::rename(tmp.keep(), path)?;
+    }
     let extra = if args.memory_writ_args.is_empty() {
         String::new()
     } else {

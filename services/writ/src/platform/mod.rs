@@ -96,9 +96,10 @@ pub struct Platform {
     audit: Option<writ_audit::Auditor>,
 }
 
-/// The sled page caches of one process together, by default: what the three stores of `writ
-/// up` had each before they shared a budget (issue 17 settles it against a memory budget).
-pub const SLED_CACHE_BYTES: u64 = 3 * writ_store::SledConfig::DEFAULT_CACHE_BYTES;
+/// The sled page caches of one process together, by default: 64 MiB. sled's own accounting
+/// (resident memory runs to about twice it); a larger cache bought no throughput figure in
+/// BENCHMARKS.md back, and cost a gigabyte with a million live revocations (issue 17).
+pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `dir_name`'s share of a process's sled cache budget `total`, among the stores `runs` says
 /// it opens: weighed by what each keeps hot (the authorization server's clients, grants and
@@ -544,12 +545,21 @@ impl Platform {
         if exchange.issuer.is_empty() {
             exchange.issuer = self.url(writ_server::local_addr(&http)?);
         }
-        let revocation = self.revocation_channels()?.context(
-            "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
-        )?;
-
         let authority = self.authorization_server_issuer("`serve sts`").await?;
         let wired = self.sts_wiring(&settings.wiring)?;
+        // Beside the revocation log (`writ up`), the STS reads it directly; otherwise it follows
+        // the feed into a set of its own.
+        let revocations = match (&settings.wiring, &self.revocation) {
+            (StsWiring::InProcess { .. }, Some(r)) => writ_sts::Revocations::InProcess(r.log.clone()),
+            _ => writ_sts::Revocations::Feed {
+                channels: self.revocation_channels()?.context(
+                    "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
+                )?,
+                tokens: wired.watch_tokens.clone(),
+                watch: settings.watch,
+                max_staleness: settings.max_feed_staleness,
+            },
+        };
         let mut issuers = vec![authority];
         for external in &settings.external_issuers {
             // Fails closed: a non-https URL, a missing CA or a failed first fetch refuse to start.
@@ -580,10 +590,7 @@ impl Platform {
                 clock: self.clock().clone(),
                 directory: wired.directory,
                 issuers,
-                revocation,
-                watch_tokens: wired.watch_tokens,
-                watch: settings.watch,
-                max_staleness: settings.max_feed_staleness,
+                revocations,
                 local_index: wired.local_index,
                 key_rotation: settings.key_rotation,
             },
@@ -593,14 +600,14 @@ impl Platform {
             self.signal.clone(),
         )
         .await?;
-        {
-            let set = Arc::downgrade(&running.revocations);
+        if let Some(set) = &running.revocations {
+            let weak = Arc::downgrade(set);
             writ_metrics::sampler(move |m| {
-                if let Some(set) = set.upgrade() {
+                if let Some(set) = weak.upgrade() {
                     m.set_feed_staleness("sts", set.staleness());
                 }
             });
-            let set = Arc::downgrade(&running.revocations);
+            let set = Arc::downgrade(set);
             let bound = settings.max_feed_staleness;
             self.readiness.add("STS revocation feed", move || {
                 let set = set.upgrade();
