@@ -1,6 +1,6 @@
 //! The STS in a [`TestServer`]'s platform, wired as `writ up` wires it (the authorization
-//! server's directory and keys in-process, its revocation feed followed over loopback gRPC), or
-//! as `writ serve sts` does.
+//! server's directory and keys and the revocation log in-process), or as `writ serve sts` does
+//! (the feed followed over loopback gRPC).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub struct StsOptions {
     pub config: Box<dyn Fn(&mut Config) + Send>,
     pub max_staleness: Duration,
     /// Whether the authorization server's own revocation index is consulted too (as under
-    /// `writ up`); without it only the feed is.
+    /// `writ up`); without it only the revocation log is.
     pub local_index: bool,
     /// Wire the STS as `writ serve sts` does, as if in its own process: clients and policies
     /// over the authorization server's AdminService (with the admin credential), the feed

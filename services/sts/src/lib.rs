@@ -6,8 +6,9 @@
 //! 1,000,000, so a guard trusting it and the authorization server tells their Biscuits apart),
 //! its tokens carry its own `iss`, and its JWKS is served by `GetJwks` and
 //! `/.well-known/jwks.json`. It learns its callers and their exchange policies from the
-//! authorization server ([`directory`]), and refuses revoked tokens from the revocation feed,
-//! failing closed when the feed is staler than its bound ([`revocation`]).
+//! authorization server ([`directory`]), and refuses revoked tokens: from the revocation feed,
+//! failing closed when the feed is staler than its bound, or under `writ up` from the revocation
+//! log in its process ([`revocation`]).
 
 pub mod directory;
 mod error;

@@ -25,7 +25,8 @@ pub struct Args {
     /// Extra `writ up` arguments (cache sizes, say), space-separated.
     #[arg(long, default_value = "")]
     pub memory_writ_args: String,
-    /// Keeps the data directory here after the run (to profile a restart on it).
+    /// Keeps the run's directory here (the data directory is `DIR/writ-data`) to profile a
+    /// restart on it; on the same filesystem as the system's temporary directory.
     #[arg(long)]
     pub memory_keep_dir: Option<std::path::PathBuf>,
 }

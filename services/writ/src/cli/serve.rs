@@ -96,7 +96,9 @@ pub struct ServeArgs {
         default_value_t = 3630
     )]
     pub revocation_min_entry_lifetime: u64,
-    /// The STS refuses every exchange while its revocation feed is staler than this, in seconds.
+    /// The STS refuses every exchange while its revocation feed is staler than this, in seconds
+    /// (when it follows one: beside the revocation log on sled, as under `writ up`, it reads the
+    /// log and has no feed to go stale).
     #[arg(long, env = "WRIT_STS_MAX_FEED_STALENESS", default_value_t = 30)]
     pub sts_max_feed_staleness: u64,
     /// `serve sts`: the STS's own client at the authorization server. It needs

@@ -213,10 +213,11 @@ impl Default for StsSettings {
 #[derive(Clone)]
 pub enum StsWiring {
     /// The authorization server runs in this process (`writ up`): its engine answers for
-    /// clients, policies and keys directly, and mints the STS's watch tokens.
+    /// clients, policies and keys directly, and mints the STS's watch tokens when the STS
+    /// follows a feed (the revocation service elsewhere, or on PostgreSQL).
     InProcess {
-        /// Consult its revocation index besides the feed (it knows a revocation the moment it
-        /// is acknowledged).
+        /// Consult its revocation index besides the log or the feed (it knows a revocation the
+        /// moment it is acknowledged, before the outbox delivers it).
         consult_authz_index: bool,
     },
     /// It runs elsewhere (`writ serve sts`): clients and policies through its AdminService, its

@@ -547,10 +547,18 @@ impl Platform {
         }
         let authority = self.authorization_server_issuer("`serve sts`").await?;
         let wired = self.sts_wiring(&settings.wiring)?;
-        // Beside the revocation log (`writ up`), the STS reads it directly; otherwise it follows
-        // the feed into a set of its own.
+        // Beside the revocation log on the embedded store (`writ up`), the STS reads it directly:
+        // a lookup in the process's own sled tree, and no second copy of every live revocation. On
+        // PostgreSQL a lookup is a round trip per target, so it follows the feed into a set of
+        // its own, as it does run apart.
+        anyhow::ensure!(
+            self.config.revocation.is_none() || self.revocation.is_some(),
+            "the revocation service must start before the STS in one process"
+        );
         let revocations = match (&settings.wiring, &self.revocation) {
-            (StsWiring::InProcess { .. }, Some(r)) => writ_sts::Revocations::InProcess(r.log.clone()),
+            (StsWiring::InProcess { .. }, Some(r)) if r.store.sled.is_some() => {
+                writ_sts::Revocations::InProcess(r.log.clone())
+            }
             _ => writ_sts::Revocations::Feed {
                 channels: self.revocation_channels()?.context(
                     "`serve sts` needs --revocation-url: the revocation feed it refuses revoked tokens from",
