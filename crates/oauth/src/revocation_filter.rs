@@ -6,7 +6,9 @@
 //! revocation (a million entries fill hundreds of megabytes), so on an embedded store a full
 //! index made every introspection and refresh pay for cache misses. The filter answers "absent"
 //! from memory instead: 32-bit keyed fingerprints, each with the number of keys it stands for
-//! (about 18 bytes per entry; a collision only costs a read).
+//! (a collision only costs a read). Almost every fingerprint stands for one key, so those are a
+//! set of bare fingerprints (about 10 bytes per entry with the table's slack, against 18 for a
+//! count beside each) and only the few counted more than once carry a count.
 //!
 //! Exact only while this process is the store's only writer ([`writ_store::AsyncStore::exclusive`]);
 //! on a shared store (replicas on PostgreSQL) there is no filter. It never forgets a key it
@@ -14,7 +16,7 @@
 //! missed revocation), never low. Until it has counted what the store held when it was made
 //! ([`RevocationFilter::complete`]), it answers "may hold" for everything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
 #[derive(Debug, Default)]
@@ -28,7 +30,40 @@ pub(crate) struct RevocationFilter {
 struct Inner {
     /// Every key present when loading began has been counted.
     complete: bool,
-    counts: HashMap<u32, u32>,
+    /// Fingerprints counted once.
+    ones: HashSet<u32>,
+    /// Fingerprints counted more than once (collisions, a key counted by a write and by the
+    /// load), with their counts, at least 2.
+    more: HashMap<u32, u32>,
+}
+
+impl Inner {
+    fn holds(&self, fingerprint: u32) -> bool {
+        self.ones.contains(&fingerprint) || self.more.contains_key(&fingerprint)
+    }
+
+    fn increment(&mut self, fingerprint: u32) {
+        if let Some(n) = self.more.get_mut(&fingerprint) {
+            *n += 1;
+        } else if self.ones.remove(&fingerprint) {
+            self.more.insert(fingerprint, 2);
+        } else {
+            self.ones.insert(fingerprint);
+        }
+    }
+
+    fn decrement(&mut self, fingerprint: u32) {
+        match self.more.get_mut(&fingerprint) {
+            Some(n) if *n > 2 => *n -= 1,
+            Some(_) => {
+                self.more.remove(&fingerprint);
+                self.ones.insert(fingerprint);
+            }
+            None => {
+                self.ones.remove(&fingerprint);
+            }
+        }
+    }
 }
 
 impl RevocationFilter {
@@ -40,7 +75,7 @@ impl RevocationFilter {
     pub fn may_hold(&self, key: &[u8]) -> bool {
         let fingerprint = self.fingerprint(key);
         let inner = self.inner.lock();
-        !inner.complete || inner.counts.contains_key(&fingerprint)
+        !inner.complete || inner.holds(fingerprint)
     }
 
     /// Counts keys about to be written (before the write, so no check can miss them), or read
@@ -49,7 +84,7 @@ impl RevocationFilter {
         let fingerprints: Vec<u32> = keys.into_iter().map(|k| self.fingerprint(k)).collect();
         let mut inner = self.inner.lock();
         for f in fingerprints {
-            *inner.counts.entry(f).or_insert(0) += 1;
+            inner.increment(f);
         }
     }
 
@@ -58,7 +93,7 @@ impl RevocationFilter {
         let fingerprints: Vec<u32> = keys.into_iter().map(|k| self.fingerprint(k)).collect();
         let mut inner = self.inner.lock();
         for f in fingerprints {
-            decrement(&mut inner.counts, f);
+            inner.decrement(f);
         }
     }
 
@@ -71,12 +106,12 @@ impl RevocationFilter {
             return;
         }
         for f in fingerprints {
-            decrement(&mut inner.counts, f);
+            inner.decrement(f);
         }
         // Pruning a mass revocation away gives its memory back.
-        let (len, capacity) = (inner.counts.len(), inner.counts.capacity());
+        let (len, capacity) = (inner.ones.len(), inner.ones.capacity());
         if capacity > 4096 && len < capacity / 4 {
-            inner.counts.shrink_to(len * 2);
+            inner.ones.shrink_to(len * 2);
         }
     }
 
@@ -93,16 +128,8 @@ impl RevocationFilter {
     /// Distinct fingerprints counted.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.inner.lock().counts.len()
-    }
-}
-
-fn decrement(counts: &mut HashMap<u32, u32>, fingerprint: u32) {
-    if let Some(n) = counts.get_mut(&fingerprint) {
-        *n -= 1;
-        if *n == 0 {
-            counts.remove(&fingerprint);
-        }
+        let inner = self.inner.lock();
+        inner.ones.len() + inner.more.len()
     }
 }
 
@@ -128,15 +155,58 @@ mod tests {
         assert_eq!(f.len(), 1);
     }
 
+    /// A fingerprint counted three times is held until the third removal, whichever way its
+    /// counts go down; the set and the counted map never both hold it.
+    #[test]
+    fn counts_move_between_the_set_and_the_map() {
+        let f = RevocationFilter::default();
+        f.complete();
+        let k = &b"r/k"[..];
+        for held in [1, 2, 3] {
+            f.add([k]);
+            let inner = f.inner.lock();
+            let fp = f.fingerprint(k);
+            assert_eq!(inner.ones.contains(&fp), held == 1);
+            assert_eq!(inner.more.get(&fp).copied(), (held > 1).then_some(held));
+        }
+        f.removed([k]);
+        assert!(f.may_hold(k));
+        f.take_back([k]);
+        assert!(f.may_hold(k));
+        assert!(f.inner.lock().more.is_empty(), "counted once again");
+        f.removed([k]);
+        assert!(!f.may_hold(k));
+        assert_eq!(f.len(), 0);
+        // Removing what is not counted changes nothing.
+        f.removed([k]);
+        f.add([k]);
+        assert!(f.may_hold(k));
+    }
+
+    /// A million fingerprints take about half the memory a count beside each did.
+    #[test]
+    fn a_million_keys_fit_in_a_set_of_bare_fingerprints() {
+        let f = RevocationFilter::default();
+        f.complete();
+        let keys: Vec<[u8; 8]> = (0..1_000_000u64).map(u64::to_be_bytes).collect();
+        f.add(keys.iter().map(|k| &k[..]));
+        let inner = f.inner.lock();
+        // 32-bit fingerprints of a million keys collide about a hundred times.
+        assert!(inner.more.len() < 1_000, "{}", inner.more.len());
+        assert_eq!(inner.ones.len() + 2 * inner.more.len(), 1_000_000);
+        let bytes = inner.ones.capacity() * 5 + inner.more.capacity() * 9;
+        assert!(bytes < 11 << 20, "{bytes}");
+    }
+
     #[test]
     fn memory_is_given_back_after_mass_removal() {
         let f = RevocationFilter::default();
         f.complete();
         let keys: Vec<Vec<u8>> = (0..100_000u32).map(|i| i.to_be_bytes().to_vec()).collect();
         f.add(keys.iter().map(Vec::as_slice));
-        let full = f.inner.lock().counts.capacity();
+        let full = f.inner.lock().ones.capacity();
         f.removed(keys[..99_000].iter().map(Vec::as_slice));
-        assert!(f.inner.lock().counts.capacity() < full / 4);
+        assert!(f.inner.lock().ones.capacity() < full / 4);
         for k in &keys[99_000..] {
             assert!(f.may_hold(k));
         }
