@@ -184,6 +184,15 @@ async fn external_policy(f: &Fixture) {
 }
 
 impl Fixture {
+    /// A user's JWT that `orders` may exchange, shown to be once, and its verified claims.
+    async fn exchangeable_subject(&self) -> (String, VerifiedToken) {
+        let subject = self.subject(TokenFormat::Jwt).await;
+        let v = self.original(&subject).await;
+        self.exchanged(self.request(&self.orders, &subject, &["inventory"]))
+            .await;
+        (subject, v)
+    }
+
     /// A token `frontend` got for `orders` (client_credentials), as a JWT or a Biscuit.
     async fn subject(&self, format: TokenFormat) -> String {
         let mut req = cc(&self.frontend.0, &self.frontend.1);
@@ -946,10 +955,7 @@ async fn an_expired_subject_token_is_refused() {
 #[tokio::test]
 async fn a_revoked_subject_token_is_refused() {
     let f = feed_only_fixture().await;
-    let subject = f.subject(TokenFormat::Jwt).await;
-    let v = f.original(&subject).await;
-    f.exchanged(f.request(&f.orders, &subject, &["inventory"]))
-        .await;
+    let (subject, v) = f.exchangeable_subject().await;
     f.server
         .admin()
         .await
@@ -977,10 +983,7 @@ async fn a_revoked_subject_token_is_refused() {
 async fn beside_the_log_the_sts_refuses_what_another_producer_revoked_at_once() {
     let f = fixture().await;
     assert!(f.sts.revocations.is_none(), "no second copy of the feed");
-    let subject = f.subject(TokenFormat::Jwt).await;
-    let v = f.original(&subject).await;
-    f.exchanged(f.request(&f.orders, &subject, &["inventory"]))
-        .await;
+    let (subject, v) = f.exchangeable_subject().await;
     let mut producer = f.server.revocation(&f.server.publish_token().await).await;
     producer
         .revoke(writ_proto::revocation::RevokeRequest {
