@@ -952,6 +952,15 @@ async fn an_expired_subject_token_is_refused() {
     }
 }
 
+/// A revocation of `v`'s token id, for ten minutes.
+fn token_id_revoked(v: &VerifiedToken) -> Vec<writ_proto::revocation::RevocationEntry> {
+    vec![writ_tests::revocation_entry(
+        RevocationKind::TokenId,
+        &v.claims.jti,
+        now() + 600,
+    )]
+}
+
 #[tokio::test]
 async fn a_revoked_subject_token_is_refused() {
     let f = feed_only_fixture().await;
@@ -960,11 +969,7 @@ async fn a_revoked_subject_token_is_refused() {
         .admin()
         .await
         .revoke(pb_admin::RevokeRequest {
-            entries: vec![writ_tests::revocation_entry(
-                RevocationKind::TokenId,
-                &v.claims.jti,
-                now() + 600,
-            )],
+            entries: token_id_revoked(&v),
         })
         .await
         .unwrap();
@@ -987,11 +992,7 @@ async fn beside_the_log_the_sts_refuses_what_another_producer_revoked_at_once() 
     let mut producer = f.server.revocation(&f.server.publish_token().await).await;
     producer
         .revoke(writ_proto::revocation::RevokeRequest {
-            entries: vec![writ_tests::revocation_entry(
-                RevocationKind::TokenId,
-                &v.claims.jti,
-                now() + 600,
-            )],
+            entries: token_id_revoked(&v),
         })
         .await
         .unwrap();
