@@ -275,18 +275,18 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
     assert!(!local(&engine, "t8").await);
     let expiry_keys = || {
         store
-            .scan(Tree::Revocations, b"x/", None, 10_000)
+            .scan(Tree::Revocations, b"e/", None, 10_000)
             .unwrap()
             .len()
     };
-    assert_eq!(expiry_keys(), 1);
+    assert_eq!(expiry_keys(), 1, "the chunk listing the one revoked again");
 
     // As a store from before the expiry order: its key and marker gone.
     store
         .commit(
             Tree::Revocations,
             store
-                .scan(Tree::Revocations, b"x/", None, 10)
+                .scan(Tree::Revocations, b"e/", None, 10)
                 .unwrap()
                 .into_iter()
                 .fold(Batch::new(), |b, (k, _)| b.remove(k)),
@@ -298,7 +298,33 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
     drop(engine);
     let engine = open().await;
     assert_eq!(expiry_keys(), 1, "indexed when opened");
-    clock.set(later + 1);
+
+    // As a store an earlier build listed one key per entry: packed into a chunk when opened.
+    let mut legacy_key = b"x/".to_vec();
+    legacy_key.extend_from_slice(&((later as u64) ^ (1 << 63)).to_be_bytes());
+    legacy_key.push(writ_token::RevocationKind::TokenId as u8);
+    legacy_key.extend_from_slice(b"t7");
+    let chunks = store.scan(Tree::Revocations, b"e/", None, 10).unwrap();
+    store
+        .commit(
+            Tree::Revocations,
+            chunks
+                .into_iter()
+                .fold(Batch::new(), |b, (k, _)| b.remove(k))
+                .put(legacy_key, Vec::new()),
+        )
+        .unwrap();
+    drop(engine);
+    let engine = open().await;
+    assert_eq!(expiry_keys(), 1, "packed when opened");
+    assert!(
+        store
+            .scan(Tree::Revocations, b"x/", None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // Listed by expiry bucket: forgotten once its bucket has passed.
+    clock.set(later + 1 + writ_store::EXPIRY_BUCKET_SECONDS);
     assert_eq!(engine.prune_revocations(clock.now(), 0).await.unwrap(), 2);
     assert!(!local(&engine, "t7").await);
 }

@@ -22,12 +22,15 @@ const OUTBOX: &[u8] = b"o/";
 /// The local index by expiry: pruning reads only what has expired.
 const EXPIRY: ExpiryOrder = ExpiryOrder {
     prefix: b"x/",
+    chunks: b"e/",
     entries: LOCAL,
 };
 /// Set in the `meta` tree once every local entry has its expiry key.
 const EXPIRY_INDEXED: &[u8] = b"revocations_expiry_indexed";
 /// Rows read per step of pruning and indexing.
 const PRUNE_PAGE: usize = 1000;
+/// Steps of one prune (each removes a page, or ends it): later ones wait for the next prune.
+const MAX_PRUNE_STEPS: usize = 10_000;
 /// Keys read per step of loading the revocation filter.
 const FILTER_PAGE: usize = 4096;
 
@@ -164,14 +167,16 @@ impl AuthorizationServer {
                 );
                 merged_here.insert(key, merged);
             }
-            for (key, merged) in &merged_here {
-                let old = stored_expiry.get(key).copied().flatten();
-                if old != Some(merged.expires_at) {
-                    if let Some(old) = old {
-                        batch = batch.remove(EXPIRY.key(old, key));
-                    }
-                    batch = batch.put(EXPIRY.key(merged.expires_at, key), Vec::new());
-                }
+            // Listed in expiry order where the expiry changed (an earlier listing stays:
+            // pruning checks the entry itself).
+            let listed = merged_here
+                .iter()
+                .filter(|(key, merged)| {
+                    stored_expiry.get(*key).copied().flatten() != Some(merged.expires_at)
+                })
+                .map(|(key, merged)| (key.as_slice(), merged.expires_at));
+            for (k, v) in EXPIRY.chunks(listed, &writ_token::random_bytes::<8>()) {
+                batch = batch.put(k, v);
             }
             // Keys new to the index are counted before they are written, so no check misses them.
             let new_keys: Vec<&[u8]> = stored_expiry
@@ -351,35 +356,29 @@ impl AuthorizationServer {
     pub(crate) async fn prune_revocations(&self, now: i64, margin: i64) -> Result<usize> {
         let mut removed = 0;
         // The local index in expiry order, from the oldest: only what has expired is read.
-        loop {
-            let page = self
-                .store
-                .scan(Tree::Revocations, EXPIRY.prefix, None, PRUNE_PAGE)
+        let cutoff = now - margin;
+        for _ in 0..MAX_PRUNE_STEPS {
+            let due = EXPIRY
+                .due(&*self.store, Tree::Revocations, cutoff, PRUNE_PAGE)
                 .await?;
-            let due: Vec<(Vec<u8>, i64, Vec<u8>)> = page
-                .iter()
-                .map_while(|(k, _)| {
-                    EXPIRY
-                        .parse(k)
-                        .filter(|(at, _)| at + margin < now)
-                        .map(|(at, local)| (k.clone(), at, local))
-                })
-                .collect();
             if due.is_empty() {
                 break;
             }
-            let keys: Vec<Vec<u8>> = due.iter().map(|(_, _, l)| l.clone()).collect();
+            let keys: Vec<Vec<u8>> = due.iter().flat_map(|d| d.entries.clone()).collect();
             let records = self.store.get_many(Tree::Revocations, &keys).await?;
             let mut batch = Batch::new();
-            let mut expired: Vec<&[u8]> = Vec::new();
-            for ((expiry, at, local), record) in due.iter().zip(records) {
-                batch = batch.remove(expiry.clone());
-                // Only if unchanged: a target revoked again meanwhile has a later expiry key.
+            for d in &due {
+                batch = batch.remove(d.key.clone());
+            }
+            let mut expired: HashSet<&[u8]> = HashSet::new();
+            for (local, record) in keys.iter().zip(records) {
+                // Only if still expired: a target revoked again meanwhile lives on, listed
+                // again later.
                 if let Some(v) = record
-                    && decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at == *at)
+                    && decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at < cutoff)
+                    && expired.insert(local)
                 {
                     batch = batch.expect(local.clone(), Some(v)).remove(local.clone());
-                    expired.push(local);
                 }
             }
             if !self.store.commit(Tree::Revocations, batch).await? {
@@ -390,9 +389,6 @@ impl AuthorizationServer {
                 f.removed(expired.iter().copied());
             }
             removed += expired.len();
-            if due.len() < page.len() || page.len() < PRUNE_PAGE {
-                break;
-            }
         }
         // The outbox holds only what the publisher has not delivered yet.
         let mut after: Option<Vec<u8>> = None;
@@ -462,32 +458,47 @@ impl AuthorizationServer {
         });
     }
 
-    /// Gives every local entry its expiry key, once per store (then marked in `meta`), for a
-    /// store written before the expiry order existed; replicas doing it at once write the same.
+    /// Lists every local entry in expiry order, once per store (then marked in `meta`), for a
+    /// store written before the expiry order existed (replicas doing it at once write the same);
+    /// then packs an earlier build's one-key-per-entry listings into chunks.
     pub(crate) async fn index_revocation_expiries(&self) -> Result<()> {
-        if self.store.get(Tree::Meta, EXPIRY_INDEXED).await?.is_some() {
-            return Ok(());
-        }
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .store
-                .scan(Tree::Revocations, LOCAL, after.as_deref(), PRUNE_PAGE)
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            let mut batch = Batch::new();
-            for (k, v) in &page {
-                if let Ok(r) = decode::<RevocationRecord>(v) {
-                    batch = batch.put(EXPIRY.key(r.expires_at, k), Vec::new());
+        if self.store.get(Tree::Meta, EXPIRY_INDEXED).await?.is_none() {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = self
+                    .store
+                    .scan(Tree::Revocations, LOCAL, after.as_deref(), PRUNE_PAGE)
+                    .await?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                let listed: Vec<(&[u8], i64)> = page
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        decode::<RevocationRecord>(v)
+                            .ok()
+                            .map(|r| (k.as_slice(), r.expires_at))
+                    })
+                    .collect();
+                let mut batch = Batch::new();
+                // Named after the page's last key: replicas indexing at once write the same.
+                for (k, v) in EXPIRY.chunks(listed, last) {
+                    batch = batch.put(k, v);
                 }
+                self.store.commit(Tree::Revocations, batch).await?;
             }
-            self.store.commit(Tree::Revocations, batch).await?;
+            self.store
+                .insert(Tree::Meta, EXPIRY_INDEXED, vec![1])
+                .await?;
+            self.store.durable().await?;
         }
-        self.store
-            .insert(Tree::Meta, EXPIRY_INDEXED, vec![1])
-            .await?;
-        self.store.durable().await?;
+        // Listings of an earlier build, one key per entry, into chunks.
+        let packed = EXPIRY.pack_legacy(&*self.store, Tree::Revocations).await?;
+        if packed > 0 {
+            tracing::info!(
+                packed,
+                "packed the revocation index's expiry order into chunks"
+            );
+        }
         Ok(())
     }
 

@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 use writ_store::{Batch, StoreError, Tree, decode, encode};
+
 use writ_token::RevocationEntry;
 
-use crate::record::{EntryRecord, Meta, index_key, log_key, merge};
+use crate::record::{EntryRecord, EventsRecord, Meta, events_key, index_key, merge};
 use crate::{EXPIRY, Event, HEAD_KEY, LogError, MAX_BATCH, RevocationLog};
 
 /// Attempts at the head's compare-and-swap (other replicas appending) before an append fails.
@@ -162,7 +163,7 @@ impl RevocationLog {
         for _ in 0..MAX_ATTEMPTS {
             let (meta, expected) = match Meta::read(&*self.store).await? {
                 Some((meta, bytes)) => (meta, Some(bytes)),
-                None => (Meta { head: 0, live: 0 }, None),
+                None => (Meta::new(0, 0), None),
             };
             let (mut next, mut live) = (meta.head + 1, meta.live);
             // Every index entry the batch may merge with, in one read.
@@ -177,6 +178,7 @@ impl RevocationLog {
             let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = keys.into_iter().zip(values).collect();
             let mut batch = Batch::new();
             let mut events = Vec::new();
+            let mut records = Vec::new();
             let mut in_batch: HashMap<Vec<u8>, (u64, RevocationEntry)> = HashMap::new();
             let mut answers = Vec::with_capacity(queued.len());
             for q in queued {
@@ -192,10 +194,9 @@ impl RevocationLog {
                 if result.is_ok() {
                     (next, live) = (plan.next, plan.live);
                     for (key, seq, merged) in plan.writes {
-                        let record = encode(&EntryRecord::new(&merged, seq));
-                        batch = batch
-                            .put(log_key(seq), record.clone())
-                            .put(key.clone(), record);
+                        let record = EntryRecord::new(&merged, seq);
+                        batch = batch.put(key.clone(), encode(&record));
+                        records.push(record);
                         in_batch.insert(key, (seq, merged.clone()));
                         events.push(Arc::new(Event {
                             sequence: seq,
@@ -208,25 +209,30 @@ impl RevocationLog {
             if events.is_empty() {
                 return Ok(answers);
             }
-            // The expiry order follows each entry's final version in this batch.
-            for (key, (_, merged)) in &in_batch {
-                let old = stored
-                    .get(key)
-                    .cloned()
-                    .flatten()
-                    .and_then(|b| decode::<EntryRecord>(&b).ok())
-                    .map(|r| r.expires_at);
-                if old != Some(merged.expires_at) {
-                    if let Some(old) = old {
-                        batch = batch.remove(EXPIRY.key(old, key));
-                    }
-                    batch = batch.put(EXPIRY.key(merged.expires_at, key), Vec::new());
-                }
-            }
             let head = next - 1;
+            // The batch's events under one key (sequences `meta.head + 1 ..= head`).
+            batch = batch.put(events_key(head), encode(&EventsRecord { events: records }));
+            // Each entry's final version in this batch is listed in expiry order, if its
+            // expiry changed (an earlier listing stays; pruning checks the entry itself).
+            let listed: Vec<(&[u8], i64)> = in_batch
+                .iter()
+                .filter(|(key, (_, merged))| {
+                    stored
+                        .get(*key)
+                        .cloned()
+                        .flatten()
+                        .and_then(|b| decode::<EntryRecord>(&b).ok())
+                        .map(|r| r.expires_at)
+                        != Some(merged.expires_at)
+                })
+                .map(|(key, (_, merged))| (key.as_slice(), merged.expires_at))
+                .collect();
+            for (k, v) in EXPIRY.chunks(listed, &head.to_be_bytes()) {
+                batch = batch.put(k, v);
+            }
             batch = batch
                 .expect(HEAD_KEY, expected)
-                .put(HEAD_KEY, Meta { head, live }.encode());
+                .put(HEAD_KEY, Meta::new(head, live).encode());
             if self.store.commit(Tree::RevocationLog, batch).await? {
                 self.written.fetch_max(head, Ordering::AcqRel);
                 let mut pending = self.pending.lock();
@@ -270,25 +276,10 @@ impl RevocationLog {
             // Another replica's: read from the store, up to this process's next own event.
             let until = own.range(next..).next().map_or(upto, |(s, _)| s - 1);
             let limit = (until - next + 1).min(4096) as usize;
-            let rows = self
-                .store
-                .scan(
-                    Tree::RevocationLog,
-                    crate::LOG,
-                    Some(&log_key(next - 1)),
-                    limit,
-                )
-                .await?;
-            let mut progressed = false;
-            for (k, v) in rows {
-                let seq = crate::record::seq_of(&k)?;
-                if seq != next || seq > until {
-                    break;
-                }
-                events.push(Arc::new(decode::<EntryRecord>(&v)?.event()?));
-                next += 1;
-                progressed = true;
-            }
+            let stored = self.stored(next - 1, until, limit).await?;
+            let progressed = !stored.is_empty();
+            next += stored.len() as u64;
+            events.extend(stored);
             if !progressed {
                 // Pruned before this process read it (a reader there needs a snapshot): the
                 // ring starts again after the gap.

@@ -30,11 +30,15 @@ pub use error::{ERROR_DOMAIN, LogError};
 use append::Queued;
 use record::Meta;
 
+/// Events, one key each, as builds before batches wrote them (packed when opened).
 const LOG: &[u8] = b"l/";
+/// Events, one key per committed batch, under the batch's last sequence.
+const EVENTS: &[u8] = b"b/";
 const INDEX: &[u8] = b"i/";
 /// The live index by expiry: pruning reads only what has expired.
 const EXPIRY: writ_store::ExpiryOrder = writ_store::ExpiryOrder {
     prefix: b"x/",
+    chunks: b"e/",
     entries: INDEX,
 };
 /// Present once every index entry has its expiry key (stores written before it are indexed
@@ -115,6 +119,8 @@ impl RevocationLog {
             Some((meta, _)) => meta,
             None => Meta::recover(&*store).await?,
         };
+        // After the head is recovered (from legacy keys, for a log older still).
+        record::pack_events(&*store).await?;
         let low = read_low(&*store).await?;
         prune::index_expiries(&*store).await?;
         let (committed, _) = watch::channel(meta.head);

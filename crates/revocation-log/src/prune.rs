@@ -3,24 +3,40 @@
 
 use std::sync::atomic::Ordering;
 
-use writ_store::{AsyncStore, Batch, StoreError, Tree, decode};
+use writ_store::{AsyncStore, Batch, Tree, decode, encode};
 
-use crate::record::{EntryRecord, Meta, log_key, seq_of};
-use crate::{EXPIRY, EXPIRY_INDEXED, HEAD_KEY, INDEX, LOG, LOW_KEY, LogError, RevocationLog};
+use crate::record::{EntryRecord, EventsRecord, Meta, events_key};
+use crate::{EVENTS, EXPIRY, EXPIRY_INDEXED, HEAD_KEY, INDEX, LOW_KEY, LogError, RevocationLog};
 
 /// Rows read per step of pruning and of indexing.
 const PAGE: usize = 1000;
+/// Steps of one prune (each removes a page, or ends it): later ones wait for the next prune.
+const MAX_STEPS: usize = 10_000;
+/// Stored batches read per step of truncation.
+const TRUNCATE_PAGE: usize = 16;
 
-/// Gives every live index entry its expiry key, once, for a log written before the expiry order
-/// existed (idempotent: replicas opening at once write the same keys).
+/// Lists every live index entry in expiry order, once, for a log written before the expiry
+/// order existed (idempotent: replicas opening at once write the same chunks); then packs an
+/// earlier build's one-key-per-entry listings into chunks.
 pub(crate) async fn index_expiries(store: &dyn AsyncStore) -> Result<(), LogError> {
     if store
         .get(Tree::RevocationLog, EXPIRY_INDEXED)
         .await?
-        .is_some()
+        .is_none()
     {
-        return Ok(());
+        index_all(store).await?;
     }
+    let packed = EXPIRY.pack_legacy(store, Tree::RevocationLog).await?;
+    if packed > 0 {
+        tracing::info!(
+            packed,
+            "packed the revocation log's expiry order into chunks"
+        );
+    }
+    Ok(())
+}
+
+async fn index_all(store: &dyn AsyncStore) -> Result<(), LogError> {
     let mut after: Option<Vec<u8>> = None;
     let mut indexed = 0usize;
     loop {
@@ -29,12 +45,19 @@ pub(crate) async fn index_expiries(store: &dyn AsyncStore) -> Result<(), LogErro
             .await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
-        let mut batch = Batch::new();
         // An unreadable record is left alone, as pruning always left it (its appends fail).
-        for (k, v) in &page {
-            if let Ok(record) = decode::<EntryRecord>(v) {
-                batch = batch.put(EXPIRY.key(record.expires_at, k), Vec::new());
-            }
+        let listed: Vec<(&[u8], i64)> = page
+            .iter()
+            .filter_map(|(k, v)| {
+                decode::<EntryRecord>(v)
+                    .ok()
+                    .map(|r| (k.as_slice(), r.expires_at))
+            })
+            .collect();
+        let mut batch = Batch::new();
+        // Named after the page's last key: replicas indexing at once write the same chunks.
+        for (k, v) in EXPIRY.chunks(listed, last) {
+            batch = batch.put(k, v);
         }
         indexed += page.len();
         store.commit(Tree::RevocationLog, batch).await?;
@@ -63,82 +86,88 @@ impl RevocationLog {
         let cutoff = now - self.config.prune_margin;
         let mut removed_index = 0;
         // In expiry order, from the oldest: only what has expired is read.
-        loop {
-            let page = self
-                .store
-                .scan(Tree::RevocationLog, EXPIRY.prefix, None, PAGE)
+        for _ in 0..MAX_STEPS {
+            let due = EXPIRY
+                .due(&*self.store, Tree::RevocationLog, cutoff, PAGE)
                 .await?;
-            let mut due = Vec::new();
-            for (k, _) in &page {
-                let (at, index) = EXPIRY.parse(k).ok_or(StoreError::Corrupt)?;
-                if at >= cutoff {
-                    break;
-                }
-                due.push((k.clone(), at, index));
-            }
             if due.is_empty() {
                 break;
             }
-            let keys: Vec<Vec<u8>> = due.iter().map(|(_, _, i)| i.clone()).collect();
+            let keys: Vec<Vec<u8>> = due.iter().flat_map(|d| d.entries.clone()).collect();
             let records = self.store.get_many(Tree::RevocationLog, &keys).await?;
-            // Only if unchanged (an entry renewed meanwhile has a later expiry key and stays),
+            // Only if still expired (an entry renewed meanwhile lives on, listed again later),
             // and with the live count: a compare-and-swap on the head's record, like an
             // append's. A conflict leaves the rest to the next prune.
             let Some((meta, bytes)) = Meta::read(&*self.store).await? else {
                 break;
             };
             let mut batch = Batch::new();
+            for d in &due {
+                batch = batch.remove(d.key.clone());
+            }
             let mut expired = 0u64;
-            for ((expiry, at, index), record) in due.iter().zip(records) {
-                batch = batch.remove(expiry.clone());
+            let mut seen = std::collections::HashSet::new();
+            for (index, record) in keys.iter().zip(records) {
                 if let Some(v) = record
-                    && decode::<EntryRecord>(&v).is_ok_and(|r| r.expires_at == *at)
+                    && decode::<EntryRecord>(&v).is_ok_and(|r| r.expires_at < cutoff)
+                    && seen.insert(index)
                 {
                     batch = batch.expect(index.clone(), Some(v)).remove(index.clone());
                     expired += 1;
                 }
             }
             let live = meta.live.saturating_sub(expired);
-            let batch = batch.expect(HEAD_KEY, Some(bytes)).put(
-                HEAD_KEY,
-                Meta {
-                    head: meta.head,
-                    live,
-                }
-                .encode(),
-            );
+            let batch = batch
+                .expect(HEAD_KEY, Some(bytes))
+                .put(HEAD_KEY, Meta::new(meta.head, live).encode());
             if !self.store.commit(Tree::RevocationLog, batch).await? {
                 break;
             }
             self.live.store(live, std::sync::atomic::Ordering::Release);
             removed_index += expired;
-            if due.len() < page.len() || page.len() < PAGE {
-                break;
-            }
         }
 
         let head = self.head();
         let floor = head.saturating_sub(self.config.max_retained) + 1;
         let mut low = self.low();
         let mut removed_log = 0;
-        loop {
+        // Only a contiguous prefix goes, so the log stays [low, head]: whole batches, and the
+        // front of the batch where it stops (rewritten under the same key).
+        'truncating: for _ in 0..MAX_STEPS {
             let rows = self
                 .store
-                .scan(Tree::RevocationLog, LOG, Some(&log_key(low - 1)), 1000)
+                .scan(
+                    Tree::RevocationLog,
+                    EVENTS,
+                    Some(&events_key(low - 1)),
+                    TRUNCATE_PAGE,
+                )
                 .await?;
             let mut batch = Batch::new();
             let mut new_low = low;
-            let mut done = rows.len() < 1000;
+            let mut done = rows.len() < TRUNCATE_PAGE;
             for (k, v) in &rows {
-                let seq = seq_of(k)?;
-                let expired = decode::<EntryRecord>(v)?.expires_at < cutoff;
-                // Only a contiguous prefix goes, so the log stays [low, head].
-                if seq > head || !(expired || seq < floor) {
-                    done = true;
-                    break;
+                let mut events = decode::<EventsRecord>(v)?.events;
+                let gone = events
+                    .iter()
+                    .take_while(|e| {
+                        e.sequence < new_low
+                            || (e.sequence <= head && (e.expires_at < cutoff || e.sequence < floor))
+                    })
+                    .count();
+                if let Some(last) = events.get(..gone).and_then(|g| g.last()) {
+                    new_low = new_low.max(last.sequence + 1);
                 }
-                batch = batch.remove(k.clone());
-                new_low = seq + 1;
+                if gone == events.len() {
+                    batch = batch.remove(k.clone());
+                    continue;
+                }
+                if gone > 0 {
+                    events.drain(..gone);
+                    batch = batch.put(k.clone(), encode(&EventsRecord { events }));
+                }
+                done = true;
+                break;
             }
             if new_low > low {
                 self.truncate(batch, new_low).await?;
@@ -146,7 +175,7 @@ impl RevocationLog {
                 low = new_low;
             }
             if done {
-                break;
+                break 'truncating;
             }
         }
         if removed_index + removed_log > 0 {

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use writ_store::{Tree, decode};
 use writ_token::{RevocationKind, TokenFacts};
 
-use crate::record::{EntryRecord, index_key, log_key, seq_of};
-use crate::{Event, INDEX, LOG, LogError, RevocationLog};
+use crate::record::{EntryRecord, EventsRecord, events_key, index_key};
+use crate::{EVENTS, Event, INDEX, LogError, RevocationLog};
+
+/// Stored batches read per step.
+const BATCHES_PER_READ: usize = 4;
 
 impl RevocationLog {
     /// Which entry of the live index, if any, revokes a token (the service checks its own
@@ -57,21 +60,53 @@ impl RevocationLog {
                     .collect());
             }
         }
-        let rows = self
-            .store
-            .scan(Tree::RevocationLog, LOG, Some(&log_key(after)), limit)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (expected, (k, v)) in (after + 1..).zip(rows) {
-            let seq = seq_of(&k)?;
-            if seq > head {
+        let events = self.stored(after, head, limit).await?;
+        if events.is_empty() {
+            // Truncated underneath us: the reader needs a snapshot.
+            return Err(LogError::Truncated);
+        }
+        Ok(events)
+    }
+
+    /// Stored events from `after + 1` on, in order and without a gap, up to `upto` and at most
+    /// `limit`; empty if `after + 1` is no longer stored (truncated).
+    pub(crate) async fn stored(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, LogError> {
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        // The first batch whose last event is at or after `next`.
+        let mut cursor = events_key(after);
+        // Every batch read holds at least one event wanted, or ends the read.
+        for _ in 0..limit.max(1) {
+            if next > upto || out.len() >= limit {
                 break;
             }
-            if seq != expected {
-                // Truncated underneath us: the reader needs a snapshot.
-                return Err(LogError::Truncated);
+            let rows = self
+                .store
+                .scan(Tree::RevocationLog, EVENTS, Some(&cursor), BATCHES_PER_READ)
+                .await?;
+            let Some((last, _)) = rows.last() else { break };
+            cursor = last.clone();
+            for (_, v) in &rows {
+                for record in decode::<EventsRecord>(v)?.events {
+                    if record.sequence < next {
+                        continue;
+                    }
+                    if record.sequence != next || next > upto || out.len() >= limit {
+                        // A gap (truncated) or enough.
+                        return Ok(out);
+                    }
+                    out.push(Arc::new(record.event()?));
+                    next += 1;
+                }
             }
-            out.push(Arc::new(decode::<EntryRecord>(&v)?.event()?));
+            if rows.len() < BATCHES_PER_READ {
+                break;
+            }
         }
         Ok(out)
     }

@@ -1,9 +1,9 @@
 //! How the log stores events and its live index: versioned records under ordered keys.
 
-use writ_store::{AsyncStore, Batch, StoreError, Tree};
+use writ_store::{AsyncStore, Batch, StoreError, Tree, decode, encode};
 use writ_token::{RevocationEntry, RevocationKind};
 
-use crate::{Event, HEAD_KEY, INDEX, LOG, LOW_KEY};
+use crate::{EVENTS, Event, HEAD_KEY, INDEX, LOG, LOW_KEY};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct EntryRecord {
@@ -56,6 +56,28 @@ impl EntryRecord {
     }
 }
 
+/// Consecutive events committed in one batch, stored under the sequence of the last
+/// ([`events_key`]): a reader seeks to the first key at or after the sequence it wants.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct EventsRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) events: Vec<EntryRecord>,
+}
+
+impl writ_store::Record for EventsRecord {
+    const TREE: Tree = Tree::RevocationLog;
+}
+
+/// The key of the stored batch whose last event is `last`.
+pub(crate) fn events_key(last: u64) -> Vec<u8> {
+    let mut k = EVENTS.to_vec();
+    k.extend_from_slice(&last.to_be_bytes());
+    k
+}
+
+/// A legacy event's key (one per event, as builds before batches wrote them; tests write them
+/// to play an older log).
+#[cfg(test)]
 pub(crate) fn log_key(seq: u64) -> Vec<u8> {
     let mut k = LOG.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
@@ -95,25 +117,59 @@ pub(crate) fn merge(old: &RevocationEntry, new: &RevocationEntry) -> RevocationE
     }
 }
 
-/// The log's head and live count, as stored under [`HEAD_KEY`] (two big-endian u64).
+/// The log's head and live count, as stored under [`HEAD_KEY`]: two big-endian u64, then the
+/// format of the events (absent: one key per event, [`LEGACY_FORMAT`]). The third word is what
+/// fences an older build off a log whose events it could not read: it takes the head for
+/// corrupt and refuses to open or append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Meta {
     pub(crate) head: u64,
     pub(crate) live: u64,
+    pub(crate) format: u64,
 }
 
+/// One key per event (`l/`).
+pub(crate) const LEGACY_FORMAT: u64 = 1;
+/// One key per committed batch (`b/`).
+pub(crate) const FORMAT: u64 = 2;
+
 impl Meta {
+    pub(crate) fn new(head: u64, live: u64) -> Self {
+        Meta {
+            head,
+            live,
+            format: FORMAT,
+        }
+    }
+
+    /// Always in the current format: whoever writes the head writes batches.
     pub(crate) fn encode(self) -> Vec<u8> {
         let mut v = self.head.to_be_bytes().to_vec();
         v.extend_from_slice(&self.live.to_be_bytes());
+        v.extend_from_slice(&FORMAT.to_be_bytes());
         v
     }
 
     fn decode(v: &[u8]) -> Result<Self, StoreError> {
-        let (head, live) = v.split_at_checked(8).ok_or(StoreError::Corrupt)?;
+        let word = |i: usize| -> Result<u64, StoreError> {
+            v.get(i * 8..(i + 1) * 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or(StoreError::Corrupt)
+        };
+        let format = match v.len() {
+            16 => LEGACY_FORMAT,
+            24 => word(2)?,
+            _ => return Err(StoreError::Corrupt),
+        };
+        if format != LEGACY_FORMAT && format != FORMAT {
+            // Written by a newer build.
+            return Err(StoreError::Corrupt);
+        }
         Ok(Meta {
-            head: u64::from_be_bytes(head.try_into().map_err(|_| StoreError::Corrupt)?),
-            live: u64::from_be_bytes(live.try_into().map_err(|_| StoreError::Corrupt)?),
+            head: word(0)?,
+            live: word(1)?,
+            format,
         })
     }
 
@@ -151,10 +207,15 @@ impl Meta {
             after = Some(k.clone());
             live += page.len() as u64;
         }
-        let meta = Meta { head, live };
-        let batch = Batch::new()
-            .expect(HEAD_KEY, None)
-            .put(HEAD_KEY, meta.encode());
+        // Stored in the legacy format: the events are still one key each until packed.
+        let meta = Meta {
+            head,
+            live,
+            format: LEGACY_FORMAT,
+        };
+        let mut bytes = head.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&live.to_be_bytes());
+        let batch = Batch::new().expect(HEAD_KEY, None).put(HEAD_KEY, bytes);
         if store.commit(Tree::RevocationLog, batch).await? {
             store.durable().await?;
             return Ok(meta);
@@ -162,6 +223,55 @@ impl Meta {
         // Another process stored it first.
         Ok(Meta::read(store).await?.ok_or(StoreError::Corrupt)?.0)
     }
+}
+
+/// Packs a log written one key per event (an earlier build) into one key per batch of up to a
+/// thousand, then stores the head in the current format, which fences older builds off: they
+/// read it as corrupt and neither open nor append. The head is read before packing and
+/// expected unchanged after it, so an older replica appending meanwhile sends it round again.
+/// Replicas packing at once expect every key they move, so each event moves once.
+pub(crate) async fn pack_events(store: &dyn AsyncStore) -> Result<(), StoreError> {
+    const PAGE: usize = 1000;
+    for _ in 0..64 {
+        let Some((meta, bytes)) = Meta::read(store).await? else {
+            // A new log: its first append writes the current format.
+            return Ok(());
+        };
+        if meta.format == FORMAT {
+            return Ok(());
+        }
+        let mut packed = 0u64;
+        // Bounded by the events there are: each round moves a page, or another replica did.
+        for _ in 0..=meta.head / PAGE as u64 * 2 + 2 {
+            let page = store.scan(Tree::RevocationLog, LOG, None, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            let last = seq_of(last)?;
+            let mut batch = Batch::new();
+            let mut events = Vec::with_capacity(page.len());
+            for (k, v) in &page {
+                events.push(decode::<EntryRecord>(v)?);
+                batch = batch.expect(k.clone(), Some(v.clone())).remove(k.clone());
+            }
+            let batch = batch.put(events_key(last), encode(&EventsRecord { events }));
+            if store.commit(Tree::RevocationLog, batch).await? {
+                packed += page.len() as u64;
+            }
+        }
+        let batch = Batch::new()
+            .expect(HEAD_KEY, Some(bytes))
+            .put(HEAD_KEY, meta.encode());
+        if store.commit(Tree::RevocationLog, batch).await? {
+            store.durable().await?;
+            tracing::info!(
+                packed,
+                "packed the revocation log's events one key per batch"
+            );
+            return Ok(());
+        }
+    }
+    Err(StoreError::Io(
+        "the revocation log kept changing while it was packed; retry".to_owned(),
+    ))
 }
 
 async fn last_log_key(store: &dyn AsyncStore) -> Result<Option<u64>, StoreError> {

@@ -291,7 +291,11 @@ async fn pruning_forgets_expired_entries_and_truncates_the_front_of_the_log() {
         (0, 0),
         "nothing has expired yet"
     );
-    let (index, events) = log.prune(NOW + 20).await.unwrap();
+    // The expiry order lists entries by bucket: the index forgets them once the bucket ends.
+    let (index, events) = log
+        .prune(NOW + 10 + writ_store::EXPIRY_BUCKET_SECONDS)
+        .await
+        .unwrap();
     assert_eq!(index, 3);
     assert_eq!(
         events, 2,
@@ -349,19 +353,26 @@ async fn pruning_follows_renewals_and_reads_only_what_expired() {
         writ_store::Store::scan(
             &*store,
             Tree::RevocationLog,
-            crate::EXPIRY.prefix,
+            crate::EXPIRY.chunks,
             None,
             100_000,
         )
         .unwrap()
         .len()
     };
-    assert_eq!(expiry_keys().await, 2511, "one expiry key per live entry");
+    assert_eq!(
+        expiry_keys().await,
+        6,
+        "one chunk per batch and expiry bucket: three early, two renewals, one late"
+    );
 
-    let (index, _) = log.prune(NOW + 20).await.unwrap();
+    let (index, _) = log
+        .prune(NOW + 20 + writ_store::EXPIRY_BUCKET_SECONDS)
+        .await
+        .unwrap();
     assert_eq!(index, 2499, "every early entry but the renewed one");
     assert_eq!(log.live_count(), 12);
-    assert_eq!(expiry_keys().await, 12);
+    assert_eq!(expiry_keys().await, 3);
     let revoked = |value: &'static str| {
         let log = log.clone();
         async move {
@@ -410,7 +421,7 @@ async fn a_log_written_before_the_expiry_order_is_indexed_when_opened() {
     for (k, _) in writ_store::Store::scan(
         &*store,
         Tree::RevocationLog,
-        crate::EXPIRY.prefix,
+        crate::EXPIRY.chunks,
         None,
         100,
     )
@@ -423,7 +434,13 @@ async fn a_log_written_before_the_expiry_order_is_indexed_when_opened() {
     let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
         .await
         .unwrap();
-    assert_eq!(log.prune(NOW + 20).await.unwrap().0, 1);
+    assert_eq!(
+        log.prune(NOW + 20 + writ_store::EXPIRY_BUCKET_SECONDS)
+            .await
+            .unwrap()
+            .0,
+        1
+    );
     assert_eq!(log.live_count(), 1);
 }
 
@@ -606,4 +623,167 @@ async fn a_batch_never_carries_more_than_max_batch_entries() {
     let m = MAX_BATCH as u64;
     assert_eq!(lasts, [m, 2 * m, 3 * m]);
     assert_eq!(log.head(), 3 * m);
+}
+
+#[tokio::test]
+async fn truncation_cuts_a_stored_batch_at_its_first_live_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let config = LogConfig {
+        ring: 2,
+        prune_margin: 0,
+        ..LogConfig::default()
+    };
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
+        .await
+        .unwrap();
+    // One batch: three short-lived entries, a long-lived one, two more short-lived ones.
+    let batch = [
+        entry(RevocationKind::TokenId, "s1", NOW + 10),
+        entry(RevocationKind::TokenId, "s2", NOW + 10),
+        entry(RevocationKind::TokenId, "s3", NOW + 10),
+        entry(RevocationKind::TokenId, "long", NOW + 1000),
+        entry(RevocationKind::TokenId, "s4", NOW + 10),
+    ];
+    log.append(&batch, NOW).await.unwrap();
+    log.append(&[entry(RevocationKind::TokenId, "s5", NOW + 10)], NOW)
+        .await
+        .unwrap();
+    let stored = || {
+        writ_store::Store::scan(&*store, Tree::RevocationLog, crate::EVENTS, None, 100)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stored(), 2, "one key per committed batch");
+    let (_, events) = log.prune(NOW + 20).await.unwrap();
+    assert_eq!(events, 3, "the expired front of the first batch");
+    assert_eq!(log.low(), 4);
+    assert_eq!(
+        stored(),
+        2,
+        "the first batch rewritten from its first live event"
+    );
+    assert!(matches!(log.read(2, 10).await, Err(LogError::Truncated)));
+    let seqs: Vec<u64> = log
+        .read(3, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(
+        seqs,
+        [4, 5, 6],
+        "from the store, across batches (the ring holds two)"
+    );
+    assert_eq!(
+        log.read(4, 1).await.unwrap()[0].entry.value,
+        "s4",
+        "a read starting inside a batch"
+    );
+
+    // Once the long-lived entry expires, everything up to the head goes, batch by batch.
+    let (_, events) = log.prune(NOW + 2000).await.unwrap();
+    assert_eq!((events, log.low(), stored()), (3, 7, 0));
+    drop(log);
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
+        .await
+        .unwrap();
+    assert_eq!(
+        (log.head(), log.low()),
+        (6, 7),
+        "the empty log keeps its place"
+    );
+}
+
+#[tokio::test]
+async fn a_log_written_one_key_per_event_is_packed_when_opened_and_fences_older_builds() {
+    use writ_store::{Batch, Store, encode};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    // As a build before batches left it: 2,500 events one key each, the head in two words, the
+    // expiry order one key per entry, and an expired event pruned from the front.
+    let mut batch = Batch::new()
+        .put(crate::EXPIRY_INDEXED, Vec::new())
+        .put(crate::LOW_KEY, 2u64.to_be_bytes().to_vec());
+    let mut head = 2500u64.to_be_bytes().to_vec();
+    head.extend_from_slice(&2499u64.to_be_bytes());
+    batch = batch.put(crate::HEAD_KEY, head);
+    for seq in 2..=2500u64 {
+        let e = entry(RevocationKind::TokenId, &format!("j{seq}"), NOW + 1000);
+        let record = encode(&crate::record::EntryRecord::new(&e, seq));
+        let index = index_key(e.kind, "", &e.value);
+        batch = batch
+            .put(crate::record::log_key(seq), record.clone())
+            .put(crate::EXPIRY.key(e.expires_at, &index), Vec::new())
+            .put(index, record);
+    }
+    assert!(store.commit(Tree::RevocationLog, batch).unwrap());
+
+    let config = LogConfig {
+        ring: 16,
+        prune_margin: 0,
+        ..LogConfig::default()
+    };
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
+        .await
+        .unwrap();
+    let keys = |prefix: &[u8]| {
+        store
+            .scan(Tree::RevocationLog, prefix, None, 100_000)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(keys(crate::LOG), 0, "every event moved");
+    assert_eq!(keys(crate::EVENTS), 3, "a thousand events per key");
+    assert_eq!(
+        (keys(crate::EXPIRY.prefix), keys(crate::EXPIRY.chunks)),
+        (0, 3)
+    );
+    assert_eq!(
+        store
+            .get(Tree::RevocationLog, crate::HEAD_KEY)
+            .unwrap()
+            .map(|v| v.len()),
+        Some(24),
+        "the head in the current format: an older build reads it as corrupt"
+    );
+    assert_eq!((log.head(), log.low(), log.live_count()), (2500, 2, 2499));
+    let all: Vec<u64> = log
+        .read(1, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(all, (2..=2500).collect::<Vec<_>>());
+    assert!(matches!(log.read(0, 10).await, Err(LogError::Truncated)));
+
+    // Appends go on from the head, and the old events and new ones read as one log.
+    let next = log
+        .append(&[entry(RevocationKind::TokenId, "new", NOW + 10)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(next, 2501);
+    let seqs: Vec<u64> = log
+        .read(999, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(seqs, [1000, 1001, 1002], "across a packed page's end");
+    // Everything expires: the packed listings prune as the new ones do.
+    assert_eq!(
+        log.prune(NOW + 2000).await.unwrap(),
+        (2500, 2500),
+        "every entry, and every event"
+    );
+    assert_eq!(keys(crate::EXPIRY.chunks), 0);
+    drop(log);
+    // Opening again is a no-op.
+    let log = RevocationLog::open(Arc::new(writ_store::Ready(store.clone())), config)
+        .await
+        .unwrap();
+    assert_eq!((log.head(), log.low(), log.live_count()), (2501, 2502, 0));
 }

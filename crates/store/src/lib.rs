@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use error::StoreError;
-pub use expiry::ExpiryOrder;
+pub use expiry::{Due, EXPIRY_BUCKET_SECONDS, ExpiryOrder};
 pub use record::{Record, decode, encode};
 pub use sled_store::{SledConfig, SledStore};
 
