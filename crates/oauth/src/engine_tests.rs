@@ -415,3 +415,108 @@ async fn a_check_reads_the_revocation_index_only_when_an_entry_may_apply() {
     assert!(local(&engine, "later").await);
     assert_eq!(filter.len(), 1);
 }
+
+/// A revocation log that holds nothing (the test delivers by hand).
+#[derive(Debug)]
+struct EmptyLog;
+
+impl writ_token::RevocationCheck for EmptyLog {
+    fn revoked(
+        &self,
+        _: &writ_token::TokenFacts<'_>,
+    ) -> std::result::Result<Option<writ_token::RevocationKind>, writ_token::Unvouched> {
+        Ok(None)
+    }
+}
+
+/// With the revocation log in this process, token-id revocations are recorded in the outbox
+/// alone: answered from memory from the moment they are acknowledged, across a restart, until
+/// delivered; never written to the local index. Cut-offs stay in the index, and so does
+/// whatever was recorded before the log was followed.
+#[tokio::test]
+async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
+    let store = Arc::new(Failing::new(true));
+    let clock = writ_token::ManualClock::starting_now();
+    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
+    let open = || async {
+        AuthorizationServer::open(
+            Arc::new(writ_store::Ready(store.clone() as Arc<dyn Store>)),
+            Config::new("https://as.test"),
+            Arc::new(clock.clone()),
+            kek.clone(),
+        )
+        .await
+        .unwrap()
+        .0
+    };
+    let now = clock.now();
+    let entry = |kind, value: &str| writ_token::RevocationEntry {
+        kind,
+        value: value.to_owned(),
+        issuer: String::new(),
+        expires_at: now + 600,
+        not_before: if kind == writ_token::RevocationKind::Subject {
+            now
+        } else {
+            0
+        },
+        reason: String::new(),
+    };
+    use writ_token::RevocationKind::{Subject, TokenId};
+    let index_keys = || {
+        store
+            .scan(Tree::Revocations, b"r/", None, 100)
+            .unwrap()
+            .len()
+    };
+
+    let engine = open().await;
+    engine
+        .admin_revoke(vec![entry(TokenId, "before")])
+        .await
+        .unwrap();
+    assert_eq!(index_keys(), 1, "before the log is followed: in the index");
+    engine.follow_log(Arc::new(EmptyLog));
+    engine
+        .admin_revoke(vec![
+            entry(TokenId, "t1"),
+            entry(TokenId, "t2"),
+            entry(Subject, "alice"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        index_keys(),
+        2,
+        "the cut-off is indexed, the token ids are not"
+    );
+    assert!(local(&engine, "t1").await && local(&engine, "t2").await);
+    assert!(
+        engine.is_revoked(Subject, "alice", now - 1).await.unwrap(),
+        "the cut-off applies"
+    );
+    assert_eq!(engine.undelivered.as_ref().unwrap().len(), 2);
+
+    // A restart: the outbox still holds them, and they are answered before the log is wired.
+    drop(engine);
+    let engine = open().await;
+    assert!(local(&engine, "t1").await && local(&engine, "t2").await);
+    assert_eq!(
+        engine.undelivered.as_ref().unwrap().len(),
+        3,
+        "every queued token id, indexed or not"
+    );
+    engine.follow_log(Arc::new(EmptyLog));
+
+    // Delivered: the log answers for them from now on (this one holds nothing).
+    let queued = engine.outbox(100).await.unwrap();
+    assert_eq!(queued.len(), 4, "every entry is published, indexed or not");
+    let keys: Vec<Vec<u8>> = queued.into_iter().map(|(k, _)| k).collect();
+    engine.outbox_done(&keys).await.unwrap();
+    assert!(!local(&engine, "t1").await && !local(&engine, "t2").await);
+    assert!(
+        local(&engine, "before").await,
+        "the index keeps what it holds"
+    );
+    assert_eq!(engine.undelivered.as_ref().unwrap().len(), 0);
+}

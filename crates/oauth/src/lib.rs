@@ -22,6 +22,7 @@ mod secrets;
 mod synthetic;
 mod throttle;
 mod types;
+mod undelivered;
 mod users;
 
 use std::sync::Arc;
@@ -140,6 +141,11 @@ pub struct AuthorizationServer {
     /// Key ids revoked in the store, as last reloaded (see [`Self::trusted_keys`]).
     revoked_key_ids: parking_lot::RwLock<Arc<std::collections::HashSet<String>>>,
     outbox_ready: tokio::sync::Notify,
+    /// Woken when the publisher has delivered (see [`Self::record_revocations`]'s backpressure).
+    outbox_drained: tokio::sync::Notify,
+    /// A recording waited the longest for the backlog since the last delivery: the next ones
+    /// do not wait.
+    backlog_stalled: std::sync::atomic::AtomicBool,
     /// Bumped whenever a key id is revoked: invalidates `trusted`.
     key_revocations: std::sync::atomic::AtomicU64,
     trusted: parking_lot::Mutex<Option<TrustedKeys>>,
@@ -149,6 +155,12 @@ pub struct AuthorizationServer {
     feed: std::sync::OnceLock<Arc<dyn writ_token::AsyncRevocationCheck>>,
     /// What the local revocation index may hold, when this process is its only writer.
     revocation_filter: Option<Arc<revocation_filter::RevocationFilter>>,
+    /// Outbox entries not yet delivered, by target, when this process is the store's only
+    /// writer.
+    undelivered: Option<undelivered::Undelivered>,
+    /// Set once the revocation log runs in this process ([`Self::follow_log`]): entries it keeps
+    /// as long as the local index would are left to it.
+    leave_to_log: std::sync::atomic::AtomicBool,
     /// Permits for concurrent password checks, and how many wait for one.
     password_checks: Arc<tokio::sync::Semaphore>,
     password_waiting: std::sync::atomic::AtomicUsize,
@@ -246,11 +258,15 @@ impl AuthorizationServer {
             revoked_key_ids: Default::default(),
             client_cache: Default::default(),
             outbox_ready: tokio::sync::Notify::new(),
+            outbox_drained: tokio::sync::Notify::new(),
+            backlog_stalled: std::sync::atomic::AtomicBool::new(false),
             key_revocations: std::sync::atomic::AtomicU64::new(0),
             trusted: parking_lot::Mutex::new(None),
             throttle: throttle::Throttle::new(config.throttle),
             feed: std::sync::OnceLock::new(),
             revocation_filter: store.exclusive().then(Default::default),
+            undelivered: store.exclusive().then(Default::default),
+            leave_to_log: std::sync::atomic::AtomicBool::new(false),
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_password_checks.max(1),
             )),
@@ -268,6 +284,7 @@ impl AuthorizationServer {
         server.index_exchange_policies().await?;
         server.index_revocation_expiries().await?;
         server.load_revocation_filter();
+        server.load_undelivered().await?;
         // Another replica changed a client: forget what this one cached.
         if let Some(mut changes) = server.store.changes(writ_store::Tree::Clients) {
             let cache = Arc::downgrade(&server.client_cache);
@@ -292,6 +309,20 @@ impl AuthorizationServer {
     /// once; a feed that cannot vouch makes introspection fail closed (`temporarily_unavailable`).
     pub fn follow_feed(&self, feed: Arc<dyn writ_token::AsyncRevocationCheck>) {
         let _ = self.feed.set(feed);
+    }
+
+    /// [`follow_feed`](Self::follow_feed) with the revocation log running in this process, the
+    /// outbox's destination. On a store only this process writes, token-id and Biscuit
+    /// revocations are then recorded in the outbox alone, not also in the local index: the
+    /// outbox's undelivered entries are known in memory, and the log, consulted by every check
+    /// that consults this server's index (introspection; the STS in this process), holds each
+    /// once delivered, at least as long. (On a shared store the index keeps everything.)
+    pub fn follow_log(&self, log: Arc<dyn writ_token::AsyncRevocationCheck>) {
+        self.follow_feed(log);
+        if self.undelivered.is_some() {
+            self.leave_to_log
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     pub fn now(&self) -> UnixTime {

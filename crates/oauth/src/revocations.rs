@@ -31,6 +31,11 @@ const EXPIRY_INDEXED: &[u8] = b"revocations_expiry_indexed";
 const PRUNE_PAGE: usize = 1000;
 /// Steps of one prune (each removes a page, or ends it): later ones wait for the next prune.
 const MAX_PRUNE_STEPS: usize = 10_000;
+/// Entries left to the log and not yet delivered past which a recording waits (about 50 bytes
+/// of memory each, and an outbox key each in the store).
+const MAX_UNDELIVERED: usize = 20_000;
+/// Longest a recording waits for the backlog to shrink.
+const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Keys read per step of loading the revocation filter.
 const FILTER_PAGE: usize = 4096;
 
@@ -69,6 +74,26 @@ fn outbox_key() -> Vec<u8> {
     k.extend_from_slice(&nanos.to_be_bytes());
     k.extend_from_slice(&writ_token::random_bytes::<8>());
     k
+}
+
+/// Kinds whose entries the local index may leave to a revocation log in this process (see
+/// [`AuthorizationServer::follow_log`]): one per token, the bulk of any index. Cut-offs
+/// (subject, client), grants (their refresh tokens outlive the published entry) and key ids
+/// (read back by key trust) always stay.
+fn left_to_log(kind: RevocationKind) -> bool {
+    matches!(
+        kind,
+        RevocationKind::TokenId | RevocationKind::BiscuitRevocationId
+    )
+}
+
+/// The 16 bytes after the prefix of an outbox key (the clock, then random bytes): what
+/// [`Undelivered`](crate::undelivered::Undelivered) knows an outbox entry by.
+fn outbox_id(key: &[u8]) -> Result<u128> {
+    key.strip_prefix(OUTBOX)
+        .and_then(|id| <[u8; 16]>::try_from(id).ok())
+        .map(u128::from_be_bytes)
+        .ok_or(Error::Internal("an outbox key of another format"))
 }
 
 fn record(e: &RevocationEntry, expires_at: i64, now: i64) -> RevocationRecord {
@@ -125,8 +150,12 @@ impl AuthorizationServer {
         // Merged with what the local index holds, as a compare-and-swap on every key read, so
         // replicas recording the same target at once cannot lose either's cut-off.
         let mut written = false;
+        let leave_to_log = self.leave_to_log.load(std::sync::atomic::Ordering::Acquire)
+            && self.room_for_undelivered(revocations.len()).await;
         for _ in 0..MAX_ATTEMPTS {
             let mut batch = Batch::new();
+            // (outbox key, target) of entries left to the log.
+            let mut queued: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             let mut merged_here: std::collections::HashMap<Vec<u8>, RevocationRecord> =
                 std::collections::HashMap::new();
             // Each key's expiry as stored, for the expiry order.
@@ -139,6 +168,15 @@ impl AuthorizationServer {
                     // A subject or client cut-off ends the grants made before it too (refresh
                     // families): kept here as long as any of them can live.
                     keep = keep.max(now + self.grant_horizon());
+                }
+                if leave_to_log && left_to_log(r.entry.kind) && keep == r.entry.expires_at {
+                    let outbox = outbox_key();
+                    batch = batch.put(
+                        outbox.clone(),
+                        encode(&record(&r.entry, r.entry.expires_at, now)),
+                    );
+                    queued.push((outbox, key));
+                    continue;
                 }
                 let old = match merged_here.get(&key) {
                     Some(m) => Some(m.clone()),
@@ -187,6 +225,12 @@ impl AuthorizationServer {
             if let Some(f) = &self.revocation_filter {
                 f.add(new_keys.iter().copied());
             }
+            // Likewise the entries left to the log: answered before they are acknowledged.
+            if let Some(u) = &self.undelivered {
+                for (outbox, target) in &queued {
+                    u.add(outbox_id(outbox)?, target);
+                }
+            }
             let batch = intents.iter().fold(batch, |b, i| i.attach(b));
             if self.store.commit(Tree::Revocations, batch).await? {
                 written = true;
@@ -194,6 +238,13 @@ impl AuthorizationServer {
             }
             if let Some(f) = &self.revocation_filter {
                 f.take_back(new_keys.iter().copied());
+            }
+            if let Some(u) = &self.undelivered {
+                u.remove(
+                    queued
+                        .iter()
+                        .filter_map(|(outbox, _)| outbox_id(outbox).ok()),
+                );
             }
         }
         if !written {
@@ -237,6 +288,14 @@ impl AuthorizationServer {
         &self,
         targets: &[(RevocationKind, &str, i64)],
     ) -> Result<Option<RevocationKind>> {
+        // Entries left to the log and not yet delivered to it (the log answers for the rest).
+        if let Some(u) = &self.undelivered {
+            for (kind, value, _) in targets {
+                if left_to_log(*kind) && u.holds(&local_key(*kind, value)) {
+                    return Ok(Some(*kind));
+                }
+            }
+        }
         // Only the targets the index may hold are read: usually none.
         let (targets, keys): (Vec<_>, Vec<Vec<u8>>) = targets
             .iter()
@@ -322,6 +381,13 @@ impl AuthorizationServer {
         let batch = keys.iter().fold(Batch::new(), |b, k| b.remove(k.clone()));
         self.store.commit(Tree::Revocations, batch).await?;
         self.store.durable().await?;
+        // Delivered: the log answers for them now.
+        if let Some(u) = &self.undelivered {
+            u.remove(keys.iter().filter_map(|k| outbox_id(k).ok()));
+            self.backlog_stalled
+                .store(false, std::sync::atomic::Ordering::Release);
+            self.outbox_drained.notify_waiters();
+        }
         Ok(())
     }
 
@@ -401,14 +467,90 @@ impl AuthorizationServer {
             after = Some(k.clone());
             for (k, v) in page {
                 if decode::<RevocationRecord>(&v).is_ok_and(|r| r.expires_at + margin < now) {
-                    let batch = Batch::new().expect(k.clone(), Some(v)).remove(k);
+                    let batch = Batch::new().expect(k.clone(), Some(v)).remove(k.clone());
                     if self.store.commit(Tree::Revocations, batch).await? {
                         removed += 1;
+                        if let (Some(u), Ok(id)) = (&self.undelivered, outbox_id(&k)) {
+                            u.remove([id]);
+                        }
                     }
                 }
             }
         }
         Ok(removed)
+    }
+
+    /// Backpressure on entries left to the log: past [`MAX_UNDELIVERED`] queued, a recording
+    /// waits for the publisher to deliver, up to [`BACKLOG_WAIT`]. Whether `n` more may be left
+    /// to the log; if not (the log is slower than the burst for that long, or away), they are
+    /// recorded in the local index as on a shared store, so neither memory nor safety depends
+    /// on how long the backlog lasts.
+    async fn room_for_undelivered(&self, n: usize) -> bool {
+        let Some(u) = &self.undelivered else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
+        loop {
+            let drained = self.outbox_drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a delivery in between is not missed.
+            drained.as_mut().enable();
+            let queued = u.len();
+            if queued == 0 || queued + n <= MAX_UNDELIVERED {
+                return true;
+            }
+            if self
+                .backlog_stalled
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                self.backlog_stalled
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::warn!(
+                    queued,
+                    "revocations wait for the revocation log; recording them in the local index"
+                );
+                return false;
+            }
+        }
+    }
+
+    /// Reads the outbox's undelivered entries left to the log into memory (this process is the
+    /// store's only writer): those written before a restart are answered from the start.
+    /// Entries of the same kinds also in the local index are counted too, harmlessly.
+    pub(crate) async fn load_undelivered(&self) -> Result<()> {
+        let Some(u) = &self.undelivered else {
+            return Ok(());
+        };
+        let mut after: Option<Vec<u8>> = None;
+        let mut loaded = 0usize;
+        loop {
+            let page = self
+                .store
+                .scan_records::<RevocationRecord>(OUTBOX, after.as_deref(), PRUNE_PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let full = page.len() == PRUNE_PAGE;
+            for (k, r) in page {
+                let kind = RevocationKind::from_i32(r.kind)
+                    .ok_or(Error::Internal("stored revocation kind"))?;
+                if left_to_log(kind) {
+                    // An outbox key this build cannot track fails the open: never fail open.
+                    u.add(outbox_id(&k)?, &local_key(kind, &r.value));
+                    loaded += 1;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if loaded > 0 {
+            tracing::info!(loaded, "undelivered revocations read from the outbox");
+        }
+        Ok(())
     }
 
     /// Counts every key of the local index into the filter, in the background; it holds the

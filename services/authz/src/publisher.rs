@@ -1,5 +1,7 @@
 //! Drains the engine's revocation outbox into the revocation service: at least once (the service
-//! is idempotent), in order, retrying with backoff while the service is away.
+//! is idempotent), oldest first, a few calls in flight (the service's group commit writes them
+//! together, so a burst of revocations does not queue up behind one call per flush), retrying
+//! with backoff while the service is away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,10 @@ use writ_server::ShutdownSignal;
 
 use writ_vocabulary::names::{REVOCATION_AUDIENCE, REVOCATION_PUBLISH_SCOPE as PUBLISH_SCOPE};
 
+/// Most entries in one Revoke call.
 const BATCH: usize = 500;
+/// Calls in flight at once.
+const IN_FLIGHT: usize = 4;
 /// Most bytes of entries in one Revoke call: half the revocation service's message limit. 500
 /// entries of the largest size (value and reason of 256 bytes each) are larger than the limit,
 /// and a call refused for its size would be retried forever, stalling every revocation behind it.
@@ -22,13 +27,13 @@ const MAX_CALL_BYTES: usize = writ_server::MAX_GRPC_MESSAGE / 2;
 
 /// Runs until `shutdown`.
 pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: ShutdownSignal) {
-    let mut client = RevocationServiceClient::new(channel);
+    let client = RevocationServiceClient::new(channel);
     let mut token: Option<(String, i64)> = None;
     let mut backoff = Duration::from_millis(100);
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
-        let pending = match engine.outbox(BATCH).await {
+        let pending = match engine.outbox(BATCH * IN_FLIGHT).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the revocation outbox");
@@ -45,18 +50,42 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
             continue;
         }
         let mut failed = None;
-        for call in calls(&pending) {
-            match publish(&engine, &mut client, &mut token, call).await {
-                Ok(done) => {
-                    if let Err(e) = engine.outbox_done(&done).await {
-                        tracing::error!(error = %e, "cannot clear published revocations");
+        let mut done = Vec::new();
+        match bearer(&engine, &mut token) {
+            Ok(bearer) => {
+                for group in calls(&pending).chunks(IN_FLIGHT) {
+                    let sent = futures::future::join_all(
+                        group
+                            .iter()
+                            .map(|call| publish(&engine, client.clone(), &bearer, call)),
+                    )
+                    .await;
+                    for result in sent {
+                        match result {
+                            Ok(keys) => done.extend(keys),
+                            Err(status) => {
+                                // Fix: a refused token (its signing key was revoked or rotated
+                                // out, or the service trusts other keys now) is minted afresh on
+                                // the retry; keeping it until it expires stalled every
+                                // revocation for minutes.
+                                if status.code() == Code::Unauthenticated {
+                                    token = None;
+                                }
+                                failed.get_or_insert(status);
+                            }
+                        }
+                    }
+                    if failed.is_some() {
+                        break;
                     }
                 }
-                Err(status) => {
-                    failed = Some(status);
-                    break;
-                }
             }
+            Err(status) => failed = Some(status),
+        }
+        if !done.is_empty()
+            && let Err(e) = engine.outbox_done(&done).await
+        {
+            tracing::error!(error = %e, "cannot clear published revocations");
         }
         match failed {
             None => backoff = Duration::from_millis(100),
@@ -74,14 +103,15 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
 
 type Pending = (Vec<u8>, writ_token::RevocationEntry);
 
-/// `pending` cut into runs that each fit one call ([`MAX_CALL_BYTES`]), in order.
+/// `pending` cut into runs that each fit one call ([`BATCH`] entries, [`MAX_CALL_BYTES`]), in
+/// order.
 fn calls(pending: &[Pending]) -> Vec<&[Pending]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, (_, e)) in pending.iter().enumerate() {
         // The entry's encoding, and its field tag and length prefix in the request.
         let size = prost::Message::encoded_len(&entry_to_pb(e)) + 4;
-        if i > start && bytes + size > MAX_CALL_BYTES {
+        if i > start && (bytes + size > MAX_CALL_BYTES || i - start == BATCH) {
             out.push(&pending[start..i]);
             (start, bytes) = (i, 0);
         }
@@ -94,15 +124,17 @@ fn calls(pending: &[Pending]) -> Vec<&[Pending]> {
 }
 
 /// Publishes `pending`; returns the outbox keys that are done with (published, or refused as
-/// invalid one by one, which retrying would not change).
+/// invalid one by one, which retrying would not change: the authorization server validated
+/// each entry as the service does when it recorded it, so only an entry that has expired while
+/// queued is refused, and its tokens have expired with it).
 async fn publish(
     engine: &AuthorizationServer,
-    client: &mut RevocationServiceClient<Channel>,
-    token: &mut Option<(String, i64)>,
+    mut client: RevocationServiceClient<Channel>,
+    bearer: &str,
     pending: &[Pending],
 ) -> Result<Vec<Vec<u8>>, Status> {
     let entries: Vec<_> = pending.iter().map(|(_, e)| entry_to_pb(e)).collect();
-    match send(engine, client, token, entries).await {
+    match send(&mut client, bearer, entries).await {
         Ok(sequence) => {
             tracing::debug!(count = pending.len(), sequence, "published revocations");
             Ok(pending.iter().map(|(k, _)| k.clone()).collect())
@@ -110,10 +142,10 @@ async fn publish(
         Err(s) if s.code() == Code::InvalidArgument => {
             let mut done = Vec::new();
             for (key, entry) in pending {
-                match send(engine, client, token, vec![entry_to_pb(entry)]).await {
+                match send(&mut client, bearer, vec![entry_to_pb(entry)]).await {
                     Ok(_) => done.push(key.clone()),
                     Err(s) if s.code() == Code::InvalidArgument => {
-                        tracing::error!(kind = entry.kind.name(), value = %entry.value, message = %s.message(), "the revocation service refused a revocation; dropping it");
+                        tracing::error!(kind = entry.kind.name(), value = %entry.value, expires_at = entry.expires_at, now = engine.now(), message = %s.message(), "the revocation service refused a revocation; dropping it");
                         done.push(key.clone());
                     }
                     Err(s) => return Err(s),
@@ -125,39 +157,35 @@ async fn publish(
     }
 }
 
-async fn send(
+/// The server's token for the revocation service: the one held while it has a minute left,
+/// else a fresh one.
+fn bearer(
     engine: &AuthorizationServer,
-    client: &mut RevocationServiceClient<Channel>,
     token: &mut Option<(String, i64)>,
-    entries: Vec<writ_proto::revocation::RevocationEntry>,
-) -> Result<u64, Status> {
+) -> Result<String, Status> {
     let now = engine.now();
-    let bearer = match token {
-        Some((t, exp)) if *exp > now + 60 => t.clone(),
+    match token {
+        Some((t, exp)) if *exp > now + 60 => Ok(t.clone()),
         _ => {
             let minted = engine
                 .service_token(REVOCATION_AUDIENCE, PUBLISH_SCOPE)
                 .map_err(|e| Status::internal(e.to_string()))?;
             *token = Some(minted.clone());
-            minted.0
+            Ok(minted.0)
         }
-    };
+    }
+}
+
+async fn send(
+    client: &mut RevocationServiceClient<Channel>,
+    bearer: &str,
+    entries: Vec<writ_proto::revocation::RevocationEntry>,
+) -> Result<u64, Status> {
     let mut request = Request::new(RevokeRequest { entries });
     request
         .metadata_mut()
-        .insert("authorization", writ_client::bearer_value(&bearer)?);
-    match client.revoke(request).await {
-        Ok(r) => Ok(r.into_inner().sequence),
-        Err(s) => {
-            // Fix: a refused token (its signing key was revoked or rotated out, or the service
-            // trusts other keys now) is minted afresh on the retry; keeping it until it expires
-            // stalled every revocation for minutes.
-            if s.code() == Code::Unauthenticated {
-                *token = None;
-            }
-            Err(s)
-        }
-    }
+        .insert("authorization", writ_client::bearer_value(bearer)?);
+    Ok(client.revoke(request).await?.into_inner().sequence)
 }
 
 #[cfg(test)]
@@ -203,9 +231,15 @@ mod tests {
     }
 
     #[test]
-    fn small_entries_go_in_one_call() {
+    fn small_entries_go_in_one_call_of_at_most_a_batch() {
         let all = pending(BATCH, 22);
         assert_eq!(calls(&all).len(), 1);
         assert!(calls(&[]).is_empty());
+        let more = pending(BATCH * IN_FLIGHT + 1, 22);
+        let runs = calls(&more);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            [vec![BATCH; IN_FLIGHT], vec![1]].concat()
+        );
     }
 }

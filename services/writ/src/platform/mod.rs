@@ -464,7 +464,7 @@ impl Platform {
         )
         .await?;
         if let Some(authz) = &self.authz {
-            authz.engine.follow_feed(log.clone());
+            authz.engine.follow_log(log.clone());
         }
         {
             let weak = Arc::downgrade(&log);
