@@ -232,10 +232,12 @@ impl AuthorizationServer {
                 }
             }
             let batch = intents.iter().fold(batch, |b, i| i.attach(b));
-            if self.store.commit(Tree::Revocations, batch).await? {
+            let committed = self.store.commit(Tree::Revocations, batch).await;
+            if matches!(committed, Ok(true)) {
                 written = true;
                 break;
             }
+            // Not written (a conflict to retry, or an error): taken back from both.
             if let Some(f) = &self.revocation_filter {
                 f.take_back(new_keys.iter().copied());
             }
@@ -246,6 +248,7 @@ impl AuthorizationServer {
                         .filter_map(|(outbox, _)| outbox_id(outbox).ok()),
                 );
             }
+            committed?;
         }
         if !written {
             return Err(Error::Conflict(

@@ -34,13 +34,14 @@ pub enum Tree {
     Grants,
     /// Refresh tokens, by hash.
     RefreshTokens,
-    /// The authorization server's revocations: its local index (`r/`) and the outbox of
-    /// revocations not yet acknowledged by the revocation service (`o/`), so that recording and
-    /// queueing one is a single atomic batch.
+    /// The authorization server's revocations: its local index (`r/`, and its expiry order
+    /// `e/`) and the outbox of revocations not yet acknowledged by the revocation service
+    /// (`o/`), so that recording and queueing one is a single atomic batch.
     Revocations,
     ExchangePolicies,
-    /// The revocation service's log (`l/` + big-endian sequence) and live index (`i/` + kind +
-    /// value), so that an append is a single atomic batch.
+    /// The revocation service's log (`b/` + the big-endian sequence of a batch's last event) and
+    /// live index (`i/` + kind + value, and its expiry order `e/`), so that an append is a
+    /// single atomic batch.
     RevocationLog,
     /// The audit trail (`writ-audit`): the chained records, their indexes, checkpoints, and the
     /// intents other trees' batches leave for it ([`Batch::audit`]).

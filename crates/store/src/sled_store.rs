@@ -176,6 +176,11 @@ fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<Ato
         waiters.extend(requests.try_iter());
         let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
         flushes.fetch_add(1, Ordering::Relaxed);
+        // A flush seals IO buffers here; and once writes stop, this is the last thread to
+        // touch sled: a few rounds move the global queue's epochs on and free what it holds.
+        for _ in 0..4 {
+            release_deferred();
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, "storage flush failed");
         }
@@ -183,6 +188,16 @@ fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<Ato
             let _ = w.send(result.clone());
         }
     }
+}
+
+/// sled frees what it replaces (old versions of pages, and every sealed 512 KiB IO buffer)
+/// through crossbeam's epoch-based reclamation: a thread's deferred frees wait in a bag of its
+/// own until 64 have gathered, and run only while threads keep pinning. A thread that wrote a
+/// burst and then went quiet kept its bag, sealed IO buffers included, alive indefinitely: 52
+/// MiB of them at rest after a million revocations (issue 17). Flushing after each write hands
+/// the bag to the global queue and frees what no reader can still see.
+fn release_deferred() {
+    crossbeam_epoch::pin().flush();
 }
 
 /// Times `f` as storage operation `op` (`writ_store_operation_seconds`).
@@ -200,16 +215,20 @@ impl Store for SledStore {
 
     fn insert(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         self.tree(tree).insert(key, value)?;
+        release_deferred();
         Ok(())
     }
 
     fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
         self.tree(tree).remove(key)?;
+        release_deferred();
         Ok(())
     }
 
     fn commit(&self, tree: Tree, batch: Batch) -> Result<bool, StoreError> {
-        timed("commit", || self.commit_now(tree, batch))
+        let committed = timed("commit", || self.commit_now(tree, batch));
+        release_deferred();
+        committed
     }
 
     fn scan(

@@ -96,11 +96,12 @@ pub struct Platform {
     audit: Option<writ_audit::Auditor>,
 }
 
-/// The sled page caches of one process together, by default: 32 MiB by sled's own accounting
-/// (resident memory runs to about twice it). The scale scenario's figures were the same at 32,
-/// 64 and 768 MiB, and 768 cost a gigabyte with a million live revocations (BENCHMARKS.md,
-/// issue 17). A platform with many active clients and users may want more.
-pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// The sled page caches of one process together, by default: 8 MiB by sled's own accounting
+/// (resident memory runs to about three times it). On a full platform (a million live
+/// revocations, 100,000 clients) every request figure stayed within 7 % of an empty one at 8
+/// MiB, and each MiB of budget cost about 3 MiB resident (BENCHMARKS.md, issue 17). A platform
+/// with many active clients and users may want more.
+pub const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// `dir_name`'s share of a process's sled cache budget `total`, among the stores `runs` says
 /// it opens: weighed by what each keeps hot (the authorization server's clients, grants and
