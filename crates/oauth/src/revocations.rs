@@ -608,29 +608,11 @@ impl AuthorizationServer {
     /// then packs an earlier build's one-key-per-entry listings into chunks.
     pub(crate) async fn index_revocation_expiries(&self) -> Result<()> {
         if self.store.get(Tree::Meta, EXPIRY_INDEXED).await?.is_none() {
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let page = self
-                    .store
-                    .scan(Tree::Revocations, LOCAL, after.as_deref(), PRUNE_PAGE)
-                    .await?;
-                let Some((last, _)) = page.last() else { break };
-                after = Some(last.clone());
-                let listed: Vec<(&[u8], i64)> = page
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        decode::<RevocationRecord>(v)
-                            .ok()
-                            .map(|r| (k.as_slice(), r.expires_at))
-                    })
-                    .collect();
-                let mut batch = Batch::new();
-                // Named after the page's last key: replicas indexing at once write the same.
-                for (k, v) in EXPIRY.chunks(listed, last) {
-                    batch = batch.put(k, v);
-                }
-                self.store.commit(Tree::Revocations, batch).await?;
-            }
+            EXPIRY
+                .list_all(&*self.store, Tree::Revocations, |v| {
+                    decode::<RevocationRecord>(v).ok().map(|r| r.expires_at)
+                })
+                .await?;
             self.store
                 .insert(Tree::Meta, EXPIRY_INDEXED, vec![1])
                 .await?;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use writ_store::{AsyncStore, Batch, Tree, decode, encode};
 
 use crate::record::{EntryRecord, EventsRecord, Meta, events_key};
-use crate::{EVENTS, EXPIRY, EXPIRY_INDEXED, HEAD_KEY, INDEX, LOW_KEY, LogError, RevocationLog};
+use crate::{EVENTS, EXPIRY, EXPIRY_INDEXED, HEAD_KEY, LOW_KEY, LogError, RevocationLog};
 
 /// Rows read per step of pruning and of indexing.
 const PAGE: usize = 1000;
@@ -37,31 +37,12 @@ pub(crate) async fn index_expiries(store: &dyn AsyncStore) -> Result<(), LogErro
 }
 
 async fn index_all(store: &dyn AsyncStore) -> Result<(), LogError> {
-    let mut after: Option<Vec<u8>> = None;
-    let mut indexed = 0usize;
-    loop {
-        let page = store
-            .scan(Tree::RevocationLog, INDEX, after.as_deref(), PAGE)
-            .await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        // An unreadable record is left alone, as pruning always left it (its appends fail).
-        let listed: Vec<(&[u8], i64)> = page
-            .iter()
-            .filter_map(|(k, v)| {
-                decode::<EntryRecord>(v)
-                    .ok()
-                    .map(|r| (k.as_slice(), r.expires_at))
-            })
-            .collect();
-        let mut batch = Batch::new();
-        // Named after the page's last key: replicas indexing at once write the same chunks.
-        for (k, v) in EXPIRY.chunks(listed, last) {
-            batch = batch.put(k, v);
-        }
-        indexed += page.len();
-        store.commit(Tree::RevocationLog, batch).await?;
-    }
+    // An unreadable record is left unlisted, as pruning always left it (its appends fail).
+    let indexed = EXPIRY
+        .list_all(store, Tree::RevocationLog, |v| {
+            decode::<EntryRecord>(v).ok().map(|r| r.expires_at)
+        })
+        .await?;
     store
         .commit(
             Tree::RevocationLog,

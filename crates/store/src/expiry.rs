@@ -181,6 +181,39 @@ impl ExpiryOrder {
         Ok(due)
     }
 
+    /// Lists every entry in expiry order, a page at a time, for a store written before the
+    /// expiry order existed; `expiry` reads an entry's expiry from its value (an entry it cannot
+    /// read is left unlisted, as pruning always left it). Chunks are named after their page's
+    /// last key, so replicas doing it at once write the same. Returns the entries read.
+    pub async fn list_all(
+        &self,
+        store: &dyn AsyncStore,
+        tree: Tree,
+        expiry: impl Fn(&[u8]) -> Option<i64>,
+    ) -> Result<u64, StoreError> {
+        const PAGE: usize = 1000;
+        let mut after: Option<Vec<u8>> = None;
+        let mut read = 0u64;
+        loop {
+            let page = store
+                .scan(tree, self.entries, after.as_deref(), PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            let listed: Vec<(&[u8], i64)> = page
+                .iter()
+                .filter_map(|(k, v)| expiry(v).map(|at| (k.as_slice(), at)))
+                .collect();
+            let mut batch = Batch::new();
+            for (k, v) in self.chunks(listed, last) {
+                batch = batch.put(k, v);
+            }
+            store.commit(tree, batch).await?;
+            read += page.len() as u64;
+            after = Some(last.clone());
+        }
+        Ok(read)
+    }
+
     /// Rewrites legacy listings into chunks (a store written before chunks existed), a page at
     /// a time. Replicas doing it at once may list an entry twice, which is harmless.
     pub async fn pack_legacy(&self, store: &dyn AsyncStore, tree: Tree) -> Result<u64, StoreError> {
