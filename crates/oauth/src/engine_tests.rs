@@ -476,7 +476,7 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
         .await
         .unwrap();
     assert_eq!(index_keys(), 1, "before the log is followed: in the index");
-    engine.follow_log(Arc::new(EmptyLog));
+    engine.follow_log(Arc::new(EmptyLog)).await.unwrap();
     engine
         .admin_revoke(vec![
             entry(TokenId, "t1"),
@@ -506,7 +506,25 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
         3,
         "every queued token id, indexed or not"
     );
-    engine.follow_log(Arc::new(EmptyLog));
+    // Entries delivered in an earlier run live only in the log: until it is followed again,
+    // this server's index cannot vouch for a token.
+    let facts = writ_token::TokenFacts {
+        iss: "https://as.test",
+        jti: "delivered-earlier",
+        gid: None,
+        sub: "s",
+        client_id: "c",
+        iat: now,
+        key_id: "k",
+        biscuit_revocation_ids: &[],
+    };
+    use writ_token::AsyncRevocationCheck;
+    assert!(
+        engine.revoked_async(&facts).await.is_err(),
+        "fails closed until the log is followed"
+    );
+    engine.follow_log(Arc::new(EmptyLog)).await.unwrap();
+    assert_eq!(engine.revoked_async(&facts).await.unwrap(), None);
 
     // Delivered: the log answers for them from now on (this one holds nothing).
     let queued = engine.outbox(100).await.unwrap();
@@ -519,4 +537,23 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
         "the index keeps what it holds"
     );
     assert_eq!(engine.undelivered.as_ref().unwrap().len(), 0);
+
+    // One the revocation service refuses stays in force here, in the index.
+    engine
+        .admin_revoke(vec![entry(TokenId, "refused")])
+        .await
+        .unwrap();
+    let queued: Vec<Vec<u8>> = engine
+        .outbox(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(queued.len(), 1);
+    engine.outbox_refused(&queued).await.unwrap();
+    assert!(engine.outbox(100).await.unwrap().is_empty());
+    assert_eq!(engine.undelivered.as_ref().unwrap().len(), 0);
+    assert!(local(&engine, "refused").await, "kept in the local index");
+    assert_eq!(index_keys(), 3);
 }

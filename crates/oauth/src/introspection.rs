@@ -245,6 +245,11 @@ impl AuthorizationServer {
             return Ok(false);
         }
         let Some(feed) = self.feed.get() else {
+            if self.index_incomplete() {
+                // Token revocations were left to a log no one follows yet (a restart, before
+                // the log in the process is open): fail closed.
+                return Err(Error::Unavailable("the revocation log is not followed yet"));
+            }
             return Ok(true);
         };
         match feed.revoked_async(&writ_token::TokenFacts::of(t)).await {

@@ -122,6 +122,8 @@ pub struct Bootstrap {
 }
 
 const SERVER_SECRETS_KEY: &[u8] = b"server_secrets";
+/// In `Tree::Meta` once token revocations were left to a revocation log (see `follow_log`).
+const LEFT_TO_LOG: &[u8] = b"revocations_left_to_log";
 
 /// The authorization server engine.
 #[derive(Debug)]
@@ -161,6 +163,9 @@ pub struct AuthorizationServer {
     /// Set once the revocation log runs in this process ([`Self::follow_log`]): entries it keeps
     /// as long as the local index would are left to it.
     leave_to_log: std::sync::atomic::AtomicBool,
+    /// The store says entries were left to a log ([`LEFT_TO_LOG`]): without a feed, this
+    /// server's index cannot vouch for a token.
+    needs_feed: std::sync::atomic::AtomicBool,
     /// Permits for concurrent password checks, and how many wait for one.
     password_checks: Arc<tokio::sync::Semaphore>,
     password_waiting: std::sync::atomic::AtomicUsize,
@@ -267,6 +272,7 @@ impl AuthorizationServer {
             revocation_filter: store.exclusive().then(Default::default),
             undelivered: store.exclusive().then(Default::default),
             leave_to_log: std::sync::atomic::AtomicBool::new(false),
+            needs_feed: std::sync::atomic::AtomicBool::new(false),
             password_checks: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_password_checks.max(1),
             )),
@@ -285,6 +291,16 @@ impl AuthorizationServer {
         server.index_revocation_expiries().await?;
         server.load_revocation_filter();
         server.load_undelivered().await?;
+        if server
+            .store
+            .get(writ_store::Tree::Meta, LEFT_TO_LOG)
+            .await?
+            .is_some()
+        {
+            server
+                .needs_feed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         // Another replica changed a client: forget what this one cached.
         if let Some(mut changes) = server.store.changes(writ_store::Tree::Clients) {
             let cache = Arc::downgrade(&server.client_cache);
@@ -317,12 +333,31 @@ impl AuthorizationServer {
     /// outbox's undelivered entries are known in memory, and the log, consulted by every check
     /// that consults this server's index (introspection; the STS in this process), holds each
     /// once delivered, at least as long. (On a shared store the index keeps everything.)
-    pub fn follow_log(&self, log: Arc<dyn writ_token::AsyncRevocationCheck>) {
-        self.follow_feed(log);
-        if self.undelivered.is_some() {
-            self.leave_to_log
+    ///
+    /// Once it has, the store remembers it: entries delivered since live only in the log, so
+    /// after a restart introspection fails closed (`temporarily_unavailable`) until a feed or
+    /// the log is followed again.
+    pub async fn follow_log(&self, log: Arc<dyn writ_token::AsyncRevocationCheck>) -> Result<()> {
+        if self.feed.set(log).is_err() || self.undelivered.is_none() {
+            return Ok(());
+        }
+        if !self.needs_feed.load(std::sync::atomic::Ordering::Acquire) {
+            self.store
+                .insert(writ_store::Tree::Meta, LEFT_TO_LOG, vec![1])
+                .await?;
+            self.store.durable().await?;
+            self.needs_feed
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+        self.leave_to_log
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether this server's index alone cannot vouch for a token: it has left entries to a
+    /// revocation log, and no feed or log is followed yet.
+    pub(crate) fn index_incomplete(&self) -> bool {
+        self.needs_feed.load(std::sync::atomic::Ordering::Acquire) && self.feed.get().is_none()
     }
 
     pub fn now(&self) -> UnixTime {

@@ -394,6 +394,82 @@ impl AuthorizationServer {
         Ok(())
     }
 
+    /// Outbox entries the revocation service refused as invalid: done with there, but one not
+    /// yet expired stays in force here, in the local index, since an entry left to the log has
+    /// no other copy. (The service validates as this server did when it recorded the entry, so
+    /// this is for the unforeseen: an expiry raised past the service's bound, say.)
+    pub async fn outbox_refused(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let now = self.now();
+        let queued = self.store.get_many(Tree::Revocations, keys).await?;
+        let mut kept: std::collections::HashMap<Vec<u8>, RevocationRecord> =
+            std::collections::HashMap::new();
+        for value in queued.into_iter().flatten() {
+            let r = decode::<RevocationRecord>(&value)?;
+            if r.expires_at < now {
+                continue;
+            }
+            let kind = RevocationKind::from_i32(r.kind)
+                .ok_or(Error::Internal("stored revocation kind"))?;
+            let key = local_key(kind, &r.value);
+            let merged = match kept.remove(&key) {
+                Some(o) => RevocationRecord {
+                    expires_at: o.expires_at.max(r.expires_at),
+                    not_before: o.not_before.max(r.not_before),
+                    ..r
+                },
+                None => r,
+            };
+            kept.insert(key, merged);
+        }
+        let keys_kept: Vec<Vec<u8>> = kept.keys().cloned().collect();
+        let stored = self.store.get_many(Tree::Revocations, &keys_kept).await?;
+        let mut batch = keys.iter().fold(Batch::new(), |b, k| b.remove(k.clone()));
+        let mut listed = Vec::new();
+        let mut new_keys = Vec::new();
+        for (key, old) in keys_kept.iter().zip(stored) {
+            let mut merged = kept[key].clone();
+            match old.as_deref().map(decode::<RevocationRecord>).transpose()? {
+                Some(o) => {
+                    merged.expires_at = merged.expires_at.max(o.expires_at);
+                    merged.not_before = merged.not_before.max(o.not_before);
+                }
+                None => new_keys.push(key.as_slice()),
+            }
+            listed.push((key.as_slice(), merged.expires_at));
+            batch = batch
+                .expect(key.clone(), old)
+                .put(key.clone(), encode(&merged));
+        }
+        for (k, v) in EXPIRY.chunks(listed, &writ_token::random_bytes::<8>()) {
+            batch = batch.put(k, v);
+        }
+        if let Some(f) = &self.revocation_filter {
+            f.add(new_keys.iter().copied());
+        }
+        let committed = self.store.commit(Tree::Revocations, batch).await;
+        if !matches!(committed, Ok(true)) {
+            if let Some(f) = &self.revocation_filter {
+                f.take_back(new_keys.iter().copied());
+            }
+            committed?;
+            // Changed meanwhile: the entries stay queued, and the publisher offers them again.
+            return Err(Error::Conflict(
+                "the revocation index changed concurrently; retry",
+            ));
+        }
+        self.store.durable().await?;
+        if let Some(u) = &self.undelivered {
+            u.remove(keys.iter().filter_map(|k| outbox_id(k).ok()));
+        }
+        if !kept.is_empty() {
+            tracing::warn!(
+                kept = kept.len(),
+                "refused by the revocation service; kept in force in the local index"
+            );
+        }
+        Ok(())
+    }
+
     /// Resolves when something was queued since the last call.
     pub async fn outbox_ready(&self) {
         self.outbox_ready.notified().await;
@@ -685,6 +761,11 @@ impl writ_token::AsyncRevocationCheck for AuthorizationServer {
     ) -> writ_token::BoxFuture<'a, std::result::Result<Option<RevocationKind>, writ_token::Unvouched>>
     {
         Box::pin(async move {
+            if self.index_incomplete() {
+                return Err(writ_token::Unvouched(
+                    "the revocation log is not followed yet",
+                ));
+            }
             self.revokes(token).await.map_err(|e| {
                 tracing::error!(error = %e, "the authorization server's revocation index failed");
                 writ_token::Unvouched("the revocation index is unavailable")

@@ -215,11 +215,12 @@ impl ExpiryOrder {
     }
 
     /// Rewrites legacy listings into chunks (a store written before chunks existed), a page at
-    /// a time. Replicas doing it at once may list an entry twice, which is harmless.
+    /// a time; replicas doing it at once each move a listing at most once.
     pub async fn pack_legacy(&self, store: &dyn AsyncStore, tree: Tree) -> Result<u64, StoreError> {
         const PAGE: usize = 1000;
         let mut packed = 0u64;
-        loop {
+        // Bounded: each round moves a page, or another replica moved one.
+        for _ in 0..1_000_000 {
             let page = store.scan(tree, self.prefix, None, PAGE).await?;
             if page.is_empty() {
                 break;
@@ -233,12 +234,15 @@ impl ExpiryOrder {
             for (k, v) in self.chunks(parsed.iter().map(|(at, e)| (e.as_slice(), *at)), id) {
                 batch = batch.put(k, v);
             }
-            for (k, _) in &page {
-                batch = batch.remove(k.clone());
+            // Each listing moved once: a replica packing a different page under the same name
+            // (a key listed between the two scans) cannot overwrite this one's chunk unseen.
+            for (k, v) in &page {
+                batch = batch.expect(k.clone(), Some(v.clone())).remove(k.clone());
             }
-            store.commit(tree, batch).await?;
-            packed += page.len() as u64;
-            if page.len() < PAGE {
+            if store.commit(tree, batch).await? {
+                packed += page.len() as u64;
+            }
+            if page.len() < PAGE && moved_all(store, tree, self.prefix).await? {
                 break;
             }
         }
@@ -247,6 +251,11 @@ impl ExpiryOrder {
         }
         Ok(packed)
     }
+}
+
+/// Whether no legacy listing is left.
+async fn moved_all(store: &dyn AsyncStore, tree: Tree, prefix: &[u8]) -> Result<bool, StoreError> {
+    Ok(store.scan(tree, prefix, None, 1).await?.is_empty())
 }
 
 #[cfg(test)]

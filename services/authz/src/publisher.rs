@@ -51,6 +51,7 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
         }
         let mut failed = None;
         let mut done = Vec::new();
+        let mut refused = Vec::new();
         match bearer(&engine, &mut token) {
             Ok(bearer) => {
                 for group in calls(&pending).chunks(IN_FLIGHT) {
@@ -62,7 +63,10 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
                     .await;
                     for result in sent {
                         match result {
-                            Ok(keys) => done.extend(keys),
+                            Ok((published, dropped)) => {
+                                done.extend(published);
+                                refused.extend(dropped);
+                            }
                             Err(status) => {
                                 // Fix: a refused token (its signing key was revoked or rotated
                                 // out, or the service trusts other keys now) is minted afresh on
@@ -86,6 +90,11 @@ pub async fn run(engine: Arc<AuthorizationServer>, channel: Channel, shutdown: S
             && let Err(e) = engine.outbox_done(&done).await
         {
             tracing::error!(error = %e, "cannot clear published revocations");
+        }
+        if !refused.is_empty()
+            && let Err(e) = engine.outbox_refused(&refused).await
+        {
+            tracing::error!(error = %e, "cannot keep refused revocations");
         }
         match failed {
             None => backoff = Duration::from_millis(100),
@@ -123,35 +132,33 @@ fn calls(pending: &[Pending]) -> Vec<&[Pending]> {
     out
 }
 
-/// Publishes `pending`; returns the outbox keys that are done with (published, or refused as
-/// invalid one by one, which retrying would not change: the authorization server validated
-/// each entry as the service does when it recorded it, so only an entry that has expired while
-/// queued is refused, and its tokens have expired with it).
+/// Publishes `pending`; returns the outbox keys published, and those refused as invalid one by
+/// one (which retrying would not change: the engine keeps them in force itself).
 async fn publish(
     engine: &AuthorizationServer,
     mut client: RevocationServiceClient<Channel>,
     bearer: &str,
     pending: &[Pending],
-) -> Result<Vec<Vec<u8>>, Status> {
+) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), Status> {
     let entries: Vec<_> = pending.iter().map(|(_, e)| entry_to_pb(e)).collect();
     match send(&mut client, bearer, entries).await {
         Ok(sequence) => {
             tracing::debug!(count = pending.len(), sequence, "published revocations");
-            Ok(pending.iter().map(|(k, _)| k.clone()).collect())
+            Ok((pending.iter().map(|(k, _)| k.clone()).collect(), Vec::new()))
         }
         Err(s) if s.code() == Code::InvalidArgument => {
-            let mut done = Vec::new();
+            let (mut done, mut refused) = (Vec::new(), Vec::new());
             for (key, entry) in pending {
                 match send(&mut client, bearer, vec![entry_to_pb(entry)]).await {
                     Ok(_) => done.push(key.clone()),
                     Err(s) if s.code() == Code::InvalidArgument => {
-                        tracing::error!(kind = entry.kind.name(), value = %entry.value, expires_at = entry.expires_at, now = engine.now(), message = %s.message(), "the revocation service refused a revocation; dropping it");
-                        done.push(key.clone());
+                        tracing::error!(kind = entry.kind.name(), value = %entry.value, expires_at = entry.expires_at, now = engine.now(), message = %s.message(), "the revocation service refused a revocation");
+                        refused.push(key.clone());
                     }
                     Err(s) => return Err(s),
                 }
             }
-            Ok(done)
+            Ok((done, refused))
         }
         Err(s) => Err(s),
     }

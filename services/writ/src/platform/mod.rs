@@ -97,9 +97,9 @@ pub struct Platform {
 }
 
 /// The sled page caches of one process together, by default: 8 MiB by sled's own accounting
-/// (resident memory runs to about three times it). On a full platform (a million live
+/// (resident memory runs to two or three times it). On a full platform (a million live
 /// revocations, 100,000 clients) every request figure stayed within 7 % of an empty one at 8
-/// MiB, and each MiB of budget cost about 3 MiB resident (BENCHMARKS.md, issue 17). A platform
+/// MiB, and each MiB of budget cost 2 to 3 MiB resident (BENCHMARKS.md, issue 17). A platform
 /// with many active clients and users may want more.
 pub const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -465,7 +465,7 @@ impl Platform {
         )
         .await?;
         if let Some(authz) = &self.authz {
-            authz.engine.follow_log(log.clone());
+            authz.engine.follow_log(log.clone()).await?;
         }
         {
             let weak = Arc::downgrade(&log);
