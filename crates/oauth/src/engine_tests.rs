@@ -208,6 +208,36 @@ async fn a_storage_failure_during_revocation_is_an_error_never_a_success() {
     assert!(!engine.introspect(op).await.unwrap().active);
 }
 
+/// Opens an engine over one store again and again, with the same clock and key-encryption key
+/// (what a restart keeps).
+struct Restarts {
+    store: Arc<dyn Store>,
+    clock: writ_token::ManualClock,
+    kek: Arc<writ_keyring::KeyEncryptionKey>,
+}
+
+impl Restarts {
+    fn new(store: Arc<dyn Store>, clock: &writ_token::ManualClock) -> Self {
+        Restarts {
+            store,
+            clock: clock.clone(),
+            kek: Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0),
+        }
+    }
+
+    async fn open(&self) -> AuthorizationServer {
+        AuthorizationServer::open(
+            Arc::new(writ_store::Ready(self.store.clone())),
+            Config::new("https://as.test"),
+            Arc::new(self.clock.clone()),
+            self.kek.clone(),
+        )
+        .await
+        .unwrap()
+        .0
+    }
+}
+
 async fn local(engine: &AuthorizationServer, value: &str) -> bool {
     engine
         .is_revoked(writ_token::RevocationKind::TokenId, value, 0)
@@ -222,19 +252,8 @@ async fn local(engine: &AuthorizationServer, value: &str) -> bool {
 async fn the_local_revocation_index_is_pruned_in_expiry_order() {
     let store = Arc::new(SledStore::temporary().unwrap());
     let clock = writ_token::ManualClock::starting_now();
-    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
-    let open = || async {
-        AuthorizationServer::open(
-            Arc::new(writ_store::Ready(store.clone() as Arc<dyn Store>)),
-            Config::new("https://as.test"),
-            Arc::new(clock.clone()),
-            kek.clone(),
-        )
-        .await
-        .unwrap()
-        .0
-    };
-    let engine = open().await;
+    let restarts = Restarts::new(store.clone(), &clock);
+    let engine = restarts.open().await;
     let now = clock.now();
     let entry = |value: String, expires_at: i64| writ_token::RevocationEntry {
         kind: writ_token::RevocationKind::TokenId,
@@ -296,7 +315,7 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
         .remove(Tree::Meta, b"revocations_expiry_indexed")
         .unwrap();
     drop(engine);
-    let engine = open().await;
+    let engine = restarts.open().await;
     assert_eq!(expiry_keys(), 1, "indexed when opened");
 
     // As a store an earlier build listed one key per entry: packed into a chunk when opened.
@@ -315,7 +334,7 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
         )
         .unwrap();
     drop(engine);
-    let engine = open().await;
+    let engine = restarts.open().await;
     assert_eq!(expiry_keys(), 1, "packed when opened");
     assert!(
         store
@@ -337,18 +356,7 @@ async fn the_local_revocation_index_is_pruned_in_expiry_order() {
 async fn a_check_reads_the_revocation_index_only_when_an_entry_may_apply() {
     let store = Arc::new(Failing::new(true));
     let clock = writ_token::ManualClock::starting_now();
-    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
-    let open = || async {
-        AuthorizationServer::open(
-            Arc::new(writ_store::Ready(store.clone() as Arc<dyn Store>)),
-            Config::new("https://as.test"),
-            Arc::new(clock.clone()),
-            kek.clone(),
-        )
-        .await
-        .unwrap()
-        .0
-    };
+    let restarts = Restarts::new(store.clone(), &clock);
     let now = clock.now();
     let entry = |value: String, expires_at: i64| writ_token::RevocationEntry {
         kind: writ_token::RevocationKind::TokenId,
@@ -358,7 +366,7 @@ async fn a_check_reads_the_revocation_index_only_when_an_entry_may_apply() {
         not_before: 0,
         reason: String::new(),
     };
-    let engine = open().await;
+    let engine = restarts.open().await;
     for chunk in (0..5000).collect::<Vec<_>>().chunks(1000) {
         engine
             .admin_revoke(
@@ -372,7 +380,7 @@ async fn a_check_reads_the_revocation_index_only_when_an_entry_may_apply() {
     }
     drop(engine);
 
-    let engine = open().await;
+    let engine = restarts.open().await;
     let filter = engine
         .revocation_filter
         .clone()
@@ -437,18 +445,7 @@ impl writ_token::RevocationCheck for EmptyLog {
 async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
     let store = Arc::new(Failing::new(true));
     let clock = writ_token::ManualClock::starting_now();
-    let kek = Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0);
-    let open = || async {
-        AuthorizationServer::open(
-            Arc::new(writ_store::Ready(store.clone() as Arc<dyn Store>)),
-            Config::new("https://as.test"),
-            Arc::new(clock.clone()),
-            kek.clone(),
-        )
-        .await
-        .unwrap()
-        .0
-    };
+    let restarts = Restarts::new(store.clone(), &clock);
     let now = clock.now();
     let entry = |kind, value: &str| writ_token::RevocationEntry {
         kind,
@@ -470,7 +467,7 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
             .len()
     };
 
-    let engine = open().await;
+    let engine = restarts.open().await;
     engine
         .admin_revoke(vec![entry(TokenId, "before")])
         .await
@@ -499,7 +496,7 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
 
     // A restart: the outbox still holds them, and they are answered before the log is wired.
     drop(engine);
-    let engine = open().await;
+    let engine = restarts.open().await;
     assert!(local(&engine, "t1").await && local(&engine, "t2").await);
     assert_eq!(
         engine.undelivered.as_ref().unwrap().len(),
