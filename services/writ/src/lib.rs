@@ -13,10 +13,16 @@ use cli::{Cli, Command, ServiceName};
 /// Parses the command line, runs the command, and returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The allocator's housekeeping (crates/allocator): idle workers hand back their empty pages,
+    // and a server's purger returns freed memory to the OS while it is quiet.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
-        .build()
-    {
+        .on_thread_park(writ_allocator::on_thread_park);
+    if matches!(cli.command, Command::Up(_) | Command::Serve { .. }) {
+        writ_allocator::start_purger();
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -12,7 +12,7 @@
 // The allocator the `writ` binary runs with (services/writ/src/main.rs).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: writ_allocator::Allocator = writ_allocator::Allocator;
 
 mod audit;
 mod crash;
@@ -453,10 +453,13 @@ where
 }
 
 /// The runtime a server under test runs on: 2 workers, as on the 2-core machines.
+/// With the allocator's housekeeping `writ` runs with (services/writ/src/lib.rs).
 fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    writ_allocator::start_purger();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("server")
+        .on_thread_park(writ_allocator::on_thread_park)
         .enable_all()
         .build()
 }
@@ -617,6 +620,7 @@ async fn rotate_refresh_tokens(
 const PASSWORD: &str = "correct horse battery";
 
 fn main() -> anyhow::Result<()> {
+    writ_allocator::configure();
     // Re-executed as `writ` by the crash scenario (a process it can kill).
     if std::env::var_os(crash::AS_WRIT).is_some() {
         if writ::run() == std::process::ExitCode::SUCCESS {
