@@ -14,14 +14,11 @@ use cli::{Cli, Command, ServiceName};
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // The allocator's housekeeping (crates/allocator): idle workers hand back their empty pages,
-    // and a server's purger returns freed memory to the OS while it is quiet.
+    // and a server's purger (below) returns freed memory to the OS while it is quiet.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder
         .enable_all()
         .on_thread_park(writ_allocator::on_thread_park);
-    if matches!(cli.command, Command::Up(_) | Command::Serve { .. }) {
-        writ_allocator::start_purger();
-    }
     let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
@@ -35,6 +32,7 @@ pub fn run() -> ExitCode {
         Command::Serve { service, .. } => Some(format!("writ-{}", service.name())),
         _ => None,
     };
+    let server = service.is_some();
     let traces = match service {
         Some(service) => {
             let _runtime = runtime.enter();
@@ -49,6 +47,9 @@ pub fn run() -> ExitCode {
         None => None,
     };
     writ_server::logging::init(&cli.log, cli.log_json, traces.as_ref());
+    if server && let Err(e) = writ_allocator::start_purger() {
+        tracing::warn!(error = %e, "cannot start the allocator's purger: idle memory goes back to the OS later");
+    }
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => {

@@ -455,13 +455,14 @@ where
 /// The runtime a server under test runs on: 2 workers, as on the 2-core machines.
 /// With the allocator's housekeeping `writ` runs with (services/writ/src/lib.rs).
 fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    writ_allocator::start_purger();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("server")
-        .on_thread_park(writ_allocator::on_thread_park)
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).thread_name("server").enable_all();
+    #[cfg(not(feature = "system-allocator"))]
+    {
+        writ_allocator::start_purger()?;
+        builder.on_thread_park(writ_allocator::on_thread_park);
+    }
+    builder.build()
 }
 
 /// A client_credentials token request.
@@ -620,6 +621,7 @@ async fn rotate_refresh_tokens(
 const PASSWORD: &str = "correct horse battery";
 
 fn main() -> anyhow::Result<()> {
+    #[cfg(not(feature = "system-allocator"))]
     writ_allocator::configure();
     // Re-executed as `writ` by the crash scenario (a process it can kill).
     if std::env::var_os(crash::AS_WRIT).is_some() {
