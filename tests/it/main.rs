@@ -17,5 +17,6 @@ mod refresh;
 mod replicas;
 mod revocation;
 mod revocation_robustness;
+mod signin;
 mod sts;
 mod verification;

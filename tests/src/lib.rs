@@ -7,6 +7,7 @@
     missing_debug_implementations
 )]
 
+pub mod browser;
 pub mod http_client;
 pub mod private_postgres;
 pub mod sts;

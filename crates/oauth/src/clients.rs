@@ -28,6 +28,9 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "default_token_format",
     "may_introspect",
     "disabled",
+    "redirect_uris",
+    "post_logout_redirect_uris",
+    "require_pushed_authorization_requests",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -345,15 +348,32 @@ impl AuthorizationServer {
         for g in &c.grant_types {
             if ![
                 grant_type::CLIENT_CREDENTIALS,
+                grant_type::AUTHORIZATION_CODE,
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
             ]
             .contains(&g.as_str())
             {
                 return Err(Error::InvalidRequest(
-                    "grant_types may be client_credentials, refresh_token, password",
+                    "grant_types may be client_credentials, authorization_code, refresh_token, \
+                     password",
                 ));
             }
+        }
+        for uris in [&c.redirect_uris, &c.post_logout_redirect_uris] {
+            if uris.len() > crate::signin::MAX_REDIRECT_URIS
+                || !uris.iter().all(|u| crate::signin::valid_redirect_uri(u))
+            {
+                return Err(Error::InvalidRequest(
+                    "redirect URIs are absolute https URIs, http on a loopback address, or a \
+                     private-use scheme with a dot (RFC 8252), without a fragment; at most 16",
+                ));
+            }
+        }
+        if c.allows_grant(grant_type::AUTHORIZATION_CODE) && c.redirect_uris.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a client using authorization_code needs at least one redirect URI",
+            ));
         }
         if c.client_type == CLIENT_PUBLIC && c.allows_grant(grant_type::CLIENT_CREDENTIALS) {
             return Err(Error::InvalidRequest(
@@ -407,6 +427,11 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
         "default_token_format" => c.default_token_format.to_string(),
         "may_introspect" => c.may_introspect.to_string(),
         "disabled" => c.disabled.to_string(),
+        "redirect_uris" => format!("{:?}", c.redirect_uris),
+        "post_logout_redirect_uris" => format!("{:?}", c.post_logout_redirect_uris),
+        "require_pushed_authorization_requests" => {
+            c.require_pushed_authorization_requests.to_string()
+        }
         _ => String::new(),
     }
 }
@@ -446,6 +471,14 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
             }
             "may_introspect" => c.may_introspect = client.may_introspect,
             "disabled" => c.disabled = client.disabled,
+            "redirect_uris" => c.redirect_uris = client.redirect_uris.clone(),
+            "post_logout_redirect_uris" => {
+                c.post_logout_redirect_uris = client.post_logout_redirect_uris.clone()
+            }
+            "require_pushed_authorization_requests" => {
+                c.require_pushed_authorization_requests =
+                    client.require_pushed_authorization_requests
+            }
             _ => {}
         }
     }
@@ -488,6 +521,9 @@ fn client_of(c: &ClientRecord) -> Client {
         may_introspect: c.may_introspect,
         disabled: c.disabled,
         created_at: c.created_at,
+        redirect_uris: c.redirect_uris.clone(),
+        post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+        require_pushed_authorization_requests: c.require_pushed_authorization_requests,
     }
 }
 

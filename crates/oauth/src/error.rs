@@ -53,6 +53,25 @@ pub enum Error {
     /// Something a decision depends on (the revocation feed) cannot vouch for it now: retry.
     #[error("temporarily_unavailable: {0}")]
     Unavailable(&'static str),
+    #[error("unsupported_response_type: response_type must be code")]
+    UnsupportedResponseType,
+    #[error("request_not_supported: request objects are not supported")]
+    RequestNotSupported,
+    #[error("invalid_request_uri: {0}")]
+    InvalidRequestUri(&'static str),
+    /// `prompt=none`, and no live session (OpenID Connect Core section 3.1.2.6).
+    #[error("login_required: the user is not signed in")]
+    LoginRequired,
+    /// `prompt=none`, and the user has not consented yet.
+    #[error("consent_required: the user has not consented")]
+    ConsentRequired,
+    /// A bearer token at a resource of this server (UserInfo) that is invalid, expired or
+    /// revoked (RFC 6750 section 3.1).
+    #[error("invalid_token: {0}")]
+    InvalidToken(&'static str),
+    /// A valid bearer token without the scope a resource needs (RFC 6750 section 3.1).
+    #[error("insufficient_scope: {0}")]
+    InsufficientScope(&'static str),
     /// Too many password checks at once: retry.
     #[error("temporarily_unavailable: too many password checks at once; retry")]
     Busy,
@@ -72,6 +91,15 @@ impl Error {
             Error::InvalidScope(_) => (Kind::PermissionDenied, ErrorCode::InvalidScope),
             Error::InvalidTarget(_) => (Kind::PermissionDenied, ErrorCode::InvalidTarget),
             Error::AccessDenied(_) => (Kind::PermissionDenied, ErrorCode::AccessDenied),
+            Error::UnsupportedResponseType => {
+                (Kind::InvalidArgument, ErrorCode::UnsupportedResponseType)
+            }
+            Error::RequestNotSupported => (Kind::InvalidArgument, ErrorCode::RequestNotSupported),
+            Error::InvalidRequestUri(_) => (Kind::InvalidArgument, ErrorCode::InvalidRequestUri),
+            Error::LoginRequired => (Kind::PermissionDenied, ErrorCode::LoginRequired),
+            Error::ConsentRequired => (Kind::PermissionDenied, ErrorCode::ConsentRequired),
+            Error::InvalidToken(_) => (Kind::Unauthenticated, ErrorCode::InvalidToken),
+            Error::InsufficientScope(_) => (Kind::PermissionDenied, ErrorCode::InsufficientScope),
             Error::NotFound(_) => (Kind::NotFound, ErrorCode::InvalidRequest),
             Error::AlreadyExists(_) => (Kind::AlreadyExists, ErrorCode::InvalidRequest),
             Error::Conflict(_) => (Kind::Conflict, ErrorCode::InvalidRequest),

@@ -9,8 +9,8 @@ use writ_token::{
 
 use crate::error::{Error, Result};
 use crate::records::{
-    ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, GrantRecord, REFRESH_ACTIVE,
-    REFRESH_REPLACED, REFRESH_USED, RefreshTokenRecord, UserRecord,
+    AuthCodeRecord, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, GrantRecord,
+    REFRESH_ACTIVE, REFRESH_REPLACED, REFRESH_USED, RefreshTokenRecord, UserRecord,
 };
 use crate::types::{FormatChoice, TokenRequest, TokenResponse};
 use crate::{
@@ -78,6 +78,7 @@ impl AuthorizationServer {
                 grant_type::CLIENT_CREDENTIALS => grant_type::CLIENT_CREDENTIALS,
                 grant_type::REFRESH_TOKEN => grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD => grant_type::PASSWORD,
+                grant_type::AUTHORIZATION_CODE => grant_type::AUTHORIZATION_CODE,
                 _ => "other",
             }),
             Err(e) => writ_metrics::global().token_refused(e.oauth_code()),
@@ -95,6 +96,7 @@ impl AuthorizationServer {
             grant_type::CLIENT_CREDENTIALS => self.client_credentials(req).await,
             grant_type::REFRESH_TOKEN => self.refresh(req).await,
             grant_type::PASSWORD => self.password(req).await,
+            grant_type::AUTHORIZATION_CODE => self.authorization_code(req).await,
             "" => Err(Error::InvalidRequest("grant_type is required")),
             _ => Err(Error::UnsupportedGrantType),
         }
@@ -202,6 +204,194 @@ impl AuthorizationServer {
             None => self.audit.record(event).await?,
         }
         Ok(response)
+    }
+
+    /// RFC 6749 section 4.1.3 with RFC 7636 section 4.6: a code redeemed once, by the client it
+    /// was issued to, with the redirect URI it was issued for and the PKCE verifier of its
+    /// challenge. A code presented again (or redeemed twice at once) revokes what it issued
+    /// (RFC 6749 section 4.1.2). Public clients authenticate with their id alone.
+    async fn authorization_code(&self, req: &TokenRequest) -> Result<TokenResponse> {
+        let client = self
+            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .await?;
+        if client.disabled {
+            return Err(Error::InvalidClient);
+        }
+        if !client.allows_grant(grant_type::AUTHORIZATION_CODE) {
+            return Err(Error::UnauthorizedClient(
+                "the client may not use the authorization code grant",
+            ));
+        }
+        if req.code.is_empty() || req.redirect_uri.is_empty() || req.code_verifier.is_empty() {
+            return Err(Error::InvalidRequest(
+                "code, redirect_uri and code_verifier are required",
+            ));
+        }
+        // RFC 7636 section 4.1: 43 to 128 unreserved characters.
+        if !(43..=128).contains(&req.code_verifier.len())
+            || !req
+                .code_verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        {
+            return Err(Error::InvalidRequest("code_verifier is malformed"));
+        }
+        let key = crate::signin::prefixed(b"c/", &self.hasher.hash(req.code.as_bytes()));
+        let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
+            return Err(Error::InvalidGrant("the code is invalid"));
+        };
+        let code: AuthCodeRecord = writ_store::decode(&bytes)?;
+        // Checks that change nothing first: another client's code is refused without burning
+        // it (its holder is not the thief).
+        if code.client_id != client.client_id {
+            return Err(Error::InvalidGrant("the code was issued to another client"));
+        }
+        if code.used {
+            return self.code_replayed(&code.gid).await;
+        }
+        let now = self.now();
+        if now >= code.expires_at {
+            return Err(Error::InvalidGrant("the code has expired"));
+        }
+        if code.redirect_uri != req.redirect_uri {
+            return Err(Error::InvalidGrant(
+                "redirect_uri is not the one the code was issued for",
+            ));
+        }
+        let challenge = {
+            use base64::Engine;
+            use sha2::Digest;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(req.code_verifier.as_bytes()))
+        };
+        let matches: bool =
+            subtle::ConstantTimeEq::ct_eq(challenge.as_bytes(), code.code_challenge.as_bytes())
+                .into();
+        if !matches {
+            return Err(Error::InvalidGrant(
+                "code_verifier does not match the challenge",
+            ));
+        }
+        let grant = GrantRecord {
+            gid: code.gid.clone(),
+            client_id: client.client_id.clone(),
+            subject: code.subject.clone(),
+            scope: code.scope.clone(),
+            created_at: code.issued_at,
+            expires_at: code.issued_at + self.config.max_grant_lifetime,
+            username: code.username.clone(),
+        };
+        // Signed out (or cut off) since the code was issued.
+        if self.grant_revoked(&grant).await? {
+            return Err(Error::InvalidGrant("the grant has been revoked"));
+        }
+        let user = self
+            .store
+            .get_record::<UserRecord>(code.username.as_bytes())
+            .await?
+            .filter(|u| !u.disabled && u.subject == code.subject)
+            .ok_or(Error::InvalidGrant(
+                "the resource owner no longer exists or is disabled",
+            ))?;
+        let scope = Scopes::parse(&code.scope).map_err(|_| Error::Internal("stored scope"))?;
+        let format = resolve_format(&client, req.token_format)?;
+        let refresh = client
+            .allows_grant(grant_type::REFRESH_TOKEN)
+            .then(|| self.new_refresh_token(&client, &grant, now));
+        let m = Minting {
+            client: &client,
+            subject: code.subject.clone(),
+            scope: scope.clone(),
+            audience: code.audience.clone(),
+            gid: grant.gid.clone(),
+            format,
+        };
+        let (mut response, event) = self.issue(
+            &m,
+            grant_type::AUTHORIZATION_CODE,
+            refresh.as_ref().map(|(token, _)| token.clone()),
+        )?;
+        if scope.contains("openid") {
+            response.id_token = Some(self.id_token(&code, &user, &response.access_token, now)?);
+        }
+        let event = event
+            .detail("username", &user.username)
+            .detail("sid", &code.sid)
+            .detail(
+                "id_token",
+                if response.id_token.is_some() {
+                    "issued"
+                } else {
+                    ""
+                },
+            );
+        // The grant and its first refresh token first (neither is known to anyone yet), then
+        // the code is spent with the record of the issue: of two redemptions exactly one
+        // spends it, and the other is a replay.
+        self.store.put_record(grant.gid.as_bytes(), &grant).await?;
+        if let Some((token, record)) = &refresh {
+            self.store
+                .put_record(&self.hasher.hash(token.as_bytes())[..], record)
+                .await?;
+        }
+        let spent = AuthCodeRecord {
+            used: true,
+            ..code.clone()
+        };
+        let intent = self.audit.intent(event);
+        let batch = Batch::new()
+            .expect(key.clone(), Some(bytes))
+            .put(key, encode(&spent));
+        if !self
+            .store
+            .commit(Tree::SignIn, intent.attach(batch))
+            .await?
+        {
+            return self.code_replayed(&code.gid).await;
+        }
+        self.audit.written(intent);
+        self.store.durable().await?;
+        Ok(response)
+    }
+
+    /// A spent code presented again: whoever holds it is not alone, so everything it issued is
+    /// revoked (RFC 6749 section 4.1.2, RFC 9700 section 4.5).
+    async fn code_replayed(&self, gid: &str) -> Result<TokenResponse> {
+        self.revoke_grant(gid, "authorization code replayed")
+            .await?;
+        Err(Error::InvalidGrant(
+            "the code was already used; what it issued has been revoked",
+        ))
+    }
+
+    /// OpenID Connect Core section 2 and 3.1.3.6: the ID token of a code's sign-in.
+    fn id_token(
+        &self,
+        code: &AuthCodeRecord,
+        user: &UserRecord,
+        access_token: &str,
+        now: i64,
+    ) -> Result<String> {
+        let keys = self.keys.state();
+        let alg = keys.jwt.alg();
+        let claims = writ_token::IdTokenClaims {
+            iss: self.config.issuer.clone(),
+            sub: code.subject.clone(),
+            aud: code.client_id.clone(),
+            exp: now + self.config.default_access_token_lifetime,
+            iat: now,
+            auth_time: code.auth_time,
+            nonce: (!code.nonce.is_empty()).then(|| code.nonce.clone()),
+            at_hash: Some(writ_token::token_hash(alg, access_token)),
+            acr: crate::signin::ACR_PASSWORD.to_owned(),
+            amr: code.amr.clone(),
+            sid: code.sid.clone(),
+            azp: code.client_id.clone(),
+            preferred_username: Scopes::parse(&code.scope)
+                .is_ok_and(|s| s.contains("profile"))
+                .then(|| user.username.clone()),
+        };
+        Ok(writ_token::encode_id_token(&keys.jwt, &claims)?)
     }
 
     /// RFC 6749 section 6, with rotation: every use returns a new refresh token and marks the
@@ -508,6 +698,7 @@ impl AuthorizationServer {
             scope: claims.scope,
             issued_token_type,
             biscuit,
+            id_token: None,
         };
         Ok((response, event))
     }
@@ -534,7 +725,10 @@ fn check_request_sizes(req: &TokenRequest) -> Result<()> {
         || req.username.len() > MAX_ID_LEN
         || req.password.len() > MAX_SECRET_LEN
         || req.scope.len() > writ_token::MAX_SCOPE_LEN
-        || req.grant_type.len() > 256;
+        || req.grant_type.len() > 256
+        || req.code.len() > MAX_SECRET_LEN
+        || req.redirect_uri.len() > crate::signin::MAX_URI_LEN
+        || req.code_verifier.len() > 128;
     if too_long {
         return Err(Error::InvalidRequest("a parameter is too long"));
     }

@@ -19,6 +19,7 @@ mod records;
 mod revocation_filter;
 mod revocations;
 mod secrets;
+pub mod signin;
 mod synthetic;
 mod throttle;
 mod types;
@@ -38,6 +39,7 @@ pub use admin_access::{AdminCaller, AdminPermission};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
+pub use signin::{AuthorizationRequest, Authorize, Interaction, NewSession, UserInfo};
 #[doc(hidden)]
 pub use synthetic::Synthetic;
 pub use throttle::ThrottleConfig;
@@ -91,6 +93,8 @@ pub struct Config {
     pub max_waiting_password_checks: usize,
     /// The audit log in this server's store: bounds, checkpoints, or off.
     pub audit: writ_audit::Settings,
+    /// How long a browser's sign-in session lasts, in seconds, whatever its activity.
+    pub session_lifetime: i64,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
                 .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             max_waiting_password_checks: 64,
             audit: writ_audit::Settings::default(),
+            session_lifetime: 12 * 3600,
         }
     }
 }
@@ -525,6 +530,7 @@ impl AuthorizationServer {
             introspection_endpoint: format!("{base}/oauth2/introspect"),
             revocation_endpoint: format!("{base}/oauth2/revoke"),
             grant_types_supported: strings(&[
+                grant_type::AUTHORIZATION_CODE,
                 grant_type::CLIENT_CREDENTIALS,
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
@@ -534,10 +540,17 @@ impl AuthorizationServer {
                 "client_secret_post",
                 "none",
             ]),
-            scopes_supported: Vec::new(),
-            response_types_supported: Vec::new(),
+            scopes_supported: strings(signin::OIDC_SCOPES),
+            response_types_supported: strings(&["code"]),
             access_token_signing_alg_values_supported: strings(&["EdDSA", "ES256"]),
             token_types_supported: strings(&[token_type::JWT, token_type::BISCUIT]),
+            authorization_endpoint: format!("{base}/oauth2/authorize"),
+            userinfo_endpoint: format!("{base}/oauth2/userinfo"),
+            end_session_endpoint: format!("{base}/oauth2/logout"),
+            code_challenge_methods_supported: strings(&["S256"]),
+            id_token_signing_alg_values_supported: vec![
+                self.keys.state().jwt.alg().name().to_owned(),
+            ],
         }
     }
 

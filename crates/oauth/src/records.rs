@@ -47,6 +47,15 @@ pub struct ClientRecord {
     pub previous_secret_hash: Vec<u8>,
     #[prost(int64, tag = "16")]
     pub previous_secret_expires_at: i64,
+    /// Where authorization responses may go: compared exactly (RFC 9700 section 4.1.3).
+    #[prost(string, repeated, tag = "17")]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to, compared exactly.
+    #[prost(string, repeated, tag = "18")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Authorization requests only by reference, pushed first (RFC 9126 section 6).
+    #[prost(bool, tag = "19")]
+    pub require_pushed_authorization_requests: bool,
 }
 
 impl Record for ClientRecord {
@@ -213,4 +222,94 @@ pub struct ServerSecretsRecord {
 
 impl Record for ServerSecretsRecord {
     const TREE: Tree = Tree::Meta;
+}
+
+/// A browser's sign-in session at Writ (single sign-on), under `s/` + the keyed hash of its
+/// cookie's value, in [`Tree::SignIn`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionRecord {
+    /// The session's public id (`sid` in ID tokens and logout tokens).
+    #[prost(string, tag = "1")]
+    pub sid: String,
+    #[prost(string, tag = "2")]
+    pub username: String,
+    #[prost(string, tag = "3")]
+    pub subject: String,
+    /// When the user last authenticated in it.
+    #[prost(int64, tag = "4")]
+    pub auth_time: i64,
+    /// Authentication methods (RFC 8176), e.g. `pwd`.
+    #[prost(string, repeated, tag = "5")]
+    pub amr: Vec<String>,
+    #[prost(int64, tag = "6")]
+    pub created_at: i64,
+    /// Absolute end, whatever the activity.
+    #[prost(int64, tag = "7")]
+    pub expires_at: i64,
+    /// The grants issued in it: signing out revokes each.
+    #[prost(string, repeated, tag = "8")]
+    pub gids: Vec<String>,
+}
+
+impl Record for SessionRecord {
+    const TREE: Tree = Tree::SignIn;
+}
+
+/// An authorization code, under `c/` + the keyed hash of the code, in [`Tree::SignIn`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthCodeRecord {
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    #[prost(string, tag = "2")]
+    pub redirect_uri: String,
+    /// RFC 7636 `S256` challenge: base64url(SHA-256(verifier)).
+    #[prost(string, tag = "3")]
+    pub code_challenge: String,
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(string, repeated, tag = "5")]
+    pub audience: Vec<String>,
+    #[prost(string, tag = "6")]
+    pub nonce: String,
+    #[prost(string, tag = "7")]
+    pub username: String,
+    #[prost(string, tag = "8")]
+    pub subject: String,
+    #[prost(int64, tag = "9")]
+    pub auth_time: i64,
+    #[prost(string, repeated, tag = "10")]
+    pub amr: Vec<String>,
+    #[prost(string, tag = "11")]
+    pub sid: String,
+    /// The grant its tokens belong to: a replayed code revokes it.
+    #[prost(string, tag = "12")]
+    pub gid: String,
+    #[prost(int64, tag = "13")]
+    pub issued_at: i64,
+    #[prost(int64, tag = "14")]
+    pub expires_at: i64,
+    #[prost(bool, tag = "15")]
+    pub used: bool,
+}
+
+impl Record for AuthCodeRecord {
+    const TREE: Tree = Tree::SignIn;
+}
+
+/// What a user let a client have, under `k/` + subject + `/` + client id, in [`Tree::SignIn`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConsentRecord {
+    #[prost(string, tag = "1")]
+    pub subject: String,
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    /// Space-delimited.
+    #[prost(string, tag = "3")]
+    pub scope: String,
+    #[prost(int64, tag = "4")]
+    pub granted_at: i64,
+}
+
+impl Record for ConsentRecord {
+    const TREE: Tree = Tree::SignIn;
 }

@@ -27,6 +27,10 @@ pub struct TokenRequest {
     pub audience: Vec<String>,
     pub resource: Vec<String>,
     pub token_format: FormatChoice,
+    /// RFC 6749 section 4.1.3 and RFC 7636 section 4.5.
+    pub code: String,
+    pub redirect_uri: String,
+    pub code_verifier: String,
     /// Where the request came from (the transport's peer address), for brute-force throttling.
     pub source: Option<std::net::IpAddr>,
 }
@@ -41,6 +45,8 @@ pub struct TokenResponse {
     pub scope: String,
     pub issued_token_type: &'static str,
     pub biscuit: Option<String>,
+    /// OpenID Connect Core section 3.1.3.3: for an authorization code granted with `openid`.
+    pub id_token: Option<String>,
 }
 
 /// A client authenticating to introspect or revoke.
@@ -101,6 +107,16 @@ pub struct ServerMetadata {
     pub response_types_supported: Vec<String>,
     pub access_token_signing_alg_values_supported: Vec<String>,
     pub token_types_supported: Vec<String>,
+    /// RFC 6749 section 3.1 (sign-in in a browser).
+    pub authorization_endpoint: String,
+    /// OpenID Connect Core section 5.3.
+    pub userinfo_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout.
+    pub end_session_endpoint: String,
+    /// RFC 7636: `S256` only.
+    pub code_challenge_methods_supported: Vec<String>,
+    /// The ID token's signature algorithm (the signing key's).
+    pub id_token_signing_alg_values_supported: Vec<String>,
 }
 
 /// A page of a listing.
@@ -147,7 +163,7 @@ pub struct Client {
     pub client_id: String,
     pub client_name: String,
     pub client_type: ClientType,
-    /// `client_credentials`, `refresh_token`, `password`.
+    /// `client_credentials`, `authorization_code`, `refresh_token`, `password`.
     pub grant_types: Vec<String>,
     /// Space-delimited scopes the client may get.
     pub scope: String,
@@ -166,6 +182,12 @@ pub struct Client {
     pub disabled: bool,
     /// Set by the server.
     pub created_at: i64,
+    /// Where authorization responses may be sent (`authorization_code`), compared exactly.
+    pub redirect_uris: Vec<String>,
+    /// Where the browser may return after RP-initiated logout, compared exactly.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Only pushed authorization requests (RFC 9126) are accepted from it.
+    pub require_pushed_authorization_requests: bool,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

@@ -132,6 +132,20 @@ impl Form {
         Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
     }
 
+    /// A URL's query (or a form carried in a hidden field): no content type to check, UTF-8
+    /// required.
+    pub fn from_query(query: &[u8]) -> Result<Form, FormError> {
+        if std::str::from_utf8(query).is_err() {
+            return Err(FormError::InvalidRequest("the query is not UTF-8"));
+        }
+        Ok(Form(form_urlencoded::parse(query).into_owned().collect()))
+    }
+
+    /// Every parameter, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     /// [`Form::parse`], then the client authentication the request carries ([`client_auth`]).
     pub fn parse_with_client(
         headers: &HeaderMap,

@@ -46,10 +46,14 @@ pub enum Tree {
     /// The audit trail (`writ-audit`): the chained records, their indexes, checkpoints, and the
     /// intents other trees' batches leave for it ([`Batch::audit`]).
     Audit,
+    /// People signing in (`writ-oauth`'s sign-in): browser sessions (`s/`), authorization codes
+    /// (`c/`), remembered consents (`k/`) and pushed authorization requests (`p/`), in one tree so
+    /// that a code's redemption and its session's bookkeeping are one batch.
+    SignIn,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Meta,
         Tree::Clients,
         Tree::Users,
@@ -60,6 +64,7 @@ impl Tree {
         Tree::ExchangePolicies,
         Tree::RevocationLog,
         Tree::Audit,
+        Tree::SignIn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +79,7 @@ impl Tree {
             Tree::ExchangePolicies => "exchange_policies",
             Tree::RevocationLog => "revocation_log",
             Tree::Audit => "audit",
+            Tree::SignIn => "sign_in",
         }
     }
 

@@ -77,7 +77,9 @@ pub use holder::{
 pub use ids::{random_bytes, random_id, random_secret};
 pub use inspect::{UnverifiedView, decode_unverified};
 pub use issuers::{TrustedIssuer, TrustedIssuers};
-pub use jwt::{ACCESS_TOKEN_TYP, encode_access_token};
+pub use jwt::{
+    ACCESS_TOKEN_TYP, ID_TOKEN_TYP, IdTokenClaims, encode_access_token, encode_id_token, token_hash,
+};
 pub use keys::{
     Algorithm, BiscuitKeySet, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys,
     Jwk, JwkSet, KeySet, KeySource, MAX_KID_LEN, PublishedBiscuitKey, SigningKey, VerificationKey,

@@ -58,6 +58,10 @@ impl Scopes {
         Scopes(self.0.intersection(&other.0).cloned().collect())
     }
 
+    pub fn union(&self, other: &Scopes) -> Scopes {
+        Scopes(self.0.union(&other.0).cloned().collect())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }

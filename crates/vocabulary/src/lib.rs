@@ -17,6 +17,7 @@ pub use refusal::{ErrorCode, Kind, OAUTH_ERROR_DOMAIN, Refusal, Refuse};
 
 /// Grant type identifiers (RFC 6749 section 4, RFC 8693 section 2.1).
 pub mod grant_type {
+    pub const AUTHORIZATION_CODE: &str = "authorization_code";
     pub const CLIENT_CREDENTIALS: &str = "client_credentials";
     pub const REFRESH_TOKEN: &str = "refresh_token";
     pub const PASSWORD: &str = "password";

@@ -27,6 +27,16 @@ pub enum ErrorCode {
     // RFC 6750 section 3.1.
     InvalidToken,
     InsufficientScope,
+    // RFC 6749 section 4.1.2.1.
+    UnsupportedResponseType,
+    // OpenID Connect Core section 3.1.2.6.
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+    // RFC 9126 section 2.3.
+    InvalidRequestUri,
+    // OpenID Connect Core section 3.1.2.6 (request objects are not supported).
+    RequestNotSupported,
 }
 
 impl ErrorCode {
@@ -46,6 +56,12 @@ impl ErrorCode {
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InteractionRequired => "interaction_required",
+            ErrorCode::InvalidRequestUri => "invalid_request_uri",
+            ErrorCode::RequestNotSupported => "request_not_supported",
         }
     }
 }

@@ -32,6 +32,9 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
         password: r.password,
         audience: r.audience,
         resource: r.resource,
+        code: r.code,
+        redirect_uri: r.redirect_uri,
+        code_verifier: r.code_verifier,
     })
 }
 
@@ -44,6 +47,7 @@ pub fn token_response(r: writ_oauth::TokenResponse) -> authz::TokenResponse {
         scope: r.scope,
         issued_token_type: r.issued_token_type.to_owned(),
         biscuit: r.biscuit.unwrap_or_default(),
+        id_token: r.id_token.unwrap_or_default(),
     }
 }
 
@@ -116,6 +120,9 @@ pub fn client(c: Client) -> admin::Client {
         default_token_format: c.default_token_format.map_or(0, format_value),
         may_introspect: c.may_introspect,
         disabled: c.disabled,
+        redirect_uris: c.redirect_uris,
+        post_logout_redirect_uris: c.post_logout_redirect_uris,
+        require_pushed_authorization_requests: c.require_pushed_authorization_requests,
     }
 }
 
@@ -163,6 +170,9 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         may_introspect: c.may_introspect,
         disabled: c.disabled,
         created_at: 0,
+        redirect_uris: c.redirect_uris,
+        post_logout_redirect_uris: c.post_logout_redirect_uris,
+        require_pushed_authorization_requests: c.require_pushed_authorization_requests,
     })
 }
 

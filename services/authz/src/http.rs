@@ -29,7 +29,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/biscuit-keys.json", get(biscuit_keys));
+        .route("/.well-known/biscuit-keys.json", get(biscuit_keys))
+        .merge(crate::web::routes());
     form::facade(routes).with_state(engine)
 }
 
@@ -85,6 +86,9 @@ async fn token(
         audience: form.many("audience"),
         resource: form.many("resource"),
         token_format: format_param(&form.one("token_format")?)?,
+        code: form.one("code")?,
+        redirect_uri: form.one("redirect_uri")?,
+        code_verifier: form.one("code_verifier")?,
         source: peer.map(|p| p.0.0.ip()),
     };
     let r = engine.token(req).await?;
@@ -100,6 +104,9 @@ async fn token(
     }
     if let Some(b) = r.biscuit {
         body["biscuit"] = Value::String(b);
+    }
+    if let Some(t) = r.id_token {
+        body["id_token"] = Value::String(t);
     }
     Ok((no_store(), axum::Json(body)).into_response())
 }
@@ -172,6 +179,20 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "response_types_supported": m.response_types_supported,
         "scopes_supported": m.scopes_supported,
         "access_token_signing_alg_values_supported": m.access_token_signing_alg_values_supported,
+        "authorization_endpoint": m.authorization_endpoint,
+        "userinfo_endpoint": m.userinfo_endpoint,
+        "end_session_endpoint": m.end_session_endpoint,
+        "code_challenge_methods_supported": m.code_challenge_methods_supported,
+        "id_token_signing_alg_values_supported": m.id_token_signing_alg_values_supported,
+        "subject_types_supported": ["public"],
+        "response_modes_supported": ["query"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "preferred_username"],
+        "acr_values_supported": [writ_oauth::signin::ACR_PASSWORD],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
     });
     cached(body)
 }

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod publisher;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -144,6 +144,13 @@ pub struct ClientCreate {
     /// Token formats allowed (repeatable; default: jwt).
     #[arg(long = "format", value_enum)]
     pub formats: Vec<Format>,
+    /// Where authorization responses may be sent (repeatable; needed by --grant
+    /// authorization_code): compared exactly.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// Where the browser may return after signing out (repeatable): compared exactly.
+    #[arg(long = "post-logout-redirect-uri")]
+    pub post_logout_redirect_uris: Vec<String>,
     #[arg(long)]
     pub access_token_lifetime: Option<i64>,
     #[arg(long)]
@@ -214,6 +221,8 @@ fn client_json(c: &pb_admin::Client) -> Value {
         "token_formats": formats,
         "may_introspect": c.may_introspect,
         "disabled": c.disabled,
+        "redirect_uris": c.redirect_uris,
+        "post_logout_redirect_uris": c.post_logout_redirect_uris,
     })
 }
 
@@ -259,6 +268,9 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     may_introspect: c.may_introspect,
                     disabled: false,
                     create_time: None,
+                    redirect_uris: c.redirect_uris,
+                    post_logout_redirect_uris: c.post_logout_redirect_uris,
+                    require_pushed_authorization_requests: false,
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })

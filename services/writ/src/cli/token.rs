@@ -18,6 +18,10 @@ use super::{ClientSecret, Conn};
 pub enum Grant {
     #[value(name = "client_credentials")]
     ClientCredentials,
+    /// For clients that sign people in through a browser (`writ admin client create`); the
+    /// token command cannot use it.
+    #[value(name = "authorization_code")]
+    AuthorizationCode,
     #[value(name = "refresh_token")]
     RefreshToken,
     #[value(name = "password")]
@@ -112,12 +116,18 @@ pub(super) fn format_value(f: Format) -> i32 {
 pub(super) fn grant_name(g: Grant) -> &'static str {
     match g {
         Grant::ClientCredentials => grant_type::CLIENT_CREDENTIALS,
+        Grant::AuthorizationCode => grant_type::AUTHORIZATION_CODE,
         Grant::RefreshToken => grant_type::REFRESH_TOKEN,
         Grant::Password => grant_type::PASSWORD,
     }
 }
 
 pub async fn token(args: TokenArgs) -> Result<()> {
+    if args.grant == Grant::AuthorizationCode {
+        return Err(CliError::Invalid(
+            "authorization_code is redeemed by the client a browser was sent back to".into(),
+        ));
+    }
     let password = if args.grant == Grant::Password {
         if !args.password_stdin {
             return Err(CliError::Invalid(
@@ -141,6 +151,7 @@ pub async fn token(args: TokenArgs) -> Result<()> {
             audience: args.audience,
             resource: Vec::new(),
             token_format: args.format.map(format_value).unwrap_or(0),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -1,0 +1,1006 @@
+//! People signing in: the authorization endpoint (RFC 6749 section 4.1 with PKCE, RFC 7636,
+//! `S256` only; OpenID Connect Core section 3.1), browser sessions (single sign-on), remembered
+//! consent, and signing out (RP-initiated logout), which revokes every grant the session made
+//! through the revocation feed.
+//!
+//! The engine decides; the transport renders. [`AuthorizationServer::authorize`] answers a
+//! request with an [`Authorize`]: a redirect to the client (a code, or an error the client may
+//! learn of), a refusal to show the user (never redirected: the client or its redirect URI is
+//! not known to be genuine), or an interaction (sign in, consent) after which the transport
+//! sends the browser back to the authorization endpoint with the same request.
+//!
+//! Stored in [`Tree::SignIn`]: sessions under `s/` + the keyed hash of the cookie's value, codes
+//! under `c/` + the keyed hash of the code, consents under `k/` + subject + `/` + client id.
+//! Only hashes of the browser's secrets are stored.
+
+use writ_audit::{Event, Outcome};
+use writ_store::{AsyncStoreExt, Batch, Tree, encode};
+use writ_token::{RevocationEntry, RevocationKind, Scopes, random_id, random_secret};
+
+use crate::error::{Error, Result};
+use crate::records::{AuthCodeRecord, ClientRecord, ConsentRecord, SessionRecord, UserRecord};
+use crate::revocations::Revocation;
+use crate::{AuthorizationServer, MAX_AUDIENCES, MAX_ID_LEN, grant_type, valid_id};
+
+/// Most redirect URIs (and post-logout redirect URIs) a client may register.
+pub const MAX_REDIRECT_URIS: usize = 16;
+/// Longest redirect URI accepted.
+pub const MAX_URI_LEN: usize = 2048;
+/// Longest `state` and `nonce` accepted (echoed back, so bounded).
+pub const MAX_STATE_LEN: usize = 1024;
+/// How long an authorization code lives (RFC 6749 section 4.1.2 recommends at most 10 minutes;
+/// a browser redirect takes seconds).
+pub const CODE_LIFETIME: i64 = 60;
+/// Most grants one session may make; past it, the user signs out and in again. Signing out
+/// revokes each, so the list is bounded.
+pub const MAX_SESSION_GRANTS: usize = 1000;
+/// The OpenID Connect scopes: any client using the authorization code grant may ask for them,
+/// whatever its registered scope, and they are granted whatever the user's.
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile"];
+/// `acr` of a password sign-in: one factor.
+pub const ACR_PASSWORD: &str = "1";
+
+/// RFC 6749 section 4.1.1, RFC 7636 section 4.3 and OpenID Connect Core section 3.1.2.1, with
+/// their parameter names.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizationRequest {
+    pub response_type: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: String,
+    pub code_challenge: String,
+    pub code_challenge_method: String,
+    pub nonce: String,
+    /// Space-delimited: `none`, `login`, `consent`.
+    pub prompt: String,
+    /// Seconds, as sent (empty: none).
+    pub max_age: String,
+    pub response_mode: String,
+    /// A request object (RFC 9101): not supported, refused as such.
+    pub request: String,
+    pub request_uri: String,
+    pub audience: Vec<String>,
+    pub resource: Vec<String>,
+}
+
+/// What the transport does with an authorization request.
+#[derive(Debug)]
+pub enum Authorize {
+    /// Send the browser to the client's redirect URI (a code or an error, with `state` and
+    /// `iss`).
+    Redirect(String),
+    /// Show this error to the user; never redirect (the client or the redirect URI is not
+    /// known to be genuine).
+    Refuse(Error),
+    /// Ask the user to sign in, then come back with the same request.
+    Login(Interaction),
+    /// Ask the user to let the client have `scopes`, then come back with the same request.
+    Consent(Interaction),
+}
+
+/// What a sign-in or consent page shows.
+#[derive(Debug, Clone)]
+pub struct Interaction {
+    pub client_id: String,
+    /// The client's name, or its id when it has none.
+    pub client_name: String,
+    /// What the client asks for (consent), or will (sign-in).
+    pub scopes: Vec<String>,
+    /// The signed-in user's name (consent).
+    pub username: String,
+}
+
+/// A browser session just opened: the cookie's value (shown to the browser alone; stored as a
+/// keyed hash) and when it ends.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub cookie: String,
+    pub expires_at: i64,
+}
+
+/// OpenID Connect Core section 5.3.2: the claims UserInfo returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub sub: String,
+    /// With the `profile` scope.
+    pub preferred_username: Option<String>,
+}
+
+/// A validated request, up to where it may be redirected.
+struct Validated {
+    client: ClientRecord,
+    redirect_uri: String,
+    state: String,
+    /// What the client may be granted of what it asked (before the user's own scope).
+    requested: Scopes,
+    audience: Vec<String>,
+    nonce: String,
+    code_challenge: String,
+    prompt_none: bool,
+    prompt_login: bool,
+    prompt_consent: bool,
+    max_age: Option<i64>,
+}
+
+impl AuthorizationServer {
+    /// The authorization endpoint. `cookie` is the browser's session cookie, if any.
+    ///
+    /// One audit record per answer that ends the request: `authorization_code_issued` (with the
+    /// code's grant, in the batch that stores the code) or `authorization_refused` with the
+    /// reason. Interactions record nothing; their own forms do.
+    pub async fn authorize(&self, req: AuthorizationRequest, cookie: Option<&str>) -> Authorize {
+        let v = match self.validate_authorization(&req).await {
+            Ok(v) => v,
+            Err(Ok(refusal)) => {
+                self.audit_authorization_refusal(&req, &refusal).await;
+                return Authorize::Refuse(refusal);
+            }
+            Err(Err((redirect, refusal))) => {
+                self.audit_authorization_refusal(&req, &refusal).await;
+                return Authorize::Redirect(redirect);
+            }
+        };
+        match self.authorize_validated(&v, cookie).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.audit_authorization_refusal(&req, &e).await;
+                Authorize::Redirect(self.error_redirect(&v.redirect_uri, &v.state, &e))
+            }
+        }
+    }
+
+    async fn audit_authorization_refusal(&self, req: &AuthorizationRequest, e: &Error) {
+        self.audit_refusal(
+            Event::new("authorization_refused", Outcome::Refused)
+                .actor(&req.client_id)
+                .client(&req.client_id)
+                .reason(e.oauth_code())
+                .detail("description", e.description())
+                .detail("redirect_uri", &req.redirect_uri),
+        )
+        .await;
+    }
+
+    /// Checks a request: `Err(Ok(e))` must not be redirected, `Err(Err((uri, e)))` is the
+    /// error redirect to make.
+    #[allow(clippy::type_complexity)]
+    async fn validate_authorization(
+        &self,
+        req: &AuthorizationRequest,
+    ) -> std::result::Result<Validated, std::result::Result<Error, (String, Error)>> {
+        // Until the client and its redirect URI are known good, nothing is redirected.
+        let too_long = req.client_id.len() > MAX_ID_LEN
+            || req.redirect_uri.len() > MAX_URI_LEN
+            || req.state.len() > MAX_STATE_LEN
+            || req.nonce.len() > MAX_STATE_LEN
+            || req.scope.len() > writ_token::MAX_SCOPE_LEN
+            || req.code_challenge.len() > 128
+            || req.request_uri.len() > MAX_URI_LEN
+            || [&req.response_type, &req.code_challenge_method, &req.prompt]
+                .iter()
+                .chain([&req.max_age, &req.response_mode].iter())
+                .any(|p| p.len() > 64);
+        if too_long {
+            return Err(Ok(Error::InvalidRequest("a parameter is too long")));
+        }
+        if req.client_id.is_empty() {
+            return Err(Ok(Error::InvalidRequest("client_id is required")));
+        }
+        let client = match self.client_for_authorization(&req.client_id).await {
+            Ok(c) => c,
+            Err(e) => return Err(Ok(e)),
+        };
+        if req.redirect_uri.is_empty() {
+            return Err(Ok(Error::InvalidRequest("redirect_uri is required")));
+        }
+        // Exact string comparison (RFC 9700 section 4.1.3): no prefix, no normalisation.
+        if !client.redirect_uris.contains(&req.redirect_uri) {
+            return Err(Ok(Error::InvalidRequest(
+                "redirect_uri is not registered for the client",
+            )));
+        }
+        let redirect = |e: Error| {
+            Err(Err((
+                self.error_redirect(&req.redirect_uri, &req.state, &e),
+                e,
+            )))
+        };
+        if !req.request.is_empty() {
+            return redirect(Error::RequestNotSupported);
+        }
+        if !req.request_uri.is_empty() {
+            return redirect(Error::InvalidRequestUri(
+                "pushed authorization requests are not supported yet",
+            ));
+        }
+        if client.require_pushed_authorization_requests {
+            return redirect(Error::InvalidRequest(
+                "the client must push its authorization requests",
+            ));
+        }
+        if req.response_type != "code" {
+            return redirect(Error::UnsupportedResponseType);
+        }
+        if !matches!(req.response_mode.as_str(), "" | "query") {
+            return redirect(Error::InvalidRequest("response_mode may only be query"));
+        }
+        if !client.allows_grant(grant_type::AUTHORIZATION_CODE) {
+            return redirect(Error::UnauthorizedClient(
+                "the client may not use the authorization code grant",
+            ));
+        }
+        // PKCE, S256 only (RFC 9700 section 2.1.1): no method is `plain` (RFC 7636 section
+        // 4.3), refused like `plain` itself.
+        if req.code_challenge.is_empty() {
+            return redirect(Error::InvalidRequest("code_challenge is required (PKCE)"));
+        }
+        if req.code_challenge_method != "S256" {
+            return redirect(Error::InvalidRequest("code_challenge_method must be S256"));
+        }
+        if req.code_challenge.len() != 43 || !is_base64url(&req.code_challenge) {
+            return redirect(Error::InvalidRequest(
+                "code_challenge is not a base64url SHA-256 digest",
+            ));
+        }
+        let mut prompt_none = false;
+        let mut prompt_login = false;
+        let mut prompt_consent = false;
+        for p in req.prompt.split(' ').filter(|p| !p.is_empty()) {
+            match p {
+                "none" => prompt_none = true,
+                "login" => prompt_login = true,
+                "consent" => prompt_consent = true,
+                _ => return redirect(Error::InvalidRequest("prompt may be none, login, consent")),
+            }
+        }
+        if prompt_none && (prompt_login || prompt_consent) {
+            return redirect(Error::InvalidRequest("prompt=none stands alone"));
+        }
+        let max_age = match req.max_age.as_str() {
+            "" => None,
+            s => match s.parse::<i64>() {
+                Ok(n) if n >= 0 => Some(n),
+                _ => return redirect(Error::InvalidRequest("max_age is a number of seconds")),
+            },
+        };
+        let Ok(asked) = Scopes::parse(&req.scope) else {
+            return redirect(Error::InvalidScope("scope is malformed"));
+        };
+        let Ok(client_scope) = Scopes::parse(&client.scope) else {
+            return redirect(Error::Internal("stored scope"));
+        };
+        let allowed = client_scope.union(&oidc_scopes());
+        let requested = if asked.is_empty() {
+            client_scope
+        } else if asked.is_subset(&allowed) {
+            asked
+        } else {
+            return redirect(Error::InvalidScope(
+                "the requested scope exceeds what the client may be granted",
+            ));
+        };
+        let audience = match self.authorization_audience(&client, req) {
+            Ok(a) => a,
+            Err(e) => return redirect(e),
+        };
+        Ok(Validated {
+            redirect_uri: req.redirect_uri.clone(),
+            state: req.state.clone(),
+            requested,
+            audience,
+            nonce: req.nonce.clone(),
+            code_challenge: req.code_challenge.clone(),
+            prompt_none,
+            prompt_login,
+            prompt_consent,
+            max_age,
+            client,
+        })
+    }
+
+    /// An enabled client that may be sent to, by id; every other case is one refusal.
+    async fn client_for_authorization(&self, client_id: &str) -> Result<ClientRecord> {
+        let client = if valid_id(client_id) {
+            self.store
+                .get_record::<ClientRecord>(client_id.as_bytes())
+                .await?
+        } else {
+            None
+        };
+        client.filter(|c| !c.disabled).ok_or(Error::InvalidRequest(
+            "client_id is not a known, enabled client",
+        ))
+    }
+
+    fn authorization_audience(
+        &self,
+        client: &ClientRecord,
+        req: &AuthorizationRequest,
+    ) -> Result<Vec<String>> {
+        if req.audience.len() + req.resource.len() > MAX_AUDIENCES {
+            return Err(Error::InvalidRequest("too many audiences"));
+        }
+        let mut wanted: Vec<String> = req.audience.iter().chain(&req.resource).cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return client
+                .audience
+                .first()
+                .map(|a| vec![a.clone()])
+                .ok_or(Error::InvalidTarget(
+                    "the client has no audience configured",
+                ));
+        }
+        if wanted
+            .iter()
+            .any(|a| !valid_id(a) || !client.audience.contains(a))
+        {
+            return Err(Error::InvalidTarget(
+                "the requested audience is not allowed for the client",
+            ));
+        }
+        Ok(wanted)
+    }
+
+    async fn authorize_validated(&self, v: &Validated, cookie: Option<&str>) -> Result<Authorize> {
+        let interaction = |scopes: &Scopes, username: &str| Interaction {
+            client_id: v.client.client_id.clone(),
+            client_name: if v.client.client_name.is_empty() {
+                v.client.client_id.clone()
+            } else {
+                v.client.client_name.clone()
+            },
+            scopes: scopes.iter().map(str::to_owned).collect(),
+            username: username.to_owned(),
+        };
+        let now = self.now();
+        let session = match cookie {
+            Some(c) => self.live_session(c).await?,
+            None => None,
+        };
+        // `max_age=0` asks for a sign-in now, like `prompt=login` (OpenID Connect Core section
+        // 3.1.2.1); the transport resumes a request without it once the user signed in.
+        let fresh_enough = |s: &(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)| {
+            v.max_age
+                .is_none_or(|max| max > 0 && now.saturating_sub(s.2.auth_time) <= max)
+        };
+        let session = match session {
+            Some(s) if !v.prompt_login && fresh_enough(&s) => s,
+            _ if v.prompt_none => return Err(Error::LoginRequired),
+            _ => return Ok(Authorize::Login(interaction(&v.requested, ""))),
+        };
+        let (key, bytes, record, user) = session;
+        // What the user may let the client have: its own scope, and the OpenID scopes.
+        let user_scope = Scopes::parse(&user.scope)
+            .map_err(|_| Error::Internal("stored scope"))?
+            .union(&oidc_scopes());
+        let granted = v.requested.intersection(&user_scope);
+        let consented = self
+            .store
+            .get_record::<ConsentRecord>(&consent_key(&user.subject, &v.client.client_id))
+            .await?
+            .and_then(|c| Scopes::parse(&c.scope).ok())
+            .is_some_and(|c| granted.is_subset(&c));
+        if v.prompt_consent || !consented {
+            if v.prompt_none {
+                return Err(Error::ConsentRequired);
+            }
+            return Ok(Authorize::Consent(interaction(&granted, &user.username)));
+        }
+        if record.gids.len() >= MAX_SESSION_GRANTS {
+            return Err(Error::AccessDenied(
+                "this session has made too many grants; sign out and in again",
+            ));
+        }
+        let code = self
+            .issue_code(v, &granted, key, bytes, record, now)
+            .await?;
+        let mut params = vec![("code", code.as_str())];
+        if !v.state.is_empty() {
+            params.push(("state", v.state.as_str()));
+        }
+        params.push(("iss", self.config.issuer.as_str()));
+        Ok(Authorize::Redirect(with_query(&v.redirect_uri, &params)))
+    }
+
+    /// Stores a code with its grant id, and the grant in its session, in one batch (so signing
+    /// out revokes what the code will issue, even before it is redeemed).
+    async fn issue_code(
+        &self,
+        v: &Validated,
+        granted: &Scopes,
+        key: Vec<u8>,
+        mut bytes: Vec<u8>,
+        mut session: SessionRecord,
+        now: i64,
+    ) -> Result<String> {
+        let code = random_secret();
+        let code_key = prefixed(b"c/", &self.hasher.hash(code.as_bytes()));
+        let gid = random_id();
+        let record = AuthCodeRecord {
+            client_id: v.client.client_id.clone(),
+            redirect_uri: v.redirect_uri.clone(),
+            code_challenge: v.code_challenge.clone(),
+            scope: granted.to_string(),
+            audience: v.audience.clone(),
+            nonce: v.nonce.clone(),
+            username: session.username.clone(),
+            subject: session.subject.clone(),
+            auth_time: session.auth_time,
+            amr: session.amr.clone(),
+            sid: session.sid.clone(),
+            gid: gid.clone(),
+            issued_at: now,
+            expires_at: now + CODE_LIFETIME,
+            used: false,
+        };
+        for _ in 0..8 {
+            let mut updated = session.clone();
+            updated.gids.push(gid.clone());
+            let intent = self.audit.intent(
+                Event::new("authorization_code_issued", Outcome::Success)
+                    .actor(&record.client_id)
+                    .client(&record.client_id)
+                    .subject(&record.subject)
+                    .gid(&gid)
+                    .audience(&record.audience)
+                    .detail("scope", &record.scope)
+                    .detail("sid", &record.sid)
+                    .detail("redirect_uri", &record.redirect_uri),
+            );
+            let batch = Batch::new()
+                .expect(key.clone(), Some(bytes.clone()))
+                .put(key.clone(), encode(&updated))
+                .expect(code_key.clone(), None)
+                .put(code_key.clone(), encode(&record));
+            if self
+                .store
+                .commit(Tree::SignIn, intent.attach(batch))
+                .await?
+            {
+                self.audit.written(intent);
+                self.store.durable().await?;
+                return Ok(code);
+            }
+            // The session changed (another tab): read it again.
+            match self.store.get(Tree::SignIn, &key).await? {
+                Some(b) => {
+                    session = writ_store::decode(&b)?;
+                    bytes = b;
+                }
+                None => return Err(Error::LoginRequired),
+            }
+        }
+        Err(Error::Conflict("the session changed concurrently; retry"))
+    }
+
+    /// The session a cookie names, if it is live: not expired, its user still there, enabled
+    /// and not cut off since it signed in (a password reset, a deletion). With its stored key
+    /// and bytes (for a compare-and-swap) and the user.
+    async fn live_session(
+        &self,
+        cookie: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)>> {
+        if cookie.is_empty() || cookie.len() > 64 {
+            return Ok(None);
+        }
+        let key = self.session_key(cookie);
+        let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
+            return Ok(None);
+        };
+        let session: SessionRecord = writ_store::decode(&bytes)?;
+        if self.now() >= session.expires_at {
+            return Ok(None);
+        }
+        let Some(user) = self
+            .store
+            .get_record::<UserRecord>(session.username.as_bytes())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if user.disabled
+            || user.subject != session.subject
+            || self
+                .is_revoked(RevocationKind::Subject, &session.subject, session.auth_time)
+                .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some((key, bytes, session, user)))
+    }
+
+    fn session_key(&self, cookie: &str) -> Vec<u8> {
+        prefixed(b"s/", &self.hasher.hash(cookie.as_bytes()))
+    }
+
+    /// Signs a user in with a password (the login form), from `source`. Opens a session, or
+    /// renews the one `cookie` names when it is the same user's (a new cookie value either
+    /// way: no session fixation); a session of another user is ended first. Throttled like
+    /// the password grant, per username and per source.
+    ///
+    /// One audit record: `user_signed_in` or `sign_in_refused`.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        cookie: Option<&str>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<NewSession> {
+        // A success is recorded with the session it opens (`sign_in_decision`).
+        let result = self
+            .sign_in_decision(username, password, cookie, source)
+            .await;
+        if let Err(e) = &result {
+            self.audit_refusal(
+                Event::new("sign_in_refused", Outcome::Refused)
+                    .reason(e.oauth_code())
+                    .detail("description", e.description())
+                    .detail("username", username)
+                    .detail("source", source.map(|s| s.to_string()).unwrap_or_default()),
+            )
+            .await
+        }
+        result
+    }
+
+    async fn sign_in_decision(
+        &self,
+        username: &str,
+        password: &str,
+        cookie: Option<&str>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<NewSession> {
+        let from = source.map(crate::throttle::Subject::Source);
+        let from = from.as_slice();
+        if let Some(wait) = self.throttle.locked(from, self.now()) {
+            return Err(Error::Throttled(wait));
+        }
+        if username.is_empty() || password.is_empty() {
+            return Err(Error::InvalidRequest("username and password are required"));
+        }
+        let user = match self.authenticate_user(username, password).await {
+            Ok(u) => u,
+            Err(e) => {
+                if matches!(&e, Error::InvalidGrant(_)) {
+                    self.throttle.failed(from, self.now());
+                }
+                return Err(e);
+            }
+        };
+        let now = self.now();
+        let previous = match cookie {
+            Some(c) if !c.is_empty() && c.len() <= 64 => {
+                let key = self.session_key(c);
+                self.store
+                    .get(Tree::SignIn, &key)
+                    .await?
+                    .map(|b| writ_store::decode::<SessionRecord>(&b).map(|s| (key, b, s)))
+                    .transpose()?
+            }
+            _ => None,
+        };
+        let mut batch = Batch::new();
+        let mut record = SessionRecord {
+            sid: random_id(),
+            username: user.username.clone(),
+            subject: user.subject.clone(),
+            auth_time: now,
+            amr: vec!["pwd".to_owned()],
+            created_at: now,
+            expires_at: now + self.config.session_lifetime,
+            gids: Vec::new(),
+        };
+        let mut ended = None;
+        if let Some((key, bytes, old)) = previous {
+            batch = batch.expect(key.clone(), Some(bytes)).remove(key);
+            if old.subject == user.subject && now < old.expires_at {
+                // The same user again (prompt=login, max_age): the session goes on, renewed.
+                record.sid = old.sid;
+                record.created_at = old.created_at;
+                record.gids = old.gids;
+            } else {
+                ended = Some(old);
+            }
+        }
+        let cookie = random_secret();
+        let key = self.session_key(&cookie);
+        let intent = self.audit.intent(
+            Event::new("user_signed_in", Outcome::Success)
+                .actor(&user.username)
+                .subject(&user.subject)
+                .detail("username", &user.username)
+                .detail("sid", &record.sid)
+                .detail("amr", "pwd")
+                .detail("source", source.map(|s| s.to_string()).unwrap_or_default()),
+        );
+        let batch = batch.expect(key.clone(), None).put(key, encode(&record));
+        if !self
+            .store
+            .commit(Tree::SignIn, intent.attach(batch))
+            .await?
+        {
+            return Err(Error::Conflict("the session changed concurrently; retry"));
+        }
+        self.audit.written(intent);
+        self.store.durable().await?;
+        if let Some(old) = ended {
+            // Another user signed in in this browser: the previous user's session is over.
+            self.revoke_session_grants(&old, "signed in as another user")
+                .await?;
+        }
+        Ok(NewSession {
+            cookie,
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// Remembers that the signed-in user lets `client_id` have `scope` (the consent form); a
+    /// later request within it needs no consent. Returns whether a session was live.
+    pub async fn grant_consent(&self, cookie: &str, client_id: &str, scope: &str) -> Result<()> {
+        let Some((_, _, session, _)) = self.live_session(cookie).await? else {
+            return Err(Error::LoginRequired);
+        };
+        let client = self.client_for_authorization(client_id).await?;
+        let scope = Scopes::parse(scope).map_err(|_| Error::InvalidScope("scope is malformed"))?;
+        let key = consent_key(&session.subject, &client.client_id);
+        self.update_record::<ConsentRecord>(
+            &key,
+            |current| {
+                let mut all = scope.clone();
+                if let Some(c) = current
+                    && let Ok(before) = Scopes::parse(&c.scope)
+                {
+                    all = all.union(&before);
+                }
+                Ok(Some(ConsentRecord {
+                    subject: session.subject.clone(),
+                    client_id: client.client_id.clone(),
+                    scope: all.to_string(),
+                    granted_at: self.now(),
+                }))
+            },
+            |before, after| {
+                Event::new("consent_granted", Outcome::Success)
+                    .actor(&session.username)
+                    .subject(&after.subject)
+                    .client(&after.client_id)
+                    .detail(
+                        "before",
+                        before.map(|b| b.scope.clone()).unwrap_or_default(),
+                    )
+                    .detail("after", &after.scope)
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the session `cookie` names (logout): removes it and revokes every grant it made,
+    /// through the revocation feed, so guards refuse its access tokens and its refresh tokens
+    /// stop working. Returns the ended session, `None` if there was none.
+    pub async fn end_session(&self, cookie: &str, why: &str) -> Result<Option<SessionRecord>> {
+        if cookie.is_empty() || cookie.len() > 64 {
+            return Ok(None);
+        }
+        let key = self.session_key(cookie);
+        let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
+            return Ok(None);
+        };
+        let session: SessionRecord = writ_store::decode(&bytes)?;
+        // Revoked first: a crash in between leaves a session whose grants already ended.
+        self.revoke_session_grants(&session, why).await?;
+        let intent = self.audit.intent(
+            Event::new("session_ended", Outcome::Success)
+                .actor(&session.username)
+                .subject(&session.subject)
+                .detail("sid", &session.sid)
+                .detail("grants", session.gids.len())
+                .detail("reason", why),
+        );
+        let batch = Batch::new().remove(key);
+        self.store
+            .commit(Tree::SignIn, intent.attach(batch))
+            .await?;
+        self.audit.written(intent);
+        self.store.durable().await?;
+        Ok(Some(session))
+    }
+
+    async fn revoke_session_grants(&self, session: &SessionRecord, why: &str) -> Result<()> {
+        if session.gids.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let revocations: Vec<Revocation> = session
+            .gids
+            .iter()
+            .map(|gid| Revocation {
+                entry: RevocationEntry {
+                    kind: RevocationKind::GrantId,
+                    value: gid.clone(),
+                    issuer: String::new(),
+                    expires_at: now + self.access_horizon(),
+                    not_before: 0,
+                    reason: why.to_owned(),
+                },
+                keep_until: now + self.grant_horizon(),
+            })
+            .collect();
+        for chunk in revocations.chunks(100) {
+            self.record_revocations(chunk, "authorization server")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The user declined the consent screen: the client hears `access_denied` (a request that
+    /// cannot be redirected is refused as such).
+    pub async fn deny(&self, req: AuthorizationRequest) -> Authorize {
+        match self.validate_authorization(&req).await {
+            Ok(v) => {
+                let e = Error::AccessDenied("the user declined");
+                self.audit_authorization_refusal(&req, &e).await;
+                Authorize::Redirect(self.error_redirect(&v.redirect_uri, &v.state, &e))
+            }
+            Err(Ok(e)) | Err(Err((_, e))) => Authorize::Refuse(e),
+        }
+    }
+
+    /// OpenID Connect Core section 5.3: the claims about the user an access token carrying
+    /// `openid` stands for. The token is this server's, live (not revoked, not expired), and
+    /// was issued to a user; every other token is `invalid_token`.
+    pub async fn userinfo(&self, access_token: &str) -> Result<UserInfo> {
+        let answer = self.userinfo_decision(access_token).await;
+        match &answer {
+            Ok(info) => {
+                self.audit
+                    .record(Event::new("userinfo_served", Outcome::Success).subject(&info.sub))
+                    .await?
+            }
+            Err(e) => {
+                self.audit_refusal(
+                    Event::new("userinfo_refused", Outcome::Refused)
+                        .reason(e.oauth_code())
+                        .detail("description", e.description()),
+                )
+                .await
+            }
+        }
+        answer
+    }
+
+    async fn userinfo_decision(&self, access_token: &str) -> Result<UserInfo> {
+        const INVALID: Error =
+            Error::InvalidToken("the access token is invalid, expired or revoked");
+        if access_token.is_empty() || access_token.len() > crate::MAX_TOKEN_LEN {
+            return Err(INVALID);
+        }
+        let t = match self.verifier.verify_off_runtime(access_token, None).await {
+            Ok(t) => t,
+            Err(e @ writ_token::TokenError::Overloaded) => return Err(e.into()),
+            Err(_) => return Err(INVALID),
+        };
+        if !self.is_live(&t).await? {
+            return Err(INVALID);
+        }
+        let scope = Scopes::parse(&t.claims.scope).map_err(|_| INVALID)?;
+        if !scope.contains("openid") {
+            return Err(Error::InsufficientScope(
+                "the access token lacks the openid scope",
+            ));
+        }
+        let grant = match &t.claims.gid {
+            Some(gid) => {
+                self.store
+                    .get_record::<crate::records::GrantRecord>(gid.as_bytes())
+                    .await?
+            }
+            None => None,
+        };
+        let Some(grant) = grant.filter(|g| !g.username.is_empty()) else {
+            return Err(INVALID);
+        };
+        let user = self
+            .store
+            .get_record::<UserRecord>(grant.username.as_bytes())
+            .await?
+            .filter(|u| !u.disabled && u.subject == t.claims.sub)
+            .ok_or(INVALID)?;
+        Ok(UserInfo {
+            sub: user.subject,
+            preferred_username: scope.contains("profile").then_some(user.username),
+        })
+    }
+
+    /// The name a sign-in page shows for a client (its id when it has none or is unknown).
+    pub async fn client_display_name(&self, client_id: &str) -> String {
+        match self.client_for_authorization(client_id).await {
+            Ok(c) if !c.client_name.is_empty() => c.client_name,
+            _ => client_id.to_owned(),
+        }
+    }
+
+    /// Where RP-initiated logout sends the browser back to: `uri` (with `state`) only if it is
+    /// one of the client's registered post-logout redirect URIs, exactly. The client is
+    /// `client_id`, or the audience of `id_token_hint` (an ID token this server signed; it may
+    /// have expired, OpenID Connect RP-Initiated Logout section 2).
+    pub async fn post_logout_redirect(
+        &self,
+        client_id: &str,
+        id_token_hint: &str,
+        uri: &str,
+        state: &str,
+    ) -> Option<String> {
+        if uri.is_empty() || state.len() > MAX_STATE_LEN {
+            return None;
+        }
+        let client_id = if client_id.is_empty() {
+            self.id_token_client(id_token_hint)?
+        } else {
+            client_id.to_owned()
+        };
+        let client = self.client_for_authorization(&client_id).await.ok()?;
+        if !client.post_logout_redirect_uris.iter().any(|u| u == uri) {
+            return None;
+        }
+        let params: Vec<(&str, &str)> = if state.is_empty() {
+            Vec::new()
+        } else {
+            vec![("state", state)]
+        };
+        Some(if params.is_empty() {
+            uri.to_owned()
+        } else {
+            with_query(uri, &params)
+        })
+    }
+
+    /// The client an ID token this server signed was issued to (signature, `iss` and `aud`
+    /// checked; not its expiry).
+    pub fn id_token_client(&self, id_token: &str) -> Option<String> {
+        if id_token.is_empty() || id_token.len() > crate::MAX_TOKEN_LEN {
+            return None;
+        }
+        let verifier = writ_token::TokenVerifier::new(
+            writ_token::VerifierConfig::new(vec![self.config.issuer.clone()], None),
+            (*self.trusted_keys()).clone(),
+            self.clock.clone(),
+        );
+        let jws = verifier.verify_jws(id_token).ok()?;
+        let claims: writ_token::IdTokenClaims = serde_json::from_slice(&jws.payload).ok()?;
+        (claims.iss == self.config.issuer && valid_id(&claims.aud)).then_some(claims.aud)
+    }
+
+    /// An error the client may learn of, as a redirect (RFC 6749 section 4.1.2.1, with `iss`
+    /// of RFC 9207).
+    fn error_redirect(&self, redirect_uri: &str, state: &str, e: &Error) -> String {
+        let description = e.description();
+        let mut params = vec![
+            ("error", e.oauth_code()),
+            ("error_description", &description),
+        ];
+        if !state.is_empty() {
+            params.push(("state", state));
+        }
+        params.push(("iss", self.config.issuer.as_str()));
+        with_query(redirect_uri, &params)
+    }
+}
+
+fn oidc_scopes() -> Scopes {
+    Scopes::parse(&OIDC_SCOPES.join(" ")).expect("the OpenID scopes parse")
+}
+
+pub(crate) fn consent_key(subject: &str, client_id: &str) -> Vec<u8> {
+    format!("k/{subject}/{client_id}").into_bytes()
+}
+
+pub(crate) fn prefixed(prefix: &[u8], hash: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + hash.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(hash);
+    key
+}
+
+fn is_base64url(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `uri` with `params` appended to its query (form-encoded), before any fragment (registered
+/// URIs have none).
+pub fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        query.append_pair(k, v);
+    }
+    let query = query.finish();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}{query}")
+}
+
+/// A redirect URI a client may register: absolute, without a fragment or credentials, and
+/// either https, http on a loopback address (RFC 8252 section 7.3), or a private-use scheme
+/// with a dot (RFC 8252 section 7.1, e.g. `com.example.app:/callback`).
+pub fn valid_redirect_uri(uri: &str) -> bool {
+    if uri.len() > MAX_URI_LEN || uri.contains('#') || uri.bytes().any(|b| !b.is_ascii_graphic()) {
+        return false;
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme.as_bytes()[0].is_ascii_alphabetic()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok {
+        return false;
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" | "http" => {
+            let Ok(parsed) = uri.parse::<http::Uri>() else {
+                return false;
+            };
+            let Some(authority) = parsed.authority() else {
+                return false;
+            };
+            if authority.as_str().contains('@') || authority.host().is_empty() {
+                return false;
+            }
+            scheme.eq_ignore_ascii_case("https")
+                || matches!(authority.host(), "127.0.0.1" | "[::1]" | "localhost")
+        }
+        // Schemes that would run code or read local files in the browser.
+        "javascript" | "data" | "file" | "vbscript" | "blob" | "about" => false,
+        _ => scheme.contains('.') && rest.starts_with('/'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_are_https_loopback_http_or_private_use_schemes() {
+        for ok in [
+            "https://rp.example/cb",
+            "https://rp.example:8443/cb?x=1",
+            "http://127.0.0.1:5000/cb",
+            "http://[::1]/cb",
+            "http://localhost:3000/callback",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(valid_redirect_uri(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/relative",
+            "https://rp.example/cb#frag",
+            "http://rp.example/cb",
+            "https://user:pw@rp.example/cb",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "myapp:/cb",
+            "https://rp.example/c b",
+            "https:///cb",
+        ] {
+            assert!(!valid_redirect_uri(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_query_is_appended_encoded_to_the_redirect_uri() {
+        assert_eq!(
+            with_query("https://rp/cb", &[("code", "a b"), ("state", "x&y=z")]),
+            "https://rp/cb?code=a+b&state=x%26y%3Dz"
+        );
+        assert_eq!(
+            with_query("https://rp/cb?k=v", &[("code", "c")]),
+            "https://rp/cb?k=v&code=c"
+        );
+    }
+}

@@ -1,0 +1,657 @@
+//! People signing in through a browser: the authorization code grant with PKCE, the login and
+//! consent pages, single sign-on, OpenID Connect (ID tokens, UserInfo, discovery) and signing
+//! out, over HTTPS against the real servers. Each bad input has its own test.
+
+use http::StatusCode;
+use writ_proto::admin as pb_admin;
+use writ_tests::browser::{Browser, assert_hardened_page, pkce, query_of};
+use writ_tests::http_client::form_encode;
+use writ_tests::*;
+
+const RP: &str = "https://rp.example/callback";
+const RP_LOGOUT: &str = "https://rp.example/signed-out";
+const USER: &str = "ada";
+const PASSWORD: &str = "correct horse battery";
+
+/// A public client using the authorization code grant (and refresh tokens), redirecting to
+/// [`RP`].
+fn web_client(id: &str) -> pb_admin::Client {
+    pb_admin::Client {
+        client_id: id.into(),
+        client_name: format!("The {id} app"),
+        client_type: pb_admin::ClientType::Public as i32,
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: "orders.read orders.write".into(),
+        audience: vec!["orders".into()],
+        redirect_uris: vec![RP.into(), "http://127.0.0.1:9/cb".into()],
+        post_logout_redirect_uris: vec![RP_LOGOUT.into()],
+        ..Default::default()
+    }
+}
+
+/// A server with the user [`USER`] (scope `orders.read`) and the public client `web`.
+async fn setup() -> TestServer {
+    let server = TestServer::start().await;
+    server.create_user(USER, PASSWORD, "orders.read").await;
+    server.create_client(web_client("web")).await;
+    server
+}
+
+struct Flow {
+    client_id: String,
+    verifier: String,
+    challenge: String,
+    state: String,
+    nonce: String,
+    scope: String,
+}
+
+impl Flow {
+    fn new(client_id: &str) -> Flow {
+        let (verifier, challenge) = pkce();
+        Flow {
+            client_id: client_id.into(),
+            verifier,
+            challenge,
+            state: "st&te=1/?x".into(),
+            nonce: "n-0S6_WzA2Mj".into(),
+            scope: "openid profile orders.read".into(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.url_with(&[])
+    }
+
+    /// The authorization URL, with `over` replacing (or, with an empty value, removing) its
+    /// parameters.
+    fn url_with(&self, over: &[(&str, &str)]) -> String {
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", self.client_id.as_str()),
+            ("redirect_uri", RP),
+            ("scope", self.scope.as_str()),
+            ("state", self.state.as_str()),
+            ("nonce", self.nonce.as_str()),
+            ("code_challenge", self.challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        for (k, v) in over {
+            params.retain(|(p, _)| p != k);
+            if !v.is_empty() {
+                params.push((k, v));
+            }
+        }
+        format!(
+            "/oauth2/authorize?{}",
+            writ_tests::browser::encode_form(&params)
+        )
+    }
+
+    /// The token request redeeming `code`.
+    fn redeem(&self, code: &str) -> String {
+        format!(
+            "grant_type=authorization_code&client_id={}&code={}&redirect_uri={}&code_verifier={}",
+            form_encode(&self.client_id),
+            form_encode(code),
+            form_encode(RP),
+            form_encode(&self.verifier)
+        )
+    }
+}
+
+/// Signs in through the login page and allows the consent page; returns where the browser was
+/// sent (the client's redirect URI with a code).
+async fn sign_in_and_consent(browser: &mut Browser, flow: &Flow) -> String {
+    let login = browser.get(&flow.url()).await.page();
+    assert_hardened_page(&login, StatusCode::OK);
+    let consent = browser
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    assert_hardened_page(&consent, StatusCode::OK);
+    let html = String::from_utf8_lossy(&consent.body);
+    assert!(html.contains("orders.read"), "{html}");
+    browser
+        .submit(&consent, &[("decision", "allow")])
+        .await
+        .away()
+}
+
+/// The code of a redirect to [`RP`], after checking `state` and `iss` came back with it.
+#[track_caller]
+fn code_of(server: &TestServer, flow: &Flow, to: &str) -> String {
+    assert!(to.starts_with(&format!("{RP}?")), "{to}");
+    let q = query_of(to);
+    assert_eq!(q["state"], flow.state, "state comes back exactly");
+    assert_eq!(q["iss"], server.issuer, "RFC 9207");
+    q.get("code")
+        .cloned()
+        .unwrap_or_else(|| panic!("no code: {to}"))
+}
+
+fn browser(server: &TestServer) -> Browser {
+    Browser::new(server.http())
+}
+
+#[tokio::test]
+async fn a_person_signs_in_consents_and_the_client_redeems_the_code_with_pkce() {
+    let server = setup().await;
+    let mut b = browser(&server);
+    let flow = Flow::new("web");
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+
+    let http = server.http();
+    let r = http
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await;
+    let body = r.token_json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "openid orders.read profile");
+    let access = body["access_token"].as_str().unwrap();
+    let claims = crate::grants::verifier_for(&server, "orders")
+        .await
+        .verify(access)
+        .unwrap()
+        .claims;
+    assert_eq!(claims.client_id, "web");
+    let subject = claims.sub.clone();
+
+    // The ID token: this server's signature, for the client, with the request's nonce and the
+    // access token's hash.
+    let id_token = body["id_token"].as_str().unwrap();
+    let keys = (*server.engine.public_keys()).clone();
+    let verifier = writ_token::TokenVerifier::new(
+        writ_token::VerifierConfig::new(vec![server.issuer.clone()], None),
+        keys,
+        writ_token::system_clock(),
+    );
+    let jws = verifier.verify_jws(id_token).unwrap();
+    assert_eq!(jws.header.typ.as_deref(), Some("JWT"));
+    let id: writ_token::IdTokenClaims = serde_json::from_slice(&jws.payload).unwrap();
+    assert_eq!(id.iss, server.issuer);
+    assert_eq!(id.aud, "web");
+    assert_eq!(id.sub, subject);
+    assert_eq!(id.nonce.as_deref(), Some(flow.nonce.as_str()));
+    assert_eq!(
+        id.at_hash.as_deref(),
+        Some(writ_token::token_hash(server.engine.key_state().jwt.alg(), access).as_str())
+    );
+    assert_eq!(id.amr, vec!["pwd".to_owned()]);
+    assert_eq!(id.preferred_username.as_deref(), Some(USER));
+    assert!(!id.sid.is_empty());
+    assert!(id.auth_time <= id.iat && id.iat < id.exp);
+
+    // UserInfo with the access token.
+    let r = http
+        .send(
+            http::Method::GET,
+            "/oauth2/userinfo",
+            &[("authorization", &format!("Bearer {access}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let info = r.json();
+    assert_eq!(info["sub"], subject.as_str());
+    assert_eq!(info["preferred_username"], USER);
+
+    // The refresh token works like any other.
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &format!(
+                "grant_type=refresh_token&client_id=web&refresh_token={}",
+                form_encode(refresh)
+            ),
+        )
+        .await;
+    r.token_json();
+
+    // Single sign-on: the same browser, a second client, no password asked; consent only.
+    server.create_client(web_client("other")).await;
+    let second = Flow::new("other");
+    let consent = b.get(&second.url()).await.page();
+    let html = String::from_utf8_lossy(&consent.body).into_owned();
+    assert!(
+        html.contains("The other app") && html.contains("Allow"),
+        "{html}"
+    );
+    let to = b.submit(&consent, &[("decision", "allow")]).await.away();
+    code_of(&server, &second, &to);
+    // Consent remembered: straight back to the client.
+    let third = Flow::new("other");
+    let to = b.get(&third.url()).await.away();
+    code_of(&server, &third, &to);
+}
+
+/// A page that is an error and not a redirect: nothing was sent to any redirect URI.
+#[track_caller]
+fn assert_not_redirected(landed: writ_tests::browser::Landed) {
+    let page = landed.page();
+    assert_hardened_page(&page, StatusCode::BAD_REQUEST);
+    assert!(page.headers.get("location").is_none());
+}
+
+#[tokio::test]
+async fn wrong_unregistered_or_disguised_redirect_uris_are_never_redirected_to() {
+    let server = setup().await;
+    let mut b = browser(&server);
+    let flow = Flow::new("web");
+    for bad in [
+        "https://evil.example/callback",
+        "https://rp.example/callback/../evil",
+        "https://rp.example/callback?x=1",
+        "https://rp.example/callbackx",
+        "https://rp.example.evil.example/callback",
+        "https://rp.example@evil.example/callback",
+        "//evil.example/callback",
+        "HTTPS://RP.EXAMPLE/callback",
+        "https://rp.example/callback#frag",
+        "javascript:alert(1)",
+    ] {
+        assert_not_redirected(b.get(&flow.url_with(&[("redirect_uri", bad)])).await);
+    }
+    // Missing, unknown client, disabled client: shown, never redirected.
+    assert_not_redirected(b.get(&flow.url_with(&[("redirect_uri", "")])).await);
+    assert_not_redirected(b.get(&flow.url_with(&[("client_id", "nobody")])).await);
+    server.set_disabled("web", true).await;
+    assert_not_redirected(b.get(&flow.url()).await);
+    // A repeated parameter is refused too.
+    assert_not_redirected(
+        b.get(&format!("{}&redirect_uri={}", flow.url(), form_encode(RP)))
+            .await,
+    );
+}
+
+/// An error the client may learn of: a redirect to it with `error`, `state` and `iss`.
+#[track_caller]
+fn assert_error_redirect(server: &TestServer, flow: &Flow, to: &str, error: &str) {
+    assert!(to.starts_with(&format!("{RP}?")), "{to}");
+    let q = query_of(to);
+    assert_eq!(q["error"], error, "{to}");
+    assert_eq!(q["state"], flow.state);
+    assert_eq!(q["iss"], server.issuer);
+    assert!(!q.contains_key("code"));
+}
+
+#[tokio::test]
+async fn pkce_is_required_s256_only_and_checked_at_the_token_endpoint() {
+    let server = setup().await;
+    let mut b = browser(&server);
+    let flow = Flow::new("web");
+    for over in [
+        vec![("code_challenge", "")],
+        vec![("code_challenge_method", "")],
+        vec![("code_challenge_method", "plain")],
+        vec![("code_challenge", "short")],
+        vec![("response_type", "token")],
+        vec![("response_mode", "fragment")],
+        vec![("prompt", "sometimes")],
+        vec![("request", "eyJhbGciOiJub25lIn0.e30.")],
+    ] {
+        let to = b.get(&flow.url_with(&over)).await.away();
+        let expected = match over[0] {
+            ("response_type", _) => "unsupported_response_type",
+            ("request", _) => "request_not_supported",
+            _ => "invalid_request",
+        };
+        assert_error_redirect(&server, &flow, &to, expected);
+    }
+    let to = b
+        .get(&flow.url_with(&[("scope", "openid admin")]))
+        .await
+        .away();
+    assert_error_redirect(&server, &flow, &to, "invalid_scope");
+
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let http = server.http();
+    let wrong = Flow {
+        verifier: pkce().0,
+        ..Flow::new("web")
+    };
+    for (form, error) in [
+        (wrong.redeem(&code), "invalid_grant"),
+        (
+            flow.redeem(&code).replace("&code_verifier=", "&x="),
+            "invalid_request",
+        ),
+        (
+            flow.redeem(&code)
+                .replace(&form_encode(RP), &form_encode("http://127.0.0.1:9/cb")),
+            "invalid_grant",
+        ),
+    ] {
+        let r = http.post_form("/oauth2/token", &[], &form).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.json()["error"], error, "{form}");
+    }
+    // None of those burned the code: the right verifier still redeems it.
+    http.post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
+    let server = setup().await;
+    let mut b = browser(&server);
+    let flow = Flow::new("web");
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let http = server.http();
+    let body = http
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+
+    let r = http
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &format!(
+                "grant_type=refresh_token&client_id=web&refresh_token={}",
+                form_encode(&refresh)
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.json()["error"],
+        "invalid_grant",
+        "the code's refresh token is dead"
+    );
+    let r = http
+        .send(
+            http::Method::GET,
+            "/oauth2/userinfo",
+            &[("authorization", &format!("Bearer {access}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the code's access token is revoked"
+    );
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+}
+
+#[tokio::test]
+async fn a_code_presented_by_another_client_is_refused_without_burning_it() {
+    let server = setup().await;
+    server.create_client(web_client("other")).await;
+    let mut b = browser(&server);
+    let flow = Flow::new("web");
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let http = server.http();
+    let thief = Flow {
+        client_id: "other".into(),
+        ..Flow::new("web")
+    };
+    let thief = Flow {
+        verifier: flow.verifier.clone(),
+        ..thief
+    };
+    let r = http
+        .post_form("/oauth2/token", &[], &thief.redeem(&code))
+        .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    http.post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+}
+
+#[tokio::test]
+async fn the_login_and_consent_forms_refuse_a_missing_or_foreign_csrf_token() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    let login = b.get(&flow.url()).await.page();
+    let before = server.state();
+
+    // Another site posting the form: no CSRF cookie, or a token that is not the browser's.
+    let mut attacker = browser(&server);
+    let r = attacker
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    assert_hardened_page(&r, StatusCode::FORBIDDEN);
+    let r = b
+        .submit(
+            &login,
+            &[
+                ("username", USER),
+                ("password", PASSWORD),
+                ("csrf", "x".repeat(43).as_str()),
+            ],
+        )
+        .await
+        .page();
+    assert_hardened_page(&r, StatusCode::FORBIDDEN);
+    assert_eq!(server.state(), before, "no session was opened");
+
+    let consent = b
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    let before = server.state();
+    let forged = attacker
+        .submit(&consent, &[("decision", "allow")])
+        .await
+        .page();
+    assert_hardened_page(&forged, StatusCode::FORBIDDEN);
+    assert_eq!(server.state(), before, "no consent was recorded");
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_refused_then_throttled() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    let login = b.get(&flow.url()).await.page();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = b
+            .submit(
+                &login,
+                &[("username", USER), ("password", "wrong password")],
+            )
+            .await
+            .page();
+        statuses.push(r.status);
+        assert!(String::from_utf8_lossy(&r.body).contains("role=\"alert\""));
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // While locked, even the right password is refused (nothing is checked).
+    let r = b
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!b.jar.keys().any(|k| k.contains("session")));
+}
+
+#[tokio::test]
+async fn prompt_none_max_age_and_prompt_login_follow_openid_connect() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    let to = b.get(&flow.url_with(&[("prompt", "none")])).await.away();
+    assert_error_redirect(&server, &flow, &to, "login_required");
+
+    let login = b.get(&flow.url()).await.page();
+    let consent = b
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    assert_hardened_page(&consent, StatusCode::OK);
+    // Signed in, not consented: prompt=none cannot ask.
+    let to = b.get(&flow.url_with(&[("prompt", "none")])).await.away();
+    assert_error_redirect(&server, &flow, &to, "consent_required");
+    b.submit(&consent, &[("decision", "allow")]).await.away();
+    let to = b.get(&flow.url_with(&[("prompt", "none")])).await.away();
+    code_of(&server, &flow, &to);
+    // prompt=login asks for the password again, then goes on (no loop).
+    let again = b.get(&flow.url_with(&[("prompt", "login")])).await.page();
+    assert!(String::from_utf8_lossy(&again.body).contains("type=\"password\""));
+    let to = b
+        .submit(&again, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .away();
+    code_of(&server, &flow, &to);
+    // So does max_age=0; a max_age the session is within does not.
+    let again = b.get(&flow.url_with(&[("max_age", "0")])).await.page();
+    assert!(String::from_utf8_lossy(&again.body).contains("type=\"password\""));
+    let to = b
+        .submit(&again, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .away();
+    code_of(&server, &flow, &to);
+    let to = b.get(&flow.url_with(&[("max_age", "3600")])).await.away();
+    code_of(&server, &flow, &to);
+    // Denying consent tells the client access_denied.
+    let fresh = b.get(&flow.url_with(&[("prompt", "consent")])).await.page();
+    let to = b.submit(&fresh, &[("decision", "deny")]).await.away();
+    assert_error_redirect(&server, &flow, &to, "access_denied");
+}
+
+#[tokio::test]
+async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let http = server.http();
+    let body = http
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let stolen_cookies = b.jar.clone();
+    let set = std::sync::Arc::new(writ_revocation_client::RevocationSet::new());
+    let _watcher = server.watcher(set.clone()).await;
+
+    // RP-initiated logout: a confirmation form, then back to the registered URI with state.
+    let confirm = b
+        .get(&format!(
+            "/oauth2/logout?client_id=web&post_logout_redirect_uri={}&state=bye",
+            form_encode(RP_LOGOUT)
+        ))
+        .await
+        .page();
+    assert_hardened_page(&confirm, StatusCode::OK);
+    let to = b.submit(&confirm, &[]).await.away();
+    assert_eq!(to, format!("{RP_LOGOUT}?state=bye"));
+    assert!(
+        !b.jar.keys().any(|k| k.contains("session")),
+        "the cookie is cleared"
+    );
+
+    let r = http
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &format!(
+                "grant_type=refresh_token&client_id=web&refresh_token={}",
+                form_encode(&refresh)
+            ),
+        )
+        .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = http
+        .send(
+            http::Method::GET,
+            "/oauth2/userinfo",
+            &[("authorization", &format!("Bearer {access}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The revocation reached the feed every guard follows.
+    let verified = crate::grants::verifier_for(&server, "orders")
+        .await
+        .verify(&access)
+        .unwrap();
+    eventually(
+        std::time::Duration::from_secs(10),
+        "a guard's set revokes the grant",
+        || {
+            set.check(&writ_revocation_client::TokenFacts::of(&verified))
+                == Some(writ_token::RevocationKind::GrantId)
+        },
+    )
+    .await;
+
+    // The old cookie, replayed from another browser, opens nothing.
+    let mut other = browser(&server);
+    other.jar = stolen_cookies;
+    let page = other.get(&flow.url()).await.page();
+    assert!(String::from_utf8_lossy(&page.body).contains("type=\"password\""));
+
+    // An unregistered post-logout URI is not followed.
+    let confirm = b
+        .get(&format!(
+            "/oauth2/logout?client_id=web&post_logout_redirect_uri={}",
+            form_encode("https://evil.example/")
+        ))
+        .await
+        .page();
+    let page = b.submit(&confirm, &[]).await.page();
+    assert_hardened_page(&page, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn discovery_advertises_what_sign_in_supports() {
+    let server = setup().await;
+    let r = server.http().get("/.well-known/openid-configuration").await;
+    let m = r.json();
+    let base = server.issuer.trim_end_matches('/');
+    assert_eq!(
+        m["authorization_endpoint"],
+        format!("{base}/oauth2/authorize")
+    );
+    assert_eq!(m["userinfo_endpoint"], format!("{base}/oauth2/userinfo"));
+    assert_eq!(m["end_session_endpoint"], format!("{base}/oauth2/logout"));
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        m["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(m["request_uri_parameter_supported"], false);
+    assert!(
+        m["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"authorization_code".into())
+    );
+    assert!(
+        m["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"openid".into())
+    );
+}
