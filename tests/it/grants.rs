@@ -139,7 +139,6 @@ async fn unknown_grant_types_and_implicit_are_unsupported() {
     let (server, id, secret) = svc("a").await;
     for (grant, error) in [
         ("implicit", "unsupported_grant_type"),
-        ("authorization_code", "unsupported_grant_type"),
         (
             "urn:ietf:params:oauth:grant-type:jwt-bearer",
             "unsupported_grant_type",
@@ -155,6 +154,14 @@ async fn unknown_grant_types_and_implicit_are_unsupported() {
             .assert_token_refused_unchanged(req, Code::InvalidArgument, error)
             .await;
     }
+    // A grant Writ serves, to a client not registered for it.
+    let req = TokenRequest {
+        grant_type: "authorization_code".into(),
+        ..cc(&id, &secret)
+    };
+    server
+        .assert_token_refused_unchanged(req, Code::PermissionDenied, "unauthorized_client")
+        .await;
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ fn interop_dir() -> PathBuf {
 }
 
 /// Runs a blocking command off the async runtime, so the in-process server keeps serving.
-async fn run(mut cmd: Command, stdin: Option<String>, timeout: Duration) -> Finished {
+pub(crate) async fn run(mut cmd: Command, stdin: Option<String>, timeout: Duration) -> Finished {
     tokio::task::spawn_blocking(move || run_bounded(&mut cmd, stdin.as_deref(), timeout))
         .await
         .unwrap()

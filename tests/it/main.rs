@@ -12,6 +12,7 @@ mod http_facade;
 mod interop;
 mod introspection;
 mod keys;
+mod oidc_interop;
 mod plumbing;
 mod refresh;
 mod replicas;

@@ -388,8 +388,8 @@ impl TestServer {
             .into_inner()
     }
 
-    /// A resource owner for the password grant.
-    pub async fn create_user(&self, username: &str, password: &str, scope: &str) {
+    /// A resource owner (the password grant, signing in); returns its subject.
+    pub async fn create_user(&self, username: &str, password: &str, scope: &str) -> String {
         self.admin()
             .await
             .create_user(pb_admin::CreateUserRequest {
@@ -398,7 +398,11 @@ impl TestServer {
                 scope: scope.into(),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+            .subject
     }
 
     /// Rotates the signing key of `purpose` to a new `alg` key; returns it.
