@@ -19,5 +19,6 @@ mod replicas;
 mod revocation;
 mod revocation_robustness;
 mod signin;
+mod signin_browser;
 mod sts;
 mod verification;

@@ -11,6 +11,7 @@ pub mod browser;
 pub mod http_client;
 pub mod private_postgres;
 pub mod sts;
+pub mod webdriver;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
