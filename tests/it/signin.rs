@@ -655,3 +655,52 @@ async fn discovery_advertises_what_sign_in_supports() {
             .contains(&"openid".into())
     );
 }
+
+#[tokio::test]
+async fn a_session_survives_a_restart_and_ends_with_its_lifetime() {
+    let clock = writ_token::ManualClock::starting_now();
+    let server = TestServer::start_with(Options {
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    server.create_user(USER, PASSWORD, "orders.read").await;
+    server.create_client(web_client("web")).await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    sign_in_and_consent(&mut b, &flow).await;
+
+    // Restarted (new ports, same store): the browser is still signed in.
+    let jar = b.jar.clone();
+    let server = server.restart().await;
+    let mut b = browser(&server);
+    b.jar = jar;
+    let to = b.get(&flow.url()).await.away();
+    code_of(&server, &flow, &to);
+
+    // A code lives a minute: an hour later it is refused.
+    let to = b.get(&flow.url()).await.away();
+    let late = code_of(&server, &flow, &to);
+    clock.advance(3600);
+    let r = server
+        .http()
+        .post_form("/oauth2/token", &[], &flow.redeem(&late))
+        .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+
+    // Past the session's lifetime (12 hours) the password is asked again, and pruning removes
+    // the session and the codes.
+    clock.advance(12 * 3600);
+    let page = b.get(&flow.url()).await.page();
+    assert!(String::from_utf8_lossy(&page.body).contains("type=\"password\""));
+    assert!(server.engine.prune_expired().await.unwrap() >= 3);
+    let left: Vec<_> = server
+        .state()
+        .into_keys()
+        .filter(|(tree, key)| *tree == "sign_in" && !key.starts_with(b"k/"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "only consents outlive their session: {left:?}"
+    );
+}

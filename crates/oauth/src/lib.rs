@@ -561,10 +561,18 @@ impl AuthorizationServer {
         let margin = self.config.leeway;
         let mut removed = 0;
         removed += self
-            .prune::<records::RefreshTokenRecord>(|r| r.expires_at + margin < now)
+            .prune::<records::RefreshTokenRecord>(b"", |r| r.expires_at + margin < now)
             .await?;
         removed += self
-            .prune::<records::GrantRecord>(|g| g.expires_at + margin < now)
+            .prune::<records::GrantRecord>(b"", |g| g.expires_at + margin < now)
+            .await?;
+        // Sign-in: sessions past their end, codes past theirs (a spent one is kept until then,
+        // so a replay within its life still revokes what it issued).
+        removed += self
+            .prune::<records::SessionRecord>(b"s/", |s| s.expires_at + margin < now)
+            .await?;
+        removed += self
+            .prune::<records::AuthCodeRecord>(b"c/", |c| c.expires_at + margin < now)
             .await?;
         removed += self.prune_revocations(now, margin).await?;
         if removed > 0 {
@@ -612,13 +620,18 @@ impl AuthorizationServer {
         Err(Error::Conflict("the record changed concurrently; retry"))
     }
 
-    async fn prune<R: writ_store::Record>(&self, expired: impl Fn(&R) -> bool) -> Result<usize> {
+    /// Removes the records of `R` under `prefix` that `expired` says have.
+    async fn prune<R: writ_store::Record>(
+        &self,
+        prefix: &[u8],
+        expired: impl Fn(&R) -> bool,
+    ) -> Result<usize> {
         let mut removed = 0;
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self
                 .store
-                .scan_records::<R>(b"", after.as_deref(), 1000)
+                .scan_records::<R>(prefix, after.as_deref(), 1000)
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
