@@ -5,7 +5,7 @@
 use http::StatusCode;
 use writ_proto::admin as pb_admin;
 use writ_tests::browser::{Browser, assert_hardened_page, pkce, query_of};
-use writ_tests::http_client::form_encode;
+use writ_tests::http_client::{basic, form_encode};
 use writ_tests::*;
 
 const RP: &str = "https://rp.example/callback";
@@ -703,4 +703,168 @@ async fn a_session_survives_a_restart_and_ends_with_its_lifetime() {
         left.is_empty(),
         "only consents outlive their session: {left:?}"
     );
+}
+
+/// Pushes `flow`'s request (RFC 9126) as the public client; returns the response.
+async fn push(
+    server: &TestServer,
+    flow: &Flow,
+    over: &[(&str, &str)],
+) -> writ_tests::http_client::HttpResponse {
+    let url = flow.url_with(over);
+    let form = url.split_once('?').unwrap().1;
+    server.http().post_form("/oauth2/par", &[], form).await
+}
+
+fn request_uri_url(client_id: &str, request_uri: &str) -> String {
+    format!(
+        "/oauth2/authorize?client_id={}&request_uri={}",
+        form_encode(client_id),
+        form_encode(request_uri)
+    )
+}
+
+#[tokio::test]
+async fn a_pushed_request_signs_in_and_is_spent_by_its_code() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let r = push(&server, &flow, &[("prompt", "login consent")]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let pushed = r.json();
+    let request_uri = pushed["request_uri"].as_str().unwrap().to_owned();
+    assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    assert_eq!(pushed["expires_in"], 300);
+
+    // Parameters beside request_uri are not the pushed request's: ignored.
+    let mut b = browser(&server);
+    let url = format!(
+        "{}&redirect_uri={}&scope=openid",
+        request_uri_url("web", &request_uri),
+        form_encode("https://evil.example/")
+    );
+    let login = b.get(&url).await.page();
+    let consent = b
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    // prompt=login consent was answered by the sign-in and the consent since the push: no loop.
+    let to = b.submit(&consent, &[("decision", "allow")]).await.away();
+    let code = code_of(&server, &flow, &to);
+    server
+        .http()
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+
+    // Spent: the same request_uri again is refused, and shown, not redirected.
+    assert_not_redirected(b.get(&request_uri_url("web", &request_uri)).await);
+    // Another client's, or a made-up one: the same.
+    let r = push(&server, &flow, &[]).await;
+    let other = r.json()["request_uri"].as_str().unwrap().to_owned();
+    server.create_client(web_client("other")).await;
+    assert_not_redirected(b.get(&request_uri_url("other", &other)).await);
+    assert_not_redirected(
+        b.get(&request_uri_url(
+            "web",
+            "urn:ietf:params:oauth:request_uri:nope",
+        ))
+        .await,
+    );
+    // Still the client's own, unspent.
+    let to = b.get(&request_uri_url("web", &other)).await.away();
+    code_of(&server, &flow, &to);
+}
+
+#[tokio::test]
+async fn a_client_required_to_push_is_refused_a_plain_request() {
+    let server = setup().await;
+    let mut spec = web_client("strict");
+    spec.require_pushed_authorization_requests = true;
+    server.create_client(spec).await;
+    let flow = Flow::new("strict");
+    let mut b = browser(&server);
+    let to = b.get(&flow.url()).await.away();
+    assert_error_redirect(&server, &flow, &to, "invalid_request");
+    let r = push(&server, &flow, &[]).await;
+    let request_uri = r.json()["request_uri"].as_str().unwrap().to_owned();
+    let login = b.get(&request_uri_url("strict", &request_uri)).await.page();
+    assert_hardened_page(&login, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_pushed_requests_are_refused_as_rfc_json_and_store_nothing() {
+    let server = setup().await;
+    let (id, secret) = server
+        .create_client({
+            let mut c = web_client("confidential");
+            c.client_type = pb_admin::ClientType::Confidential as i32;
+            c
+        })
+        .await;
+    let flow = Flow::new("web");
+    let before = server.state();
+    for (over, status, error) in [
+        (
+            vec![("redirect_uri", "https://evil.example/")],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            vec![("code_challenge_method", "plain")],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            vec![("request_uri", "urn:ietf:params:oauth:request_uri:x")],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            vec![("response_type", "token")],
+            StatusCode::BAD_REQUEST,
+            "unsupported_response_type",
+        ),
+        (
+            vec![("client_id", "nobody")],
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+    ] {
+        let r = push(&server, &flow, &over).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{over:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error"], error, "{over:?}");
+    }
+    // A confidential client authenticates; a wrong secret is invalid_client.
+    let conf = Flow::new(&id);
+    let form = conf.url().split_once('?').unwrap().1.to_owned();
+    let r = server
+        .http()
+        .post_form(
+            "/oauth2/par",
+            &[("authorization", &basic(&id, "wrong"))],
+            &form,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.state(), before, "nothing was stored");
+    let r = server
+        .http()
+        .post_form(
+            "/oauth2/par",
+            &[("authorization", &basic(&id, &secret))],
+            &form,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
 }

@@ -574,6 +574,9 @@ impl AuthorizationServer {
         removed += self
             .prune::<records::AuthCodeRecord>(b"c/", |c| c.expires_at + margin < now)
             .await?;
+        removed += self
+            .prune::<records::PushedRequestRecord>(b"p/", |p| p.expires_at + margin < now)
+            .await?;
         removed += self.prune_revocations(now, margin).await?;
         if removed > 0 {
             self.store.durable().await?;

@@ -313,3 +313,43 @@ pub struct ConsentRecord {
 impl Record for ConsentRecord {
     const TREE: Tree = Tree::SignIn;
 }
+
+/// A pushed authorization request (RFC 9126), under `p/` + the keyed hash of its
+/// `request_uri`'s id, in [`Tree::SignIn`]: the parameters as the client pushed them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PushedRequestRecord {
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    #[prost(string, tag = "2")]
+    pub response_type: String,
+    #[prost(string, tag = "3")]
+    pub redirect_uri: String,
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(string, tag = "5")]
+    pub state: String,
+    #[prost(string, tag = "6")]
+    pub code_challenge: String,
+    #[prost(string, tag = "7")]
+    pub code_challenge_method: String,
+    #[prost(string, tag = "8")]
+    pub nonce: String,
+    #[prost(string, tag = "9")]
+    pub prompt: String,
+    #[prost(string, tag = "10")]
+    pub max_age: String,
+    #[prost(string, tag = "11")]
+    pub response_mode: String,
+    #[prost(string, repeated, tag = "12")]
+    pub audience: Vec<String>,
+    #[prost(string, repeated, tag = "13")]
+    pub resource: Vec<String>,
+    #[prost(int64, tag = "14")]
+    pub pushed_at: i64,
+    #[prost(int64, tag = "15")]
+    pub expires_at: i64,
+}
+
+impl Record for PushedRequestRecord {
+    const TREE: Tree = Tree::SignIn;
+}

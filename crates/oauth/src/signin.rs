@@ -121,7 +121,16 @@ struct Validated {
     prompt_login: bool,
     prompt_consent: bool,
     max_age: Option<i64>,
+    /// A pushed request (RFC 9126): its stored key and bytes (spent with the code) and when it
+    /// was pushed (a sign-in or consent since then answers its `prompt` and `max_age`).
+    pushed: Option<(Vec<u8>, Vec<u8>, i64)>,
 }
+
+/// How long a pushed authorization request may be used: long enough for a person to sign in
+/// (RFC 9126 section 2.2 leaves it to the server; it is spent by its first code).
+pub const PUSHED_REQUEST_LIFETIME: i64 = 300;
+/// The `request_uri` prefix of RFC 9126 section 2.2.
+pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 
 impl AuthorizationServer {
     /// The authorization endpoint. `cookie` is the browser's session cookie, if any.
@@ -130,7 +139,20 @@ impl AuthorizationServer {
     /// code's grant, in the batch that stores the code) or `authorization_refused` with the
     /// reason. Interactions record nothing; their own forms do.
     pub async fn authorize(&self, req: AuthorizationRequest, cookie: Option<&str>) -> Authorize {
-        let v = match self.validate_authorization(&req).await {
+        // A pushed request stands for the parameters it was pushed with, and only for them.
+        let (req, pushed) = if req.request_uri.is_empty() {
+            (req, None)
+        } else {
+            match self.pushed_request(&req).await {
+                Ok((stored, key, bytes, at)) => (stored, Some((key, bytes, at))),
+                Err(e) => {
+                    self.audit_authorization_refusal(&req, &e).await;
+                    return Authorize::Refuse(e);
+                }
+            }
+        };
+        let validated = self.validate_authorization(&req, pushed.is_some()).await;
+        let v = match validated.map(|v| Validated { pushed, ..v }) {
             Ok(v) => v,
             Err(Ok(refusal)) => {
                 self.audit_authorization_refusal(&req, &refusal).await;
@@ -168,6 +190,7 @@ impl AuthorizationServer {
     async fn validate_authorization(
         &self,
         req: &AuthorizationRequest,
+        pushed: bool,
     ) -> std::result::Result<Validated, std::result::Result<Error, (String, Error)>> {
         // Until the client and its redirect URI are known good, nothing is redirected.
         let too_long = req.client_id.len() > MAX_ID_LEN
@@ -210,11 +233,11 @@ impl AuthorizationServer {
             return redirect(Error::RequestNotSupported);
         }
         if !req.request_uri.is_empty() {
-            return redirect(Error::InvalidRequestUri(
-                "pushed authorization requests are not supported yet",
+            return redirect(Error::InvalidRequest(
+                "request_uri cannot be pushed (RFC 9126 section 2.1)",
             ));
         }
-        if client.require_pushed_authorization_requests {
+        if client.require_pushed_authorization_requests && !pushed {
             return redirect(Error::InvalidRequest(
                 "the client must push its authorization requests",
             ));
@@ -296,7 +319,139 @@ impl AuthorizationServer {
             prompt_consent,
             max_age,
             client,
+            pushed: None,
         })
+    }
+
+    /// The request a `request_uri` stands for, pushed by the client named with it, not yet
+    /// spent nor expired; with its stored key and bytes and when it was pushed.
+    async fn pushed_request(
+        &self,
+        req: &AuthorizationRequest,
+    ) -> Result<(AuthorizationRequest, Vec<u8>, Vec<u8>, i64)> {
+        const UNKNOWN: Error =
+            Error::InvalidRequestUri("request_uri is unknown, expired, spent or another client's");
+        let id = req
+            .request_uri
+            .strip_prefix(REQUEST_URI_PREFIX)
+            .filter(|id| !id.is_empty() && id.len() <= 64)
+            .ok_or(UNKNOWN)?;
+        let key = prefixed(b"p/", &self.hasher.hash(id.as_bytes()));
+        let bytes = self.store.get(Tree::SignIn, &key).await?.ok_or(UNKNOWN)?;
+        let p: crate::records::PushedRequestRecord = writ_store::decode(&bytes)?;
+        // RFC 9126 section 4: the client_id parameter must name the client that pushed it.
+        if p.client_id != req.client_id || self.now() >= p.expires_at {
+            return Err(UNKNOWN);
+        }
+        let stored = AuthorizationRequest {
+            response_type: p.response_type,
+            client_id: p.client_id,
+            redirect_uri: p.redirect_uri,
+            scope: p.scope,
+            state: p.state,
+            code_challenge: p.code_challenge,
+            code_challenge_method: p.code_challenge_method,
+            nonce: p.nonce,
+            prompt: p.prompt,
+            max_age: p.max_age,
+            response_mode: p.response_mode,
+            request: String::new(),
+            request_uri: String::new(),
+            audience: p.audience,
+            resource: p.resource,
+        };
+        Ok((stored, key, bytes, p.pushed_at))
+    }
+
+    /// RFC 9126: a client pushes an authorization request (authenticated like at the token
+    /// endpoint; a public client by its id) and gets a `request_uri` for it, valid for
+    /// [`PUSHED_REQUEST_LIFETIME`] seconds and spent by its first code. The request is checked
+    /// as the authorization endpoint would, and refused here with the same error.
+    ///
+    /// One audit record: `authorization_request_pushed` or `authorization_refused`.
+    pub async fn push_authorization_request(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        req: AuthorizationRequest,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(String, i64)> {
+        let answer = self
+            .push_decision(client_id, client_secret, &req, source)
+            .await;
+        if let Err(e) = &answer {
+            self.audit_authorization_refusal(&req, e).await;
+        }
+        answer
+    }
+
+    async fn push_decision(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        req: &AuthorizationRequest,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(String, i64)> {
+        let client = self
+            .authenticate_client_from(client_id, client_secret, source)
+            .await?;
+        if client.disabled {
+            return Err(Error::InvalidClient);
+        }
+        if req.client_id != client.client_id {
+            return Err(Error::InvalidRequest(
+                "client_id differs from the authenticated client",
+            ));
+        }
+        if !req.request_uri.is_empty() {
+            return Err(Error::InvalidRequest(
+                "request_uri cannot be pushed (RFC 9126 section 2.1)",
+            ));
+        }
+        let v = match self.validate_authorization(req, true).await {
+            Ok(v) => v,
+            Err(Ok(e)) | Err(Err((_, e))) => return Err(e),
+        };
+        let now = self.now();
+        let id = random_secret();
+        let key = prefixed(b"p/", &self.hasher.hash(id.as_bytes()));
+        let record = crate::records::PushedRequestRecord {
+            client_id: v.client.client_id.clone(),
+            response_type: req.response_type.clone(),
+            redirect_uri: req.redirect_uri.clone(),
+            scope: req.scope.clone(),
+            state: req.state.clone(),
+            code_challenge: req.code_challenge.clone(),
+            code_challenge_method: req.code_challenge_method.clone(),
+            nonce: req.nonce.clone(),
+            prompt: req.prompt.clone(),
+            max_age: req.max_age.clone(),
+            response_mode: req.response_mode.clone(),
+            audience: req.audience.clone(),
+            resource: req.resource.clone(),
+            pushed_at: now,
+            expires_at: now + PUSHED_REQUEST_LIFETIME,
+        };
+        let intent = self.audit.intent(
+            Event::new("authorization_request_pushed", Outcome::Success)
+                .actor(&record.client_id)
+                .client(&record.client_id)
+                .detail("redirect_uri", &record.redirect_uri)
+                .detail("scope", &record.scope),
+        );
+        let batch = Batch::new()
+            .expect(key.clone(), None)
+            .put(key, encode(&record));
+        if !self
+            .store
+            .commit(Tree::SignIn, intent.attach(batch))
+            .await?
+        {
+            return Err(Error::Conflict("the request_uri is taken; retry"));
+        }
+        self.audit.written(intent);
+        self.store.durable().await?;
+        Ok((format!("{REQUEST_URI_PREFIX}{id}"), PUSHED_REQUEST_LIFETIME))
     }
 
     /// An enabled client that may be sent to, by id; every other case is one refusal.
@@ -362,12 +517,19 @@ impl AuthorizationServer {
         };
         // `max_age=0` asks for a sign-in now, like `prompt=login` (OpenID Connect Core section
         // 3.1.2.1); the transport resumes a request without it once the user signed in.
+        // A pushed request cannot be resumed without its prompt: a sign-in since it was pushed
+        // is the one it asked for.
+        let pushed_at = v.pushed.as_ref().map(|p| p.2);
+        let signed_in_since_push = |s: &(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)| {
+            pushed_at.is_some_and(|t| s.2.auth_time >= t)
+        };
         let fresh_enough = |s: &(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)| {
-            v.max_age
-                .is_none_or(|max| max > 0 && now.saturating_sub(s.2.auth_time) <= max)
+            signed_in_since_push(s)
+                || v.max_age
+                    .is_none_or(|max| max > 0 && now.saturating_sub(s.2.auth_time) <= max)
         };
         let session = match session {
-            Some(s) if !v.prompt_login && fresh_enough(&s) => s,
+            Some(s) if (!v.prompt_login || signed_in_since_push(&s)) && fresh_enough(&s) => s,
             _ if v.prompt_none => return Err(Error::LoginRequired),
             _ => return Ok(Authorize::Login(interaction(&v.requested, ""))),
         };
@@ -377,13 +539,17 @@ impl AuthorizationServer {
             .map_err(|_| Error::Internal("stored scope"))?
             .union(&oidc_scopes());
         let granted = v.requested.intersection(&user_scope);
-        let consented = self
+        let consent = self
             .store
             .get_record::<ConsentRecord>(&consent_key(&user.subject, &v.client.client_id))
-            .await?
+            .await?;
+        let consented_since_push = consent
+            .as_ref()
+            .is_some_and(|c| pushed_at.is_some_and(|t| c.granted_at >= t));
+        let consented = consent
             .and_then(|c| Scopes::parse(&c.scope).ok())
             .is_some_and(|c| granted.is_subset(&c));
-        if v.prompt_consent || !consented {
+        if (v.prompt_consent && !consented_since_push) || !consented {
             if v.prompt_none {
                 return Err(Error::ConsentRequired);
             }
@@ -450,11 +616,17 @@ impl AuthorizationServer {
                     .detail("sid", &record.sid)
                     .detail("redirect_uri", &record.redirect_uri),
             );
-            let batch = Batch::new()
+            let mut batch = Batch::new()
                 .expect(key.clone(), Some(bytes.clone()))
                 .put(key.clone(), encode(&updated))
                 .expect(code_key.clone(), None)
                 .put(code_key.clone(), encode(&record));
+            if let Some((pushed_key, pushed_bytes, _)) = &v.pushed {
+                // Spent by this code: a pushed request answers once.
+                batch = batch
+                    .expect(pushed_key.clone(), Some(pushed_bytes.clone()))
+                    .remove(pushed_key.clone());
+            }
             if self
                 .store
                 .commit(Tree::SignIn, intent.attach(batch))
@@ -463,6 +635,11 @@ impl AuthorizationServer {
                 self.audit.written(intent);
                 self.store.durable().await?;
                 return Ok(code);
+            }
+            if let Some((pushed_key, _, _)) = &v.pushed
+                && self.store.get(Tree::SignIn, pushed_key).await?.is_none()
+            {
+                return Err(Error::InvalidRequestUri("the request_uri was already used"));
             }
             // The session changed (another tab): read it again.
             match self.store.get(Tree::SignIn, &key).await? {
@@ -739,7 +916,15 @@ impl AuthorizationServer {
     /// The user declined the consent screen: the client hears `access_denied` (a request that
     /// cannot be redirected is refused as such).
     pub async fn deny(&self, req: AuthorizationRequest) -> Authorize {
-        match self.validate_authorization(&req).await {
+        let (req, pushed) = if req.request_uri.is_empty() {
+            (req, false)
+        } else {
+            match self.pushed_request(&req).await {
+                Ok((stored, ..)) => (stored, true),
+                Err(e) => return Authorize::Refuse(e),
+            }
+        };
+        match self.validate_authorization(&req, pushed).await {
             Ok(v) => {
                 let e = Error::AccessDenied("the user declined");
                 self.audit_authorization_refusal(&req, &e).await;

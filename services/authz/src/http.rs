@@ -26,6 +26,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/oauth2/token", post(token))
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
+        .route("/oauth2/par", post(par))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
@@ -154,6 +155,30 @@ async fn introspect(
     Ok((no_store(), axum::Json(body)).into_response())
 }
 
+/// RFC 9126: a pushed authorization request, answered 201 with its `request_uri`.
+async fn par(
+    State(engine): State<Shared>,
+    peer: Option<axum::Extension<writ_server::Peer>>,
+    headers: HeaderMap,
+    FormBody(body): FormBody,
+) -> Result<Response, Refused> {
+    let (form, client) = parse(&headers, &body)?;
+    let mut req = crate::web::authorization_request(&form)?;
+    if req.client_id.is_empty() {
+        req.client_id = client.client_id.clone();
+    }
+    let (request_uri, expires_in) = engine
+        .push_authorization_request(
+            &client.client_id,
+            &client.client_secret,
+            req,
+            peer.map(|p| p.0.0.ip()),
+        )
+        .await?;
+    let body = json!({ "request_uri": request_uri, "expires_in": expires_in });
+    Ok((StatusCode::CREATED, no_store(), axum::Json(body)).into_response())
+}
+
 async fn revoke(
     State(engine): State<Shared>,
     headers: HeaderMap,
@@ -180,6 +205,8 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "scopes_supported": m.scopes_supported,
         "access_token_signing_alg_values_supported": m.access_token_signing_alg_values_supported,
         "authorization_endpoint": m.authorization_endpoint,
+        "pushed_authorization_request_endpoint": format!("{}/oauth2/par", m.issuer.trim_end_matches('/')),
+        "require_pushed_authorization_requests": false,
         "userinfo_endpoint": m.userinfo_endpoint,
         "end_session_endpoint": m.end_session_endpoint,
         "code_challenge_methods_supported": m.code_challenge_methods_supported,

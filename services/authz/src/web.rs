@@ -257,7 +257,7 @@ fn refused(e: &FormError) -> Response {
 }
 
 /// The authorization request in `form` (a query or a body).
-fn authorization_request(form: &Form) -> Result<AuthorizationRequest, FormError> {
+pub(crate) fn authorization_request(form: &Form) -> Result<AuthorizationRequest, FormError> {
     Ok(AuthorizationRequest {
         response_type: form.one("response_type")?,
         client_id: form.one("client_id")?,
