@@ -20,5 +20,6 @@ mod revocation;
 mod revocation_robustness;
 mod signin;
 mod signin_browser;
+mod signin_device;
 mod sts;
 mod verification;

@@ -349,14 +349,15 @@ impl AuthorizationServer {
             if ![
                 grant_type::CLIENT_CREDENTIALS,
                 grant_type::AUTHORIZATION_CODE,
+                grant_type::DEVICE_CODE,
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
             ]
             .contains(&g.as_str())
             {
                 return Err(Error::InvalidRequest(
-                    "grant_types may be client_credentials, authorization_code, refresh_token, \
-                     password",
+                    "grant_types may be client_credentials, authorization_code, \
+                     urn:ietf:params:oauth:grant-type:device_code, refresh_token, password",
                 ));
             }
         }

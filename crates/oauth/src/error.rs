@@ -72,6 +72,15 @@ pub enum Error {
     /// A valid bearer token without the scope a resource needs (RFC 6750 section 3.1).
     #[error("insufficient_scope: {0}")]
     InsufficientScope(&'static str),
+    /// RFC 8628 section 3.5: the user has not answered yet; poll again.
+    #[error("authorization_pending: the user has not answered yet")]
+    AuthorizationPending,
+    /// RFC 8628 section 3.5: polled too often; the interval grew by 5 seconds.
+    #[error("slow_down: poll less often")]
+    SlowDown,
+    /// RFC 8628 section 3.5: the device code expired before the user answered.
+    #[error("expired_token: the device code has expired")]
+    ExpiredToken,
     /// Too many password checks at once: retry.
     #[error("temporarily_unavailable: too many password checks at once; retry")]
     Busy,
@@ -97,6 +106,10 @@ impl Error {
             Error::RequestNotSupported => (Kind::InvalidArgument, ErrorCode::RequestNotSupported),
             Error::InvalidRequestUri(_) => (Kind::InvalidArgument, ErrorCode::InvalidRequestUri),
             Error::LoginRequired => (Kind::PermissionDenied, ErrorCode::LoginRequired),
+            // Not refusals of the client: answers to poll again (gRPC FAILED_PRECONDITION).
+            Error::AuthorizationPending => (Kind::Pending, ErrorCode::AuthorizationPending),
+            Error::SlowDown => (Kind::Pending, ErrorCode::SlowDown),
+            Error::ExpiredToken => (Kind::PermissionDenied, ErrorCode::ExpiredToken),
             Error::ConsentRequired => (Kind::PermissionDenied, ErrorCode::ConsentRequired),
             Error::InvalidToken(_) => (Kind::Unauthenticated, ErrorCode::InvalidToken),
             Error::InsufficientScope(_) => (Kind::PermissionDenied, ErrorCode::InsufficientScope),

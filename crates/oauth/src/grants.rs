@@ -18,6 +18,22 @@ use crate::{
     valid_id,
 };
 
+/// A person's sign-in that a grant comes from (a redeemed code, an approved device).
+pub(crate) struct SignedIn {
+    pub gid: String,
+    pub subject: String,
+    pub username: String,
+    /// Granted.
+    pub scope: String,
+    pub audience: Vec<String>,
+    /// When the grant began (the code's or the approval's time).
+    pub began_at: i64,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+    pub sid: String,
+    pub nonce: String,
+}
+
 /// Everything needed to mint an access token.
 struct Minting<'a> {
     client: &'a ClientRecord,
@@ -79,6 +95,7 @@ impl AuthorizationServer {
                 grant_type::REFRESH_TOKEN => grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD => grant_type::PASSWORD,
                 grant_type::AUTHORIZATION_CODE => grant_type::AUTHORIZATION_CODE,
+                grant_type::DEVICE_CODE => grant_type::DEVICE_CODE,
                 _ => "other",
             }),
             Err(e) => writ_metrics::global().token_refused(e.oauth_code()),
@@ -97,6 +114,7 @@ impl AuthorizationServer {
             grant_type::REFRESH_TOKEN => self.refresh(req).await,
             grant_type::PASSWORD => self.password(req).await,
             grant_type::AUTHORIZATION_CODE => self.authorization_code(req).await,
+            grant_type::DEVICE_CODE => self.device_code_grant(req).await,
             "" => Err(Error::InvalidRequest("grant_type is required")),
             _ => Err(Error::UnsupportedGrantType),
         }
@@ -272,59 +290,21 @@ impl AuthorizationServer {
                 "code_verifier does not match the challenge",
             ));
         }
-        let grant = GrantRecord {
+        let signed_in = SignedIn {
             gid: code.gid.clone(),
-            client_id: client.client_id.clone(),
             subject: code.subject.clone(),
-            scope: code.scope.clone(),
-            created_at: code.issued_at,
-            expires_at: code.issued_at + self.config.max_grant_lifetime,
             username: code.username.clone(),
-        };
-        // Signed out (or cut off) since the code was issued.
-        if self.grant_revoked(&grant).await? {
-            return Err(Error::InvalidGrant("the grant has been revoked"));
-        }
-        let user = self
-            .store
-            .get_record::<UserRecord>(code.username.as_bytes())
-            .await?
-            .filter(|u| !u.disabled && u.subject == code.subject)
-            .ok_or(Error::InvalidGrant(
-                "the resource owner no longer exists or is disabled",
-            ))?;
-        let scope = Scopes::parse(&code.scope).map_err(|_| Error::Internal("stored scope"))?;
-        let format = resolve_format(&client, req.token_format)?;
-        let refresh = client
-            .allows_grant(grant_type::REFRESH_TOKEN)
-            .then(|| self.new_refresh_token(&client, &grant, now));
-        let m = Minting {
-            client: &client,
-            subject: code.subject.clone(),
-            scope: scope.clone(),
+            scope: code.scope.clone(),
             audience: code.audience.clone(),
-            gid: grant.gid.clone(),
-            format,
+            began_at: code.issued_at,
+            auth_time: code.auth_time,
+            amr: code.amr.clone(),
+            sid: code.sid.clone(),
+            nonce: code.nonce.clone(),
         };
-        let (mut response, event) = self.issue(
-            &m,
-            grant_type::AUTHORIZATION_CODE,
-            refresh.as_ref().map(|(token, _)| token.clone()),
-        )?;
-        if scope.contains("openid") {
-            response.id_token = Some(self.id_token(&code, &user, &response.access_token, now)?);
-        }
-        let event = event
-            .detail("username", &user.username)
-            .detail("sid", &code.sid)
-            .detail(
-                "id_token",
-                if response.id_token.is_some() {
-                    "issued"
-                } else {
-                    ""
-                },
-            );
+        let (response, event, grant, refresh) = self
+            .sign_in_tokens(&client, &signed_in, req, grant_type::AUTHORIZATION_CODE)
+            .await?;
         // The grant and its first refresh token first (neither is known to anyone yet), then
         // the code is spent with the record of the issue: of two redemptions exactly one
         // spends it, and the other is a replay.
@@ -364,10 +344,82 @@ impl AuthorizationServer {
         ))
     }
 
-    /// OpenID Connect Core section 2 and 3.1.3.6: the ID token of a code's sign-in.
+    /// The tokens of a sign-in's grant (a redeemed code, an approved device): the grant record
+    /// and its first refresh token for the caller to store, the access token, and an ID token
+    /// when `openid` was granted. Refused if the grant was revoked since (signed out) or the
+    /// user is gone or disabled.
+    pub(crate) async fn sign_in_tokens(
+        &self,
+        client: &ClientRecord,
+        s: &SignedIn,
+        req: &TokenRequest,
+        grant: &'static str,
+    ) -> Result<(
+        TokenResponse,
+        writ_audit::Event,
+        GrantRecord,
+        Option<(String, RefreshTokenRecord)>,
+    )> {
+        let now = self.now();
+        let record = GrantRecord {
+            gid: s.gid.clone(),
+            client_id: client.client_id.clone(),
+            subject: s.subject.clone(),
+            scope: s.scope.clone(),
+            created_at: s.began_at,
+            expires_at: s.began_at + self.config.max_grant_lifetime,
+            username: s.username.clone(),
+        };
+        // Signed out (or cut off) since the sign-in.
+        if self.grant_revoked(&record).await? {
+            return Err(Error::InvalidGrant("the grant has been revoked"));
+        }
+        let user = self
+            .store
+            .get_record::<UserRecord>(s.username.as_bytes())
+            .await?
+            .filter(|u| !u.disabled && u.subject == s.subject)
+            .ok_or(Error::InvalidGrant(
+                "the resource owner no longer exists or is disabled",
+            ))?;
+        let scope = Scopes::parse(&s.scope).map_err(|_| Error::Internal("stored scope"))?;
+        let format = resolve_format(client, req.token_format)?;
+        let refresh = client
+            .allows_grant(grant_type::REFRESH_TOKEN)
+            .then(|| self.new_refresh_token(client, &record, now));
+        let m = Minting {
+            client,
+            subject: s.subject.clone(),
+            scope: scope.clone(),
+            audience: s.audience.clone(),
+            gid: record.gid.clone(),
+            format,
+        };
+        let (mut response, event) =
+            self.issue(&m, grant, refresh.as_ref().map(|(token, _)| token.clone()))?;
+        if scope.contains("openid") {
+            response.id_token =
+                Some(self.id_token(client, s, &user, &response.access_token, now)?);
+        }
+        let event = event
+            .detail("username", &user.username)
+            .detail("sid", &s.sid)
+            .detail(
+                "id_token",
+                if response.id_token.is_some() {
+                    "issued"
+                } else {
+                    ""
+                },
+            );
+        Ok((response, event, record, refresh))
+    }
+
+    /// OpenID Connect Core section 2 and 3.1.3.6: the ID token of a sign-in.
     fn id_token(
         &self,
-        code: &AuthCodeRecord,
+        client: &ClientRecord,
+        code: &SignedIn,
         user: &UserRecord,
         access_token: &str,
         now: i64,
@@ -377,7 +429,7 @@ impl AuthorizationServer {
         let claims = writ_token::IdTokenClaims {
             iss: self.config.issuer.clone(),
             sub: code.subject.clone(),
-            aud: code.client_id.clone(),
+            aud: client.client_id.clone(),
             exp: now + self.config.default_access_token_lifetime,
             iat: now,
             auth_time: code.auth_time,
@@ -386,7 +438,7 @@ impl AuthorizationServer {
             acr: crate::signin::ACR_PASSWORD.to_owned(),
             amr: code.amr.clone(),
             sid: code.sid.clone(),
-            azp: code.client_id.clone(),
+            azp: client.client_id.clone(),
             preferred_username: Scopes::parse(&code.scope)
                 .is_ok_and(|s| s.contains("profile"))
                 .then(|| user.username.clone()),
@@ -728,7 +780,8 @@ fn check_request_sizes(req: &TokenRequest) -> Result<()> {
         || req.grant_type.len() > 256
         || req.code.len() > MAX_SECRET_LEN
         || req.redirect_uri.len() > crate::signin::MAX_URI_LEN
-        || req.code_verifier.len() > 128;
+        || req.code_verifier.len() > 128
+        || req.device_code.len() > MAX_SECRET_LEN;
     if too_long {
         return Err(Error::InvalidRequest("a parameter is too long"));
     }

@@ -9,6 +9,7 @@ mod admin;
 mod admin_access;
 mod client_cache;
 mod clients;
+pub mod device;
 #[cfg(test)]
 mod engine_tests;
 mod error;
@@ -36,6 +37,7 @@ use writ_token::{
 };
 
 pub use admin_access::{AdminCaller, AdminPermission};
+pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
@@ -531,6 +533,7 @@ impl AuthorizationServer {
             revocation_endpoint: format!("{base}/oauth2/revoke"),
             grant_types_supported: strings(&[
                 grant_type::AUTHORIZATION_CODE,
+                grant_type::DEVICE_CODE,
                 grant_type::CLIENT_CREDENTIALS,
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
@@ -577,6 +580,7 @@ impl AuthorizationServer {
         removed += self
             .prune::<records::PushedRequestRecord>(b"p/", |p| p.expires_at + margin < now)
             .await?;
+        removed += self.prune_devices(now, margin).await?;
         removed += self.prune_revocations(now, margin).await?;
         if removed > 0 {
             self.store.durable().await?;

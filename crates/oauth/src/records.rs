@@ -353,3 +353,55 @@ pub struct PushedRequestRecord {
 impl Record for PushedRequestRecord {
     const TREE: Tree = Tree::SignIn;
 }
+
+pub const DEVICE_PENDING: i32 = 1;
+pub const DEVICE_APPROVED: i32 = 2;
+pub const DEVICE_DENIED: i32 = 3;
+pub const DEVICE_USED: i32 = 4;
+
+/// A device authorization (RFC 8628), under `d/` + the keyed hash of its device code, in
+/// [`Tree::SignIn`]; its user code points to it from `u/` + the user code.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeviceRecord {
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    /// What the device asked for (before the user's own scope).
+    #[prost(string, tag = "2")]
+    pub scope: String,
+    #[prost(string, repeated, tag = "3")]
+    pub audience: Vec<String>,
+    /// As shown to the user, without its dash.
+    #[prost(string, tag = "4")]
+    pub user_code: String,
+    /// DEVICE_* values.
+    #[prost(int32, tag = "5")]
+    pub state: i32,
+    #[prost(int64, tag = "6")]
+    pub issued_at: i64,
+    #[prost(int64, tag = "7")]
+    pub expires_at: i64,
+    /// Seconds between polls; grows by 5 at each `slow_down`.
+    #[prost(int64, tag = "8")]
+    pub interval: i64,
+    #[prost(int64, tag = "9")]
+    pub last_polled_at: i64,
+    /// Once approved: who, how, and what was granted.
+    #[prost(string, tag = "10")]
+    pub username: String,
+    #[prost(string, tag = "11")]
+    pub subject: String,
+    #[prost(int64, tag = "12")]
+    pub auth_time: i64,
+    #[prost(string, repeated, tag = "13")]
+    pub amr: Vec<String>,
+    #[prost(string, tag = "14")]
+    pub sid: String,
+    #[prost(string, tag = "15")]
+    pub gid: String,
+    #[prost(string, tag = "16")]
+    pub granted_scope: String,
+}
+
+impl Record for DeviceRecord {
+    const TREE: Tree = Tree::SignIn;
+}

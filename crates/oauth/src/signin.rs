@@ -455,7 +455,7 @@ impl AuthorizationServer {
     }
 
     /// An enabled client that may be sent to, by id; every other case is one refusal.
-    async fn client_for_authorization(&self, client_id: &str) -> Result<ClientRecord> {
+    pub(crate) async fn client_for_authorization(&self, client_id: &str) -> Result<ClientRecord> {
         let client = if valid_id(client_id) {
             self.store
                 .get_record::<ClientRecord>(client_id.as_bytes())
@@ -468,7 +468,7 @@ impl AuthorizationServer {
         ))
     }
 
-    fn authorization_audience(
+    pub(crate) fn authorization_audience(
         &self,
         client: &ClientRecord,
         req: &AuthorizationRequest,
@@ -656,7 +656,7 @@ impl AuthorizationServer {
     /// The session a cookie names, if it is live: not expired, its user still there, enabled
     /// and not cut off since it signed in (a password reset, a deletion). With its stored key
     /// and bytes (for a compare-and-swap) and the user.
-    async fn live_session(
+    pub(crate) async fn live_session(
         &self,
         cookie: &str,
     ) -> Result<Option<(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)>> {
@@ -1075,7 +1075,7 @@ impl AuthorizationServer {
     }
 }
 
-fn oidc_scopes() -> Scopes {
+pub(crate) fn oidc_scopes() -> Scopes {
     Scopes::parse(&OIDC_SCOPES.join(" ")).expect("the OpenID scopes parse")
 }
 

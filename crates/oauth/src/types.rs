@@ -31,6 +31,8 @@ pub struct TokenRequest {
     pub code: String,
     pub redirect_uri: String,
     pub code_verifier: String,
+    /// RFC 8628 section 3.4.
+    pub device_code: String,
     /// Where the request came from (the transport's peer address), for brute-force throttling.
     pub source: Option<std::net::IpAddr>,
 }

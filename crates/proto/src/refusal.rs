@@ -22,6 +22,7 @@ pub fn grpc_code(kind: Kind) -> Code {
         Kind::TooLarge | Kind::Exhausted => Code::ResourceExhausted,
         Kind::Unavailable => Code::Unavailable,
         Kind::Internal => Code::Internal,
+        Kind::Pending => Code::FailedPrecondition,
     }
 }
 

@@ -22,6 +22,8 @@ pub mod grant_type {
     pub const REFRESH_TOKEN: &str = "refresh_token";
     pub const PASSWORD: &str = "password";
     pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    /// RFC 8628 section 3.4.
+    pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 }
 
 /// Token type identifiers: RFC 8693 section 3, and Writ's own for Biscuits.

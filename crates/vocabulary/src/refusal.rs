@@ -37,6 +37,10 @@ pub enum ErrorCode {
     InvalidRequestUri,
     // OpenID Connect Core section 3.1.2.6 (request objects are not supported).
     RequestNotSupported,
+    // RFC 8628 section 3.5.
+    AuthorizationPending,
+    SlowDown,
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -62,6 +66,9 @@ impl ErrorCode {
             ErrorCode::InteractionRequired => "interaction_required",
             ErrorCode::InvalidRequestUri => "invalid_request_uri",
             ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
         }
     }
 }
@@ -103,6 +110,9 @@ pub enum Kind {
     Unavailable,
     /// The server failed (INTERNAL, 500). Its detail goes to the server log only.
     Internal,
+    /// Not yet: what the caller waits for has not happened; ask again later (FAILED_PRECONDITION;
+    /// 400 at an OAuth endpoint, as RFC 8628 section 3.5 has it).
+    Pending,
 }
 
 /// One refusal, as every transport reports it: the kind, the error domain and reason

@@ -35,6 +35,7 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
         code: r.code,
         redirect_uri: r.redirect_uri,
         code_verifier: r.code_verifier,
+        device_code: r.device_code,
     })
 }
 

@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 use writ_oauth::{AuthorizationServer, ClientCredentials, TokenOperation};
 use writ_proto::authz::authorization_service_server::AuthorizationService;
 use writ_proto::authz::{
-    GetJwksRequest, GetJwksResponse, GetServerMetadataRequest, GetServerMetadataResponse,
-    IntrospectRequest, IntrospectResponse, RevokeRequest, RevokeResponse, TokenRequest,
-    TokenResponse,
+    DeviceAuthorizationRequest, DeviceAuthorizationResponse, GetJwksRequest, GetJwksResponse,
+    GetServerMetadataRequest, GetServerMetadataResponse, IntrospectRequest, IntrospectResponse,
+    RevokeRequest, RevokeResponse, TokenRequest, TokenResponse,
 };
 
 use crate::convert;
@@ -59,6 +59,34 @@ impl AuthorizationService for AuthorizationGrpc {
         req.source = source;
         let resp = self.engine.token(req).await.map_err(status)?;
         Ok(Response::new(convert::token_response(resp)))
+    }
+
+    async fn device_authorization(
+        &self,
+        request: Request<DeviceAuthorizationRequest>,
+    ) -> Result<Response<DeviceAuthorizationResponse>, Status> {
+        let source = request.remote_addr().map(|a| a.ip());
+        let r = request.into_inner();
+        let d = self
+            .engine
+            .device_authorization(
+                &r.client_id,
+                &r.client_secret,
+                &r.scope,
+                r.audience,
+                r.resource,
+                source,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(DeviceAuthorizationResponse {
+            device_code: d.device_code,
+            user_code: d.user_code,
+            verification_uri: d.verification_uri,
+            verification_uri_complete: d.verification_uri_complete,
+            expires_in: d.expires_in,
+            interval: d.interval,
+        }))
     }
 
     async fn introspect(

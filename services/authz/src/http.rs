@@ -27,6 +27,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
         .route("/oauth2/par", post(par))
+        .route("/oauth2/device_authorization", post(device_authorization))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
@@ -90,6 +91,7 @@ async fn token(
         code: form.one("code")?,
         redirect_uri: form.one("redirect_uri")?,
         code_verifier: form.one("code_verifier")?,
+        device_code: form.one("device_code")?,
         source: peer.map(|p| p.0.0.ip()),
     };
     let r = engine.token(req).await?;
@@ -155,6 +157,35 @@ async fn introspect(
     Ok((no_store(), axum::Json(body)).into_response())
 }
 
+/// RFC 8628 section 3.1 and 3.2.
+async fn device_authorization(
+    State(engine): State<Shared>,
+    peer: Option<axum::Extension<writ_server::Peer>>,
+    headers: HeaderMap,
+    FormBody(body): FormBody,
+) -> Result<Response, Refused> {
+    let (form, client) = parse(&headers, &body)?;
+    let d = engine
+        .device_authorization(
+            &client.client_id,
+            &client.client_secret,
+            &form.one("scope")?,
+            form.many("audience"),
+            form.many("resource"),
+            peer.map(|p| p.0.0.ip()),
+        )
+        .await?;
+    let body = json!({
+        "device_code": d.device_code,
+        "user_code": d.user_code,
+        "verification_uri": d.verification_uri,
+        "verification_uri_complete": d.verification_uri_complete,
+        "expires_in": d.expires_in,
+        "interval": d.interval,
+    });
+    Ok((no_store(), axum::Json(body)).into_response())
+}
+
 /// RFC 9126: a pushed authorization request, answered 201 with its `request_uri`.
 async fn par(
     State(engine): State<Shared>,
@@ -207,6 +238,7 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "authorization_endpoint": m.authorization_endpoint,
         "pushed_authorization_request_endpoint": format!("{}/oauth2/par", m.issuer.trim_end_matches('/')),
         "require_pushed_authorization_requests": false,
+        "device_authorization_endpoint": format!("{}/oauth2/device_authorization", m.issuer.trim_end_matches('/')),
         "userinfo_endpoint": m.userinfo_endpoint,
         "end_session_endpoint": m.end_session_endpoint,
         "code_challenge_methods_supported": m.code_challenge_methods_supported,

@@ -22,7 +22,9 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use writ_oauth::{AuthorizationRequest, AuthorizationServer, Authorize, Error, Interaction};
+use writ_oauth::{
+    AuthorizationRequest, AuthorizationServer, Authorize, DevicePage, Error, Interaction,
+};
 use writ_server::form::{Form, FormBody, FormError};
 
 type Shared = Arc<AuthorizationServer>;
@@ -37,12 +39,15 @@ pub fn routes() -> Router<Shared> {
         .route("/oauth2/consent", axum::routing::post(consent))
         .route("/oauth2/userinfo", get(userinfo).post(userinfo))
         .route("/oauth2/logout", get(logout_get).post(logout_post))
+        .route("/oauth2/device", get(device_get).post(device_post))
         .route("/oauth2/assets/writ.css", get(stylesheet))
 }
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
+    /// Where the browser goes back after signing in: `authorize` or `device`.
+    flow: &'a str,
     client_name: &'a str,
     error: &'a str,
     csrf: &'a str,
@@ -60,6 +65,18 @@ struct ConsentPage<'a> {
     scope: &'a str,
     csrf: &'a str,
     request: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+struct DevicePageHtml<'a> {
+    /// Empty: ask for the code.
+    user_code: &'a str,
+    error: &'a str,
+    client_name: &'a str,
+    username: &'a str,
+    scopes: &'a [String],
+    csrf: &'a str,
 }
 
 #[derive(Template)]
@@ -339,9 +356,15 @@ async fn authorize(engine: &AuthorizationServer, headers: &HeaderMap, form: Form
     match engine.authorize(req, cookies.session.as_deref()).await {
         Authorize::Redirect(uri) => see_other(&uri, Vec::new()),
         Authorize::Refuse(e) => refusal_page(&e),
-        Authorize::Login(i) => {
-            login_page(&cookies, &i, &carried(&form, ""), "", "", StatusCode::OK)
-        }
+        Authorize::Login(i) => login_page(
+            &cookies,
+            "authorize",
+            &i,
+            &carried(&form, ""),
+            "",
+            "",
+            StatusCode::OK,
+        ),
         Authorize::Consent(i) => {
             let (csrf, set) = cookies.csrf_for_form();
             let scope = i.scopes.join(" ");
@@ -378,6 +401,7 @@ fn refusal_page(e: &Error) -> Response {
 
 fn login_page(
     cookies: &Cookies,
+    flow: &str,
     i: &Interaction,
     request: &str,
     error: &str,
@@ -388,6 +412,7 @@ fn login_page(
     page(
         status,
         LoginPage {
+            flow,
             client_name: &i.client_name,
             error,
             csrf: &csrf,
@@ -426,9 +451,10 @@ async fn login(
             form.one("request")?,
             form.one("username")?,
             form.one("password")?,
+            form.one("flow")?,
         ))
     })();
-    let (csrf, request, username, password) = match fields {
+    let (csrf, request, username, password, flow) = match fields {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
@@ -445,16 +471,21 @@ async fn login(
         Err(e) => return refused(&e),
     };
     let source = peer.map(|p| p.0.0.ip());
+    // Back to the page that asked for the sign-in: only these two, never a URL from the form.
+    let (flow, back) = match flow.as_str() {
+        "device" => (
+            "device",
+            format!("/oauth2/device?{}", carried(&carried_form, "")),
+        ),
+        _ => ("authorize", format!("/oauth2/authorize?{resumed}")),
+    };
     match engine
         .sign_in(&username, &password, cookies.session.as_deref(), source)
         .await
     {
         Ok(session) => {
             let max_age = session.expires_at - engine.now();
-            see_other(
-                &format!("/oauth2/authorize?{resumed}"),
-                vec![cookies.set_session(session.cookie, max_age)],
-            )
+            see_other(&back, vec![cookies.set_session(session.cookie, max_age)])
         }
         Err(e) => {
             let client_id = carried_form.one("client_id").unwrap_or_default();
@@ -478,6 +509,7 @@ async fn login(
             // The carried request as it came (a retry resumes it the same way).
             login_page(
                 &cookies,
+                flow,
                 &i,
                 &carried(&carried_form, ""),
                 &text,
@@ -703,6 +735,156 @@ async fn logout_post(
             .render(),
             clear,
         ),
+    }
+}
+
+/// RFC 8628 section 3.3: the verification page. Signing in comes first; then the code (from
+/// the link, or typed) is shown with what the device asks for.
+async fn device_get(
+    State(engine): State<Shared>,
+    peer: Option<axum::Extension<writ_server::Peer>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    if query.len() > MAX_CARRIED {
+        return refused(&FormError::TooLarge);
+    }
+    let user_code = match Form::from_query(query.as_bytes()).and_then(|f| f.one("user_code")) {
+        Ok(c) => c,
+        Err(e) => return refused(&e),
+    };
+    let cookies = Cookies::read(&engine, &headers);
+    let source = peer.map(|p| p.0.0.ip());
+    match engine
+        .device_page(cookies.session.as_deref(), &user_code, source)
+        .await
+    {
+        Ok(DevicePage::Login(i)) => {
+            let mut request = form_urlencoded::Serializer::new(String::new());
+            if !user_code.is_empty() {
+                request.append_pair("user_code", &user_code);
+            }
+            login_page(
+                &cookies,
+                "device",
+                &i,
+                &request.finish(),
+                "",
+                "",
+                StatusCode::OK,
+            )
+        }
+        Ok(DevicePage::EnterCode { error }) => device_html(&cookies, "", error, None),
+        Ok(DevicePage::Confirm {
+            interaction,
+            user_code,
+        }) => device_html(&cookies, &user_code, "", Some(&interaction)),
+        Err(Error::Throttled(_)) => message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many wrong codes. Wait a while, then try again.",
+            true,
+        ),
+        Err(e) => refusal_page(&e),
+    }
+}
+
+fn device_html(
+    cookies: &Cookies,
+    user_code: &str,
+    error: &str,
+    i: Option<&Interaction>,
+) -> Response {
+    let (csrf, set) = cookies.csrf_for_form();
+    let status = if error.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    page(
+        status,
+        DevicePageHtml {
+            user_code,
+            error,
+            client_name: i.map_or("", |i| i.client_name.as_str()),
+            username: i.map_or("", |i| i.username.as_str()),
+            scopes: i.map_or(&[], |i| i.scopes.as_slice()),
+            csrf: &csrf,
+        }
+        .render(),
+        set.into_iter().collect(),
+    )
+}
+
+async fn device_post(
+    State(engine): State<Shared>,
+    peer: Option<axum::Extension<writ_server::Peer>>,
+    headers: HeaderMap,
+    FormBody(body): FormBody,
+) -> Response {
+    let form = match Form::parse(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return refused(&e),
+    };
+    let cookies = Cookies::read(&engine, &headers);
+    let fields = (|| -> Result<_, FormError> {
+        Ok((
+            form.one("csrf")?,
+            form.one("user_code")?,
+            form.one("decision")?,
+        ))
+    })();
+    let (csrf, user_code, decision) = match fields {
+        Ok(f) => f,
+        Err(e) => return refused(&e),
+    };
+    if !cookies.csrf_ok(&csrf) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Error",
+            "The form has expired or was not sent from this site. Go back and try again.",
+            true,
+        );
+    }
+    let allow = match decision.as_str() {
+        "allow" => true,
+        "deny" => false,
+        _ => return refused(&FormError::InvalidRequest("decision is allow or deny")),
+    };
+    let again = || {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("user_code", &user_code);
+        see_other(&format!("/oauth2/device?{}", q.finish()), Vec::new())
+    };
+    let Some(session) = cookies.session.as_deref() else {
+        return again();
+    };
+    match engine
+        .device_decide(session, &user_code, allow, peer.map(|p| p.0.0.ip()))
+        .await
+    {
+        Ok(()) if allow => message(
+            StatusCode::OK,
+            "Device connected",
+            "Your device is connected. You may close this page.",
+            false,
+        ),
+        Ok(()) => message(
+            StatusCode::OK,
+            "Device denied",
+            "The device was not connected.",
+            false,
+        ),
+        Err(Error::LoginRequired) => again(),
+        Err(Error::InvalidRequest(m)) => device_html(&cookies, "", m, None),
+        Err(Error::Throttled(_)) => message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many wrong codes. Wait a while, then try again.",
+            true,
+        ),
+        Err(e) => refusal_page(&e),
     }
 }
 

@@ -63,6 +63,7 @@ pub fn run() -> ExitCode {
             Command::ClusterInit(args) => finish(cli::cluster_init(args)),
             Command::Serve { service, args } => serve(&args, &[service]).await,
             Command::Token(args) => finish(cli::token(args).await),
+            Command::Login(args) => finish(cli::login(args).await),
             Command::Inspect(args) => finish(cli::inspect(args).await),
             Command::Attenuate(args) => finish(cli::attenuate(args)),
             Command::Revoke(args) => finish(cli::revoke(args).await),

@@ -20,7 +20,9 @@ pub use exchange::{ExchangeArgs, exchange};
 pub use revocation::{RevokeArgs, WatchArgs, revoke, watch};
 pub use serve::ServeArgs;
 pub use support::CliError;
-pub use token::{AttenuateArgs, InspectArgs, TokenArgs, attenuate, inspect, token};
+pub use token::{
+    AttenuateArgs, InspectArgs, LoginArgs, TokenArgs, attenuate, inspect, login, token,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +66,10 @@ pub enum Command {
     },
     /// Get a token from the authorization server (client_credentials, refresh_token, password).
     Token(TokenArgs),
+    /// Sign a person in from the command line (the device authorization grant, RFC 8628):
+    /// prints a link and a code to confirm in any browser, waits for the answer, then prints
+    /// the tokens as JSON.
+    Login(LoginArgs),
     /// Decode a JWT or Biscuit and verify it against the server's published keys.
     Inspect(InspectArgs),
     /// Narrow a Biscuit offline: fewer scopes, methods or services, or an earlier expiry.

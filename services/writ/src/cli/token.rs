@@ -22,6 +22,10 @@ pub enum Grant {
     /// token command cannot use it.
     #[value(name = "authorization_code")]
     AuthorizationCode,
+    /// The device grant (RFC 8628), for `writ login` and other command-line clients; the token
+    /// command cannot use it.
+    #[value(name = "device_code")]
+    DeviceCode,
     #[value(name = "refresh_token")]
     RefreshToken,
     #[value(name = "password")]
@@ -67,6 +71,23 @@ pub struct TokenArgs {
     /// For --grant password: read the password from standard input.
     #[arg(long)]
     pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// A client registered for the device grant (urn:ietf:params:oauth:grant-type:device_code),
+    /// usually public.
+    #[arg(long, env = "WRIT_CLIENT_ID")]
+    pub client_id: String,
+    #[command(flatten)]
+    pub secret: ClientSecret,
+    /// Space-delimited scopes (default: all the client may get).
+    #[arg(long, default_value = "openid")]
+    pub scope: String,
+    #[arg(long)]
+    pub audience: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +138,7 @@ pub(super) fn grant_name(g: Grant) -> &'static str {
     match g {
         Grant::ClientCredentials => grant_type::CLIENT_CREDENTIALS,
         Grant::AuthorizationCode => grant_type::AUTHORIZATION_CODE,
+        Grant::DeviceCode => grant_type::DEVICE_CODE,
         Grant::RefreshToken => grant_type::REFRESH_TOKEN,
         Grant::Password => grant_type::PASSWORD,
     }
@@ -126,6 +148,11 @@ pub async fn token(args: TokenArgs) -> Result<()> {
     if args.grant == Grant::AuthorizationCode {
         return Err(CliError::Invalid(
             "authorization_code is redeemed by the client a browser was sent back to".into(),
+        ));
+    }
+    if args.grant == Grant::DeviceCode {
+        return Err(CliError::Invalid(
+            "for the device grant, use writ login".into(),
         ));
     }
     let password = if args.grant == Grant::Password {
@@ -170,6 +197,78 @@ pub async fn token(args: TokenArgs) -> Result<()> {
     }
     print(&out);
     Ok(())
+}
+
+/// `writ login`: RFC 8628 from the device's side. The link and code go to standard error (for
+/// the person), the tokens to standard output (for a script). Waits no longer than the device
+/// code lives, polling at the server's interval (longer after a `slow_down`).
+pub async fn login(args: LoginArgs) -> Result<()> {
+    let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
+    let d = client
+        .device_authorization(authz::DeviceAuthorizationRequest {
+            client_id: args.client_id.clone(),
+            client_secret: args.secret.client_secret.clone(),
+            scope: args.scope,
+            audience: args.audience,
+            resource: Vec::new(),
+        })
+        .await?
+        .into_inner();
+    eprintln!(
+        "To sign in, open {}\nand check that it shows the code {} (or open {} and enter it).",
+        d.verification_uri_complete, d.user_code, d.verification_uri
+    );
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(d.expires_in.clamp(1, 3600) as u64);
+    let mut interval = d.interval.clamp(1, 60);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval as u64)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Invalid(
+                "the code expired before it was confirmed; run writ login again".into(),
+            ));
+        }
+        let answer = client
+            .token(authz::TokenRequest {
+                grant_type: grant_type::DEVICE_CODE.to_owned(),
+                client_id: args.client_id.clone(),
+                client_secret: args.secret.client_secret.clone(),
+                device_code: d.device_code.clone(),
+                ..Default::default()
+            })
+            .await;
+        let r = match answer {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let reason = tonic_types::StatusExt::get_error_details(&status)
+                    .error_info()
+                    .map(|i| i.reason.clone())
+                    .unwrap_or_default();
+                match reason.as_str() {
+                    "authorization_pending" => continue,
+                    "slow_down" => {
+                        interval += 5;
+                        continue;
+                    }
+                    _ => return Err(status.into()),
+                }
+            }
+        };
+        let mut out = json!({
+            "access_token": r.access_token,
+            "token_type": r.token_type,
+            "expires_in": r.expires_in,
+            "scope": r.scope,
+        });
+        if !r.refresh_token.is_empty() {
+            out["refresh_token"] = Value::String(r.refresh_token);
+        }
+        if !r.id_token.is_empty() {
+            out["id_token"] = Value::String(r.id_token);
+        }
+        print(&out);
+        return Ok(());
+    }
 }
 
 pub async fn inspect(args: InspectArgs) -> Result<()> {
