@@ -868,3 +868,62 @@ async fn bad_pushed_requests_are_refused_as_rfc_json_and_store_nothing() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_person_revokes_a_consent_on_the_account_page_and_its_grants_end() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let body = server
+        .http()
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+    let account = b.get("/oauth2/account").await.page();
+    assert_hardened_page(&account, StatusCode::OK);
+    let html = String::from_utf8_lossy(&account.body).into_owned();
+    assert!(
+        html.contains("The web app") && html.contains("orders.read"),
+        "{html}"
+    );
+
+    // Another site cannot revoke it.
+    let before = server.state();
+    let forged = browser(&server).submit(&account, &[]).await.page();
+    assert_hardened_page(&forged, StatusCode::FORBIDDEN);
+    assert_eq!(server.state(), before);
+
+    let after = b.submit(&account, &[]).await.page();
+    assert!(String::from_utf8_lossy(&after.body).contains("None."));
+    let r = server
+        .http()
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &format!(
+                "grant_type=refresh_token&client_id=web&refresh_token={}",
+                form_encode(&refresh)
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.json()["error"],
+        "invalid_grant",
+        "the consent's grant ended"
+    );
+    // The client must ask again.
+    let page = b.get(&flow.url()).await.page();
+    assert!(String::from_utf8_lossy(&page.body).contains("Allow access?"));
+    // Without a session, the account page asks to sign in first, and comes back.
+    let mut fresh = browser(&server);
+    let login = fresh.get("/oauth2/account").await.page();
+    let account = fresh
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    assert!(String::from_utf8_lossy(&account.body).contains("Your account"));
+}

@@ -333,6 +333,7 @@ impl AuthorizationServer {
             let gid = random_id();
             let mut in_session: SessionRecord = session.clone();
             in_session.gids.push(gid.clone());
+            in_session.gid_clients.push(device.client_id.clone());
             batch = batch
                 .expect(session_key.clone(), Some(session_bytes))
                 .put(session_key, encode(&in_session));

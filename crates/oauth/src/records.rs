@@ -249,6 +249,9 @@ pub struct SessionRecord {
     /// The grants issued in it: signing out revokes each.
     #[prost(string, repeated, tag = "8")]
     pub gids: Vec<String>,
+    /// The client of each of `gids`, in the same order (a consent revoked ends its grants).
+    #[prost(string, repeated, tag = "9")]
+    pub gid_clients: Vec<String>,
 }
 
 impl Record for SessionRecord {

@@ -99,6 +99,18 @@ pub struct NewSession {
     pub expires_at: i64,
 }
 
+/// A consent as the account page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: Vec<String>,
+    pub granted_at: i64,
+}
+
+/// Most consents the account page lists.
+pub const MAX_LISTED_CONSENTS: usize = 200;
+
 /// OpenID Connect Core section 5.3.2: the claims UserInfo returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
@@ -605,6 +617,7 @@ impl AuthorizationServer {
         for _ in 0..8 {
             let mut updated = session.clone();
             updated.gids.push(gid.clone());
+            updated.gid_clients.push(record.client_id.clone());
             let intent = self.audit.intent(
                 Event::new("authorization_code_issued", Outcome::Success)
                     .actor(&record.client_id)
@@ -769,6 +782,7 @@ impl AuthorizationServer {
             created_at: now,
             expires_at: now + self.config.session_lifetime,
             gids: Vec::new(),
+            gid_clients: Vec::new(),
         };
         let mut ended = None;
         if let Some((key, bytes, old)) = previous {
@@ -778,6 +792,7 @@ impl AuthorizationServer {
                 record.sid = old.sid;
                 record.created_at = old.created_at;
                 record.gids = old.gids;
+                record.gid_clients = old.gid_clients;
             } else {
                 ended = Some(old);
             }
@@ -852,6 +867,97 @@ impl AuthorizationServer {
             },
         )
         .await?;
+        Ok(())
+    }
+
+    /// The signed-in user's name and the consents they gave (at most
+    /// [`MAX_LISTED_CONSENTS`]), for the account page; `None` without a live session.
+    pub async fn consents(&self, cookie: &str) -> Result<Option<(String, Vec<Consent>)>> {
+        let Some((_, _, session, user)) = self.live_session(cookie).await? else {
+            return Ok(None);
+        };
+        let prefix = format!("k/{}/", session.subject).into_bytes();
+        let rows = self
+            .store
+            .scan_records::<ConsentRecord>(&prefix, None, MAX_LISTED_CONSENTS)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (_, c) in rows {
+            out.push(Consent {
+                client_name: self.client_display_name(&c.client_id).await,
+                scopes: c
+                    .scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                client_id: c.client_id,
+                granted_at: c.granted_at,
+            });
+        }
+        Ok(Some((user.username, out)))
+    }
+
+    /// The signed-in user takes back a consent: the client must ask again, and the grants this
+    /// session made for it are revoked (through the feed, like a sign-out). Grants made in other
+    /// browsers end when they expire or when those sessions sign out.
+    pub async fn revoke_consent(&self, cookie: &str, client_id: &str) -> Result<()> {
+        let Some((key, bytes, session, user)) = self.live_session(cookie).await? else {
+            return Err(Error::LoginRequired);
+        };
+        if !valid_id(client_id) {
+            return Err(Error::InvalidRequest("client_id is malformed"));
+        }
+        let ended: Vec<String> = session
+            .gids
+            .iter()
+            .zip(&session.gid_clients)
+            .filter(|(_, c)| *c == client_id)
+            .map(|(g, _)| g.clone())
+            .collect();
+        self.revoke_session_grants(
+            &SessionRecord {
+                gids: ended.clone(),
+                ..session.clone()
+            },
+            "consent revoked",
+        )
+        .await?;
+        let mut kept = session.clone();
+        let pairs: Vec<(String, String)> = session
+            .gids
+            .iter()
+            .cloned()
+            .zip(session.gid_clients.iter().cloned())
+            .filter(|(_, c)| c != client_id)
+            .collect();
+        kept.gids = pairs.iter().map(|(g, _)| g.clone()).collect();
+        kept.gid_clients = pairs.into_iter().map(|(_, c)| c).collect();
+        let intent = self.audit.intent(
+            Event::new("consent_revoked", Outcome::Success)
+                .actor(&user.username)
+                .subject(&user.subject)
+                .client(client_id)
+                .detail("grants", ended.len()),
+        );
+        // The session may have changed meanwhile (another tab): its grants were revoked above
+        // either way; the list is tidied only if it did not.
+        let batch = Batch::new()
+            .remove(consent_key(&user.subject, client_id))
+            .expect(key.clone(), Some(bytes))
+            .put(key, encode(&kept));
+        if !self
+            .store
+            .commit(Tree::SignIn, intent.attach(batch))
+            .await?
+        {
+            let batch = Batch::new().remove(consent_key(&user.subject, client_id));
+            self.store
+                .commit(Tree::SignIn, intent.attach(batch))
+                .await?;
+        }
+        self.audit.written(intent);
+        self.store.durable().await?;
         Ok(())
     }
 

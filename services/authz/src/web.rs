@@ -40,6 +40,7 @@ pub fn routes() -> Router<Shared> {
         .route("/oauth2/userinfo", get(userinfo).post(userinfo))
         .route("/oauth2/logout", get(logout_get).post(logout_post))
         .route("/oauth2/device", get(device_get).post(device_post))
+        .route("/oauth2/account", get(account_get).post(account_post))
         .route("/oauth2/assets/writ.css", get(stylesheet))
 }
 
@@ -76,6 +77,14 @@ struct DevicePageHtml<'a> {
     client_name: &'a str,
     username: &'a str,
     scopes: &'a [String],
+    csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    username: &'a str,
+    consents: &'a [writ_oauth::Consent],
     csrf: &'a str,
 }
 
@@ -473,6 +482,7 @@ async fn login(
     let source = peer.map(|p| p.0.0.ip());
     // Back to the page that asked for the sign-in: only these two, never a URL from the form.
     let (flow, back) = match flow.as_str() {
+        "account" => ("account", "/oauth2/account".to_owned()),
         "device" => (
             "device",
             format!("/oauth2/device?{}", carried(&carried_form, "")),
@@ -884,6 +894,78 @@ async fn device_post(
             "Too many wrong codes. Wait a while, then try again.",
             true,
         ),
+        Err(e) => refusal_page(&e),
+    }
+}
+
+/// The signed-in person's consents, each revocable (the client asks again; the grants this
+/// session made for it are revoked).
+async fn account_get(State(engine): State<Shared>, headers: HeaderMap) -> Response {
+    let cookies = Cookies::read(&engine, &headers);
+    let listed = match cookies.session.as_deref() {
+        Some(s) => engine.consents(s).await,
+        None => Ok(None),
+    };
+    match listed {
+        Ok(Some((username, consents))) => {
+            let (csrf, set) = cookies.csrf_for_form();
+            page(
+                StatusCode::OK,
+                AccountPage {
+                    username: &username,
+                    consents: &consents,
+                    csrf: &csrf,
+                }
+                .render(),
+                set.into_iter().collect(),
+            )
+        }
+        Ok(None) => login_page(
+            &cookies,
+            "account",
+            &Interaction {
+                client_id: String::new(),
+                client_name: "your account".to_owned(),
+                scopes: Vec::new(),
+                username: String::new(),
+            },
+            "",
+            "",
+            "",
+            StatusCode::OK,
+        ),
+        Err(e) => refusal_page(&e),
+    }
+}
+
+async fn account_post(
+    State(engine): State<Shared>,
+    headers: HeaderMap,
+    FormBody(body): FormBody,
+) -> Response {
+    let form = match Form::parse(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return refused(&e),
+    };
+    let cookies = Cookies::read(&engine, &headers);
+    let fields = (|| -> Result<_, FormError> { Ok((form.one("csrf")?, form.one("client_id")?)) })();
+    let (csrf, client_id) = match fields {
+        Ok(f) => f,
+        Err(e) => return refused(&e),
+    };
+    if !cookies.csrf_ok(&csrf) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Error",
+            "The form has expired or was not sent from this site. Go back and try again.",
+            true,
+        );
+    }
+    let Some(session) = cookies.session.as_deref() else {
+        return see_other("/oauth2/account", Vec::new());
+    };
+    match engine.revoke_consent(session, &client_id).await {
+        Ok(()) | Err(Error::LoginRequired) => see_other("/oauth2/account", Vec::new()),
         Err(e) => refusal_page(&e),
     }
 }
