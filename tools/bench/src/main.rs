@@ -23,6 +23,7 @@ mod guard;
 mod postgres;
 mod revocation;
 mod scale;
+mod signin;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,6 +77,8 @@ struct Cli {
     crash: crash::Args,
     #[command(flatten)]
     footprint: footprint::Args,
+    #[command(flatten)]
+    signin: signin::Args,
     /// The PostgreSQL database of the `postgres` scenarios (a fresh schema per server, dropped
     /// after).
     #[arg(
@@ -128,6 +131,9 @@ enum Command {
     /// The durable audit log's cost: client_credentials and token exchange with it off and
     /// on, alternating (two rounds), then its size per million records.
     Audit,
+    /// Sign-out to refusal: from a browser's logout response to a guard refusing the
+    /// session's access token.
+    Signout,
     /// Everything above but `postgres` and `scale`, one after the other in one run.
     All,
 }
@@ -727,6 +733,9 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.command, Command::Memory) {
         notes.extend(footprint::run(&cli.footprint, &load)?);
+    }
+    if matches!(cli.command, Command::Signout) {
+        notes.extend(signin::signout(&cli.signin, &load)?);
     }
     if matches!(cli.command, Command::Audit) {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
