@@ -258,13 +258,79 @@ async fn wrong_unregistered_or_disguised_redirect_uris_are_never_redirected_to()
     // Missing, unknown client, disabled client: shown, never redirected.
     assert_not_redirected(b.get(&flow.url_with(&[("redirect_uri", "")])).await);
     assert_not_redirected(b.get(&flow.url_with(&[("client_id", "nobody")])).await);
-    server.set_disabled("web", true).await;
-    assert_not_redirected(b.get(&flow.url()).await);
-    // A repeated parameter is refused too.
+    // A repeated parameter is refused too (the client is otherwise good: the login page).
     assert_not_redirected(
         b.get(&format!("{}&redirect_uri={}", flow.url(), form_encode(RP)))
             .await,
     );
+    assert_hardened_page(&b.get(&flow.url()).await.page(), StatusCode::OK);
+    server.set_disabled("web", true).await;
+    assert_not_redirected(b.get(&flow.url()).await);
+}
+
+#[tokio::test]
+async fn a_loopback_redirect_uri_matches_on_any_port_rfc_8252() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    // Registered as http://127.0.0.1:9/cb; a native app listening on another port.
+    let native = "http://127.0.0.1:51004/cb";
+    let login = b
+        .get(&flow.url_with(&[("redirect_uri", native)]))
+        .await
+        .page();
+    let consent = b
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .page();
+    let to = b.submit(&consent, &[("decision", "allow")]).await.away();
+    assert!(to.starts_with(&format!("{native}?")), "{to}");
+    let code = query_of(&to)["code"].clone();
+    let form = flow
+        .redeem(&code)
+        .replace(&form_encode(RP), &form_encode(native));
+    server
+        .http()
+        .post_form("/oauth2/token", &[], &form)
+        .await
+        .token_json();
+    // Not another path, nor localhost by name.
+    for bad in ["http://127.0.0.1:51004/other", "http://localhost:9/cb"] {
+        assert_not_redirected(b.get(&flow.url_with(&[("redirect_uri", bad)])).await);
+    }
+}
+
+#[tokio::test]
+async fn a_consent_does_not_carry_over_to_a_client_registered_again_under_the_same_id() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut b = browser(&server);
+    sign_in_and_consent(&mut b, &flow).await;
+    let to = b.get(&flow.url()).await.away();
+    code_of(&server, &flow, &to);
+    server
+        .admin()
+        .await
+        .delete_client(pb_admin::DeleteClientRequest {
+            client_id: "web".into(),
+        })
+        .await
+        .unwrap();
+    server.create_client(web_client("web")).await;
+    let page = b.get(&flow.url()).await.page();
+    assert!(String::from_utf8_lossy(&page.body).contains("Allow access?"));
+}
+
+#[tokio::test]
+async fn pushed_requests_and_device_authorizations_are_limited_per_source() {
+    let server = setup().await;
+    let flow = Flow::new("web");
+    let mut statuses = Vec::new();
+    for _ in 0..61 {
+        statuses.push(push(&server, &flow, &[]).await.status);
+    }
+    assert!(statuses[..60].iter().all(|s| *s == StatusCode::CREATED));
+    assert_eq!(statuses[60], StatusCode::TOO_MANY_REQUESTS);
 }
 
 /// An error the client may learn of: a redirect to it with `error`, `state` and `iss`.
@@ -550,6 +616,7 @@ async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() 
         .token_json();
     let access = body["access_token"].as_str().unwrap().to_owned();
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let id_token = body["id_token"].as_str().unwrap().to_owned();
     let stolen_cookies = b.jar.clone();
     let set = std::sync::Arc::new(writ_revocation_client::RevocationSet::new());
     let _watcher = server.watcher(set.clone()).await;
@@ -611,6 +678,17 @@ async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() 
     let page = other.get(&flow.url()).await.page();
     assert!(String::from_utf8_lossy(&page.body).contains("type=\"password\""));
 
+    // A hint of another client than the one named: not followed either.
+    let confirm = b
+        .get(&format!(
+            "/oauth2/logout?client_id=other&id_token_hint={}&post_logout_redirect_uri={}",
+            form_encode(&id_token),
+            form_encode(RP_LOGOUT)
+        ))
+        .await
+        .page();
+    let page = b.submit(&confirm, &[]).await.page();
+    assert_hardened_page(&page, StatusCode::OK);
     // An unregistered post-logout URI is not followed.
     let confirm = b
         .get(&format!(
@@ -728,6 +806,9 @@ fn request_uri_url(client_id: &str, request_uri: &str) -> String {
 async fn a_pushed_request_signs_in_and_is_spent_by_its_code() {
     let server = setup().await;
     let flow = Flow::new("web");
+    // Signed in and consented already: the pushed prompt must ask for both again, once.
+    let mut b = browser(&server);
+    sign_in_and_consent(&mut b, &flow).await;
     let r = push(&server, &flow, &[("prompt", "login consent")]).await;
     assert_eq!(
         r.status,
@@ -742,17 +823,18 @@ async fn a_pushed_request_signs_in_and_is_spent_by_its_code() {
     assert_eq!(pushed["expires_in"], 300);
 
     // Parameters beside request_uri are not the pushed request's: ignored.
-    let mut b = browser(&server);
     let url = format!(
         "{}&redirect_uri={}&scope=openid",
         request_uri_url("web", &request_uri),
         form_encode("https://evil.example/")
     );
     let login = b.get(&url).await.page();
+    assert!(String::from_utf8_lossy(&login.body).contains("type=\"password\""));
     let consent = b
         .submit(&login, &[("username", USER), ("password", PASSWORD)])
         .await
         .page();
+    assert!(String::from_utf8_lossy(&consent.body).contains("Allow access?"));
     // prompt=login consent was answered by the sign-in and the consent since the push: no loop.
     let to = b.submit(&consent, &[("decision", "allow")]).await.away();
     let code = code_of(&server, &flow, &to);

@@ -154,6 +154,7 @@ impl AuthorizationServer {
             .map(|s| self.hasher.hash(s.as_bytes()).to_vec())
             .unwrap_or_default();
         spec.created_at = self.now();
+        spec.registration_id = writ_token::random_id();
         let intent = self.audit.intent(
             Event::new("client_created", Outcome::Success)
                 .client(&spec.client_id)

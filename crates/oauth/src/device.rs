@@ -17,7 +17,7 @@ use crate::records::{
     ClientRecord, ConsentRecord, DEVICE_APPROVED, DEVICE_DENIED, DEVICE_PENDING, DEVICE_USED,
     DeviceRecord, SessionRecord,
 };
-use crate::signin::{Interaction, MAX_SESSION_GRANTS, consent_key, oidc_scopes, prefixed};
+use crate::signin::{Interaction, consent_key, oidc_scopes, prefixed};
 use crate::types::{TokenRequest, TokenResponse};
 use crate::{AuthorizationServer, grant_type};
 
@@ -135,6 +135,9 @@ impl AuthorizationServer {
             ));
         }
         let requested = requested_scope(&client, scope)?;
+        self.pending_budget
+            .spend(source, self.now())
+            .map_err(Error::Throttled)?;
         let req = crate::signin::AuthorizationRequest {
             audience,
             resource,
@@ -235,6 +238,7 @@ impl AuthorizationServer {
                 client_id: String::new(),
                 client_name: "your device".to_owned(),
                 scopes: Vec::new(),
+                audience: Vec::new(),
                 username: String::new(),
             }));
         };
@@ -259,6 +263,7 @@ impl AuthorizationServer {
                 },
                 client_id: client.client_id,
                 scopes: scopes.iter().map(str::to_owned).collect(),
+                audience: device.audience.clone(),
                 username: user.username,
             },
             user_code: display_user_code(&device.user_code),
@@ -324,35 +329,34 @@ impl AuthorizationServer {
         let now = self.now();
         let mut batch = Batch::new().expect(key.clone(), Some(bytes));
         let (updated, event) = if allow {
-            if session.gids.len() >= MAX_SESSION_GRANTS {
-                return Err(Error::AccessDenied(
-                    "this session has made too many grants; sign out and in again",
-                ));
-            }
             let granted = granted_scope(&device, &user.scope)?;
+            let client = self.client_for_authorization(&device.client_id).await?;
             let gid = random_id();
             let mut in_session: SessionRecord = session.clone();
-            in_session.gids.push(gid.clone());
-            in_session.gid_clients.push(device.client_id.clone());
+            self.admit_grant(&mut in_session, &gid, &device.client_id)
+                .await?;
             batch = batch
                 .expect(session_key.clone(), Some(session_bytes))
                 .put(session_key, encode(&in_session));
-            // The confirmation page is the consent screen: remember it like one.
+            // The confirmation page is the consent screen: remember it like one (expected as
+            // read, so a consent given in another tab meanwhile is not lost).
             let consent_key = consent_key(&user.subject, &device.client_id);
-            let before = self.store.get_record::<ConsentRecord>(&consent_key).await?;
-            let all = before
-                .as_ref()
-                .and_then(|c| Scopes::parse(&c.scope).ok())
-                .map_or(granted.clone(), |c| c.union(&granted));
-            batch = batch.put(
-                consent_key,
-                encode(&ConsentRecord {
-                    subject: user.subject.clone(),
-                    client_id: device.client_id.clone(),
-                    scope: all.to_string(),
-                    granted_at: now,
-                }),
+            let before = self.store.get(Tree::SignIn, &consent_key).await?;
+            let current = before
+                .as_deref()
+                .map(writ_store::decode::<ConsentRecord>)
+                .transpose()?;
+            let consent = ConsentRecord::widened(
+                current,
+                &user.subject,
+                &client,
+                &granted,
+                &device.audience,
+                now,
             );
+            batch = batch
+                .expect(consent_key.clone(), before)
+                .put(consent_key, encode(&consent));
             let record = DeviceRecord {
                 state: DEVICE_APPROVED,
                 username: user.username.clone(),
@@ -362,6 +366,7 @@ impl AuthorizationServer {
                 sid: session.sid.clone(),
                 gid: gid.clone(),
                 granted_scope: granted.to_string(),
+                approved_at: now,
                 ..device.clone()
             };
             let event = Event::new("device_approved", Outcome::Success)
@@ -463,7 +468,7 @@ impl AuthorizationServer {
             username: device.username.clone(),
             scope: device.granted_scope.clone(),
             audience: device.audience.clone(),
-            began_at: device.issued_at,
+            began_at: device.approved_at,
             auth_time: device.auth_time,
             amr: device.amr.clone(),
             sid: device.sid.clone(),

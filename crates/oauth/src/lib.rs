@@ -97,6 +97,9 @@ pub struct Config {
     pub audit: writ_audit::Settings,
     /// How long a browser's sign-in session lasts, in seconds, whatever its activity.
     pub session_lifetime: i64,
+    /// Pushed authorization requests and device authorizations one source may make per minute
+    /// (each is stored for minutes, and a public client's id is all it takes).
+    pub pending_requests_per_minute: u32,
 }
 
 impl Config {
@@ -117,6 +120,7 @@ impl Config {
             max_waiting_password_checks: 64,
             audit: writ_audit::Settings::default(),
             session_lifetime: 12 * 3600,
+            pending_requests_per_minute: 60,
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct AuthorizationServer {
     key_revocations: std::sync::atomic::AtomicU64,
     trusted: parking_lot::Mutex<Option<TrustedKeys>>,
     throttle: throttle::Throttle,
+    /// Pushed requests and device authorizations per source and minute.
+    pending_budget: throttle::Budget,
     /// The revocation feed (every producer's entries), consulted by introspection besides this
     /// server's own index, once the platform wires it.
     feed: std::sync::OnceLock<Arc<dyn writ_token::AsyncRevocationCheck>>,
@@ -275,6 +281,7 @@ impl AuthorizationServer {
             key_revocations: std::sync::atomic::AtomicU64::new(0),
             trusted: parking_lot::Mutex::new(None),
             throttle: throttle::Throttle::new(config.throttle),
+            pending_budget: throttle::Budget::new(config.pending_requests_per_minute, 100_000),
             feed: std::sync::OnceLock::new(),
             revocation_filter: store.exclusive().then(Default::default),
             undelivered: store.exclusive().then(Default::default),

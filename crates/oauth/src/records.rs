@@ -56,6 +56,10 @@ pub struct ClientRecord {
     /// Authorization requests only by reference, pushed first (RFC 9126 section 6).
     #[prost(bool, tag = "19")]
     pub require_pushed_authorization_requests: bool,
+    /// Random, set at registration: a client deleted and registered again under the same id is
+    /// another registration (consents given to the first do not carry over).
+    #[prost(string, tag = "20")]
+    pub registration_id: String,
 }
 
 impl Record for ClientRecord {
@@ -311,6 +315,67 @@ pub struct ConsentRecord {
     pub scope: String,
     #[prost(int64, tag = "4")]
     pub granted_at: i64,
+    /// The client's `created_at` when consent was given: a client deleted and registered again
+    /// under the same id is another client, and asks again.
+    #[prost(int64, tag = "5")]
+    pub client_created_at: i64,
+    /// The audiences the tokens may be for.
+    #[prost(string, repeated, tag = "6")]
+    pub audience: Vec<String>,
+    /// The client's `registration_id` when consent was given.
+    #[prost(string, tag = "7")]
+    pub client_registration_id: String,
+}
+
+impl ConsentRecord {
+    /// Whether this consent covers `scope` for `audience`, given by the user to this very
+    /// client.
+    pub fn covers(
+        &self,
+        client: &ClientRecord,
+        scope: &writ_token::Scopes,
+        audience: &[String],
+    ) -> bool {
+        self.client_created_at == client.created_at
+            && self.client_registration_id == client.registration_id
+            && audience.iter().all(|a| self.audience.contains(a))
+            && writ_token::Scopes::parse(&self.scope).is_ok_and(|c| scope.is_subset(&c))
+    }
+
+    /// This consent widened by `scope` and `audience` (a new consent when `self` is another
+    /// registration's).
+    pub fn widened(
+        current: Option<ConsentRecord>,
+        subject: &str,
+        client: &ClientRecord,
+        scope: &writ_token::Scopes,
+        audience: &[String],
+        now: i64,
+    ) -> ConsentRecord {
+        let current = current.filter(|c| {
+            c.client_created_at == client.created_at
+                && c.client_registration_id == client.registration_id
+        });
+        let mut all = scope.clone();
+        let mut audiences: Vec<String> = audience.to_vec();
+        if let Some(c) = &current {
+            if let Ok(before) = writ_token::Scopes::parse(&c.scope) {
+                all = all.union(&before);
+            }
+            audiences.extend(c.audience.iter().cloned());
+        }
+        audiences.sort();
+        audiences.dedup();
+        ConsentRecord {
+            subject: subject.to_owned(),
+            client_id: client.client_id.clone(),
+            scope: all.to_string(),
+            granted_at: now,
+            client_created_at: client.created_at,
+            audience: audiences,
+            client_registration_id: client.registration_id.clone(),
+        }
+    }
 }
 
 impl Record for ConsentRecord {
@@ -351,6 +416,13 @@ pub struct PushedRequestRecord {
     pub pushed_at: i64,
     #[prost(int64, tag = "15")]
     pub expires_at: i64,
+    /// The session (`sid`) whose sign-in answered its `prompt=login` / `max_age`, and whose
+    /// consent answered its `prompt=consent` (a pushed request is resumed as it was pushed, so
+    /// what it asked for is remembered here).
+    #[prost(string, tag = "16")]
+    pub signed_in_sid: String,
+    #[prost(string, tag = "17")]
+    pub consented_sid: String,
 }
 
 impl Record for PushedRequestRecord {
@@ -403,6 +475,9 @@ pub struct DeviceRecord {
     pub gid: String,
     #[prost(string, tag = "16")]
     pub granted_scope: String,
+    /// When the person approved: the grant begins then.
+    #[prost(int64, tag = "17")]
+    pub approved_at: i64,
 }
 
 impl Record for DeviceRecord {

@@ -31,8 +31,9 @@ pub const MAX_STATE_LEN: usize = 1024;
 /// How long an authorization code lives (RFC 6749 section 4.1.2 recommends at most 10 minutes;
 /// a browser redirect takes seconds).
 pub const CODE_LIFETIME: i64 = 60;
-/// Most grants one session may make; past it, the user signs out and in again. Signing out
-/// revokes each, so the list is bounded.
+/// Most grants one session keeps track of: signing out revokes each, so the list is bounded;
+/// making one more revokes the oldest (a client looping through the authorization endpoint
+/// cannot lock the person out).
 pub const MAX_SESSION_GRANTS: usize = 1000;
 /// The OpenID Connect scopes: any client using the authorization code grant may ask for them,
 /// whatever its registered scope, and they are granted whatever the user's.
@@ -87,6 +88,8 @@ pub struct Interaction {
     pub client_name: String,
     /// What the client asks for (consent), or will (sign-in).
     pub scopes: Vec<String>,
+    /// The services its tokens will be for.
+    pub audience: Vec<String>,
     /// The signed-in user's name (consent).
     pub username: String,
 }
@@ -135,7 +138,7 @@ struct Validated {
     max_age: Option<i64>,
     /// A pushed request (RFC 9126): its stored key and bytes (spent with the code) and when it
     /// was pushed (a sign-in or consent since then answers its `prompt` and `max_age`).
-    pushed: Option<(Vec<u8>, Vec<u8>, i64)>,
+    pushed: Option<(Vec<u8>, Vec<u8>, crate::records::PushedRequestRecord)>,
 }
 
 /// How long a pushed authorization request may be used: long enough for a person to sign in
@@ -156,7 +159,7 @@ impl AuthorizationServer {
             (req, None)
         } else {
             match self.pushed_request(&req).await {
-                Ok((stored, key, bytes, at)) => (stored, Some((key, bytes, at))),
+                Ok((stored, key, bytes, record)) => (stored, Some((key, bytes, record))),
                 Err(e) => {
                     self.audit_authorization_refusal(&req, &e).await;
                     return Authorize::Refuse(e);
@@ -230,7 +233,11 @@ impl AuthorizationServer {
             return Err(Ok(Error::InvalidRequest("redirect_uri is required")));
         }
         // Exact string comparison (RFC 9700 section 4.1.3): no prefix, no normalisation.
-        if !client.redirect_uris.contains(&req.redirect_uri) {
+        if !client
+            .redirect_uris
+            .iter()
+            .any(|r| redirect_uri_matches(r, &req.redirect_uri))
+        {
             return Err(Ok(Error::InvalidRequest(
                 "redirect_uri is not registered for the client",
             )));
@@ -340,7 +347,12 @@ impl AuthorizationServer {
     async fn pushed_request(
         &self,
         req: &AuthorizationRequest,
-    ) -> Result<(AuthorizationRequest, Vec<u8>, Vec<u8>, i64)> {
+    ) -> Result<(
+        AuthorizationRequest,
+        Vec<u8>,
+        Vec<u8>,
+        crate::records::PushedRequestRecord,
+    )> {
         const UNKNOWN: Error =
             Error::InvalidRequestUri("request_uri is unknown, expired, spent or another client's");
         let id = req
@@ -356,23 +368,23 @@ impl AuthorizationServer {
             return Err(UNKNOWN);
         }
         let stored = AuthorizationRequest {
-            response_type: p.response_type,
-            client_id: p.client_id,
-            redirect_uri: p.redirect_uri,
-            scope: p.scope,
-            state: p.state,
-            code_challenge: p.code_challenge,
-            code_challenge_method: p.code_challenge_method,
-            nonce: p.nonce,
-            prompt: p.prompt,
-            max_age: p.max_age,
-            response_mode: p.response_mode,
+            response_type: p.response_type.clone(),
+            client_id: p.client_id.clone(),
+            redirect_uri: p.redirect_uri.clone(),
+            scope: p.scope.clone(),
+            state: p.state.clone(),
+            code_challenge: p.code_challenge.clone(),
+            code_challenge_method: p.code_challenge_method.clone(),
+            nonce: p.nonce.clone(),
+            prompt: p.prompt.clone(),
+            max_age: p.max_age.clone(),
+            response_mode: p.response_mode.clone(),
             request: String::new(),
             request_uri: String::new(),
-            audience: p.audience,
-            resource: p.resource,
+            audience: p.audience.clone(),
+            resource: p.resource.clone(),
         };
-        Ok((stored, key, bytes, p.pushed_at))
+        Ok((stored, key, bytes, p))
     }
 
     /// RFC 9126: a client pushes an authorization request (authenticated like at the token
@@ -420,6 +432,9 @@ impl AuthorizationServer {
                 "request_uri cannot be pushed (RFC 9126 section 2.1)",
             ));
         }
+        self.pending_budget
+            .spend(source, self.now())
+            .map_err(Error::Throttled)?;
         let v = match self.validate_authorization(req, true).await {
             Ok(v) => v,
             Err(Ok(e)) | Err(Err((_, e))) => return Err(e),
@@ -443,6 +458,7 @@ impl AuthorizationServer {
             resource: req.resource.clone(),
             pushed_at: now,
             expires_at: now + PUSHED_REQUEST_LIFETIME,
+            ..Default::default()
         };
         let intent = self.audit.intent(
             Event::new("authorization_request_pushed", Outcome::Success)
@@ -520,6 +536,7 @@ impl AuthorizationServer {
                 v.client.client_name.clone()
             },
             scopes: scopes.iter().map(str::to_owned).collect(),
+            audience: v.audience.clone(),
             username: username.to_owned(),
         };
         let now = self.now();
@@ -529,11 +546,11 @@ impl AuthorizationServer {
         };
         // `max_age=0` asks for a sign-in now, like `prompt=login` (OpenID Connect Core section
         // 3.1.2.1); the transport resumes a request without it once the user signed in.
-        // A pushed request cannot be resumed without its prompt: a sign-in since it was pushed
-        // is the one it asked for.
-        let pushed_at = v.pushed.as_ref().map(|p| p.2);
+        // A pushed request is resumed as it was pushed, prompt included: the sign-in (and the
+        // consent) it asked for are remembered with it, for this browser's session.
+        let pushed = v.pushed.as_ref().map(|p| &p.2);
         let signed_in_since_push = |s: &(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)| {
-            pushed_at.is_some_and(|t| s.2.auth_time >= t)
+            pushed.is_some_and(|p| !p.signed_in_sid.is_empty() && p.signed_in_sid == s.2.sid)
         };
         let fresh_enough = |s: &(Vec<u8>, Vec<u8>, SessionRecord, UserRecord)| {
             signed_in_since_push(s)
@@ -555,22 +572,16 @@ impl AuthorizationServer {
             .store
             .get_record::<ConsentRecord>(&consent_key(&user.subject, &v.client.client_id))
             .await?;
-        let consented_since_push = consent
-            .as_ref()
-            .is_some_and(|c| pushed_at.is_some_and(|t| c.granted_at >= t));
+        let consented_since_push =
+            pushed.is_some_and(|p| !p.consented_sid.is_empty() && p.consented_sid == record.sid);
         let consented = consent
-            .and_then(|c| Scopes::parse(&c.scope).ok())
-            .is_some_and(|c| granted.is_subset(&c));
+            .as_ref()
+            .is_some_and(|c| c.covers(&v.client, &granted, &v.audience));
         if (v.prompt_consent && !consented_since_push) || !consented {
             if v.prompt_none {
                 return Err(Error::ConsentRequired);
             }
             return Ok(Authorize::Consent(interaction(&granted, &user.username)));
-        }
-        if record.gids.len() >= MAX_SESSION_GRANTS {
-            return Err(Error::AccessDenied(
-                "this session has made too many grants; sign out and in again",
-            ));
         }
         let code = self
             .issue_code(v, &granted, key, bytes, record, now)
@@ -616,8 +627,8 @@ impl AuthorizationServer {
         };
         for _ in 0..8 {
             let mut updated = session.clone();
-            updated.gids.push(gid.clone());
-            updated.gid_clients.push(record.client_id.clone());
+            self.admit_grant(&mut updated, &gid, &record.client_id)
+                .await?;
             let intent = self.audit.intent(
                 Event::new("authorization_code_issued", Outcome::Success)
                     .actor(&record.client_id)
@@ -831,28 +842,51 @@ impl AuthorizationServer {
 
     /// Remembers that the signed-in user lets `client_id` have `scope` (the consent form); a
     /// later request within it needs no consent. Returns whether a session was live.
-    pub async fn grant_consent(&self, cookie: &str, client_id: &str, scope: &str) -> Result<()> {
-        let Some((_, _, session, _)) = self.live_session(cookie).await? else {
+    pub async fn grant_consent(&self, cookie: &str, req: AuthorizationRequest) -> Result<()> {
+        let Some((_, _, session, user)) = self.live_session(cookie).await? else {
             return Err(Error::LoginRequired);
         };
-        let client = self.client_for_authorization(client_id).await?;
-        let scope = Scopes::parse(scope).map_err(|_| Error::InvalidScope("scope is malformed"))?;
+        // The request the consent screen was shown for, checked again: a consent is recorded
+        // only for a request that would be answered, and only for what the server computes it
+        // grants, never for what the form says.
+        let (req, pushed) = if req.request_uri.is_empty() {
+            (req, false)
+        } else {
+            let (stored, key, bytes, record) = self.pushed_request(&req).await?;
+            // This consent answers the pushed request's prompt=consent (for this session).
+            let answered = crate::records::PushedRequestRecord {
+                consented_sid: session.sid.clone(),
+                ..record
+            };
+            let batch = Batch::new()
+                .expect(key.clone(), Some(bytes))
+                .put(key, encode(&answered));
+            self.store.commit(Tree::SignIn, batch).await?;
+            (stored, true)
+        };
+        let v = match self.validate_authorization(&req, pushed).await {
+            Ok(v) => v,
+            Err(Ok(e)) | Err(Err((_, e))) => return Err(e),
+        };
+        let user_scope = Scopes::parse(&user.scope)
+            .map_err(|_| Error::Internal("stored scope"))?
+            .union(&oidc_scopes());
+        let scope = v.requested.intersection(&user_scope);
+        let client = v.client;
+        let audience = v.audience;
         let key = consent_key(&session.subject, &client.client_id);
+        let now = self.now();
         self.update_record::<ConsentRecord>(
             &key,
             |current| {
-                let mut all = scope.clone();
-                if let Some(c) = current
-                    && let Ok(before) = Scopes::parse(&c.scope)
-                {
-                    all = all.union(&before);
-                }
-                Ok(Some(ConsentRecord {
-                    subject: session.subject.clone(),
-                    client_id: client.client_id.clone(),
-                    scope: all.to_string(),
-                    granted_at: self.now(),
-                }))
+                Ok(Some(ConsentRecord::widened(
+                    current,
+                    &session.subject,
+                    &client,
+                    &scope,
+                    &audience,
+                    now,
+                )))
             },
             |before, after| {
                 Event::new("consent_granted", Outcome::Success)
@@ -902,63 +936,61 @@ impl AuthorizationServer {
     /// session made for it are revoked (through the feed, like a sign-out). Grants made in other
     /// browsers end when they expire or when those sessions sign out.
     pub async fn revoke_consent(&self, cookie: &str, client_id: &str) -> Result<()> {
-        let Some((key, bytes, session, user)) = self.live_session(cookie).await? else {
-            return Err(Error::LoginRequired);
-        };
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
-        let ended: Vec<String> = session
-            .gids
-            .iter()
-            .zip(&session.gid_clients)
-            .filter(|(_, c)| *c == client_id)
-            .map(|(g, _)| g.clone())
-            .collect();
-        self.revoke_session_grants(
-            &SessionRecord {
-                gids: ended.clone(),
-                ..session.clone()
-            },
-            "consent revoked",
-        )
-        .await?;
-        let mut kept = session.clone();
-        let pairs: Vec<(String, String)> = session
-            .gids
-            .iter()
-            .cloned()
-            .zip(session.gid_clients.iter().cloned())
-            .filter(|(_, c)| c != client_id)
-            .collect();
-        kept.gids = pairs.iter().map(|(g, _)| g.clone()).collect();
-        kept.gid_clients = pairs.into_iter().map(|(_, c)| c).collect();
-        let intent = self.audit.intent(
-            Event::new("consent_revoked", Outcome::Success)
-                .actor(&user.username)
-                .subject(&user.subject)
-                .client(client_id)
-                .detail("grants", ended.len()),
-        );
-        // The session may have changed meanwhile (another tab): its grants were revoked above
-        // either way; the list is tidied only if it did not.
-        let batch = Batch::new()
-            .remove(consent_key(&user.subject, client_id))
-            .expect(key.clone(), Some(bytes))
-            .put(key, encode(&kept));
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
-            .await?
-        {
-            let batch = Batch::new().remove(consent_key(&user.subject, client_id));
-            self.store
+        let mut revoked: std::collections::HashSet<String> = Default::default();
+        for _ in 0..8 {
+            let Some((key, bytes, session, user)) = self.live_session(cookie).await? else {
+                return Err(Error::LoginRequired);
+            };
+            let (ended, kept): (Vec<(String, String)>, Vec<(String, String)>) = session
+                .gids
+                .iter()
+                .cloned()
+                .zip(session.gid_clients.iter().cloned())
+                .partition(|(_, c)| c == client_id);
+            let fresh: Vec<String> = ended
+                .iter()
+                .map(|(g, _)| g.clone())
+                .filter(|g| !revoked.contains(g))
+                .collect();
+            self.revoke_session_grants(
+                &SessionRecord {
+                    gids: fresh.clone(),
+                    ..session.clone()
+                },
+                "consent revoked",
+            )
+            .await?;
+            revoked.extend(fresh);
+            let mut tidied = session.clone();
+            tidied.gids = kept.iter().map(|(g, _)| g.clone()).collect();
+            tidied.gid_clients = kept.into_iter().map(|(_, c)| c).collect();
+            let intent = self.audit.intent(
+                Event::new("consent_revoked", Outcome::Success)
+                    .actor(&user.username)
+                    .subject(&user.subject)
+                    .client(client_id)
+                    .detail("grants", ended.len()),
+            );
+            // The consent goes with the session as it was read: a grant another tab made for
+            // the client meanwhile is revoked on the next turn.
+            let batch = Batch::new()
+                .remove(consent_key(&user.subject, client_id))
+                .expect(key.clone(), Some(bytes))
+                .put(key, encode(&tidied));
+            if self
+                .store
                 .commit(Tree::SignIn, intent.attach(batch))
-                .await?;
+                .await?
+            {
+                self.audit.written(intent);
+                self.store.durable().await?;
+                return Ok(());
+            }
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
-        Ok(())
+        Err(Error::Conflict("the session changed concurrently; retry"))
     }
 
     /// Ends the session `cookie` names (logout): removes it and revokes every grant it made,
@@ -969,27 +1001,78 @@ impl AuthorizationServer {
             return Ok(None);
         }
         let key = self.session_key(cookie);
-        let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
-            return Ok(None);
-        };
-        let session: SessionRecord = writ_store::decode(&bytes)?;
-        // Revoked first: a crash in between leaves a session whose grants already ended.
-        self.revoke_session_grants(&session, why).await?;
-        let intent = self.audit.intent(
-            Event::new("session_ended", Outcome::Success)
-                .actor(&session.username)
-                .subject(&session.subject)
-                .detail("sid", &session.sid)
-                .detail("grants", session.gids.len())
-                .detail("reason", why),
-        );
-        let batch = Batch::new().remove(key);
-        self.store
-            .commit(Tree::SignIn, intent.attach(batch))
+        let mut revoked: std::collections::HashSet<String> = Default::default();
+        for _ in 0..8 {
+            let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
+                return Ok(None);
+            };
+            let session: SessionRecord = writ_store::decode(&bytes)?;
+            // Revoked first: a crash in between leaves a session whose grants already ended.
+            let fresh = SessionRecord {
+                gids: session
+                    .gids
+                    .iter()
+                    .filter(|g| !revoked.contains(*g))
+                    .cloned()
+                    .collect(),
+                ..session.clone()
+            };
+            self.revoke_session_grants(&fresh, why).await?;
+            revoked.extend(fresh.gids);
+            let intent = self.audit.intent(
+                Event::new("session_ended", Outcome::Success)
+                    .actor(&session.username)
+                    .subject(&session.subject)
+                    .detail("sid", &session.sid)
+                    .detail("grants", session.gids.len())
+                    .detail("reason", why),
+            );
+            // Removed only as it was read: a grant another tab added meanwhile is revoked on the
+            // next turn, never left out.
+            let batch = Batch::new()
+                .expect(key.clone(), Some(bytes))
+                .remove(key.clone());
+            if self
+                .store
+                .commit(Tree::SignIn, intent.attach(batch))
+                .await?
+            {
+                self.audit.written(intent);
+                self.store.durable().await?;
+                return Ok(Some(session));
+            }
+        }
+        Err(Error::Conflict("the session changed concurrently; retry"))
+    }
+
+    /// Adds a grant to a session's list; past [`MAX_SESSION_GRANTS`] the oldest are revoked
+    /// first (before the list that forgets them is written).
+    pub(crate) async fn admit_grant(
+        &self,
+        session: &mut SessionRecord,
+        gid: &str,
+        client_id: &str,
+    ) -> Result<()> {
+        // Lists written before `gid_clients` existed: pad, so the two stay aligned.
+        session
+            .gid_clients
+            .resize(session.gids.len(), String::new());
+        let over = (session.gids.len() + 1).saturating_sub(MAX_SESSION_GRANTS);
+        if over > 0 {
+            let oldest: Vec<String> = session.gids.drain(..over).collect();
+            session.gid_clients.drain(..over);
+            self.revoke_session_grants(
+                &SessionRecord {
+                    gids: oldest,
+                    ..session.clone()
+                },
+                "the session's oldest grant, past its bound",
+            )
             .await?;
-        self.audit.written(intent);
-        self.store.durable().await?;
-        Ok(Some(session))
+        }
+        session.gids.push(gid.to_owned());
+        session.gid_clients.push(client_id.to_owned());
+        Ok(())
     }
 
     async fn revoke_session_grants(&self, session: &SessionRecord, why: &str) -> Result<()> {
@@ -1106,6 +1189,39 @@ impl AuthorizationServer {
         })
     }
 
+    /// A sign-in just made in the browser with `cookie` answers the `prompt=login` (and
+    /// `max_age`) of the pushed request `request_uri` of `client_id` (the login form calls it
+    /// before sending the browser back with that request). Unknown or spent requests and dead
+    /// sessions change nothing.
+    pub async fn pushed_sign_in_answered(
+        &self,
+        cookie: &str,
+        client_id: &str,
+        request_uri: &str,
+    ) -> Result<()> {
+        let Some((_, _, session, _)) = self.live_session(cookie).await? else {
+            return Ok(());
+        };
+        let req = AuthorizationRequest {
+            client_id: client_id.to_owned(),
+            request_uri: request_uri.to_owned(),
+            ..Default::default()
+        };
+        let Ok((_, key, bytes, record)) = self.pushed_request(&req).await else {
+            return Ok(());
+        };
+        let answered = crate::records::PushedRequestRecord {
+            signed_in_sid: session.sid,
+            ..record
+        };
+        let batch = Batch::new()
+            .expect(key.clone(), Some(bytes))
+            .put(key, encode(&answered));
+        self.store.commit(Tree::SignIn, batch).await?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
     /// The name a sign-in page shows for a client (its id when it has none or is unknown).
     pub async fn client_display_name(&self, client_id: &str) -> String {
         match self.client_for_authorization(client_id).await {
@@ -1128,10 +1244,17 @@ impl AuthorizationServer {
         if uri.is_empty() || state.len() > MAX_STATE_LEN {
             return None;
         }
-        let client_id = if client_id.is_empty() {
-            self.id_token_client(id_token_hint)?
+        // RP-Initiated Logout section 2: with both, the hint's client must be the one named.
+        let hinted = if id_token_hint.is_empty() {
+            None
         } else {
-            client_id.to_owned()
+            Some(self.id_token_client(id_token_hint)?)
+        };
+        let client_id = match (client_id, hinted) {
+            ("", Some(h)) => h,
+            ("", None) => return None,
+            (c, Some(h)) if c != h => return None,
+            (c, _) => c.to_owned(),
         };
         let client = self.client_for_authorization(&client_id).await.ok()?;
         if !client.post_logout_redirect_uris.iter().any(|u| u == uri) {
@@ -1199,6 +1322,32 @@ pub(crate) fn prefixed(prefix: &[u8], hash: &[u8]) -> Vec<u8> {
 fn is_base64url(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `presented` is the registered redirect URI: the same string, or, for a loopback IP
+/// address over http, the same but for the port (RFC 8252 section 7.3: a native app listens on
+/// whatever port it gets).
+pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    let (Ok(r), Ok(p)) = (
+        registered.parse::<http::Uri>(),
+        presented.parse::<http::Uri>(),
+    ) else {
+        return false;
+    };
+    let loopback = |u: &http::Uri| {
+        u.scheme_str() == Some("http")
+            && u.authority().is_some_and(|a| {
+                matches!(a.host(), "127.0.0.1" | "[::1]") && !a.as_str().contains('@')
+            })
+    };
+    loopback(&r)
+        && loopback(&p)
+        && r.host() == p.host()
+        && r.path_and_query().map(|x| x.as_str()) == p.path_and_query().map(|x| x.as_str())
+        && !presented.contains('#')
 }
 
 /// `uri` with `params` appended to its query (form-encoded), before any fragment (registered
@@ -1280,6 +1429,33 @@ mod tests {
             "https:///cb",
         ] {
             assert!(!valid_redirect_uri(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_ip_redirect_uris_match_on_any_port_and_nothing_else_does() {
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:51004/cb"
+        ));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1:9/cb",
+            "http://127.0.0.1:51004/cb"
+        ));
+        assert!(redirect_uri_matches(
+            "http://[::1]/cb",
+            "http://[::1]:8080/cb"
+        ));
+        for (registered, presented) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:80/cb2"),
+            ("http://127.0.0.1/cb", "http://127.0.0.2:80/cb"),
+            ("http://127.0.0.1/cb", "https://127.0.0.1:80/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:80/cb?x=1"),
+            ("http://localhost/cb", "http://localhost:80/cb"),
+            ("https://rp.example/cb", "https://rp.example:8443/cb"),
+            ("http://127.0.0.1/cb", "http://evil@127.0.0.1:80/cb"),
+        ] {
+            assert!(!redirect_uri_matches(registered, presented), "{presented}");
         }
     }
 

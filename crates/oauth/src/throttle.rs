@@ -60,6 +60,47 @@ struct Entry {
 
 const SHARDS: usize = 16;
 
+/// A budget of requests per source and minute, for endpoints where anyone holding only a
+/// public client's id makes the server store something (pushed authorization requests, device
+/// authorizations): each record lives minutes, so their number is bounded by the rate.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    per_minute: u32,
+    /// Source -> (minute, requests in it). Forgotten wholesale past `capacity` sources (a
+    /// flood from many sources then meets only the store's own limits for a minute).
+    seen: Mutex<HashMap<std::net::IpAddr, (i64, u32)>>,
+    capacity: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(per_minute: u32, capacity: usize) -> Self {
+        Budget {
+            per_minute,
+            seen: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Counts a request from `source` at `now`; `Err(wait)` once its minute's budget is spent.
+    pub(crate) fn spend(&self, source: Option<std::net::IpAddr>, now: i64) -> Result<(), i64> {
+        let Some(source) = source else { return Ok(()) };
+        let minute = now.div_euclid(60);
+        let mut seen = self.seen.lock();
+        if seen.len() >= self.capacity && !seen.contains_key(&source) {
+            seen.clear();
+        }
+        let entry = seen.entry(source).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.per_minute {
+            return Err((minute + 1) * 60 - now);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Throttle {
     config: ThrottleConfig,

@@ -63,7 +63,7 @@ struct ConsentPage<'a> {
     client_id: &'a str,
     username: &'a str,
     scopes: &'a [String],
-    scope: &'a str,
+    audience: &'a str,
     csrf: &'a str,
     request: &'a str,
 }
@@ -376,7 +376,7 @@ async fn authorize(engine: &AuthorizationServer, headers: &HeaderMap, form: Form
         ),
         Authorize::Consent(i) => {
             let (csrf, set) = cookies.csrf_for_form();
-            let scope = i.scopes.join(" ");
+            let audience = i.audience.join(", ");
             page(
                 StatusCode::OK,
                 ConsentPage {
@@ -384,7 +384,7 @@ async fn authorize(engine: &AuthorizationServer, headers: &HeaderMap, form: Form
                     client_id: &i.client_id,
                     username: &i.username,
                     scopes: &i.scopes,
-                    scope: &scope,
+                    audience: &audience,
                     csrf: &csrf,
                     request: &carried(&form, ""),
                 }
@@ -494,6 +494,17 @@ async fn login(
         .await
     {
         Ok(session) => {
+            // A pushed request is resumed as pushed: it learns here that its sign-in happened.
+            let request_uri = carried_form.one("request_uri").unwrap_or_default();
+            if flow == "authorize" && !request_uri.is_empty() {
+                let client_id = carried_form.one("client_id").unwrap_or_default();
+                if let Err(e) = engine
+                    .pushed_sign_in_answered(&session.cookie, &client_id, &request_uri)
+                    .await
+                {
+                    return refusal_page(&e);
+                }
+            }
             let max_age = session.expires_at - engine.now();
             see_other(&back, vec![cookies.set_session(session.cookie, max_age)])
         }
@@ -503,6 +514,7 @@ async fn login(
                 client_name: engine.client_display_name(&client_id).await,
                 client_id,
                 scopes: Vec::new(),
+                audience: Vec::new(),
                 username: String::new(),
             };
             let (status, text) = match &e {
@@ -545,11 +557,10 @@ async fn consent(
             form.one("csrf")?,
             form.one("request")?,
             form.one("client_id")?,
-            form.one("scope")?,
             form.one("decision")?,
         ))
     })();
-    let (csrf, request, client_id, scope, decision) = match fields {
+    let (csrf, request, client_id, decision) = match fields {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
@@ -588,7 +599,7 @@ async fn consent(
     let Some(session) = cookies.session.as_deref() else {
         return see_other(&format!("/oauth2/authorize?{resumed}"), Vec::new());
     };
-    match engine.grant_consent(session, &client_id, &scope).await {
+    match engine.grant_consent(session, req).await {
         // Signed out meanwhile: the resumed request asks to sign in again.
         Ok(()) | Err(Error::LoginRequired) => {
             see_other(&format!("/oauth2/authorize?{resumed}"), Vec::new())
@@ -675,10 +686,15 @@ async fn logout_get(
     };
     let cookies = Cookies::read(&engine, &headers);
     // The client the hint names, so the POST needs no token.
-    let client_id = if client_id.is_empty() {
-        engine.id_token_client(&hint).unwrap_or_default()
-    } else {
+    // The client the hint names (so the POST needs no token); a hint of another client than
+    // `client_id`, or one this server did not sign, sends the browser nowhere.
+    let client_id = if hint.is_empty() {
         client_id
+    } else {
+        match engine.id_token_client(&hint) {
+            Some(h) if client_id.is_empty() || client_id == h => h,
+            _ => String::new(),
+        }
     };
     let (csrf, set) = cookies.csrf_for_form();
     page(
@@ -927,6 +943,7 @@ async fn account_get(State(engine): State<Shared>, headers: HeaderMap) -> Respon
                 client_id: String::new(),
                 client_name: "your account".to_owned(),
                 scopes: Vec::new(),
+                audience: Vec::new(),
                 username: String::new(),
             },
             "",

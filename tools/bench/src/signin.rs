@@ -90,8 +90,9 @@ pub fn signout(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Ve
             let challenge = {
                 use base64::Engine;
                 use sha2::Digest;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(sha2::Sha256::digest(b"a-verifier-of-at-least-43-characters-for-pkce"))
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(
+                    b"a-verifier-of-at-least-43-characters-for-pkce",
+                ))
             };
             let answer = engine
                 .authorize(

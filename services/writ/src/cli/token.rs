@@ -83,7 +83,7 @@ pub struct LoginArgs {
     pub client_id: String,
     #[command(flatten)]
     pub secret: ClientSecret,
-    /// Space-delimited scopes (default: all the client may get).
+    /// Space-delimited scopes (by default `openid`: who signed in, and no more).
     #[arg(long, default_value = "openid")]
     pub scope: String,
     #[arg(long)]
