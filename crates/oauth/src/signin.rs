@@ -944,7 +944,8 @@ impl AuthorizationServer {
             let Some((key, bytes, session, user)) = self.live_session(cookie).await? else {
                 return Err(Error::LoginRequired);
             };
-            let (ended, kept): (Vec<(String, String)>, Vec<(String, String)>) = session
+            type Pairs = Vec<(String, String)>;
+            let (ended, kept): (Pairs, Pairs) = session
                 .gids
                 .iter()
                 .cloned()
