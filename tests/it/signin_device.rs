@@ -275,9 +275,10 @@ async fn writ_login_prints_a_link_waits_for_the_person_and_prints_the_tokens() {
         .await
         .unwrap()
         .unwrap();
+    let errors = stderr_text.join().unwrap_or_default();
     assert!(
         status.is_some_and(|s| s.success()),
-        "writ login: {status:?} {out}"
+        "writ login: {status:?} {out} {errors}"
     );
     let tokens: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(tokens["scope"], "openid orders.read");
