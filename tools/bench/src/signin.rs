@@ -82,11 +82,6 @@ pub fn signout(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Ve
         let mut latencies = Vec::with_capacity(args.signout_rounds);
         for round in 0..args.signout_rounds {
             let session = engine.sign_in("ada", PASSWORD, None, None).await?;
-            if round == 0 {
-                engine
-                    .grant_consent(&session.cookie, "web", "orders.read")
-                    .await?;
-            }
             let challenge = {
                 use base64::Engine;
                 use sha2::Digest;
@@ -94,20 +89,21 @@ pub fn signout(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Ve
                     b"a-verifier-of-at-least-43-characters-for-pkce",
                 ))
             };
-            let answer = engine
-                .authorize(
-                    AuthorizationRequest {
-                        response_type: "code".into(),
-                        client_id: "web".into(),
-                        redirect_uri: REDIRECT.into(),
-                        scope: "orders.read".into(),
-                        code_challenge: challenge,
-                        code_challenge_method: "S256".into(),
-                        ..Default::default()
-                    },
-                    Some(&session.cookie),
-                )
-                .await;
+            let request = AuthorizationRequest {
+                response_type: "code".into(),
+                client_id: "web".into(),
+                redirect_uri: REDIRECT.into(),
+                scope: "orders.read".into(),
+                code_challenge: challenge,
+                code_challenge_method: "S256".into(),
+                ..Default::default()
+            };
+            if round == 0 {
+                engine
+                    .grant_consent(&session.cookie, request.clone())
+                    .await?;
+            }
+            let answer = engine.authorize(request, Some(&session.cookie)).await;
             let Authorize::Redirect(to) = answer else {
                 anyhow::bail!("no code: {answer:?}");
             };
