@@ -474,37 +474,28 @@ impl AuthorizationServer {
             sid: device.sid.clone(),
             nonce: String::new(),
         };
-        let (response, event, grant, refresh) = self
-            .sign_in_tokens(&client, &signed_in, req, grant_type::DEVICE_CODE)
-            .await?;
-        // As with a code: the grant and refresh token first, then the device code is spent with
-        // the record of the issue; of two polls exactly one wins.
-        self.store.put_record(grant.gid.as_bytes(), &grant).await?;
-        if let Some((token, record)) = &refresh {
-            self.store
-                .put_record(&self.hasher.hash(token.as_bytes())[..], record)
-                .await?;
-        }
-        let spent = DeviceRecord {
+        let spent = encode(&DeviceRecord {
             state: DEVICE_USED,
             ..device.clone()
-        };
-        let intent = self.audit.intent(event);
-        let batch = Batch::new()
-            .expect(key.clone(), Some(bytes))
-            .put(key, encode(&spent));
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
+        });
+        match self
+            .redeem_sign_in(
+                &client,
+                &signed_in,
+                req,
+                grant_type::DEVICE_CODE,
+                (key, bytes, spent),
+            )
             .await?
         {
-            self.revoke_grant(&device.gid, "device code replayed")
-                .await?;
-            return Err(Error::InvalidGrant("the device code was already used"));
+            Some(response) => Ok(response),
+            // Of two polls exactly one wins; the other holder is not the device.
+            None => {
+                self.revoke_grant(&device.gid, "device code replayed")
+                    .await?;
+                Err(Error::InvalidGrant("the device code was already used"))
+            }
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
-        Ok(response)
     }
 }
 

@@ -136,7 +136,7 @@ impl AuthorizationServer {
         let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         let m = Minting {
             scope: narrow_scope(&req.scope, &allowed)?,
-            audience: resolve_audience(&client, req)?,
+            audience: resolve_audience(&client, &req.audience, &req.resource)?,
             format: resolve_format(&client, req.token_format)?,
             subject: client.client_id.clone(),
             gid: random_id(),
@@ -170,7 +170,7 @@ impl AuthorizationServer {
         let client_scopes =
             Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         Scopes::parse(&req.scope).map_err(|_| Error::InvalidScope("scope is malformed"))?;
-        let audience = resolve_audience(&client, req)?;
+        let audience = resolve_audience(&client, &req.audience, &req.resource)?;
         let format = resolve_format(&client, req.token_format)?;
 
         let user = self.authenticate_user(&req.username, &req.password).await?;
@@ -302,36 +302,24 @@ impl AuthorizationServer {
             sid: code.sid.clone(),
             nonce: code.nonce.clone(),
         };
-        let (response, event, grant, refresh) = self
-            .sign_in_tokens(&client, &signed_in, req, grant_type::AUTHORIZATION_CODE)
-            .await?;
-        // The grant and its first refresh token first (neither is known to anyone yet), then
-        // the code is spent with the record of the issue: of two redemptions exactly one
-        // spends it, and the other is a replay.
-        self.store.put_record(grant.gid.as_bytes(), &grant).await?;
-        if let Some((token, record)) = &refresh {
-            self.store
-                .put_record(&self.hasher.hash(token.as_bytes())[..], record)
-                .await?;
-        }
-        let spent = AuthCodeRecord {
+        let spent = encode(&AuthCodeRecord {
             used: true,
             ..code.clone()
-        };
-        let intent = self.audit.intent(event);
-        let batch = Batch::new()
-            .expect(key.clone(), Some(bytes))
-            .put(key, encode(&spent));
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
+        });
+        let spend = (key, bytes, spent);
+        match self
+            .redeem_sign_in(
+                &client,
+                &signed_in,
+                req,
+                grant_type::AUTHORIZATION_CODE,
+                spend,
+            )
             .await?
         {
-            return self.code_replayed(&code.gid).await;
+            Some(response) => Ok(response),
+            None => self.code_replayed(&code.gid).await,
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
-        Ok(response)
     }
 
     /// A spent code presented again: whoever holds it is not alone, so everything it issued is
@@ -344,22 +332,22 @@ impl AuthorizationServer {
         ))
     }
 
-    /// The tokens of a sign-in's grant (a redeemed code, an approved device): the grant record
-    /// and its first refresh token for the caller to store, the access token, and an ID token
-    /// when `openid` was granted. Refused if the grant was revoked since (signed out) or the
-    /// user is gone or disabled.
-    pub(crate) async fn sign_in_tokens(
+    /// Redeems a sign-in's grant (a code, an approved device): the access token, a refresh
+    /// token if the client may have one, and an ID token when `openid` was granted. Refused if
+    /// the grant was revoked since (signed out) or the user is gone or disabled.
+    ///
+    /// The grant and its first refresh token are written first (neither is known to anyone
+    /// yet), then what redeemed it is spent (`spend`: its key, the bytes read, the bytes that
+    /// say spent) by compare-and-swap with the record of the issue: of two redemptions exactly
+    /// one spends it. `None`: this one lost, a replay.
+    pub(crate) async fn redeem_sign_in(
         &self,
         client: &ClientRecord,
         s: &SignedIn,
         req: &TokenRequest,
         grant: &'static str,
-    ) -> Result<(
-        TokenResponse,
-        writ_audit::Event,
-        GrantRecord,
-        Option<(String, RefreshTokenRecord)>,
-    )> {
+        spend: (Vec<u8>, Vec<u8>, Vec<u8>),
+    ) -> Result<Option<TokenResponse>> {
         let now = self.now();
         let record = GrantRecord {
             gid: s.gid.clone(),
@@ -412,7 +400,27 @@ impl AuthorizationServer {
                     ""
                 },
             );
-        Ok((response, event, record, refresh))
+        self.store
+            .put_record(record.gid.as_bytes(), &record)
+            .await?;
+        if let Some((token, refresh)) = &refresh {
+            self.store
+                .put_record(&self.hasher.hash(token.as_bytes())[..], refresh)
+                .await?;
+        }
+        let (key, read, spent) = spend;
+        let intent = self.audit.intent(event);
+        let batch = Batch::new().expect(key.clone(), Some(read)).put(key, spent);
+        if !self
+            .store
+            .commit(Tree::SignIn, intent.attach(batch))
+            .await?
+        {
+            return Ok(None);
+        }
+        self.audit.written(intent);
+        self.store.durable().await?;
+        Ok(Some(response))
     }
 
     /// OpenID Connect Core section 2 and 3.1.3.6: the ID token of a sign-in.
@@ -546,7 +554,7 @@ impl AuthorizationServer {
             );
         }
         let scope = narrow_scope(&req.scope, &granted)?;
-        let audience = resolve_audience(&client, req)?;
+        let audience = resolve_audience(&client, &req.audience, &req.resource)?;
         let format = resolve_format(&client, req.token_format)?;
 
         let (token, new_record) = self.new_refresh_token(&client, &grant, now);
@@ -810,8 +818,15 @@ fn narrow_scope(requested: &str, allowed: &Scopes) -> Result<Scopes> {
 }
 
 /// `audience` and `resource` together, each allowed for the client; none means its default.
-fn resolve_audience(client: &ClientRecord, req: &TokenRequest) -> Result<Vec<String>> {
-    let mut wanted: Vec<String> = req.audience.iter().chain(&req.resource).cloned().collect();
+pub(crate) fn resolve_audience(
+    client: &ClientRecord,
+    audience: &[String],
+    resource: &[String],
+) -> Result<Vec<String>> {
+    if audience.len() + resource.len() > MAX_AUDIENCES {
+        return Err(Error::InvalidRequest("too many audiences"));
+    }
+    let mut wanted: Vec<String> = audience.iter().chain(resource).cloned().collect();
     wanted.sort();
     wanted.dedup();
     if wanted.is_empty() {

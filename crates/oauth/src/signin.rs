@@ -20,7 +20,7 @@ use writ_token::{RevocationEntry, RevocationKind, Scopes, random_id, random_secr
 use crate::error::{Error, Result};
 use crate::records::{AuthCodeRecord, ClientRecord, ConsentRecord, SessionRecord, UserRecord};
 use crate::revocations::Revocation;
-use crate::{AuthorizationServer, MAX_AUDIENCES, MAX_ID_LEN, grant_type, valid_id};
+use crate::{AuthorizationServer, MAX_ID_LEN, grant_type, valid_id};
 
 /// Most redirect URIs (and post-logout redirect URIs) a client may register.
 pub const MAX_REDIRECT_URIS: usize = 16;
@@ -501,30 +501,7 @@ impl AuthorizationServer {
         client: &ClientRecord,
         req: &AuthorizationRequest,
     ) -> Result<Vec<String>> {
-        if req.audience.len() + req.resource.len() > MAX_AUDIENCES {
-            return Err(Error::InvalidRequest("too many audiences"));
-        }
-        let mut wanted: Vec<String> = req.audience.iter().chain(&req.resource).cloned().collect();
-        wanted.sort();
-        wanted.dedup();
-        if wanted.is_empty() {
-            return client
-                .audience
-                .first()
-                .map(|a| vec![a.clone()])
-                .ok_or(Error::InvalidTarget(
-                    "the client has no audience configured",
-                ));
-        }
-        if wanted
-            .iter()
-            .any(|a| !valid_id(a) || !client.audience.contains(a))
-        {
-            return Err(Error::InvalidTarget(
-                "the requested audience is not allowed for the client",
-            ));
-        }
-        Ok(wanted)
+        crate::grants::resolve_audience(client, &req.audience, &req.resource)
     }
 
     async fn authorize_validated(&self, v: &Validated, cookie: Option<&str>) -> Result<Authorize> {

@@ -282,6 +282,27 @@ fn refused(e: &FormError) -> Response {
     message(StatusCode::BAD_REQUEST, "Error", text, true)
 }
 
+/// A form one of Writ's pages posted: parsed, its CSRF token the browser's own; else the
+/// answer to send instead.
+fn posted(
+    engine: &AuthorizationServer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Form, Cookies), Box<Response>> {
+    let form = Form::parse(headers, body).map_err(|e| Box::new(refused(&e)))?;
+    let cookies = Cookies::read(engine, headers);
+    let csrf = form.one("csrf").map_err(|e| Box::new(refused(&e)))?;
+    if !cookies.csrf_ok(&csrf) {
+        return Err(Box::new(message(
+            StatusCode::FORBIDDEN,
+            "Error",
+            "The form has expired or was not sent from this site. Go back and try again.",
+            true,
+        )));
+    }
+    Ok((form, cookies))
+}
+
 /// The authorization request in `form` (a query or a body).
 pub(crate) fn authorization_request(form: &Form) -> Result<AuthorizationRequest, FormError> {
     Ok(AuthorizationRequest {
@@ -449,32 +470,22 @@ async fn login(
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    let form = match Form::parse(&headers, &body) {
-        Ok(f) => f,
-        Err(e) => return refused(&e),
+    let (form, cookies) = match posted(&engine, &headers, &body) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
     };
-    let cookies = Cookies::read(&engine, &headers);
     let fields = (|| -> Result<_, FormError> {
         Ok((
-            form.one("csrf")?,
             form.one("request")?,
             form.one("username")?,
             form.one("password")?,
             form.one("flow")?,
         ))
     })();
-    let (csrf, request, username, password, flow) = match fields {
+    let (request, username, password, flow) = match fields {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
-    if !cookies.csrf_ok(&csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Error",
-            "The form has expired or was not sent from this site. Go back and try again.",
-            true,
-        );
-    }
     let (carried_form, resumed) = match resume(&request, "login") {
         Ok(r) => r,
         Err(e) => return refused(&e),
@@ -547,31 +558,21 @@ async fn consent(
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    let form = match Form::parse(&headers, &body) {
-        Ok(f) => f,
-        Err(e) => return refused(&e),
+    let (form, cookies) = match posted(&engine, &headers, &body) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
     };
-    let cookies = Cookies::read(&engine, &headers);
     let fields = (|| -> Result<_, FormError> {
         Ok((
-            form.one("csrf")?,
             form.one("request")?,
             form.one("client_id")?,
             form.one("decision")?,
         ))
     })();
-    let (csrf, request, client_id, decision) = match fields {
+    let (request, client_id, decision) = match fields {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
-    if !cookies.csrf_ok(&csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Error",
-            "The form has expired or was not sent from this site. Go back and try again.",
-            true,
-        );
-    }
     let (carried_form, resumed) = match resume(&request, "consent") {
         Ok(r) => r,
         Err(e) => return refused(&e),
@@ -715,31 +716,21 @@ async fn logout_post(
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    let form = match Form::parse(&headers, &body) {
-        Ok(f) => f,
-        Err(e) => return refused(&e),
+    let (form, cookies) = match posted(&engine, &headers, &body) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
     };
-    let cookies = Cookies::read(&engine, &headers);
     let fields = (|| -> Result<_, FormError> {
         Ok((
-            form.one("csrf")?,
             form.one("client_id")?,
             form.one("post_logout_redirect_uri")?,
             form.one("state")?,
         ))
     })();
-    let (csrf, client_id, uri, state) = match fields {
+    let (client_id, uri, state) = match fields {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
-    if !cookies.csrf_ok(&csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Error",
-            "The form has expired or was not sent from this site. Go back and try again.",
-            true,
-        );
-    }
     if let Some(session) = cookies.session.as_deref()
         && let Err(e) = engine.end_session(session, "signed out").await
     {
@@ -849,30 +840,16 @@ async fn device_post(
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    let form = match Form::parse(&headers, &body) {
+    let (form, cookies) = match posted(&engine, &headers, &body) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
+    };
+    let fields =
+        (|| -> Result<_, FormError> { Ok((form.one("user_code")?, form.one("decision")?)) })();
+    let (user_code, decision) = match fields {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
-    let cookies = Cookies::read(&engine, &headers);
-    let fields = (|| -> Result<_, FormError> {
-        Ok((
-            form.one("csrf")?,
-            form.one("user_code")?,
-            form.one("decision")?,
-        ))
-    })();
-    let (csrf, user_code, decision) = match fields {
-        Ok(f) => f,
-        Err(e) => return refused(&e),
-    };
-    if !cookies.csrf_ok(&csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Error",
-            "The form has expired or was not sent from this site. Go back and try again.",
-            true,
-        );
-    }
     let allow = match decision.as_str() {
         "allow" => true,
         "deny" => false,
@@ -960,24 +937,14 @@ async fn account_post(
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    let form = match Form::parse(&headers, &body) {
+    let (form, cookies) = match posted(&engine, &headers, &body) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
+    };
+    let client_id = match form.one("client_id") {
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
-    let cookies = Cookies::read(&engine, &headers);
-    let fields = (|| -> Result<_, FormError> { Ok((form.one("csrf")?, form.one("client_id")?)) })();
-    let (csrf, client_id) = match fields {
-        Ok(f) => f,
-        Err(e) => return refused(&e),
-    };
-    if !cookies.csrf_ok(&csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Error",
-            "The form has expired or was not sent from this site. Go back and try again.",
-            true,
-        );
-    }
     let Some(session) = cookies.session.as_deref() else {
         return see_other("/oauth2/account", Vec::new());
     };
