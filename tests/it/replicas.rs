@@ -1159,3 +1159,100 @@ async fn writ_up_runs_on_postgres() {
     assert!(!active(&mut tokens, &access, "svc", &secret).await);
     drop_cluster(&cluster.db).await;
 }
+
+/// Signing in across replicas: sessions, consents and codes live in the shared store, so a
+/// browser signs in at one authorization server, consents at another, the client redeems the
+/// code at a third, and a sign-out at any of them ends it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_at_one_replica_and_the_code_is_redeemed_at_another() {
+    use writ_tests::browser::{Browser, encode_form, pkce, query_of};
+    use writ_tests::http_client::{HttpClient, form_encode};
+    let Some((cluster, authz, _revocation)) = cluster().await else {
+        return;
+    };
+    let mut admin = cluster.admin(&authz[0], &authz[0]).await;
+    admin
+        .create_user(CreateUserRequest {
+            username: "ada".into(),
+            password: "correct horse battery".into(),
+            scope: "orders.read".into(),
+        })
+        .await
+        .unwrap();
+    let callback = "https://rp.example/callback";
+    create_client(
+        &mut admin,
+        pb_admin::Client {
+            client_id: "web".into(),
+            client_type: pb_admin::ClientType::Public as i32,
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scope: "orders.read".into(),
+            audience: vec!["orders".into()],
+            redirect_uris: vec![callback.into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let http = |s: &Served| HttpClient::new(&s.url("authz_http"), Some(&cluster.ca_pem));
+    let (verifier, challenge) = pkce();
+    let url = format!(
+        "/oauth2/authorize?{}",
+        encode_form(&[
+            ("response_type", "code"),
+            ("client_id", "web"),
+            ("redirect_uri", callback),
+            ("scope", "openid orders.read"),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+    );
+    let mut b = Browser::new(http(&authz[0]));
+    let login = b.get(&url).await.page();
+    let consent = b
+        .submit(
+            &login,
+            &[("username", "ada"), ("password", "correct horse battery")],
+        )
+        .await
+        .page();
+    // The same browser, its next request answered by another replica.
+    b.http = http(&authz[1]);
+    let to = b.submit(&consent, &[("decision", "allow")]).await.away();
+    let q = query_of(&to);
+    assert_eq!(q["iss"], ISSUER);
+    let redeem = format!(
+        "grant_type=authorization_code&client_id=web&code={}&redirect_uri={}&code_verifier={}",
+        form_encode(&q["code"]),
+        form_encode(callback),
+        form_encode(&verifier)
+    );
+    let body = http(&authz[2])
+        .post_form("/oauth2/token", &[], &redeem)
+        .await
+        .token_json();
+    assert!(body["id_token"].is_string());
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // The code is spent for every replica.
+    let r = http(&authz[0])
+        .post_form("/oauth2/token", &[], &redeem)
+        .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+
+    // Signed out at a third replica: the refresh token stops working at every one.
+    b.http = http(&authz[2]);
+    let confirm = b.get("/oauth2/logout").await.page();
+    b.submit(&confirm, &[]).await.page();
+    let r = http(&authz[1])
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &format!(
+                "grant_type=refresh_token&client_id=web&refresh_token={}",
+                form_encode(&refresh)
+            ),
+        )
+        .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    drop_cluster(&cluster.db).await;
+}
