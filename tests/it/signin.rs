@@ -1009,3 +1009,91 @@ async fn a_person_revokes_a_consent_on_the_account_page_and_its_grants_end() {
         .page();
     assert!(String::from_utf8_lossy(&account.body).contains("Your account"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
+    use std::sync::{Arc, Mutex};
+    let server = setup().await;
+    // A relying party on loopback, keeping what is POSTed to its back channel.
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = received.clone();
+    let app = axum::Router::new().route(
+        "/backchannel",
+        axum::routing::post(move |body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rp = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut spec = web_client("bc");
+    spec.backchannel_logout_uri = format!("http://{addr}/backchannel");
+    server.create_client(spec).await;
+
+    // Signed in to `bc` and to `web` (which has no back channel) in one session.
+    let mut b = browser(&server);
+    let flow = Flow::new("bc");
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let body = server
+        .http()
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json();
+    let id = writ_token::decode_unverified(body["id_token"].as_str().unwrap())
+        .unwrap()
+        .claims
+        .unwrap();
+    let web = Flow::new("web");
+    let consent = b.get(&web.url()).await.page();
+    b.submit(&consent, &[("decision", "allow")]).await.away();
+
+    let confirm = b.get("/oauth2/logout").await.page();
+    b.submit(&confirm, &[]).await.page();
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the back channel is called",
+        || !received.lock().unwrap().is_empty(),
+    )
+    .await;
+    let form = received.lock().unwrap()[0].clone();
+    let token = writ_tests::browser::query_of(&format!("?{form}"))["logout_token"].clone();
+    let verifier = writ_token::TokenVerifier::new(
+        writ_token::VerifierConfig::new(vec![server.issuer.clone()], None),
+        (*server.engine.public_keys()).clone(),
+        writ_token::system_clock(),
+    );
+    let jws = verifier.verify_jws(&token).unwrap();
+    assert_eq!(jws.header.typ.as_deref(), Some("logout+jwt"));
+    let claims: serde_json::Value = serde_json::from_slice(&jws.payload).unwrap();
+    assert_eq!(claims["iss"], server.issuer.as_str());
+    assert_eq!(claims["aud"], "bc");
+    assert_eq!(claims["sid"], id["sid"], "the session its ID token named");
+    assert_eq!(claims["sub"], id["sub"]);
+    assert!(claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+    assert!(
+        claims.get("nonce").is_none(),
+        "Back-Channel Logout section 2.4"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        received.lock().unwrap().len(),
+        1,
+        "only the client with a back channel"
+    );
+    rp.abort();
+    // Discovery says so.
+    let m = server
+        .http()
+        .get("/.well-known/openid-configuration")
+        .await
+        .json();
+    assert_eq!(m["backchannel_logout_supported"], true);
+    assert_eq!(m["backchannel_logout_session_supported"], true);
+}

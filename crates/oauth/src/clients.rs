@@ -31,6 +31,7 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "redirect_uris",
     "post_logout_redirect_uris",
     "require_pushed_authorization_requests",
+    "backchannel_logout_uri",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -372,6 +373,15 @@ impl AuthorizationServer {
                 ));
             }
         }
+        if !c.backchannel_logout_uri.is_empty()
+            && !(crate::signin::valid_redirect_uri(&c.backchannel_logout_uri)
+                && (c.backchannel_logout_uri.starts_with("https://")
+                    || c.backchannel_logout_uri.starts_with("http://")))
+        {
+            return Err(Error::InvalidRequest(
+                "backchannel_logout_uri is an https URI, or http on a loopback address",
+            ));
+        }
         if c.allows_grant(grant_type::AUTHORIZATION_CODE) && c.redirect_uris.is_empty() {
             return Err(Error::InvalidRequest(
                 "a client using authorization_code needs at least one redirect URI",
@@ -434,6 +444,7 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
         "require_pushed_authorization_requests" => {
             c.require_pushed_authorization_requests.to_string()
         }
+        "backchannel_logout_uri" => format!("{:?}", c.backchannel_logout_uri),
         _ => String::new(),
     }
 }
@@ -481,6 +492,9 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
                 c.require_pushed_authorization_requests =
                     client.require_pushed_authorization_requests
             }
+            "backchannel_logout_uri" => {
+                c.backchannel_logout_uri = client.backchannel_logout_uri.clone()
+            }
             _ => {}
         }
     }
@@ -526,6 +540,7 @@ fn client_of(c: &ClientRecord) -> Client {
         redirect_uris: c.redirect_uris.clone(),
         post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
         require_pushed_authorization_requests: c.require_pushed_authorization_requests,
+        backchannel_logout_uri: c.backchannel_logout_uri.clone(),
     }
 }
 

@@ -41,7 +41,9 @@ pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
-pub use signin::{AuthorizationRequest, Authorize, Consent, Interaction, NewSession, UserInfo};
+pub use signin::{
+    AuthorizationRequest, Authorize, Consent, Interaction, LogoutNotice, NewSession, UserInfo,
+};
 #[doc(hidden)]
 pub use synthetic::Synthetic;
 pub use throttle::ThrottleConfig;

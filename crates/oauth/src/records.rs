@@ -60,6 +60,10 @@ pub struct ClientRecord {
     /// another registration (consents given to the first do not carry over).
     #[prost(string, tag = "20")]
     pub registration_id: String,
+    /// OpenID Connect Back-Channel Logout: where a logout token is POSTed when a session that
+    /// signed in to this client ends.
+    #[prost(string, tag = "21")]
+    pub backchannel_logout_uri: String,
 }
 
 impl Record for ClientRecord {

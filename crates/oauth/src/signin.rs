@@ -100,7 +100,24 @@ pub struct Interaction {
 pub struct NewSession {
     pub cookie: String,
     pub expires_at: i64,
+    /// Another user's session this sign-in ended (in the same browser): its clients' logout
+    /// tokens, for the transport to deliver.
+    pub logout_notices: Vec<LogoutNotice>,
 }
+
+/// OpenID Connect Back-Channel Logout: a logout token for one client of a session that ended,
+/// to POST (`logout_token=...`) to the client's `backchannel_logout_uri`. Delivering it is the
+/// transport's; the grants are revoked through the feed whether or not it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutNotice {
+    pub client_id: String,
+    pub uri: String,
+    pub logout_token: String,
+}
+
+/// How long a logout token may be accepted (Back-Channel Logout section 2.4 asks for a short
+/// lifetime; the RP checks `iat`).
+pub const LOGOUT_TOKEN_LIFETIME: i64 = 120;
 
 /// A consent as the account page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -806,14 +823,17 @@ impl AuthorizationServer {
         }
         self.audit.written(intent);
         self.store.durable().await?;
+        let mut logout_notices = Vec::new();
         if let Some(old) = ended {
             // Another user signed in in this browser: the previous user's session is over.
             self.revoke_session_grants(&old, "signed in as another user")
                 .await?;
+            logout_notices = self.logout_notices(&old).await?;
         }
         Ok(NewSession {
             cookie,
             expires_at: record.expires_at,
+            logout_notices,
         })
     }
 
@@ -974,15 +994,17 @@ impl AuthorizationServer {
     /// Ends the session `cookie` names (logout): removes it and revokes every grant it made,
     /// through the revocation feed, so guards refuse its access tokens and its refresh tokens
     /// stop working. Returns the ended session, `None` if there was none.
-    pub async fn end_session(&self, cookie: &str, why: &str) -> Result<Option<SessionRecord>> {
+    /// The logout tokens of the session's clients that registered a back-channel logout URI
+    /// are returned for the transport to deliver.
+    pub async fn end_session(&self, cookie: &str, why: &str) -> Result<Vec<LogoutNotice>> {
         if cookie.is_empty() || cookie.len() > 64 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let key = self.session_key(cookie);
         let mut revoked: std::collections::HashSet<String> = Default::default();
         for _ in 0..8 {
             let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
-                return Ok(None);
+                return Ok(Vec::new());
             };
             let session: SessionRecord = writ_store::decode(&bytes)?;
             // Revoked first: a crash in between leaves a session whose grants already ended.
@@ -1017,7 +1039,7 @@ impl AuthorizationServer {
             {
                 self.audit.written(intent);
                 self.store.durable().await?;
-                return Ok(Some(session));
+                return self.logout_notices(&session).await;
             }
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
@@ -1051,6 +1073,49 @@ impl AuthorizationServer {
         session.gids.push(gid.to_owned());
         session.gid_clients.push(client_id.to_owned());
         Ok(())
+    }
+
+    /// A logout token for each client the session signed in to that registered a back-channel
+    /// logout URI (signed with the server's JWT key; `sid` is the one its ID tokens carry).
+    async fn logout_notices(&self, session: &SessionRecord) -> Result<Vec<LogoutNotice>> {
+        let mut clients: Vec<&String> = session
+            .gid_clients
+            .iter()
+            .filter(|c| !c.is_empty())
+            .collect();
+        clients.sort();
+        clients.dedup();
+        let now = self.now();
+        let keys = self.keys.state();
+        let mut notices = Vec::new();
+        for client_id in clients {
+            let Some(client) = self
+                .store
+                .get_record::<ClientRecord>(client_id.as_bytes())
+                .await?
+            else {
+                continue;
+            };
+            if client.backchannel_logout_uri.is_empty() {
+                continue;
+            }
+            let claims = writ_token::LogoutTokenClaims {
+                iss: self.config.issuer.clone(),
+                aud: client.client_id.clone(),
+                iat: now,
+                exp: now + LOGOUT_TOKEN_LIFETIME,
+                jti: random_id(),
+                sub: session.subject.clone(),
+                sid: session.sid.clone(),
+                events: serde_json::json!({ writ_token::BACKCHANNEL_LOGOUT_EVENT: {} }),
+            };
+            notices.push(LogoutNotice {
+                logout_token: writ_token::encode_logout_token(&keys.jwt, &claims)?,
+                uri: client.backchannel_logout_uri,
+                client_id: client.client_id,
+            });
+        }
+        Ok(notices)
     }
 
     async fn revoke_session_grants(&self, session: &SessionRecord, why: &str) -> Result<()> {

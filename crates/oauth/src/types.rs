@@ -190,6 +190,9 @@ pub struct Client {
     pub post_logout_redirect_uris: Vec<String>,
     /// Only pushed authorization requests (RFC 9126) are accepted from it.
     pub require_pushed_authorization_requests: bool,
+    /// Where a logout token is POSTed when a session that signed in to it ends (OpenID
+    /// Connect Back-Channel Logout); empty: none.
+    pub backchannel_logout_uri: String,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

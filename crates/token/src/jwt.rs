@@ -53,6 +53,34 @@ fn encode_jwt(key: &SigningKey, typ: &str, claims: &impl Serialize) -> Result<St
     Ok(token)
 }
 
+/// The `typ` of an OpenID Connect Back-Channel Logout token (section 2.4).
+pub const LOGOUT_TOKEN_TYP: &str = "logout+jwt";
+
+/// Signs a Back-Channel Logout token (typ `logout+jwt`).
+pub fn encode_logout_token(
+    key: &SigningKey,
+    claims: &LogoutTokenClaims,
+) -> Result<String, TokenError> {
+    encode_jwt(key, LOGOUT_TOKEN_TYP, claims)
+}
+
+/// OpenID Connect Back-Channel Logout section 2.4: the session that ended, for one client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LogoutTokenClaims {
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub sub: String,
+    pub sid: String,
+    /// `{"http://schemas.openid.net/event/backchannel-logout": {}}`.
+    pub events: serde_json::Value,
+}
+
+/// The event a logout token carries.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
 /// OpenID Connect Core section 2: what an ID token says of a sign-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IdTokenClaims {

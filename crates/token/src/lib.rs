@@ -78,7 +78,8 @@ pub use ids::{random_bytes, random_id, random_secret};
 pub use inspect::{UnverifiedView, decode_unverified};
 pub use issuers::{TrustedIssuer, TrustedIssuers};
 pub use jwt::{
-    ACCESS_TOKEN_TYP, ID_TOKEN_TYP, IdTokenClaims, encode_access_token, encode_id_token, token_hash,
+    ACCESS_TOKEN_TYP, BACKCHANNEL_LOGOUT_EVENT, ID_TOKEN_TYP, IdTokenClaims, LOGOUT_TOKEN_TYP,
+    LogoutTokenClaims, encode_access_token, encode_id_token, encode_logout_token, token_hash,
 };
 pub use keys::{
     Algorithm, BiscuitKeySet, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys,

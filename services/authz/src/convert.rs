@@ -124,6 +124,7 @@ pub fn client(c: Client) -> admin::Client {
         redirect_uris: c.redirect_uris,
         post_logout_redirect_uris: c.post_logout_redirect_uris,
         require_pushed_authorization_requests: c.require_pushed_authorization_requests,
+        backchannel_logout_uri: c.backchannel_logout_uri,
     }
 }
 
@@ -174,6 +175,7 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         redirect_uris: c.redirect_uris,
         post_logout_redirect_uris: c.post_logout_redirect_uris,
         require_pushed_authorization_requests: c.require_pushed_authorization_requests,
+        backchannel_logout_uri: c.backchannel_logout_uri,
     })
 }
 

@@ -238,6 +238,8 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "authorization_endpoint": m.authorization_endpoint,
         "pushed_authorization_request_endpoint": format!("{}/oauth2/par", m.issuer.trim_end_matches('/')),
         "require_pushed_authorization_requests": false,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
         "device_authorization_endpoint": format!("{}/oauth2/device_authorization", m.issuer.trim_end_matches('/')),
         "userinfo_endpoint": m.userinfo_endpoint,
         "end_session_endpoint": m.end_session_endpoint,

@@ -3,6 +3,7 @@
 //! the `writ-oauth` engine.
 
 pub mod admin;
+pub mod backchannel;
 pub mod convert;
 pub mod grpc;
 pub mod http;

@@ -504,7 +504,9 @@ async fn login(
         .sign_in(&username, &password, cookies.session.as_deref(), source)
         .await
     {
-        Ok(session) => {
+        Ok(mut session) => {
+            // Another user's session this sign-in ended: its clients hear of it.
+            crate::backchannel::deliver(std::mem::take(&mut session.logout_notices));
             // A pushed request is resumed as pushed: it learns here that its sign-in happened.
             let request_uri = carried_form.one("request_uri").unwrap_or_default();
             if flow == "authorize" && !request_uri.is_empty() {
@@ -731,10 +733,11 @@ async fn logout_post(
         Ok(f) => f,
         Err(e) => return refused(&e),
     };
-    if let Some(session) = cookies.session.as_deref()
-        && let Err(e) = engine.end_session(session, "signed out").await
-    {
-        return refusal_page(&e);
+    if let Some(session) = cookies.session.as_deref() {
+        match engine.end_session(session, "signed out").await {
+            Ok(notices) => crate::backchannel::deliver(notices),
+            Err(e) => return refusal_page(&e),
+        }
     }
     let clear = vec![cookies.clear_session()];
     match engine

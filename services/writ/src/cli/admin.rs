@@ -98,7 +98,7 @@ pub struct PolicyCreate {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Register a client. Prints it with its secret, shown this once.
-    Create(ClientCreate),
+    Create(Box<ClientCreate>),
     Get {
         client_id: String,
     },
@@ -151,6 +151,10 @@ pub struct ClientCreate {
     /// Where the browser may return after signing out (repeatable): compared exactly.
     #[arg(long = "post-logout-redirect-uri")]
     pub post_logout_redirect_uris: Vec<String>,
+    /// Where a logout token is POSTed when a session that signed in to the client ends
+    /// (OpenID Connect Back-Channel Logout).
+    #[arg(long)]
+    pub backchannel_logout_uri: Option<String>,
     #[arg(long)]
     pub access_token_lifetime: Option<i64>,
     #[arg(long)]
@@ -242,6 +246,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
     match command {
         AdminCommand::Client { command } => match command {
             ClientCommand::Create(c) => {
+                let c = *c;
                 let grants = if c.grants.is_empty() {
                     vec![grant_type::CLIENT_CREDENTIALS.to_owned()]
                 } else {
@@ -271,6 +276,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     redirect_uris: c.redirect_uris,
                     post_logout_redirect_uris: c.post_logout_redirect_uris,
                     require_pushed_authorization_requests: false,
+                    backchannel_logout_uri: c.backchannel_logout_uri.unwrap_or_default(),
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })

@@ -1,0 +1,146 @@
+//! OpenID Connect Back-Channel Logout, the delivering side: each logout token the engine made
+//! for a session that ended is POSTed (`logout_token=...`, form-encoded) to its client's
+//! registered `backchannel_logout_uri`, off the request path.
+//!
+//! Bounded: at most [`MAX_IN_FLIGHT`] deliveries at once (more are dropped and logged), each
+//! attempt [`ATTEMPT_TIMEOUT`], [`ATTEMPTS`] attempts a second apart, the answer's body never
+//! read past its status. Best effort by design: the session's grants were already revoked
+//! through the feed; a client that misses the token still sees its tokens refused. https URIs
+//! are checked against the system's CA bundle ([`SYSTEM_CA_BUNDLE`]); http is registered only
+//! for loopback addresses.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use writ_oauth::LogoutNotice;
+
+pub const MAX_IN_FLIGHT: usize = 64;
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ATTEMPTS: usize = 2;
+/// Debian's bundle of the system's trusted CAs.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+static IN_FLIGHT: LazyLock<Arc<tokio::sync::Semaphore>> =
+    LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)));
+
+/// Trusts the system's CAs (none if the bundle cannot be read: https deliveries then fail, and
+/// say so in the log).
+static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Ok(pem) = std::fs::read(SYSTEM_CA_BUNDLE) {
+        for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+});
+
+/// Delivers `notices` in the background.
+pub fn deliver(notices: Vec<LogoutNotice>) {
+    for notice in notices {
+        let Ok(permit) = IN_FLIGHT.clone().try_acquire_owned() else {
+            tracing::warn!(
+                client_id = %notice.client_id,
+                "back-channel logout dropped: too many deliveries in flight"
+            );
+            continue;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            for attempt in 1..=ATTEMPTS {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&notice)).await {
+                    Ok(Ok(status)) if status.is_success() => {
+                        tracing::info!(client_id = %notice.client_id, "back-channel logout delivered");
+                        return;
+                    }
+                    Ok(Ok(status)) => tracing::warn!(
+                        client_id = %notice.client_id, attempt, %status,
+                        "back-channel logout refused"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(
+                        client_id = %notice.client_id, attempt, error = %e,
+                        "back-channel logout failed"
+                    ),
+                    Err(_) => tracing::warn!(
+                        client_id = %notice.client_id, attempt,
+                        "back-channel logout timed out"
+                    ),
+                }
+                if attempt < ATTEMPTS {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+    }
+}
+
+/// One POST on a fresh connection; the status.
+async fn post(notice: &LogoutNotice) -> Result<http::StatusCode, String> {
+    let uri: http::Uri = notice
+        .uri
+        .parse()
+        .map_err(|_| "unparsable URI".to_owned())?;
+    let authority = uri.authority().ok_or("no host")?.clone();
+    let https = uri.scheme_str() == Some("https");
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("logout_token", &notice.logout_token)
+        .finish();
+    let request = http::Request::post(path)
+        .header(http::header::HOST, authority.as_str())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::USER_AGENT, "writ")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    if https {
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(TLS.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        send(TokioIo::new(tls), request).await
+    } else {
+        send(TokioIo::new(tcp), request).await
+    }
+}
+
+async fn send<IO>(io: IO, request: http::Request<Full<Bytes>>) -> Result<http::StatusCode, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string());
+    driver.abort();
+    Ok(answer?.status())
+}
