@@ -1233,25 +1233,27 @@ async fn a_person_signs_in_at_one_replica_and_the_code_is_redeemed_at_another() 
         .token_json();
     assert!(body["id_token"].is_string());
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
-    // The code is spent for every replica.
-    let r = http(&authz[0])
-        .post_form("/oauth2/token", &[], &redeem)
-        .await;
-    assert_eq!(r.json()["error"], "invalid_grant");
+    let refresh_at = |s: &Served, token: &str| {
+        let form = format!(
+            "grant_type=refresh_token&client_id=web&refresh_token={}",
+            form_encode(token)
+        );
+        let http = http(s);
+        async move { http.post_form("/oauth2/token", &[], &form).await }
+    };
+    // The refresh token works at another replica (and rotates).
+    let rotated = refresh_at(&authz[0], &refresh).await.token_json();
+    let refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
 
     // Signed out at a third replica: the refresh token stops working at every one.
     b.http = http(&authz[2]);
     let confirm = b.get("/oauth2/logout").await.page();
     b.submit(&confirm, &[]).await.page();
-    let r = http(&authz[1])
-        .post_form(
-            "/oauth2/token",
-            &[],
-            &format!(
-                "grant_type=refresh_token&client_id=web&refresh_token={}",
-                form_encode(&refresh)
-            ),
-        )
+    let r = refresh_at(&authz[1], &refresh).await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    // The code was spent for every replica.
+    let r = http(&authz[0])
+        .post_form("/oauth2/token", &[], &redeem)
         .await;
     assert_eq!(r.json()["error"], "invalid_grant");
     drop_cluster(&cluster.db).await;

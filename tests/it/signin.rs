@@ -1016,17 +1016,20 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
     let server = setup().await;
     // A relying party on loopback, keeping what is POSTed to its back channel.
     let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = received.clone();
-    let app = axum::Router::new().route(
-        "/backchannel",
+    let elsewhere: Arc<Mutex<Vec<String>>> = Arc::default();
+    let keep = |into: &Arc<Mutex<Vec<String>>>| {
+        let into = into.clone();
         axum::routing::post(move |body: String| {
-            let seen = seen.clone();
+            let into = into.clone();
             async move {
-                seen.lock().unwrap().push(body);
+                into.lock().unwrap().push(body);
                 StatusCode::OK
             }
-        }),
-    );
+        })
+    };
+    let app = axum::Router::new()
+        .route("/backchannel", keep(&received))
+        .route("/other", keep(&elsewhere));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let rp = tokio::spawn(async move {
@@ -1034,6 +1037,10 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
     });
     let mut spec = web_client("bc");
     spec.backchannel_logout_uri = format!("http://{addr}/backchannel");
+    server.create_client(spec).await;
+    // A client with a back channel that this session never signed in to.
+    let mut spec = web_client("bystander");
+    spec.backchannel_logout_uri = format!("http://{addr}/other");
     server.create_client(spec).await;
 
     // Signed in to `bc` and to `web` (which has no back channel) in one session.
@@ -1081,12 +1088,38 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
         claims.get("nonce").is_none(),
         "Back-Channel Logout section 2.4"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        received.lock().unwrap().len(),
-        1,
-        "only the client with a back channel"
+    assert!(claims["jti"].is_string());
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
     );
+    assert!(iat <= exp && exp - iat <= 120);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(received.lock().unwrap().len(), 1, "one token, once");
+    assert!(
+        elsewhere.lock().unwrap().is_empty(),
+        "only the session's clients"
+    );
+
+    // Another user signing in in the same browser ends the first one's session: `bc` hears.
+    server.create_user("bob", PASSWORD, "orders.read").await;
+    let mut b = browser(&server);
+    let login = b.get(&flow.url()).await.page();
+    let to = b
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .away();
+    code_of(&server, &flow, &to);
+    let again = b.get(&flow.url_with(&[("prompt", "login")])).await.page();
+    b.submit(&again, &[("username", "bob"), ("password", PASSWORD)])
+        .await
+        .page();
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the back channel hears of the ended session",
+        || received.lock().unwrap().len() == 2,
+    )
+    .await;
     rp.abort();
     // Discovery says so.
     let m = server

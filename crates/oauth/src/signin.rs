@@ -828,7 +828,7 @@ impl AuthorizationServer {
             // Another user signed in in this browser: the previous user's session is over.
             self.revoke_session_grants(&old, "signed in as another user")
                 .await?;
-            logout_notices = self.logout_notices(&old).await?;
+            logout_notices = self.logout_notices(&old, None).await;
         }
         Ok(NewSession {
             cookie,
@@ -932,7 +932,9 @@ impl AuthorizationServer {
     /// The signed-in user takes back a consent: the client must ask again, and the grants this
     /// session made for it are revoked (through the feed, like a sign-out). Grants made in other
     /// browsers end when they expire or when those sessions sign out.
-    pub async fn revoke_consent(&self, cookie: &str, client_id: &str) -> Result<()> {
+    /// The client's logout token (back-channel logout) is returned when it had signed in in
+    /// this session: its part of the session is over.
+    pub async fn revoke_consent(&self, cookie: &str, client_id: &str) -> Result<Vec<LogoutNotice>> {
         if !valid_id(client_id) {
             return Err(Error::InvalidRequest("client_id is malformed"));
         }
@@ -985,7 +987,7 @@ impl AuthorizationServer {
             {
                 self.audit.written(intent);
                 self.store.durable().await?;
-                return Ok(());
+                return Ok(self.logout_notices(&session, Some(client_id)).await);
             }
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
@@ -1039,7 +1041,7 @@ impl AuthorizationServer {
             {
                 self.audit.written(intent);
                 self.store.durable().await?;
-                return self.logout_notices(&session).await;
+                return Ok(self.logout_notices(&session, None).await);
             }
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
@@ -1077,11 +1079,19 @@ impl AuthorizationServer {
 
     /// A logout token for each client the session signed in to that registered a back-channel
     /// logout URI (signed with the server's JWT key; `sid` is the one its ID tokens carry).
-    async fn logout_notices(&self, session: &SessionRecord) -> Result<Vec<LogoutNotice>> {
+    ///
+    /// Made after the session ended (or, with `only`, after that client's part of it did):
+    /// a client whose token cannot be made is logged and skipped, never a reason to fail what
+    /// already happened.
+    async fn logout_notices(
+        &self,
+        session: &SessionRecord,
+        only: Option<&str>,
+    ) -> Vec<LogoutNotice> {
         let mut clients: Vec<&String> = session
             .gid_clients
             .iter()
-            .filter(|c| !c.is_empty())
+            .filter(|c| !c.is_empty() && only.is_none_or(|o| o == c.as_str()))
             .collect();
         clients.sort();
         clients.dedup();
@@ -1089,16 +1099,18 @@ impl AuthorizationServer {
         let keys = self.keys.state();
         let mut notices = Vec::new();
         for client_id in clients {
-            let Some(client) = self
+            let client = match self
                 .store
                 .get_record::<ClientRecord>(client_id.as_bytes())
-                .await?
-            else {
-                continue;
+                .await
+            {
+                Ok(Some(c)) if !c.backchannel_logout_uri.is_empty() => c,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(%client_id, error = %e, "no logout token: the client could not be read");
+                    continue;
+                }
             };
-            if client.backchannel_logout_uri.is_empty() {
-                continue;
-            }
             let claims = writ_token::LogoutTokenClaims {
                 iss: self.config.issuer.clone(),
                 aud: client.client_id.clone(),
@@ -1109,13 +1121,16 @@ impl AuthorizationServer {
                 sid: session.sid.clone(),
                 events: serde_json::json!({ writ_token::BACKCHANNEL_LOGOUT_EVENT: {} }),
             };
-            notices.push(LogoutNotice {
-                logout_token: writ_token::encode_logout_token(&keys.jwt, &claims)?,
-                uri: client.backchannel_logout_uri,
-                client_id: client.client_id,
-            });
+            match writ_token::encode_logout_token(&keys.jwt, &claims) {
+                Ok(logout_token) => notices.push(LogoutNotice {
+                    logout_token,
+                    uri: client.backchannel_logout_uri,
+                    client_id: client.client_id,
+                }),
+                Err(e) => tracing::warn!(%client_id, error = %e, "no logout token: signing failed"),
+            }
         }
-        Ok(notices)
+        notices
     }
 
     async fn revoke_session_grants(&self, session: &SessionRecord, why: &str) -> Result<()> {

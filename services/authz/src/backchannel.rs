@@ -2,12 +2,14 @@
 //! for a session that ended is POSTed (`logout_token=...`, form-encoded) to its client's
 //! registered `backchannel_logout_uri`, off the request path.
 //!
-//! Bounded: at most [`MAX_IN_FLIGHT`] deliveries at once (more are dropped and logged), each
-//! attempt [`ATTEMPT_TIMEOUT`], [`ATTEMPTS`] attempts a second apart, the answer's body never
-//! read past its status. Best effort by design: the session's grants were already revoked
-//! through the feed; a client that misses the token still sees its tokens refused. https URIs
-//! are checked against the system's CA bundle ([`SYSTEM_CA_BUNDLE`]); http is registered only
-//! for loopback addresses.
+//! Bounded: at most [`MAX_IN_FLIGHT`] deliveries at once and [`MAX_PER_CLIENT`] per client (so
+//! one client that does not answer cannot crowd out the others; more are dropped and logged),
+//! each attempt [`ATTEMPT_TIMEOUT`], a second attempt a second later only after a connection
+//! failure, a time-out or a 5xx (a 4xx is the client's final word on that token), the answer's
+//! body never read. Best effort by design: the session's grants were already revoked through
+//! the feed; a client that misses the token still sees its tokens refused. https URIs are
+//! checked against the system's CA bundle (the first of [`CA_BUNDLES`] found; a warning once
+//! if none is); http is registered only for loopback addresses.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -18,10 +20,46 @@ use hyper_util::rt::TokioIo;
 use writ_oauth::LogoutNotice;
 
 pub const MAX_IN_FLIGHT: usize = 64;
+pub const MAX_PER_CLIENT: usize = 4;
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ATTEMPTS: usize = 2;
-/// Debian's bundle of the system's trusted CAs.
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where systems keep their bundle of trusted CAs: Debian and Ubuntu, Fedora and RHEL, Alpine.
+pub const CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Deliveries in flight per client.
+static PER_CLIENT: LazyLock<parking_lot::Mutex<std::collections::HashMap<String, usize>>> =
+    LazyLock::new(Default::default);
+
+/// A client's slot, given back on drop.
+struct ClientSlot(String);
+
+impl ClientSlot {
+    fn take(client_id: &str) -> Option<ClientSlot> {
+        let mut counts = PER_CLIENT.lock();
+        let n = counts.entry(client_id.to_owned()).or_insert(0);
+        if *n >= MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(client_id.to_owned()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = PER_CLIENT.lock();
+        if let Some(n) = counts.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.0);
+            }
+        }
+    }
+}
 
 static IN_FLIGHT: LazyLock<Arc<tokio::sync::Semaphore>> =
     LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)));
@@ -32,10 +70,15 @@ static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    if let Ok(pem) = std::fs::read(SYSTEM_CA_BUNDLE) {
+    if let Some(pem) = CA_BUNDLES.iter().find_map(|p| std::fs::read(p).ok()) {
         for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
             let _ = roots.add(cert);
         }
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "no CA bundle found ({CA_BUNDLES:?}): back-channel logout over https will fail"
+        );
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -51,7 +94,10 @@ static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
 /// Delivers `notices` in the background.
 pub fn deliver(notices: Vec<LogoutNotice>) {
     for notice in notices {
-        let Ok(permit) = IN_FLIGHT.clone().try_acquire_owned() else {
+        let (Ok(permit), Some(slot)) = (
+            IN_FLIGHT.clone().try_acquire_owned(),
+            ClientSlot::take(&notice.client_id),
+        ) else {
             tracing::warn!(
                 client_id = %notice.client_id,
                 "back-channel logout dropped: too many deliveries in flight"
@@ -59,16 +105,24 @@ pub fn deliver(notices: Vec<LogoutNotice>) {
             continue;
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             for attempt in 1..=ATTEMPTS {
                 match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&notice)).await {
                     Ok(Ok(status)) if status.is_success() => {
                         tracing::info!(client_id = %notice.client_id, "back-channel logout delivered");
                         return;
                     }
+                    // The client's final word on this token (a retry would repeat its jti).
+                    Ok(Ok(status)) if status.is_client_error() => {
+                        tracing::warn!(
+                            client_id = %notice.client_id, %status,
+                            "back-channel logout refused"
+                        );
+                        return;
+                    }
                     Ok(Ok(status)) => tracing::warn!(
                         client_id = %notice.client_id, attempt, %status,
-                        "back-channel logout refused"
+                        "back-channel logout failed"
                     ),
                     Ok(Err(e)) => tracing::warn!(
                         client_id = %notice.client_id, attempt, error = %e,

@@ -952,7 +952,11 @@ async fn account_post(
         return see_other("/oauth2/account", Vec::new());
     };
     match engine.revoke_consent(session, &client_id).await {
-        Ok(()) | Err(Error::LoginRequired) => see_other("/oauth2/account", Vec::new()),
+        Ok(notices) => {
+            crate::backchannel::deliver(notices);
+            see_other("/oauth2/account", Vec::new())
+        }
+        Err(Error::LoginRequired) => see_other("/oauth2/account", Vec::new()),
         Err(e) => refusal_page(&e),
     }
 }
