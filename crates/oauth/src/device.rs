@@ -175,13 +175,7 @@ impl AuthorizationServer {
                 .expect(key.clone(), None)
                 .put(key.clone(), encode(&record));
             // A user code still in use (rare: 20^8 of them) is drawn again.
-            if self
-                .store
-                .commit(Tree::SignIn, intent.attach(batch))
-                .await?
-            {
-                self.audit.written(intent);
-                self.store.durable().await?;
+            if self.commit_audited(Tree::SignIn, intent, batch).await? {
                 let shown = display_user_code(&user_code);
                 return Ok(DeviceAuthorization {
                     verification_uri: format!("{base}/oauth2/device"),
@@ -390,15 +384,9 @@ impl AuthorizationServer {
         };
         let intent = self.audit.intent(event);
         let batch = batch.put(key, encode(&updated));
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
-            .await?
-        {
+        if !self.commit_audited(Tree::SignIn, intent, batch).await? {
             return Err(Error::Conflict("the request changed concurrently; retry"));
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
         Ok(())
     }
 

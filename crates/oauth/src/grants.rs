@@ -411,15 +411,9 @@ impl AuthorizationServer {
         let (key, read, spent) = spend;
         let intent = self.audit.intent(event);
         let batch = Batch::new().expect(key.clone(), Some(read)).put(key, spent);
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
-            .await?
-        {
+        if !self.commit_audited(Tree::SignIn, intent, batch).await? {
             return Ok(None);
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
         Ok(Some(response))
     }
 

@@ -608,6 +608,23 @@ impl AuthorizationServer {
         self.reload_revoked_key_ids().await
     }
 
+    /// Commits `batch` to `tree` with the audit record `intent` in it: `true` once both are
+    /// durable and the record is on its way into the chain; `false` (nothing written) when an
+    /// expectation failed.
+    pub(crate) async fn commit_audited(
+        &self,
+        tree: writ_store::Tree,
+        intent: writ_audit::Intent,
+        batch: Batch,
+    ) -> Result<bool> {
+        if !self.store.commit(tree, intent.attach(batch)).await? {
+            return Ok(false);
+        }
+        self.audit.written(intent);
+        self.store.durable().await?;
+        Ok(true)
+    }
+
     /// Read-modify-write of one record, with a compare-and-swap retried on contention, durable
     /// on success. `change` sees the current record (`None` if absent) and returns the new one,
     /// or `None` to write nothing.

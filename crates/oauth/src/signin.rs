@@ -487,15 +487,9 @@ impl AuthorizationServer {
         let batch = Batch::new()
             .expect(key.clone(), None)
             .put(key, encode(&record));
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
-            .await?
-        {
+        if !self.commit_audited(Tree::SignIn, intent, batch).await? {
             return Err(Error::Conflict("the request_uri is taken; retry"));
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
         Ok((format!("{REQUEST_URI_PREFIX}{id}"), PUSHED_REQUEST_LIFETIME))
     }
 
@@ -645,13 +639,7 @@ impl AuthorizationServer {
                     .expect(pushed_key.clone(), Some(pushed_bytes.clone()))
                     .remove(pushed_key.clone());
             }
-            if self
-                .store
-                .commit(Tree::SignIn, intent.attach(batch))
-                .await?
-            {
-                self.audit.written(intent);
-                self.store.durable().await?;
+            if self.commit_audited(Tree::SignIn, intent, batch).await? {
                 return Ok(code);
             }
             if let Some((pushed_key, _, _)) = &v.pushed
@@ -814,15 +802,9 @@ impl AuthorizationServer {
                 .detail("source", source.map(|s| s.to_string()).unwrap_or_default()),
         );
         let batch = batch.expect(key.clone(), None).put(key, encode(&record));
-        if !self
-            .store
-            .commit(Tree::SignIn, intent.attach(batch))
-            .await?
-        {
+        if !self.commit_audited(Tree::SignIn, intent, batch).await? {
             return Err(Error::Conflict("the session changed concurrently; retry"));
         }
-        self.audit.written(intent);
-        self.store.durable().await?;
         let mut logout_notices = Vec::new();
         if let Some(old) = ended {
             // Another user signed in in this browser: the previous user's session is over.
@@ -980,13 +962,7 @@ impl AuthorizationServer {
                 .remove(consent_key(&user.subject, client_id))
                 .expect(key.clone(), Some(bytes))
                 .put(key, encode(&tidied));
-            if self
-                .store
-                .commit(Tree::SignIn, intent.attach(batch))
-                .await?
-            {
-                self.audit.written(intent);
-                self.store.durable().await?;
+            if self.commit_audited(Tree::SignIn, intent, batch).await? {
                 return Ok(self.logout_notices(&session, Some(client_id)).await);
             }
         }
@@ -1034,13 +1010,7 @@ impl AuthorizationServer {
             let batch = Batch::new()
                 .expect(key.clone(), Some(bytes))
                 .remove(key.clone());
-            if self
-                .store
-                .commit(Tree::SignIn, intent.attach(batch))
-                .await?
-            {
-                self.audit.written(intent);
-                self.store.durable().await?;
+            if self.commit_audited(Tree::SignIn, intent, batch).await? {
                 return Ok(self.logout_notices(&session, None).await);
             }
         }
