@@ -103,11 +103,9 @@ impl AuthorizationServer {
             .await;
         if let Err(e) = &answer {
             self.audit_refusal(
-                Event::new("device_authorization_refused", Outcome::Refused)
+                crate::refusal_event("device_authorization_refused", e)
                     .actor(client_id)
-                    .client(client_id)
-                    .reason(e.oauth_code())
-                    .detail("description", e.description()),
+                    .client(client_id),
             )
             .await;
         }
@@ -292,12 +290,8 @@ impl AuthorizationServer {
             .device_decide_inner(cookie, user_code, allow, source)
             .await;
         if let Err(e) = &answer {
-            self.audit_refusal(
-                Event::new("device_decision_refused", Outcome::Refused)
-                    .reason(e.oauth_code())
-                    .detail("description", e.description()),
-            )
-            .await;
+            self.audit_refusal(crate::refusal_event("device_decision_refused", e))
+                .await;
         }
         answer
     }

@@ -42,10 +42,7 @@ impl AuthorizationServer {
             }
             Err(e) => {
                 self.audit_refusal(
-                    Event::new("introspection_refused", Outcome::Refused)
-                        .actor(&op.client.client_id)
-                        .reason(e.oauth_code())
-                        .detail("description", e.description()),
+                    crate::refusal_event("introspection_refused", e).actor(&op.client.client_id),
                 )
                 .await
             }
@@ -130,10 +127,7 @@ impl AuthorizationServer {
             Ok(false) => Event::new("revocation_ignored", Outcome::Success)
                 .actor(&op.client.client_id)
                 .client(&op.client.client_id),
-            Err(e) => Event::new("revocation_refused", Outcome::Refused)
-                .actor(&op.client.client_id)
-                .reason(e.oauth_code())
-                .detail("description", e.description()),
+            Err(e) => crate::refusal_event("revocation_refused", e).actor(&op.client.client_id),
         };
         match answer {
             Ok(_) => {

@@ -679,6 +679,14 @@ impl AuthorizationServer {
     }
 }
 
+/// The audit record of a refusal of `kind`: the RFC error code as its reason, the description
+/// (never a secret) as a detail; the caller adds who and what.
+pub(crate) fn refusal_event(kind: &'static str, e: &Error) -> Event {
+    Event::new(kind, Outcome::Refused)
+        .reason(e.oauth_code())
+        .detail("description", e.description())
+}
+
 /// Checks an identifier: 1..=MAX_ID_LEN printable ASCII without spaces.
 pub(crate) fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())

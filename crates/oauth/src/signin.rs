@@ -206,11 +206,9 @@ impl AuthorizationServer {
 
     async fn audit_authorization_refusal(&self, req: &AuthorizationRequest, e: &Error) {
         self.audit_refusal(
-            Event::new("authorization_refused", Outcome::Refused)
+            crate::refusal_event("authorization_refused", e)
                 .actor(&req.client_id)
                 .client(&req.client_id)
-                .reason(e.oauth_code())
-                .detail("description", e.description())
                 .detail("redirect_uri", &req.redirect_uri),
         )
         .await;
@@ -718,9 +716,7 @@ impl AuthorizationServer {
             .await;
         if let Err(e) = &result {
             self.audit_refusal(
-                Event::new("sign_in_refused", Outcome::Refused)
-                    .reason(e.oauth_code())
-                    .detail("description", e.description())
+                crate::refusal_event("sign_in_refused", e)
                     .detail("username", username)
                     .detail("source", source.map(|s| s.to_string()).unwrap_or_default()),
             )
@@ -1163,12 +1159,8 @@ impl AuthorizationServer {
                     .await?
             }
             Err(e) => {
-                self.audit_refusal(
-                    Event::new("userinfo_refused", Outcome::Refused)
-                        .reason(e.oauth_code())
-                        .detail("description", e.description()),
-                )
-                .await
+                self.audit_refusal(crate::refusal_event("userinfo_refused", e))
+                    .await
             }
         }
         answer
