@@ -362,6 +362,8 @@ fn exit_codes_follow_the_documentation() {
         &["admin", "user", "create"],
         &["admin", "user", "delete"],
         &["admin", "user", "set-password"],
+        &["admin", "user", "sessions"],
+        &["admin", "user", "end-sessions"],
         &["admin", "key"],
         &["admin", "key", "list"],
         &["admin", "key", "rotate"],

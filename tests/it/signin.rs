@@ -199,16 +199,7 @@ async fn a_person_signs_in_consents_and_the_client_redeems_the_code_with_pkce() 
 
     // The refresh token works like any other.
     let refresh = body["refresh_token"].as_str().unwrap();
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[],
-            &format!(
-                "grant_type=refresh_token&client_id=web&refresh_token={}",
-                form_encode(refresh)
-            ),
-        )
-        .await;
+    let r = refresh_at(&http, refresh).await;
     r.token_json();
 
     // Single sign-on: the same browser, a second client, no password asked; consent only.
@@ -422,16 +413,7 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_grant");
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[],
-            &format!(
-                "grant_type=refresh_token&client_id=web&refresh_token={}",
-                form_encode(&refresh)
-            ),
-        )
-        .await;
+    let r = refresh_at(&http, &refresh).await;
     assert_eq!(
         r.json()["error"],
         "invalid_grant",
@@ -637,16 +619,7 @@ async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() 
         "the cookie is cleared"
     );
 
-    let r = http
-        .post_form(
-            "/oauth2/token",
-            &[],
-            &format!(
-                "grant_type=refresh_token&client_id=web&refresh_token={}",
-                form_encode(&refresh)
-            ),
-        )
-        .await;
+    let r = refresh_at(&http, &refresh).await;
     assert_eq!(r.json()["error"], "invalid_grant");
     let r = http
         .send(
@@ -981,17 +954,7 @@ async fn a_person_revokes_a_consent_on_the_account_page_and_its_grants_end() {
 
     let after = b.submit(&account, &[]).await.page();
     assert!(String::from_utf8_lossy(&after.body).contains("None."));
-    let r = server
-        .http()
-        .post_form(
-            "/oauth2/token",
-            &[],
-            &format!(
-                "grant_type=refresh_token&client_id=web&refresh_token={}",
-                form_encode(&refresh)
-            ),
-        )
-        .await;
+    let r = refresh_at(&server.http(), &refresh).await;
     assert_eq!(
         r.json()["error"],
         "invalid_grant",
@@ -1129,4 +1092,171 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
         .json();
     assert_eq!(m["backchannel_logout_supported"], true);
     assert_eq!(m["backchannel_logout_session_supported"], true);
+}
+
+/// A refresh of the public client `web`.
+async fn refresh_at(
+    http: &writ_tests::http_client::HttpClient,
+    refresh: &str,
+) -> writ_tests::http_client::HttpResponse {
+    http.post_form(
+        "/oauth2/token",
+        &[],
+        &format!(
+            "grant_type=refresh_token&client_id=web&refresh_token={}",
+            form_encode(refresh)
+        ),
+    )
+    .await
+}
+
+/// [`USER`]'s live sessions, as the admin API lists them.
+async fn sessions_of(server: &TestServer) -> Vec<pb_admin::Session> {
+    server
+        .admin()
+        .await
+        .list_user_sessions(pb_admin::ListUserSessionsRequest {
+            username: USER.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+}
+
+/// A redirect straight back to the client: the session is live and needs no interaction.
+async fn signs_in_silently(server: &TestServer, b: &mut Browser, flow: &Flow) -> bool {
+    match b.get(&flow.url()).await {
+        writ_tests::browser::Landed::Away(to) => {
+            code_of(server, flow, &to);
+            true
+        }
+        writ_tests::browser::Landed::Page(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_lists_and_ends_a_persons_sessions() {
+    use std::sync::{Arc, Mutex};
+    let server = setup().await;
+    let mut admin = server.admin().await;
+    let flow = Flow::new("web");
+    // Two browsers, two sessions; the first redeems its code.
+    let mut first = browser(&server);
+    let to = sign_in_and_consent(&mut first, &flow).await;
+    let tokens = server
+        .http()
+        .post_form(
+            "/oauth2/token",
+            &[],
+            &flow.redeem(&code_of(&server, &flow, &to)),
+        )
+        .await
+        .token_json();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let sid = writ_token::decode_unverified(tokens["id_token"].as_str().unwrap())
+        .unwrap()
+        .claims
+        .unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut second = browser(&server);
+    let login = second.get(&flow.url()).await.page();
+    second
+        .submit(&login, &[("username", USER), ("password", PASSWORD)])
+        .await
+        .away();
+
+    let sessions = sessions_of(&server).await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert!(sessions.iter().any(|s| s.sid == sid));
+    for s in &sessions {
+        assert_eq!(s.client_ids, vec!["web".to_owned()]);
+        assert_eq!(s.amr, vec!["pwd".to_owned()]);
+        assert!(s.expire_time.unwrap().seconds > s.auth_time.unwrap().seconds);
+    }
+
+    // Bad inputs: clear statuses, nothing ended.
+    let end = |username: &str, sid: &str| pb_admin::EndUserSessionsRequest {
+        username: username.into(),
+        sid: sid.into(),
+    };
+    for (req, code) in [
+        (end("nobody", ""), tonic::Code::NotFound),
+        (end(USER, "no-such-sid"), tonic::Code::NotFound),
+        (end(USER, "bad sid"), tonic::Code::InvalidArgument),
+        (end("", ""), tonic::Code::InvalidArgument),
+    ] {
+        let e = admin.end_user_sessions(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+    assert_eq!(sessions_of(&server).await.len(), 2);
+
+    // One session, by its sid: its refresh token stops working; the other browser stays in.
+    let r = admin
+        .end_user_sessions(end(USER, &sid))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.ended, 1);
+    let refreshed = refresh_at(&server.http(), &refresh).await;
+    assert_eq!(refreshed.json()["error"], "invalid_grant");
+    assert!(!signs_in_silently(&server, &mut first, &flow).await);
+    assert!(signs_in_silently(&server, &mut second, &flow).await);
+    let records = server.settled_audit_records().await;
+    let ended: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == "session_ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].actor, "admin", "the administrator, not the person");
+
+    // Every session: the second browser is signed out too.
+    let r = admin.end_user_sessions(end(USER, "")).await.unwrap();
+    assert_eq!(r.into_inner().ended, 1);
+    assert!(sessions_of(&server).await.is_empty());
+    assert!(!signs_in_silently(&server, &mut second, &flow).await);
+
+    // A password reset ends the sessions it cut off, and their clients hear of it.
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let into = received.clone();
+    let app = axum::Router::new().route(
+        "/backchannel",
+        axum::routing::post(move |body: String| {
+            let into = into.clone();
+            async move {
+                into.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _rp = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut spec = web_client("bc");
+    spec.backchannel_logout_uri = format!("http://{addr}/backchannel");
+    server.create_client(spec).await;
+    let bc = Flow::new("bc");
+    let mut third = browser(&server);
+    sign_in_and_consent(&mut third, &bc).await;
+    assert_eq!(sessions_of(&server).await.len(), 1);
+    admin
+        .set_user_password(pb_admin::SetUserPasswordRequest {
+            username: USER.into(),
+            password: "another correct horse".into(),
+        })
+        .await
+        .unwrap();
+    assert!(sessions_of(&server).await.is_empty());
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the back channel hears of the password reset",
+        || received.lock().unwrap().len() == 1,
+    )
+    .await;
+    assert!(received.lock().unwrap()[0].starts_with("logout_token="));
+    assert!(!signs_in_silently(&server, &mut third, &bc).await);
 }

@@ -289,4 +289,31 @@ async fn writ_login_prints_a_link_waits_for_the_person_and_prints_the_tokens() {
         .claims;
     assert_eq!(claims.client_id, "cli");
     assert!(tokens["id_token"].is_string());
+
+    // The session that confirmed the code, as an administrator sees and ends it with the CLI.
+    let admin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_writ-under-test"))
+            .args(["admin", "--server", &server.grpc_url])
+            .args(["--admin-server", &server.admin_url])
+            .arg("--ca")
+            .arg(&ca)
+            .args(["user"])
+            .args(args)
+            .env("WRIT_ADMIN_TOKEN", &server.admin_credential)
+            .env("WRIT_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "writ admin user {args:?}: {out:?}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let sessions = admin(&["sessions", USER]);
+    let sessions = sessions["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["client_ids"], serde_json::json!(["cli"]));
+    let sid = sessions[0]["sid"].as_str().unwrap();
+    assert_eq!(admin(&["end-sessions", USER, "--sid", sid])["ended"], 1);
+    assert_eq!(
+        admin(&["sessions", USER])["sessions"],
+        serde_json::json!([])
+    );
 }

@@ -20,6 +20,7 @@ mod records;
 mod revocation_filter;
 mod revocations;
 mod secrets;
+mod sessions;
 pub mod signin;
 mod synthetic;
 mod throttle;
@@ -41,6 +42,7 @@ pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
+pub use sessions::{MAX_LISTED_SESSIONS, SessionInfo};
 pub use signin::{
     AuthorizationRequest, Authorize, Consent, Interaction, LogoutNotice, NewSession, UserInfo,
 };
@@ -582,6 +584,9 @@ impl AuthorizationServer {
         // so a replay within its life still revokes what it issued).
         removed += self
             .prune::<records::SessionRecord>(b"s/", |s| s.expires_at + margin < now)
+            .await?;
+        removed += self
+            .prune::<records::SessionIndexRecord>(b"v/", |i| i.expires_at + margin < now)
             .await?;
         removed += self
             .prune::<records::AuthCodeRecord>(b"c/", |c| c.expires_at + margin < now)

@@ -266,6 +266,23 @@ impl Record for SessionRecord {
     const TREE: Tree = Tree::SignIn;
 }
 
+/// Where a user's session is, under `v/` + the keyed hash of the subject + the session's `sid`
+/// in [`Tree::SignIn`]: how an administrator (or a password reset) finds a person's sessions
+/// without reading every session. Written and removed in the session's own batches.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionIndexRecord {
+    /// The session's key (`s/` + the keyed hash of its cookie).
+    #[prost(bytes = "vec", tag = "1")]
+    pub session_key: Vec<u8>,
+    /// The session's end, so pruning needs no second read.
+    #[prost(int64, tag = "2")]
+    pub expires_at: i64,
+}
+
+impl Record for SessionIndexRecord {
+    const TREE: Tree = Tree::SignIn;
+}
+
 /// An authorization code, under `c/` + the keyed hash of the code, in [`Tree::SignIn`].
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AuthCodeRecord {

@@ -10,7 +10,8 @@
 //! sends the browser back to the authorization endpoint with the same request.
 //!
 //! Stored in [`Tree::SignIn`]: sessions under `s/` + the keyed hash of the cookie's value, codes
-//! under `c/` + the keyed hash of the code, consents under `k/` + subject + `/` + client id.
+//! under `c/` + the keyed hash of the code, consents under `k/` + subject + `/` + client id,
+//! and each session's place under `v/` + the keyed hash of its subject + its `sid`.
 //! Only hashes of the browser's secrets are stored.
 
 use writ_audit::{Event, Outcome};
@@ -18,8 +19,11 @@ use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{RevocationEntry, RevocationKind, Scopes, random_id, random_secret};
 
 use crate::error::{Error, Result};
-use crate::records::{AuthCodeRecord, ClientRecord, ConsentRecord, SessionRecord, UserRecord};
+use crate::records::{
+    AuthCodeRecord, ClientRecord, ConsentRecord, SessionIndexRecord, SessionRecord, UserRecord,
+};
 use crate::revocations::Revocation;
+use crate::sessions::Ending;
 use crate::{AuthorizationServer, MAX_ID_LEN, grant_type, valid_id};
 
 /// Most redirect URIs (and post-logout redirect URIs) a client may register.
@@ -693,7 +697,7 @@ impl AuthorizationServer {
         Ok(Some((key, bytes, session, user)))
     }
 
-    fn session_key(&self, cookie: &str) -> Vec<u8> {
+    pub(crate) fn session_key(&self, cookie: &str) -> Vec<u8> {
         prefixed(b"s/", &self.hasher.hash(cookie.as_bytes()))
     }
 
@@ -797,7 +801,20 @@ impl AuthorizationServer {
                 .detail("amr", "pwd")
                 .detail("source", source.map(|s| s.to_string()).unwrap_or_default()),
         );
-        let batch = batch.expect(key.clone(), None).put(key, encode(&record));
+        if let Some(old) = &ended {
+            batch = batch.remove(self.session_index_key(&old.subject, &old.sid));
+        }
+        let index = SessionIndexRecord {
+            session_key: key.clone(),
+            expires_at: record.expires_at,
+        };
+        let batch = batch
+            .expect(key.clone(), None)
+            .put(key, encode(&record))
+            .put(
+                self.session_index_key(&record.subject, &record.sid),
+                encode(&index),
+            );
         if !self.commit_audited(Tree::SignIn, intent, batch).await? {
             return Err(Error::Conflict("the session changed concurrently; retry"));
         }
@@ -967,47 +984,66 @@ impl AuthorizationServer {
 
     /// Ends the session `cookie` names (logout): removes it and revokes every grant it made,
     /// through the revocation feed, so guards refuse its access tokens and its refresh tokens
-    /// stop working. Returns the ended session, `None` if there was none.
-    /// The logout tokens of the session's clients that registered a back-channel logout URI
-    /// are returned for the transport to deliver.
+    /// stop working. The logout tokens of the session's clients that registered a back-channel
+    /// logout URI are returned for the transport to deliver (none if there was no session).
     pub async fn end_session(&self, cookie: &str, why: &str) -> Result<Vec<LogoutNotice>> {
         if cookie.is_empty() || cookie.len() > 64 {
             return Ok(Vec::new());
         }
-        let key = self.session_key(cookie);
+        let ended = self
+            .end_stored_session(&self.session_key(cookie), why, Ending::ByUser)
+            .await?;
+        Ok(ended.unwrap_or_default())
+    }
+
+    /// Ends the session stored under `key`: its grants revoked (unless `ending` says a cut-off
+    /// already covers them), then the session and its index entry removed with the audit record
+    /// `session_ended`. `None` if there was no session.
+    pub(crate) async fn end_stored_session(
+        &self,
+        key: &[u8],
+        why: &str,
+        ending: Ending,
+    ) -> Result<Option<Vec<LogoutNotice>>> {
         let mut revoked: std::collections::HashSet<String> = Default::default();
         for _ in 0..8 {
-            let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
-                return Ok(Vec::new());
+            let Some(bytes) = self.store.get(Tree::SignIn, key).await? else {
+                return Ok(None);
             };
             let session: SessionRecord = writ_store::decode(&bytes)?;
-            // Revoked first: a crash in between leaves a session whose grants already ended.
-            let fresh = SessionRecord {
-                gids: session
-                    .gids
-                    .iter()
-                    .filter(|g| !revoked.contains(*g))
-                    .cloned()
-                    .collect(),
-                ..session.clone()
-            };
-            self.revoke_session_grants(&fresh, why).await?;
-            revoked.extend(fresh.gids);
-            let intent = self.audit.intent(
-                Event::new("session_ended", Outcome::Success)
-                    .actor(&session.username)
-                    .subject(&session.subject)
-                    .detail("sid", &session.sid)
-                    .detail("grants", session.gids.len())
-                    .detail("reason", why),
-            );
+            if ending != Ending::CutOff {
+                // Revoked first: a crash in between leaves a session whose grants already ended.
+                let fresh = SessionRecord {
+                    gids: session
+                        .gids
+                        .iter()
+                        .filter(|g| !revoked.contains(*g))
+                        .cloned()
+                        .collect(),
+                    ..session.clone()
+                };
+                self.revoke_session_grants(&fresh, why).await?;
+                revoked.extend(fresh.gids);
+            }
+            let mut event = Event::new("session_ended", Outcome::Success)
+                .subject(&session.subject)
+                .detail("username", &session.username)
+                .detail("sid", &session.sid)
+                .detail("grants", session.gids.len())
+                .detail("reason", why);
+            if ending == Ending::ByUser {
+                // Otherwise the actor is whoever acts (an administrator).
+                event = event.actor(&session.username);
+            }
+            let intent = self.audit.intent(event);
             // Removed only as it was read: a grant another tab added meanwhile is revoked on the
             // next turn, never left out.
             let batch = Batch::new()
-                .expect(key.clone(), Some(bytes))
-                .remove(key.clone());
+                .expect(key.to_vec(), Some(bytes))
+                .remove(key.to_vec())
+                .remove(self.session_index_key(&session.subject, &session.sid));
             if self.commit_audited(Tree::SignIn, intent, batch).await? {
-                return Ok(self.logout_notices(&session, None).await);
+                return Ok(Some(self.logout_notices(&session, None).await));
             }
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
@@ -1049,7 +1085,7 @@ impl AuthorizationServer {
     /// Made after the session ended (or, with `only`, after that client's part of it did):
     /// a client whose token cannot be made is logged and skipped, never a reason to fail what
     /// already happened.
-    async fn logout_notices(
+    pub(crate) async fn logout_notices(
         &self,
         session: &SessionRecord,
         only: Option<&str>,
@@ -1099,7 +1135,11 @@ impl AuthorizationServer {
         notices
     }
 
-    async fn revoke_session_grants(&self, session: &SessionRecord, why: &str) -> Result<()> {
+    pub(crate) async fn revoke_session_grants(
+        &self,
+        session: &SessionRecord,
+        why: &str,
+    ) -> Result<()> {
         if session.gids.is_empty() {
             return Ok(());
         }

@@ -10,6 +10,7 @@ use writ_token::RevocationKind;
 use crate::error::{Error, Result};
 use crate::records::UserRecord;
 use crate::secrets::{hash_password, verify_password};
+use crate::signin::LogoutNotice;
 use crate::types::User;
 use crate::{AuthorizationServer, MAX_ID_LEN};
 
@@ -18,7 +19,7 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// Longest password accepted: argon2 work must stay bounded.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
-fn valid_username(u: &str) -> bool {
+pub(crate) fn valid_username(u: &str) -> bool {
     !u.is_empty()
         && u.len() <= MAX_ID_LEN
         && !u.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -80,7 +81,9 @@ impl AuthorizationServer {
         })
     }
 
-    pub async fn delete_user(&self, username: &str) -> Result<()> {
+    /// Deletes a user: every token and session of theirs is cut off first. Returns the logout
+    /// tokens of the clients their sessions signed in to, for the transport to deliver.
+    pub async fn delete_user(&self, username: &str) -> Result<Vec<LogoutNotice>> {
         if !valid_username(username) {
             return Err(Error::InvalidRequest("username is malformed"));
         }
@@ -102,10 +105,17 @@ impl AuthorizationServer {
         self.store.commit(Tree::Users, intent.attach(batch)).await?;
         self.audit.written(intent);
         self.store.durable().await?;
-        Ok(())
+        self.end_sessions_after_cut_off(&user.subject, "user deleted")
+            .await
     }
 
-    pub async fn set_user_password(&self, username: &str, password: &str) -> Result<()> {
+    /// Sets a user's password; every token and session the old one opened is cut off. Returns
+    /// the logout tokens of the clients those sessions signed in to, for the transport.
+    pub async fn set_user_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Vec<LogoutNotice>> {
         if !valid_username(username) {
             return Err(Error::InvalidRequest("username is malformed"));
         }
@@ -130,7 +140,22 @@ impl AuthorizationServer {
             .ok_or(Error::Internal("password update wrote nothing"))?;
         // A new password ends every session the old one opened (a reset after a compromise).
         self.cut_off(RevocationKind::Subject, &user.subject, "password reset")
+            .await?;
+        self.end_sessions_after_cut_off(&user.subject, "password reset")
             .await
+    }
+
+    /// The sessions a subject cut-off killed, removed, so their clients hear of it (back-channel
+    /// logout). Their grants need no revocation of their own: the cut-off covers them.
+    async fn end_sessions_after_cut_off(
+        &self,
+        subject: &str,
+        why: &str,
+    ) -> Result<Vec<LogoutNotice>> {
+        let (_, notices) = self
+            .end_sessions_of(subject, None, why, crate::sessions::Ending::CutOff)
+            .await?;
+        Ok(notices)
     }
 
     /// Checks a resource owner's password. Unknown users are checked against a dummy hash, so

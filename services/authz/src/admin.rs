@@ -27,7 +27,8 @@ pub fn permission(method: &str) -> AdminPermission {
         | "ListSigningKeys"
         | "GetExchangePolicy"
         | "ListExchangePolicies"
-        | "ListAuditEvents" => AdminPermission::Read,
+        | "ListAuditEvents"
+        | "ListUserSessions" => AdminPermission::Read,
         "CreateClient"
         | "UpdateClient"
         | "DeleteClient"
@@ -35,6 +36,7 @@ pub fn permission(method: &str) -> AdminPermission {
         | "CreateUser"
         | "DeleteUser"
         | "SetUserPassword"
+        | "EndUserSessions"
         | "RotateSigningKey"
         | "CreateExchangePolicy"
         | "DeleteExchangePolicy" => AdminPermission::Write,
@@ -377,10 +379,12 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
-        self.engine
+        let notices = self
+            .engine
             .delete_user(&request.into_inner().username)
             .await
             .map_err(status)?;
+        crate::backchannel::deliver(notices);
         Ok(Response::new(DeleteUserResponse {}))
     }
 
@@ -389,11 +393,43 @@ impl AdminService for AdminGrpc {
         request: Request<SetUserPasswordRequest>,
     ) -> Result<Response<SetUserPasswordResponse>, Status> {
         let r = request.into_inner();
-        self.engine
+        let notices = self
+            .engine
             .set_user_password(&r.username, &r.password)
             .await
             .map_err(status)?;
+        crate::backchannel::deliver(notices);
         Ok(Response::new(SetUserPasswordResponse {}))
+    }
+
+    async fn list_user_sessions(
+        &self,
+        request: Request<ListUserSessionsRequest>,
+    ) -> Result<Response<ListUserSessionsResponse>, Status> {
+        let sessions = self
+            .engine
+            .user_sessions(&request.into_inner().username)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListUserSessionsResponse {
+            sessions: sessions.into_iter().map(convert::session).collect(),
+        }))
+    }
+
+    async fn end_user_sessions(
+        &self,
+        request: Request<EndUserSessionsRequest>,
+    ) -> Result<Response<EndUserSessionsResponse>, Status> {
+        let r = request.into_inner();
+        let (ended, notices) = self
+            .engine
+            .end_user_sessions(&r.username, &r.sid)
+            .await
+            .map_err(status)?;
+        crate::backchannel::deliver(notices);
+        Ok(Response::new(EndUserSessionsResponse {
+            ended: u32::try_from(ended).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn list_signing_keys(

@@ -189,6 +189,17 @@ pub fn user(u: User) -> admin::User {
     }
 }
 
+pub fn session(s: writ_oauth::SessionInfo) -> admin::Session {
+    admin::Session {
+        sid: s.sid,
+        auth_time: timestamp(s.auth_time),
+        create_time: timestamp(s.created_at),
+        expire_time: timestamp(s.expires_at),
+        amr: s.amr,
+        client_ids: s.client_ids,
+    }
+}
+
 pub fn signing_key(k: KeyInfo) -> admin::SigningKey {
     admin::SigningKey {
         create_time: timestamp(k.created_at),

@@ -177,9 +177,20 @@ pub enum UserCommand {
     Delete {
         username: String,
     },
-    /// Set a user's password, read from standard input.
+    /// Set a user's password, read from standard input (every session of theirs ends).
     SetPassword {
         username: String,
+    },
+    /// List a person's live sign-in sessions, newest first.
+    Sessions {
+        username: String,
+    },
+    /// End a person's sessions (all, or the one --sid names): their grants are revoked
+    /// through the revocation feed and their clients sent back-channel logout tokens.
+    EndSessions {
+        username: String,
+        #[arg(long, default_value = "")]
+        sid: String,
     },
 }
 
@@ -398,6 +409,38 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     })
                     .await?;
                 print(&json!({ "username": username, "password": "set" }));
+            }
+            UserCommand::Sessions { username } => {
+                let r = admin
+                    .list_user_sessions(pb_admin::ListUserSessionsRequest { username })
+                    .await?
+                    .into_inner();
+                let seconds = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds);
+                let sessions: Vec<Value> = r
+                    .sessions
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "sid": s.sid,
+                            "auth_time": seconds(&s.auth_time),
+                            "create_time": seconds(&s.create_time),
+                            "expire_time": seconds(&s.expire_time),
+                            "amr": s.amr,
+                            "client_ids": s.client_ids,
+                        })
+                    })
+                    .collect();
+                print(&json!({ "sessions": sessions }));
+            }
+            UserCommand::EndSessions { username, sid } => {
+                let r = admin
+                    .end_user_sessions(pb_admin::EndUserSessionsRequest {
+                        username: username.clone(),
+                        sid,
+                    })
+                    .await?
+                    .into_inner();
+                print(&json!({ "username": username, "ended": r.ended }));
             }
         },
         AdminCommand::Policy { command } => policy(&mut admin, command).await?,

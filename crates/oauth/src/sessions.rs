@@ -1,0 +1,198 @@
+//! A person's sessions as an administrator sees them: listed and ended by username (the admin
+//! API), and ended when the person's password is reset or the user is deleted, so every client
+//! that registered a back-channel logout URI hears of it. Found through the `v/` index
+//! ([`SessionIndexRecord`]), which each session's own batches keep.
+
+use writ_store::{AsyncStoreExt, Batch, Tree};
+use writ_token::RevocationKind;
+
+use crate::error::{Error, Result};
+use crate::records::{SessionIndexRecord, SessionRecord, UserRecord};
+use crate::signin::{LogoutNotice, prefixed};
+use crate::users::valid_username;
+use crate::{AuthorizationServer, valid_id};
+
+/// Most sessions [`AuthorizationServer::user_sessions`] lists (the newest).
+pub const MAX_LISTED_SESSIONS: usize = 100;
+
+/// Index entries read per page when ending every session of a person.
+const PAGE: usize = 1000;
+
+/// Who ends a session, which decides what else happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The person (logout, another user signing in in the browser): the record names them.
+    ByUser,
+    /// An administrator: the grants are revoked; the record names the administrator.
+    ByAdmin,
+    /// A cut-off of the subject (password reset, deletion) already revoked every grant.
+    CutOff,
+}
+
+/// A session as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub sid: String,
+    pub auth_time: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub amr: Vec<String>,
+    /// The clients it signed in to, each once, sorted.
+    pub client_ids: Vec<String>,
+}
+
+impl AuthorizationServer {
+    fn session_index_prefix(&self, subject: &str) -> Vec<u8> {
+        prefixed(b"v/", &self.hasher.hash(subject.as_bytes()))
+    }
+
+    pub(crate) fn session_index_key(&self, subject: &str, sid: &str) -> Vec<u8> {
+        let mut key = self.session_index_prefix(subject);
+        key.extend_from_slice(sid.as_bytes());
+        key
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<UserRecord> {
+        if !valid_username(username) {
+            return Err(Error::InvalidRequest("username is malformed"));
+        }
+        self.store
+            .get_record::<UserRecord>(username.as_bytes())
+            .await?
+            .ok_or(Error::NotFound("no such user"))
+    }
+
+    /// `username`'s live sessions (not expired, not cut off), newest first, at most
+    /// [`MAX_LISTED_SESSIONS`].
+    pub async fn user_sessions(&self, username: &str) -> Result<Vec<SessionInfo>> {
+        let user = self.user_by_name(username).await?;
+        let now = self.now();
+        let mut sessions = Vec::new();
+        for (_, index) in self.session_index(&user.subject).await? {
+            if index.expires_at <= now {
+                continue;
+            }
+            let Some(session) = self
+                .store
+                .get_record::<SessionRecord>(&index.session_key)
+                .await?
+            else {
+                continue;
+            };
+            if session.subject != user.subject
+                || now >= session.expires_at
+                || self
+                    .is_revoked(RevocationKind::Subject, &session.subject, session.auth_time)
+                    .await?
+            {
+                continue;
+            }
+            let mut client_ids: Vec<String> = session
+                .gid_clients
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect();
+            client_ids.sort();
+            client_ids.dedup();
+            sessions.push(SessionInfo {
+                sid: session.sid,
+                auth_time: session.auth_time,
+                created_at: session.created_at,
+                expires_at: session.expires_at,
+                amr: session.amr,
+                client_ids,
+            });
+        }
+        sessions.sort_by(|a, b| (b.created_at, &b.sid).cmp(&(a.created_at, &a.sid)));
+        sessions.truncate(MAX_LISTED_SESSIONS);
+        Ok(sessions)
+    }
+
+    /// Ends `username`'s session `sid`, or every session of theirs when `sid` is empty (an
+    /// administrator's sign-out): each session's grants are revoked through the feed, so guards
+    /// refuse its tokens and its refresh tokens stop working. Returns how many ended and the
+    /// logout tokens for the transport to deliver. One `session_ended` record per session.
+    pub async fn end_user_sessions(
+        &self,
+        username: &str,
+        sid: &str,
+    ) -> Result<(usize, Vec<LogoutNotice>)> {
+        if !sid.is_empty() && !valid_id(sid) {
+            return Err(Error::InvalidRequest("sid is malformed"));
+        }
+        let user = self.user_by_name(username).await?;
+        let sid = (!sid.is_empty()).then_some(sid);
+        let ended = self
+            .end_sessions_of(
+                &user.subject,
+                sid,
+                "ended by an administrator",
+                Ending::ByAdmin,
+            )
+            .await?;
+        if sid.is_some() && ended.0 == 0 {
+            return Err(Error::NotFound("no such session"));
+        }
+        Ok(ended)
+    }
+
+    /// Ends `subject`'s session `sid`, or all of them.
+    pub(crate) async fn end_sessions_of(
+        &self,
+        subject: &str,
+        sid: Option<&str>,
+        why: &str,
+        ending: Ending,
+    ) -> Result<(usize, Vec<LogoutNotice>)> {
+        let entries = match sid {
+            Some(sid) => {
+                let key = self.session_index_key(subject, sid);
+                match self.store.get_record::<SessionIndexRecord>(&key).await? {
+                    Some(index) => vec![(key, index)],
+                    None => Vec::new(),
+                }
+            }
+            None => self.session_index(subject).await?,
+        };
+        let mut ended = 0;
+        let mut notices = Vec::new();
+        for (key, index) in entries {
+            match self
+                .end_stored_session(&index.session_key, why, ending)
+                .await?
+            {
+                Some(n) => {
+                    ended += 1;
+                    notices.extend(n);
+                }
+                // The session is gone (pruned, or ended in the meantime): so is its entry.
+                None => {
+                    self.store
+                        .commit(Tree::SignIn, Batch::new().remove(key))
+                        .await?;
+                }
+            }
+        }
+        Ok((ended, notices))
+    }
+
+    /// Every index entry of `subject`'s sessions. Not bounded by count: each is a session this
+    /// server opened and has not yet pruned, at most one per sign-in within a session lifetime.
+    async fn session_index(&self, subject: &str) -> Result<Vec<(Vec<u8>, SessionIndexRecord)>> {
+        let prefix = self.session_index_prefix(subject);
+        let mut entries = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan_records::<SessionIndexRecord>(&prefix, after.as_deref(), PAGE)
+                .await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            entries.extend(page);
+            if !full {
+                return Ok(entries);
+            }
+        }
+    }
+}
