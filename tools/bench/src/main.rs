@@ -15,6 +15,7 @@
 static GLOBAL: writ_allocator::Allocator = writ_allocator::Allocator;
 
 mod audit;
+mod codeflow;
 mod crash;
 mod exchange;
 mod flood;
@@ -79,6 +80,8 @@ struct Cli {
     footprint: footprint::Args,
     #[command(flatten)]
     signin: signin::Args,
+    #[command(flatten)]
+    codeflow: codeflow::Args,
     /// The PostgreSQL database of the `postgres` scenarios (a fresh schema per server, dropped
     /// after).
     #[arg(
@@ -134,7 +137,11 @@ enum Command {
     /// Sign-out to refusal: from a browser's logout response to a guard refusing the
     /// session's access token.
     Signout,
-    /// Everything above but `postgres` and `scale`, one after the other in one run.
+    /// The authorization code flow over HTTPS with a signed-in session (authorize, code,
+    /// token), Writ against node oidc-provider (installed with npm), alternating passes.
+    Codeflow,
+    /// Everything above but `postgres`, `scale`, `signout` and `codeflow`, one after the other
+    /// in one run.
     All,
 }
 
@@ -736,6 +743,14 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.command, Command::Signout) {
         notes.extend(signin::signout(&cli.signin, &load)?);
+    }
+    if matches!(cli.command, Command::Codeflow) {
+        notes.extend(codeflow::run(
+            &cli.codeflow,
+            Duration::from_secs(cli.duration),
+            Duration::from_secs(cli.warmup),
+            &load,
+        )?);
     }
     if matches!(cli.command, Command::Audit) {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");

@@ -24,7 +24,20 @@ pub struct Args {
     pub signout_rounds: usize,
 }
 
-const REDIRECT: &str = "https://rp.example/callback";
+pub const REDIRECT: &str = "https://rp.example/callback";
+
+/// The client `web`: the authorization code grant, redirecting to [`REDIRECT`].
+pub fn web_client(client_type: ClientType) -> Client {
+    Client {
+        client_id: "web".into(),
+        client_type,
+        grant_types: vec!["authorization_code".into()],
+        scope: "orders.read".into(),
+        audience: vec!["orders".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        ..Client::default()
+    }
+}
 /// How long a sign-out may take to reach the guard before the run fails.
 const BOUND: Duration = Duration::from_secs(5);
 
@@ -42,15 +55,7 @@ pub fn signout(args: &Args, load: &tokio::runtime::Runtime) -> anyhow::Result<Ve
             .grpc_addr,
     );
     let ca = server.ca_pem.clone().context("TLS is on")?;
-    server.client(Client {
-        client_id: "web".into(),
-        client_type: ClientType::Public,
-        grant_types: vec!["authorization_code".into()],
-        scope: "orders.read".into(),
-        audience: vec!["orders".into()],
-        redirect_uris: vec![REDIRECT.into()],
-        ..Client::default()
-    })?;
+    server.client(web_client(ClientType::Public))?;
     let (guard_id, guard_secret) = server.cc_client(
         "bench-guard",
         writ_vocabulary::names::REVOCATION_WATCH_SCOPE,
