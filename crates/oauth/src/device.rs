@@ -321,7 +321,8 @@ impl AuthorizationServer {
             let client = self.client_for_authorization(&device.client_id).await?;
             let gid = random_id();
             let mut in_session: SessionRecord = session.clone();
-            self.admit_grant(&mut in_session, &gid, &device.client_id)
+            batch = self
+                .admit_grant(&mut in_session, &gid, &device.client_id, batch)
                 .await?;
             batch = batch
                 .expect(session_key.clone(), Some(session_bytes))

@@ -554,3 +554,89 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
     assert!(local(&engine, "refused").await, "kept in the local index");
     assert_eq!(index_keys(), 3);
 }
+
+/// A session lists each grant it issues under a key of its own, at most
+/// [`signin::MAX_SESSION_GRANTS`]: past that the oldest is revoked first; signing out revokes
+/// the rest and leaves no listing behind.
+#[tokio::test]
+async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out() {
+    use writ_token::RevocationKind;
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let engine = engine(store.clone()).await;
+    engine
+        .create_client(Client {
+            client_id: "web".into(),
+            client_type: ClientType::Public,
+            grant_types: vec!["authorization_code".into()],
+            scope: "read".into(),
+            audience: vec!["x".into()],
+            redirect_uris: vec!["https://rp.test/cb".into()],
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    engine
+        .create_user("ada", "correct horse battery", "read")
+        .await
+        .unwrap();
+    let session = engine
+        .sign_in("ada", "correct horse battery", None, None)
+        .await
+        .unwrap();
+    let request = AuthorizationRequest {
+        response_type: "code".into(),
+        client_id: "web".into(),
+        redirect_uri: "https://rp.test/cb".into(),
+        scope: "read".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        code_challenge_method: "S256".into(),
+        ..Default::default()
+    };
+    engine
+        .grant_consent(&session.cookie, request.clone())
+        .await
+        .unwrap();
+    let listed = async || {
+        let (_, _, record, _) = engine.live_session(&session.cookie).await.unwrap().unwrap();
+        engine.session_grants(&record).await.unwrap()
+    };
+    let code = async || {
+        let answer = engine
+            .authorize(request.clone(), Some(&session.cookie))
+            .await;
+        assert!(matches!(answer, Authorize::Redirect(_)), "{answer:?}");
+    };
+    code().await;
+    let first = listed().await[0].gid.clone();
+    for _ in 0..signin::MAX_SESSION_GRANTS {
+        code().await;
+    }
+    let grants = listed().await;
+    assert_eq!(grants.len(), signin::MAX_SESSION_GRANTS);
+    assert!(grants.iter().all(|g| g.gid != first && g.key.is_some()));
+    assert!(
+        engine
+            .is_revoked(RevocationKind::GrantId, &first, 0)
+            .await
+            .unwrap()
+    );
+    let newest = grants.last().unwrap().gid.clone();
+    assert!(
+        !engine
+            .is_revoked(RevocationKind::GrantId, &newest, 0)
+            .await
+            .unwrap()
+    );
+
+    engine
+        .end_session(&session.cookie, "signed out")
+        .await
+        .unwrap();
+    assert!(
+        engine
+            .is_revoked(RevocationKind::GrantId, &newest, 0)
+            .await
+            .unwrap()
+    );
+    assert!(store.scan(Tree::SignIn, b"q/", None, 1).unwrap().is_empty());
+}

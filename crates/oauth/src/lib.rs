@@ -588,6 +588,7 @@ impl AuthorizationServer {
         removed += self
             .prune::<records::SessionIndexRecord>(b"v/", |i| i.expires_at + margin < now)
             .await?;
+        removed += self.prune_session_grants(now, margin).await?;
         removed += self
             .prune::<records::AuthCodeRecord>(b"c/", |c| c.expires_at + margin < now)
             .await?;

@@ -254,12 +254,42 @@ pub struct SessionRecord {
     /// Absolute end, whatever the activity.
     #[prost(int64, tag = "7")]
     pub expires_at: i64,
-    /// The grants issued in it: signing out revokes each.
+    /// The grants issued in it, as sessions written before the grants had keys of their own
+    /// kept them (read, never written): signing out revokes each.
     #[prost(string, repeated, tag = "8")]
     pub gids: Vec<String>,
-    /// The client of each of `gids`, in the same order (a consent revoked ends its grants).
+    /// The client of each of `gids`, in the same order.
     #[prost(string, repeated, tag = "9")]
     pub gid_clients: Vec<String>,
+    /// How many grants it has issued: the next one's number ([`SessionGrantRecord`]).
+    #[prost(uint64, tag = "10")]
+    pub grants_issued: u64,
+    /// The number of its oldest grant that may still be listed (those before it were revoked
+    /// past the session's bound).
+    #[prost(uint64, tag = "11")]
+    pub oldest_grant: u64,
+}
+
+/// A grant a session issued, under `q/` + the session's `sid` + `/` + the grant's number
+/// (big-endian) in [`Tree::SignIn`]: one small key per grant, so issuing one costs the same
+/// however many the session has (they were a list in the session record, rewritten with every
+/// code). Signing out revokes each; a consent revoked, those of its client.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionGrantRecord {
+    #[prost(string, tag = "1")]
+    pub gid: String,
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    /// The session's subject, to find whether it still lives when pruning.
+    #[prost(string, tag = "3")]
+    pub subject: String,
+    /// The session's end when the grant was issued (it may be renewed since).
+    #[prost(int64, tag = "4")]
+    pub expires_at: i64,
+}
+
+impl Record for SessionGrantRecord {
+    const TREE: Tree = Tree::SignIn;
 }
 
 impl Record for SessionRecord {

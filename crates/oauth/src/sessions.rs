@@ -1,14 +1,15 @@
 //! A person's sessions as an administrator sees them: listed and ended by username (the admin
 //! API), and ended when the person's password is reset or the user is deleted, so every client
 //! that registered a back-channel logout URI hears of it. Found through the `v/` index
-//! ([`SessionIndexRecord`]), which each session's own batches keep.
+//! ([`SessionIndexRecord`]), which each session's own batches keep. Also the grants a session
+//! issued, each under a key of its own ([`SessionGrantRecord`]).
 
-use writ_store::{AsyncStoreExt, Batch, Tree};
+use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::RevocationKind;
 
 use crate::error::{Error, Result};
-use crate::records::{SessionIndexRecord, SessionRecord, UserRecord};
-use crate::signin::{LogoutNotice, prefixed};
+use crate::records::{SessionGrantRecord, SessionIndexRecord, SessionRecord, UserRecord};
+use crate::signin::{LogoutNotice, MAX_SESSION_GRANTS, prefixed};
 use crate::users::valid_username;
 use crate::{AuthorizationServer, valid_id};
 
@@ -87,9 +88,11 @@ impl AuthorizationServer {
             {
                 continue;
             }
-            let mut client_ids: Vec<String> = session
-                .gid_clients
+            let mut client_ids: Vec<String> = self
+                .session_grants(&session)
+                .await?
                 .into_iter()
+                .map(|g| g.client_id)
                 .filter(|c| !c.is_empty())
                 .collect();
             client_ids.sort();
@@ -194,5 +197,132 @@ impl AuthorizationServer {
                 return Ok(entries);
             }
         }
+    }
+}
+
+/// One grant a session issued: where it is listed (`None`: in a session record written before
+/// grants had keys of their own), its id and its client.
+pub(crate) struct SessionGrant {
+    pub key: Option<Vec<u8>>,
+    pub gid: String,
+    pub client_id: String,
+}
+
+fn session_grant_prefix(sid: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + sid.len() + 8);
+    key.extend_from_slice(b"q/");
+    key.extend_from_slice(sid.as_bytes());
+    key.push(b'/');
+    key
+}
+
+fn session_grant_key(sid: &str, number: u64) -> Vec<u8> {
+    let mut key = session_grant_prefix(sid);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+impl AuthorizationServer {
+    /// Every grant `session` issued and still lists, oldest first.
+    pub(crate) async fn session_grants(
+        &self,
+        session: &SessionRecord,
+    ) -> Result<Vec<SessionGrant>> {
+        let mut grants: Vec<SessionGrant> = session
+            .gids
+            .iter()
+            .enumerate()
+            .map(|(i, gid)| SessionGrant {
+                key: None,
+                gid: gid.clone(),
+                client_id: session.gid_clients.get(i).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let prefix = session_grant_prefix(&session.sid);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan_records::<SessionGrantRecord>(&prefix, after.as_deref(), PAGE)
+                .await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            grants.extend(page.into_iter().map(|(key, g)| SessionGrant {
+                key: Some(key),
+                gid: g.gid,
+                client_id: g.client_id,
+            }));
+            if !full {
+                return Ok(grants);
+            }
+        }
+    }
+
+    /// Lists a grant in `session` (its record is then written by the caller, expected as read,
+    /// with `batch`); past [`MAX_SESSION_GRANTS`] the oldest are revoked first (before the batch
+    /// that forgets them is written). Returns `batch` with the listing.
+    pub(crate) async fn admit_grant(
+        &self,
+        session: &mut SessionRecord,
+        gid: &str,
+        client_id: &str,
+        mut batch: Batch,
+    ) -> Result<Batch> {
+        let number = session.grants_issued;
+        session.grants_issued += 1;
+        let listed = SessionGrantRecord {
+            gid: gid.to_owned(),
+            client_id: client_id.to_owned(),
+            subject: session.subject.clone(),
+            expires_at: session.expires_at,
+        };
+        batch = batch.put(session_grant_key(&session.sid, number), encode(&listed));
+        let mut oldest = Vec::new();
+        while session.grants_issued - session.oldest_grant > MAX_SESSION_GRANTS as u64 {
+            let key = session_grant_key(&session.sid, session.oldest_grant);
+            if let Some(g) = self.store.get_record::<SessionGrantRecord>(&key).await? {
+                oldest.push(g.gid);
+                batch = batch.remove(key);
+            }
+            session.oldest_grant += 1;
+        }
+        self.revoke_grants(&oldest, "the session's oldest grant, past its bound")
+            .await?;
+        Ok(batch)
+    }
+
+    /// Removes what lists the grants of sessions gone: a listing outlives its session's end
+    /// (as it was when the grant was issued) only while the session, renewed, still lives.
+    pub(crate) async fn prune_session_grants(&self, now: i64, margin: i64) -> Result<usize> {
+        let mut removed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan_records::<SessionGrantRecord>(b"q/", after.as_deref(), PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, grant) in page {
+                if grant.expires_at + margin >= now {
+                    continue;
+                }
+                // `q/` + sid + `/` + 8 bytes.
+                let sid = key
+                    .get(2..key.len().saturating_sub(9))
+                    .and_then(|s| std::str::from_utf8(s).ok())
+                    .unwrap_or_default();
+                let index = self
+                    .store
+                    .get_record::<SessionIndexRecord>(&self.session_index_key(&grant.subject, sid))
+                    .await?;
+                if index.is_some_and(|i| i.expires_at + margin >= now) {
+                    continue;
+                }
+                self.store.remove(Tree::SignIn, &key).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }

@@ -23,7 +23,7 @@ use crate::records::{
     AuthCodeRecord, ClientRecord, ConsentRecord, SessionIndexRecord, SessionRecord, UserRecord,
 };
 use crate::revocations::Revocation;
-use crate::sessions::Ending;
+use crate::sessions::{Ending, SessionGrant};
 use crate::{AuthorizationServer, MAX_ID_LEN, grant_type, valid_id};
 
 /// Most redirect URIs (and post-logout redirect URIs) a client may register.
@@ -617,7 +617,8 @@ impl AuthorizationServer {
         };
         for _ in 0..8 {
             let mut updated = session.clone();
-            self.admit_grant(&mut updated, &gid, &record.client_id)
+            let listed = self
+                .admit_grant(&mut updated, &gid, &record.client_id, Batch::new())
                 .await?;
             let intent = self.audit.intent(
                 Event::new("authorization_code_issued", Outcome::Success)
@@ -630,7 +631,7 @@ impl AuthorizationServer {
                     .detail("sid", &record.sid)
                     .detail("redirect_uri", &record.redirect_uri),
             );
-            let mut batch = Batch::new()
+            let mut batch = listed
                 .expect(key.clone(), Some(bytes.clone()))
                 .put(key.clone(), encode(&updated))
                 .expect(code_key.clone(), None)
@@ -776,6 +777,8 @@ impl AuthorizationServer {
             expires_at: now + self.config.session_lifetime,
             gids: Vec::new(),
             gid_clients: Vec::new(),
+            grants_issued: 0,
+            oldest_grant: 0,
         };
         let mut ended = None;
         if let Some((key, bytes, old)) = previous {
@@ -786,6 +789,8 @@ impl AuthorizationServer {
                 record.created_at = old.created_at;
                 record.gids = old.gids;
                 record.gid_clients = old.gid_clients;
+                record.grants_issued = old.grants_issued;
+                record.oldest_grant = old.oldest_grant;
             } else {
                 ended = Some(old);
             }
@@ -801,8 +806,18 @@ impl AuthorizationServer {
                 .detail("amr", "pwd")
                 .detail("source", source.map(|s| s.to_string()).unwrap_or_default()),
         );
+        let mut ended_grants = Vec::new();
         if let Some(old) = &ended {
+            // Another user signs in in this browser: the previous user's session is over, its
+            // grants revoked first (as a sign-out does).
+            ended_grants = self.session_grants(old).await?;
+            let gids: Vec<String> = ended_grants.iter().map(|g| g.gid.clone()).collect();
+            self.revoke_grants(&gids, "signed in as another user")
+                .await?;
             batch = batch.remove(self.session_index_key(&old.subject, &old.sid));
+            for listed in ended_grants.iter().filter_map(|g| g.key.clone()) {
+                batch = batch.remove(listed);
+            }
         }
         let index = SessionIndexRecord {
             session_key: key.clone(),
@@ -820,10 +835,7 @@ impl AuthorizationServer {
         }
         let mut logout_notices = Vec::new();
         if let Some(old) = ended {
-            // Another user signed in in this browser: the previous user's session is over.
-            self.revoke_session_grants(&old, "signed in as another user")
-                .await?;
-            logout_notices = self.logout_notices(&old, None).await;
+            logout_notices = self.logout_notices(&old, &ended_grants).await;
         }
         Ok(NewSession {
             cookie,
@@ -938,30 +950,23 @@ impl AuthorizationServer {
             let Some((key, bytes, session, user)) = self.live_session(cookie).await? else {
                 return Err(Error::LoginRequired);
             };
-            type Pairs = Vec<(String, String)>;
-            let (ended, kept): (Pairs, Pairs) = session
-                .gids
-                .iter()
-                .cloned()
-                .zip(session.gid_clients.iter().cloned())
-                .partition(|(_, c)| c == client_id);
+            let (ended, kept): (Vec<SessionGrant>, Vec<SessionGrant>) = self
+                .session_grants(&session)
+                .await?
+                .into_iter()
+                .partition(|g| g.client_id == client_id);
             let fresh: Vec<String> = ended
                 .iter()
-                .map(|(g, _)| g.clone())
+                .map(|g| g.gid.clone())
                 .filter(|g| !revoked.contains(g))
                 .collect();
-            self.revoke_session_grants(
-                &SessionRecord {
-                    gids: fresh.clone(),
-                    ..session.clone()
-                },
-                "consent revoked",
-            )
-            .await?;
+            self.revoke_grants(&fresh, "consent revoked").await?;
             revoked.extend(fresh);
+            // Grants listed in the record itself (older sessions) are kept there, less these.
             let mut tidied = session.clone();
-            tidied.gids = kept.iter().map(|(g, _)| g.clone()).collect();
-            tidied.gid_clients = kept.into_iter().map(|(_, c)| c).collect();
+            let legacy: Vec<&SessionGrant> = kept.iter().filter(|g| g.key.is_none()).collect();
+            tidied.gids = legacy.iter().map(|g| g.gid.clone()).collect();
+            tidied.gid_clients = legacy.iter().map(|g| g.client_id.clone()).collect();
             let intent = self.audit.intent(
                 Event::new("consent_revoked", Outcome::Success)
                     .actor(&user.username)
@@ -970,13 +975,16 @@ impl AuthorizationServer {
                     .detail("grants", ended.len()),
             );
             // The consent goes with the session as it was read: a grant another tab made for
-            // the client meanwhile is revoked on the next turn.
-            let batch = Batch::new()
+            // the client meanwhile changed it, and is revoked on the next turn.
+            let mut batch = Batch::new()
                 .remove(consent_key(&user.subject, client_id))
                 .expect(key.clone(), Some(bytes))
                 .put(key, encode(&tidied));
+            for listed in ended.iter().filter_map(|g| g.key.clone()) {
+                batch = batch.remove(listed);
+            }
             if self.commit_audited(Tree::SignIn, intent, batch).await? {
-                return Ok(self.logout_notices(&session, Some(client_id)).await);
+                return Ok(self.logout_notices(&session, &ended).await);
             }
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
@@ -1011,89 +1019,59 @@ impl AuthorizationServer {
                 return Ok(None);
             };
             let session: SessionRecord = writ_store::decode(&bytes)?;
+            let grants = self.session_grants(&session).await?;
             if ending != Ending::CutOff {
                 // Revoked first: a crash in between leaves a session whose grants already ended.
-                let fresh = SessionRecord {
-                    gids: session
-                        .gids
-                        .iter()
-                        .filter(|g| !revoked.contains(*g))
-                        .cloned()
-                        .collect(),
-                    ..session.clone()
-                };
-                self.revoke_session_grants(&fresh, why).await?;
-                revoked.extend(fresh.gids);
+                let fresh: Vec<String> = grants
+                    .iter()
+                    .map(|g| g.gid.clone())
+                    .filter(|g| !revoked.contains(g))
+                    .collect();
+                self.revoke_grants(&fresh, why).await?;
+                revoked.extend(fresh);
             }
             let mut event = Event::new("session_ended", Outcome::Success)
                 .subject(&session.subject)
                 .detail("username", &session.username)
                 .detail("sid", &session.sid)
-                .detail("grants", session.gids.len())
+                .detail("grants", grants.len())
                 .detail("reason", why);
             if ending == Ending::ByUser {
                 // Otherwise the actor is whoever acts (an administrator).
                 event = event.actor(&session.username);
             }
             let intent = self.audit.intent(event);
-            // Removed only as it was read: a grant another tab added meanwhile is revoked on the
-            // next turn, never left out.
-            let batch = Batch::new()
+            // Removed only as it was read: a grant another tab added meanwhile changed the
+            // session, so this turn writes nothing and the next revokes it too.
+            let mut batch = Batch::new()
                 .expect(key.to_vec(), Some(bytes))
                 .remove(key.to_vec())
                 .remove(self.session_index_key(&session.subject, &session.sid));
+            for listed in grants.iter().filter_map(|g| g.key.clone()) {
+                batch = batch.remove(listed);
+            }
             if self.commit_audited(Tree::SignIn, intent, batch).await? {
-                return Ok(Some(self.logout_notices(&session, None).await));
+                return Ok(Some(self.logout_notices(&session, &grants).await));
             }
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
     }
 
-    /// Adds a grant to a session's list; past [`MAX_SESSION_GRANTS`] the oldest are revoked
-    /// first (before the list that forgets them is written).
-    pub(crate) async fn admit_grant(
-        &self,
-        session: &mut SessionRecord,
-        gid: &str,
-        client_id: &str,
-    ) -> Result<()> {
-        // Lists written before `gid_clients` existed: pad, so the two stay aligned.
-        session
-            .gid_clients
-            .resize(session.gids.len(), String::new());
-        let over = (session.gids.len() + 1).saturating_sub(MAX_SESSION_GRANTS);
-        if over > 0 {
-            let oldest: Vec<String> = session.gids.drain(..over).collect();
-            session.gid_clients.drain(..over);
-            self.revoke_session_grants(
-                &SessionRecord {
-                    gids: oldest,
-                    ..session.clone()
-                },
-                "the session's oldest grant, past its bound",
-            )
-            .await?;
-        }
-        session.gids.push(gid.to_owned());
-        session.gid_clients.push(client_id.to_owned());
-        Ok(())
-    }
-
     /// A logout token for each client the session signed in to that registered a back-channel
     /// logout URI (signed with the server's JWT key; `sid` is the one its ID tokens carry).
     ///
-    /// Made after the session ended (or, with `only`, after that client's part of it did):
-    /// a client whose token cannot be made is logged and skipped, never a reason to fail what
-    /// already happened.
+    /// Made after the session ended (or after that client's part of it did), for `grants`
+    /// (what it listed): a client whose token cannot be made is logged and skipped, never a
+    /// reason to fail what already happened.
     pub(crate) async fn logout_notices(
         &self,
         session: &SessionRecord,
-        only: Option<&str>,
+        grants: &[SessionGrant],
     ) -> Vec<LogoutNotice> {
-        let mut clients: Vec<&String> = session
-            .gid_clients
+        let mut clients: Vec<&String> = grants
             .iter()
-            .filter(|c| !c.is_empty() && only.is_none_or(|o| o == c.as_str()))
+            .map(|g| &g.client_id)
+            .filter(|c| !c.is_empty())
             .collect();
         clients.sort();
         clients.dedup();
@@ -1135,17 +1113,13 @@ impl AuthorizationServer {
         notices
     }
 
-    pub(crate) async fn revoke_session_grants(
-        &self,
-        session: &SessionRecord,
-        why: &str,
-    ) -> Result<()> {
-        if session.gids.is_empty() {
+    /// Revokes grants a session issued, through the feed.
+    pub(crate) async fn revoke_grants(&self, gids: &[String], why: &str) -> Result<()> {
+        if gids.is_empty() {
             return Ok(());
         }
         let now = self.now();
-        let revocations: Vec<Revocation> = session
-            .gids
+        let revocations: Vec<Revocation> = gids
             .iter()
             .map(|gid| Revocation {
                 entry: RevocationEntry {

@@ -1,6 +1,7 @@
 // node oidc-provider, as writ-bench codeflow runs it beside Writ: one client, the authorization
-// code flow with PKCE, ID tokens signed with Ed25519 (as Writ's are), HTTPS on loopback, the
-// in-memory adapter. Sign-in and consent are answered at once for the one account, so a load
+// code flow with PKCE, HTTPS on loopback, the in-memory adapter. It does the work Writ does per
+// flow: an ID token and an RFC 9068 JWT access token for the resource server `orders` (resource
+// indicators, the granted resource used by default), both signed with Ed25519. Sign-in and consent are answered at once for the one account, so a load
 // generator can open a session by following redirects; after that, authorize → code → token
 // needs no interaction, as with a signed-in Writ session.
 //
@@ -30,8 +31,21 @@ const provider = new Provider(issuer, {
   jwks: { keys: [jwk] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   pkce: { required: () => true },
-  scopes: ['openid'],
-  features: { devInteractions: { enabled: false } },
+  scopes: ['openid', 'orders.read'],
+  features: {
+    devInteractions: { enabled: false },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'urn:writ:orders',
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        scope: 'orders.read',
+        audience: 'orders',
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'EdDSA' } },
+      }),
+    },
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   findAccount: async (ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
 });
@@ -51,6 +65,9 @@ async function interact(req, res) {
     : new provider.Grant({ accountId: details.session.accountId, clientId: params.client_id });
   if (prompt.details.missingOIDCScope) grant.addOIDCScope(prompt.details.missingOIDCScope.join(' '));
   if (prompt.details.missingOIDCClaims) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
+  for (const [resource, scopes] of Object.entries(prompt.details.missingResourceScopes ?? {})) {
+    grant.addResourceScope(resource, scopes.join(' '));
+  }
   const grantId = await grant.save();
   return provider.interactionFinished(req, res, { consent: details.grantId ? {} : { grantId } }, {
     mergeWithLastSubmission: true,

@@ -11,7 +11,9 @@
 //!
 //! node `oidc-provider` runs from `tools/bench/oidc-provider` (its lockfile), installed with
 //! `npm ci` beside this binary: one process (its in-memory adapter cannot be shared by a
-//! cluster), ID tokens signed with Ed25519 as Writ's are, sign-in and consent answered at once.
+//! cluster), sign-in and consent answered at once. Both issue the same tokens per flow: a JWT
+//! access token (RFC 9068, audience `orders`) and an ID token, signed with Ed25519; the flow
+//! checks both are JWTs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +41,7 @@ pub struct Args {
     pub codeflow_browsers: usize,
 }
 
-const SCOPE: &str = "openid";
+const SCOPE: &str = "openid orders.read";
 /// How long one request may take before the run fails.
 const REQUEST_BOUND: Duration = Duration::from_secs(10);
 /// Redirects followed while opening a session at node `oidc-provider`.
@@ -404,9 +406,12 @@ impl Conn {
             String::from_utf8_lossy(&body)
         );
         let tokens: serde_json::Value = serde_json::from_slice(&body)?;
+        // Both servers do the same work: two signed JWTs (an RFC 9068 access token, an ID token).
+        let jwt = |t: &serde_json::Value| t.as_str().is_some_and(|t| t.split('.').count() == 3);
         anyhow::ensure!(
-            tokens["access_token"].is_string() && tokens["id_token"].is_string(),
-            "no access and ID token"
+            jwt(&tokens["access_token"]) && jwt(&tokens["id_token"]),
+            "{}: not a JWT access token and an ID token: {tokens}",
+            target.name
         );
         Ok(())
     }
