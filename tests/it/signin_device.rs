@@ -316,4 +316,17 @@ async fn writ_login_prints_a_link_waits_for_the_person_and_prints_the_tokens() {
         admin(&["sessions", USER])["sessions"],
         serde_json::json!([])
     );
+    // Ending every session is said explicitly: neither an empty --sid nor nothing will do.
+    for args in [
+        &["end-sessions", USER][..],
+        &["end-sessions", USER, "--sid", ""],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_writ-under-test"))
+            .args(["admin", "user"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "a usage error: {out:?}");
+    }
+    assert_eq!(admin(&["end-sessions", USER, "--all"])["ended"], 0);
 }

@@ -42,7 +42,7 @@ pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
-pub use sessions::{MAX_LISTED_SESSIONS, SessionInfo};
+pub use sessions::{MAX_LISTED_SESSIONS, SessionInfo, SessionsEnded};
 pub use signin::{
     AuthorizationRequest, Authorize, Consent, Interaction, LogoutNotice, NewSession, UserInfo,
 };

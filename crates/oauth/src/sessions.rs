@@ -30,6 +30,17 @@ pub(crate) enum Ending {
     CutOff,
 }
 
+/// What ending a person's sessions did.
+#[derive(Debug, Default)]
+pub struct SessionsEnded {
+    pub ended: usize,
+    /// Logout tokens for the transport to deliver: those of the sessions that ended, even when
+    /// another could not be.
+    pub notices: Vec<LogoutNotice>,
+    /// Why a session could not be ended, if one could not (the others were).
+    pub failed: Option<Error>,
+}
+
 /// A session as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -69,7 +80,8 @@ impl AuthorizationServer {
         let user = self.user_by_name(username).await?;
         let now = self.now();
         let mut sessions = Vec::new();
-        for (_, index) in self.session_index(&user.subject).await? {
+        for (_, bytes) in self.session_index(&user.subject).await? {
+            let index: SessionIndexRecord = writ_store::decode(&bytes)?;
             if index.expires_at <= now {
                 continue;
             }
@@ -113,13 +125,9 @@ impl AuthorizationServer {
 
     /// Ends `username`'s session `sid`, or every session of theirs when `sid` is empty (an
     /// administrator's sign-out): each session's grants are revoked through the feed, so guards
-    /// refuse its tokens and its refresh tokens stop working. Returns how many ended and the
-    /// logout tokens for the transport to deliver. One `session_ended` record per session.
-    pub async fn end_user_sessions(
-        &self,
-        username: &str,
-        sid: &str,
-    ) -> Result<(usize, Vec<LogoutNotice>)> {
+    /// refuse its tokens and its refresh tokens stop working. One `session_ended` record per
+    /// session.
+    pub async fn end_user_sessions(&self, username: &str, sid: &str) -> Result<SessionsEnded> {
         if !sid.is_empty() && !valid_id(sid) {
             return Err(Error::InvalidRequest("sid is malformed"));
         }
@@ -133,62 +141,103 @@ impl AuthorizationServer {
                 Ending::ByAdmin,
             )
             .await?;
-        if sid.is_some() && ended.0 == 0 {
+        if sid.is_some() && ended.ended == 0 && ended.failed.is_none() {
             return Err(Error::NotFound("no such session"));
         }
         Ok(ended)
     }
 
-    /// Ends `subject`'s session `sid`, or all of them.
+    /// Ends `subject`'s session `sid`, or all of them: past a session that cannot be ended, on
+    /// to the others.
     pub(crate) async fn end_sessions_of(
         &self,
         subject: &str,
         sid: Option<&str>,
         why: &str,
         ending: Ending,
-    ) -> Result<(usize, Vec<LogoutNotice>)> {
+    ) -> Result<SessionsEnded> {
         let entries = match sid {
             Some(sid) => {
                 let key = self.session_index_key(subject, sid);
-                match self.store.get_record::<SessionIndexRecord>(&key).await? {
-                    Some(index) => vec![(key, index)],
+                match self.store.get(Tree::SignIn, &key).await? {
+                    Some(bytes) => vec![(key, bytes)],
                     None => Vec::new(),
                 }
             }
             None => self.session_index(subject).await?,
         };
-        let mut ended = 0;
-        let mut notices = Vec::new();
-        for (key, index) in entries {
-            match self
-                .end_stored_session(&index.session_key, why, ending)
-                .await?
-            {
-                Some(n) => {
-                    ended += 1;
-                    notices.extend(n);
+        let mut out = SessionsEnded::default();
+        for (key, bytes) in entries {
+            match self.end_indexed_session(&key, bytes, why, ending).await {
+                Ok(Some(notices)) => {
+                    out.ended += 1;
+                    out.notices.extend(notices);
                 }
-                // The session is gone (pruned, or ended in the meantime): so is its entry.
-                None => {
-                    self.store
-                        .commit(Tree::SignIn, Batch::new().remove(key))
-                        .await?;
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "a session could not be ended");
+                    out.failed.get_or_insert(e);
                 }
             }
         }
-        Ok((ended, notices))
+        Ok(out)
     }
 
-    /// Every index entry of `subject`'s sessions. Not bounded by count: each is a session this
-    /// server opened and has not yet pruned, at most one per sign-in within a session lifetime.
-    async fn session_index(&self, subject: &str) -> Result<Vec<(Vec<u8>, SessionIndexRecord)>> {
+    /// Ends the session the index entry under `key` (`bytes`, as read) points at. A renewal
+    /// moves a session under a new key and rewrites its entry: followed, a few times. An entry
+    /// whose session is gone is removed, only as it was read. A cut-off ends only the sessions
+    /// it covers: one signed in (or renewed) since is not its to end.
+    async fn end_indexed_session(
+        &self,
+        key: &[u8],
+        mut bytes: Vec<u8>,
+        why: &str,
+        ending: Ending,
+    ) -> Result<Option<Vec<LogoutNotice>>> {
+        for _ in 0..4 {
+            let index: SessionIndexRecord = writ_store::decode(&bytes)?;
+            if ending == Ending::CutOff
+                && let Some(session) = self
+                    .store
+                    .get_record::<SessionRecord>(&index.session_key)
+                    .await?
+                && !self
+                    .is_revoked(RevocationKind::Subject, &session.subject, session.auth_time)
+                    .await?
+            {
+                return Ok(None);
+            }
+            if let Some(notices) = self
+                .end_stored_session(&index.session_key, why, ending)
+                .await?
+            {
+                return Ok(Some(notices));
+            }
+            let gone = Batch::new()
+                .expect(key.to_vec(), Some(bytes.clone()))
+                .remove(key.to_vec());
+            if self.store.commit(Tree::SignIn, gone).await? {
+                return Ok(None);
+            }
+            match self.store.get(Tree::SignIn, key).await? {
+                Some(b) => bytes = b,
+                None => return Ok(None),
+            }
+        }
+        Err(Error::Conflict("the session changed concurrently; retry"))
+    }
+
+    /// Every index entry of `subject`'s sessions, as stored. Not bounded by count: each is a
+    /// session this server opened and has not yet pruned, at most one per sign-in within a
+    /// session lifetime.
+    async fn session_index(&self, subject: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let prefix = self.session_index_prefix(subject);
         let mut entries = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self
                 .store
-                .scan_records::<SessionIndexRecord>(&prefix, after.as_deref(), PAGE)
+                .scan(Tree::SignIn, &prefix, after.as_deref(), PAGE)
                 .await?;
             let full = page.len() == PAGE;
             after = page.last().map(|(k, _)| k.clone());

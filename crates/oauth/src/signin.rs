@@ -1014,7 +1014,7 @@ impl AuthorizationServer {
         ending: Ending,
     ) -> Result<Option<Vec<LogoutNotice>>> {
         let mut revoked: std::collections::HashSet<String> = Default::default();
-        for _ in 0..8 {
+        for _ in 0..16 {
             let Some(bytes) = self.store.get(Tree::SignIn, key).await? else {
                 return Ok(None);
             };
@@ -1027,8 +1027,16 @@ impl AuthorizationServer {
                     .map(|g| g.gid.clone())
                     .filter(|g| !revoked.contains(g))
                     .collect();
+                let revoking = !fresh.is_empty();
                 self.revoke_grants(&fresh, why).await?;
                 revoked.extend(fresh);
+                // Revoking is durable, so slow: a code issued meanwhile would fail the swap
+                // below; read again and revoke it first, so the swap's window stays short.
+                if revoking
+                    && self.store.get(Tree::SignIn, key).await?.as_deref() != Some(&bytes[..])
+                {
+                    continue;
+                }
             }
             let mut event = Event::new("session_ended", Outcome::Success)
                 .subject(&session.subject)

@@ -421,14 +421,18 @@ impl AdminService for AdminGrpc {
         request: Request<EndUserSessionsRequest>,
     ) -> Result<Response<EndUserSessionsResponse>, Status> {
         let r = request.into_inner();
-        let (ended, notices) = self
+        let ended = self
             .engine
             .end_user_sessions(&r.username, &r.sid)
             .await
             .map_err(status)?;
-        crate::backchannel::deliver(notices);
+        // The sessions that did end are announced even if another could not be.
+        crate::backchannel::deliver(ended.notices);
+        if let Some(e) = ended.failed {
+            return Err(status(e));
+        }
         Ok(Response::new(EndUserSessionsResponse {
-            ended: u32::try_from(ended).unwrap_or(u32::MAX),
+            ended: u32::try_from(ended.ended).unwrap_or(u32::MAX),
         }))
     }
 

@@ -185,12 +185,20 @@ pub enum UserCommand {
     Sessions {
         username: String,
     },
-    /// End a person's sessions (all, or the one --sid names): their grants are revoked
+    /// End a person's session (--sid) or every one of them (--all): their grants are revoked
     /// through the revocation feed and their clients sent back-channel logout tokens.
     EndSessions {
         username: String,
-        #[arg(long, default_value = "")]
-        sid: String,
+        #[arg(
+            long,
+            required_unless_present = "all",
+            conflicts_with = "all",
+            value_parser = clap::builder::NonEmptyStringValueParser::new()
+        )]
+        sid: Option<String>,
+        /// Every session of the person (said explicitly: an empty --sid is refused).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -432,7 +440,9 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     .collect();
                 print(&json!({ "sessions": sessions }));
             }
-            UserCommand::EndSessions { username, sid } => {
+            UserCommand::EndSessions { username, sid, .. } => {
+                // None only with --all (clap requires one of them; --sid is never empty).
+                let sid = sid.unwrap_or_default();
                 let r = admin
                     .end_user_sessions(pb_admin::EndUserSessionsRequest {
                         username: username.clone(),
