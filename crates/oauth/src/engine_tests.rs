@@ -640,3 +640,29 @@ async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out()
     );
     assert!(store.scan(Tree::SignIn, b"q/", None, 1).unwrap().is_empty());
 }
+
+/// A session opened before the per-subject index existed has no entry: the first pruning pass
+/// gives it one, so an administrator sees and ends it.
+#[tokio::test]
+async fn a_session_without_an_index_entry_gets_one_from_the_first_pruning_pass() {
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let engine = engine(store.clone()).await;
+    engine
+        .create_user("ada", "correct horse battery", "read")
+        .await
+        .unwrap();
+    engine
+        .sign_in("ada", "correct horse battery", None, None)
+        .await
+        .unwrap();
+    let index = store.scan(Tree::SignIn, b"v/", None, 10).unwrap();
+    assert_eq!(index.len(), 1);
+    store.remove(Tree::SignIn, &index[0].0).unwrap();
+    assert!(engine.user_sessions("ada").await.unwrap().is_empty());
+
+    engine.prune_expired().await.unwrap();
+    assert_eq!(engine.user_sessions("ada").await.unwrap().len(), 1);
+    let ended = engine.end_user_sessions("ada", "").await.unwrap();
+    assert_eq!(ended.ended, 1);
+    assert!(store.scan(Tree::SignIn, b"s/", None, 1).unwrap().is_empty());
+}

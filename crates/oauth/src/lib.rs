@@ -147,6 +147,9 @@ pub struct AuthorizationServer {
     config: Config,
     clock: SharedClock,
     hasher: SecretHasher,
+    /// Whether a pruning pass has given every live session an index entry (sessions opened
+    /// before the index existed had none): once per process.
+    sessions_indexed: std::sync::atomic::AtomicBool,
     keys: Arc<Keyring>,
     /// This server's own tokens, under its own keys (introspection, revocation).
     verifier: TrustedIssuers,
@@ -297,6 +300,7 @@ impl AuthorizationServer {
             password_waiting: std::sync::atomic::AtomicUsize::new(0),
             audit,
             hasher: SecretHasher::new(&secrets.secret_hash_key),
+            sessions_indexed: std::sync::atomic::AtomicBool::new(false),
             store,
             config,
             clock,
@@ -582,9 +586,7 @@ impl AuthorizationServer {
             .await?;
         // Sign-in: sessions past their end, codes past theirs (a spent one is kept until then,
         // so a replay within its life still revokes what it issued).
-        removed += self
-            .prune::<records::SessionRecord>(b"s/", |s| s.expires_at + margin < now)
-            .await?;
+        removed += self.prune_sessions(now, margin).await?;
         removed += self
             .prune::<records::SessionIndexRecord>(b"v/", |i| i.expires_at + margin < now)
             .await?;

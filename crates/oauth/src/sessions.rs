@@ -340,6 +340,43 @@ impl AuthorizationServer {
         Ok(batch)
     }
 
+    /// Removes sessions past their end; and, once per process, gives a live session without an
+    /// index entry (opened before the index existed) one, so the admin API and a password
+    /// reset find it.
+    pub(crate) async fn prune_sessions(&self, now: i64, margin: i64) -> Result<usize> {
+        use std::sync::atomic::Ordering;
+        let indexing = !self.sessions_indexed.load(Ordering::Relaxed);
+        let mut removed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .scan_records::<SessionRecord>(b"s/", after.as_deref(), PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, session) in page {
+                if session.expires_at + margin < now {
+                    self.store.remove(Tree::SignIn, &key).await?;
+                    removed += 1;
+                } else if indexing {
+                    let index_key = self.session_index_key(&session.subject, &session.sid);
+                    let entry = SessionIndexRecord {
+                        session_key: key,
+                        expires_at: session.expires_at,
+                    };
+                    // Only where there is none: a renewal meanwhile wrote its own.
+                    let batch = Batch::new()
+                        .expect(index_key.clone(), None)
+                        .put(index_key, encode(&entry));
+                    self.store.commit(Tree::SignIn, batch).await?;
+                }
+            }
+        }
+        self.sessions_indexed.store(true, Ordering::Relaxed);
+        Ok(removed)
+    }
+
     /// Removes what lists the grants of sessions gone: a listing outlives its session's end
     /// (as it was when the grant was issued) only while the session, renewed, still lives.
     pub(crate) async fn prune_session_grants(&self, now: i64, margin: i64) -> Result<usize> {
