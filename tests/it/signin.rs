@@ -973,31 +973,46 @@ async fn a_person_revokes_a_consent_on_the_account_page_and_its_grants_end() {
     assert!(String::from_utf8_lossy(&account.body).contains("Your account"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
-    use std::sync::{Arc, Mutex};
-    let server = setup().await;
-    // A relying party on loopback, keeping what is POSTed to its back channel.
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let elsewhere: Arc<Mutex<Vec<String>>> = Arc::default();
-    let keep = |into: &Arc<Mutex<Vec<String>>>| {
-        let into = into.clone();
-        axum::routing::post(move |body: String| {
-            let into = into.clone();
-            async move {
-                into.lock().unwrap().push(body);
-                StatusCode::OK
-            }
-        })
-    };
-    let app = axum::Router::new()
-        .route("/backchannel", keep(&received))
-        .route("/other", keep(&elsewhere));
+type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A relying party on loopback keeping what is POSTed to each of its back-channel `paths`;
+/// serves until the handle is aborted or the test ends.
+async fn back_channels(
+    paths: &[&str],
+) -> (
+    std::net::SocketAddr,
+    Vec<Received>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut app = axum::Router::new();
+    let mut kept = Vec::new();
+    for path in paths {
+        let into = Received::default();
+        kept.push(into.clone());
+        app = app.route(
+            path,
+            axum::routing::post(move |body: String| {
+                let into = into.clone();
+                async move {
+                    into.lock().unwrap().push(body);
+                    StatusCode::OK
+                }
+            }),
+        );
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let rp = tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    (addr, kept, serving)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
+    let server = setup().await;
+    let (addr, kept, rp) = back_channels(&["/backchannel", "/other"]).await;
+    let (received, elsewhere) = (kept[0].clone(), kept[1].clone());
     let mut spec = web_client("bc");
     spec.backchannel_logout_uri = format!("http://{addr}/backchannel");
     server.create_client(spec).await;
@@ -1137,7 +1152,6 @@ async fn signs_in_silently(server: &TestServer, b: &mut Browser, flow: &Flow) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrator_lists_and_ends_a_persons_sessions() {
-    use std::sync::{Arc, Mutex};
     let server = setup().await;
     let mut admin = server.admin().await;
     let flow = Flow::new("web");
@@ -1219,23 +1233,8 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
     assert!(!signs_in_silently(&server, &mut second, &flow).await);
 
     // A password reset ends the sessions it cut off, and their clients hear of it.
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let into = received.clone();
-    let app = axum::Router::new().route(
-        "/backchannel",
-        axum::routing::post(move |body: String| {
-            let into = into.clone();
-            async move {
-                into.lock().unwrap().push(body);
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _rp = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, kept, _rp) = back_channels(&["/backchannel"]).await;
+    let received = kept[0].clone();
     let mut spec = web_client("bc");
     spec.backchannel_logout_uri = format!("http://{addr}/backchannel");
     server.create_client(spec).await;
