@@ -118,6 +118,16 @@ async fn sign_in_and_consent(browser: &mut Browser, flow: &Flow) -> String {
         .away()
 }
 
+/// The tokens the code of a redirect to [`RP`] gets at the token endpoint.
+async fn redeemed(server: &TestServer, flow: &Flow, to: &str) -> serde_json::Value {
+    let code = code_of(server, flow, to);
+    server
+        .http()
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await
+        .token_json()
+}
+
 /// The code of a redirect to [`RP`], after checking `state` and `iss` came back with it.
 #[track_caller]
 fn code_of(server: &TestServer, flow: &Flow, to: &str) -> String {
@@ -600,6 +610,11 @@ async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() 
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
     let id_token = body["id_token"].as_str().unwrap().to_owned();
     let stolen_cookies = b.jar.clone();
+    // A second code, issued before the sign-out and presented after it.
+    let pending = match b.get(&flow.url()).await {
+        writ_tests::browser::Landed::Away(to) => code_of(&server, &flow, &to),
+        writ_tests::browser::Landed::Page(p) => panic!("not signed in: {}", p.status),
+    };
     let set = std::sync::Arc::new(writ_revocation_client::RevocationSet::new());
     let _watcher = server.watcher(set.clone()).await;
 
@@ -621,6 +636,14 @@ async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() 
 
     let r = refresh_at(&http, &refresh).await;
     assert_eq!(r.json()["error"], "invalid_grant");
+    let r = http
+        .post_form("/oauth2/token", &[], &flow.redeem(&pending))
+        .await;
+    assert_eq!(
+        r.json()["error"],
+        "invalid_grant",
+        "the code's session ended"
+    );
     let r = http
         .send(
             http::Method::GET,
@@ -727,7 +750,7 @@ async fn a_session_survives_a_restart_and_ends_with_its_lifetime() {
     let mut b = browser(&server);
     b.jar = jar;
     let to = b.get(&flow.url()).await.away();
-    code_of(&server, &flow, &to);
+    redeemed(&server, &flow, &to).await;
 
     // A code lives a minute: an hour later it is refused.
     let to = b.get(&flow.url()).await.away();
@@ -740,7 +763,7 @@ async fn a_session_survives_a_restart_and_ends_with_its_lifetime() {
     assert_eq!(r.json()["error"], "invalid_grant");
 
     // Past the session's lifetime (12 hours) the password is asked again, and pruning removes
-    // the session and the codes.
+    // the session, its index entry, its listed grant and the redeemed code's mark.
     clock.advance(12 * 3600);
     let page = b.get(&flow.url()).await.page();
     assert!(String::from_utf8_lossy(&page.body).contains("type=\"password\""));
@@ -810,12 +833,7 @@ async fn a_pushed_request_signs_in_and_is_spent_by_its_code() {
     assert!(String::from_utf8_lossy(&consent.body).contains("Allow access?"));
     // prompt=login consent was answered by the sign-in and the consent since the push: no loop.
     let to = b.submit(&consent, &[("decision", "allow")]).await.away();
-    let code = code_of(&server, &flow, &to);
-    server
-        .http()
-        .post_form("/oauth2/token", &[], &flow.redeem(&code))
-        .await
-        .token_json();
+    redeemed(&server, &flow, &to).await;
 
     // Spent: the same request_uri again is refused, and shown, not redirected.
     assert_not_redirected(b.get(&request_uri_url("web", &request_uri)).await);
@@ -930,12 +948,7 @@ async fn a_person_revokes_a_consent_on_the_account_page_and_its_grants_end() {
     let flow = Flow::new("web");
     let mut b = browser(&server);
     let to = sign_in_and_consent(&mut b, &flow).await;
-    let code = code_of(&server, &flow, &to);
-    let body = server
-        .http()
-        .post_form("/oauth2/token", &[], &flow.redeem(&code))
-        .await
-        .token_json();
+    let body = redeemed(&server, &flow, &to).await;
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
 
     let account = b.get("/oauth2/account").await.page();
@@ -1025,12 +1038,7 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
     let mut b = browser(&server);
     let flow = Flow::new("bc");
     let to = sign_in_and_consent(&mut b, &flow).await;
-    let code = code_of(&server, &flow, &to);
-    let body = server
-        .http()
-        .post_form("/oauth2/token", &[], &flow.redeem(&code))
-        .await
-        .token_json();
+    let body = redeemed(&server, &flow, &to).await;
     let id = writ_token::decode_unverified(body["id_token"].as_str().unwrap())
         .unwrap()
         .claims
@@ -1087,7 +1095,8 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
         .submit(&login, &[("username", USER), ("password", PASSWORD)])
         .await
         .away();
-    code_of(&server, &flow, &to);
+    // Redeemed: a client hears of a session once it holds an ID token naming it.
+    redeemed(&server, &flow, &to).await;
     let again = b.get(&flow.url_with(&[("prompt", "login")])).await.page();
     b.submit(&again, &[("username", "bob"), ("password", PASSWORD)])
         .await
@@ -1177,10 +1186,19 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
         .to_owned();
     let mut second = browser(&server);
     let login = second.get(&flow.url()).await.page();
-    second
+    let to = second
         .submit(&login, &[("username", USER), ("password", PASSWORD)])
         .await
         .away();
+    // A session lists a client once the client redeemed a code of it.
+    assert!(
+        sessions_of(&server)
+            .await
+            .iter()
+            .any(|s| s.client_ids.is_empty()),
+        "not before"
+    );
+    redeemed(&server, &flow, &to).await;
 
     let sessions = sessions_of(&server).await;
     assert_eq!(sessions.len(), 2, "{sessions:?}");
@@ -1240,7 +1258,8 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
     server.create_client(spec).await;
     let bc = Flow::new("bc");
     let mut third = browser(&server);
-    sign_in_and_consent(&mut third, &bc).await;
+    let to = sign_in_and_consent(&mut third, &bc).await;
+    redeemed(&server, &bc, &to).await;
     assert_eq!(sessions_of(&server).await.len(), 1);
     admin
         .set_user_password(pb_admin::SetUserPasswordRequest {

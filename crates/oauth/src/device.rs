@@ -467,7 +467,9 @@ impl AuthorizationServer {
                 &signed_in,
                 req,
                 grant_type::DEVICE_CODE,
-                (key, bytes, spent),
+                Batch::new()
+                    .expect(key.clone(), Some(bytes))
+                    .put(key, spent),
             )
             .await?
         {

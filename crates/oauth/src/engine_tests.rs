@@ -558,11 +558,11 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
 /// A session lists each grant it issues under a key of its own, at most
 /// [`signin::MAX_SESSION_GRANTS`]: past that the oldest is revoked first; signing out revokes
 /// the rest and leaves no listing behind.
-#[tokio::test]
-async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out() {
-    use writ_token::RevocationKind;
-    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-    let engine = engine(store.clone()).await;
+/// A public client `web` (PKCE, scope `read`), and `ada` signed in and consenting to it: the
+/// session, and the request that gets a code at once.
+async fn signed_in_to_web(
+    engine: &AuthorizationServer,
+) -> (signin::NewSession, AuthorizationRequest) {
     engine
         .create_client(Client {
             client_id: "web".into(),
@@ -588,6 +588,7 @@ async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out()
         client_id: "web".into(),
         redirect_uri: "https://rp.test/cb".into(),
         scope: "read".into(),
+        // RFC 7636 appendix B.
         code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
         code_challenge_method: "S256".into(),
         ..Default::default()
@@ -596,15 +597,105 @@ async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out()
         .grant_consent(&session.cookie, request.clone())
         .await
         .unwrap();
+    (session, request)
+}
+
+/// The code the authorization endpoint answers `request` with, in the session `cookie`.
+async fn code_for(
+    engine: &AuthorizationServer,
+    request: &AuthorizationRequest,
+    cookie: &str,
+) -> String {
+    let answer = engine.authorize(request.clone(), Some(cookie)).await;
+    let Authorize::Redirect(to) = answer else {
+        panic!("{answer:?}")
+    };
+    let query = to.split_once('?').unwrap().1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+/// Redeems a code of [`signed_in_to_web`]'s request.
+async fn redeem(engine: &AuthorizationServer, code: String) -> Result<TokenResponse> {
+    engine
+        .token(TokenRequest {
+            grant_type: "authorization_code".into(),
+            client_id: "web".into(),
+            code,
+            redirect_uri: "https://rp.test/cb".into(),
+            code_verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
+            ..TokenRequest::default()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_code_joins_its_session_when_redeemed_even_after_a_renewal_and_not_after_a_sign_out() {
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let engine = engine(store.clone()).await;
+    let (session, request) = signed_in_to_web(&engine).await;
+    let listed = async |cookie: &str| {
+        let (_, _, record, _) = engine.live_session(cookie).await.unwrap().unwrap();
+        engine.session_grants(&record).await.unwrap()
+    };
+    // Issuing a code stores nothing in the session.
+    let code = code_for(&engine, &request, &session.cookie).await;
+    assert!(listed(&session.cookie).await.is_empty());
+    // The same person signs in again in the browser: the session moves under a new cookie,
+    // and the code, redeemed after, joins it there.
+    let renewed = engine
+        .sign_in("ada", "correct horse battery", Some(&session.cookie), None)
+        .await
+        .unwrap();
+    assert_ne!(renewed.cookie, session.cookie);
+    let tokens = redeem(&engine, code.clone()).await.unwrap();
+    assert!(!tokens.access_token.is_empty());
+    let grants = listed(&renewed.cookie).await;
+    assert_eq!(grants.len(), 1);
+    // Redeemed twice: a replay, which revokes what it issued.
+    let replay = redeem(&engine, code).await.unwrap_err();
+    assert!(matches!(replay, Error::InvalidGrant(_)), "{replay:?}");
+    assert!(
+        engine
+            .is_revoked(writ_token::RevocationKind::GrantId, &grants[0].gid, 0)
+            .await
+            .unwrap()
+    );
+
+    // A code whose session ended before it was redeemed issues nothing.
+    let code = code_for(&engine, &request, &renewed.cookie).await;
+    engine
+        .end_session(&renewed.cookie, "signed out")
+        .await
+        .unwrap();
+    let grants_before = store.len(Tree::Grants).unwrap();
+    let refused = redeem(&engine, code).await.unwrap_err();
+    assert!(matches!(refused, Error::InvalidGrant(_)), "{refused:?}");
+    assert!(store.scan(Tree::SignIn, b"q/", None, 1).unwrap().is_empty());
+    assert_eq!(
+        store.len(Tree::Grants).unwrap(),
+        grants_before,
+        "no grant written"
+    );
+}
+
+#[tokio::test]
+async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out() {
+    use writ_token::RevocationKind;
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let engine = engine(store.clone()).await;
+    let (session, request) = signed_in_to_web(&engine).await;
     let listed = async || {
         let (_, _, record, _) = engine.live_session(&session.cookie).await.unwrap().unwrap();
         engine.session_grants(&record).await.unwrap()
     };
+    // A grant joins its session when its code is redeemed.
     let code = async || {
-        let answer = engine
-            .authorize(request.clone(), Some(&session.cookie))
-            .await;
-        assert!(matches!(answer, Authorize::Redirect(_)), "{answer:?}");
+        let code = code_for(&engine, &request, &session.cookie).await;
+        redeem(&engine, code).await.unwrap();
     };
     code().await;
     let first = listed().await[0].gid.clone();

@@ -254,17 +254,17 @@ impl AuthorizationServer {
         {
             return Err(Error::InvalidRequest("code_verifier is malformed"));
         }
-        let key = crate::signin::prefixed(b"c/", &self.hasher.hash(req.code.as_bytes()));
-        let Some(bytes) = self.store.get(Tree::SignIn, &key).await? else {
+        let Some(code) = self.codes.open(&req.code) else {
             return Err(Error::InvalidGrant("the code is invalid"));
         };
-        let code: AuthCodeRecord = writ_store::decode(&bytes)?;
         // Checks that change nothing first: another client's code is refused without burning
         // it (its holder is not the thief).
         if code.client_id != client.client_id {
             return Err(Error::InvalidGrant("the code was issued to another client"));
         }
-        if code.used {
+        // Redeemed codes are remembered (until they expire) under the hash of the code.
+        let key = crate::signin::prefixed(b"c/", &self.hasher.hash(req.code.as_bytes()));
+        if self.store.get(Tree::SignIn, &key).await?.is_some() {
             return self.code_replayed(&code.gid).await;
         }
         let now = self.now();
@@ -302,24 +302,50 @@ impl AuthorizationServer {
             sid: code.sid.clone(),
             nonce: code.nonce.clone(),
         };
+        // What a replay needs, kept until the code would have expired anyway.
         let spent = encode(&AuthCodeRecord {
+            client_id: code.client_id.clone(),
+            gid: code.gid.clone(),
+            issued_at: code.issued_at,
+            expires_at: code.expires_at,
             used: true,
-            ..code.clone()
+            ..Default::default()
         });
-        let spend = (key, bytes, spent);
-        match self
-            .redeem_sign_in(
-                &client,
-                &signed_in,
-                req,
-                grant_type::AUTHORIZATION_CODE,
-                spend,
-            )
-            .await?
-        {
-            Some(response) => Ok(response),
-            None => self.code_replayed(&code.gid).await,
+        for _ in 0..8 {
+            // The grant joins its session, which must still be there: signing out since ended
+            // what the code would have issued.
+            let Some((session_key, read, mut session)) =
+                self.indexed_session(&code.subject, &code.sid).await?
+            else {
+                return Err(Error::InvalidGrant(
+                    "the session the code was issued in has ended",
+                ));
+            };
+            let spend = self
+                .admit_grant(&mut session, &code.gid, &client.client_id, Batch::new())
+                .await?
+                .expect(session_key.clone(), Some(read))
+                .put(session_key, encode(&session))
+                .expect(key.clone(), None)
+                .put(key.clone(), spent.clone());
+            if let Some(response) = self
+                .redeem_sign_in(
+                    &client,
+                    &signed_in,
+                    req,
+                    grant_type::AUTHORIZATION_CODE,
+                    spend,
+                )
+                .await?
+            {
+                return Ok(response);
+            }
+            if self.store.get(Tree::SignIn, &key).await?.is_some() {
+                return self.code_replayed(&code.gid).await;
+            }
+            // The session changed (another code, a renewal, a sign-out): read it again.
         }
+        Err(Error::Conflict("the session changed concurrently; retry"))
     }
 
     /// A spent code presented again: whoever holds it is not alone, so everything it issued is
@@ -337,16 +363,16 @@ impl AuthorizationServer {
     /// the grant was revoked since (signed out) or the user is gone or disabled.
     ///
     /// The grant and its first refresh token are written first (neither is known to anyone
-    /// yet), then what redeemed it is spent (`spend`: its key, the bytes read, the bytes that
-    /// say spent) by compare-and-swap with the record of the issue: of two redemptions exactly
-    /// one spends it. `None`: this one lost, a replay.
+    /// yet), then what redeemed it is spent: `spend`, a batch of compare-and-swaps in
+    /// [`Tree::SignIn`], committed with the record of the issue, so of two redemptions exactly
+    /// one spends it. `None`: it did not commit (a replay, or a record it expects changed).
     pub(crate) async fn redeem_sign_in(
         &self,
         client: &ClientRecord,
         s: &SignedIn,
         req: &TokenRequest,
         grant: &'static str,
-        spend: (Vec<u8>, Vec<u8>, Vec<u8>),
+        spend: Batch,
     ) -> Result<Option<TokenResponse>> {
         let now = self.now();
         let record = GrantRecord {
@@ -408,10 +434,8 @@ impl AuthorizationServer {
                 .put_record(&self.hasher.hash(token.as_bytes())[..], refresh)
                 .await?;
         }
-        let (key, read, spent) = spend;
         let intent = self.audit.intent(event);
-        let batch = Batch::new().expect(key.clone(), Some(read)).put(key, spent);
-        if !self.commit_audited(Tree::SignIn, intent, batch).await? {
+        if !self.commit_audited(Tree::SignIn, intent, spend).await? {
             return Ok(None);
         }
         Ok(Some(response))
@@ -780,7 +804,7 @@ fn check_request_sizes(req: &TokenRequest) -> Result<()> {
         || req.password.len() > MAX_SECRET_LEN
         || req.scope.len() > writ_token::MAX_SCOPE_LEN
         || req.grant_type.len() > 256
-        || req.code.len() > MAX_SECRET_LEN
+        || req.code.len() > crate::codes::MAX_CODE_LEN
         || req.redirect_uri.len() > crate::signin::MAX_URI_LEN
         || req.code_verifier.len() > 128
         || req.device_code.len() > MAX_SECRET_LEN;

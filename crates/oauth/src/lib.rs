@@ -9,6 +9,7 @@ mod admin;
 mod admin_access;
 mod client_cache;
 mod clients;
+mod codes;
 pub mod device;
 #[cfg(test)]
 mod engine_tests;
@@ -147,6 +148,8 @@ pub struct AuthorizationServer {
     config: Config,
     clock: SharedClock,
     hasher: SecretHasher,
+    /// Seals and opens authorization codes (see [`codes`]).
+    codes: codes::CodeSealer,
     /// Whether a pruning pass has given every live session an index entry (sessions opened
     /// before the index existed had none): once per process.
     sessions_indexed: std::sync::atomic::AtomicBool,
@@ -300,6 +303,7 @@ impl AuthorizationServer {
             password_waiting: std::sync::atomic::AtomicUsize::new(0),
             audit,
             hasher: SecretHasher::new(&secrets.secret_hash_key),
+            codes: codes::CodeSealer::new(&secrets.secret_hash_key),
             sessions_indexed: std::sync::atomic::AtomicBool::new(false),
             store,
             config,

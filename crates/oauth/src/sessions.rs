@@ -227,6 +227,40 @@ impl AuthorizationServer {
         Err(Error::Conflict("the session changed concurrently; retry"))
     }
 
+    /// The live session `sid` of `subject`, found through the index: its key, its bytes as
+    /// read (for a compare-and-swap) and the record. A renewal moves a session under a new key
+    /// and rewrites its entry in the same batch: followed while the entry keeps changing.
+    pub(crate) async fn indexed_session(
+        &self,
+        subject: &str,
+        sid: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>, SessionRecord)>> {
+        let index_key = self.session_index_key(subject, sid);
+        let mut followed: Option<Vec<u8>> = None;
+        for _ in 0..4 {
+            let Some(index) = self
+                .store
+                .get_record::<SessionIndexRecord>(&index_key)
+                .await?
+            else {
+                return Ok(None);
+            };
+            if followed.as_ref() == Some(&index.session_key) {
+                // The same entry, its session gone: ended, not yet pruned.
+                return Ok(None);
+            }
+            if let Some(bytes) = self.store.get(Tree::SignIn, &index.session_key).await? {
+                let session: SessionRecord = writ_store::decode(&bytes)?;
+                let live = session.sid == sid
+                    && session.subject == subject
+                    && self.now() < session.expires_at;
+                return Ok(live.then_some((index.session_key, bytes, session)));
+            }
+            followed = Some(index.session_key);
+        }
+        Ok(None)
+    }
+
     /// Every index entry of `subject`'s sessions, as stored. Not bounded by count: each is a
     /// session this server opened and has not yet pruned, at most one per sign-in within a
     /// session lifetime.

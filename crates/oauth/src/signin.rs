@@ -9,10 +9,12 @@
 //! not known to be genuine), or an interaction (sign in, consent) after which the transport
 //! sends the browser back to the authorization endpoint with the same request.
 //!
-//! Stored in [`Tree::SignIn`]: sessions under `s/` + the keyed hash of the cookie's value, codes
-//! under `c/` + the keyed hash of the code, consents under `k/` + subject + `/` + client id,
-//! and each session's place under `v/` + the keyed hash of its subject + its `sid`.
-//! Only hashes of the browser's secrets are stored.
+//! Stored in [`Tree::SignIn`]: sessions under `s/` + the keyed hash of the cookie's value,
+//! redeemed codes under `c/` + the keyed hash of the code (a code is sealed, not stored, until
+//! it is redeemed: [`crate::codes`]), consents under `k/` + subject + `/` + client id, each
+//! session's place under `v/` + the keyed hash of its subject + its `sid`, and the grants a
+//! session issued under `q/` + its `sid` + a number. Only hashes of the browser's secrets are
+//! stored.
 
 use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
@@ -172,8 +174,8 @@ impl AuthorizationServer {
     /// The authorization endpoint. `cookie` is the browser's session cookie, if any.
     ///
     /// One audit record per answer that ends the request: `authorization_code_issued` (with the
-    /// code's grant, in the batch that stores the code) or `authorization_refused` with the
-    /// reason. Interactions record nothing; their own forms do.
+    /// code's grant; durable before the code is answered, in the batch that spends a pushed
+    /// request if one was used) or `authorization_refused` with the reason. Interactions record nothing; their own forms do.
     pub async fn authorize(&self, req: AuthorizationRequest, cookie: Option<&str>) -> Authorize {
         // A pushed request stands for the parameters it was pushed with, and only for them.
         let (req, pushed) = if req.request_uri.is_empty() {
@@ -552,7 +554,7 @@ impl AuthorizationServer {
             _ if v.prompt_none => return Err(Error::LoginRequired),
             _ => return Ok(Authorize::Login(interaction(&v.requested, ""))),
         };
-        let (key, bytes, record, user) = session;
+        let (_, _, record, user) = session;
         // What the user may let the client have: its own scope, and the OpenID scopes.
         let user_scope = Scopes::parse(&user.scope)
             .map_err(|_| Error::Internal("stored scope"))?
@@ -573,9 +575,7 @@ impl AuthorizationServer {
             }
             return Ok(Authorize::Consent(interaction(&granted, &user.username)));
         }
-        let code = self
-            .issue_code(v, &granted, key, bytes, record, now)
-            .await?;
+        let code = self.issue_code(v, &granted, &record, now).await?;
         let mut params = vec![("code", code.as_str())];
         if !v.state.is_empty() {
             params.push(("state", v.state.as_str()));
@@ -584,19 +584,17 @@ impl AuthorizationServer {
         Ok(Authorize::Redirect(with_query(&v.redirect_uri, &params)))
     }
 
-    /// Stores a code with its grant id, and the grant in its session, in one batch (so signing
-    /// out revokes what the code will issue, even before it is redeemed).
+    /// A code for the signed-in session, sealed (see [`crate::codes`]): issuing it stores
+    /// nothing but its audit record. A pushed request it answers is spent in the same batch as
+    /// that record (a pushed request answers once). The grant it will issue joins the session
+    /// when it is redeemed, and a session ended before then makes it worthless.
     async fn issue_code(
         &self,
         v: &Validated,
         granted: &Scopes,
-        key: Vec<u8>,
-        mut bytes: Vec<u8>,
-        mut session: SessionRecord,
+        session: &SessionRecord,
         now: i64,
     ) -> Result<String> {
-        let code = random_secret();
-        let code_key = prefixed(b"c/", &self.hasher.hash(code.as_bytes()));
         let gid = random_id();
         let record = AuthCodeRecord {
             client_id: v.client.client_id.clone(),
@@ -615,51 +613,33 @@ impl AuthorizationServer {
             expires_at: now + CODE_LIFETIME,
             used: false,
         };
-        for _ in 0..8 {
-            let mut updated = session.clone();
-            let listed = self
-                .admit_grant(&mut updated, &gid, &record.client_id, Batch::new())
-                .await?;
-            let intent = self.audit.intent(
-                Event::new("authorization_code_issued", Outcome::Success)
-                    .actor(&record.client_id)
-                    .client(&record.client_id)
-                    .subject(&record.subject)
-                    .gid(&gid)
-                    .audience(&record.audience)
-                    .detail("scope", &record.scope)
-                    .detail("sid", &record.sid)
-                    .detail("redirect_uri", &record.redirect_uri),
-            );
-            let mut batch = listed
-                .expect(key.clone(), Some(bytes.clone()))
-                .put(key.clone(), encode(&updated))
-                .expect(code_key.clone(), None)
-                .put(code_key.clone(), encode(&record));
-            if let Some((pushed_key, pushed_bytes, _)) = &v.pushed {
-                // Spent by this code: a pushed request answers once.
-                batch = batch
+        let code = self.codes.seal(&record).ok_or(Error::InvalidRequest(
+            "the request is too large to answer with a code",
+        ))?;
+        let event = Event::new("authorization_code_issued", Outcome::Success)
+            .actor(&record.client_id)
+            .client(&record.client_id)
+            .subject(&record.subject)
+            .gid(&gid)
+            .audience(&record.audience)
+            .detail("scope", &record.scope)
+            .detail("sid", &record.sid)
+            .detail("redirect_uri", &record.redirect_uri);
+        match &v.pushed {
+            Some((pushed_key, pushed_bytes, _)) => {
+                let batch = Batch::new()
                     .expect(pushed_key.clone(), Some(pushed_bytes.clone()))
                     .remove(pushed_key.clone());
-            }
-            if self.commit_audited(Tree::SignIn, intent, batch).await? {
-                return Ok(code);
-            }
-            if let Some((pushed_key, _, _)) = &v.pushed
-                && self.store.get(Tree::SignIn, pushed_key).await?.is_none()
-            {
-                return Err(Error::InvalidRequestUri("the request_uri was already used"));
-            }
-            // The session changed (another tab): read it again.
-            match self.store.get(Tree::SignIn, &key).await? {
-                Some(b) => {
-                    session = writ_store::decode(&b)?;
-                    bytes = b;
+                if !self
+                    .commit_audited(Tree::SignIn, self.audit.intent(event), batch)
+                    .await?
+                {
+                    return Err(Error::InvalidRequestUri("the request_uri was already used"));
                 }
-                None => return Err(Error::LoginRequired),
             }
+            None => self.audit.record(event).await?,
         }
-        Err(Error::Conflict("the session changed concurrently; retry"))
+        Ok(code)
     }
 
     /// The session a cookie names, if it is live: not expired, its user still there, enabled

@@ -158,6 +158,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn len(&self, tree: Tree) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on stable storage.
     fn durable(&self) -> Durable<'_>;
+    /// What an asynchronous caller holds shared across [`Store::commit`], if the store needs it:
+    /// sled's flush holds a global lock shared for the whole of its IO, a commit takes that
+    /// lock exclusive, and every reader queues behind a waiting commit. The flusher holds this
+    /// gate exclusive instead, so a commit waits for the flush asynchronously, off that lock,
+    /// and readers are never held back by a flush.
+    fn commit_gate(&self) -> Option<&tokio::sync::RwLock<()>> {
+        None
+    }
     /// Whether this process is the store's only writer (an embedded database under its file
     /// lock): a summary of its contents kept in memory, updated at each write, stays exact.
     fn exclusive(&self) -> bool {
@@ -259,7 +267,13 @@ impl AsyncStore for Ready {
     }
 
     fn commit(&self, tree: Tree, batch: Batch) -> StoreFuture<'_, bool> {
-        Box::pin(std::future::ready(self.0.commit(tree, batch)))
+        match self.0.commit_gate() {
+            Some(gate) => Box::pin(async move {
+                let _open = gate.read().await;
+                self.0.commit(tree, batch)
+            }),
+            None => Box::pin(std::future::ready(self.0.commit(tree, batch))),
+        }
     }
 
     fn scan<'a>(

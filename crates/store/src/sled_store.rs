@@ -19,6 +19,8 @@ pub struct SledStore {
     dir: Option<std::path::PathBuf>,
     trees: Vec<sled::Tree>,
     flusher: Option<Flusher>,
+    /// Held exclusive by the flusher while it flushes; see [`Store::commit_gate`].
+    gate: Arc<tokio::sync::RwLock<()>>,
     flushes: Arc<AtomicU64>,
 }
 
@@ -134,10 +136,11 @@ impl SledStore {
 
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flushes = Arc::new(AtomicU64::new(0));
-        let (flush_db, counter) = (db.clone(), flushes.clone());
+        let gate = Arc::new(tokio::sync::RwLock::new(()));
+        let (flush_db, counter, flush_gate) = (db.clone(), flushes.clone(), gate.clone());
         let thread = std::thread::Builder::new()
             .name("writ-store-flush".into())
-            .spawn(move || group_commit(flush_db, rx, counter))
+            .spawn(move || group_commit(flush_db, rx, counter, &flush_gate))
             .map_err(|e| StoreError::Io(e.to_string()))?;
 
         Ok(SledStore {
@@ -149,6 +152,7 @@ impl SledStore {
                 thread,
             }),
             flushes,
+            gate,
         })
     }
 
@@ -170,11 +174,19 @@ impl SledStore {
 /// Serves flush requests: every request queued while a flush runs is answered by the next one.
 /// A request is only enqueued after its writes were applied, so the flush that starts after it is
 /// received covers them.
-fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
+fn group_commit(
+    db: sled::Db,
+    requests: mpsc::Receiver<Waiter>,
+    flushes: Arc<AtomicU64>,
+    gate: &tokio::sync::RwLock<()>,
+) {
     while let Ok(first) = requests.recv() {
         let mut waiters = vec![first];
         waiters.extend(requests.try_iter());
-        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let result = {
+            let _closed = gate.blocking_write();
+            db.flush().map(|_| ()).map_err(|e| e.to_string())
+        };
         flushes.fetch_add(1, Ordering::Relaxed);
         // A flush seals IO buffers here; and once writes stop, this is the last thread to
         // touch sled: a few rounds move the global queue's epochs on and free what it holds.
@@ -252,6 +264,10 @@ impl Store for SledStore {
 
     fn local_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    fn commit_gate(&self) -> Option<&tokio::sync::RwLock<()>> {
+        Some(&self.gate)
     }
 
     fn durable(&self) -> Durable<'_> {
