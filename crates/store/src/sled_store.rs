@@ -182,9 +182,10 @@ fn group_commit(
 ) {
     while let Ok(first) = requests.recv() {
         let mut waiters = vec![first];
-        waiters.extend(requests.try_iter());
         let result = {
             let _closed = gate.blocking_write();
+            // Every request received by now had its writes applied: this flush covers them.
+            waiters.extend(requests.try_iter());
             db.flush().map(|_| ()).map_err(|e| e.to_string())
         };
         flushes.fetch_add(1, Ordering::Relaxed);
