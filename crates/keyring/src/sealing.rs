@@ -17,10 +17,14 @@ use crate::error::{KeyringError, Result};
 const VERSION: u8 = 1;
 const KEY_LEN: usize = 32;
 const DOMAIN: &[u8] = b"writ-signing-key\0";
+/// HKDF's salt for the keys derived from the key-encryption key.
+const DERIVATIONS: &[u8] = b"writ key-encryption-key derivations v1";
 
-/// The key signing keys are sealed under.
+/// The key signing keys are sealed under, and other keys that must not be in the store are
+/// derived from ([`KeyEncryptionKey::derive`]).
 pub struct KeyEncryptionKey {
     key: LessSafeKey,
+    derivations: ring::hkdf::Prk,
 }
 
 impl std::fmt::Debug for KeyEncryptionKey {
@@ -39,9 +43,32 @@ impl KeyEncryptionKey {
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| KeyringError::Internal("key-encryption key"))?;
+        let derivations =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DERIVATIONS).extract(bytes);
         Ok(KeyEncryptionKey {
             key: LessSafeKey::new(key),
+            derivations,
         })
+    }
+
+    /// A 32-byte key for `purpose`, derived from this one (HKDF-SHA256): the same on every
+    /// replica that holds this key, never in the store, and unrelated to the key for any other
+    /// purpose.
+    pub fn derive(&self, purpose: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                KEY_LEN
+            }
+        }
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        // 32 bytes are far within HKDF-SHA256's bound (255 blocks): neither step can fail.
+        #[allow(clippy::expect_used)]
+        self.derivations
+            .expand(&[purpose], Len)
+            .and_then(|okm| okm.fill(out.as_mut()))
+            .expect("HKDF-SHA256 expands to 32 bytes");
+        out
     }
 
     /// From its base64url form (as in `WRIT_KEY_ENCRYPTION_KEY` or a key file), surrounding
@@ -146,6 +173,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_depend_on_the_key_and_the_purpose_only() {
+        let bytes = [7u8; KEY_LEN];
+        let kek = KeyEncryptionKey::from_bytes(&bytes).unwrap();
+        let again = KeyEncryptionKey::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            *kek.derive(b"codes"),
+            *again.derive(b"codes"),
+            "every replica agrees"
+        );
+        assert_ne!(*kek.derive(b"codes"), *kek.derive(b"other"));
+        let other = KeyEncryptionKey::from_bytes(&[8u8; KEY_LEN]).unwrap();
+        assert_ne!(*kek.derive(b"codes"), *other.derive(b"codes"));
+        assert_ne!(*kek.derive(b"codes"), bytes, "not the key itself");
+    }
 
     #[test]
     fn a_sealed_secret_opens_only_with_its_key_and_for_its_record() {

@@ -1,33 +1,38 @@
 //! Authorization codes, sealed rather than stored.
 //!
-//! A code carries its own record, encrypted and authenticated (ChaCha20-Poly1305 under a key
-//! derived with HKDF from the server's secret-hash key, which every replica shares), so issuing
-//! one writes nothing: the authorization endpoint of a signed-in browser only reads. What must
-//! be remembered is remembered at redemption, in the batch that issues the tokens: a marker
-//! under `c/` + the keyed hash of the code (so a second redemption is a replay, which revokes
-//! what the first issued), and the grant in its session's listing (so signing out revokes it).
-//! A session that ended between the code and its redemption is found gone then, and the code
-//! is refused.
+//! A code carries its own record, encrypted and authenticated with ChaCha20-Poly1305 under a
+//! key of its own: derived (HKDF-SHA256) from a random 16-byte salt the code carries and a key
+//! that is itself derived from the key-encryption key (which every replica holds and the store
+//! never does: whoever copies the store cannot forge a code). One key per code, so the
+//! AEAD's nonce is fixed and never repeats under a key, however many codes a key issues.
 //!
-//! Nonces are random (96 bits): far below the 2^32 messages per key at which random nonces
-//! stop being safe, at any rate a server issues codes for the lifetime of a key.
+//! Issuing a code changes no state (its audit record is the only write). What must be
+//! remembered is remembered at redemption, in the batch that issues the tokens: a mark that it
+//! was spent, under `c/` + the keyed hash of its grant id (so a second redemption is a replay,
+//! which revokes what the first issued), and the grant in its session's listing (so signing
+//! out revokes it). A session ended, or a consent revoked, between the code and its redemption
+//! is found then, and the code is refused.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hkdf::{HKDF_SHA256, Prk, Salt};
 
 use crate::records::AuthCodeRecord;
 
 /// Longest code accepted at the token endpoint, and issued: a request whose code would be
-/// longer (its scope, audiences and nonce near their own bounds at once) is refused.
+/// longer (its redirect URI, scope, audiences and nonce near their own bounds at once) is
+/// refused with `invalid_request`. Typical codes are 500 to 700 characters.
 pub const MAX_CODE_LEN: usize = 4096;
 
+/// The random salt each code's key is derived with.
+const SALT_LEN: usize = 16;
 /// Binds a sealed code to its purpose and format.
 const AAD: &[u8] = b"writ/authorization-code/v1";
 
 /// Seals and opens codes.
 pub(crate) struct CodeSealer {
-    key: LessSafeKey,
+    prk: Prk,
 }
 
 impl std::fmt::Debug for CodeSealer {
@@ -37,54 +42,58 @@ impl std::fmt::Debug for CodeSealer {
 }
 
 impl CodeSealer {
-    /// The sealer keyed from `secret` (the server's secret-hash key).
+    /// The purpose codes' key is derived from the key-encryption key for.
+    pub(crate) const PURPOSE: &'static [u8] = b"writ authorization codes v1";
+
+    /// The sealer under `secret` (the key-encryption key's key for [`Self::PURPOSE`]).
     pub(crate) fn new(secret: &[u8]) -> Self {
-        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"writ authorization codes");
-        let prk = salt.extract(secret);
-        // A 32-byte output is within HKDF-SHA256's bound (255 blocks): `expand` cannot fail.
-        #[allow(clippy::expect_used)]
-        let okm = prk
-            .expand(&[b"chacha20-poly1305 v1"], &CHACHA20_POLY1305)
-            .expect("HKDF-SHA256 expands to 32 bytes");
-        let key = UnboundKey::from(okm);
         CodeSealer {
-            key: LessSafeKey::new(key),
+            prk: Salt::new(HKDF_SHA256, AAD).extract(secret),
         }
+    }
+
+    /// The key of the code salted with `salt`.
+    fn key(&self, salt: &[u8]) -> Option<LessSafeKey> {
+        let info = [salt];
+        let okm = self.prk.expand(&info, &CHACHA20_POLY1305).ok()?;
+        Some(LessSafeKey::new(UnboundKey::from(okm)))
     }
 
     /// The code for `record`; `None` if it would be longer than [`MAX_CODE_LEN`].
     pub(crate) fn seal(&self, record: &AuthCodeRecord) -> Option<String> {
-        let nonce = writ_token::random_bytes::<NONCE_LEN>();
+        let salt = writ_token::random_bytes::<SALT_LEN>();
         let mut sealed = writ_store::encode(record);
-        self.key
+        self.key(&salt)?
             .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
+                Nonce::assume_unique_for_key([0; NONCE_LEN]),
                 Aad::from(AAD),
                 &mut sealed,
             )
             .ok()?;
-        let mut bytes = Vec::with_capacity(NONCE_LEN + sealed.len());
-        bytes.extend_from_slice(&nonce);
+        let mut bytes = Vec::with_capacity(SALT_LEN + sealed.len());
+        bytes.extend_from_slice(&salt);
         bytes.extend_from_slice(&sealed);
         let code = URL_SAFE_NO_PAD.encode(bytes);
         (code.len() <= MAX_CODE_LEN).then_some(code)
     }
 
-    /// The record `code` carries, if this server sealed it unchanged.
+    /// The record `code` carries, if a sealer under the same key sealed it unchanged.
     pub(crate) fn open(&self, code: &str) -> Option<AuthCodeRecord> {
         if code.len() > MAX_CODE_LEN {
             return None;
         }
         let mut bytes = URL_SAFE_NO_PAD.decode(code).ok()?;
-        if bytes.len() < NONCE_LEN {
+        if bytes.len() < SALT_LEN {
             return None;
         }
-        let sealed = bytes.split_off(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(&bytes).ok()?;
-        let mut sealed = sealed;
+        let mut sealed = bytes.split_off(SALT_LEN);
         let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(AAD), &mut sealed)
+            .key(&bytes)?
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; NONCE_LEN]),
+                Aad::from(AAD),
+                &mut sealed,
+            )
             .ok()?;
         writ_store::decode(plain).ok()
     }
@@ -114,7 +123,7 @@ mod tests {
         let sealer = CodeSealer::new(b"one key");
         let code = sealer.seal(&record()).unwrap();
         assert_eq!(sealer.open(&code), Some(record()));
-        // Two codes for the same record differ (fresh nonces).
+        // Two codes for the same record differ (fresh salts, so fresh keys).
         assert_ne!(sealer.seal(&record()).unwrap(), code);
         assert_eq!(CodeSealer::new(b"another key").open(&code), None);
     }
@@ -124,7 +133,7 @@ mod tests {
         let sealer = CodeSealer::new(b"one key");
         let code = sealer.seal(&record()).unwrap();
         let mut bytes = URL_SAFE_NO_PAD.decode(&code).unwrap();
-        for i in [0, NONCE_LEN, bytes.len() - 1] {
+        for i in [0, SALT_LEN, bytes.len() - 1] {
             bytes[i] ^= 1;
             assert_eq!(
                 sealer.open(&URL_SAFE_NO_PAD.encode(&bytes)),
@@ -137,7 +146,10 @@ mod tests {
         assert_eq!(sealer.open(&code[..8]), None);
         assert_eq!(sealer.open(""), None);
         assert_eq!(sealer.open("not base64!"), None);
-        assert_eq!(sealer.open(&"A".repeat(MAX_CODE_LEN + 1)), None);
+        // Past the bound, even a well-formed one is not decoded.
+        let long = URL_SAFE_NO_PAD.encode(vec![0u8; MAX_CODE_LEN]);
+        assert!(long.len() > MAX_CODE_LEN && URL_SAFE_NO_PAD.decode(&long).is_ok());
+        assert_eq!(sealer.open(&long), None);
     }
 
     #[test]

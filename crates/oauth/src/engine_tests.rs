@@ -555,9 +555,6 @@ async fn with_the_log_in_this_process_token_revocations_are_left_to_it() {
     assert_eq!(index_keys(), 3);
 }
 
-/// A session lists each grant it issues under a key of its own, at most
-/// [`signin::MAX_SESSION_GRANTS`]: past that the oldest is revoked first; signing out revokes
-/// the rest and leaves no listing behind.
 /// A public client `web` (PKCE, scope `read`), and `ada` signed in and consenting to it: the
 /// session, and the request that gets a code at once.
 async fn signed_in_to_web(
@@ -633,7 +630,7 @@ async fn redeem(engine: &AuthorizationServer, code: String) -> Result<TokenRespo
 }
 
 #[tokio::test]
-async fn a_code_joins_its_session_when_redeemed_even_after_a_renewal_and_not_after_a_sign_out() {
+async fn a_code_joins_its_session_when_redeemed_even_after_a_renewal_not_after_a_revocation() {
     let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
     let engine = engine(store.clone()).await;
     let (session, request) = signed_in_to_web(&engine).await;
@@ -665,6 +662,17 @@ async fn a_code_joins_its_session_when_redeemed_even_after_a_renewal_and_not_aft
             .unwrap()
     );
 
+    // A code whose consent was revoked before it was redeemed issues nothing.
+    let code = code_for(&engine, &request, &renewed.cookie).await;
+    engine.revoke_consent(&renewed.cookie, "web").await.unwrap();
+    let refused = redeem(&engine, code).await.unwrap_err();
+    assert!(matches!(refused, Error::InvalidGrant(_)), "{refused:?}");
+    assert!(listed(&renewed.cookie).await.is_empty());
+    engine
+        .grant_consent(&renewed.cookie, request.clone())
+        .await
+        .unwrap();
+
     // A code whose session ended before it was redeemed issues nothing.
     let code = code_for(&engine, &request, &renewed.cookie).await;
     engine
@@ -683,6 +691,9 @@ async fn a_code_joins_its_session_when_redeemed_even_after_a_renewal_and_not_aft
 }
 
 #[tokio::test]
+/// A session lists each grant it issues under a key of its own, at most
+/// [`signin::MAX_SESSION_GRANTS`]: past that the oldest is revoked first; signing out revokes
+/// the rest and leaves no listing behind.
 async fn a_session_revokes_its_oldest_grant_past_its_bound_and_all_on_sign_out() {
     use writ_token::RevocationKind;
     let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());

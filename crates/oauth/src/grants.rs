@@ -262,8 +262,9 @@ impl AuthorizationServer {
         if code.client_id != client.client_id {
             return Err(Error::InvalidGrant("the code was issued to another client"));
         }
-        // Redeemed codes are remembered (until they expire) under the hash of the code.
-        let key = crate::signin::prefixed(b"c/", &self.hasher.hash(req.code.as_bytes()));
+        // A redeemed code is remembered under its grant id (unique per code, and inside the
+        // sealed record) until it can no longer be presented.
+        let key = crate::signin::prefixed(b"c/", &self.hasher.hash(code.gid.as_bytes()));
         if self.store.get(Tree::SignIn, &key).await?.is_some() {
             return self.code_replayed(&code.gid).await;
         }
@@ -302,48 +303,67 @@ impl AuthorizationServer {
             sid: code.sid.clone(),
             nonce: code.nonce.clone(),
         };
-        // What a replay needs, kept until the code would have expired anyway.
+        // What a replay needs; kept a code's lifetime past the code's end, so a replica whose
+        // clock lags another's still finds it.
         let spent = encode(&AuthCodeRecord {
             client_id: code.client_id.clone(),
             gid: code.gid.clone(),
             issued_at: code.issued_at,
-            expires_at: code.expires_at,
+            expires_at: code.expires_at + crate::signin::CODE_LIFETIME,
             used: true,
             ..Default::default()
         });
+        let consent_key = crate::signin::consent_key(&code.subject, &client.client_id);
+        let scope = Scopes::parse(&code.scope).map_err(|_| Error::Internal("sealed scope"))?;
+        // Minted once: a retry below only rebuilds the batch that spends the code.
+        let mut minted: Option<(TokenResponse, Event)> = None;
         for _ in 0..8 {
-            // The grant joins its session, which must still be there: signing out since ended
-            // what the code would have issued.
-            let Some((session_key, read, mut session)) =
-                self.indexed_session(&code.subject, &code.sid).await?
+            // The grant joins its session, which must still be there (signing out since ended
+            // what the code would have issued), under the consent it was issued under.
+            let Some((session_key, read, mut session)) = self
+                .session_of(&code.subject, &code.sid, &code.session_key)
+                .await?
             else {
                 return Err(Error::InvalidGrant(
                     "the session the code was issued in has ended",
                 ));
             };
+            let consent = self.store.get(Tree::SignIn, &consent_key).await?;
+            let covered =
+                match &consent {
+                    Some(bytes) => writ_store::decode::<crate::records::ConsentRecord>(bytes)?
+                        .covers(&client, &scope, &code.audience),
+                    None => false,
+                };
+            if !covered {
+                return Err(Error::InvalidGrant(
+                    "the consent the code was issued under has been revoked",
+                ));
+            }
             let spend = self
                 .admit_grant(&mut session, &code.gid, &client.client_id, Batch::new())
                 .await?
                 .expect(session_key.clone(), Some(read))
                 .put(session_key, encode(&session))
+                .expect(consent_key.clone(), consent)
                 .expect(key.clone(), None)
                 .put(key.clone(), spent.clone());
-            if let Some(response) = self
-                .redeem_sign_in(
-                    &client,
-                    &signed_in,
-                    req,
-                    grant_type::AUTHORIZATION_CODE,
-                    spend,
-                )
-                .await?
-            {
-                return Ok(response);
+            let (response, event) = match &minted {
+                Some(m) => m,
+                None => minted.insert(
+                    self.mint_sign_in(&client, &signed_in, req, grant_type::AUTHORIZATION_CODE)
+                        .await?,
+                ),
+            };
+            let intent = self.audit.intent(event.clone());
+            if self.commit_audited(Tree::SignIn, intent, spend).await? {
+                return Ok(response.clone());
             }
             if self.store.get(Tree::SignIn, &key).await?.is_some() {
                 return self.code_replayed(&code.gid).await;
             }
-            // The session changed (another code, a renewal, a sign-out): read it again.
+            // The session or the consent changed (another code, a renewal, a sign-out, a
+            // revocation): read them again.
         }
         Err(Error::Conflict("the session changed concurrently; retry"))
     }
@@ -374,6 +394,24 @@ impl AuthorizationServer {
         grant: &'static str,
         spend: Batch,
     ) -> Result<Option<TokenResponse>> {
+        let (response, event) = self.mint_sign_in(client, s, req, grant).await?;
+        let intent = self.audit.intent(event);
+        if !self.commit_audited(Tree::SignIn, intent, spend).await? {
+            return Ok(None);
+        }
+        Ok(Some(response))
+    }
+
+    /// The checks and the tokens of [`Self::redeem_sign_in`], with the grant and its first
+    /// refresh token written (unknown to anyone until the spend commits), and the audit record
+    /// of the issue to commit with the spend.
+    async fn mint_sign_in(
+        &self,
+        client: &ClientRecord,
+        s: &SignedIn,
+        req: &TokenRequest,
+        grant: &'static str,
+    ) -> Result<(TokenResponse, Event)> {
         let now = self.now();
         let record = GrantRecord {
             gid: s.gid.clone(),
@@ -434,11 +472,7 @@ impl AuthorizationServer {
                 .put_record(&self.hasher.hash(token.as_bytes())[..], refresh)
                 .await?;
         }
-        let intent = self.audit.intent(event);
-        if !self.commit_audited(Tree::SignIn, intent, spend).await? {
-            return Ok(None);
-        }
-        Ok(Some(response))
+        Ok((response, event))
     }
 
     /// OpenID Connect Core section 2 and 3.1.3.6: the ID token of a sign-in.

@@ -257,6 +257,8 @@ impl AuthorizationServer {
                 }
             }
         };
+        let codes =
+            codes::CodeSealer::new(&key_encryption_key.derive(codes::CodeSealer::PURPOSE)[..]);
         let keys = Arc::new(
             Keyring::load(
                 store.clone(),
@@ -303,7 +305,7 @@ impl AuthorizationServer {
             password_waiting: std::sync::atomic::AtomicUsize::new(0),
             audit,
             hasher: SecretHasher::new(&secrets.secret_hash_key),
-            codes: codes::CodeSealer::new(&secrets.secret_hash_key),
+            codes,
             sessions_indexed: std::sync::atomic::AtomicBool::new(false),
             store,
             config,

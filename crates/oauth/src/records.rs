@@ -313,7 +313,9 @@ impl Record for SessionIndexRecord {
     const TREE: Tree = Tree::SignIn;
 }
 
-/// An authorization code, under `c/` + the keyed hash of the code, in [`Tree::SignIn`].
+/// What an authorization code carries, sealed in the code itself (`crate::codes`); once the
+/// code is redeemed, a mark of it (its client, grant id, lifetime and `used`) under `c/` + the
+/// keyed hash of its grant id, in [`Tree::SignIn`], until it can no longer be presented.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AuthCodeRecord {
     #[prost(string, tag = "1")]
@@ -348,6 +350,10 @@ pub struct AuthCodeRecord {
     pub expires_at: i64,
     #[prost(bool, tag = "15")]
     pub used: bool,
+    /// The key of the session it was issued in (`s/` + the keyed hash of its cookie), read
+    /// first at redemption; the index finds a session renewed since under another key.
+    #[prost(bytes = "vec", tag = "16")]
+    pub session_key: Vec<u8>,
 }
 
 impl Record for AuthCodeRecord {

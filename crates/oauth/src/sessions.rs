@@ -227,16 +227,26 @@ impl AuthorizationServer {
         Err(Error::Conflict("the session changed concurrently; retry"))
     }
 
-    /// The live session `sid` of `subject`, found through the index: its key, its bytes as
-    /// read (for a compare-and-swap) and the record. A renewal moves a session under a new key
-    /// and rewrites its entry in the same batch: followed while the entry keeps changing.
-    pub(crate) async fn indexed_session(
+    /// The live session `sid` of `subject`, last known under `key`: its key, its bytes as read
+    /// (for a compare-and-swap) and the record. A renewal moves a session under a new key and
+    /// rewrites its index entry in the same batch: followed while the entry keeps changing.
+    pub(crate) async fn session_of(
         &self,
         subject: &str,
         sid: &str,
+        key: &[u8],
     ) -> Result<Option<(Vec<u8>, Vec<u8>, SessionRecord)>> {
+        let live = |bytes: &[u8]| -> Result<Option<SessionRecord>> {
+            let session: SessionRecord = writ_store::decode(bytes)?;
+            let live =
+                session.sid == sid && session.subject == subject && self.now() < session.expires_at;
+            Ok(live.then_some(session))
+        };
+        if let Some(bytes) = self.store.get(Tree::SignIn, key).await? {
+            return Ok(live(&bytes)?.map(|s| (key.to_vec(), bytes, s)));
+        }
         let index_key = self.session_index_key(subject, sid);
-        let mut followed: Option<Vec<u8>> = None;
+        let mut followed: Option<Vec<u8>> = Some(key.to_vec());
         for _ in 0..4 {
             let Some(index) = self
                 .store
@@ -250,11 +260,7 @@ impl AuthorizationServer {
                 return Ok(None);
             }
             if let Some(bytes) = self.store.get(Tree::SignIn, &index.session_key).await? {
-                let session: SessionRecord = writ_store::decode(&bytes)?;
-                let live = session.sid == sid
-                    && session.subject == subject
-                    && self.now() < session.expires_at;
-                return Ok(live.then_some((index.session_key, bytes, session)));
+                return Ok(live(&bytes)?.map(|s| (index.session_key, bytes, s)));
             }
             followed = Some(index.session_key);
         }

@@ -554,7 +554,7 @@ impl AuthorizationServer {
             _ if v.prompt_none => return Err(Error::LoginRequired),
             _ => return Ok(Authorize::Login(interaction(&v.requested, ""))),
         };
-        let (_, _, record, user) = session;
+        let (key, _, record, user) = session;
         // What the user may let the client have: its own scope, and the OpenID scopes.
         let user_scope = Scopes::parse(&user.scope)
             .map_err(|_| Error::Internal("stored scope"))?
@@ -575,7 +575,7 @@ impl AuthorizationServer {
             }
             return Ok(Authorize::Consent(interaction(&granted, &user.username)));
         }
-        let code = self.issue_code(v, &granted, &record, now).await?;
+        let code = self.issue_code(v, &granted, key, &record, now).await?;
         let mut params = vec![("code", code.as_str())];
         if !v.state.is_empty() {
             params.push(("state", v.state.as_str()));
@@ -592,6 +592,7 @@ impl AuthorizationServer {
         &self,
         v: &Validated,
         granted: &Scopes,
+        session_key: Vec<u8>,
         session: &SessionRecord,
         now: i64,
     ) -> Result<String> {
@@ -612,6 +613,7 @@ impl AuthorizationServer {
             issued_at: now,
             expires_at: now + CODE_LIFETIME,
             used: false,
+            session_key,
         };
         let code = self.codes.seal(&record).ok_or(Error::InvalidRequest(
             "the request is too large to answer with a code",

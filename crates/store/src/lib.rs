@@ -158,11 +158,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn len(&self, tree: Tree) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on stable storage.
     fn durable(&self) -> Durable<'_>;
-    /// What an asynchronous caller holds shared across [`Store::commit`], if the store needs it:
-    /// sled's flush holds a global lock shared for the whole of its IO, a commit takes that
-    /// lock exclusive, and every reader queues behind a waiting commit. The flusher holds this
-    /// gate exclusive instead, so a commit waits for the flush asynchronously, off that lock,
-    /// and readers are never held back by a flush.
+    /// What an asynchronous caller holds exclusive across [`Store::commit`], if the store needs
+    /// it: sled's flush holds a process-wide lock shared for the whole of its IO, a commit takes
+    /// that lock exclusive, and every reader queues behind a commit waiting for it. Flushers
+    /// hold this gate shared instead, so a commit waits for flushes (and for other commits)
+    /// asynchronously, off that lock, and readers are held back by neither. sled's own
+    /// periodic flush (every 500 ms) and its segment cleaning still take the lock outside it.
     fn commit_gate(&self) -> Option<&tokio::sync::RwLock<()>> {
         None
     }
@@ -248,7 +249,8 @@ pub trait AsyncStore: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready. The one
+/// A synchronous [`Store`] (sled) seen as an [`AsyncStore`]: its futures are ready, but for a
+/// commit waiting for the store's [`Store::commit_gate`]. The one
 /// bridge between the two traits, while engines move to `AsyncStore` one at a time.
 #[derive(Debug, Clone)]
 pub struct Ready(pub std::sync::Arc<dyn Store>);
@@ -269,7 +271,7 @@ impl AsyncStore for Ready {
     fn commit(&self, tree: Tree, batch: Batch) -> StoreFuture<'_, bool> {
         match self.0.commit_gate() {
             Some(gate) => Box::pin(async move {
-                let _open = gate.read().await;
+                let _turn = gate.write().await;
                 self.0.commit(tree, batch)
             }),
             None => Box::pin(std::future::ready(self.0.commit(tree, batch))),

@@ -19,8 +19,6 @@ pub struct SledStore {
     dir: Option<std::path::PathBuf>,
     trees: Vec<sled::Tree>,
     flusher: Option<Flusher>,
-    /// Held exclusive by the flusher while it flushes; see [`Store::commit_gate`].
-    gate: Arc<tokio::sync::RwLock<()>>,
     flushes: Arc<AtomicU64>,
 }
 
@@ -136,11 +134,10 @@ impl SledStore {
 
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flushes = Arc::new(AtomicU64::new(0));
-        let gate = Arc::new(tokio::sync::RwLock::new(()));
-        let (flush_db, counter, flush_gate) = (db.clone(), flushes.clone(), gate.clone());
+        let (flush_db, counter) = (db.clone(), flushes.clone());
         let thread = std::thread::Builder::new()
             .name("writ-store-flush".into())
-            .spawn(move || group_commit(flush_db, rx, counter, &flush_gate))
+            .spawn(move || group_commit(flush_db, rx, counter))
             .map_err(|e| StoreError::Io(e.to_string()))?;
 
         Ok(SledStore {
@@ -152,7 +149,6 @@ impl SledStore {
                 thread,
             }),
             flushes,
-            gate,
         })
     }
 
@@ -171,19 +167,18 @@ impl SledStore {
     }
 }
 
+/// Between sled commits and flushes (see [`Store::commit_gate`]): one per process, like the lock
+/// in sled it keeps them off. Flushes (of any store) hold it shared, commits exclusive.
+static COMMIT_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Serves flush requests: every request queued while a flush runs is answered by the next one.
 /// A request is only enqueued after its writes were applied, so the flush that starts after it is
 /// received covers them.
-fn group_commit(
-    db: sled::Db,
-    requests: mpsc::Receiver<Waiter>,
-    flushes: Arc<AtomicU64>,
-    gate: &tokio::sync::RwLock<()>,
-) {
+fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
     while let Ok(first) = requests.recv() {
         let mut waiters = vec![first];
         let result = {
-            let _closed = gate.blocking_write();
+            let _closed = COMMIT_GATE.blocking_read();
             // Every request received by now had its writes applied: this flush covers them.
             waiters.extend(requests.try_iter());
             db.flush().map(|_| ()).map_err(|e| e.to_string())
@@ -268,7 +263,7 @@ impl Store for SledStore {
     }
 
     fn commit_gate(&self) -> Option<&tokio::sync::RwLock<()>> {
-        Some(&self.gate)
+        Some(&COMMIT_GATE)
     }
 
     fn durable(&self) -> Durable<'_> {
