@@ -590,8 +590,8 @@ impl AuthorizationServer {
         removed += self
             .prune::<records::GrantRecord>(b"", |g| g.expires_at + margin < now)
             .await?;
-        // Sign-in: sessions past their end, codes past theirs (a spent one is kept until then,
-        // so a replay within its life still revokes what it issued).
+        // Sign-in: sessions past their end, and the marks of redeemed codes past theirs (a
+        // code's lifetime after the code's own end, so a replay still revokes what it issued).
         removed += self.prune_sessions(now, margin).await?;
         removed += self
             .prune::<records::SessionIndexRecord>(b"v/", |i| i.expires_at + margin < now)

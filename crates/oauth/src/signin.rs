@@ -10,8 +10,8 @@
 //! sends the browser back to the authorization endpoint with the same request.
 //!
 //! Stored in [`Tree::SignIn`]: sessions under `s/` + the keyed hash of the cookie's value,
-//! redeemed codes under `c/` + the keyed hash of the code (a code is sealed, not stored, until
-//! it is redeemed: [`crate::codes`]), consents under `k/` + subject + `/` + client id, each
+//! the marks of redeemed codes under `c/` + the keyed hash of their grant id (a code is sealed,
+//! not stored: [`crate::codes`]), consents under `k/` + subject + `/` + client id, each
 //! session's place under `v/` + the keyed hash of its subject + its `sid`, and the grants a
 //! session issued under `q/` + its `sid` + a number. Only hashes of the browser's secrets are
 //! stored.

@@ -46,8 +46,8 @@ pub enum Tree {
     /// The audit trail (`writ-audit`): the chained records, their indexes, checkpoints, and the
     /// intents other trees' batches leave for it ([`Batch::audit`]).
     Audit,
-    /// People signing in (`writ-oauth`'s sign-in): browser sessions (`s/`), authorization codes
-    /// (`c/`), remembered consents (`k/`) and pushed authorization requests (`p/`), in one tree so
+    /// People signing in (`writ-oauth`'s sign-in): browser sessions (`s/`), the marks of
+    /// redeemed authorization codes (`c/`), remembered consents (`k/`) and pushed authorization requests (`p/`), in one tree so
     /// that a code's redemption and its session's bookkeeping are one batch.
     SignIn,
 }

@@ -3,7 +3,7 @@
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -24,15 +24,26 @@ pub struct SledStore {
 
 struct Flusher {
     requests: mpsc::Sender<Waiter>,
+    /// Set when the store is dropped: the flusher stops waiting for the commit gate.
+    closing: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
         // The flusher holds a handle on the database: stop it, so the files are released when
-        // the store is dropped (a restart in the same process reopens them).
-        if let Some(Flusher { requests, thread }) = self.flusher.take() {
+        // the store is dropped (a restart in the same process reopens them). It may be queued
+        // at the commit gate behind a commit whose task only this (now blocked) thread would
+        // poll: told it is closing, it leaves the queue and flushes without the gate.
+        if let Some(Flusher {
+            requests,
+            closing,
+            thread,
+        }) = self.flusher.take()
+        {
+            closing.store(true, Ordering::Release);
             drop(requests);
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -134,10 +145,11 @@ impl SledStore {
 
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flushes = Arc::new(AtomicU64::new(0));
-        let (flush_db, counter) = (db.clone(), flushes.clone());
+        let closing = Arc::new(AtomicBool::new(false));
+        let (flush_db, counter, stop) = (db.clone(), flushes.clone(), closing.clone());
         let thread = std::thread::Builder::new()
             .name("writ-store-flush".into())
-            .spawn(move || group_commit(flush_db, rx, counter))
+            .spawn(move || group_commit(flush_db, rx, counter, &stop))
             .map_err(|e| StoreError::Io(e.to_string()))?;
 
         Ok(SledStore {
@@ -146,6 +158,7 @@ impl SledStore {
             trees,
             flusher: Some(Flusher {
                 requests: tx,
+                closing,
                 thread,
             }),
             flushes,
@@ -171,14 +184,45 @@ impl SledStore {
 /// in sled it keeps them off. Flushes (of any store) hold it shared, commits exclusive.
 static COMMIT_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+/// The commit gate, shared, for a flusher thread (outside any runtime); `None` once `closing`
+/// is set (the store is being dropped), the queue left.
+fn gate_unless(closing: &AtomicBool) -> Option<tokio::sync::RwLockReadGuard<'static, ()>> {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut read = std::pin::pin!(COMMIT_GATE.read());
+    loop {
+        if let Poll::Ready(guard) = read.as_mut().poll(&mut cx) {
+            return Some(guard);
+        }
+        if closing.load(Ordering::Acquire) {
+            return None;
+        }
+        // Woken when the gate is granted, or by the store's drop; the timeout only bounds a
+        // missed wake-up.
+        std::thread::park_timeout(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Serves flush requests: every request queued while a flush runs is answered by the next one.
 /// A request is only enqueued after its writes were applied, so the flush that starts after it is
 /// received covers them.
-fn group_commit(db: sled::Db, requests: mpsc::Receiver<Waiter>, flushes: Arc<AtomicU64>) {
+fn group_commit(
+    db: sled::Db,
+    requests: mpsc::Receiver<Waiter>,
+    flushes: Arc<AtomicU64>,
+    closing: &AtomicBool,
+) {
     while let Ok(first) = requests.recv() {
         let mut waiters = vec![first];
         let result = {
-            let _closed = COMMIT_GATE.blocking_read();
+            let _closed = gate_unless(closing);
             // Every request received by now had its writes applied: this flush covers them.
             waiters.extend(requests.try_iter());
             db.flush().map(|_| ()).map_err(|e| e.to_string())
@@ -379,6 +423,38 @@ mod tests {
     async fn sled_passes_the_conformance_suite() {
         let store = std::sync::Arc::new(SledStore::temporary().unwrap());
         crate::conformance::check(std::sync::Arc::new(crate::Ready(store))).await;
+    }
+
+    /// The flusher of a store being dropped may be queued at the commit gate behind a commit
+    /// granted the gate whose task only the dropping thread would poll (a current-thread
+    /// runtime): the drop must not wait for it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_a_store_does_not_wait_for_a_commit_only_its_thread_would_run() {
+        let store = SledStore::temporary().unwrap();
+        let held = COMMIT_GATE.write().await;
+        let commit = tokio::spawn(async {
+            let _turn = COMMIT_GATE.write().await;
+        });
+        tokio::task::yield_now().await;
+        store.insert(Tree::Clients, b"k", b"v".to_vec()).unwrap();
+        let durable = store.durable();
+        // The flusher queues behind the commit.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(held);
+        drop(durable);
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(store);
+            let _ = done.send(());
+        });
+        // This thread stays blocked meanwhile, so the commit granted the gate never runs.
+        assert!(
+            dropped
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .is_ok(),
+            "the drop waited for the gate"
+        );
+        commit.await.unwrap();
     }
 
     #[tokio::test]
