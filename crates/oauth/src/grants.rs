@@ -259,7 +259,9 @@ impl AuthorizationServer {
         };
         // Checks that change nothing first: another client's code is refused without burning
         // it (its holder is not the thief).
-        if code.client_id != client.client_id {
+        if code.client_id != client.client_id
+            || code.client_registration_id != client.registration_id
+        {
             return Err(Error::InvalidGrant("the code was issued to another client"));
         }
         // A redeemed code is remembered under its grant id (unique per code, and inside the

@@ -354,6 +354,10 @@ pub struct AuthCodeRecord {
     /// first at redemption; the index finds a session renewed since under another key.
     #[prost(bytes = "vec", tag = "16")]
     pub session_key: Vec<u8>,
+    /// The client's `registration_id` when the code was issued: a client deleted and
+    /// registered again under the same id does not redeem the codes of the one before.
+    #[prost(string, tag = "17")]
+    pub client_registration_id: String,
 }
 
 impl Record for AuthCodeRecord {

@@ -614,6 +614,7 @@ impl AuthorizationServer {
             expires_at: now + CODE_LIFETIME,
             used: false,
             session_key,
+            client_registration_id: v.client.registration_id.clone(),
         };
         let code = self.codes.seal(&record).ok_or(Error::InvalidRequest(
             "the request is too large to answer with a code",
