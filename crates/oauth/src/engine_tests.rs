@@ -691,6 +691,26 @@ async fn a_code_joins_its_session_when_redeemed_even_after_a_renewal_not_after_a
 }
 
 #[tokio::test]
+async fn a_code_of_a_client_registered_again_is_refused() {
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let engine = engine(store).await;
+    let (session, request) = signed_in_to_web(&engine).await;
+    let old = code_for(&engine, &request, &session.cookie).await;
+    let spec = engine.get_client("web").await.unwrap();
+    engine.delete_client("web").await.unwrap();
+    engine.create_client(spec).await.unwrap();
+    engine
+        .grant_consent(&session.cookie, request.clone())
+        .await
+        .unwrap();
+    let refused = redeem(&engine, old).await.unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        Error::InvalidGrant("the code was issued to another client").to_string()
+    );
+}
+
+#[tokio::test]
 /// A session lists each grant it issues under a key of its own, at most
 /// [`signin::MAX_SESSION_GRANTS`]: past that the oldest is revoked first; signing out revokes
 /// the rest and leaves no listing behind.
