@@ -16,7 +16,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::hkdf::{HKDF_SHA256, Prk, Salt};
+use ring::hkdf::{HKDF_SHA256, Prk};
 
 use crate::records::AuthCodeRecord;
 
@@ -45,10 +45,12 @@ impl CodeSealer {
     /// The purpose codes' key is derived from the key-encryption key for.
     pub(crate) const PURPOSE: &'static [u8] = b"writ authorization codes v1";
 
-    /// The sealer under `secret` (the key-encryption key's key for [`Self::PURPOSE`]).
+    /// The sealer under `secret` (the key-encryption key's key for [`Self::PURPOSE`]): already
+    /// the output of an HKDF, so it is used as the pseudorandom key directly, without a second
+    /// extraction.
     pub(crate) fn new(secret: &[u8]) -> Self {
         CodeSealer {
-            prk: Salt::new(HKDF_SHA256, AAD).extract(secret),
+            prk: Prk::new_less_safe(HKDF_SHA256, secret),
         }
     }
 
