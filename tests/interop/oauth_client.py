@@ -8,8 +8,12 @@ Reads its configuration as JSON on standard input:
      "client_id": ..., "client_secret": ..., "scope": ..., "audience": ...,
      "earlier_token": <after-rotation: a token signed before the rotation>}
 
+    {"mode": "private-key-jwt", "issuer": ..., "ca": ..., "client_id": ..., "alg": "EdDSA" | "ES256",
+     "private_key": <PKCS#8 PEM>, "scope": ..., "audience": ...}
+
 Nothing here is Writ code: discovery with requests, tokens with authlib's OAuth2Session
-(client_secret_basic and client_secret_post), verification with PyJWT's PyJWKClient + jwt.decode.
+(client_secret_basic, client_secret_post, and private_key_jwt with authlib's own assertions),
+verification with PyJWT's PyJWKClient + jwt.decode.
 Prints a JSON summary on standard output; any failed check raises (non-zero exit, traceback).
 """
 
@@ -151,9 +155,50 @@ def after_rotation(cfg):
     }
 
 
+def private_key_jwt(cfg):
+    """RFC 7523 client authentication, the assertions signed by authlib (joserfc keys from the
+    PEM, no kid: the client registered one key), then the same assertion twice, and one for
+    another server."""
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
+    from joserfc.jwk import ECKey, OKPKey
+
+    meta = discover(cfg)
+    check("private_key_jwt" in meta["token_endpoint_auth_methods_supported"], meta)
+    check(cfg["alg"] in meta["token_endpoint_auth_signing_alg_values_supported"], meta)
+    key = (OKPKey if cfg["alg"] == "EdDSA" else ECKey).import_key(cfg["private_key"])
+    endpoint = meta["token_endpoint"]
+    jwks = jwks_client(cfg, meta)
+    out = {"tokens": []}
+    for _ in range(2):
+        s = OAuth2Session(cfg["client_id"], key, token_endpoint_auth_method="private_key_jwt", scope=cfg["scope"])
+        s.register_client_auth_method(PrivateKeyJWT(endpoint, alg=cfg["alg"]))
+        s.trust_env = False
+        s.verify = cfg["ca"]
+        token = s.fetch_token(endpoint, grant_type="client_credentials", timeout=TIMEOUT)
+        out["tokens"].append({"access_token": token["access_token"], **verify(cfg, jwks, token["access_token"])})
+
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = cfg["ca"]
+
+    def post(assertion):
+        r = http.post(endpoint, data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        }, timeout=TIMEOUT)
+        return {"status": r.status_code, "body": r.json()}
+
+    once = private_key_jwt_sign(key, cfg["client_id"], endpoint, alg=cfg["alg"])
+    out["first"] = post(once)
+    out["replayed"] = post(once)
+    out["elsewhere"] = post(private_key_jwt_sign(key, cfg["client_id"], "https://elsewhere.example/token", alg=cfg["alg"]))
+    return out
+
+
 def main():
     cfg = json.load(sys.stdin)
-    modes = {"issue": issue, "after-rotation": after_rotation}
+    modes = {"issue": issue, "after-rotation": after_rotation, "private-key-jwt": private_key_jwt}
     print(json.dumps(modes[cfg["mode"]](cfg), sort_keys=True))
 
 

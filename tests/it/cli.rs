@@ -212,6 +212,117 @@ fn create_svc(up: &WritUp) -> String {
     ]))
 }
 
+/// A service that holds no shared secret (`private_key_jwt`), through the CLI alone: a key pair
+/// generated locally, the public half registered, tokens signed for, the key rotated.
+#[test]
+fn a_client_registered_with_its_public_key_gets_tokens_without_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(&dir.path().join("writ-data"));
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("svc.key");
+    let key_arg = key.to_str().unwrap();
+    let jwks = up.json(&["admin", "client", "keygen", "--kid", "k1", "--out", key_arg]);
+    #[cfg(unix)]
+    assert_eq!(mode(&key), 0o600, "the private key is its owner's alone");
+    assert_eq!(jwks["keys"][0]["kid"], "k1");
+    assert!(jwks["keys"][0].get("d").is_none(), "public only: {jwks}");
+    // The same public set again from the PEM file (as for a key made with openssl).
+    assert_eq!(
+        up.json(&[
+            "admin",
+            "client",
+            "jwks",
+            "--kid",
+            "k1",
+            "--key-file",
+            key_arg
+        ]),
+        jwks
+    );
+    let r = up.run(
+        &["admin", "client", "keygen", "--kid", "k1", "--out", key_arg],
+        None,
+    );
+    assert_eq!(
+        r.code(),
+        Some(1),
+        "an existing key file is never overwritten: {r}"
+    );
+    let jwks_file = keys.path().join("svc.jwks");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+
+    let created = up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "keyed",
+        "--scope",
+        "read",
+        "--audience",
+        "api",
+        "--jwks-file",
+        jwks_file.to_str().unwrap(),
+    ]);
+    assert!(created.get("client_secret").is_none(), "{created}");
+    assert_eq!(created["token_endpoint_auth_method"], "private_key_jwt");
+    let signed = [
+        "token",
+        "--client-id",
+        "keyed",
+        "--private-key",
+        key_arg,
+        "--kid",
+        "k1",
+    ];
+    let token = up.json(&signed);
+    let claims = writ_token::decode_unverified(token["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["client_id"], "keyed");
+    let r = up.run(
+        &["token", "--client-id", "keyed", "--client-secret", "guess"],
+        None,
+    );
+    assert_eq!(r.code(), Some(4), "no secret authenticates it: {r}");
+
+    // Rotation: a new key registered, the old one refused at once.
+    let new_key = keys.path().join("new.key");
+    let new_jwks = up.json(&[
+        "admin",
+        "client",
+        "keygen",
+        "--kid",
+        "k2",
+        "--alg",
+        "es256",
+        "--out",
+        new_key.to_str().unwrap(),
+    ]);
+    let new_jwks_file = keys.path().join("new.jwks");
+    std::fs::write(&new_jwks_file, new_jwks.to_string()).unwrap();
+    up.json(&[
+        "admin",
+        "client",
+        "set-keys",
+        "keyed",
+        "--jwks-file",
+        new_jwks_file.to_str().unwrap(),
+    ]);
+    let r = up.run(&signed, None);
+    assert_eq!(r.code(), Some(4), "the old key is refused: {r}");
+    up.json(&[
+        "token",
+        "--client-id",
+        "keyed",
+        "--private-key",
+        new_key.to_str().unwrap(),
+        "--kid",
+        "k2",
+    ]);
+}
+
 #[test]
 fn writ_up_then_the_readme_walkthrough_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,6 +469,9 @@ fn exit_codes_follow_the_documentation() {
         &["admin", "client", "delete"],
         &["admin", "client", "rotate-secret"],
         &["admin", "client", "set-disabled"],
+        &["admin", "client", "set-keys"],
+        &["admin", "client", "keygen"],
+        &["admin", "client", "jwks"],
         &["admin", "user"],
         &["admin", "user", "create"],
         &["admin", "user", "delete"],

@@ -555,6 +555,7 @@ async fn a_token_source_fetches_once_under_concurrency_and_attaches_tokens() {
         ClientCredentials {
             client_id: id,
             client_secret: secret,
+            private_key: None,
             scope: SCOPE_RESERVE.into(),
             audience: vec!["inventory".into()],
         },
@@ -803,6 +804,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
         ClientCredentials {
             client_id: orders.client_id.clone(),
             client_secret: orders.client_secret.clone(),
+            private_key: None,
             scope: String::new(),
             audience: Vec::new(),
         },

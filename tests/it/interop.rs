@@ -99,6 +99,57 @@ async fn writ_claims(server: &TestServer, token: &str) -> Value {
     serde_json::to_value(verified.claims).unwrap()
 }
 
+/// RFC 7523 client authentication by a library Writ did not write: authlib signs the
+/// assertions (EdDSA and ES256, its defaults: no kid, an hour of life, the token endpoint as
+/// audience) with keys Writ generated and the client registered; a replayed assertion and one
+/// for another server are refused with RFC 6749's `invalid_client`.
+#[tokio::test]
+async fn authlib_authenticates_with_private_key_jwt_and_cannot_replay_an_assertion() {
+    let python = python().await;
+    let server = TestServer::start().await;
+    let ca = server.data_dir().join(writ_tls::CA_CERT_FILE);
+    for alg in writ_token::Algorithm::ALL {
+        let id = format!("python-keys-{}", alg.name().to_lowercase());
+        let key = writ_token::SigningKey::generate(alg, "k1").unwrap();
+        let (_, secret) = server
+            .create_client(writ_proto::admin::Client {
+                token_endpoint_auth_method: "private_key_jwt".into(),
+                jwks: json!({ "keys": [key.verification_key().to_jwk()] }).to_string(),
+                ..service_spec(&id, "orders.read", &["orders"])
+            })
+            .await;
+        assert_eq!(secret, "", "no secret is issued");
+        let out = script(
+            &python,
+            json!({
+                "mode": "private-key-jwt",
+                "issuer": server.issuer,
+                "ca": ca,
+                "client_id": id,
+                "alg": alg.name(),
+                "private_key": key.to_pkcs8_pem().unwrap().as_str(),
+                "scope": "orders.read",
+                "audience": "orders",
+            }),
+        )
+        .await;
+        let tokens = out["tokens"].as_array().unwrap();
+        assert_eq!(tokens.len(), 2, "{out}");
+        for t in tokens {
+            assert_eq!(t["claims"]["client_id"], id.as_str());
+            assert_eq!(
+                t["claims"],
+                writ_claims(&server, t["access_token"].as_str().unwrap()).await
+            );
+        }
+        assert_eq!(out["first"]["status"], 200, "{out}");
+        for refused in ["replayed", "elsewhere"] {
+            assert_eq!(out[refused]["status"], 401, "{refused}: {out}");
+            assert_eq!(out[refused]["body"]["error"], "invalid_client", "{refused}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn authlib_and_pyjwt_get_introspect_revoke_and_verify_tokens_before_and_after_es256_rotation()
 {

@@ -290,10 +290,7 @@ async fn introspection_follows_a_remote_revocation_feed() {
     let op = TokenOperation {
         token: token.clone(),
         token_type_hint: String::new(),
-        client: ClientCredentials {
-            client_id: "svc".into(),
-            client_secret: secret.clone(),
-        },
+        client: ClientCredentials::secret("svc", secret.clone()),
     };
     // Active once the feed is followed (until then, it cannot vouch: temporarily_unavailable).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod cli;
+mod client_keys;
 mod grants;
 mod guard;
 mod http_facade;

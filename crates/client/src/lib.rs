@@ -32,5 +32,6 @@ mod source;
 pub use bearer::{BearerSource, BearerToken, StaticBearer, bearer_value};
 pub use exchange::Exchanger;
 pub use source::{
-    AttachToken, AttachTokenLayer, AttachTokenService, ClientCredentials, TokenSource,
+    AttachToken, AttachTokenLayer, AttachTokenService, ClientCredentials, PrivateKeyJwt,
+    TokenSource,
 };

@@ -22,7 +22,10 @@ use crate::bearer::BearerSource;
 #[derive(Clone)]
 pub struct ClientCredentials {
     pub client_id: String,
+    /// Empty for a client that signs assertions instead ([`Self::private_key_jwt`]).
     pub client_secret: String,
+    /// `private_key_jwt` (RFC 7523 section 2.2): a fresh assertion per token request.
+    pub private_key: Option<PrivateKeyJwt>,
     /// Space-delimited scopes (empty: the client's default).
     pub scope: String,
     /// Audiences the tokens are for.
@@ -35,8 +38,30 @@ impl ClientCredentials {
         ClientCredentials {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
+            private_key: None,
             scope: String::new(),
             audience: Vec::new(),
+        }
+    }
+
+    /// A client that holds no secret: it proves itself with a JWT signed by `key`, whose
+    /// public half is registered with the authorization server (`private_key_jwt`).
+    pub fn private_key_jwt(client_id: impl Into<String>, key: PrivateKeyJwt) -> Self {
+        ClientCredentials {
+            private_key: Some(key),
+            ..ClientCredentials::new(client_id, "")
+        }
+    }
+
+    /// `(client_secret, client_assertion_type, client_assertion)` for one request.
+    pub(crate) fn presented(&self) -> Result<(String, String, String), Status> {
+        match &self.private_key {
+            Some(k) => Ok((
+                String::new(),
+                writ_token::CLIENT_ASSERTION_TYPE.to_owned(),
+                k.assertion(&self.client_id)?,
+            )),
+            None => Ok((self.client_secret.clone(), String::new(), String::new())),
         }
     }
 
@@ -52,9 +77,63 @@ impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id)
+            .field("private_key_jwt", &self.private_key.is_some())
             .field("scope", &self.scope)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
+    }
+}
+
+/// A client's private key for `private_key_jwt`, and the audience its assertions name: the
+/// issuer identifier of the server they are sent to.
+#[derive(Clone)]
+pub struct PrivateKeyJwt {
+    key: Arc<writ_token::SigningKey>,
+    audience: String,
+}
+
+/// How long an assertion is good for: a minute (the server refuses more than an hour).
+const ASSERTION_LIFETIME: i64 = 60;
+
+impl PrivateKeyJwt {
+    /// `key` signs (its `kid` goes in each assertion's header); `issuer` is the server's
+    /// issuer identifier, the assertions' `aud`.
+    pub fn new(key: writ_token::SigningKey, issuer: impl Into<String>) -> Self {
+        PrivateKeyJwt {
+            key: Arc::new(key),
+            audience: issuer.into(),
+        }
+    }
+
+    /// A PKCS#8 PEM private key (Ed25519 or P-256) with its registered `kid`.
+    pub fn from_pem(kid: &str, pem: &str, issuer: impl Into<String>) -> Result<Self, Status> {
+        let key = writ_token::SigningKey::from_pkcs8_pem(kid, pem)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Self::new(key, issuer))
+    }
+
+    /// A new assertion: `iss` = `sub` = the client, a random `jti`, a minute of life.
+    pub(crate) fn assertion(&self, client_id: &str) -> Result<String, Status> {
+        let now = writ_token::system_clock().now();
+        let claims = writ_token::AssertionClaims {
+            iss: client_id.to_owned(),
+            sub: client_id.to_owned(),
+            aud: self.audience.clone(),
+            iat: now,
+            exp: now + ASSERTION_LIFETIME,
+            jti: writ_token::random_id(),
+        };
+        writ_token::encode_client_assertion(&self.key, &claims)
+            .map_err(|e| Status::internal(format!("signing a client assertion: {e}")))
+    }
+}
+
+impl std::fmt::Debug for PrivateKeyJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateKeyJwt")
+            .field("kid", &self.key.kid())
+            .field("audience", &self.audience)
+            .finish()
     }
 }
 
@@ -162,6 +241,7 @@ impl TokenSource {
 
     async fn fetch(&self) -> Result<Held, Status> {
         let c = &self.0.credentials;
+        let (client_secret, client_assertion_type, client_assertion) = c.presented()?;
         let response = self
             .0
             .client
@@ -169,7 +249,9 @@ impl TokenSource {
             .token(TokenRequest {
                 grant_type: writ_vocabulary::grant_type::CLIENT_CREDENTIALS.into(),
                 client_id: c.client_id.clone(),
-                client_secret: c.client_secret.clone(),
+                client_secret,
+                client_assertion_type,
+                client_assertion,
                 scope: c.scope.clone(),
                 audience: c.audience.clone(),
                 ..Default::default()

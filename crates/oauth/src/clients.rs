@@ -1,7 +1,5 @@
 //! Clients: registration (admin) and authentication (every grant, introspection, revocation).
 
-use crate::secrets::SecretHasher;
-use crate::throttle::Subject;
 use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{Scopes, random_id, random_secret};
@@ -10,11 +8,11 @@ use writ_token::RevocationKind;
 
 use crate::error::{Error, Result};
 use crate::records::{
-    CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT,
-    FORMAT_JWT_AND_BISCUIT,
+    AUTH_CLIENT_SECRET, AUTH_PRIVATE_KEY_JWT, CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord,
+    FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT,
 };
 use crate::types::{Client, ClientType, IssuedFormat, Page};
-use crate::{AuthorizationServer, MAX_AUDIENCES, MAX_SECRET_LEN, grant_type, valid_id};
+use crate::{AuthorizationServer, MAX_AUDIENCES, grant_type, valid_id};
 
 /// Fields of a client an update may change (`client_id` and `client_type` may not).
 pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
@@ -32,6 +30,7 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "post_logout_redirect_uris",
     "require_pushed_authorization_requests",
     "backchannel_logout_uri",
+    "jwks",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -40,90 +39,6 @@ pub const MAX_SECRET_GRACE: i64 = 7 * 24 * 3600;
 const DEFAULT_PAGE: usize = 100;
 
 impl AuthorizationServer {
-    /// Authenticates a client. An unknown client, a wrong secret, and a secret sent for a public
-    /// client all take the same path (one keyed hash, one constant-time comparison) and end in
-    /// the same `invalid_client`. A disabled client authenticates; grants refuse it.
-    pub(crate) async fn authenticate_client(
-        &self,
-        client_id: &str,
-        secret: &str,
-    ) -> Result<ClientRecord> {
-        self.authenticate_client_from(client_id, secret, None).await
-    }
-
-    /// [`Self::authenticate_client`] for a request from `source`: past its free failures, a
-    /// client id (from that source) is refused without its secret being checked, until its
-    /// lockout ends.
-    pub(crate) async fn authenticate_client_from(
-        &self,
-        client_id: &str,
-        secret: &str,
-        source: Option<std::net::IpAddr>,
-    ) -> Result<ClientRecord> {
-        let who = [Subject::Client(client_id, source)];
-        let now = self.now();
-        // Refusals are recorded by the endpoint that answers them (one record per decision).
-        if let Some(wait) = self.throttle.locked(&who, now) {
-            return Err(Error::Throttled(wait));
-        }
-        let record = if valid_id(client_id) && secret.len() <= MAX_SECRET_LEN {
-            match self.client_cache.get(client_id) {
-                Some(cached) => Some(cached),
-                None => {
-                    let generation = self.client_cache.generation();
-                    let read = self
-                        .store
-                        .get_record::<ClientRecord>(client_id.as_bytes())
-                        .await?;
-                    if let Some(r) = &read {
-                        self.client_cache.put(generation, r);
-                    }
-                    read
-                }
-            }
-        } else {
-            None
-        };
-        // One keyed hash on every path, then constant-time comparisons: an unknown client, a
-        // public one and a wrong secret cost the same.
-        let computed = self.hasher.hash(secret.as_bytes());
-        let ok = match &record {
-            Some(c) if c.is_confidential() => {
-                // The previous secret counts only within its grace period; both are compared.
-                let current = SecretHasher::matches(&computed, Some(&c.secret_hash));
-                let previous = SecretHasher::matches(&computed, Some(&c.previous_secret_hash));
-                current | (previous & (now < c.previous_secret_expires_at))
-            }
-            // Public clients do not authenticate; they must not send a secret either.
-            Some(_) => {
-                std::hint::black_box(SecretHasher::matches(&computed, None));
-                secret.is_empty()
-            }
-            None => SecretHasher::matches(&computed, None),
-        };
-        match record {
-            Some(c) if ok => {
-                self.throttle.succeeded(&who);
-                Ok(c)
-            }
-            _ => {
-                self.throttle.failed(&who, now);
-                Err(Error::InvalidClient)
-            }
-        }
-    }
-
-    /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,
-    /// enabled client with its secret. Every failure is the same `invalid_client`, along the same
-    /// path as [`Self::authenticate_client`].
-    pub async fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
-        let client = self.authenticate_client(client_id, secret).await?;
-        if !client.is_confidential() || client.disabled {
-            return Err(Error::InvalidClient);
-        }
-        Ok(())
-    }
-
     /// Registers a client; returns it and, for a confidential client, its secret (shown once).
     pub async fn create_client(&self, client: Client) -> Result<(Client, Option<String>)> {
         let mut spec = ClientRecord::default();
@@ -148,8 +63,24 @@ impl AuthorizationServer {
             ClientType::Confidential => CLIENT_CONFIDENTIAL,
             ClientType::Public => CLIENT_PUBLIC,
         };
+        spec.auth_method = match (
+            client.token_endpoint_auth_method.as_str(),
+            client.client_type,
+        ) {
+            ("" | "client_secret_basic" | "client_secret_post", ClientType::Confidential) => {
+                AUTH_CLIENT_SECRET
+            }
+            ("private_key_jwt", ClientType::Confidential) => AUTH_PRIVATE_KEY_JWT,
+            ("" | "none", ClientType::Public) => AUTH_CLIENT_SECRET,
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "token_endpoint_auth_method is client_secret_basic, client_secret_post or \
+                     private_key_jwt for a confidential client, none for a public one",
+                ));
+            }
+        };
         self.validate_client(&spec)?;
-        let secret = (spec.client_type == CLIENT_CONFIDENTIAL).then(random_secret);
+        let secret = spec.uses_secret().then(random_secret);
         spec.secret_hash = secret
             .as_ref()
             .map(|s| self.hasher.hash(s.as_bytes()).to_vec())
@@ -160,6 +91,7 @@ impl AuthorizationServer {
             Event::new("client_created", Outcome::Success)
                 .client(&spec.client_id)
                 .detail("client_type", client_type_name(spec.client_type))
+                .detail("token_endpoint_auth_method", auth_method_name(&spec))
                 .detail("after", fields_text(&spec, UPDATABLE_CLIENT_FIELDS)),
         );
         let key = spec.client_id.as_bytes();
@@ -285,6 +217,11 @@ impl AuthorizationServer {
             |c| {
                 if !c.is_confidential() {
                     return Err(Error::InvalidRequest("a public client has no secret"));
+                }
+                if !c.uses_secret() {
+                    return Err(Error::InvalidRequest(
+                        "the client authenticates with private_key_jwt: it has no secret",
+                    ));
                 }
                 if grace_seconds > 0 {
                     c.previous_secret_hash = std::mem::take(&mut c.secret_hash);
@@ -415,6 +352,15 @@ impl AuthorizationServer {
                 "refresh_token_lifetime is out of range",
             ));
         }
+        match (c.auth_method, c.jwks.is_empty()) {
+            (AUTH_PRIVATE_KEY_JWT, _) => crate::client_auth::validate_client_jwks(&c.jwks)?,
+            (_, true) => {}
+            (_, false) => {
+                return Err(Error::InvalidRequest(
+                    "jwks is for clients that authenticate with private_key_jwt",
+                ));
+            }
+        }
         let known = [FORMAT_JWT, FORMAT_BISCUIT, FORMAT_JWT_AND_BISCUIT];
         if c.token_formats.iter().any(|f| !known.contains(f))
             || (c.default_token_format != 0 && !known.contains(&c.default_token_format))
@@ -445,6 +391,8 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
             c.require_pushed_authorization_requests.to_string()
         }
         "backchannel_logout_uri" => format!("{:?}", c.backchannel_logout_uri),
+        // Public keys, but long: their ids say which were registered.
+        "jwks" => format!("kids{:?}", crate::client_auth::jwks_kids(&c.jwks)),
         _ => String::new(),
     }
 }
@@ -457,6 +405,14 @@ fn fields_text<S: AsRef<str>>(c: &ClientRecord, fields: &[S]) -> String {
         .map(|f| format!("{}={}", f.as_ref(), field_text(c, f.as_ref())))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn auth_method_name(c: &ClientRecord) -> &'static str {
+    match (c.is_confidential(), c.auth_method) {
+        (false, _) => "none",
+        (true, AUTH_PRIVATE_KEY_JWT) => "private_key_jwt",
+        (true, _) => "client_secret_basic",
+    }
 }
 
 fn client_type_name(t: i32) -> &'static str {
@@ -495,6 +451,7 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
             "backchannel_logout_uri" => {
                 c.backchannel_logout_uri = client.backchannel_logout_uri.clone()
             }
+            "jwks" => c.jwks = client.jwks.clone(),
             _ => {}
         }
     }
@@ -541,6 +498,8 @@ fn client_of(c: &ClientRecord) -> Client {
         post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
         require_pushed_authorization_requests: c.require_pushed_authorization_requests,
         backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+        token_endpoint_auth_method: auth_method_name(c).to_owned(),
+        jwks: c.jwks.clone(),
     }
 }
 

@@ -91,15 +91,16 @@ impl AuthorizationServer {
     /// One audit record: `device_authorization_started` or `device_authorization_refused`.
     pub async fn device_authorization(
         &self,
-        client_id: &str,
-        client_secret: &str,
+        client: &crate::ClientCredentials,
         scope: &str,
         audience: Vec<String>,
         resource: Vec<String>,
         source: Option<std::net::IpAddr>,
     ) -> Result<DeviceAuthorization> {
+        let client_id =
+            &crate::client_auth::named_client(&client.client_id, &client.client_assertion);
         let answer = self
-            .device_decision(client_id, client_secret, scope, audience, resource, source)
+            .device_decision(client.into(), scope, audience, resource, source)
             .await;
         if let Err(e) = &answer {
             self.audit_refusal(
@@ -114,16 +115,13 @@ impl AuthorizationServer {
 
     async fn device_decision(
         &self,
-        client_id: &str,
-        client_secret: &str,
+        presented: crate::client_auth::Presented<'_>,
         scope: &str,
         audience: Vec<String>,
         resource: Vec<String>,
         source: Option<std::net::IpAddr>,
     ) -> Result<DeviceAuthorization> {
-        let client = self
-            .authenticate_client_from(client_id, client_secret, source)
-            .await?;
+        let client = self.authenticate_client_from(presented, source).await?;
         if client.disabled {
             return Err(Error::InvalidClient);
         }
@@ -389,7 +387,7 @@ impl AuthorizationServer {
     /// expired and used each have their answer; an approved code issues tokens once.
     pub(crate) async fn device_code_grant(&self, req: &TokenRequest) -> Result<TokenResponse> {
         let client = self
-            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .authenticate_client_from(req.into(), req.source)
             .await?;
         if client.disabled {
             return Err(Error::InvalidClient);

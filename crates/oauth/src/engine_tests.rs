@@ -141,7 +141,10 @@ async fn every_wrong_client_credential_takes_the_same_path_and_similar_time() {
     // The same work: as many keyed hashes on every path, the right secret included.
     async fn hashes(engine: &AuthorizationServer, id: &str, s: &str) -> (bool, u64) {
         let before = HASHES.with(|h| h.get());
-        let ok = engine.authenticate_client(id, s).await.is_ok();
+        let ok = engine
+            .authenticate_client(crate::client_auth::Presented::secret(id, s))
+            .await
+            .is_ok();
         (ok, HASHES.with(|h| h.get()) - before)
     }
     let (ok, baseline) = hashes(&engine, "svc", &secret).await;
@@ -158,7 +161,11 @@ async fn every_wrong_client_credential_takes_the_same_path_and_similar_time() {
         let mut times = Vec::with_capacity(301);
         for _ in 0..301 {
             let start = Instant::now();
-            let _ = std::hint::black_box(engine.authenticate_client(id, s).await);
+            let _ = std::hint::black_box(
+                engine
+                    .authenticate_client(crate::client_auth::Presented::secret(id, s))
+                    .await,
+            );
             times.push(start.elapsed());
         }
         times.sort();
@@ -194,10 +201,7 @@ async fn a_storage_failure_during_revocation_is_an_error_never_a_success() {
     let op = TokenOperation {
         token: token.clone(),
         token_type_hint: String::new(),
-        client: ClientCredentials {
-            client_id: "svc".into(),
-            client_secret: secret.clone(),
-        },
+        client: ClientCredentials::secret("svc", secret.clone()),
     };
     let e = engine.revoke(op.clone()).await.expect_err("not a success");
     assert!(matches!(e, Error::Storage(_)), "{e:?}");

@@ -49,6 +49,8 @@ impl AuthorizationServer {
     /// Every answer is one audit record: `token_issued` (with the state change it made, if any)
     /// or `token_refused` with the reason.
     pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
+        let mut req = req;
+        req.client_id = crate::client_auth::named_client(&req.client_id, &req.client_assertion);
         let result = self.token_decision(&req).await;
         if let Err(e) = &result {
             // The server's own failure is not a refusal of the caller.
@@ -123,7 +125,7 @@ impl AuthorizationServer {
     /// RFC 6749 section 4.4. Writes nothing: the token is the only record.
     async fn client_credentials(&self, req: &TokenRequest) -> Result<TokenResponse> {
         let client = self
-            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .authenticate_client_from(req.into(), req.source)
             .await?;
         if client.disabled {
             return Err(Error::InvalidClient);
@@ -151,7 +153,7 @@ impl AuthorizationServer {
     /// RFC 6749 section 4.3, for clients explicitly allowed it (the legacy API-gateway pattern).
     async fn password(&self, req: &TokenRequest) -> Result<TokenResponse> {
         let client = self
-            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .authenticate_client_from(req.into(), req.source)
             .await?;
         if client.disabled {
             return Err(Error::InvalidClient);
@@ -230,7 +232,7 @@ impl AuthorizationServer {
     /// (RFC 6749 section 4.1.2). Public clients authenticate with their id alone.
     async fn authorization_code(&self, req: &TokenRequest) -> Result<TokenResponse> {
         let client = self
-            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .authenticate_client_from(req.into(), req.source)
             .await?;
         if client.disabled {
             return Err(Error::InvalidClient);
@@ -515,7 +517,7 @@ impl AuthorizationServer {
     /// two parties held the same token, so the family is compromised).
     async fn refresh(&self, req: &TokenRequest) -> Result<TokenResponse> {
         let client = self
-            .authenticate_client_from(&req.client_id, &req.client_secret, req.source)
+            .authenticate_client_from(req.into(), req.source)
             .await?;
         if req.refresh_token.is_empty() {
             return Err(Error::InvalidRequest("refresh_token is required"));
@@ -843,7 +845,9 @@ fn check_request_sizes(req: &TokenRequest) -> Result<()> {
         || req.code.len() > crate::codes::MAX_CODE_LEN
         || req.redirect_uri.len() > crate::signin::MAX_URI_LEN
         || req.code_verifier.len() > 128
-        || req.device_code.len() > MAX_SECRET_LEN;
+        || req.device_code.len() > MAX_SECRET_LEN
+        || req.client_assertion.len() > writ_token::MAX_ASSERTION_LEN
+        || req.client_assertion_type.len() > 256;
     if too_long {
         return Err(Error::InvalidRequest("a parameter is too long"));
     }

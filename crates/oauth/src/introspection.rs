@@ -26,6 +26,9 @@ impl AuthorizationServer {
     /// One audit record per answer: `token_introspected` (who asked, about which token, whether
     /// it was active) or `introspection_refused`.
     pub async fn introspect(&self, op: TokenOperation) -> Result<Introspection> {
+        let mut op = op;
+        op.client.client_id =
+            crate::client_auth::named_client(&op.client.client_id, &op.client.client_assertion);
         let answer = self.introspect_decision(&op).await;
         match &answer {
             Ok(i) => {
@@ -51,9 +54,7 @@ impl AuthorizationServer {
     }
 
     async fn introspect_decision(&self, op: &TokenOperation) -> Result<Introspection> {
-        let caller = self
-            .authenticate_client(&op.client.client_id, &op.client.client_secret)
-            .await?;
+        let caller = self.authenticate_client((&op.client).into()).await?;
         if !caller.is_confidential() || caller.disabled {
             return Err(Error::InvalidClient);
         }
@@ -121,6 +122,9 @@ impl AuthorizationServer {
     /// A revocation made is recorded with it (`revoked`); a request that revokes nothing is
     /// `revocation_ignored`, a refused one `revocation_refused`.
     pub async fn revoke(&self, op: TokenOperation) -> Result<()> {
+        let mut op = op;
+        op.client.client_id =
+            crate::client_auth::named_client(&op.client.client_id, &op.client.client_assertion);
         let answer = self.revoke_decision(&op).await;
         let event = match &answer {
             Ok(true) => return Ok(()),
@@ -143,9 +147,7 @@ impl AuthorizationServer {
 
     /// Whether something was revoked.
     async fn revoke_decision(&self, op: &TokenOperation) -> Result<bool> {
-        let caller = self
-            .authenticate_client(&op.client.client_id, &op.client.client_secret)
-            .await?;
+        let caller = self.authenticate_client((&op.client).into()).await?;
         if caller.disabled {
             return Err(Error::InvalidClient);
         }

@@ -7,6 +7,9 @@
 
 mod admin;
 mod admin_access;
+mod client_auth;
+#[cfg(test)]
+mod client_auth_tests;
 mod client_cache;
 mod clients;
 mod codes;
@@ -39,6 +42,7 @@ use writ_token::{
 };
 
 pub use admin_access::{AdminCaller, AdminPermission};
+pub use client_auth::{MAX_ASSERTION_LIFETIME, MAX_CLIENT_JWKS_LEN, MAX_CLIENT_KEYS, named_client};
 pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
@@ -543,11 +547,18 @@ impl AuthorizationServer {
 
     /// RFC 8414 metadata. HTTP endpoints hang off the issuer URL.
     pub fn metadata(&self) -> ServerMetadata {
+        // `none` last: every endpoint but introspection takes a public client's id alone.
+        const AUTH_METHODS: &[&str] = &[
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ];
         let base = self.config.issuer.trim_end_matches('/');
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         ServerMetadata {
             issuer: self.config.issuer.clone(),
-            token_endpoint: format!("{base}/oauth2/token"),
+            token_endpoint: self.metadata_token_endpoint(),
             jwks_uri: format!("{base}/.well-known/jwks.json"),
             biscuit_keys_uri: format!("{base}/.well-known/biscuit-keys.json"),
             introspection_endpoint: format!("{base}/oauth2/introspect"),
@@ -559,11 +570,10 @@ impl AuthorizationServer {
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
             ]),
-            token_endpoint_auth_methods_supported: strings(&[
-                "client_secret_basic",
-                "client_secret_post",
-                "none",
-            ]),
+            token_endpoint_auth_methods_supported: strings(AUTH_METHODS),
+            introspection_endpoint_auth_methods_supported: strings(&AUTH_METHODS[..3]),
+            revocation_endpoint_auth_methods_supported: strings(AUTH_METHODS),
+            token_endpoint_auth_signing_alg_values_supported: strings(&["EdDSA", "ES256"]),
             scopes_supported: strings(signin::OIDC_SCOPES),
             response_types_supported: strings(&["code"]),
             access_token_signing_alg_values_supported: strings(&["EdDSA", "ES256"]),

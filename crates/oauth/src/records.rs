@@ -5,6 +5,9 @@ use writ_store::{Record, Tree};
 pub const CLIENT_CONFIDENTIAL: i32 = 1;
 pub const CLIENT_PUBLIC: i32 = 2;
 
+pub const AUTH_CLIENT_SECRET: i32 = 0;
+pub const AUTH_PRIVATE_KEY_JWT: i32 = 1;
+
 pub const FORMAT_JWT: i32 = 1;
 pub const FORMAT_BISCUIT: i32 = 2;
 pub const FORMAT_JWT_AND_BISCUIT: i32 = 3;
@@ -64,6 +67,13 @@ pub struct ClientRecord {
     /// signed in to this client ends.
     #[prost(string, tag = "21")]
     pub backchannel_logout_uri: String,
+    /// How a confidential client authenticates: AUTH_CLIENT_SECRET (0, every record before
+    /// this field) or AUTH_PRIVATE_KEY_JWT. A public client does not.
+    #[prost(int32, tag = "22")]
+    pub auth_method: i32,
+    /// Its public keys, a JWK Set (RFC 7517), for `private_key_jwt`.
+    #[prost(string, tag = "23")]
+    pub jwks: String,
 }
 
 impl Record for ClientRecord {
@@ -71,6 +81,11 @@ impl Record for ClientRecord {
 }
 
 impl ClientRecord {
+    /// Authenticates with a secret (a confidential client registered for it).
+    pub fn uses_secret(&self) -> bool {
+        self.is_confidential() && self.auth_method == AUTH_CLIENT_SECRET
+    }
+
     pub fn is_confidential(&self) -> bool {
         self.client_type == CLIENT_CONFIDENTIAL
     }
@@ -542,5 +557,17 @@ pub struct DeviceRecord {
 }
 
 impl Record for DeviceRecord {
+    const TREE: Tree = Tree::SignIn;
+}
+
+/// A client assertion's `jti`, spent (RFC 7523 section 3, item 7): under `j/` + the keyed hash
+/// of the client id and the `jti`, until the assertion expires.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SpentAssertionRecord {
+    #[prost(int64, tag = "1")]
+    pub expires_at: i64,
+}
+
+impl Record for SpentAssertionRecord {
     const TREE: Tree = Tree::SignIn;
 }

@@ -416,14 +416,11 @@ impl AuthorizationServer {
     /// One audit record: `authorization_request_pushed` or `authorization_refused`.
     pub async fn push_authorization_request(
         &self,
-        client_id: &str,
-        client_secret: &str,
+        client: &crate::ClientCredentials,
         req: AuthorizationRequest,
         source: Option<std::net::IpAddr>,
     ) -> Result<(String, i64)> {
-        let answer = self
-            .push_decision(client_id, client_secret, &req, source)
-            .await;
+        let answer = self.push_decision(client.into(), &req, source).await;
         if let Err(e) = &answer {
             self.audit_authorization_refusal(&req, e).await;
         }
@@ -432,14 +429,11 @@ impl AuthorizationServer {
 
     async fn push_decision(
         &self,
-        client_id: &str,
-        client_secret: &str,
+        presented: crate::client_auth::Presented<'_>,
         req: &AuthorizationRequest,
         source: Option<std::net::IpAddr>,
     ) -> Result<(String, i64)> {
-        let client = self
-            .authenticate_client_from(client_id, client_secret, source)
-            .await?;
+        let client = self.authenticate_client_from(presented, source).await?;
         if client.disabled {
             return Err(Error::InvalidClient);
         }

@@ -33,6 +33,9 @@ pub struct TokenRequest {
     pub code_verifier: String,
     /// RFC 8628 section 3.4.
     pub device_code: String,
+    /// RFC 7521 section 4.2 (`private_key_jwt`, RFC 7523 section 2.2).
+    pub client_assertion_type: String,
+    pub client_assertion: String,
     /// Where the request came from (the transport's peer address), for brute-force throttling.
     pub source: Option<std::net::IpAddr>,
 }
@@ -56,6 +59,20 @@ pub struct TokenResponse {
 pub struct ClientCredentials {
     pub client_id: String,
     pub client_secret: String,
+    /// RFC 7521 section 4.2 (`private_key_jwt`, RFC 7523 section 2.2).
+    pub client_assertion_type: String,
+    pub client_assertion: String,
+}
+
+impl ClientCredentials {
+    /// A client id and secret (empty for a public client).
+    pub fn secret(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        ClientCredentials {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            ..ClientCredentials::default()
+        }
+    }
 }
 
 /// RFC 7662 section 2.1 and RFC 7009 section 2.1.
@@ -105,6 +122,9 @@ pub struct ServerMetadata {
     pub revocation_endpoint: String,
     pub grant_types_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// Every method but `none`: introspection is for confidential clients.
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub access_token_signing_alg_values_supported: Vec<String>,
@@ -115,6 +135,8 @@ pub struct ServerMetadata {
     pub userinfo_endpoint: String,
     /// OpenID Connect RP-Initiated Logout.
     pub end_session_endpoint: String,
+    /// RFC 8414: what signs a `private_key_jwt` assertion.
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// RFC 7636: `S256` only.
     pub code_challenge_methods_supported: Vec<String>,
     /// The ID token's signature algorithm (the signing key's).
@@ -193,6 +215,12 @@ pub struct Client {
     /// Where a logout token is POSTed when a session that signed in to it ends (OpenID
     /// Connect Back-Channel Logout); empty: none.
     pub backchannel_logout_uri: String,
+    /// RFC 7591: `client_secret_basic` (a confidential client's default; `client_secret_post`
+    /// is the same method), `private_key_jwt`, or `none` (a public client). Empty at creation:
+    /// the client type's default. Fixed at creation.
+    pub token_endpoint_auth_method: String,
+    /// RFC 7591: the client's public keys, a JWK Set, for `private_key_jwt`.
+    pub jwks: String,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

@@ -254,10 +254,7 @@ async fn a_key_rotated_on_one_replica_verifies_on_another_once_it_looks() {
     let operation = || writ_oauth::TokenOperation {
         token: token.clone(),
         token_type_hint: String::new(),
-        client: writ_oauth::ClientCredentials {
-            client_id: "svc".into(),
-            client_secret: secret.clone(),
-        },
+        client: writ_oauth::ClientCredentials::secret("svc", secret.clone()),
     };
     assert!(!b.public_keys().jwt_keys().any(|k| k.kid() == rotated.kid));
     // What the authorization server's periodic task does (every SHARED_STATE_INTERVAL).

@@ -181,9 +181,13 @@ impl Form {
 pub struct ClientAuth {
     pub client_id: String,
     pub client_secret: String,
+    /// RFC 7521 section 4.2: `private_key_jwt` (RFC 7523 section 2.2).
+    pub client_assertion_type: String,
+    pub client_assertion: String,
 }
 
-/// `client_secret_basic` or `client_secret_post`; using both is an error.
+/// `client_secret_basic`, `client_secret_post` or a client assertion (`private_key_jwt`);
+/// using more than one is an error (RFC 6749 section 2.3).
 pub fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, FormError> {
     // An `Authorization` header that cannot be read, or names Basic without credentials, is
     // refused, never ignored in favour of the body's credentials (found by fuzzing). Another
@@ -213,10 +217,31 @@ pub fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, FormE
     };
     let post_id = form.one("client_id")?;
     let post_secret = form.one("client_secret")?;
+    let assertion_type = form.one("client_assertion_type")?;
+    let assertion = form.one("client_assertion")?;
+    if !assertion_type.is_empty() || !assertion.is_empty() {
+        if basic.is_some() || !post_secret.is_empty() {
+            return Err(FormError::InvalidRequest(
+                "use one client authentication method",
+            ));
+        }
+        if assertion_type.is_empty() || assertion.is_empty() {
+            return Err(FormError::InvalidRequest(
+                "client_assertion and client_assertion_type go together",
+            ));
+        }
+        return Ok(ClientAuth {
+            client_id: post_id,
+            client_secret: String::new(),
+            client_assertion_type: assertion_type,
+            client_assertion: assertion,
+        });
+    }
     let Some(encoded) = basic else {
         return Ok(ClientAuth {
             client_id: post_id,
             client_secret: post_secret,
+            ..ClientAuth::default()
         });
     };
     if !post_secret.is_empty() {
@@ -245,6 +270,7 @@ pub fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, FormE
     Ok(ClientAuth {
         client_id: id,
         client_secret: secret,
+        ..ClientAuth::default()
     })
 }
 
@@ -328,6 +354,35 @@ mod tests {
             );
         }
         Form::parse_with_client(&headers, body.as_bytes()).map(|(_, c)| c)
+    }
+
+    #[test]
+    fn a_client_assertion_is_the_one_method_and_comes_with_its_type() {
+        let t = "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+        let ok = request(b"", &format!("grant_type=x&{t}&client_assertion=a.b.c")).unwrap();
+        assert_eq!(
+            (ok.client_id.as_str(), ok.client_assertion.as_str()),
+            ("", "a.b.c")
+        );
+        assert!(ok.client_assertion_type.ends_with(":jwt-bearer"));
+        let two_methods = [
+            (
+                &b""[..],
+                format!("{t}&client_assertion=a.b.c&client_secret=s"),
+            ),
+            (
+                &b"Basic b3JkZXJzOnNlY3JldA=="[..],
+                format!("{t}&client_assertion=a.b.c"),
+            ),
+            (&b""[..], "client_assertion=a.b.c".to_owned()),
+            (&b""[..], t.to_owned()),
+        ];
+        for (header, body) in two_methods {
+            assert!(
+                matches!(request(header, &body), Err(FormError::InvalidRequest(_))),
+                "{body}"
+            );
+        }
     }
 
     /// Found by fuzzing (`tools/fuzz`, target `form`): a Basic header with bytes that are not

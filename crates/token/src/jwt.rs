@@ -34,7 +34,11 @@ pub fn encode_id_token(key: &SigningKey, claims: &IdTokenClaims) -> Result<Strin
 }
 
 /// Signs `claims` as a compact JWS with header `{"alg", "typ", "kid"}`.
-fn encode_jwt(key: &SigningKey, typ: &str, claims: &impl Serialize) -> Result<String, TokenError> {
+pub(crate) fn encode_jwt(
+    key: &SigningKey,
+    typ: &str,
+    claims: &impl Serialize,
+) -> Result<String, TokenError> {
     let header = serde_json::to_vec(&Header {
         alg: key.alg().name(),
         typ,

@@ -51,6 +51,7 @@
 //! assert!(verifier.verify(&biscuit).is_err());
 //! ```
 
+mod assertion;
 mod biscuit;
 mod claims;
 mod clock;
@@ -66,6 +67,11 @@ mod revocation;
 mod scope;
 mod verify;
 
+pub use assertion::{
+    AssertionClaims, AssertionRules, CLIENT_ASSERTION_TYP, CLIENT_ASSERTION_TYPE,
+    MAX_ASSERTION_LEN, MAX_JTI_LEN, VerifiedAssertion, assertion_subject, encode_client_assertion,
+    verify_assertion,
+};
 pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
 pub use claims::{AccessClaims, Actor, MAX_NUMERIC_DATE};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};

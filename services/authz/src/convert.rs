@@ -36,6 +36,8 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
         redirect_uri: r.redirect_uri,
         code_verifier: r.code_verifier,
         device_code: r.device_code,
+        client_assertion_type: r.client_assertion_type,
+        client_assertion: r.client_assertion,
     })
 }
 
@@ -85,10 +87,12 @@ pub fn metadata(m: ServerMetadata) -> authz::GetServerMetadataResponse {
         introspection_endpoint: m.introspection_endpoint,
         revocation_endpoint: m.revocation_endpoint,
         grant_types_supported: m.grant_types_supported,
-        introspection_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported[..2]
-            .to_vec(),
-        revocation_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported.clone(),
+        introspection_endpoint_auth_methods_supported: m
+            .introspection_endpoint_auth_methods_supported,
+        revocation_endpoint_auth_methods_supported: m.revocation_endpoint_auth_methods_supported,
         token_endpoint_auth_methods_supported: m.token_endpoint_auth_methods_supported,
+        token_endpoint_auth_signing_alg_values_supported: m
+            .token_endpoint_auth_signing_alg_values_supported,
         scopes_supported: m.scopes_supported,
         response_types_supported: m.response_types_supported,
         access_token_signing_alg_values_supported: m.access_token_signing_alg_values_supported,
@@ -125,6 +129,8 @@ pub fn client(c: Client) -> admin::Client {
         post_logout_redirect_uris: c.post_logout_redirect_uris,
         require_pushed_authorization_requests: c.require_pushed_authorization_requests,
         backchannel_logout_uri: c.backchannel_logout_uri,
+        token_endpoint_auth_method: c.token_endpoint_auth_method,
+        jwks: c.jwks,
     }
 }
 
@@ -176,6 +182,8 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         post_logout_redirect_uris: c.post_logout_redirect_uris,
         require_pushed_authorization_requests: c.require_pushed_authorization_requests,
         backchannel_logout_uri: c.backchannel_logout_uri,
+        token_endpoint_auth_method: c.token_endpoint_auth_method,
+        jwks: c.jwks,
     })
 }
 

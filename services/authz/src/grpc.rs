@@ -31,21 +31,38 @@ pub async fn jwks(engine: &AuthorizationServer) -> Result<GetJwksResponse, Statu
     Ok(writ_proto::convert::PublishedKeys::new(&jwt, &biscuit).into())
 }
 
-/// RFC 7662 and RFC 7009 requests carry the same parameters.
-fn operation(
-    token: String,
-    token_type_hint: String,
+/// A client's credentials as a request's fields carry them (RFC 6749 section 2.3, RFC 7521
+/// section 4.2).
+fn credentials(
     client_id: String,
     client_secret: String,
-) -> TokenOperation {
-    TokenOperation {
-        token,
-        token_type_hint,
-        client: ClientCredentials {
-            client_id,
-            client_secret,
-        },
+    client_assertion_type: String,
+    client_assertion: String,
+) -> ClientCredentials {
+    ClientCredentials {
+        client_id,
+        client_secret,
+        client_assertion_type,
+        client_assertion,
     }
+}
+
+/// RFC 7662 and RFC 7009 requests carry the same parameters (two messages with the same
+/// fields).
+macro_rules! operation {
+    ($r:expr) => {{
+        let r = $r;
+        TokenOperation {
+            token: r.token,
+            token_type_hint: r.token_type_hint,
+            client: credentials(
+                r.client_id,
+                r.client_secret,
+                r.client_assertion_type,
+                r.client_assertion,
+            ),
+        }
+    }};
 }
 
 #[tonic::async_trait]
@@ -70,8 +87,12 @@ impl AuthorizationService for AuthorizationGrpc {
         let d = self
             .engine
             .device_authorization(
-                &r.client_id,
-                &r.client_secret,
+                &credentials(
+                    r.client_id,
+                    r.client_secret,
+                    r.client_assertion_type,
+                    r.client_assertion,
+                ),
                 &r.scope,
                 r.audience,
                 r.resource,
@@ -93,8 +114,7 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         request: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
-        let r = request.into_inner();
-        let op = operation(r.token, r.token_type_hint, r.client_id, r.client_secret);
+        let op = operation!(request.into_inner());
         let result = self.engine.introspect(op).await.map_err(status)?;
         Ok(Response::new(convert::introspection(result)))
     }
@@ -103,8 +123,7 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let r = request.into_inner();
-        let op = operation(r.token, r.token_type_hint, r.client_id, r.client_secret);
+        let op = operation!(request.into_inner());
         self.engine.revoke(op).await.map_err(status)?;
         Ok(Response::new(RevokeResponse {}))
     }

@@ -42,6 +42,8 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Form, ClientCredentials), 
     let client = ClientCredentials {
         client_id: c.client_id,
         client_secret: c.client_secret,
+        client_assertion_type: c.client_assertion_type,
+        client_assertion: c.client_assertion,
     };
     Ok((form, client))
 }
@@ -81,6 +83,8 @@ async fn token(
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
         client_secret: client.client_secret,
+        client_assertion_type: client.client_assertion_type,
+        client_assertion: client.client_assertion,
         scope: form.one("scope")?,
         refresh_token: form.one("refresh_token")?,
         username: form.one("username")?,
@@ -167,8 +171,7 @@ async fn device_authorization(
     let (form, client) = parse(&headers, &body)?;
     let d = engine
         .device_authorization(
-            &client.client_id,
-            &client.client_secret,
+            &client,
             &form.one("scope")?,
             form.many("audience"),
             form.many("resource"),
@@ -196,15 +199,10 @@ async fn par(
     let (form, client) = parse(&headers, &body)?;
     let mut req = crate::web::authorization_request(&form)?;
     if req.client_id.is_empty() {
-        req.client_id = client.client_id.clone();
+        req.client_id = writ_oauth::named_client(&client.client_id, &client.client_assertion);
     }
     let (request_uri, expires_in) = engine
-        .push_authorization_request(
-            &client.client_id,
-            &client.client_secret,
-            req,
-            peer.map(|p| p.0.0.ip()),
-        )
+        .push_authorization_request(&client, req, peer.map(|p| p.0.0.ip()))
         .await?;
     let body = json!({ "request_uri": request_uri, "expires_in": expires_in });
     Ok((StatusCode::CREATED, no_store(), axum::Json(body)).into_response())
@@ -230,8 +228,9 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "revocation_endpoint": m.revocation_endpoint,
         "grant_types_supported": m.grant_types_supported,
         "token_endpoint_auth_methods_supported": m.token_endpoint_auth_methods_supported,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": m.token_endpoint_auth_signing_alg_values_supported,
+        "introspection_endpoint_auth_methods_supported": m.introspection_endpoint_auth_methods_supported,
+        "revocation_endpoint_auth_methods_supported": m.revocation_endpoint_auth_methods_supported,
         "response_types_supported": m.response_types_supported,
         "scopes_supported": m.scopes_supported,
         "access_token_signing_alg_values_supported": m.access_token_signing_alg_values_supported,

@@ -256,6 +256,7 @@ fn measure(
                         token_type_hint: String::new(),
                         client_id: id.clone(),
                         client_secret: secret.clone(),
+                        ..Default::default()
                     });
                 }
                 let requests = Arc::new(requests);

@@ -109,6 +109,42 @@ impl SigningKey {
         Ok(SigningKey { kid, secret })
     }
 
+    /// A key from a PKCS#8 PEM document (`-----BEGIN PRIVATE KEY-----`), as
+    /// `openssl genpkey -algorithm ed25519` or `-algorithm EC -pkeyopt ec_paramgen_curve:P-256`
+    /// writes it: an Ed25519 key signs EdDSA, a P-256 key ES256.
+    pub fn from_pkcs8_pem(kid: impl Into<String>, pem: &str) -> Result<Self, TokenError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        let kid = kid.into();
+        check_kid(&kid)?;
+        let secret = if let Ok(k) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            Secret::Ed25519(k)
+        } else if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            Secret::Es256(k)
+        } else {
+            return Err(TokenError::InvalidKey(
+                "not a PKCS#8 PEM Ed25519 or P-256 private key",
+            ));
+        };
+        Ok(SigningKey { kid, secret })
+    }
+
+    /// The key as a PKCS#8 PEM document, for a client to keep (see [`Self::from_pkcs8_pem`]).
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, TokenError> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        let line_ending = p256::pkcs8::LineEnding::LF;
+        match &self.secret {
+            // PKCS#8 v1 (no public key inside): what OpenSSL and Python's `cryptography` read;
+            // they refuse the v2 form ed25519-dalek writes by default.
+            Secret::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(line_ending),
+            Secret::Es256(k) => k.to_pkcs8_pem(line_ending),
+        }
+        .map_err(|_| TokenError::Build("PKCS#8 encoding"))
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }

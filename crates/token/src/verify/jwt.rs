@@ -8,7 +8,7 @@ use super::{TokenFormat, TokenVerifier, VerifiedJws, VerifiedToken};
 use crate::claims::AccessClaims;
 use crate::error::TokenError;
 use crate::jwt::ACCESS_TOKEN_TYP;
-use crate::keys::{Algorithm, MAX_KID_LEN, VerificationKey};
+use crate::keys::{Algorithm, KeySet, MAX_KID_LEN, VerificationKey};
 
 impl TokenVerifier {
     /// Verifies a JWT access token: header, key, signature and claims.
@@ -34,70 +34,119 @@ impl TokenVerifier {
     }
 
     fn check_jws(&self, token: &str, access_token: bool) -> Result<VerifiedJws, TokenError> {
-        if token.len() > self.config.max_token_bytes {
-            return Err(TokenError::TooLarge);
-        }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed("a JWS has exactly three segments"));
+        let typ = if access_token {
+            Typ::AccessToken
+        } else {
+            Typ::Unchecked
         };
-        let b64url = |seg: &str| {
-            seg.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if h.is_empty() || s.is_empty() || !b64url(h) || !b64url(p) || !b64url(s) {
-            return Err(TokenError::Malformed("segments are not base64url"));
-        }
+        check_jws(
+            token,
+            &self.keys(),
+            &self.config.algorithms,
+            self.config.max_token_bytes,
+            typ,
+        )
+    }
+}
 
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| TokenError::Malformed("header is not a JOSE header Writ accepts"))?;
-        if access_token {
-            let typ_ok = header.typ.as_deref().is_some_and(|t| {
-                t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
-                    || t.eq_ignore_ascii_case("application/at+jwt")
-            });
-            if !typ_ok {
-                return Err(TokenError::WrongType);
+/// What a JWS's `typ` header must say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Typ {
+    /// `at+jwt` (RFC 9068 section 2.1).
+    AccessToken,
+    /// Anything: conformance vectors.
+    Unchecked,
+    /// An RFC 7523 assertion: absent, `JWT`, or `client-authentication+jwt`
+    /// (draft-ietf-oauth-rfc7523bis), so that no other kind of Writ token (an access token, an
+    /// ID token's relatives with their own `typ`, a logout token) passes for one. A kid may be
+    /// absent when the party registered one key of the header's algorithm.
+    Assertion,
+}
+
+/// A compact JWS's structure, header policy, key and signature, against `keys`.
+pub(crate) fn check_jws(
+    token: &str,
+    keys: &KeySet,
+    algorithms: &[Algorithm],
+    max_bytes: usize,
+    typ: Typ,
+) -> Result<VerifiedJws, TokenError> {
+    if token.len() > max_bytes {
+        return Err(TokenError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("a JWS has exactly three segments"));
+    };
+    let b64url = |seg: &str| {
+        seg.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if h.is_empty() || s.is_empty() || !b64url(h) || !b64url(p) || !b64url(s) {
+        return Err(TokenError::Malformed("segments are not base64url"));
+    }
+
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| TokenError::Malformed("header is not a JOSE header Writ accepts"))?;
+    let is = |t: &str, name: &str| {
+        t.eq_ignore_ascii_case(name)
+            || t.strip_prefix("application/")
+                .is_some_and(|rest| rest.eq_ignore_ascii_case(name))
+    };
+    let typ_ok = match (typ, header.typ.as_deref()) {
+        (Typ::Unchecked, _) => true,
+        (Typ::AccessToken, Some(t)) => is(t, ACCESS_TOKEN_TYP),
+        (Typ::AccessToken, None) => false,
+        (Typ::Assertion, None) => true,
+        (Typ::Assertion, Some(t)) => is(t, "JWT") || is(t, "client-authentication+jwt"),
+    };
+    if !typ_ok {
+        return Err(TokenError::WrongType);
+    }
+    // Keys named by the token are never fetched nor trusted; extensions are not understood.
+    if header.jku.is_some()
+        || header.jwk.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some()
+        || header.crit.is_some()
+        || header.cty.is_some()
+        || header.enc.is_some()
+        || header.zip.is_some()
+        || header.extras.inner().contains_key("b64")
+    {
+        return Err(TokenError::ForbiddenHeader);
+    }
+    let alg = Algorithm::from_jose(header.alg)
+        .filter(|a| algorithms.contains(a))
+        .ok_or(TokenError::AlgorithmNotAllowed)?;
+    let key: &VerificationKey = match header.kid.as_deref() {
+        Some(kid) if kid.len() > MAX_KID_LEN => return Err(TokenError::UnknownKey),
+        Some(kid) => keys.jwt_key(kid).ok_or(TokenError::UnknownKey)?,
+        // Only an assertion may leave the key unnamed, and only when one key could be meant.
+        None if typ == Typ::Assertion => {
+            let mut candidates = keys.jwt_keys().filter(|k| k.alg() == alg);
+            match (candidates.next(), candidates.next()) {
+                (Some(k), None) => k,
+                _ => return Err(TokenError::UnknownKey),
             }
         }
-        // Keys named by the token are never fetched nor trusted; extensions are not understood.
-        if header.jku.is_some()
-            || header.jwk.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-            || header.cty.is_some()
-            || header.enc.is_some()
-            || header.zip.is_some()
-            || header.extras.inner().contains_key("b64")
-        {
-            return Err(TokenError::ForbiddenHeader);
-        }
-        let alg = Algorithm::from_jose(header.alg)
-            .filter(|a| self.config.algorithms.contains(a))
-            .ok_or(TokenError::AlgorithmNotAllowed)?;
-        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-        if kid.len() > MAX_KID_LEN {
-            return Err(TokenError::UnknownKey);
-        }
-        let keys = self.keys();
-        let key: &VerificationKey = keys.jwt_key(kid).ok_or(TokenError::UnknownKey)?;
-        if key.alg() != alg {
-            return Err(TokenError::AlgorithmNotAllowed);
-        }
-        let signed_len = h.len() + 1 + p.len();
-        if !key.verify_signature(&token.as_bytes()[..signed_len], s) {
-            return Err(TokenError::BadSignature);
-        }
-        let payload = URL_SAFE_NO_PAD
-            .decode(p)
-            .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
-        Ok(VerifiedJws {
-            key_id: kid.to_owned(),
-            header,
-            payload,
-        })
+        None => return Err(TokenError::UnknownKey),
+    };
+    if key.alg() != alg {
+        return Err(TokenError::AlgorithmNotAllowed);
     }
+    let signed_len = h.len() + 1 + p.len();
+    if !key.verify_signature(&token.as_bytes()[..signed_len], s) {
+        return Err(TokenError::BadSignature);
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
+    Ok(VerifiedJws {
+        key_id: key.kid().to_owned(),
+        header,
+        payload,
+    })
 }

@@ -15,7 +15,7 @@
 //! Biscuit: signatures, limits, checks and policies.
 
 mod biscuit;
-mod jwt;
+pub(crate) mod jwt;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -14,7 +14,7 @@ use super::AdminConn;
 /// Most pages a listing follows (of 1,000 entries: a billion).
 const MAX_PAGES: usize = 1_000_000;
 use super::support::{
-    ArrayPrinter, CliError, Result, admin_credential, channel_to, print, read_stdin_line,
+    ArrayPrinter, CliError, Result, admin_credential, channel_to, print, read_stdin_line, read_text,
 };
 use super::token::{Format, Grant, format_value, grant_name};
 
@@ -114,6 +114,34 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 0)]
         grace: i64,
     },
+    /// Replace the public keys of a client that authenticates with private_key_jwt (list the
+    /// old key beside the new one while the client switches).
+    SetKeys {
+        client_id: String,
+        /// A JWK Set file (`writ admin client keygen` prints one).
+        #[arg(long)]
+        jwks_file: std::path::PathBuf,
+    },
+    /// Generate a key pair for private_key_jwt: writes the private key (PKCS#8 PEM, mode 0600)
+    /// to --out and prints the public JWK Set to register with --jwks-file.
+    Keygen {
+        /// The key id the client's assertions name.
+        #[arg(long)]
+        kid: String,
+        #[arg(long, value_enum, default_value = "eddsa")]
+        alg: KeyAlg,
+        /// Where the private key goes (refused if it exists).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print the public JWK Set of a PKCS#8 PEM private key (Ed25519 or P-256), e.g. one made
+    /// with openssl, to register with --jwks-file.
+    Jwks {
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+    },
     /// Enable or disable a client.
     SetDisabled {
         client_id: String,
@@ -162,6 +190,19 @@ pub struct ClientCreate {
     /// May introspect tokens of other clients (a resource server).
     #[arg(long)]
     pub may_introspect: bool,
+    /// Authenticate with private_key_jwt (RFC 7523) against the public keys in this JWK Set
+    /// file, instead of a secret (none is issued).
+    #[arg(long, conflicts_with = "public")]
+    pub jwks_file: Option<std::path::PathBuf>,
+}
+
+/// Algorithms of a client's private_key_jwt key.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyAlg {
+    /// Ed25519.
+    Eddsa,
+    /// ECDSA on P-256.
+    Es256,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,7 +287,54 @@ fn client_json(c: &pb_admin::Client) -> Value {
         "disabled": c.disabled,
         "redirect_uris": c.redirect_uris,
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
+        "token_endpoint_auth_method": c.token_endpoint_auth_method,
+        "jwks": serde_json::from_str::<Value>(&c.jwks).unwrap_or(Value::Null),
     })
+}
+
+/// `writ admin client keygen` and `jwks`: local, no server involved.
+pub fn client_keys(command: &ClientCommand) -> Option<Result<()>> {
+    let public_set =
+        |key: &writ_token::SigningKey| json!({ "keys": [key.verification_key().to_jwk()] });
+    match command {
+        ClientCommand::Keygen { kid, alg, out } => Some((|| {
+            let alg = match alg {
+                KeyAlg::Eddsa => writ_token::Algorithm::EdDSA,
+                KeyAlg::Es256 => writ_token::Algorithm::ES256,
+            };
+            let key = writ_token::SigningKey::generate(alg, kid.clone())
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            let pem = key
+                .to_pkcs8_pem()
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            write_private(out, pem.as_bytes())?;
+            print(&public_set(&key));
+            Ok(())
+        })()),
+        ClientCommand::Jwks { kid, key_file } => Some((|| {
+            let pem = zeroize::Zeroizing::new(read_text(key_file)?);
+            let key = writ_token::SigningKey::from_pkcs8_pem(kid.clone(), &pem)
+                .map_err(|e| CliError::Invalid(format!("{}: {e}", key_file.display())))?;
+            print(&public_set(&key));
+            Ok(())
+        })()),
+        _ => None,
+    }
+}
+
+/// Creates `path` (never overwrites), readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))
 }
 
 type AdminClient =
@@ -261,6 +349,12 @@ pub(super) async fn admin_client(conn: &AdminConn) -> Result<AdminClient> {
 }
 
 pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
+    // Key generation is local: no server, no credential.
+    if let AdminCommand::Client { command } = &command
+        && let Some(done) = client_keys(command)
+    {
+        return done;
+    }
     let mut admin = admin_client(&conn).await?;
     match command {
         AdminCommand::Client { command } => match command {
@@ -296,6 +390,15 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     post_logout_redirect_uris: c.post_logout_redirect_uris,
                     require_pushed_authorization_requests: false,
                     backchannel_logout_uri: c.backchannel_logout_uri.unwrap_or_default(),
+                    token_endpoint_auth_method: if c.jwks_file.is_some() {
+                        "private_key_jwt".into()
+                    } else {
+                        String::new()
+                    },
+                    jwks: match &c.jwks_file {
+                        Some(path) => read_text(path)?,
+                        None => String::new(),
+                    },
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
@@ -358,6 +461,28 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     .await?
                     .into_inner();
                 print(&json!({ "client_id": client_id, "client_secret": r.client_secret }));
+            }
+            ClientCommand::SetKeys {
+                client_id,
+                jwks_file,
+            } => {
+                let r = admin
+                    .update_client(pb_admin::UpdateClientRequest {
+                        client: Some(pb_admin::Client {
+                            client_id,
+                            jwks: read_text(&jwks_file)?,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["jwks".into()],
+                        }),
+                    })
+                    .await?
+                    .into_inner();
+                print(&r.client.as_ref().map(client_json).unwrap_or(Value::Null));
+            }
+            local @ (ClientCommand::Keygen { .. } | ClientCommand::Jwks { .. }) => {
+                client_keys(&local).unwrap_or(Ok(()))?
             }
             ClientCommand::SetDisabled {
                 client_id,

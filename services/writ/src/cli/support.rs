@@ -183,6 +183,23 @@ pub(super) fn admin_credential(conn: &AdminConn) -> Result<String> {
         })
 }
 
+/// A small text file given on the command line (a JWK Set, a PEM key): at most 64 KiB.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+    let mut text = String::new();
+    file.take(64 * 1024 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+    if text.len() > 64 * 1024 {
+        return Err(CliError::Invalid(format!(
+            "{}: larger than 64 KiB",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

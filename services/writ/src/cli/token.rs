@@ -10,7 +10,7 @@ use writ_token::{Attenuation, TokenFormat, VerifierConfig};
 use writ_vocabulary::grant_type;
 
 use super::support::{
-    CliError, Result, channel, channel_to, print, read_arg_or_stdin, read_stdin_line,
+    CliError, Result, channel, channel_to, print, read_arg_or_stdin, read_stdin_line, read_text,
 };
 use super::{ClientSecret, Conn};
 
@@ -71,6 +71,13 @@ pub struct TokenArgs {
     /// For --grant password: read the password from standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Authenticate with private_key_jwt (RFC 7523): sign the client's assertion with this
+    /// PKCS#8 PEM private key instead of sending a secret.
+    #[arg(long, requires = "kid")]
+    pub private_key: Option<std::path::PathBuf>,
+    /// The registered key id of --private-key.
+    #[arg(long, requires = "private_key")]
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,11 +173,45 @@ pub async fn token(args: TokenArgs) -> Result<()> {
         String::new()
     };
     let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
+    let (client_assertion_type, client_assertion) = match (&args.private_key, &args.kid) {
+        (Some(path), Some(kid)) => {
+            if !args.secret.client_secret.is_empty() {
+                return Err(CliError::Invalid(
+                    "--private-key and a client secret are two authentication methods: use one"
+                        .into(),
+                ));
+            }
+            let pem = zeroize::Zeroizing::new(read_text(path)?);
+            let key = writ_token::SigningKey::from_pkcs8_pem(kid.clone(), &pem)
+                .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+            // The assertion's audience is the server's issuer identifier, from its metadata.
+            let issuer = client
+                .get_server_metadata(authz::GetServerMetadataRequest {})
+                .await?
+                .into_inner()
+                .issuer;
+            let now = writ_token::system_clock().now();
+            let claims = writ_token::AssertionClaims {
+                iss: args.client_id.clone(),
+                sub: args.client_id.clone(),
+                aud: issuer,
+                iat: now,
+                exp: now + 60,
+                jti: writ_token::random_id(),
+            };
+            let assertion = writ_token::encode_client_assertion(&key, &claims)
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            (writ_token::CLIENT_ASSERTION_TYPE.to_owned(), assertion)
+        }
+        _ => (String::new(), String::new()),
+    };
     let r = client
         .token(authz::TokenRequest {
             grant_type: grant_name(args.grant).to_owned(),
             client_id: args.client_id,
             client_secret: args.secret.client_secret,
+            client_assertion_type,
+            client_assertion,
             scope: args.scope,
             refresh_token: args.refresh_token.unwrap_or_default(),
             username: args.username.unwrap_or_default(),
@@ -211,6 +252,7 @@ pub async fn login(args: LoginArgs) -> Result<()> {
             scope: args.scope,
             audience: args.audience,
             resource: Vec::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();

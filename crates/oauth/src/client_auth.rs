@@ -1,0 +1,297 @@
+//! Client authentication (RFC 6749 section 2.3): a secret (`client_secret_basic` or
+//! `client_secret_post`), a JWT signed with a key the client registered (`private_key_jwt`,
+//! RFC 7523 section 2.2), or, for a public client, its id alone. Every endpoint that
+//! authenticates a client goes through [`AuthorizationServer::authenticate_client_from`].
+
+use writ_store::{AsyncStoreExt, Batch, Tree, encode};
+use writ_token::{AssertionRules, CLIENT_ASSERTION_TYPE, KeySet, MAX_ASSERTION_LEN};
+
+use crate::error::{Error, Result};
+use crate::records::{AUTH_PRIVATE_KEY_JWT, ClientRecord, SpentAssertionRecord};
+use crate::secrets::SecretHasher;
+use crate::throttle::Subject;
+use crate::types::{ClientCredentials, TokenRequest};
+use crate::{AuthorizationServer, MAX_SECRET_LEN, valid_id};
+
+/// Latest `exp` accepted in a client assertion, in seconds from now: each `jti` is remembered
+/// until `exp`, so this bounds how many are. An hour, what common clients sign by default
+/// (authlib does); Writ's own client signs for a minute.
+pub const MAX_ASSERTION_LIFETIME: i64 = 3600;
+
+/// Largest JWK Set a client may register, in bytes, and most keys in it.
+pub const MAX_CLIENT_JWKS_LEN: usize = 16 * 1024;
+pub const MAX_CLIENT_KEYS: usize = 10;
+
+/// A client's credentials as a request presents them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Presented<'a> {
+    pub client_id: &'a str,
+    pub secret: &'a str,
+    pub assertion_type: &'a str,
+    pub assertion: &'a str,
+}
+
+impl<'a> Presented<'a> {
+    pub(crate) fn secret(client_id: &'a str, secret: &'a str) -> Self {
+        Presented {
+            client_id,
+            secret,
+            assertion_type: "",
+            assertion: "",
+        }
+    }
+}
+
+impl<'a> From<&'a TokenRequest> for Presented<'a> {
+    fn from(r: &'a TokenRequest) -> Self {
+        Presented {
+            client_id: &r.client_id,
+            secret: &r.client_secret,
+            assertion_type: &r.client_assertion_type,
+            assertion: &r.client_assertion,
+        }
+    }
+}
+
+impl<'a> From<&'a ClientCredentials> for Presented<'a> {
+    fn from(c: &'a ClientCredentials) -> Self {
+        Presented {
+            client_id: &c.client_id,
+            secret: &c.client_secret,
+            assertion_type: &c.client_assertion_type,
+            assertion: &c.client_assertion,
+        }
+    }
+}
+
+/// The client a request names: its `client_id`, or when it sends only an assertion, the
+/// assertion's (unverified) subject, which verification then holds to `iss` and `sub`.
+pub fn named_client(client_id: &str, assertion: &str) -> String {
+    if client_id.is_empty() && !assertion.is_empty() {
+        writ_token::assertion_subject(assertion).unwrap_or_default()
+    } else {
+        client_id.to_owned()
+    }
+}
+
+impl AuthorizationServer {
+    /// Authenticates a client. An unknown client, a wrong secret, and a secret sent for a public
+    /// client all take the same path (one keyed hash, one constant-time comparison) and end in
+    /// the same `invalid_client`. A disabled client authenticates; grants refuse it.
+    pub(crate) async fn authenticate_client(
+        &self,
+        presented: Presented<'_>,
+    ) -> Result<ClientRecord> {
+        self.authenticate_client_from(presented, None).await
+    }
+
+    /// [`Self::authenticate_client`] for a request from `source`: past its free failures, a
+    /// client id (from that source) is refused without its credentials being checked, until its
+    /// lockout ends.
+    pub(crate) async fn authenticate_client_from(
+        &self,
+        presented: Presented<'_>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<ClientRecord> {
+        let has_assertion = !presented.assertion.is_empty() || !presented.assertion_type.is_empty();
+        if has_assertion && !presented.secret.is_empty() {
+            return Err(Error::InvalidRequest(
+                "use one client authentication method",
+            ));
+        }
+        let named = named_client(presented.client_id, presented.assertion);
+        let client_id = named.as_str();
+        let who = [Subject::Client(client_id, source)];
+        let now = self.now();
+        // Refusals are recorded by the endpoint that answers them (one record per decision).
+        if let Some(wait) = self.throttle.locked(&who, now) {
+            return Err(Error::Throttled(wait));
+        }
+        let fits = if has_assertion {
+            presented.assertion.len() <= MAX_ASSERTION_LEN
+        } else {
+            presented.secret.len() <= MAX_SECRET_LEN
+        };
+        let record = if valid_id(client_id) && fits {
+            self.cached_client(client_id).await?
+        } else {
+            None
+        };
+        let ok = if has_assertion {
+            match &record {
+                Some(c) => self.verify_assertion(c, presented).await?,
+                None => false,
+            }
+        } else {
+            self.verify_secret(record.as_ref(), presented.secret, now)
+        };
+        match record {
+            Some(c) if ok => {
+                self.throttle.succeeded(&who);
+                Ok(c)
+            }
+            _ => {
+                self.throttle.failed(&who, now);
+                Err(Error::InvalidClient)
+            }
+        }
+    }
+
+    async fn cached_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        if let Some(cached) = self.client_cache.get(client_id) {
+            return Ok(Some(cached));
+        }
+        let generation = self.client_cache.generation();
+        let read = self
+            .store
+            .get_record::<ClientRecord>(client_id.as_bytes())
+            .await?;
+        if let Some(r) = &read {
+            self.client_cache.put(generation, r);
+        }
+        Ok(read)
+    }
+
+    /// One keyed hash on every path, then constant-time comparisons: an unknown client, a
+    /// public one, one registered for `private_key_jwt` and a wrong secret cost the same.
+    fn verify_secret(&self, record: Option<&ClientRecord>, secret: &str, now: i64) -> bool {
+        let computed = self.hasher.hash(secret.as_bytes());
+        match record {
+            Some(c) if c.uses_secret() => {
+                // The previous secret counts only within its grace period; both are compared.
+                let current = SecretHasher::matches(&computed, Some(&c.secret_hash));
+                let previous = SecretHasher::matches(&computed, Some(&c.previous_secret_hash));
+                current | (previous & (now < c.previous_secret_expires_at))
+            }
+            // Public clients do not authenticate; they must not send a secret either.
+            Some(c) if !c.is_confidential() => {
+                std::hint::black_box(SecretHasher::matches(&computed, None));
+                secret.is_empty()
+            }
+            _ => {
+                std::hint::black_box(SecretHasher::matches(&computed, None));
+                false
+            }
+        }
+    }
+
+    /// `private_key_jwt`: the assertion verified with the client's registered keys, then its
+    /// `jti` spent (durably, once across replicas: a conditional insert). `false` for any
+    /// failure of the client's making; a store failure is an error.
+    async fn verify_assertion(&self, c: &ClientRecord, p: Presented<'_>) -> Result<bool> {
+        if !c.is_confidential() || c.auth_method != AUTH_PRIVATE_KEY_JWT {
+            return Ok(false);
+        }
+        if p.assertion_type != CLIENT_ASSERTION_TYPE || p.assertion.is_empty() {
+            return Ok(false);
+        }
+        let keys = match client_keys(&c.jwks) {
+            Ok(k) => k,
+            Err(_) => return Ok(false),
+        };
+        let token_endpoint = self.metadata_token_endpoint();
+        let now = self.now();
+        let rules = AssertionRules {
+            party: &c.client_id,
+            // The issuer identifier (draft-ietf-oauth-rfc7523bis), or the token endpoint's URL
+            // (RFC 7523 section 3, OpenID Connect Core section 9), and nothing else.
+            audiences: &[self.config.issuer.as_str(), token_endpoint.as_str()],
+            now,
+            leeway: self.config.leeway,
+            max_lifetime: MAX_ASSERTION_LIFETIME,
+        };
+        let verified = match writ_token::verify_assertion(p.assertion, &keys, &rules) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(client_id = %c.client_id, reason = e.reason(), "client assertion refused");
+                return Ok(false);
+            }
+        };
+        let mut id = Vec::with_capacity(c.client_id.len() + 1 + verified.jti.len());
+        id.extend_from_slice(c.client_id.as_bytes());
+        id.push(0);
+        id.extend_from_slice(verified.jti.as_bytes());
+        let key = crate::signin::prefixed(b"j/", &self.hasher.hash(&id));
+        let mark = SpentAssertionRecord {
+            expires_at: verified.exp + self.config.leeway,
+        };
+        let batch = Batch::new()
+            .expect(key.clone(), None)
+            .put(key, encode(&mark));
+        if !self.store.commit(Tree::SignIn, batch).await? {
+            tracing::debug!(client_id = %c.client_id, "client assertion replayed");
+            return Ok(false);
+        }
+        // Spent before anything is answered: a crash cannot make it usable again.
+        self.store.durable().await?;
+        Ok(true)
+    }
+
+    pub(crate) fn metadata_token_endpoint(&self) -> String {
+        format!("{}/oauth2/token", self.config.issuer.trim_end_matches('/'))
+    }
+
+    /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,
+    /// enabled client with its secret. Every failure is the same `invalid_client`, along the same
+    /// path as [`Self::authenticate_client`].
+    pub async fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
+        let client = self
+            .authenticate_client(Presented::secret(client_id, secret))
+            .await?;
+        if !client.is_confidential() || client.disabled {
+            return Err(Error::InvalidClient);
+        }
+        Ok(())
+    }
+}
+
+/// A client's registered JWK Set as verification keys.
+fn client_keys(jwks: &str) -> std::result::Result<KeySet, writ_token::TokenError> {
+    writ_token::jwt_key_set(jwks)
+}
+
+/// Checks a JWK Set a client registers: public signature keys only (no private or symmetric
+/// key material is ever stored), each with a `kid`, of an allowed algorithm, at most
+/// [`MAX_CLIENT_KEYS`], distinct kids.
+pub(crate) fn validate_client_jwks(jwks: &str) -> Result<()> {
+    const BAD: &str = "jwks is a JWK Set of 1 to 10 public EdDSA (Ed25519) or ES256 (P-256) \
+                       signature keys, each with a distinct kid";
+    if jwks.len() > MAX_CLIENT_JWKS_LEN {
+        return Err(Error::InvalidRequest("jwks is larger than 16 KiB"));
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(jwks).map_err(|_| Error::InvalidRequest(BAD))?;
+    let listed = doc
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or(Error::InvalidRequest(BAD))?;
+    // RFC 7518 section 6: the private members of EC, OKP, RSA and symmetric keys.
+    const PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
+    if listed
+        .iter()
+        .any(|k| PRIVATE.iter().any(|m| k.get(m).is_some()))
+    {
+        return Err(Error::InvalidRequest(
+            "jwks holds private key material: register public keys only",
+        ));
+    }
+    let keys = writ_token::parse_jwk_set(jwks).map_err(|_| Error::InvalidRequest(BAD))?;
+    let mut kids: Vec<&str> = keys.iter().map(|k| k.kid()).collect();
+    kids.sort_unstable();
+    kids.dedup();
+    if keys.is_empty()
+        || keys.len() != listed.len()
+        || keys.len() > MAX_CLIENT_KEYS
+        || kids.len() != keys.len()
+    {
+        return Err(Error::InvalidRequest(BAD));
+    }
+    Ok(())
+}
+
+/// The key ids of a registered JWK Set, as an audit record shows it.
+pub(crate) fn jwks_kids(jwks: &str) -> Vec<String> {
+    writ_token::parse_jwk_set(jwks)
+        .map(|keys| keys.iter().map(|k| k.kid().to_owned()).collect())
+        .unwrap_or_default()
+}

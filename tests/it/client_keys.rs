@@ -1,0 +1,203 @@
+//! Clients without a shared secret (issue 13, part 3): `private_key_jwt` (RFC 7523 section 2.2)
+//! over gRPC, through `writ-client`'s token source and by hand, against the running server.
+
+use serde_json::json;
+use tonic::Code;
+use writ_client::{ClientCredentials, PrivateKeyJwt, TokenSource};
+use writ_proto::admin as pb_admin;
+use writ_proto::authz;
+use writ_tests::*;
+use writ_token::{
+    Algorithm, AssertionClaims, CLIENT_ASSERTION_TYPE, SigningKey, encode_client_assertion,
+};
+
+fn jwks(key: &SigningKey) -> String {
+    json!({ "keys": [key.verification_key().to_jwk()] }).to_string()
+}
+
+fn assertion(key: &SigningKey, client: &str, aud: &str) -> String {
+    let now = writ_token::system_clock().now();
+    encode_client_assertion(
+        key,
+        &AssertionClaims {
+            iss: client.into(),
+            sub: client.into(),
+            aud: aud.into(),
+            iat: now,
+            exp: now + 60,
+            jti: writ_token::random_id(),
+        },
+    )
+    .unwrap()
+}
+
+fn by_assertion(client_id: &str, assertion: String) -> authz::TokenRequest {
+    authz::TokenRequest {
+        grant_type: "client_credentials".into(),
+        client_id: client_id.into(),
+        client_assertion_type: CLIENT_ASSERTION_TYPE.into(),
+        client_assertion: assertion,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_holding_only_a_private_key_gets_tokens_from_the_token_source() {
+    let server = TestServer::start().await;
+    let key = SigningKey::generate(Algorithm::EdDSA, "orders-1").unwrap();
+    let (id, secret) = server
+        .create_client(pb_admin::Client {
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks: jwks(&key),
+            ..service_spec("orders", "inventory.read", &["inventory"])
+        })
+        .await;
+    assert_eq!(secret, "", "no secret exists to leak");
+
+    let pem = key.to_pkcs8_pem().unwrap();
+    let source = TokenSource::new(
+        server.channel().await,
+        ClientCredentials::private_key_jwt(
+            &id,
+            PrivateKeyJwt::from_pem("orders-1", &pem, &server.issuer).unwrap(),
+        ),
+    );
+    let token = source.token().await.unwrap();
+    let claims = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["client_id"], "orders");
+    assert_eq!(claims["scope"], "inventory.read");
+
+    // Discovery says so, over gRPC as over HTTP.
+    let m = server.metadata().await;
+    assert!(
+        m.token_endpoint_auth_methods_supported
+            .contains(&"private_key_jwt".to_owned())
+    );
+    assert_eq!(
+        m.token_endpoint_auth_signing_alg_values_supported,
+        ["EdDSA", "ES256"]
+    );
+    let http = server
+        .http()
+        .get("/.well-known/oauth-authorization-server")
+        .await;
+    let doc = http.json();
+    assert!(
+        doc["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("private_key_jwt"))
+    );
+    assert!(
+        doc["introspection_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("private_key_jwt"))
+    );
+}
+
+#[tokio::test]
+async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_once() {
+    let server = TestServer::start().await;
+    let old = SigningKey::generate(Algorithm::ES256, "old").unwrap();
+    server
+        .create_client(pb_admin::Client {
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks: jwks(&old),
+            ..service_spec("orders", "inventory.read", &["inventory"])
+        })
+        .await;
+
+    // No client_id: the assertion names the client.
+    let once = assertion(&old, "orders", &server.issuer);
+    server.issue(by_assertion("", once.clone())).await;
+    let records = server.settled_audit_records().await;
+    let issued = records
+        .iter()
+        .filter(|r| r.kind == "token_issued" && r.client_id == "orders")
+        .count();
+    assert_eq!(issued, 1, "one record of the issue");
+
+    let refusals: [(&str, authz::TokenRequest); 4] = [
+        ("the same assertion again", by_assertion("orders", once)),
+        (
+            "an assertion for another server",
+            by_assertion(
+                "orders",
+                assertion(&old, "orders", "https://elsewhere.test"),
+            ),
+        ),
+        (
+            "an assertion for another client id than the request's",
+            by_assertion("billing", assertion(&old, "orders", &server.issuer)),
+        ),
+        (
+            "a secret for a client registered with keys",
+            cc("orders", "any secret at all"),
+        ),
+    ];
+    for (why, req) in refusals {
+        let status = server
+            .assert_token_refused_unchanged(req, Code::Unauthenticated, "invalid_client")
+            .await;
+        assert!(!status.message().is_empty(), "{why}");
+    }
+    // Both methods at once: a malformed request, not an authentication failure.
+    server
+        .assert_token_refused(
+            authz::TokenRequest {
+                client_secret: "s".into(),
+                ..by_assertion("orders", assertion(&old, "orders", &server.issuer))
+            },
+            Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
+
+    // Rotation: the administrator registers the new key; the old one stops at once.
+    let new = SigningKey::generate(Algorithm::EdDSA, "new").unwrap();
+    server
+        .admin()
+        .await
+        .update_client(pb_admin::UpdateClientRequest {
+            client: Some(pb_admin::Client {
+                client_id: "orders".into(),
+                jwks: jwks(&new),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["jwks".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    server
+        .assert_token_refused(
+            by_assertion("orders", assertion(&old, "orders", &server.issuer)),
+            Code::Unauthenticated,
+            "invalid_client",
+        )
+        .await;
+    server
+        .issue(by_assertion(
+            "orders",
+            assertion(&new, "orders", &format!("{}/oauth2/token", server.issuer)),
+        ))
+        .await;
+    let shown = server
+        .admin()
+        .await
+        .get_client(pb_admin::GetClientRequest {
+            client_id: "orders".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    assert_eq!(shown.token_endpoint_auth_method, "private_key_jwt");
+    assert_eq!(shown.jwks, jwks(&new));
+}
