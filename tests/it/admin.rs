@@ -425,6 +425,7 @@ async fn admin_tokens_allow_only_what_their_scopes_name() {
         .authenticate_client(AuthenticateClientRequest {
             client_id: reader.clone(),
             client_secret: secret.clone(),
+            ..Default::default()
         })
         .await;
     assert!(ok.is_ok(), "{ok:?}");

@@ -11,11 +11,11 @@ use writ_token::{
     Algorithm, AssertionClaims, CLIENT_ASSERTION_TYPE, SigningKey, encode_client_assertion,
 };
 
-fn jwks(key: &SigningKey) -> String {
+pub(crate) fn jwks(key: &SigningKey) -> String {
     json!({ "keys": [key.verification_key().to_jwk()] }).to_string()
 }
 
-fn assertion(key: &SigningKey, client: &str, aud: &str) -> String {
+pub(crate) fn assertion(key: &SigningKey, client: &str, aud: &str) -> String {
     let now = writ_token::system_clock().now();
     encode_client_assertion(
         key,

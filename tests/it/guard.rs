@@ -702,10 +702,26 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
             .service_client("inventory", watch, &["writ-revocation"])
             .await,
     );
-    let orders = credentials(
-        server
-            .service_client("orders", watch, &["writ-revocation"])
-            .await,
+    // orders holds no secret (issue 13): a key pair, its public half registered, signs
+    // its assertions at the authorization server (watch tokens) and at the STS (exchanges).
+    let orders_key =
+        writ_token::SigningKey::generate(writ_token::Algorithm::EdDSA, "orders-1").unwrap();
+    let (orders_id, no_secret) = server
+        .create_client(pb_admin::Client {
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks: crate::client_keys::jwks(&orders_key),
+            ..service_spec("orders", watch, &["writ-revocation"])
+        })
+        .await;
+    assert_eq!(no_secret, "");
+    let orders = ClientCredentials::private_key_jwt(
+        orders_id,
+        writ_client::PrivateKeyJwt::from_pem(
+            "orders-1",
+            &orders_key.to_pkcs8_pem().unwrap(),
+            &server.issuer,
+        )
+        .unwrap(),
     );
     server
         .admin()
@@ -799,16 +815,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
     assert_eq!(seen.actors, ["orders"], "with orders as the actor");
 
     // The token inventory receives: exchanged as orders does, straight to inventory.
-    let exchanger = writ_guard::Exchanger::new(
-        platform.sts.clone(),
-        ClientCredentials {
-            client_id: orders.client_id.clone(),
-            client_secret: orders.client_secret.clone(),
-            private_key: None,
-            scope: String::new(),
-            audience: Vec::new(),
-        },
-    );
+    let exchanger = writ_guard::Exchanger::new(platform.sts.clone(), orders.clone());
     let exchanged = exchanger
         .exchange(&signed_in.access_token, "inventory", SCOPE_RESERVE)
         .await

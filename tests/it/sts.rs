@@ -1763,3 +1763,125 @@ async fn a_grant_id_finds_the_whole_lineage_in_order() {
     );
     assert_eq!(events[3].reason, "refresh token revoked by its client");
 }
+
+/// `private_key_jwt` at the STS (issue 13), wired as `writ up` wires it and as `writ serve sts`
+/// does (the assertion checked by the authorization server's admin API): a client holding only
+/// a key exchanges through `writ-client`'s exchanger (its assertions name the platform's issuer)
+/// and by hand (naming the STS); an assertion is good once, for these audiences only, and never
+/// beside a secret.
+#[tokio::test]
+async fn a_client_holding_only_a_key_exchanges_in_either_wiring() {
+    use crate::client_keys::{assertion, jwks};
+    use writ_client::{ClientCredentials, Exchanger, PrivateKeyJwt};
+    for remote in [false, true] {
+        let f = fixture_with(
+            Options::default(),
+            StsOptions {
+                remote,
+                ..StsOptions::default()
+            },
+        )
+        .await;
+        let key = SigningKey::generate(Algorithm::EdDSA, "s1").unwrap();
+        f.server
+            .create_client(pb_admin::Client {
+                token_endpoint_auth_method: "private_key_jwt".into(),
+                jwks: jwks(&key),
+                ..service_spec(
+                    "shipping",
+                    "shipping.self",
+                    &[writ_vocabulary::names::STS_AUDIENCE],
+                )
+            })
+            .await;
+        set_policy(
+            &f.server,
+            "p-shipping",
+            "shipping",
+            &["inventory"],
+            false,
+            0,
+        )
+        .await;
+        f.server
+            .admin()
+            .await
+            .update_client(pb_admin::UpdateClientRequest {
+                client: Some(pb_admin::Client {
+                    client_id: "frontend".into(),
+                    audience: vec![
+                        "orders".into(),
+                        "shipping".into(),
+                        writ_vocabulary::names::STS_AUDIENCE.into(),
+                    ],
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["audience".into()],
+                }),
+            })
+            .await
+            .unwrap();
+        let mut req = cc(&f.frontend.0, &f.frontend.1);
+        req.audience = vec!["shipping".into()];
+        let subject = f.server.issue(req).await.access_token;
+
+        let pem = key.to_pkcs8_pem().unwrap();
+        let exchanger = Exchanger::new(
+            f.sts.channel().await,
+            ClientCredentials::private_key_jwt(
+                "shipping",
+                PrivateKeyJwt::from_pem("s1", &pem, &f.server.issuer).unwrap(),
+            ),
+        );
+        let token = exchanger.exchange(&subject, "inventory", "").await.unwrap();
+        let v = f.verify(&token, "inventory").await;
+        assert_eq!(
+            v.claims.act,
+            Some(actor("shipping", "shipping", None)),
+            "remote: {remote}"
+        );
+
+        let by_key = |aud: &str| ExchangeRequest {
+            client_assertion_type: writ_token::CLIENT_ASSERTION_TYPE.into(),
+            client_assertion: assertion(&key, "shipping", aud),
+            ..exchange_request("", "", &subject, &["inventory"])
+        };
+        let once = by_key(&f.sts.issuer);
+        f.exchanged(once.clone()).await;
+        for (why, refused) in [
+            ("replayed", once),
+            ("for another server", by_key("https://elsewhere.test")),
+            (
+                "for the authorization server's token endpoint",
+                by_key(&format!("{}/oauth2/token", f.server.issuer)),
+            ),
+        ] {
+            let status = f
+                .refused(refused, Code::Unauthenticated, "invalid_client")
+                .await;
+            assert!(!status.message().is_empty(), "{why}, remote: {remote}");
+        }
+        f.refused(
+            ExchangeRequest {
+                client_secret: "s".into(),
+                ..by_key(&f.sts.issuer)
+            },
+            Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
+
+        // The STS's HTTP facade, the assertion for its token endpoint.
+        let form = format!(
+            "grant_type={}&subject_token={subject}&subject_token_type={}&audience=inventory\
+             &client_assertion_type={}&client_assertion={}",
+            form_encode(writ_vocabulary::grant_type::TOKEN_EXCHANGE),
+            form_encode(token_type::JWT),
+            form_encode(writ_token::CLIENT_ASSERTION_TYPE),
+            assertion(&key, "shipping", &format!("{}/oauth2/token", f.sts.issuer)),
+        );
+        let r = f.sts.http().post_form("/oauth2/token", &[], &form).await;
+        assert_eq!(r.status, StatusCode::OK, "remote: {remote}");
+    }
+}

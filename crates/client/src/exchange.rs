@@ -99,13 +99,17 @@ impl Exchanger {
         } else {
             token_type::BISCUIT
         };
+        let (client_secret, client_assertion_type, client_assertion) =
+            self.credentials.presented()?;
         let response = self
             .client
             .clone()
             .exchange(ExchangeRequest {
                 grant_type: grant_type::TOKEN_EXCHANGE.into(),
                 client_id: self.credentials.client_id.clone(),
-                client_secret: self.credentials.client_secret.clone(),
+                client_secret,
+                client_assertion_type,
+                client_assertion,
                 audience: vec![audience.to_owned()],
                 scope: scope.to_owned(),
                 subject_token: subject_token.to_owned(),

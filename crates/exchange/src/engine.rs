@@ -13,7 +13,7 @@ use writ_vocabulary::grant_type::TOKEN_EXCHANGE;
 use writ_vocabulary::token_type;
 
 use crate::error::{Cause, ExchangeError, Result, TokenRole};
-use crate::ports::Directory;
+use crate::ports::{Credentials, Directory};
 use crate::request::{self, ExchangeRequest, ExchangeResponse, PresentedType};
 use crate::rules::{self, Decision, Inputs, Minted};
 use crate::{Config, Metadata};
@@ -116,6 +116,7 @@ impl TokenExchange {
             token_endpoint_auth_methods_supported: strings(&[
                 "client_secret_basic",
                 "client_secret_post",
+                "private_key_jwt",
             ]),
             token_types_supported: strings(&[
                 token_type::JWT,
@@ -129,6 +130,14 @@ impl TokenExchange {
     /// one audit record: `token_exchanged` (subject, actor chain, audience, the lineage's grant
     /// id), durable before the token goes out, or `token_exchange_refused` with the reason.
     pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeResponse> {
+        let mut req = req;
+        // A request authenticated by an assertion alone names its client there (verified below:
+        // `iss` and `sub` must both be it).
+        if req.client_id.is_empty() && !req.client_assertion.is_empty() {
+            req.client_id = writ_token::assertion_subject(&req.client_assertion)
+                .filter(|s| s.len() <= request::MAX_ID_LEN)
+                .unwrap_or_default();
+        }
         match self.decide(&req).await {
             Ok((response, d, subject)) => {
                 let c = &d.claims;
@@ -186,8 +195,22 @@ impl TokenExchange {
         if req.client_id.is_empty() {
             return Err(ExchangeError::InvalidClient);
         }
+        let assertion = !req.client_assertion.is_empty() || !req.client_assertion_type.is_empty();
+        if assertion && !req.client_secret.is_empty() {
+            return Err(ExchangeError::InvalidRequest(
+                "use one client authentication method",
+            ));
+        }
+        let base = self.config.issuer.trim_end_matches('/');
+        let audiences = [self.config.issuer.clone(), format!("{base}/oauth2/token")];
         self.directory
-            .authenticate(&req.client_id, &req.client_secret)
+            .authenticate(Credentials {
+                client_id: &req.client_id,
+                client_secret: &req.client_secret,
+                client_assertion_type: &req.client_assertion_type,
+                client_assertion: &req.client_assertion,
+                audiences: &audiences,
+            })
             .await?;
         let caller = req.client_id.as_str();
         let params = request::params(req)?;

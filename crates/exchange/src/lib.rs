@@ -57,7 +57,7 @@ mod rules;
 
 pub use engine::{MAX_JWT_LEN, TokenExchange};
 pub use error::{Cause, ExchangeError, Result, TokenRole};
-pub use ports::{BoxFuture, Directory, ExchangePolicy};
+pub use ports::{BoxFuture, Credentials, Directory, ExchangePolicy};
 pub use request::{ExchangeRequest, ExchangeResponse, MAX_ID_LEN, MAX_TARGETS};
 pub use rules::{Minted, Mode};
 pub use writ_token::TrustedIssuer;

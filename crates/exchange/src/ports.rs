@@ -33,13 +33,35 @@ pub struct ExchangePolicy {
     pub max_chain_depth: u32,
 }
 
+/// A caller's credentials as its request presents them: a secret (RFC 6749 section 2.3.1) or
+/// a client assertion (`private_key_jwt`, RFC 7523 section 2.2). Its `Debug` shows neither.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub client_assertion_type: &'a str,
+    pub client_assertion: &'a str,
+    /// What an assertion's `aud` may be here: the STS's issuer identifier and token endpoint.
+    pub audiences: &'a [String],
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("assertion", &!self.client_assertion.is_empty())
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The clients that may call the STS, and their exchange policies.
 pub trait Directory: Send + Sync + std::fmt::Debug {
-    /// Authenticates a confidential client by id and secret. Any failure (unknown client, wrong
-    /// secret, public or disabled client, no credentials) is [`crate::ExchangeError::InvalidClient`],
-    /// reached along the same path (constant-time comparison).
-    fn authenticate<'a>(&'a self, client_id: &'a str, secret: &'a str)
-    -> BoxFuture<'a, Result<()>>;
+    /// Authenticates a confidential client by its secret or its assertion. Any failure (unknown
+    /// client, wrong secret, a replayed or foreign assertion, public or disabled client, no
+    /// credentials) is [`crate::ExchangeError::InvalidClient`], reached along the same path
+    /// (constant-time comparison).
+    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> BoxFuture<'a, Result<()>>;
 
     /// The exchange policies of `client_id` (any order; may be empty).
     fn policies<'a>(&'a self, client_id: &'a str) -> BoxFuture<'a, Result<Vec<ExchangePolicy>>>;

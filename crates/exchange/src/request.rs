@@ -18,6 +18,9 @@ pub struct ExchangeRequest {
     pub grant_type: String,
     pub client_id: String,
     pub client_secret: String,
+    /// RFC 7521 section 4.2 (`private_key_jwt`).
+    pub client_assertion_type: String,
+    pub client_assertion: String,
     pub audience: Vec<String>,
     pub resource: Vec<String>,
     pub scope: String,
@@ -88,6 +91,8 @@ pub(crate) fn check_envelope(req: &ExchangeRequest) -> Result<()> {
     let too_long = req.grant_type.len() > 256
         || req.client_id.len() > MAX_ID_LEN
         || req.client_secret.len() > 1024
+        || req.client_assertion_type.len() > 256
+        || req.client_assertion.len() > writ_token::MAX_ASSERTION_LEN
         || req.scope.len() > MAX_SCOPE_LEN
         || req.requested_token_type.len() > 256
         || req.subject_token_type.len() > 256

@@ -36,8 +36,14 @@ struct Fakes {
 struct Dir(Arc<Fakes>);
 
 impl Directory for Dir {
-    fn authenticate<'a>(&'a self, id: &'a str, secret: &'a str) -> BoxFuture<'a, Result<()>> {
-        let ok = self.0.secrets.get(id).is_some_and(|s| s == secret);
+    fn authenticate<'a>(&'a self, c: Credentials<'a>) -> BoxFuture<'a, Result<()>> {
+        // The fake knows secrets only: an assertion never authenticates here.
+        let ok = c.client_assertion.is_empty()
+            && self
+                .0
+                .secrets
+                .get(c.client_id)
+                .is_some_and(|s| s == c.client_secret);
         Box::pin(async move {
             if ok {
                 Ok(())

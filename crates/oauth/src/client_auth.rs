@@ -32,6 +32,7 @@ pub(crate) struct Presented<'a> {
 }
 
 impl<'a> Presented<'a> {
+    #[cfg(test)]
     pub(crate) fn secret(client_id: &'a str, secret: &'a str) -> Self {
         Presented {
             client_id,
@@ -93,6 +94,21 @@ impl AuthorizationServer {
         presented: Presented<'_>,
         source: Option<std::net::IpAddr>,
     ) -> Result<ClientRecord> {
+        // The issuer identifier (draft-ietf-oauth-rfc7523bis), or the token endpoint's URL
+        // (RFC 7523 section 3, OpenID Connect Core section 9), and nothing else.
+        let token_endpoint = self.metadata_token_endpoint();
+        let audiences = [self.config.issuer.as_str(), token_endpoint.as_str()];
+        self.authenticate_client_for(presented, source, &audiences)
+            .await
+    }
+
+    /// [`Self::authenticate_client_from`], an assertion naming one of `audiences`.
+    async fn authenticate_client_for(
+        &self,
+        presented: Presented<'_>,
+        source: Option<std::net::IpAddr>,
+        audiences: &[&str],
+    ) -> Result<ClientRecord> {
         let has_assertion = !presented.assertion.is_empty() || !presented.assertion_type.is_empty();
         if has_assertion && !presented.secret.is_empty() {
             return Err(Error::InvalidRequest(
@@ -119,7 +135,7 @@ impl AuthorizationServer {
         };
         let ok = if has_assertion {
             match &record {
-                Some(c) => self.verify_assertion(c, presented).await?,
+                Some(c) => self.verify_assertion(c, presented, audiences).await?,
                 None => false,
             }
         } else {
@@ -178,7 +194,12 @@ impl AuthorizationServer {
     /// `private_key_jwt`: the assertion verified with the client's registered keys, then its
     /// `jti` spent (durably, once across replicas: a conditional insert). `false` for any
     /// failure of the client's making; a store failure is an error.
-    async fn verify_assertion(&self, c: &ClientRecord, p: Presented<'_>) -> Result<bool> {
+    async fn verify_assertion(
+        &self,
+        c: &ClientRecord,
+        p: Presented<'_>,
+        audiences: &[&str],
+    ) -> Result<bool> {
         if !c.is_confidential() || c.auth_method != AUTH_PRIVATE_KEY_JWT {
             return Ok(false);
         }
@@ -189,13 +210,10 @@ impl AuthorizationServer {
             Ok(k) => k,
             Err(_) => return Ok(false),
         };
-        let token_endpoint = self.metadata_token_endpoint();
         let now = self.now();
         let rules = AssertionRules {
             party: &c.client_id,
-            // The issuer identifier (draft-ietf-oauth-rfc7523bis), or the token endpoint's URL
-            // (RFC 7523 section 3, OpenID Connect Core section 9), and nothing else.
-            audiences: &[self.config.issuer.as_str(), token_endpoint.as_str()],
+            audiences,
             now,
             leeway: self.config.leeway,
             max_lifetime: MAX_ASSERTION_LIFETIME,
@@ -232,11 +250,23 @@ impl AuthorizationServer {
     }
 
     /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,
-    /// enabled client with its secret. Every failure is the same `invalid_client`, along the same
-    /// path as [`Self::authenticate_client`].
-    pub async fn authenticate_exchange_client(&self, client_id: &str, secret: &str) -> Result<()> {
+    /// enabled client with its secret or an assertion whose `aud` is one of `audiences` (the
+    /// STS's issuer identifier and token endpoint) or this server's issuer identifier (the
+    /// platform's: one assertion audience serves a client at both; its `jti` is spent once
+    /// for both). Every failure is the same `invalid_client`, along the same path as
+    /// [`Self::authenticate_client`].
+    pub async fn authenticate_exchange_client(
+        &self,
+        presented: &ClientCredentials,
+        audiences: &[String],
+    ) -> Result<()> {
+        if audiences.len() > 4 {
+            return Err(Error::InvalidRequest("at most 4 audiences"));
+        }
+        let mut accepted: Vec<&str> = audiences.iter().map(String::as_str).collect();
+        accepted.push(&self.config.issuer);
         let client = self
-            .authenticate_client(Presented::secret(client_id, secret))
+            .authenticate_client_for(presented.into(), None, &accepted)
             .await?;
         if !client.is_confidential() || client.disabled {
             return Err(Error::InvalidClient);

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Registers the example clients and an exchange policy through the admin API (with the admin
-//! credential `writ up` wrote into its data directory), starts inventory and orders on
+//! credential `writ up` wrote into its data directory; orders with a key pair instead of a
+//! secret, `private_key_jwt`), starts inventory and orders on
 //! loopback, places an order as a caller, shows whom inventory saw (the caller, with orders as
 //! the actor), revokes the caller's token and shows both services refuse it. With `--serve` the
 //! services keep running afterwards.
@@ -19,7 +20,7 @@ use clap::Parser;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use writ_client::{ClientCredentials, StaticBearer};
+use writ_client::{ClientCredentials, PrivateKeyJwt, StaticBearer};
 use writ_demo::pb::PlaceOrderRequest;
 use writ_demo::pb::orders_service_client::OrdersServiceClient;
 use writ_demo::{ORDERS, Platform, SCOPE_ORDER, SCOPE_RESERVE};
@@ -82,6 +83,65 @@ async fn client(admin: &mut Admin, spec: pb_admin::Client) -> anyhow::Result<Cli
     Ok(ClientCredentials::new(id, secret))
 }
 
+/// A client that holds no secret (`private_key_jwt`): a key pair made now, its public half
+/// registered (replacing the keys of an earlier run), its assertions for `issuer`.
+async fn keyed_client(
+    admin: &mut Admin,
+    spec: pb_admin::Client,
+    issuer: &str,
+) -> anyhow::Result<ClientCredentials> {
+    let id = spec.client_id.clone();
+    let kid = format!("{id}-{}", &writ_token::random_id()[..8]);
+    let key = writ_token::SigningKey::generate(writ_token::Algorithm::EdDSA, kid)?;
+    let jwks = serde_json::json!({ "keys": [key.verification_key().to_jwk()] }).to_string();
+    let spec = pb_admin::Client {
+        token_endpoint_auth_method: "private_key_jwt".into(),
+        jwks: jwks.clone(),
+        ..spec
+    };
+    match admin
+        .create_client(pb_admin::CreateClientRequest {
+            client: Some(spec.clone()),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::AlreadyExists => {
+            let update = admin
+                .update_client(pb_admin::UpdateClientRequest {
+                    client: Some(pb_admin::Client {
+                        client_id: id.clone(),
+                        jwks,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["jwks".into()],
+                    }),
+                })
+                .await;
+            // Registered with a secret by an older demo: register it again, with keys.
+            if let Err(s) = update {
+                if s.code() != Code::InvalidArgument {
+                    return Err(s).context(format!("updating client {id}"));
+                }
+                admin
+                    .delete_client(pb_admin::DeleteClientRequest {
+                        client_id: id.clone(),
+                    })
+                    .await?;
+                admin
+                    .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
+                    .await?;
+            }
+        }
+        Err(s) => return Err(s).context(format!("creating client {id}")),
+    }
+    Ok(ClientCredentials::private_key_jwt(
+        id,
+        PrivateKeyJwt::new(key, issuer),
+    ))
+}
+
 fn service(id: &str, grants: &[&str], scope: &str, audience: &[&str]) -> pb_admin::Client {
     pb_admin::Client {
         client_id: id.into(),
@@ -139,9 +199,11 @@ async fn main() -> anyhow::Result<()> {
         ),
     )
     .await?;
-    let orders = client(
+    // orders holds no secret at all: it signs its requests with a key of its own.
+    let orders = keyed_client(
         &mut admin,
         service(ORDERS, &["client_credentials"], watch, &["writ-revocation"]),
+        &url("issuer")?,
     )
     .await?;
     let shop = client(

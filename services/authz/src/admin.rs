@@ -577,8 +577,14 @@ impl AdminService for AdminGrpc {
         request: Request<AuthenticateClientRequest>,
     ) -> Result<Response<AuthenticateClientResponse>, Status> {
         let r = request.into_inner();
+        let presented = writ_oauth::ClientCredentials {
+            client_id: r.client_id,
+            client_secret: r.client_secret,
+            client_assertion_type: r.client_assertion_type,
+            client_assertion: r.client_assertion,
+        };
         self.engine
-            .authenticate_exchange_client(&r.client_id, &r.client_secret)
+            .authenticate_exchange_client(&presented, &r.audience)
             .await
             .map_err(status)?;
         Ok(Response::new(AuthenticateClientResponse {}))

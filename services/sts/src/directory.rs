@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::Channel;
 use writ_client::{AttachTokenService, TokenSource};
-use writ_exchange::{BoxFuture, Directory, ExchangeError, ExchangePolicy, Result};
+use writ_exchange::{BoxFuture, Credentials, Directory, ExchangeError, ExchangePolicy, Result};
 use writ_proto::admin::admin_service_client::AdminServiceClient;
 use writ_proto::admin::{AuthenticateClientRequest, ListExchangePoliciesRequest};
 
@@ -63,11 +63,7 @@ impl RemoteDirectory {
 }
 
 impl Directory for RemoteDirectory {
-    fn authenticate<'a>(
-        &'a self,
-        client_id: &'a str,
-        secret: &'a str,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn authenticate<'a>(&'a self, c: Credentials<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             // Our own token first: a failure to get one (our client's secret rotated, our
             // client disabled) answers `invalid_client` about *our* client, and must not read as
@@ -77,8 +73,11 @@ impl Directory for RemoteDirectory {
             }
             let mut client = self.client.clone();
             let request = AuthenticateClientRequest {
-                client_id: client_id.to_owned(),
-                client_secret: secret.to_owned(),
+                client_id: c.client_id.to_owned(),
+                client_secret: c.client_secret.to_owned(),
+                client_assertion_type: c.client_assertion_type.to_owned(),
+                client_assertion: c.client_assertion.to_owned(),
+                audience: c.audiences.to_vec(),
             };
             match client.authenticate_client(request).await {
                 Ok(_) => Ok(()),

@@ -36,6 +36,8 @@ impl SecurityTokenService for StsGrpc {
                 grant_type: r.grant_type,
                 client_id: r.client_id,
                 client_secret: r.client_secret,
+                client_assertion_type: r.client_assertion_type,
+                client_assertion: r.client_assertion,
                 audience: r.audience,
                 resource: r.resource,
                 scope: r.scope,

@@ -1,6 +1,6 @@
 //! The STS's OAuth HTTP facade: RFC 8693 at `POST /oauth2/token`
-//! (`grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `client_secret_basic` or
-//! `client_secret_post`), the JWKS at `GET /.well-known/jwks.json` and RFC 8414 metadata at
+//! (`grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `client_secret_basic`,
+//! `client_secret_post` or `private_key_jwt`), the JWKS at `GET /.well-known/jwks.json` and RFC 8414 metadata at
 //! `GET /.well-known/oauth-authorization-server`. The same engine as the gRPC service; the form
 //! parsing is the authorization server facade's (`writ_server::form`). Errors are RFC 6749
 //! section 5.2 JSON bodies.
@@ -39,6 +39,8 @@ async fn token(
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
         client_secret: client.client_secret,
+        client_assertion_type: client.client_assertion_type,
+        client_assertion: client.client_assertion,
         audience: form.many("audience"),
         resource: form.many("resource"),
         scope: form.one("scope")?,
@@ -68,6 +70,7 @@ async fn metadata(State(sts): State<Shared>) -> Response {
         "biscuit_keys_uri": m.biscuit_keys_uri,
         "grant_types_supported": m.grant_types_supported,
         "token_endpoint_auth_methods_supported": m.token_endpoint_auth_methods_supported,
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
         "token_types_supported": m.token_types_supported,
         "response_types_supported": [],
         "access_token_signing_alg_values_supported": ["EdDSA", "ES256"],

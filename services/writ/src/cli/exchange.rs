@@ -112,6 +112,7 @@ pub async fn exchange(args: ExchangeArgs) -> Result<()> {
             subject_token_type: token_type_uri(subject_type).into(),
             actor_token,
             actor_token_type: actor_type,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -28,12 +28,17 @@ fn engine_error(e: writ_oauth::Error) -> ExchangeError {
 impl Directory for LocalDirectory {
     fn authenticate<'a>(
         &'a self,
-        client_id: &'a str,
-        secret: &'a str,
+        c: writ_exchange::Credentials<'a>,
     ) -> BoxFuture<'a, writ_exchange::Result<()>> {
         Box::pin(async move {
+            let presented = writ_oauth::ClientCredentials {
+                client_id: c.client_id.to_owned(),
+                client_secret: c.client_secret.to_owned(),
+                client_assertion_type: c.client_assertion_type.to_owned(),
+                client_assertion: c.client_assertion.to_owned(),
+            };
             self.0
-                .authenticate_exchange_client(client_id, secret)
+                .authenticate_exchange_client(&presented, c.audiences)
                 .await
                 .map_err(engine_error)
         })
