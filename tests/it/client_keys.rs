@@ -6,6 +6,7 @@ use tonic::Code;
 use writ_client::{ClientCredentials, PrivateKeyJwt, TokenSource};
 use writ_proto::admin as pb_admin;
 use writ_proto::authz;
+use writ_tests::Options;
 use writ_tests::*;
 use writ_token::{
     Algorithm, AssertionClaims, CLIENT_ASSERTION_TYPE, SigningKey, encode_client_assertion,
@@ -200,4 +201,100 @@ async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_on
         .unwrap();
     assert_eq!(shown.token_endpoint_auth_method, "private_key_jwt");
     assert_eq!(shown.jwks, jwks(&new));
+}
+
+/// A client that publishes its keys at a `jwks_uri` (https, the CA the operator configured):
+/// fetched when first needed, kept, fetched again when an assertion names a key it lacks (the
+/// client rotated) but not more often than `client_jwks_min_refetch`; a URL that is not https is
+/// refused at registration.
+#[tokio::test]
+async fn a_client_publishing_its_keys_at_a_url_is_fetched_once_and_again_on_rotation() {
+    let pki = tempfile::tempdir().unwrap();
+    let old = SigningKey::generate(Algorithm::ES256, "old").unwrap();
+    let new = SigningKey::generate(Algorithm::EdDSA, "new").unwrap();
+    let published = writ_tests::sts::JwksServer::start(pki.path(), &jwks(&old)).await;
+    const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(3);
+    let server = TestServer::start_with(Options {
+        client_jwks_ca: Some(published.ca_path.clone()),
+        config: Box::new(|c| c.client_jwks_min_refetch = MIN_REFETCH),
+        ..Options::default()
+    })
+    .await;
+    let spec = |uri: &str| pb_admin::Client {
+        token_endpoint_auth_method: "private_key_jwt".into(),
+        jwks_uri: uri.into(),
+        ..service_spec("orders", "inventory.read", &["inventory"])
+    };
+    for bad in [
+        "http://127.0.0.1/jwks.json",
+        "https://user@127.0.0.1/jwks.json",
+        "https:///jwks.json",
+    ] {
+        let refused = server
+            .admin()
+            .await
+            .create_client(pb_admin::CreateClientRequest {
+                client: Some(spec(bad)),
+            })
+            .await;
+        assert_refused(refused, Code::InvalidArgument, "invalid_request");
+    }
+    let (_, secret) = server.create_client(spec(&published.url)).await;
+    assert_eq!(secret, "");
+    assert_eq!(
+        published.fetches(),
+        0,
+        "fetched when first needed, not before"
+    );
+
+    for _ in 0..3 {
+        server
+            .issue(by_assertion(
+                "orders",
+                assertion(&old, "orders", &server.issuer),
+            ))
+            .await;
+    }
+    assert_eq!(published.fetches(), 1, "fetched once, then kept");
+
+    // The client rotates: it publishes the new key, and signs with it at once (a while after
+    // the last fetch: at most one fetch per client per `client_jwks_min_refetch`, 10 s by
+    // default).
+    tokio::time::sleep(MIN_REFETCH).await;
+    published.serve(&jwks(&new));
+    server
+        .issue(by_assertion(
+            "orders",
+            assertion(&new, "orders", &server.issuer),
+        ))
+        .await;
+    assert_eq!(
+        published.fetches(),
+        2,
+        "an unknown kid fetched the set again"
+    );
+    // The old key is gone from the set: refused (without a fetch: the last was just now).
+    server
+        .assert_token_refused(
+            by_assertion("orders", assertion(&old, "orders", &server.issuer)),
+            Code::Unauthenticated,
+            "invalid_client",
+        )
+        .await;
+    // A kid nobody publishes does not make Writ fetch on every request.
+    let stranger = SigningKey::generate(Algorithm::EdDSA, "stranger").unwrap();
+    for _ in 0..3 {
+        server
+            .assert_token_refused(
+                by_assertion("orders", assertion(&stranger, "orders", &server.issuer)),
+                Code::Unauthenticated,
+                "invalid_client",
+            )
+            .await;
+    }
+    assert_eq!(
+        published.fetches(),
+        2,
+        "at most one fetch per client_jwks_min_refetch"
+    );
 }

@@ -45,6 +45,8 @@ pub struct Options {
     pub revocation: writ_revocation::Config,
     /// Sizes and bounds of the revocation log (e.g. a small retention, to force snapshots).
     pub log: writ_revocation_log::LogConfig,
+    /// The CA trusted for clients' `jwks_uri` (`--client-jwks-ca`).
+    pub client_jwks_ca: Option<std::path::PathBuf>,
 }
 
 /// The revocation producer tests publish as ([`TestServer::publish_token`]), registered for
@@ -79,6 +81,7 @@ impl Default for Options {
             config: Box::new(|_| {}),
             revocation: revocation_config(),
             log: writ_revocation_log::LogConfig::default(),
+            client_jwks_ca: None,
         }
     }
 }
@@ -122,7 +125,10 @@ impl TestServer {
         if let Some(c) = &opts.clock {
             config.clock = Arc::new(c.clone());
         }
-        let mut authz = AuthzSettings::default();
+        let mut authz = AuthzSettings {
+            client_jwks_ca: opts.client_jwks_ca,
+            ..AuthzSettings::default()
+        };
         (opts.config)(&mut authz.engine);
         config.authz = Some(authz);
         config.revocation = Some(RevocationSettings {

@@ -3,6 +3,10 @@
 //! RFC 7523 section 2.2), or, for a public client, its id alone. Every endpoint that
 //! authenticates a client goes through [`AuthorizationServer::authenticate_client_from`].
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{AssertionRules, CLIENT_ASSERTION_TYPE, KeySet, MAX_ASSERTION_LEN};
 
@@ -21,6 +25,103 @@ pub const MAX_ASSERTION_LIFETIME: i64 = 3600;
 /// Largest JWK Set a client may register, in bytes, and most keys in it.
 pub const MAX_CLIENT_JWKS_LEN: usize = 16 * 1024;
 pub const MAX_CLIENT_KEYS: usize = 10;
+
+/// Longest `jwks_uri` accepted, in bytes.
+pub const MAX_JWKS_URI_LEN: usize = 2048;
+
+/// How long keys fetched from a client's `jwks_uri` are used before they are fetched again.
+const URL_KEYS_FRESH: Duration = Duration::from_secs(3600);
+/// Most clients whose fetched keys are remembered.
+const MAX_URL_CLIENTS: usize = 10_000;
+
+/// Fetches a client's JWK Set from its registered `jwks_uri`: the transport's (the engine does
+/// no I/O), under the rules for external issuers' JWKS URLs (https, a CA the operator chose,
+/// bounded in time and size, no redirects).
+pub trait ClientKeyFetcher: Send + Sync + std::fmt::Debug {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> writ_token::BoxFuture<'a, std::result::Result<KeySet, String>>;
+}
+
+/// Keys fetched from clients' `jwks_uri`s: per client, refreshed after [`URL_KEYS_FRESH`] or
+/// when an assertion names an unknown key (at most every `Config::client_jwks_min_refetch`),
+/// one fetch at a time per client.
+#[derive(Debug, Default)]
+pub(crate) struct UrlKeys {
+    entries: parking_lot::Mutex<HashMap<String, Arc<UrlEntry>>>,
+}
+
+#[derive(Debug)]
+struct UrlEntry {
+    url: String,
+    state: tokio::sync::Mutex<Fetched>,
+}
+
+#[derive(Debug, Default)]
+struct Fetched {
+    keys: Option<Arc<KeySet>>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+}
+
+impl UrlKeys {
+    fn entry(&self, client_id: &str, url: &str) -> Arc<UrlEntry> {
+        let mut entries = self.entries.lock();
+        if let Some(e) = entries.get(client_id).filter(|e| e.url == url) {
+            return e.clone();
+        }
+        if entries.len() >= MAX_URL_CLIENTS
+            && let Some(victim) = entries.keys().next().cloned()
+        {
+            entries.remove(&victim);
+        }
+        let e = Arc::new(UrlEntry {
+            url: url.to_owned(),
+            state: tokio::sync::Mutex::new(Fetched::default()),
+        });
+        entries.insert(client_id.to_owned(), e.clone());
+        e
+    }
+
+    /// The client's keys: as fetched, fresh; fetched now when stale, missing, or `refetch` (and
+    /// not attempted within `min_refetch`).
+    async fn keys(
+        &self,
+        fetcher: &dyn ClientKeyFetcher,
+        client_id: &str,
+        url: &str,
+        refetch: bool,
+        min_refetch: Duration,
+    ) -> Option<Arc<KeySet>> {
+        let entry = self.entry(client_id, url);
+        let mut state = entry.state.lock().await;
+        let fresh = state
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < URL_KEYS_FRESH);
+        if state.keys.is_some() && fresh && !refetch {
+            return state.keys.clone();
+        }
+        if state
+            .attempted_at
+            .is_some_and(|t| t.elapsed() < min_refetch)
+        {
+            return state.keys.clone();
+        }
+        state.attempted_at = Some(Instant::now());
+        match fetcher.fetch(url).await {
+            Ok(keys) => {
+                state.keys = Some(Arc::new(keys));
+                state.fetched_at = Some(Instant::now());
+            }
+            // Keys fetched before keep working until a fetch succeeds.
+            Err(e) => {
+                tracing::warn!(%client_id, url, error = %e, "a client's jwks_uri could not be fetched")
+            }
+        }
+        state.keys.clone()
+    }
+}
 
 /// A client's credentials as a request presents them.
 #[derive(Debug, Clone, Copy)]
@@ -206,10 +307,6 @@ impl AuthorizationServer {
         if p.assertion_type != CLIENT_ASSERTION_TYPE || p.assertion.is_empty() {
             return Ok(false);
         }
-        let keys = match client_keys(&c.jwks) {
-            Ok(k) => k,
-            Err(_) => return Ok(false),
-        };
         let now = self.now();
         let rules = AssertionRules {
             party: &c.client_id,
@@ -218,7 +315,15 @@ impl AuthorizationServer {
             leeway: self.config.leeway,
             max_lifetime: MAX_ASSERTION_LIFETIME,
         };
-        let verified = match writ_token::verify_assertion(p.assertion, &keys, &rules) {
+        let verified = if c.jwks_uri.is_empty() {
+            match client_keys(&c.jwks) {
+                Ok(keys) => writ_token::verify_assertion(p.assertion, &keys, &rules),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.verify_with_url_keys(c, p.assertion, &rules).await
+        };
+        let verified = match verified {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!(client_id = %c.client_id, reason = e.reason(), "client assertion refused");
@@ -243,6 +348,48 @@ impl AuthorizationServer {
         // Spent before anything is answered: a crash cannot make it usable again.
         self.store.durable().await?;
         Ok(true)
+    }
+
+    /// An assertion checked with the keys at the client's `jwks_uri`: as last fetched, then,
+    /// if it names a key they lack (a rotation), fetched again.
+    async fn verify_with_url_keys(
+        &self,
+        c: &ClientRecord,
+        assertion: &str,
+        rules: &AssertionRules<'_>,
+    ) -> std::result::Result<writ_token::VerifiedAssertion, writ_token::TokenError> {
+        use writ_token::TokenError;
+        let Some(fetcher) = self.client_key_fetcher.get() else {
+            tracing::warn!(client_id = %c.client_id, "a client has a jwks_uri but nothing fetches it here");
+            return Err(TokenError::UnknownKey);
+        };
+        let mut refetch = false;
+        loop {
+            let keys = self
+                .url_keys
+                .keys(
+                    fetcher.as_ref(),
+                    &c.client_id,
+                    &c.jwks_uri,
+                    refetch,
+                    self.config.client_jwks_min_refetch,
+                )
+                .await;
+            let result = match keys {
+                Some(keys) => writ_token::verify_assertion(assertion, &keys, rules),
+                None => Err(TokenError::UnknownKey),
+            };
+            match result {
+                Err(TokenError::UnknownKey) if !refetch => refetch = true,
+                other => return other,
+            }
+        }
+    }
+
+    /// Fetches keys of clients registered with a `jwks_uri` with `fetcher` (the transport's).
+    /// Without one, those clients cannot authenticate.
+    pub fn fetch_client_keys_with(&self, fetcher: Arc<dyn ClientKeyFetcher>) {
+        let _ = self.client_key_fetcher.set(fetcher);
     }
 
     pub(crate) fn metadata_token_endpoint(&self) -> String {
@@ -315,6 +462,25 @@ pub(crate) fn validate_client_jwks(jwks: &str) -> Result<()> {
         || kids.len() != keys.len()
     {
         return Err(Error::InvalidRequest(BAD));
+    }
+    Ok(())
+}
+
+/// Checks a `jwks_uri` a client registers: an absolute https URL without user info or fragment
+/// (the fetcher checks it again, strictly, when it fetches).
+pub(crate) fn validate_jwks_uri(uri: &str) -> Result<()> {
+    let host_and_path = uri.strip_prefix("https://").unwrap_or("");
+    let authority = host_and_path.split('/').next().unwrap_or("");
+    if uri.len() > MAX_JWKS_URI_LEN
+        || authority.is_empty()
+        || authority.contains('@')
+        || uri.contains('#')
+        || uri.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        return Err(Error::InvalidRequest(
+            "jwks_uri is an https URL with a host, without user info or fragment, at most 2048 \
+             bytes",
+        ));
     }
     Ok(())
 }

@@ -291,6 +291,35 @@ async fn registration_takes_public_keys_only_and_rotation_replaces_them() {
             },
         ),
         (
+            "both jwks and jwks_uri",
+            Client {
+                jwks_uri: "https://keys.example/jwks.json".into(),
+                ..spec("a", jwks(&[&old]))
+            },
+        ),
+        (
+            "a jwks_uri that is not https",
+            Client {
+                jwks_uri: "http://keys.example/jwks.json".into(),
+                ..spec("a", String::new())
+            },
+        ),
+        (
+            "a jwks_uri with a fragment",
+            Client {
+                jwks_uri: "https://keys.example/jwks.json#k".into(),
+                ..spec("a", String::new())
+            },
+        ),
+        (
+            "a jwks_uri for a client with a secret",
+            Client {
+                token_endpoint_auth_method: String::new(),
+                jwks_uri: "https://keys.example/jwks.json".into(),
+                ..spec("a", String::new())
+            },
+        ),
+        (
             "an unknown method",
             Client {
                 token_endpoint_auth_method: "client_secret_jwt".into(),
@@ -308,6 +337,18 @@ async fn registration_takes_public_keys_only_and_rotation_replaces_them() {
         .create_client(spec("svc", jwks(&[&old])))
         .await
         .unwrap();
+    // Without a fetcher wired (the transport's), a jwks_uri client cannot authenticate.
+    engine
+        .create_client(Client {
+            jwks_uri: "https://keys.example/jwks.json".into(),
+            ..spec("by-url", String::new())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&engine, request("by-url", &sign(&old, &claims("by-url")))).await,
+        "invalid_client"
+    );
     let e = engine.rotate_client_secret("svc", 0).await.unwrap_err();
     assert_eq!(e.oauth_code(), "invalid_request");
 

@@ -31,6 +31,7 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "require_pushed_authorization_requests",
     "backchannel_logout_uri",
     "jwks",
+    "jwks_uri",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -352,12 +353,22 @@ impl AuthorizationServer {
                 "refresh_token_lifetime is out of range",
             ));
         }
-        match (c.auth_method, c.jwks.is_empty()) {
-            (AUTH_PRIVATE_KEY_JWT, _) => crate::client_auth::validate_client_jwks(&c.jwks)?,
-            (_, true) => {}
-            (_, false) => {
+        match (c.auth_method, c.jwks.is_empty(), c.jwks_uri.is_empty()) {
+            (AUTH_PRIVATE_KEY_JWT, false, true) => {
+                crate::client_auth::validate_client_jwks(&c.jwks)?
+            }
+            (AUTH_PRIVATE_KEY_JWT, true, false) => {
+                crate::client_auth::validate_jwks_uri(&c.jwks_uri)?
+            }
+            (AUTH_PRIVATE_KEY_JWT, _, _) => {
                 return Err(Error::InvalidRequest(
-                    "jwks is for clients that authenticate with private_key_jwt",
+                    "a private_key_jwt client registers its keys: jwks or jwks_uri, one of them",
+                ));
+            }
+            (_, true, true) => {}
+            (_, _, _) => {
+                return Err(Error::InvalidRequest(
+                    "jwks and jwks_uri are for clients that authenticate with private_key_jwt",
                 ));
             }
         }
@@ -393,6 +404,7 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
         "backchannel_logout_uri" => format!("{:?}", c.backchannel_logout_uri),
         // Public keys, but long: their ids say which were registered.
         "jwks" => format!("kids{:?}", crate::client_auth::jwks_kids(&c.jwks)),
+        "jwks_uri" => format!("{:?}", c.jwks_uri),
         _ => String::new(),
     }
 }
@@ -452,6 +464,7 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
                 c.backchannel_logout_uri = client.backchannel_logout_uri.clone()
             }
             "jwks" => c.jwks = client.jwks.clone(),
+            "jwks_uri" => c.jwks_uri = client.jwks_uri.clone(),
             _ => {}
         }
     }
@@ -500,6 +513,7 @@ fn client_of(c: &ClientRecord) -> Client {
         backchannel_logout_uri: c.backchannel_logout_uri.clone(),
         token_endpoint_auth_method: auth_method_name(c).to_owned(),
         jwks: c.jwks.clone(),
+        jwks_uri: c.jwks_uri.clone(),
     }
 }
 

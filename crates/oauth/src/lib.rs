@@ -42,7 +42,10 @@ use writ_token::{
 };
 
 pub use admin_access::{AdminCaller, AdminPermission};
-pub use client_auth::{MAX_ASSERTION_LIFETIME, MAX_CLIENT_JWKS_LEN, MAX_CLIENT_KEYS, named_client};
+pub use client_auth::{
+    ClientKeyFetcher, MAX_ASSERTION_LIFETIME, MAX_CLIENT_JWKS_LEN, MAX_CLIENT_KEYS,
+    MAX_JWKS_URI_LEN, named_client,
+};
 pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
 pub use revocations::Revocation;
@@ -109,6 +112,9 @@ pub struct Config {
     /// Pushed authorization requests and device authorizations one source may make per minute
     /// (each is stored for minutes, and a public client's id is all it takes).
     pub pending_requests_per_minute: u32,
+    /// Fewest time between two fetches of one client's `jwks_uri` (an assertion naming a key
+    /// the client does not publish must not make Writ fetch on every request).
+    pub client_jwks_min_refetch: std::time::Duration,
 }
 
 impl Config {
@@ -130,6 +136,7 @@ impl Config {
             audit: writ_audit::Settings::default(),
             session_lifetime: 12 * 3600,
             pending_requests_per_minute: 60,
+            client_jwks_min_refetch: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -182,6 +189,10 @@ pub struct AuthorizationServer {
     /// The revocation feed (every producer's entries), consulted by introspection besides this
     /// server's own index, once the platform wires it.
     feed: std::sync::OnceLock<Arc<dyn writ_token::AsyncRevocationCheck>>,
+    /// Fetches the keys of clients registered with a `jwks_uri`, once the transport wires one.
+    client_key_fetcher: std::sync::OnceLock<Arc<dyn client_auth::ClientKeyFetcher>>,
+    /// What it fetched.
+    url_keys: client_auth::UrlKeys,
     /// What the local revocation index may hold, when this process is its only writer.
     revocation_filter: Option<Arc<revocation_filter::RevocationFilter>>,
     /// Outbox entries not yet delivered, by target, when this process is the store's only
@@ -299,6 +310,8 @@ impl AuthorizationServer {
             throttle: throttle::Throttle::new(config.throttle),
             pending_budget: throttle::Budget::new(config.pending_requests_per_minute, 100_000),
             feed: std::sync::OnceLock::new(),
+            client_key_fetcher: std::sync::OnceLock::new(),
+            url_keys: Default::default(),
             revocation_filter: store.exclusive().then(Default::default),
             undelivered: store.exclusive().then(Default::default),
             leave_to_log: std::sync::atomic::AtomicBool::new(false),

@@ -74,6 +74,9 @@ pub struct ClientRecord {
     /// Its public keys, a JWK Set (RFC 7517), for `private_key_jwt`.
     #[prost(string, tag = "23")]
     pub jwks: String,
+    /// Or where it publishes them (https), fetched by the transport's `ClientKeyFetcher`.
+    #[prost(string, tag = "24")]
+    pub jwks_uri: String,
 }
 
 impl Record for ClientRecord {

@@ -221,6 +221,8 @@ pub struct Client {
     pub token_endpoint_auth_method: String,
     /// RFC 7591: the client's public keys, a JWK Set, for `private_key_jwt`.
     pub jwks: String,
+    /// RFC 7591: or where the client publishes them (https), fetched when needed.
+    pub jwks_uri: String,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

@@ -131,6 +131,7 @@ pub fn client(c: Client) -> admin::Client {
         backchannel_logout_uri: c.backchannel_logout_uri,
         token_endpoint_auth_method: c.token_endpoint_auth_method,
         jwks: c.jwks,
+        jwks_uri: c.jwks_uri,
     }
 }
 
@@ -184,6 +185,7 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         backchannel_logout_uri: c.backchannel_logout_uri,
         token_endpoint_auth_method: c.token_endpoint_auth_method,
         jwks: c.jwks,
+        jwks_uri: c.jwks_uri,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod backchannel;
+pub mod client_keys;
 pub mod convert;
 pub mod grpc;
 pub mod http;
@@ -22,6 +23,7 @@ use writ_server::{MAX_GRPC_MESSAGE, ServerError, ServiceSpec, ShutdownSignal};
 use writ_tls::TlsMaterial;
 
 pub use admin::{AdminAuth, AdminGrpc, permission};
+pub use client_keys::HttpsClientKeys;
 pub use grpc::AuthorizationGrpc;
 
 /// How often expired refresh tokens, revocations and grants are pruned.

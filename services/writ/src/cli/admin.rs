@@ -194,6 +194,10 @@ pub struct ClientCreate {
     /// file, instead of a secret (none is issued).
     #[arg(long, conflicts_with = "public")]
     pub jwks_file: Option<std::path::PathBuf>,
+    /// Authenticate with private_key_jwt against the JWK Set the client publishes at this https
+    /// URL (fetched by the server when needed) instead of a secret.
+    #[arg(long, conflicts_with_all = ["public", "jwks_file"])]
+    pub jwks_uri: Option<String>,
 }
 
 /// Algorithms of a client's private_key_jwt key.
@@ -289,6 +293,7 @@ fn client_json(c: &pb_admin::Client) -> Value {
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "token_endpoint_auth_method": c.token_endpoint_auth_method,
         "jwks": serde_json::from_str::<Value>(&c.jwks).unwrap_or(Value::Null),
+        "jwks_uri": c.jwks_uri,
     })
 }
 
@@ -390,7 +395,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     post_logout_redirect_uris: c.post_logout_redirect_uris,
                     require_pushed_authorization_requests: false,
                     backchannel_logout_uri: c.backchannel_logout_uri.unwrap_or_default(),
-                    token_endpoint_auth_method: if c.jwks_file.is_some() {
+                    token_endpoint_auth_method: if c.jwks_file.is_some() || c.jwks_uri.is_some() {
                         "private_key_jwt".into()
                     } else {
                         String::new()
@@ -399,6 +404,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                         Some(path) => read_text(path)?,
                         None => String::new(),
                     },
+                    jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })

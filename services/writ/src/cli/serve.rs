@@ -79,6 +79,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trust_issuer_cas: Vec<String>,
+    /// The CA certificates (a PEM file) to trust when fetching the JWK Sets of clients
+    /// registered with a jwks_uri (private_key_jwt); default: the system's CA bundle.
+    #[arg(long, env = "WRIT_CLIENT_JWKS_CA")]
+    pub client_jwks_ca: Option<PathBuf>,
     /// `serve revocation` and `up`: a client allowed to publish revocations besides the
     /// authorization server, as CLIENT_ID=ISSUER: it may revoke tokens of that issuer only
     /// (CLIENT_ID= for the authorization server's own tokens; repeatable).
@@ -255,6 +259,7 @@ impl ServeArgs {
                 http: at(self.authz_http_port),
                 admin: SocketAddr::new(self.admin_listen, self.admin_port),
                 engine,
+                client_jwks_ca: self.client_jwks_ca.clone(),
             }),
             revocation: runs(ServiceName::Revocation).then(|| RevocationSettings {
                 grpc: at(self.revocation_port),

@@ -139,6 +139,9 @@ pub struct AuthzSettings {
     pub admin: SocketAddr,
     /// The engine's settings. An empty `issuer` is the HTTP facade's URL once bound.
     pub engine: writ_oauth::Config,
+    /// The CA certificates (PEM file) trusted when fetching clients' `jwks_uri`; `None`: the
+    /// system's CA bundle.
+    pub client_jwks_ca: Option<PathBuf>,
 }
 
 impl Default for AuthzSettings {
@@ -148,6 +151,7 @@ impl Default for AuthzSettings {
             http: LOOPBACK,
             admin: LOOPBACK,
             engine: writ_oauth::Config::new(""),
+            client_jwks_ca: None,
         }
     }
 }

@@ -375,6 +375,14 @@ impl Platform {
             tracing::info!(path = %dir.join(ADMIN_TOKEN_FILE).display(), "wrote the admin credential");
         }
         let engine = Arc::new(engine);
+        let fetcher = match &settings.client_jwks_ca {
+            Some(path) => writ_authz::HttpsClientKeys::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --client-jwks-ca {}", path.display()))?,
+            ),
+            None => writ_authz::HttpsClientKeys::system(),
+        };
+        engine.fetch_client_keys_with(Arc::new(fetcher));
         let revocation = self.revocation_balanced()?;
         // Introspection sees every producer's revocations: the log itself when it runs in this
         // process (wired once it starts), else the feed, watched with the server's own tokens.
