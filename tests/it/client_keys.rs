@@ -32,6 +32,17 @@ pub(crate) fn assertion(key: &SigningKey, client: &str, aud: &str) -> String {
     .unwrap()
 }
 
+/// An assertion for "orders" signed by `key`, refused as `invalid_client`.
+async fn refused_for(server: &TestServer, key: &SigningKey) {
+    server
+        .assert_token_refused(
+            by_assertion("orders", assertion(key, "orders", &server.issuer)),
+            Code::Unauthenticated,
+            "invalid_client",
+        )
+        .await;
+}
+
 fn by_assertion(client_id: &str, assertion: String) -> authz::TokenRequest {
     authz::TokenRequest {
         grant_type: "client_credentials".into(),
@@ -175,13 +186,7 @@ async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_on
         })
         .await
         .unwrap();
-    server
-        .assert_token_refused(
-            by_assertion("orders", assertion(&old, "orders", &server.issuer)),
-            Code::Unauthenticated,
-            "invalid_client",
-        )
-        .await;
+    refused_for(&server, &old).await;
     server
         .issue(by_assertion(
             "orders",
@@ -274,23 +279,11 @@ async fn a_client_publishing_its_keys_at_a_url_is_fetched_once_and_again_on_rota
         "an unknown kid fetched the set again"
     );
     // The old key is gone from the set: refused (without a fetch: the last was just now).
-    server
-        .assert_token_refused(
-            by_assertion("orders", assertion(&old, "orders", &server.issuer)),
-            Code::Unauthenticated,
-            "invalid_client",
-        )
-        .await;
+    refused_for(&server, &old).await;
     // A kid nobody publishes does not make Writ fetch on every request.
     let stranger = SigningKey::generate(Algorithm::EdDSA, "stranger").unwrap();
     for _ in 0..3 {
-        server
-            .assert_token_refused(
-                by_assertion("orders", assertion(&stranger, "orders", &server.issuer)),
-                Code::Unauthenticated,
-                "invalid_client",
-            )
-            .await;
+        refused_for(&server, &stranger).await;
     }
     assert_eq!(
         published.fetches(),
