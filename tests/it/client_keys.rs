@@ -123,6 +123,13 @@ async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_on
         })
         .await;
 
+    server
+        .create_client(pb_admin::Client {
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks: jwks(&old),
+            ..service_spec("billing", "inventory.read", &["inventory"])
+        })
+        .await;
     // No client_id: the assertion names the client.
     let once = assertion(&old, "orders", &server.issuer);
     server.issue(by_assertion("", once.clone())).await;
@@ -143,7 +150,7 @@ async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_on
             ),
         ),
         (
-            "an assertion for another client id than the request's",
+            "an assertion of orders presented as billing (registered with the same key)",
             by_assertion("billing", assertion(&old, "orders", &server.issuer)),
         ),
         (
@@ -218,7 +225,7 @@ async fn a_client_publishing_its_keys_at_a_url_is_fetched_once_and_again_on_rota
     let old = SigningKey::generate(Algorithm::ES256, "old").unwrap();
     let new = SigningKey::generate(Algorithm::EdDSA, "new").unwrap();
     let published = writ_tests::sts::JwksServer::start(pki.path(), &jwks(&old)).await;
-    const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(3);
+    const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(5);
     let server = TestServer::start_with(Options {
         client_jwks_ca: Some(published.ca_path.clone()),
         config: Box::new(|c| c.client_jwks_min_refetch = MIN_REFETCH),

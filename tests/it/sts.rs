@@ -1875,6 +1875,19 @@ async fn a_client_holding_only_a_key_exchanges_in_either_wiring() {
             "invalid_request",
         )
         .await;
+        // An assertion for the STS is no good at the authorization server.
+        f.server
+            .assert_token_refused(
+                writ_proto::authz::TokenRequest {
+                    grant_type: "client_credentials".into(),
+                    client_assertion_type: writ_token::CLIENT_ASSERTION_TYPE.into(),
+                    client_assertion: assertion(&key, "shipping", &f.sts.issuer),
+                    ..Default::default()
+                },
+                Code::Unauthenticated,
+                "invalid_client",
+            )
+            .await;
 
         // The STS's HTTP facade, the assertion for its token endpoint.
         let form = format!(

@@ -31,6 +31,10 @@ pub const MAX_JWKS_URI_LEN: usize = 2048;
 
 /// How long keys fetched from a client's `jwks_uri` are used before they are fetched again.
 const URL_KEYS_FRESH: Duration = Duration::from_secs(3600);
+/// Oldest fetched keys still used while the URL cannot be fetched again: past it the client
+/// cannot authenticate (a client that withdraws its keys by taking its URL down, or by
+/// publishing an empty set, is not served old keys for ever).
+const URL_KEYS_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
 /// Most clients whose fetched keys are remembered.
 const MAX_URL_CLIENTS: usize = 10_000;
 
@@ -114,12 +118,24 @@ impl UrlKeys {
                 state.keys = Some(Arc::new(keys));
                 state.fetched_at = Some(Instant::now());
             }
-            // Keys fetched before keep working until a fetch succeeds.
+            // Keys fetched before keep working a while (the URL may be down for a moment),
+            // never past URL_KEYS_MAX_AGE.
             Err(e) => {
-                tracing::warn!(%client_id, url, error = %e, "a client's jwks_uri could not be fetched")
+                tracing::warn!(%client_id, url, error = %e, "a client's jwks_uri could not be fetched");
+                if state
+                    .fetched_at
+                    .is_none_or(|t| t.elapsed() >= URL_KEYS_MAX_AGE)
+                {
+                    state.keys = None;
+                }
             }
         }
         state.keys.clone()
+    }
+
+    /// Forgets what was fetched for `client_id` (its registration changed or ended).
+    pub(crate) fn forget(&self, client_id: &str) {
+        self.entries.lock().remove(client_id);
     }
 }
 
@@ -214,6 +230,12 @@ impl AuthorizationServer {
         if has_assertion && !presented.secret.is_empty() {
             return Err(Error::InvalidRequest(
                 "use one client authentication method",
+            ));
+        }
+        if has_assertion && (presented.assertion.is_empty() || presented.assertion_type.is_empty())
+        {
+            return Err(Error::InvalidRequest(
+                "client_assertion and client_assertion_type go together",
             ));
         }
         let named = named_client(presented.client_id, presented.assertion);
@@ -466,17 +488,16 @@ pub(crate) fn validate_client_jwks(jwks: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a `jwks_uri` a client registers: an absolute https URL without user info or fragment
-/// (the fetcher checks it again, strictly, when it fetches).
+/// Checks a `jwks_uri` a client registers: an absolute https URL with a host, without user
+/// info or fragment (as the fetcher parses it).
 pub(crate) fn validate_jwks_uri(uri: &str) -> Result<()> {
-    let host_and_path = uri.strip_prefix("https://").unwrap_or("");
-    let authority = host_and_path.split('/').next().unwrap_or("");
-    if uri.len() > MAX_JWKS_URI_LEN
-        || authority.is_empty()
-        || authority.contains('@')
-        || uri.contains('#')
-        || uri.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-    {
+    let parsed = uri.parse::<http::Uri>().ok();
+    let authority = parsed.as_ref().and_then(http::Uri::authority);
+    let ok = uri.len() <= MAX_JWKS_URI_LEN
+        && parsed.as_ref().and_then(http::Uri::scheme) == Some(&http::uri::Scheme::HTTPS)
+        && authority.is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+        && !uri.contains('#');
+    if !ok {
         return Err(Error::InvalidRequest(
             "jwks_uri is an https URL with a host, without user info or fragment, at most 2048 \
              bytes",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use writ_store::SledStore;
 use writ_token::{
-    Algorithm, AssertionClaims, CLIENT_ASSERTION_TYPE, SigningKey, encode_client_assertion,
+    Algorithm, AssertionClaims, CLIENT_ASSERTION_TYPE, Clock, SigningKey, encode_client_assertion,
 };
 
 use crate::*;
@@ -132,6 +132,11 @@ async fn every_bad_assertion_is_invalid_client_and_spends_nothing() {
         .create_client(spec("svc", jwks(&[&key])))
         .await
         .unwrap();
+    // Another client registered with the same public key: only iss and sub tell them apart.
+    engine
+        .create_client(spec("twin", jwks(&[&key])))
+        .await
+        .unwrap();
     let secret_client = engine
         .create_client(Client {
             client_id: "plain".into(),
@@ -176,8 +181,12 @@ async fn every_bad_assertion_is_invalid_client_and_spends_nothing() {
             request("svc", &sign(&key, &with(&|c| c.iss = "plain".into()))),
         ),
         (
-            "naming another client than the request",
-            request("plain", &sign(&key, &claims("svc"))),
+            "naming another client than the request (one sharing its key)",
+            request("twin", &sign(&key, &claims("svc"))),
+        ),
+        (
+            "issued in the future",
+            request("svc", &sign(&key, &with(&|c| c.iat += 120))),
         ),
         (
             "of an unknown type",
@@ -206,24 +215,31 @@ async fn every_bad_assertion_is_invalid_client_and_spends_nothing() {
         assert_eq!(code(&engine, req).await, "invalid_client", "{why}");
         // A refused assertion was not spent: had it been valid, it would still work.
         if let Some(jti) = jti_of(&assertion) {
-            let key = spent_key(&engine, "svc", &jti);
-            assert!(
-                engine
-                    .store
-                    .get(writ_store::Tree::SignIn, &key)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "{why}: spent"
-            );
+            for client in ["svc", "twin", "plain"] {
+                let key = spent_key(&engine, client, &jti);
+                assert!(
+                    engine
+                        .store
+                        .get(writ_store::Tree::SignIn, &key)
+                        .await
+                        .unwrap()
+                        .is_none(),
+                    "{why}: spent for {client}"
+                );
+            }
         }
     }
-    // A secret and an assertion together: two methods.
+    // A secret and an assertion together: two methods; half an assertion: malformed.
     let both = TokenRequest {
         client_secret: "x".into(),
         ..request("svc", &sign(&key, &claims("svc")))
     };
     assert_eq!(code(&engine, both).await, "invalid_request");
+    let half = TokenRequest {
+        client_assertion: String::new(),
+        ..request("svc", "")
+    };
+    assert_eq!(code(&engine, half).await, "invalid_request");
     // The token endpoint's URL is an audience too.
     let at_endpoint = sign(&key, &with(&|c| c.aud = token_endpoint.clone()));
     assert_eq!(code(&engine, request("svc", &at_endpoint)).await, "ok");
@@ -387,4 +403,61 @@ async fn registration_takes_public_keys_only_and_rotation_replaces_them() {
         .await
         .unwrap_err();
     assert_eq!(e.oauth_code(), "invalid_request");
+}
+
+/// Spent `jti`s are kept while their assertions could be presented, then pruned.
+#[tokio::test]
+async fn spent_assertions_are_pruned_once_they_have_expired() {
+    let clock = writ_token::ManualClock::starting_now();
+    let mut config = Config::new(ISSUER);
+    config.throttle.free_failures = u32::MAX;
+    let engine = AuthorizationServer::open(
+        Arc::new(writ_store::Ready(Arc::new(SledStore::temporary().unwrap()))),
+        config,
+        Arc::new(clock.clone()),
+        Arc::new(writ_keyring::KeyEncryptionKey::generate().unwrap().0),
+    )
+    .await
+    .unwrap()
+    .0;
+    let key = SigningKey::generate(Algorithm::EdDSA, "k1").unwrap();
+    engine
+        .create_client(spec("svc", jwks(&[&key])))
+        .await
+        .unwrap();
+    let now = clock.now();
+    let claims = AssertionClaims {
+        iat: now,
+        exp: now + 60,
+        ..claims("svc")
+    };
+    let assertion = sign(&key, &claims);
+    assert_eq!(code(&engine, request("svc", &assertion)).await, "ok");
+    let mark = spent_key(&engine, "svc", &claims.jti);
+    let spent = || async {
+        engine
+            .store
+            .get(writ_store::Tree::SignIn, &mark)
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(spent().await);
+    engine.prune_expired().await.unwrap();
+    assert!(spent().await, "kept while the assertion is alive");
+    assert_eq!(
+        code(&engine, request("svc", &assertion)).await,
+        "invalid_client"
+    );
+    clock.advance(60 + 2 * 30 + 1);
+    engine.prune_expired().await.unwrap();
+    assert!(
+        !spent().await,
+        "pruned once it could no longer be presented"
+    );
+    assert_eq!(
+        code(&engine, request("svc", &assertion)).await,
+        "invalid_client",
+        "and the assertion has expired anyway"
+    );
 }

@@ -192,6 +192,7 @@ impl AuthorizationServer {
         self.audit.written(intent);
         self.store.durable().await?;
         self.client_cache.invalidate(client_id);
+        self.url_keys.forget(client_id);
         // Its live access tokens die now, not at their expiry.
         self.cut_off(RevocationKind::Client, client_id, "client deleted")
             .await
@@ -266,6 +267,9 @@ impl AuthorizationServer {
             )
             .await?;
         self.client_cache.invalidate(client_id);
+        // Keys fetched from its jwks_uri are fetched again when next needed (a rotation the
+        // administrator asked for takes effect on this replica at once).
+        self.url_keys.forget(client_id);
         updated.ok_or(Error::Internal("client update wrote nothing"))
     }
 

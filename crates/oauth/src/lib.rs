@@ -626,6 +626,10 @@ impl AuthorizationServer {
         removed += self
             .prune::<records::PushedRequestRecord>(b"p/", |p| p.expires_at + margin < now)
             .await?;
+        // Spent client assertions' `jti`s, once the assertions could no longer be presented.
+        removed += self
+            .prune::<records::SpentAssertionRecord>(b"j/", |j| j.expires_at + margin < now)
+            .await?;
         removed += self.prune_devices(now, margin).await?;
         removed += self.prune_revocations(now, margin).await?;
         if removed > 0 {

@@ -347,16 +347,28 @@ mod tests {
         for alg in ["ES256", "HS256", "none", "RS256"] {
             assert!(check(serde_json::json!({"alg": alg})).is_err(), "{alg}");
         }
-        // Two keys of the algorithm: the assertion must say which.
-        let mut two = set.clone();
+        // Two keys of the algorithm (a rotation): the one whose signature holds, whichever
+        // comes first; signed by neither: as an unknown key.
+        let mut two = KeySet::new();
         two.insert_jwt(
-            SigningKey::generate(Algorithm::EdDSA, "c2")
+            SigningKey::generate(Algorithm::EdDSA, "a-first")
                 .unwrap()
                 .verification_key(),
         );
+        two.insert_jwt(key.verification_key());
         let unnamed = raw(&key, serde_json::json!({"alg": "EdDSA"}), payload.clone());
         assert_eq!(
-            verify_assertion(&unnamed, &two, &rules()).unwrap_err(),
+            verify_assertion(&unnamed, &two, &rules()).unwrap().key_id,
+            "c1"
+        );
+        let stranger = SigningKey::generate(Algorithm::EdDSA, "c1").unwrap();
+        let forged = raw(
+            &stranger,
+            serde_json::json!({"alg": "EdDSA"}),
+            payload.clone(),
+        );
+        assert_eq!(
+            verify_assertion(&forged, &two, &rules()).unwrap_err(),
             TokenError::UnknownKey
         );
         // Several audiences are refused even when one is right.

@@ -67,28 +67,13 @@ static IN_FLIGHT: LazyLock<Arc<tokio::sync::Semaphore>> =
 /// Trusts the system's CAs (none if the bundle cannot be read: https deliveries then fail, and
 /// say so in the log).
 static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(pem) = CA_BUNDLES.iter().find_map(|p| std::fs::read(p).ok()) {
-        for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
-            let _ = roots.add(cert);
-        }
-    }
-    if roots.is_empty() {
+    let (config, roots) = crate::client_keys::system_tls();
+    if roots == 0 {
         tracing::warn!(
             "no CA bundle found ({CA_BUNDLES:?}): back-channel logout over https will fail"
         );
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    config
 });
 
 /// Delivers `notices` in the background.

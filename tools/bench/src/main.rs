@@ -96,6 +96,10 @@ struct Cli {
 enum Command {
     /// client_credentials tokens, plaintext then TLS, side by side.
     ClientCredentials,
+    /// client_credentials over TLS authenticated by a secret and by `private_key_jwt` (a
+    /// fresh Ed25519 assertion signed per request by the load generator, its `jti` spent
+    /// durably by the server), alternating, two rounds, one server.
+    ClientAuth,
     /// Durable refresh-token rotation (each refresh is flushed before it is answered).
     Refresh,
     /// The revocation service: client-side set memory, durable Revoke throughput, and
@@ -535,6 +539,87 @@ fn client_credentials_on(
     Ok(outcome)
 }
 
+/// client_credentials by secret and by `private_key_jwt`, alternating on one TLS server.
+fn client_auth(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outcome>> {
+    let server = Server::start_on(&Backend::Sled, true, Services::Authz, |_| {})?;
+    let scope = "inventory.read inventory.write";
+    let (id, secret) = server.cc_client("bench", scope, "inventory")?;
+    let key = Arc::new(writ_token::SigningKey::generate(
+        writ_token::Algorithm::EdDSA,
+        "bench-1",
+    )?);
+    server.client(Client {
+        client_id: "bench-keyed".into(),
+        grant_types: vec!["client_credentials".into()],
+        scope: scope.into(),
+        audience: vec!["inventory".into()],
+        token_endpoint_auth_method: "private_key_jwt".into(),
+        jwks: serde_json::json!({ "keys": [key.verification_key().to_jwk()] }).to_string(),
+        ..Client::default()
+    })?;
+    let issuer = Arc::new(server.engine.metadata().issuer);
+    let mut outcomes = Vec::new();
+    for round in 1..=2 {
+        let chans = Arc::new(load.block_on(channels(
+            &server.url,
+            server.ca_pem.as_deref(),
+            cli.connections,
+        ))?);
+        let request = cc_request(&id, &secret, "inventory.read");
+        let by_secret = {
+            let chans = chans.clone();
+            load.block_on(drive(
+                cli,
+                &format!("client_credentials by secret, TLS (round {round})"),
+                move |worker| {
+                    let mut client =
+                        AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
+                    let request = request.clone();
+                    async move { client.token(request).await.is_ok() }
+                },
+            ))
+        };
+        outcomes.push(by_secret);
+        let (key, issuer) = (key.clone(), issuer.clone());
+        let by_key = load.block_on(drive(
+            cli,
+            &format!("client_credentials by private_key_jwt, TLS (round {round})"),
+            move |worker| {
+                let mut client =
+                    AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
+                let now = writ_token::system_clock().now();
+                let assertion = writ_token::encode_client_assertion(
+                    &key,
+                    &writ_token::AssertionClaims {
+                        iss: "bench-keyed".into(),
+                        sub: "bench-keyed".into(),
+                        aud: issuer.to_string(),
+                        iat: now,
+                        exp: now + 60,
+                        jti: writ_token::random_id(),
+                    },
+                );
+                async move {
+                    let Ok(assertion) = assertion else {
+                        return false;
+                    };
+                    let request = TokenRequest {
+                        grant_type: "client_credentials".into(),
+                        client_id: "bench-keyed".into(),
+                        client_assertion_type: writ_token::CLIENT_ASSERTION_TYPE.into(),
+                        client_assertion: assertion,
+                        scope: "inventory.read".into(),
+                        ..Default::default()
+                    };
+                    client.token(request).await.is_ok()
+                }
+            },
+        ));
+        outcomes.push(by_key);
+    }
+    Ok(outcomes)
+}
+
 fn refresh(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<(Outcome, u64)> {
     refresh_on(cli, load, &Backend::Sled, 1, "")
 }
@@ -694,6 +779,7 @@ fn main() -> anyhow::Result<()> {
     let run_exchange = matches!(cli.command, Command::Exchange | Command::All);
     let run_flood = matches!(cli.command, Command::PasswordFlood | Command::All);
     if run_cc
+        || matches!(cli.command, Command::ClientAuth)
         || run_refresh
         || run_revoke
         || run_exchange
@@ -707,6 +793,11 @@ fn main() -> anyhow::Result<()> {
     if run_cc {
         println!("{}", client_credentials(&cli, &load, false)?.row());
         println!("{}", client_credentials(&cli, &load, true)?.row());
+    }
+    if matches!(cli.command, Command::ClientAuth) {
+        for outcome in client_auth(&cli, &load)? {
+            println!("{}", outcome.row());
+        }
     }
     if run_refresh {
         let (outcome, flushes) = refresh(&cli, &load)?;

@@ -57,9 +57,10 @@ pub(crate) enum Typ {
     /// Anything: conformance vectors.
     Unchecked,
     /// An RFC 7523 assertion: absent, `JWT`, or `client-authentication+jwt`
-    /// (draft-ietf-oauth-rfc7523bis), so that no other kind of Writ token (an access token, an
-    /// ID token's relatives with their own `typ`, a logout token) passes for one. A kid may be
-    /// absent when the party registered one key of the header's algorithm.
+    /// (draft-ietf-oauth-rfc7523bis), so that an access token or a logout token does not pass
+    /// for one (an ID token's `typ` is `JWT` too: it has no `jti`, and is signed by Writ's keys,
+    /// not the party's). The `kid` may be absent: the party's keys of the header's algorithm
+    /// are tried.
     Assertion,
 }
 
@@ -121,26 +122,29 @@ pub(crate) fn check_jws(
     let alg = Algorithm::from_jose(header.alg)
         .filter(|a| algorithms.contains(a))
         .ok_or(TokenError::AlgorithmNotAllowed)?;
+    let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
     let key: &VerificationKey = match header.kid.as_deref() {
         Some(kid) if kid.len() > MAX_KID_LEN => return Err(TokenError::UnknownKey),
-        Some(kid) => keys.jwt_key(kid).ok_or(TokenError::UnknownKey)?,
-        // Only an assertion may leave the key unnamed, and only when one key could be meant.
-        None if typ == Typ::Assertion => {
-            let mut candidates = keys.jwt_keys().filter(|k| k.alg() == alg);
-            match (candidates.next(), candidates.next()) {
-                (Some(k), None) => k,
-                _ => return Err(TokenError::UnknownKey),
+        Some(kid) => {
+            let key = keys.jwt_key(kid).ok_or(TokenError::UnknownKey)?;
+            if key.alg() != alg {
+                return Err(TokenError::AlgorithmNotAllowed);
             }
+            if !key.verify_signature(signed, s) {
+                return Err(TokenError::BadSignature);
+            }
+            key
         }
+        // Only an assertion may leave the key unnamed (a party's own keys, a handful): the
+        // first of them with the header's algorithm whose signature holds. None: as if it
+        // named a key not known (yet).
+        None if typ == Typ::Assertion => keys
+            .jwt_keys()
+            .filter(|k| k.alg() == alg)
+            .find(|k| k.verify_signature(signed, s))
+            .ok_or(TokenError::UnknownKey)?,
         None => return Err(TokenError::UnknownKey),
     };
-    if key.alg() != alg {
-        return Err(TokenError::AlgorithmNotAllowed);
-    }
-    let signed_len = h.len() + 1 + p.len();
-    if !key.verify_signature(&token.as_bytes()[..signed_len], s) {
-        return Err(TokenError::BadSignature);
-    }
     let payload = URL_SAFE_NO_PAD
         .decode(p)
         .map_err(|_| TokenError::Malformed("payload is not base64url"))?;

@@ -377,9 +377,10 @@ impl Platform {
         let engine = Arc::new(engine);
         let fetcher = match &settings.client_jwks_ca {
             Some(path) => writ_authz::HttpsClientKeys::new(
-                std::fs::read_to_string(path)
+                &std::fs::read_to_string(path)
                     .with_context(|| format!("reading --client-jwks-ca {}", path.display()))?,
-            ),
+            )
+            .map_err(|e| anyhow::anyhow!("--client-jwks-ca {}: {e}", path.display()))?,
             None => writ_authz::HttpsClientKeys::system(),
         };
         engine.fetch_client_keys_with(Arc::new(fetcher));
