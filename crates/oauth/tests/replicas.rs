@@ -305,3 +305,65 @@ async fn a_client_disabled_on_one_replica_is_refused_by_another_at_once() {
     }
     testing::drop_schema(&config).await;
 }
+
+/// `private_key_jwt` over three replicas: the same assertion presented at all of them at once
+/// authenticates exactly once (its `jti` is spent by a conditional insert in the shared store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assertion_presented_at_three_replicas_at_once_is_accepted_once() {
+    let Some(config) = testing::fresh().await else {
+        return;
+    };
+    let servers = replicas(&config, 3).await;
+    let key = writ_token::SigningKey::generate(writ_token::Algorithm::EdDSA, "k1").unwrap();
+    let jwks = format!(
+        "{{\"keys\":[{}]}}",
+        serde_json::to_string(&key.verification_key().to_jwk()).unwrap()
+    );
+    servers[0]
+        .create_client(Client {
+            client_id: "keyed".into(),
+            grant_types: vec![grant_type::CLIENT_CREDENTIALS.into()],
+            scope: "read".into(),
+            audience: vec!["api".into()],
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks,
+            ..Client::default()
+        })
+        .await
+        .unwrap();
+    for _round in 0..5 {
+        let now = writ_token::Clock::now(&*writ_token::system_clock());
+        let assertion = writ_token::encode_client_assertion(
+            &key,
+            &writ_token::AssertionClaims {
+                iss: "keyed".into(),
+                sub: "keyed".into(),
+                aud: "https://as.test".into(),
+                iat: now,
+                exp: now + 60,
+                jti: writ_token::random_id(),
+            },
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let server = servers[i % 3].clone();
+            let request = TokenRequest {
+                grant_type: grant_type::CLIENT_CREDENTIALS.into(),
+                client_assertion_type: writ_token::CLIENT_ASSERTION_TYPE.into(),
+                client_assertion: assertion.clone(),
+                ..TokenRequest::default()
+            };
+            tasks.push(tokio::spawn(async move { server.token(request).await }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(Error::InvalidClient) => {}
+                Err(e) => panic!("unexpected: {e:?}"),
+            }
+        }
+        assert_eq!(won, 1, "one of twelve uses authenticates");
+    }
+}
