@@ -1875,6 +1875,16 @@ async fn a_client_holding_only_a_key_exchanges_in_either_wiring() {
             "invalid_request",
         )
         .await;
+        // Half an assertion pair: a malformed request (not the directory's failure).
+        f.refused(
+            ExchangeRequest {
+                client_assertion_type: String::new(),
+                ..by_key(&f.sts.issuer)
+            },
+            Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
         // An assertion for the STS is no good at the authorization server.
         f.server
             .assert_token_refused(

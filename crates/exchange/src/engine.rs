@@ -201,6 +201,11 @@ impl TokenExchange {
                 "use one client authentication method",
             ));
         }
+        if assertion && (req.client_assertion.is_empty() || req.client_assertion_type.is_empty()) {
+            return Err(ExchangeError::InvalidRequest(
+                "client_assertion and client_assertion_type go together",
+            ));
+        }
         let base = self.config.issuer.trim_end_matches('/');
         let audiences = [self.config.issuer.clone(), format!("{base}/oauth2/token")];
         self.directory

@@ -495,7 +495,12 @@ pub(crate) fn validate_jwks_uri(uri: &str) -> Result<()> {
     let authority = parsed.as_ref().and_then(http::Uri::authority);
     let ok = uri.len() <= MAX_JWKS_URI_LEN
         && parsed.as_ref().and_then(http::Uri::scheme) == Some(&http::uri::Scheme::HTTPS)
-        && authority.is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+        && authority.is_some_and(|a| {
+            !a.host().is_empty()
+                && !a.as_str().contains('@')
+                && a.port()
+                    .is_none_or(|p| p.as_str().parse::<u16>().is_ok_and(|n| n > 0))
+        })
         && !uri.contains('#');
     if !ok {
         return Err(Error::InvalidRequest(

@@ -366,4 +366,5 @@ async fn an_assertion_presented_at_three_replicas_at_once_is_accepted_once() {
         }
         assert_eq!(won, 1, "one of twelve uses authenticates");
     }
+    testing::drop_schema(&config).await;
 }

@@ -26,13 +26,18 @@ impl std::fmt::Debug for HttpsClientKeys {
 
 impl HttpsClientKeys {
     /// Trusting exactly the CA certificates in `ca_pem` (the operator's `--client-jwks-ca`); a
-    /// file without one is an error.
+    /// file without one, or with one that cannot be used, is an error.
     pub fn new(ca_pem: &str) -> Result<Self, String> {
-        let tls = tls_trusting(ca_pem.as_bytes());
-        if tls.1 == 0 {
-            return Err("no usable CA certificate in it".into());
+        let mut scratch = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            let cert = cert.map_err(|_| "not a PEM certificate".to_owned())?;
+            scratch.add(cert).map_err(|e| e.to_string())?;
         }
-        Ok(HttpsClientKeys { tls: tls.0 })
+        let (tls, roots) = tls_trusting(ca_pem.as_bytes());
+        if roots == 0 {
+            return Err("no CA certificate in it".into());
+        }
+        Ok(HttpsClientKeys { tls })
     }
 
     /// Trusting the system's CA bundle (the first of [`crate::backchannel::CA_BUNDLES`] found;

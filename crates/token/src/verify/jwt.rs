@@ -49,6 +49,10 @@ impl TokenVerifier {
     }
 }
 
+/// Most keys an assertion without a `kid` is tried against (a party registers at most ten;
+/// a fetched set may hold more, and each try is a signature check).
+const MAX_UNNAMED_KEYS_TRIED: usize = 10;
+
 /// What a JWS's `typ` header must say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Typ {
@@ -141,6 +145,7 @@ pub(crate) fn check_jws(
         None if typ == Typ::Assertion => keys
             .jwt_keys()
             .filter(|k| k.alg() == alg)
+            .take(MAX_UNNAMED_KEYS_TRIED)
             .find(|k| k.verify_signature(signed, s))
             .ok_or(TokenError::UnknownKey)?,
         None => return Err(TokenError::UnknownKey),

@@ -18,6 +18,8 @@ pub struct LocalDirectory(pub Arc<AuthorizationServer>);
 fn engine_error(e: writ_oauth::Error) -> ExchangeError {
     match e {
         writ_oauth::Error::InvalidClient => ExchangeError::InvalidClient,
+        // The caller's request, not the directory, is at fault.
+        writ_oauth::Error::InvalidRequest(m) => ExchangeError::InvalidRequest(m),
         other => {
             tracing::error!(error = %other, "the client directory failed");
             ExchangeError::Unavailable("the client directory is unavailable")
