@@ -65,18 +65,25 @@ impl HttpsJwks {
     /// `url` must be `https://host[:port]/path` (no user info); `ca_pem` holds the CA
     /// certificate(s) to trust for it, and nothing else is trusted.
     pub fn new(url: &str, ca_pem: &str) -> Result<Self, JwksUrlError> {
-        // The URL is judged first: a wrong URL is reported as such whatever the CA.
-        let unchecked = Self::with_tls(url, empty_client_config())?;
-        let tls = client_config(ca_pem).map_err(|reason| JwksUrlError::Ca {
-            url: url.to_owned(),
-            reason,
-        })?;
-        Ok(HttpsJwks { tls, ..unchecked })
+        Self::at(url, || {
+            client_config(ca_pem).map_err(|reason| JwksUrlError::Ca {
+                url: url.to_owned(),
+                reason,
+            })
+        })
     }
 
     /// [`Self::new`] with a TLS configuration built once by the caller (its roots are what is
     /// trusted; its ALPN should be `http/1.1`).
     pub fn with_tls(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self, JwksUrlError> {
+        Self::at(url, || Ok(tls))
+    }
+
+    /// The URL judged first (a wrong URL is reported as such whatever the CA), then `tls`.
+    fn at(
+        url: &str,
+        tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, JwksUrlError>,
+    ) -> Result<Self, JwksUrlError> {
         let not_https = || JwksUrlError::NotHttps(url.to_owned());
         let uri: http::Uri = url.parse().map_err(|_| not_https())?;
         if uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
@@ -105,7 +112,7 @@ impl HttpsJwks {
             host,
             path,
             server_name,
-            tls,
+            tls: tls()?,
             timeout: FETCH_TIMEOUT,
         })
     }
@@ -202,22 +209,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// A configuration trusting nothing, replaced before any use.
-fn empty_client_config() -> Arc<rustls::ClientConfig> {
-    static EMPTY: std::sync::LazyLock<Arc<rustls::ClientConfig>> = std::sync::LazyLock::new(|| {
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-    });
-    EMPTY.clone()
 }
 
 /// A rustls client configuration (ring) trusting exactly the CA certificates in `ca_pem`.
