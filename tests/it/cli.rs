@@ -58,6 +58,8 @@ struct WritUp {
     data_dir: PathBuf,
     logs: tempfile::TempDir,
     grpc: String,
+    /// The STS's gRPC URL.
+    sts: String,
     http: String,
     admin: String,
     issuer: String,
@@ -88,6 +90,7 @@ impl WritUp {
             data_dir: data_dir.to_path_buf(),
             logs,
             grpc: String::new(),
+            sts: String::new(),
             http: String::new(),
             admin: String::new(),
             issuer: String::new(),
@@ -108,6 +111,7 @@ impl WritUp {
             if let Some(e) = endpoints {
                 assert_eq!(e["tls"], true, "TLS is on by default");
                 up.grpc = e["authz_grpc"].as_str().unwrap().to_owned();
+                up.sts = e["sts_grpc"].as_str().unwrap_or_default().to_owned();
                 up.http = e["authz_http"].as_str().unwrap().to_owned();
                 up.admin = e["authz_admin"].as_str().unwrap().to_owned();
                 up.issuer = e["issuer"].as_str().unwrap().to_owned();
@@ -286,6 +290,41 @@ fn a_client_registered_with_its_public_key_gets_tokens_without_a_secret() {
         None,
     );
     assert_eq!(r.code(), Some(4), "no secret authenticates it: {r}");
+    // At the STS too: the token it was issued, narrowed under a policy, signed for the STS.
+    up.json(&[
+        "admin",
+        "policy",
+        "create",
+        "--client-id",
+        "keyed",
+        "--audience",
+        "api",
+        "--scope",
+        "read",
+    ]);
+    let exchange = [
+        "exchange",
+        "--sts",
+        &up.sts,
+        "--client-id",
+        "keyed",
+        "--private-key",
+        key_arg,
+        "--kid",
+        "k1",
+        "--subject-token",
+        "-",
+        "--audience",
+        "api",
+    ];
+    let subject = token["access_token"].as_str().unwrap();
+    let exchanged = up.run(&exchange, Some(subject)).ok().json();
+    let claims = writ_token::decode_unverified(exchanged["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["client_id"], "keyed");
+    assert_eq!(claims["aud"], "api");
 
     // Rotation: a new key registered, the old one refused at once.
     let new_key = keys.path().join("new.key");

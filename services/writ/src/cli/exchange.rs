@@ -7,7 +7,7 @@ use writ_token::TokenFormat;
 use writ_vocabulary::{grant_type, token_type};
 
 use super::support::{Result, channel_to, print, read_arg_or_stdin};
-use super::{ClientSecret, Conn, LocalFiles};
+use super::{ClientSecret, Conn, LocalFiles, PrivateKey};
 
 /// The RFC 8693 token types, by short name.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct ExchangeArgs {
     pub client_id: String,
     #[command(flatten)]
     pub secret: ClientSecret,
+    #[command(flatten)]
+    pub key: PrivateKey,
     /// The token to exchange (or "-" to read it from standard input).
     #[arg(long, allow_hyphen_values = true)]
     pub subject_token: String,
@@ -99,6 +101,17 @@ pub async fn exchange(args: ExchangeArgs) -> Result<()> {
         files: args.files,
     };
     let mut sts = SecurityTokenServiceClient::new(channel_to(&args.sts, &conn).await?);
+    // The assertion's audience is the STS's issuer identifier, from its metadata.
+    let issuer = if args.key.given() {
+        sts.get_server_metadata(writ_proto::sts::GetServerMetadataRequest {})
+            .await?
+            .into_inner()
+            .issuer
+    } else {
+        String::new()
+    };
+    let (client_assertion_type, client_assertion) =
+        args.key.assertion(&args.client_id, issuer, &args.secret)?;
     let r = sts
         .exchange(writ_proto::sts::ExchangeRequest {
             grant_type: grant_type::TOKEN_EXCHANGE.into(),
@@ -112,7 +125,8 @@ pub async fn exchange(args: ExchangeArgs) -> Result<()> {
             subject_token_type: token_type_uri(subject_type).into(),
             actor_token,
             actor_token_type: actor_type,
-            ..Default::default()
+            client_assertion_type,
+            client_assertion,
         })
         .await?
         .into_inner();

@@ -183,6 +183,60 @@ pub struct AdminToken {
     pub admin_token: Option<String>,
 }
 
+/// `--private-key FILE --kid KID`: a client authenticating with `private_key_jwt` (RFC 7523)
+/// instead of a secret.
+#[derive(Debug, Clone, Args)]
+pub struct PrivateKey {
+    /// Sign the client's assertion with this PKCS#8 PEM private key instead of sending a
+    /// secret (private_key_jwt).
+    #[arg(long, requires = "kid")]
+    pub private_key: Option<PathBuf>,
+    /// The registered key id of --private-key.
+    #[arg(long, requires = "private_key")]
+    pub kid: Option<String>,
+}
+
+impl PrivateKey {
+    pub fn given(&self) -> bool {
+        self.private_key.is_some()
+    }
+
+    /// `(client_assertion_type, client_assertion)`: a fresh assertion of `client_id` for
+    /// `audience` (the server's issuer identifier), or two empty strings without a key. A
+    /// secret as well is refused: one method per request.
+    pub fn assertion(
+        &self,
+        client_id: &str,
+        audience: String,
+        secret: &ClientSecret,
+    ) -> support::Result<(String, String)> {
+        let (Some(path), Some(kid)) = (&self.private_key, &self.kid) else {
+            return Ok((String::new(), String::new()));
+        };
+        let invalid = support::CliError::Invalid;
+        if !secret.client_secret.is_empty() {
+            return Err(invalid(
+                "--private-key and a client secret are two authentication methods: use one".into(),
+            ));
+        }
+        let pem = zeroize::Zeroizing::new(support::read_text(path)?);
+        let key = writ_token::SigningKey::from_pkcs8_pem(kid.clone(), &pem)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let now = writ_token::system_clock().now();
+        let claims = writ_token::AssertionClaims {
+            iss: client_id.to_owned(),
+            sub: client_id.to_owned(),
+            aud: audience,
+            iat: now,
+            exp: now + 60,
+            jti: writ_token::random_id(),
+        };
+        let assertion = writ_token::encode_client_assertion(&key, &claims)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok((writ_token::CLIENT_ASSERTION_TYPE.to_owned(), assertion))
+    }
+}
+
 /// The secret of a client authenticating with `--client-id`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientSecret {

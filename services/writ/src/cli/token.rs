@@ -10,9 +10,9 @@ use writ_token::{Attenuation, TokenFormat, VerifierConfig};
 use writ_vocabulary::grant_type;
 
 use super::support::{
-    CliError, Result, channel, channel_to, print, read_arg_or_stdin, read_stdin_line, read_text,
+    CliError, Result, channel, channel_to, print, read_arg_or_stdin, read_stdin_line,
 };
-use super::{ClientSecret, Conn};
+use super::{ClientSecret, Conn, PrivateKey};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Grant {
@@ -71,13 +71,8 @@ pub struct TokenArgs {
     /// For --grant password: read the password from standard input.
     #[arg(long)]
     pub password_stdin: bool,
-    /// Authenticate with private_key_jwt (RFC 7523): sign the client's assertion with this
-    /// PKCS#8 PEM private key instead of sending a secret.
-    #[arg(long, requires = "kid")]
-    pub private_key: Option<std::path::PathBuf>,
-    /// The registered key id of --private-key.
-    #[arg(long, requires = "private_key")]
-    pub kid: Option<String>,
+    #[command(flatten)]
+    pub key: PrivateKey,
 }
 
 #[derive(Debug, Args)]
@@ -173,38 +168,18 @@ pub async fn token(args: TokenArgs) -> Result<()> {
         String::new()
     };
     let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
-    let (client_assertion_type, client_assertion) = match (&args.private_key, &args.kid) {
-        (Some(path), Some(kid)) => {
-            if !args.secret.client_secret.is_empty() {
-                return Err(CliError::Invalid(
-                    "--private-key and a client secret are two authentication methods: use one"
-                        .into(),
-                ));
-            }
-            let pem = zeroize::Zeroizing::new(read_text(path)?);
-            let key = writ_token::SigningKey::from_pkcs8_pem(kid.clone(), &pem)
-                .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
-            // The assertion's audience is the server's issuer identifier, from its metadata.
-            let issuer = client
-                .get_server_metadata(authz::GetServerMetadataRequest {})
-                .await?
-                .into_inner()
-                .issuer;
-            let now = writ_token::system_clock().now();
-            let claims = writ_token::AssertionClaims {
-                iss: args.client_id.clone(),
-                sub: args.client_id.clone(),
-                aud: issuer,
-                iat: now,
-                exp: now + 60,
-                jti: writ_token::random_id(),
-            };
-            let assertion = writ_token::encode_client_assertion(&key, &claims)
-                .map_err(|e| CliError::Invalid(e.to_string()))?;
-            (writ_token::CLIENT_ASSERTION_TYPE.to_owned(), assertion)
-        }
-        _ => (String::new(), String::new()),
+    // The assertion's audience is the server's issuer identifier, from its metadata.
+    let issuer = if args.key.given() {
+        client
+            .get_server_metadata(authz::GetServerMetadataRequest {})
+            .await?
+            .into_inner()
+            .issuer
+    } else {
+        String::new()
     };
+    let (client_assertion_type, client_assertion) =
+        args.key.assertion(&args.client_id, issuer, &args.secret)?;
     let r = client
         .token(authz::TokenRequest {
             grant_type: grant_name(args.grant).to_owned(),
