@@ -101,17 +101,18 @@ pub async fn exchange(args: ExchangeArgs) -> Result<()> {
         files: args.files,
     };
     let mut sts = SecurityTokenServiceClient::new(channel_to(&args.sts, &conn).await?);
-    // The assertion's audience is the STS's issuer identifier, from its metadata.
-    let issuer = if args.key.given() {
-        sts.get_server_metadata(writ_proto::sts::GetServerMetadataRequest {})
-            .await?
-            .into_inner()
-            .issuer
-    } else {
-        String::new()
-    };
-    let (client_assertion_type, client_assertion) =
-        args.key.assertion(&args.client_id, issuer, &args.secret)?;
+    // The assertion's audience is the server's issuer identifier, from its metadata.
+    let mut metadata = sts.clone();
+    let (client_assertion_type, client_assertion) = args
+        .key
+        .assertion(&args.client_id, &args.secret, async move {
+            Ok(metadata
+                .get_server_metadata(writ_proto::sts::GetServerMetadataRequest {})
+                .await?
+                .into_inner()
+                .issuer)
+        })
+        .await?;
     let r = sts
         .exchange(writ_proto::sts::ExchangeRequest {
             grant_type: grant_type::TOKEN_EXCHANGE.into(),

@@ -197,18 +197,15 @@ pub struct PrivateKey {
 }
 
 impl PrivateKey {
-    pub fn given(&self) -> bool {
-        self.private_key.is_some()
-    }
-
-    /// `(client_assertion_type, client_assertion)`: a fresh assertion of `client_id` for
-    /// `audience` (the server's issuer identifier), or two empty strings without a key. A
-    /// secret as well is refused: one method per request.
-    pub fn assertion(
+    /// `(client_assertion_type, client_assertion)`: a fresh assertion of `client_id` for the
+    /// server's issuer identifier (`issuer`, awaited only when a key is given: the server's
+    /// metadata), or two empty strings without a key. A secret as well is refused: one method
+    /// per request.
+    pub async fn assertion(
         &self,
         client_id: &str,
-        audience: String,
         secret: &ClientSecret,
+        issuer: impl std::future::Future<Output = Result<String, tonic::Status>>,
     ) -> support::Result<(String, String)> {
         let (Some(path), Some(kid)) = (&self.private_key, &self.kid) else {
             return Ok((String::new(), String::new()));
@@ -222,6 +219,7 @@ impl PrivateKey {
         let pem = zeroize::Zeroizing::new(support::read_text(path)?);
         let key = writ_token::SigningKey::from_pkcs8_pem(kid.clone(), &pem)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let audience = issuer.await?;
         let now = writ_token::system_clock().now();
         let claims = writ_token::AssertionClaims {
             iss: client_id.to_owned(),

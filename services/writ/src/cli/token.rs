@@ -169,17 +169,17 @@ pub async fn token(args: TokenArgs) -> Result<()> {
     };
     let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
     // The assertion's audience is the server's issuer identifier, from its metadata.
-    let issuer = if args.key.given() {
-        client
-            .get_server_metadata(authz::GetServerMetadataRequest {})
-            .await?
-            .into_inner()
-            .issuer
-    } else {
-        String::new()
-    };
-    let (client_assertion_type, client_assertion) =
-        args.key.assertion(&args.client_id, issuer, &args.secret)?;
+    let mut metadata = client.clone();
+    let (client_assertion_type, client_assertion) = args
+        .key
+        .assertion(&args.client_id, &args.secret, async move {
+            Ok(metadata
+                .get_server_metadata(authz::GetServerMetadataRequest {})
+                .await?
+                .into_inner()
+                .issuer)
+        })
+        .await?;
     let r = client
         .token(authz::TokenRequest {
             grant_type: grant_name(args.grant).to_owned(),
