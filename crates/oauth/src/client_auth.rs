@@ -211,6 +211,10 @@ impl AuthorizationServer {
         presented: Presented<'_>,
         source: Option<std::net::IpAddr>,
     ) -> Result<ClientRecord> {
+        // A secret (the hot path) has no audience to build.
+        if presented.assertion.is_empty() && presented.assertion_type.is_empty() {
+            return self.authenticate_client_for(presented, source, &[]).await;
+        }
         // The issuer identifier (draft-ietf-oauth-rfc7523bis), or the token endpoint's URL
         // (RFC 7523 section 3, OpenID Connect Core section 9), and nothing else.
         let token_endpoint = self.metadata_token_endpoint();
