@@ -30,8 +30,15 @@ pub(crate) async fn run(mut cmd: Command, stdin: Option<String>, timeout: Durati
 }
 
 /// The venv's python, with requirements.txt installed. Reused while its stamp (a copy of the
-/// requirements it was built from) matches; rebuilt otherwise.
+/// requirements it was built from) matches; rebuilt otherwise. Built once per test process: the
+/// tests here run in parallel, and on a fresh clone two of them building the venv at once would
+/// delete it under each other.
 async fn python() -> PathBuf {
+    static VENV: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    VENV.get_or_init(venv_python).await.clone()
+}
+
+async fn venv_python() -> PathBuf {
     let requirements = interop_dir().join("requirements.txt");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-venv");
