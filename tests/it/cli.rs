@@ -218,6 +218,94 @@ fn create_svc(up: &WritUp) -> String {
 
 /// A service that holds no shared secret (`private_key_jwt`), through the CLI alone: a key pair
 /// generated locally, the public half registered, tokens signed for, the key rotated.
+/// `writ admin workload`: trust a cluster, allow its prod service accounts a client, and a
+/// workload's `writ token --grant jwt-bearer` gets a token from its projected token file alone.
+#[test]
+fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_file() {
+    use crate::workloads::{CLUSTER, CLUSTER_JWKS, sa_token};
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(&dir.path().join("writ-data"));
+    let files = tempfile::tempdir().unwrap();
+    let jwks_file = files.path().join("cluster.jwks");
+    std::fs::write(&jwks_file, CLUSTER_JWKS).unwrap();
+    up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "orders",
+        "--public",
+        "--grant",
+        "jwt-bearer",
+        "--scope",
+        "inventory.read",
+        "--audience",
+        "inventory",
+    ]);
+    let trusted = up.json(&[
+        "admin",
+        "workload",
+        "create",
+        "--issuer",
+        CLUSTER,
+        "--jwks-file",
+        jwks_file.to_str().unwrap(),
+        "--audience",
+        "writ",
+    ]);
+    assert_eq!(trusted["kids"], serde_json::json!(["k8s-1"]), "{trusted}");
+    let policy = up.json(&[
+        "admin",
+        "workload",
+        "allow",
+        CLUSTER,
+        "--subject",
+        "system:serviceaccount:prod:*",
+        "--client-id",
+        "orders",
+        "--scope",
+        "inventory.read",
+    ]);
+    let listed = up.json(&["admin", "workload", "list"]);
+    assert_eq!(listed[0]["policies"][0]["policy_id"], policy["policy_id"]);
+
+    let token_file = files.path().join("token");
+    std::fs::write(&token_file, sa_token(serde_json::json!({}))).unwrap();
+    let bearer = [
+        "token",
+        "--grant",
+        "jwt-bearer",
+        "--client-id",
+        "orders",
+        "--assertion-file",
+        token_file.to_str().unwrap(),
+    ];
+    let token = up.json(&bearer);
+    let claims = writ_token::decode_unverified(token["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:prod:orders");
+    assert_eq!(claims["client_id"], "orders");
+
+    up.json(&[
+        "admin",
+        "workload",
+        "disallow",
+        CLUSTER,
+        policy["policy_id"].as_str().unwrap(),
+    ]);
+    let r = up.run(&bearer, None);
+    assert_eq!(r.code(), Some(1), "no policy names it any more: {r}");
+    assert!(r.stderr.contains("invalid_grant"), "{r}");
+    let r = up.run(
+        &["token", "--grant", "jwt-bearer", "--client-id", "orders"],
+        None,
+    );
+    assert_eq!(r.code(), Some(1), "the token file is required: {r}");
+    assert!(r.stderr.contains("--assertion-file"), "{r}");
+}
+
 #[test]
 fn a_client_registered_with_its_public_key_gets_tokens_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();

@@ -556,6 +556,7 @@ async fn a_token_source_fetches_once_under_concurrency_and_attaches_tokens() {
             client_id: id,
             client_secret: secret,
             private_key: None,
+            workload_token_file: None,
             scope: SCOPE_RESERVE.into(),
             audience: vec!["inventory".into()],
         },

@@ -24,3 +24,4 @@ mod signin_browser;
 mod signin_device;
 mod sts;
 mod verification;
+mod workloads;

@@ -26,6 +26,10 @@ pub struct ClientCredentials {
     pub client_secret: String,
     /// `private_key_jwt` (RFC 7523 section 2.2): a fresh assertion per token request.
     pub private_key: Option<PrivateKeyJwt>,
+    /// The JWT-bearer grant (RFC 7523 section 2.1) instead of `client_credentials`: the file
+    /// holding the workload's platform token (a Kubernetes projected service-account token, a
+    /// SPIFFE JWT-SVID), read again for every token request, since the platform rotates it.
+    pub workload_token_file: Option<std::path::PathBuf>,
     /// Space-delimited scopes (empty: the client's default).
     pub scope: String,
     /// Audiences the tokens are for.
@@ -39,8 +43,22 @@ impl ClientCredentials {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             private_key: None,
+            workload_token_file: None,
             scope: String::new(),
             audience: Vec::new(),
+        }
+    }
+
+    /// A workload that holds no secret at all: it presents the platform token in
+    /// `token_file` (RFC 7523 section 2.1), which a trusted workload issuer's policy maps to
+    /// `client_id`.
+    pub fn workload(
+        client_id: impl Into<String>,
+        token_file: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        ClientCredentials {
+            workload_token_file: Some(token_file.into()),
+            ..ClientCredentials::new(client_id, "")
         }
     }
 
@@ -78,10 +96,25 @@ impl std::fmt::Debug for ClientCredentials {
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id)
             .field("private_key_jwt", &self.private_key.is_some())
+            .field("workload_token_file", &self.workload_token_file)
             .field("scope", &self.scope)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
+}
+
+/// The platform token in `file`, trimmed; at most the size the server accepts.
+async fn read_workload_token(file: &std::path::Path) -> Result<String, Status> {
+    let unreadable =
+        |e: String| Status::failed_precondition(format!("workload token {}: {e}", file.display()));
+    let bytes = tokio::fs::read(file)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() > writ_token::MAX_ASSERTION_LEN + 64 {
+        return Err(unreadable("larger than 8 KiB".into()));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8".into()))?;
+    Ok(text.trim().to_owned())
 }
 
 /// A client's private key for `private_key_jwt`, and the audience its assertions name: the
@@ -242,12 +275,23 @@ impl TokenSource {
     async fn fetch(&self) -> Result<Held, Status> {
         let c = &self.0.credentials;
         let (client_secret, client_assertion_type, client_assertion) = c.presented()?;
+        let (grant_type, assertion) = match &c.workload_token_file {
+            Some(file) => (
+                writ_vocabulary::grant_type::JWT_BEARER,
+                read_workload_token(file).await?,
+            ),
+            None => (
+                writ_vocabulary::grant_type::CLIENT_CREDENTIALS,
+                String::new(),
+            ),
+        };
         let response = self
             .0
             .client
             .clone()
             .token(TokenRequest {
-                grant_type: writ_vocabulary::grant_type::CLIENT_CREDENTIALS.into(),
+                grant_type: grant_type.into(),
+                assertion,
                 client_id: c.client_id.clone(),
                 client_secret,
                 client_assertion_type,

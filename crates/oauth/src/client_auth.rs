@@ -347,7 +347,10 @@ impl AuthorizationServer {
                 Err(e) => Err(e),
             }
         } else {
-            self.verify_with_url_keys(c, p.assertion, &rules).await
+            self.verify_with_url_keys(&self.url_keys, &c.client_id, &c.jwks_uri, |keys| {
+                writ_token::verify_assertion(p.assertion, keys, &rules)
+            })
+            .await
         };
         let verified = match verified {
             Ok(v) => v,
@@ -356,53 +359,69 @@ impl AuthorizationServer {
                 return Ok(false);
             }
         };
-        let mut id = Vec::with_capacity(c.client_id.len() + 1 + verified.jti.len());
-        id.extend_from_slice(c.client_id.as_bytes());
-        id.push(0);
-        id.extend_from_slice(verified.jti.as_bytes());
+        if !self
+            .spend_jti(&[c.client_id.as_bytes()], &verified.jti, verified.exp)
+            .await?
+        {
+            tracing::debug!(client_id = %c.client_id, "client assertion replayed");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Spends a `jti` of a JWT that lives until `exp`, for the party named by `scope` (parts
+    /// joined by NUL): a conditional insert of `j/` + their keyed hash in the `SignIn` tree,
+    /// durable before this returns (a crash cannot make it usable again), once across
+    /// replicas. `false` if it was spent already. Pruned once the JWT has expired.
+    pub(crate) async fn spend_jti(&self, scope: &[&[u8]], jti: &str, exp: i64) -> Result<bool> {
+        let mut id = Vec::new();
+        for part in scope {
+            id.extend_from_slice(part);
+            id.push(0);
+        }
+        id.extend_from_slice(jti.as_bytes());
         let key = crate::signin::prefixed(b"j/", &self.hasher.hash(&id));
         let mark = SpentAssertionRecord {
-            expires_at: verified.exp + self.config.leeway,
+            expires_at: exp + self.config.leeway,
         };
         let batch = Batch::new()
             .expect(key.clone(), None)
             .put(key, encode(&mark));
         if !self.store.commit(Tree::SignIn, batch).await? {
-            tracing::debug!(client_id = %c.client_id, "client assertion replayed");
             return Ok(false);
         }
-        // Spent before anything is answered: a crash cannot make it usable again.
         self.store.durable().await?;
         Ok(true)
     }
 
-    /// An assertion checked with the keys at the client's `jwks_uri`: as last fetched, then,
-    /// if it names a key they lack (a rotation), fetched again.
-    async fn verify_with_url_keys(
+    /// `verify` with the keys `owner` (a client, a workload issuer) publishes at `url`, cached in
+    /// `cache`: as last fetched, then, if the token names a key they lack (a rotation), fetched
+    /// again.
+    pub(crate) async fn verify_with_url_keys<T>(
         &self,
-        c: &ClientRecord,
-        assertion: &str,
-        rules: &AssertionRules<'_>,
-    ) -> std::result::Result<writ_token::VerifiedAssertion, writ_token::TokenError> {
+        cache: &UrlKeys,
+        owner: &str,
+        url: &str,
+        verify: impl Fn(&KeySet) -> std::result::Result<T, writ_token::TokenError>,
+    ) -> std::result::Result<T, writ_token::TokenError> {
         use writ_token::TokenError;
         let Some(fetcher) = self.client_key_fetcher.get() else {
-            tracing::warn!(client_id = %c.client_id, "a client has a jwks_uri but nothing fetches it here");
+            tracing::warn!(%owner, "a jwks_uri is registered but nothing fetches it here");
             return Err(TokenError::UnknownKey);
         };
         let mut refetch = false;
         loop {
-            let keys = self
-                .url_keys
+            let keys = cache
                 .keys(
                     fetcher.as_ref(),
-                    &c.client_id,
-                    &c.jwks_uri,
+                    owner,
+                    url,
                     refetch,
                     self.config.client_jwks_min_refetch,
                 )
                 .await;
             let result = match keys {
-                Some(keys) => writ_token::verify_assertion(assertion, &keys, rules),
+                Some(keys) => verify(&keys),
                 None => Err(TokenError::UnknownKey),
             };
             match result {
@@ -462,12 +481,34 @@ pub(crate) fn validate_client_jwks(jwks: &str) -> Result<()> {
     if jwks.len() > MAX_CLIENT_JWKS_LEN {
         return Err(Error::InvalidRequest("jwks is larger than 16 KiB"));
     }
+    let listed = public_keys_listed(jwks, BAD)?;
+    let keys = writ_token::parse_jwk_set(jwks).map_err(|_| Error::InvalidRequest(BAD))?;
+    let mut kids: Vec<&str> = keys.iter().map(|k| k.kid()).collect();
+    kids.sort_unstable();
+    kids.dedup();
+    // RSA keys verify workload identity tokens only, never a client's assertion.
+    if keys.is_empty()
+        || keys
+            .iter()
+            .any(|k| !writ_token::Algorithm::ALL.contains(&k.alg()))
+        || keys.len() != listed
+        || keys.len() > MAX_CLIENT_KEYS
+        || kids.len() != keys.len()
+    {
+        return Err(Error::InvalidRequest(BAD));
+    }
+    Ok(())
+}
+
+/// How many keys a JWK Set document lists, refusing one holding private key material (no
+/// private or symmetric key is ever stored). `bad`: the refusal of a document that is no set.
+pub(crate) fn public_keys_listed(jwks: &str, bad: &'static str) -> Result<usize> {
     let doc: serde_json::Value =
-        serde_json::from_str(jwks).map_err(|_| Error::InvalidRequest(BAD))?;
+        serde_json::from_str(jwks).map_err(|_| Error::InvalidRequest(bad))?;
     let listed = doc
         .get("keys")
         .and_then(serde_json::Value::as_array)
-        .ok_or(Error::InvalidRequest(BAD))?;
+        .ok_or(Error::InvalidRequest(bad))?;
     // RFC 7518 section 6: the private members of EC, OKP, RSA and symmetric keys.
     const PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
     if listed
@@ -478,18 +519,7 @@ pub(crate) fn validate_client_jwks(jwks: &str) -> Result<()> {
             "jwks holds private key material: register public keys only",
         ));
     }
-    let keys = writ_token::parse_jwk_set(jwks).map_err(|_| Error::InvalidRequest(BAD))?;
-    let mut kids: Vec<&str> = keys.iter().map(|k| k.kid()).collect();
-    kids.sort_unstable();
-    kids.dedup();
-    if keys.is_empty()
-        || keys.len() != listed.len()
-        || keys.len() > MAX_CLIENT_KEYS
-        || kids.len() != keys.len()
-    {
-        return Err(Error::InvalidRequest(BAD));
-    }
-    Ok(())
+    Ok(listed.len())
 }
 
 /// Checks a `jwks_uri` a client registers: an absolute https URL with a host, without user

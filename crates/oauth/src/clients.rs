@@ -296,12 +296,14 @@ impl AuthorizationServer {
                 grant_type::DEVICE_CODE,
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
+                grant_type::JWT_BEARER,
             ]
             .contains(&g.as_str())
             {
                 return Err(Error::InvalidRequest(
                     "grant_types may be client_credentials, authorization_code, \
-                     urn:ietf:params:oauth:grant-type:device_code, refresh_token, password",
+                     urn:ietf:params:oauth:grant-type:device_code, refresh_token, password, \
+                     urn:ietf:params:oauth:grant-type:jwt-bearer",
                 ));
             }
         }

@@ -35,13 +35,13 @@ pub(crate) struct SignedIn {
 }
 
 /// Everything needed to mint an access token.
-struct Minting<'a> {
-    client: &'a ClientRecord,
-    subject: String,
-    scope: Scopes,
-    audience: Vec<String>,
-    gid: String,
-    format: FormatChoice,
+pub(crate) struct Minting<'a> {
+    pub client: &'a ClientRecord,
+    pub subject: String,
+    pub scope: Scopes,
+    pub audience: Vec<String>,
+    pub gid: String,
+    pub format: FormatChoice,
 }
 
 impl AuthorizationServer {
@@ -98,6 +98,7 @@ impl AuthorizationServer {
                 grant_type::PASSWORD => grant_type::PASSWORD,
                 grant_type::AUTHORIZATION_CODE => grant_type::AUTHORIZATION_CODE,
                 grant_type::DEVICE_CODE => grant_type::DEVICE_CODE,
+                grant_type::JWT_BEARER => grant_type::JWT_BEARER,
                 _ => "other",
             }),
             Err(e) => writ_metrics::global().token_refused(e.oauth_code()),
@@ -117,6 +118,7 @@ impl AuthorizationServer {
             grant_type::PASSWORD => self.password(req).await,
             grant_type::AUTHORIZATION_CODE => self.authorization_code(req).await,
             grant_type::DEVICE_CODE => self.device_code_grant(req).await,
+            grant_type::JWT_BEARER => self.jwt_bearer(req).await,
             "" => Err(Error::InvalidRequest("grant_type is required")),
             _ => Err(Error::UnsupportedGrantType),
         }
@@ -741,6 +743,11 @@ impl AuthorizationServer {
         (random_secret(), record)
     }
 
+    /// [`Self::issue`] without a refresh token.
+    pub(crate) fn issue_for(&self, m: &Minting<'_>, grant: &str) -> Result<(TokenResponse, Event)> {
+        self.issue(m, grant, None)
+    }
+
     /// Mints the access token(s) for a grant decision, with the audit record of the issue (for
     /// the caller to write with the state change, or queue).
     fn issue(
@@ -847,11 +854,14 @@ fn check_request_sizes(req: &TokenRequest) -> Result<()> {
         || req.code_verifier.len() > 128
         || req.device_code.len() > MAX_SECRET_LEN
         || req.client_assertion.len() > writ_token::MAX_ASSERTION_LEN
-        || req.client_assertion_type.len() > 256;
+        || req.client_assertion_type.len() > 256
+        || req.assertion.len() > writ_token::MAX_ASSERTION_LEN;
     if too_long {
         return Err(Error::InvalidRequest("a parameter is too long"));
     }
-    if req.client_id.is_empty() {
+    // The JWT-bearer grant may name its client by policy alone (RFC 7523 section 2.1: client
+    // authentication is optional).
+    if req.client_id.is_empty() && req.grant_type != grant_type::JWT_BEARER {
         return Err(Error::InvalidRequest("client_id is required"));
     }
     if req.audience.len() + req.resource.len() > MAX_AUDIENCES {
@@ -861,7 +871,7 @@ fn check_request_sizes(req: &TokenRequest) -> Result<()> {
 }
 
 /// The requested scope, which must lie within `allowed`; none requested means all of `allowed`.
-fn narrow_scope(requested: &str, allowed: &Scopes) -> Result<Scopes> {
+pub(crate) fn narrow_scope(requested: &str, allowed: &Scopes) -> Result<Scopes> {
     let requested =
         Scopes::parse(requested).map_err(|_| Error::InvalidScope("scope is malformed"))?;
     if requested.is_empty() {
@@ -907,7 +917,7 @@ pub(crate) fn resolve_audience(
     Ok(wanted)
 }
 
-fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Result<FormatChoice> {
+pub(crate) fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Result<FormatChoice> {
     let allows = |f: i32| {
         if client.token_formats.is_empty() {
             return f == FORMAT_JWT;

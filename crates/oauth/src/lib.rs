@@ -31,6 +31,7 @@ mod throttle;
 mod types;
 mod undelivered;
 mod users;
+mod workloads;
 
 use std::sync::Arc;
 
@@ -58,6 +59,10 @@ pub use signin::{
 pub use synthetic::Synthetic;
 pub use throttle::ThrottleConfig;
 pub use types::*;
+pub use workloads::{
+    DEFAULT_WORKLOAD_TOKEN_LIFETIME, MAX_WORKLOAD_POLICIES, MAX_WORKLOAD_TOKEN_LIFETIME,
+    WorkloadIssuer, WorkloadPolicy,
+};
 pub use writ_keyring::KeyState;
 use writ_vocabulary::{grant_type, token_type};
 
@@ -193,6 +198,8 @@ pub struct AuthorizationServer {
     client_key_fetcher: std::sync::OnceLock<Arc<dyn client_auth::ClientKeyFetcher>>,
     /// What it fetched.
     url_keys: client_auth::UrlKeys,
+    /// Keys fetched from workload issuers' `jwks_uri`s, by issuer.
+    workload_keys: client_auth::UrlKeys,
     /// What the local revocation index may hold, when this process is its only writer.
     revocation_filter: Option<Arc<revocation_filter::RevocationFilter>>,
     /// Outbox entries not yet delivered, by target, when this process is the store's only
@@ -312,6 +319,7 @@ impl AuthorizationServer {
             feed: std::sync::OnceLock::new(),
             client_key_fetcher: std::sync::OnceLock::new(),
             url_keys: Default::default(),
+            workload_keys: Default::default(),
             revocation_filter: store.exclusive().then(Default::default),
             undelivered: store.exclusive().then(Default::default),
             leave_to_log: std::sync::atomic::AtomicBool::new(false),
@@ -582,6 +590,7 @@ impl AuthorizationServer {
                 grant_type::CLIENT_CREDENTIALS,
                 grant_type::REFRESH_TOKEN,
                 grant_type::PASSWORD,
+                grant_type::JWT_BEARER,
             ]),
             token_endpoint_auth_methods_supported: strings(AUTH_METHODS),
             introspection_endpoint_auth_methods_supported: strings(&AUTH_METHODS[..3]),

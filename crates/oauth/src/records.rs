@@ -574,3 +574,44 @@ pub struct SpentAssertionRecord {
 impl Record for SpentAssertionRecord {
     const TREE: Tree = Tree::SignIn;
 }
+
+/// A trusted workload identity issuer (the JWT-bearer grant, RFC 7523 section 2.1) with its
+/// policies, under its `iss`, in [`Tree::Workloads`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WorkloadIssuerRecord {
+    #[prost(string, tag = "1")]
+    pub issuer: String,
+    #[prost(string, tag = "2")]
+    pub jwks: String,
+    #[prost(string, tag = "3")]
+    pub jwks_uri: String,
+    #[prost(string, tag = "4")]
+    pub audience: String,
+    #[prost(int64, tag = "5")]
+    pub max_token_lifetime: i64,
+    #[prost(bool, tag = "6")]
+    pub single_use: bool,
+    #[prost(message, repeated, tag = "7")]
+    pub policies: Vec<WorkloadPolicyRecord>,
+    #[prost(int64, tag = "8")]
+    pub created_at: i64,
+}
+
+impl Record for WorkloadIssuerRecord {
+    const TREE: Tree = Tree::Workloads;
+}
+
+/// Which subjects of a workload issuer get tokens as which client, with what at most.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WorkloadPolicyRecord {
+    #[prost(string, tag = "1")]
+    pub policy_id: String,
+    #[prost(string, tag = "2")]
+    pub subject: String,
+    #[prost(string, tag = "3")]
+    pub client_id: String,
+    #[prost(string, tag = "4")]
+    pub scope: String,
+    #[prost(string, repeated, tag = "5")]
+    pub audience: Vec<String>,
+}

@@ -36,6 +36,8 @@ pub struct TokenRequest {
     /// RFC 7521 section 4.2 (`private_key_jwt`, RFC 7523 section 2.2).
     pub client_assertion_type: String,
     pub client_assertion: String,
+    /// RFC 7521 section 4.1: the JWT-bearer grant's token (RFC 7523 section 2.1).
+    pub assertion: String,
     /// Where the request came from (the transport's peer address), for brute-force throttling.
     pub source: Option<std::net::IpAddr>,
 }

@@ -67,6 +67,7 @@ impl PublishedKeys {
                 kid: k.kid.clone(),
                 alg: k.alg.clone(),
                 key_use: k.r#use.clone(),
+                ..Jwk::default()
             })?);
         }
         for k in &self.biscuit_root_keys {

@@ -50,10 +50,13 @@ pub enum Tree {
     /// redeemed authorization codes (`c/`), remembered consents (`k/`) and pushed authorization requests (`p/`), in one tree so
     /// that a code's redemption and its session's bookkeeping are one batch.
     SignIn,
+    /// Trusted workload identity issuers and the policies saying which of their subjects get
+    /// tokens as which client (the JWT-bearer grant), one record per issuer.
+    Workloads,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Meta,
         Tree::Clients,
         Tree::Users,
@@ -65,6 +68,7 @@ impl Tree {
         Tree::RevocationLog,
         Tree::Audit,
         Tree::SignIn,
+        Tree::Workloads,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Tree {
             Tree::RevocationLog => "revocation_log",
             Tree::Audit => "audit",
             Tree::SignIn => "sign_in",
+            Tree::Workloads => "workloads",
         }
     }
 

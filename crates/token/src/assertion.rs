@@ -39,6 +39,36 @@ pub struct AssertionRules<'a> {
     pub max_lifetime: i64,
 }
 
+/// What a workload identity token (RFC 7523 section 2.1, the JWT-bearer grant) must satisfy
+/// besides its signature by one of its issuer's keys.
+#[derive(Debug, Clone)]
+pub struct WorkloadRules<'a> {
+    /// `iss` must equal it.
+    pub issuer: &'a str,
+    /// `aud` must contain it (one value or several: the issuer chose).
+    pub audience: &'a str,
+    pub now: i64,
+    pub leeway: i64,
+    /// `exp` at most this many seconds from now.
+    pub max_lifetime: i64,
+    /// A `jti` is required (the caller spends it: single-use tokens). Kubernetes' projected
+    /// tokens are reused by the workload until they are refreshed, so an issuer may waive it.
+    pub require_jti: bool,
+}
+
+/// A verified workload identity token's claims that matter to its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedWorkload {
+    pub subject: String,
+    /// Empty when the token has none (allowed only if the rules do not require one).
+    pub jti: String,
+    pub exp: i64,
+    pub key_id: String,
+}
+
+/// Most `aud` values a workload identity token may carry.
+pub const MAX_WORKLOAD_AUDIENCES: usize = 16;
+
 /// A verified assertion's claims that matter to its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedAssertion {
@@ -65,7 +95,85 @@ struct Claims {
     nbf: Option<i64>,
     #[serde(default)]
     iat: Option<i64>,
+    #[serde(default)]
     jti: String,
+}
+
+impl Claims {
+    fn parse(payload: &[u8]) -> Result<Claims, TokenError> {
+        let c: Claims = serde_json::from_slice(payload)
+            .map_err(|_| TokenError::BadClaims("iss, sub, aud and exp are required"))?;
+        let in_range = |t: i64| (0..=MAX_NUMERIC_DATE).contains(&t);
+        if !in_range(c.exp)
+            || c.nbf.is_some_and(|t| !in_range(t))
+            || c.iat.is_some_and(|t| !in_range(t))
+        {
+            return Err(TokenError::BadClaims("time claims out of range"));
+        }
+        if c.jti.len() > MAX_JTI_LEN {
+            return Err(TokenError::BadClaims("jti is at most 256 bytes"));
+        }
+        Ok(c)
+    }
+
+    /// `exp` not past, at most `max_lifetime` ahead, `nbf` and `iat` not in the future.
+    fn check_times(&self, now: i64, leeway: i64, max_lifetime: i64) -> Result<(), TokenError> {
+        if now >= self.exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if self.exp - now > max_lifetime.saturating_add(leeway) {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        if self.nbf.is_some_and(|t| t > now.saturating_add(leeway))
+            || self.iat.is_some_and(|t| t > now.saturating_add(leeway))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+}
+
+/// Verifies a workload identity token from a trusted issuer against that issuer's `keys` (EdDSA,
+/// ES256, RS256 or PS256) and `rules`. When it carries a `jti`, the caller may spend it.
+pub fn verify_workload_token(
+    token: &str,
+    keys: &KeySet,
+    rules: &WorkloadRules<'_>,
+) -> Result<VerifiedWorkload, TokenError> {
+    let jws = check_jws(
+        token,
+        keys,
+        &Algorithm::WORKLOAD,
+        MAX_ASSERTION_LEN,
+        Typ::Workload,
+    )?;
+    let c = Claims::parse(&jws.payload)?;
+    if c.iss != rules.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    let named = match &c.aud {
+        Audience::One(a) => a == rules.audience,
+        Audience::Many(v) if v.len() <= MAX_WORKLOAD_AUDIENCES => {
+            v.iter().any(|a| a == rules.audience)
+        }
+        Audience::Many(_) => false,
+    };
+    if !named {
+        return Err(TokenError::WrongAudience);
+    }
+    if c.sub.is_empty() {
+        return Err(TokenError::BadClaims("sub is required"));
+    }
+    if rules.require_jti && c.jti.is_empty() {
+        return Err(TokenError::BadClaims("jti is required"));
+    }
+    c.check_times(rules.now, rules.leeway, rules.max_lifetime)?;
+    Ok(VerifiedWorkload {
+        subject: c.sub,
+        jti: c.jti,
+        exp: c.exp,
+        key_id: jws.key_id,
+    })
 }
 
 /// The unverified `sub` of an assertion, to find whose keys verify it when the request names no
@@ -83,6 +191,21 @@ pub fn assertion_subject(assertion: &str) -> Option<String> {
     serde_json::from_slice::<Sub>(&bytes).ok().map(|s| s.sub)
 }
 
+/// The unverified `iss` of an assertion, to find whose keys verify it (a workload token's
+/// issuer). Nothing else may be concluded from it.
+pub fn assertion_issuer(assertion: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    if assertion.len() > MAX_ASSERTION_LEN {
+        return None;
+    }
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
 /// Verifies `assertion` against `keys` (the party's registered keys) and `rules`. The caller
 /// must then remember the returned `jti` until `exp` and refuse it a second time.
 pub fn verify_assertion(
@@ -97,42 +220,23 @@ pub fn verify_assertion(
         MAX_ASSERTION_LEN,
         Typ::Assertion,
     )?;
-    let c: Claims = serde_json::from_slice(&jws.payload)
-        .map_err(|_| TokenError::BadClaims("iss, sub, aud, exp and jti are required"))?;
-    let in_range = |t: i64| (0..=MAX_NUMERIC_DATE).contains(&t);
-    if !in_range(c.exp)
-        || c.nbf.is_some_and(|t| !in_range(t))
-        || c.iat.is_some_and(|t| !in_range(t))
-    {
-        return Err(TokenError::BadClaims("time claims out of range"));
-    }
+    let c = Claims::parse(&jws.payload)?;
     if c.iss != rules.party || c.sub != rules.party {
         return Err(TokenError::WrongIssuer);
     }
     // One audience: an assertion meant for several servers would be good at each of them.
-    let aud = match c.aud {
+    let aud = match &c.aud {
         Audience::One(a) => a,
-        Audience::Many(mut v) if v.len() == 1 => v.remove(0),
+        Audience::Many(v) if v.len() == 1 => &v[0],
         Audience::Many(_) => return Err(TokenError::WrongAudience),
     };
     if !rules.audiences.contains(&aud.as_str()) {
         return Err(TokenError::WrongAudience);
     }
-    if c.jti.is_empty() || c.jti.len() > MAX_JTI_LEN {
+    if c.jti.is_empty() {
         return Err(TokenError::BadClaims("jti is required, at most 256 bytes"));
     }
-    let (now, leeway) = (rules.now, rules.leeway);
-    if now >= c.exp.saturating_add(leeway) {
-        return Err(TokenError::Expired);
-    }
-    if c.exp - now > rules.max_lifetime.saturating_add(leeway) {
-        return Err(TokenError::LifetimeTooLong);
-    }
-    if c.nbf.is_some_and(|t| t > now.saturating_add(leeway))
-        || c.iat.is_some_and(|t| t > now.saturating_add(leeway))
-    {
-        return Err(TokenError::NotYetValid);
-    }
+    c.check_times(rules.now, rules.leeway, rules.max_lifetime)?;
     Ok(VerifiedAssertion {
         jti: c.jti,
         exp: c.exp,
@@ -162,6 +266,7 @@ pub fn encode_client_assertion(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::VerificationKey;
 
     const AS: &str = "https://as.example";
     const NOW: i64 = 1_800_000_000;
@@ -395,5 +500,205 @@ mod tests {
             .unwrap_err(),
             TokenError::BadClaims(_)
         ));
+    }
+
+    /// A made-up Kubernetes cluster's service-account token signer (vendored, testdata/).
+    const RSA_PEM: &str = include_str!("../testdata/rsa-2048.pem");
+    const RSA_JWKS: &str = include_str!("../testdata/rsa-2048.jwks.json");
+    const CLUSTER: &str = "https://kubernetes.default.svc";
+
+    fn workload_token(
+        alg: jsonwebtoken::Algorithm,
+        kid: Option<&str>,
+        claims: serde_json::Value,
+    ) -> String {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn sa_claims() -> serde_json::Value {
+        serde_json::json!({
+            "iss": CLUSTER,
+            "sub": "system:serviceaccount:prod:orders",
+            "aud": ["writ", "https://kubernetes.default.svc"],
+            "exp": NOW + 3600,
+            "iat": NOW,
+            "nbf": NOW,
+            "kubernetes.io": {"namespace": "prod"},
+        })
+    }
+
+    fn workload_rules() -> WorkloadRules<'static> {
+        WorkloadRules {
+            issuer: CLUSTER,
+            audience: "writ",
+            now: NOW,
+            leeway: 5,
+            max_lifetime: 3600,
+            require_jti: false,
+        }
+    }
+
+    #[test]
+    fn an_rs256_service_account_token_verifies_with_its_clusters_published_key() {
+        let keys = crate::jwt_key_set(RSA_JWKS).unwrap();
+        let key = keys.jwt_key("k8s-1").unwrap();
+        assert_eq!(key.alg(), Algorithm::RS256);
+        assert_eq!(
+            crate::parse_jwk_set(&serde_json::json!({"keys": [key.to_jwk()]}).to_string()).unwrap()
+                [0]
+            .to_jwk(),
+            key.to_jwk(),
+            "the JWK round-trips"
+        );
+        let token = workload_token(jsonwebtoken::Algorithm::RS256, Some("k8s-1"), sa_claims());
+        let v = verify_workload_token(&token, &keys, &workload_rules()).unwrap();
+        assert_eq!(v.subject, "system:serviceaccount:prod:orders");
+        assert_eq!(
+            (v.jti.as_str(), v.exp, v.key_id.as_str()),
+            ("", NOW + 3600, "k8s-1")
+        );
+        // Without a kid, the issuer's keys of the algorithm are tried.
+        let unnamed = workload_token(jsonwebtoken::Algorithm::RS256, None, sa_claims());
+        assert!(verify_workload_token(&unnamed, &keys, &workload_rules()).is_ok());
+
+        // RSA is for workload tokens only: the same token is no client assertion, nor an
+        // access token, and the key does not verify PS256 (one algorithm per key).
+        assert_eq!(
+            verify_assertion(&token, &keys, &rules()).unwrap_err(),
+            TokenError::AlgorithmNotAllowed
+        );
+        let pss = workload_token(jsonwebtoken::Algorithm::PS256, Some("k8s-1"), sa_claims());
+        assert_eq!(
+            verify_workload_token(&pss, &keys, &workload_rules()).unwrap_err(),
+            TokenError::AlgorithmNotAllowed
+        );
+        // Published as PS256, the key verifies PS256.
+        let mut ps_jwks: serde_json::Value = serde_json::from_str(RSA_JWKS).unwrap();
+        ps_jwks["keys"][0]["alg"] = "PS256".into();
+        let ps_keys = crate::jwt_key_set(&ps_jwks.to_string()).unwrap();
+        assert!(verify_workload_token(&pss, &ps_keys, &workload_rules()).is_ok());
+        assert!(
+            SigningKey::generate(Algorithm::RS256, "r").is_err(),
+            "Writ never signs RSA"
+        );
+    }
+
+    #[test]
+    fn a_workload_token_is_refused_for_each_rule_it_breaks() {
+        let keys = crate::jwt_key_set(RSA_JWKS).unwrap();
+        let refused = |f: &dyn Fn(&mut serde_json::Value), rules: &WorkloadRules<'_>| {
+            let mut c = sa_claims();
+            f(&mut c);
+            let token = workload_token(jsonwebtoken::Algorithm::RS256, Some("k8s-1"), c);
+            verify_workload_token(&token, &keys, rules).unwrap_err()
+        };
+        let r = workload_rules();
+        assert_eq!(
+            refused(&|c| c["iss"] = "https://other".into(), &r),
+            TokenError::WrongIssuer
+        );
+        assert_eq!(
+            refused(&|c| c["aud"] = "kubernetes".into(), &r),
+            TokenError::WrongAudience
+        );
+        assert_eq!(
+            refused(
+                &|c| c["aud"] = serde_json::json!(
+                    vec!["x"; 17]
+                        .iter()
+                        .chain(["writ"].iter())
+                        .collect::<Vec<_>>()
+                ),
+                &r
+            ),
+            TokenError::WrongAudience,
+            "too many audiences"
+        );
+        assert_eq!(
+            refused(&|c| c["exp"] = (NOW - 10).into(), &r),
+            TokenError::Expired
+        );
+        assert_eq!(
+            refused(&|c| c["exp"] = (NOW + 7200).into(), &r),
+            TokenError::LifetimeTooLong
+        );
+        assert_eq!(
+            refused(&|c| c["nbf"] = (NOW + 60).into(), &r),
+            TokenError::NotYetValid
+        );
+        assert!(matches!(
+            refused(&|c| c["sub"] = "".into(), &r),
+            TokenError::BadClaims(_)
+        ));
+        let single_use = WorkloadRules {
+            require_jti: true,
+            ..workload_rules()
+        };
+        assert!(matches!(
+            refused(&|_| {}, &single_use),
+            TokenError::BadClaims(_)
+        ));
+        let mut with_jti = sa_claims();
+        with_jti["jti"] = "j-1".into();
+        let token = workload_token(jsonwebtoken::Algorithm::RS256, Some("k8s-1"), with_jti);
+        assert_eq!(
+            verify_workload_token(&token, &keys, &single_use)
+                .unwrap()
+                .jti,
+            "j-1"
+        );
+        // Another issuer's key, and a typ of an access token, are refused.
+        let other = SigningKey::generate(Algorithm::ES256, "k8s-1").unwrap();
+        let mut other_keys = KeySet::new();
+        other_keys.insert_jwt(other.verification_key());
+        let token = workload_token(jsonwebtoken::Algorithm::RS256, Some("k8s-1"), sa_claims());
+        assert_eq!(
+            verify_workload_token(&token, &other_keys, &r).unwrap_err(),
+            TokenError::AlgorithmNotAllowed
+        );
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("k8s-1".into());
+        header.typ = Some("at+jwt".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PEM.as_bytes()).unwrap();
+        let at = jsonwebtoken::encode(&header, &sa_claims(), &key).unwrap();
+        assert_eq!(
+            verify_workload_token(&at, &keys, &r).unwrap_err(),
+            TokenError::WrongType
+        );
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_or_with_a_bad_exponent_are_refused() {
+        let mut jwks: serde_json::Value = serde_json::from_str(RSA_JWKS).unwrap();
+        let n = URL_SAFE_NO_PAD
+            .decode(jwks["keys"][0]["n"].as_str().unwrap())
+            .unwrap();
+        let short = URL_SAFE_NO_PAD.encode(&n[..n.len() / 2]);
+        let k = |n: &str, e: &str| {
+            VerificationKey::from_components(
+                "r".into(),
+                Algorithm::RS256,
+                &URL_SAFE_NO_PAD.decode(n).unwrap(),
+                &URL_SAFE_NO_PAD.decode(e).unwrap(),
+            )
+        };
+        assert!(k(jwks["keys"][0]["n"].as_str().unwrap(), "AQAB").is_ok());
+        assert!(k(&short, "AQAB").is_err(), "1024 bits");
+        assert!(
+            k(jwks["keys"][0]["n"].as_str().unwrap(), "Ag").is_err(),
+            "e = 2"
+        );
+        assert!(
+            k(jwks["keys"][0]["n"].as_str().unwrap(), "AQ").is_err(),
+            "e = 1"
+        );
+        jwks["keys"][0]["n"] = short.into();
+        assert!(
+            crate::jwt_key_set(&jwks.to_string()).is_err(),
+            "an unusable key is skipped"
+        );
     }
 }

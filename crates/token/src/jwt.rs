@@ -117,7 +117,9 @@ pub struct IdTokenClaims {
 pub fn token_hash(alg: Algorithm, value: &str) -> String {
     use sha2::Digest;
     let digest: Vec<u8> = match alg {
-        Algorithm::ES256 => sha2::Sha256::digest(value.as_bytes()).to_vec(),
+        Algorithm::ES256 | Algorithm::RS256 | Algorithm::PS256 => {
+            sha2::Sha256::digest(value.as_bytes()).to_vec()
+        }
         Algorithm::EdDSA => sha2::Sha512::digest(value.as_bytes()).to_vec(),
     };
     URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])

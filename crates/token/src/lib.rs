@@ -69,8 +69,9 @@ mod verify;
 
 pub use assertion::{
     AssertionClaims, AssertionRules, CLIENT_ASSERTION_TYP, CLIENT_ASSERTION_TYPE,
-    MAX_ASSERTION_LEN, MAX_JTI_LEN, VerifiedAssertion, assertion_subject, encode_client_assertion,
-    verify_assertion,
+    MAX_ASSERTION_LEN, MAX_JTI_LEN, MAX_WORKLOAD_AUDIENCES, VerifiedAssertion, VerifiedWorkload,
+    WorkloadRules, assertion_issuer, assertion_subject, encode_client_assertion, verify_assertion,
+    verify_workload_token,
 };
 pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
 pub use claims::{AccessClaims, Actor, MAX_NUMERIC_DATE};

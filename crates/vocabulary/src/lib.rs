@@ -24,6 +24,8 @@ pub mod grant_type {
     pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
     /// RFC 8628 section 3.4.
     pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    /// RFC 7523 section 2.1: a JWT from a trusted issuer as the authorization grant.
+    pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 }
 
 /// Token type identifiers: RFC 8693 section 3, and Writ's own for Biscuits.

@@ -28,7 +28,9 @@ pub fn permission(method: &str) -> AdminPermission {
         | "GetExchangePolicy"
         | "ListExchangePolicies"
         | "ListAuditEvents"
-        | "ListUserSessions" => AdminPermission::Read,
+        | "ListUserSessions"
+        | "GetWorkloadIssuer"
+        | "ListWorkloadIssuers" => AdminPermission::Read,
         "CreateClient"
         | "UpdateClient"
         | "DeleteClient"
@@ -39,7 +41,12 @@ pub fn permission(method: &str) -> AdminPermission {
         | "EndUserSessions"
         | "RotateSigningKey"
         | "CreateExchangePolicy"
-        | "DeleteExchangePolicy" => AdminPermission::Write,
+        | "DeleteExchangePolicy"
+        | "CreateWorkloadIssuer"
+        | "UpdateWorkloadIssuer"
+        | "DeleteWorkloadIssuer"
+        | "AddWorkloadPolicy"
+        | "RemoveWorkloadPolicy" => AdminPermission::Write,
         "Revoke" => AdminPermission::Revoke,
         _ => AdminPermission::Master,
     }
@@ -464,6 +471,7 @@ impl AdminService for AdminGrpc {
             "" => None,
             name => Some(
                 Algorithm::from_name(name)
+                    .filter(|a| Algorithm::ALL.contains(a))
                     .ok_or_else(|| status(Error::InvalidRequest("alg must be EdDSA or ES256")))?,
             ),
         };
@@ -570,6 +578,109 @@ impl AdminService for AdminGrpc {
             .await
             .map_err(status)?;
         Ok(Response::new(DeleteExchangePolicyResponse {}))
+    }
+
+    async fn create_workload_issuer(
+        &self,
+        request: Request<CreateWorkloadIssuerRequest>,
+    ) -> Result<Response<CreateWorkloadIssuerResponse>, Status> {
+        let spec = required(request.into_inner().issuer, "issuer is required")?;
+        let issuer = self
+            .engine
+            .create_workload_issuer(convert::workload_issuer_from(spec))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(CreateWorkloadIssuerResponse {
+            issuer: Some(convert::workload_issuer(issuer)),
+        }))
+    }
+
+    async fn get_workload_issuer(
+        &self,
+        request: Request<GetWorkloadIssuerRequest>,
+    ) -> Result<Response<GetWorkloadIssuerResponse>, Status> {
+        let issuer = self
+            .engine
+            .get_workload_issuer(&request.into_inner().issuer)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(GetWorkloadIssuerResponse {
+            issuer: Some(convert::workload_issuer(issuer)),
+        }))
+    }
+
+    async fn list_workload_issuers(
+        &self,
+        request: Request<ListWorkloadIssuersRequest>,
+    ) -> Result<Response<ListWorkloadIssuersResponse>, Status> {
+        let r = request.into_inner();
+        let page = self
+            .engine
+            .list_workload_issuers(page_size(r.page_size)?, &r.page_token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListWorkloadIssuersResponse {
+            issuers: page
+                .items
+                .into_iter()
+                .map(convert::workload_issuer)
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_workload_issuer(
+        &self,
+        request: Request<UpdateWorkloadIssuerRequest>,
+    ) -> Result<Response<UpdateWorkloadIssuerResponse>, Status> {
+        let spec = required(request.into_inner().issuer, "issuer is required")?;
+        let issuer = self
+            .engine
+            .update_workload_issuer(convert::workload_issuer_from(spec))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(UpdateWorkloadIssuerResponse {
+            issuer: Some(convert::workload_issuer(issuer)),
+        }))
+    }
+
+    async fn delete_workload_issuer(
+        &self,
+        request: Request<DeleteWorkloadIssuerRequest>,
+    ) -> Result<Response<DeleteWorkloadIssuerResponse>, Status> {
+        self.engine
+            .delete_workload_issuer(&request.into_inner().issuer)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(DeleteWorkloadIssuerResponse {}))
+    }
+
+    async fn add_workload_policy(
+        &self,
+        request: Request<AddWorkloadPolicyRequest>,
+    ) -> Result<Response<AddWorkloadPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let spec = required(r.policy, "policy is required")?;
+        let policy = self
+            .engine
+            .add_workload_policy(&r.issuer, convert::workload_policy_from(spec))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(AddWorkloadPolicyResponse {
+            policy: Some(convert::workload_policy(policy)),
+        }))
+    }
+
+    async fn remove_workload_policy(
+        &self,
+        request: Request<RemoveWorkloadPolicyRequest>,
+    ) -> Result<Response<RemoveWorkloadPolicyResponse>, Status> {
+        let r = request.into_inner();
+        self.engine
+            .remove_workload_policy(&r.issuer, &r.policy_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RemoveWorkloadPolicyResponse {}))
     }
 
     async fn authenticate_client(

@@ -38,6 +38,7 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
         device_code: r.device_code,
         client_assertion_type: r.client_assertion_type,
         client_assertion: r.client_assertion,
+        assertion: r.assertion,
     })
 }
 
@@ -247,5 +248,52 @@ pub fn audit_event(r: &writ_audit::AuditRecord) -> writ_proto::admin::AuditEvent
         reason: r.reason.clone(),
         details: r.details.clone().into_iter().collect(),
         hash: hex::encode(writ_audit::record_hash(r)),
+    }
+}
+
+pub fn workload_issuer(i: writ_oauth::WorkloadIssuer) -> admin::WorkloadIssuer {
+    admin::WorkloadIssuer {
+        issuer: i.issuer,
+        jwks: i.jwks,
+        jwks_uri: i.jwks_uri,
+        audience: i.audience,
+        max_token_lifetime: i.max_token_lifetime,
+        single_use: i.single_use,
+        policies: i.policies.into_iter().map(workload_policy).collect(),
+        create_time: timestamp(i.created_at),
+    }
+}
+
+pub fn workload_issuer_from(i: admin::WorkloadIssuer) -> writ_oauth::WorkloadIssuer {
+    writ_oauth::WorkloadIssuer {
+        issuer: i.issuer,
+        jwks: i.jwks,
+        jwks_uri: i.jwks_uri,
+        audience: i.audience,
+        max_token_lifetime: i.max_token_lifetime,
+        single_use: i.single_use,
+        policies: i.policies.into_iter().map(workload_policy_from).collect(),
+        // Set by the server.
+        created_at: 0,
+    }
+}
+
+pub fn workload_policy(p: writ_oauth::WorkloadPolicy) -> admin::WorkloadPolicy {
+    admin::WorkloadPolicy {
+        policy_id: p.policy_id,
+        subject: p.subject,
+        client_id: p.client_id,
+        scope: p.scope,
+        audience: p.audience,
+    }
+}
+
+pub fn workload_policy_from(p: admin::WorkloadPolicy) -> writ_oauth::WorkloadPolicy {
+    writ_oauth::WorkloadPolicy {
+        policy_id: p.policy_id,
+        subject: p.subject,
+        client_id: p.client_id,
+        scope: p.scope,
+        audience: p.audience,
     }
 }

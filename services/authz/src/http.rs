@@ -96,6 +96,7 @@ async fn token(
         redirect_uri: form.one("redirect_uri")?,
         code_verifier: form.one("code_verifier")?,
         device_code: form.one("device_code")?,
+        assertion: form.one("assertion")?,
         source: peer.map(|p| p.0.0.ip()),
     };
     let r = engine.token(req).await?;

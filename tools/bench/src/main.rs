@@ -98,7 +98,8 @@ enum Command {
     ClientCredentials,
     /// client_credentials over TLS authenticated by a secret and by `private_key_jwt` (a
     /// fresh Ed25519 assertion signed per request by the load generator, its `jti` spent
-    /// durably by the server), alternating, two rounds, one server.
+    /// durably by the server), and the jwt-bearer grant with a reused RS256 workload token (no
+    /// client authentication), alternating, two rounds, one server.
     ClientAuth,
     /// Durable refresh-token rotation (each refresh is flushed before it is answered).
     Refresh,
@@ -558,6 +559,48 @@ fn client_auth(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<
         ..Client::default()
     })?;
     let issuer = Arc::new(server.engine.metadata().issuer);
+    // A workload with no secret: a Kubernetes-style RS256 service-account token (the vendored
+    // test cluster key), reused as a pod reuses its projected token.
+    server.client(Client {
+        client_id: "bench-workload".into(),
+        client_type: writ_oauth::ClientType::Public,
+        grant_types: vec![writ_vocabulary::grant_type::JWT_BEARER.into()],
+        scope: scope.into(),
+        audience: vec!["inventory".into()],
+        ..Client::default()
+    })?;
+    let cluster = "https://kubernetes.default.svc.cluster.local";
+    server.runtime.block_on(
+        server
+            .engine
+            .create_workload_issuer(writ_oauth::WorkloadIssuer {
+                issuer: cluster.into(),
+                jwks: include_str!("../../../crates/token/testdata/rsa-2048.jwks.json").into(),
+                audience: "writ".into(),
+                policies: vec![writ_oauth::WorkloadPolicy {
+                    subject: "system:serviceaccount:prod:*".into(),
+                    client_id: "bench-workload".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+    )?;
+    let sa_token = {
+        let now = writ_token::system_clock().now();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("k8s-1".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+            include_str!("../../../crates/token/testdata/rsa-2048.pem").as_bytes(),
+        )?;
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({
+                "iss": cluster, "sub": "system:serviceaccount:prod:orders", "aud": ["writ"],
+                "iat": now, "exp": now + 3600,
+            }),
+            &key,
+        )?
+    };
     let mut outcomes = Vec::new();
     for round in 1..=2 {
         let chans = Arc::new(load.block_on(channels(
@@ -616,6 +659,29 @@ fn client_auth(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<
             },
         ));
         outcomes.push(by_key);
+        let request = TokenRequest {
+            grant_type: writ_vocabulary::grant_type::JWT_BEARER.into(),
+            client_id: "bench-workload".into(),
+            assertion: sa_token.clone(),
+            scope: "inventory.read".into(),
+            ..Default::default()
+        };
+        let chans = Arc::new(load.block_on(channels(
+            &server.url,
+            server.ca_pem.as_deref(),
+            cli.connections,
+        ))?);
+        let by_workload = load.block_on(drive(
+            cli,
+            &format!("jwt-bearer, an RS256 service-account token, TLS (round {round})"),
+            move |worker| {
+                let mut client =
+                    AuthorizationServiceClient::new(chans[worker % chans.len()].clone());
+                let request = request.clone();
+                async move { client.token(request).await.is_ok() }
+            },
+        ));
+        outcomes.push(by_workload);
     }
     Ok(outcomes)
 }

@@ -7,11 +7,14 @@ use serde::{Deserialize, Serialize};
 use super::{Algorithm, KeySet, VerificationKey};
 use crate::error::TokenError;
 
-/// A public JSON Web Key (RFC 7517) as Writ publishes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A public JSON Web Key (RFC 7517) as Writ publishes it (OKP and EC), or reads a workload
+/// issuer's (RSA too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
     pub kty: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub crv: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub x: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
@@ -19,6 +22,11 @@ pub struct Jwk {
     pub alg: String,
     #[serde(rename = "use", default)]
     pub key_use: String,
+    /// RSA modulus and exponent (RFC 7518 section 6.3.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
 }
 
 /// A JWK Set document (`{"keys": [...]}`).
@@ -28,12 +36,14 @@ pub struct JwkSet {
 }
 
 /// An external issuer's JWK Set as trusted JWT keys: [`parse_jwk_set`], refusing a set with no
-/// usable key (an issuer whose keys cannot verify anything is a configuration error).
+/// usable key (an issuer whose keys cannot verify anything is a configuration error). RSA keys
+/// are kept (a workload issuer's); each verifier's algorithm allow-list decides what they may
+/// verify, and only workload identity tokens admit RSA.
 pub fn jwt_key_set(json: &str) -> Result<KeySet, TokenError> {
     let keys = parse_jwk_set(json)?;
     if keys.is_empty() {
         return Err(TokenError::InvalidKey(
-            "no EdDSA or ES256 signature key with a kid",
+            "no EdDSA, ES256, RS256 or PS256 signature key with a kid",
         ));
     }
     let mut set = KeySet::new();
@@ -44,9 +54,9 @@ pub fn jwt_key_set(json: &str) -> Result<KeySet, TokenError> {
 }
 
 /// Parses a JWK Set from another issuer with the `jsonwebtoken` crate's JWK parser, keeping only
-/// keys Writ can trust: an allowed algorithm, a key id, `use` absent or "sig", and `key_ops`
-/// absent or including "verify". Keys of other kinds are skipped, not errors, as other verifiers
-/// do.
+/// keys Writ can trust: an algorithm it knows, a key id, `use` absent, "sig" or "jwt-svid" (a
+/// SPIFFE trust bundle's), and `key_ops` absent or including "verify". Keys of other kinds are
+/// skipped, not errors, as other verifiers do. An RSA key without `alg` is RS256.
 pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
     use jsonwebtoken::jwk::{
         AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
@@ -58,10 +68,12 @@ pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
         let Some(kid) = jwk.common.key_id.clone() else {
             continue;
         };
-        if !matches!(
-            jwk.common.public_key_use,
-            None | Some(PublicKeyUse::Signature)
-        ) {
+        let usable = match &jwk.common.public_key_use {
+            None | Some(PublicKeyUse::Signature) => true,
+            Some(PublicKeyUse::Other(u)) => u == "jwt-svid",
+            Some(_) => false,
+        };
+        if !usable {
             continue;
         }
         // `key_ops` (RFC 7517 section 4.3) restricts a key as `use` does: a key published for,
@@ -89,6 +101,19 @@ pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
                     (Ok(x), Ok(y)) => {
                         VerificationKey::from_components(kid, Algorithm::ES256, &x, &y).ok()
                     }
+                    _ => None,
+                }
+            }
+            (
+                AlgorithmParameters::RSA(p),
+                alg @ (None | Some(KeyAlgorithm::RS256 | KeyAlgorithm::PS256)),
+            ) => {
+                let alg = match alg {
+                    Some(KeyAlgorithm::PS256) => Algorithm::PS256,
+                    _ => Algorithm::RS256,
+                };
+                match (URL_SAFE_NO_PAD.decode(&p.n), URL_SAFE_NO_PAD.decode(&p.e)) {
+                    (Ok(n), Ok(e)) => VerificationKey::from_components(kid, alg, &n, &e).ok(),
                     _ => None,
                 }
             }

@@ -11,39 +11,54 @@ use crate::ids::random_bytes;
 /// Longest key id accepted, in bytes.
 pub const MAX_KID_LEN: usize = 128;
 
-/// The JWT signature algorithms Writ accepts.
+/// The JWT signature algorithms Writ knows. It signs, and accepts on its own tokens and on
+/// client assertions, only [`Algorithm::ALL`]; the RSA ones verify workload identity tokens
+/// (Kubernetes signs its service-account tokens RS256) and nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// Ed25519 (RFC 8037).
     EdDSA,
     /// ECDSA P-256 with SHA-256, signatures in the fixed-size P1363 form (RFC 7518).
     ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, keys of 2048 bits or more. Verification only.
+    RS256,
+    /// RSASSA-PSS with SHA-256, keys of 2048 bits or more. Verification only.
+    PS256,
 }
 
 impl Algorithm {
+    /// What Writ signs with and accepts on its own tokens and on client assertions.
     pub const ALL: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
+
+    /// What a trusted workload issuer's tokens may be signed with (RFC 7523 section 2.1).
+    pub const WORKLOAD: [Algorithm; 4] = [
+        Algorithm::EdDSA,
+        Algorithm::ES256,
+        Algorithm::RS256,
+        Algorithm::PS256,
+    ];
 
     /// The JOSE name.
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::EdDSA => "EdDSA",
             Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
+            Algorithm::PS256 => "PS256",
         }
     }
 
     /// Parses a JOSE name, exactly (no case folding: "eddsa" is not "EdDSA").
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "EdDSA" => Some(Algorithm::EdDSA),
-            "ES256" => Some(Algorithm::ES256),
-            _ => None,
-        }
+        Self::WORKLOAD.into_iter().find(|a| a.name() == name)
     }
 
     pub(crate) fn from_jose(alg: jsonwebtoken::Algorithm) -> Option<Self> {
         match alg {
             jsonwebtoken::Algorithm::EdDSA => Some(Algorithm::EdDSA),
             jsonwebtoken::Algorithm::ES256 => Some(Algorithm::ES256),
+            jsonwebtoken::Algorithm::RS256 => Some(Algorithm::RS256),
+            jsonwebtoken::Algorithm::PS256 => Some(Algorithm::PS256),
             _ => None,
         }
     }
@@ -105,6 +120,11 @@ impl SigningKey {
                 p256::ecdsa::SigningKey::from_slice(secret)
                     .map_err(|_| TokenError::InvalidKey("not a P-256 private scalar"))?,
             ),
+            Algorithm::RS256 | Algorithm::PS256 => {
+                return Err(TokenError::InvalidKey(
+                    "Writ signs with EdDSA or ES256 only",
+                ));
+            }
         };
         Ok(SigningKey { kid, secret })
     }

@@ -27,7 +27,14 @@ enum PublicPoint {
     /// The uncompressed SEC1 point, validated by p256 and verified with ring (about six times
     /// faster than p256's pure-Rust ECDSA here).
     P256(Vec<u8>),
+    /// Modulus and exponent, big-endian, verified with ring (which refuses keys under 2048
+    /// bits or over 8192).
+    Rsa(ring::signature::RsaPublicKeyComponents<Vec<u8>>),
 }
+
+/// Smallest and largest RSA modulus accepted, in bytes (2048 and 8192 bits).
+const RSA_MIN_BYTES: usize = 256;
+const RSA_MAX_BYTES: usize = 1024;
 
 impl fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,8 +46,9 @@ impl fmt::Debug for VerificationKey {
 }
 
 impl VerificationKey {
-    /// From raw public key coordinates: `x` alone for Ed25519, `x` and `y` for P-256. The point
-    /// is checked (on the curve, right size) before it is trusted.
+    /// From raw public key coordinates: `x` alone for Ed25519, `x` and `y` for P-256, the
+    /// modulus and exponent for RSA. The point is checked (on the curve, right size) before it
+    /// is trusted.
     pub fn from_components(
         kid: String,
         alg: Algorithm,
@@ -66,6 +74,7 @@ impl VerificationKey {
                 }
                 PublicPoint::Ed25519(point)
             }
+            Algorithm::RS256 | Algorithm::PS256 => return Self::from_rsa(kid, alg, x, y),
             Algorithm::ES256 => {
                 if x.len() != 32 || y.len() != 32 {
                     return Err(TokenError::InvalidKey("P-256 coordinates are 32 bytes"));
@@ -85,6 +94,36 @@ impl VerificationKey {
             x: x.to_vec(),
             y: y.to_vec(),
             point,
+        })
+    }
+
+    /// An RSA public key (RS256 or PS256) from its modulus `n` and exponent `e`, big-endian:
+    /// 2048 to 8192 bits, an odd exponent from 3 to 2^32.
+    fn from_rsa(kid: String, alg: Algorithm, n: &[u8], e: &[u8]) -> Result<Self, TokenError> {
+        let strip = |b: &[u8]| {
+            let zeros = b.iter().take_while(|&&v| v == 0).count();
+            b[zeros..].to_vec()
+        };
+        let (n, e) = (strip(n), strip(e));
+        if n.len() < RSA_MIN_BYTES || n.len() > RSA_MAX_BYTES || n[n.len() - 1] & 1 == 0 {
+            return Err(TokenError::InvalidKey(
+                "an RSA modulus is odd, of 2048 to 8192 bits",
+            ));
+        }
+        let e_value = e.iter().try_fold(0u64, |acc, &b| {
+            (acc <= u64::from(u32::MAX)).then(|| acc << 8 | u64::from(b))
+        });
+        if !e_value.is_some_and(|v| v >= 3 && v & 1 == 1 && v <= 1 << 32) {
+            return Err(TokenError::InvalidKey(
+                "an RSA exponent is odd, from 3 to 2^32",
+            ));
+        }
+        Ok(VerificationKey {
+            kid,
+            alg,
+            x: n.clone(),
+            y: e.clone(),
+            point: PublicPoint::Rsa(ring::signature::RsaPublicKeyComponents { n, e }),
         })
     }
 
@@ -117,6 +156,13 @@ impl VerificationKey {
             )
             .verify(message, &signature)
             .is_ok(),
+            PublicPoint::Rsa(key) => {
+                let params = match self.alg {
+                    Algorithm::PS256 => &ring::signature::RSA_PSS_2048_8192_SHA256,
+                    _ => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                };
+                key.verify(params, message, &signature).is_ok()
+            }
         }
     }
 
@@ -131,6 +177,7 @@ impl VerificationKey {
                 kid: self.kid.clone(),
                 alg: self.alg.name().into(),
                 key_use: "sig".into(),
+                ..Jwk::default()
             },
             Algorithm::ES256 => Jwk {
                 kty: "EC".into(),
@@ -140,6 +187,16 @@ impl VerificationKey {
                 kid: self.kid.clone(),
                 alg: self.alg.name().into(),
                 key_use: "sig".into(),
+                ..Jwk::default()
+            },
+            Algorithm::RS256 | Algorithm::PS256 => Jwk {
+                kty: "RSA".into(),
+                kid: self.kid.clone(),
+                alg: self.alg.name().into(),
+                key_use: "sig".into(),
+                n: Some(URL_SAFE_NO_PAD.encode(&self.x)),
+                e: Some(URL_SAFE_NO_PAD.encode(&self.y)),
+                ..Jwk::default()
             },
         }
     }
@@ -167,6 +224,12 @@ impl VerificationKey {
                     .as_deref()
                     .ok_or(TokenError::InvalidKey("P-256 key needs y"))?;
                 Self::from_components(jwk.kid.clone(), alg, &decode(&jwk.x)?, &decode(y)?)
+            }
+            (Algorithm::RS256 | Algorithm::PS256, "RSA", "") => {
+                let (Some(n), Some(e)) = (jwk.n.as_deref(), jwk.e.as_deref()) else {
+                    return Err(TokenError::InvalidKey("an RSA key needs n and e"));
+                };
+                Self::from_components(jwk.kid.clone(), alg, &decode(n)?, &decode(e)?)
             }
             _ => Err(TokenError::InvalidKey("kty, crv and alg disagree")),
         }

@@ -66,6 +66,9 @@ pub(crate) enum Typ {
     /// not the party's). The `kid` may be absent: the party's keys of the header's algorithm
     /// are tried.
     Assertion,
+    /// A workload identity token from a trusted issuer (RFC 7523 section 2.1): absent, `JWT`
+    /// or `JOSE`; the `kid` may be absent, as for an assertion.
+    Workload,
 }
 
 /// A compact JWS's structure, header policy, key and signature, against `keys`.
@@ -106,6 +109,9 @@ pub(crate) fn check_jws(
         (Typ::AccessToken, None) => false,
         (Typ::Assertion, None) => true,
         (Typ::Assertion, Some(t)) => is(t, "JWT") || is(t, "client-authentication+jwt"),
+        // A workload identity token: Kubernetes sets none, SPIFFE allows `JWT` or `JOSE`.
+        (Typ::Workload, None) => true,
+        (Typ::Workload, Some(t)) => is(t, "JWT") || is(t, "JOSE"),
     };
     if !typ_ok {
         return Err(TokenError::WrongType);
@@ -142,7 +148,7 @@ pub(crate) fn check_jws(
         // Only an assertion may leave the key unnamed (a party's own keys, a handful): the
         // first of them with the header's algorithm whose signature holds. None: as if it
         // named a key not known (yet).
-        None if typ == Typ::Assertion => keys
+        None if matches!(typ, Typ::Assertion | Typ::Workload) => keys
             .jwt_keys()
             .filter(|k| k.alg() == alg)
             .take(MAX_UNNAMED_KEYS_TRIED)

@@ -1,4 +1,5 @@
-//! `writ admin`: clients, users, signing keys and exchange policies, through the admin API.
+//! `writ admin`: clients, users, signing keys, exchange policies and trusted workload issuers,
+//! through the admin API.
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -40,6 +41,12 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Trusted workload identity issuers (Kubernetes service-account tokens, SPIFFE JWT-SVIDs)
+    /// and which of their subjects get tokens as which client (the jwt-bearer grant).
+    Workload {
+        #[command(subcommand)]
+        command: WorkloadCommand,
+    },
     /// The admin credential itself.
     Credential {
         #[command(subcommand)]
@@ -66,6 +73,73 @@ pub enum PolicyCommand {
     Delete {
         policy_id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Trust an issuer's tokens (no subject gets anything until `allow` names it).
+    Create(WorkloadIssuerArgs),
+    /// Replace an issuer's keys, audience, lifetime and single use (its policies stay).
+    Update(WorkloadIssuerArgs),
+    Get {
+        issuer: String,
+    },
+    List,
+    /// Stop trusting an issuer (with its policies).
+    Delete {
+        issuer: String,
+    },
+    /// Let subjects of an issuer get tokens as a client.
+    Allow(WorkloadAllow),
+    /// Remove one of an issuer's policies.
+    Disallow {
+        issuer: String,
+        policy_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadIssuerArgs {
+    /// The tokens' `iss` (for Kubernetes: `kubectl get --raw /.well-known/openid-configuration`
+    /// shows it).
+    #[arg(long)]
+    pub issuer: String,
+    /// Its public keys, a JWK Set file (for Kubernetes: `kubectl get --raw /openid/v1/jwks`).
+    #[arg(long, required_unless_present = "jwks_uri")]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Or where it publishes them (https).
+    #[arg(long, conflicts_with = "jwks_file")]
+    pub jwks_uri: Option<String>,
+    /// What the tokens' `aud` must contain (default: this server's issuer identifier).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Latest expiry accepted, in seconds from now (default 3600, at most 86400).
+    #[arg(long)]
+    pub max_token_lifetime: Option<i64>,
+    /// Each token must carry a `jti` and is accepted once (not for Kubernetes' projected
+    /// tokens, which a pod presents again until they are refreshed).
+    #[arg(long)]
+    pub single_use: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadAllow {
+    pub issuer: String,
+    /// The tokens' `sub`, exactly, or a prefix ending in `*` (`system:serviceaccount:prod:*`).
+    #[arg(long)]
+    pub subject: String,
+    /// The client the tokens are issued to (it must allow the jwt-bearer grant).
+    #[arg(long)]
+    pub client_id: String,
+    /// Scopes at most (repeatable, or space-delimited; default: the client's).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Audiences allowed (repeatable; default: the client's).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// The policy_id (default: generated).
+    #[arg(long)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -585,6 +659,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
             }
         },
         AdminCommand::Policy { command } => policy(&mut admin, command).await?,
+        AdminCommand::Workload { command } => workload(&mut admin, command).await?,
         AdminCommand::Credential {
             command: CredentialCommand::Rotate,
         } => {
@@ -711,6 +786,141 @@ async fn policy(admin: &mut AdminClient, command: PolicyCommand) -> Result<()> {
                 })
                 .await?;
             print(&json!({ "deleted": policy_id }));
+        }
+    }
+    Ok(())
+}
+
+fn workload_policy_json(p: &pb_admin::WorkloadPolicy) -> Value {
+    json!({
+        "policy_id": p.policy_id,
+        "subject": p.subject,
+        "client_id": p.client_id,
+        "scope": p.scope,
+        "audience": p.audience,
+    })
+}
+
+/// An issuer as printed: key ids, never the whole key set.
+fn workload_issuer_json(i: &pb_admin::WorkloadIssuer) -> Value {
+    let kids: Vec<String> = writ_token::parse_jwk_set(&i.jwks)
+        .map(|keys| keys.iter().map(|k| k.kid().to_owned()).collect())
+        .unwrap_or_default();
+    json!({
+        "issuer": i.issuer,
+        "kids": kids,
+        "jwks_uri": i.jwks_uri,
+        "audience": i.audience,
+        "max_token_lifetime": i.max_token_lifetime,
+        "single_use": i.single_use,
+        "policies": i.policies.iter().map(workload_policy_json).collect::<Vec<_>>(),
+        "create_time": i.create_time.as_ref().map(|t| t.seconds),
+    })
+}
+
+fn workload_issuer_spec(a: WorkloadIssuerArgs) -> Result<pb_admin::WorkloadIssuer> {
+    Ok(pb_admin::WorkloadIssuer {
+        issuer: a.issuer,
+        jwks: match &a.jwks_file {
+            Some(f) => read_text(f)?,
+            None => String::new(),
+        },
+        jwks_uri: a.jwks_uri.unwrap_or_default(),
+        audience: a.audience.unwrap_or_default(),
+        max_token_lifetime: a.max_token_lifetime.unwrap_or(0),
+        single_use: a.single_use,
+        ..Default::default()
+    })
+}
+
+async fn workload(admin: &mut AdminClient, command: WorkloadCommand) -> Result<()> {
+    let shown = |i: Option<pb_admin::WorkloadIssuer>| {
+        print(&i.as_ref().map(workload_issuer_json).unwrap_or(Value::Null));
+    };
+    match command {
+        WorkloadCommand::Create(a) => {
+            let issuer = Some(workload_issuer_spec(a)?);
+            let r = admin
+                .create_workload_issuer(pb_admin::CreateWorkloadIssuerRequest { issuer })
+                .await?;
+            shown(r.into_inner().issuer);
+        }
+        WorkloadCommand::Update(a) => {
+            let issuer = Some(workload_issuer_spec(a)?);
+            let r = admin
+                .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest { issuer })
+                .await?;
+            shown(r.into_inner().issuer);
+        }
+        WorkloadCommand::Get { issuer } => {
+            let r = admin
+                .get_workload_issuer(pb_admin::GetWorkloadIssuerRequest { issuer })
+                .await?;
+            shown(r.into_inner().issuer);
+        }
+        WorkloadCommand::List => {
+            let mut out = ArrayPrinter::new();
+            let mut page_token = String::new();
+            for _ in 0..MAX_PAGES {
+                let previous = page_token.clone();
+                let r = admin
+                    .list_workload_issuers(pb_admin::ListWorkloadIssuersRequest {
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                for i in &r.issuers {
+                    out.push(&workload_issuer_json(i))?;
+                }
+                if r.next_page_token.is_empty()
+                    || r.issuers.is_empty()
+                    || r.next_page_token == previous
+                {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            out.finish()?;
+        }
+        WorkloadCommand::Delete { issuer } => {
+            admin
+                .delete_workload_issuer(pb_admin::DeleteWorkloadIssuerRequest {
+                    issuer: issuer.clone(),
+                })
+                .await?;
+            print(&json!({ "deleted": issuer }));
+        }
+        WorkloadCommand::Allow(a) => {
+            let policy = pb_admin::WorkloadPolicy {
+                policy_id: a.id.unwrap_or_default(),
+                subject: a.subject,
+                client_id: a.client_id,
+                scope: a.scopes.join(" "),
+                audience: a.audiences,
+            };
+            let r = admin
+                .add_workload_policy(pb_admin::AddWorkloadPolicyRequest {
+                    issuer: a.issuer,
+                    policy: Some(policy),
+                })
+                .await?
+                .into_inner();
+            print(
+                &r.policy
+                    .as_ref()
+                    .map(workload_policy_json)
+                    .unwrap_or(Value::Null),
+            );
+        }
+        WorkloadCommand::Disallow { issuer, policy_id } => {
+            admin
+                .remove_workload_policy(pb_admin::RemoveWorkloadPolicyRequest {
+                    issuer,
+                    policy_id: policy_id.clone(),
+                })
+                .await?;
+            print(&json!({ "removed": policy_id }));
         }
     }
     Ok(())

@@ -30,6 +30,9 @@ pub enum Grant {
     RefreshToken,
     #[value(name = "password")]
     Password,
+    /// A workload's platform token (RFC 7523 section 2.1) from --assertion-file.
+    #[value(name = "jwt-bearer")]
+    JwtBearer,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -71,6 +74,10 @@ pub struct TokenArgs {
     /// For --grant password: read the password from standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// For --grant jwt-bearer: the file holding the workload's token (a Kubernetes projected
+    /// service-account token, a SPIFFE JWT-SVID), read now.
+    #[arg(long)]
+    pub assertion_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub key: PrivateKey,
 }
@@ -143,6 +150,7 @@ pub(super) fn grant_name(g: Grant) -> &'static str {
         Grant::DeviceCode => grant_type::DEVICE_CODE,
         Grant::RefreshToken => grant_type::REFRESH_TOKEN,
         Grant::Password => grant_type::PASSWORD,
+        Grant::JwtBearer => grant_type::JWT_BEARER,
     }
 }
 
@@ -166,6 +174,20 @@ pub async fn token(args: TokenArgs) -> Result<()> {
         read_stdin_line("the password")?
     } else {
         String::new()
+    };
+    let assertion = match (&args.assertion_file, args.grant == Grant::JwtBearer) {
+        (Some(f), true) => super::support::read_text(f)?.trim().to_owned(),
+        (None, true) => {
+            return Err(CliError::Invalid(
+                "--grant jwt-bearer needs --assertion-file".into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(CliError::Invalid(
+                "--assertion-file is for --grant jwt-bearer".into(),
+            ));
+        }
+        (None, false) => String::new(),
     };
     let mut client = AuthorizationServiceClient::new(channel(&args.conn).await?);
     // The assertion's audience is the server's issuer identifier, from its metadata.
@@ -194,6 +216,7 @@ pub async fn token(args: TokenArgs) -> Result<()> {
             audience: args.audience,
             resource: Vec::new(),
             token_format: args.format.map(format_value).unwrap_or(0),
+            assertion,
             ..Default::default()
         })
         .await?

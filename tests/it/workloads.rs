@@ -1,0 +1,484 @@
+//! Workloads without any secret (issue 13, part 3): the JWT-bearer grant (RFC 7523 section 2.1).
+//! A made-up Kubernetes cluster (its RS256 signing key vendored in crates/token/testdata) signs
+//! service-account tokens; an administrator trusts it and maps its subjects to a client through
+//! the admin API; the workload's token source reads its projected token file and gets Writ
+//! tokens over gRPC, and a plain HTTP form does the same.
+
+use serde_json::{Value, json};
+use tonic::Code;
+use writ_client::{ClientCredentials, TokenSource};
+use writ_proto::admin as pb_admin;
+use writ_proto::authz;
+use writ_tests::*;
+use writ_token::{Algorithm, SigningKey};
+use writ_vocabulary::grant_type::JWT_BEARER;
+
+use crate::grants::verifier_for;
+
+pub(crate) const CLUSTER_KEY: &str = include_str!("../../crates/token/testdata/rsa-2048.pem");
+pub(crate) const CLUSTER_JWKS: &str =
+    include_str!("../../crates/token/testdata/rsa-2048.jwks.json");
+pub(crate) const CLUSTER: &str = "https://kubernetes.default.svc.cluster.local";
+const ORDERS_SA: &str = "system:serviceaccount:prod:orders";
+
+/// A service-account token as the cluster signs it (RS256, its kid), with `claims` over the
+/// defaults (`aud` "writ", an hour of life).
+pub(crate) fn sa_token(claims: Value) -> String {
+    let now = writ_token::system_clock().now();
+    let mut c = json!({
+        "iss": CLUSTER,
+        "sub": ORDERS_SA,
+        "aud": ["writ"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "orders"}},
+    });
+    for (k, v) in claims.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("k8s-1".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(CLUSTER_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &c, &key).unwrap()
+}
+
+/// A token signed by `key` (EdDSA or ES256) with its kid, by jsonwebtoken.
+fn signed_by(key: &SigningKey, claims: Value) -> String {
+    let pem = key.to_pkcs8_pem().unwrap();
+    let (alg, encoding) = match key.alg() {
+        Algorithm::EdDSA => (
+            jsonwebtoken::Algorithm::EdDSA,
+            jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+        ),
+        _ => (
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        ),
+    };
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(key.kid().to_owned());
+    jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+}
+
+/// The workload's client: public (it holds nothing), allowed only the JWT-bearer grant.
+pub(crate) fn workload_client(id: &str) -> pb_admin::Client {
+    pb_admin::Client {
+        client_type: pb_admin::ClientType::Public as i32,
+        grant_types: vec![JWT_BEARER.into()],
+        ..service_spec(
+            id,
+            "inventory.read inventory.write",
+            &["inventory", "billing"],
+        )
+    }
+}
+
+pub(crate) fn cluster(policies: Vec<pb_admin::WorkloadPolicy>) -> pb_admin::WorkloadIssuer {
+    pb_admin::WorkloadIssuer {
+        issuer: CLUSTER.into(),
+        jwks: CLUSTER_JWKS.into(),
+        audience: "writ".into(),
+        policies,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn prod_policy(client: &str) -> pb_admin::WorkloadPolicy {
+    pb_admin::WorkloadPolicy {
+        subject: "system:serviceaccount:prod:*".into(),
+        client_id: client.into(),
+        scope: "inventory.read".into(),
+        audience: vec!["inventory".into()],
+        ..Default::default()
+    }
+}
+
+async fn trust(server: &TestServer, issuer: pb_admin::WorkloadIssuer) -> pb_admin::WorkloadIssuer {
+    server
+        .admin()
+        .await
+        .create_workload_issuer(pb_admin::CreateWorkloadIssuerRequest {
+            issuer: Some(issuer),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .issuer
+        .unwrap()
+}
+
+/// The grant refused as `invalid_grant`, writing nothing.
+async fn no_grant(server: &TestServer, client_id: &str, assertion: String) {
+    server
+        .assert_token_refused_unchanged(
+            grant(client_id, assertion),
+            Code::PermissionDenied,
+            "invalid_grant",
+        )
+        .await;
+}
+
+fn grant(client_id: &str, assertion: String) -> authz::TokenRequest {
+    authz::TokenRequest {
+        grant_type: JWT_BEARER.into(),
+        client_id: client_id.into(),
+        assertion,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_service_account_token_gets_a_writ_token_without_any_secret() {
+    let server = TestServer::start().await;
+    server.create_client(workload_client("orders")).await;
+    let trusted = trust(&server, cluster(vec![prod_policy("orders")])).await;
+    assert_eq!(trusted.policies.len(), 1);
+    assert!(!trusted.policies[0].policy_id.is_empty(), "an id is given");
+    let meta = server.metadata().await;
+    assert!(meta.grant_types_supported.iter().any(|g| g == JWT_BEARER));
+
+    // The token source reads the projected token file on each request.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, sa_token(json!({})) + "\n").unwrap();
+    let source = TokenSource::new(
+        server.channel().await,
+        ClientCredentials::workload("orders", &file),
+    );
+    let token = source.token().await.unwrap();
+    let verified = verifier_for(&server, "inventory")
+        .await
+        .verify(&token)
+        .unwrap();
+    assert_eq!(
+        verified.claims.sub, ORDERS_SA,
+        "the workload is the subject"
+    );
+    assert_eq!(verified.claims.client_id, "orders");
+    assert_eq!(
+        verified.claims.scope, "inventory.read",
+        "the policy's scope"
+    );
+    assert_eq!(verified.claims.aud, vec!["inventory".to_owned()]);
+
+    // Kubernetes' tokens are presented again until the kubelet refreshes them: reuse works
+    // for an issuer not marked single-use; no client_id is needed (the policy names it), and
+    // no refresh token is issued.
+    let assertion = sa_token(json!({}));
+    let again = server.issue(grant("", assertion.clone())).await;
+    assert_eq!(again.refresh_token, "");
+    server.issue(grant("orders", assertion.clone())).await;
+
+    // The same over the HTTP facade, as a standard client sends it.
+    let form = format!(
+        "grant_type={}&assertion={}&scope=inventory.read",
+        http_client::form_encode(JWT_BEARER),
+        assertion
+    );
+    let body = server
+        .http()
+        .post_form("/oauth2/token", &[], &form)
+        .await
+        .token_json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+
+    // The audit trail says which issuer, policy and key vouched for the workload.
+    let issued = server.audit_records_of("token_issued");
+    let last = issued.last().unwrap();
+    assert_eq!(last.details["grant_type"], JWT_BEARER);
+    assert_eq!(last.details["issuer"], CLUSTER);
+    assert_eq!(last.details["policy_id"], trusted.policies[0].policy_id);
+    assert_eq!(last.details["assertion_kid"], "k8s-1");
+    assert_eq!(last.subject, ORDERS_SA);
+}
+
+#[tokio::test]
+async fn bad_workload_tokens_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    server.create_client(workload_client("orders")).await;
+    server.create_client(workload_client("billing")).await;
+    let (cc_id, _) = server
+        .service_client("cc-only", "inventory.read", &["inventory"])
+        .await;
+    let mut policies = vec![prod_policy("orders")];
+    policies.push(pb_admin::WorkloadPolicy {
+        subject: "system:serviceaccount:batch:report".into(),
+        client_id: cc_id.clone(),
+        ..Default::default()
+    });
+    trust(&server, cluster(policies)).await;
+    let now = writ_token::system_clock().now();
+    let invalid_grant = async |req: authz::TokenRequest, what: &str| {
+        let status = server
+            .assert_token_refused_unchanged(req, Code::PermissionDenied, "invalid_grant")
+            .await;
+        assert!(!status.message().is_empty(), "{what}");
+    };
+
+    // Claims the cluster signed but Writ must not accept.
+    for (what, claims) in [
+        ("another issuer", json!({"iss": "https://other.example"})),
+        (
+            "a subject no policy names",
+            json!({"sub": "system:serviceaccount:dev:orders"}),
+        ),
+        (
+            "expired",
+            json!({"exp": now - 120, "iat": now - 3700, "nbf": now - 3700}),
+        ),
+        ("living too long", json!({"exp": now + 7200})),
+        ("for another audience", json!({"aud": ["kubernetes"]})),
+        ("not yet valid", json!({"nbf": now + 600})),
+    ] {
+        invalid_grant(grant("orders", sa_token(claims)), what).await;
+    }
+    // Signed by a key the cluster does not publish (an unregistered key, its kid borrowed).
+    let stranger = SigningKey::generate(Algorithm::ES256, "k8s-1").unwrap();
+    let forged = signed_by(
+        &stranger,
+        json!({"iss": CLUSTER, "sub": ORDERS_SA, "aud": "writ", "exp": now + 60}),
+    );
+    invalid_grant(grant("orders", forged), "an unregistered key").await;
+    invalid_grant(grant("orders", "not.a.jwt".into()), "garbage").await;
+    // A client the subject's policy does not name.
+    invalid_grant(grant("billing", sa_token(json!({}))), "another client").await;
+
+    // Within the policy only: no wider scope, no other audience.
+    let mut wide = grant("orders", sa_token(json!({})));
+    wide.scope = "inventory.write".into();
+    server
+        .assert_token_refused_unchanged(wide, Code::PermissionDenied, "invalid_scope")
+        .await;
+    let mut elsewhere = grant("orders", sa_token(json!({})));
+    elsewhere.audience = vec!["billing".into()];
+    server
+        .assert_token_refused_unchanged(elsewhere, Code::PermissionDenied, "invalid_target")
+        .await;
+    // A policy naming a client that may not use the grant.
+    server
+        .assert_token_refused_unchanged(
+            grant(
+                &cc_id,
+                sa_token(json!({"sub": "system:serviceaccount:batch:report"})),
+            ),
+            Code::PermissionDenied,
+            "unauthorized_client",
+        )
+        .await;
+    // The assertion is required.
+    server
+        .assert_token_refused_unchanged(
+            grant("orders", String::new()),
+            Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
+    // Each refusal is recorded, with the grant type.
+    assert!(
+        server
+            .audit_records_of("token_refused")
+            .iter()
+            .filter(|r| r.details.get("grant_type").map(String::as_str) == Some(JWT_BEARER))
+            .count()
+            >= 12
+    );
+}
+
+/// An issuer whose tokens carry a `jti` and are used once: a replay is refused, on this server
+/// and after a restart (the mark is durable), and a token without a `jti` is refused.
+#[tokio::test]
+async fn a_single_use_issuers_token_cannot_be_replayed() {
+    let server = TestServer::start().await;
+    server.create_client(workload_client("orders")).await;
+    trust(
+        &server,
+        pb_admin::WorkloadIssuer {
+            single_use: true,
+            max_token_lifetime: 300,
+            ..cluster(vec![prod_policy("orders")])
+        },
+    )
+    .await;
+    let now = writ_token::system_clock().now();
+    let once = sa_token(json!({"jti": "svid-1", "exp": now + 300}));
+    server.issue(grant("orders", once.clone())).await;
+    no_grant(&server, "orders", once.clone()).await;
+    no_grant(&server, "orders", sa_token(json!({"exp": now + 300}))).await;
+    let server = server.restart().await;
+    no_grant(&server, "orders", once).await;
+    server
+        .issue(grant(
+            "orders",
+            sa_token(json!({"jti": "svid-2", "exp": now + 300})),
+        ))
+        .await;
+}
+
+/// The admin API refuses what must not be trusted, and what it changes takes effect at once:
+/// a removed policy or a deleted issuer gets nothing more; new keys replace the old ones.
+#[tokio::test]
+async fn trusted_issuers_are_managed_through_the_admin_api() {
+    let server = TestServer::start().await;
+    server.create_client(workload_client("orders")).await;
+    let mut admin = server.admin().await;
+    let create = |issuer: pb_admin::WorkloadIssuer| pb_admin::CreateWorkloadIssuerRequest {
+        issuer: Some(issuer),
+    };
+    let mut private: Value = serde_json::from_str(CLUSTER_JWKS).unwrap();
+    private["keys"][0]["d"] = "AQAB".into();
+    let ed = SigningKey::generate(Algorithm::EdDSA, "ed-1").unwrap();
+    for (what, bad) in [
+        (
+            "private key material",
+            pb_admin::WorkloadIssuer {
+                jwks: private.to_string(),
+                ..cluster(vec![])
+            },
+        ),
+        (
+            "no keys",
+            pb_admin::WorkloadIssuer {
+                jwks: String::new(),
+                ..cluster(vec![])
+            },
+        ),
+        (
+            "keys and a URL",
+            pb_admin::WorkloadIssuer {
+                jwks_uri: "https://keys.example/jwks".into(),
+                ..cluster(vec![])
+            },
+        ),
+        (
+            "an http URL",
+            pb_admin::WorkloadIssuer {
+                jwks: String::new(),
+                jwks_uri: "http://keys.example/jwks".into(),
+                ..cluster(vec![])
+            },
+        ),
+        (
+            "a day and more",
+            pb_admin::WorkloadIssuer {
+                max_token_lifetime: 86_401,
+                ..cluster(vec![])
+            },
+        ),
+        (
+            "any subject",
+            cluster(vec![pb_admin::WorkloadPolicy {
+                subject: "*".into(),
+                ..prod_policy("orders")
+            }]),
+        ),
+        (
+            "a malformed issuer",
+            pb_admin::WorkloadIssuer {
+                issuer: "has space".into(),
+                ..cluster(vec![])
+            },
+        ),
+    ] {
+        let refused = admin.create_workload_issuer(create(bad)).await;
+        assert_eq!(
+            refused.expect_err(what).code(),
+            Code::InvalidArgument,
+            "{what}"
+        );
+    }
+    assert!(
+        admin
+            .list_workload_issuers(pb_admin::ListWorkloadIssuersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .issuers
+            .is_empty(),
+        "nothing refused was stored"
+    );
+
+    trust(&server, cluster(vec![])).await;
+    let again = admin.create_workload_issuer(create(cluster(vec![]))).await;
+    assert_eq!(again.unwrap_err().code(), Code::AlreadyExists);
+    // Trusted, but no subject is allowed anything until a policy names it.
+    no_grant(&server, "orders", sa_token(json!({}))).await;
+    let policy = admin
+        .add_workload_policy(pb_admin::AddWorkloadPolicyRequest {
+            issuer: CLUSTER.into(),
+            policy: Some(pb_admin::WorkloadPolicy {
+                subject: ORDERS_SA.into(),
+                ..prod_policy("orders")
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    server.issue(grant("orders", sa_token(json!({})))).await;
+    // An exact subject is exact: its neighbour gets nothing.
+    no_grant(
+        &server,
+        "orders",
+        sa_token(json!({"sub": "system:serviceaccount:prod:orders-2"})),
+    )
+    .await;
+
+    // New keys replace the old ones (the policies stay).
+    let updated = admin
+        .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest {
+            issuer: Some(pb_admin::WorkloadIssuer {
+                jwks: json!({"keys": [ed.verification_key().to_jwk()]}).to_string(),
+                ..cluster(vec![])
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .issuer
+        .unwrap();
+    assert_eq!(updated.policies, vec![policy.clone()]);
+    no_grant(&server, "orders", sa_token(json!({}))).await;
+    let now = writ_token::system_clock().now();
+    let by_ed = signed_by(
+        &ed,
+        json!({"iss": CLUSTER, "sub": ORDERS_SA, "aud": "writ", "exp": now + 60}),
+    );
+    server.issue(grant("orders", by_ed.clone())).await;
+
+    admin
+        .remove_workload_policy(pb_admin::RemoveWorkloadPolicyRequest {
+            issuer: CLUSTER.into(),
+            policy_id: policy.policy_id.clone(),
+        })
+        .await
+        .unwrap();
+    no_grant(&server, "orders", by_ed.clone()).await;
+    admin
+        .delete_workload_issuer(pb_admin::DeleteWorkloadIssuerRequest {
+            issuer: CLUSTER.into(),
+        })
+        .await
+        .unwrap();
+    let gone = admin
+        .get_workload_issuer(pb_admin::GetWorkloadIssuerRequest {
+            issuer: CLUSTER.into(),
+        })
+        .await;
+    assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+    // Every change is in the audit trail, key ids and rules, never key material.
+    for kind in [
+        "workload_issuer_created",
+        "workload_policy_added",
+        "workload_issuer_updated",
+        "workload_policy_removed",
+        "workload_issuer_deleted",
+    ] {
+        let records = server.audit_records_of(kind);
+        assert_eq!(records.len(), 1, "{kind}");
+        let text = format!("{:?}", records[0].details);
+        assert!(!text.contains("\"n\""), "{kind}: {text}");
+    }
+}
