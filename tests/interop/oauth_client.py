@@ -11,6 +11,10 @@ Reads its configuration as JSON on standard input:
     {"mode": "private-key-jwt", "issuer": ..., "ca": ..., "client_id": ..., "alg": "EdDSA" | "ES256",
      "private_key": <PKCS#8 PEM>, "scope": ..., "audience": ...}
 
+    {"mode": "jwt-bearer", "issuer": ..., "ca": ..., "client_id": ..., "scope": ..., "audience": ...,
+     "workload_issuer": ..., "workload_audience": ..., "subject": ..., "kid": ...,
+     "private_key": <the workload issuer's RSA PEM>}
+
 Nothing here is Writ code: discovery with requests, tokens with authlib's OAuth2Session
 (client_secret_basic, client_secret_post, and private_key_jwt with authlib's own assertions),
 verification with PyJWT's PyJWKClient + jwt.decode.
@@ -196,9 +200,66 @@ def private_key_jwt(cfg):
     return out
 
 
+def jwt_bearer(cfg):
+    """RFC 7523 section 2.1 by authlib's AssertionSession: authlib signs the workload token
+    itself (RS256 with the made-up cluster's key and kid, a jti, an hour of life) and sends the
+    JWT-bearer grant without client authentication; PyJWT verifies what Writ issued. Then one
+    assertion twice (the issuer is single-use) and one for another audience, by hand."""
+    from authlib.common.encoding import to_native
+    from authlib.integrations.requests_client import AssertionSession
+    from authlib.oauth2.rfc7523 import JWTBearerGrant
+
+    grant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    meta = discover(cfg)
+    check(grant in meta["grant_types_supported"], meta)
+    endpoint = meta["token_endpoint"]
+    jwks = jwks_client(cfg, meta)
+    signing = {"key": cfg["private_key"], "alg": "RS256", "header": {"kid": cfg["kid"]}}
+    out = {"tokens": []}
+    for _ in range(2):
+        s = AssertionSession(
+            endpoint,
+            issuer=cfg["workload_issuer"],
+            subject=cfg["subject"],
+            audience=cfg["workload_audience"],
+            scope=cfg["scope"],
+            client_id=cfg["client_id"],
+            **signing,
+        )
+        s.trust_env = False
+        s.verify = cfg["ca"]
+        token = s.refresh_token()
+        check("refresh_token" not in token, token)
+        out["tokens"].append({"access_token": token["access_token"], **verify(cfg, jwks, token["access_token"])})
+
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = cfg["ca"]
+
+    def post(assertion):
+        r = http.post(endpoint, data={"grant_type": grant, "assertion": assertion}, timeout=TIMEOUT)
+        return {"status": r.status_code, "body": r.json()}
+
+    def sign(audience):
+        return to_native(JWTBearerGrant.sign(
+            issuer=cfg["workload_issuer"], subject=cfg["subject"], audience=audience, **signing
+        ))
+
+    once = sign(cfg["workload_audience"])
+    out["first"] = post(once)
+    out["replayed"] = post(once)
+    out["elsewhere"] = post(sign("https://elsewhere.example"))
+    return out
+
+
 def main():
     cfg = json.load(sys.stdin)
-    modes = {"issue": issue, "after-rotation": after_rotation, "private-key-jwt": private_key_jwt}
+    modes = {
+        "issue": issue,
+        "after-rotation": after_rotation,
+        "private-key-jwt": private_key_jwt,
+        "jwt-bearer": jwt_bearer,
+    }
     print(json.dumps(modes[cfg["mode"]](cfg), sort_keys=True))
 
 

@@ -157,6 +157,76 @@ async fn authlib_authenticates_with_private_key_jwt_and_cannot_replay_an_asserti
     }
 }
 
+/// RFC 7523 section 2.1 by a library Writ did not write: authlib's `AssertionSession` signs a
+/// workload token (RS256, the made-up cluster's vendored key) and gets Writ tokens with the
+/// JWT-bearer grant, no client authentication; a replayed assertion (the issuer is single-use)
+/// and one for another audience are refused with RFC 6749's `invalid_grant`.
+#[tokio::test]
+async fn authlib_gets_tokens_with_the_jwt_bearer_grant_and_cannot_replay_an_assertion() {
+    use crate::workloads::{CLUSTER, CLUSTER_JWKS, CLUSTER_KEY};
+    let python = python().await;
+    let server = TestServer::start().await;
+    let ca = server.data_dir().join(writ_tls::CA_CERT_FILE);
+    server
+        .create_client(writ_proto::admin::Client {
+            client_type: writ_proto::admin::ClientType::Public as i32,
+            grant_types: vec![writ_vocabulary::grant_type::JWT_BEARER.into()],
+            ..service_spec("python-workload", "orders.read", &["orders"])
+        })
+        .await;
+    server
+        .admin()
+        .await
+        .create_workload_issuer(writ_proto::admin::CreateWorkloadIssuerRequest {
+            issuer: Some(writ_proto::admin::WorkloadIssuer {
+                issuer: CLUSTER.into(),
+                jwks: CLUSTER_JWKS.into(),
+                audience: "writ".into(),
+                single_use: true,
+                policies: vec![writ_proto::admin::WorkloadPolicy {
+                    subject: "system:serviceaccount:prod:*".into(),
+                    client_id: "python-workload".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let out = script(
+        &python,
+        json!({
+            "mode": "jwt-bearer",
+            "issuer": server.issuer,
+            "ca": ca,
+            "client_id": "python-workload",
+            "scope": "orders.read",
+            "audience": "orders",
+            "workload_issuer": CLUSTER,
+            "workload_audience": "writ",
+            "subject": "system:serviceaccount:prod:reports",
+            "kid": "k8s-1",
+            "private_key": CLUSTER_KEY,
+        }),
+    )
+    .await;
+    let tokens = out["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{out}");
+    for t in tokens {
+        assert_eq!(t["claims"]["sub"], "system:serviceaccount:prod:reports");
+        assert_eq!(t["claims"]["client_id"], "python-workload");
+        assert_eq!(
+            t["claims"],
+            writ_claims(&server, t["access_token"].as_str().unwrap()).await
+        );
+    }
+    assert_eq!(out["first"]["status"], 200, "{out}");
+    for refused in ["replayed", "elsewhere"] {
+        assert_eq!(out[refused]["status"], 400, "{refused}: {out}");
+        assert_eq!(out[refused]["body"]["error"], "invalid_grant", "{refused}");
+    }
+}
+
 #[tokio::test]
 async fn authlib_and_pyjwt_get_introspect_revoke_and_verify_tokens_before_and_after_es256_rotation()
 {
