@@ -9,6 +9,7 @@ use tonic::Code;
 use writ_client::{ClientCredentials, TokenSource};
 use writ_proto::admin as pb_admin;
 use writ_proto::authz;
+use writ_tests::Options;
 use writ_tests::*;
 use writ_token::{Algorithm, SigningKey};
 use writ_vocabulary::grant_type::JWT_BEARER;
@@ -481,4 +482,53 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
         let text = format!("{:?}", records[0].details);
         assert!(!text.contains("\"n\""), "{kind}: {text}");
     }
+}
+
+/// An issuer that publishes its keys at a `jwks_uri` (as a cluster's OIDC discovery does): the
+/// RSA set is fetched when first needed and kept; when the cluster rotates, a token naming the
+/// new key fetches the set again (at most once per `client_jwks_min_refetch`).
+#[tokio::test]
+async fn an_issuers_published_keys_are_fetched_once_and_again_on_rotation() {
+    let pki = tempfile::tempdir().unwrap();
+    let published = writ_tests::sts::JwksServer::start(pki.path(), CLUSTER_JWKS).await;
+    const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(1);
+    let server = TestServer::start_with(Options {
+        client_jwks_ca: Some(published.ca_path.clone()),
+        config: Box::new(|c| c.client_jwks_min_refetch = MIN_REFETCH),
+        ..Options::default()
+    })
+    .await;
+    server.create_client(workload_client("orders")).await;
+    trust(
+        &server,
+        pb_admin::WorkloadIssuer {
+            jwks: String::new(),
+            jwks_uri: published.url.clone(),
+            ..cluster(vec![prod_policy("orders")])
+        },
+    )
+    .await;
+    assert_eq!(published.fetches(), 0, "fetched when first needed");
+    for _ in 0..3 {
+        server.issue(grant("orders", sa_token(json!({})))).await;
+    }
+    assert_eq!(published.fetches(), 1, "fetched once, then kept");
+
+    tokio::time::sleep(MIN_REFETCH).await;
+    let rotated = SigningKey::generate(Algorithm::ES256, "k8s-2").unwrap();
+    published.serve(&json!({"keys": [rotated.verification_key().to_jwk()]}).to_string());
+    let now = writ_token::system_clock().now();
+    let by_new = signed_by(
+        &rotated,
+        json!({"iss": CLUSTER, "sub": ORDERS_SA, "aud": "writ", "exp": now + 60}),
+    );
+    server.issue(grant("orders", by_new)).await;
+    assert_eq!(
+        published.fetches(),
+        2,
+        "an unknown kid fetched the set again"
+    );
+    // The old key left the set: its tokens are refused (without another fetch).
+    no_grant(&server, "orders", sa_token(json!({}))).await;
+    assert_eq!(published.fetches(), 2);
 }
