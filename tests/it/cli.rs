@@ -216,8 +216,6 @@ fn create_svc(up: &WritUp) -> String {
     ]))
 }
 
-/// A service that holds no shared secret (`private_key_jwt`), through the CLI alone: a key pair
-/// generated locally, the public half registered, tokens signed for, the key rotated.
 /// `writ admin workload`: trust a cluster, allow its prod service accounts a client, and a
 /// workload's `writ token --grant jwt-bearer` gets a token from its projected token file alone.
 #[test]
@@ -252,8 +250,24 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
         jwks_file.to_str().unwrap(),
         "--audience",
         "writ",
+        "--single-use",
     ]);
     assert_eq!(trusted["kids"], serde_json::json!(["k8s-1"]), "{trusted}");
+    assert_eq!(trusted["single_use"], true);
+    // An update changes what it names and keeps the rest.
+    let updated = up.json(&[
+        "admin",
+        "workload",
+        "update",
+        "--issuer",
+        CLUSTER,
+        "--jwks-file",
+        jwks_file.to_str().unwrap(),
+        "--single-use",
+        "false",
+    ]);
+    assert_eq!(updated["single_use"], false, "{updated}");
+    assert_eq!(updated["audience"], "writ", "kept: {updated}");
     let policy = up.json(&[
         "admin",
         "workload",
@@ -306,6 +320,8 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
     assert!(r.stderr.contains("--assertion-file"), "{r}");
 }
 
+/// A service that holds no shared secret (`private_key_jwt`), through the CLI alone: a key pair
+/// generated locally, the public half registered, tokens signed for, the key rotated.
 #[test]
 fn a_client_registered_with_its_public_key_gets_tokens_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();

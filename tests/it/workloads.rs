@@ -242,6 +242,16 @@ async fn bad_workload_tokens_are_refused_and_change_nothing() {
         json!({"iss": CLUSTER, "sub": ORDERS_SA, "aud": "writ", "exp": now + 60}),
     );
     invalid_grant(grant("orders", forged), "an unregistered key").await;
+    // Another RSA key's signature under the cluster's kid.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("k8s-1".into());
+    let other = jsonwebtoken::EncodingKey::from_rsa_pem(
+        include_str!("../../crates/token/testdata/rsa-2048-other.pem").as_bytes(),
+    )
+    .unwrap();
+    let claims = json!({"iss": CLUSTER, "sub": ORDERS_SA, "aud": "writ", "exp": now + 60});
+    let forged = jsonwebtoken::encode(&header, &claims, &other).unwrap();
+    invalid_grant(grant("orders", forged), "another RSA key").await;
     invalid_grant(grant("orders", "not.a.jwt".into()), "garbage").await;
     // A client the subject's policy does not name.
     invalid_grant(grant("billing", sa_token(json!({}))), "another client").await;
@@ -375,6 +385,13 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
             }]),
         ),
         (
+            "the API server's audience",
+            pb_admin::WorkloadIssuer {
+                audience: CLUSTER.into(),
+                ..cluster(vec![])
+            },
+        ),
+        (
             "a malformed issuer",
             pb_admin::WorkloadIssuer {
                 issuer: "has space".into(),
@@ -479,8 +496,19 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
     ] {
         let records = server.audit_records_of(kind);
         assert_eq!(records.len(), 1, "{kind}");
-        let text = format!("{:?}", records[0].details);
-        assert!(!text.contains("\"n\""), "{kind}: {text}");
+        let modulus = serde_json::from_str::<Value>(CLUSTER_JWKS).unwrap()["keys"][0]["n"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for value in records[0].details.values() {
+            assert!(!value.contains(&modulus[..32]), "{kind}: {value}");
+        }
+        if kind == "workload_issuer_created" {
+            assert!(
+                records[0].details["after"].contains("k8s-1"),
+                "kids are shown"
+            );
+        }
     }
 }
 
@@ -531,4 +559,126 @@ async fn an_issuers_published_keys_are_fetched_once_and_again_on_rotation() {
     // The old key left the set: its tokens are refused (without another fetch).
     no_grant(&server, "orders", sa_token(json!({}))).await;
     assert_eq!(published.fetches(), 2);
+}
+
+/// One policy decides (the most specific), never a mix of two; a single-use token is spent
+/// only by a request that gets a token; each other refusal has its own answer.
+#[tokio::test]
+async fn the_most_specific_policy_decides_and_a_refused_request_spends_nothing() {
+    let server = TestServer::start().await;
+    server.create_client(workload_client("orders")).await;
+    server.create_client(workload_client("billing")).await;
+    let broad = pb_admin::WorkloadPolicy {
+        subject: "system:serviceaccount:prod:*".into(),
+        client_id: "orders".into(),
+        scope: "inventory.write".into(),
+        audience: vec!["billing".into()],
+        ..Default::default()
+    };
+    let exact = pb_admin::WorkloadPolicy {
+        subject: ORDERS_SA.into(),
+        client_id: "orders".into(),
+        scope: "inventory.read".into(),
+        audience: vec!["inventory".into()],
+        ..Default::default()
+    };
+    trust(
+        &server,
+        pb_admin::WorkloadIssuer {
+            single_use: true,
+            ..cluster(vec![broad, exact])
+        },
+    )
+    .await;
+    let now = writ_token::system_clock().now();
+    let mut jti = 0;
+    let mut fresh = |sub: &str| {
+        jti += 1;
+        sa_token(json!({"sub": sub, "jti": format!("t{jti}"), "exp": now + 600}))
+    };
+    let verifier = verifier_for(&server, "billing").await;
+
+    // The exact policy decides for its subject: the broad one's scope and audience are not
+    // added to it.
+    let mut wide = grant("orders", fresh(ORDERS_SA));
+    wide.scope = "inventory.write".into();
+    server
+        .assert_token_refused_unchanged(wide, Code::PermissionDenied, "invalid_scope")
+        .await;
+    let mut elsewhere = grant("orders", fresh(ORDERS_SA));
+    elsewhere.audience = vec!["billing".into()];
+    server
+        .assert_token_refused_unchanged(elsewhere, Code::PermissionDenied, "invalid_target")
+        .await;
+    // Another subject gets the broad policy's, its audience by default (the client's first
+    // one the policy allows).
+    let other = server
+        .issue(grant("orders", fresh("system:serviceaccount:prod:other")))
+        .await;
+    let claims = verifier.verify(&other.access_token).unwrap().claims;
+    assert_eq!(claims.scope, "inventory.write");
+    assert_eq!(claims.aud, vec!["billing".to_owned()]);
+
+    // A refused request spends nothing: the same single-use token works afterwards.
+    let once = fresh(ORDERS_SA);
+    let mut biscuit = grant("orders", once.clone());
+    biscuit.token_format = writ_proto::common::TokenFormat::Biscuit as i32;
+    server
+        .assert_token_refused_unchanged(biscuit, Code::InvalidArgument, "invalid_request")
+        .await;
+    server.issue(grant("orders", once.clone())).await;
+    no_grant(&server, "orders", once).await;
+
+    // Two clients for one subject: the request must name one.
+    server
+        .admin()
+        .await
+        .add_workload_policy(pb_admin::AddWorkloadPolicyRequest {
+            issuer: CLUSTER.into(),
+            policy: Some(pb_admin::WorkloadPolicy {
+                subject: ORDERS_SA.into(),
+                client_id: "billing".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    server
+        .assert_token_refused_unchanged(
+            grant("", fresh(ORDERS_SA)),
+            Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
+    server.issue(grant("billing", fresh(ORDERS_SA))).await;
+
+    // A client authenticating as itself gets nothing a policy does not name for it.
+    let (svc, secret) = server
+        .create_client(pb_admin::Client {
+            grant_types: vec![JWT_BEARER.into()],
+            ..service_spec("svc", "inventory.read", &["inventory"])
+        })
+        .await;
+    let mut as_svc = grant(&svc, fresh(ORDERS_SA));
+    as_svc.client_secret = secret;
+    server
+        .assert_token_refused_unchanged(as_svc, Code::PermissionDenied, "invalid_grant")
+        .await;
+    // A disabled client gets nothing.
+    server.set_disabled("orders", true).await;
+    no_grant(&server, "orders", fresh(ORDERS_SA)).await;
+
+    // RSA keys are for workload issuers: a client cannot register one for private_key_jwt.
+    let refused = server
+        .admin()
+        .await
+        .create_client(pb_admin::CreateClientRequest {
+            client: Some(pb_admin::Client {
+                token_endpoint_auth_method: "private_key_jwt".into(),
+                jwks: CLUSTER_JWKS.into(),
+                ..service_spec("rsa-client", "inventory.read", &["inventory"])
+            }),
+        })
+        .await;
+    assert_refused(refused, Code::InvalidArgument, "invalid_request");
 }

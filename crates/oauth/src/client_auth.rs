@@ -38,22 +38,25 @@ const URL_KEYS_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
 /// Most clients whose fetched keys are remembered.
 const MAX_URL_CLIENTS: usize = 10_000;
 
-/// Fetches a client's JWK Set from its registered `jwks_uri`: the transport's (the engine does
-/// no I/O), under the rules for external issuers' JWKS URLs (https, a CA the operator chose,
-/// bounded in time and size, no redirects).
+/// Fetches a JWK Set document from a `jwks_uri` a client or a workload issuer registered: the
+/// transport's (the engine does no I/O), under the rules for external issuers' JWKS URLs
+/// (https, a CA the operator chose, bounded in time and size, no redirects). The engine parses
+/// it for what it trusts the keys for.
 pub trait ClientKeyFetcher: Send + Sync + std::fmt::Debug {
     fn fetch<'a>(
         &'a self,
         url: &'a str,
-    ) -> writ_token::BoxFuture<'a, std::result::Result<KeySet, String>>;
+    ) -> writ_token::BoxFuture<'a, std::result::Result<String, String>>;
 }
 
-/// Keys fetched from clients' `jwks_uri`s: per client, refreshed after [`URL_KEYS_FRESH`] or
-/// when an assertion names an unknown key (at most every `Config::client_jwks_min_refetch`),
-/// one fetch at a time per client.
-#[derive(Debug, Default)]
+/// Keys fetched from `jwks_uri`s: per owner (a client, a workload issuer), refreshed after
+/// [`URL_KEYS_FRESH`] or when a token names an unknown key (at most every
+/// `Config::client_jwks_min_refetch`), one fetch at a time per owner.
+#[derive(Debug)]
 pub(crate) struct UrlKeys {
     entries: parking_lot::Mutex<HashMap<String, Arc<UrlEntry>>>,
+    /// What a fetched document is trusted as (clients' sets: EdDSA and ES256 only).
+    parse: fn(&str) -> std::result::Result<KeySet, writ_token::TokenError>,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,15 @@ struct Fetched {
 }
 
 impl UrlKeys {
+    pub(crate) fn new(
+        parse: fn(&str) -> std::result::Result<KeySet, writ_token::TokenError>,
+    ) -> Self {
+        UrlKeys {
+            entries: Default::default(),
+            parse,
+        }
+    }
+
     fn entry(&self, client_id: &str, url: &str) -> Arc<UrlEntry> {
         let mut entries = self.entries.lock();
         if let Some(e) = entries.get(client_id).filter(|e| e.url == url) {
@@ -113,7 +125,11 @@ impl UrlKeys {
             return state.keys.clone();
         }
         state.attempted_at = Some(Instant::now());
-        match fetcher.fetch(url).await {
+        let fetched = fetcher
+            .fetch(url)
+            .await
+            .and_then(|doc| (self.parse)(&doc).map_err(|e| e.to_string()));
+        match fetched {
             Ok(keys) => {
                 state.keys = Some(Arc::new(keys));
                 state.fetched_at = Some(Instant::now());
@@ -121,7 +137,7 @@ impl UrlKeys {
             // Keys fetched before keep working a while (the URL may be down for a moment),
             // never past URL_KEYS_MAX_AGE.
             Err(e) => {
-                tracing::warn!(%client_id, url, error = %e, "a client's jwks_uri could not be fetched");
+                tracing::warn!(owner = %client_id, url, error = %e, "a jwks_uri could not be fetched or held no usable key");
                 if state
                     .fetched_at
                     .is_none_or(|t| t.elapsed() >= URL_KEYS_MAX_AGE)
@@ -547,7 +563,7 @@ pub(crate) fn validate_jwks_uri(uri: &str) -> Result<()> {
 
 /// The key ids of a registered JWK Set, as an audit record shows it.
 pub(crate) fn jwks_kids(jwks: &str) -> Vec<String> {
-    writ_token::parse_jwk_set(jwks)
+    writ_token::parse_jwk_set_for(jwks, &writ_token::Algorithm::WORKLOAD)
         .map(|keys| keys.iter().map(|k| k.kid().to_owned()).collect())
         .unwrap_or_default()
 }

@@ -7,7 +7,9 @@
 //! One record per trusted issuer in [`Tree::Workloads`], its policies inside it (at most
 //! [`MAX_WORKLOAD_POLICIES`]): a grant reads one record. A policy's subject is exact, or a
 //! prefix ending in `*` (`system:serviceaccount:prod:*`); a bare `*` is refused, so trusting an
-//! issuer never hands all its subjects a client by accident.
+//! issuer never hands all its subjects a client by accident. When several policies name a
+//! subject, the most specific decides alone (exact, then the longest prefix): limits are never
+//! combined across policies.
 //!
 //! The issued token's `sub` is the workload's (`system:serviceaccount:prod:orders`), its
 //! `client_id` the policy's client; no refresh token (the workload presents its platform token
@@ -17,7 +19,7 @@
 
 use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
-use writ_token::{MAX_ASSERTION_LEN, Scopes, TokenError, WorkloadRules, random_id};
+use writ_token::{Scopes, TokenError, WorkloadRules, random_id};
 
 use crate::error::{Error, Result};
 use crate::records::{ClientRecord, WorkloadIssuerRecord, WorkloadPolicyRecord};
@@ -266,9 +268,6 @@ impl AuthorizationServer {
         if req.assertion.is_empty() {
             return Err(Error::InvalidRequest("assertion is required"));
         }
-        if req.assertion.len() > MAX_ASSERTION_LEN {
-            return Err(Error::InvalidGrant("the assertion is too large"));
-        }
         let iss = writ_token::assertion_issuer(&req.assertion)
             .filter(|i| valid_issuer(i))
             .ok_or(Error::InvalidGrant(
@@ -312,7 +311,9 @@ impl AuthorizationServer {
             .filter(|p| policy(p).matches(&verified.subject))
             .filter(|p| req.client_id.is_empty() || p.client_id == req.client_id)
             .collect();
-        let Some(chosen) = matching.first() else {
+        // One policy decides, the most specific (an exact subject, then the longest prefix):
+        // limits are never combined across policies.
+        let Some(chosen) = matching.iter().copied().max_by_key(|p| specificity(p)) else {
             return Err(Error::InvalidGrant(
                 "no policy of the issuer allows this subject (for this client)",
             ));
@@ -324,32 +325,48 @@ impl AuthorizationServer {
         }
         let client = self.workload_client(req, &chosen.client_id).await?;
 
-        // Within the client's own scope and audiences, and within every matching policy's
-        // union (a subject two policies name gets what either allows).
+        // Within the client's own scope and audiences, and within the policy's.
         let client_scope =
             Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
-        let mut ceiling = Scopes::parse("").map_err(|_| Error::Internal("empty scope"))?;
-        let mut audiences: Vec<String> = Vec::new();
-        let mut any_audience = false;
-        for p in &matching {
-            let s = if p.scope.is_empty() {
-                client_scope.clone()
-            } else {
-                Scopes::parse(&p.scope).map_err(|_| Error::Internal("stored scope"))?
-            };
-            ceiling = ceiling.union(&s);
-            any_audience |= p.audience.is_empty();
-            audiences.extend(p.audience.iter().cloned());
-        }
-        let ceiling = ceiling.intersection(&client_scope);
+        let ceiling = if chosen.scope.is_empty() {
+            client_scope
+        } else {
+            Scopes::parse(&chosen.scope)
+                .map_err(|_| Error::Internal("stored scope"))?
+                .intersection(&client_scope)
+        };
         let scope = crate::grants::narrow_scope(&req.scope, &ceiling)?;
-        let audience = crate::grants::resolve_audience(&client, &req.audience, &req.resource)?;
-        if !any_audience && audience.iter().any(|a| !audiences.contains(a)) {
-            return Err(Error::InvalidTarget(
-                "the requested audience is not allowed for this workload",
-            ));
-        }
-
+        let audience = if chosen.audience.is_empty() {
+            crate::grants::resolve_audience(&client, &req.audience, &req.resource)?
+        } else if req.audience.is_empty() && req.resource.is_empty() {
+            // None asked for: the client's first audience the policy allows.
+            let first = client
+                .audience
+                .iter()
+                .find(|a| chosen.audience.contains(a))
+                .ok_or(Error::InvalidTarget(
+                    "the policy allows none of the client's audiences",
+                ))?;
+            vec![first.clone()]
+        } else {
+            let wanted = crate::grants::resolve_audience(&client, &req.audience, &req.resource)?;
+            if wanted.iter().any(|a| !chosen.audience.contains(a)) {
+                return Err(Error::InvalidTarget(
+                    "the requested audience is not allowed for this workload",
+                ));
+            }
+            wanted
+        };
+        let m = crate::grants::Minting {
+            client: &client,
+            subject: verified.subject.clone(),
+            scope,
+            audience,
+            gid: random_id(),
+            format: crate::grants::resolve_format(&client, req.token_format)?,
+        };
+        let (response, event) = self.issue_for(&m, grant_type::JWT_BEARER)?;
+        // Spent last, once everything else has been decided: a refused request burns nothing.
         // Apart from client assertions' marks: a client id is printable, never \x01.
         if record.single_use
             && !self
@@ -362,15 +379,6 @@ impl AuthorizationServer {
         {
             return Err(Error::InvalidGrant("the assertion was already used"));
         }
-        let m = crate::grants::Minting {
-            client: &client,
-            subject: verified.subject.clone(),
-            scope,
-            audience,
-            gid: random_id(),
-            format: crate::grants::resolve_format(&client, req.token_format)?,
-        };
-        let (response, event) = self.issue_for(&m, grant_type::JWT_BEARER)?;
         let event = event
             .detail("issuer", &record.issuer)
             .detail("policy_id", &chosen.policy_id)
@@ -420,7 +428,7 @@ impl AuthorizationServer {
         rules: &WorkloadRules<'_>,
     ) -> std::result::Result<writ_token::VerifiedWorkload, TokenError> {
         if record.jwks_uri.is_empty() {
-            let keys = writ_token::jwt_key_set(&record.jwks)?;
+            let keys = writ_token::workload_key_set(&record.jwks)?;
             return writ_token::verify_workload_token(token, &keys, rules);
         }
         self.verify_with_url_keys(
@@ -446,6 +454,14 @@ fn workload_refusal(e: &TokenError) -> &'static str {
             "the assertion is not signed by a key of its issuer"
         }
         _ => "the assertion is malformed",
+    }
+}
+
+/// How closely a policy names a subject: exact beats any prefix, a longer prefix a shorter.
+fn specificity(p: &WorkloadPolicyRecord) -> (bool, usize) {
+    match p.subject.strip_suffix('*') {
+        Some(prefix) => (false, prefix.len()),
+        None => (true, p.subject.len()),
     }
 }
 
@@ -483,6 +499,15 @@ fn validate_issuer(r: &WorkloadIssuerRecord) -> Result<()> {
     }
     if !r.audience.is_empty() && !valid_issuer(&r.audience) {
         return Err(Error::InvalidRequest("audience is malformed"));
+    }
+    // Every token a Kubernetes cluster gives a pod by default names the cluster's API server
+    // (its issuer): trusting that audience would hand Writ tokens to every pod that has not
+    // asked for one addressed here.
+    if r.audience == r.issuer {
+        return Err(Error::InvalidRequest(
+            "audience must name this server, not the issuer itself (for Kubernetes, a \
+             projected token's own audience, such as \"writ\")",
+        ));
     }
     if !(0..=MAX_WORKLOAD_TOKEN_LIFETIME).contains(&r.max_token_lifetime) {
         return Err(Error::InvalidRequest(
@@ -535,7 +560,8 @@ fn validate_issuer_jwks(jwks: &str) -> Result<()> {
         return Err(Error::InvalidRequest("jwks is larger than 64 KiB"));
     }
     let listed = crate::client_auth::public_keys_listed(jwks, BAD)?;
-    let keys = writ_token::parse_jwk_set(jwks).map_err(|_| Error::InvalidRequest(BAD))?;
+    let keys = writ_token::parse_jwk_set_for(jwks, &writ_token::Algorithm::WORKLOAD)
+        .map_err(|_| Error::InvalidRequest(BAD))?;
     let mut kids: Vec<&str> = keys.iter().map(|k| k.kid()).collect();
     kids.sort_unstable();
     kids.dedup();

@@ -543,13 +543,16 @@ mod tests {
 
     #[test]
     fn an_rs256_service_account_token_verifies_with_its_clusters_published_key() {
-        let keys = crate::jwt_key_set(RSA_JWKS).unwrap();
+        let keys = crate::workload_key_set(RSA_JWKS).unwrap();
         let key = keys.jwt_key("k8s-1").unwrap();
         assert_eq!(key.alg(), Algorithm::RS256);
         assert_eq!(
-            crate::parse_jwk_set(&serde_json::json!({"keys": [key.to_jwk()]}).to_string()).unwrap()
-                [0]
-            .to_jwk(),
+            crate::parse_jwk_set_for(
+                &serde_json::json!({"keys": [key.to_jwk()]}).to_string(),
+                &Algorithm::WORKLOAD
+            )
+            .unwrap()[0]
+                .to_jwk(),
             key.to_jwk(),
             "the JWK round-trips"
         );
@@ -578,7 +581,7 @@ mod tests {
         // Published as PS256, the key verifies PS256.
         let mut ps_jwks: serde_json::Value = serde_json::from_str(RSA_JWKS).unwrap();
         ps_jwks["keys"][0]["alg"] = "PS256".into();
-        let ps_keys = crate::jwt_key_set(&ps_jwks.to_string()).unwrap();
+        let ps_keys = crate::workload_key_set(&ps_jwks.to_string()).unwrap();
         assert!(verify_workload_token(&pss, &ps_keys, &workload_rules()).is_ok());
         assert!(
             SigningKey::generate(Algorithm::RS256, "r").is_err(),
@@ -588,7 +591,7 @@ mod tests {
 
     #[test]
     fn a_workload_token_is_refused_for_each_rule_it_breaks() {
-        let keys = crate::jwt_key_set(RSA_JWKS).unwrap();
+        let keys = crate::workload_key_set(RSA_JWKS).unwrap();
         let refused = |f: &dyn Fn(&mut serde_json::Value), rules: &WorkloadRules<'_>| {
             let mut c = sa_claims();
             f(&mut c);
@@ -670,6 +673,43 @@ mod tests {
         );
     }
 
+    /// RSA signatures are really checked: another RSA key's signature under the issuer's kid,
+    /// or without a kid, and a payload changed after signing, are all refused; RSA keys are
+    /// not loaded where only EdDSA and ES256 are trusted.
+    #[test]
+    fn an_rsa_signature_by_another_key_or_over_another_payload_is_refused() {
+        const OTHER_PEM: &str = include_str!("../testdata/rsa-2048-other.pem");
+        let keys = crate::workload_key_set(RSA_JWKS).unwrap();
+        let forge = |kid: Option<&str>| {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            header.kid = kid.map(str::to_owned);
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(OTHER_PEM.as_bytes()).unwrap();
+            jsonwebtoken::encode(&header, &sa_claims(), &key).unwrap()
+        };
+        assert_eq!(
+            verify_workload_token(&forge(Some("k8s-1")), &keys, &workload_rules()).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert_eq!(
+            verify_workload_token(&forge(None), &keys, &workload_rules()).unwrap_err(),
+            TokenError::UnknownKey
+        );
+        let good = workload_token(jsonwebtoken::Algorithm::RS256, Some("k8s-1"), sa_claims());
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let mut claims = sa_claims();
+        claims["sub"] = "system:serviceaccount:kube-system:admin".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+        assert_eq!(
+            verify_workload_token(&parts.join("."), &keys, &workload_rules()).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert!(
+            crate::jwt_key_set(RSA_JWKS).is_err(),
+            "no RSA outside workload sets"
+        );
+        assert!(crate::parse_jwk_set(RSA_JWKS).unwrap().is_empty());
+    }
+
     #[test]
     fn rsa_keys_under_2048_bits_or_with_a_bad_exponent_are_refused() {
         let mut jwks: serde_json::Value = serde_json::from_str(RSA_JWKS).unwrap();
@@ -697,7 +737,7 @@ mod tests {
         );
         jwks["keys"][0]["n"] = short.into();
         assert!(
-            crate::jwt_key_set(&jwks.to_string()).is_err(),
+            crate::workload_key_set(&jwks.to_string()).is_err(),
             "an unusable key is skipped"
         );
     }

@@ -91,7 +91,7 @@ pub use jwt::{
 pub use keys::{
     Algorithm, BiscuitKeySet, BiscuitPublicKey, BiscuitRootKey, BoxFuture, FixedKeys, IssuerKeys,
     Jwk, JwkSet, KeySet, KeySource, MAX_KID_LEN, PublishedBiscuitKey, SigningKey, VerificationKey,
-    jwt_key_set, parse_jwk_set,
+    jwt_key_set, parse_jwk_set, parse_jwk_set_for, workload_key_set,
 };
 pub use offload::{MAX_WAITING, datalog_threads, run_blocking, run_off_runtime};
 pub use revocation::{

@@ -130,6 +130,15 @@ impl HttpsJwks {
     /// Fetches and parses the JWK Set: a 200 answer, at most [`MAX_JWKS_BYTES`], holding at
     /// least one usable signature key.
     pub async fn fetch(&self) -> Result<KeySet, JwksUrlError> {
+        let json = self.fetch_document().await?;
+        writ_token::jwt_key_set(&json).map_err(|e| JwksUrlError::Unusable {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Fetches the JWK Set document, unparsed: a 200 answer, at most [`MAX_JWKS_BYTES`], UTF-8.
+    pub async fn fetch_document(&self) -> Result<String, JwksUrlError> {
         let body = tokio::time::timeout(self.timeout, self.get())
             .await
             .map_err(|_| JwksUrlError::Timeout {
@@ -140,8 +149,7 @@ impl HttpsJwks {
             url: self.url.clone(),
             reason,
         };
-        let json = std::str::from_utf8(&body).map_err(|_| unusable("not UTF-8".into()))?;
-        writ_token::jwt_key_set(json).map_err(|e| unusable(e.to_string()))
+        String::from_utf8(body.to_vec()).map_err(|_| unusable("not UTF-8".into()))
     }
 
     /// One GET on a fresh connection; the body, bounded.

@@ -1,13 +1,14 @@
-//! Clients' `jwks_uri`s fetched for `private_key_jwt` (`writ_oauth::ClientKeyFetcher`), under
-//! the rules for external issuers' JWK Set URLs (`writ_trust::HttpsJwks`): https only, one
-//! bounded request, no redirects, at most 64 KiB, trusting the operator's CA or the system's.
+//! The `jwks_uri`s of clients (`private_key_jwt`) and workload issuers, fetched
+//! (`writ_oauth::ClientKeyFetcher`) under the rules for external issuers' JWK Set URLs
+//! (`writ_trust::HttpsJwks`): https only, one bounded request, no redirects, at most 64 KiB,
+//! trusting the operator's CA or the system's. The engine parses what it fetched.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use writ_token::{BoxFuture, KeySet};
+use writ_token::BoxFuture;
 
 /// Bound on one fetch (a client's authentication waits for it when its keys are unknown).
 pub const CLIENT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,12 +83,12 @@ fn tls_trusting(pem: &[u8]) -> (Arc<rustls::ClientConfig>, usize) {
 }
 
 impl writ_oauth::ClientKeyFetcher for HttpsClientKeys {
-    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<KeySet, String>> {
+    fn fetch<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let source = writ_trust::HttpsJwks::with_tls(url, self.tls.clone())
                 .map_err(|e| e.to_string())?
                 .with_timeout(CLIENT_JWKS_FETCH_TIMEOUT);
-            source.fetch().await.map_err(|e| e.to_string())
+            source.fetch_document().await.map_err(|e| e.to_string())
         })
     }
 }

@@ -36,15 +36,26 @@ pub struct JwkSet {
 }
 
 /// An external issuer's JWK Set as trusted JWT keys: [`parse_jwk_set`], refusing a set with no
-/// usable key (an issuer whose keys cannot verify anything is a configuration error). RSA keys
-/// are kept (a workload issuer's); each verifier's algorithm allow-list decides what they may
-/// verify, and only workload identity tokens admit RSA.
+/// usable key (an issuer whose keys cannot verify anything is a configuration error).
 pub fn jwt_key_set(json: &str) -> Result<KeySet, TokenError> {
-    let keys = parse_jwk_set(json)?;
+    key_set(
+        parse_jwk_set(json)?,
+        "no EdDSA or ES256 signature key with a kid",
+    )
+}
+
+/// A workload identity issuer's JWK Set (a Kubernetes cluster's, a SPIFFE trust bundle's) as
+/// trusted keys: [`parse_jwk_set_for`] [`Algorithm::WORKLOAD`], RSA included.
+pub fn workload_key_set(json: &str) -> Result<KeySet, TokenError> {
+    key_set(
+        parse_jwk_set_for(json, &Algorithm::WORKLOAD)?,
+        "no EdDSA, ES256, RS256 or PS256 signature key with a kid",
+    )
+}
+
+fn key_set(keys: Vec<VerificationKey>, none: &'static str) -> Result<KeySet, TokenError> {
     if keys.is_empty() {
-        return Err(TokenError::InvalidKey(
-            "no EdDSA, ES256, RS256 or PS256 signature key with a kid",
-        ));
+        return Err(TokenError::InvalidKey(none));
     }
     let mut set = KeySet::new();
     for k in keys {
@@ -53,11 +64,20 @@ pub fn jwt_key_set(json: &str) -> Result<KeySet, TokenError> {
     Ok(set)
 }
 
+/// [`parse_jwk_set_for`] the algorithms Writ accepts on its own tokens and on client assertions
+/// ([`Algorithm::ALL`]).
+pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
+    parse_jwk_set_for(json, &Algorithm::ALL)
+}
+
 /// Parses a JWK Set from another issuer with the `jsonwebtoken` crate's JWK parser, keeping only
-/// keys Writ can trust: an algorithm it knows, a key id, `use` absent, "sig" or "jwt-svid" (a
+/// keys Writ can trust: one of `algorithms`, a key id, `use` absent, "sig" or "jwt-svid" (a
 /// SPIFFE trust bundle's), and `key_ops` absent or including "verify". Keys of other kinds are
 /// skipped, not errors, as other verifiers do. An RSA key without `alg` is RS256.
-pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
+pub fn parse_jwk_set_for(
+    json: &str,
+    algorithms: &[Algorithm],
+) -> Result<Vec<VerificationKey>, TokenError> {
     use jsonwebtoken::jwk::{
         AlgorithmParameters, EllipticCurve, KeyAlgorithm, KeyOperations, PublicKeyUse,
     };
@@ -119,7 +139,7 @@ pub fn parse_jwk_set(json: &str) -> Result<Vec<VerificationKey>, TokenError> {
             }
             _ => None,
         };
-        keys.extend(key);
+        keys.extend(key.filter(|k| algorithms.contains(&k.alg())));
     }
     Ok(keys)
 }

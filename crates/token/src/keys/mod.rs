@@ -11,7 +11,7 @@ mod signing;
 mod verification;
 
 pub use biscuit::{BiscuitKeySet, BiscuitPublicKey, BiscuitRootKey, PublishedBiscuitKey};
-pub use jwk::{Jwk, JwkSet, jwt_key_set, parse_jwk_set};
+pub use jwk::{Jwk, JwkSet, jwt_key_set, parse_jwk_set, parse_jwk_set_for, workload_key_set};
 pub use set::{BoxFuture, FixedKeys, IssuerKeys, KeySet, KeySource};
 pub use signing::{Algorithm, MAX_KID_LEN, SigningKey};
 pub use verification::VerificationKey;

@@ -105,7 +105,9 @@ impl VerificationKey {
             b[zeros..].to_vec()
         };
         let (n, e) = (strip(n), strip(e));
-        if n.len() < RSA_MIN_BYTES || n.len() > RSA_MAX_BYTES || n[n.len() - 1] & 1 == 0 {
+        // In bits, as ring counts them: a 2047-bit modulus would register and never verify.
+        let too_small = n.len() < RSA_MIN_BYTES || (n.len() == RSA_MIN_BYTES && n[0] < 0x80);
+        if too_small || n.len() > RSA_MAX_BYTES || n[n.len() - 1] & 1 == 0 {
             return Err(TokenError::InvalidKey(
                 "an RSA modulus is odd, of 2048 to 8192 bits",
             ));
@@ -202,9 +204,11 @@ impl VerificationKey {
     }
 
     /// From a JWK Writ published. `kty`, `crv` and `alg` must agree with each other and with
-    /// the allow-list; `use`, when present, must be "sig".
+    /// the allow-list of Writ's own tokens (EdDSA, ES256: never RSA, which only verifies
+    /// workload tokens, read with `parse_jwk_set_for`); `use`, when present, must be "sig".
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, TokenError> {
         let alg = Algorithm::from_name(&jwk.alg)
+            .filter(|a| Algorithm::ALL.contains(a))
             .ok_or(TokenError::InvalidKey("algorithm not allowed"))?;
         if !(jwk.key_use.is_empty() || jwk.key_use == "sig") {
             return Err(TokenError::InvalidKey("key is not for signatures"));
@@ -224,12 +228,6 @@ impl VerificationKey {
                     .as_deref()
                     .ok_or(TokenError::InvalidKey("P-256 key needs y"))?;
                 Self::from_components(jwk.kid.clone(), alg, &decode(&jwk.x)?, &decode(y)?)
-            }
-            (Algorithm::RS256 | Algorithm::PS256, "RSA", "") => {
-                let (Some(n), Some(e)) = (jwk.n.as_deref(), jwk.e.as_deref()) else {
-                    return Err(TokenError::InvalidKey("an RSA key needs n and e"));
-                };
-                Self::from_components(jwk.kid.clone(), alg, &decode(n)?, &decode(e)?)
             }
             _ => Err(TokenError::InvalidKey("kty, crv and alg disagree")),
         }

@@ -79,7 +79,8 @@ pub enum PolicyCommand {
 pub enum WorkloadCommand {
     /// Trust an issuer's tokens (no subject gets anything until `allow` names it).
     Create(WorkloadIssuerArgs),
-    /// Replace an issuer's keys, audience, lifetime and single use (its policies stay).
+    /// Change an issuer's keys, audience, lifetime or single use: what is not given stays (its
+    /// policies too).
     Update(WorkloadIssuerArgs),
     Get {
         issuer: String,
@@ -105,21 +106,23 @@ pub struct WorkloadIssuerArgs {
     #[arg(long)]
     pub issuer: String,
     /// Its public keys, a JWK Set file (for Kubernetes: `kubectl get --raw /openid/v1/jwks`).
-    #[arg(long, required_unless_present = "jwks_uri")]
+    #[arg(long)]
     pub jwks_file: Option<std::path::PathBuf>,
     /// Or where it publishes them (https).
     #[arg(long, conflicts_with = "jwks_file")]
     pub jwks_uri: Option<String>,
-    /// What the tokens' `aud` must contain (default: this server's issuer identifier).
+    /// What the tokens' `aud` must contain (default: this server's issuer identifier; for
+    /// Kubernetes, the audience of the pod's projected token, such as `writ`).
     #[arg(long)]
     pub audience: Option<String>,
     /// Latest expiry accepted, in seconds from now (default 3600, at most 86400).
     #[arg(long)]
     pub max_token_lifetime: Option<i64>,
     /// Each token must carry a `jti` and is accepted once (not for Kubernetes' projected
-    /// tokens, which a pod presents again until they are refreshed).
-    #[arg(long)]
-    pub single_use: bool,
+    /// tokens, which a pod presents again until they are refreshed): `--single-use` or
+    /// `--single-use false`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub single_use: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -803,9 +806,10 @@ fn workload_policy_json(p: &pb_admin::WorkloadPolicy) -> Value {
 
 /// An issuer as printed: key ids, never the whole key set.
 fn workload_issuer_json(i: &pb_admin::WorkloadIssuer) -> Value {
-    let kids: Vec<String> = writ_token::parse_jwk_set(&i.jwks)
-        .map(|keys| keys.iter().map(|k| k.kid().to_owned()).collect())
-        .unwrap_or_default();
+    let kids: Vec<String> =
+        writ_token::parse_jwk_set_for(&i.jwks, &writ_token::Algorithm::WORKLOAD)
+            .map(|keys| keys.iter().map(|k| k.kid().to_owned()).collect())
+            .unwrap_or_default();
     json!({
         "issuer": i.issuer,
         "kids": kids,
@@ -818,19 +822,30 @@ fn workload_issuer_json(i: &pb_admin::WorkloadIssuer) -> Value {
     })
 }
 
-fn workload_issuer_spec(a: WorkloadIssuerArgs) -> Result<pb_admin::WorkloadIssuer> {
-    Ok(pb_admin::WorkloadIssuer {
-        issuer: a.issuer,
-        jwks: match &a.jwks_file {
-            Some(f) => read_text(f)?,
-            None => String::new(),
-        },
-        jwks_uri: a.jwks_uri.unwrap_or_default(),
-        audience: a.audience.unwrap_or_default(),
-        max_token_lifetime: a.max_token_lifetime.unwrap_or(0),
-        single_use: a.single_use,
-        ..Default::default()
-    })
+/// `base` with what the arguments give (for a new issuer, `base` is empty).
+fn workload_issuer_spec(
+    mut base: pb_admin::WorkloadIssuer,
+    a: WorkloadIssuerArgs,
+) -> Result<pb_admin::WorkloadIssuer> {
+    base.issuer = a.issuer;
+    if let Some(f) = &a.jwks_file {
+        base.jwks = read_text(f)?;
+        base.jwks_uri.clear();
+    }
+    if let Some(uri) = a.jwks_uri {
+        base.jwks_uri = uri;
+        base.jwks.clear();
+    }
+    if let Some(audience) = a.audience {
+        base.audience = audience;
+    }
+    if let Some(lifetime) = a.max_token_lifetime {
+        base.max_token_lifetime = lifetime;
+    }
+    if let Some(single_use) = a.single_use {
+        base.single_use = single_use;
+    }
+    Ok(base)
 }
 
 async fn workload(admin: &mut AdminClient, command: WorkloadCommand) -> Result<()> {
@@ -839,14 +854,22 @@ async fn workload(admin: &mut AdminClient, command: WorkloadCommand) -> Result<(
     };
     match command {
         WorkloadCommand::Create(a) => {
-            let issuer = Some(workload_issuer_spec(a)?);
+            let issuer = Some(workload_issuer_spec(Default::default(), a)?);
             let r = admin
                 .create_workload_issuer(pb_admin::CreateWorkloadIssuerRequest { issuer })
                 .await?;
             shown(r.into_inner().issuer);
         }
         WorkloadCommand::Update(a) => {
-            let issuer = Some(workload_issuer_spec(a)?);
+            let current = admin
+                .get_workload_issuer(pb_admin::GetWorkloadIssuerRequest {
+                    issuer: a.issuer.clone(),
+                })
+                .await?
+                .into_inner()
+                .issuer
+                .unwrap_or_default();
+            let issuer = Some(workload_issuer_spec(current, a)?);
             let r = admin
                 .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest { issuer })
                 .await?;
