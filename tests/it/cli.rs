@@ -261,13 +261,16 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
         "update",
         "--issuer",
         CLUSTER,
-        "--jwks-file",
-        jwks_file.to_str().unwrap(),
         "--single-use",
         "false",
     ]);
     assert_eq!(updated["single_use"], false, "{updated}");
     assert_eq!(updated["audience"], "writ", "kept: {updated}");
+    assert_eq!(
+        updated["kids"],
+        serde_json::json!(["k8s-1"]),
+        "kept: {updated}"
+    );
     let policy = up.json(&[
         "admin",
         "workload",

@@ -392,6 +392,20 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
             },
         ),
         (
+            "the API server's audience, with a slash",
+            pb_admin::WorkloadIssuer {
+                audience: format!("{CLUSTER}/"),
+                ..cluster(vec![])
+            },
+        ),
+        (
+            "the in-cluster API server URL",
+            pb_admin::WorkloadIssuer {
+                audience: "https://kubernetes.default.svc".into(),
+                ..cluster(vec![])
+            },
+        ),
+        (
             "a malformed issuer",
             pb_admin::WorkloadIssuer {
                 issuer: "has space".into(),
@@ -582,11 +596,17 @@ async fn the_most_specific_policy_decides_and_a_refused_request_spends_nothing()
         audience: vec!["inventory".into()],
         ..Default::default()
     };
+    // The broadest: any service account, as billing.
+    let everyone = pb_admin::WorkloadPolicy {
+        subject: "system:serviceaccount:*".into(),
+        client_id: "billing".into(),
+        ..Default::default()
+    };
     trust(
         &server,
         pb_admin::WorkloadIssuer {
             single_use: true,
-            ..cluster(vec![broad, exact])
+            ..cluster(vec![broad, exact, everyone])
         },
     )
     .await;
@@ -618,6 +638,25 @@ async fn the_most_specific_policy_decides_and_a_refused_request_spends_nothing()
     let claims = verifier.verify(&other.access_token).unwrap().claims;
     assert_eq!(claims.scope, "inventory.write");
     assert_eq!(claims.aud, vec!["billing".to_owned()]);
+    // A narrower policy is not escaped by naming the client of a broader one.
+    no_grant(&server, "billing", fresh(ORDERS_SA)).await;
+    server
+        .issue(grant("billing", fresh("system:serviceaccount:dev:x")))
+        .await;
+    // One policy per subject and client.
+    let twice = server
+        .admin()
+        .await
+        .add_workload_policy(pb_admin::AddWorkloadPolicyRequest {
+            issuer: CLUSTER.into(),
+            policy: Some(pb_admin::WorkloadPolicy {
+                subject: ORDERS_SA.into(),
+                client_id: "orders".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    assert_eq!(twice.unwrap_err().code(), Code::AlreadyExists);
 
     // A refused request spends nothing: the same single-use token works afterwards.
     let once = fresh(ORDERS_SA);
@@ -652,17 +691,17 @@ async fn the_most_specific_policy_decides_and_a_refused_request_spends_nothing()
         .await;
     server.issue(grant("billing", fresh(ORDERS_SA))).await;
 
-    // A client authenticating as itself gets nothing a policy does not name for it.
-    let (svc, secret) = server
+    // Another client's credentials do not authenticate the policy's client.
+    let (_, secret) = server
         .create_client(pb_admin::Client {
             grant_types: vec![JWT_BEARER.into()],
             ..service_spec("svc", "inventory.read", &["inventory"])
         })
         .await;
-    let mut as_svc = grant(&svc, fresh(ORDERS_SA));
-    as_svc.client_secret = secret;
+    let mut borrowed = grant("orders", fresh(ORDERS_SA));
+    borrowed.client_secret = secret;
     server
-        .assert_token_refused_unchanged(as_svc, Code::PermissionDenied, "invalid_grant")
+        .assert_token_refused_unchanged(borrowed, Code::Unauthenticated, "invalid_client")
         .await;
     // A disabled client gets nothing.
     server.set_disabled("orders", true).await;

@@ -390,13 +390,7 @@ impl AuthorizationServer {
     /// durable before this returns (a crash cannot make it usable again), once across
     /// replicas. `false` if it was spent already. Pruned once the JWT has expired.
     pub(crate) async fn spend_jti(&self, scope: &[&[u8]], jti: &str, exp: i64) -> Result<bool> {
-        let mut id = Vec::new();
-        for part in scope {
-            id.extend_from_slice(part);
-            id.push(0);
-        }
-        id.extend_from_slice(jti.as_bytes());
-        let key = crate::signin::prefixed(b"j/", &self.hasher.hash(&id));
+        let key = self.jti_key(scope, jti);
         let mark = SpentAssertionRecord {
             expires_at: exp + self.config.leeway,
         };
@@ -408,6 +402,25 @@ impl AuthorizationServer {
         }
         self.store.durable().await?;
         Ok(true)
+    }
+
+    /// Whether [`Self::spend_jti`] spent this `jti` already (a read; the spend itself decides).
+    pub(crate) async fn jti_spent(&self, scope: &[&[u8]], jti: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .get(Tree::SignIn, &self.jti_key(scope, jti))
+            .await?
+            .is_some())
+    }
+
+    fn jti_key(&self, scope: &[&[u8]], jti: &str) -> Vec<u8> {
+        let mut id = Vec::new();
+        for part in scope {
+            id.extend_from_slice(part);
+            id.push(0);
+        }
+        id.extend_from_slice(jti.as_bytes());
+        crate::signin::prefixed(b"j/", &self.hasher.hash(&id))
     }
 
     /// `verify` with the keys `owner` (a client, a workload issuer) publishes at `url`, cached in
@@ -502,11 +515,9 @@ pub(crate) fn validate_client_jwks(jwks: &str) -> Result<()> {
     let mut kids: Vec<&str> = keys.iter().map(|k| k.kid()).collect();
     kids.sort_unstable();
     kids.dedup();
-    // RSA keys verify workload identity tokens only, never a client's assertion.
+    // parse_jwk_set keeps EdDSA and ES256 keys only: an RSA key (for workload identity tokens
+    // only) makes the counts differ, and is refused.
     if keys.is_empty()
-        || keys
-            .iter()
-            .any(|k| !writ_token::Algorithm::ALL.contains(&k.alg()))
         || keys.len() != listed
         || keys.len() > MAX_CLIENT_KEYS
         || kids.len() != keys.len()

@@ -8,8 +8,9 @@
 //! [`MAX_WORKLOAD_POLICIES`]): a grant reads one record. A policy's subject is exact, or a
 //! prefix ending in `*` (`system:serviceaccount:prod:*`); a bare `*` is refused, so trusting an
 //! issuer never hands all its subjects a client by accident. When several policies name a
-//! subject, the most specific decides alone (exact, then the longest prefix): limits are never
-//! combined across policies.
+//! subject, the most specific decides alone (exact, then the longest prefix), whatever client
+//! the request names: limits are never combined across policies, and one policy per subject
+//! and client.
 //!
 //! The issued token's `sub` is the workload's (`system:serviceaccount:prod:orders`), its
 //! `client_id` the policy's client; no refresh token (the workload presents its platform token
@@ -304,25 +305,44 @@ impl AuthorizationServer {
             return Err(Error::InvalidGrant("the assertion's sub is not usable"));
         }
 
-        // The policies naming this subject, for the client the request names (if it does).
+        // One policy decides, the most specific naming this subject (an exact subject, then the
+        // longest prefix), whatever client the request names: limits are never combined across
+        // policies, and a narrower policy is never escaped through a broader one. At that level
+        // (one policy per client, validated), the request's client_id picks when there are
+        // several.
         let matching: Vec<&WorkloadPolicyRecord> = record
             .policies
             .iter()
             .filter(|p| policy(p).matches(&verified.subject))
-            .filter(|p| req.client_id.is_empty() || p.client_id == req.client_id)
             .collect();
-        // One policy decides, the most specific (an exact subject, then the longest prefix):
-        // limits are never combined across policies.
-        let Some(chosen) = matching.iter().copied().max_by_key(|p| specificity(p)) else {
+        let Some(top) = matching.iter().map(|p| specificity(p)).max() else {
             return Err(Error::InvalidGrant(
-                "no policy of the issuer allows this subject (for this client)",
+                "no policy of the issuer allows this subject",
             ));
         };
-        if matching.iter().any(|p| p.client_id != chosen.client_id) {
-            return Err(Error::InvalidRequest(
-                "several clients may be used with this assertion: name one with client_id",
-            ));
-        }
+        let decisive: Vec<&WorkloadPolicyRecord> = matching
+            .into_iter()
+            .filter(|p| specificity(p) == top)
+            .collect();
+        let chosen = if req.client_id.is_empty() {
+            match decisive.as_slice() {
+                [one] => *one,
+                _ => {
+                    return Err(Error::InvalidRequest(
+                        "several clients may be used with this assertion: name one with \
+                         client_id",
+                    ));
+                }
+            }
+        } else {
+            decisive
+                .iter()
+                .copied()
+                .find(|p| p.client_id == req.client_id)
+                .ok_or(Error::InvalidGrant(
+                    "the policy for this subject names another client",
+                ))?
+        };
         let client = self.workload_client(req, &chosen.client_id).await?;
 
         // Within the client's own scope and audiences, and within the policy's.
@@ -365,16 +385,18 @@ impl AuthorizationServer {
             gid: random_id(),
             format: crate::grants::resolve_format(&client, req.token_format)?,
         };
-        let (response, event) = self.issue_for(&m, grant_type::JWT_BEARER)?;
-        // Spent last, once everything else has been decided: a refused request burns nothing.
         // Apart from client assertions' marks: a client id is printable, never \x01.
+        let mark_scope: [&[u8]; 2] = [b"\x01workload", record.issuer.as_bytes()];
+        // A replay is refused before a token is minted for nothing ...
+        if record.single_use && self.jti_spent(&mark_scope, &verified.jti).await? {
+            return Err(Error::InvalidGrant("the assertion was already used"));
+        }
+        let (response, event) = self.issue_for(&m, grant_type::JWT_BEARER)?;
+        // ... and spent last, once everything else has been decided (a refused request burns
+        // nothing); the conditional insert settles a race between two uses.
         if record.single_use
             && !self
-                .spend_jti(
-                    &[b"\x01workload", record.issuer.as_bytes()],
-                    &verified.jti,
-                    verified.exp,
-                )
+                .spend_jti(&mark_scope, &verified.jti, verified.exp)
                 .await?
         {
             return Err(Error::InvalidGrant("the assertion was already used"));
@@ -501,9 +523,12 @@ fn validate_issuer(r: &WorkloadIssuerRecord) -> Result<()> {
         return Err(Error::InvalidRequest("audience is malformed"));
     }
     // Every token a Kubernetes cluster gives a pod by default names the cluster's API server
-    // (its issuer): trusting that audience would hand Writ tokens to every pod that has not
-    // asked for one addressed here.
-    if r.audience == r.issuer {
+    // (its issuer, or the conventional in-cluster URL): trusting that audience would hand
+    // Writ tokens to every pod that has not asked for one addressed here.
+    let bare = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
+    if bare(&r.audience) == bare(&r.issuer)
+        || bare(&r.audience).starts_with("https://kubernetes.default.svc")
+    {
         return Err(Error::InvalidRequest(
             "audience must name this server, not the issuer itself (for Kubernetes, a \
              projected token's own audience, such as \"writ\")",
@@ -524,6 +549,19 @@ fn validate_issuer(r: &WorkloadIssuerRecord) -> Result<()> {
     ids.dedup();
     if ids.len() != r.policies.len() {
         return Err(Error::InvalidRequest("policy ids are distinct"));
+    }
+    // One policy per subject and client: which of two would decide must not depend on order.
+    let mut pairs: Vec<(&str, &str)> = r
+        .policies
+        .iter()
+        .map(|p| (p.subject.as_str(), p.client_id.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    if pairs.len() != r.policies.len() {
+        return Err(Error::AlreadyExists(
+            "a policy for this subject and client exists",
+        ));
     }
     for p in &r.policies {
         validate_policy(p)?;

@@ -727,6 +727,12 @@ mod tests {
         };
         assert!(k(jwks["keys"][0]["n"].as_str().unwrap(), "AQAB").is_ok());
         assert!(k(&short, "AQAB").is_err(), "1024 bits");
+        let mut n2047 = n.clone();
+        n2047[0] &= 0x7f;
+        assert!(
+            k(&URL_SAFE_NO_PAD.encode(&n2047), "AQAB").is_err(),
+            "2047 bits"
+        );
         assert!(
             k(jwks["keys"][0]["n"].as_str().unwrap(), "Ag").is_err(),
             "e = 2"

@@ -3,7 +3,9 @@
 //!
 //! One HTTP/1.1 request per fetch on a fresh connection (fetches are rare: at start, in the
 //! background, and rate-limited when a token names an unknown key), bounded in time and size,
-//! redirects not followed. The body is parsed by [`writ_token::parse_jwk_set`].
+//! redirects not followed. The body is parsed by [`writ_token::jwt_key_set`]
+//! ([`HttpsJwks::fetch`]), or handed over as it came ([`HttpsJwks::fetch_document`]) to a caller
+//! that trusts other keys.
 
 use std::sync::Arc;
 use std::time::Duration;
