@@ -140,7 +140,7 @@ async fn unknown_grant_types_and_implicit_are_unsupported() {
     for (grant, error) in [
         ("implicit", "unsupported_grant_type"),
         (
-            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:saml2-bearer",
             "unsupported_grant_type",
         ),
         ("CLIENT_CREDENTIALS", "unsupported_grant_type"),
