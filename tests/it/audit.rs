@@ -30,6 +30,34 @@ async fn next_records(server: &TestServer, seen: &mut usize, count: usize) -> Ve
     new
 }
 
+/// The keys a first start generates are in the audit trail (by `system`, key ids and
+/// algorithms, never key material); a restart, which generates nothing, records nothing of it.
+#[tokio::test]
+async fn the_signing_keys_of_a_first_start_are_recorded_once() {
+    let server = TestServer::start().await;
+    let created = server.audit_records_of("signing_key_created");
+    let mut purposes: Vec<&str> = created
+        .iter()
+        .map(|r| r.details["purpose"].as_str())
+        .collect();
+    purposes.sort_unstable();
+    assert_eq!(purposes, ["biscuit", "jwt"], "{created:#?}");
+    let published = server.jwks().await;
+    for r in &created {
+        assert_eq!((r.actor.as_str(), r.service.as_str()), ("system", "authz"));
+        if r.details["purpose"] == "jwt" {
+            assert_eq!(r.details["kid"], published.keys[0].kid);
+            assert_eq!(r.details["alg"], "EdDSA");
+        }
+    }
+    let server = server.restart().await;
+    assert_eq!(
+        server.audit_records_of("signing_key_created").len(),
+        2,
+        "a restart creates no key"
+    );
+}
+
 #[tokio::test]
 async fn every_decision_is_one_record_with_its_fields() {
     init_logs();

@@ -346,6 +346,38 @@ impl Auditor {
         self.record_all(vec![event]).await
     }
 
+    /// Records what loading a keyring did (`signing_key_created` for each key a first start
+    /// made, `signing_keys_sealed` when clear keys were sealed), by `system`. The keyring's
+    /// batches are its own: the records follow them, durable when this resolves.
+    pub async fn record_keyring_load(
+        &self,
+        events: writ_keyring::LoadEvents,
+    ) -> Result<(), AuditError> {
+        let mut out: Vec<Event> = events
+            .created
+            .iter()
+            .map(|key| {
+                Event::new("signing_key_created", Outcome::Success)
+                    .actor("system")
+                    .reason("first start")
+                    .detail("kid", &key.kid)
+                    .detail("purpose", key.purpose.name())
+                    .detail("alg", &key.alg)
+            })
+            .collect();
+        if events.sealed > 0 {
+            out.push(
+                Event::new("signing_keys_sealed", Outcome::Success)
+                    .actor("system")
+                    .detail("count", events.sealed),
+            );
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.record_all(out).await
+    }
+
     /// Records several decisions at once (one wait, however many): durable when it resolves.
     pub async fn record_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
         if let Some(shared) = &self.inner

@@ -191,6 +191,17 @@ pub struct Keyring {
     /// The records `state` was built from, in key order: what [`Keyring::refresh_if_changed`]
     /// compares the store with.
     loaded: std::sync::Mutex<Vec<SigningKeyRecord>>,
+    /// What [`Keyring::load`] changed, for the owner to put in its audit log (this crate is
+    /// below the audit log's), taken once.
+    at_load: std::sync::Mutex<Option<LoadEvents>>,
+}
+
+/// What loading the keyring did: keys created on a first start (or after every key of a purpose
+/// was gone), and private keys sealed that a build from before sealing had stored in the clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadEvents {
+    pub created: Vec<KeyInfo>,
+    pub sealed: usize,
 }
 
 /// The keyring's public keys are its issuer's key source: what verifies the tokens it signs.
@@ -218,14 +229,18 @@ impl Keyring {
         kek: Arc<KeyEncryptionKey>,
     ) -> Result<Self> {
         let mut records = load_records(&*store).await?;
-        let mut changed = seal_clear_records(&*store, &kek, &mut records).await?;
+        let mut events = LoadEvents {
+            sealed: seal_clear_records(&*store, &kek, &mut records).await?,
+            ..LoadEvents::default()
+        };
+        let mut changed = events.sealed > 0;
         if !records
             .iter()
             .any(|r| r.purpose == PURPOSE_JWT && r.status == KEY_ACTIVE)
         {
             let rec = new_jwt_record(config.jwt_algorithm, now, &kek)?;
             create_record(&*store, &rec).await?;
-            tracing::info!(target: "writ::audit", event = "signing_key_created", kid = %rec.kid, alg = %rec.alg);
+            events.created.push(KeyInfo::of(&rec));
             records.push(rec);
             changed = true;
         }
@@ -235,7 +250,7 @@ impl Keyring {
         {
             let rec = new_biscuit_record(&records, config.first_biscuit_id, now, &kek)?;
             create_record(&*store, &rec).await?;
-            tracing::info!(target: "writ::audit", event = "signing_key_created", biscuit_root_key_id = %rec.kid);
+            events.created.push(KeyInfo::of(&rec));
             records.push(rec);
             changed = true;
         }
@@ -251,7 +266,18 @@ impl Keyring {
             state: RwLock::new(Arc::new(state)),
             rotation: tokio::sync::Mutex::new(()),
             loaded: std::sync::Mutex::new(loaded),
+            at_load: std::sync::Mutex::new(Some(events)),
         })
+    }
+
+    /// What [`Keyring::load`] changed (keys created, keys sealed), once: the owner records it
+    /// in its audit log. Empty the second time.
+    pub fn take_load_events(&self) -> LoadEvents {
+        self.at_load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 
     pub fn state(&self) -> Arc<KeyState> {
@@ -377,7 +403,7 @@ async fn seal_clear_records(
     store: &dyn AsyncStore,
     kek: &KeyEncryptionKey,
     records: &mut [SigningKeyRecord],
-) -> Result<bool> {
+) -> Result<usize> {
     let mut batch = Batch::new();
     let mut sealed = 0;
     for r in records.iter_mut().filter(|r| !r.secret.is_empty()) {
@@ -390,15 +416,14 @@ async fn seal_clear_records(
         sealed += 1;
     }
     if sealed == 0 {
-        return Ok(false);
+        return Ok(0);
     }
     if !store.commit(Tree::SigningKeys, batch).await? {
         return Err(KeyringError::Conflict(
             "signing keys changed concurrently; retry",
         ));
     }
-    tracing::info!(target: "writ::audit", event = "signing_keys_sealed", count = sealed);
-    Ok(true)
+    Ok(sealed)
 }
 
 async fn create_record(store: &dyn AsyncStore, rec: &SigningKeyRecord) -> Result<()> {

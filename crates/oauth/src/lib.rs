@@ -339,6 +339,10 @@ impl AuthorizationServer {
             verifier,
             dummy_password_hash,
         };
+        server
+            .audit
+            .record_keyring_load(server.keys.take_load_events())
+            .await?;
         server.reload_revoked_key_ids().await?;
         server.index_exchange_policies().await?;
         server.index_revocation_expiries().await?;

@@ -228,6 +228,13 @@ pub async fn start(
         .await
         .map_err(StsError::Keys)?,
     );
+    if let Err(e) = options
+        .audit
+        .record_keyring_load(keys.take_load_events())
+        .await
+    {
+        tracing::error!(error = %e, "the STS's first signing keys could not be recorded in the audit log");
+    }
     // Every token the STS signs lives at most `max_lifetime`, verified with `leeway`.
     let retire_for = options.config.max_lifetime + options.config.leeway;
     let engine = Arc::new(TokenExchange::new(
