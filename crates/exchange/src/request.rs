@@ -12,8 +12,13 @@ pub const MAX_ID_LEN: usize = 128;
 /// Most audiences and resources in one request.
 pub const MAX_TARGETS: usize = 16;
 
-/// RFC 8693 section 2.1, with the RFC's parameter names.
-#[derive(Debug, Clone, Default)]
+/// What `Debug` shows of a secret or a token: whether there is one, never what it is.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "<redacted>" }
+}
+
+/// RFC 8693 section 2.1, with the RFC's parameter names. Its `Debug` shows no secret or token.
+#[derive(Clone, Default)]
 pub struct ExchangeRequest {
     pub grant_type: String,
     pub client_id: String,
@@ -31,8 +36,28 @@ pub struct ExchangeRequest {
     pub actor_token_type: String,
 }
 
+impl std::fmt::Debug for ExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("grant_type", &self.grant_type)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &redacted(&self.client_assertion))
+            .field("audience", &self.audience)
+            .field("resource", &self.resource)
+            .field("scope", &self.scope)
+            .field("requested_token_type", &self.requested_token_type)
+            .field("subject_token", &redacted(&self.subject_token))
+            .field("subject_token_type", &self.subject_token_type)
+            .field("actor_token", &redacted(&self.actor_token))
+            .field("actor_token_type", &self.actor_token_type)
+            .finish()
+    }
+}
+
 /// RFC 8693 section 2.2.1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ExchangeResponse {
     pub access_token: String,
     pub issued_token_type: &'static str,
@@ -40,6 +65,18 @@ pub struct ExchangeResponse {
     pub token_type: &'static str,
     pub expires_in: i64,
     pub scope: String,
+}
+
+impl std::fmt::Debug for ExchangeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeResponse")
+            .field("access_token", &redacted(&self.access_token))
+            .field("issued_token_type", &self.issued_token_type)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// What a `*_token_type` parameter admits.

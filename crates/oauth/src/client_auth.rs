@@ -155,13 +155,22 @@ impl UrlKeys {
     }
 }
 
-/// A client's credentials as a request presents them.
-#[derive(Debug, Clone, Copy)]
+/// A client's credentials as a request presents them. Its `Debug` shows only the client id.
+#[derive(Clone, Copy)]
 pub(crate) struct Presented<'a> {
     pub client_id: &'a str,
     pub secret: &'a str,
     pub assertion_type: &'a str,
     pub assertion: &'a str,
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("client_id", &self.client_id)
+            .field("assertion_type", &self.assertion_type)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Presented<'a> {

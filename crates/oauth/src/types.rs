@@ -14,8 +14,14 @@ pub enum FormatChoice {
     JwtAndBiscuit,
 }
 
+/// What `Debug` shows of a secret: whether there is one, never what it is (requests and
+/// responses end up in logs and panics).
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "<redacted>" }
+}
+
 /// RFC 6749 section 3.2 (and 4.3, 4.4, 6).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TokenRequest {
     pub grant_type: String,
     pub client_id: String,
@@ -42,8 +48,33 @@ pub struct TokenRequest {
     pub source: Option<std::net::IpAddr>,
 }
 
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("grant_type", &self.grant_type)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("scope", &self.scope)
+            .field("refresh_token", &redacted(&self.refresh_token))
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("audience", &self.audience)
+            .field("resource", &self.resource)
+            .field("token_format", &self.token_format)
+            .field("code", &redacted(&self.code))
+            .field("redirect_uri", &self.redirect_uri)
+            .field("code_verifier", &redacted(&self.code_verifier))
+            .field("device_code", &redacted(&self.device_code))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &redacted(&self.client_assertion))
+            .field("assertion", &redacted(&self.assertion))
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
 /// RFC 6749 section 5.1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
@@ -56,8 +87,24 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = |t: &Option<String>| t.as_deref().map(redacted);
+        f.debug_struct("TokenResponse")
+            .field("access_token", &redacted(&self.access_token))
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &held(&self.refresh_token))
+            .field("scope", &self.scope)
+            .field("issued_token_type", &self.issued_token_type)
+            .field("biscuit", &held(&self.biscuit))
+            .field("id_token", &held(&self.id_token))
+            .finish()
+    }
+}
+
 /// A client authenticating to introspect or revoke.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ClientCredentials {
     pub client_id: String,
     pub client_secret: String,
@@ -77,12 +124,33 @@ impl ClientCredentials {
     }
 }
 
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &redacted(&self.client_assertion))
+            .finish()
+    }
+}
+
 /// RFC 7662 section 2.1 and RFC 7009 section 2.1.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TokenOperation {
     pub token: String,
     pub token_type_hint: String,
     pub client: ClientCredentials,
+}
+
+impl std::fmt::Debug for TokenOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenOperation")
+            .field("token", &redacted(&self.token))
+            .field("token_type_hint", &self.token_type_hint)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 /// RFC 7662 section 2.2. `Introspection::inactive()` carries nothing but `active: false`.
@@ -236,4 +304,47 @@ pub struct User {
     pub scope: String,
     pub disabled: bool,
     pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests and responses go into logs and panic messages: their secrets never do.
+    #[test]
+    fn debug_shows_whether_a_secret_is_there_never_the_secret() {
+        let req = TokenRequest {
+            client_id: "svc".into(),
+            client_secret: "s3cret-1".into(),
+            refresh_token: "s3cret-2".into(),
+            password: "s3cret-3".into(),
+            code: "s3cret-4".into(),
+            code_verifier: "s3cret-5".into(),
+            device_code: "s3cret-6".into(),
+            client_assertion: "s3cret-7".into(),
+            assertion: "s3cret-8".into(),
+            ..TokenRequest::default()
+        };
+        let resp = TokenResponse {
+            access_token: "s3cret-9".into(),
+            token_type: "Bearer",
+            expires_in: 60,
+            refresh_token: Some("s3cret-10".into()),
+            scope: String::new(),
+            issued_token_type: "",
+            biscuit: Some("s3cret-11".into()),
+            id_token: Some("s3cret-12".into()),
+        };
+        let op = TokenOperation {
+            token: "s3cret-13".into(),
+            client: ClientCredentials::secret("svc", "s3cret-14"),
+            ..TokenOperation::default()
+        };
+        let shown = format!("{req:?} {resp:?} {op:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("svc") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 }

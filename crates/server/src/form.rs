@@ -176,14 +176,26 @@ impl Form {
     }
 }
 
-/// The client's credentials, as presented.
-#[derive(Debug, Clone, Default)]
+/// The client's credentials, as presented. Its `Debug` shows neither secret nor assertion.
+#[derive(Clone, Default)]
 pub struct ClientAuth {
     pub client_id: String,
     pub client_secret: String,
     /// RFC 7521 section 4.2: `private_key_jwt` (RFC 7523 section 2.2).
     pub client_assertion_type: String,
     pub client_assertion: String,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("ClientAuth")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("client_assertion_type", &self.client_assertion_type)
+            .field("client_assertion", &redacted(&self.client_assertion))
+            .finish()
+    }
 }
 
 /// `client_secret_basic`, `client_secret_post` or a client assertion (`private_key_jwt`);
