@@ -743,5 +743,11 @@ pub(crate) fn refusal_event(kind: &'static str, e: &Error) -> Event {
 
 /// Checks an identifier: 1..=MAX_ID_LEN printable ASCII without spaces.
 pub(crate) fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+    printable_within(s, MAX_ID_LEN)
+}
+
+/// 1 to `max` bytes of printable ASCII without spaces: what may go into tokens, keys, logs and
+/// audit records as an identifier.
+pub(crate) fn printable_within(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -496,12 +496,12 @@ fn lifetime(r: &WorkloadIssuerRecord) -> i64 {
 
 /// Printable, no spaces, bounded: an issuer identifier is a URL or a plain name (SPIFFE).
 fn valid_issuer(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ISSUER_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+    crate::printable_within(s, MAX_ISSUER_LEN)
 }
 
 /// A subject goes into tokens, logs and audit records: printable, no spaces, bounded.
 fn valid_subject(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_SUBJECT_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+    crate::printable_within(s, MAX_SUBJECT_LEN)
 }
 
 fn validate_issuer(r: &WorkloadIssuerRecord) -> Result<()> {
