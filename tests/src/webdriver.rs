@@ -229,6 +229,20 @@ impl Browser {
             .unwrap()
     }
 
+    /// Polls until `done` holds for the page's title, at most `timeout`. A form's submit may
+    /// return before the next page loads, and the URL alone cannot tell two pages at one address.
+    pub async fn wait_for_title(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let title = self.title().await;
+            if done(&title) {
+                return title;
+            }
+            assert!(Instant::now() < deadline, "still at a page titled {title:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls until `done` holds for the current URL, at most `timeout`.
     pub async fn wait_for_url(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
