@@ -90,7 +90,8 @@ start() {
     i=$((i + 1))
     IFS=, read -r grpc http admin <<<"$triple"
     start_one "authz-$i" authz --authz-port "$grpc" --authz-http-port "$http" \
-      --admin-port "$admin" --issuer "$ISSUER" --revocation-url "$revocation_urls"
+      --admin-port "$admin" --gateway-port 0 --gateway-http-port 0 \
+      --issuer "$ISSUER" --revocation-url "$revocation_urls"
   done
   local authz_grpc authz_admin
   authz_grpc=$(field "$BASE/authz-1/endpoints.json" authz_grpc)

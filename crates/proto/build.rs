@@ -10,6 +10,8 @@ const PROTOS: &[&str] = &[
     "writ/admin/v1/admin.proto",
 ];
 
+const ENVOY_EXT_AUTHZ: &str = "envoy/service/auth/v3/external_auth.proto";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
@@ -22,6 +24,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+
+    // Envoy's external authorization API (vendored with its imports and license), which the
+    // gateway serves to Envoy's ext_authz filter.
+    let envoy =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../third_party/envoy-api");
+    println!("cargo:rerun-if-changed={}", envoy.display());
+    let fds = protox::compile([ENVOY_EXT_AUTHZ], [&envoy])?;
+    std::fs::write(
+        out.join("envoy_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -35,6 +35,8 @@ fn up_command(data_dir: &Path) -> Command {
         "--authz-port",
         "--authz-http-port",
         "--admin-port",
+        "--gateway-port",
+        "--gateway-http-port",
         "--revocation-port",
         "--sts-port",
         "--sts-http-port",

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod cli;
 mod client_keys;
+mod gateway;
 mod grants;
 mod guard;
 mod http_facade;

@@ -24,12 +24,16 @@ const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
 const READY: Duration = Duration::from_secs(30);
 const ISSUER: &str = "https://authz.writ.test";
 /// An authorization server's ports, each picked free.
-const AUTHZ_PORTS: [&str; 6] = [
+const AUTHZ_PORTS: [&str; 10] = [
     "--authz-port",
     "0",
     "--authz-http-port",
     "0",
     "--admin-port",
+    "0",
+    "--gateway-port",
+    "0",
+    "--gateway-http-port",
     "0",
 ];
 

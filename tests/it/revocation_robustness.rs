@@ -184,6 +184,7 @@ impl Service {
                 .args(["--authz-http-port", &self.ports.http.to_string()])
                 .args(["--revocation-port", &self.ports.revocation.to_string()])
                 .args(["--admin-port", &self.ports.admin.to_string()])
+                .args(["--gateway-port", "0", "--gateway-http-port", "0"])
                 // The producers below revoke the authorization server's tokens.
                 .args(["--revocation-producer", "producer="])
                 // The model compares expiries exactly: keep the producers' own.

@@ -8,7 +8,9 @@
 )]
 
 pub mod browser;
+pub mod debian;
 pub mod http_client;
+pub mod nginx;
 pub mod private_postgres;
 pub mod sts;
 pub mod webdriver;
@@ -99,6 +101,9 @@ pub struct TestServer {
     pub http_url: String,
     /// The admin API (its own listener).
     pub admin_url: String,
+    /// The gateway check: gRPC (Envoy's ext_authz) and HTTP (nginx's auth_request).
+    pub gateway_grpc_url: String,
+    pub gateway_http_url: String,
     pub issuer: String,
     pub ca_pem: Option<String>,
     pub admin_credential: String,
@@ -159,6 +164,8 @@ impl TestServer {
             grpc_url: platform.url(authz.grpc_addr),
             http_url: platform.url(authz.http_addr),
             admin_url: platform.url(authz.admin_addr),
+            gateway_grpc_url: platform.url(authz.gateway_addrs.unwrap().0),
+            gateway_http_url: platform.url(authz.gateway_addrs.unwrap().1),
             issuer: authz.issuer.clone(),
             ca_pem: platform.peer_ca.clone(),
             admin_credential,

@@ -1,6 +1,6 @@
 //! A real browser for tests: Debian's Chromium, headless, driven over the W3C WebDriver protocol
 //! (chromedriver's plain HTTP + JSON API on loopback). Missing browsers are installed with apt
-//! (as root, which the build machines are); every wait is bounded.
+//! (see [`crate::debian`]); every wait is bounded.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,42 +12,15 @@ use crate::http_client::HttpClient;
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Installs Debian's `chromium` and `chromium-driver` when they are missing (once per process).
+/// Installs Debian's `chromium` and `chromium-driver` when they are missing.
 pub fn ensure_chromium() {
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists() {
-        return;
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    assert!(
-        root,
-        "the browser tests need Debian's chromium and chromium-driver: install them (apt-get \
-         install chromium chromium-driver) or run the tests as root"
+    crate::debian::ensure(
+        &[CHROMIUM, CHROMEDRIVER],
+        &["chromium", "chromium-driver"],
+        "the browser tests",
     );
-    for args in [
-        &["update", "-qq"][..],
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-            "chromium-driver",
-        ][..],
-    ] {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        let done = crate::run_bounded(&mut cmd, None, INSTALL_TIMEOUT);
-        assert!(done.status.success(), "apt-get {args:?} failed: {done}");
-    }
 }
 
 /// A chromedriver process and one headless Chromium session in it; both end on drop.
@@ -238,7 +211,10 @@ impl Browser {
             if done(&title) {
                 return title;
             }
-            assert!(Instant::now() < deadline, "still at a page titled {title:?}");
+            assert!(
+                Instant::now() < deadline,
+                "still at a page titled {title:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

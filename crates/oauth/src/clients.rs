@@ -9,7 +9,7 @@ use writ_token::RevocationKind;
 use crate::error::{Error, Result};
 use crate::records::{
     AUTH_CLIENT_SECRET, AUTH_PRIVATE_KEY_JWT, CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord,
-    FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT,
+    FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, FORMAT_REFERENCE,
 };
 use crate::types::{Client, ClientType, IssuedFormat, Page};
 use crate::{AuthorizationServer, MAX_AUDIENCES, grant_type, valid_id};
@@ -378,7 +378,12 @@ impl AuthorizationServer {
                 ));
             }
         }
-        let known = [FORMAT_JWT, FORMAT_BISCUIT, FORMAT_JWT_AND_BISCUIT];
+        let known = [
+            FORMAT_JWT,
+            FORMAT_BISCUIT,
+            FORMAT_JWT_AND_BISCUIT,
+            FORMAT_REFERENCE,
+        ];
         if c.token_formats.iter().any(|f| !known.contains(f))
             || (c.default_token_format != 0 && !known.contains(&c.default_token_format))
         {
@@ -481,6 +486,7 @@ fn stored(f: IssuedFormat) -> i32 {
         IssuedFormat::Jwt => FORMAT_JWT,
         IssuedFormat::Biscuit => FORMAT_BISCUIT,
         IssuedFormat::JwtAndBiscuit => FORMAT_JWT_AND_BISCUIT,
+        IssuedFormat::Reference => FORMAT_REFERENCE,
     }
 }
 
@@ -489,6 +495,7 @@ fn issued(f: i32) -> Option<IssuedFormat> {
         FORMAT_JWT => Some(IssuedFormat::Jwt),
         FORMAT_BISCUIT => Some(IssuedFormat::Biscuit),
         FORMAT_JWT_AND_BISCUIT => Some(IssuedFormat::JwtAndBiscuit),
+        FORMAT_REFERENCE => Some(IssuedFormat::Reference),
         _ => None,
     }
 }

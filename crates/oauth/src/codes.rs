@@ -1,10 +1,7 @@
 //! Authorization codes, sealed rather than stored.
 //!
-//! A code carries its own record, encrypted and authenticated with ChaCha20-Poly1305 under a
-//! key of its own: derived (HKDF-SHA256) from a random 16-byte salt the code carries and a key
-//! that is itself derived from the key-encryption key (which every replica holds and the store
-//! never does: whoever copies the store cannot forge a code). One key per code, so the
-//! AEAD's nonce is fixed and never repeats under a key, however many codes a key issues.
+//! A code carries its own record, sealed ([`crate::sealed`]) under a key derived from the
+//! key-encryption key for codes alone: whoever copies the store cannot forge a code.
 //!
 //! Issuing a code changes no state (its audit record is the only write). What must be
 //! remembered is remembered at redemption, in the batch that issues the tokens: a mark that it
@@ -15,67 +12,34 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::hkdf::{HKDF_SHA256, Prk};
 
 use crate::records::AuthCodeRecord;
+use crate::sealed::Sealer;
 
 /// Longest code accepted at the token endpoint, and issued: a request whose code would be
 /// longer (its redirect URI, scope, audiences and nonce near their own bounds at once) is
 /// refused with `invalid_request`. Typical codes are 500 to 700 characters.
 pub const MAX_CODE_LEN: usize = 4096;
 
-/// The random salt each code's key is derived with.
-const SALT_LEN: usize = 16;
 /// Binds a sealed code to its purpose and format.
 const AAD: &[u8] = b"writ/authorization-code/v1";
 
 /// Seals and opens codes.
-pub(crate) struct CodeSealer {
-    prk: Prk,
-}
-
-impl std::fmt::Debug for CodeSealer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CodeSealer")
-    }
-}
+#[derive(Debug)]
+pub(crate) struct CodeSealer(Sealer);
 
 impl CodeSealer {
     /// The purpose codes' key is derived from the key-encryption key for.
     pub(crate) const PURPOSE: &'static [u8] = b"writ authorization codes v1";
 
-    /// The sealer under `secret` (the key-encryption key's key for [`Self::PURPOSE`]): already
-    /// the output of an HKDF, so it is used as the pseudorandom key directly, without a second
-    /// extraction.
+    /// The sealer under `secret` (the key-encryption key's key for [`Self::PURPOSE`]).
     pub(crate) fn new(secret: &[u8]) -> Self {
-        CodeSealer {
-            prk: Prk::new_less_safe(HKDF_SHA256, secret),
-        }
-    }
-
-    /// The key of the code salted with `salt`.
-    fn key(&self, salt: &[u8]) -> Option<LessSafeKey> {
-        let info = [salt];
-        let okm = self.prk.expand(&info, &CHACHA20_POLY1305).ok()?;
-        Some(LessSafeKey::new(UnboundKey::from(okm)))
+        CodeSealer(Sealer::new(secret, AAD))
     }
 
     /// The code for `record`; `None` if it would be longer than [`MAX_CODE_LEN`].
     pub(crate) fn seal(&self, record: &AuthCodeRecord) -> Option<String> {
-        let salt = writ_token::random_bytes::<SALT_LEN>();
-        let mut sealed = writ_store::encode(record);
-        self.key(&salt)?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key([0; NONCE_LEN]),
-                Aad::from(AAD),
-                &mut sealed,
-            )
-            .ok()?;
-        let mut bytes = Vec::with_capacity(SALT_LEN + sealed.len());
-        bytes.extend_from_slice(&salt);
-        bytes.extend_from_slice(&sealed);
-        let code = URL_SAFE_NO_PAD.encode(bytes);
+        let code = URL_SAFE_NO_PAD.encode(self.0.seal(&writ_store::encode(record))?);
         (code.len() <= MAX_CODE_LEN).then_some(code)
     }
 
@@ -84,20 +48,8 @@ impl CodeSealer {
         if code.len() > MAX_CODE_LEN {
             return None;
         }
-        let mut bytes = URL_SAFE_NO_PAD.decode(code).ok()?;
-        if bytes.len() < SALT_LEN {
-            return None;
-        }
-        let mut sealed = bytes.split_off(SALT_LEN);
-        let plain = self
-            .key(&bytes)?
-            .open_in_place(
-                Nonce::assume_unique_for_key([0; NONCE_LEN]),
-                Aad::from(AAD),
-                &mut sealed,
-            )
-            .ok()?;
-        writ_store::decode(plain).ok()
+        let plain = self.0.open(URL_SAFE_NO_PAD.decode(code).ok()?)?;
+        writ_store::decode(&plain).ok()
     }
 }
 
@@ -135,7 +87,7 @@ mod tests {
         let sealer = CodeSealer::new(b"one key");
         let code = sealer.seal(&record()).unwrap();
         let mut bytes = URL_SAFE_NO_PAD.decode(&code).unwrap();
-        for i in [0, SALT_LEN, bytes.len() - 1] {
+        for i in [0, crate::sealed::SALT_LEN, bytes.len() - 1] {
             bytes[i] ^= 1;
             assert_eq!(
                 sealer.open(&URL_SAFE_NO_PAD.encode(&bytes)),

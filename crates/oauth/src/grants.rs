@@ -9,8 +9,9 @@ use writ_token::{
 
 use crate::error::{Error, Result};
 use crate::records::{
-    AuthCodeRecord, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, GrantRecord,
-    REFRESH_ACTIVE, REFRESH_REPLACED, REFRESH_USED, RefreshTokenRecord, UserRecord,
+    AuthCodeRecord, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT,
+    FORMAT_REFERENCE, GrantRecord, REFRESH_ACTIVE, REFRESH_REPLACED, REFRESH_USED,
+    RefreshTokenRecord, UserRecord,
 };
 use crate::types::{FormatChoice, TokenRequest, TokenResponse};
 use crate::{
@@ -793,6 +794,14 @@ impl AuthorizationServer {
                 token_type::JWT,
                 Some(mint_biscuit(&keys.biscuit, &claims)?),
             ),
+            // Opaque to its holder: RFC 8693's access token type, not the JWT's.
+            FormatChoice::Reference => (
+                self.references
+                    .seal(&encode_access_token(&keys.jwt, &claims)?)
+                    .ok_or(Error::Internal("sealing a reference token failed"))?,
+                token_type::ACCESS_TOKEN,
+                None,
+            ),
         };
         let event = Event::new("token_issued", Outcome::Success)
             .actor(&claims.client_id)
@@ -923,7 +932,8 @@ pub(crate) fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Res
             return f == FORMAT_JWT;
         }
         client.token_formats.contains(&f)
-            || client.token_formats.contains(&FORMAT_JWT_AND_BISCUIT) && f != FORMAT_JWT_AND_BISCUIT
+            || client.token_formats.contains(&FORMAT_JWT_AND_BISCUIT)
+                && (f == FORMAT_JWT || f == FORMAT_BISCUIT)
             || f == FORMAT_JWT_AND_BISCUIT
                 && client.token_formats.contains(&FORMAT_JWT)
                 && client.token_formats.contains(&FORMAT_BISCUIT)
@@ -932,6 +942,7 @@ pub(crate) fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Res
         FormatChoice::Default => match client.default_token_format {
             FORMAT_BISCUIT => FormatChoice::Biscuit,
             FORMAT_JWT_AND_BISCUIT => FormatChoice::JwtAndBiscuit,
+            FORMAT_REFERENCE => FormatChoice::Reference,
             _ => FormatChoice::Jwt,
         },
         other => other,
@@ -940,6 +951,7 @@ pub(crate) fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Res
         FormatChoice::Jwt | FormatChoice::Default => FORMAT_JWT,
         FormatChoice::Biscuit => FORMAT_BISCUIT,
         FormatChoice::JwtAndBiscuit => FORMAT_JWT_AND_BISCUIT,
+        FormatChoice::Reference => FORMAT_REFERENCE,
     };
     if !allows(code) {
         return Err(Error::InvalidRequest(

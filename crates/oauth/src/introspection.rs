@@ -2,7 +2,7 @@
 
 use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Tree, decode};
-use writ_token::{RevocationEntry, RevocationKind, TokenError, VerifiedToken};
+use writ_token::{RevocationEntry, RevocationKind, VerifiedToken};
 
 use crate::error::{Error, Result};
 use crate::records::{ClientRecord, GrantRecord, REFRESH_ACTIVE, RefreshTokenRecord};
@@ -212,11 +212,10 @@ impl AuthorizationServer {
             }
         }
         // A Biscuit's Datalog runs off the runtime's workers; too many waiting is an error to
-        // retry, not a verdict on the token.
-        Ok(match self.verifier.verify_off_runtime(token, None).await {
-            Ok(t) => Found::Access(Box::new(t)),
-            Err(e @ TokenError::Overloaded) => return Err(e.into()),
-            Err(_) => Found::Nothing,
+        // retry, not a verdict on the token. A reference token is its JWT here.
+        Ok(match self.verify_bearer(token).await? {
+            Some((t, _)) => Found::Access(Box::new(t)),
+            None => Found::Nothing,
         })
     }
 

@@ -17,12 +17,15 @@ pub mod device;
 #[cfg(test)]
 mod engine_tests;
 mod error;
+mod gateway;
 mod grants;
 mod introspection;
 mod policies;
 mod records;
+mod reference;
 mod revocation_filter;
 mod revocations;
+mod sealed;
 mod secrets;
 mod sessions;
 pub mod signin;
@@ -49,6 +52,8 @@ pub use client_auth::{
 };
 pub use device::{DeviceAuthorization, DevicePage};
 pub use error::{Error, Result};
+pub use gateway::{GatewayNeeds, GatewayPass};
+pub use reference::{REFERENCE_PREFIX, is_reference};
 pub use revocations::Revocation;
 pub use secrets::{SecretHasher, hash_password, verify_password};
 pub use sessions::{MAX_LISTED_SESSIONS, SessionInfo, SessionsEnded};
@@ -120,6 +125,9 @@ pub struct Config {
     /// Fewest time between two fetches of one client's `jwks_uri` (an assertion naming a key
     /// the client does not publish must not make Writ fetch on every request).
     pub client_jwks_min_refetch: std::time::Duration,
+    /// Tokens the gateway check keeps verdicts for (each a verified token and what it forwards,
+    /// about 2 KiB); 0 keeps none.
+    pub gateway_cache_entries: usize,
 }
 
 impl Config {
@@ -142,6 +150,7 @@ impl Config {
             session_lifetime: 12 * 3600,
             pending_requests_per_minute: 60,
             client_jwks_min_refetch: std::time::Duration::from_secs(10),
+            gateway_cache_entries: 10_000,
         }
     }
 }
@@ -166,6 +175,10 @@ pub struct AuthorizationServer {
     hasher: SecretHasher,
     /// Seals and opens authorization codes (see [`codes`]).
     codes: codes::CodeSealer,
+    /// Seals JWTs into reference tokens and opens them (see [`reference`]).
+    references: reference::ReferenceSealer,
+    /// The gateway check's verdicts (see [`gateway`]).
+    gateway_cache: gateway::GatewayCache,
     /// Whether a pruning pass has given every live session an index entry (sessions opened
     /// before the index existed had none): once per process.
     sessions_indexed: std::sync::atomic::AtomicBool,
@@ -281,6 +294,9 @@ impl AuthorizationServer {
         };
         let codes =
             codes::CodeSealer::new(&key_encryption_key.derive(codes::CodeSealer::PURPOSE)[..]);
+        let references = reference::ReferenceSealer::new(
+            &key_encryption_key.derive(reference::ReferenceSealer::PURPOSE)[..],
+        );
         let keys = Arc::new(
             Keyring::load(
                 store.clone(),
@@ -331,6 +347,8 @@ impl AuthorizationServer {
             audit,
             hasher: SecretHasher::new(&secrets.secret_hash_key),
             codes,
+            references,
+            gateway_cache: gateway::GatewayCache::new(config.gateway_cache_entries),
             sessions_indexed: std::sync::atomic::AtomicBool::new(false),
             store,
             config,

@@ -11,6 +11,7 @@ pub const AUTH_PRIVATE_KEY_JWT: i32 = 1;
 pub const FORMAT_JWT: i32 = 1;
 pub const FORMAT_BISCUIT: i32 = 2;
 pub const FORMAT_JWT_AND_BISCUIT: i32 = 3;
+pub const FORMAT_REFERENCE: i32 = 4;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ClientRecord {

@@ -1171,10 +1171,8 @@ impl AuthorizationServer {
         if access_token.is_empty() || access_token.len() > crate::MAX_TOKEN_LEN {
             return Err(INVALID);
         }
-        let t = match self.verifier.verify_off_runtime(access_token, None).await {
-            Ok(t) => t,
-            Err(e @ writ_token::TokenError::Overloaded) => return Err(e.into()),
-            Err(_) => return Err(INVALID),
+        let Some((t, _)) = self.verify_bearer(access_token).await? else {
+            return Err(INVALID);
         };
         if !self.is_live(&t).await? {
             return Err(INVALID);

@@ -12,6 +12,8 @@ pub enum FormatChoice {
     Biscuit,
     /// A JWT with a Biscuit alongside, sharing token and grant ids.
     JwtAndBiscuit,
+    /// An opaque reference token standing for a JWT (see `REFERENCE_PREFIX`).
+    Reference,
 }
 
 /// What `Debug` shows of a secret: whether there is one, never what it is (requests and
@@ -247,6 +249,8 @@ pub enum IssuedFormat {
     Biscuit,
     /// A JWT with a Biscuit alongside.
     JwtAndBiscuit,
+    /// An opaque reference token for a JWT, traded for it by the gateway check.
+    Reference,
 }
 
 /// A registered client, as the admin API creates, reads and updates it. Its secret is never

@@ -46,3 +46,63 @@ pub use writ::sts::v1 as sts;
 /// The encoded `FileDescriptorSet` of every Writ proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/writ_descriptor.bin"));
+
+/// Envoy's external authorization API (`envoy.service.auth.v3.Authorization`), generated from
+/// Envoy's published protos (vendored under `third_party/envoy-api` with their license): what
+/// the gateway serves to Envoy's `ext_authz` filter. Each package keeps its own path, so the
+/// generated code's references between them hold.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod envoy_api {
+    pub mod envoy {
+        pub mod config {
+            pub mod core {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.config.core.v3");
+                }
+            }
+        }
+        pub mod r#type {
+            pub mod v3 {
+                tonic::include_proto!("envoy.r#type.v3");
+            }
+        }
+        pub mod service {
+            pub mod auth {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.auth.v3");
+                }
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+    pub mod udpa {
+        pub mod annotations {
+            tonic::include_proto!("udpa.annotations");
+        }
+    }
+    pub mod validate {
+        tonic::include_proto!("validate");
+    }
+    pub mod xds {
+        pub mod annotations {
+            pub mod v3 {
+                tonic::include_proto!("xds.annotations.v3");
+            }
+        }
+        pub mod core {
+            pub mod v3 {
+                tonic::include_proto!("xds.core.v3");
+            }
+        }
+    }
+
+    pub use envoy::service::auth::v3 as auth;
+
+    /// The encoded `FileDescriptorSet` of these protos, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+}

@@ -14,6 +14,7 @@ pub fn format_choice(value: i32) -> Result<FormatChoice, Error> {
         Ok(common::TokenFormat::Jwt) => Ok(FormatChoice::Jwt),
         Ok(common::TokenFormat::Biscuit) => Ok(FormatChoice::Biscuit),
         Ok(common::TokenFormat::JwtAndBiscuit) => Ok(FormatChoice::JwtAndBiscuit),
+        Ok(common::TokenFormat::Reference) => Ok(FormatChoice::Reference),
         Err(_) => Err(Error::InvalidRequest("unknown token_format")),
     }
 }
@@ -141,6 +142,7 @@ fn format_value(f: IssuedFormat) -> i32 {
         IssuedFormat::Jwt => common::TokenFormat::Jwt,
         IssuedFormat::Biscuit => common::TokenFormat::Biscuit,
         IssuedFormat::JwtAndBiscuit => common::TokenFormat::JwtAndBiscuit,
+        IssuedFormat::Reference => common::TokenFormat::Reference,
     };
     f as i32
 }
@@ -152,6 +154,7 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         Ok(FormatChoice::Jwt) => Ok(Some(IssuedFormat::Jwt)),
         Ok(FormatChoice::Biscuit) => Ok(Some(IssuedFormat::Biscuit)),
         Ok(FormatChoice::JwtAndBiscuit) => Ok(Some(IssuedFormat::JwtAndBiscuit)),
+        Ok(FormatChoice::Reference) => Ok(Some(IssuedFormat::Reference)),
         Ok(FormatChoice::Default) => Ok(None),
         Err(_) => Err(bad("unknown token format")),
     };

@@ -49,26 +49,34 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Form, ClientCredentials), 
 }
 
 /// `token_format`: space-delimited like `scope`, so `jwt biscuit` (or `jwt+biscuit` before form
-/// decoding) asks for both.
+/// decoding) asks for both; `reference` stands alone.
 fn format_param(v: &str) -> Result<FormatChoice, Error> {
     let mut jwt = false;
     let mut biscuit = false;
+    let mut reference = false;
     for f in v.split(' ').filter(|f| !f.is_empty()) {
         match f {
             "jwt" => jwt = true,
             "biscuit" => biscuit = true,
+            "reference" => reference = true,
             _ => {
                 return Err(Error::InvalidRequest(
-                    "token_format lists jwt and/or biscuit",
+                    "token_format lists jwt and/or biscuit, or reference",
                 ));
             }
         }
     }
-    Ok(match (jwt, biscuit) {
-        (false, false) => FormatChoice::Default,
-        (true, false) => FormatChoice::Jwt,
-        (false, true) => FormatChoice::Biscuit,
-        (true, true) => FormatChoice::JwtAndBiscuit,
+    Ok(match (jwt, biscuit, reference) {
+        (false, false, false) => FormatChoice::Default,
+        (true, false, false) => FormatChoice::Jwt,
+        (false, true, false) => FormatChoice::Biscuit,
+        (true, true, false) => FormatChoice::JwtAndBiscuit,
+        (false, false, true) => FormatChoice::Reference,
+        _ => {
+            return Err(Error::InvalidRequest(
+                "a reference token comes alone: token_format reference",
+            ));
+        }
     })
 }
 

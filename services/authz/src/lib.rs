@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backchannel;
 pub mod client_keys;
 pub mod convert;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod publisher;
@@ -91,20 +92,31 @@ pub fn admin_spec(engine: Arc<AuthorizationServer>) -> ServiceSpec {
     ))
 }
 
-/// The authorization server, serving: its public port and its admin port.
+/// The authorization server, serving: its public port, its admin port and, when given
+/// listeners, the gateway check's.
 #[derive(Debug)]
 pub struct Served {
     pub public: Running,
     pub admin: Running,
+    pub gateway: Option<Running>,
 }
 
-/// Serves the authorization server on the given listeners (gRPC, HTTP, admin), with TLS when
-/// `tls` is given, until `shutdown`.
+/// The gateway check's listeners: gRPC (Envoy's `ext_authz`) and HTTP (nginx's `auth_request`).
+#[derive(Debug)]
+pub struct GatewayListeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+/// Serves the authorization server on the given listeners (gRPC, HTTP, admin, the gateway
+/// check's), with TLS when `tls` is given, until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     engine: Arc<AuthorizationServer>,
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
+    gateway: Option<GatewayListeners>,
     tls: Option<&TlsMaterial>,
     options: Options,
     shutdown: ShutdownSignal,
@@ -117,6 +129,23 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
+    let gateway = match gateway {
+        Some(l) => Some(
+            writ_server::serve(
+                gateway::spec(engine.clone()),
+                l.grpc,
+                Some(l.http),
+                tls,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let admin = writ_server::serve(admin_spec(engine), admin, None, tls, shutdown).await?;
-    Ok(Served { public, admin })
+    Ok(Served {
+        public,
+        admin,
+        gateway,
+    })
 }

@@ -20,6 +20,7 @@ mod crash;
 mod exchange;
 mod flood;
 mod footprint;
+mod gateway;
 mod guard;
 mod postgres;
 mod revocation;
@@ -117,6 +118,9 @@ enum Command {
     Guard,
     /// RFC 8693 token exchange at the STS: JWT to JWT, then JWT to Biscuit.
     Exchange,
+    /// The gateway check: CPU per check in the engine (a cached and a fresh reference token),
+    /// then `GET /check` over HTTPS as nginx asks it, cached and fresh.
+    Gateway,
     /// A flood of bad passwords from one source, and another client's latency meanwhile, without
     /// and with the brute-force protection.
     PasswordFlood,
@@ -850,7 +854,7 @@ fn main() -> anyhow::Result<()> {
         || run_revoke
         || run_exchange
         || run_flood
-        || matches!(cli.command, Command::Guard)
+        || matches!(cli.command, Command::Guard | Command::Gateway)
     {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
         println!("|---|---:|---:|---:|---:|");
@@ -891,6 +895,13 @@ fn main() -> anyhow::Result<()> {
         for outcome in guard::run(&cli, &load)? {
             println!("{}", outcome.row());
         }
+    }
+    if matches!(cli.command, Command::Gateway | Command::All) {
+        let (outcomes, gateway_notes) = gateway::run(&cli, &load)?;
+        for outcome in outcomes {
+            println!("{}", outcome.row());
+        }
+        notes.extend(gateway_notes);
     }
     if matches!(cli.command, Command::Crash) {
         notes.extend(crash::run(&cli.crash, &load)?);

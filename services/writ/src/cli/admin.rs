@@ -246,7 +246,8 @@ pub struct ClientCreate {
     /// Audiences the client may ask for (repeatable; the first is the default).
     #[arg(long = "audience")]
     pub audiences: Vec<String>,
-    /// Token formats allowed (repeatable; default: jwt).
+    /// Token formats allowed (repeatable; the first is what the client gets when it asks for
+    /// none; default: jwt). `reference`: opaque tokens a gateway trades for the JWT.
     #[arg(long = "format", value_enum)]
     pub formats: Vec<Format>,
     /// Where authorization responses may be sent (repeatable; needed by --grant
@@ -351,6 +352,7 @@ fn client_json(c: &pb_admin::Client) -> Value {
             Ok(common::TokenFormat::Jwt) => "jwt",
             Ok(common::TokenFormat::Biscuit) => "biscuit",
             Ok(common::TokenFormat::JwtAndBiscuit) => "jwt+biscuit",
+            Ok(common::TokenFormat::Reference) => "reference",
             _ => "unknown",
         })
         .collect();
@@ -463,8 +465,8 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     audience: c.audiences,
                     access_token_lifetime: c.access_token_lifetime.unwrap_or(0),
                     refresh_token_lifetime: c.refresh_token_lifetime.unwrap_or(0),
+                    default_token_format: c.formats.first().map_or(0, |f| format_value(*f)),
                     token_formats: c.formats.into_iter().map(format_value).collect(),
-                    default_token_format: 0,
                     may_introspect: c.may_introspect,
                     disabled: false,
                     create_time: None,

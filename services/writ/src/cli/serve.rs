@@ -34,6 +34,20 @@ pub struct ServeArgs {
     /// Address the admin API listens on: loopback unless you mean to reach it from elsewhere.
     #[arg(long, env = "WRIT_ADMIN_LISTEN", default_value = "127.0.0.1")]
     pub admin_listen: IpAddr,
+    /// Gateway check gRPC port (Envoy's ext_authz; 0 picks a free one), on --gateway-listen.
+    #[arg(long, env = "WRIT_GATEWAY_PORT", default_value_t = 7403)]
+    pub gateway_port: u16,
+    /// Gateway check HTTP port (nginx's auth_request: /check; 0 picks a free one).
+    #[arg(long, env = "WRIT_GATEWAY_HTTP_PORT", default_value_t = 7404)]
+    pub gateway_http_port: u16,
+    /// Address the gateway check listens on, or "off". Loopback unless your gateways run
+    /// elsewhere: it trades reference tokens for the JWTs behind them, so only gateways may
+    /// reach it.
+    #[arg(long, env = "WRIT_GATEWAY_LISTEN", default_value = "127.0.0.1")]
+    pub gateway_listen: String,
+    /// Tokens the gateway check remembers its verdicts for (about 2 KiB each; 0: none).
+    #[arg(long, env = "WRIT_GATEWAY_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub gateway_cache_entries: usize,
     /// Operations endpoint (plain HTTP: `/metrics`, `/livez`, `/readyz`), or "off". Loopback by
     /// default: it takes no input and carries no secret, but says a lot about the platform.
     #[arg(long, env = "WRIT_OPS_LISTEN", default_value = "127.0.0.1:7490")]
@@ -196,6 +210,14 @@ impl ServeArgs {
         let mut engine = writ_oauth::Config::new(self.issuer.clone().unwrap_or_default());
         engine.default_access_token_lifetime = self.access_token_lifetime;
         engine.refresh_rotation_grace = self.refresh_rotation_grace;
+        engine.gateway_cache_entries = self.gateway_cache_entries;
+        let gateway: Option<IpAddr> = match self.gateway_listen.as_str() {
+            "off" => None,
+            ip => Some(
+                ip.parse()
+                    .context("--gateway-listen takes an IP address or \"off\"")?,
+            ),
+        };
         let mut producers = std::collections::BTreeMap::new();
         for spec in &self.revocation_producers {
             let (client, issuer) = spec
@@ -258,6 +280,12 @@ impl ServeArgs {
                 grpc: at(self.authz_port),
                 http: at(self.authz_http_port),
                 admin: SocketAddr::new(self.admin_listen, self.admin_port),
+                gateway: gateway.map(|ip| {
+                    (
+                        SocketAddr::new(ip, self.gateway_port),
+                        SocketAddr::new(ip, self.gateway_http_port),
+                    )
+                }),
                 engine,
                 client_jwks_ca: self.client_jwks_ca.clone(),
             }),

@@ -41,6 +41,8 @@ pub enum Format {
     Biscuit,
     #[value(name = "jwt+biscuit")]
     JwtAndBiscuit,
+    /// An opaque reference token, which a gateway trades for the JWT.
+    Reference,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +142,7 @@ pub(super) fn format_value(f: Format) -> i32 {
         Format::Jwt => common::TokenFormat::Jwt as i32,
         Format::Biscuit => common::TokenFormat::Biscuit as i32,
         Format::JwtAndBiscuit => common::TokenFormat::JwtAndBiscuit as i32,
+        Format::Reference => common::TokenFormat::Reference as i32,
     }
 }
 

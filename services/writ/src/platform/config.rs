@@ -137,6 +137,9 @@ pub struct AuthzSettings {
     pub http: SocketAddr,
     /// The admin API's own listener (loopback by default: it is not for the network).
     pub admin: SocketAddr,
+    /// The gateway check's listeners, gRPC (Envoy) and HTTP (nginx), or none. Loopback by
+    /// default: they trade reference tokens for JWTs, for gateways only.
+    pub gateway: Option<(SocketAddr, SocketAddr)>,
     /// The engine's settings. An empty `issuer` is the HTTP facade's URL once bound.
     pub engine: writ_oauth::Config,
     /// The CA certificates (PEM file) trusted when fetching clients' `jwks_uri`; `None`: the
@@ -150,6 +153,7 @@ impl Default for AuthzSettings {
             grpc: LOOPBACK,
             http: LOOPBACK,
             admin: LOOPBACK,
+            gateway: Some((LOOPBACK, LOOPBACK)),
             engine: writ_oauth::Config::new(""),
             client_jwks_ca: None,
         }

@@ -50,6 +50,8 @@ pub struct RunningAuthz {
     pub http_addr: SocketAddr,
     /// The admin API's address (its own listener).
     pub admin_addr: SocketAddr,
+    /// The gateway check's addresses (gRPC for Envoy, HTTP for nginx), when it is served.
+    pub gateway_addrs: Option<(SocketAddr, SocketAddr)>,
     pub issuer: String,
     served: writ_authz::Served,
     /// The feed introspection follows, when the revocation service runs elsewhere.
@@ -353,6 +355,20 @@ impl Platform {
         );
         let admin = writ_server::bind(settings.admin).await?;
         let admin_addr = writ_server::local_addr(&admin)?;
+        let gateway = match settings.gateway {
+            Some((grpc, http)) => Some(writ_authz::GatewayListeners {
+                grpc: writ_server::bind(grpc).await?,
+                http: writ_server::bind(http).await?,
+            }),
+            None => None,
+        };
+        let gateway_addrs = match &gateway {
+            Some(l) => Some((
+                writ_server::local_addr(&l.grpc)?,
+                writ_server::local_addr(&l.http)?,
+            )),
+            None => None,
+        };
         let mut engine_config = settings.engine.clone();
         engine_config.audit = self.config.audit.clone();
         if engine_config.issuer.is_empty() {
@@ -409,6 +425,7 @@ impl Platform {
             grpc,
             http,
             admin,
+            gateway,
             self.tls.as_ref(),
             writ_authz::Options { revocation },
             self.signal.clone(),
@@ -438,6 +455,7 @@ impl Platform {
             grpc_addr,
             http_addr,
             admin_addr,
+            gateway_addrs,
             issuer,
             served,
             watcher,
@@ -708,6 +726,10 @@ impl Platform {
             e.insert("authz_grpc".into(), self.url(a.grpc_addr).into());
             e.insert("authz_http".into(), self.url(a.http_addr).into());
             e.insert("authz_admin".into(), self.url(a.admin_addr).into());
+            if let Some((grpc, http)) = a.gateway_addrs {
+                e.insert("gateway_grpc".into(), self.url(grpc).into());
+                e.insert("gateway_http".into(), self.url(http).into());
+            }
             e.insert("issuer".into(), a.issuer.clone().into());
         }
         if let Some(r) = &self.revocation {
@@ -758,6 +780,9 @@ impl Platform {
         if let Some(a) = authz {
             a.served.public.wait().await;
             a.served.admin.wait().await;
+            if let Some(g) = a.served.gateway {
+                g.wait().await;
+            }
             if let Some(w) = a.watcher {
                 w.stop();
             }
