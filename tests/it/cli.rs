@@ -572,6 +572,34 @@ fn writ_up_then_the_readme_walkthrough_works() {
     let offline = writ(&["inspect", "--offline", jwt]).ok().json();
     assert_eq!(offline["verified"], false, "--offline only decodes");
     assert_eq!(offline["claims"]["client_id"], "demo");
+
+    // A client behind a gateway: its only format, reference, is its default.
+    let created = up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "shop",
+        "--scope",
+        "demo.read",
+        "--audience",
+        "demo",
+        "--format",
+        "reference",
+    ]);
+    assert_eq!(created["token_formats"], serde_json::json!(["reference"]));
+    let token = up.json(&[
+        "token",
+        "--client-id",
+        "shop",
+        "--client-secret",
+        &self::secret(&created),
+    ]);
+    let reference = token["access_token"].as_str().unwrap();
+    assert!(
+        reference.starts_with(writ_oauth::REFERENCE_PREFIX),
+        "{token}"
+    );
 }
 
 #[test]

@@ -117,7 +117,14 @@ async fn a_reference_token_reveals_nothing_and_stands_for_its_jwt_everywhere() {
     assert!(verifier.verify(&reference).is_err());
 
     // The gateway trades it for a JWT of the same token (one jti), which services verify.
-    let jwt = forwarded(&check(&server, "", &[&format!("Bearer {reference}")]).await);
+    let jwt = forwarded(
+        &check(
+            &server,
+            "?audience=orders",
+            &[&format!("Bearer {reference}")],
+        )
+        .await,
+    );
     let claims = verifier.verify(&jwt).unwrap().claims;
     assert_eq!(claims.client_id, id);
     assert_eq!(claims.aud, vec!["orders".to_owned()]);
@@ -153,11 +160,23 @@ async fn a_reference_token_reveals_nothing_and_stands_for_its_jwt_everywhere() {
         introspect(&server, &id, &secret, &reference).await["active"],
         false
     );
-    let r = check(&server, "", &[&format!("Bearer {reference}")]).await;
+    let r = check(
+        &server,
+        "?audience=orders",
+        &[&format!("Bearer {reference}")],
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert!(header(&r, "www-authenticate").contains("invalid_token"));
     // The other reference lives on (another jti).
-    forwarded(&check(&server, "", &[&format!("Bearer {}", grpc.access_token)]).await);
+    forwarded(
+        &check(
+            &server,
+            "?audience=orders",
+            &[&format!("Bearer {}", grpc.access_token)],
+        )
+        .await,
+    );
 }
 
 #[tokio::test]
@@ -185,15 +204,22 @@ async fn the_gateway_check_refuses_each_bad_request_with_its_challenge() {
 
     // No token: a challenge without an error code (RFC 6750 section 3.1); another scheme too.
     for presented in [&[][..], &["Basic c2hvcDpzZWNyZXQ="][..]] {
-        let r = check(&server, "", presented).await;
+        let r = check(&server, "?audience=orders", presented).await;
         assert_eq!(r.status, 401, "{presented:?}");
         assert_eq!(header(&r, "www-authenticate"), "Bearer");
         assert!(!r.headers.contains_key("authorization"));
     }
-    // Two Authorization headers: invalid_request.
-    let r = check(&server, "", &[&bearer, &bearer]).await;
-    assert_eq!(r.status, 400);
-    assert!(header(&r, "www-authenticate").contains("invalid_request"));
+    // Two Authorization headers, or the Bearer scheme without a well-formed token:
+    // invalid_request (RFC 6750 section 3.1).
+    for presented in [
+        &[bearer.as_str(), bearer.as_str()][..],
+        &["Bearer"][..],
+        &["Bearer two words"][..],
+    ] {
+        let r = check(&server, "?audience=orders", presented).await;
+        assert_eq!(r.status, 400, "{presented:?}");
+        assert!(header(&r, "www-authenticate").starts_with("Bearer error=\"invalid_request\""));
+    }
     // Garbage, a tampered reference, a reference sealed elsewhere: invalid_token.
     let mut tampered = reference.clone().into_bytes();
     let last = tampered.len() - 3;
@@ -209,8 +235,15 @@ async fn the_gateway_check_refuses_each_bad_request_with_its_challenge() {
             .unwrap()
             .to_owned()
     };
-    for token in ["garbage", &tampered, &elsewhere, "writ_ref_"] {
-        let r = check(&server, "", &[&format!("Bearer {token}")]).await;
+    // A Biscuit too: its holder may have narrowed it to other services, which the gateway
+    // cannot judge.
+    let (bid, bsecret) = server
+        .biscuit_client("bis", "orders.read", &["orders"])
+        .await;
+    let biscuit = server.cc_token(&bid, &bsecret).await;
+    assert!(!biscuit.contains('.'), "a Biscuit");
+    for token in ["garbage", &tampered, &elsewhere, "writ_ref_", &biscuit] {
+        let r = check(&server, "?audience=orders", &[&format!("Bearer {token}")]).await;
         assert_eq!(r.status, 401, "{token}");
         let challenge = header(&r, "www-authenticate");
         assert!(
@@ -223,21 +256,33 @@ async fn the_gateway_check_refuses_each_bad_request_with_its_challenge() {
     let r = check(&server, "?audience=billing", &[&bearer]).await;
     assert_eq!(r.status, 401);
     assert!(header(&r, "www-authenticate").contains("invalid_token"));
-    let r = check(&server, "?scope=orders.read%20orders.write", &[&bearer]).await;
+    let r = check(
+        &server,
+        "?audience=orders&scope=orders.read%20orders.write",
+        &[&bearer],
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(
         header(&r, "www-authenticate"),
         "Bearer error=\"insufficient_scope\", error_description=\"the access token lacks a scope this route needs\", scope=\"orders.read orders.write\""
     );
-    // The gateway's own configuration at fault: a malformed scope, a repeated parameter.
-    for query in ["?scope=%22", "?audience=a&audience=b"] {
+    // The gateway's own configuration at fault, a server error: no audience (never a pass
+    // for every token), a malformed scope, a repeated parameter.
+    for query in [
+        "",
+        "?scope=orders.read",
+        "?audience=orders&scope=%22",
+        "?audience=a&audience=b",
+    ] {
         let r = check(&server, query, &[&bearer]).await;
-        assert_eq!(r.status, 400, "{query}");
-        assert_eq!(r.json()["error"], "invalid_request");
+        assert_eq!(r.status, 500, "{query}");
+        assert_eq!(r.json()["error"], "server_error");
+        assert!(!r.headers.contains_key("authorization"));
     }
     // A client cut off (disabled) after its token was cached: refused at once.
     server.set_disabled(&id, true).await;
-    let r = check(&server, "", &[&bearer]).await;
+    let r = check(&server, "?audience=orders", &[&bearer]).await;
     assert_eq!(r.status, 401);
 }
 
@@ -268,6 +313,7 @@ async fn backend() -> (u16, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>
 /// nginx in front of `backend_port`: `/orders/` needs the audience `orders` and the scope
 /// `orders.read`, `/admin/` the scope `orders.admin`; each asks the gateway check over TLS.
 fn nginx_config(backend_port: u16, gateway: &str) -> String {
+    let gateway = gateway.strip_prefix("https://").unwrap();
     let route = |name: &str, query: &str| {
         format!(
             r#"
@@ -281,12 +327,17 @@ fn nginx_config(backend_port: u16, gateway: &str) -> String {
     }}
     location = /_writ_{name} {{
       internal;
-      proxy_pass {gateway}/check?{query};
+      proxy_pass https://writ_gateway/check?{query};
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffer_size 16k;
+      proxy_buffers 8 16k;
       proxy_ssl_verify on;
       proxy_ssl_trusted_certificate {{dir}}/ca.pem;
       proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on;
     }}"#
         )
     };
@@ -296,13 +347,18 @@ fn nginx_config(backend_port: u16, gateway: &str) -> String {
     403 $writ_challenge;
     default "";
   }}
+  upstream writ_gateway {{
+    server {gateway};
+    keepalive 16;
+  }}
   server {{
     listen 127.0.0.1:{{port}};
+    large_client_header_buffers 4 32k;
 {}
 {}
   }}"#,
         route("orders", "audience=orders&scope=orders.read"),
-        route("admin", "scope=orders.admin")
+        route("admin", "audience=orders&scope=orders.admin")
     )
 }
 
@@ -363,7 +419,7 @@ async fn nginx_in_front_lets_in_refuses_and_follows_revocation_and_expiry() {
         .unwrap()
         .claims;
     assert_eq!(claims.client_id, id);
-    // Again (the gateway's cache): the same JWT.
+    // Again: the same JWT.
     assert_eq!(get("/orders/43", Some(reference.clone())).await.status, 200);
     assert_eq!(seen.lock().unwrap().pop().unwrap(), inside);
 
@@ -507,6 +563,10 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
                 }),
                 ..Default::default()
             }),
+            context_extensions: route
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             ..Default::default()
         }),
     };
@@ -516,8 +576,8 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
         Some(check_response::HttpResponse::OkResponse(_))
     ));
 
-    // Refusals: gRPC status code, HTTP status and challenge for the caller.
-    // Request headers, route needs, gRPC code, HTTP status, what the challenge says.
+    // Refusals: gRPC status code, HTTP status and challenge for the caller (request headers,
+    // route needs, gRPC code, HTTP status, the whole challenge or what it says).
     type Case<'a> = (
         &'a [(&'a str, &'a str)],
         &'a [(&'a str, &'a str)],
@@ -525,6 +585,7 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
         u32,
         &'a str,
     );
+    let merged = format!("{bearer},{bearer}");
     let cases: [Case<'_>; 5] = [
         (&[], &route, 16, 401, "Bearer"),
         (
@@ -543,18 +604,18 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
         ),
         (
             &[("authorization", &bearer)],
-            &[("scope", "orders.admin")],
+            &[("audience", "orders"), ("scope", "orders.admin")],
             7,
             403,
             "scope=\"orders.admin\"",
         ),
-        // Two headers merged by Envoy with a comma hold no single bearer token.
+        // Two headers, merged by Envoy with a comma: two headers.
         (
-            &[("authorization", &format!("{bearer},{bearer}"))],
+            &[("authorization", &merged)],
             &route,
-            16,
-            401,
-            "Bearer",
+            3,
+            400,
+            "error=\"invalid_request\"",
         ),
     ];
     for (headers, extensions, grpc, http, challenge) in cases {
@@ -570,9 +631,24 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
             .find(|(k, _)| k == "www-authenticate")
             .map(|(_, v)| v.as_str())
             .unwrap();
-        assert!(www.contains(challenge), "{www}");
+        if challenge == "Bearer" {
+            assert_eq!(www, challenge);
+        } else {
+            assert!(www.contains(challenge), "{www}");
+        }
         assert!(headers.iter().all(|(k, _)| k != "authorization"));
     }
+    // A route without an audience is the configuration's fault: a server error, no pass.
+    let r = envoy
+        .check(envoy_request(
+            &[("authorization", &bearer)],
+            &[("scope", "orders.read")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(denied(&r).0, 13);
+    assert_eq!(denied(&r).1, 500);
     // A request Envoy sent without attributes at all: no token.
     let r = envoy
         .check(CheckRequest::default())

@@ -960,3 +960,54 @@ pub(crate) fn resolve_format(client: &ClientRecord, wanted: FormatChoice) -> Res
     }
     Ok(wanted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every format a client asks for, against what it allows: a reference token only when
+    /// listed (never implied by `jwt+biscuit`), and the default the first it would get.
+    #[test]
+    fn a_client_gets_only_the_formats_it_allows() {
+        use FormatChoice::*;
+        let client = |formats: &[i32], default: i32| ClientRecord {
+            token_formats: formats.to_vec(),
+            default_token_format: default,
+            ..ClientRecord::default()
+        };
+        let cases: [(&[i32], i32, [bool; 4]); 5] = [
+            // Allowed: Jwt, Biscuit, JwtAndBiscuit, Reference.
+            (&[], 0, [true, false, false, false]),
+            (&[FORMAT_JWT_AND_BISCUIT], 0, [true, true, true, false]),
+            (&[FORMAT_JWT, FORMAT_BISCUIT], 0, [true, true, true, false]),
+            (
+                &[FORMAT_REFERENCE],
+                FORMAT_REFERENCE,
+                [false, false, false, true],
+            ),
+            (
+                &[FORMAT_JWT, FORMAT_REFERENCE],
+                0,
+                [true, false, false, true],
+            ),
+        ];
+        for (formats, default, allowed) in cases {
+            let c = client(formats, default);
+            for (choice, allowed) in [Jwt, Biscuit, JwtAndBiscuit, Reference]
+                .into_iter()
+                .zip(allowed)
+            {
+                assert_eq!(
+                    resolve_format(&c, choice).is_ok(),
+                    allowed,
+                    "{formats:?} asked for {choice:?}"
+                );
+            }
+        }
+        assert_eq!(
+            resolve_format(&client(&[FORMAT_REFERENCE], FORMAT_REFERENCE), Default).unwrap(),
+            Reference
+        );
+        assert!(resolve_format(&client(&[FORMAT_REFERENCE], 0), Default).is_err());
+    }
+}

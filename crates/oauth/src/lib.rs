@@ -125,8 +125,9 @@ pub struct Config {
     /// Fewest time between two fetches of one client's `jwks_uri` (an assertion naming a key
     /// the client does not publish must not make Writ fetch on every request).
     pub client_jwks_min_refetch: std::time::Duration,
-    /// Tokens the gateway check keeps verdicts for (each a verified token and what it forwards,
-    /// about 2 KiB); 0 keeps none.
+    /// Tokens the gateway check keeps verdicts for: typical ones (a verified token and the JWT
+    /// it forwards, about 2 KiB; the cache is bounded by bytes, this many times 2 KiB); 0
+    /// keeps none.
     pub gateway_cache_entries: usize,
 }
 

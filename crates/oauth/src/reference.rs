@@ -36,20 +36,20 @@ impl ReferenceSealer {
         ReferenceSealer(Sealer::new(secret, AAD))
     }
 
+    /// The reference token for `jwt`; `None` if it would be longer than any token this server
+    /// takes back ([`crate::MAX_TOKEN_LEN`]).
     pub(crate) fn seal(&self, jwt: &str) -> Option<String> {
         let sealed = self.0.seal(jwt.as_bytes())?;
-        Some(format!(
-            "{REFERENCE_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(sealed)
-        ))
+        let token = format!("{REFERENCE_PREFIX}{}", URL_SAFE_NO_PAD.encode(sealed));
+        (token.len() <= crate::MAX_TOKEN_LEN).then_some(token)
     }
 
     /// The JWT behind `token`, if it is a reference token this server's secret sealed, unchanged.
     pub(crate) fn open(&self, token: &str) -> Option<String> {
-        let body = token.strip_prefix(REFERENCE_PREFIX)?;
-        if body.len() > crate::MAX_TOKEN_LEN {
+        if token.len() > crate::MAX_TOKEN_LEN {
             return None;
         }
+        let body = token.strip_prefix(REFERENCE_PREFIX)?;
         let plain = self.0.open(URL_SAFE_NO_PAD.decode(body).ok()?)?;
         String::from_utf8(plain).ok()
     }
@@ -114,5 +114,16 @@ mod tests {
         assert_eq!(sealer.open(&token[REFERENCE_PREFIX.len()..]), None);
         assert_eq!(sealer.open(&token[..token.len() - 2]), None);
         assert_eq!(sealer.open(&format!("{REFERENCE_PREFIX}!!")), None);
+    }
+
+    #[test]
+    fn a_reference_longer_than_any_token_taken_back_is_not_sealed() {
+        let sealer = ReferenceSealer::new(b"one key");
+        // base64url makes 4 characters of 3 bytes; the salt and the tag add 32 bytes.
+        let fits = (crate::MAX_TOKEN_LEN - REFERENCE_PREFIX.len()) / 4 * 3 - 32;
+        let token = sealer.seal(&"a".repeat(fits)).unwrap();
+        assert!(token.len() <= crate::MAX_TOKEN_LEN);
+        assert_eq!(sealer.open(&token).map(|j| j.len()), Some(fits));
+        assert_eq!(sealer.seal(&"a".repeat(fits + 3)), None);
     }
 }

@@ -72,14 +72,43 @@ impl Verdict {
     }
 }
 
-/// The bearer token of an `Authorization` header value (RFC 6750 section 2.1): the scheme, one
-/// space, and a `b64token` (so two headers merged with a comma hold none).
-pub fn bearer_of(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
+/// What an `Authorization` header value holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// A bearer token (RFC 6750 section 2.1: the scheme, one space, a `b64token`).
+    Bearer(&'a str),
+    /// The `Bearer` scheme without a well-formed token: `invalid_request`.
+    Malformed,
+    /// Another scheme: no bearer token.
+    Other,
+}
+
+pub fn credentials_of(value: &str) -> Credentials<'_> {
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Credentials::Other;
+    }
     let b64 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
     let body = token.trim_end_matches('=');
-    (scheme.eq_ignore_ascii_case("bearer") && !body.is_empty() && body.chars().all(b64))
-        .then_some(token)
+    if !body.is_empty() && body.chars().all(b64) {
+        Credentials::Bearer(token)
+    } else {
+        Credentials::Malformed
+    }
+}
+
+/// A route configured wrongly (no audience, a malformed scope, a repeated parameter): the
+/// gateway's fault, not the caller's, so a server error.
+fn misconfigured(description: &str) -> Verdict {
+    Verdict {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        headers: vec![(header::CONTENT_TYPE, "application/json".to_owned())],
+        body: serde_json::json!({
+            "error": "server_error",
+            "error_description": format!("the gateway's route is misconfigured: {description}"),
+        })
+        .to_string(),
+    }
 }
 
 /// The verdict on a request whose `Authorization` headers are `presented`.
@@ -88,20 +117,25 @@ pub async fn verdict(
     presented: &[&str],
     needs: GatewayNeeds<'_>,
 ) -> Verdict {
-    let token = match presented {
-        [] => None,
-        [one] => bearer_of(one),
-        _ => {
-            return Verdict::challenge(
-                StatusCode::BAD_REQUEST,
-                "Bearer error=\"invalid_request\", error_description=\"one Authorization header\""
-                    .to_owned(),
-            );
-        }
+    let invalid_request = |description: &str| {
+        Verdict::challenge(
+            StatusCode::BAD_REQUEST,
+            format!("Bearer error=\"invalid_request\", error_description=\"{description}\""),
+        )
     };
-    // RFC 6750 section 3.1: a request without a bearer token gets a challenge, no error code.
-    let Some(token) = token else {
-        return Verdict::challenge(StatusCode::UNAUTHORIZED, "Bearer".to_owned());
+    let token = match presented {
+        [] => Credentials::Other,
+        [one] => credentials_of(one),
+        _ => return invalid_request("one Authorization header"),
+    };
+    let token = match token {
+        Credentials::Bearer(token) => token,
+        Credentials::Malformed => return invalid_request("a malformed bearer token"),
+        // RFC 6750 section 3.1: a request without a bearer token gets a challenge, no error
+        // code.
+        Credentials::Other => {
+            return Verdict::challenge(StatusCode::UNAUTHORIZED, "Bearer".to_owned());
+        }
     };
     match engine.gateway_check(token, needs).await {
         Ok(pass) => Verdict {
@@ -125,6 +159,7 @@ pub async fn verdict(
             }
             Verdict::challenge(status, value)
         }
+        Err(Error::InvalidRequest(description)) => misconfigured(description),
         Err(e) => {
             let http = writ_proto::refusal::to_http(&writ_proto::refusal::refusal_of(&e));
             Verdict {
@@ -141,8 +176,13 @@ async fn http_check(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Refused> {
-    let form = Form::from_query(query.unwrap_or_default().as_bytes())?;
-    let (audience, scope) = (form.one("audience")?, form.one("scope")?);
+    let route = Form::from_query(query.unwrap_or_default().as_bytes())
+        .and_then(|form| Ok((form.one("audience")?, form.one("scope")?)));
+    let Ok((audience, scope)) = route else {
+        return Ok(render(misconfigured(
+            "its query is malformed or repeats a parameter",
+        )));
+    };
     let presented: Vec<&str> = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -158,13 +198,17 @@ async fn http_check(
         },
     )
     .await;
+    Ok(render(v))
+}
+
+fn render(v: Verdict) -> Response {
     let mut response = (v.status, writ_server::form::no_store(), v.body).into_response();
     for (name, value) in v.headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
         }
     }
-    Ok(response)
+    response
 }
 
 /// Envoy's `ext_authz` over gRPC.
@@ -179,14 +223,14 @@ impl Authorization for EnvoyCheck {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let attributes = request.into_inner().attributes.unwrap_or_default();
         let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
-        // `headers` (lower-cased, repeated ones merged with commas), or `header_map` when Envoy
-        // is told to send raw headers (each one apart).
+        // `headers` (lower-cased, repeated ones merged with commas, which no bearer token
+        // holds: split, they count as the several headers they were), or `header_map` when
+        // Envoy is told to send raw headers (each one apart).
         let mut presented: Vec<String> = http
             .headers
             .get("authorization")
-            .cloned()
-            .into_iter()
-            .collect();
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
         if let Some(map) = &http.header_map {
             presented.extend(
                 map.headers
@@ -264,13 +308,23 @@ mod tests {
 
     #[test]
     fn a_bearer_token_is_one_b64token_after_the_scheme() {
-        assert_eq!(bearer_of("Bearer abc.def-_~+/=="), Some("abc.def-_~+/=="));
-        assert_eq!(bearer_of("bearer abc"), Some("abc"));
-        assert_eq!(bearer_of("Basic abc"), None);
-        assert_eq!(bearer_of("Bearer "), None);
-        assert_eq!(bearer_of("Bearer =="), None);
-        assert_eq!(bearer_of("Bearer a,Bearer b"), None);
-        assert_eq!(bearer_of("Bearer a b"), None);
-        assert_eq!(bearer_of("Bearer"), None);
+        use Credentials::*;
+        assert_eq!(
+            credentials_of("Bearer abc.def-_~+/=="),
+            Bearer("abc.def-_~+/==")
+        );
+        assert_eq!(credentials_of("bearer abc"), Bearer("abc"));
+        assert_eq!(credentials_of("Basic abc"), Other);
+        assert_eq!(credentials_of("Basic"), Other);
+        assert_eq!(credentials_of(""), Other);
+        for malformed in [
+            "Bearer ",
+            "Bearer ==",
+            "Bearer a,Bearer b",
+            "Bearer a b",
+            "Bearer",
+        ] {
+            assert_eq!(credentials_of(malformed), Malformed, "{malformed}");
+        }
     }
 }

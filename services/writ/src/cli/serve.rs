@@ -45,9 +45,11 @@ pub struct ServeArgs {
     /// reach it.
     #[arg(long, env = "WRIT_GATEWAY_LISTEN", default_value = "127.0.0.1")]
     pub gateway_listen: String,
-    /// Tokens the gateway check remembers its verdicts for (about 2 KiB each; 0: none).
-    #[arg(long, env = "WRIT_GATEWAY_CACHE_ENTRIES", default_value_t = 10_000)]
-    pub gateway_cache_entries: usize,
+    /// Tokens the gateway check remembers its verdicts for: typical ones (the cache holds at
+    /// most this many times 2 KiB, whatever the tokens' sizes; 0: none).
+    #[arg(long, env = "WRIT_GATEWAY_CACHE_ENTRIES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub gateway_cache_entries: u64,
     /// Operations endpoint (plain HTTP: `/metrics`, `/livez`, `/readyz`), or "off". Loopback by
     /// default: it takes no input and carries no secret, but says a lot about the platform.
     #[arg(long, env = "WRIT_OPS_LISTEN", default_value = "127.0.0.1:7490")]
@@ -210,7 +212,7 @@ impl ServeArgs {
         let mut engine = writ_oauth::Config::new(self.issuer.clone().unwrap_or_default());
         engine.default_access_token_lifetime = self.access_token_lifetime;
         engine.refresh_rotation_grace = self.refresh_rotation_grace;
-        engine.gateway_cache_entries = self.gateway_cache_entries;
+        engine.gateway_cache_entries = usize::try_from(self.gateway_cache_entries)?;
         let gateway: Option<IpAddr> = match self.gateway_listen.as_str() {
             "off" => None,
             ip => Some(
