@@ -37,6 +37,18 @@ async fn http_token(server: &TestServer, id: &str, secret: &str, extra: &str) ->
         .await
 }
 
+/// The reference client "shop" (scope orders.read, audience orders) and a token of it.
+async fn shop(server: &TestServer) -> (String, String, String) {
+    let (id, secret) = server
+        .create_client(reference_client("shop", "orders.read", &["orders"]))
+        .await;
+    let reference = http_token(server, &id, &secret, "").await.token_json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, secret, reference)
+}
+
 fn gateway(server: &TestServer) -> HttpClient {
     HttpClient::new(&server.gateway_http_url, server.ca_pem.as_deref())
 }
@@ -182,13 +194,7 @@ async fn a_reference_token_reveals_nothing_and_stands_for_its_jwt_everywhere() {
 #[tokio::test]
 async fn the_gateway_check_refuses_each_bad_request_with_its_challenge() {
     let server = TestServer::start().await;
-    let (id, secret) = server
-        .create_client(reference_client("shop", "orders.read", &["orders"]))
-        .await;
-    let reference = http_token(&server, &id, &secret, "").await.token_json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (id, _, reference) = shop(&server).await;
     let bearer = format!("Bearer {reference}");
 
     // What the route needs: its audience and scope pass; JWT clients' tokens pass as they are.
@@ -227,13 +233,7 @@ async fn the_gateway_check_refuses_each_bad_request_with_its_challenge() {
     let tampered = String::from_utf8(tampered).unwrap();
     let elsewhere = {
         let other = TestServer::start().await;
-        let (oid, osecret) = other
-            .create_client(reference_client("shop", "orders.read", &["orders"]))
-            .await;
-        http_token(&other, &oid, &osecret, "").await.token_json()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        shop(&other).await.2
     };
     // A Biscuit too: its holder may have narrowed it to other services, which the gateway
     // cannot judge.
@@ -517,13 +517,7 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
     let server = TestServer::start().await;
     let mut envoy =
         AuthorizationClient::new(connect(&server.gateway_grpc_url, server.ca_pem.as_deref()).await);
-    let (id, secret) = server
-        .create_client(reference_client("shop", "orders.read", &["orders"]))
-        .await;
-    let reference = http_token(&server, &id, &secret, "").await.token_json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (id, _, reference) = shop(&server).await;
     let bearer = format!("Bearer {reference}");
     let route = [("audience", "orders"), ("scope", "orders.read")];
 
@@ -548,28 +542,15 @@ async fn envoys_ext_authz_check_answers_with_the_jwt_or_the_challenge() {
     assert_eq!(claims.client_id, id);
 
     // Raw headers (Envoy's `encode_raw_headers`): the same.
-    let raw = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    header_map: Some(envoy_core::HeaderMap {
-                        headers: vec![envoy_core::HeaderValue {
-                            key: "authorization".into(),
-                            raw_value: bearer.clone().into_bytes(),
-                            ..Default::default()
-                        }],
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: route
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+    let mut raw = envoy_request(&[], &route);
+    let http = raw.attributes.as_mut().and_then(|a| a.request.as_mut());
+    http.and_then(|r| r.http.as_mut()).unwrap().header_map = Some(envoy_core::HeaderMap {
+        headers: vec![envoy_core::HeaderValue {
+            key: "authorization".into(),
+            raw_value: bearer.clone().into_bytes(),
             ..Default::default()
-        }),
-    };
+        }],
+    });
     let r = envoy.check(raw).await.unwrap().into_inner();
     assert!(matches!(
         r.http_response,
