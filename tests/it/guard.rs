@@ -620,6 +620,7 @@ async fn unknown_key_ids_are_refused_without_a_fetch_per_request() {
                     gid: None,
                     act: None,
                     may_act: None,
+                    cnf: None,
                 },
             )
             .unwrap()

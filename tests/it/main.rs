@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod cli;
 mod client_keys;
+mod dpop;
 mod gateway;
 mod grants;
 mod guard;

@@ -1299,3 +1299,70 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
     assert!(received.lock().unwrap()[0].starts_with("logout_token="));
     assert!(!signs_in_silently(&server, &mut third, &bc).await);
 }
+
+/// Issue 13, part 2: a public client's refresh token, issued with a DPoP proof, is bound to the
+/// proof's key (RFC 9449 section 5): a thief with the token but not the key gets nothing, and
+/// its attempts do not count as reuse (the family lives on for its client).
+#[tokio::test]
+async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
+    use writ_token::{Algorithm, ProofClaimsOut, SigningKey, sign_proof};
+    let server = setup().await;
+    let mut b = browser(&server);
+    let flow = Flow::new("web");
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let key = SigningKey::generate(Algorithm::ES256, "app").unwrap();
+    let thief = SigningKey::generate(Algorithm::ES256, "thief").unwrap();
+    let htu = format!("{}/oauth2/token", server.issuer);
+    let proof = |k: &SigningKey| {
+        sign_proof(
+            k,
+            &ProofClaimsOut {
+                htm: "POST",
+                htu: &htu,
+                iat: writ_token::system_clock().now(),
+                access_token: None,
+                nonce: None,
+            },
+        )
+    };
+    let http = server.http();
+    let body = http
+        .post_form(
+            "/oauth2/token",
+            &[("dpop", &proof(&key))],
+            &flow.redeem(&code),
+        )
+        .await
+        .token_json();
+    assert_eq!(body["token_type"], "DPoP");
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let form = format!(
+        "grant_type=refresh_token&client_id=web&refresh_token={}",
+        form_encode(&refresh)
+    );
+    // Without a proof, or with another key's: refused, nothing spent.
+    let r = refresh_at(&http, &refresh).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "invalid_dpop_proof");
+    let r = http
+        .post_form("/oauth2/token", &[("dpop", &proof(&thief))], &form)
+        .await;
+    assert_eq!(r.json()["error"], "invalid_dpop_proof");
+    // With its key: rotated, and the successor is bound to the same key.
+    let body = http
+        .post_form("/oauth2/token", &[("dpop", &proof(&key))], &form)
+        .await
+        .token_json();
+    assert_eq!(body["token_type"], "DPoP");
+    let next = body["refresh_token"].as_str().unwrap();
+    let r = refresh_at(&http, next).await;
+    assert_eq!(r.json()["error"], "invalid_dpop_proof");
+    let next_form = format!(
+        "grant_type=refresh_token&client_id=web&refresh_token={}",
+        form_encode(next)
+    );
+    http.post_form("/oauth2/token", &[("dpop", &proof(&key))], &next_form)
+        .await
+        .token_json();
+}

@@ -549,6 +549,7 @@ fn external_claims(issuer: &str, aud: &str) -> AccessClaims {
         gid: None,
         act: None,
         may_act: None,
+        cnf: None,
     }
 }
 

@@ -195,6 +195,7 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
         gid: Some(lineage(i.subject, external)),
         act,
         may_act: None,
+        cnf: None,
     };
 
     // An attenuated Biscuit keeps its checks only if it stays itself: narrowed by one more

@@ -204,6 +204,7 @@ impl World {
             gid: Some("grant-1".into()),
             act: None,
             may_act: None,
+            cnf: None,
         }
     }
 

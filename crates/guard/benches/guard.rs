@@ -39,6 +39,7 @@ fn claims(jti: String) -> AccessClaims {
         gid: Some("hV3S1wcT0uG6ZkLq2J9ZNA".into()),
         act: None,
         may_act: None,
+        cnf: None,
     }
 }
 

@@ -132,6 +132,7 @@ mod tests {
                 gid: None,
                 act: None,
                 may_act: None,
+                cnf: None,
             },
             key_id: "k".into(),
             revocation_ids: Vec::new(),

@@ -81,6 +81,13 @@ pub enum Error {
     /// RFC 8628 section 3.5: the device code expired before the user answered.
     #[error("expired_token: the device code has expired")]
     ExpiredToken,
+    /// A DPoP proof (RFC 9449) that is malformed, not for this request, too old, replayed, or
+    /// not by the key a refresh token is bound to.
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(&'static str),
+    /// RFC 9449 section 8: a server nonce is required; the transport sends one (`DPoP-Nonce`).
+    #[error("use_dpop_nonce: a fresh DPoP nonce from this server is required")]
+    UseDpopNonce,
     /// Too many password checks at once: retry.
     #[error("temporarily_unavailable: too many password checks at once; retry")]
     Busy,
@@ -110,6 +117,8 @@ impl Error {
             Error::AuthorizationPending => (Kind::Pending, ErrorCode::AuthorizationPending),
             Error::SlowDown => (Kind::Pending, ErrorCode::SlowDown),
             Error::ExpiredToken => (Kind::PermissionDenied, ErrorCode::ExpiredToken),
+            Error::InvalidDpopProof(_) => (Kind::InvalidArgument, ErrorCode::InvalidDpopProof),
+            Error::UseDpopNonce => (Kind::InvalidArgument, ErrorCode::UseDpopNonce),
             Error::ConsentRequired => (Kind::PermissionDenied, ErrorCode::ConsentRequired),
             Error::InvalidToken(_) => (Kind::Unauthenticated, ErrorCode::InvalidToken),
             Error::InsufficientScope(_) => (Kind::PermissionDenied, ErrorCode::InsufficientScope),

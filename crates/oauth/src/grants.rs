@@ -37,6 +37,8 @@ pub(crate) struct SignedIn {
 
 /// Everything needed to mint an access token.
 pub(crate) struct Minting<'a> {
+    /// The thumbprint of the DPoP key the tokens are bound to (empty: bearer tokens).
+    pub jkt: &'a str,
     pub client: &'a ClientRecord,
     pub subject: String,
     pub scope: Scopes,
@@ -52,7 +54,7 @@ impl AuthorizationServer {
     pub async fn token(&self, req: TokenRequest) -> Result<TokenResponse> {
         let mut req = req;
         req.client_id = crate::client_auth::named_client(&req.client_id, &req.client_assertion);
-        let result = self.token_decision(&req).await;
+        let result = self.token_decision(&mut req).await;
         if let Err(e) = &result {
             // The server's own failure is not a refusal of the caller.
             let outcome = match e {
@@ -81,8 +83,12 @@ impl AuthorizationServer {
         result
     }
 
-    async fn token_decision(&self, req: &TokenRequest) -> Result<TokenResponse> {
+    async fn token_decision(&self, req: &mut TokenRequest) -> Result<TokenResponse> {
         check_request_sizes(req)?;
+        // The proof first: a replayed or stale one changes nothing, whatever else the request
+        // says (its jti is spent once it verifies).
+        req.dpop_jkt = self.verify_dpop(req.dpop.as_ref())?.unwrap_or_default();
+        let req = &*req;
         // A source with too many failed authentications is refused before any is checked.
         let source = req.source.map(crate::throttle::Subject::Source);
         let source = source.as_slice();
@@ -140,6 +146,7 @@ impl AuthorizationServer {
         }
         let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         let m = Minting {
+            jkt: &req.dpop_jkt,
             scope: narrow_scope(&req.scope, &allowed)?,
             audience: resolve_audience(&client, &req.audience, &req.resource)?,
             format: resolve_format(&client, req.token_format)?,
@@ -196,8 +203,9 @@ impl AuthorizationServer {
         };
         let refresh = client
             .allows_grant(grant_type::REFRESH_TOKEN)
-            .then(|| self.new_refresh_token(&client, &grant, now));
+            .then(|| self.new_refresh_token(&client, &grant, now, &req.dpop_jkt));
         let m = Minting {
+            jkt: &req.dpop_jkt,
             client: &client,
             subject: user.subject.clone(),
             scope,
@@ -445,8 +453,9 @@ impl AuthorizationServer {
         let format = resolve_format(client, req.token_format)?;
         let refresh = client
             .allows_grant(grant_type::REFRESH_TOKEN)
-            .then(|| self.new_refresh_token(client, &record, now));
+            .then(|| self.new_refresh_token(client, &record, now, &req.dpop_jkt));
         let m = Minting {
+            jkt: &req.dpop_jkt,
             client,
             subject: s.subject.clone(),
             scope: scope.clone(),
@@ -545,6 +554,13 @@ impl AuthorizationServer {
         if client.disabled {
             return Err(Error::InvalidGrant("the client is disabled"));
         }
+        // A bound token (a public client's, issued with a DPoP proof) needs a proof by its key:
+        // without one, nothing happens (a thief's attempt is no reuse that revokes the family).
+        if !old.jkt.is_empty() && old.jkt != req.dpop_jkt {
+            return Err(Error::InvalidDpopProof(
+                "the refresh token is bound to a DPoP key this request did not prove",
+            ));
+        }
         // What the grant's record holds that a rotation needs, the token carries (tokens issued
         // before it did: read from the grant). The owner and the revocations are read at once:
         // on a networked store, one round trip for all of them.
@@ -616,7 +632,9 @@ impl AuthorizationServer {
         let audience = resolve_audience(&client, &req.audience, &req.resource)?;
         let format = resolve_format(&client, req.token_format)?;
 
-        let (token, new_record) = self.new_refresh_token(&client, &grant, now);
+        // A bound predecessor's key is the request's (checked above): the successor stays bound
+        // to it; an unbound one's successor is bound to the key this request proved, if any.
+        let (token, new_record) = self.new_refresh_token(&client, &grant, now, &req.dpop_jkt);
         let new_key = self.hasher.hash(token.as_bytes());
         let mut batch = Batch::new().expect(key.to_vec(), Some(old_bytes));
         let retry = replacing.is_some();
@@ -645,6 +663,7 @@ impl AuthorizationServer {
         // Minted before the rotation commits, so the record of the issue goes in its batch (a
         // token of a rotation that loses is never sent).
         let m = Minting {
+            jkt: &req.dpop_jkt,
             client: &client,
             subject: old.subject.clone(),
             scope,
@@ -717,11 +736,15 @@ impl AuthorizationServer {
         ))
     }
 
+    /// A refresh token for `grant`. A public client's is bound to the DPoP key its request
+    /// proved (RFC 9449 section 5): a thief without that key cannot use it. A confidential
+    /// client's is bound to the client by its authentication, as RFC 9449 has it.
     fn new_refresh_token(
         &self,
         client: &ClientRecord,
         grant: &GrantRecord,
         now: i64,
+        jkt: &str,
     ) -> (String, RefreshTokenRecord) {
         let lifetime = match client.refresh_token_lifetime {
             0 => self.config.default_refresh_token_lifetime,
@@ -740,6 +763,11 @@ impl AuthorizationServer {
             grant_created_at: grant.created_at,
             grant_expires_at: grant.expires_at,
             successor: Vec::new(),
+            jkt: if client.is_confidential() {
+                String::new()
+            } else {
+                jkt.to_owned()
+            },
         };
         (random_secret(), record)
     }
@@ -776,6 +804,19 @@ impl AuthorizationServer {
             gid: Some(m.gid.clone()),
             act: None,
             may_act: None,
+            cnf: None,
+        };
+        let bound = !m.jkt.is_empty();
+        if bound && !matches!(m.format, FormatChoice::Jwt | FormatChoice::Default) {
+            return Err(Error::InvalidRequest(
+                "DPoP-bound access tokens are JWTs: ask for token_format jwt",
+            ));
+        }
+        let claims = AccessClaims {
+            cnf: bound.then(|| writ_token::Confirmation {
+                jkt: Some(m.jkt.to_owned()),
+            }),
+            ..claims
         };
         let keys = self.keys.state();
         let (access_token, issued_token_type, biscuit) = match m.format {
@@ -814,6 +855,7 @@ impl AuthorizationServer {
             .detail("scope", &claims.scope)
             .detail("exp", claims.exp)
             .detail("format", format!("{:?}", m.format))
+            .detail("dpop_jkt", m.jkt)
             .detail(
                 "refresh_token",
                 if refresh_token.is_some() {
@@ -824,7 +866,8 @@ impl AuthorizationServer {
             );
         let response = TokenResponse {
             access_token,
-            token_type: "Bearer",
+            // RFC 9449 section 5: a bound token's type says how to present it.
+            token_type: if bound { "DPoP" } else { "Bearer" },
             expires_in: lifetime,
             refresh_token,
             scope: claims.scope,

@@ -13,7 +13,7 @@ use crate::{AuthorizationServer, MAX_SECRET_LEN, MAX_TOKEN_LEN};
 /// What a presented token turned out to be.
 enum Found {
     Access(Box<VerifiedToken>),
-    Refresh(RefreshTokenRecord),
+    Refresh(Box<RefreshTokenRecord>),
     Nothing,
 }
 
@@ -208,7 +208,7 @@ impl AuthorizationServer {
         if hint == "refresh_token" || looks_like_refresh {
             let key = self.hasher.hash(token.as_bytes());
             if let Some(bytes) = self.store.get(Tree::RefreshTokens, &key).await? {
-                return Ok(Found::Refresh(decode(&bytes)?));
+                return Ok(Found::Refresh(Box::new(decode(&bytes)?)));
             }
         }
         // A Biscuit's Datalog runs off the runtime's workers; too many waiting is an error to

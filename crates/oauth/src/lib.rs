@@ -14,6 +14,7 @@ mod client_cache;
 mod clients;
 mod codes;
 pub mod device;
+mod dpop;
 #[cfg(test)]
 mod engine_tests;
 mod error;
@@ -51,6 +52,7 @@ pub use client_auth::{
     MAX_JWKS_URI_LEN, named_client,
 };
 pub use device::{DeviceAuthorization, DevicePage};
+pub use dpop::{DPOP_MAX_AGE, DpopRequest};
 pub use error::{Error, Result};
 pub use gateway::{GatewayNeeds, GatewayPass};
 pub use reference::{REFERENCE_PREFIX, is_reference};
@@ -129,6 +131,9 @@ pub struct Config {
     /// it forwards, about 2 KiB; the cache is bounded by bytes, this many times 2 KiB); 0
     /// keeps none.
     pub gateway_cache_entries: usize,
+    /// Every DPoP proof must carry a nonce this server issued (RFC 9449 section 8): proofs made
+    /// in advance, or with a client's clock far off, are refused.
+    pub dpop_nonce_required: bool,
 }
 
 impl Config {
@@ -152,6 +157,7 @@ impl Config {
             pending_requests_per_minute: 60,
             client_jwks_min_refetch: std::time::Duration::from_secs(10),
             gateway_cache_entries: 10_000,
+            dpop_nonce_required: false,
         }
     }
 }
@@ -180,6 +186,8 @@ pub struct AuthorizationServer {
     references: reference::ReferenceSealer,
     /// The gateway check's verdicts (see [`gateway`]).
     gateway_cache: gateway::GatewayCache,
+    /// DPoP proofs seen, and nonces (see [`dpop`]).
+    dpop: dpop::DpopState,
     /// Whether a pruning pass has given every live session an index entry (sessions opened
     /// before the index existed had none): once per process.
     sessions_indexed: std::sync::atomic::AtomicBool,
@@ -298,6 +306,7 @@ impl AuthorizationServer {
         let references = reference::ReferenceSealer::new(
             &key_encryption_key.derive(reference::ReferenceSealer::PURPOSE)[..],
         );
+        let dpop = dpop::DpopState::new(&key_encryption_key.derive(dpop::DpopState::PURPOSE)[..]);
         let keys = Arc::new(
             Keyring::load(
                 store.clone(),
@@ -350,6 +359,7 @@ impl AuthorizationServer {
             codes,
             references,
             gateway_cache: gateway::GatewayCache::new(config.gateway_cache_entries),
+            dpop,
             sessions_indexed: std::sync::atomic::AtomicBool::new(false),
             store,
             config,

@@ -184,6 +184,10 @@ pub struct RefreshTokenRecord {
     /// Once used: the stored key of the token that replaced it (for the rotation grace period).
     #[prost(bytes = "vec", tag = "12")]
     pub successor: Vec<u8>,
+    /// The thumbprint of the DPoP key a public client's token is bound to (RFC 9449 section
+    /// 5); empty: not bound.
+    #[prost(string, tag = "13")]
+    pub jkt: String,
 }
 
 impl Record for RefreshTokenRecord {

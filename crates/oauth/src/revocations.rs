@@ -492,6 +492,7 @@ impl AuthorizationServer {
             gid: Some(random_id()),
             act: None,
             may_act: None,
+            cnf: None,
         };
         Ok((encode_access_token(&self.keys.state().jwt, &claims)?, exp))
     }

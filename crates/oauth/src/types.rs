@@ -48,6 +48,12 @@ pub struct TokenRequest {
     pub assertion: String,
     /// Where the request came from (the transport's peer address), for brute-force throttling.
     pub source: Option<std::net::IpAddr>,
+    /// RFC 9449: the request's DPoP proof, and what it must name; the tokens are bound to its
+    /// key.
+    pub dpop: Option<crate::DpopRequest>,
+    /// The thumbprint of the key of a verified proof: set by the engine (whatever a caller
+    /// put here is overwritten).
+    pub dpop_jkt: String,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -71,7 +77,8 @@ impl std::fmt::Debug for TokenRequest {
             .field("client_assertion", &redacted(&self.client_assertion))
             .field("assertion", &redacted(&self.assertion))
             .field("source", &self.source)
-            .finish()
+            .field("dpop", &self.dpop)
+            .finish_non_exhaustive()
     }
 }
 

@@ -378,6 +378,7 @@ impl AuthorizationServer {
             wanted
         };
         let m = crate::grants::Minting {
+            jkt: &req.dpop_jkt,
             client: &client,
             subject: verified.subject.clone(),
             scope,

@@ -51,6 +51,7 @@ fn setup() -> Setup {
         gid: Some("hV3S1wcT0uG6ZkLq2J9ZNA".into()),
         act: None,
         may_act: None,
+        cnf: None,
     };
     Setup {
         ed,

@@ -49,6 +49,18 @@ pub struct AccessClaims {
     pub act: Option<Actor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_act: Option<Actor>,
+    /// RFC 7800 confirmation: the key the token is bound to (a DPoP key's thumbprint, RFC
+    /// 9449). A bound token is honoured only with a proof by that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 section 3.1: what a token's presenter must prove it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 9449 section 6.1: the SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 mod audience {

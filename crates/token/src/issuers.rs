@@ -275,6 +275,7 @@ mod tests {
             gid: Some("g".into()),
             act: None,
             may_act: None,
+            cnf: None,
         }
     }
 

@@ -23,6 +23,7 @@
 //!     gid: Some(random_id()),
 //!     act: None,
 //!     may_act: None,
+//!     cnf: None,
 //! };
 //! let jwt = encode_access_token(&jwt_key, &claims).unwrap();
 //! let biscuit = mint_biscuit(&root, &claims).unwrap();
@@ -55,6 +56,7 @@ mod assertion;
 mod biscuit;
 mod claims;
 mod clock;
+mod dpop;
 mod error;
 mod holder;
 mod ids;
@@ -74,8 +76,12 @@ pub use assertion::{
     verify_workload_token,
 };
 pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
-pub use claims::{AccessClaims, Actor, MAX_NUMERIC_DATE};
+pub use claims::{AccessClaims, Actor, Confirmation, MAX_NUMERIC_DATE};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};
+pub use dpop::{
+    DPOP_ALGORITHMS, DPOP_TYP, DpopError, MAX_PROOF_LEN, ProofClaimsOut, ProofRules, VerifiedProof,
+    access_token_hash, jwk_thumbprint, key_thumbprint, sign_proof, verify_proof,
+};
 pub use error::TokenError;
 pub use holder::{
     BiscuitShape, MAX_ELEMENTS_PER_QUERY, MAX_OPS_PER_QUERY, MAX_QUERIES_PER_BLOCK, PolicyShape,

@@ -23,6 +23,9 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
     Ok(writ_oauth::TokenRequest {
         // Filled in by the handler, which knows the peer.
         source: None,
+        // DPoP over gRPC is not served yet: tokens issued here are bearer tokens.
+        dpop: None,
+        dpop_jkt: String::new(),
         token_format: format_choice(r.token_format)?,
         grant_type: r.grant_type,
         client_id: r.client_id,

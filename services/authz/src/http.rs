@@ -87,7 +87,21 @@ async fn token(
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
     let (form, client) = parse(&headers, &body)?;
+    // RFC 9449 section 4.3: one proof, over this endpoint's URL. Several headers are joined
+    // with commas, which no proof holds: the engine refuses (and records) them.
+    let proofs: Vec<&str> = headers
+        .get_all("dpop")
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    let dpop = (!proofs.is_empty()).then(|| writ_oauth::DpopRequest {
+        proof: proofs.join(","),
+        htm: "POST".to_owned(),
+        htu: format!("{}/oauth2/token", engine.config().issuer),
+    });
     let req = writ_oauth::TokenRequest {
+        dpop,
+        dpop_jkt: String::new(),
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
         client_secret: client.client_secret,
@@ -107,7 +121,18 @@ async fn token(
         assertion: form.one("assertion")?,
         source: peer.map(|p| p.0.0.ip()),
     };
-    let r = engine.token(req).await?;
+    let r = match engine.token(req).await {
+        Ok(r) => r,
+        // RFC 9449 section 8: the refusal carries the nonce to use.
+        Err(e @ Error::UseDpopNonce) => {
+            let mut response = Refused::from(e).into_response();
+            if let Ok(nonce) = axum::http::HeaderValue::from_str(&engine.dpop_nonce()) {
+                response.headers_mut().insert("dpop-nonce", nonce);
+            }
+            return Ok(response);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut body = json!({
         "access_token": r.access_token,
         "token_type": r.token_type,
@@ -259,6 +284,8 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "acr_values_supported": [writ_oauth::signin::ACR_PASSWORD],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
+        // RFC 9449 section 5.1: DPoP at the token endpoint (HTTP).
+        "dpop_signing_alg_values_supported": writ_token::DPOP_ALGORITHMS.map(|a| a.name()),
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,

@@ -77,6 +77,7 @@ pub fn sample_claims() -> AccessClaims {
         gid: Some("gid-1".into()),
         act: None,
         may_act: None,
+        cnf: None,
     }
 }
 

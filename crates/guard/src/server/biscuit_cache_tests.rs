@@ -84,6 +84,7 @@ impl Fixture {
             gid: Some("g1".into()),
             act: None,
             may_act: None,
+            cnf: None,
         };
         mint_biscuit(&self.root, &claims).unwrap()
     }

@@ -46,6 +46,7 @@ async fn the_default_guard_fails_closed_until_its_feed_vouches() {
         gid: None,
         act: None,
         may_act: None,
+        cnf: None,
     };
     let header = format!("Bearer {}", encode_access_token(&key, &claims).unwrap());
     let call = || guard.check(GET, Some(header.as_bytes()));

@@ -205,6 +205,7 @@ impl TokenVerifier {
             gid: Some(gid),
             act: actor_chain(actors),
             may_act: None,
+            cnf: None,
         };
         self.check_claims(&claims)?;
         // The Datalog clock reads `now - leeway` (see `authorizer`); the verdict stands until it

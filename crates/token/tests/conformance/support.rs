@@ -119,6 +119,7 @@ pub fn claims() -> AccessClaims {
         gid: Some("grant-1".into()),
         act: None,
         may_act: None,
+        cnf: None,
     }
 }
 

@@ -1,0 +1,225 @@
+//! DPoP (RFC 9449) at the token endpoint: proofs verified (`writ_token::verify_proof`), their
+//! `jti`s remembered in bounded memory, server nonces, and the key a token is bound to.
+//!
+//! A proof is good for `DPOP_MAX_AGE` seconds (and the leeway) after its `iat`; its `jti` is
+//! remembered for that long, in two generations of at most [`MAX_REMEMBERED`] keyed 128-bit
+//! hashes each (of the key's thumbprint and the `jti`), so memory stays bounded whatever the
+//! load: a full generation refuses new proofs (`temporarily_unavailable`) rather than forget
+//! one. Replicas each remember their own: a proof replayed at another replica within its
+//! window is the bound RFC 9449 section 11.1 leaves to server nonces, which replicas share.
+//!
+//! Nonces are stateless: a 5-minute window's number and an HMAC of it under a key derived from
+//! the key-encryption key (every replica holds it), good for that window and the next.
+
+use std::collections::HashSet;
+use std::hash::Hasher;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use writ_token::{DpopError, ProofRules, VerifiedProof};
+
+use crate::AuthorizationServer;
+use crate::error::{Error, Result};
+
+/// How old a proof may be, in seconds (besides the leeway).
+pub const DPOP_MAX_AGE: i64 = 120;
+/// Proof ids remembered per generation (16 bytes each: 16 MiB per generation at most).
+pub const MAX_REMEMBERED: usize = 1_000_000;
+/// A nonce's window, in seconds: a nonce is good in its window and the next.
+const NONCE_WINDOW: i64 = 300;
+
+/// What the transport says of a request's proof: the `DPoP` header (several joined with
+/// commas, which no proof holds, so they are refused), and the request's method and URI as the
+/// proof must name them.
+#[derive(Clone, Default)]
+pub struct DpopRequest {
+    pub proof: String,
+    pub htm: String,
+    pub htu: String,
+}
+
+impl std::fmt::Debug for DpopRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopRequest")
+            .field("htm", &self.htm)
+            .field("htu", &self.htu)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Proof ids seen, in two generations.
+struct Seen {
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+    /// When `current` began.
+    since: i64,
+}
+
+pub(crate) struct DpopState {
+    seen: parking_lot::Mutex<Seen>,
+    hash_keys: (u64, u64),
+    nonce_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for DpopState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DpopState")
+    }
+}
+
+impl DpopState {
+    /// The purpose nonces' key is derived from the key-encryption key for.
+    pub(crate) const PURPOSE: &'static [u8] = b"writ dpop nonces v1";
+
+    pub(crate) fn new(nonce_key: &[u8]) -> Self {
+        let k = writ_token::random_bytes::<16>();
+        let (a, b) = k.split_at(8);
+        DpopState {
+            seen: parking_lot::Mutex::new(Seen {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+                since: 0,
+            }),
+            hash_keys: (
+                u64::from_le_bytes(a.try_into().unwrap_or_default()),
+                u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            ),
+            nonce_key: nonce_key.to_vec(),
+        }
+    }
+
+    fn nonce_mac(&self, window: i64) -> Vec<u8> {
+        #[allow(clippy::expect_used)]
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.nonce_key).expect("HMAC takes any key");
+        mac.update(&window.to_be_bytes());
+        mac.finalize().into_bytes()[..16].to_vec()
+    }
+
+    /// A nonce for now.
+    pub(crate) fn nonce(&self, now: i64) -> String {
+        let window = now.div_euclid(NONCE_WINDOW);
+        let mut bytes = window.to_be_bytes().to_vec();
+        bytes.extend(self.nonce_mac(window));
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Whether `nonce` is one of this window's or the last one's.
+    pub(crate) fn accepts(&self, nonce: &str, now: i64) -> bool {
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return false;
+        };
+        if bytes.len() != 24 {
+            return false;
+        }
+        let window = i64::from_be_bytes(bytes[..8].try_into().unwrap_or_default());
+        let current = now.div_euclid(NONCE_WINDOW);
+        (window == current || window == current - 1)
+            && subtle::ConstantTimeEq::ct_eq(&bytes[8..], &self.nonce_mac(window)[..]).into()
+    }
+
+    /// Remembers a proof's id; a second time, or with no room left, it is refused.
+    fn spend(&self, proof: &VerifiedProof, now: i64, window: i64) -> Result<()> {
+        let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
+        h.write(proof.jkt.as_bytes());
+        h.write_u8(0);
+        h.write(proof.jti.as_bytes());
+        let id = h.finish128().as_u128();
+        let mut seen = self.seen.lock();
+        if now - seen.since >= window {
+            // Everything in `previous` is older than a proof can be: forget it.
+            seen.previous = std::mem::take(&mut seen.current);
+            seen.since = now;
+        }
+        if seen.previous.contains(&id) || seen.current.contains(&id) {
+            return Err(Error::InvalidDpopProof("the DPoP proof was used before"));
+        }
+        if seen.current.len() >= MAX_REMEMBERED {
+            return Err(Error::Unavailable("too many DPoP proofs at once; retry"));
+        }
+        seen.current.insert(id);
+        Ok(())
+    }
+}
+
+impl AuthorizationServer {
+    /// The `DPoP-Nonce` to send with a `use_dpop_nonce` refusal.
+    pub fn dpop_nonce(&self) -> String {
+        self.dpop.nonce(self.now())
+    }
+
+    /// Verifies a token request's proof and spends its `jti`: the thumbprint of the key the
+    /// tokens are to be bound to, or `None` without a proof.
+    pub(crate) fn verify_dpop(&self, dpop: Option<&DpopRequest>) -> Result<Option<String>> {
+        let Some(d) = dpop else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let accepts = |n: &str| self.dpop.accepts(n, now);
+        let rules = ProofRules {
+            htm: &d.htm,
+            htu: &d.htu,
+            now,
+            max_age: DPOP_MAX_AGE,
+            leeway: self.config.leeway,
+            access_token: None,
+            nonce: self
+                .config
+                .dpop_nonce_required
+                .then_some(&accepts as &dyn Fn(&str) -> bool),
+        };
+        let proof = writ_token::verify_proof(&d.proof, &rules).map_err(|e| match e {
+            DpopError::Invalid(why) => Error::InvalidDpopProof(why),
+            DpopError::UseNonce => Error::UseDpopNonce,
+        })?;
+        self.dpop
+            .spend(&proof, now, DPOP_MAX_AGE + 2 * self.config.leeway)?;
+        Ok(Some(proof.jkt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_is_good_for_its_window_and_the_next_under_its_key_only() {
+        let state = DpopState::new(b"one key");
+        let n = state.nonce(1_000_000);
+        assert!(state.accepts(&n, 1_000_000));
+        assert!(state.accepts(&n, 1_000_000 + NONCE_WINDOW));
+        assert!(!state.accepts(&n, 1_000_000 + 2 * NONCE_WINDOW));
+        assert!(!state.accepts(&n, 1_000_000 - NONCE_WINDOW));
+        assert!(!DpopState::new(b"another key").accepts(&n, 1_000_000));
+        assert!(!state.accepts("garbage", 1_000_000));
+        assert!(!state.accepts("", 1_000_000));
+    }
+
+    #[test]
+    fn a_proof_id_is_spent_once_and_forgotten_only_when_too_old() {
+        let state = DpopState::new(b"k");
+        let proof = |jti: &str| VerifiedProof {
+            jkt: "thumb".into(),
+            jti: jti.into(),
+            iat: 0,
+        };
+        assert!(state.spend(&proof("a"), 1000, 180).is_ok());
+        assert!(matches!(
+            state.spend(&proof("a"), 1001, 180),
+            Err(Error::InvalidDpopProof(_))
+        ));
+        // Another key's proof with the same jti is another proof.
+        let other = VerifiedProof {
+            jkt: "other".into(),
+            ..proof("a")
+        };
+        assert!(state.spend(&other, 1001, 180).is_ok());
+        // One generation later it is still remembered; two later it is gone (and too old).
+        assert!(state.spend(&proof("b"), 1000 + 180, 180).is_ok());
+        assert!(state.spend(&proof("a"), 1000 + 200, 180).is_err());
+        assert!(state.spend(&proof("c"), 1000 + 360, 180).is_ok());
+        assert!(state.spend(&proof("a"), 1000 + 370, 180).is_ok());
+    }
+}
