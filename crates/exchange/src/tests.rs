@@ -648,3 +648,22 @@ async fn nested_act_is_history_and_grants_nothing() {
     );
     assert_eq!(v.claims.sub, "alice");
 }
+
+#[tokio::test]
+async fn a_dpop_bound_subject_token_is_not_exchanged_into_a_bearer_token() {
+    let w = world().await;
+    let bound = AccessClaims {
+        cnf: Some(writ_token::Confirmation {
+            jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+        }),
+        ..w.claims("frontend", &["orders"], "read")
+    };
+    refused(
+        w.exchange("orders", &w.jwt(&bound), &["inventory"]).await,
+        "invalid_request",
+        Some("dpop_bound"),
+    );
+    // The same token unbound is exchanged.
+    let plain = w.jwt(&w.claims("frontend", &["orders"], "read"));
+    assert!(w.exchange("orders", &plain, &["inventory"]).await.is_ok());
+}

@@ -475,7 +475,8 @@ impl AuthorizationServer {
         let _ = self.client_key_fetcher.set(fetcher);
     }
 
-    pub(crate) fn metadata_token_endpoint(&self) -> String {
+    /// The token endpoint's URL, as the metadata names it (and a DPoP proof must).
+    pub fn metadata_token_endpoint(&self) -> String {
         format!("{}/oauth2/token", self.config.issuer.trim_end_matches('/'))
     }
 

@@ -1,15 +1,22 @@
 //! DPoP (RFC 9449) at the token endpoint: proofs verified (`writ_token::verify_proof`), their
 //! `jti`s remembered in bounded memory, server nonces, and the key a token is bound to.
 //!
-//! A proof is good for `DPOP_MAX_AGE` seconds (and the leeway) after its `iat`; its `jti` is
-//! remembered for that long, in two generations of at most [`MAX_REMEMBERED`] keyed 128-bit
-//! hashes each (of the key's thumbprint and the `jti`), so memory stays bounded whatever the
-//! load: a full generation refuses new proofs (`temporarily_unavailable`) rather than forget
-//! one. Replicas each remember their own: a proof replayed at another replica within its
-//! window is the bound RFC 9449 section 11.1 leaves to server nonces, which replicas share.
+//! A proof is checked before anything else (statelessly: form, signature, method, URI, age,
+//! nonce), and its `jti` spent only when tokens are about to be minted, after the client
+//! authenticated and the grant decided: a caller who cannot get tokens cannot fill the memory
+//! of proofs either. A proof is good for `DPOP_MAX_AGE` seconds (and the leeway) after its
+//! `iat`; its `jti` is remembered for that long, in two generations of at most
+//! [`MAX_REMEMBERED`] keyed 128-bit hashes each (of the key's thumbprint and the `jti`; about
+//! 36 MiB a full generation), so memory stays bounded whatever the load: a full generation
+//! refuses new proofs (`temporarily_unavailable`) rather than forget one. Each process
+//! remembers its own, and forgets at a restart: a proof replayed at another replica (or after
+//! a restart) within its two minutes gets tokens bound to the same key, useless without it; a
+//! public client's refresh token replayed that way is reuse, which revokes the family.
 //!
 //! Nonces are stateless: a 5-minute window's number and an HMAC of it under a key derived from
-//! the key-encryption key (every replica holds it), good for that window and the next.
+//! the key-encryption key (every replica holds it), good for that window and the next (and, a
+//! leeway before it starts, the one after: replicas' clocks differ). They bound how far ahead
+//! a proof can be made, not replays.
 
 use std::collections::HashSet;
 use std::hash::Hasher;
@@ -30,6 +37,8 @@ pub const DPOP_MAX_AGE: i64 = 120;
 pub const MAX_REMEMBERED: usize = 1_000_000;
 /// A nonce's window, in seconds: a nonce is good in its window and the next.
 const NONCE_WINDOW: i64 = 300;
+/// How far ahead another replica's clock may be when it mints a nonce.
+const NONCE_SKEW: i64 = 30;
 
 /// What the transport says of a request's proof: the `DPoP` header (several joined with
 /// commas, which no proof holds, so they are refused), and the request's method and URI as the
@@ -116,16 +125,17 @@ impl DpopState {
         }
         let window = i64::from_be_bytes(bytes[..8].try_into().unwrap_or_default());
         let current = now.div_euclid(NONCE_WINDOW);
-        (window == current || window == current - 1)
+        let ahead = (now + NONCE_SKEW).div_euclid(NONCE_WINDOW);
+        (window == current || window == current - 1 || window == ahead)
             && subtle::ConstantTimeEq::ct_eq(&bytes[8..], &self.nonce_mac(window)[..]).into()
     }
 
     /// Remembers a proof's id; a second time, or with no room left, it is refused.
-    fn spend(&self, proof: &VerifiedProof, now: i64, window: i64) -> Result<()> {
+    fn spend(&self, jkt: &str, jti: &str, now: i64, window: i64) -> Result<()> {
         let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
-        h.write(proof.jkt.as_bytes());
+        h.write(jkt.as_bytes());
         h.write_u8(0);
-        h.write(proof.jti.as_bytes());
+        h.write(jti.as_bytes());
         let id = h.finish128().as_u128();
         let mut seen = self.seen.lock();
         if now - seen.since >= window {
@@ -150,9 +160,9 @@ impl AuthorizationServer {
         self.dpop.nonce(self.now())
     }
 
-    /// Verifies a token request's proof and spends its `jti`: the thumbprint of the key the
-    /// tokens are to be bound to, or `None` without a proof.
-    pub(crate) fn verify_dpop(&self, dpop: Option<&DpopRequest>) -> Result<Option<String>> {
+    /// Verifies a token request's proof, statelessly: the proof (its key's thumbprint and its
+    /// `jti`, to spend with [`Self::spend_dpop`] before minting), or `None` without one.
+    pub(crate) fn verify_dpop(&self, dpop: Option<&DpopRequest>) -> Result<Option<VerifiedProof>> {
         let Some(d) = dpop else {
             return Ok(None);
         };
@@ -174,9 +184,14 @@ impl AuthorizationServer {
             DpopError::Invalid(why) => Error::InvalidDpopProof(why),
             DpopError::UseNonce => Error::UseDpopNonce,
         })?;
+        Ok(Some(proof))
+    }
+
+    /// Spends a verified proof's `jti` (a second time it is `invalid_dpop_proof`): called
+    /// when tokens bound to its key are about to be minted, before any state changes.
+    pub(crate) fn spend_dpop(&self, jkt: &str, jti: &str) -> Result<()> {
         self.dpop
-            .spend(&proof, now, DPOP_MAX_AGE + 2 * self.config.leeway)?;
-        Ok(Some(proof.jkt))
+            .spend(jkt, jti, self.now(), DPOP_MAX_AGE + 2 * self.config.leeway)
     }
 }
 
@@ -192,6 +207,11 @@ mod tests {
         assert!(state.accepts(&n, 1_000_000 + NONCE_WINDOW));
         assert!(!state.accepts(&n, 1_000_000 + 2 * NONCE_WINDOW));
         assert!(!state.accepts(&n, 1_000_000 - NONCE_WINDOW));
+        // Minted by a replica whose clock is a little ahead, just past a window's start.
+        let start = 1_000_200 - 1_000_200 % NONCE_WINDOW + NONCE_WINDOW;
+        let ahead = state.nonce(start + 1);
+        assert!(state.accepts(&ahead, start - 10));
+        assert!(!state.accepts(&ahead, start - NONCE_SKEW - 10));
         assert!(!DpopState::new(b"another key").accepts(&n, 1_000_000));
         assert!(!state.accepts("garbage", 1_000_000));
         assert!(!state.accepts("", 1_000_000));
@@ -200,26 +220,17 @@ mod tests {
     #[test]
     fn a_proof_id_is_spent_once_and_forgotten_only_when_too_old() {
         let state = DpopState::new(b"k");
-        let proof = |jti: &str| VerifiedProof {
-            jkt: "thumb".into(),
-            jti: jti.into(),
-            iat: 0,
-        };
-        assert!(state.spend(&proof("a"), 1000, 180).is_ok());
+        assert!(state.spend("thumb", "a", 1000, 180).is_ok());
         assert!(matches!(
-            state.spend(&proof("a"), 1001, 180),
+            state.spend("thumb", "a", 1001, 180),
             Err(Error::InvalidDpopProof(_))
         ));
         // Another key's proof with the same jti is another proof.
-        let other = VerifiedProof {
-            jkt: "other".into(),
-            ..proof("a")
-        };
-        assert!(state.spend(&other, 1001, 180).is_ok());
+        assert!(state.spend("other", "a", 1001, 180).is_ok());
         // One generation later it is still remembered; two later it is gone (and too old).
-        assert!(state.spend(&proof("b"), 1000 + 180, 180).is_ok());
-        assert!(state.spend(&proof("a"), 1000 + 200, 180).is_err());
-        assert!(state.spend(&proof("c"), 1000 + 360, 180).is_ok());
-        assert!(state.spend(&proof("a"), 1000 + 370, 180).is_ok());
+        assert!(state.spend("thumb", "b", 1000 + 180, 180).is_ok());
+        assert!(state.spend("thumb", "a", 1000 + 200, 180).is_err());
+        assert!(state.spend("thumb", "c", 1000 + 360, 180).is_ok());
+        assert!(state.spend("thumb", "a", 1000 + 370, 180).is_ok());
     }
 }

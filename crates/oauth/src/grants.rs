@@ -39,6 +39,8 @@ pub(crate) struct SignedIn {
 pub(crate) struct Minting<'a> {
     /// The thumbprint of the DPoP key the tokens are bound to (empty: bearer tokens).
     pub jkt: &'a str,
+    /// The `jti` of the proof, spent when the tokens are minted.
+    pub proof_jti: &'a str,
     pub client: &'a ClientRecord,
     pub subject: String,
     pub scope: Scopes,
@@ -87,7 +89,8 @@ impl AuthorizationServer {
         check_request_sizes(req)?;
         // The proof first: a replayed or stale one changes nothing, whatever else the request
         // says (its jti is spent once it verifies).
-        req.dpop_jkt = self.verify_dpop(req.dpop.as_ref())?.unwrap_or_default();
+        let proof = self.verify_dpop(req.dpop.as_ref())?;
+        (req.dpop_jkt, req.dpop_jti) = proof.map(|p| (p.jkt, p.jti)).unwrap_or_default();
         let req = &*req;
         // A source with too many failed authentications is refused before any is checked.
         let source = req.source.map(crate::throttle::Subject::Source);
@@ -147,6 +150,7 @@ impl AuthorizationServer {
         let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         let m = Minting {
             jkt: &req.dpop_jkt,
+            proof_jti: &req.dpop_jti,
             scope: narrow_scope(&req.scope, &allowed)?,
             audience: resolve_audience(&client, &req.audience, &req.resource)?,
             format: resolve_format(&client, req.token_format)?,
@@ -206,6 +210,7 @@ impl AuthorizationServer {
             .then(|| self.new_refresh_token(&client, &grant, now, &req.dpop_jkt));
         let m = Minting {
             jkt: &req.dpop_jkt,
+            proof_jti: &req.dpop_jti,
             client: &client,
             subject: user.subject.clone(),
             scope,
@@ -456,6 +461,7 @@ impl AuthorizationServer {
             .then(|| self.new_refresh_token(client, &record, now, &req.dpop_jkt));
         let m = Minting {
             jkt: &req.dpop_jkt,
+            proof_jti: &req.dpop_jti,
             client,
             subject: s.subject.clone(),
             scope: scope.clone(),
@@ -664,6 +670,7 @@ impl AuthorizationServer {
         // token of a rotation that loses is never sent).
         let m = Minting {
             jkt: &req.dpop_jkt,
+            proof_jti: &req.dpop_jti,
             client: &client,
             subject: old.subject.clone(),
             scope,
@@ -811,6 +818,9 @@ impl AuthorizationServer {
             return Err(Error::InvalidRequest(
                 "DPoP-bound access tokens are JWTs: ask for token_format jwt",
             ));
+        }
+        if bound {
+            self.spend_dpop(m.jkt, m.proof_jti)?;
         }
         let claims = AccessClaims {
             cnf: bound.then(|| writ_token::Confirmation {

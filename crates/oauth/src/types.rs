@@ -51,9 +51,10 @@ pub struct TokenRequest {
     /// RFC 9449: the request's DPoP proof, and what it must name; the tokens are bound to its
     /// key.
     pub dpop: Option<crate::DpopRequest>,
-    /// The thumbprint of the key of a verified proof: set by the engine (whatever a caller
-    /// put here is overwritten).
+    /// The thumbprint of the key of a verified proof, and the proof's `jti`: set by the engine
+    /// (whatever a caller put here is overwritten).
     pub dpop_jkt: String,
+    pub dpop_jti: String,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -179,6 +180,8 @@ pub struct Introspection {
     pub jti: String,
     pub gid: String,
     pub act: Option<Actor>,
+    /// RFC 9449 section 6.2: the DPoP key's thumbprint a bound token carries (`cnf.jkt`).
+    pub cnf_jkt: String,
     /// Set for access tokens.
     pub format: Option<writ_token::TokenFormat>,
 }

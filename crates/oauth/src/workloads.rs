@@ -379,6 +379,7 @@ impl AuthorizationServer {
         };
         let m = crate::grants::Minting {
             jkt: &req.dpop_jkt,
+            proof_jti: &req.dpop_jti,
             client: &client,
             subject: verified.subject.clone(),
             scope,

@@ -4,7 +4,8 @@
 //! Writ takes a key from a token, because the proof is only ever asked to show that its
 //! presenter holds the private half of a key, never that anyone trusts that key. What the key
 //! may do is decided elsewhere: a token bound to it (`cnf.jkt`, the key's RFC 7638 thumbprint)
-//! is honoured only with a fresh proof by it.
+//! is to be honoured only with a fresh proof by it (resource servers that cannot check one
+//! refuse bound tokens).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,15 +16,12 @@ use crate::keys::{Algorithm, VerificationKey, parse_jwk_set_for};
 
 /// A proof's `typ` header (RFC 9449 section 4.2).
 pub const DPOP_TYP: &str = "dpop+jwt";
-/// The longest proof taken (a JWS with an RSA key in its header runs to about 1.5 KiB).
-pub const MAX_PROOF_LEN: usize = 8 * 1024;
-/// Signature algorithms a proof may use: asymmetric only (RFC 9449 section 4.2).
-pub const DPOP_ALGORITHMS: [Algorithm; 4] = [
-    Algorithm::EdDSA,
-    Algorithm::ES256,
-    Algorithm::PS256,
-    Algorithm::RS256,
-];
+/// The longest proof taken (an ES256 proof with a nonce and `ath` is under 1 KiB).
+pub const MAX_PROOF_LEN: usize = 4 * 1024;
+/// Signature algorithms a proof may use: asymmetric (RFC 9449 section 4.2) and cheap to check,
+/// since a proof is checked before its client is authenticated (no RSA: a key of 8,192 bits
+/// would cost the server a hundred times an Ed25519 check).
+pub const DPOP_ALGORITHMS: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
 /// Longest `jti` taken (it is remembered until the proof is too old).
 const MAX_JTI_LEN: usize = 256;
 
@@ -120,7 +118,14 @@ fn target(uri: &str) -> Option<(String, String, String)> {
     let uri: http::Uri = uri.split(['?', '#']).next()?.parse().ok()?;
     let scheme = uri.scheme_str()?.to_ascii_lowercase();
     let authority = uri.authority()?;
-    if authority.as_str().contains('@') {
+    // No userinfo; a port, if written, is a number (the `http` crate takes `host:abc`).
+    let port = authority.as_str().get(authority.host().len()..)?;
+    let digits = port.strip_prefix(':').unwrap_or(port);
+    if authority.as_str().contains('@')
+        || !(port.is_empty() || port.starts_with(':'))
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (!digits.is_empty() && authority.port_u16().is_none())
+    {
         return None;
     }
     let host = authority.host().to_ascii_lowercase();
@@ -384,6 +389,39 @@ mod tests {
             jwk_thumbprint(jwk.as_object().unwrap()).unwrap(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
+    }
+
+    #[test]
+    fn rfc_8037s_ed25519_thumbprint() {
+        // RFC 8037 appendix A.3.
+        let jwk = serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        });
+        assert_eq!(
+            jwk_thumbprint(jwk.as_object().unwrap()).unwrap(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn htu_is_compared_as_a_uri_without_query_or_fragment() {
+        let key = SigningKey::generate(Algorithm::EdDSA, "k").unwrap();
+        let proof = sign_proof(&key, &out());
+        for (htu, ok) in [
+            ("https://writ.example/oauth2/token", true),
+            ("https://writ.example:443/oauth2/token", true),
+            ("https://writ.example:8443/oauth2/token", false),
+            ("https://writ.example:abc/oauth2/token", false),
+            ("http://writ.example/oauth2/token", false),
+            ("https://writ.example/OAuth2/token", false),
+            ("https://writ.example/oauth2/token/", false),
+            ("/oauth2/token", false),
+        ] {
+            let r = ProofRules { htu, ..rules() };
+            assert_eq!(verify_proof(&proof, &r).is_ok(), ok, "{htu}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
         // DPoP over gRPC is not served yet: tokens issued here are bearer tokens.
         dpop: None,
         dpop_jkt: String::new(),
+        dpop_jti: String::new(),
         token_format: format_choice(r.token_format)?,
         grant_type: r.grant_type,
         client_id: r.client_id,
@@ -81,6 +82,7 @@ pub fn introspection(i: Introspection) -> authz::IntrospectResponse {
         iss: i.iss,
         jti: i.jti,
         gid: i.gid,
+        cnf_jkt: i.cnf_jkt,
     }
 }
 

@@ -97,11 +97,12 @@ async fn token(
     let dpop = (!proofs.is_empty()).then(|| writ_oauth::DpopRequest {
         proof: proofs.join(","),
         htm: "POST".to_owned(),
-        htu: format!("{}/oauth2/token", engine.config().issuer),
+        htu: engine.metadata_token_endpoint(),
     });
     let req = writ_oauth::TokenRequest {
         dpop,
         dpop_jkt: String::new(),
+        dpop_jti: String::new(),
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
         client_secret: client.client_secret,
@@ -191,6 +192,9 @@ async fn introspect(
     }
     if let Some(act) = i.act {
         body["act"] = serde_json::to_value(act).unwrap_or(Value::Null);
+    }
+    if !i.cnf_jkt.is_empty() {
+        body["cnf"] = json!({ "jkt": i.cnf_jkt });
     }
     Ok((no_store(), axum::Json(body)).into_response())
 }

@@ -152,9 +152,9 @@ pub fn run(
     Ok((out, notes))
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub(crate) type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn open(
+pub(crate) async fn open(
     addr: std::net::SocketAddr,
     tls: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Sender> {

@@ -17,6 +17,7 @@ static GLOBAL: writ_allocator::Allocator = writ_allocator::Allocator;
 mod audit;
 mod codeflow;
 mod crash;
+mod dpop;
 mod exchange;
 mod flood;
 mod footprint;
@@ -118,6 +119,9 @@ enum Command {
     Guard,
     /// RFC 8693 token exchange at the STS: JWT to JWT, then JWT to Biscuit.
     Exchange,
+    /// client_credentials at the HTTP token endpoint, DPoP-bound (a proof per request) beside
+    /// bearer, alternating, two rounds, one TLS server.
+    Dpop,
     /// The gateway check: CPU per check in the engine (a cached and a fresh reference token),
     /// then `GET /check` over HTTPS as nginx asks it, cached and fresh.
     Gateway,
@@ -854,7 +858,10 @@ fn main() -> anyhow::Result<()> {
         || run_revoke
         || run_exchange
         || run_flood
-        || matches!(cli.command, Command::Guard | Command::Gateway)
+        || matches!(
+            cli.command,
+            Command::Guard | Command::Gateway | Command::Dpop
+        )
     {
         println!("| scenario | per second | p50 ms | p99 ms | errors |");
         println!("|---|---:|---:|---:|---:|");
@@ -893,6 +900,11 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.command, Command::Guard | Command::All) {
         for outcome in guard::run(&cli, &load)? {
+            println!("{}", outcome.row());
+        }
+    }
+    if matches!(cli.command, Command::Dpop) {
+        for outcome in dpop::run(&cli, &load)? {
             println!("{}", outcome.row());
         }
     }

@@ -67,4 +67,21 @@ async fn the_default_guard_fails_closed_until_its_feed_vouches() {
         set.apply(&WatchResponse { event: Some(event) }).unwrap();
     }
     assert!(call().await.unwrap().is_some());
+
+    // A token bound to a DPoP key (RFC 9449) is not taken as a bearer token: this guard does
+    // not check proofs yet, so it refuses it, on the first call and from its cache alike.
+    let bound = AccessClaims {
+        jti: "t2".into(),
+        cnf: Some(writ_token::Confirmation {
+            jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+        }),
+        ..claims
+    };
+    let header = format!("Bearer {}", encode_access_token(&key, &bound).unwrap());
+    for _ in 0..2 {
+        assert!(matches!(
+            guard.check(GET, Some(header.as_bytes())).await,
+            Err(GuardError::InvalidToken(TokenError::BadClaims(_)))
+        ));
+    }
 }

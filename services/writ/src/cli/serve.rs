@@ -50,6 +50,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WRIT_GATEWAY_CACHE_ENTRIES", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub gateway_cache_entries: u64,
+    /// Every DPoP proof at the token endpoint must carry a nonce this server issued (RFC 9449
+    /// section 8; `use_dpop_nonce` hands one out): proofs made in advance, or by a client whose
+    /// clock is far off, are refused.
+    #[arg(long, env = "WRIT_DPOP_REQUIRE_NONCE")]
+    pub dpop_require_nonce: bool,
     /// Operations endpoint (plain HTTP: `/metrics`, `/livez`, `/readyz`), or "off". Loopback by
     /// default: it takes no input and carries no secret, but says a lot about the platform.
     #[arg(long, env = "WRIT_OPS_LISTEN", default_value = "127.0.0.1:7490")]
@@ -213,6 +218,7 @@ impl ServeArgs {
         engine.default_access_token_lifetime = self.access_token_lifetime;
         engine.refresh_rotation_grace = self.refresh_rotation_grace;
         engine.gateway_cache_entries = usize::try_from(self.gateway_cache_entries)?;
+        engine.dpop_nonce_required = self.dpop_require_nonce;
         let gateway: Option<IpAddr> = match self.gateway_listen.as_str() {
             "off" => None,
             ip => Some(
