@@ -15,8 +15,11 @@ Reads its configuration as JSON on standard input:
      "workload_issuer": ..., "workload_audience": ..., "subject": ..., "kid": ...,
      "private_key": <the workload issuer's RSA PEM>}
 
+    {"mode": "dpop", "issuer": ..., "ca": ..., "client_id": ..., "client_secret": ..., "scope": ...}
+
 Nothing here is Writ code: discovery with requests, tokens with authlib's OAuth2Session
 (client_secret_basic, client_secret_post, and private_key_jwt with authlib's own assertions),
+DPoP-bound tokens with requests-oauth2client (its keys, proofs and nonce handling),
 verification with PyJWT's PyJWKClient + jwt.decode.
 Prints a JSON summary on standard output; any failed check raises (non-zero exit, traceback).
 """
@@ -252,6 +255,30 @@ def jwt_bearer(cfg):
     return out
 
 
+def dpop(cfg):
+    """DPoP (RFC 9449) with requests-oauth2client: its own ES256 key and proofs, nonces if asked."""
+    from requests_oauth2client import DPoPKey, OAuth2Client
+
+    meta = discover(cfg)
+    check("ES256" in meta["dpop_signing_alg_values_supported"], "ES256 proofs")
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = cfg["ca"]
+    client = OAuth2Client(
+        token_endpoint=meta["token_endpoint"],
+        client_id=cfg["client_id"],
+        client_secret=cfg["client_secret"],
+        session=http,
+    )
+    out = {"tokens": []}
+    for alg in ("ES256", "EdDSA"):
+        key = DPoPKey.generate(alg=alg)
+        token = client.client_credentials(scope=cfg["scope"], dpop_key=key)
+        check(token.token_type == "DPoP", f"token_type {token.token_type!r}")
+        out["tokens"].append({"access_token": str(token.access_token), "jkt": key.dpop_jkt})
+    return out
+
+
 def main():
     cfg = json.load(sys.stdin)
     modes = {
@@ -259,6 +286,7 @@ def main():
         "after-rotation": after_rotation,
         "private-key-jwt": private_key_jwt,
         "jwt-bearer": jwt_bearer,
+        "dpop": dpop,
     }
     print(json.dumps(modes[cfg["mode"]](cfg), sort_keys=True))
 

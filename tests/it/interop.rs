@@ -310,3 +310,48 @@ async fn authlib_and_pyjwt_get_introspect_revoke_and_verify_tokens_before_and_af
         "a token signed before the rotation still verifies"
     );
 }
+
+/// Issue 13, part 2: DPoP with a client library Writ did not write (requests-oauth2client: its
+/// own keys and proofs), against a server that requires nonces (the library answers
+/// `use_dpop_nonce` with the nonce it was handed) and one that does not.
+#[tokio::test]
+async fn requests_oauth2client_gets_dpop_bound_tokens_with_and_without_server_nonces() {
+    let python = python().await;
+    for nonces in [false, true] {
+        let server = TestServer::start_with(Options {
+            config: Box::new(move |c| c.dpop_nonce_required = nonces),
+            ..Options::default()
+        })
+        .await;
+        let (id, secret) = server
+            .service_client("python-dpop", "orders.read", &["orders"])
+            .await;
+        let ca = server.data_dir().join(writ_tls::CA_CERT_FILE);
+        let out = script(
+            &python,
+            json!({
+                "mode": "dpop",
+                "issuer": server.issuer,
+                "ca": ca,
+                "client_id": id,
+                "client_secret": secret,
+                "scope": "orders.read",
+            }),
+        )
+        .await;
+        let tokens = out["tokens"].as_array().unwrap();
+        assert_eq!(tokens.len(), 2, "{out}");
+        for t in tokens {
+            let claims = verifier_for(&server, "orders")
+                .await
+                .verify(t["access_token"].as_str().unwrap())
+                .unwrap()
+                .claims;
+            assert_eq!(
+                claims.cnf.and_then(|c| c.jkt).as_deref(),
+                t["jkt"].as_str(),
+                "bound to the library's key (nonces: {nonces})"
+            );
+        }
+    }
+}

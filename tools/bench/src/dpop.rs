@@ -1,6 +1,7 @@
 //! DPoP-bound issuance (issue 13): `client_credentials` at the HTTP token endpoint with a DPoP
-//! proof (ES256, signed by the load generator per request, as a client must: a proof is good
-//! once) beside the same request without one, alternating on one TLS server, two rounds.
+//! proof (ES256, then EdDSA, signed by the load generator per request, as a client must: a
+//! proof is good once) beside the same request without one, alternating on one TLS server, two
+//! rounds.
 //! Keep-alive HTTP/1.1, one connection per request in flight, `client_secret_basic`.
 
 use std::sync::Arc;
@@ -37,26 +38,23 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
             base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
         )
     };
-    let key = Arc::new(SigningKey::generate(Algorithm::ES256, "bench")?);
+    let keys = [
+        Arc::new(SigningKey::generate(Algorithm::ES256, "bench-es256")?),
+        Arc::new(SigningKey::generate(Algorithm::EdDSA, "bench-eddsa")?),
+    ];
     let htu = Arc::new(format!("{issuer}/oauth2/token"));
     let mut out = Vec::new();
     for round in 1..=2 {
-        for bound in [false, true] {
+        for key in [None, Some(keys[0].clone()), Some(keys[1].clone())] {
+            let bound = key.is_some();
             let name = format!(
                 "client_credentials over HTTPS, {} (round {round})",
-                if bound {
-                    "DPoP-bound (an ES256 proof per request)"
-                } else {
-                    "bearer"
+                match &key {
+                    Some(k) => format!("DPoP-bound, an {} proof per request", k.alg()),
+                    None => "bearer".to_owned(),
                 }
             );
-            let (tls, basic, key, htu, cli) = (
-                tls.clone(),
-                basic.clone(),
-                key.clone(),
-                htu.clone(),
-                cli.clone(),
-            );
+            let (tls, basic, htu, cli) = (tls.clone(), basic.clone(), htu.clone(), cli.clone());
             let outcome = load.block_on(async move {
                 let mut conns = Vec::with_capacity(cli.concurrency);
                 for _ in 0..cli.concurrency {
@@ -66,9 +64,9 @@ pub fn run(cli: &Cli, load: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Outc
                 anyhow::Ok(
                     drive(&cli, &name, move |worker| {
                         let conns = conns.clone();
-                        let proof = bound.then(|| {
+                        let proof = key.as_ref().map(|key| {
                             sign_proof(
-                                &key,
+                                key,
                                 &ProofClaimsOut {
                                     htm: "POST",
                                     htu: &htu,
