@@ -1336,6 +1336,23 @@ async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
         .await
         .token_json();
     assert_eq!(body["token_type"], "DPoP");
+    // UserInfo checks no proof (yet): a bound token is refused there, not taken as a bearer.
+    let access = body["access_token"].as_str().unwrap();
+    let r = http
+        .send(
+            http::Method::GET,
+            "/oauth2/userinfo",
+            &[("authorization", &format!("Bearer {access}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
     let form = format!(
         "grant_type=refresh_token&client_id=web&refresh_token={}",

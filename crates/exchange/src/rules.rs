@@ -82,10 +82,6 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
     let s = &i.subject.claims;
     let targets = &i.params.targets;
 
-    // The actor token proves who acts, and nothing else: the caller's own, from the issuer that
-    // authenticates Writ's clients, delegating nothing. A delegated token (or any token of the
-    // STS, which always speaks for another party) would launder its subject into `act`; an
-    // external issuer's `client_id` is not a Writ client.
     // A token bound to a DPoP key (RFC 9449) is good only with a proof by that key, which the
     // STS does not take (yet): minting from it would drop the binding.
     if s.cnf.is_some() {
@@ -94,6 +90,10 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
     if i.actor.is_some_and(|a| a.claims.cnf.is_some()) {
         return Err(ExchangeError::actor(Cause::Invalid("dpop_bound")));
     }
+    // The actor token proves who acts, and nothing else: the caller's own, from the issuer that
+    // authenticates Writ's clients, delegating nothing. A delegated token (or any token of the
+    // STS, which always speaks for another party) would launder its subject into `act`; an
+    // external issuer's `client_id` is not a Writ client.
     if let Some(a) = i.actor {
         if a.claims.client_id != caller {
             return Err(ExchangeError::actor(Cause::ActorNotCaller));

@@ -115,7 +115,8 @@ impl DpopState {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Whether `nonce` is one of this window's or the last one's.
+    /// Whether `nonce` is one of this window's or the last one's, or the next one's if it starts
+    /// within the skew another replica's clock may have.
     pub(crate) fn accepts(&self, nonce: &str, now: i64) -> bool {
         let Ok(bytes) = URL_SAFE_NO_PAD.decode(nonce) else {
             return false;

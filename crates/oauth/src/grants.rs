@@ -87,8 +87,8 @@ impl AuthorizationServer {
 
     async fn token_decision(&self, req: &mut TokenRequest) -> Result<TokenResponse> {
         check_request_sizes(req)?;
-        // The proof first: a replayed or stale one changes nothing, whatever else the request
-        // says (its jti is spent once it verifies).
+        // The proof first, statelessly: a stale or forged one changes nothing, whatever else the
+        // request says (its jti is spent when the tokens are minted).
         let proof = self.verify_dpop(req.dpop.as_ref())?;
         (req.dpop_jkt, req.dpop_jti) = proof.map(|p| (p.jkt, p.jti)).unwrap_or_default();
         let req = &*req;

@@ -74,12 +74,13 @@ impl AuthorizationServer {
                         .unwrap_or_default(),
                     None => String::new(),
                 };
+                let bound = c.cnf.as_ref().is_some_and(|cnf| cnf.jkt.is_some());
                 Introspection {
                     active: true,
+                    token_type: if bound { "DPoP" } else { "Bearer" }.to_owned(),
                     scope: c.scope,
                     client_id: c.client_id,
                     username,
-                    token_type: if c.cnf.is_some() { "DPoP" } else { "Bearer" }.to_owned(),
                     cnf_jkt: c.cnf.and_then(|cnf| cnf.jkt).unwrap_or_default(),
                     exp: c.exp,
                     iat: c.iat,

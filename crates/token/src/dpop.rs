@@ -406,6 +406,24 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_htu_keeps_its_port() {
+        let key = SigningKey::generate(Algorithm::EdDSA, "k").unwrap();
+        let htu = "https://[::1]:8443/oauth2/token";
+        let proof = sign_proof(&key, &ProofClaimsOut { htu, ..out() });
+        for (expected, ok) in [
+            (htu, true),
+            ("https://[::1]/oauth2/token", false),
+            ("https://[::1]:9443/oauth2/token", false),
+        ] {
+            let r = ProofRules {
+                htu: expected,
+                ..rules()
+            };
+            assert_eq!(verify_proof(&proof, &r).is_ok(), ok, "{expected}");
+        }
+    }
+
+    #[test]
     fn htu_is_compared_as_a_uri_without_query_or_fragment() {
         let key = SigningKey::generate(Algorithm::EdDSA, "k").unwrap();
         let proof = sign_proof(&key, &out());
@@ -414,6 +432,8 @@ mod tests {
             ("https://writ.example:443/oauth2/token", true),
             ("https://writ.example:8443/oauth2/token", false),
             ("https://writ.example:abc/oauth2/token", false),
+            ("https://writ.example:/oauth2/token", true),
+            ("https://[::1]:8443/oauth2/token", false),
             ("http://writ.example/oauth2/token", false),
             ("https://writ.example/OAuth2/token", false),
             ("https://writ.example/oauth2/token/", false),
