@@ -55,6 +55,11 @@ async fn cc_with(server: &TestServer, id: &str, secret: &str, proofs: &[&str]) -
         .await
 }
 
+/// A client_credentials request with one fresh proof by `key`.
+async fn cc_proved(server: &TestServer, id: &str, secret: &str, key: &SigningKey) -> HttpResponse {
+    cc_with(server, id, secret, &[&proof(server, key, Says::default())]).await
+}
+
 #[tokio::test]
 async fn a_token_issued_with_a_proof_is_bound_to_its_key() {
     let server = TestServer::start().await;
@@ -63,14 +68,7 @@ async fn a_token_issued_with_a_proof_is_bound_to_its_key() {
         .await;
     for alg in [Algorithm::ES256, Algorithm::EdDSA] {
         let key = SigningKey::generate(alg, "client").unwrap();
-        let body = cc_with(
-            &server,
-            &id,
-            &secret,
-            &[&proof(&server, &key, Says::default())],
-        )
-        .await
-        .token_json();
+        let body = cc_proved(&server, &id, &secret, &key).await.token_json();
         assert_eq!(body["token_type"], "DPoP", "{body}");
         let claims = crate::grants::verifier_for(&server, "orders")
             .await
@@ -189,13 +187,7 @@ async fn every_bad_proof_is_invalid_dpop_proof_and_issues_nothing() {
     let (bid, bsecret) = server
         .biscuit_client("bis", "orders.read", &["orders"])
         .await;
-    let r = cc_with(
-        &server,
-        &bid,
-        &bsecret,
-        &[&proof(&server, &key, Says::default())],
-    )
-    .await;
+    let r = cc_proved(&server, &bid, &bsecret, &key).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"], "invalid_request");
     // A reference client neither.
@@ -206,13 +198,7 @@ async fn every_bad_proof_is_invalid_dpop_proof_and_issues_nothing() {
             ..service_spec("ref", "orders.read", &["orders"])
         })
         .await;
-    let r = cc_with(
-        &server,
-        &rid,
-        &rsecret,
-        &[&proof(&server, &key, Says::default())],
-    )
-    .await;
+    let r = cc_proved(&server, &rid, &rsecret, &key).await;
     assert_eq!(r.json()["error"], "invalid_request");
 }
 
@@ -227,13 +213,7 @@ async fn a_server_that_requires_nonces_hands_one_out_and_takes_it() {
         .service_client("svc", "orders.read", &["orders"])
         .await;
     let key = SigningKey::generate(Algorithm::ES256, "client").unwrap();
-    let r = cc_with(
-        &server,
-        &id,
-        &secret,
-        &[&proof(&server, &key, Says::default())],
-    )
-    .await;
+    let r = cc_proved(&server, &id, &secret, &key).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"], "use_dpop_nonce");
     let nonce = r.headers["dpop-nonce"].to_str().unwrap().to_owned();
@@ -271,14 +251,7 @@ async fn a_bound_token_shows_its_key_at_introspection_and_is_no_bearer_token_els
         })
         .await;
     let key = SigningKey::generate(Algorithm::ES256, "client").unwrap();
-    let body = cc_with(
-        &server,
-        &id,
-        &secret,
-        &[&proof(&server, &key, Says::default())],
-    )
-    .await
-    .token_json();
+    let body = cc_proved(&server, &id, &secret, &key).await.token_json();
     let token = body["access_token"].as_str().unwrap();
     // RFC 9449 section 6.2: introspection says how the token is bound.
     let seen = server

@@ -194,18 +194,41 @@ async fn a_person_signs_in_consents_and_the_client_redeems_the_code_with_pkce() 
     assert!(id.auth_time <= id.iat && id.iat < id.exp);
 
     // UserInfo with the access token.
-    let r = http
-        .send(
-            http::Method::GET,
-            "/oauth2/userinfo",
-            &[("authorization", &format!("Bearer {access}"))],
-            Vec::new(),
-        )
-        .await;
+    let r = http.get_bearer("/oauth2/userinfo", access).await;
     assert_eq!(r.status, StatusCode::OK);
     let info = r.json();
     assert_eq!(info["sub"], subject.as_str());
     assert_eq!(info["preferred_username"], USER);
+    // RFC 6750 section 3.1: no bearer token is a bare challenge; two headers, or a malformed
+    // token, are invalid_request.
+    let bearer = format!("Bearer {access}");
+    for (headers, status, challenge) in [
+        (vec![], StatusCode::UNAUTHORIZED, "Bearer"),
+        (
+            vec![("authorization", "Basic d2ViOng=")],
+            StatusCode::UNAUTHORIZED,
+            "Bearer",
+        ),
+        (
+            vec![
+                ("authorization", bearer.as_str()),
+                ("authorization", bearer.as_str()),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Bearer error=\"invalid_request\", error_description=\"one Authorization header\"",
+        ),
+        (
+            vec![("authorization", "Bearer two words")],
+            StatusCode::BAD_REQUEST,
+            "Bearer error=\"invalid_request\", error_description=\"a malformed bearer token\"",
+        ),
+    ] {
+        let r = http
+            .send(http::Method::GET, "/oauth2/userinfo", &headers, Vec::new())
+            .await;
+        assert_eq!(r.status, status, "{headers:?}");
+        assert_eq!(r.headers["www-authenticate"], challenge, "{headers:?}");
+    }
 
     // The refresh token works like any other.
     let refresh = body["refresh_token"].as_str().unwrap();
@@ -439,14 +462,7 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
         "invalid_grant",
         "the code's refresh token is dead"
     );
-    let r = http
-        .send(
-            http::Method::GET,
-            "/oauth2/userinfo",
-            &[("authorization", &format!("Bearer {access}"))],
-            Vec::new(),
-        )
-        .await;
+    let r = http.get_bearer("/oauth2/userinfo", &access).await;
     assert_eq!(
         r.status,
         StatusCode::UNAUTHORIZED,
@@ -654,14 +670,7 @@ async fn signing_out_revokes_the_sessions_grants_and_its_cookie_stops_working() 
         "invalid_grant",
         "the code's session ended"
     );
-    let r = http
-        .send(
-            http::Method::GET,
-            "/oauth2/userinfo",
-            &[("authorization", &format!("Bearer {access}"))],
-            Vec::new(),
-        )
-        .await;
+    let r = http.get_bearer("/oauth2/userinfo", &access).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // The revocation reached the feed every guard follows.
     let verified = crate::grants::verifier_for(&server, "orders")
@@ -1338,14 +1347,7 @@ async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
     assert_eq!(body["token_type"], "DPoP");
     // UserInfo checks no proof (yet): a bound token is refused there, not taken as a bearer.
     let access = body["access_token"].as_str().unwrap();
-    let r = http
-        .send(
-            http::Method::GET,
-            "/oauth2/userinfo",
-            &[("authorization", &format!("Bearer {access}"))],
-            Vec::new(),
-        )
-        .await;
+    let r = http.get_bearer("/oauth2/userinfo", access).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(
         r.headers["www-authenticate"]

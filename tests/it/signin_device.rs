@@ -141,15 +141,7 @@ async fn a_device_polls_while_a_person_confirms_its_code_then_gets_tokens_once()
     clock.advance(6);
     let (_, body) = poll(&server, "cli", device_code).await;
     assert_eq!(body["error"], "invalid_grant");
-    let r = server
-        .http()
-        .send(
-            http::Method::GET,
-            "/oauth2/userinfo",
-            &[("authorization", &format!("Bearer {access}"))],
-            Vec::new(),
-        )
-        .await;
+    let r = server.http().get_bearer("/oauth2/userinfo", &access).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 

@@ -72,6 +72,18 @@ impl HttpClient {
         self.send(Method::GET, path, &[], Vec::new()).await
     }
 
+    /// GETs `path` with `Authorization: Bearer <token>`.
+    pub async fn get_bearer(&self, path: &str, token: &str) -> HttpResponse {
+        let authorization = format!("Bearer {token}");
+        self.send(
+            Method::GET,
+            path,
+            &[("authorization", &authorization)],
+            Vec::new(),
+        )
+        .await
+    }
+
     /// POSTs `form` (already encoded) as application/x-www-form-urlencoded.
     pub async fn post_form(
         &self,

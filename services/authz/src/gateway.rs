@@ -97,6 +97,28 @@ pub fn credentials_of(value: &str) -> Credentials<'_> {
     }
 }
 
+/// The one bearer token of a request whose `Authorization` headers are `presented`, or the
+/// status and RFC 6750 challenge to answer without it: none (or another scheme) is a 401 with
+/// no error code (section 3.1), several headers or a malformed token `invalid_request`.
+pub fn presented_bearer<'a>(presented: &[&'a str]) -> Result<&'a str, (StatusCode, String)> {
+    let invalid_request = |description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("Bearer error=\"invalid_request\", error_description=\"{description}\""),
+        )
+    };
+    let credentials = match presented {
+        [] => Credentials::Other,
+        [one] => credentials_of(one),
+        _ => return Err(invalid_request("one Authorization header")),
+    };
+    match credentials {
+        Credentials::Bearer(token) => Ok(token),
+        Credentials::Malformed => Err(invalid_request("a malformed bearer token")),
+        Credentials::Other => Err((StatusCode::UNAUTHORIZED, "Bearer".to_owned())),
+    }
+}
+
 /// A route configured wrongly (no audience, a malformed scope, a repeated parameter): the
 /// gateway's fault, not the caller's, so a server error.
 fn misconfigured(description: &str) -> Verdict {
@@ -117,25 +139,9 @@ pub async fn verdict(
     presented: &[&str],
     needs: GatewayNeeds<'_>,
 ) -> Verdict {
-    let invalid_request = |description: &str| {
-        Verdict::challenge(
-            StatusCode::BAD_REQUEST,
-            format!("Bearer error=\"invalid_request\", error_description=\"{description}\""),
-        )
-    };
-    let token = match presented {
-        [] => Credentials::Other,
-        [one] => credentials_of(one),
-        _ => return invalid_request("one Authorization header"),
-    };
-    let token = match token {
-        Credentials::Bearer(token) => token,
-        Credentials::Malformed => return invalid_request("a malformed bearer token"),
-        // RFC 6750 section 3.1: a request without a bearer token gets a challenge, no error
-        // code.
-        Credentials::Other => {
-            return Verdict::challenge(StatusCode::UNAUTHORIZED, "Bearer".to_owned());
-        }
+    let token = match presented_bearer(presented) {
+        Ok(token) => token,
+        Err((status, value)) => return Verdict::challenge(status, value),
     };
     match engine.gateway_check(token, needs).await {
         Ok(pass) => Verdict {

@@ -613,21 +613,17 @@ async fn consent(
 
 /// OpenID Connect Core section 5.3, with RFC 6750 section 3 challenges.
 async fn userinfo(State(engine): State<Shared>, headers: HeaderMap) -> Response {
-    let mut presented = headers.get_all(header::AUTHORIZATION).iter();
-    let token = match (presented.next(), presented.next()) {
-        (Some(v), None) => v.to_str().ok().and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
-        }),
-        _ => None,
+    // The gateway check's reading of the header (RFC 6750 section 2.1 and 3.1).
+    let presented: Vec<&str> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    let token = match crate::gateway::presented_bearer(&presented) {
+        Ok(token) => token,
+        Err((status, value)) => return challenge(status, value),
     };
-    let Some(token) = token else {
-        // RFC 6750 section 3.1: no credentials, no error code.
-        return challenge(StatusCode::UNAUTHORIZED, "Bearer".to_owned());
-    };
-    match engine.userinfo(&token).await {
+    match engine.userinfo(token).await {
         Ok(info) => {
             let mut body = serde_json::json!({ "sub": info.sub });
             if let Some(u) = info.preferred_username {
