@@ -203,7 +203,7 @@ async fn every_bad_proof_is_invalid_dpop_proof_and_issues_nothing() {
 }
 
 #[tokio::test]
-async fn a_server_that_requires_nonces_hands_one_out_and_takes_it() {
+async fn a_server_that_requires_nonces_hands_one_out_over_http_and_grpc_and_takes_it() {
     let server = TestServer::start_with(Options {
         config: Box::new(|c| c.dpop_nonce_required = true),
         ..Options::default()
@@ -239,6 +239,60 @@ async fn a_server_that_requires_nonces_hands_one_out_and_takes_it() {
         .await
         .token_json();
     assert_eq!(body["token_type"], "DPoP");
+    let url = server.grpc_token_url();
+    // Over gRPC, the nonce comes in the refusal's metadata.
+    let status = grpc_cc_with(
+        &server,
+        &id,
+        &secret,
+        &[&proof(
+            &server,
+            &key,
+            Says {
+                htu: Some(&url),
+                ..Says::default()
+            },
+        )],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&status), "use_dpop_nonce", "{status:?}");
+    let nonce = status
+        .metadata()
+        .get("dpop-nonce")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let with_nonce = proof(
+        &server,
+        &key,
+        Says {
+            htu: Some(&url),
+            nonce: Some(nonce),
+            ..Says::default()
+        },
+    );
+    let r = grpc_cc_with(&server, &id, &secret, &[&with_nonce])
+        .await
+        .unwrap();
+    assert_eq!(r.token_type, "DPoP");
+    // The client crate's token source asks, learns the nonce, and asks again.
+    let source = writ_client::TokenSource::with_dpop(
+        server.channel().await,
+        &server.grpc_url,
+        writ_client::ClientCredentials::new(id.clone(), secret.clone()),
+        writ_client::DpopKey::generate().unwrap(),
+    )
+    .unwrap();
+    let token = source.token().await.unwrap();
+    let claims = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(
+        claims["cnf"]["jkt"],
+        source.dpop_key().unwrap().thumbprint()
+    );
 }
 
 #[tokio::test]
@@ -280,4 +334,61 @@ async fn a_bound_token_shows_its_key_at_introspection_and_is_no_bearer_token_els
     .await;
     assert_eq!(r.status, 401);
     assert!(!r.headers.contains_key("authorization"));
+}
+
+/// A gRPC client_credentials request with these `dpop` values.
+async fn grpc_cc_with(
+    server: &TestServer,
+    id: &str,
+    secret: &str,
+    proofs: &[&str],
+) -> Result<writ_proto::authz::TokenResponse, tonic::Status> {
+    server.token_with_proofs(cc(id, secret), proofs).await
+}
+
+#[tokio::test]
+async fn the_grpc_token_method_binds_tokens_to_proofs_over_its_own_url() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .service_client("svc", "orders.read", &["orders"])
+        .await;
+    let key = SigningKey::generate(Algorithm::EdDSA, "client").unwrap();
+    let url = server.grpc_token_url();
+    let over = |htu: &str, key: &SigningKey| {
+        proof(
+            &server,
+            key,
+            Says {
+                htu: Some(htu),
+                ..Says::default()
+            },
+        )
+    };
+    let r = grpc_cc_with(&server, &id, &secret, &[&over(&url, &key)])
+        .await
+        .unwrap();
+    assert_eq!(r.token_type, "DPoP");
+    let claims = writ_token::decode_unverified(&r.access_token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key_thumbprint(&key).unwrap().as_str());
+    // Without a proof, a bearer token as before.
+    let r = grpc_cc_with(&server, &id, &secret, &[]).await.unwrap();
+    assert_eq!(r.token_type, "Bearer");
+    // A proof for the HTTP endpoint, another method, or two proofs: refused, nothing issued.
+    let http_endpoint = format!("{}/oauth2/token", server.issuer);
+    let introspect = url.replace("/Token", "/Introspect");
+    let bad = [
+        vec![over(&http_endpoint, &key)],
+        vec![over(&introspect, &key)],
+        vec![over(&url, &key), over(&url, &key)],
+    ];
+    for proofs in &bad {
+        let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+        let status = grpc_cc_with(&server, &id, &secret, &proofs)
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&status), "invalid_dpop_proof", "{status:?}");
+    }
 }

@@ -30,6 +30,8 @@ struct Guarded {
     watcher: Option<Watcher>,
     guard: Guard,
     channel: Channel,
+    /// The inventory service's origin, as the channel dials it.
+    origin: String,
     keys: Arc<RemoteKeys>,
     _stop: Shutdown,
 }
@@ -139,13 +141,15 @@ impl Guarded {
                 );
             }
         }
-        let channel = connect(&format!("http://{addr}"), None).await;
+        let origin = format!("http://{addr}");
+        let channel = connect(&origin, None).await;
         Guarded {
             server,
             set,
             watcher: Some(watcher),
             guard,
             channel,
+            origin,
             keys,
             _stop: stop,
         }
@@ -158,10 +162,7 @@ impl Guarded {
     }
 
     async fn reserve(&self, authorization: Option<&str>) -> Result<ReserveResponse, Status> {
-        let mut request = tonic::Request::new(ReserveRequest {
-            sku: "apple".into(),
-            quantity: 1,
-        });
+        let mut request = tonic::Request::new(apple());
         if let Some(a) = authorization {
             request
                 .metadata_mut()
@@ -576,10 +577,7 @@ async fn a_token_source_fetches_once_under_concurrency_and_attaches_tokens() {
         .layer(source.layer())
         .service(g.channel.clone());
     let r = InventoryServiceClient::new(svc)
-        .reserve(ReserveRequest {
-            sku: "apple".into(),
-            quantity: 1,
-        })
+        .reserve(apple())
         .await
         .unwrap()
         .into_inner();
@@ -587,13 +585,7 @@ async fn a_token_source_fetches_once_under_concurrency_and_attaches_tokens() {
     // And by the interceptor, from the token held.
     let mut client =
         InventoryServiceClient::with_interceptor(g.channel.clone(), source.interceptor());
-    client
-        .reserve(ReserveRequest {
-            sku: "apple".into(),
-            quantity: 1,
-        })
-        .await
-        .unwrap();
+    client.reserve(apple()).await.unwrap();
 }
 
 #[tokio::test]
@@ -826,10 +818,7 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
     let reserve = |token: Arc<str>| {
         let channel = inventory_channel.clone();
         async move {
-            let mut request = tonic::Request::new(ReserveRequest {
-                sku: "apple".into(),
-                quantity: 1,
-            });
+            let mut request = tonic::Request::new(apple());
             request
                 .metadata_mut()
                 .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -876,5 +865,255 @@ async fn orders_calls_inventory_on_its_callers_behalf_and_revoking_the_grant_sto
             at_inventory.map(|_| ())
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One apple to reserve.
+fn apple() -> ReserveRequest {
+    ReserveRequest {
+        sku: "apple".into(),
+        quantity: 1,
+    }
+}
+
+/// The URL of an inventory method, as a proof names it (Writ's gRPC profile of DPoP).
+fn inventory_url(g: &Guarded, method: &str) -> String {
+    format!("{}/writ.demo.v1.InventoryService/{method}", g.origin)
+}
+
+/// A proof by `key` for a call to `htu` with `token`, made at `iat`.
+fn call_proof(key: &writ_token::SigningKey, htu: &str, token: Option<&str>, iat: i64) -> String {
+    writ_token::sign_proof(
+        key,
+        &writ_token::ProofClaimsOut {
+            htm: "POST",
+            htu,
+            iat,
+            access_token: token,
+            nonce: None,
+        },
+    )
+}
+
+impl Guarded {
+    /// A token for `shop` (reserve at inventory) bound to `key`, asked for over gRPC with a
+    /// proof over the authorization server's `Token` method.
+    async fn bound_token(&self, key: &writ_token::SigningKey) -> String {
+        let (id, secret) = self
+            .server
+            .service_client("shop", SCOPE_RESERVE, &["inventory"])
+            .await;
+        let htu = self.server.grpc_token_url();
+        let proof = call_proof(key, &htu, None, writ_token::system_clock().now());
+        let r = self
+            .server
+            .token_with_proofs(cc(&id, &secret), &[&proof])
+            .await
+            .unwrap();
+        assert_eq!(r.token_type, "DPoP");
+        r.access_token
+    }
+
+    /// Reserve with `authorization: <scheme> <token>` and these `dpop` values.
+    async fn reserve_proved(
+        &self,
+        scheme: &str,
+        token: &str,
+        proofs: &[&str],
+    ) -> Result<ReserveResponse, Status> {
+        let mut request = tonic::Request::new(apple());
+        let m = request.metadata_mut();
+        m.insert(
+            "authorization",
+            format!("{scheme} {token}").parse().unwrap(),
+        );
+        for p in proofs {
+            m.append("dpop", p.parse().unwrap());
+        }
+        InventoryServiceClient::new(self.channel.clone())
+            .reserve(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+#[tokio::test]
+async fn a_dpop_bound_token_source_calls_a_guarded_service_with_a_proof_per_call() {
+    let g = Guarded::start().await;
+    let (id, secret) = g
+        .server
+        .service_client("shop", SCOPE_RESERVE, &["inventory"])
+        .await;
+    let key = writ_guard::writ_client::DpopKey::generate().unwrap();
+    let source = TokenSource::with_dpop(
+        g.server.channel().await,
+        &g.server.grpc_url,
+        ClientCredentials::new(id, secret).for_audience("inventory", SCOPE_RESERVE),
+        key.clone(),
+    )
+    .unwrap();
+    // The token is bound to the source's key.
+    let token = source.token().await.unwrap();
+    let claims = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint(), "{claims}");
+    let svc = tower::ServiceBuilder::new()
+        .layer(source.layer_for(&g.origin).unwrap())
+        .service(g.channel.clone());
+    let mut client = InventoryServiceClient::new(svc);
+    for _ in 0..3 {
+        let r = client.reserve(apple()).await.unwrap().into_inner();
+        assert_eq!(r.subject, "shop");
+    }
+    // A layer that does not know the channel's origin cannot name the call's URL; nor can an
+    // interceptor; and the token is nobody's bearer token.
+    let blind = tower::ServiceBuilder::new()
+        .layer(source.layer())
+        .service(g.channel.clone());
+    let r = InventoryServiceClient::new(blind).reserve(apple()).await;
+    assert_eq!(r.unwrap_err().code(), Code::FailedPrecondition);
+    let r = InventoryServiceClient::with_interceptor(g.channel.clone(), source.interceptor())
+        .reserve(apple())
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::FailedPrecondition);
+    let bearer = writ_client::BearerSource::bearer(&source).await;
+    assert_eq!(bearer.unwrap_err().code(), Code::FailedPrecondition);
+    assert!(source.layer_for("not an origin").is_err());
+}
+
+#[tokio::test]
+async fn a_bound_token_is_refused_without_a_fresh_proof_by_its_key_for_this_call() {
+    use writ_token::{Algorithm, SigningKey};
+    let g = Guarded::start().await;
+    let key = SigningKey::generate(Algorithm::ES256, "client").unwrap();
+    let other = SigningKey::generate(Algorithm::ES256, "other").unwrap();
+    let token = g.bound_token(&key).await;
+    let now = writ_token::system_clock().now();
+    let reserve = inventory_url(&g, "Reserve");
+    let good = || call_proof(&key, &reserve, Some(&token), now);
+    let dpop = |r: Result<ReserveResponse, Status>| {
+        refused(r, Code::Unauthenticated, "invalid_dpop_proof", "dpop")
+    };
+
+    // The right proof passes, once.
+    let once = good();
+    assert_eq!(
+        g.reserve_proved("DPoP", &token, &[&once])
+            .await
+            .unwrap()
+            .subject,
+        "shop"
+    );
+    dpop(g.reserve_proved("DPoP", &token, &[&once]).await);
+    // A stolen bound token as a bearer token, or without a proof.
+    refused(
+        g.reserve_proved("Bearer", &token, &[]).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "bad_claims",
+    );
+    refused(
+        g.reserve_proved("Bearer", &token, &[&good()]).await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "bad_claims",
+    );
+    dpop(g.reserve_proved("DPoP", &token, &[]).await);
+    // Proofs that are not for this call, this token, now, or by this key.
+    let another_host = format!(
+        "http://localhost:{}/writ.demo.v1.InventoryService/Reserve",
+        g.origin.rsplit(':').next().unwrap()
+    );
+    let swapped = {
+        let by_other = call_proof(&other, &reserve, Some(&token), now);
+        let mine = good();
+        let (header, _) = mine.split_once('.').unwrap();
+        let (_, rest) = by_other.split_once('.').unwrap();
+        format!("{header}.{rest}")
+    };
+    let cases = [
+        (
+            "another key",
+            call_proof(&other, &reserve, Some(&token), now),
+        ),
+        (
+            "another method",
+            call_proof(&key, &inventory_url(&g, "GetStock"), Some(&token), now),
+        ),
+        (
+            "another host",
+            call_proof(&key, &another_host, Some(&token), now),
+        ),
+        (
+            "another scheme",
+            call_proof(
+                &key,
+                &reserve.replace("http://", "https://"),
+                Some(&token),
+                now,
+            ),
+        ),
+        ("no ath", call_proof(&key, &reserve, None, now)),
+        (
+            "another token",
+            call_proof(&key, &reserve, Some("another.token.here"), now),
+        ),
+        (
+            "too old",
+            call_proof(&key, &reserve, Some(&token), now - 400),
+        ),
+        (
+            "in the future",
+            call_proof(&key, &reserve, Some(&token), now + 400),
+        ),
+        ("a signature by another key", swapped),
+        ("garbage", "not.a.proof".to_owned()),
+    ];
+    for (why, proof) in &cases {
+        let r = g.reserve_proved("DPoP", &token, &[proof]).await;
+        use tonic_types::StatusExt;
+        let status = r.expect_err(why);
+        assert_eq!(status.code(), Code::Unauthenticated, "{why}: {status:?}");
+        let info = status.get_details_error_info().expect("ErrorInfo details");
+        assert_eq!(info.reason, "invalid_dpop_proof", "{why}: {status:?}");
+    }
+    // Two proofs at once.
+    dpop(g.reserve_proved("DPoP", &token, &[&good(), &good()]).await);
+    // A bearer token is not presented with the DPoP scheme.
+    let bearer = g.token("plain", SCOPE_RESERVE, "inventory").await;
+    refused(
+        g.reserve_proved(
+            "DPoP",
+            &bearer,
+            &[&call_proof(&key, &reserve, Some(&bearer), now)],
+        )
+        .await,
+        Code::Unauthenticated,
+        "invalid_token",
+        "bad_claims",
+    );
+    // Revoked means revoked for bound tokens too.
+    let grant = writ_token::decode_unverified(&token)
+        .unwrap()
+        .claims
+        .unwrap()["gid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    g.admin_revoke(writ_token::RevocationKind::GrantId, &grant)
+        .await;
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        match g.reserve_proved("DPoP", &token, &[&good()]).await {
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            r => {
+                refused(r, Code::Unauthenticated, "invalid_token", "revoked");
+                break;
+            }
+        }
     }
 }

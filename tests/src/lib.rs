@@ -223,6 +223,28 @@ impl TestServer {
         AuthorizationServiceClient::new(self.channel().await)
     }
 
+    /// The URL of the gRPC `Token` method, as a DPoP proof names it (`docs/dpop-grpc.md`).
+    pub fn grpc_token_url(&self) -> String {
+        format!("{}/writ.authz.v1.AuthorizationService/Token", self.grpc_url)
+    }
+
+    /// A gRPC token request with these `dpop` metadata values.
+    pub async fn token_with_proofs(
+        &self,
+        request: authz::TokenRequest,
+        proofs: &[&str],
+    ) -> Result<authz::TokenResponse, Status> {
+        let mut request = tonic::Request::new(request);
+        for p in proofs {
+            request.metadata_mut().append("dpop", p.parse().unwrap());
+        }
+        self.authz()
+            .await
+            .token(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
     pub async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, StaticBearer>> {
         AdminServiceClient::with_interceptor(
             self.admin_channel().await,

@@ -118,7 +118,7 @@ impl Exchanger {
             })
             .await?
             .into_inner();
-        let held = Held::new(response.access_token, response.expires_in)?;
+        let held = Held::new(response.access_token, response.expires_in, "Bearer")?;
         let token = held.token.clone();
         let mut cache = self.cache.lock();
         if cache.entries.len() >= CAPACITY {

@@ -6,6 +6,8 @@
 //!   that uses the token kept ready by [`TokenSource::spawn_refresher`]).
 //! - [`Exchanger`]: trades the token a call came with at the STS (RFC 8693) for one naming the
 //!   next service, instead of passing it on as it is.
+//! - [`DpopKey`]: with [`TokenSource::with_dpop`], tokens bound to a key the client holds
+//!   (RFC 9449 over gRPC, `docs/dpop-grpc.md`): each call carries a fresh proof by it.
 //! - [`StaticBearer`]: a fixed bearer credential on every call (an admin credential, a token a
 //!   tool was given).
 //! - [`BearerSource`]: what supplies a bearer token when one is needed (the revocation watcher
@@ -26,10 +28,12 @@
 //! ```
 
 mod bearer;
+mod dpop;
 mod exchange;
 mod source;
 
 pub use bearer::{BearerSource, BearerToken, StaticBearer, bearer_value};
+pub use dpop::DpopKey;
 pub use exchange::Exchanger;
 pub use source::{
     AttachToken, AttachTokenLayer, AttachTokenService, ClientCredentials, PrivateKeyJwt,

@@ -17,6 +17,7 @@ use writ_proto::authz::TokenRequest;
 use writ_proto::authz::authorization_service_client::AuthorizationServiceClient;
 
 use crate::bearer::BearerSource;
+use crate::dpop::DpopKey;
 
 /// A client's credentials and what it asks for.
 #[derive(Clone)]
@@ -188,13 +189,14 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    pub(crate) fn new(token: String, expires_in: i64) -> Result<Held, Status> {
+    /// A token presented as `scheme` (`Bearer`, or `DPoP` for a token bound to a key).
+    pub(crate) fn new(token: String, expires_in: i64, scheme: &str) -> Result<Held, Status> {
         let lifetime = Duration::from_secs(expires_in.max(0) as u64);
         let now = Instant::now();
         // Renew with a fifth of the lifetime left (at least 5 s, at most 60 s), so clock skew
         // and a slow issuer never leave a caller holding an expired token.
         let margin = (lifetime / 5).clamp(Duration::from_secs(5), Duration::from_secs(60));
-        let mut header = HeaderValue::try_from(format!("Bearer {token}"))
+        let mut header = HeaderValue::try_from(format!("{scheme} {token}"))
             .map_err(|_| Status::internal("the issued token is not a header value"))?;
         // A credential: never indexed by HPACK, hidden from Debug.
         header.set_sensitive(true);
@@ -215,10 +217,21 @@ impl Held {
     }
 }
 
+/// A source whose tokens are bound to a DPoP key.
+#[derive(Debug)]
+struct Bound {
+    key: DpopKey,
+    /// The authorization server's `Token` method's URL: what its proofs name.
+    token_url: String,
+    /// The authorization server's latest `dpop-nonce`, if it asked for one.
+    nonce: RwLock<Option<String>>,
+}
+
 #[derive(Debug)]
 struct SourceInner {
     client: AuthorizationServiceClient<Channel>,
     credentials: ClientCredentials,
+    dpop: Option<Bound>,
     held: RwLock<Option<Held>>,
     /// One fetch at a time: concurrent callers wait for it and share its token.
     fetching: tokio::sync::Mutex<()>,
@@ -235,9 +248,44 @@ impl TokenSource {
         TokenSource(Arc::new(SourceInner {
             client: AuthorizationServiceClient::new(channel),
             credentials,
+            dpop: None,
             held: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Tokens bound to `key` (DPoP, RFC 9449, in Writ's gRPC profile): every token request
+    /// carries a proof by it, and [`Self::layer`] sends each call with `authorization: DPoP
+    /// <token>` and a fresh proof over the call's URL and the token. `authorization_server` is
+    /// the origin `channel` reaches (`https://host:port`, as the channel dials it: the proof
+    /// names it). A thief of such a token gets nothing without the key.
+    pub fn with_dpop(
+        channel: Channel,
+        authorization_server: &str,
+        credentials: ClientCredentials,
+        key: DpopKey,
+    ) -> Result<TokenSource, Status> {
+        let token_url = format!(
+            "{}/{}/Token",
+            crate::dpop::origin(authorization_server)?,
+            writ_proto::authz::authorization_service_server::SERVICE_NAME
+        );
+        Ok(TokenSource(Arc::new(SourceInner {
+            client: AuthorizationServiceClient::new(channel),
+            credentials,
+            dpop: Some(Bound {
+                key,
+                token_url,
+                nonce: RwLock::new(None),
+            }),
+            held: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    /// The DPoP key this source's tokens are bound to, if any.
+    pub fn dpop_key(&self) -> Option<&DpopKey> {
+        self.0.dpop.as_ref().map(|b| &b.key)
     }
 
     /// A token good for a call now. Waits only when none is fresh.
@@ -285,27 +333,72 @@ impl TokenSource {
                 String::new(),
             ),
         };
-        let response = self
-            .0
-            .client
-            .clone()
-            .token(TokenRequest {
-                grant_type: grant_type.into(),
-                assertion,
-                client_id: c.client_id.clone(),
-                client_secret,
-                client_assertion_type,
-                client_assertion,
-                scope: c.scope.clone(),
-                audience: c.audience.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let held = Held::new(response.access_token, response.expires_in)?;
+        let message = TokenRequest {
+            grant_type: grant_type.into(),
+            assertion,
+            client_id: c.client_id.clone(),
+            client_secret,
+            client_assertion_type,
+            client_assertion,
+            scope: c.scope.clone(),
+            audience: c.audience.clone(),
+            ..Default::default()
+        };
+        let response = match &self.0.dpop {
+            None => self.0.client.clone().token(message).await?.into_inner(),
+            Some(bound) => self.fetch_bound(bound, message).await?,
+        };
+        let scheme = match self.0.dpop {
+            None => "Bearer",
+            // A server that ignored the proof issued a bearer token: never present it as bound.
+            Some(_) if !response.token_type.eq_ignore_ascii_case("DPoP") => {
+                return Err(Status::failed_precondition(
+                    "the authorization server did not bind the token to the DPoP key",
+                ));
+            }
+            Some(_) => "DPoP",
+        };
+        let held = Held::new(response.access_token, response.expires_in, scheme)?;
         *self.0.held.write() = Some(held.clone());
         tracing::debug!(client_id = %c.client_id, expires_in = response.expires_in, "fetched a token for outgoing calls");
         Ok(held)
+    }
+
+    /// A token request with a proof; if the server asks for its nonce (`use_dpop_nonce`, the
+    /// nonce in `dpop-nonce`), once more with it.
+    async fn fetch_bound(
+        &self,
+        bound: &Bound,
+        message: TokenRequest,
+    ) -> Result<writ_proto::authz::TokenResponse, Status> {
+        let mut retried = false;
+        loop {
+            let nonce = bound.nonce.read().clone();
+            let mut request = tonic::Request::new(message.clone());
+            let proof = bound.key.proof(&bound.token_url, None, nonce.as_deref())?;
+            request.metadata_mut().insert(
+                "dpop",
+                tonic::metadata::MetadataValue::try_from(proof.as_bytes())
+                    .map_err(|_| Status::internal("the DPoP proof is not a header value"))?,
+            );
+            match self.0.client.clone().token(request).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(status) => {
+                    let fresh = status
+                        .metadata()
+                        .get("dpop-nonce")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    match fresh {
+                        Some(n) if !retried && nonce.as_deref() != Some(n.as_str()) => {
+                            *bound.nonce.write() = Some(n);
+                            retried = true;
+                        }
+                        _ => return Err(status),
+                    }
+                }
+            }
+        }
     }
 
     /// Keeps a fresh token ready in the background (what [`AttachToken`] relies on): fetches
@@ -326,20 +419,45 @@ impl TokenSource {
         })
     }
 
-    /// A tower layer for a client channel: every request gets `authorization: Bearer <token>`.
+    /// A tower layer for a client channel: every request gets `authorization: Bearer <token>`
+    /// (or, from a DPoP-bound source, `DPoP <token>` and a proof over the request's URL: the
+    /// request must carry its origin, as [`Self::layer_for`] sees to).
     pub fn layer(&self) -> AttachTokenLayer {
-        AttachTokenLayer(self.clone())
+        AttachTokenLayer {
+            source: self.clone(),
+            origin: None,
+        }
     }
 
-    /// A tonic interceptor attaching the token held (see [`TokenSource::spawn_refresher`]).
+    /// [`Self::layer`] for a channel to `origin` (`https://host:port`, as the channel dials
+    /// it): what a DPoP proof names with each method's path (a tonic channel adds the origin
+    /// only after the layers around it).
+    pub fn layer_for(&self, origin: &str) -> Result<AttachTokenLayer, Status> {
+        Ok(AttachTokenLayer {
+            source: self.clone(),
+            origin: Some(Arc::from(crate::dpop::origin(origin)?)),
+        })
+    }
+
+    /// A tonic interceptor attaching the token held (see [`TokenSource::spawn_refresher`]). Not
+    /// for a DPoP-bound source (an interceptor does not see the call's URL): use the layer.
     pub fn interceptor(&self) -> AttachToken {
         AttachToken(self.clone())
     }
 }
 
 impl BearerSource for TokenSource {
+    /// A DPoP-bound source has no bearer token to give: a bound token presented as one is
+    /// refused everywhere.
     fn bearer(&self) -> Pin<Box<dyn Future<Output = Result<Arc<str>, Status>> + Send + '_>> {
-        Box::pin(self.token())
+        Box::pin(async move {
+            if self.0.dpop.is_some() {
+                return Err(Status::failed_precondition(
+                    "this token source's tokens are bound to a DPoP key, not bearer tokens",
+                ));
+            }
+            self.token().await
+        })
     }
 
     /// A refused token (its key or its client revoked meanwhile) is dropped: the next call
@@ -356,6 +474,11 @@ pub struct AttachToken(TokenSource);
 
 impl tonic::service::Interceptor for AttachToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if self.0.0.dpop.is_some() {
+            return Err(Status::failed_precondition(
+                "a DPoP-bound token source needs the layer (TokenSource::layer_for), not the interceptor",
+            ));
+        }
         let held = self
             .0
             .current(false)
@@ -371,13 +494,18 @@ impl tonic::service::Interceptor for AttachToken {
 
 /// Tower layer: see [`TokenSource::layer`].
 #[derive(Debug, Clone)]
-pub struct AttachTokenLayer(TokenSource);
+pub struct AttachTokenLayer {
+    source: TokenSource,
+    /// The origin the channel dials, for DPoP proofs.
+    origin: Option<Arc<str>>,
+}
 
 impl<S> tower::Layer<S> for AttachTokenLayer {
     type Service = AttachTokenService<S>;
     fn layer(&self, inner: S) -> AttachTokenService<S> {
         AttachTokenService {
-            source: self.0.clone(),
+            source: self.source.clone(),
+            origin: self.origin.clone(),
             inner,
         }
     }
@@ -386,6 +514,7 @@ impl<S> tower::Layer<S> for AttachTokenLayer {
 #[derive(Debug, Clone)]
 pub struct AttachTokenService<S> {
     source: TokenSource,
+    origin: Option<Arc<str>>,
     inner: S,
 }
 
@@ -412,9 +541,27 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let source = self.source.clone();
+        // The URL a proof names: the layer's origin and the request's path, or the request's
+        // own URL if it carries an origin.
+        let htu = match &self.origin {
+            Some(origin) => Some(format!("{origin}{}", request.uri().path())),
+            None => writ_token::grpc_htu(request.uri()),
+        };
         Box::pin(async move {
             // A Status error reaches the caller as that status (tonic downcasts it).
             let held = source.held().await.map_err(|s| Box::new(s) as BoxError)?;
+            if let Some(bound) = &source.0.dpop {
+                let htu = htu.ok_or_else(|| {
+                    Box::new(Status::failed_precondition(
+                        "a DPoP proof names the call's URL: build this layer with TokenSource::layer_for(origin)",
+                    )) as BoxError
+                })?;
+                let proof = bound
+                    .key
+                    .proof(&htu, Some(&held.token), None)
+                    .map_err(|s| Box::new(s) as BoxError)?;
+                request.headers_mut().insert("dpop", proof);
+            }
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, held.header);
@@ -430,7 +577,7 @@ mod tests {
 
     #[test]
     fn a_held_token_is_a_sensitive_header_renewed_before_it_expires() {
-        let held = Held::new("t0k3n".into(), 300).unwrap();
+        let held = Held::new("t0k3n".into(), 300, "Bearer").unwrap();
         assert!(held.header.is_sensitive());
         assert_eq!(held.header.to_str().unwrap(), "Bearer t0k3n");
         let now = Instant::now();

@@ -12,10 +12,13 @@ pub const ERROR_DOMAIN: &str = "guard.writ.dev";
 pub enum GuardError {
     #[error("a bearer token is required")]
     MissingToken,
-    #[error("the authorization header is not `Bearer <token>`")]
+    #[error("the authorization header is not `Bearer <token>` or `DPoP <token>`")]
     MalformedHeader,
     #[error("the token is not valid here ({})", .0.reason())]
     InvalidToken(TokenError),
+    /// A DPoP-bound token without a good proof by its key (RFC 9449 section 7.1).
+    #[error("{0}")]
+    InvalidDpopProof(&'static str),
     #[error("the token has been revoked")]
     Revoked(RevocationKind),
     #[error("the token lacks a scope this method needs")]
@@ -53,6 +56,7 @@ impl GuardError {
             GuardError::InvalidToken(_) | GuardError::Revoked(_) => {
                 ErrorCode::InvalidToken.as_str()
             }
+            GuardError::InvalidDpopProof(_) => ErrorCode::InvalidDpopProof.as_str(),
             GuardError::InsufficientScope(_) | GuardError::Denied(_) => {
                 ErrorCode::InsufficientScope.as_str()
             }
@@ -70,6 +74,7 @@ impl GuardError {
             GuardError::MalformedHeader => "malformed_header",
             GuardError::InvalidToken(e) | GuardError::Denied(e) => e.reason(),
             GuardError::Revoked(_) => "revoked",
+            GuardError::InvalidDpopProof(_) => "dpop",
             GuardError::InsufficientScope(_) => "scope",
             GuardError::MethodNotAllowed => "no_policy",
             GuardError::RevocationFeedStale(_) => "stale",
@@ -82,6 +87,7 @@ impl GuardError {
             GuardError::MissingToken
             | GuardError::MalformedHeader
             | GuardError::InvalidToken(_)
+            | GuardError::InvalidDpopProof(_)
             | GuardError::Revoked(_) => Kind::Unauthenticated,
             GuardError::InsufficientScope(_)
             | GuardError::Denied(_)

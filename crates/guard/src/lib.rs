@@ -37,6 +37,9 @@ pub use cache::Verified;
 pub use error::{ERROR_DOMAIN, GuardError};
 pub use policy::{MethodPolicy, Rule};
 pub use principal::Principal;
-pub use server::{Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService, Revocations};
+pub use server::{
+    DPOP_PROOFS_REMEMBERED, Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService,
+    Presented, Proof, Revocations,
+};
 pub use writ_client::{self, BearerToken, ClientCredentials, Exchanger, TokenSource};
 pub use writ_token::TrustedIssuer;

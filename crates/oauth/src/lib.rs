@@ -52,7 +52,7 @@ pub use client_auth::{
     MAX_JWKS_URI_LEN, named_client,
 };
 pub use device::{DeviceAuthorization, DevicePage};
-pub use dpop::{DPOP_MAX_AGE, DpopRequest};
+pub use dpop::DpopRequest;
 pub use error::{Error, Result};
 pub use gateway::{GatewayNeeds, GatewayPass};
 pub use reference::{REFERENCE_PREFIX, is_reference};

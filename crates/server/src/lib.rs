@@ -140,14 +140,23 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Longest an HTTP request may take, from its headers to its response (its body included).
 pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The URI a request was made to, as this server received it (over HTTP/2, a gRPC call's
+/// included: scheme, `:authority` and path), in every request's extensions: what a DPoP proof
+/// over gRPC names.
+#[derive(Debug, Clone)]
+pub struct RequestUri(pub http::Uri);
+
 /// Runs every request of `router` in its [`writ_telemetry::server_span`]: the caller's trace
-/// continues here, and every log line of the request carries its trace id.
+/// continues here, and every log line of the request carries its trace id. Each request's
+/// [`RequestUri`] goes in its extensions.
 pub fn traced(router: axum::Router) -> axum::Router {
     async fn in_span(
-        request: axum::extract::Request,
+        mut request: axum::extract::Request,
         next: axum::middleware::Next,
     ) -> axum::response::Response {
         use tracing::Instrument as _;
+        let uri = RequestUri(request.uri().clone());
+        request.extensions_mut().insert(uri);
         let span = writ_telemetry::server_span(request.uri().path(), request.headers());
         next.run(request).instrument(span).await
     }

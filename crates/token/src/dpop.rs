@@ -7,6 +7,8 @@
 //! is to be honoured only with a fresh proof by it (resource servers that cannot check one
 //! refuse bound tokens).
 
+use std::collections::HashSet;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -24,6 +26,20 @@ pub const MAX_PROOF_LEN: usize = 4 * 1024;
 pub const DPOP_ALGORITHMS: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
 /// Longest `jti` taken (it is remembered until the proof is too old).
 const MAX_JTI_LEN: usize = 256;
+/// How old a proof may be, in seconds (besides the leeway): at the token endpoint and at a guard.
+pub const DPOP_MAX_AGE: i64 = 120;
+/// The `htm` of every gRPC call: gRPC is carried by HTTP/2 `POST`s.
+pub const GRPC_HTM: &str = "POST";
+
+/// The URL a gRPC call is made to, as its DPoP proof's `htu` names it in Writ's gRPC profile
+/// (`docs/dpop-grpc.md`): `<scheme>://<:authority><:path>`, for example
+/// `https://orders.internal:7443/shop.v1.Orders/Place`. The scheme is `https` unless the URI
+/// says otherwise. `None` without an authority (a URI of a path alone).
+pub fn grpc_htu(uri: &http::Uri) -> Option<String> {
+    let authority = uri.authority()?;
+    let scheme = uri.scheme_str().unwrap_or("https");
+    Some(format!("{scheme}://{authority}{}", uri.path()))
+}
 
 /// Why a proof was refused: a fixed description, never the proof's contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,11 +309,132 @@ pub fn key_thumbprint(key: &crate::SigningKey) -> Option<String> {
     jwk_thumbprint(jwk.as_object()?)
 }
 
+/// Proof ids seen, in two generations.
+#[derive(Default)]
+struct Seen {
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+    /// When `current` began.
+    since: i64,
+}
+
+/// Why [`SeenProofs::spend`] refused a proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// This key's proof with this `jti` was spent before: `invalid_dpop_proof`.
+    Replayed,
+    /// A generation is full: nothing is forgotten early, so the proof is refused (try again).
+    Full,
+}
+
+/// The `jti`s of proofs spent, in bounded memory, for as long as a proof could pass: two
+/// generations of at most `capacity` keyed 128-bit hashes (of the key's thumbprint and the
+/// `jti`; about 36 MiB for a full generation of a million), the older dropped when the newer is
+/// a proof's lifetime old. Memory stays bounded whatever the load: a full generation refuses
+/// proofs ([`Replay::Full`]) rather than forget one. One process's memory: another process (a
+/// replica, or this one after a restart) does not know what this one spent.
+pub struct SeenProofs {
+    seen: std::sync::Mutex<Seen>,
+    hash_keys: (u64, u64),
+    capacity: usize,
+}
+
+impl std::fmt::Debug for SeenProofs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeenProofs")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeenProofs {
+    /// At most `capacity` proofs per generation.
+    pub fn new(capacity: usize) -> Self {
+        let k = crate::random_bytes::<16>();
+        let (a, b) = k.split_at(8);
+        SeenProofs {
+            seen: std::sync::Mutex::new(Seen::default()),
+            hash_keys: (
+                u64::from_le_bytes(a.try_into().unwrap_or_default()),
+                u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            ),
+            capacity,
+        }
+    }
+
+    /// Remembers a proof's id for `window` seconds at least (its lifetime: the maximum age and
+    /// twice the leeway); a second time, or with no room left, it is refused.
+    pub fn spend(&self, jkt: &str, jti: &str, now: i64, window: i64) -> Result<(), Replay> {
+        use siphasher::sip128::{Hasher128, SipHasher13};
+        use std::hash::Hasher;
+        let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
+        h.write(jkt.as_bytes());
+        h.write_u8(0);
+        h.write(jti.as_bytes());
+        let id = h.finish128().as_u128();
+        // A panic elsewhere while holding the lock leaves the sets whole: keep using them.
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if now - seen.since >= window {
+            // Everything in `previous` is older than a proof can be: forget it.
+            seen.previous = std::mem::take(&mut seen.current);
+            seen.since = now;
+        }
+        if seen.previous.contains(&id) || seen.current.contains(&id) {
+            return Err(Replay::Replayed);
+        }
+        if seen.current.len() >= self.capacity {
+            return Err(Replay::Full);
+        }
+        seen.current.insert(id);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::SigningKey;
+
+    #[test]
+    fn a_proof_id_is_spent_once_and_forgotten_only_when_too_old() {
+        let seen = SeenProofs::new(100);
+        assert!(seen.spend("thumb", "a", 1000, 180).is_ok());
+        assert_eq!(seen.spend("thumb", "a", 1001, 180), Err(Replay::Replayed));
+        // Another key's proof with the same jti is another proof.
+        assert!(seen.spend("other", "a", 1001, 180).is_ok());
+        // One generation later it is still remembered; two later it is gone (and too old).
+        assert!(seen.spend("thumb", "b", 1000 + 180, 180).is_ok());
+        assert!(seen.spend("thumb", "a", 1000 + 200, 180).is_err());
+        assert!(seen.spend("thumb", "c", 1000 + 360, 180).is_ok());
+        assert!(seen.spend("thumb", "a", 1000 + 370, 180).is_ok());
+        // A full generation refuses rather than forgets.
+        let small = SeenProofs::new(2);
+        assert!(small.spend("k", "1", 0, 180).is_ok());
+        assert!(small.spend("k", "2", 1, 180).is_ok());
+        assert_eq!(small.spend("k", "3", 2, 180), Err(Replay::Full));
+        assert_eq!(small.spend("k", "1", 3, 180), Err(Replay::Replayed));
+    }
+
+    #[test]
+    fn a_grpc_calls_htu_is_its_scheme_authority_and_path() {
+        let uri: http::Uri = "https://orders.internal:7443/shop.v1.Orders/Place"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            grpc_htu(&uri).unwrap(),
+            "https://orders.internal:7443/shop.v1.Orders/Place"
+        );
+        let no_scheme = http::Uri::builder()
+            .authority("127.0.0.1:9")
+            .path_and_query("/a.B/C")
+            .build();
+        // http::Uri needs a scheme with an authority; a path alone has no htu.
+        assert!(no_scheme.is_err());
+        assert_eq!(grpc_htu(&"/a.B/C".parse().unwrap()), None);
+        let plain: http::Uri = "http://127.0.0.1:9/a.B/C".parse().unwrap();
+        assert_eq!(grpc_htu(&plain).unwrap(), "http://127.0.0.1:9/a.B/C");
+    }
 
     const HTU: &str = "https://writ.example/oauth2/token";
     const NOW: i64 = 1_700_000_000;

@@ -79,8 +79,9 @@ pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
 pub use claims::{AccessClaims, Actor, Confirmation, MAX_NUMERIC_DATE};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};
 pub use dpop::{
-    DPOP_ALGORITHMS, DPOP_TYP, DpopError, MAX_PROOF_LEN, ProofClaimsOut, ProofRules, VerifiedProof,
-    access_token_hash, jwk_thumbprint, key_thumbprint, sign_proof, verify_proof,
+    DPOP_ALGORITHMS, DPOP_MAX_AGE, DPOP_TYP, DpopError, GRPC_HTM, MAX_PROOF_LEN, ProofClaimsOut,
+    ProofRules, Replay, SeenProofs, VerifiedProof, access_token_hash, grpc_htu, jwk_thumbprint,
+    key_thumbprint, sign_proof, verify_proof,
 };
 pub use error::TokenError;
 pub use holder::{

@@ -23,7 +23,7 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
     Ok(writ_oauth::TokenRequest {
         // Filled in by the handler, which knows the peer.
         source: None,
-        // DPoP over gRPC is not served yet: tokens issued here are bearer tokens.
+        // Filled in by the handler, which sees the `dpop` metadata and the call's URL.
         dpop: None,
         dpop_jkt: String::new(),
         dpop_jti: String::new(),

@@ -65,6 +65,28 @@ macro_rules! operation {
     }};
 }
 
+/// A token request's DPoP proof in Writ's gRPC profile (`docs/dpop-grpc.md`): the `dpop`
+/// metadata (several values joined with commas, which no proof holds, so they are refused), over
+/// `POST` and the call's URL as this server received it.
+fn dpop_request<T>(request: &Request<T>) -> Option<writ_oauth::DpopRequest> {
+    let proofs: Vec<&str> = request
+        .metadata()
+        .get_all("dpop")
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    (!proofs.is_empty()).then(|| writ_oauth::DpopRequest {
+        proof: proofs.join(","),
+        htm: writ_token::GRPC_HTM.to_owned(),
+        // Unknown, it names no URL a proof can match: refused, never skipped.
+        htu: request
+            .extensions()
+            .get::<writ_server::RequestUri>()
+            .and_then(|u| writ_token::grpc_htu(&u.0))
+            .unwrap_or_default(),
+    })
+}
+
 #[tonic::async_trait]
 impl AuthorizationService for AuthorizationGrpc {
     async fn token(
@@ -72,9 +94,22 @@ impl AuthorizationService for AuthorizationGrpc {
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
         let source = request.remote_addr().map(|a| a.ip());
+        let dpop = dpop_request(&request);
         let mut req = convert::token_request(request.into_inner()).map_err(status)?;
         req.source = source;
-        let resp = self.engine.token(req).await.map_err(status)?;
+        req.dpop = dpop;
+        let resp = match self.engine.token(req).await {
+            Ok(r) => r,
+            // RFC 9449 section 8, over gRPC: the refusal carries the nonce to use.
+            Err(e @ writ_oauth::Error::UseDpopNonce) => {
+                let mut refused = status(e);
+                if let Ok(nonce) = self.engine.dpop_nonce().parse() {
+                    refused.metadata_mut().insert("dpop-nonce", nonce);
+                }
+                return Err(refused);
+            }
+            Err(e) => return Err(status(e)),
+        };
         Ok(Response::new(convert::token_response(resp)))
     }
 

@@ -68,20 +68,55 @@ async fn the_default_guard_fails_closed_until_its_feed_vouches() {
     }
     assert!(call().await.unwrap().is_some());
 
-    // A token bound to a DPoP key (RFC 9449) is not taken as a bearer token: this guard does
-    // not check proofs yet, so it refuses it, on the first call and from its cache alike.
+    // A token bound to a DPoP key (RFC 9449) is not taken as a bearer token, on the first call
+    // and from its cache alike; with the DPoP scheme, only with a proof over the call's URL,
+    // which the interceptor never sees: it refuses bound tokens.
+    let dpop = SigningKey::generate(Algorithm::EdDSA, "dpop").unwrap();
     let bound = AccessClaims {
         jti: "t2".into(),
         cnf: Some(writ_token::Confirmation {
-            jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+            jkt: writ_token::key_thumbprint(&dpop),
         }),
         ..claims
     };
-    let header = format!("Bearer {}", encode_access_token(&key, &bound).unwrap());
+    let token = encode_access_token(&key, &bound).unwrap();
+    let header = format!("Bearer {token}");
     for _ in 0..2 {
         assert!(matches!(
             guard.check(GET, Some(header.as_bytes())).await,
             Err(GuardError::InvalidToken(TokenError::BadClaims(_)))
         ));
     }
+    let htu = format!("https://inventory.internal{GET}");
+    let proof = writ_token::sign_proof(
+        &dpop,
+        &writ_token::ProofClaimsOut {
+            htm: "POST",
+            htu: &htu,
+            iat: NOW,
+            access_token: Some(&token),
+            nonce: None,
+        },
+    );
+    let header = format!("DPoP {token}");
+    let presented = Presented {
+        authorization: Some(header.as_bytes()),
+        proof: Proof::One(proof.as_bytes()),
+        htu: None,
+    };
+    let rule = Rule::scopes(&["inventory.read"]);
+    assert!(matches!(
+        guard.decide_without_waiting(&rule, &presented),
+        Err(GuardError::InvalidDpopProof(_))
+    ));
+    // The layer's view (it knows the URL): passes once, then the proof is spent.
+    let presented = Presented {
+        htu: Some(&htu),
+        ..presented
+    };
+    assert!(guard.check_call(GET, &presented).await.unwrap().is_some());
+    assert_eq!(
+        guard.check_call(GET, &presented).await.unwrap_err(),
+        GuardError::InvalidDpopProof("the DPoP proof was used before")
+    );
 }

@@ -1,7 +1,7 @@
 //! The tonic interceptor: one rule for every method of the service it wraps, decided
 //! synchronously (an interceptor cannot wait).
 
-use super::Guard;
+use super::{Guard, Presented, Proof};
 use crate::policy::Rule;
 
 /// Tonic interceptor: see [`Guard::interceptor`].
@@ -16,13 +16,20 @@ impl tonic::service::Interceptor for GuardInterceptor {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
+        // The interceptor does not see the call's URL, so it cannot check a DPoP proof: a
+        // bound token is refused here (the layer takes it).
+        let headers = request.metadata().as_ref();
+        let presented = Presented {
+            authorization: headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            proof: Proof::of(headers),
+            htu: None,
+        };
         let started = super::sampled_start();
-        let decision = self.guard.decide_without_waiting(&self.rule, authorization);
-        self.guard.audit(None, authorization, started, &decision);
+        let decision = self.guard.decide_without_waiting(&self.rule, &presented);
+        self.guard
+            .audit(None, presented.authorization, started, &decision);
         if let Some(v) = decision? {
             request.extensions_mut().insert(v.principal.clone());
             request.extensions_mut().insert(v.bearer.clone());

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::Guard;
+use super::{Guard, Presented, Proof};
 
 /// Tower layer: see [`Guard::layer`].
 #[derive(Debug, Clone)]
@@ -56,15 +56,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         Box::pin(async move {
-            let decision = guard
-                .check(
-                    request.uri().path(),
-                    request
-                        .headers()
-                        .get(http::header::AUTHORIZATION)
-                        .map(|v| v.as_bytes()),
-                )
-                .await;
+            let htu = writ_token::grpc_htu(request.uri());
+            let headers = request.headers();
+            let presented = Presented {
+                authorization: headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                proof: Proof::of(headers),
+                htu: htu.as_deref(),
+            };
+            let decision = guard.check_call(request.uri().path(), &presented).await;
             match decision {
                 Ok(Some(v)) => {
                     request.extensions_mut().insert(v.principal.clone());

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use writ_revocation_client::{DEFAULT_MAX_STALENESS, RevocationFeed, RevocationSet, TokenFacts};
 use writ_token::biscuit_auth::builder::AuthorizerBuilder;
 use writ_token::{
-    BiscuitRequest, RevocationCheck, SharedClock, TokenError, TokenFormat, TrustedIssuer,
-    TrustedIssuers, VerifierConfig,
+    BiscuitRequest, DPOP_MAX_AGE, GRPC_HTM, ProofRules, Replay, RevocationCheck, SeenProofs,
+    SharedClock, TokenError, TokenFormat, TrustedIssuer, TrustedIssuers, VerifierConfig,
 };
 
 use crate::cache::{TokenCache, Verified};
@@ -72,6 +72,63 @@ pub struct GuardConfig {
     /// `issuers` and `audience` are set from the fields above).
     pub verifier: VerifierConfig,
     pub clock: SharedClock,
+    /// DPoP proofs remembered per generation (two generations, 16 bytes each and the set's
+    /// overhead: see [`SeenProofs`]); with a generation full, calls with proofs get UNAVAILABLE.
+    pub dpop_proofs_remembered: usize,
+}
+
+/// Proofs a guard remembers per generation by default: a million (some 36 MiB when full; the
+/// sets grow only as proofs come, so a service without DPoP callers spends nothing).
+pub const DPOP_PROOFS_REMEMBERED: usize = 1_000_000;
+
+/// What a call presents, as read off its headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    /// The `authorization` header: `Bearer <token>`, or `DPoP <token>` with a proof.
+    pub authorization: Option<&'a [u8]>,
+    /// The `dpop` header (Writ's gRPC profile of RFC 9449, `docs/dpop-grpc.md`).
+    pub proof: Proof<'a>,
+    /// The URL the call was made to ([`writ_token::grpc_htu`]): what its proof must name.
+    /// `None` where it is not known (the interceptor): a DPoP-bound token is then refused.
+    pub htu: Option<&'a str>,
+}
+
+/// A call's `dpop` headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Proof<'a> {
+    #[default]
+    None,
+    One(&'a [u8]),
+    /// More than one: refused (RFC 9449 section 4.3).
+    Many,
+}
+
+impl<'a> Proof<'a> {
+    /// The `dpop` values of `headers`.
+    pub fn of(headers: &'a http::HeaderMap) -> Proof<'a> {
+        let mut values = headers.get_all("dpop").iter();
+        match (values.next(), values.next()) {
+            (None, _) => Proof::None,
+            (Some(v), None) => Proof::One(v.as_bytes()),
+            (Some(_), Some(_)) => Proof::Many,
+        }
+    }
+}
+
+/// How a token was presented (RFC 6750, RFC 9449 section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The token of a call and what goes with it, as far as sender constraint is concerned.
+#[derive(Debug, Clone, Copy)]
+struct Sender<'a> {
+    scheme: Scheme,
+    token: &'a str,
+    proof: Proof<'a>,
+    htu: Option<&'a str>,
 }
 
 impl GuardConfig {
@@ -106,6 +163,7 @@ impl GuardConfig {
             cache_capacity: 100_000,
             biscuit_policies: None,
             clock: writ_token::system_clock(),
+            dpop_proofs_remembered: DPOP_PROOFS_REMEMBERED,
         }
     }
 }
@@ -124,6 +182,8 @@ struct Inner {
     policy_dates: Option<Vec<u64>>,
     leeway: i64,
     clock: SharedClock,
+    /// DPoP proofs spent here.
+    proofs: SeenProofs,
 }
 
 /// The guard: cheap to clone, shared by every connection.
@@ -151,6 +211,7 @@ impl Guard {
             cache: TokenCache::new(config.cache_capacity),
             biscuit_policies: config.biscuit_policies,
             clock: config.clock,
+            proofs: SeenProofs::new(config.dpop_proofs_remembered),
         }))
     }
 
@@ -174,17 +235,36 @@ impl Guard {
         self.0.cache.len()
     }
 
-    /// Decides a call to `method` (`/package.Service/Method`) with this `authorization` header.
-    /// `Ok(None)` for a public method.
+    /// Decides a call to `method` (`/package.Service/Method`) with this `authorization` header
+    /// alone (a DPoP-bound token is refused: see [`Self::check_call`]). `Ok(None)` for a public
+    /// method.
     pub async fn check(
         &self,
         method: &str,
         authorization: Option<&[u8]>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
+        self.check_call(
+            method,
+            &Presented {
+                authorization,
+                ..Presented::default()
+            },
+        )
+        .await
+    }
+
+    /// Decides a call to `method` (`/package.Service/Method`) presenting `presented`: a bearer
+    /// token, or a DPoP-bound one with its proof over the call's URL. `Ok(None)` for a public
+    /// method.
+    pub async fn check_call(
+        &self,
+        method: &str,
+        presented: &Presented<'_>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
         let started = sampled_start();
         let rule = self.0.policy.rule(method);
-        let outcome = self.decide(rule, Some(method), authorization).await;
-        self.audit(Some(method), authorization, started, &outcome);
+        let outcome = self.decide(rule, Some(method), presented).await;
+        self.audit(Some(method), presented.authorization, started, &outcome);
         outcome
     }
 
@@ -236,17 +316,23 @@ impl Guard {
         &self,
         rule: &'a Rule,
         method: Option<&str>,
-        authorization: Option<&'a [u8]>,
+        presented: &Presented<'a>,
     ) -> Result<Prepared<'a>, GuardError> {
-        let token = match rule {
+        let (scheme, token) = match rule {
             Rule::Public => return Ok(Prepared::Public),
             Rule::Deny => {
                 // Authenticate first all the same: an anonymous caller learns nothing about
                 // which methods exist.
-                bearer(authorization)?;
+                credential(presented.authorization)?;
                 return Err(GuardError::MethodNotAllowed);
             }
-            Rule::Scopes(_) | Rule::AnyScope(_) => bearer(authorization)?,
+            Rule::Scopes(_) | Rule::AnyScope(_) => credential(presented.authorization)?,
+        };
+        let sender = Sender {
+            scheme,
+            token,
+            proof: presented.proof,
+            htu: presented.htu,
         };
         // A JWT's verdict is the token's alone (its scopes are checked on every call); a
         // Biscuit's depends on the request it is presented for, so it is cached per method and
@@ -261,9 +347,9 @@ impl Guard {
         if let Some(key) = cache_key
             && let Some(v) = self.0.cache.get(key, self.0.clock.now())
         {
-            return Ok(Prepared::Cached(v));
+            return Ok(Prepared::Cached(v, sender));
         }
-        Ok(Prepared::Verify { token, cache_key })
+        Ok(Prepared::Verify { sender, cache_key })
     }
 
     /// The Biscuit requests to try, in order, until one is granted: one with every required
@@ -341,9 +427,14 @@ impl Guard {
 
     /// What follows verification, on every call, cached or not: revocation, then the scopes a
     /// JWT must carry.
-    fn finish(&self, rule: &Rule, v: Arc<Verified>) -> Result<Option<Arc<Verified>>, GuardError> {
+    fn finish(
+        &self,
+        rule: &Rule,
+        v: Arc<Verified>,
+        sender: &Sender<'_>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
         self.not_revoked(&v)?;
-        self.granted(rule, v)
+        self.granted(rule, v, sender)
     }
 
     /// [`Self::finish`] where a revocation check may be awaited.
@@ -351,26 +442,26 @@ impl Guard {
         &self,
         rule: &Rule,
         v: Arc<Verified>,
+        sender: &Sender<'_>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
         let Revocations::Awaited { check } = &self.0.revocations else {
-            return self.finish(rule, v);
+            return self.finish(rule, v, sender);
         };
         match check.revoked_async(&TokenFacts::of(&v.token)).await {
-            Ok(None) => self.granted(rule, v),
+            Ok(None) => self.granted(rule, v, sender),
             Ok(Some(kind)) => Err(GuardError::Revoked(kind)),
             Err(why) => Err(GuardError::RevocationFeedStale(why.0)),
         }
     }
 
-    /// The scopes a JWT must carry for `rule`. A token bound to a DPoP key is good only with a
-    /// proof by that key, which this guard does not check yet: refused, never taken as a
-    /// bearer token.
-    fn granted(&self, rule: &Rule, v: Arc<Verified>) -> Result<Option<Arc<Verified>>, GuardError> {
-        if v.token.claims.cnf.is_some() {
-            return Err(GuardError::InvalidToken(TokenError::BadClaims(
-                "the token is bound to a DPoP key; this guard takes bearer tokens only",
-            )));
-        }
+    /// The scopes a JWT must carry for `rule`, then the proof a DPoP-bound token needs (last:
+    /// its signature is the costliest check).
+    fn granted(
+        &self,
+        rule: &Rule,
+        v: Arc<Verified>,
+        sender: &Sender<'_>,
+    ) -> Result<Option<Arc<Verified>>, GuardError> {
         if v.token.format == TokenFormat::Jwt {
             let granted = match rule {
                 Rule::Scopes(all) => all.iter().all(|s| v.principal.has_scope(s)),
@@ -383,7 +474,78 @@ impl Guard {
                 ));
             }
         }
+        self.proven(&v, sender)?;
         Ok(Some(v))
+    }
+
+    /// Sender constraint (RFC 9449 section 7, over gRPC as `docs/dpop-grpc.md` says): a token
+    /// bound to a key (`cnf.jkt`) comes with the `DPoP` scheme and a fresh proof by that key
+    /// over this call's URL and this token, used once; an unbound token with the `Bearer`
+    /// scheme. Either one the other way is refused: a bound token is never a bearer token.
+    fn proven(&self, v: &Verified, sender: &Sender<'_>) -> Result<(), GuardError> {
+        let jkt = match (&v.token.claims.cnf, sender.scheme) {
+            (None, Scheme::Bearer) => return Ok(()),
+            // Bound some other way (a confirmation method this guard does not know): never a
+            // bearer token.
+            (Some(c), _) if c.jkt.is_none() => {
+                return Err(GuardError::InvalidToken(TokenError::BadClaims(
+                    "the token is bound to a key in a way this guard cannot check",
+                )));
+            }
+            (None, Scheme::Dpop) => {
+                return Err(GuardError::InvalidToken(TokenError::BadClaims(
+                    "the DPoP scheme needs a token bound to a key; this one is a bearer token",
+                )));
+            }
+            (Some(_), Scheme::Bearer) => {
+                return Err(GuardError::InvalidToken(TokenError::BadClaims(
+                    "the token is bound to a DPoP key: present it with the DPoP scheme and a proof",
+                )));
+            }
+            (Some(cnf), Scheme::Dpop) => cnf.jkt.as_deref().unwrap_or_default(),
+        };
+        let htu = sender.htu.ok_or(GuardError::InvalidDpopProof(
+            "DPoP proofs are checked by the guard's layer only (an interceptor does not see the call's URL)",
+        ))?;
+        let proof = match sender.proof {
+            Proof::None => return Err(GuardError::InvalidDpopProof("a DPoP proof is required")),
+            Proof::Many => return Err(GuardError::InvalidDpopProof("more than one DPoP proof")),
+            Proof::One(p) => std::str::from_utf8(p)
+                .map_err(|_| GuardError::InvalidDpopProof("the DPoP proof is not text"))?,
+        };
+        let now = self.0.clock.now();
+        let rules = ProofRules {
+            htm: GRPC_HTM,
+            htu,
+            now,
+            max_age: DPOP_MAX_AGE,
+            leeway: self.0.leeway,
+            access_token: Some(sender.token),
+            nonce: None,
+        };
+        let proof = writ_token::verify_proof(proof, &rules).map_err(|e| match e {
+            writ_token::DpopError::Invalid(why) => GuardError::InvalidDpopProof(why),
+            writ_token::DpopError::UseNonce => {
+                GuardError::InvalidDpopProof("the DPoP proof lacks a nonce")
+            }
+        })?;
+        if proof.jkt != jkt {
+            return Err(GuardError::InvalidDpopProof(
+                "the DPoP proof is signed by another key than the token is bound to",
+            ));
+        }
+        self.0
+            .proofs
+            .spend(
+                &proof.jkt,
+                &proof.jti,
+                now,
+                DPOP_MAX_AGE + 2 * self.0.leeway,
+            )
+            .map_err(|e| match e {
+                Replay::Replayed => GuardError::InvalidDpopProof("the DPoP proof was used before"),
+                Replay::Full => GuardError::Overloaded,
+            })
     }
 
     fn not_revoked(&self, v: &Verified) -> Result<(), GuardError> {
@@ -438,13 +600,14 @@ impl Guard {
         &self,
         rule: &Rule,
         method: Option<&str>,
-        authorization: Option<&[u8]>,
+        presented: &Presented<'_>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
-        let (token, cache_key) = match self.prepare(rule, method, authorization)? {
+        let (sender, cache_key) = match self.prepare(rule, method, presented)? {
             Prepared::Public => return Ok(None),
-            Prepared::Cached(v) => return self.finish_awaiting(rule, v).await,
-            Prepared::Verify { token, cache_key } => (token, cache_key),
+            Prepared::Cached(v, sender) => return self.finish_awaiting(rule, v, &sender).await,
+            Prepared::Verify { sender, cache_key } => (sender, cache_key),
         };
+        let token = sender.token;
         let verified = match self.verify_off_runtime(rule, method, token).await {
             Err(GuardError::InvalidToken(TokenError::UnknownKey)) => {
                 self.0.issuers.refresh_for(token).await;
@@ -453,7 +616,7 @@ impl Guard {
             other => other,
         }?;
         self.remember(cache_key, &verified);
-        self.finish_awaiting(rule, verified).await
+        self.finish_awaiting(rule, verified, &sender).await
     }
 
     /// The decision as the interceptor makes it: synchronously; a key not known yet is
@@ -462,13 +625,14 @@ impl Guard {
     pub(crate) fn decide_without_waiting(
         &self,
         rule: &Rule,
-        authorization: Option<&[u8]>,
+        presented: &Presented<'_>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
-        let (token, cache_key) = match self.prepare(rule, None, authorization)? {
+        let (sender, cache_key) = match self.prepare(rule, None, presented)? {
             Prepared::Public => return Ok(None),
-            Prepared::Cached(v) => return self.finish(rule, v),
-            Prepared::Verify { token, cache_key } => (token, cache_key),
+            Prepared::Cached(v, sender) => return self.finish(rule, v, &sender),
+            Prepared::Verify { sender, cache_key } => (sender, cache_key),
         };
+        let token = sender.token;
         let verified = match TokenFormat::detect(token) {
             TokenFormat::Jwt => self.verify(rule, None, token, true),
             TokenFormat::Biscuit => {
@@ -477,34 +641,38 @@ impl Guard {
             }
         }?;
         self.remember(cache_key, &verified);
-        self.finish(rule, verified)
+        self.finish(rule, verified, &sender)
     }
 }
 
 /// How far [`Guard::prepare`] got.
 enum Prepared<'a> {
     Public,
-    Cached(Arc<Verified>),
+    Cached(Arc<Verified>, Sender<'a>),
     Verify {
-        token: &'a str,
+        sender: Sender<'a>,
         cache_key: Option<u128>,
     },
 }
 
-/// The token of an `authorization: Bearer <token>` header.
-fn bearer(authorization: Option<&[u8]>) -> Result<&str, GuardError> {
+/// The scheme and token of an `authorization: Bearer <token>` or `DPoP <token>` header.
+fn credential(authorization: Option<&[u8]>) -> Result<(Scheme, &str), GuardError> {
     let value = authorization.ok_or(GuardError::MissingToken)?;
     let value = std::str::from_utf8(value).map_err(|_| GuardError::MalformedHeader)?;
     let (scheme, token) = value.split_once(' ').ok_or(GuardError::MalformedHeader)?;
     // The scheme is case-insensitive (RFC 7235).
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(GuardError::MalformedHeader);
-    }
+    };
     let token = token.trim();
     if token.is_empty() {
         return Err(GuardError::MissingToken);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// When to start timing a decision: one call in [`TIMING_SAMPLE`] per thread, so the latency
@@ -533,12 +701,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_nothing_else_passes() {
-        assert_eq!(bearer(Some(b"Bearer abc")), Ok("abc"));
-        assert_eq!(bearer(Some(b"bearer abc")), Ok("abc"));
-        assert_eq!(bearer(Some(b"BEARER  abc ")), Ok("abc"));
+    fn the_schemes_are_case_insensitive_and_nothing_else_passes() {
+        let bearer = |h: Option<&'static [u8]>| credential(h);
+        assert_eq!(bearer(Some(b"Bearer abc")), Ok((Scheme::Bearer, "abc")));
+        assert_eq!(bearer(Some(b"bearer abc")), Ok((Scheme::Bearer, "abc")));
+        assert_eq!(bearer(Some(b"BEARER  abc ")), Ok((Scheme::Bearer, "abc")));
+        assert_eq!(bearer(Some(b"DPoP abc")), Ok((Scheme::Dpop, "abc")));
+        assert_eq!(bearer(Some(b"dpop abc")), Ok((Scheme::Dpop, "abc")));
         assert_eq!(bearer(None), Err(GuardError::MissingToken));
         assert_eq!(bearer(Some(b"Bearer ")), Err(GuardError::MissingToken));
+        assert_eq!(bearer(Some(b"DPoP ")), Err(GuardError::MissingToken));
         assert_eq!(bearer(Some(b"Bearer")), Err(GuardError::MalformedHeader));
         assert_eq!(bearer(Some(b"Basic abc")), Err(GuardError::MalformedHeader));
         assert_eq!(
