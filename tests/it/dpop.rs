@@ -364,10 +364,14 @@ async fn the_grpc_token_method_binds_tokens_to_proofs_over_its_own_url() {
             },
         )
     };
-    let r = grpc_cc_with(&server, &id, &secret, &[&over(&url, &key)])
-        .await
-        .unwrap();
+    let once = over(&url, &key);
+    let r = grpc_cc_with(&server, &id, &secret, &[&once]).await.unwrap();
     assert_eq!(r.token_type, "DPoP");
+    // A proof is good for one request.
+    let status = grpc_cc_with(&server, &id, &secret, &[&once])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "invalid_dpop_proof", "{status:?}");
     let claims = writ_token::decode_unverified(&r.access_token)
         .unwrap()
         .claims

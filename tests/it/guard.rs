@@ -1081,6 +1081,8 @@ async fn a_bound_token_is_refused_without_a_fresh_proof_by_its_key_for_this_call
     }
     // Two proofs at once.
     dpop(g.reserve_proved("DPoP", &token, &[&good(), &good()]).await);
+    // None of that spent anything: a fresh good proof still passes.
+    g.reserve_proved("DPoP", &token, &[&good()]).await.unwrap();
     // A bearer token is not presented with the DPoP scheme.
     let bearer = g.token("plain", SCOPE_RESERVE, "inventory").await;
     refused(

@@ -384,9 +384,13 @@ impl TokenSource {
             match self.0.client.clone().token(request).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) => {
-                    let fresh = status
-                        .metadata()
-                        .get("dpop-nonce")
+                    use tonic_types::StatusExt as _;
+                    let asks_nonce = status
+                        .get_details_error_info()
+                        .is_some_and(|i| i.reason == "use_dpop_nonce");
+                    let fresh = asks_nonce
+                        .then(|| status.metadata().get("dpop-nonce"))
+                        .flatten()
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     match fresh {
@@ -431,7 +435,8 @@ impl TokenSource {
 
     /// [`Self::layer`] for a channel to `origin` (`https://host:port`, as the channel dials
     /// it): what a DPoP proof names with each method's path (a tonic channel adds the origin
-    /// only after the layers around it).
+    /// only after the layers around it). Put any retry layer inside this one: a proof is good
+    /// for one call, so a retry must get a new one.
     pub fn layer_for(&self, origin: &str) -> Result<AttachTokenLayer, Status> {
         Ok(AttachTokenLayer {
             source: self.clone(),

@@ -655,6 +655,7 @@ async fn a_dpop_bound_subject_token_is_not_exchanged_into_a_bearer_token() {
     let bound = AccessClaims {
         cnf: Some(writ_token::Confirmation {
             jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+            x5t_s256: None,
         }),
         ..w.claims("frontend", &["orders"], "read")
     };

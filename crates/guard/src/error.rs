@@ -19,6 +19,10 @@ pub enum GuardError {
     /// A DPoP-bound token without a good proof by its key (RFC 9449 section 7.1).
     #[error("{0}")]
     InvalidDpopProof(&'static str),
+    /// A token bound to a TLS client certificate (RFC 8705) over a connection that did not
+    /// present it.
+    #[error("the token is bound to a TLS client certificate this connection did not present")]
+    WrongCertificate,
     #[error("the token has been revoked")]
     Revoked(RevocationKind),
     #[error("the token lacks a scope this method needs")]
@@ -32,6 +36,9 @@ pub enum GuardError {
     /// message says which.
     #[error("{0}; try again")]
     RevocationFeedStale(&'static str),
+    /// Too many DPoP proofs within their lifetime to remember another: no verdict; try again.
+    #[error("too many DPoP proofs at once to remember another; try again")]
+    ProofMemoryFull,
     /// Too many tokens wait for verification: no verdict on this one; try again.
     #[error("too many calls are waiting for their tokens to be verified; try again")]
     Overloaded,
@@ -53,7 +60,7 @@ impl GuardError {
             GuardError::MissingToken | GuardError::MalformedHeader => {
                 ErrorCode::InvalidRequest.as_str()
             }
-            GuardError::InvalidToken(_) | GuardError::Revoked(_) => {
+            GuardError::InvalidToken(_) | GuardError::Revoked(_) | GuardError::WrongCertificate => {
                 ErrorCode::InvalidToken.as_str()
             }
             GuardError::InvalidDpopProof(_) => ErrorCode::InvalidDpopProof.as_str(),
@@ -62,7 +69,7 @@ impl GuardError {
             }
             GuardError::MethodNotAllowed => "method_not_allowed",
             GuardError::RevocationFeedStale(_) => "revocation_feed_stale",
-            GuardError::Overloaded => "overloaded",
+            GuardError::Overloaded | GuardError::ProofMemoryFull => "overloaded",
         }
     }
 
@@ -75,10 +82,12 @@ impl GuardError {
             GuardError::InvalidToken(e) | GuardError::Denied(e) => e.reason(),
             GuardError::Revoked(_) => "revoked",
             GuardError::InvalidDpopProof(_) => "dpop",
+            GuardError::WrongCertificate => "certificate",
             GuardError::InsufficientScope(_) => "scope",
             GuardError::MethodNotAllowed => "no_policy",
             GuardError::RevocationFeedStale(_) => "stale",
             GuardError::Overloaded => "overloaded",
+            GuardError::ProofMemoryFull => "dpop_memory",
         }
     }
 
@@ -88,11 +97,14 @@ impl GuardError {
             | GuardError::MalformedHeader
             | GuardError::InvalidToken(_)
             | GuardError::InvalidDpopProof(_)
+            | GuardError::WrongCertificate
             | GuardError::Revoked(_) => Kind::Unauthenticated,
             GuardError::InsufficientScope(_)
             | GuardError::Denied(_)
             | GuardError::MethodNotAllowed => Kind::PermissionDenied,
-            GuardError::RevocationFeedStale(_) | GuardError::Overloaded => Kind::Unavailable,
+            GuardError::RevocationFeedStale(_)
+            | GuardError::Overloaded
+            | GuardError::ProofMemoryFull => Kind::Unavailable,
         }
     }
 

@@ -12,7 +12,10 @@
 //! fails closed with UNAVAILABLE. Verified JWTs are cached (see [`cache`]).
 //!
 //! The token travels as `authorization: Bearer <token>`, a JWT or a Biscuit (base64url); the
-//! guard tells them apart. Missing, malformed, expired, untrusted or revoked tokens get
+//! guard tells them apart. A JWT bound to a DPoP key travels as `authorization: DPoP <token>`
+//! with a proof in `dpop` metadata (`docs/dpop-grpc.md`; the layer checks it, the interceptor
+//! refuses bound tokens); one bound to a TLS client certificate (RFC 8705) as a bearer token,
+//! over a connection that presented that certificate. Missing, malformed, expired, untrusted or revoked tokens get
 //! UNAUTHENTICATED; a valid token without the rights PERMISSION_DENIED; the reason is in
 //! `google.rpc.ErrorInfo` (domain [`ERROR_DOMAIN`]), never the token's contents. Handlers read
 //! the caller with [`Principal::of`].
@@ -38,8 +41,8 @@ pub use error::{ERROR_DOMAIN, GuardError};
 pub use policy::{MethodPolicy, Rule};
 pub use principal::Principal;
 pub use server::{
-    DPOP_PROOFS_REMEMBERED, Guard, GuardConfig, GuardInterceptor, GuardLayer, GuardService,
-    Presented, Proof, Revocations,
+    DPOP_PROOFS_REMEMBERED, GUARD_DPOP_MAX_AGE, Guard, GuardConfig, GuardInterceptor, GuardLayer,
+    GuardService, Presented, Proof, Revocations, client_certificate,
 };
 pub use writ_client::{self, BearerToken, ClientCredentials, Exchanger, TokenSource};
 pub use writ_token::TrustedIssuer;

@@ -825,6 +825,7 @@ impl AuthorizationServer {
         let claims = AccessClaims {
             cnf: bound.then(|| writ_token::Confirmation {
                 jkt: Some(m.jkt.to_owned()),
+                x5t_s256: None,
             }),
             ..claims
         };

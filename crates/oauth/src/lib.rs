@@ -71,6 +71,7 @@ pub use workloads::{
     WorkloadIssuer, WorkloadPolicy,
 };
 pub use writ_keyring::KeyState;
+pub use writ_token::DPOP_MAX_AGE;
 use writ_vocabulary::{grant_type, token_type};
 
 use records::ServerSecretsRecord;

@@ -61,6 +61,17 @@ pub struct Confirmation {
     /// RFC 9449 section 6.1: the SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// RFC 8705 section 3.1: the SHA-256 thumbprint of the client's TLS certificate (DER),
+    /// base64url.
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+/// RFC 8705 section 3.1: `x5t#S256` of a certificate (its DER): base64url of its SHA-256.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
 }
 
 mod audience {

@@ -76,7 +76,7 @@ pub use assertion::{
     verify_workload_token,
 };
 pub use biscuit::{Attenuation, MAX_BISCUIT_LEN, attenuate, mint_biscuit};
-pub use claims::{AccessClaims, Actor, Confirmation, MAX_NUMERIC_DATE};
+pub use claims::{AccessClaims, Actor, Confirmation, MAX_NUMERIC_DATE, certificate_thumbprint};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixTime, system_clock};
 pub use dpop::{
     DPOP_ALGORITHMS, DPOP_MAX_AGE, DPOP_TYP, DpopError, GRPC_HTM, MAX_PROOF_LEN, ProofClaimsOut,

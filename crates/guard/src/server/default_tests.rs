@@ -76,6 +76,7 @@ async fn the_default_guard_fails_closed_until_its_feed_vouches() {
         jti: "t2".into(),
         cnf: Some(writ_token::Confirmation {
             jkt: writ_token::key_thumbprint(&dpop),
+            x5t_s256: None,
         }),
         ..claims
     };
@@ -103,6 +104,7 @@ async fn the_default_guard_fails_closed_until_its_feed_vouches() {
         authorization: Some(header.as_bytes()),
         proof: Proof::One(proof.as_bytes()),
         htu: None,
+        client_cert: None,
     };
     let rule = Rule::scopes(&["inventory.read"]);
     assert!(matches!(
@@ -118,5 +120,49 @@ async fn the_default_guard_fails_closed_until_its_feed_vouches() {
     assert_eq!(
         guard.check_call(GET, &presented).await.unwrap_err(),
         GuardError::InvalidDpopProof("the DPoP proof was used before")
+    );
+    // A token bound to a TLS client certificate (RFC 8705) passes over a connection that
+    // presented that certificate, as a bearer token; over one with another certificate or
+    // none, it is refused.
+    let cert = b"the DER of a client certificate".as_slice();
+    let cert_bound = AccessClaims {
+        jti: "t3".into(),
+        cnf: Some(writ_token::Confirmation {
+            jkt: None,
+            x5t_s256: Some(writ_token::certificate_thumbprint(cert)),
+        }),
+        ..bound
+    };
+    let header = format!("Bearer {}", encode_access_token(&key, &cert_bound).unwrap());
+    let over = |client_cert| Presented {
+        authorization: Some(header.as_bytes()),
+        client_cert,
+        ..Presented::default()
+    };
+    assert!(
+        guard
+            .check_call(GET, &over(Some(cert)))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for other in [None, Some(b"another certificate".as_slice())] {
+        assert_eq!(
+            guard.check_call(GET, &over(other)).await.unwrap_err(),
+            GuardError::WrongCertificate
+        );
+    }
+    // The interceptor sees the connection's certificate too.
+    assert!(
+        guard
+            .decide_without_waiting(&rule, &over(Some(cert)))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        guard
+            .decide_without_waiting(&rule, &over(None))
+            .unwrap_err(),
+        GuardError::WrongCertificate
     );
 }

@@ -18,8 +18,10 @@ impl tonic::service::Interceptor for GuardInterceptor {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         // The interceptor does not see the call's URL, so it cannot check a DPoP proof: a
         // bound token is refused here (the layer takes it).
+        let cert = super::client_certificate(request.extensions());
         let headers = request.metadata().as_ref();
         let presented = Presented {
+            client_cert: cert.as_deref(),
             authorization: headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),

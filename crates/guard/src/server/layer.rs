@@ -57,8 +57,10 @@ where
         let guard = self.guard.clone();
         Box::pin(async move {
             let htu = writ_token::grpc_htu(request.uri());
+            let cert = super::client_certificate(request.extensions());
             let headers = request.headers();
             let presented = Presented {
+                client_cert: cert.as_deref(),
                 authorization: headers
                     .get(http::header::AUTHORIZATION)
                     .map(|v| v.as_bytes()),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use writ_revocation_client::{DEFAULT_MAX_STALENESS, RevocationFeed, RevocationSet, TokenFacts};
 use writ_token::biscuit_auth::builder::AuthorizerBuilder;
 use writ_token::{
-    BiscuitRequest, DPOP_MAX_AGE, GRPC_HTM, ProofRules, Replay, RevocationCheck, SeenProofs,
-    SharedClock, TokenError, TokenFormat, TrustedIssuer, TrustedIssuers, VerifierConfig,
+    BiscuitRequest, GRPC_HTM, ProofRules, Replay, RevocationCheck, SeenProofs, SharedClock,
+    TokenError, TokenFormat, TrustedIssuer, TrustedIssuers, VerifierConfig,
 };
 
 use crate::cache::{TokenCache, Verified};
@@ -72,14 +72,21 @@ pub struct GuardConfig {
     /// `issuers` and `audience` are set from the fields above).
     pub verifier: VerifierConfig,
     pub clock: SharedClock,
-    /// DPoP proofs remembered per generation (two generations, 16 bytes each and the set's
-    /// overhead: see [`SeenProofs`]); with a generation full, calls with proofs get UNAVAILABLE.
+    /// DPoP proofs remembered per generation (two generations, a proof's lifetime each: see
+    /// [`SeenProofs`]); with a generation full, calls with proofs get UNAVAILABLE. The ceiling
+    /// on DPoP calls is this many per [`GUARD_DPOP_MAX_AGE`] and twice the leeway.
     pub dpop_proofs_remembered: usize,
 }
 
-/// Proofs a guard remembers per generation by default: a million (some 36 MiB when full; the
-/// sets grow only as proofs come, so a service without DPoP callers spends nothing).
+/// Proofs a guard remembers per generation by default: a million (up to some 36 MiB per
+/// generation, 72 MiB in all; the sets grow only as proofs come, so a service without DPoP
+/// callers spends nothing): about 8,300 DPoP calls a second sustained.
 pub const DPOP_PROOFS_REMEMBERED: usize = 1_000_000;
+
+/// How old a proof may be at a guard, in seconds (besides the leeway): a client makes each one
+/// for the call it sends at once, so a minute is plenty, and halves the memory of proofs a
+/// call rate needs against the token endpoint's two minutes.
+pub const GUARD_DPOP_MAX_AGE: i64 = 60;
 
 /// What a call presents, as read off its headers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -91,6 +98,19 @@ pub struct Presented<'a> {
     /// The URL the call was made to ([`writ_token::grpc_htu`]): what its proof must name.
     /// `None` where it is not known (the interceptor): a DPoP-bound token is then refused.
     pub htu: Option<&'a str>,
+    /// The TLS client certificate (DER) the connection presented, if any: what a token bound
+    /// to a certificate (RFC 8705, `cnf.x5t#S256`) needs.
+    pub client_cert: Option<&'a [u8]>,
+}
+
+/// The leaf TLS client certificate of the connection a request came on, as tonic's TLS (or
+/// any server handing tonic `tokio_rustls` streams of TCP connections) records it.
+pub fn client_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    certs.first().map(|c| c.as_ref().to_vec())
 }
 
 /// A call's `dpop` headers.
@@ -129,6 +149,7 @@ struct Sender<'a> {
     token: &'a str,
     proof: Proof<'a>,
     htu: Option<&'a str>,
+    client_cert: Option<&'a [u8]>,
 }
 
 impl GuardConfig {
@@ -333,6 +354,7 @@ impl Guard {
             token,
             proof: presented.proof,
             htu: presented.htu,
+            client_cert: presented.client_cert,
         };
         // A JWT's verdict is the token's alone (its scopes are checked on every call); a
         // Biscuit's depends on the request it is presented for, so it is cached per method and
@@ -462,6 +484,9 @@ impl Guard {
         v: Arc<Verified>,
         sender: &Sender<'_>,
     ) -> Result<Option<Arc<Verified>>, GuardError> {
+        // Sender constraint first: a thief holding a bound token without its key or
+        // certificate learns nothing of its scopes.
+        self.proven(&v, sender)?;
         if v.token.format == TokenFormat::Jwt {
             let granted = match rule {
                 Rule::Scopes(all) => all.iter().all(|s| v.principal.has_scope(s)),
@@ -474,27 +499,43 @@ impl Guard {
                 ));
             }
         }
-        self.proven(&v, sender)?;
         Ok(Some(v))
     }
 
-    /// Sender constraint (RFC 9449 section 7, over gRPC as `docs/dpop-grpc.md` says): a token
-    /// bound to a key (`cnf.jkt`) comes with the `DPoP` scheme and a fresh proof by that key
-    /// over this call's URL and this token, used once; an unbound token with the `Bearer`
-    /// scheme. Either one the other way is refused: a bound token is never a bearer token.
+    /// Sender constraint. A token bound to a TLS client certificate (RFC 8705 section 3,
+    /// `cnf.x5t#S256`) comes over a connection that presented that certificate. A token bound to
+    /// a key (RFC 9449 section 7, over gRPC as `docs/dpop-grpc.md` says: `cnf.jkt`) comes with
+    /// the `DPoP` scheme and a fresh proof by that key over this call's URL and this token, used
+    /// once; any other token with the `Bearer` scheme. Either one the other way is refused: a
+    /// bound token is never a bearer token.
     fn proven(&self, v: &Verified, sender: &Sender<'_>) -> Result<(), GuardError> {
-        let jkt = match (&v.token.claims.cnf, sender.scheme) {
-            (None, Scheme::Bearer) => return Ok(()),
-            // Bound some other way (a confirmation method this guard does not know): never a
-            // bearer token.
-            (Some(c), _) if c.jkt.is_none() => {
-                return Err(GuardError::InvalidToken(TokenError::BadClaims(
-                    "the token is bound to a key in a way this guard cannot check",
-                )));
+        let Some(cnf) = &v.token.claims.cnf else {
+            return match sender.scheme {
+                Scheme::Bearer => Ok(()),
+                Scheme::Dpop => Err(GuardError::InvalidToken(TokenError::BadClaims(
+                    "the DPoP scheme needs a token bound to a key; this one is a bearer token",
+                ))),
+            };
+        };
+        if cnf.jkt.is_none() && cnf.x5t_s256.is_none() {
+            // Bound some other way (a confirmation method this guard does not know).
+            return Err(GuardError::InvalidToken(TokenError::BadClaims(
+                "the token is bound to a key in a way this guard cannot check",
+            )));
+        }
+        if let Some(x5t) = &cnf.x5t_s256 {
+            // Public values: no constant-time comparison needed.
+            let presented = sender.client_cert.map(writ_token::certificate_thumbprint);
+            if presented.as_deref() != Some(x5t.as_str()) {
+                return Err(GuardError::WrongCertificate);
             }
+        }
+        let jkt = match (&cnf.jkt, sender.scheme) {
+            // Certificate-bound tokens are presented as bearer tokens (RFC 8705 section 3).
+            (None, Scheme::Bearer) => return Ok(()),
             (None, Scheme::Dpop) => {
                 return Err(GuardError::InvalidToken(TokenError::BadClaims(
-                    "the DPoP scheme needs a token bound to a key; this one is a bearer token",
+                    "the DPoP scheme needs a token bound to a DPoP key",
                 )));
             }
             (Some(_), Scheme::Bearer) => {
@@ -502,7 +543,7 @@ impl Guard {
                     "the token is bound to a DPoP key: present it with the DPoP scheme and a proof",
                 )));
             }
-            (Some(cnf), Scheme::Dpop) => cnf.jkt.as_deref().unwrap_or_default(),
+            (Some(jkt), Scheme::Dpop) => jkt.as_str(),
         };
         let htu = sender.htu.ok_or(GuardError::InvalidDpopProof(
             "DPoP proofs are checked by the guard's layer only (an interceptor does not see the call's URL)",
@@ -518,7 +559,7 @@ impl Guard {
             htm: GRPC_HTM,
             htu,
             now,
-            max_age: DPOP_MAX_AGE,
+            max_age: GUARD_DPOP_MAX_AGE,
             leeway: self.0.leeway,
             access_token: Some(sender.token),
             nonce: None,
@@ -540,11 +581,11 @@ impl Guard {
                 &proof.jkt,
                 &proof.jti,
                 now,
-                DPOP_MAX_AGE + 2 * self.0.leeway,
+                GUARD_DPOP_MAX_AGE + 2 * self.0.leeway,
             )
             .map_err(|e| match e {
                 Replay::Replayed => GuardError::InvalidDpopProof("the DPoP proof was used before"),
-                Replay::Full => GuardError::Overloaded,
+                Replay::Full => GuardError::ProofMemoryFull,
             })
     }
 
