@@ -15,6 +15,7 @@ mod http_facade;
 mod interop;
 mod introspection;
 mod keys;
+mod mtls;
 mod oidc_interop;
 mod plumbing;
 mod refresh;

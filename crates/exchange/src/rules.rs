@@ -82,8 +82,9 @@ pub(crate) fn decide(i: Inputs<'_>) -> Result<Decision> {
     let s = &i.subject.claims;
     let targets = &i.params.targets;
 
-    // A token bound to a DPoP key (RFC 9449) is good only with a proof by that key, which the
-    // STS does not take (yet): minting from it would drop the binding.
+    // A token bound to a DPoP key (RFC 9449) or a TLS certificate (RFC 8705) is good only with
+    // a proof of it, which the STS does not take (yet): minting from it would drop the binding.
+    // (The cause keeps its first name, `dpop_bound`, for either.)
     if s.cnf.is_some() {
         return Err(ExchangeError::subject(Cause::Invalid("dpop_bound")));
     }

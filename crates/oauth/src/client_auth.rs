@@ -11,7 +11,9 @@ use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{AssertionRules, CLIENT_ASSERTION_TYPE, KeySet, MAX_ASSERTION_LEN};
 
 use crate::error::{Error, Result};
-use crate::records::{AUTH_PRIVATE_KEY_JWT, ClientRecord, SpentAssertionRecord};
+use crate::records::{
+    AUTH_PRIVATE_KEY_JWT, AUTH_SELF_SIGNED_TLS, ClientRecord, SpentAssertionRecord,
+};
 use crate::secrets::SecretHasher;
 use crate::throttle::Subject;
 use crate::types::{ClientCredentials, TokenRequest};
@@ -162,6 +164,8 @@ pub(crate) struct Presented<'a> {
     pub secret: &'a str,
     pub assertion_type: &'a str,
     pub assertion: &'a str,
+    /// The connection's TLS client certificate (DER).
+    pub certificate: Option<&'a [u8]>,
 }
 
 impl std::fmt::Debug for Presented<'_> {
@@ -181,6 +185,7 @@ impl<'a> Presented<'a> {
             secret,
             assertion_type: "",
             assertion: "",
+            certificate: None,
         }
     }
 }
@@ -192,6 +197,7 @@ impl<'a> From<&'a TokenRequest> for Presented<'a> {
             secret: &r.client_secret,
             assertion_type: &r.client_assertion_type,
             assertion: &r.client_assertion,
+            certificate: r.client_certificate.as_deref(),
         }
     }
 }
@@ -203,6 +209,7 @@ impl<'a> From<&'a ClientCredentials> for Presented<'a> {
             secret: &c.client_secret,
             assertion_type: &c.client_assertion_type,
             assertion: &c.client_assertion,
+            certificate: c.client_certificate.as_deref(),
         }
     }
 }
@@ -285,13 +292,19 @@ impl AuthorizationServer {
         } else {
             None
         };
-        let ok = if has_assertion {
-            match &record {
-                Some(c) => self.verify_assertion(c, presented, audiences).await?,
-                None => false,
+        let ok = match &record {
+            Some(c) if has_assertion => self.verify_assertion(c, presented, audiences).await?,
+            None if has_assertion => false,
+            // RFC 8705 section 2.2: the connection's certificate is one the client registered.
+            // The keyed hash is computed all the same: this path costs what a secret's does.
+            Some(c) if c.is_confidential() && c.auth_method == AUTH_SELF_SIGNED_TLS => {
+                std::hint::black_box(self.verify_secret(None, presented.secret, now));
+                presented.secret.is_empty()
+                    && presented
+                        .certificate
+                        .is_some_and(|cert| certificate_registered(&c.jwks, cert))
             }
-        } else {
-            self.verify_secret(record.as_ref(), presented.secret, now)
+            _ => self.verify_secret(record.as_ref(), presented.secret, now),
         };
         match record {
             Some(c) if ok => {
@@ -502,6 +515,14 @@ impl AuthorizationServer {
         if !client.is_confidential() || client.disabled {
             return Err(Error::InvalidClient);
         }
+        // The STS sees no client certificate (it is called over its own connection, or in
+        // process): a client whose tokens must be bound to one gets none from it.
+        if client.tls_client_certificate_bound_access_tokens {
+            return Err(Error::UnauthorizedClient(
+                "this client's tokens are bound to its TLS client certificate, which token \
+                 exchange does not carry",
+            ));
+        }
         Ok(())
     }
 }
@@ -509,6 +530,58 @@ impl AuthorizationServer {
 /// A client's registered JWK Set as verification keys.
 fn client_keys(jwks: &str) -> std::result::Result<KeySet, writ_token::TokenError> {
     writ_token::jwt_key_set(jwks)
+}
+
+/// The certificates (DER) a `self_signed_tls_client_auth` client registered: the first of each
+/// key's `x5c` (RFC 8705 section 2.2.2). `None` if a key has none, or the set is malformed.
+fn registered_certificates(jwks: &str) -> Option<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    let doc: serde_json::Value = serde_json::from_str(jwks).ok()?;
+    doc.get("keys")?
+        .as_array()?
+        .iter()
+        .map(|k| {
+            let first = k.get("x5c")?.as_array()?.first()?.as_str()?;
+            // RFC 7517 section 4.7: base64, not base64url.
+            base64::engine::general_purpose::STANDARD.decode(first).ok()
+        })
+        .collect()
+}
+
+/// The `x5t#S256` of each certificate `jwks` registers: what audit records show of them.
+pub(crate) fn certificate_thumbprints(jwks: &str) -> Vec<String> {
+    registered_certificates(jwks)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| writ_token::certificate_thumbprint(c))
+        .collect()
+}
+
+/// Whether `certificate` (DER) is one of those `jwks` registers, byte for byte.
+fn certificate_registered(jwks: &str, certificate: &[u8]) -> bool {
+    registered_certificates(jwks).is_some_and(|certs| certs.iter().any(|c| c == certificate))
+}
+
+/// Checks the certificates a `self_signed_tls_client_auth` client registers: a JWK Set of 1 to
+/// [`MAX_CLIENT_KEYS`] keys, no private key material, each with an `x5c` whose first element is
+/// an X.509 certificate.
+pub(crate) fn validate_client_certificates(jwks: &str) -> Result<()> {
+    const BAD: &str = "jwks is a JWK Set of 1 to 10 keys, each with x5c: the client's TLS \
+                       certificate first (base64 DER), and no private key material";
+    if jwks.len() > MAX_CLIENT_JWKS_LEN {
+        return Err(Error::InvalidRequest("jwks is larger than 16 KiB"));
+    }
+    public_keys_listed(jwks, BAD)?;
+    let certs = registered_certificates(jwks).ok_or(Error::InvalidRequest(BAD))?;
+    if certs.is_empty()
+        || certs.len() > MAX_CLIENT_KEYS
+        || certs.iter().any(|c| {
+            x509_parser::parse_x509_certificate(c).map_or(true, |(rest, _)| !rest.is_empty())
+        })
+    {
+        return Err(Error::InvalidRequest(BAD));
+    }
+    Ok(())
 }
 
 /// Checks a JWK Set a client registers: public signature keys only (no private or symmetric

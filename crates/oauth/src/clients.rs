@@ -8,8 +8,9 @@ use writ_token::RevocationKind;
 
 use crate::error::{Error, Result};
 use crate::records::{
-    AUTH_CLIENT_SECRET, AUTH_PRIVATE_KEY_JWT, CLIENT_CONFIDENTIAL, CLIENT_PUBLIC, ClientRecord,
-    FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT, FORMAT_REFERENCE,
+    AUTH_CLIENT_SECRET, AUTH_PRIVATE_KEY_JWT, AUTH_SELF_SIGNED_TLS, CLIENT_CONFIDENTIAL,
+    CLIENT_PUBLIC, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT,
+    FORMAT_REFERENCE,
 };
 use crate::types::{Client, ClientType, IssuedFormat, Page};
 use crate::{AuthorizationServer, MAX_AUDIENCES, grant_type, valid_id};
@@ -32,6 +33,7 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "backchannel_logout_uri",
     "jwks",
     "jwks_uri",
+    "tls_client_certificate_bound_access_tokens",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -72,11 +74,13 @@ impl AuthorizationServer {
                 AUTH_CLIENT_SECRET
             }
             ("private_key_jwt", ClientType::Confidential) => AUTH_PRIVATE_KEY_JWT,
+            ("self_signed_tls_client_auth", ClientType::Confidential) => AUTH_SELF_SIGNED_TLS,
             ("" | "none", ClientType::Public) => AUTH_CLIENT_SECRET,
             _ => {
                 return Err(Error::InvalidRequest(
-                    "token_endpoint_auth_method is client_secret_basic, client_secret_post or \
-                     private_key_jwt for a confidential client, none for a public one",
+                    "token_endpoint_auth_method is client_secret_basic, client_secret_post, \
+                     private_key_jwt or self_signed_tls_client_auth for a confidential client, \
+                     none for a public one",
                 ));
             }
         };
@@ -222,7 +226,7 @@ impl AuthorizationServer {
                 }
                 if !c.uses_secret() {
                     return Err(Error::InvalidRequest(
-                        "the client authenticates with private_key_jwt: it has no secret",
+                        "the client authenticates with a key or a certificate: it has no secret",
                     ));
                 }
                 if grace_seconds > 0 {
@@ -371,12 +375,37 @@ impl AuthorizationServer {
                     "a private_key_jwt client registers its keys: jwks or jwks_uri, one of them",
                 ));
             }
+            (AUTH_SELF_SIGNED_TLS, false, true) => {
+                crate::client_auth::validate_client_certificates(&c.jwks)?
+            }
+            (AUTH_SELF_SIGNED_TLS, _, _) => {
+                return Err(Error::InvalidRequest(
+                    "a self_signed_tls_client_auth client registers its certificates in jwks \
+                     (x5c), not jwks_uri",
+                ));
+            }
             (_, true, true) => {}
             (_, _, _) => {
                 return Err(Error::InvalidRequest(
-                    "jwks and jwks_uri are for clients that authenticate with private_key_jwt",
+                    "jwks and jwks_uri are for clients that authenticate with private_key_jwt or \
+                     self_signed_tls_client_auth",
                 ));
             }
+        }
+        if c.tls_client_certificate_bound_access_tokens && !c.is_confidential() {
+            return Err(Error::InvalidRequest(
+                "certificate-bound access tokens are for confidential clients (a public client \
+                 binds its tokens with DPoP)",
+            ));
+        }
+        // Bound tokens are JWTs: a client whose default is another format would be refused
+        // every time it asks for none.
+        if c.tls_client_certificate_bound_access_tokens
+            && !matches!(c.default_token_format, 0 | FORMAT_JWT)
+        {
+            return Err(Error::InvalidRequest(
+                "certificate-bound access tokens are JWTs: the client's default format is jwt",
+            ));
         }
         let known = [
             FORMAT_JWT,
@@ -413,9 +442,17 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
             c.require_pushed_authorization_requests.to_string()
         }
         "backchannel_logout_uri" => format!("{:?}", c.backchannel_logout_uri),
-        // Public keys, but long: their ids say which were registered.
+        // Public keys, but long: their ids (a certificate's thumbprint) say which were
+        // registered.
+        "jwks" if c.auth_method == AUTH_SELF_SIGNED_TLS => format!(
+            "certificates{:?}",
+            crate::client_auth::certificate_thumbprints(&c.jwks)
+        ),
         "jwks" => format!("kids{:?}", crate::client_auth::jwks_kids(&c.jwks)),
         "jwks_uri" => format!("{:?}", c.jwks_uri),
+        "tls_client_certificate_bound_access_tokens" => {
+            c.tls_client_certificate_bound_access_tokens.to_string()
+        }
         _ => String::new(),
     }
 }
@@ -434,6 +471,7 @@ fn auth_method_name(c: &ClientRecord) -> &'static str {
     match (c.is_confidential(), c.auth_method) {
         (false, _) => "none",
         (true, AUTH_PRIVATE_KEY_JWT) => "private_key_jwt",
+        (true, AUTH_SELF_SIGNED_TLS) => "self_signed_tls_client_auth",
         (true, _) => "client_secret_basic",
     }
 }
@@ -476,6 +514,10 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
             }
             "jwks" => c.jwks = client.jwks.clone(),
             "jwks_uri" => c.jwks_uri = client.jwks_uri.clone(),
+            "tls_client_certificate_bound_access_tokens" => {
+                c.tls_client_certificate_bound_access_tokens =
+                    client.tls_client_certificate_bound_access_tokens
+            }
             _ => {}
         }
     }
@@ -527,6 +569,7 @@ fn client_of(c: &ClientRecord) -> Client {
         token_endpoint_auth_method: auth_method_name(c).to_owned(),
         jwks: c.jwks.clone(),
         jwks_uri: c.jwks_uri.clone(),
+        tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
     }
 }
 

@@ -146,11 +146,13 @@ impl AuthorizationServer {
                         "the gateway takes reference tokens and JWTs, not Biscuits",
                     ));
                 }
-                // A token bound to a DPoP key is good only with a proof by it, which the
-                // gateway does not check (yet): refused, never forwarded as a bearer token.
+                // A token bound to a DPoP key or a TLS certificate is good only with a proof
+                // of it, which the gateway does not check (yet): refused, never forwarded as a
+                // bearer token.
                 if verified.claims.cnf.is_some() {
                     return Err(Error::InvalidToken(
-                        "the gateway does not take DPoP-bound tokens",
+                        "the gateway does not take sender-constrained (DPoP- or certificate-bound) \
+                         tokens",
                     ));
                 }
                 let pass = Arc::new(GatewayPass {

@@ -41,6 +41,8 @@ pub(crate) struct Minting<'a> {
     pub jkt: &'a str,
     /// The `jti` of the proof, spent when the tokens are minted.
     pub proof_jti: &'a str,
+    /// `x5t#S256` of the request's TLS client certificate (empty: none presented).
+    pub x5t: &'a str,
     pub client: &'a ClientRecord,
     pub subject: String,
     pub scope: Scopes,
@@ -91,6 +93,11 @@ impl AuthorizationServer {
         // request says (its jti is spent when the tokens are minted).
         let proof = self.verify_dpop(req.dpop.as_ref())?;
         (req.dpop_jkt, req.dpop_jti) = proof.map(|p| (p.jkt, p.jti)).unwrap_or_default();
+        req.cert_x5t = req
+            .client_certificate
+            .as_deref()
+            .map(writ_token::certificate_thumbprint)
+            .unwrap_or_default();
         let req = &*req;
         // A source with too many failed authentications is refused before any is checked.
         let source = req.source.map(crate::throttle::Subject::Source);
@@ -150,6 +157,7 @@ impl AuthorizationServer {
         let allowed = Scopes::parse(&client.scope).map_err(|_| Error::Internal("stored scope"))?;
         let m = Minting {
             jkt: &req.dpop_jkt,
+            x5t: &req.cert_x5t,
             proof_jti: &req.dpop_jti,
             scope: narrow_scope(&req.scope, &allowed)?,
             audience: resolve_audience(&client, &req.audience, &req.resource)?,
@@ -210,6 +218,7 @@ impl AuthorizationServer {
             .then(|| self.new_refresh_token(&client, &grant, now, &req.dpop_jkt));
         let m = Minting {
             jkt: &req.dpop_jkt,
+            x5t: &req.cert_x5t,
             proof_jti: &req.dpop_jti,
             client: &client,
             subject: user.subject.clone(),
@@ -461,6 +470,7 @@ impl AuthorizationServer {
             .then(|| self.new_refresh_token(client, &record, now, &req.dpop_jkt));
         let m = Minting {
             jkt: &req.dpop_jkt,
+            x5t: &req.cert_x5t,
             proof_jti: &req.dpop_jti,
             client,
             subject: s.subject.clone(),
@@ -670,6 +680,7 @@ impl AuthorizationServer {
         // token of a rotation that loses is never sent).
         let m = Minting {
             jkt: &req.dpop_jkt,
+            x5t: &req.cert_x5t,
             proof_jti: &req.dpop_jti,
             client: &client,
             subject: old.subject.clone(),
@@ -814,18 +825,33 @@ impl AuthorizationServer {
             cnf: None,
         };
         let bound = !m.jkt.is_empty();
-        if bound && !matches!(m.format, FormatChoice::Jwt | FormatChoice::Default) {
+        // RFC 8705 section 3: a client registered for it gets tokens bound to the certificate
+        // it presented; without one, none.
+        let x5t = if m.client.tls_client_certificate_bound_access_tokens {
+            if m.x5t.is_empty() {
+                return Err(Error::InvalidRequest(
+                    "this client's access tokens are bound to its TLS client certificate: \
+                     present one",
+                ));
+            }
+            m.x5t
+        } else {
+            ""
+        };
+        if (bound || !x5t.is_empty())
+            && !matches!(m.format, FormatChoice::Jwt | FormatChoice::Default)
+        {
             return Err(Error::InvalidRequest(
-                "DPoP-bound access tokens are JWTs: ask for token_format jwt",
+                "DPoP- and certificate-bound access tokens are JWTs: ask for token_format jwt",
             ));
         }
         if bound {
             self.spend_dpop(m.jkt, m.proof_jti)?;
         }
         let claims = AccessClaims {
-            cnf: bound.then(|| writ_token::Confirmation {
-                jkt: Some(m.jkt.to_owned()),
-                x5t_s256: None,
+            cnf: (bound || !x5t.is_empty()).then(|| writ_token::Confirmation {
+                jkt: bound.then(|| m.jkt.to_owned()),
+                x5t_s256: (!x5t.is_empty()).then(|| x5t.to_owned()),
             }),
             ..claims
         };
@@ -867,6 +893,7 @@ impl AuthorizationServer {
             .detail("exp", claims.exp)
             .detail("format", format!("{:?}", m.format))
             .detail("dpop_jkt", m.jkt)
+            .detail("cert_x5t", x5t)
             .detail(
                 "refresh_token",
                 if refresh_token.is_some() {

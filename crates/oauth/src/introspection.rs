@@ -81,7 +81,12 @@ impl AuthorizationServer {
                     scope: c.scope,
                     client_id: c.client_id,
                     username,
-                    cnf_jkt: c.cnf.and_then(|cnf| cnf.jkt).unwrap_or_default(),
+                    cnf_jkt: c
+                        .cnf
+                        .as_ref()
+                        .and_then(|cnf| cnf.jkt.clone())
+                        .unwrap_or_default(),
+                    cnf_x5t_s256: c.cnf.and_then(|cnf| cnf.x5t_s256).unwrap_or_default(),
                     exp: c.exp,
                     iat: c.iat,
                     nbf: c.nbf.unwrap_or(c.iat),

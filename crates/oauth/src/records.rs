@@ -7,6 +7,8 @@ pub const CLIENT_PUBLIC: i32 = 2;
 
 pub const AUTH_CLIENT_SECRET: i32 = 0;
 pub const AUTH_PRIVATE_KEY_JWT: i32 = 1;
+/// RFC 8705 section 2.2: the client's TLS certificate, registered in its `jwks` (`x5c`).
+pub const AUTH_SELF_SIGNED_TLS: i32 = 2;
 
 pub const FORMAT_JWT: i32 = 1;
 pub const FORMAT_BISCUIT: i32 = 2;
@@ -69,7 +71,7 @@ pub struct ClientRecord {
     #[prost(string, tag = "21")]
     pub backchannel_logout_uri: String,
     /// How a confidential client authenticates: AUTH_CLIENT_SECRET (0, every record before
-    /// this field) or AUTH_PRIVATE_KEY_JWT. A public client does not.
+    /// this field), AUTH_PRIVATE_KEY_JWT or AUTH_SELF_SIGNED_TLS. A public client does not.
     #[prost(int32, tag = "22")]
     pub auth_method: i32,
     /// Its public keys, a JWK Set (RFC 7517), for `private_key_jwt`.
@@ -78,6 +80,9 @@ pub struct ClientRecord {
     /// Or where it publishes them (https), fetched by the transport's `ClientKeyFetcher`.
     #[prost(string, tag = "24")]
     pub jwks_uri: String,
+    /// RFC 8705 section 3.4: its access tokens are bound to its TLS client certificate.
+    #[prost(bool, tag = "25")]
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 impl Record for ClientRecord {

@@ -1174,11 +1174,12 @@ impl AuthorizationServer {
         let Some((t, _)) = self.verify_bearer(access_token).await? else {
             return Err(INVALID);
         };
-        // A token bound to a DPoP key is good only with a proof by that key, which UserInfo does
-        // not check (yet): refused, never taken as a bearer token.
+        // A token bound to a DPoP key or a TLS certificate is good only with a proof of it,
+        // which UserInfo does not check (yet): refused, never taken as a bearer token.
         if t.claims.cnf.is_some() {
             return Err(Error::InvalidToken(
-                "the access token is bound to a DPoP key; UserInfo takes bearer tokens only",
+                "the access token is bound to a DPoP key or a TLS certificate; UserInfo takes \
+                 bearer tokens only",
             ));
         }
         if !self.is_live(&t).await? {

@@ -55,6 +55,12 @@ pub struct TokenRequest {
     /// (whatever a caller put here is overwritten).
     pub dpop_jkt: String,
     pub dpop_jti: String,
+    /// The TLS client certificate (DER) of the connection, as the transport saw it: RFC 8705
+    /// client authentication and certificate-bound tokens.
+    pub client_certificate: Option<Vec<u8>>,
+    /// Its `x5t#S256` (when one was presented): set by the engine; tokens carry it when the
+    /// client is registered for bound tokens.
+    pub cert_x5t: String,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -121,6 +127,8 @@ pub struct ClientCredentials {
     /// RFC 7521 section 4.2 (`private_key_jwt`, RFC 7523 section 2.2).
     pub client_assertion_type: String,
     pub client_assertion: String,
+    /// The TLS client certificate (DER) of the connection, as the transport saw it (RFC 8705).
+    pub client_certificate: Option<Vec<u8>>,
 }
 
 impl ClientCredentials {
@@ -141,6 +149,7 @@ impl std::fmt::Debug for ClientCredentials {
             .field("client_secret", &redacted(&self.client_secret))
             .field("client_assertion_type", &self.client_assertion_type)
             .field("client_assertion", &redacted(&self.client_assertion))
+            .field("client_certificate", &self.client_certificate.is_some())
             .finish()
     }
 }
@@ -182,6 +191,9 @@ pub struct Introspection {
     pub act: Option<Actor>,
     /// RFC 9449 section 6.2: the DPoP key's thumbprint a bound token carries (`cnf.jkt`).
     pub cnf_jkt: String,
+    /// RFC 8705 section 3.2: the thumbprint of the certificate a bound token carries
+    /// (`cnf.x5t#S256`).
+    pub cnf_x5t_s256: String,
     /// Set for access tokens.
     pub format: Option<writ_token::TokenFormat>,
 }
@@ -307,6 +319,8 @@ pub struct Client {
     pub jwks: String,
     /// RFC 7591: or where the client publishes them (https), fetched when needed.
     pub jwks_uri: String,
+    /// RFC 8705 section 3.4: access tokens bound to the client's TLS certificate.
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

@@ -379,6 +379,7 @@ impl AuthorizationServer {
         };
         let m = crate::grants::Minting {
             jkt: &req.dpop_jkt,
+            x5t: &req.cert_x5t,
             proof_jti: &req.dpop_jti,
             client: &client,
             subject: verified.subject.clone(),

@@ -249,6 +249,58 @@ impl AsyncWrite for Admitted {
     }
 }
 
+/// How long a client has to finish its TLS handshake.
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS handshakes of `incoming`'s connections, each in a task of its own (at most
+/// [`TLS_HANDSHAKE_TIMEOUT`]), so a slow or silent client holds up no other; the streams in the
+/// order their handshakes finish. Stops accepting once the stream it returns is dropped.
+pub(crate) fn tls_handshakes<S>(
+    incoming: S,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> impl futures::Stream<Item = Result<tokio_rustls::server::TlsStream<Admitted>, std::io::Error>>
+where
+    S: futures::Stream<Item = Result<Admitted, std::io::Error>> + Send + 'static,
+{
+    use futures::StreamExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => break,
+                next = incoming.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Err(e)) => tracing::debug!(error = %e, "accept failed"),
+                Some(Ok(conn)) => {
+                    let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(conn));
+                        // A server that stops drops its half-open connections at once.
+                        let done = tokio::select! {
+                            _ = tx.closed() => return,
+                            done = handshake => done,
+                        };
+                        match done {
+                            Ok(Ok(tls)) => {
+                                let _ = tx.send(Ok(tls)).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,7 +89,12 @@ pub fn grpc_server(tls: Option<&TlsMaterial>) -> Result<Server, ServerError> {
         .tcp_nodelay(true);
     if let Some(m) = tls {
         let identity = Identity::from_pem(&m.cert_pem, &m.key_pem);
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        // A client that never finishes its handshake holds a connection slot 10 s at most.
+        builder = builder.tls_config(
+            ServerTlsConfig::new()
+                .identity(identity)
+                .timeout(crate::connections::TLS_HANDSHAKE_TIMEOUT),
+        )?;
     }
     Ok(builder)
 }

@@ -36,6 +36,7 @@ pub struct ServiceSpec {
     periodic: Vec<Periodic>,
     tasks: Vec<BoxFuture>,
     limits: crate::ConnectionLimits,
+    client_certificates: bool,
 }
 
 impl std::fmt::Debug for ServiceSpec {
@@ -60,6 +61,7 @@ impl ServiceSpec {
             periodic: Vec::new(),
             tasks: Vec::new(),
             limits: crate::ConnectionLimits::default(),
+            client_certificates: false,
         }
     }
 
@@ -119,6 +121,15 @@ impl ServiceSpec {
     /// itself if it must stop with the service).
     pub fn task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
         self.tasks.push(Box::pin(task));
+        self
+    }
+
+    /// With TLS, the gRPC port asks clients for a certificate (requiring none, taking any the
+    /// client proves it holds: `writ_tls::server_config_asking_client_certificates`), which
+    /// handlers read as `tonic::Request::peer_certs` (RFC 8705 client authentication and
+    /// certificate-bound tokens).
+    pub fn client_certificates(mut self) -> Self {
+        self.client_certificates = true;
         self
     }
 
@@ -190,7 +201,15 @@ pub async fn serve(
         .add_service(v1)
         .add_service(v1alpha);
     let routes = tonic::service::Routes::from(crate::traced(routes.into_axum_router()));
-    let router = crate::grpc_server(tls)?.add_routes(routes);
+    // With client certificates, TLS is this server's own (tonic's takes only certificates
+    // issued by a CA it is given); else tonic's.
+    let own_tls = match tls {
+        Some(m) if spec.client_certificates => Some(tokio_rustls::TlsAcceptor::from(
+            writ_tls::server_config_asking_client_certificates(m, &[b"h2"])?,
+        )),
+        _ => None,
+    };
+    let router = crate::grpc_server(if own_tls.is_some() { None } else { tls })?.add_routes(routes);
     let grpc_shutdown = shutdown.clone();
     let connections = crate::connections::Connections::new(spec.limits);
     let incoming = futures::StreamExt::filter_map(crate::incoming(grpc), move |accepted| {
@@ -209,10 +228,20 @@ pub async fn serve(
         }
     });
     let mut tasks = vec![tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(Box::pin(incoming), grpc_shutdown.wait())
-            .await
-        {
+        let served = match own_tls {
+            Some(acceptor) => {
+                let incoming = crate::connections::tls_handshakes(incoming, acceptor);
+                router
+                    .serve_with_incoming_shutdown(Box::pin(incoming), grpc_shutdown.wait())
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(Box::pin(incoming), grpc_shutdown.wait())
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, service = name, "gRPC server stopped");
         }
     })];

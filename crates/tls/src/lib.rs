@@ -288,6 +288,14 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
     }
 }
 
+/// The certificates (DER) in `pem`, in order.
+pub fn certificates_der(pem: &str) -> Result<Vec<Vec<u8>>, TlsError> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Pem("certificate".into()))
+}
+
 /// A rustls client configuration trusting exactly the CA in `ca_pem`.
 pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();

@@ -693,6 +693,7 @@ impl AdminService for AdminGrpc {
             client_secret: r.client_secret,
             client_assertion_type: r.client_assertion_type,
             client_assertion: r.client_assertion,
+            client_certificate: None,
         };
         self.engine
             .authenticate_exchange_client(&presented, &r.audience)

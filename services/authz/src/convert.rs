@@ -27,6 +27,8 @@ pub fn token_request(r: authz::TokenRequest) -> Result<writ_oauth::TokenRequest,
         dpop: None,
         dpop_jkt: String::new(),
         dpop_jti: String::new(),
+        client_certificate: None,
+        cert_x5t: String::new(),
         token_format: format_choice(r.token_format)?,
         grant_type: r.grant_type,
         client_id: r.client_id,
@@ -83,6 +85,7 @@ pub fn introspection(i: Introspection) -> authz::IntrospectResponse {
         jti: i.jti,
         gid: i.gid,
         cnf_jkt: i.cnf_jkt,
+        cnf_x5t_s256: i.cnf_x5t_s256,
     }
 }
 
@@ -139,6 +142,7 @@ pub fn client(c: Client) -> admin::Client {
         token_endpoint_auth_method: c.token_endpoint_auth_method,
         jwks: c.jwks,
         jwks_uri: c.jwks_uri,
+        tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
     }
 }
 
@@ -195,6 +199,7 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         token_endpoint_auth_method: c.token_endpoint_auth_method,
         jwks: c.jwks,
         jwks_uri: c.jwks_uri,
+        tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
     })
 }
 

@@ -38,20 +38,30 @@ fn credentials(
     client_secret: String,
     client_assertion_type: String,
     client_assertion: String,
+    client_certificate: Option<Vec<u8>>,
 ) -> ClientCredentials {
     ClientCredentials {
         client_id,
         client_secret,
         client_assertion_type,
         client_assertion,
+        client_certificate,
     }
 }
 
+/// The leaf TLS client certificate (DER) of the connection a call came on (RFC 8705).
+fn client_certificate<T>(request: &Request<T>) -> Option<Vec<u8>> {
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+}
+
 /// RFC 7662 and RFC 7009 requests carry the same parameters (two messages with the same
-/// fields).
+/// fields), and the connection's certificate.
 macro_rules! operation {
-    ($r:expr) => {{
-        let r = $r;
+    ($request:expr) => {{
+        let certificate = client_certificate(&$request);
+        let r = $request.into_inner();
         TokenOperation {
             token: r.token,
             token_type_hint: r.token_type_hint,
@@ -60,6 +70,7 @@ macro_rules! operation {
                 r.client_secret,
                 r.client_assertion_type,
                 r.client_assertion,
+                certificate,
             ),
         }
     }};
@@ -95,9 +106,11 @@ impl AuthorizationService for AuthorizationGrpc {
     ) -> Result<Response<TokenResponse>, Status> {
         let source = request.remote_addr().map(|a| a.ip());
         let dpop = dpop_request(&request);
+        let certificate = client_certificate(&request);
         let mut req = convert::token_request(request.into_inner()).map_err(status)?;
         req.source = source;
         req.dpop = dpop;
+        req.client_certificate = certificate;
         let resp = match self.engine.token(req).await {
             Ok(r) => r,
             // RFC 9449 section 8, over gRPC: the refusal carries the nonce to use.
@@ -118,21 +131,18 @@ impl AuthorizationService for AuthorizationGrpc {
         request: Request<DeviceAuthorizationRequest>,
     ) -> Result<Response<DeviceAuthorizationResponse>, Status> {
         let source = request.remote_addr().map(|a| a.ip());
+        let certificate = client_certificate(&request);
         let r = request.into_inner();
+        let client = credentials(
+            r.client_id,
+            r.client_secret,
+            r.client_assertion_type,
+            r.client_assertion,
+            certificate,
+        );
         let d = self
             .engine
-            .device_authorization(
-                &credentials(
-                    r.client_id,
-                    r.client_secret,
-                    r.client_assertion_type,
-                    r.client_assertion,
-                ),
-                &r.scope,
-                r.audience,
-                r.resource,
-                source,
-            )
+            .device_authorization(&client, &r.scope, r.audience, r.resource, source)
             .await
             .map_err(status)?;
         Ok(Response::new(DeviceAuthorizationResponse {
@@ -149,7 +159,7 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         request: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
-        let op = operation!(request.into_inner());
+        let op = operation!(request);
         let result = self.engine.introspect(op).await.map_err(status)?;
         Ok(Response::new(convert::introspection(result)))
     }
@@ -158,7 +168,7 @@ impl AuthorizationService for AuthorizationGrpc {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let op = operation!(request.into_inner());
+        let op = operation!(request);
         self.engine.revoke(op).await.map_err(status)?;
         Ok(Response::new(RevokeResponse {}))
     }

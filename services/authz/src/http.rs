@@ -44,6 +44,8 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Form, ClientCredentials), 
         client_secret: c.client_secret,
         client_assertion_type: c.client_assertion_type,
         client_assertion: c.client_assertion,
+        // The HTTP facade asks for no client certificates (yet): RFC 8705 is served over gRPC.
+        client_certificate: None,
     };
     Ok((form, client))
 }
@@ -103,6 +105,8 @@ async fn token(
         dpop,
         dpop_jkt: String::new(),
         dpop_jti: String::new(),
+        client_certificate: None,
+        cert_x5t: String::new(),
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
         client_secret: client.client_secret,
@@ -193,8 +197,15 @@ async fn introspect(
     if let Some(act) = i.act {
         body["act"] = serde_json::to_value(act).unwrap_or(Value::Null);
     }
+    let mut cnf = serde_json::Map::new();
     if !i.cnf_jkt.is_empty() {
-        body["cnf"] = json!({ "jkt": i.cnf_jkt });
+        cnf.insert("jkt".into(), i.cnf_jkt.into());
+    }
+    if !i.cnf_x5t_s256.is_empty() {
+        cnf.insert("x5t#S256".into(), i.cnf_x5t_s256.into());
+    }
+    if !cnf.is_empty() {
+        body["cnf"] = Value::Object(cnf);
     }
     Ok((no_store(), axum::Json(body)).into_response())
 }

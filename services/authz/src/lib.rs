@@ -50,6 +50,8 @@ pub fn spec(
 ) -> ServiceSpec {
     let (pruner, refresher) = (engine.clone(), engine.clone());
     let spec = ServiceSpec::new("authorization server")
+        // RFC 8705 over gRPC: clients may authenticate with, and bind tokens to, certificates.
+        .client_certificates()
         .grpc(
             AuthorizationServiceServer::new(AuthorizationGrpc::new(engine.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE),

@@ -276,6 +276,15 @@ pub struct ClientCreate {
     /// URL (fetched by the server when needed) instead of a secret.
     #[arg(long, conflicts_with_all = ["public", "jwks_file"])]
     pub jwks_uri: Option<String>,
+    /// Authenticate with the TLS client certificate in this PEM file (RFC 8705
+    /// self_signed_tls_client_auth; repeatable, each file's first certificate) instead of a
+    /// secret: the gRPC endpoints take it.
+    #[arg(long = "tls-client-certificate", conflicts_with_all = ["public", "jwks_file", "jwks_uri"])]
+    pub tls_client_certificates: Vec<std::path::PathBuf>,
+    /// Bind the client's access tokens to the TLS client certificate it presents (RFC 8705
+    /// `cnf.x5t#S256`): guards take them only over a connection presenting it.
+    #[arg(long, conflicts_with = "public")]
+    pub certificate_bound: bool,
 }
 
 /// Algorithms of a client's private_key_jwt key.
@@ -373,7 +382,31 @@ fn client_json(c: &pb_admin::Client) -> Value {
         "token_endpoint_auth_method": c.token_endpoint_auth_method,
         "jwks": serde_json::from_str::<Value>(&c.jwks).unwrap_or(Value::Null),
         "jwks_uri": c.jwks_uri,
+        "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
     })
+}
+
+/// The JWK Set registering TLS client certificates (RFC 8705 section 2.2.2): one key per
+/// certificate in the PEM files, its `x5c` that certificate (base64 DER).
+fn certificates_jwks(files: &[std::path::PathBuf]) -> Result<String> {
+    use base64::Engine as _;
+    let mut keys = Vec::new();
+    for path in files {
+        let pem = read_text(path)?;
+        let certs = writ_tls::certificates_der(&pem)
+            .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(CliError::Invalid(format!(
+                "{}: no certificate",
+                path.display()
+            )));
+        }
+        // The leaf alone: the server compares it with the connection's.
+        keys.push(serde_json::json!({
+            "x5c": [base64::engine::general_purpose::STANDARD.encode(&certs[0])]
+        }));
+    }
+    Ok(serde_json::json!({ "keys": keys }).to_string())
 }
 
 /// `writ admin client keygen` and `jwks`: local, no server involved.
@@ -476,14 +509,20 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     backchannel_logout_uri: c.backchannel_logout_uri.unwrap_or_default(),
                     token_endpoint_auth_method: if c.jwks_file.is_some() || c.jwks_uri.is_some() {
                         "private_key_jwt".into()
+                    } else if !c.tls_client_certificates.is_empty() {
+                        "self_signed_tls_client_auth".into()
                     } else {
                         String::new()
                     },
                     jwks: match &c.jwks_file {
                         Some(path) => read_text(path)?,
+                        None if !c.tls_client_certificates.is_empty() => {
+                            certificates_jwks(&c.tls_client_certificates)?
+                        }
                         None => String::new(),
                     },
                     jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
+                    tls_client_certificate_bound_access_tokens: c.certificate_bound,
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })

@@ -38,6 +38,7 @@ impl Directory for LocalDirectory {
                 client_secret: c.client_secret.to_owned(),
                 client_assertion_type: c.client_assertion_type.to_owned(),
                 client_assertion: c.client_assertion.to_owned(),
+                client_certificate: None,
             };
             self.0
                 .authenticate_exchange_client(&presented, c.audiences)

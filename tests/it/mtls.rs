@@ -1,0 +1,421 @@
+//! Issue 13, part 2: mutual TLS (RFC 8705) over gRPC. A client authenticates with the TLS
+//! certificate it registered (`self_signed_tls_client_auth`), its tokens are bound to it
+//! (`cnf.x5t#S256`), and a guard takes them only over a connection presenting it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tower::Layer as _;
+use writ_demo::pb::ReserveRequest;
+use writ_demo::pb::inventory_service_client::InventoryServiceClient;
+use writ_demo::{Inventory, SCOPE_RESERVE};
+use writ_guard::{Guard, GuardConfig, Revocations, TrustedIssuer};
+use writ_proto::admin::{Client, ClientType};
+use writ_server::{ServiceSpec, Shutdown};
+use writ_tests::*;
+
+/// A client's TLS certificate and key (PEM), self-signed, and the certificate's DER.
+struct ClientCert {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn client_cert(name: &str) -> ClientCert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    ClientCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+/// A JWK Set registering `certs` (RFC 8705 section 2.2.2: `x5c`).
+fn jwks_of(certs: &[&ClientCert]) -> String {
+    let keys: Vec<_> = certs
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "x5c": [base64::engine::general_purpose::STANDARD.encode(&c.der)]
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// A channel to `url` trusting `ca`, presenting `cert` if given.
+async fn channel(url: &str, ca: &str, cert: Option<&ClientCert>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some(c) = cert {
+        tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
+    }
+    Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A client authenticating with `cert`, its tokens bound to it, for inventory.
+fn certificate_client(id: &str, cert: &ClientCert) -> Client {
+    Client {
+        token_endpoint_auth_method: "self_signed_tls_client_auth".into(),
+        jwks: jwks_of(&[cert]),
+        tls_client_certificate_bound_access_tokens: true,
+        may_introspect: true,
+        ..service_spec(id, SCOPE_RESERVE, &["inventory"])
+    }
+}
+
+/// A token request for `id` with no secret, over `channel`.
+async fn token_over(
+    channel: Channel,
+    id: &str,
+    secret: &str,
+) -> Result<writ_proto::authz::TokenResponse, tonic::Status> {
+    writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(channel)
+        .token(cc(id, secret))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A server, its CA, a client `orders` registered with the certificate `mine`, and another
+/// certificate.
+struct World {
+    server: TestServer,
+    ca: String,
+    mine: ClientCert,
+    other: ClientCert,
+    id: String,
+}
+
+async fn world() -> World {
+    let server = TestServer::start().await;
+    let ca = server.ca_pem.clone().unwrap();
+    let mine = client_cert("orders");
+    let (id, secret) = server
+        .create_client(certificate_client("orders", &mine))
+        .await;
+    assert!(secret.is_empty(), "a certificate client has no secret");
+    World {
+        server,
+        ca,
+        mine,
+        other: client_cert("intruder"),
+        id,
+    }
+}
+
+#[tokio::test]
+async fn a_client_authenticates_with_its_registered_certificate_and_gets_tokens_bound_to_it() {
+    let World {
+        server,
+        ca,
+        mine,
+        other,
+        id,
+    } = world().await;
+    let with_mine = channel(&server.grpc_url, &ca, Some(&mine)).await;
+    let r = token_over(with_mine.clone(), &id, "").await.unwrap();
+    // RFC 8705 section 3: still a bearer token by type, bound by its cnf.
+    assert_eq!(r.token_type, "Bearer");
+    let claims = writ_token::decode_unverified(&r.access_token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        writ_token::certificate_thumbprint(&mine.der).as_str(),
+        "{claims}"
+    );
+    // Introspection, over the same connection, says what the token is bound to.
+    let seen = writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
+        with_mine.clone(),
+    )
+    .introspect(writ_proto::authz::IntrospectRequest {
+        token: r.access_token.clone(),
+        client_id: id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(seen.active);
+    assert_eq!(
+        seen.cnf_x5t_s256,
+        writ_token::certificate_thumbprint(&mine.der)
+    );
+    // Another certificate, none, or a secret besides: invalid_client, nothing issued.
+    for (why, channel, secret) in [
+        (
+            "another certificate",
+            self::channel(&server.grpc_url, &ca, Some(&other)).await,
+            "",
+        ),
+        (
+            "no certificate",
+            self::channel(&server.grpc_url, &ca, None).await,
+            "",
+        ),
+        ("a secret as well", with_mine.clone(), "a secret"),
+    ] {
+        let status = token_over(channel, &id, secret).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{why}: {status:?}");
+        assert_eq!(reason(&status), "invalid_client", "{why}");
+    }
+    // A client with a secret whose tokens are bound: it must present a certificate.
+    let (bound_id, bound_secret) = server
+        .create_client(Client {
+            tls_client_certificate_bound_access_tokens: true,
+            ..service_spec("billing", SCOPE_RESERVE, &["inventory"])
+        })
+        .await;
+    let r = token_over(
+        channel(&server.grpc_url, &ca, Some(&other)).await,
+        &bound_id,
+        &bound_secret,
+    )
+    .await
+    .unwrap();
+    let claims = writ_token::decode_unverified(&r.access_token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        writ_token::certificate_thumbprint(&other.der).as_str()
+    );
+    let status = token_over(
+        channel(&server.grpc_url, &ca, None).await,
+        &bound_id,
+        &bound_secret,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&status), "invalid_request", "{status:?}");
+    // Nor does token exchange (which sees no certificate) hand it unbound tokens.
+    let status = server
+        .admin()
+        .await
+        .authenticate_client(writ_proto::admin::AuthenticateClientRequest {
+            client_id: bound_id.clone(),
+            client_secret: bound_secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(reason(&status), "unauthorized_client");
+
+    // Rotation: registering another certificate ends the old one at once.
+    server
+        .admin()
+        .await
+        .update_client(writ_proto::admin::UpdateClientRequest {
+            client: Some(Client {
+                client_id: id.clone(),
+                jwks: jwks_of(&[&other]),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["jwks".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    let status = token_over(with_mine, &id, "").await.unwrap_err();
+    assert_eq!(reason(&status), "invalid_client");
+    token_over(channel(&server.grpc_url, &ca, Some(&other)).await, &id, "")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_certificate_clients_registration_is_checked() {
+    let server = TestServer::start().await;
+    let mine = client_cert("orders");
+    let cases = [
+        (
+            "no certificate",
+            Client {
+                jwks: String::new(),
+                ..certificate_client("a", &mine)
+            },
+        ),
+        (
+            "not a certificate",
+            Client {
+                jwks: r#"{"keys":[{"x5c":["bm90IGEgY2VydGlmaWNhdGU="]}]}"#.into(),
+                ..certificate_client("b", &mine)
+            },
+        ),
+        (
+            "a key without x5c",
+            Client {
+                jwks: r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#.into(),
+                ..certificate_client("c", &mine)
+            },
+        ),
+        (
+            "private key material",
+            Client {
+                jwks: format!(
+                    r#"{{"keys":[{{"x5c":["{}"],"d":"secret"}}]}}"#,
+                    base64::engine::general_purpose::STANDARD.encode(&mine.der)
+                ),
+                ..certificate_client("d", &mine)
+            },
+        ),
+        (
+            "eleven certificates",
+            Client {
+                jwks: jwks_of(&[&mine; 11]),
+                ..certificate_client("g", &mine)
+            },
+        ),
+        (
+            "bytes after the certificate",
+            Client {
+                jwks: format!(
+                    r#"{{"keys":[{{"x5c":["{}"]}}]}}"#,
+                    base64::engine::general_purpose::STANDARD
+                        .encode([mine.der.as_slice(), b"trailing"].concat())
+                ),
+                ..certificate_client("h", &mine)
+            },
+        ),
+        (
+            "bound tokens by default as Biscuits",
+            Client {
+                token_formats: vec![writ_proto::common::TokenFormat::Biscuit as i32],
+                default_token_format: writ_proto::common::TokenFormat::Biscuit as i32,
+                ..certificate_client("i", &mine)
+            },
+        ),
+        (
+            "a jwks_uri",
+            Client {
+                jwks: String::new(),
+                jwks_uri: "https://orders.example/jwks.json".into(),
+                ..certificate_client("e", &mine)
+            },
+        ),
+        (
+            "bound tokens for a public client",
+            Client {
+                client_type: ClientType::Public as i32,
+                tls_client_certificate_bound_access_tokens: true,
+                ..service_spec("f", SCOPE_RESERVE, &["inventory"])
+            },
+        ),
+    ];
+    for (why, spec) in cases {
+        let status = server
+            .admin()
+            .await
+            .create_client(writ_proto::admin::CreateClientRequest { client: Some(spec) })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_guard_takes_a_certificate_bound_token_only_over_a_connection_presenting_it() {
+    let World {
+        server,
+        ca,
+        mine,
+        other,
+        id,
+    } = world().await;
+    let bound = token_over(channel(&server.grpc_url, &ca, Some(&mine)).await, &id, "")
+        .await
+        .unwrap()
+        .access_token;
+    let (plain_id, plain_secret) = server
+        .service_client("shop", SCOPE_RESERVE, &["inventory"])
+        .await;
+    let plain = server.cc_token(&plain_id, &plain_secret).await;
+
+    // Inventory behind a guard, on TLS that asks clients for certificates. Revocations are not
+    // this test's subject (the guard tests follow the feed).
+    let keys = writ_trust::RemoteKeys::connect(
+        server.channel().await,
+        Duration::from_secs(300),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    let guard = Guard::new(GuardConfig {
+        revocations: Revocations::Unchecked,
+        ..GuardConfig::without_revocations(
+            "inventory",
+            vec![TrustedIssuer::new(keys.issuer().to_owned(), Arc::new(keys))],
+            writ_demo::inventory_policy(),
+        )
+    });
+    let pki = tempfile::tempdir().unwrap();
+    let tls = writ_tls::ensure_dev_pki(pki.path(), &[]).unwrap();
+    let (_stop, signal) = Shutdown::new();
+    let listener = writ_server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let spec = ServiceSpec::new("inventory")
+        .client_certificates()
+        .grpc(guard.layer().layer(
+            writ_demo::pb::inventory_service_server::InventoryServiceServer::new(
+                Inventory::default(),
+            ),
+        ));
+    writ_server::serve(spec, listener, None, Some(&tls), signal)
+        .await
+        .unwrap();
+    let inventory_ca = tls.ca_pem.clone().unwrap();
+    let reserve = |channel: Channel, token: String| async move {
+        let mut request = tonic::Request::new(ReserveRequest {
+            sku: "apple".into(),
+            quantity: 1,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        InventoryServiceClient::new(channel).reserve(request).await
+    };
+    let r = reserve(
+        channel(&url, &inventory_ca, Some(&mine)).await,
+        bound.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.into_inner().subject, "orders");
+    for (why, cert) in [("another certificate", Some(&other)), ("none", None)] {
+        let r = reserve(channel(&url, &inventory_ca, cert).await, bound.clone()).await;
+        let status = assert_guard_refused(r, Code::Unauthenticated, "invalid_token");
+        use tonic_types::StatusExt;
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(
+            info.metadata.get("cause").map(String::as_str),
+            Some("certificate"),
+            "{why}"
+        );
+    }
+    // An unbound token passes with a certificate or without.
+    for cert in [Some(&other), None] {
+        reserve(channel(&url, &inventory_ca, cert).await, plain.clone())
+            .await
+            .unwrap();
+    }
+}
