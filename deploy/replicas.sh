@@ -90,7 +90,7 @@ start() {
     i=$((i + 1))
     IFS=, read -r grpc http admin <<<"$triple"
     start_one "authz-$i" authz --authz-port "$grpc" --authz-http-port "$http" \
-      --admin-port "$admin" --gateway-port 0 --gateway-http-port 0 \
+      --admin-port "$admin" --gateway-port 0 --gateway-http-port 0 --authz-mtls-port 0 \
       --issuer "$ISSUER" --revocation-url "$revocation_urls"
   done
   local authz_grpc authz_admin

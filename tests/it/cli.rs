@@ -37,6 +37,7 @@ fn up_command(data_dir: &Path) -> Command {
         "--admin-port",
         "--gateway-port",
         "--gateway-http-port",
+        "--authz-mtls-port",
         "--revocation-port",
         "--sts-port",
         "--sts-http-port",

@@ -419,3 +419,112 @@ async fn a_guard_takes_a_certificate_bound_token_only_over_a_connection_presenti
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn over_http_certificates_are_taken_at_the_mtls_aliases_only() {
+    use writ_tests::http_client::HttpClient;
+    let World {
+        server,
+        ca,
+        mine,
+        other,
+        id,
+    } = world().await;
+    let alias = server
+        .mtls_url
+        .clone()
+        .expect("with TLS on, the mTLS aliases are served");
+    // RFC 8705 section 5: the metadata names the aliases.
+    let meta = server
+        .http()
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert_eq!(
+        meta["mtls_endpoint_aliases"]["token_endpoint"],
+        format!("{alias}/oauth2/token")
+    );
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "self_signed_tls_client_auth"),
+        "{meta}"
+    );
+    let form = format!("grant_type=client_credentials&client_id={id}");
+    let with_mine = HttpClient::with_identity(&alias, &ca, &mine.cert_pem, &mine.key_pem);
+    let body = with_mine
+        .post_form("/oauth2/token", &[], &form)
+        .await
+        .token_json();
+    let token = body["access_token"].as_str().unwrap();
+    let claims = writ_token::decode_unverified(token)
+        .unwrap()
+        .claims
+        .unwrap();
+    let thumbprint = writ_token::certificate_thumbprint(&mine.der);
+    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint.as_str());
+    let seen = with_mine
+        .post_form(
+            "/oauth2/introspect",
+            &[],
+            &format!("client_id={id}&token={token}"),
+        )
+        .await
+        .json();
+    assert_eq!(seen["cnf"]["x5t#S256"], thumbprint.as_str(), "{seen}");
+    // Another certificate, none, or the main port (which asks for none): invalid_client.
+    for (why, client) in [
+        (
+            "another certificate",
+            HttpClient::with_identity(&alias, &ca, &other.cert_pem, &other.key_pem),
+        ),
+        ("no certificate", HttpClient::new(&alias, Some(&ca))),
+        (
+            "the main port",
+            HttpClient::with_identity(&server.http_url, &ca, &mine.cert_pem, &mine.key_pem),
+        ),
+    ] {
+        let r = client.post_form("/oauth2/token", &[], &form).await;
+        assert_eq!(r.status, 401, "{why}");
+        assert_eq!(r.json()["error"], "invalid_client", "{why}");
+    }
+    // The sign-in pages are not served where browsers would be asked for certificates.
+    assert_eq!(with_mine.get("/oauth2/authorize").await.status, 404);
+    // DPoP at the alias: a proof over the alias's URL, and the token bound to both.
+    let key = writ_token::SigningKey::generate(writ_token::Algorithm::EdDSA, "k").unwrap();
+    let proof_for = |htu: &str| {
+        writ_token::sign_proof(
+            &key,
+            &writ_token::ProofClaimsOut {
+                htm: "POST",
+                htu,
+                iat: writ_token::system_clock().now(),
+                access_token: None,
+                nonce: None,
+            },
+        )
+    };
+    let proof = proof_for(&format!("{alias}/oauth2/token"));
+    let body = with_mine
+        .post_form("/oauth2/token", &[("dpop", &proof)], &form)
+        .await
+        .token_json();
+    assert_eq!(body["token_type"], "DPoP");
+    let claims = writ_token::decode_unverified(body["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint.as_str());
+    assert_eq!(
+        claims["cnf"]["jkt"],
+        writ_token::key_thumbprint(&key).unwrap().as_str()
+    );
+    let main = proof_for(&format!("{}/oauth2/token", server.issuer));
+    let r = with_mine
+        .post_form("/oauth2/token", &[("dpop", &main)], &form)
+        .await;
+    assert_eq!(r.json()["error"], "invalid_dpop_proof");
+}

@@ -24,7 +24,7 @@ const WRIT: &str = env!("CARGO_BIN_EXE_writ-under-test");
 const READY: Duration = Duration::from_secs(30);
 const ISSUER: &str = "https://authz.writ.test";
 /// An authorization server's ports, each picked free.
-const AUTHZ_PORTS: [&str; 10] = [
+const AUTHZ_PORTS: [&str; 12] = [
     "--authz-port",
     "0",
     "--authz-http-port",
@@ -34,6 +34,8 @@ const AUTHZ_PORTS: [&str; 10] = [
     "--gateway-port",
     "0",
     "--gateway-http-port",
+    "0",
+    "--authz-mtls-port",
     "0",
 ];
 

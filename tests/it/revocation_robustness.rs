@@ -185,6 +185,7 @@ impl Service {
                 .args(["--revocation-port", &self.ports.revocation.to_string()])
                 .args(["--admin-port", &self.ports.admin.to_string()])
                 .args(["--gateway-port", "0", "--gateway-http-port", "0"])
+                .args(["--authz-mtls-port", "0"])
                 // The producers below revoke the authorization server's tokens.
                 .args(["--revocation-producer", "producer="])
                 // The model compares expiries exactly: keep the producers' own.

@@ -68,6 +68,17 @@ impl HttpClient {
         }
     }
 
+    /// A client presenting a TLS client certificate (PEM) to a server that asks for one.
+    pub fn with_identity(base: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Self {
+        HttpClient {
+            base: base.trim_end_matches('/').to_owned(),
+            tls: Some(
+                writ_tls::client_config_with_identity(ca_pem, cert_pem, key_pem, &[b"http/1.1"])
+                    .unwrap(),
+            ),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> HttpResponse {
         self.send(Method::GET, path, &[], Vec::new()).await
     }

@@ -104,6 +104,8 @@ pub struct TestServer {
     /// The gateway check: gRPC (Envoy's ext_authz) and HTTP (nginx's auth_request).
     pub gateway_grpc_url: String,
     pub gateway_http_url: String,
+    /// The mTLS endpoint aliases (RFC 8705 section 5), with TLS on.
+    pub mtls_url: Option<String>,
     pub issuer: String,
     pub ca_pem: Option<String>,
     pub admin_credential: String,
@@ -166,6 +168,7 @@ impl TestServer {
             admin_url: platform.url(authz.admin_addr),
             gateway_grpc_url: platform.url(authz.gateway_addrs.unwrap().0),
             gateway_http_url: platform.url(authz.gateway_addrs.unwrap().1),
+            mtls_url: authz.mtls_addr.map(|a| platform.url(a)),
             issuer: authz.issuer.clone(),
             ca_pem: platform.peer_ca.clone(),
             admin_credential,

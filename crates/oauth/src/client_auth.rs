@@ -493,6 +493,13 @@ impl AuthorizationServer {
         format!("{}/oauth2/token", self.config.issuer.trim_end_matches('/'))
     }
 
+    /// The token endpoint's mTLS alias (RFC 8705 section 5), if one is served: what a DPoP
+    /// proof sent there names.
+    pub fn mtls_token_endpoint(&self) -> Option<String> {
+        let base = self.config.mtls_endpoint.trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/oauth2/token"))
+    }
+
     /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,
     /// enabled client with its secret or an assertion whose `aud` is one of `audiences` (the
     /// STS's issuer identifier and token endpoint) or this server's issuer identifier (the

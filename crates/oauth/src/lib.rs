@@ -135,6 +135,9 @@ pub struct Config {
     /// Every DPoP proof must carry a nonce this server issued (RFC 9449 section 8): proofs made
     /// in advance, or with a client's clock far off, are refused.
     pub dpop_nonce_required: bool,
+    /// Where the HTTP endpoints that take TLS client certificates are served (RFC 8705 section
+    /// 5, `mtls_endpoint_aliases`: `https://host:port`); empty: nowhere.
+    pub mtls_endpoint: String,
 }
 
 impl Config {
@@ -159,6 +162,7 @@ impl Config {
             client_jwks_min_refetch: std::time::Duration::from_secs(10),
             gateway_cache_entries: 10_000,
             dpop_nonce_required: false,
+            mtls_endpoint: String::new(),
         }
     }
 }
@@ -611,6 +615,16 @@ impl AuthorizationServer {
         ];
         let base = self.config.issuer.trim_end_matches('/');
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mtls = self.config.mtls_endpoint.trim_end_matches('/');
+        // RFC 8705: certificates are taken at the mTLS aliases (and over gRPC) only.
+        let with_tls = |methods: &[&str]| {
+            let mut methods = strings(methods);
+            if !mtls.is_empty() {
+                let at = methods.len().min(3);
+                methods.insert(at, "self_signed_tls_client_auth".to_owned());
+            }
+            methods
+        };
         ServerMetadata {
             issuer: self.config.issuer.clone(),
             token_endpoint: self.metadata_token_endpoint(),
@@ -626,9 +640,10 @@ impl AuthorizationServer {
                 grant_type::PASSWORD,
                 grant_type::JWT_BEARER,
             ]),
-            token_endpoint_auth_methods_supported: strings(AUTH_METHODS),
-            introspection_endpoint_auth_methods_supported: strings(&AUTH_METHODS[..3]),
-            revocation_endpoint_auth_methods_supported: strings(AUTH_METHODS),
+            token_endpoint_auth_methods_supported: with_tls(AUTH_METHODS),
+            introspection_endpoint_auth_methods_supported: with_tls(&AUTH_METHODS[..3]),
+            revocation_endpoint_auth_methods_supported: with_tls(AUTH_METHODS),
+            mtls_endpoint: mtls.to_owned(),
             token_endpoint_auth_signing_alg_values_supported: strings(&["EdDSA", "ES256"]),
             scopes_supported: strings(signin::OIDC_SCOPES),
             response_types_supported: strings(&["code"]),

@@ -235,6 +235,8 @@ pub struct ServerMetadata {
     pub code_challenge_methods_supported: Vec<String>,
     /// The ID token's signature algorithm (the signing key's).
     pub id_token_signing_alg_values_supported: Vec<String>,
+    /// RFC 8705 section 5: where the mTLS endpoint aliases are served; empty: nowhere.
+    pub mtls_endpoint: String,
 }
 
 /// A page of a listing.

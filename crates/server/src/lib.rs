@@ -172,6 +172,12 @@ pub fn traced(router: axum::Router) -> axum::Router {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// The leaf TLS client certificate (DER) of an HTTP connection, in its requests' extensions
+/// (`axum::Extension<ClientCertificate>`) when the client presented one: only a listener
+/// whose TLS asks for one (`writ_tls::server_config_asking_client_certificates`) gets any.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Arc<[u8]>);
+
 /// Serves `router` on `listener` over HTTP/1.1 and HTTP/2, inside TLS when `tls` is given, until
 /// `shutdown`; open connections then finish their requests.
 pub async fn serve_http(
@@ -226,10 +232,13 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let activity = connections::Activity::new();
-        let service = TowerToHyperService::new(connections::Tracked {
-            inner: router.clone().layer(axum::Extension(Peer(peer))),
-            activity: activity.clone(),
-        });
+        let router = router.clone().layer(axum::Extension(Peer(peer)));
+        let tracked = {
+            let activity = activity.clone();
+            move |inner: axum::Router| {
+                TowerToHyperService::new(connections::Tracked { inner, activity })
+            }
+        };
         let acceptor = acceptor.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -256,7 +265,18 @@ pub async fn serve_http(
                             .await;
                     match tls {
                         Ok(Ok(tls)) => {
+                            let certificate = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| ClientCertificate(Arc::from(c.as_ref())));
+                            let router = match certificate {
+                                Some(c) => router.layer(axum::Extension(c)),
+                                None => router,
+                            };
                             let io = TokioIo::new(tls);
+                            let service = tracked(router);
                             drive(&builder, io, service, &activity, limits.http_idle, stop).await
                         }
                         _ => Some("TLS handshake failed".into()),
@@ -264,6 +284,7 @@ pub async fn serve_http(
                 }
                 None => {
                     let io = TokioIo::new(stream);
+                    let service = tracked(router);
                     drive(&builder, io, service, &activity, limits.http_idle, stop).await
                 }
             };

@@ -296,14 +296,41 @@ pub fn certificates_der(pem: &str) -> Result<Vec<Vec<u8>>, TlsError> {
         .map_err(|_| TlsError::Pem("certificate".into()))
 }
 
-/// A rustls client configuration trusting exactly the CA in `ca_pem`.
-pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// [`client_config`] that presents the certificate chain `cert_pem` with the key `key_pem`
+/// (TLS client authentication).
+pub fn client_config_with_identity(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Pem("client certificate".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| TlsError::Pem("client key".into()))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The CA certificates in `ca_pem`, as trust anchors.
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots
             .add(cert.map_err(|_| TlsError::Pem("CA certificate".into()))?)
             .map_err(TlsError::Config)?;
     }
+    Ok(roots)
+}
+
+/// A rustls client configuration trusting exactly the CA in `ca_pem`.
+pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = roots(ca_pem)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -21,6 +21,31 @@ use writ_server::form::{
 
 type Shared = Arc<AuthorizationServer>;
 
+/// The mTLS endpoint aliases (RFC 8705 section 5): the endpoints where a client authenticates,
+/// served on a listener whose TLS asks for client certificates. The sign-in pages are not
+/// (a browser there would offer its user's certificates).
+pub fn mtls_router(engine: Shared) -> Router {
+    let routes = Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/oauth2/introspect", post(introspect))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/oauth2/par", post(par))
+        .route("/oauth2/device_authorization", post(device_authorization))
+        .layer(axum::Extension(MtlsAlias));
+    form::facade(routes).with_state(engine)
+}
+
+/// Marks a request served at the mTLS aliases.
+#[derive(Debug, Clone, Copy)]
+struct MtlsAlias;
+
+/// The TLS client certificate a request's connection presented, if any.
+type Certificate = Option<axum::Extension<writ_server::ClientCertificate>>;
+
+fn certificate_of(c: Certificate) -> Option<Vec<u8>> {
+    c.map(|c| c.0.0.to_vec())
+}
+
 pub fn router(engine: Shared) -> Router {
     let routes = Router::new()
         .route("/oauth2/token", post(token))
@@ -37,15 +62,18 @@ pub fn router(engine: Shared) -> Router {
 }
 
 /// The form and its client's credentials, as the engine takes them.
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Form, ClientCredentials), FormError> {
+fn parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    certificate: Certificate,
+) -> Result<(Form, ClientCredentials), FormError> {
     let (form, c) = Form::parse_with_client(headers, body)?;
     let client = ClientCredentials {
         client_id: c.client_id,
         client_secret: c.client_secret,
         client_assertion_type: c.client_assertion_type,
         client_assertion: c.client_assertion,
-        // The HTTP facade asks for no client certificates (yet): RFC 8705 is served over gRPC.
-        client_certificate: None,
+        client_certificate: certificate_of(certificate),
     };
     Ok((form, client))
 }
@@ -85,10 +113,12 @@ fn format_param(v: &str) -> Result<FormatChoice, Error> {
 async fn token(
     State(engine): State<Shared>,
     peer: Option<axum::Extension<writ_server::Peer>>,
+    certificate: Certificate,
+    alias: Option<axum::Extension<MtlsAlias>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
-    let (form, client) = parse(&headers, &body)?;
+    let (form, client) = parse(&headers, &body, certificate)?;
     // RFC 9449 section 4.3: one proof, over this endpoint's URL. Several headers are joined
     // with commas, which no proof holds: the engine refuses (and records) them.
     let proofs: Vec<&str> = headers
@@ -99,13 +129,17 @@ async fn token(
     let dpop = (!proofs.is_empty()).then(|| writ_oauth::DpopRequest {
         proof: proofs.join(","),
         htm: "POST".to_owned(),
-        htu: engine.metadata_token_endpoint(),
+        // At the mTLS alias, its own URL (unknown, no proof can name it: refused).
+        htu: match alias {
+            Some(_) => engine.mtls_token_endpoint().unwrap_or_default(),
+            None => engine.metadata_token_endpoint(),
+        },
     });
     let req = writ_oauth::TokenRequest {
         dpop,
         dpop_jkt: String::new(),
         dpop_jti: String::new(),
-        client_certificate: None,
+        client_certificate: client.client_certificate,
         cert_x5t: String::new(),
         grant_type: form.one("grant_type")?,
         client_id: client.client_id,
@@ -157,8 +191,12 @@ async fn token(
     Ok((no_store(), axum::Json(body)).into_response())
 }
 
-fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, Refused> {
-    let (form, client) = parse(headers, body)?;
+fn operation(
+    headers: &HeaderMap,
+    body: &[u8],
+    certificate: Certificate,
+) -> Result<TokenOperation, Refused> {
+    let (form, client) = parse(headers, body, certificate)?;
     Ok(TokenOperation {
         client,
         token: form.one("token")?,
@@ -168,10 +206,13 @@ fn operation(headers: &HeaderMap, body: &[u8]) -> Result<TokenOperation, Refused
 
 async fn introspect(
     State(engine): State<Shared>,
+    certificate: Certificate,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
-    let i = engine.introspect(operation(&headers, &body)?).await?;
+    let i = engine
+        .introspect(operation(&headers, &body, certificate)?)
+        .await?;
     if !i.active {
         return Ok((no_store(), axum::Json(json!({ "active": false }))).into_response());
     }
@@ -214,10 +255,11 @@ async fn introspect(
 async fn device_authorization(
     State(engine): State<Shared>,
     peer: Option<axum::Extension<writ_server::Peer>>,
+    certificate: Certificate,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
-    let (form, client) = parse(&headers, &body)?;
+    let (form, client) = parse(&headers, &body, certificate)?;
     let d = engine
         .device_authorization(
             &client,
@@ -242,10 +284,11 @@ async fn device_authorization(
 async fn par(
     State(engine): State<Shared>,
     peer: Option<axum::Extension<writ_server::Peer>>,
+    certificate: Certificate,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
-    let (form, client) = parse(&headers, &body)?;
+    let (form, client) = parse(&headers, &body, certificate)?;
     let mut req = crate::web::authorization_request(&form)?;
     if req.client_id.is_empty() {
         req.client_id = writ_oauth::named_client(&client.client_id, &client.client_assertion);
@@ -259,10 +302,13 @@ async fn par(
 
 async fn revoke(
     State(engine): State<Shared>,
+    certificate: Certificate,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, Refused> {
-    engine.revoke(operation(&headers, &body)?).await?;
+    engine
+        .revoke(operation(&headers, &body, certificate)?)
+        .await?;
     Ok((StatusCode::OK, no_store()).into_response())
 }
 
@@ -305,6 +351,20 @@ async fn metadata(State(engine): State<Shared>) -> Response {
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
     });
+    let mut body = body;
+    // RFC 8705 sections 3.3 and 5: the aliases where certificates are taken, and that tokens
+    // are bound to them for clients registered so.
+    if !m.mtls_endpoint.is_empty() {
+        let alias = |path: &str| format!("{}{path}", m.mtls_endpoint);
+        body["mtls_endpoint_aliases"] = json!({
+            "token_endpoint": alias("/oauth2/token"),
+            "introspection_endpoint": alias("/oauth2/introspect"),
+            "revocation_endpoint": alias("/oauth2/revoke"),
+            "pushed_authorization_request_endpoint": alias("/oauth2/par"),
+            "device_authorization_endpoint": alias("/oauth2/device_authorization"),
+        });
+        body["tls_client_certificate_bound_access_tokens"] = json!(true);
+    }
     cached(body)
 }
 

@@ -101,6 +101,8 @@ pub struct Served {
     pub public: Running,
     pub admin: Running,
     pub gateway: Option<Running>,
+    /// The mTLS endpoint aliases (RFC 8705 section 5), when served.
+    pub mtls: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The gateway check's listeners: gRPC (Envoy's `ext_authz`) and HTTP (nginx's `auth_request`).
@@ -108,6 +110,14 @@ pub struct Served {
 pub struct GatewayListeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
+}
+
+/// Listeners besides the public and admin ports: the gateway check's, and the mTLS endpoint
+/// aliases' (served only with TLS).
+#[derive(Debug, Default)]
+pub struct ExtraListeners {
+    pub gateway: Option<GatewayListeners>,
+    pub mtls: Option<TcpListener>,
 }
 
 /// Serves the authorization server on the given listeners (gRPC, HTTP, admin, the gateway
@@ -118,11 +128,25 @@ pub async fn start(
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
-    gateway: Option<GatewayListeners>,
+    extra: ExtraListeners,
     tls: Option<&TlsMaterial>,
     options: Options,
     shutdown: ShutdownSignal,
 ) -> Result<Served, ServerError> {
+    let ExtraListeners { gateway, mtls } = extra;
+    let mtls = match (mtls, tls) {
+        (Some(listener), Some(material)) => Some(tokio::spawn(writ_server::serve_http(
+            listener,
+            http::mtls_router(engine.clone()),
+            Some(writ_tls::server_config_asking_client_certificates(
+                material,
+                &[b"h2", b"http/1.1"],
+            )?),
+            writ_server::ConnectionLimits::default(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let public = writ_server::serve(
         spec(engine.clone(), options, shutdown.clone()),
         grpc,
@@ -149,5 +173,6 @@ pub async fn start(
         public,
         admin,
         gateway,
+        mtls,
     })
 }

@@ -26,7 +26,7 @@ pub const AS_WRIT: &str = "WRIT_BENCH_AS_WRIT";
 /// Every wait gives up after this long.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(600);
 /// The authorization server's ports: any free ones (endpoints.json says which).
-pub(crate) const AUTHZ_PORTS: [&str; 10] = [
+pub(crate) const AUTHZ_PORTS: [&str; 12] = [
     "--authz-port",
     "0",
     "--authz-http-port",
@@ -36,6 +36,8 @@ pub(crate) const AUTHZ_PORTS: [&str; 10] = [
     "--gateway-port",
     "0",
     "--gateway-http-port",
+    "0",
+    "--authz-mtls-port",
     "0",
 ];
 /// AdminService.Revoke's most entries per call.

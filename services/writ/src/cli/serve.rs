@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Address the admin API listens on: loopback unless you mean to reach it from elsewhere.
     #[arg(long, env = "WRIT_ADMIN_LISTEN", default_value = "127.0.0.1")]
     pub admin_listen: IpAddr,
+    /// Authorization server mTLS endpoint aliases' port (RFC 8705: the HTTP endpoints that take
+    /// TLS client certificates; 0 picks a free one), served when TLS is on.
+    #[arg(long, env = "WRIT_AUTHZ_MTLS_PORT", default_value_t = 7405)]
+    pub authz_mtls_port: u16,
     /// Gateway check gRPC port (Envoy's ext_authz; 0 picks a free one), on --gateway-listen.
     #[arg(long, env = "WRIT_GATEWAY_PORT", default_value_t = 7403)]
     pub gateway_port: u16,
@@ -287,6 +291,7 @@ impl ServeArgs {
             authz: runs(ServiceName::Authz).then(|| AuthzSettings {
                 grpc: at(self.authz_port),
                 http: at(self.authz_http_port),
+                mtls: Some(at(self.authz_mtls_port)),
                 admin: SocketAddr::new(self.admin_listen, self.admin_port),
                 gateway: gateway.map(|ip| {
                     (

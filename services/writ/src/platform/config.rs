@@ -140,6 +140,8 @@ pub struct AuthzSettings {
     /// The gateway check's listeners, gRPC (Envoy) and HTTP (nginx), or none. Loopback by
     /// default: they trade reference tokens for JWTs, for gateways only.
     pub gateway: Option<(SocketAddr, SocketAddr)>,
+    /// The mTLS endpoint aliases' listener (RFC 8705 section 5), served when TLS is on.
+    pub mtls: Option<SocketAddr>,
     /// The engine's settings. An empty `issuer` is the HTTP facade's URL once bound.
     pub engine: writ_oauth::Config,
     /// The CA certificates (PEM file) trusted when fetching clients' `jwks_uri`; `None`: the
@@ -154,6 +156,7 @@ impl Default for AuthzSettings {
             http: LOOPBACK,
             admin: LOOPBACK,
             gateway: Some((LOOPBACK, LOOPBACK)),
+            mtls: Some(LOOPBACK),
             engine: writ_oauth::Config::new(""),
             client_jwks_ca: None,
         }

@@ -52,6 +52,8 @@ pub struct RunningAuthz {
     pub admin_addr: SocketAddr,
     /// The gateway check's addresses (gRPC for Envoy, HTTP for nginx), when it is served.
     pub gateway_addrs: Option<(SocketAddr, SocketAddr)>,
+    /// The mTLS endpoint aliases' address, when they are served (TLS on).
+    pub mtls_addr: Option<SocketAddr>,
     pub issuer: String,
     served: writ_authz::Served,
     /// The feed introspection follows, when the revocation service runs elsewhere.
@@ -369,10 +371,20 @@ impl Platform {
             )),
             None => None,
         };
+        let mtls = match (settings.mtls, &self.tls) {
+            (Some(addr), Some(_)) => Some(writ_server::bind(addr).await?),
+            _ => None,
+        };
+        let mtls_addr = mtls.as_ref().map(writ_server::local_addr).transpose()?;
         let mut engine_config = settings.engine.clone();
         engine_config.audit = self.config.audit.clone();
         if engine_config.issuer.is_empty() {
             engine_config.issuer = self.url(http_addr);
+        }
+        if let Some(addr) = mtls_addr
+            && engine_config.mtls_endpoint.is_empty()
+        {
+            engine_config.mtls_endpoint = self.url(addr);
         }
         let issuer = engine_config.issuer.clone();
         let dir = &self.config.data_dir;
@@ -425,7 +437,7 @@ impl Platform {
             grpc,
             http,
             admin,
-            gateway,
+            writ_authz::ExtraListeners { gateway, mtls },
             self.tls.as_ref(),
             writ_authz::Options { revocation },
             self.signal.clone(),
@@ -456,6 +468,7 @@ impl Platform {
             http_addr,
             admin_addr,
             gateway_addrs,
+            mtls_addr,
             issuer,
             served,
             watcher,
@@ -730,6 +743,9 @@ impl Platform {
                 e.insert("gateway_grpc".into(), self.url(grpc).into());
                 e.insert("gateway_http".into(), self.url(http).into());
             }
+            if let Some(mtls) = a.mtls_addr {
+                e.insert("authz_mtls".into(), self.url(mtls).into());
+            }
             e.insert("issuer".into(), a.issuer.clone().into());
         }
         if let Some(r) = &self.revocation {
@@ -782,6 +798,9 @@ impl Platform {
             a.served.admin.wait().await;
             if let Some(g) = a.served.gateway {
                 g.wait().await;
+            }
+            if let Some(m) = a.served.mtls {
+                let _ = m.await;
             }
             if let Some(w) = a.watcher {
                 w.stop();
