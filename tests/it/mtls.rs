@@ -528,3 +528,236 @@ async fn over_http_certificates_are_taken_at_the_mtls_aliases_only() {
         .await;
     assert_eq!(r.json()["error"], "invalid_dpop_proof");
 }
+
+/// A CA for client certificates: its certificate (DER) and what signs with it.
+struct ClientCa {
+    der: Vec<u8>,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+fn client_ca(name: &str) -> ClientCa {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = {
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, name);
+        dn
+    };
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let der = params.self_signed(&key).unwrap().der().to_vec();
+    ClientCa { der, params, key }
+}
+
+/// A client certificate from `ca` naming `uri` (its only subject alternative name), for
+/// client authentication (or, with `eku` false, for servers only), valid now unless
+/// `expired`.
+fn issued(ca: &ClientCa, uri: &str, eku: bool, expired: bool) -> ClientCert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+    // A certificate with no extended key usage is good for any (RFC 5280 section 4.2.1.12):
+    // one "not for client authentication" says so.
+    params.extended_key_usages = vec![if eku {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = params
+        .signed_by(&key, &rcgen::Issuer::from_params(&ca.params, &ca.key))
+        .unwrap();
+    ClientCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it() {
+    const ORDERS: &str = "spiffe://example.org/ns/shop/sa/orders";
+    let ca = client_ca("client CA");
+    let anchor = ca.der.clone();
+    let server = TestServer::start_with(Options {
+        config: Box::new(move |c| c.tls_client_cas = vec![anchor.clone()]),
+        ..Options::default()
+    })
+    .await;
+    let tls_ca = server.ca_pem.clone().unwrap();
+    let (id, secret) = server
+        .create_client(Client {
+            token_endpoint_auth_method: "tls_client_auth".into(),
+            tls_client_auth_san_uri: ORDERS.into(),
+            tls_client_certificate_bound_access_tokens: true,
+            ..service_spec("orders", SCOPE_RESERVE, &["inventory"])
+        })
+        .await;
+    assert!(secret.is_empty());
+    let good = issued(&ca, ORDERS, true, false);
+    let r = token_over(
+        channel(&server.grpc_url, &tls_ca, Some(&good)).await,
+        &id,
+        "",
+    )
+    .await
+    .unwrap();
+    let claims = writ_token::decode_unverified(&r.access_token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        writ_token::certificate_thumbprint(&good.der).as_str()
+    );
+    // Over HTTP, at the mTLS alias, the same.
+    let alias = server.mtls_url.clone().unwrap();
+    let http = writ_tests::http_client::HttpClient::with_identity(
+        &alias,
+        &tls_ca,
+        &good.cert_pem,
+        &good.key_pem,
+    );
+    http.post_form(
+        "/oauth2/token",
+        &[],
+        &format!("grant_type=client_credentials&client_id={id}"),
+    )
+    .await
+    .token_json();
+    // Every other certificate: invalid_client.
+    let other_ca = client_ca("another CA");
+    let cases = [
+        ("another CA", issued(&other_ca, ORDERS, true, false)),
+        ("self-signed", client_cert("orders")),
+        (
+            "another name",
+            issued(&ca, "spiffe://example.org/ns/shop/sa/billing", true, false),
+        ),
+        (
+            "a longer name",
+            issued(&ca, &format!("{ORDERS}-x"), true, false),
+        ),
+        (
+            "a trailing slash",
+            issued(&ca, &format!("{ORDERS}/"), true, false),
+        ),
+        (
+            "another case",
+            issued(&ca, &ORDERS.to_uppercase(), true, false),
+        ),
+        (
+            "not for client authentication",
+            issued(&ca, ORDERS, false, false),
+        ),
+        ("expired", issued(&ca, ORDERS, true, true)),
+    ];
+    // Four failures per client (a fifth would start throttling it): clients of the same name.
+    let mut ids = Vec::new();
+    for i in 0..cases.len().div_ceil(4) {
+        let (id, _) = server
+            .create_client(Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                tls_client_auth_san_uri: ORDERS.into(),
+                ..service_spec(&format!("orders-{i}"), SCOPE_RESERVE, &["inventory"])
+            })
+            .await;
+        ids.push(id);
+    }
+    for (i, (why, cert)) in cases.iter().enumerate() {
+        let r = token_over(
+            channel(&server.grpc_url, &tls_ca, Some(cert)).await,
+            &ids[i / 4],
+            "",
+        )
+        .await;
+        let status = r.expect_err(why);
+        assert_eq!(reason(&status), "invalid_client", "{why}: {status:?}");
+    }
+    // The metadata lists it once the CA is configured.
+    let meta = server
+        .http()
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "tls_client_auth"),
+        "{meta}"
+    );
+    // Registration: exactly one name, a parsable IP.
+    for (why, spec) in [
+        (
+            "no name",
+            Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                ..service_spec("a", SCOPE_RESERVE, &["inventory"])
+            },
+        ),
+        (
+            "two names",
+            Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                tls_client_auth_san_uri: ORDERS.into(),
+                tls_client_auth_san_dns: "orders.internal".into(),
+                ..service_spec("b", SCOPE_RESERVE, &["inventory"])
+            },
+        ),
+        (
+            "not an IP address",
+            Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                tls_client_auth_san_ip: "orders".into(),
+                ..service_spec("c", SCOPE_RESERVE, &["inventory"])
+            },
+        ),
+        (
+            "a wildcard",
+            Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                tls_client_auth_san_dns: "*.internal".into(),
+                ..service_spec("w", SCOPE_RESERVE, &["inventory"])
+            },
+        ),
+        (
+            "a name for a client with a secret",
+            Client {
+                tls_client_auth_san_uri: ORDERS.into(),
+                ..service_spec("d", SCOPE_RESERVE, &["inventory"])
+            },
+        ),
+    ] {
+        let status = server
+            .admin()
+            .await
+            .create_client(writ_proto::admin::CreateClientRequest { client: Some(spec) })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
+    }
+    // A server that trusts no CA for clients takes no such registration.
+    let plain = TestServer::start().await;
+    let status = plain
+        .admin()
+        .await
+        .create_client(writ_proto::admin::CreateClientRequest {
+            client: Some(Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                tls_client_auth_san_uri: ORDERS.into(),
+                ..service_spec("e", SCOPE_RESERVE, &["inventory"])
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}

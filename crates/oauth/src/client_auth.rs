@@ -12,7 +12,7 @@ use writ_token::{AssertionRules, CLIENT_ASSERTION_TYPE, KeySet, MAX_ASSERTION_LE
 
 use crate::error::{Error, Result};
 use crate::records::{
-    AUTH_PRIVATE_KEY_JWT, AUTH_SELF_SIGNED_TLS, ClientRecord, SpentAssertionRecord,
+    AUTH_PRIVATE_KEY_JWT, AUTH_SELF_SIGNED_TLS, AUTH_TLS, ClientRecord, SpentAssertionRecord,
 };
 use crate::secrets::SecretHasher;
 use crate::throttle::Subject;
@@ -304,6 +304,15 @@ impl AuthorizationServer {
                         .certificate
                         .is_some_and(|cert| certificate_registered(&c.jwks, cert))
             }
+            // RFC 8705 section 2.1: a certificate from a CA trusted for clients, naming the
+            // client as it registered.
+            Some(c) if c.is_confidential() && c.auth_method == AUTH_TLS => {
+                std::hint::black_box(self.verify_secret(None, presented.secret, now));
+                presented.secret.is_empty()
+                    && presented
+                        .certificate
+                        .is_some_and(|cert| self.certificate_names_client(c, cert, now))
+            }
             _ => self.verify_secret(record.as_ref(), presented.secret, now),
         };
         match record {
@@ -553,6 +562,149 @@ fn registered_certificates(jwks: &str) -> Option<Vec<Vec<u8>>> {
             base64::engine::general_purpose::STANDARD.decode(first).ok()
         })
         .collect()
+}
+
+/// Checks CAs an operator trusts for client certificates: each one must make a trust anchor.
+pub fn validate_client_cas(cas: &[Vec<u8>]) -> std::result::Result<(), String> {
+    for (i, ca) in cas.iter().enumerate() {
+        let der = rustls_pki_types::CertificateDer::from(ca.as_slice());
+        webpki::anchor_from_trusted_cert(&der)
+            .map_err(|e| format!("certificate {} is no trust anchor: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// The subject alternative names a `tls_client_auth` client registered (RFC 8705 section
+/// 2.1.2), non-empty ones only: valid registrations have exactly one.
+pub(crate) fn registered_names(c: &ClientRecord) -> Vec<RegisteredName<'_>> {
+    [
+        (NameKind::Dns, &c.tls_client_auth_san_dns),
+        (NameKind::Uri, &c.tls_client_auth_san_uri),
+        (NameKind::Ip, &c.tls_client_auth_san_ip),
+        (NameKind::Email, &c.tls_client_auth_san_email),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(kind, value)| RegisteredName { kind, value })
+    .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameKind {
+    Dns,
+    Uri,
+    Ip,
+    Email,
+}
+
+/// A subject alternative name a client registered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RegisteredName<'a> {
+    kind: NameKind,
+    value: &'a str,
+}
+
+/// A registered name must be one a certificate can carry: at most 512 bytes, printable, an IP
+/// address that parses.
+pub(crate) fn validate_registered_name(name: RegisteredName<'_>) -> Result<()> {
+    let printable = name.value.len() <= 512 && name.value.bytes().all(|b| b.is_ascii_graphic());
+    let parses = match name.kind {
+        NameKind::Ip => name.value.parse::<std::net::IpAddr>().is_ok(),
+        // A wildcard names no one client.
+        NameKind::Dns => !name.value.contains('*'),
+        NameKind::Uri | NameKind::Email => true,
+    };
+    if printable && parses {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(
+            "a tls_client_auth_san_* is printable ASCII, at most 512 bytes (an IP address for \
+             _san_ip, no wildcard in _san_dns)",
+        ))
+    }
+}
+
+impl AuthorizationServer {
+    /// Whether `certificate` (DER) chains to a CA trusted for clients, now, for client
+    /// authentication, and carries the subject alternative name `c` registered.
+    fn certificate_names_client(&self, c: &ClientRecord, certificate: &[u8], now: i64) -> bool {
+        use rustls_pki_types::{CertificateDer, UnixTime};
+        let names = registered_names(c);
+        let [name] = names.as_slice() else {
+            return false;
+        };
+        let cas: Vec<CertificateDer<'_>> = self
+            .config
+            .tls_client_cas
+            .iter()
+            .map(|ca| CertificateDer::from(ca.as_slice()))
+            .collect();
+        let anchors: Vec<_> = cas
+            .iter()
+            .filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok())
+            .collect();
+        let der = CertificateDer::from(certificate);
+        let Ok(end_entity) = webpki::EndEntityCert::try_from(&der) else {
+            return false;
+        };
+        let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(now).unwrap_or(0),
+        ));
+        let chained = end_entity.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &[],
+            time,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        );
+        if let Err(e) = chained {
+            tracing::debug!(client_id = %c.client_id, error = %e, "a client certificate did not chain to a client CA");
+            return false;
+        }
+        certificate_names(certificate, *name)
+    }
+}
+
+/// Whether the certificate's subject alternative names include `name` (exactly; a DNS name
+/// without regard to case, an IP address as an address).
+fn certificate_names(certificate: &[u8], name: RegisteredName<'_>) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(certificate) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let ip: Option<std::net::IpAddr> = name.value.parse().ok();
+    san.value
+        .general_names
+        .iter()
+        .any(|g| match (name.kind, g) {
+            (NameKind::Dns, GeneralName::DNSName(d)) => d.eq_ignore_ascii_case(name.value),
+            (NameKind::Uri, GeneralName::URI(u)) => *u == name.value,
+            // The local part exactly, the domain without regard to case (RFC 5280 section 7.5).
+            (NameKind::Email, GeneralName::RFC822Name(e)) => {
+                match (e.rsplit_once('@'), name.value.rsplit_once('@')) {
+                    (Some((local, domain)), Some((want_local, want_domain))) => {
+                        local == want_local && domain.eq_ignore_ascii_case(want_domain)
+                    }
+                    _ => false,
+                }
+            }
+            (NameKind::Ip, GeneralName::IPAddress(bytes)) => {
+                let presented = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*bytes)
+                        .ok()
+                        .map(std::net::IpAddr::from),
+                    _ => None,
+                };
+                presented.is_some() && presented == ip
+            }
+            _ => false,
+        })
 }
 
 /// The `x5t#S256` of each certificate `jwks` registers: what audit records show of them.

@@ -8,7 +8,7 @@ use writ_token::RevocationKind;
 
 use crate::error::{Error, Result};
 use crate::records::{
-    AUTH_CLIENT_SECRET, AUTH_PRIVATE_KEY_JWT, AUTH_SELF_SIGNED_TLS, CLIENT_CONFIDENTIAL,
+    AUTH_CLIENT_SECRET, AUTH_PRIVATE_KEY_JWT, AUTH_SELF_SIGNED_TLS, AUTH_TLS, CLIENT_CONFIDENTIAL,
     CLIENT_PUBLIC, ClientRecord, FORMAT_BISCUIT, FORMAT_JWT, FORMAT_JWT_AND_BISCUIT,
     FORMAT_REFERENCE,
 };
@@ -34,6 +34,10 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "jwks",
     "jwks_uri",
     "tls_client_certificate_bound_access_tokens",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -75,16 +79,25 @@ impl AuthorizationServer {
             }
             ("private_key_jwt", ClientType::Confidential) => AUTH_PRIVATE_KEY_JWT,
             ("self_signed_tls_client_auth", ClientType::Confidential) => AUTH_SELF_SIGNED_TLS,
+            ("tls_client_auth", ClientType::Confidential) => AUTH_TLS,
             ("" | "none", ClientType::Public) => AUTH_CLIENT_SECRET,
             _ => {
                 return Err(Error::InvalidRequest(
                     "token_endpoint_auth_method is client_secret_basic, client_secret_post, \
-                     private_key_jwt or self_signed_tls_client_auth for a confidential client, \
-                     none for a public one",
+                     private_key_jwt, self_signed_tls_client_auth or tls_client_auth for a \
+                     confidential client, none for a public one",
                 ));
             }
         };
         self.validate_client(&spec)?;
+        // Checked at creation only: a replica started without the CA can still disable or
+        // update an existing client.
+        if spec.auth_method == AUTH_TLS && self.config.tls_client_cas.is_empty() {
+            return Err(Error::InvalidRequest(
+                "tls_client_auth needs a CA trusted for client certificates: this server has \
+                 none (--tls-client-ca)",
+            ));
+        }
         let secret = spec.uses_secret().then(random_secret);
         spec.secret_hash = secret
             .as_ref()
@@ -392,6 +405,22 @@ impl AuthorizationServer {
                 ));
             }
         }
+        let names = crate::client_auth::registered_names(c);
+        match (c.auth_method, names.len()) {
+            (AUTH_TLS, 1) => crate::client_auth::validate_registered_name(names[0])?,
+            (AUTH_TLS, _) => {
+                return Err(Error::InvalidRequest(
+                    "a tls_client_auth client registers exactly one of tls_client_auth_san_dns, \
+                     _san_uri, _san_ip and _san_email",
+                ));
+            }
+            (_, 0) => {}
+            (_, _) => {
+                return Err(Error::InvalidRequest(
+                    "tls_client_auth_san_* are for clients that authenticate with tls_client_auth",
+                ));
+            }
+        }
         if c.tls_client_certificate_bound_access_tokens && !c.is_confidential() {
             return Err(Error::InvalidRequest(
                 "certificate-bound access tokens are for confidential clients (a public client \
@@ -453,6 +482,10 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
         "tls_client_certificate_bound_access_tokens" => {
             c.tls_client_certificate_bound_access_tokens.to_string()
         }
+        "tls_client_auth_san_dns" => format!("{:?}", c.tls_client_auth_san_dns),
+        "tls_client_auth_san_uri" => format!("{:?}", c.tls_client_auth_san_uri),
+        "tls_client_auth_san_ip" => format!("{:?}", c.tls_client_auth_san_ip),
+        "tls_client_auth_san_email" => format!("{:?}", c.tls_client_auth_san_email),
         _ => String::new(),
     }
 }
@@ -472,6 +505,7 @@ fn auth_method_name(c: &ClientRecord) -> &'static str {
         (false, _) => "none",
         (true, AUTH_PRIVATE_KEY_JWT) => "private_key_jwt",
         (true, AUTH_SELF_SIGNED_TLS) => "self_signed_tls_client_auth",
+        (true, AUTH_TLS) => "tls_client_auth",
         (true, _) => "client_secret_basic",
     }
 }
@@ -517,6 +551,18 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
             "tls_client_certificate_bound_access_tokens" => {
                 c.tls_client_certificate_bound_access_tokens =
                     client.tls_client_certificate_bound_access_tokens
+            }
+            "tls_client_auth_san_dns" => {
+                c.tls_client_auth_san_dns = client.tls_client_auth_san_dns.clone()
+            }
+            "tls_client_auth_san_uri" => {
+                c.tls_client_auth_san_uri = client.tls_client_auth_san_uri.clone()
+            }
+            "tls_client_auth_san_ip" => {
+                c.tls_client_auth_san_ip = client.tls_client_auth_san_ip.clone()
+            }
+            "tls_client_auth_san_email" => {
+                c.tls_client_auth_san_email = client.tls_client_auth_san_email.clone()
             }
             _ => {}
         }
@@ -570,6 +616,10 @@ fn client_of(c: &ClientRecord) -> Client {
         jwks: c.jwks.clone(),
         jwks_uri: c.jwks_uri.clone(),
         tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
+        tls_client_auth_san_dns: c.tls_client_auth_san_dns.clone(),
+        tls_client_auth_san_uri: c.tls_client_auth_san_uri.clone(),
+        tls_client_auth_san_ip: c.tls_client_auth_san_ip.clone(),
+        tls_client_auth_san_email: c.tls_client_auth_san_email.clone(),
     }
 }
 

@@ -49,7 +49,7 @@ use writ_token::{
 pub use admin_access::{AdminCaller, AdminPermission};
 pub use client_auth::{
     ClientKeyFetcher, MAX_ASSERTION_LIFETIME, MAX_CLIENT_JWKS_LEN, MAX_CLIENT_KEYS,
-    MAX_JWKS_URI_LEN, named_client,
+    MAX_JWKS_URI_LEN, named_client, validate_client_cas,
 };
 pub use device::{DeviceAuthorization, DevicePage};
 pub use dpop::DpopRequest;
@@ -135,6 +135,9 @@ pub struct Config {
     /// Every DPoP proof must carry a nonce this server issued (RFC 9449 section 8): proofs made
     /// in advance, or with a client's clock far off, are refused.
     pub dpop_nonce_required: bool,
+    /// The CAs (DER) whose certificates `tls_client_auth` clients present (RFC 8705 section
+    /// 2.1): each one a trust anchor, an issuing intermediate listed itself; empty: none.
+    pub tls_client_cas: Vec<Vec<u8>>,
     /// Where the HTTP endpoints that take TLS client certificates are served (RFC 8705 section
     /// 5, `mtls_endpoint_aliases`: `https://host:port`); empty: nowhere.
     pub mtls_endpoint: String,
@@ -163,6 +166,7 @@ impl Config {
             gateway_cache_entries: 10_000,
             dpop_nonce_required: false,
             mtls_endpoint: String::new(),
+            tls_client_cas: Vec::new(),
         }
     }
 }
@@ -622,6 +626,9 @@ impl AuthorizationServer {
             if !mtls.is_empty() {
                 let at = methods.len().min(3);
                 methods.insert(at, "self_signed_tls_client_auth".to_owned());
+                if !self.config.tls_client_cas.is_empty() {
+                    methods.insert(at, "tls_client_auth".to_owned());
+                }
             }
             methods
         };

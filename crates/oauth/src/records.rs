@@ -9,6 +9,8 @@ pub const AUTH_CLIENT_SECRET: i32 = 0;
 pub const AUTH_PRIVATE_KEY_JWT: i32 = 1;
 /// RFC 8705 section 2.2: the client's TLS certificate, registered in its `jwks` (`x5c`).
 pub const AUTH_SELF_SIGNED_TLS: i32 = 2;
+/// RFC 8705 section 2.1: a certificate from a CA trusted for clients, naming the client.
+pub const AUTH_TLS: i32 = 3;
 
 pub const FORMAT_JWT: i32 = 1;
 pub const FORMAT_BISCUIT: i32 = 2;
@@ -83,6 +85,15 @@ pub struct ClientRecord {
     /// RFC 8705 section 3.4: its access tokens are bound to its TLS client certificate.
     #[prost(bool, tag = "25")]
     pub tls_client_certificate_bound_access_tokens: bool,
+    /// RFC 8705 section 2.1.2: what a `tls_client_auth` client's certificate names.
+    #[prost(string, tag = "26")]
+    pub tls_client_auth_san_dns: String,
+    #[prost(string, tag = "27")]
+    pub tls_client_auth_san_uri: String,
+    #[prost(string, tag = "28")]
+    pub tls_client_auth_san_ip: String,
+    #[prost(string, tag = "29")]
+    pub tls_client_auth_san_email: String,
 }
 
 impl Record for ClientRecord {

@@ -323,6 +323,12 @@ pub struct Client {
     pub jwks_uri: String,
     /// RFC 8705 section 3.4: access tokens bound to the client's TLS certificate.
     pub tls_client_certificate_bound_access_tokens: bool,
+    /// RFC 8705 section 2.1.2: the subject alternative name a `tls_client_auth` client's
+    /// certificate carries (exactly one of these).
+    pub tls_client_auth_san_dns: String,
+    pub tls_client_auth_san_uri: String,
+    pub tls_client_auth_san_ip: String,
+    pub tls_client_auth_san_email: String,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

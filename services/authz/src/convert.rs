@@ -143,6 +143,10 @@ pub fn client(c: Client) -> admin::Client {
         jwks: c.jwks,
         jwks_uri: c.jwks_uri,
         tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
+        tls_client_auth_san_dns: c.tls_client_auth_san_dns,
+        tls_client_auth_san_uri: c.tls_client_auth_san_uri,
+        tls_client_auth_san_ip: c.tls_client_auth_san_ip,
+        tls_client_auth_san_email: c.tls_client_auth_san_email,
     }
 }
 
@@ -200,6 +204,10 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         jwks: c.jwks,
         jwks_uri: c.jwks_uri,
         tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
+        tls_client_auth_san_dns: c.tls_client_auth_san_dns,
+        tls_client_auth_san_uri: c.tls_client_auth_san_uri,
+        tls_client_auth_san_ip: c.tls_client_auth_san_ip,
+        tls_client_auth_san_email: c.tls_client_auth_san_email,
     })
 }
 

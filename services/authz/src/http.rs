@@ -25,14 +25,18 @@ type Shared = Arc<AuthorizationServer>;
 /// served on a listener whose TLS asks for client certificates. The sign-in pages are not
 /// (a browser there would offer its user's certificates).
 pub fn mtls_router(engine: Shared) -> Router {
-    let routes = Router::new()
+    let routes = client_endpoints().layer(axum::Extension(MtlsAlias));
+    form::facade(routes).with_state(engine)
+}
+
+/// The endpoints where a client authenticates.
+fn client_endpoints() -> Router<Shared> {
+    Router::new()
         .route("/oauth2/token", post(token))
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
         .route("/oauth2/par", post(par))
         .route("/oauth2/device_authorization", post(device_authorization))
-        .layer(axum::Extension(MtlsAlias));
-    form::facade(routes).with_state(engine)
 }
 
 /// Marks a request served at the mTLS aliases.
@@ -47,12 +51,7 @@ fn certificate_of(c: Certificate) -> Option<Vec<u8>> {
 }
 
 pub fn router(engine: Shared) -> Router {
-    let routes = Router::new()
-        .route("/oauth2/token", post(token))
-        .route("/oauth2/introspect", post(introspect))
-        .route("/oauth2/revoke", post(revoke))
-        .route("/oauth2/par", post(par))
-        .route("/oauth2/device_authorization", post(device_authorization))
+    let routes = client_endpoints()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))

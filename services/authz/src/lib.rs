@@ -134,19 +134,6 @@ pub async fn start(
     shutdown: ShutdownSignal,
 ) -> Result<Served, ServerError> {
     let ExtraListeners { gateway, mtls } = extra;
-    let mtls = match (mtls, tls) {
-        (Some(listener), Some(material)) => Some(tokio::spawn(writ_server::serve_http(
-            listener,
-            http::mtls_router(engine.clone()),
-            Some(writ_tls::server_config_asking_client_certificates(
-                material,
-                &[b"h2", b"http/1.1"],
-            )?),
-            writ_server::ConnectionLimits::default(),
-            shutdown.clone(),
-        ))),
-        _ => None,
-    };
     let public = writ_server::serve(
         spec(engine.clone(), options, shutdown.clone()),
         grpc,
@@ -155,6 +142,20 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
+    let mtls = match (mtls, tls) {
+        (Some(listener), Some(material)) => Some(tokio::spawn(writ_server::serve_http(
+            listener,
+            http::mtls_router(engine.clone()),
+            Some(writ_tls::server_config_asking_client_certificates(
+                material,
+                &[b"h2", b"http/1.1"],
+            )?),
+            // The public port's bounds (its own count of connections).
+            writ_server::ConnectionLimits::default(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let gateway = match gateway {
         Some(l) => Some(
             writ_server::serve(

@@ -285,6 +285,14 @@ pub struct ClientCreate {
     /// `cnf.x5t#S256`): guards take them only over a connection presenting it.
     #[arg(long, conflicts_with = "public")]
     pub certificate_bound: bool,
+    /// Authenticate with a certificate from a CA the server trusts for clients
+    /// (--tls-client-ca) whose subject alternative names include this URI (RFC 8705
+    /// tls_client_auth; a SPIFFE ID, say) instead of a secret.
+    #[arg(long, conflicts_with_all = ["public", "jwks_file", "jwks_uri", "tls_client_certificates", "tls_client_auth_san_dns"])]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// The same, with this DNS name.
+    #[arg(long, conflicts_with_all = ["public", "jwks_file", "jwks_uri", "tls_client_certificates"])]
+    pub tls_client_auth_san_dns: Option<String>,
 }
 
 /// Algorithms of a client's private_key_jwt key.
@@ -511,6 +519,10 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                         "private_key_jwt".into()
                     } else if !c.tls_client_certificates.is_empty() {
                         "self_signed_tls_client_auth".into()
+                    } else if c.tls_client_auth_san_uri.is_some()
+                        || c.tls_client_auth_san_dns.is_some()
+                    {
+                        "tls_client_auth".into()
                     } else {
                         String::new()
                     },
@@ -523,6 +535,10 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     },
                     jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
                     tls_client_certificate_bound_access_tokens: c.certificate_bound,
+                    tls_client_auth_san_uri: c.tls_client_auth_san_uri.clone().unwrap_or_default(),
+                    tls_client_auth_san_dns: c.tls_client_auth_san_dns.clone().unwrap_or_default(),
+                    tls_client_auth_san_ip: String::new(),
+                    tls_client_auth_san_email: String::new(),
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })

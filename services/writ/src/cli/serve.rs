@@ -38,6 +38,14 @@ pub struct ServeArgs {
     /// TLS client certificates; 0 picks a free one), served when TLS is on.
     #[arg(long, env = "WRIT_AUTHZ_MTLS_PORT", default_value_t = 7405)]
     pub authz_mtls_port: u16,
+    /// Serve no mTLS endpoint aliases (RFC 8705 over HTTP; over gRPC, certificates are taken
+    /// all the same).
+    #[arg(long, env = "WRIT_NO_AUTHZ_MTLS")]
+    pub no_authz_mtls: bool,
+    /// The mTLS aliases' URL in the metadata (default: the listener's), when clients reach
+    /// them by another name (a load balancer's).
+    #[arg(long, env = "WRIT_AUTHZ_MTLS_URL")]
+    pub authz_mtls_url: Option<String>,
     /// Gateway check gRPC port (Envoy's ext_authz; 0 picks a free one), on --gateway-listen.
     #[arg(long, env = "WRIT_GATEWAY_PORT", default_value_t = 7403)]
     pub gateway_port: u16,
@@ -108,6 +116,11 @@ pub struct ServeArgs {
     /// registered with a jwks_uri (private_key_jwt); default: the system's CA bundle.
     #[arg(long, env = "WRIT_CLIENT_JWKS_CA")]
     pub client_jwks_ca: Option<PathBuf>,
+    /// The CAs (a PEM file) whose certificates `tls_client_auth` clients present (RFC 8705):
+    /// each a trust anchor (list the CA that issues client certificates, an intermediate
+    /// itself); without it, no client may register for tls_client_auth.
+    #[arg(long, env = "WRIT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// `serve revocation` and `up`: a client allowed to publish revocations besides the
     /// authorization server, as CLIENT_ID=ISSUER: it may revoke tokens of that issuer only
     /// (CLIENT_ID= for the authorization server's own tokens; repeatable).
@@ -223,6 +236,22 @@ impl ServeArgs {
         engine.refresh_rotation_grace = self.refresh_rotation_grace;
         engine.gateway_cache_entries = usize::try_from(self.gateway_cache_entries)?;
         engine.dpop_nonce_required = self.dpop_require_nonce;
+        if let Some(path) = &self.tls_client_ca {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --tls-client-ca {}", path.display()))?;
+            engine.tls_client_cas = writ_tls::certificates_der(&pem)
+                .map_err(|e| anyhow::anyhow!("--tls-client-ca {}: {e}", path.display()))?;
+            anyhow::ensure!(
+                !engine.tls_client_cas.is_empty(),
+                "--tls-client-ca {} holds no certificate",
+                path.display()
+            );
+            writ_oauth::validate_client_cas(&engine.tls_client_cas)
+                .map_err(|e| anyhow::anyhow!("--tls-client-ca {}: {e}", path.display()))?;
+        }
+        if let Some(url) = &self.authz_mtls_url {
+            engine.mtls_endpoint = url.trim_end_matches('/').to_owned();
+        }
         let gateway: Option<IpAddr> = match self.gateway_listen.as_str() {
             "off" => None,
             ip => Some(
@@ -291,7 +320,7 @@ impl ServeArgs {
             authz: runs(ServiceName::Authz).then(|| AuthzSettings {
                 grpc: at(self.authz_port),
                 http: at(self.authz_http_port),
-                mtls: Some(at(self.authz_mtls_port)),
+                mtls: (!self.no_authz_mtls).then(|| at(self.authz_mtls_port)),
                 admin: SocketAddr::new(self.admin_listen, self.admin_port),
                 gateway: gateway.map(|ip| {
                     (
