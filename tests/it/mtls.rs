@@ -553,6 +553,28 @@ fn client_ca(name: &str) -> ClientCa {
     ClientCa { der, params, key }
 }
 
+/// A client certificate from `ca` whose subject is `O=<org>,CN=<cn>` in certificate order (RFC
+/// 4514: `CN=<cn>,O=<org>`), with no subject alternative name.
+fn issued_to(ca: &ClientCa, org: &str, cn: &str) -> ClientCert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = {
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, org);
+        dn.push(rcgen::DnType::CommonName, cn);
+        dn
+    };
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params
+        .signed_by(&key, &rcgen::Issuer::from_params(&ca.params, &ca.key))
+        .unwrap();
+    ClientCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
 /// A client certificate from `ca` naming `uri` (its only subject alternative name), for
 /// client authentication (or, with `eku` false, for servers only), valid now unless
 /// `expired`.
@@ -755,6 +777,63 @@ async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it()
                 token_endpoint_auth_method: "tls_client_auth".into(),
                 tls_client_auth_san_uri: ORDERS.into(),
                 ..service_spec("e", SCOPE_RESERVE, &["inventory"])
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_client_may_be_known_by_its_certificates_subject() {
+    let ca = client_ca("client CA");
+    let anchor = ca.der.clone();
+    let server = TestServer::start_with(Options {
+        config: Box::new(move |c| c.tls_client_cas = vec![anchor.clone()]),
+        ..Options::default()
+    })
+    .await;
+    let tls_ca = server.ca_pem.clone().unwrap();
+    let (id, _) = server
+        .create_client(Client {
+            token_endpoint_auth_method: "tls_client_auth".into(),
+            tls_client_auth_subject_dn: "CN=orders,O=Shop".into(),
+            ..service_spec("orders", SCOPE_RESERVE, &["inventory"])
+        })
+        .await;
+    let good = issued_to(&ca, "Shop", "orders");
+    token_over(
+        channel(&server.grpc_url, &tls_ca, Some(&good)).await,
+        &id,
+        "",
+    )
+    .await
+    .unwrap();
+    for (why, cert) in [
+        ("another organization", issued_to(&ca, "Other", "orders")),
+        ("another name", issued_to(&ca, "Shop", "billing")),
+        ("another case", issued_to(&ca, "Shop", "Orders")),
+        (
+            "another CA",
+            issued_to(&client_ca("another CA"), "Shop", "orders"),
+        ),
+    ] {
+        let r = token_over(
+            channel(&server.grpc_url, &tls_ca, Some(&cert)).await,
+            &id,
+            "",
+        )
+        .await;
+        assert_eq!(reason(&r.expect_err(why)), "invalid_client", "{why}");
+    }
+    let status = server
+        .admin()
+        .await
+        .create_client(writ_proto::admin::CreateClientRequest {
+            client: Some(Client {
+                token_endpoint_auth_method: "tls_client_auth".into(),
+                tls_client_auth_subject_dn: "not a distinguished name".into(),
+                ..service_spec("x", SCOPE_RESERVE, &["inventory"])
             }),
         })
         .await

@@ -582,6 +582,7 @@ pub(crate) fn registered_names(c: &ClientRecord) -> Vec<RegisteredName<'_>> {
         (NameKind::Uri, &c.tls_client_auth_san_uri),
         (NameKind::Ip, &c.tls_client_auth_san_ip),
         (NameKind::Email, &c.tls_client_auth_san_email),
+        (NameKind::SubjectDn, &c.tls_client_auth_subject_dn),
     ]
     .into_iter()
     .filter(|(_, v)| !v.is_empty())
@@ -595,6 +596,7 @@ pub(crate) enum NameKind {
     Uri,
     Ip,
     Email,
+    SubjectDn,
 }
 
 /// A subject alternative name a client registered.
@@ -607,19 +609,25 @@ pub(crate) struct RegisteredName<'a> {
 /// A registered name must be one a certificate can carry: at most 512 bytes, printable, an IP
 /// address that parses.
 pub(crate) fn validate_registered_name(name: RegisteredName<'_>) -> Result<()> {
-    let printable = name.value.len() <= 512 && name.value.bytes().all(|b| b.is_ascii_graphic());
+    let printable = name.value.len() <= 512
+        && name
+            .value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || (b == b' ' && name.kind == NameKind::SubjectDn));
     let parses = match name.kind {
         NameKind::Ip => name.value.parse::<std::net::IpAddr>().is_ok(),
         // A wildcard names no one client.
         NameKind::Dns => !name.value.contains('*'),
+        NameKind::SubjectDn => subject_dn(name.value).is_some(),
         NameKind::Uri | NameKind::Email => true,
     };
     if printable && parses {
         Ok(())
     } else {
         Err(Error::InvalidRequest(
-            "a tls_client_auth_san_* is printable ASCII, at most 512 bytes (an IP address for \
-             _san_ip, no wildcard in _san_dns)",
+            "a tls_client_auth_san_* or _subject_dn is printable ASCII (spaces too in a DN), at \
+             most 512 bytes (an IP address for _san_ip, no wildcard in _san_dns, an RFC 4514 \
+             string for _subject_dn)",
         ))
     }
 }
@@ -667,10 +675,25 @@ impl AuthorizationServer {
     }
 }
 
+/// An RFC 4514 string in x509-cert's rendering (attribute names upper case, values escaped
+/// one way), or `None` if it is no distinguished name.
+fn subject_dn(s: &str) -> Option<String> {
+    let dn: x509_cert::name::RdnSequence = s.parse().ok()?;
+    (!dn.0.is_empty()).then(|| dn.to_string())
+}
+
 /// Whether the certificate's subject alternative names include `name` (exactly; a DNS name
-/// without regard to case, an IP address as an address).
+/// without regard to case, an IP address as an address), or its subject is `name`'s.
 fn certificate_names(certificate: &[u8], name: RegisteredName<'_>) -> bool {
     use x509_parser::extensions::GeneralName;
+    if name.kind == NameKind::SubjectDn {
+        use x509_cert::der::Decode as _;
+        let Ok(cert) = x509_cert::Certificate::from_der(certificate) else {
+            return false;
+        };
+        let presented = cert.tbs_certificate.subject.to_string();
+        return !presented.is_empty() && Some(presented) == subject_dn(name.value);
+    }
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(certificate) else {
         return false;
     };

@@ -38,6 +38,7 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "tls_client_auth_san_uri",
     "tls_client_auth_san_ip",
     "tls_client_auth_san_email",
+    "tls_client_auth_subject_dn",
 ];
 
 const MAX_PAGE: usize = 1000;
@@ -486,6 +487,7 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
         "tls_client_auth_san_uri" => format!("{:?}", c.tls_client_auth_san_uri),
         "tls_client_auth_san_ip" => format!("{:?}", c.tls_client_auth_san_ip),
         "tls_client_auth_san_email" => format!("{:?}", c.tls_client_auth_san_email),
+        "tls_client_auth_subject_dn" => format!("{:?}", c.tls_client_auth_subject_dn),
         _ => String::new(),
     }
 }
@@ -564,6 +566,9 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
             "tls_client_auth_san_email" => {
                 c.tls_client_auth_san_email = client.tls_client_auth_san_email.clone()
             }
+            "tls_client_auth_subject_dn" => {
+                c.tls_client_auth_subject_dn = client.tls_client_auth_subject_dn.clone()
+            }
             _ => {}
         }
     }
@@ -620,6 +625,7 @@ fn client_of(c: &ClientRecord) -> Client {
         tls_client_auth_san_uri: c.tls_client_auth_san_uri.clone(),
         tls_client_auth_san_ip: c.tls_client_auth_san_ip.clone(),
         tls_client_auth_san_email: c.tls_client_auth_san_email.clone(),
+        tls_client_auth_subject_dn: c.tls_client_auth_subject_dn.clone(),
     }
 }
 

@@ -94,6 +94,8 @@ pub struct ClientRecord {
     pub tls_client_auth_san_ip: String,
     #[prost(string, tag = "29")]
     pub tls_client_auth_san_email: String,
+    #[prost(string, tag = "30")]
+    pub tls_client_auth_subject_dn: String,
 }
 
 impl Record for ClientRecord {

@@ -329,6 +329,8 @@ pub struct Client {
     pub tls_client_auth_san_uri: String,
     pub tls_client_auth_san_ip: String,
     pub tls_client_auth_san_email: String,
+    /// Or the certificate's subject (RFC 4514).
+    pub tls_client_auth_subject_dn: String,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

@@ -147,6 +147,7 @@ pub fn client(c: Client) -> admin::Client {
         tls_client_auth_san_uri: c.tls_client_auth_san_uri,
         tls_client_auth_san_ip: c.tls_client_auth_san_ip,
         tls_client_auth_san_email: c.tls_client_auth_san_email,
+        tls_client_auth_subject_dn: c.tls_client_auth_subject_dn,
     }
 }
 
@@ -208,6 +209,7 @@ pub fn client_spec(c: admin::Client) -> Result<Client, Status> {
         tls_client_auth_san_uri: c.tls_client_auth_san_uri,
         tls_client_auth_san_ip: c.tls_client_auth_san_ip,
         tls_client_auth_san_email: c.tls_client_auth_san_email,
+        tls_client_auth_subject_dn: c.tls_client_auth_subject_dn,
     })
 }
 

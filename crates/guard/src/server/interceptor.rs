@@ -1,7 +1,7 @@
 //! The tonic interceptor: one rule for every method of the service it wraps, decided
 //! synchronously (an interceptor cannot wait).
 
-use super::{Guard, Presented, Proof};
+use super::{Guard, Presented};
 use crate::policy::Rule;
 
 /// Tonic interceptor: see [`Guard::interceptor`].
@@ -19,15 +19,7 @@ impl tonic::service::Interceptor for GuardInterceptor {
         // The interceptor does not see the call's URL, so it cannot check a DPoP proof: a
         // bound token is refused here (the layer takes it).
         let cert = super::client_certificate(request.extensions());
-        let headers = request.metadata().as_ref();
-        let presented = Presented {
-            client_cert: cert.as_deref(),
-            authorization: headers
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-            proof: Proof::of(headers),
-            htu: None,
-        };
+        let presented = Presented::of(request.metadata().as_ref(), None, cert.as_deref());
         let started = super::sampled_start();
         let decision = self.guard.decide_without_waiting(&self.rule, &presented);
         self.guard

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::{Guard, Presented, Proof};
+use super::{Guard, Presented};
 
 /// Tower layer: see [`Guard::layer`].
 #[derive(Debug, Clone)]
@@ -58,15 +58,7 @@ where
         Box::pin(async move {
             let htu = writ_token::grpc_htu(request.uri());
             let cert = super::client_certificate(request.extensions());
-            let headers = request.headers();
-            let presented = Presented {
-                client_cert: cert.as_deref(),
-                authorization: headers
-                    .get(http::header::AUTHORIZATION)
-                    .map(|v| v.as_bytes()),
-                proof: Proof::of(headers),
-                htu: htu.as_deref(),
-            };
+            let presented = Presented::of(request.headers(), htu.as_deref(), cert.as_deref());
             let decision = guard.check_call(request.uri().path(), &presented).await;
             match decision {
                 Ok(Some(v)) => {

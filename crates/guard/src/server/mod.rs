@@ -113,6 +113,25 @@ pub fn client_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
     certs.first().map(|c| c.as_ref().to_vec())
 }
 
+impl<'a> Presented<'a> {
+    /// What a call's `headers` present, made to `htu` (if known) over a connection that
+    /// presented `client_cert` (if any).
+    pub fn of(
+        headers: &'a http::HeaderMap,
+        htu: Option<&'a str>,
+        client_cert: Option<&'a [u8]>,
+    ) -> Presented<'a> {
+        Presented {
+            authorization: headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            proof: Proof::of(headers),
+            htu,
+            client_cert,
+        }
+    }
+}
+
 /// A call's `dpop` headers.
 #[derive(Debug, Clone, Copy, Default)]
 pub enum Proof<'a> {

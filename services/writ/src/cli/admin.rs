@@ -293,6 +293,9 @@ pub struct ClientCreate {
     /// The same, with this DNS name.
     #[arg(long, conflicts_with_all = ["public", "jwks_file", "jwks_uri", "tls_client_certificates"])]
     pub tls_client_auth_san_dns: Option<String>,
+    /// The same, by the certificate's subject (an RFC 4514 string: "CN=orders,O=Shop").
+    #[arg(long, conflicts_with_all = ["public", "jwks_file", "jwks_uri", "tls_client_certificates", "tls_client_auth_san_uri", "tls_client_auth_san_dns"])]
+    pub tls_client_auth_subject_dn: Option<String>,
 }
 
 /// Algorithms of a client's private_key_jwt key.
@@ -521,6 +524,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                         "self_signed_tls_client_auth".into()
                     } else if c.tls_client_auth_san_uri.is_some()
                         || c.tls_client_auth_san_dns.is_some()
+                        || c.tls_client_auth_subject_dn.is_some()
                     {
                         "tls_client_auth".into()
                     } else {
@@ -539,6 +543,10 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     tls_client_auth_san_dns: c.tls_client_auth_san_dns.clone().unwrap_or_default(),
                     tls_client_auth_san_ip: String::new(),
                     tls_client_auth_san_email: String::new(),
+                    tls_client_auth_subject_dn: c
+                        .tls_client_auth_subject_dn
+                        .clone()
+                        .unwrap_or_default(),
                 };
                 let r = admin
                     .create_client(pb_admin::CreateClientRequest { client: Some(spec) })
