@@ -321,13 +321,7 @@ async fn a_certificate_clients_registration_is_checked() {
         ),
     ];
     for (why, spec) in cases {
-        let status = server
-            .admin()
-            .await
-            .create_client(writ_proto::admin::CreateClientRequest { client: Some(spec) })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
+        refused_registration(&server, spec, why).await;
     }
 }
 
@@ -603,9 +597,9 @@ fn issued(ca: &ClientCa, uri: &str, eku: bool, expired: bool) -> ClientCert {
     }
 }
 
-#[tokio::test]
-async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it() {
-    const ORDERS: &str = "spiffe://example.org/ns/shop/sa/orders";
+/// A CA for client certificates, a server trusting it for `tls_client_auth`, and the
+/// server's own CA (PEM).
+async fn trusting_a_client_ca() -> (ClientCa, TestServer, String) {
     let ca = client_ca("client CA");
     let anchor = ca.der.clone();
     let server = TestServer::start_with(Options {
@@ -614,6 +608,24 @@ async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it()
     })
     .await;
     let tls_ca = server.ca_pem.clone().unwrap();
+    (ca, server, tls_ca)
+}
+
+/// Registering `spec` is refused as INVALID_ARGUMENT (`why` says what is wrong with it).
+async fn refused_registration(server: &TestServer, spec: Client, why: &str) {
+    let status = server
+        .admin()
+        .await
+        .create_client(writ_proto::admin::CreateClientRequest { client: Some(spec) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
+}
+
+#[tokio::test]
+async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it() {
+    const ORDERS: &str = "spiffe://example.org/ns/shop/sa/orders";
+    let (ca, server, tls_ca) = trusting_a_client_ca().await;
     let (id, secret) = server
         .create_client(Client {
             token_endpoint_auth_method: "tls_client_auth".into(),
@@ -759,41 +771,25 @@ async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it()
             },
         ),
     ] {
-        let status = server
-            .admin()
-            .await
-            .create_client(writ_proto::admin::CreateClientRequest { client: Some(spec) })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
+        refused_registration(&server, spec, why).await;
     }
     // A server that trusts no CA for clients takes no such registration.
     let plain = TestServer::start().await;
-    let status = plain
-        .admin()
-        .await
-        .create_client(writ_proto::admin::CreateClientRequest {
-            client: Some(Client {
-                token_endpoint_auth_method: "tls_client_auth".into(),
-                tls_client_auth_san_uri: ORDERS.into(),
-                ..service_spec("e", SCOPE_RESERVE, &["inventory"])
-            }),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    refused_registration(
+        &plain,
+        Client {
+            token_endpoint_auth_method: "tls_client_auth".into(),
+            tls_client_auth_san_uri: ORDERS.into(),
+            ..service_spec("e", SCOPE_RESERVE, &["inventory"])
+        },
+        "no CA trusted for clients",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_client_may_be_known_by_its_certificates_subject() {
-    let ca = client_ca("client CA");
-    let anchor = ca.der.clone();
-    let server = TestServer::start_with(Options {
-        config: Box::new(move |c| c.tls_client_cas = vec![anchor.clone()]),
-        ..Options::default()
-    })
-    .await;
-    let tls_ca = server.ca_pem.clone().unwrap();
+    let (ca, server, tls_ca) = trusting_a_client_ca().await;
     let (id, _) = server
         .create_client(Client {
             token_endpoint_auth_method: "tls_client_auth".into(),
@@ -826,17 +822,14 @@ async fn a_client_may_be_known_by_its_certificates_subject() {
         .await;
         assert_eq!(reason(&r.expect_err(why)), "invalid_client", "{why}");
     }
-    let status = server
-        .admin()
-        .await
-        .create_client(writ_proto::admin::CreateClientRequest {
-            client: Some(Client {
-                token_endpoint_auth_method: "tls_client_auth".into(),
-                tls_client_auth_subject_dn: "not a distinguished name".into(),
-                ..service_spec("x", SCOPE_RESERVE, &["inventory"])
-            }),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    refused_registration(
+        &server,
+        Client {
+            token_endpoint_auth_method: "tls_client_auth".into(),
+            tls_client_auth_subject_dn: "not a distinguished name".into(),
+            ..service_spec("x", SCOPE_RESERVE, &["inventory"])
+        },
+        "not a distinguished name",
+    )
+    .await;
 }
