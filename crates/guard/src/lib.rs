@@ -42,7 +42,7 @@ pub use policy::{MethodPolicy, Rule};
 pub use principal::Principal;
 pub use server::{
     DPOP_PROOFS_REMEMBERED, GUARD_DPOP_MAX_AGE, Guard, GuardConfig, GuardInterceptor, GuardLayer,
-    GuardService, Presented, Proof, Revocations, client_certificate,
+    GuardService, Presented, Proof, Revocations, client_certificates,
 };
 pub use writ_client::{self, BearerToken, ClientCredentials, Exchanger, TokenSource};
 pub use writ_token::TrustedIssuer;

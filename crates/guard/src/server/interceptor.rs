@@ -18,8 +18,8 @@ impl tonic::service::Interceptor for GuardInterceptor {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         // The interceptor does not see the call's URL, so it cannot check a DPoP proof: a
         // bound token is refused here (the layer takes it).
-        let cert = super::client_certificate(request.extensions());
-        let presented = Presented::of(request.metadata().as_ref(), None, cert.as_deref());
+        let certs = super::client_certificates(request.extensions());
+        let presented = Presented::of(request.metadata().as_ref(), None, super::leaf(&certs));
         let started = super::sampled_start();
         let decision = self.guard.decide_without_waiting(&self.rule, &presented);
         self.guard

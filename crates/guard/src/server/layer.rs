@@ -56,9 +56,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         Box::pin(async move {
-            let htu = writ_token::grpc_htu(request.uri());
-            let cert = super::client_certificate(request.extensions());
-            let presented = Presented::of(request.headers(), htu.as_deref(), cert.as_deref());
+            // Built only for a call with a proof (a bearer call pays for neither).
+            let htu = request
+                .headers()
+                .contains_key("dpop")
+                .then(|| writ_token::grpc_htu(request.uri()))
+                .flatten();
+            let certs = super::client_certificates(request.extensions());
+            let presented = Presented::of(request.headers(), htu.as_deref(), super::leaf(&certs));
             let decision = guard.check_call(request.uri().path(), &presented).await;
             match decision {
                 Ok(Some(v)) => {

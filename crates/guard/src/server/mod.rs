@@ -103,14 +103,23 @@ pub struct Presented<'a> {
     pub client_cert: Option<&'a [u8]>,
 }
 
-/// The leaf TLS client certificate of the connection a request came on, as tonic's TLS (or
-/// any server handing tonic `tokio_rustls` streams of TCP connections) records it.
-pub fn client_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
+/// The TLS client certificates (the leaf first) of the connection a request came on, as
+/// tonic's TLS (or any server handing tonic `tokio_rustls` streams of TCP connections) records
+/// them: shared, not copied, on every call.
+pub fn client_certificates(
+    extensions: &http::Extensions,
+) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let certs = extensions
+    extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()?
-        .peer_certs()?;
-    certs.first().map(|c| c.as_ref().to_vec())
+        .peer_certs()
+}
+
+/// The leaf of [`client_certificates`], as bytes.
+fn leaf<'a>(
+    certs: &'a Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
+) -> Option<&'a [u8]> {
+    certs.as_deref()?.first().map(|c| c.as_ref())
 }
 
 impl<'a> Presented<'a> {
@@ -564,15 +573,15 @@ impl Guard {
             }
             (Some(jkt), Scheme::Dpop) => jkt.as_str(),
         };
-        let htu = sender.htu.ok_or(GuardError::InvalidDpopProof(
-            "DPoP proofs are checked by the guard's layer only (an interceptor does not see the call's URL)",
-        ))?;
         let proof = match sender.proof {
             Proof::None => return Err(GuardError::InvalidDpopProof("a DPoP proof is required")),
             Proof::Many => return Err(GuardError::InvalidDpopProof("more than one DPoP proof")),
             Proof::One(p) => std::str::from_utf8(p)
                 .map_err(|_| GuardError::InvalidDpopProof("the DPoP proof is not text"))?,
         };
+        let htu = sender.htu.ok_or(GuardError::InvalidDpopProof(
+            "DPoP proofs are checked by the guard's layer only (an interceptor does not see the call's URL)",
+        ))?;
         let now = self.0.clock.now();
         let rules = ProofRules {
             htm: GRPC_HTM,
