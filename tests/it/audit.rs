@@ -305,3 +305,54 @@ async fn a_refused_admin_change_is_recorded_with_its_method() {
     assert_eq!(r.details["method"], "DeleteClient");
     assert_eq!(r.reason, "grpc-status 5");
 }
+
+/// A split deployment's STS checks each caller through `AdminService.AuthenticateClient`: the
+/// authorization server's log has one record of each answer (who asked, for which client and
+/// audience, and why not), not the generic refused-call record.
+#[tokio::test]
+async fn a_remote_sts_client_check_is_one_record_either_way() {
+    let server = TestServer::start().await;
+    let (id, secret) = server
+        .create_client(service_spec("exchanger", "read", &["api"]))
+        .await;
+    let mut seen = server.settled_audit_records().await.len();
+    let mut admin = server.admin().await;
+    let asked = |client_secret: &str| pb_admin::AuthenticateClientRequest {
+        client_id: id.clone(),
+        client_secret: client_secret.to_owned(),
+        audience: vec!["https://sts.test".into()],
+        ..Default::default()
+    };
+    let told = |r: &AuditRecord| {
+        (
+            r.kind.clone(),
+            r.outcome.clone(),
+            r.actor.clone(),
+            r.client_id.clone(),
+            r.reason.clone(),
+            r.audience.clone(),
+        )
+    };
+    let expected = |outcome: &str, reason: &str| {
+        (
+            "exchange_client_authenticated".to_owned(),
+            outcome.to_owned(),
+            "admin".to_owned(),
+            "exchanger".to_owned(),
+            reason.to_owned(),
+            vec!["https://sts.test".to_owned()],
+        )
+    };
+    admin.authenticate_client(asked(&secret)).await.unwrap();
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(told(r), expected("success", ""));
+
+    let refused = admin
+        .authenticate_client(asked("wrong-secret"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let r = &next_records(&server, &mut seen, 1).await[0];
+    assert_eq!(told(r), expected("refused", "invalid_client"));
+    assert!(!format!("{r:?}").contains("wrong-secret"));
+}

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use writ_audit::{Event, Outcome};
 use writ_store::{AsyncStoreExt, Batch, Tree, encode};
 use writ_token::{AssertionRules, CLIENT_ASSERTION_TYPE, KeySet, MAX_ASSERTION_LEN};
 
@@ -507,6 +508,40 @@ impl AuthorizationServer {
     pub fn mtls_token_endpoint(&self) -> Option<String> {
         let base = self.config.mtls_endpoint.trim_end_matches('/');
         (!base.is_empty()).then(|| format!("{base}/oauth2/token"))
+    }
+
+    /// [`Self::authenticate_exchange_client`] for an STS in another process
+    /// (`AdminService.AuthenticateClient`), with one audit record either way
+    /// (`exchange_client_authenticated`): that STS's exchanges are in its own log, so this is
+    /// what the authorization server's log knows of its callers. (In process, the STS's own
+    /// `token_exchanged` or `token_exchange_refused` in this log says it.)
+    pub async fn authenticate_remote_exchange_client(
+        &self,
+        presented: &ClientCredentials,
+        audiences: &[String],
+    ) -> Result<()> {
+        let result = self
+            .authenticate_exchange_client(presented, audiences)
+            .await;
+        let event = match &result {
+            Ok(()) => Event::new("exchange_client_authenticated", Outcome::Success),
+            Err(e) => Event::new("exchange_client_authenticated", e.audit_outcome())
+                .reason(e.oauth_code())
+                .detail("description", e.description()),
+        }
+        .client(&named_client(
+            &presented.client_id,
+            &presented.client_assertion,
+        ))
+        .audience(audiences);
+        match result {
+            // Answered once its record is durable, as every success.
+            Ok(()) => self.audit.record(event).await.map_err(Error::from),
+            Err(e) => {
+                self.audit_refusal(event).await;
+                Err(e)
+            }
+        }
     }
 
     /// Authenticates a client calling the STS (token exchange, RFC 8693): a confidential,

@@ -141,6 +141,19 @@ impl Error {
         }
     }
 
+    /// How an audit record tells this answer: the server's own failure is not a refusal of the
+    /// caller.
+    pub fn audit_outcome(&self) -> writ_audit::Outcome {
+        match self {
+            Error::Storage(_)
+            | Error::Token(_)
+            | Error::Internal(_)
+            | Error::Busy
+            | Error::Unavailable(_) => writ_audit::Outcome::Failed,
+            _ => writ_audit::Outcome::Refused,
+        }
+    }
+
     /// The OAuth error code for responses.
     pub fn oauth_code(&self) -> &'static str {
         self.classify().1.as_str()

@@ -60,17 +60,8 @@ impl AuthorizationServer {
         req.client_id = crate::client_auth::named_client(&req.client_id, &req.client_assertion);
         let result = self.token_decision(&mut req).await;
         if let Err(e) = &result {
-            // The server's own failure is not a refusal of the caller.
-            let outcome = match e {
-                Error::Storage(_)
-                | Error::Token(_)
-                | Error::Internal(_)
-                | Error::Busy
-                | Error::Unavailable(_) => Outcome::Failed,
-                _ => Outcome::Refused,
-            };
             self.audit_refusal(
-                Event::new("token_refused", outcome)
+                Event::new("token_refused", e.audit_outcome())
                     .actor(&req.client_id)
                     .client(&req.client_id)
                     .reason(e.oauth_code())

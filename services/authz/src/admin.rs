@@ -132,7 +132,11 @@ where
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("0")
                         .to_owned();
-                    if needs != AdminPermission::Read && status != "0" {
+                    // (AuthenticateClient records its own answer, either way.)
+                    if needs != AdminPermission::Read
+                        && needs != AdminPermission::AuthenticateClient
+                        && status != "0"
+                    {
                         let event = Event::new("admin_call_refused", Outcome::Refused)
                             .actor(&actor)
                             .reason(&format!("grpc-status {status}"))
@@ -696,7 +700,7 @@ impl AdminService for AdminGrpc {
             client_certificate: None,
         };
         self.engine
-            .authenticate_exchange_client(&presented, &r.audience)
+            .authenticate_remote_exchange_client(&presented, &r.audience)
             .await
             .map_err(status)?;
         Ok(Response::new(AuthenticateClientResponse {}))
