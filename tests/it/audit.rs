@@ -356,3 +356,51 @@ async fn a_remote_sts_client_check_is_one_record_either_way() {
     assert_eq!(told(r), expected("refused", "invalid_client"));
     assert!(!format!("{r:?}").contains("wrong-secret"));
 }
+
+/// `--audit-max-refusals-per-second` on the running platform: a burst of refused token
+/// requests past it is recorded up to the budget and counted in `refusals_unrecorded`; not
+/// one refusal goes missing from the sum.
+#[tokio::test]
+async fn a_flood_of_refusals_is_counted_past_the_budget() {
+    let server = TestServer::start_with(Options {
+        audit: writ_audit::Settings {
+            max_refusals_per_second: 2,
+            ..writ_audit::Settings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let before = server.settled_audit_records().await.len();
+    let flood = 12;
+    for i in 0..flood {
+        server
+            .assert_token_refused(
+                cc(&format!("nobody-{i}"), "guess"),
+                tonic::Code::Unauthenticated,
+                "invalid_client",
+            )
+            .await;
+    }
+    eventually(Duration::from_secs(10), "the count is recorded", || {
+        !server.audit_records_of("refusals_unrecorded").is_empty()
+    })
+    .await;
+    let records = server.settled_audit_records().await;
+    let one_by_one = records[before..]
+        .iter()
+        .filter(|r| r.kind == "token_refused")
+        .count();
+    let counted: usize = records[before..]
+        .iter()
+        .filter(|r| r.kind == "refusals_unrecorded")
+        .map(|r| {
+            assert_eq!(
+                (r.details["kind"].as_str(), r.reason.as_str()),
+                ("token_refused", "invalid_client")
+            );
+            r.details["count"].parse::<usize>().unwrap()
+        })
+        .sum();
+    assert!((2..flood).contains(&one_by_one), "{one_by_one}");
+    assert_eq!(one_by_one + counted, flood);
+}

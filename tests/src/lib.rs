@@ -49,6 +49,8 @@ pub struct Options {
     pub log: writ_revocation_log::LogConfig,
     /// The CA trusted for clients' `jwks_uri` (`--client-jwks-ca`).
     pub client_jwks_ca: Option<std::path::PathBuf>,
+    /// The audit log's settings (`--audit-*`).
+    pub audit: writ_audit::Settings,
 }
 
 /// The revocation producer tests publish as ([`TestServer::publish_token`]), registered for
@@ -84,6 +86,7 @@ impl Default for Options {
             revocation: revocation_config(),
             log: writ_revocation_log::LogConfig::default(),
             client_jwks_ca: None,
+            audit: writ_audit::Settings::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ impl TestServer {
             .data_dir
             .unwrap_or_else(|| tempfile::tempdir().unwrap());
         let mut config = PlatformConfig::new(data_dir.path());
+        config.audit = opts.audit;
         if !opts.tls {
             config.tls = TlsMode::Off;
         }

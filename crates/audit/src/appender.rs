@@ -10,6 +10,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use writ_store::{AsyncStore, AsyncStoreExt, Batch, Tree, decode, encode};
 
+use crate::budget::RefusalBudget;
 use crate::chain;
 use crate::record::{
     AuditRecord, CHECKPOINT_PREFIX, CheckpointRecord, GENESIS, HEAD_KEY, HeadRecord, INTENT_PREFIX,
@@ -44,6 +45,9 @@ pub(crate) struct Shared {
     pub files: Option<Arc<crate::files::Segments>>,
     /// [`Settings::checkpoint_every`].
     pub checkpoint_every: u64,
+    /// [`Settings::max_refusals_per_second`]: refusals past it are counted, and the appender
+    /// records the counts.
+    pub refusals: Arc<RefusalBudget>,
     closing: watch::Sender<bool>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -83,7 +87,10 @@ pub(crate) async fn start(
     let wake = Arc::new(Notify::new());
     let intents = Arc::new(AtomicBool::new(true));
     let checkpoint_every = settings.checkpoint_every;
+    let refusals = Arc::new(RefusalBudget::new(settings.max_refusals_per_second));
     let appender = Appender {
+        refusals: refusals.clone(),
+        last_summary: std::time::Instant::now(),
         store: store.clone(),
         key,
         settings,
@@ -103,6 +110,7 @@ pub(crate) async fn start(
         intents,
         files,
         checkpoint_every,
+        refusals,
         store,
         closing,
         task: tokio::sync::Mutex::new(Some(task)),
@@ -164,6 +172,9 @@ pub async fn proven_key(
 }
 
 struct Appender {
+    refusals: Arc<RefusalBudget>,
+    /// When the refusals counted past the budget were last recorded.
+    last_summary: std::time::Instant,
     store: Arc<dyn AsyncStore>,
     key: Ed25519KeyPair,
     settings: Settings,
@@ -212,6 +223,7 @@ impl Appender {
                     Err(_) => break,
                 }
             }
+            queued.extend(self.summaries(stop));
             self.chain(queued).await;
             if stop {
                 // What is still queued is chained before the appender goes, and the tail is
@@ -259,6 +271,24 @@ impl Appender {
                 }
             }
         }
+    }
+
+    /// The refusals counted past the budget since the last summary, as records to chain: at
+    /// most once a tick, and at close. Nobody waits for them.
+    fn summaries(&mut self, closing: bool) -> Vec<Queued> {
+        if !closing && self.last_summary.elapsed() < TICK {
+            return Vec::new();
+        }
+        self.last_summary = std::time::Instant::now();
+        self.refusals
+            .take()
+            .into_iter()
+            .map(|record| {
+                crate::log(&record);
+                let (done, _) = oneshot::channel();
+                Queued { record, done }
+            })
+            .collect()
     }
 
     /// Chains the intents waiting in the store and `queued`, then answers `queued` once durable.

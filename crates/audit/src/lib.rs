@@ -14,6 +14,7 @@
 //! [`verify`], [`export`].
 
 mod appender;
+mod budget;
 mod chain;
 pub mod export;
 pub mod files;
@@ -208,6 +209,10 @@ pub struct Settings {
     pub retention: Duration,
     /// At most this many records are kept (older ones pruned, up to a checkpoint).
     pub max_events: u64,
+    /// Refusals recorded one by one per second, at most; past it they are counted, and each
+    /// count is one `refusals_unrecorded` record (0: no bound). A flood of refusals then cannot
+    /// push older records out of the size bound faster than this.
+    pub max_refusals_per_second: u32,
     /// A checkpoint is signed at least this often while records arrive...
     pub checkpoint_interval: Duration,
     /// ...and after at most this many records.
@@ -226,6 +231,9 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(2);
 
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 pub const DEFAULT_MAX_EVENTS: u64 = 50_000_000;
+/// A day of refusals at this rate is 86 million records: a flood at the bound for 14 hours
+/// fills the default size bound.
+pub const DEFAULT_MAX_REFUSALS_PER_SECOND: u32 = 1_000;
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Default for Settings {
@@ -234,6 +242,7 @@ impl Default for Settings {
             enabled: true,
             retention: DEFAULT_RETENTION,
             max_events: DEFAULT_MAX_EVENTS,
+            max_refusals_per_second: DEFAULT_MAX_REFUSALS_PER_SECOND,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             checkpoint_every: 10_000,
             prune_interval: Duration::from_secs(600),
@@ -387,15 +396,13 @@ impl Auditor {
             // (a burst of callers shares one sync); no hand-off to the appender.
             let mut records: Vec<AuditRecord> = events
                 .into_iter()
-                .map(|event| {
-                    let mut record = event.0;
-                    record.service = self.service.to_owned();
-                    log(&record);
-                    record
-                })
+                .filter_map(|event| self.admitted(shared, event))
                 .collect();
             if shared.closed() {
                 return Err(AuditError::Closed);
+            }
+            if records.is_empty() {
+                return Ok(());
             }
             let ticket = files.chain(&mut records, &[])?;
             // A checkpoint is due after every `checkpoint_every` records: the appender signs it.
@@ -409,10 +416,15 @@ impl Auditor {
         }
         let mut waits = Vec::with_capacity(events.len());
         for event in events {
-            let mut record = event.0;
-            record.service = self.service.to_owned();
-            log(&record);
-            let Some(shared) = &self.inner else { continue };
+            let Some(shared) = &self.inner else {
+                let mut record = event.0;
+                record.service = self.service.to_owned();
+                log(&record);
+                continue;
+            };
+            let Some(record) = self.admitted(shared, event) else {
+                continue;
+            };
             let (done, wait) = oneshot::channel();
             shared
                 .queue
@@ -425,6 +437,18 @@ impl Auditor {
             wait.await.map_err(|_| AuditError::Closed)??;
         }
         Ok(())
+    }
+
+    /// `event` as this service's record, logged, if the refusal budget lets it be recorded on
+    /// its own (else it is counted, and neither stored nor logged one by one).
+    fn admitted(&self, shared: &appender::Shared, event: Event) -> Option<AuditRecord> {
+        let mut record = event.0;
+        record.service = self.service.to_owned();
+        if !shared.refusals.admit(&record) {
+            return None;
+        }
+        log(&record);
+        Some(record)
     }
 
     /// A record to write with a state change (see [`Intent`]).

@@ -214,6 +214,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WRIT_AUDIT_MAX_EVENTS", default_value_t = writ_audit::DEFAULT_MAX_EVENTS,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub audit_max_events: u64,
+    /// Refusals recorded one by one per second, at most; past it they are counted, each count
+    /// one `refusals_unrecorded` record a second later (0: no bound). Keeps a flood of
+    /// refusals from pushing older records out of --audit-max-events.
+    #[arg(long, env = "WRIT_AUDIT_MAX_REFUSALS_PER_SECOND",
+          default_value_t = writ_audit::DEFAULT_MAX_REFUSALS_PER_SECOND)]
+    pub audit_max_refusals_per_second: u32,
     /// A signed checkpoint of the audit log at least this often (seconds) while records arrive.
     #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_INTERVAL", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -356,6 +362,7 @@ impl ServeArgs {
                 enabled: self.audit == "on",
                 retention: std::time::Duration::from_secs(self.audit_retention_days * 24 * 3600),
                 max_events: self.audit_max_events,
+                max_refusals_per_second: self.audit_max_refusals_per_second,
                 checkpoint_interval: std::time::Duration::from_secs(self.audit_checkpoint_interval),
                 sync_interval: std::time::Duration::from_micros(self.audit_sync_interval_us),
                 ..writ_audit::Settings::default()
