@@ -24,6 +24,9 @@ pub(crate) const MAX_BATCH: usize = 512;
 pub(crate) const LAST_CHECKPOINT_KEY: &[u8] = b"l";
 /// How often intents left by other replicas (or a crash) are looked for.
 const TICK: Duration = Duration::from_secs(1);
+/// How often refusals counted past the budget are recorded: a little under a tick, so the tick
+/// that wakes the appender finds them due.
+const SUMMARY_EVERY: Duration = Duration::from_millis(900);
 /// Compare-and-swap losses on the head (replicas appending at once) before giving up a round.
 const MAX_CONFLICTS: usize = 64;
 /// The storage key the signing key is sealed against.
@@ -223,8 +226,11 @@ impl Appender {
                     Err(_) => break,
                 }
             }
-            queued.extend(self.summaries(stop));
-            self.chain(queued).await;
+            if stop || self.last_summary.elapsed() >= SUMMARY_EVERY {
+                self.record_summaries(queued).await;
+            } else {
+                self.chain(queued).await;
+            }
             if stop {
                 // What is still queued is chained before the appender goes, and the tail is
                 // covered by a checkpoint.
@@ -240,6 +246,8 @@ impl Appender {
                     }
                     self.chain(rest).await;
                 }
+                // Refusals counted by callers that raced the close.
+                self.record_summaries(Vec::new()).await;
                 // And the intents written up to now, whoever was told of them.
                 self.intents.store(true, Ordering::Release);
                 self.chain(Vec::new()).await;
@@ -273,22 +281,28 @@ impl Appender {
         }
     }
 
-    /// The refusals counted past the budget since the last summary, as records to chain: at
-    /// most once a tick, and at close. Nobody waits for them.
-    fn summaries(&mut self, closing: bool) -> Vec<Queued> {
-        if !closing && self.last_summary.elapsed() < TICK {
-            return Vec::new();
-        }
+    /// Chains `queued` with the refusals counted past the budget since the last summary.
+    /// Nobody waits for the counts' records; a count the log refused is kept for the next.
+    async fn record_summaries(&mut self, mut queued: Vec<Queued>) {
         self.last_summary = std::time::Instant::now();
-        self.refusals
-            .take()
+        let mut answers = Vec::new();
+        for record in self.refusals.take() {
+            crate::log(&record);
+            let (done, answer) = oneshot::channel();
+            answers.push((record.clone(), answer));
+            queued.push(Queued { record, done });
+        }
+        self.chain(queued).await;
+        // A refusal is answered at once; a success only once durable, after this.
+        let refused: Vec<_> = answers
             .into_iter()
-            .map(|record| {
-                crate::log(&record);
-                let (done, _) = oneshot::channel();
-                Queued { record, done }
+            .filter_map(|(record, mut answer)| {
+                matches!(answer.try_recv(), Ok(Err(_))).then_some(record)
             })
-            .collect()
+            .collect();
+        if !refused.is_empty() {
+            self.refusals.restore(refused);
+        }
     }
 
     /// Chains the intents waiting in the store and `queued`, then answers `queued` once durable.

@@ -209,9 +209,10 @@ pub struct Settings {
     pub retention: Duration,
     /// At most this many records are kept (older ones pruned, up to a checkpoint).
     pub max_events: u64,
-    /// Refusals recorded one by one per second, at most; past it they are counted, and each
-    /// count is one `refusals_unrecorded` record (0: no bound). A flood of refusals then cannot
-    /// push older records out of the size bound faster than this.
+    /// Refusals of each (service, kind) recorded one by one per second, at most; past it they
+    /// are counted, and each count is one `refusals_unrecorded` record about a second later
+    /// (0: no bound). A flood of refusals then cannot push older records out of the size bound
+    /// faster than this.
     pub max_refusals_per_second: u32,
     /// A checkpoint is signed at least this often while records arrive...
     pub checkpoint_interval: Duration,
@@ -394,13 +395,13 @@ impl Auditor {
         {
             // Segment files: chained here, under the log's lock, and answered once synced
             // (a burst of callers shares one sync); no hand-off to the appender.
+            if shared.closed() {
+                return Err(AuditError::Closed);
+            }
             let mut records: Vec<AuditRecord> = events
                 .into_iter()
                 .filter_map(|event| self.admitted(shared, event))
                 .collect();
-            if shared.closed() {
-                return Err(AuditError::Closed);
-            }
             if records.is_empty() {
                 return Ok(());
             }
@@ -422,6 +423,9 @@ impl Auditor {
                 log(&record);
                 continue;
             };
+            if shared.closed() {
+                return Err(AuditError::Closed);
+            }
             let Some(record) = self.admitted(shared, event) else {
                 continue;
             };
@@ -445,6 +449,13 @@ impl Auditor {
         let mut record = event.0;
         record.service = self.service.to_owned();
         if !shared.refusals.admit(&record) {
+            tracing::debug!(
+                target: "writ::audit",
+                event = %record.kind,
+                client_id = ?record.client_id,
+                reason = ?record.reason,
+                "a refusal past the budget: counted, not recorded on its own"
+            );
             return None;
         }
         log(&record);

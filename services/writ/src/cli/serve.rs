@@ -214,9 +214,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WRIT_AUDIT_MAX_EVENTS", default_value_t = writ_audit::DEFAULT_MAX_EVENTS,
           value_parser = clap::value_parser!(u64).range(1_000..))]
     pub audit_max_events: u64,
-    /// Refusals recorded one by one per second, at most; past it they are counted, each count
-    /// one `refusals_unrecorded` record a second later (0: no bound). Keeps a flood of
-    /// refusals from pushing older records out of --audit-max-events.
+    /// Refusals of each kind recorded one by one per second, at most; past it they are counted,
+    /// each count one `refusals_unrecorded` record about a second later (0: no bound). Keeps a
+    /// flood of refusals from pushing older records out of --audit-max-events.
     #[arg(long, env = "WRIT_AUDIT_MAX_REFUSALS_PER_SECOND",
           default_value_t = writ_audit::DEFAULT_MAX_REFUSALS_PER_SECOND)]
     pub audit_max_refusals_per_second: u32,
