@@ -94,6 +94,7 @@ pub(crate) async fn start(
     let appender = Appender {
         refusals: refusals.clone(),
         last_summary: std::time::Instant::now(),
+        written_anyway: false,
         store: store.clone(),
         key,
         settings,
@@ -176,6 +177,8 @@ pub async fn proven_key(
 
 struct Appender {
     refusals: Arc<RefusalBudget>,
+    /// Set when `append` failed after it wrote its records (see `chain`).
+    written_anyway: bool,
     /// When the refusals counted past the budget were last recorded.
     last_summary: std::time::Instant,
     store: Arc<dyn AsyncStore>,
@@ -246,7 +249,8 @@ impl Appender {
                     }
                     self.chain(rest).await;
                 }
-                // Refusals counted by callers that raced the close.
+                // Refusals counted by callers that raced the close. (One that passed the closed
+                // check and counts after this is lost: a window of microseconds at shutdown.)
                 self.record_summaries(Vec::new()).await;
                 // And the intents written up to now, whoever was told of them.
                 self.intents.store(true, Ordering::Release);
@@ -282,31 +286,31 @@ impl Appender {
     }
 
     /// Chains `queued` with the refusals counted past the budget since the last summary.
-    /// Nobody waits for the counts' records; a count the log refused is kept for the next.
+    /// Nobody waits for the counts' records; a count the log did not take is kept for the next.
     async fn record_summaries(&mut self, mut queued: Vec<Queued>) {
         self.last_summary = std::time::Instant::now();
-        let mut answers = Vec::new();
-        for record in self.refusals.take() {
-            crate::log(&record);
-            let (done, answer) = oneshot::channel();
-            answers.push((record.clone(), answer));
+        let summaries = self.refusals.take();
+        let logged = summaries.clone();
+        for record in summaries {
+            let (done, _) = oneshot::channel();
             queued.push(Queued { record, done });
         }
-        self.chain(queued).await;
-        // A refusal is answered at once; a success only once durable, after this.
-        let refused: Vec<_> = answers
+        let unwritten: Vec<AuditRecord> = self
+            .chain(queued)
+            .await
             .into_iter()
-            .filter_map(|(record, mut answer)| {
-                matches!(answer.try_recv(), Ok(Err(_))).then_some(record)
-            })
+            .filter(|r| r.kind == crate::budget::SUMMARY_KIND)
             .collect();
-        if !refused.is_empty() {
-            self.refusals.restore(refused);
+        if unwritten.is_empty() {
+            logged.iter().for_each(crate::log);
+        } else {
+            self.refusals.restore(unwritten);
         }
     }
 
     /// Chains the intents waiting in the store and `queued`, then answers `queued` once durable.
-    async fn chain(&mut self, mut queued: Vec<Queued>) {
+    /// Returns the queued records it did not write (each answered with the error).
+    async fn chain(&mut self, mut queued: Vec<Queued>) -> Vec<AuditRecord> {
         let mut conflicts = 0;
         loop {
             let room = MAX_BATCH.saturating_sub(queued.len()).max(1);
@@ -347,7 +351,7 @@ impl Appender {
                 .filter(|(k, _)| !already.contains(k))
                 .collect();
             if intents.is_empty() && queued.is_empty() {
-                return;
+                return Vec::new();
             }
             let full = intents.len() >= room;
             match self.append(&intents, &mut queued).await {
@@ -378,7 +382,7 @@ impl Appender {
                     // Those done: their tasks (each holding the store) are not kept.
                     while self.flushing.try_join_next().is_some() {}
                     if !full {
-                        return;
+                        return Vec::new();
                     }
                 }
                 Ok(false) => {
@@ -399,7 +403,9 @@ impl Appender {
                 Err(e) => {
                     self.head = None;
                     tracing::error!(error = %e, "appending to the audit log failed");
-                    return fail(queued, e);
+                    let written = std::mem::take(&mut self.written_anyway);
+                    let unwritten = fail(queued, e);
+                    return if written { Vec::new() } else { unwritten };
                 }
             }
         }
@@ -481,9 +487,18 @@ impl Appender {
             let ticket = files.log.chain(&mut records, &keys)?;
             if !keys.is_empty() {
                 // The intents leave the store only once their records are durable.
-                files.log.synced(ticket).await?;
-                self.chained.extend(keys);
-                self.forget_chained().await?;
+                let settled = match files.log.synced(ticket).await {
+                    Ok(()) => {
+                        self.chained.extend(keys);
+                        self.forget_chained().await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = settled {
+                    // Written: a failure from here on must not have them written again.
+                    self.written_anyway = true;
+                    return Err(e);
+                }
             }
             return Ok(true);
         }
@@ -543,15 +558,19 @@ impl Appender {
     }
 }
 
-fn fail(queued: Vec<Queued>, e: AuditError) {
+fn fail(queued: Vec<Queued>, e: AuditError) -> Vec<AuditRecord> {
     let text = e.to_string();
-    for q in queued {
-        let _ = q
-            .done
-            .send(Err(AuditError::Store(writ_store::StoreError::Unavailable(
-                text.clone(),
-            ))));
-    }
+    queued
+        .into_iter()
+        .map(|q| {
+            let _ = q
+                .done
+                .send(Err(AuditError::Store(writ_store::StoreError::Unavailable(
+                    text.clone(),
+                ))));
+            q.record
+        })
+        .collect()
 }
 
 /// The first record's sequence, if any.
