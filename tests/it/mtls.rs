@@ -79,6 +79,20 @@ fn certificate_client(id: &str, cert: &ClientCert) -> Client {
 }
 
 /// A token request for `id` with no secret, over `channel`.
+/// The claims of `token`, after checking it is bound to `cert` (`cnf.x5t#S256`).
+fn bound_to(token: &str, cert: &ClientCert) -> serde_json::Value {
+    let claims = writ_token::decode_unverified(token)
+        .unwrap()
+        .claims
+        .unwrap();
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        writ_token::certificate_thumbprint(&cert.der).as_str(),
+        "{claims}"
+    );
+    claims
+}
+
 async fn token_over(
     channel: Channel,
     id: &str,
@@ -130,15 +144,7 @@ async fn a_client_authenticates_with_its_registered_certificate_and_gets_tokens_
     let r = token_over(with_mine.clone(), &id, "").await.unwrap();
     // RFC 8705 section 3: still a bearer token by type, bound by its cnf.
     assert_eq!(r.token_type, "Bearer");
-    let claims = writ_token::decode_unverified(&r.access_token)
-        .unwrap()
-        .claims
-        .unwrap();
-    assert_eq!(
-        claims["cnf"]["x5t#S256"],
-        writ_token::certificate_thumbprint(&mine.der).as_str(),
-        "{claims}"
-    );
+    bound_to(&r.access_token, &mine);
     // Introspection, over the same connection, says what the token is bound to.
     let seen = writ_proto::authz::authorization_service_client::AuthorizationServiceClient::new(
         with_mine.clone(),
@@ -188,14 +194,7 @@ async fn a_client_authenticates_with_its_registered_certificate_and_gets_tokens_
     )
     .await
     .unwrap();
-    let claims = writ_token::decode_unverified(&r.access_token)
-        .unwrap()
-        .claims
-        .unwrap();
-    assert_eq!(
-        claims["cnf"]["x5t#S256"],
-        writ_token::certificate_thumbprint(&other.der).as_str()
-    );
+    bound_to(&r.access_token, &other);
     let status = token_over(
         channel(&server.grpc_url, &ca, None).await,
         &bound_id,
@@ -454,12 +453,8 @@ async fn over_http_certificates_are_taken_at_the_mtls_aliases_only() {
         .await
         .token_json();
     let token = body["access_token"].as_str().unwrap();
-    let claims = writ_token::decode_unverified(token)
-        .unwrap()
-        .claims
-        .unwrap();
+    bound_to(token, &mine);
     let thumbprint = writ_token::certificate_thumbprint(&mine.der);
-    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint.as_str());
     let seen = with_mine
         .post_form(
             "/oauth2/introspect",
@@ -507,11 +502,7 @@ async fn over_http_certificates_are_taken_at_the_mtls_aliases_only() {
         .await
         .token_json();
     assert_eq!(body["token_type"], "DPoP");
-    let claims = writ_token::decode_unverified(body["access_token"].as_str().unwrap())
-        .unwrap()
-        .claims
-        .unwrap();
-    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint.as_str());
+    let claims = bound_to(body["access_token"].as_str().unwrap(), &mine);
     assert_eq!(
         claims["cnf"]["jkt"],
         writ_token::key_thumbprint(&key).unwrap().as_str()
@@ -643,14 +634,7 @@ async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it()
     )
     .await
     .unwrap();
-    let claims = writ_token::decode_unverified(&r.access_token)
-        .unwrap()
-        .claims
-        .unwrap();
-    assert_eq!(
-        claims["cnf"]["x5t#S256"],
-        writ_token::certificate_thumbprint(&good.der).as_str()
-    );
+    bound_to(&r.access_token, &good);
     // Over HTTP, at the mTLS alias, the same.
     let alias = server.mtls_url.clone().unwrap();
     let http = writ_tests::http_client::HttpClient::with_identity(
