@@ -679,7 +679,20 @@ async fn an_intent_chained_before_a_crash_is_not_chained_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_past_the_budget_are_counted_in_one_record() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sled(dir.path()).await;
+    a_flood_is_counted(sled(dir.path()).await).await;
+}
+
+/// The same on PostgreSQL, where records go through the appender's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_past_the_budget_are_counted_on_postgresql_too() {
+    let Some(config) = writ_store_postgres::testing::fresh().await else {
+        return;
+    };
+    a_flood_is_counted(writ_store_postgres::PgStore::open(&config).await.unwrap()).await;
+    writ_store_postgres::testing::drop_schema(&config).await;
+}
+
+async fn a_flood_is_counted(store: Arc<dyn AsyncStore>) {
     let budget = Settings {
         max_refusals_per_second: 3,
         ..settings()
