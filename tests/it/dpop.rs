@@ -85,11 +85,7 @@ async fn a_token_issued_with_a_proof_is_bound_to_its_key() {
     let body = cc_with(&server, &id, &secret, &[]).await.token_json();
     assert_eq!(body["token_type"], "Bearer");
     // Discovery says which algorithms a proof may use.
-    let meta = server
-        .http()
-        .get("/.well-known/oauth-authorization-server")
-        .await
-        .json();
+    let meta = server.http_metadata().await;
     assert_eq!(
         meta["dpop_signing_alg_values_supported"],
         serde_json::json!(["EdDSA", "ES256"])

@@ -428,11 +428,7 @@ async fn over_http_certificates_are_taken_at_the_mtls_aliases_only() {
         .clone()
         .expect("with TLS on, the mTLS aliases are served");
     // RFC 8705 section 5: the metadata names the aliases.
-    let meta = server
-        .http()
-        .get("/.well-known/oauth-authorization-server")
-        .await
-        .json();
+    let meta = server.http_metadata().await;
     assert_eq!(
         meta["mtls_endpoint_aliases"]["token_endpoint"],
         format!("{alias}/oauth2/token")
@@ -700,11 +696,7 @@ async fn a_client_authenticates_with_a_certificate_from_a_trusted_ca_naming_it()
         assert_eq!(reason(&status), "invalid_client", "{why}: {status:?}");
     }
     // The metadata lists it once the CA is configured.
-    let meta = server
-        .http()
-        .get("/.well-known/oauth-authorization-server")
-        .await
-        .json();
+    let meta = server.http_metadata().await;
     assert!(
         meta["token_endpoint_auth_methods_supported"]
             .as_array()

@@ -410,6 +410,15 @@ impl TestServer {
             .access_token
     }
 
+    /// The authorization server's metadata document over HTTP
+    /// (`/.well-known/oauth-authorization-server`, RFC 8414).
+    pub async fn http_metadata(&self) -> serde_json::Value {
+        self.http()
+            .get("/.well-known/oauth-authorization-server")
+            .await
+            .json()
+    }
+
     /// The authorization server's metadata (RFC 8414) over gRPC.
     pub async fn metadata(&self) -> authz::GetServerMetadataResponse {
         self.authz()

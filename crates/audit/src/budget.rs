@@ -95,6 +95,16 @@ impl RefusalBudget {
             }
             None => {}
         }
+        // A flood lands in a group it already has: counted there without copying a string.
+        if let Some((_, tally)) = s.unrecorded.iter_mut().find(|(g, _)| {
+            g.service == r.service
+                && g.kind == r.kind
+                && g.outcome == r.outcome
+                && g.reason == r.reason
+        }) {
+            tally.count_one(r);
+            return false;
+        }
         let group = Group {
             service: r.service.clone(),
             kind: r.kind.clone(),
@@ -210,6 +220,14 @@ impl State {
 }
 
 impl Tally {
+    fn count_one(&mut self, r: &AuditRecord) {
+        self.count += 1;
+        self.first_ms = self.first_ms.min(r.time_ms);
+        self.last_ms = self.last_ms.max(r.time_ms);
+        sample(&mut self.clients, &r.client_id);
+        sample(&mut self.actors, &r.actor);
+    }
+
     fn merge(&mut self, other: Tally) {
         self.count += other.count;
         self.first_ms = self.first_ms.min(other.first_ms);
