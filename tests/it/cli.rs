@@ -285,7 +285,11 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
         "orders",
         "--scope",
         "inventory.read",
+        // Generated ids are base64url and may start with '-' (one in 64): the CLI takes them.
+        "--id",
+        "-k8s-prod",
     ]);
+    assert_eq!(policy["policy_id"], "-k8s-prod", "{policy}");
     let listed = up.json(&["admin", "workload", "list"]);
     assert_eq!(listed[0]["policies"][0]["policy_id"], policy["policy_id"]);
 

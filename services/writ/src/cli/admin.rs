@@ -67,10 +67,12 @@ pub enum PolicyCommand {
     /// Allow a client to exchange tokens for some audiences.
     Create(PolicyCreate),
     Get {
+        #[arg(allow_hyphen_values = true)]
         policy_id: String,
     },
     List,
     Delete {
+        #[arg(allow_hyphen_values = true)]
         policy_id: String,
     },
 }
@@ -95,6 +97,7 @@ pub enum WorkloadCommand {
     /// Remove one of an issuer's policies.
     Disallow {
         issuer: String,
+        #[arg(allow_hyphen_values = true)]
         policy_id: String,
     },
 }
@@ -132,7 +135,7 @@ pub struct WorkloadAllow {
     #[arg(long)]
     pub subject: String,
     /// The client the tokens are issued to (it must allow the jwt-bearer grant).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub client_id: String,
     /// Scopes at most (repeatable, or space-delimited; default: the client's).
     #[arg(long = "scope")]
@@ -141,17 +144,17 @@ pub struct WorkloadAllow {
     #[arg(long = "audience")]
     pub audiences: Vec<String>,
     /// The policy_id (default: generated).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub id: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct PolicyCreate {
     /// The policy_id (default: generated).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub id: Option<String>,
     /// The client allowed to exchange under this policy.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub client_id: String,
     /// Audiences the exchanged tokens may name (repeatable; at least one).
     #[arg(long = "audience", required = true)]
@@ -177,14 +180,17 @@ pub enum ClientCommand {
     /// Register a client. Prints it with its secret, shown this once.
     Create(Box<ClientCreate>),
     Get {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     List,
     Delete {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Replace a confidential client's secret.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// How long the previous secret keeps working beside the new one, in seconds (0: it
         /// stops at once; at most 604800).
@@ -194,6 +200,7 @@ pub enum ClientCommand {
     /// Replace the public keys of a client that authenticates with private_key_jwt (list the
     /// old key beside the new one while the client switches).
     SetKeys {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// A JWK Set file (`writ admin client keygen` prints one).
         #[arg(long)]
@@ -221,6 +228,7 @@ pub enum ClientCommand {
     },
     /// Enable or disable a client.
     SetDisabled {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(action = clap::ArgAction::Set)]
         disabled: bool,
@@ -230,7 +238,7 @@ pub enum ClientCommand {
 #[derive(Debug, Args)]
 pub struct ClientCreate {
     /// The client_id (default: generated).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub id: Option<String>,
     #[arg(long, default_value = "")]
     pub name: String,
@@ -336,7 +344,8 @@ pub enum UserCommand {
             long,
             required_unless_present = "all",
             conflicts_with = "all",
-            value_parser = clap::builder::NonEmptyStringValueParser::new()
+            value_parser = clap::builder::NonEmptyStringValueParser::new(),
+            allow_hyphen_values = true
         )]
         sid: Option<String>,
         /// Every session of the person (said explicitly: an empty --sid is refused).

@@ -40,12 +40,12 @@ pub struct ListArgs {
     /// Only events of this type (token_issued, token_refused, token_exchanged, revoked, ...).
     #[arg(long = "type")]
     pub event_type: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub client_id: Option<String>,
     #[arg(long)]
     pub subject: Option<String>,
     /// Only events of this grant id: a lineage's whole story.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub gid: Option<String>,
     #[arg(long, value_parser = ["success", "refused", "failed"])]
     pub outcome: Option<String>,

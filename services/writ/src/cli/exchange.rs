@@ -29,7 +29,7 @@ pub struct ExchangeArgs {
     #[command(flatten)]
     pub files: LocalFiles,
     /// The calling client (the service exchanging a token it received).
-    #[arg(long, env = "WRIT_CLIENT_ID")]
+    #[arg(long, env = "WRIT_CLIENT_ID", allow_hyphen_values = true)]
     pub client_id: String,
     #[command(flatten)]
     pub secret: ClientSecret,

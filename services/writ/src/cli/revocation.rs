@@ -43,7 +43,7 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub conn: Conn,
     /// A client allowed the scope writ.revocation.watch for the audience writ-revocation.
-    #[arg(long, env = "WRIT_CLIENT_ID")]
+    #[arg(long, env = "WRIT_CLIENT_ID", allow_hyphen_values = true)]
     pub client_id: Option<String>,
     #[command(flatten)]
     pub secret: ClientSecret,

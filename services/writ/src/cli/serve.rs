@@ -147,7 +147,7 @@ pub struct ServeArgs {
     /// `writ.revocation.watch` for the audience `writ-revocation` (to follow the feed), and
     /// `writ.admin.authenticate_client writ.admin.read` for `writ-admin` (to check its callers
     /// and read their exchange policies); never the master admin credential.
-    #[arg(long, env = "WRIT_STS_CLIENT_ID")]
+    #[arg(long, env = "WRIT_STS_CLIENT_ID", allow_hyphen_values = true)]
     pub sts_client_id: Option<String>,
     /// The secret of `--sts-client-id` (prefer the environment to the command line).
     #[arg(

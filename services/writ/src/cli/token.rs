@@ -51,7 +51,7 @@ pub struct TokenArgs {
     pub conn: Conn,
     #[arg(long, value_enum, default_value = "client_credentials")]
     pub grant: Grant,
-    #[arg(long, env = "WRIT_CLIENT_ID")]
+    #[arg(long, env = "WRIT_CLIENT_ID", allow_hyphen_values = true)]
     pub client_id: String,
     #[command(flatten)]
     pub secret: ClientSecret,
@@ -90,7 +90,7 @@ pub struct LoginArgs {
     pub conn: Conn,
     /// A client registered for the device grant (urn:ietf:params:oauth:grant-type:device_code),
     /// usually public.
-    #[arg(long, env = "WRIT_CLIENT_ID")]
+    #[arg(long, env = "WRIT_CLIENT_ID", allow_hyphen_values = true)]
     pub client_id: String,
     #[command(flatten)]
     pub secret: ClientSecret,
