@@ -10,6 +10,8 @@ const PROTOS: &[&str] = &[
     "writ/admin/v1/admin.proto",
 ];
 
+include!("src/secret_bearing.rs");
+
 const ENVOY_EXT_AUTHZ: &str = "envoy/service/auth/v3/external_auth.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Their `Debug` redacts credentials (src/redact.rs).
+        .skip_debug(SECRET_BEARING.iter().copied())
         .compile_fds(fds)?;
 
     // Envoy's external authorization API (vendored with its imports and license), which the

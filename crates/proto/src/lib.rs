@@ -6,6 +6,7 @@
 //! `common`), as `tonic-health` does with its `pb` module.
 
 pub mod convert;
+mod redact;
 pub mod refusal;
 
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
@@ -42,6 +43,8 @@ pub use writ::authz::v1 as authz;
 pub use writ::common::v1 as common;
 pub use writ::revocation::v1 as revocation;
 pub use writ::sts::v1 as sts;
+
+pub use redact::SECRET_BEARING;
 
 /// The encoded `FileDescriptorSet` of every Writ proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
