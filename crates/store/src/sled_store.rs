@@ -111,6 +111,15 @@ impl SledStore {
                 Err(e) => return Err(e.into()),
             }
         };
+        // sled creates its files and directories without syncing their names: a database
+        // created just before a power cut could otherwise vanish, durable flushes and all.
+        for d in [dir.to_path_buf(), dir.join("blobs")] {
+            if d.is_dir() {
+                std::fs::File::open(&d)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError::Io(e.to_string()))?;
+            }
+        }
         Self::from_db(db, Some(dir.to_path_buf()))
     }
 

@@ -677,6 +677,14 @@ impl Config {
         f.write_all(&*bytes)?;
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
+        // WRIT PATCH: durable, with its name, before anything is written
+        // under it (see WRIT-PATCH.md).
+        if !self.temporary {
+            f.sync_all()?;
+            if let Some(dir) = self.config_path().parent() {
+                fs::File::open(dir)?.sync_all()?;
+            }
+        }
         io_fail!(self, "write_config post");
         Ok(())
     }

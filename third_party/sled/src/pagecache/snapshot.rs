@@ -559,6 +559,9 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     io_fail!(config, "snap write mv");
     std::fs::rename(&path_1, &path_2)?;
+    // WRIT PATCH: the new snapshot's name is durable before the old ones
+    // are removed (see WRIT-PATCH.md).
+    std::fs::File::open(parent)?.sync_all()?;
     io_fail!(config, "snap write mv post");
 
     trace!("renamed snapshot to {}", path_2.to_string_lossy());
