@@ -328,6 +328,22 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
     );
     assert_eq!(r.code(), Some(1), "the token file is required: {r}");
     assert!(r.stderr.contains("--assertion-file"), "{r}");
+
+    // RFC 9449's dpop_bound_access_tokens, from the CLI (what it enforces: tests/it/signin.rs).
+    let bound = up.json(&[
+        "admin",
+        "client",
+        "create",
+        "--id",
+        "bound-app",
+        "--public",
+        "--grant",
+        "jwt-bearer",
+        "--dpop-bound",
+    ]);
+    assert_eq!(bound["dpop_bound_access_tokens"], true, "{bound}");
+    let got = up.json(&["admin", "client", "get", "orders"]);
+    assert_eq!(got["dpop_bound_access_tokens"], false, "{got}");
 }
 
 /// A service that holds no shared secret (`private_key_jwt`), through the CLI alone: a key pair

@@ -43,6 +43,30 @@ async fn refused_for(server: &TestServer, key: &SigningKey) {
         .await;
 }
 
+/// Registers `id` as a `private_key_jwt` client of `key`.
+async fn register_with_key(server: &TestServer, id: &str, key: &SigningKey) {
+    server
+        .create_client(pb_admin::Client {
+            token_endpoint_auth_method: "private_key_jwt".into(),
+            jwks: jwks(key),
+            ..service_spec(id, "inventory.read", &["inventory"])
+        })
+        .await;
+}
+
+/// Each request is `invalid_client`, with a message, and changes nothing.
+async fn each_invalid_client<const N: usize>(
+    server: &TestServer,
+    refusals: [(&str, authz::TokenRequest); N],
+) {
+    for (why, req) in refusals {
+        let status = server
+            .assert_token_refused_unchanged(req, Code::Unauthenticated, "invalid_client")
+            .await;
+        assert!(!status.message().is_empty(), "{why}");
+    }
+}
+
 fn by_assertion(client_id: &str, assertion: String) -> authz::TokenRequest {
     authz::TokenRequest {
         grant_type: "client_credentials".into(),
@@ -115,21 +139,9 @@ async fn a_client_holding_only_a_private_key_gets_tokens_from_the_token_source()
 async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_once() {
     let server = TestServer::start().await;
     let old = SigningKey::generate(Algorithm::ES256, "old").unwrap();
-    server
-        .create_client(pb_admin::Client {
-            token_endpoint_auth_method: "private_key_jwt".into(),
-            jwks: jwks(&old),
-            ..service_spec("orders", "inventory.read", &["inventory"])
-        })
-        .await;
+    register_with_key(&server, "orders", &old).await;
 
-    server
-        .create_client(pb_admin::Client {
-            token_endpoint_auth_method: "private_key_jwt".into(),
-            jwks: jwks(&old),
-            ..service_spec("billing", "inventory.read", &["inventory"])
-        })
-        .await;
+    register_with_key(&server, "billing", &old).await;
     // No client_id: the assertion names the client.
     let once = assertion(&old, "orders", &server.issuer);
     server.issue(by_assertion("", once.clone())).await;
@@ -158,12 +170,7 @@ async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_on
             cc("orders", "any secret at all"),
         ),
     ];
-    for (why, req) in refusals {
-        let status = server
-            .assert_token_refused_unchanged(req, Code::Unauthenticated, "invalid_client")
-            .await;
-        assert!(!status.message().is_empty(), "{why}");
-    }
+    each_invalid_client(&server, refusals).await;
     // Both methods at once: a malformed request, not an authentication failure.
     server
         .assert_token_refused(
@@ -213,6 +220,50 @@ async fn an_assertion_is_used_once_for_this_server_and_a_rotated_key_stops_at_on
         .unwrap();
     assert_eq!(shown.token_endpoint_auth_method, "private_key_jwt");
     assert_eq!(shown.jwks, jwks(&new));
+}
+
+/// Assertions that were never good: expired, or signed by a key never registered (under a kid
+/// of its own, or under the registered key's kid). Each is `invalid_client` and changes nothing.
+#[tokio::test]
+async fn an_expired_or_foreign_assertion_is_invalid_client() {
+    let server = TestServer::start().await;
+    let old = SigningKey::generate(Algorithm::ES256, "old").unwrap();
+    register_with_key(&server, "orders", &old).await;
+    let now = writ_token::system_clock().now();
+    let expired = encode_client_assertion(
+        &old,
+        &AssertionClaims {
+            iss: "orders".into(),
+            sub: "orders".into(),
+            aud: server.issuer.clone(),
+            iat: now - 600,
+            exp: now - 300,
+            jti: writ_token::random_id(),
+        },
+    )
+    .unwrap();
+    // Never registered: under a kid of its own, and under the registered key's kid.
+    let stranger = SigningKey::generate(Algorithm::ES256, "stranger").unwrap();
+    let impostor = SigningKey::generate(Algorithm::ES256, "old").unwrap();
+    let refusals: [(&str, authz::TokenRequest); 3] = [
+        ("an expired assertion", by_assertion("orders", expired)),
+        (
+            "an assertion signed by a key never registered",
+            by_assertion("orders", assertion(&stranger, "orders", &server.issuer)),
+        ),
+        (
+            "an assertion signed by another key under the registered kid",
+            by_assertion("orders", assertion(&impostor, "orders", &server.issuer)),
+        ),
+    ];
+    each_invalid_client(&server, refusals).await;
+    // The registered key still works: the refusals spent nothing of it.
+    server
+        .issue(by_assertion(
+            "orders",
+            assertion(&old, "orders", &server.issuer),
+        ))
+        .await;
 }
 
 /// A client that publishes its keys at a `jwks_uri` (https, the CA the operator configured):

@@ -1312,6 +1312,79 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
 /// Issue 13, part 2: a public client's refresh token, issued with a DPoP proof, is bound to the
 /// proof's key (RFC 9449 section 5): a thief with the token but not the key gets nothing, and
 /// its attempts do not count as reuse (the family lives on for its client).
+/// RFC 9449 section 5.2: a public client registered with `dpop_bound_access_tokens` gets no
+/// token without a proof (its refresh tokens are never bearer ones); the refusal spends
+/// nothing, so the same code still redeems with a proof.
+#[tokio::test]
+async fn a_client_registered_dpop_bound_gets_no_token_without_a_proof() {
+    use writ_token::{Algorithm, ProofClaimsOut, SigningKey, sign_proof};
+    let server = setup().await;
+    server
+        .create_client(pb_admin::Client {
+            dpop_bound_access_tokens: true,
+            ..web_client("bound-web")
+        })
+        .await;
+    let mut b = browser(&server);
+    let flow = Flow::new("bound-web");
+    let to = sign_in_and_consent(&mut b, &flow).await;
+    let code = code_of(&server, &flow, &to);
+    let http = server.http();
+    let r = http
+        .post_form("/oauth2/token", &[], &flow.redeem(&code))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let refused = r.json();
+    assert_eq!(refused["error"], "invalid_request", "{refused}");
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("DPoP"),
+        "{refused}"
+    );
+    let key = SigningKey::generate(Algorithm::ES256, "app").unwrap();
+    let proof = sign_proof(
+        &key,
+        &ProofClaimsOut {
+            htm: "POST",
+            htu: &format!("{}/oauth2/token", server.issuer),
+            iat: writ_token::system_clock().now(),
+            access_token: None,
+            nonce: None,
+        },
+    );
+    let body = http
+        .post_form("/oauth2/token", &[("dpop", &proof)], &flow.redeem(&code))
+        .await
+        .token_json();
+    assert_eq!(body["token_type"], "DPoP");
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let form = format!(
+        "grant_type=refresh_token&client_id=bound-web&refresh_token={}",
+        form_encode(refresh)
+    );
+    let r = http.post_form("/oauth2/token", &[], &form).await;
+    assert_eq!(
+        r.json()["error"],
+        "invalid_dpop_proof",
+        "bound, like the token"
+    );
+    // The registration says so through the admin API.
+    let got = server
+        .admin()
+        .await
+        .get_client(pb_admin::GetClientRequest {
+            client_id: "bound-web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    assert!(got.dpop_bound_access_tokens);
+}
+
 #[tokio::test]
 async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
     use writ_token::{Algorithm, ProofClaimsOut, SigningKey, sign_proof};

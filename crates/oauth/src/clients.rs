@@ -34,6 +34,7 @@ pub const UPDATABLE_CLIENT_FIELDS: &[&str] = &[
     "jwks",
     "jwks_uri",
     "tls_client_certificate_bound_access_tokens",
+    "dpop_bound_access_tokens",
     "tls_client_auth_san_dns",
     "tls_client_auth_san_uri",
     "tls_client_auth_san_ip",
@@ -430,11 +431,11 @@ impl AuthorizationServer {
         }
         // Bound tokens are JWTs: a client whose default is another format would be refused
         // every time it asks for none.
-        if c.tls_client_certificate_bound_access_tokens
+        if (c.tls_client_certificate_bound_access_tokens || c.dpop_bound_access_tokens)
             && !matches!(c.default_token_format, 0 | FORMAT_JWT)
         {
             return Err(Error::InvalidRequest(
-                "certificate-bound access tokens are JWTs: the client's default format is jwt",
+                "bound access tokens are JWTs: the client's default format is jwt",
             ));
         }
         let known = [
@@ -483,6 +484,7 @@ fn field_text(c: &ClientRecord, field: &str) -> String {
         "tls_client_certificate_bound_access_tokens" => {
             c.tls_client_certificate_bound_access_tokens.to_string()
         }
+        "dpop_bound_access_tokens" => c.dpop_bound_access_tokens.to_string(),
         "tls_client_auth_san_dns" => format!("{:?}", c.tls_client_auth_san_dns),
         "tls_client_auth_san_uri" => format!("{:?}", c.tls_client_auth_san_uri),
         "tls_client_auth_san_ip" => format!("{:?}", c.tls_client_auth_san_ip),
@@ -554,6 +556,9 @@ fn set_fields<S: AsRef<str>>(c: &mut ClientRecord, client: &Client, mask: &[S]) 
                 c.tls_client_certificate_bound_access_tokens =
                     client.tls_client_certificate_bound_access_tokens
             }
+            "dpop_bound_access_tokens" => {
+                c.dpop_bound_access_tokens = client.dpop_bound_access_tokens
+            }
             "tls_client_auth_san_dns" => {
                 c.tls_client_auth_san_dns = client.tls_client_auth_san_dns.clone()
             }
@@ -621,6 +626,7 @@ fn client_of(c: &ClientRecord) -> Client {
         jwks: c.jwks.clone(),
         jwks_uri: c.jwks_uri.clone(),
         tls_client_certificate_bound_access_tokens: c.tls_client_certificate_bound_access_tokens,
+        dpop_bound_access_tokens: c.dpop_bound_access_tokens,
         tls_client_auth_san_dns: c.tls_client_auth_san_dns.clone(),
         tls_client_auth_san_uri: c.tls_client_auth_san_uri.clone(),
         tls_client_auth_san_ip: c.tls_client_auth_san_ip.clone(),

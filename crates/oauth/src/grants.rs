@@ -816,6 +816,13 @@ impl AuthorizationServer {
             cnf: None,
         };
         let bound = !m.jkt.is_empty();
+        // RFC 9449 section 5.2: a client registered for it always proves a key. Checked before
+        // anything is written (the code or refresh token it presented stays as it was).
+        if m.client.dpop_bound_access_tokens && !bound {
+            return Err(Error::InvalidRequest(
+                "this client's tokens are DPoP-bound: send a DPoP proof",
+            ));
+        }
         // RFC 8705 section 3: a client registered for it gets tokens bound to the certificate
         // it presented; without one, none.
         let x5t = if m.client.tls_client_certificate_bound_access_tokens {

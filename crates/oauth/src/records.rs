@@ -96,6 +96,9 @@ pub struct ClientRecord {
     pub tls_client_auth_san_email: String,
     #[prost(string, tag = "30")]
     pub tls_client_auth_subject_dn: String,
+    /// RFC 9449 section 5.2: every token request proves a DPoP key.
+    #[prost(bool, tag = "31")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl Record for ClientRecord {

@@ -331,6 +331,8 @@ pub struct Client {
     pub tls_client_auth_san_email: String,
     /// Or the certificate's subject (RFC 4514).
     pub tls_client_auth_subject_dn: String,
+    /// RFC 9449 section 5.2: every token request proves a DPoP key; tokens are bound to it.
+    pub dpop_bound_access_tokens: bool,
 }
 
 /// A resource owner, as the admin API sees it (never the password hash).

@@ -293,6 +293,10 @@ pub struct ClientCreate {
     /// `cnf.x5t#S256`): guards take them only over a connection presenting it.
     #[arg(long, conflicts_with = "public")]
     pub certificate_bound: bool,
+    /// Require a DPoP proof with every token request (RFC 9449 dpop_bound_access_tokens): its
+    /// access tokens, and a public client's refresh tokens, are bound to the proven key.
+    #[arg(long)]
+    pub dpop_bound: bool,
     /// Authenticate with a certificate from a CA the server trusts for clients
     /// (--tls-client-ca) whose subject alternative names include this URI (RFC 8705
     /// tls_client_auth; a SPIFFE ID, say) instead of a secret.
@@ -403,6 +407,7 @@ fn client_json(c: &pb_admin::Client) -> Value {
         "jwks": serde_json::from_str::<Value>(&c.jwks).unwrap_or(Value::Null),
         "jwks_uri": c.jwks_uri,
         "tls_client_certificate_bound_access_tokens": c.tls_client_certificate_bound_access_tokens,
+        "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
     })
 }
 
@@ -548,6 +553,7 @@ pub async fn admin(command: AdminCommand, conn: AdminConn) -> Result<()> {
                     },
                     jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
                     tls_client_certificate_bound_access_tokens: c.certificate_bound,
+                    dpop_bound_access_tokens: c.dpop_bound,
                     tls_client_auth_san_uri: c.tls_client_auth_san_uri.clone().unwrap_or_default(),
                     tls_client_auth_san_dns: c.tls_client_auth_san_dns.clone().unwrap_or_default(),
                     tls_client_auth_san_ip: String::new(),
