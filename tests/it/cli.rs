@@ -346,6 +346,38 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
     assert_eq!(got["dpop_bound_access_tokens"], false, "{got}");
 }
 
+/// The example services (`examples/demo`, what `writ-demo` runs) against a real `writ up`:
+/// orders authenticates with a key pair and holds no secret, exchanges its caller's token at the
+/// STS to reserve stock at inventory, and both services refuse the caller's token once revoked
+/// (the walkthrough fails with the step otherwise).
+#[test]
+fn the_demo_services_walk_through_against_writ_up_without_a_secret_for_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WritUp::start(&dir.path().join("writ-data"));
+    let cli = writ_demo::walkthrough::Cli {
+        data_dir: up.data_dir.clone(),
+        inventory_port: 0,
+        orders_port: 0,
+        serve: false,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), writ_demo::walkthrough::run(&cli)).await
+        })
+        .expect("the walkthrough ends within 60 s")
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", up.logs()));
+    let orders = up.json(&["admin", "client", "get", writ_demo::ORDERS]);
+    assert_eq!(
+        orders["token_endpoint_auth_method"], "private_key_jwt",
+        "{orders}"
+    );
+    assert!(orders.get("client_secret").is_none(), "{orders}");
+}
+
 /// A service that holds no shared secret (`private_key_jwt`), through the CLI alone: a key pair
 /// generated locally, the public half registered, tokens signed for, the key rotated.
 #[test]

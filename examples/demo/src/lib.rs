@@ -6,6 +6,8 @@
 //! orders recorded as the actor (`act`). Both install [`writ_guard::Guard`] as a tower layer,
 //! built in a few lines ([`guard_for`]).
 
+pub mod walkthrough;
+
 /// The example services' generated code (`proto/writ/demo/v1/demo.proto`, not part of Writ's
 /// contract).
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
