@@ -1309,9 +1309,6 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
     assert!(!signs_in_silently(&server, &mut third, &bc).await);
 }
 
-/// Issue 13, part 2: a public client's refresh token, issued with a DPoP proof, is bound to the
-/// proof's key (RFC 9449 section 5): a thief with the token but not the key gets nothing, and
-/// its attempts do not count as reuse (the family lives on for its client).
 /// RFC 9449 section 5.2: a public client registered with `dpop_bound_access_tokens` gets no
 /// token without a proof (its refresh tokens are never bearer ones); the refusal spends
 /// nothing, so the same code still redeems with a proof.
@@ -1383,8 +1380,38 @@ async fn a_client_registered_dpop_bound_gets_no_token_without_a_proof() {
         .client
         .unwrap();
     assert!(got.dpop_bound_access_tokens);
+
+    // A confidential client so registered: no bearer token by client_credentials, nor by
+    // token exchange (which carries no proof).
+    let (svc, secret) = server
+        .create_client(pb_admin::Client {
+            dpop_bound_access_tokens: true,
+            ..service_spec("bound-svc", "orders.read", &["orders"])
+        })
+        .await;
+    server
+        .assert_token_refused_unchanged(
+            cc(&svc, &secret),
+            tonic::Code::InvalidArgument,
+            "invalid_request",
+        )
+        .await;
+    let refused = server
+        .admin()
+        .await
+        .authenticate_client(pb_admin::AuthenticateClientRequest {
+            client_id: svc.clone(),
+            client_secret: secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 }
 
+/// Issue 13, part 2: a public client's refresh token, issued with a DPoP proof, is bound to the
+/// proof's key (RFC 9449 section 5): a thief with the token but not the key gets nothing, and
+/// its attempts do not count as reuse (the family lives on for its client).
 #[tokio::test]
 async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
     use writ_token::{Algorithm, ProofClaimsOut, SigningKey, sign_proof};

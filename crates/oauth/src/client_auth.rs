@@ -574,6 +574,12 @@ impl AuthorizationServer {
                  exchange does not carry",
             ));
         }
+        // Nor a DPoP proof: a client registered to prove a key gets no bearer token there.
+        if client.dpop_bound_access_tokens {
+            return Err(Error::UnauthorizedClient(
+                "this client's tokens are DPoP-bound, which token exchange does not carry",
+            ));
+        }
         Ok(())
     }
 }

@@ -112,8 +112,13 @@ impl SledStore {
             }
         };
         // sled creates its files and directories without syncing their names: a database
-        // created just before a power cut could otherwise vanish, durable flushes and all.
-        for d in [dir.to_path_buf(), dir.join("blobs")] {
+        // created just before a power cut could otherwise vanish, durable flushes and all (its
+        // own directory's name too, in its parent).
+        let parent = dir.parent().map(Path::to_path_buf);
+        for d in [dir.to_path_buf(), dir.join("blobs")]
+            .into_iter()
+            .chain(parent)
+        {
             if d.is_dir() {
                 std::fs::File::open(&d)
                     .and_then(|f| f.sync_all())

@@ -161,6 +161,11 @@
 #![allow(clippy::mem_replace_with_default)] // Not using std::mem::take() due to MSRV of 1.37 (intro'd in 1.40)
 #![allow(clippy::match_like_matches_macro)] // Not using std::matches! due to MSRV of 1.37 (intro'd in 1.42)
 
+// WRIT PATCH: the io_uring path still makes its writes "durable" with
+// sync_file_range, which the default path no longer does (see WRIT-PATCH.md).
+#[cfg(feature = "io_uring")]
+compile_error!("writ's vendored sled: the io_uring path is not made durable; see WRIT-PATCH.md");
+
 macro_rules! io_fail {
     ($config:expr, $e:expr) => {
         #[cfg(feature = "failpoints")]

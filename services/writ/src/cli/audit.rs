@@ -42,7 +42,7 @@ pub struct ListArgs {
     pub event_type: Option<String>,
     #[arg(long, allow_hyphen_values = true)]
     pub client_id: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub subject: Option<String>,
     /// Only events of this grant id: a lineage's whole story.
     #[arg(long, allow_hyphen_values = true)]

@@ -816,12 +816,19 @@ impl Platform {
 
 /// Opens the store in `dir/name` off the async runtime (opening may wait for the file lock).
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let existed = dir.is_dir();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", dir.display()))?;
+        // A new directory's name is durable before anything durable is written under it.
+        if !existed && let Some(parent) = dir.parent().filter(|p| p.is_dir()) {
+            std::fs::File::open(parent)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", parent.display()))?;
+        }
     }
     Ok(())
 }
