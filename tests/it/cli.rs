@@ -274,6 +274,9 @@ fn an_administrator_trusts_a_cluster_and_a_workload_gets_tokens_from_its_token_f
         serde_json::json!(["k8s-1"]),
         "kept: {updated}"
     );
+    let r = up.run(&["admin", "workload", "update", "--issuer", CLUSTER], None);
+    assert_ne!(r.code(), Some(0), "{r}");
+    assert!(r.stderr.contains("nothing to update"), "{r}");
     let policy = up.json(&[
         "admin",
         "workload",

@@ -458,6 +458,47 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
     )
     .await;
 
+    // An update names what it changes: the rest stays as stored (here, the keys, which the
+    // request leaves empty); a field it cannot change is refused and changes nothing.
+    let before = admin
+        .get_workload_issuer(pb_admin::GetWorkloadIssuerRequest {
+            issuer: CLUSTER.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .issuer
+        .unwrap();
+    let masked = |paths: &[&str]| pb_admin::UpdateWorkloadIssuerRequest {
+        issuer: Some(pb_admin::WorkloadIssuer {
+            issuer: CLUSTER.into(),
+            max_token_lifetime: 7200,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    };
+    let changed = admin
+        .update_workload_issuer(masked(&["max_token_lifetime"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .issuer
+        .unwrap();
+    assert_eq!(changed.max_token_lifetime, 7200);
+    assert_eq!(
+        (&changed.jwks, &changed.audience, changed.single_use),
+        (&before.jwks, &before.audience, before.single_use),
+        "kept"
+    );
+    let refused = admin
+        .update_workload_issuer(masked(&["issuer"]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    server.issue(grant("orders", sa_token(json!({})))).await;
+
     // New keys replace the old ones (the policies stay).
     let updated = admin
         .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest {
@@ -465,6 +506,7 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
                 jwks: json!({"keys": [ed.verification_key().to_jwk()]}).to_string(),
                 ..cluster(vec![])
             }),
+            update_mask: None,
         })
         .await
         .unwrap()
@@ -501,15 +543,15 @@ async fn trusted_issuers_are_managed_through_the_admin_api() {
         .await;
     assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     // Every change is in the audit trail, key ids and rules, never key material.
-    for kind in [
-        "workload_issuer_created",
-        "workload_policy_added",
-        "workload_issuer_updated",
-        "workload_policy_removed",
-        "workload_issuer_deleted",
+    for (kind, times) in [
+        ("workload_issuer_created", 1),
+        ("workload_policy_added", 1),
+        ("workload_issuer_updated", 2),
+        ("workload_policy_removed", 1),
+        ("workload_issuer_deleted", 1),
     ] {
         let records = server.audit_records_of(kind);
-        assert_eq!(records.len(), 1, "{kind}");
+        assert_eq!(records.len(), times, "{kind}");
         let modulus = serde_json::from_str::<Value>(CLUSTER_JWKS).unwrap()["keys"][0]["n"]
             .as_str()
             .unwrap()

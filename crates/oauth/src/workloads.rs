@@ -27,6 +27,15 @@ use crate::records::{ClientRecord, WorkloadIssuerRecord, WorkloadPolicyRecord};
 use crate::types::{Page, TokenRequest, TokenResponse};
 use crate::{AuthorizationServer, MAX_AUDIENCES, grant_type, valid_id};
 
+/// What an issuer's update may name in its mask.
+pub const ISSUER_UPDATE_FIELDS: [&str; 5] = [
+    "jwks",
+    "jwks_uri",
+    "audience",
+    "max_token_lifetime",
+    "single_use",
+];
+
 /// Most policies one issuer holds (what one grant reads at most).
 pub const MAX_WORKLOAD_POLICIES: usize = 256;
 
@@ -137,18 +146,42 @@ impl AuthorizationServer {
         Ok(page.map(issuer))
     }
 
-    /// Replaces what is trusted of an issuer: its keys, audience, lifetime, single use. Its
-    /// policies are kept (changed with [`Self::add_workload_policy`] and
-    /// [`Self::remove_workload_policy`]).
-    pub async fn update_workload_issuer(&self, spec: WorkloadIssuer) -> Result<WorkloadIssuer> {
+    /// Replaces what is trusted of an issuer: its keys, audience, lifetime, single use, or only
+    /// the ones `mask` names ([`ISSUER_UPDATE_FIELDS`]; empty: all), the rest kept as stored
+    /// when the change commits. Its policies are kept (changed with
+    /// [`Self::add_workload_policy`] and [`Self::remove_workload_policy`]).
+    pub async fn update_workload_issuer(
+        &self,
+        spec: WorkloadIssuer,
+        mask: &[String],
+    ) -> Result<WorkloadIssuer> {
+        if mask
+            .iter()
+            .any(|p| !ISSUER_UPDATE_FIELDS.contains(&p.as_str()))
+        {
+            return Err(Error::InvalidRequest(
+                "update_mask names a field that cannot be updated",
+            ));
+        }
+        let names = |field: &str| mask.is_empty() || mask.iter().any(|p| p == field);
         let iss = spec.issuer.clone();
         let wanted = issuer_record(spec);
         self.modify_workload(&iss, "workload_issuer_updated", |r| {
-            r.jwks = wanted.jwks.clone();
-            r.jwks_uri = wanted.jwks_uri.clone();
-            r.audience = wanted.audience.clone();
-            r.max_token_lifetime = wanted.max_token_lifetime;
-            r.single_use = wanted.single_use;
+            if names("jwks") {
+                r.jwks = wanted.jwks.clone();
+            }
+            if names("jwks_uri") {
+                r.jwks_uri = wanted.jwks_uri.clone();
+            }
+            if names("audience") {
+                r.audience = wanted.audience.clone();
+            }
+            if names("max_token_lifetime") {
+                r.max_token_lifetime = wanted.max_token_lifetime;
+            }
+            if names("single_use") {
+                r.single_use = wanted.single_use;
+            }
             Ok(())
         })
         .await

@@ -637,10 +637,12 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<UpdateWorkloadIssuerRequest>,
     ) -> Result<Response<UpdateWorkloadIssuerResponse>, Status> {
-        let spec = required(request.into_inner().issuer, "issuer is required")?;
+        let r = request.into_inner();
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let spec = required(r.issuer, "issuer is required")?;
         let issuer = self
             .engine
-            .update_workload_issuer(convert::workload_issuer_from(spec))
+            .update_workload_issuer(convert::workload_issuer_from(spec), &mask)
             .await
             .map_err(status)?;
         Ok(Response::new(UpdateWorkloadIssuerResponse {

@@ -941,17 +941,34 @@ async fn workload(admin: &mut AdminClient, command: WorkloadCommand) -> Result<(
             shown(r.into_inner().issuer);
         }
         WorkloadCommand::Update(a) => {
-            let current = admin
-                .get_workload_issuer(pb_admin::GetWorkloadIssuerRequest {
-                    issuer: a.issuer.clone(),
-                })
-                .await?
-                .into_inner()
-                .issuer
-                .unwrap_or_default();
-            let issuer = Some(workload_issuer_spec(current, a)?);
+            // Only what is given, named in the mask: the server keeps the rest as it is when
+            // the change commits (no read here that a concurrent update could make stale).
+            let mut paths: Vec<String> = Vec::new();
+            if a.jwks_file.is_some() || a.jwks_uri.is_some() {
+                paths.extend(["jwks".into(), "jwks_uri".into()]);
+            }
+            for (given, field) in [
+                (a.audience.is_some(), "audience"),
+                (a.max_token_lifetime.is_some(), "max_token_lifetime"),
+                (a.single_use.is_some(), "single_use"),
+            ] {
+                if given {
+                    paths.push(field.into());
+                }
+            }
+            if paths.is_empty() {
+                return Err(CliError::Invalid(
+                    "nothing to update: give --jwks-file, --jwks-uri, --audience, \
+                     --max-token-lifetime or --single-use"
+                        .into(),
+                ));
+            }
+            let issuer = Some(workload_issuer_spec(Default::default(), a)?);
             let r = admin
-                .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest { issuer })
+                .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest {
+                    issuer,
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                })
                 .await?;
             shown(r.into_inner().issuer);
         }
