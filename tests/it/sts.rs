@@ -46,6 +46,18 @@ async fn fixture() -> Fixture {
     fixture_with(Options::default(), StsOptions::default()).await
 }
 
+/// The fixture with the STS in process (`writ up`) or apart (`remote`).
+async fn wired(remote: bool) -> Fixture {
+    fixture_with(
+        Options::default(),
+        StsOptions {
+            remote,
+            ..StsOptions::default()
+        },
+    )
+    .await
+}
+
 /// The fixture on a manual clock.
 async fn clocked_fixture(clock: &ManualClock, sts: StsOptions) -> Fixture {
     fixture_with(
@@ -1774,19 +1786,49 @@ async fn a_grant_id_finds_the_whole_lineage_in_order() {
 /// a key exchanges through `writ-client`'s exchanger (its assertions name the platform's issuer)
 /// and by hand (naming the STS); an assertion is good once, for these audiences only, and never
 /// beside a secret.
+/// A client whose tokens must be bound (RFC 9449 `dpop_bound_access_tokens`) gets no bearer
+/// token by exchange either, in either wiring: `unauthorized_client`, the directory's answer
+/// about that client (not an outage).
+#[tokio::test]
+async fn a_dpop_bound_client_may_not_exchange_in_either_wiring() {
+    for remote in [false, true] {
+        let f = wired(remote).await;
+        let subject = f.subject(TokenFormat::Jwt).await;
+        f.server
+            .admin()
+            .await
+            .update_client(pb_admin::UpdateClientRequest {
+                client: Some(pb_admin::Client {
+                    client_id: f.orders.0.clone(),
+                    dpop_bound_access_tokens: true,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["dpop_bound_access_tokens".into()],
+                }),
+            })
+            .await
+            .unwrap();
+        let status = f
+            .refused(
+                f.request(&f.orders, &subject, &["inventory"]),
+                Code::PermissionDenied,
+                "unauthorized_client",
+            )
+            .await;
+        assert!(
+            status.message().contains("bound"),
+            "remote: {remote}: {status:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_client_holding_only_a_key_exchanges_in_either_wiring() {
     use crate::client_keys::{assertion, jwks};
     use writ_client::{ClientCredentials, Exchanger, PrivateKeyJwt};
     for remote in [false, true] {
-        let f = fixture_with(
-            Options::default(),
-            StsOptions {
-                remote,
-                ..StsOptions::default()
-            },
-        )
-        .await;
+        let f = wired(remote).await;
         let key = SigningKey::generate(Algorithm::EdDSA, "s1").unwrap();
         f.server
             .create_client(pb_admin::Client {

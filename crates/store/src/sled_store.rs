@@ -114,15 +114,17 @@ impl SledStore {
         // sled creates its files and directories without syncing their names: a database
         // created just before a power cut could otherwise vanish, durable flushes and all (its
         // own directory's name too, in its parent).
-        let parent = dir.parent().map(Path::to_path_buf);
-        for d in [dir.to_path_buf(), dir.join("blobs")]
-            .into_iter()
-            .chain(parent)
-        {
+        let parent = match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new(".").to_path_buf(),
+            Some(p) => p.to_path_buf(),
+            None => Path::new("/").to_path_buf(),
+        };
+        for d in [dir.to_path_buf(), dir.join("blobs"), parent] {
             if d.is_dir() {
-                std::fs::File::open(&d)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StoreError::Io(e.to_string()))?;
+                // Best effort: a file system that cannot sync a directory offers nothing better.
+                if let Err(e) = std::fs::File::open(&d).and_then(|f| f.sync_all()) {
+                    tracing::warn!(dir = %d.display(), error = %e, "could not sync a directory");
+                }
             }
         }
         Self::from_db(db, Some(dir.to_path_buf()))

@@ -292,7 +292,8 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         })
         .await?;
     let mut refused = None;
-    for _ in 0..50 {
+    // Bounded: 250 tries 20 ms apart (the feed takes milliseconds; a loaded machine longer).
+    for _ in 0..250 {
         match place(token.clone()).await {
             Err(s) => {
                 refused = Some(s);
@@ -306,7 +307,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             println!("token revoked: orders now refuses it ({})", s.message())
         }
         Some(s) => bail!("unexpected refusal after revocation: {s:?}"),
-        None => bail!("the revoked token was still accepted after 1 s"),
+        None => bail!("the revoked token was still accepted after 5 s"),
     }
 
     if cli.serve {

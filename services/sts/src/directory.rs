@@ -86,6 +86,17 @@ impl Directory for RemoteDirectory {
                 Err(s) if s.code() == Code::Unauthenticated && reason(&s) == "invalid_client" => {
                     Err(ExchangeError::InvalidClient)
                 }
+                // The client may not exchange (its tokens must be bound, which an exchange
+                // cannot do): the authorization server's answer about it, passed on.
+                Err(s)
+                    if s.code() == Code::PermissionDenied
+                        && reason(&s) == "unauthorized_client" =>
+                {
+                    Err(ExchangeError::UnauthorizedClient(
+                        "this client's tokens must be bound (to a TLS client certificate or a \
+                         DPoP key), which token exchange does not do",
+                    ))
+                }
                 Err(s) => Err(self.remote_error(s)),
             }
         })

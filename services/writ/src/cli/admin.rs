@@ -941,8 +941,8 @@ async fn workload(admin: &mut AdminClient, command: WorkloadCommand) -> Result<(
             shown(r.into_inner().issuer);
         }
         WorkloadCommand::Update(a) => {
-            // Only what is given, named in the mask: the server keeps the rest as it is when
-            // the change commits (no read here that a concurrent update could make stale).
+            // What is given, named in the mask: the server keeps the rest as it is when the
+            // change commits (a concurrent update of another field is not lost).
             let mut paths: Vec<String> = Vec::new();
             if a.jwks_file.is_some() || a.jwks_uri.is_some() {
                 paths.extend(["jwks".into(), "jwks_uri".into()]);
@@ -963,7 +963,17 @@ async fn workload(admin: &mut AdminClient, command: WorkloadCommand) -> Result<(
                         .into(),
                 ));
             }
-            let issuer = Some(workload_issuer_spec(Default::default(), a)?);
+            // The fields it does not name are sent as they are now, so a server that predates
+            // the mask (and replaces them all) keeps them too.
+            let current = admin
+                .get_workload_issuer(pb_admin::GetWorkloadIssuerRequest {
+                    issuer: a.issuer.clone(),
+                })
+                .await?
+                .into_inner()
+                .issuer
+                .unwrap_or_default();
+            let issuer = Some(workload_issuer_spec(current, a)?);
             let r = admin
                 .update_workload_issuer(pb_admin::UpdateWorkloadIssuerRequest {
                     issuer,

@@ -20,6 +20,9 @@ fn engine_error(e: writ_oauth::Error) -> ExchangeError {
         writ_oauth::Error::InvalidClient => ExchangeError::InvalidClient,
         // The caller's request, not the directory, is at fault.
         writ_oauth::Error::InvalidRequest(m) => ExchangeError::InvalidRequest(m),
+        // A client whose tokens must be bound (to a certificate, to a DPoP key), which an
+        // exchange cannot do: its answer, not a failure of the directory.
+        writ_oauth::Error::UnauthorizedClient(m) => ExchangeError::UnauthorizedClient(m),
         other => {
             tracing::error!(error = %other, "the client directory failed");
             ExchangeError::Unavailable("the client directory is unavailable")
