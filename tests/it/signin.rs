@@ -1138,6 +1138,20 @@ async fn signing_out_posts_a_logout_token_to_each_client_with_a_back_channel() {
 }
 
 /// A refresh of the public client `web`.
+/// A fresh DPoP proof by `key` for a POST to the token endpoint (a proof is good once).
+fn token_endpoint_proof(server: &TestServer, key: &writ_token::SigningKey) -> String {
+    writ_token::sign_proof(
+        key,
+        &writ_token::ProofClaimsOut {
+            htm: "POST",
+            htu: &format!("{}/oauth2/token", server.issuer),
+            iat: writ_token::system_clock().now(),
+            access_token: None,
+            nonce: None,
+        },
+    )
+}
+
 async fn refresh_at(
     http: &writ_tests::http_client::HttpClient,
     refresh: &str,
@@ -1314,7 +1328,7 @@ async fn an_administrator_lists_and_ends_a_persons_sessions() {
 /// nothing, so the same code still redeems with a proof.
 #[tokio::test]
 async fn a_client_registered_dpop_bound_gets_no_token_without_a_proof() {
-    use writ_token::{Algorithm, ProofClaimsOut, SigningKey, sign_proof};
+    use writ_token::{Algorithm, SigningKey};
     let server = setup().await;
     server
         .create_client(pb_admin::Client {
@@ -1341,16 +1355,7 @@ async fn a_client_registered_dpop_bound_gets_no_token_without_a_proof() {
         "{refused}"
     );
     let key = SigningKey::generate(Algorithm::ES256, "app").unwrap();
-    let proof = sign_proof(
-        &key,
-        &ProofClaimsOut {
-            htm: "POST",
-            htu: &format!("{}/oauth2/token", server.issuer),
-            iat: writ_token::system_clock().now(),
-            access_token: None,
-            nonce: None,
-        },
-    );
+    let proof = token_endpoint_proof(&server, &key);
     let body = http
         .post_form("/oauth2/token", &[("dpop", &proof)], &flow.redeem(&code))
         .await
@@ -1414,7 +1419,7 @@ async fn a_client_registered_dpop_bound_gets_no_token_without_a_proof() {
 /// its attempts do not count as reuse (the family lives on for its client).
 #[tokio::test]
 async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
-    use writ_token::{Algorithm, ProofClaimsOut, SigningKey, sign_proof};
+    use writ_token::{Algorithm, SigningKey};
     let server = setup().await;
     let mut b = browser(&server);
     let flow = Flow::new("web");
@@ -1422,19 +1427,7 @@ async fn a_public_clients_refresh_token_is_bound_to_its_dpop_key() {
     let code = code_of(&server, &flow, &to);
     let key = SigningKey::generate(Algorithm::ES256, "app").unwrap();
     let thief = SigningKey::generate(Algorithm::ES256, "thief").unwrap();
-    let htu = format!("{}/oauth2/token", server.issuer);
-    let proof = |k: &SigningKey| {
-        sign_proof(
-            k,
-            &ProofClaimsOut {
-                htm: "POST",
-                htu: &htu,
-                iat: writ_token::system_clock().now(),
-                access_token: None,
-                nonce: None,
-            },
-        )
-    };
+    let proof = |k: &SigningKey| token_endpoint_proof(&server, k);
     let http = server.http();
     let body = http
         .post_form(

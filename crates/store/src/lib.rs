@@ -16,7 +16,7 @@ use std::pin::Pin;
 pub use error::StoreError;
 pub use expiry::{Due, EXPIRY_BUCKET_SECONDS, ExpiryOrder};
 pub use record::{Record, decode, encode};
-pub use sled_store::{SledConfig, SledStore};
+pub use sled_store::{SledConfig, SledStore, parent_dir, sync_dir_logged};
 
 /// The schema version this build writes. Opening a store written by a newer schema fails, so an
 /// old binary never misreads new data.

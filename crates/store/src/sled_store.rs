@@ -114,17 +114,9 @@ impl SledStore {
         // sled creates its files and directories without syncing their names: a database
         // created just before a power cut could otherwise vanish, durable flushes and all (its
         // own directory's name too, in its parent).
-        let parent = match dir.parent() {
-            Some(p) if p.as_os_str().is_empty() => Path::new(".").to_path_buf(),
-            Some(p) => p.to_path_buf(),
-            None => Path::new("/").to_path_buf(),
-        };
-        for d in [dir.to_path_buf(), dir.join("blobs"), parent] {
+        for d in [dir, &dir.join("blobs"), parent_dir(dir)] {
             if d.is_dir() {
-                // Best effort: a file system that cannot sync a directory offers nothing better.
-                if let Err(e) = std::fs::File::open(&d).and_then(|f| f.sync_all()) {
-                    tracing::warn!(dir = %d.display(), error = %e, "could not sync a directory");
-                }
+                sync_dir_logged(d);
             }
         }
         Self::from_db(db, Some(dir.to_path_buf()))
@@ -193,6 +185,23 @@ impl SledStore {
     /// The size of the database on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The directory holding `path`: `.` for a bare relative name, `/` for the root.
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    }
+}
+
+/// Syncs `dir`, so the names in it are durable. Best effort: a file system that cannot sync a
+/// directory offers nothing better, so a failure is logged, not returned.
+pub fn sync_dir_logged(dir: &Path) {
+    if let Err(e) = std::fs::File::open(dir).and_then(|f| f.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not sync a directory");
     }
 }
 

@@ -823,17 +823,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", dir.display()))?;
-        // A new directory's name is durable before anything durable is written under it (best
-        // effort: a file system that cannot sync a directory has no better way to offer).
+        // A new directory's name is durable before anything durable is written under it.
         if !existed {
-            let parent = match dir.parent() {
-                Some(p) if p.as_os_str().is_empty() => Path::new("."),
-                Some(p) => p,
-                None => Path::new("/"),
-            };
-            if let Err(e) = std::fs::File::open(parent).and_then(|f| f.sync_all()) {
-                tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory's parent");
-            }
+            writ_store::sync_dir_logged(writ_store::parent_dir(dir));
         }
     }
     Ok(())
