@@ -314,10 +314,82 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
+    // WRIT PATCH: buffers written at once share one `fdatasync` (see
+    // `SyncGroup` and WRIT-PATCH.md).
+    sync_group: SyncGroup,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
     pub io_uring: rio::Rio,
+}
+
+/// WRIT PATCH: group commit of the log file's `fdatasync`s. Several IO
+/// threads write sealed buffers at once, and each used to sync the whole file
+/// after its own write. `fdatasync` covers everything written to the file
+/// before it starts, so a sync that began after a buffer's write returned makes
+/// that buffer durable too: one thread syncs for every write that completed
+/// before it started, the others wait for it. A failed sync fails every later
+/// one (after a failed `fdatasync` the kernel may have dropped the dirty pages,
+/// so a later success would prove nothing).
+#[derive(Default)]
+struct SyncGroup {
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Writes that completed (counted in order of completion).
+    written: u64,
+    /// Every write counted up to this one is durable.
+    durable: u64,
+    /// A thread is syncing now.
+    syncing: bool,
+    /// A sync failed: nothing written after it is known to be durable.
+    failed: bool,
+}
+
+impl SyncGroup {
+    /// Call after a write to `file` returned: returns once that write is
+    /// durable, having synced the file or waited for a sync that covers it.
+    fn sync_after_write(&self, file: &std::fs::File) -> std::io::Result<()> {
+        let failed = || {
+            std::io::Error::new(
+                std::io::ErrorKind::Other,
+                "an earlier fdatasync of the log failed",
+            )
+        };
+        let mut state = self.state.lock();
+        state.written += 1;
+        let mine = state.written;
+        loop {
+            if state.durable >= mine {
+                return Ok(());
+            }
+            if state.failed {
+                return Err(failed());
+            }
+            if state.syncing {
+                // That sync may have started before this write returned: look
+                // again when it ends.
+                self.synced.wait(&mut state);
+                continue;
+            }
+            state.syncing = true;
+            let covers = state.written;
+            drop(state);
+            let result = file.sync_data();
+            state = self.state.lock();
+            state.syncing = false;
+            match &result {
+                Ok(()) => state.durable = state.durable.max(covers),
+                Err(_) => state.failed = true,
+            }
+            drop(state);
+            self.synced.notify_all();
+            return result;
+        }
+    }
 }
 
 impl Drop for IoBufs {
@@ -417,6 +489,7 @@ impl IoBufs {
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
+            sync_group: SyncGroup::default(),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -733,8 +806,9 @@ impl IoBufs {
                 // only starts and waits for the write-back of the range: it
                 // neither flushes the device's volatile write cache nor
                 // persists the file's growing size, so a flushed write could
-                // be lost to a power cut (see WRIT-PATCH.md).
-                f.sync_data()?;
+                // be lost to a power cut (see WRIT-PATCH.md). Writes that
+                // complete together share one (`SyncGroup`).
+                self.sync_group.sync_after_write(f)?;
             }
         }
         io_fail!(self, "buffer write post");
