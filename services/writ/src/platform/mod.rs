@@ -816,7 +816,16 @@ impl Platform {
 
 /// Opens the store in `dir/name` off the async runtime (opening may wait for the file lock).
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let existed = dir.is_dir();
+    // Every level `create_dir_all` makes, deepest first: each name is synced into its parent.
+    let mut created = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        created.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
     {
@@ -824,8 +833,8 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", dir.display()))?;
         // A new directory's name is durable before anything durable is written under it.
-        if !existed {
-            writ_store::sync_dir_logged(writ_store::parent_dir(dir));
+        for level in &created {
+            writ_store::sync_dir_logged(writ_store::parent_dir(level));
         }
     }
     Ok(())
