@@ -349,7 +349,11 @@ impl Config {
         let file = config.open_file()?;
 
         // seal config in a Config
-        let config = RunningConfig { inner: config, file: Arc::new(file) };
+        let config = RunningConfig {
+            inner: config,
+            file: Arc::new(file),
+            syncs: Arc::default(),
+        };
 
         Db::start_inner(config)
     }
@@ -439,7 +443,7 @@ impl Config {
         });
 
         // seal config in a Config
-        RunningConfig { inner: self, file: Arc::new(file) }
+        RunningConfig { inner: self, file: Arc::new(file), syncs: Arc::default() }
     }
 
     fn gen_temp_path() -> PathBuf {
@@ -793,6 +797,8 @@ impl Config {
 pub struct RunningConfig {
     inner: Config,
     pub(crate) file: Arc<File>,
+    // WRIT PATCH: every sync of `file` goes through this (see WRIT-PATCH.md).
+    pub(crate) syncs: Arc<crate::pagecache::SyncGroup>,
 }
 
 #[allow(unsafe_code)]

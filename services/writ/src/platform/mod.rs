@@ -814,7 +814,7 @@ impl Platform {
     }
 }
 
-/// Opens the store in `dir/name` off the async runtime (opening may wait for the file lock).
+/// Creates `dir` (owner only), its new names durable in their parents.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     // Every level `create_dir_all` makes, deepest first: each name is synced into its parent.
     let mut created = Vec::new();

@@ -314,81 +314,121 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
-    // WRIT PATCH: buffers written at once share one `fdatasync` (see
-    // `SyncGroup` and WRIT-PATCH.md).
-    sync_group: SyncGroup,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
     pub io_uring: rio::Rio,
 }
 
-/// WRIT PATCH: group commit of the log file's `fdatasync`s. Several IO
-/// threads write sealed buffers at once, and each used to sync the whole file
-/// after its own write. `fdatasync` covers everything written to the file
-/// before it starts, so a sync that began after a buffer's write returned makes
-/// that buffer durable too: one thread syncs for every write that completed
-/// before it started, the others wait for it. A failed sync fails every later
-/// one (after a failed `fdatasync` the kernel may have dropped the dirty pages,
-/// so a later success would prove nothing).
+/// WRIT PATCH: every sync of the log file, group-committed (kept beside the
+/// file in `RunningConfig`). Several IO threads write sealed buffers at once,
+/// and each used to sync the whole file after its own write. `fdatasync` makes
+/// durable everything written to the file before it starts, so one sync runs
+/// at a time and covers every write counted before it started; a thread whose
+/// write is counted meanwhile waits for that sync to end, then finds its write
+/// covered or syncs for everyone waiting. The periodic flusher's and a
+/// truncation's `fsync`s take their turn here too. A failed sync (or a leader
+/// that panicked) fails every later one: after a failed sync the kernel may
+/// have dropped the dirty pages and reports the error only once per open file,
+/// so a later success would prove nothing.
 #[derive(Default)]
-struct SyncGroup {
+pub(crate) struct SyncGroup {
     state: Mutex<SyncState>,
     synced: Condvar,
 }
 
+impl std::fmt::Debug for SyncGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncGroup").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct SyncState {
-    /// Writes that completed (counted in order of completion).
+    /// Writes counted so far (each once it returned, in the order they took
+    /// this lock).
     written: u64,
     /// Every write counted up to this one is durable.
     durable: u64,
     /// A thread is syncing now.
     syncing: bool,
-    /// A sync failed: nothing written after it is known to be durable.
+    /// A sync failed: nothing written since is known to be durable.
     failed: bool,
+}
+
+/// The thread syncing for the group: ends its turn when dropped, a panic
+/// included (then the group counts as failed).
+struct Turn<'a> {
+    group: &'a SyncGroup,
+    covers: u64,
+    outcome: Option<bool>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut state = self.group.state.lock();
+        state.syncing = false;
+        match self.outcome {
+            Some(true) => state.durable = state.durable.max(self.covers),
+            Some(false) | None => state.failed = true,
+        }
+        drop(state);
+        self.group.synced.notify_all();
+    }
 }
 
 impl SyncGroup {
     /// Call after a write to `file` returned: returns once that write is
     /// durable, having synced the file or waited for a sync that covers it.
-    fn sync_after_write(&self, file: &std::fs::File) -> std::io::Result<()> {
-        let failed = || {
-            std::io::Error::new(
-                std::io::ErrorKind::Other,
-                "an earlier fdatasync of the log failed",
-            )
-        };
+    pub(crate) fn sync_after_write(
+        &self,
+        file: &std::fs::File,
+    ) -> std::io::Result<()> {
+        self.sync(file, true, false)
+    }
+
+    /// `fsync`s `file` (data and metadata) in its turn.
+    pub(crate) fn sync_all(&self, file: &std::fs::File) -> std::io::Result<()> {
+        self.sync(file, false, true)
+    }
+
+    fn sync(
+        &self,
+        file: &std::fs::File,
+        wrote: bool,
+        all: bool,
+    ) -> std::io::Result<()> {
         let mut state = self.state.lock();
-        state.written += 1;
-        let mine = state.written;
+        let mine = if wrote {
+            state.written += 1;
+            Some(state.written)
+        } else {
+            None
+        };
         loop {
-            if state.durable >= mine {
+            if mine.map_or(false, |m| state.durable >= m) {
                 return Ok(());
             }
             if state.failed {
-                return Err(failed());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Other,
+                    "an earlier sync of the log failed",
+                ));
             }
-            if state.syncing {
-                // That sync may have started before this write returned: look
-                // again when it ends.
-                self.synced.wait(&mut state);
-                continue;
+            if !state.syncing {
+                break;
             }
-            state.syncing = true;
-            let covers = state.written;
-            drop(state);
-            let result = file.sync_data();
-            state = self.state.lock();
-            state.syncing = false;
-            match &result {
-                Ok(()) => state.durable = state.durable.max(covers),
-                Err(_) => state.failed = true,
-            }
-            drop(state);
-            self.synced.notify_all();
-            return result;
+            // That sync may have started before this write was counted: look
+            // again when it ends.
+            self.synced.wait(&mut state);
         }
+        state.syncing = true;
+        let mut turn = Turn { group: self, covers: state.written, outcome: None };
+        drop(state);
+        let result = if all { file.sync_all() } else { file.sync_data() };
+        turn.outcome = Some(result.is_ok());
+        drop(turn);
+        result
     }
 }
 
@@ -489,7 +529,6 @@ impl IoBufs {
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
-            sync_group: SyncGroup::default(),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -808,7 +847,7 @@ impl IoBufs {
                 // persists the file's growing size, so a flushed write could
                 // be lost to a power cut (see WRIT-PATCH.md). Writes that
                 // complete together share one (`SyncGroup`).
-                self.sync_group.sync_after_write(f)?;
+                self.config.syncs.sync_after_write(f)?;
             }
         }
         io_fail!(self, "buffer write post");

@@ -442,6 +442,11 @@ impl Log {
                         lsn, e
                     );
                     iobufs.config.set_global_error(e);
+                    // WRIT PATCH: wake the threads waiting for the log to be
+                    // stable, as the other error paths do, so they see it.
+                    let intervals = iobufs.intervals.lock();
+                    drop(intervals);
+                    let _notified = iobufs.interval_updated.notify_all();
                 }
             })?;
 

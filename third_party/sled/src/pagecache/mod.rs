@@ -48,6 +48,7 @@ use self::{
 };
 
 pub(crate) use self::{
+    iobuf::SyncGroup,
     logger::{
         read_message, read_segment_header, MessageHeader, SegmentHeader,
         SegmentNumber,

@@ -1100,7 +1100,8 @@ impl SegmentAccountant {
             let res = config
                 .file
                 .set_len(at)
-                .and_then(|_| config.file.sync_all())
+                // WRIT PATCH: in the log's sync group.
+                .and_then(|_| config.syncs.sync_all(&config.file))
                 .map_err(|e| e.into());
             completer.fill(res);
         })?;
