@@ -797,7 +797,8 @@ impl Config {
 pub struct RunningConfig {
     inner: Config,
     pub(crate) file: Arc<File>,
-    // WRIT PATCH: every sync of `file` goes through this (see WRIT-PATCH.md).
+    // WRIT PATCH: the syncs of `file` while the database runs go through this
+    // (see WRIT-PATCH.md).
     pub(crate) syncs: Arc<crate::pagecache::SyncGroup>,
 }
 

@@ -320,8 +320,9 @@ pub(crate) struct IoBufs {
     pub io_uring: rio::Rio,
 }
 
-/// WRIT PATCH: every sync of the log file, group-committed (kept beside the
-/// file in `RunningConfig`). Several IO threads write sealed buffers at once,
+/// WRIT PATCH: the syncs of the log file while the database runs,
+/// group-committed (kept beside the file in `RunningConfig`; recovery's and
+/// `Log::drop`'s stay outside). Several IO threads write sealed buffers at once,
 /// and each used to sync the whole file after its own write. `fdatasync` makes
 /// durable everything written to the file before it starts, so one sync runs
 /// at a time and covers every write counted before it started; a thread whose
