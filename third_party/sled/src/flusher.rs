@@ -135,12 +135,18 @@ fn run(
         } {}
 
         // WRIT PATCH: in the log's sync group, and a failure is the
-        // database's (a later sync's success would prove nothing).
-        if let Err(e) =
-            pagecache.config.syncs.sync_all(&pagecache.config.file)
-        {
-            error!("failed to fsync from periodic flush thread: {}", e);
-            pagecache.config.set_global_error(e.into());
+        // database's (a later sync's success would prove nothing): set once,
+        // the threads waiting for the log woken to see it, and no more syncs.
+        if pagecache.config.global_error().is_ok() {
+            if let Err(e) =
+                pagecache.config.syncs.sync_all(&pagecache.config.file)
+            {
+                error!("failed to fsync from periodic flush thread: {}", e);
+                pagecache.config.set_global_error(e.into());
+                let iobufs = &pagecache.log.iobufs;
+                drop(iobufs.intervals.lock());
+                let _notified = iobufs.interval_updated.notify_all();
+            }
         }
 
         let sleep_duration = flush_every

@@ -424,8 +424,9 @@ impl SyncGroup {
             self.synced.wait(&mut state);
         }
         state.syncing = true;
-        let mut turn = Turn { group: self, covers: state.written, outcome: None };
+        let covers = state.written;
         drop(state);
+        let mut turn = Turn { group: self, covers, outcome: None };
         let result = if all { file.sync_all() } else { file.sync_data() };
         turn.outcome = Some(result.is_ok());
         drop(turn);
