@@ -137,15 +137,24 @@ fn run(
         // WRIT PATCH: in the log's sync group, and a failure is the
         // database's (a later sync's success would prove nothing): set once,
         // the threads waiting for the log woken to see it, and no more syncs.
+        // Buffer writes no longer sync: this sync also makes what is written
+        // stable, so the stable LSN (and segment reuse) keeps up when no
+        // thread flushes.
         if pagecache.config.global_error().is_ok() {
-            if let Err(e) =
-                pagecache.config.syncs.sync_all(&pagecache.config.file)
-            {
-                error!("failed to fsync from periodic flush thread: {}", e);
-                pagecache.config.set_global_error(e.into());
-                let iobufs = &pagecache.log.iobufs;
-                drop(iobufs.intervals.lock());
-                let _notified = iobufs.interval_updated.notify_all();
+            let iobufs = &pagecache.log.iobufs;
+            let written = || iobufs.intervals.lock().written();
+            match pagecache.config.syncs.sync_all(&pagecache.config.file, Some(&written)) {
+                Ok(durable) => {
+                    if let Some(durable) = durable {
+                        iobufs.synced_up_to(durable);
+                    }
+                }
+                Err(e) => {
+                    error!("failed to fsync from periodic flush thread: {}", e);
+                    pagecache.config.set_global_error(e.into());
+                    drop(iobufs.intervals.lock());
+                    let _notified = iobufs.interval_updated.notify_all();
+                }
             }
         }
 

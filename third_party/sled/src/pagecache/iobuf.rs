@@ -171,11 +171,19 @@ impl IoBuf {
     }
 }
 
+// WRIT PATCH: these intervals track what has been *written* to the log file
+// (the write returned), not what is durable: `IoBufs::stable_lsn` advances
+// only after a sync that started once everything up to it was written (see
+// `make_stable_inner` and `SyncGroup`).
 #[derive(Debug)]
 pub(crate) struct StabilityIntervals {
     fsynced_ranges: Vec<(Lsn, Lsn)>,
     batches: BTreeMap<Lsn, Lsn>,
     stable_lsn: Lsn,
+    /// WRIT PATCH: the highest LSN up to which every write returned, batches
+    /// kept whole (what `mark_fsync` returns); a sync started now makes all
+    /// of it durable.
+    written: Lsn,
 }
 
 impl StabilityIntervals {
@@ -184,7 +192,13 @@ impl StabilityIntervals {
             stable_lsn: lsn,
             fsynced_ranges: vec![],
             batches: BTreeMap::default(),
+            written: lsn,
         }
+    }
+
+    /// WRIT PATCH: see `written`.
+    pub(crate) fn written(&self) -> Lsn {
+        self.written
     }
 
     pub(crate) fn mark_batch(&mut self, interval: (Lsn, Lsn)) {
@@ -298,9 +312,9 @@ pub(crate) struct IoBufs {
     // because if this drops, all witnessing threads should be done.
     pub iobuf: AtomicPtr<IoBuf>,
 
-    // Pending intervals that have been written to stable storage, but may be
-    // higher than the current value of `stable` due to interesting thread
-    // interleavings.
+    // Pending intervals that have been written to the log file (WRIT PATCH:
+    // written, not synced), but may be higher than the current value of
+    // `stable` due to interesting thread interleavings.
     pub intervals: Mutex<StabilityIntervals>,
     pub interval_updated: Condvar,
 
@@ -320,18 +334,18 @@ pub(crate) struct IoBufs {
     pub io_uring: rio::Rio,
 }
 
-/// WRIT PATCH: the syncs of the log file while the database runs,
-/// group-committed (kept beside the file in `RunningConfig`; recovery's and
-/// `Log::drop`'s stay outside). Several IO threads write sealed buffers at once,
-/// and each used to sync the whole file after its own write. `fdatasync` makes
-/// durable everything written to the file before it starts, so one sync runs
-/// at a time and covers every write counted before it started; a thread whose
-/// write is counted meanwhile waits for that sync to end, then finds its write
-/// covered or syncs for everyone waiting. The periodic flusher's and a
-/// truncation's `fsync`s take their turn here too. A failed sync (or a leader
-/// that panicked) fails every later one: after a failed sync the kernel may
-/// have dropped the dirty pages and reports the error only once per open file,
-/// so a later success would prove nothing.
+/// WRIT PATCH: the syncs of the log file while the database runs (kept
+/// beside the file in `RunningConfig`; recovery's and `Log::drop`'s stay
+/// outside). Writing an IO buffer no longer syncs: a thread that needs an LSN
+/// durable (`make_stable_inner`) syncs once everything up to it is written,
+/// and `IoBufs::stable_lsn` then advances to what that sync covered. One sync
+/// runs at a time; a thread whose LSN the running sync does not cover waits
+/// for it to end, then finds it covered or syncs for everyone waiting. The
+/// periodic flusher's and a truncation's `fsync`s take their turn here too.
+/// A failed sync (or a syncing thread that panicked) fails every later one:
+/// after a failed sync the kernel may have dropped the dirty pages and
+/// reports the error only once per open file, so a later success would prove
+/// nothing.
 #[derive(Default)]
 pub(crate) struct SyncGroup {
     state: Mutex<SyncState>,
@@ -346,11 +360,9 @@ impl std::fmt::Debug for SyncGroup {
 
 #[derive(Default)]
 struct SyncState {
-    /// Writes counted so far (each once it returned, in the order they took
-    /// this lock).
-    written: u64,
-    /// Every write counted up to this one is durable.
-    durable: u64,
+    /// Every LSN up to this one is durable (as far as this group's syncs
+    /// tell; `None` before the first).
+    durable: Option<Lsn>,
     /// A thread is syncing now.
     syncing: bool,
     /// A sync failed: nothing written since is known to be durable.
@@ -361,7 +373,7 @@ struct SyncState {
 /// included (then the group counts as failed).
 struct Turn<'a> {
     group: &'a SyncGroup,
-    covers: u64,
+    covers: Option<Lsn>,
     outcome: Option<bool>,
 }
 
@@ -370,7 +382,11 @@ impl Drop for Turn<'_> {
         let mut state = self.group.state.lock();
         state.syncing = false;
         match self.outcome {
-            Some(true) => state.durable = state.durable.max(self.covers),
+            Some(true) => {
+                if let Some(c) = self.covers {
+                    state.durable = Some(state.durable.map_or(c, |d| d.max(c)));
+                }
+            }
             Some(false) | None => state.failed = true,
         }
         drop(state);
@@ -379,58 +395,77 @@ impl Drop for Turn<'_> {
 }
 
 impl SyncGroup {
-    /// Call after a write to `file` returned: returns once that write is
-    /// durable, having synced the file or waited for a sync that covers it.
-    pub(crate) fn sync_after_write(
+    /// Returns once every LSN up to `lsn` is durable, having synced `file`
+    /// or waited for a sync that covers it; returns what is known durable.
+    /// `written` reads how far the log is written; call only once it is
+    /// written up to `lsn`.
+    pub(crate) fn sync_to(
         &self,
         file: &std::fs::File,
-    ) -> std::io::Result<()> {
-        self.sync(file, true, false)
-    }
-
-    /// `fsync`s `file` (data and metadata) in its turn.
-    pub(crate) fn sync_all(&self, file: &std::fs::File) -> std::io::Result<()> {
-        self.sync(file, false, true)
-    }
-
-    fn sync(
-        &self,
-        file: &std::fs::File,
-        wrote: bool,
-        all: bool,
-    ) -> std::io::Result<()> {
+        lsn: Lsn,
+        written: impl FnOnce() -> Lsn,
+    ) -> std::io::Result<Lsn> {
         let mut state = self.state.lock();
-        let mine = if wrote {
-            state.written += 1;
-            Some(state.written)
-        } else {
-            None
-        };
         loop {
-            if mine.map_or(false, |m| state.durable >= m) {
-                return Ok(());
+            if let Some(d) = state.durable.filter(|d| *d >= lsn) {
+                return Ok(d);
             }
             if state.failed {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Other,
-                    "an earlier sync of the log failed",
-                ));
+                return Err(Self::failed());
             }
             if !state.syncing {
                 break;
             }
-            // That sync may have started before this write was counted: look
+            // That sync may have started before `lsn` was written: look
             // again when it ends.
             self.synced.wait(&mut state);
         }
         state.syncing = true;
-        let covers = state.written;
         drop(state);
-        let mut turn = Turn { group: self, covers, outcome: None };
-        let result = if all { file.sync_all() } else { file.sync_data() };
+        let mut turn = Turn { group: self, covers: None, outcome: None };
+        // Read once this thread holds the turn and before it syncs: every
+        // write up to here returned before the sync starts.
+        let covers = written();
+        turn.covers = Some(covers);
+        let result = file.sync_data();
         turn.outcome = Some(result.is_ok());
         drop(turn);
-        result
+        result.map(|()| covers)
+    }
+
+    /// `fsync`s `file` (data and metadata) in its turn. With `written` (how
+    /// far the log is written), returns what the sync made durable.
+    pub(crate) fn sync_all(
+        &self,
+        file: &std::fs::File,
+        written: Option<&dyn Fn() -> Lsn>,
+    ) -> std::io::Result<Option<Lsn>> {
+        let mut state = self.state.lock();
+        loop {
+            if state.failed {
+                return Err(Self::failed());
+            }
+            if !state.syncing {
+                break;
+            }
+            self.synced.wait(&mut state);
+        }
+        state.syncing = true;
+        drop(state);
+        let mut turn = Turn { group: self, covers: None, outcome: None };
+        let covers = written.map(|w| w());
+        turn.covers = covers;
+        let result = file.sync_all();
+        turn.outcome = Some(result.is_ok());
+        drop(turn);
+        result.map(|()| covers)
+    }
+
+    fn failed() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::Other,
+            "an earlier sync of the log failed",
+        )
     }
 }
 
@@ -627,6 +662,18 @@ impl IoBufs {
             segments,
             last_stage: false,
         }
+    }
+
+    /// WRIT PATCH: after a sync of the log file that started once it was
+    /// written up to `durable`: the stable LSN moves there, and the threads
+    /// waiting for it are woken.
+    pub(crate) fn synced_up_to(&self, durable: Lsn) {
+        let intervals = self.intervals.lock();
+        bump_atomic_lsn(&self.stable_lsn, durable);
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+        let _notified = self.interval_updated.notify_all();
     }
 
     /// Returns the last stable offset in storage.
@@ -841,16 +888,13 @@ impl IoBufs {
         #[cfg(not(feature = "io_uring"))]
         {
             let f = &self.config.file;
+            // WRIT PATCH: no `sync_file_range` here. It only started and
+            // waited for the write-back of the range: it neither flushed the
+            // device's volatile write cache nor persisted the file's growing
+            // size, so a flushed write could be lost to a power cut. What
+            // must be durable is synced (`fdatasync`) by the thread waiting
+            // for it, in `make_stable_inner` (see WRIT-PATCH.md).
             pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
-                // WRIT PATCH: `fdatasync`, not `sync_file_range`. The latter
-                // only starts and waits for the write-back of the range: it
-                // neither flushes the device's volatile write cache nor
-                // persists the file's growing size, so a flushed write could
-                // be lost to a power cut (see WRIT-PATCH.md). Writes that
-                // complete together share one (`SyncGroup`).
-                self.config.syncs.sync_after_write(f)?;
-            }
         }
         io_fail!(self, "buffer write post");
 
@@ -918,7 +962,12 @@ impl IoBufs {
 
         if let Some(new_stable_lsn) = updated {
             trace!("mark_interval new highest lsn {}", new_stable_lsn);
-            self.stable_lsn.store(new_stable_lsn, SeqCst);
+            // WRIT PATCH: written, not yet durable, unless nothing is ever
+            // synced (a temporary database); a waiter syncs it.
+            intervals.written = intervals.written.max(new_stable_lsn);
+            if self.config.temporary {
+                bump_atomic_lsn(&self.stable_lsn, new_stable_lsn);
+            }
 
             #[cfg(feature = "event_log")]
             {
@@ -1063,6 +1112,31 @@ pub(in crate::pagecache) fn make_stable_inner(
                     return Ok(assert_usize(stable - first_stable));
                 }
             }
+        }
+
+        // WRIT PATCH: written up to `lsn` but not yet synced: sync it here
+        // (one sync at a time, shared by every thread waiting meanwhile).
+        if stable < lsn && waiter.written >= lsn && !iobufs.config.temporary {
+            drop(waiter);
+            let synced = iobufs.config.syncs.sync_to(
+                &iobufs.config.file,
+                lsn,
+                || iobufs.intervals.lock().written,
+            );
+            match synced {
+                Ok(durable) => iobufs.synced_up_to(durable),
+                Err(e) => {
+                    error!("failed to sync the log: {}", e);
+                    iobufs.config.set_global_error(e.into());
+                    let intervals = iobufs.intervals.lock();
+                    // having held the mutex makes this linearized
+                    // with the notify below.
+                    drop(intervals);
+                    let _notified = iobufs.interval_updated.notify_all();
+                }
+            }
+            stable = iobufs.stable();
+            continue;
         }
 
         if stable < lsn {

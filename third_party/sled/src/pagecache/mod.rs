@@ -1800,6 +1800,8 @@ impl PageCache {
     /// previous persisted counter wasn't synced to disk yet, we will do
     /// a blocking flush to fsync the latest counter, ensuring
     /// that we will never give out the same counter twice.
+    /// (WRIT PATCH: `make_durable` waits for the counter to be written, not
+    /// synced, as upstream's `sync_file_range` did; see WRIT-PATCH.md.)
     pub(crate) fn generate_id_inner(&self) -> Result<u64> {
         let ret = self.idgen.fetch_add(1, Release);
 

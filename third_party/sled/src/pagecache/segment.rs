@@ -1101,7 +1101,8 @@ impl SegmentAccountant {
                 .file
                 .set_len(at)
                 // WRIT PATCH: in the log's sync group.
-                .and_then(|_| config.syncs.sync_all(&config.file))
+                .and_then(|_| config.syncs.sync_all(&config.file, None))
+                .map(|_| ())
                 .map_err(|e| e.into());
             completer.fill(res);
         })?;

@@ -361,6 +361,13 @@ fn advance_snapshot(
         return Err(Error::corruption(None));
     }
 
+    // WRIT PATCH: writing an IO buffer no longer syncs it, so the log read
+    // above may hold bytes a killed process wrote and never synced: make them
+    // durable before a snapshot, or the log's stable LSN, counts on them.
+    if !config.temporary {
+        config.file.sync_all()?;
+    }
+
     if snapshot.stable_lsn > old_stable_lsn {
         write_snapshot(config, &snapshot)?;
     }
