@@ -273,9 +273,10 @@ impl StabilityIntervals {
             );
 
             if high <= self.stable_lsn {
-                // the entire batch has been written to disk
-                // and fsynced, so we can propagate its stability
-                // through the `batch_stable_lsn` variable.
+                // the entire batch has been written to the log
+                // file (WRIT PATCH: not necessarily synced), so we
+                // can propagate its progress through the
+                // `batch_stable_lsn` variable.
                 if let Some(bsl) = batch_stable_lsn {
                     assert!(bsl < high);
                 }
@@ -975,7 +976,7 @@ impl IoBufs {
                 // LSN, which deals with the next LSN after the last stable one.
                 // We need to do this while intervals is held otherwise it
                 // may race with another thread that stabilizes something
-                // lower.
+                // lower. (WRIT PATCH: the written LSN, not the synced one.)
                 self.config.event_log.stabilized_lsn(new_stable_lsn + 1);
             }
 
@@ -1016,9 +1017,9 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
 }
 
 /// Blocks until the specified log sequence number has
-/// been made stable on disk. Returns the number of
-/// bytes written. Suitable as a full consistency
-/// barrier.
+/// been made stable on disk. Returns how far the stable
+/// (WRIT PATCH: synced) LSN advanced during the call.
+/// Suitable as a full consistency barrier.
 pub(in crate::pagecache) fn make_stable(
     iobufs: &Arc<IoBufs>,
     lsn: Lsn,
@@ -1033,8 +1034,8 @@ pub(in crate::pagecache) fn make_stable(
 /// tenancy. this is only suitable for use
 /// before trying to read a message from the log,
 /// so that the system can avoid a full barrier
-/// if the desired item has already been made
-/// durable.
+/// if the desired item has already been written
+/// (WRIT PATCH: written, not necessarily synced).
 pub(in crate::pagecache) fn make_durable(
     iobufs: &Arc<IoBufs>,
     lsn: Lsn,
@@ -1115,7 +1116,9 @@ pub(in crate::pagecache) fn make_stable_inner(
         }
 
         // WRIT PATCH: written up to `lsn` but not yet synced: sync it here
-        // (one sync at a time, shared by every thread waiting meanwhile).
+        // (one sync at a time, shared by every thread waiting meanwhile). A
+        // read (`partial_durability`) returned above once its message was
+        // written; it reaches this only if the write ended exactly at `lsn`.
         if stable < lsn && waiter.written >= lsn && !iobufs.config.temporary {
             drop(waiter);
             let synced = iobufs.config.syncs.sync_to(
