@@ -404,34 +404,10 @@ impl SyncGroup {
         &self,
         file: &std::fs::File,
         lsn: Lsn,
-        written: impl FnOnce() -> Lsn,
+        written: &dyn Fn() -> Lsn,
     ) -> std::io::Result<Lsn> {
-        let mut state = self.state.lock();
-        loop {
-            if let Some(d) = state.durable.filter(|d| *d >= lsn) {
-                return Ok(d);
-            }
-            if state.failed {
-                return Err(Self::failed());
-            }
-            if !state.syncing {
-                break;
-            }
-            // That sync may have started before `lsn` was written: look
-            // again when it ends.
-            self.synced.wait(&mut state);
-        }
-        state.syncing = true;
-        drop(state);
-        let mut turn = Turn { group: self, covers: None, outcome: None };
-        // Read once this thread holds the turn and before it syncs: every
-        // write up to here returned before the sync starts.
-        let covers = written();
-        turn.covers = Some(covers);
-        let result = file.sync_data();
-        turn.outcome = Some(result.is_ok());
-        drop(turn);
-        result.map(|()| covers)
+        // `covers` is at least `lsn`: the log was written up to it before.
+        self.turn(file, Some(lsn), Some(written), false).map(|c| c.unwrap_or(lsn))
     }
 
     /// `fsync`s `file` (data and metadata) in its turn. With `written` (how
@@ -441,23 +417,41 @@ impl SyncGroup {
         file: &std::fs::File,
         written: Option<&dyn Fn() -> Lsn>,
     ) -> std::io::Result<Option<Lsn>> {
+        self.turn(file, None, written, true)
+    }
+
+    /// Waits for this thread's turn (unless a sync already covered `need`),
+    /// then syncs; returns what the sync covered, read from `written` once
+    /// the turn is taken and before the sync starts.
+    fn turn(
+        &self,
+        file: &std::fs::File,
+        need: Option<Lsn>,
+        written: Option<&dyn Fn() -> Lsn>,
+        all: bool,
+    ) -> std::io::Result<Option<Lsn>> {
         let mut state = self.state.lock();
         loop {
+            if let Some(d) = state.durable.filter(|d| need.map_or(false, |n| *d >= n)) {
+                return Ok(Some(d));
+            }
             if state.failed {
                 return Err(Self::failed());
             }
             if !state.syncing {
                 break;
             }
+            // That sync may have started before `need` was written: look
+            // again when it ends.
             self.synced.wait(&mut state);
         }
         state.syncing = true;
         drop(state);
         let mut turn = Turn { group: self, covers: None, outcome: None };
-        let covers = written.map(|w| w());
-        turn.covers = covers;
-        let result = file.sync_all();
+        turn.covers = written.map(|w| w());
+        let result = if all { file.sync_all() } else { file.sync_data() };
         turn.outcome = Some(result.is_ok());
+        let covers = turn.covers;
         drop(turn);
         result.map(|()| covers)
     }
@@ -1124,7 +1118,7 @@ pub(in crate::pagecache) fn make_stable_inner(
             let synced = iobufs.config.syncs.sync_to(
                 &iobufs.config.file,
                 lsn,
-                || iobufs.intervals.lock().written,
+                &|| iobufs.intervals.lock().written,
             );
             match synced {
                 Ok(durable) => iobufs.synced_up_to(durable),
