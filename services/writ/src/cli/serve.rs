@@ -227,7 +227,7 @@ pub struct ServeArgs {
     /// On sled, the audit log's file is synced at most this often (microseconds): a burst of
     /// decisions shares one sync, each answered once its record is durable. 0: sync at once.
     #[arg(long, env = "WRIT_AUDIT_SYNC_INTERVAL_US", default_value_t = writ_audit::DEFAULT_SYNC_INTERVAL_US,
-          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+          value_parser = clap::value_parser!(u64).range(0..=writ_audit::MAX_SYNC_INTERVAL_US))]
     pub audit_sync_interval_us: u64,
 }
 
