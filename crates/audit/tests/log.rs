@@ -627,6 +627,78 @@ async fn a_log_kept_in_the_store_moves_into_segment_files() {
     assert_eq!(report.records, 6);
 }
 
+/// Intents leave the store once their records are durable, while the log runs and at close;
+/// each is chained once, beside the records queued between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_intents_leave_the_store_while_running_and_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled(dir.path()).await;
+    let audit = Auditor::open(store.clone(), &kek(), settings(), "authz")
+        .await
+        .unwrap();
+    let intents = |store: Arc<dyn AsyncStore>| async move {
+        store
+            .scan(Tree::Audit, writ_audit::record::INTENT_PREFIX, None, 1000)
+            .await
+            .unwrap()
+            .len()
+    };
+    let commit = |i: usize| {
+        let (store, audit) = (store.clone(), audit.clone());
+        async move {
+            let intent = audit
+                .intent(Event::new("client_created", Outcome::Success).client(&format!("c{i}")));
+            let key = format!("c{i}").into_bytes();
+            let batch = intent.attach(
+                Batch::new()
+                    .expect(key.clone(), None)
+                    .put(key, b"r".to_vec()),
+            );
+            assert!(store.commit(Tree::Clients, batch).await.unwrap());
+            audit.written(intent);
+        }
+    };
+    for i in 0..30 {
+        commit(i).await;
+        // Records between them: rounds chain both.
+        audit.record(issued(i)).await.unwrap();
+    }
+    let mut left = intents(store.clone()).await;
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = intents(store.clone()).await;
+    }
+    assert_eq!(
+        left, 0,
+        "chained intents left the store within 5 s, the log open"
+    );
+    for i in 30..40 {
+        commit(i).await;
+    }
+    audit.close().await;
+    assert_eq!(
+        intents(store.clone()).await,
+        0,
+        "and those chained at close"
+    );
+    let records = all(&*store, &Filter::default()).await;
+    // Intents chain in key order (their time, to the millisecond): compared as sets.
+    let mut created: Vec<String> = records
+        .iter()
+        .filter(|r| r.kind == "client_created")
+        .map(|r| r.client_id.clone())
+        .collect();
+    created.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    expected.sort();
+    assert_eq!(created, expected);
+    assert_eq!(records.len(), 70, "each once");
+    assert!(verify(&*store, None).await.unwrap().intact());
+}
+
 /// A crash after an intent's record was written to the files but before the intent left the
 /// store: the next start sees the frame named it, and it is not chained a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
